@@ -1,0 +1,156 @@
+"""The ``impeccable`` command.
+
+Errors a user can act on print one line (``error: ...``) and exit 2; pass
+``--debug`` for the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class UserError(Exception):
+    """An error caused by the user's input; printed as one line."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one clear line unless --debug
+        if args.debug:
+            raise
+        print(f"error: {_describe(exc)}", file=sys.stderr)
+        return 2
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split()) if isinstance(exc, UserError) else f"{text}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="impeccable",
+        description="IMPECCABLE-style drug-discovery campaigns on a pilot runtime (Flux, Dragon, local, srun).",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.set_defaults(handler=None)
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = sub.add_parser("version", help="print the version")
+    p.set_defaults(handler=_version)
+
+    _add_bench(sub)
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands() -> list[Callable[[Any], None]]:
+    """Commands defined next to the code they drive (campaign, report, compare)."""
+    found = []
+    for module_name in ("impeccable.commands",):
+        try:
+            module = __import__(module_name, fromlist=["register"])
+        except ImportError:
+            continue
+        found.append(module.register)
+    return found
+
+
+def _version(args: argparse.Namespace) -> int:
+    print(f"impeccable {__version__}")
+    return 0
+
+
+# ---------------------------------------------------------------- bench
+def _add_bench(sub: Any) -> None:
+    from .runtime.backends import names as backend_names
+    from .runtime.bench import WORKLOADS
+
+    p = sub.add_parser(
+        "bench",
+        help="run a synthetic workload through the pilot and the raw baseline, side by side",
+        description="Runs N identical tasks through a fresh pilot and through the backend's plain mechanism "
+        "(subprocess / multiprocessing.Pool for local) in the same run, and prints medians over --repeat runs.",
+    )
+    p.add_argument("--backend", default="local", choices=backend_names())
+    p.add_argument("--workload", default="null-exec", choices=WORKLOADS)
+    p.add_argument("--tasks", type=int, default=1000, help="tasks per run (default 1000)")
+    p.add_argument("--cores", type=int, default=os.cpu_count(), help="cores the pilot owns (may exceed the machine's)")
+    p.add_argument("--duration", type=float, default=1.0, help="seconds per task for sleep workloads (default 1)")
+    p.add_argument("--repeat", type=int, default=3, help="runs of each; medians are reported (default 3)")
+    p.add_argument("--partitions", type=int, default=None, help="Flux instances to split the cores over")
+    p.add_argument("--no-raw", action="store_true", help="skip the raw baseline")
+    p.add_argument("--json", type=Path, metavar="OUT.json", help="write the figures and machine info here")
+    p.set_defaults(handler=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .runtime.bench import bench
+
+    if args.tasks < 1 or args.cores is None or args.cores < 1 or args.repeat < 1:
+        raise UserError("--tasks, --cores and --repeat must be at least 1")
+    options: dict[str, dict[str, Any]] = {}
+    if args.partitions is not None:
+        options[args.backend] = {"partitions": args.partitions}
+    result = bench(args.backend, args.workload, args.tasks, args.cores, args.duration, args.repeat,
+                   options=options, raw=not args.no_raw)
+    _print_bench(result)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        os.replace(tmp, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _print_bench(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result['workload']} x {result['tasks']} on {result['cores']} cores, "
+                        f"backend {result['backend']} (median of {result['repeat']})")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    raw = result["raw_throughput_tasks_per_s"]
+    rows = [
+        ("throughput (tasks/s)", f"{result['throughput_tasks_per_s']:,.0f}"),
+        ("steady-state throughput (tasks/s)", f"{result['steady_throughput_tasks_per_s']:,.0f}"),
+        ("raw baseline (tasks/s)", f"{raw:,.0f}" if raw else "n/a"),
+        ("ours / raw", f"{result['ratio_to_raw']:.2f}" if result["ratio_to_raw"] else "n/a"),
+        ("utilisation", f"{100 * result['utilization']:.2f} %"),
+        ("makespan (s)", f"{result['makespan_s']:.3f}"),
+        ("pilot start-up (s)", f"{result['startup_s']:.3f}"),
+        ("queue wait median / p95 (ms)", f"{1e3 * result['queue_wait_median_s']:.2f} / {1e3 * result['queue_wait_p95_s']:.2f}"),
+        ("launch overhead median / p95 (ms)",
+         f"{1e3 * result['launch_overhead_median_s']:.3f} / {1e3 * result['launch_overhead_p95_s']:.3f}"),
+        ("peak busy cores", f"{result['peak_busy_cores']}"),
+        ("done / failed / canceled", f"{result['done']:.0f} / {result['failed']:.0f} / {result['canceled']:.0f}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""The protocol every backend speaks, and the one state machine they share.
+
+A backend receives :class:`Submission` objects (task + record + future) and
+drives each to a final state through the methods on Submission: ``begin`` when
+it takes resources, ``started`` when the work begins, then ``complete``,
+``fail`` (which says whether to retry) or ``cancel``. Backends never touch
+record fields or futures directly, so every backend produces the same records
+and callers never learn which backend ran a task.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib.util
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import CancelledError, Future
+from typing import Any, ClassVar
+
+from ..records import TaskRecord, TaskState
+from ..resources import ResourceShare
+from ..task import Task, TaskError, TaskKind
+
+
+class TaskFailed(Exception):
+    """Raised by ``future.result()`` for a task that ended FAILED; ``.record`` has the details."""
+
+    def __init__(self, record: TaskRecord) -> None:
+        self.record = record
+        reason = record.error or "failed"
+        super().__init__(f"task {record.name or record.uid!r} failed: {reason}")
+
+
+class TaskFuture(Future):
+    """A ``concurrent.futures.Future`` that also carries the task and its live record."""
+
+    def __init__(self, task: Task, record: TaskRecord) -> None:
+        super().__init__()
+        self.task = task
+        self.record = record
+
+    @property
+    def uid(self) -> str:
+        return self.task.uid
+
+
+class Submission:
+    """One task on its way through a backend. Methods are called from the backend's thread."""
+
+    __slots__ = ("task", "record", "future")
+
+    def __init__(self, task: Task, record: TaskRecord, future: TaskFuture) -> None:
+        self.task = task
+        self.record = record
+        self.future = future
+
+    def begin(self, slots: tuple[int, ...] = (), gpu_slots: tuple[int, ...] = (), partition: str = "",
+              when: float | None = None) -> bool:
+        """Resources were assigned. False if the caller canceled the future meanwhile (record CANCELED)."""
+        future = self.future
+        if not future.running() and not future.set_running_or_notify_cancel():
+            self._finalize(TaskState.CANCELED, when, error="canceled before it started")
+            return False
+        record = self.record
+        record.attempts += 1
+        record.scheduled = time.time() if when is None else when
+        record.slots = slots
+        record.gpu_slots = gpu_slots
+        record.partition = partition
+        record.started = None
+        return True
+
+    def started(self, when: float | None = None) -> None:
+        self.record.started = time.time() if when is None else when
+        self.record.state = TaskState.RUNNING
+
+    def complete(self, result: Any = None, when: float | None = None, exit_code: int | None = None) -> None:
+        """DONE. Executables resolve the future with their record, functions with their return value."""
+        self.record.exit_code = exit_code
+        self._finalize(TaskState.DONE, when)
+        self.future.set_result(self.record if self.task.kind is TaskKind.EXECUTABLE else result)
+
+    def fail(self, error: str, when: float | None = None, exit_code: int | None = None,
+             traceback: str | None = None, exception: BaseException | None = None) -> bool:
+        """Record a failed attempt. True if the retry budget allows another attempt (the caller requeues)."""
+        record = self.record
+        record.exit_code = exit_code
+        record.error = error
+        record.traceback = traceback
+        if record.attempts <= self.task.retries:
+            record.state = TaskState.PENDING
+            record.finished = time.time() if when is None else when
+            return True
+        self._finalize(TaskState.FAILED, when, error=error)
+        failure = TaskFailed(record)
+        if exception is not None:
+            failure.__cause__ = exception
+        self.future.set_exception(failure)
+        return False
+
+    def cancel(self, reason: str = "canceled", when: float | None = None) -> None:
+        self._finalize(TaskState.CANCELED, when, error=reason)
+        if not self.future.cancel() and not self.future.done():
+            # a running future refuses cancel(); its result() raises CancelledError all the same
+            self.future.set_exception(CancelledError(f"task {self.record.name or self.record.uid!r}: {reason}"))
+
+    def _finalize(self, state: TaskState, when: float | None, error: str | None = None) -> None:
+        record = self.record
+        record.state = state
+        record.finished = time.time() if when is None else when
+        if error is not None:
+            record.error = error
+
+
+class Backend(abc.ABC):
+    """A way of running tasks on one share of the pilot's allocation.
+
+    Subclasses set ``name`` and ``kinds`` and implement ``start``, ``submit``
+    and ``shutdown``. ``submit`` must never block on task execution: the pilot
+    hands thousands of submissions at once.
+    """
+
+    name: ClassVar[str]
+    kinds: ClassVar[frozenset[TaskKind]]
+
+    def __init__(self, share: ResourceShare, **options: Any) -> None:
+        self.share = share
+        self.options = options
+        # the kinds the pilot routes here (set by the pilot), so a backend starts only what it needs
+        self.serves: frozenset[TaskKind] = self.kinds
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        """Whether this backend can run here, and if not, why (shown when tests skip)."""
+        return True, ""
+
+    def check(self, task: Task) -> None:
+        """Reject at submit time what can never run here; raise TaskError naming the task and why."""
+        if task.kind not in self.kinds:
+            raise TaskError(f"task {task.label}: backend {self.name!r} does not run {task.kind.value} tasks")
+        if task.cores > self.share.n_cores:
+            raise TaskError(
+                f"task {task.label} asks for {task.cores} cores ({task.ranks} ranks x {task.cores_per_rank} "
+                f"cores per rank) but backend {self.name!r} owns {self.share.n_cores}"
+            )
+        if task.gpus > self.share.n_gpus:
+            raise TaskError(
+                f"task {task.label} asks for {task.gpus} GPUs ({task.ranks} ranks x {task.gpus_per_rank} "
+                f"GPUs per rank) but backend {self.name!r} owns {self.share.n_gpus}"
+            )
+        if task.kind is TaskKind.EXECUTABLE:
+            check_executable(task)
+        else:
+            check_function(task)
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Acquire whatever the backend needs (processes, instances); called once before submit."""
+
+    @abc.abstractmethod
+    def submit(self, submissions: Sequence[Submission]) -> None:
+        """Queue submissions; returns at once."""
+
+    def cancel(self, submission: Submission) -> None:
+        """Best effort: end a queued or running task as CANCELED. Default: only queued futures."""
+        submission.future.cancel()
+
+    @abc.abstractmethod
+    def shutdown(self, cancel_pending: bool = False) -> None:
+        """Finish (or cancel) everything, then release every process and resource the backend owns."""
+
+
+_which_cache: dict[tuple[str, str, str], str | None] = {}
+
+
+def find_program(program: str, env: dict[str, str] | None = None, cwd: str | None = None) -> str | None:
+    """Where ``program`` resolves with the task's PATH and cwd (cached), or None."""
+    path = (env or {}).get("PATH", os.environ.get("PATH", ""))
+    key = (program, path, cwd or "")
+    if key not in _which_cache:
+        if os.sep in program:
+            full = program if os.path.isabs(program) else os.path.join(cwd or os.getcwd(), program)
+            _which_cache[key] = full if os.path.isfile(full) and os.access(full, os.X_OK) else None
+        else:
+            _which_cache[key] = shutil.which(program, path=path)
+    return _which_cache[key]
+
+
+def check_executable(task: Task) -> None:
+    if task.cwd is not None and not os.path.isdir(task.cwd):
+        raise TaskError(f"task {task.label}: working directory {task.cwd!r} does not exist")
+    program = task.argv[0]
+    if find_program(program, dict(task.env), task.cwd) is None:
+        raise TaskError(f"task {task.label}: executable {program!r} not found (not on PATH and not an executable file)")
+
+
+def check_function(task: Task) -> None:
+    """The module must be findable; if it is already imported, the attribute must exist too.
+
+    Importing a module only to check it could cost seconds (torch), so an
+    unimported module is located with ``find_spec`` instead.
+    """
+    module_name, _, qualname = task.function.partition(":")
+    module = sys.modules.get(module_name)
+    if module is None:
+        try:
+            spec = importlib.util.find_spec(module_name)
+        except (ImportError, ValueError) as exc:
+            spec = None
+            reason = str(exc)
+        else:
+            reason = "no such module"
+        if spec is None:
+            raise TaskError(f"task {task.label}: function {task.function!r} is not importable: module {module_name!r}: {reason}")
+        return
+    obj: Any = module
+    for part in qualname.split("."):
+        if not hasattr(obj, part):
+            raise TaskError(f"task {task.label}: function {task.function!r} is not importable: {module_name!r} has no {qualname!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TaskError(f"task {task.label}: {task.function!r} is not callable")

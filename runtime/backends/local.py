@@ -1,0 +1,598 @@
+"""The embedded default backend: runs everywhere, needs nothing installed.
+
+Executables are child processes placed on free core slots (a 4-core task
+takes 4 slots, an MPI task is launched with ``mpiexec -n RANKS``). Functions
+run in a pool of persistent worker processes. One dispatcher thread owns all
+state and sleeps in ``epoll`` on: a wake-up eventfd (new submissions), one
+pidfd per running child (exit), the children's stderr pipes, and the
+workers' result pipes; its only timer is the nearest task deadline. So there
+is no polling, no sleep, and no per-task file I/O on the hot path.
+
+Function workers *lease* core slots: a worker holding a lease on one core
+may be sent several short calls at once (pipelining hides the round trip),
+and gives the core back when its queue drains. Calls run one at a time in a
+worker, so the records never show more busy cores than the share has.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import multiprocessing
+import os
+import pickle
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ..resources import ResourceShare, SlotPool
+from ..task import Task, TaskKind
+from .base import Backend, Submission, find_program
+
+# a pending task is looked at most this far down the queue when the head does not fit (backfill window)
+BACKFILL_WINDOW = 256
+STDERR_TAIL_BYTES = 2048
+KILL_GRACE_S = 2.0
+
+
+class LocalBackend(Backend):
+    """Subprocesses and a persistent worker pool on the cores of this machine.
+
+    Options: ``function_workers`` (default: one per core of the share),
+    ``mpiexec`` (default: ``mpiexec`` on PATH), ``pipeline_s`` (how much
+    estimated work to queue in a busy worker, default 2 ms), ``max_pipeline``.
+    """
+
+    name = "local"
+    kinds = frozenset({TaskKind.EXECUTABLE, TaskKind.FUNCTION})
+
+    def __init__(self, share: ResourceShare, **options: Any) -> None:
+        super().__init__(share, **options)
+        self._max_workers = int(options.get("function_workers") or share.n_cores)
+        self._mpiexec = options.get("mpiexec") or "mpiexec"
+        self._pipeline_s = float(options.get("pipeline_s", 0.002))
+        self._max_pipeline = int(options.get("max_pipeline", 64))
+        self._inbox: collections.deque[tuple[str, Any]] = collections.deque()
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ API
+    def check(self, task: Task) -> None:
+        super().check(task)
+        if task.kind is TaskKind.EXECUTABLE and task.mpi and find_program(self._mpiexec) is None:
+            from ..task import TaskError
+
+            raise TaskError(
+                f"task {task.label} is an MPI task but {self._mpiexec!r} was not found: "
+                "install an MPI (e.g. `pip install mpich`) or set the local backend's mpiexec option"
+            )
+
+    def start(self) -> None:
+        self._loop = _Dispatcher(self)
+        if TaskKind.FUNCTION in self.serves:
+            self._loop.start_workers(self._max_workers)
+        self._thread = threading.Thread(target=self._loop.run, name="impeccable-local", daemon=True)
+        self._thread.start()
+
+    def submit(self, submissions: Sequence[Submission]) -> None:
+        self._post("submit", submissions)
+
+    def cancel(self, submission: Submission) -> None:
+        self._post("cancel", submission.task.uid)
+
+    def shutdown(self, cancel_pending: bool = False) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            self._post("stop", cancel_pending)
+            self._thread.join()
+        os.close(self._wake_fd)
+
+    def _post(self, what: str, payload: Any) -> None:
+        if self._closed and what != "stop":
+            raise RuntimeError("the local backend is shut down")
+        self._inbox.append((what, payload))
+        os.eventfd_write(self._wake_fd, 1)
+
+
+class _Child:
+    """A running executable."""
+
+    __slots__ = ("sub", "popen", "pidfd", "stderr_fd", "stderr_tail", "cores", "gpus",
+                 "timed_out", "canceled", "done")
+
+    def __init__(self, sub: Submission, popen: subprocess.Popen, cores: tuple[int, ...], gpus: tuple[int, ...]) -> None:
+        self.sub = sub
+        self.popen = popen
+        self.pidfd = -1
+        self.stderr_fd = -1
+        self.stderr_tail = bytearray()
+        self.cores = cores
+        self.gpus = gpus
+        self.timed_out = False
+        self.canceled = False
+        self.done = False
+
+
+class _Worker:
+    """A persistent function worker and the calls queued in it."""
+
+    __slots__ = ("process", "conn", "outstanding", "cores", "gpus", "exclusive", "head_started",
+                 "outbox", "kill_reason", "alive")
+
+    def __init__(self, process: Any, conn: Any) -> None:
+        self.process = process
+        self.conn = conn
+        self.outstanding: collections.deque[Submission] = collections.deque()
+        self.cores: tuple[int, ...] = ()
+        self.gpus: tuple[int, ...] = ()
+        self.exclusive = False
+        self.head_started = 0.0
+        self.outbox: list[tuple] = []
+        self.kill_reason = ""
+        self.alive = True
+
+
+class _Dispatcher:
+    """All scheduling state; lives in the backend's single thread."""
+
+    def __init__(self, backend: LocalBackend) -> None:
+        self.backend = backend
+        self.cores = SlotPool(backend.share.cores)
+        self.gpus = SlotPool(backend.share.gpus)
+        self.pending: collections.deque[Submission] = collections.deque()
+        self.children: dict[str, _Child] = {}
+        self.workers: list[_Worker] = []
+        self.idle_workers: list[_Worker] = []
+        self.deadlines: list[tuple[float, int, Any, Any]] = []
+        self._seq = itertools.count()
+        self.selector = selectors.EpollSelector()
+        self.selector.register(backend._wake_fd, selectors.EVENT_READ, self._on_wake)
+        self.stopping = False
+        self.runtime_ewma_s = 0.0
+        self.depth = 1
+        self._base_env = dict(os.environ)
+        self._mp = multiprocessing.get_context("forkserver")
+        self._mp.set_forkserver_preload(["impeccable.runtime.worker"])
+        self._sent: list[_Worker] = []
+
+    # ------------------------------------------------------------ main loop
+    def run(self) -> None:
+        select = self.selector.select
+        try:
+            while True:
+                for key, _ in select(self._timeout()):
+                    key.data(key.fileobj)
+                if self.deadlines:
+                    self._expire(time.time())
+                self._schedule()
+                self._flush()
+                if self.stopping and self._drained():
+                    break
+        except BaseException as exc:
+            # a bug here must not leave callers waiting forever on futures
+            self._abandon(f"local backend dispatcher crashed: {type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self._teardown()
+
+    def _abandon(self, reason: str) -> None:
+        subs = list(self.pending) + [c.sub for c in self.children.values()]
+        subs += [s for w in self.workers for s in w.outstanding]
+        for child in self.children.values():
+            _signal_group(child.popen.pid, signal.SIGKILL)
+        for sub in subs:
+            if not sub.future.done():
+                sub.record.attempts = sub.task.retries + 1
+                sub.fail(reason)
+
+    def _timeout(self) -> float | None:
+        if not self.deadlines:
+            return None
+        return max(0.0, self.deadlines[0][0] - time.time())
+
+    def _drained(self) -> bool:
+        return not self.pending and not self.children and not any(w.outstanding for w in self.workers)
+
+    def _on_wake(self, fd: int) -> None:
+        os.eventfd_read(fd)
+        inbox = self.backend._inbox
+        while inbox:
+            what, payload = inbox.popleft()
+            if what == "submit":
+                self.pending.extend(payload)
+            elif what == "cancel":
+                self._cancel(payload)
+            elif what == "stop":
+                self.stopping = True
+                if payload:
+                    self._cancel_everything()
+
+    # ------------------------------------------------------------ scheduling
+    def _schedule(self) -> None:
+        pending = self.pending
+        if not pending:
+            return
+        skipped: list[Submission] = []
+        scanned = 0
+        while pending and scanned < BACKFILL_WINDOW:
+            sub = pending.popleft()
+            scanned += 1
+            if sub.task.kind is TaskKind.EXECUTABLE:
+                placed = self._place_child(sub)
+            else:
+                placed = self._place_call(sub)
+            if not placed:
+                skipped.append(sub)
+                if self.cores.free == 0 and not self._worker_room():
+                    break
+        if skipped:
+            pending.extendleft(reversed(skipped))
+
+    def _worker_room(self) -> bool:
+        depth = self.depth
+        return any(w.cores and not w.exclusive and len(w.outstanding) < depth for w in self.workers)
+
+    # ------------------------------------------------------------ executables
+    def _place_child(self, sub: Submission) -> bool:
+        task = sub.task
+        cores = self.cores.take(task.cores)
+        if cores is None:
+            return False
+        gpus = self.gpus.take(task.gpus)
+        if gpus is None:
+            self.cores.give_back(cores)
+            return False
+        if not sub.begin(cores, gpus):
+            self._release(cores, gpus)
+            return True
+        self._launch(sub, cores, gpus)
+        return True
+
+    def _launch(self, sub: Submission, cores: tuple[int, ...], gpus: tuple[int, ...]) -> None:
+        task = sub.task
+        argv = list(task.argv)
+        if task.mpi:
+            argv = [self.backend._mpiexec, "-n", str(task.ranks), *argv]
+        env = self._base_env.copy()
+        env.update(task.env)
+        env["OMP_NUM_THREADS"] = str(task.cores_per_rank)
+        env["IMPECCABLE_TASK_UID"] = task.uid
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+        stdout = open(task.stdout, "ab") if task.stdout else subprocess.DEVNULL
+        stderr = open(task.stderr, "ab") if task.stderr else subprocess.PIPE
+        try:
+            popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                                     cwd=task.cwd, env=env, start_new_session=True)
+        except OSError as exc:
+            self._release(cores, gpus)
+            if sub.fail(f"could not start {argv[0]!r}: {exc}"):
+                self.pending.append(sub)
+            return
+        finally:
+            if task.stdout:
+                stdout.close()  # type: ignore[union-attr]
+            if task.stderr:
+                stderr.close()  # type: ignore[union-attr]
+        sub.started()
+        child = _Child(sub, popen, cores, gpus)
+        self.children[task.uid] = child
+        child.pidfd = os.pidfd_open(popen.pid)
+        self.selector.register(child.pidfd, selectors.EVENT_READ, lambda fd, c=child: self._on_exit(c))
+        if popen.stderr is not None:
+            child.stderr_fd = popen.stderr.fileno()
+            os.set_blocking(child.stderr_fd, False)
+            self.selector.register(child.stderr_fd, selectors.EVENT_READ, lambda fd, c=child: self._read_stderr(c))
+        if task.timeout_s:
+            self._arm(time.time() + task.timeout_s, "timeout", child)
+
+    def _read_stderr(self, child: _Child) -> None:
+        if child.stderr_fd < 0:  # closed by _on_exit earlier in the same round of events
+            return
+        try:
+            chunk = os.read(child.stderr_fd, 65536)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self._close_stderr(child)
+            return
+        tail = child.stderr_tail
+        tail += chunk
+        if len(tail) > STDERR_TAIL_BYTES:
+            del tail[: len(tail) - STDERR_TAIL_BYTES]
+
+    def _close_stderr(self, child: _Child) -> None:
+        if child.stderr_fd >= 0:
+            self.selector.unregister(child.stderr_fd)
+            child.popen.stderr.close()  # type: ignore[union-attr]
+            child.stderr_fd = -1
+
+    def _on_exit(self, child: _Child) -> None:
+        finished = time.time()
+        self.selector.unregister(child.pidfd)
+        os.close(child.pidfd)
+        child.done = True
+        code = child.popen.wait()
+        while child.stderr_fd >= 0:  # whatever is left in the pipe, without blocking
+            before = len(child.stderr_tail)
+            self._read_stderr(child)
+            if child.stderr_fd >= 0 and len(child.stderr_tail) == before:
+                self._close_stderr(child)
+        del self.children[child.sub.task.uid]
+        self._release(child.cores, child.gpus)
+        sub = child.sub
+        if child.canceled:
+            sub.cancel("canceled while running (killed)", when=finished)
+            return
+        if code == 0 and not child.timed_out:
+            sub.complete(when=finished, exit_code=0)
+            return
+        if child.timed_out:
+            reason = f"timed out after {sub.task.timeout_s:g} s (killed)"
+        elif code < 0:
+            reason = f"killed by signal {_signal_name(-code)}"
+        else:
+            reason = f"exit code {code}"
+        tail = child.stderr_tail.decode(errors="replace").strip()
+        if tail:
+            reason += f"; stderr: {tail.splitlines()[-1][-300:]}"
+        if sub.fail(reason, when=finished, exit_code=code, traceback=tail or None):
+            self.pending.append(sub)
+
+    # ------------------------------------------------------------ functions
+    def start_workers(self, n: int) -> None:
+        for _ in range(n):
+            self._new_worker()
+
+    def _new_worker(self) -> _Worker:
+        from .. import worker as worker_module
+
+        parent, child = self._mp.Pipe(duplex=True)
+        process = self._mp.Process(target=worker_module.main, args=(child,), daemon=True, name="impeccable-worker")
+        process.start()
+        child.close()
+        worker = _Worker(process, parent)
+        self.workers.append(worker)
+        self.idle_workers.append(worker)
+        self.selector.register(parent.fileno(), selectors.EVENT_READ, lambda fd, w=worker: self._on_result(w))
+        return worker
+
+    def _place_call(self, sub: Submission) -> bool:
+        task = sub.task
+        worker = None
+        if task.cores_per_rank == 1 and task.gpus == 0:
+            if self.cores.free and (self.idle_workers or len(self.workers) < self.backend._max_workers):
+                worker = self.idle_workers.pop() if self.idle_workers else self._claim_new_worker()
+                worker.cores = self.cores.take(1)  # type: ignore[assignment]
+                worker.exclusive = False
+            else:
+                depth = self.depth
+                best = None
+                for w in self.workers:
+                    if w.cores and not w.exclusive and w.alive and len(w.outstanding) < depth:
+                        if best is None or len(w.outstanding) < len(best.outstanding):
+                            best = w
+                if best is None:
+                    return False
+                worker = best
+        else:
+            if not (self.idle_workers or len(self.workers) < self.backend._max_workers):
+                return False
+            cores = self.cores.take(task.cores)
+            if cores is None:
+                return False
+            gpus = self.gpus.take(task.gpus)
+            if gpus is None:
+                self.cores.give_back(cores)
+                return False
+            worker = self.idle_workers.pop() if self.idle_workers else self._claim_new_worker()
+            worker.cores, worker.gpus, worker.exclusive = cores, gpus, True
+        now = time.time()
+        if not sub.begin(worker.cores, worker.gpus, when=now):
+            if not worker.outstanding:
+                self._idle(worker)
+            return True
+        env = {"CUDA_VISIBLE_DEVICES": ",".join(map(str, worker.gpus))} if worker.gpus else None
+        worker.outstanding.append(sub)
+        worker.outbox.append((task.uid, task.function, task.args, dict(task.kwargs) if task.kwargs else {}, env))
+        if len(worker.outbox) == 1:
+            self._sent.append(worker)
+        if len(worker.outstanding) == 1:
+            self._head_started(worker, now)
+        return True
+
+    def _claim_new_worker(self) -> _Worker:
+        worker = self._new_worker()
+        self.idle_workers.remove(worker)
+        return worker
+
+    def _flush(self) -> None:
+        for worker in self._sent:
+            if worker.alive and worker.outbox:
+                try:
+                    worker.conn.send_bytes(pickle.dumps(worker.outbox, protocol=pickle.HIGHEST_PROTOCOL))
+                except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
+                    self._unsendable(worker, exc)
+            worker.outbox = []
+        self._sent.clear()
+
+    def _unsendable(self, worker: _Worker, exc: Exception) -> None:
+        """A batch whose arguments cannot be pickled: send the calls one by one, fail the bad ones."""
+        if isinstance(exc, OSError):
+            return  # the worker is gone; _on_result sees the EOF and requeues
+        for item in worker.outbox:
+            try:
+                worker.conn.send_bytes(pickle.dumps([item], protocol=pickle.HIGHEST_PROTOCOL))
+            except (pickle.PicklingError, TypeError, AttributeError) as item_exc:
+                sub = next(s for s in worker.outstanding if s.task.uid == item[0])
+                worker.outstanding.remove(sub)
+                sub.fail(f"arguments cannot be sent to a worker: {item_exc}")
+        if not worker.outstanding:
+            self._idle(worker)
+
+    def _on_result(self, worker: _Worker) -> None:
+        try:
+            data = worker.conn.recv_bytes()
+        except (EOFError, OSError):
+            self._worker_died(worker)
+            return
+        sub = worker.outstanding.popleft()
+        try:
+            token, ok, payload, started, finished = pickle.loads(data)
+        except Exception as exc:  # noqa: BLE001 - e.g. a result class the pilot cannot import
+            token, ok, started, finished = sub.task.uid, False, time.time(), time.time()
+            payload = (None, f"result cannot be unpickled in the pilot: {exc}", None)
+        sub.started(started)
+        runtime = finished - started
+        self.runtime_ewma_s = runtime if not self.runtime_ewma_s else 0.8 * self.runtime_ewma_s + 0.2 * runtime
+        self.depth = max(1, min(self.backend._max_pipeline, int(self.backend._pipeline_s / max(self.runtime_ewma_s, 1e-6))))
+        if ok:
+            sub.complete(payload, when=finished)
+        else:
+            exception, text, trace = payload
+            if sub.fail(text, when=finished, traceback=trace, exception=exception):
+                self.pending.append(sub)
+        if worker.outstanding:
+            self._head_started(worker, finished)
+        else:
+            self._idle(worker)
+
+    def _head_started(self, worker: _Worker, when: float) -> None:
+        worker.head_started = when
+        timeout = worker.outstanding[0].task.timeout_s
+        if timeout:
+            self._arm(when + timeout, "call-timeout", (worker, worker.outstanding[0]))
+
+    def _idle(self, worker: _Worker) -> None:
+        self._release(worker.cores, worker.gpus)
+        worker.cores, worker.gpus, worker.exclusive = (), (), False
+        if worker.alive:
+            self.idle_workers.append(worker)
+
+    def _worker_died(self, worker: _Worker, reason: str | None = None) -> None:
+        if not worker.alive:
+            return
+        worker.alive = False
+        self.selector.unregister(worker.conn.fileno())
+        worker.conn.close()
+        worker.process.join(timeout=5)
+        if worker in self.idle_workers:
+            self.idle_workers.remove(worker)
+        self.workers.remove(worker)
+        if reason is None:
+            reason = worker.kill_reason or f"worker process died ({_exit_description(worker.process.exitcode)})"
+        outstanding = list(worker.outstanding)
+        worker.outstanding.clear()
+        self._release(worker.cores, worker.gpus)
+        worker.cores, worker.gpus = (), ()
+        if outstanding:
+            culprit, rest = outstanding[0], outstanding[1:]
+            for sub in rest:  # never started: they go back to the queue without spending a retry
+                sub.record.attempts -= 1
+            self.pending.extendleft(reversed(rest))
+            if worker.kill_reason == "canceled":
+                culprit.cancel("canceled while running (worker killed)")
+            elif culprit.fail(reason):
+                self.pending.append(culprit)
+
+    # ------------------------------------------------------------ deadlines, cancel, stop
+    def _arm(self, when: float, what: str, target: Any) -> None:
+        heapq.heappush(self.deadlines, (when, next(self._seq), what, target))
+
+    def _expire(self, now: float) -> None:
+        while self.deadlines and self.deadlines[0][0] <= now:
+            _, _, what, target = heapq.heappop(self.deadlines)
+            if what == "timeout" and not target.done:
+                target.timed_out = True
+                _signal_group(target.popen.pid, signal.SIGTERM)
+                self._arm(now + KILL_GRACE_S, "kill", target)
+            elif what == "kill" and not target.done:
+                _signal_group(target.popen.pid, signal.SIGKILL)
+            elif what == "call-timeout":
+                worker, sub = target
+                if worker.alive and worker.outstanding and worker.outstanding[0] is sub:
+                    worker.kill_reason = f"timed out after {sub.task.timeout_s:g} s (worker killed and replaced)"
+                    worker.process.kill()  # the EOF on its pipe reports the death
+
+    def _cancel(self, uid: str) -> None:
+        child = self.children.get(uid)
+        if child is not None:
+            child.canceled = True
+            _signal_group(child.popen.pid, signal.SIGKILL)
+            return
+        for sub in self.pending:
+            if sub.task.uid == uid:
+                self.pending.remove(sub)
+                sub.cancel("canceled before it started")
+                return
+        for worker in self.workers:
+            # a call still queued behind another in a worker has been handed over: it will run
+            if worker.outstanding and worker.outstanding[0].task.uid == uid:
+                worker.kill_reason = "canceled"
+                worker.process.kill()
+
+    def _cancel_everything(self) -> None:
+        while self.pending:
+            self.pending.popleft().cancel("canceled at shutdown")
+        for child in list(self.children.values()):
+            child.canceled = True
+            _signal_group(child.popen.pid, signal.SIGKILL)
+        for worker in list(self.workers):
+            if worker.outstanding:
+                head, *queued = worker.outstanding
+                worker.outstanding.clear()
+                worker.outstanding.append(head)
+                for sub in queued:
+                    sub.cancel("canceled at shutdown")
+                worker.kill_reason = "canceled"
+                worker.process.kill()
+
+    def _release(self, cores: tuple[int, ...], gpus: tuple[int, ...]) -> None:
+        self.cores.give_back(cores)
+        self.gpus.give_back(gpus)
+
+    def _teardown(self) -> None:
+        for worker in self.workers:
+            try:
+                worker.conn.send_bytes(pickle.dumps(None))
+            except OSError:
+                pass
+        deadline = time.time() + 5
+        for worker in self.workers:
+            worker.process.join(timeout=max(0.0, deadline - time.time()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()
+        self.workers.clear()
+        self.selector.close()
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def _exit_description(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "exit status unknown"
+    if exitcode < 0:
+        return f"killed by signal {_signal_name(-exitcode)}"
+    return f"exit code {exitcode}"

@@ -1,0 +1,130 @@
+"""Throughput, utilisation, makespan and latencies, computed from task records alone.
+
+Definitions (all times wall-clock seconds):
+- makespan: first ``submitted`` to last ``finished``.
+- throughput (overall): finished tasks / makespan.
+- throughput (steady state): tasks finishing between the 10th and 90th
+  percentile of finish times, divided by that interval; it leaves out the
+  ramp-up and the tail.
+- utilisation: busy core-seconds / (cores x makespan), where a task is busy
+  from ``started`` to ``finished`` on ``cores`` cores.
+- queue wait: ``scheduled - submitted``; launch overhead: ``started - scheduled``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .records import TaskRecord, TaskState
+
+
+@dataclass(frozen=True)
+class Metrics:
+    tasks: int
+    done: int
+    failed: int
+    canceled: int
+    cores: int
+    makespan_s: float
+    throughput_tasks_per_s: float
+    steady_throughput_tasks_per_s: float
+    utilization: float
+    peak_busy_cores: int
+    queue_wait_median_s: float
+    queue_wait_p95_s: float
+    launch_overhead_median_s: float
+    launch_overhead_p95_s: float
+    runtime_median_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarize(records: Sequence[TaskRecord], cores: int) -> Metrics:
+    """All figures for one set of records run on ``cores`` cores."""
+    ran = [r for r in records if r.started is not None and r.finished is not None]
+    finished = [r for r in records if r.finished is not None]
+    submitted = [r.submitted for r in records if r.submitted is not None]
+    makespan = (max(r.finished for r in finished) - min(submitted)) if finished and submitted else 0.0  # type: ignore[type-var,operator]
+    done = sum(1 for r in records if r.state is TaskState.DONE)
+    busy = sum(r.cores * (r.finished - r.started) for r in ran)  # type: ignore[operator]
+    queue_waits = [r.scheduled - r.submitted for r in records if r.scheduled is not None and r.submitted is not None]
+    launches = [r.started - r.scheduled for r in ran if r.scheduled is not None]  # type: ignore[operator]
+    runtimes = [r.finished - r.started for r in ran]  # type: ignore[operator]
+    return Metrics(
+        tasks=len(records),
+        done=done,
+        failed=sum(1 for r in records if r.state is TaskState.FAILED),
+        canceled=sum(1 for r in records if r.state is TaskState.CANCELED),
+        cores=cores,
+        makespan_s=makespan,
+        throughput_tasks_per_s=len(finished) / makespan if makespan > 0 else 0.0,
+        steady_throughput_tasks_per_s=steady_throughput([r.finished for r in finished]),  # type: ignore[misc]
+        utilization=busy / (cores * makespan) if makespan > 0 and cores else 0.0,
+        peak_busy_cores=max((c for _, c in concurrency_series(records)), default=0),
+        queue_wait_median_s=_median(queue_waits),
+        queue_wait_p95_s=_percentile(queue_waits, 95),
+        launch_overhead_median_s=_median(launches),
+        launch_overhead_p95_s=_percentile(launches, 95),
+        runtime_median_s=_median(runtimes),
+    )
+
+
+def steady_throughput(finish_times: Iterable[float], low: float = 10, high: float = 90) -> float:
+    """Tasks per second between the ``low`` and ``high`` percentiles of finish times."""
+    times = sorted(finish_times)
+    if len(times) < 10:
+        span = times[-1] - times[0] if len(times) > 1 else 0.0
+        return (len(times) - 1) / span if span > 0 else 0.0
+    i, j = int(len(times) * low / 100), int(len(times) * high / 100) - 1
+    span = times[j] - times[i]
+    return (j - i) / span if span > 0 else 0.0
+
+
+def concurrency_series(records: Iterable[TaskRecord]) -> list[tuple[float, int]]:
+    """(time, busy cores) after every start and finish, in time order."""
+    events: list[tuple[float, int]] = []
+    for r in records:
+        if r.started is not None and r.finished is not None:
+            events.append((r.started, r.cores))
+            events.append((r.finished, -r.cores))
+    events.sort(key=lambda e: (e[0], e[1]))  # at equal times, finishes first
+    busy, series = 0, []
+    for when, delta in events:
+        busy += delta
+        series.append((when, busy))
+    return series
+
+
+def slot_overlaps(records: Iterable[TaskRecord]) -> list[tuple[int, str, str]]:
+    """(slot, uid, uid) for every pair of tasks that held the same core slot at the same time.
+
+    An empty list is the proof that core accounting held.
+    """
+    by_slot: dict[int, list[tuple[float, float, str]]] = {}
+    for r in records:
+        if r.started is None or r.finished is None:
+            continue
+        for slot in r.slots:
+            by_slot.setdefault(slot, []).append((r.started, r.finished, r.uid))
+    clashes = []
+    for slot, spans in by_slot.items():
+        spans.sort()
+        for (s1, f1, u1), (s2, f2, u2) in zip(spans, spans[1:]):
+            if s2 < f1:
+                clashes.append((slot, u1, u2))
+    return clashes
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def _percentile(values: Sequence[float], pct: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]

@@ -1,0 +1,128 @@
+"""The allocation a pilot holds, the shares it hands to backends, and slot accounting.
+
+Cores and GPUs are numbered slots (0..N-1 over the whole allocation). A pilot
+splits them into disjoint :class:`ResourceShare` objects, one per backend; a
+backend places each task on free slots of its share and records which ones,
+so utilisation and the per-core timeline come straight from the records.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """What the pilot owns. ``cores`` may exceed the machine's (an advertised allocation)."""
+
+    cores: int
+    gpus: int = 0
+    nodes: tuple[str, ...] = field(default_factory=lambda: (socket.gethostname(),))
+
+    def __post_init__(self) -> None:
+        if self.cores < 1:
+            raise ValueError(f"an allocation needs at least one core, got cores={self.cores}")
+        if self.gpus < 0:
+            raise ValueError(f"gpus must be >= 0, got {self.gpus}")
+
+    @classmethod
+    def detect(cls) -> "Allocation":
+        """The cores this process may use (affinity mask), the GPUs CUDA_VISIBLE_DEVICES lists."""
+        cores = len(os.sched_getaffinity(0))
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        gpus = len([g for g in visible.split(",") if g.strip()]) if visible else 0
+        return cls(cores=cores, gpus=gpus)
+
+
+@dataclass(frozen=True)
+class ResourceShare:
+    """The disjoint slice of the allocation one backend owns."""
+
+    cores: tuple[int, ...]
+    gpus: tuple[int, ...] = ()
+    nodes: tuple[str, ...] = field(default_factory=lambda: (socket.gethostname(),))
+
+    @property
+    def n_cores(self) -> int:
+        return len(self.cores)
+
+    @property
+    def n_gpus(self) -> int:
+        return len(self.gpus)
+
+
+def split_allocation(allocation: Allocation, weights: dict[str, int]) -> dict[str, ResourceShare]:
+    """Split cores and GPUs into disjoint shares proportional to ``weights`` (backend name -> weight).
+
+    Every share gets at least one core; GPUs go to the shares in the same proportion.
+    """
+    names = list(weights)
+    if not names:
+        raise ValueError("no backends to share the allocation between")
+    if len(names) > allocation.cores:
+        raise ValueError(f"{len(names)} backends need at least {len(names)} cores, the allocation has {allocation.cores}")
+    core_counts = _apportion(allocation.cores, [weights[n] for n in names], minimum=1)
+    gpu_counts = _apportion(allocation.gpus, [weights[n] for n in names], minimum=0)
+    shares: dict[str, ResourceShare] = {}
+    core, gpu = 0, 0
+    for name, n_cores, n_gpus in zip(names, core_counts, gpu_counts):
+        shares[name] = ResourceShare(
+            cores=tuple(range(core, core + n_cores)),
+            gpus=tuple(range(gpu, gpu + n_gpus)),
+            nodes=allocation.nodes,
+        )
+        core += n_cores
+        gpu += n_gpus
+    return shares
+
+
+def _apportion(total: int, weights: list[int], minimum: int) -> list[int]:
+    """Largest-remainder split of ``total`` by ``weights`` with a per-part minimum."""
+    if any(w < 0 for w in weights) or sum(weights) == 0:
+        raise ValueError(f"share weights must be >= 0 and not all zero, got {weights}")
+    base = [minimum] * len(weights)
+    rest = total - minimum * len(weights)
+    exact = [rest * w / sum(weights) for w in weights]
+    counts = [b + int(e) for b, e in zip(base, exact)]
+    left = total - sum(counts)
+    order = sorted(range(len(weights)), key=lambda i: exact[i] - int(exact[i]), reverse=True)
+    for i in order[:left]:
+        counts[i] += 1
+    return counts
+
+
+class SlotPool:
+    """Free/used bookkeeping for a set of numbered slots. Not thread-safe: one owner thread."""
+
+    __slots__ = ("_free", "capacity")
+
+    def __init__(self, slots: tuple[int, ...]) -> None:
+        # a stack: the lowest-numbered slots are reused first, which keeps timelines compact
+        self._free = sorted(slots, reverse=True)
+        self.capacity = len(slots)
+
+    @property
+    def free(self) -> int:
+        return len(self._free)
+
+    @property
+    def used(self) -> int:
+        return self.capacity - len(self._free)
+
+    def take(self, n: int) -> tuple[int, ...] | None:
+        """``n`` slots, or None if fewer are free. ``n == 0`` gives an empty tuple."""
+        if n > len(self._free):
+            return None
+        if n == 0:
+            return ()
+        taken = self._free[-n:]
+        del self._free[-n:]
+        return tuple(reversed(taken))
+
+    def give_back(self, slots: tuple[int, ...]) -> None:
+        if slots:
+            self._free.extend(sorted(slots, reverse=True))
+            if len(self._free) > self.capacity:
+                raise RuntimeError("slot returned twice: core accounting is broken")
