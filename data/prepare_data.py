@@ -1,0 +1,302 @@
+"""Rebuild every file under data/ from its public source.
+
+    .venv/bin/python data/prepare_data.py            # library + receptor
+    .venv/bin/python data/prepare_data.py --only receptor
+
+Sources (see data/README.md for versions and licences):
+
+- library: ``moses/dataset/data/train.csv.gz`` inside the ``molsets`` wheel
+  (MOSES, MIT). The wheel is fetched with ``pip download --no-deps`` into a
+  temporary folder and read as a zip; molsets is never installed or imported.
+- receptor: ``tests/data/4JSV.pdb`` of the installed ``pdbfixer`` package
+  (PDB entry 4JSV, mTOR dN-mLST8 with ADP and MgF3; PDB data are public domain).
+
+The outputs are deterministic: the same wheel, seed and tool versions give the
+same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import importlib.metadata
+import importlib.util
+import io
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parent
+REPO = DATA.parent
+sys.path.insert(0, str(REPO))  # run as a script from anywhere: import the checkout's stages
+
+from impeccable.stages.library import LibraryRecord, sample_records, write_library  # noqa: E402
+
+MOLSETS_VERSION = "0.3.1"
+MOSES_MEMBER = "moses/dataset/data/train.csv.gz"
+LIBRARY_SIZE = 20_000
+LIBRARY_SEED = 20_130_322  # 4JSV deposition date, nothing deeper
+LIBRARY_OUT = DATA / "library" / "moses_20k.csv"
+
+PDB_ID = "4JSV"
+CHAIN = "B"
+# FRB + kinase domain + FATC of mTOR (UniProt P42345 numbering, as in the file):
+# every residue within 16 A of the ADP is kept; the FAT helical repeats
+# (1385-2002), 20+ A from the site, are cut to keep MD on a laptop affordable.
+RESIDUE_RANGE = (2003, 2549)
+LIGAND_RESNAME = "ADP"
+LIGAND_RESID = 2601
+ADP_SMILES = "Nc1ncnc2c1ncn2[C@@H]1O[C@H](COP(=O)(O)OP(=O)(O)O)[C@@H](O)[C@H]1O"  # PDB CCD ADP
+PH = 7.4
+BOX_PADDING_ANGSTROM = 5.0  # added on each side of the ligand's extent
+RECEPTOR_OUT = DATA / "receptors" / "4jsv"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["library", "receptor"], help="rebuild one part only")
+    parser.add_argument("--molsets-wheel", type=Path, help="a downloaded molsets wheel (skips pip download)")
+    parser.add_argument("--library-size", type=int, default=LIBRARY_SIZE)
+    parser.add_argument("--padding", type=float, default=BOX_PADDING_ANGSTROM, help="box padding, angstrom")
+    args = parser.parse_args(argv)
+    if args.only in (None, "library"):
+        build_library(args.molsets_wheel, args.library_size)
+    if args.only in (None, "receptor"):
+        build_receptor(args.padding)
+    return 0
+
+
+# --------------------------------------------------------------------------- library
+
+
+def build_library(wheel: Path | None, size: int) -> None:
+    """Sample ``size`` MOSES training SMILES with ids ``MOSES-<row index>``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if wheel is None:
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                 f"molsets=={MOLSETS_VERSION}", "-d", tmp],
+                check=True,
+            )
+            wheel = next(Path(tmp).glob("molsets-*.whl"))
+        sample = sample_records(_moses_train(wheel), size, seed=LIBRARY_SEED)
+    n = write_library(sample, LIBRARY_OUT)
+    print(f"library: {n} records -> {LIBRARY_OUT.relative_to(REPO)}")
+
+
+def _moses_train(wheel: Path) -> Iterator[LibraryRecord]:
+    """Stream the MOSES training set out of the wheel; the id is the 0-based data row."""
+    with zipfile.ZipFile(wheel) as zf, zf.open(MOSES_MEMBER) as raw:
+        text = io.TextIOWrapper(gzip.GzipFile(fileobj=raw), encoding="utf-8")
+        header = text.readline().strip()
+        if header != "SMILES":
+            raise SystemExit(f"{wheel}:{MOSES_MEMBER}: unexpected header {header!r}")
+        for row, line in enumerate(text):
+            smiles = line.strip()
+            if smiles:
+                yield LibraryRecord(f"MOSES-{row:07d}", smiles)
+
+
+# --------------------------------------------------------------------------- receptor
+
+
+def build_receptor(padding_angstrom: float) -> None:
+    """Crop, fix, protonate and convert chain B of 4JSV; extract ADP; write the site box."""
+    source = _pdbfixer_test_file(f"{PDB_ID}.pdb")
+    lines = source.read_text().splitlines()
+    RECEPTOR_OUT.mkdir(parents=True, exist_ok=True)
+
+    pdb_out = RECEPTOR_OUT / "receptor.pdb"
+    _fix_protein(_crop_chain(lines), pdb_out)
+    _check_amber(pdb_out)
+    _write_pdbqt(pdb_out, RECEPTOR_OUT / "receptor.pdbqt")
+
+    ligand = _reference_ligand(lines)
+    ligand_out = RECEPTOR_OUT / f"ligand_{LIGAND_RESNAME}.sdf"
+    from rdkit import Chem
+
+    with Chem.SDWriter(str(ligand_out)) as writer:
+        writer.write(ligand)
+    _write_site(ligand, padding_angstrom, RECEPTOR_OUT / "site.toml")
+    for f in sorted(RECEPTOR_OUT.iterdir()):
+        print(f"receptor: {f.relative_to(REPO)} ({f.stat().st_size // 1024} KiB)")
+
+
+def _pdbfixer_test_file(name: str) -> Path:
+    spec = importlib.util.find_spec("pdbfixer")
+    if spec is None or spec.origin is None:
+        raise SystemExit("pdbfixer is not installed: it holds the 4JSV source file")
+    path = Path(spec.origin).parent / "tests" / "data" / name
+    if not path.is_file():
+        raise SystemExit(f"{path}: not found in the installed pdbfixer")
+    return path
+
+
+def _crop_chain(lines: list[str]) -> str:
+    """ATOM records of the chain and residue range, with TER at every chain break.
+
+    OpenMM starts a new chain after each TER, so a break (missing loop) becomes
+    two charged termini instead of a 20 A peptide bond.
+    """
+    out: list[str] = []
+    prev: int | None = None
+    lo, hi = RESIDUE_RANGE
+    for line in lines:
+        if not line.startswith("ATOM") or line[21] != CHAIN:
+            continue
+        resid = int(line[22:26])
+        if not lo <= resid <= hi:
+            continue
+        if prev is not None and resid > prev + 1:
+            out.append("TER")
+        prev = resid
+        out.append(line)
+    out += ["TER", "END"]
+    return "\n".join(out) + "\n"
+
+
+def _fix_protein(pdb_text: str, out: Path) -> None:
+    """pdbfixer: no loop building, complete side chains, hydrogens at pH 7.4."""
+    from openmm.app import ForceField, PDBFile
+    from pdbfixer import PDBFixer
+
+    fixer = PDBFixer(pdbfile=io.StringIO(pdb_text))
+    fixer.findMissingResidues()
+    fixer.missingResidues = {}  # gaps stay gaps (termini), see _crop_chain
+    fixer.findNonstandardResidues()
+    fixer.replaceNonstandardResidues()
+    fixer.removeHeterogens(keepWater=False)
+    fixer.findMissingAtoms()
+    fixer.addMissingAtoms(seed=0)
+    # amber14 places the hydrogens (right bond lengths); pdbfixer's default
+    # restraint model leaves X-H at ~1.19 A, which confuses proximity bonding.
+    fixer.addMissingHydrogens(PH, forcefield=ForceField("amber14-all.xml"))
+    crystal = {(line[22:27], line[12:16].strip()) for line in pdb_text.splitlines() if line.startswith("ATOM")}
+    positions = _relax(fixer.topology, fixer.positions, crystal)
+    buffer = io.StringIO()
+    PDBFile.writeFile(fixer.topology, positions, buffer, keepIds=True)
+    versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in ("pdbfixer", "openmm"))
+    header = [
+        f"REMARK   1 {PDB_ID} CHAIN {CHAIN} RESIDUES {RESIDUE_RANGE[0]}-{RESIDUE_RANGE[1]} (CHAIN BREAKS = TER)",
+        f"REMARK   1 FIXED AND PROTONATED AT PH {PH} WITH {versions}",
+        "REMARK   1 REBUILD: python data/prepare_data.py --only receptor",
+    ]
+    body = [line for line in buffer.getvalue().splitlines() if not line.startswith("REMARK")]
+    out.write_text("\n".join(header + body) + "\n")
+
+
+def _relax(topology, positions, crystal: set[tuple[str, str]]):
+    """Restrained amber14 minimisation: fixes the atoms pdbfixer placed, keeps the crystal.
+
+    pdbfixer's added atoms can be badly placed (a C-terminal OXT 1.7 A from CA
+    at a chain break); heavy atoms seen in the crystal are held by a
+    24 kcal/mol/A^2 harmonic restraint, so they move by a few tenths of an angstrom at most.
+    """
+    import openmm
+    from openmm import unit
+    from openmm.app import ForceField, NoCutoff
+
+    system = ForceField("amber14-all.xml").createSystem(topology, nonbondedMethod=NoCutoff, constraints=None)
+    restraint = openmm.CustomExternalForce("0.5*k*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
+    restraint.addGlobalParameter("k", 10_000.0)  # kJ/mol/nm^2
+    for name in ("x0", "y0", "z0"):
+        restraint.addPerParticleParameter(name)
+    held = []
+    for atom in topology.atoms():
+        key = (f"{atom.residue.id:>4}{atom.residue.insertionCode or ' '}", atom.name)
+        if atom.element.symbol != "H" and key in crystal:
+            restraint.addParticle(atom.index, positions[atom.index].value_in_unit(unit.nanometer))
+            held.append(atom.index)
+    system.addForce(restraint)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
+    context.setPositions(positions)
+    openmm.LocalEnergyMinimizer.minimize(context, 10.0, 2000)
+    relaxed = context.getState(getPositions=True).getPositions(asNumpy=True)
+    before = np.array(positions.value_in_unit(unit.angstrom))[held]
+    shift = np.sqrt(((relaxed.value_in_unit(unit.angstrom)[held] - before) ** 2).sum(axis=1))
+    print(f"receptor: restrained minimisation, {len(held)} crystal heavy atoms held, "
+          f"RMSD {np.sqrt((shift**2).mean()):.2f} A, max shift {shift.max():.2f} A")
+    return relaxed
+
+
+def _check_amber(pdb: Path) -> None:
+    """The MD stage loads this file with amber14: fail here, not there."""
+    from openmm.app import ForceField, NoCutoff, PDBFile
+
+    structure = PDBFile(str(pdb))
+    ForceField("amber14-all.xml").createSystem(structure.topology, nonbondedMethod=NoCutoff)
+    n_res = structure.topology.getNumResidues()
+    print(f"receptor: amber14 createSystem ok ({structure.topology.getNumAtoms()} atoms, {n_res} residues)")
+
+
+def _write_pdbqt(pdb: Path, out: Path) -> None:
+    """meeko's receptor preparation (Vina atom types, Gasteiger charges)."""
+    script = Path(sys.executable).parent / "mk_prepare_receptor.py"
+    basename = out.with_suffix("")
+    subprocess.run(
+        [sys.executable, str(script), "--read_pdb", str(pdb), "-o", str(basename), "-p"],
+        check=True, stdout=subprocess.DEVNULL,
+    )
+    if not out.is_file():
+        raise SystemExit(f"meeko wrote no {out}")
+
+
+def _reference_ligand(lines: list[str]):
+    """The co-crystal ADP of the chain with bond orders from the CCD SMILES and hydrogens added."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    block = [
+        line for line in lines
+        if line.startswith("HETATM") and line[17:20] == LIGAND_RESNAME
+        and line[21] == CHAIN and int(line[22:26]) == LIGAND_RESID
+    ]
+    raw = Chem.MolFromPDBBlock("\n".join(block) + "\nEND\n", removeHs=True, sanitize=True)
+    if raw is None:
+        raise SystemExit(f"cannot read {LIGAND_RESNAME} {CHAIN}{LIGAND_RESID} from {PDB_ID}")
+    template = Chem.MolFromSmiles(ADP_SMILES)
+    mol = AllChem.AssignBondOrdersFromTemplate(template, raw)
+    Chem.AssignStereochemistryFrom3D(mol)
+    for atom in mol.GetAtoms():  # a phosphate's two free oxygens are equivalent: P is not a stereocentre
+        if atom.GetSymbol() == "P":
+            atom.SetChiralTag(Chem.ChiralType.CHI_UNSPECIFIED)
+    if Chem.MolToSmiles(mol) != Chem.MolToSmiles(template):
+        raise SystemExit(f"{LIGAND_RESNAME}: crystal stereochemistry differs from the CCD template")
+    mol = Chem.AddHs(mol, addCoords=True)
+    mol.SetProp("_Name", f"{PDB_ID}_{CHAIN}_{LIGAND_RESNAME}_{LIGAND_RESID}")
+    mol.SetProp("source", f"PDB {PDB_ID} chain {CHAIN} {LIGAND_RESNAME} {LIGAND_RESID}")
+    mol.SetProp("protonation", "neutral, as in the PDB chemical component dictionary")
+    return mol
+
+
+def _write_site(ligand, padding_angstrom: float, out: Path) -> None:
+    """Box centre = centre of the ligand's heavy-atom extent; size = extent + 2 x padding."""
+    heavy = [a.GetIdx() for a in ligand.GetAtoms() if a.GetAtomicNum() > 1]
+    xyz = ligand.GetConformer().GetPositions()[heavy]
+    lo, hi = xyz.min(axis=0), xyz.max(axis=0)
+    centre = (lo + hi) / 2
+    size = (hi - lo) + 2 * padding_angstrom
+    fmt = lambda v: "[" + ", ".join(f"{x:.3f}" for x in np.asarray(v)) + "]"  # noqa: E731
+    out.write_text(
+        "# Docking box of the mTOR ATP site, from the co-crystal ADP.\n"
+        "# Rebuild: python data/prepare_data.py --only receptor\n"
+        f'pdb_id = "{PDB_ID}"\n'
+        f'chain = "{CHAIN}"\n'
+        f"residue_range = [{RESIDUE_RANGE[0]}, {RESIDUE_RANGE[1]}]\n"
+        f'ligand_resname = "{LIGAND_RESNAME}"\n'
+        f"ligand_resid = {LIGAND_RESID}\n"
+        f'reference_ligand = "ligand_{LIGAND_RESNAME}.sdf"\n'
+        f"padding_angstrom = {padding_angstrom:.1f}\n"
+        "# angstrom\n"
+        f"center = {fmt(centre)}\n"
+        f"size = {fmt(size)}\n"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

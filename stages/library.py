@@ -1,0 +1,249 @@
+"""Compound libraries read as a stream of (id, smiles) records.
+
+A screening library can hold millions of molecules, so every function here
+streams: it reads one line at a time and keeps at most the records it returns
+(a sample, or nothing at all for a shard). Formats, chosen by file name:
+
+- ``.csv`` / ``.csv.gz``: a header row; the id and SMILES columns are found by
+  name (case-insensitive, ``id`` and ``smiles`` unless told otherwise).
+- ``.smi`` / ``.smi.gz``: ``SMILES<whitespace>ID`` per line; ``#`` comments and
+  a first line starting with the word ``smiles`` are skipped.
+
+A malformed row raises :class:`StageInputError` naming the file and line; an
+unparsable SMILES is *not* the reader's business (ligand preparation reports it
+per molecule).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+import random
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import NamedTuple, TextIO
+
+from .errors import StageInputError
+
+__all__ = [
+    "LibraryRecord",
+    "read_library",
+    "count_records",
+    "sample_records",
+    "sample_library",
+    "iter_shard",
+    "write_library",
+    "write_shards",
+]
+
+
+class LibraryRecord(NamedTuple):
+    """One compound of a library: a stable id and its SMILES as written in the file."""
+
+    id: str
+    smiles: str
+
+
+def read_library(
+    path: str | os.PathLike[str],
+    *,
+    id_column: str = "id",
+    smiles_column: str = "smiles",
+) -> Iterator[LibraryRecord]:
+    """Yield the records of a library file in file order, one line at a time.
+
+    Raises StageInputError (naming the file, and the line where there is one)
+    for a missing file, a missing column, a row without an id or SMILES, or a
+    library with no records at all (raised when the stream ends).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StageInputError(f"{path}: library file not found")
+    kind = _library_kind(path)
+    n = 0
+    with _open_text(path) as handle:
+        rows = _csv_rows(path, handle, id_column, smiles_column) if kind == "csv" else _smi_rows(path, handle)
+        for record in rows:
+            n += 1
+            yield record
+    if n == 0:
+        raise StageInputError(f"{path}: library is empty (no compound records)")
+
+
+def count_records(path: str | os.PathLike[str], **columns: str) -> int:
+    """Number of records in a library, counted by streaming it once."""
+    return sum(1 for _ in read_library(path, **columns))
+
+
+def sample_records(records: Iterable[LibraryRecord], n: int, *, seed: int = 0) -> list[LibraryRecord]:
+    """A deterministic uniform sample of ``n`` records, in their input order.
+
+    Reservoir sampling (algorithm R) with a seeded generator: memory is O(n)
+    whatever the length of the stream, and the same stream, n and seed always
+    give the same sample. Fewer than n records yields all of them.
+    """
+    if n < 0:
+        raise StageInputError(f"sample size must be >= 0, got {n}")
+    rng = random.Random(seed)
+    reservoir: list[tuple[int, LibraryRecord]] = []
+    for i, record in enumerate(records):
+        if i < n:
+            reservoir.append((i, record))
+        else:
+            j = rng.randint(0, i)
+            if j < n:
+                reservoir[j] = (i, record)
+    reservoir.sort(key=lambda item: item[0])
+    return [record for _, record in reservoir]
+
+
+def sample_library(path: str | os.PathLike[str], n: int, *, seed: int = 0, **columns: str) -> list[LibraryRecord]:
+    """A deterministic sample of ``n`` records from a library file (see :func:`sample_records`)."""
+    return sample_records(read_library(path, **columns), n, seed=seed)
+
+
+def iter_shard(
+    path: str | os.PathLike[str], shard: int, n_shards: int, **columns: str
+) -> Iterator[LibraryRecord]:
+    """Yield shard ``shard`` of ``n_shards``: the records whose index modulo n_shards is shard.
+
+    Round-robin assignment needs no count of the file beforehand, so every MPI
+    rank can stream the same file and take its own share without coordination.
+    """
+    if n_shards < 1 or not 0 <= shard < n_shards:
+        raise StageInputError(f"shard {shard} of {n_shards} is not valid (need 0 <= shard < n_shards)")
+    for i, record in enumerate(read_library(path, **columns)):
+        if i % n_shards == shard:
+            yield record
+
+
+def write_library(records: Iterable[LibraryRecord], path: str | os.PathLike[str]) -> int:
+    """Write records as an ``id,smiles`` CSV (gzip if the name ends in .gz), atomically.
+
+    The file appears complete or not at all: it is written to a temporary file
+    in the same folder and renamed. Returns the number of records written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with _open_text(Path(tmp), "w", gz=path.name.endswith(".gz")) as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["id", "smiles"])
+            n = 0
+            for record in records:
+                writer.writerow([record.id, record.smiles])
+                n += 1
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a library is meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return n
+
+
+def write_shards(
+    path: str | os.PathLike[str], out_dir: str | os.PathLike[str], n_shards: int, **columns: str
+) -> list[Path]:
+    """Split a library into ``n_shards`` CSV files (round-robin) in one streaming pass.
+
+    Files are named ``<stem>.shard0000-of-0004.csv``; each is written to a
+    temporary name and renamed when complete. Returns the shard paths in order.
+    """
+    if n_shards < 1:
+        raise StageInputError(f"n_shards must be >= 1, got {n_shards}")
+    path, out_dir = Path(path), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = path.name.split(".")[0]
+    final = [out_dir / f"{stem}.shard{i:04d}-of-{n_shards:04d}.csv" for i in range(n_shards)]
+    tmps = [f.with_name(f".{f.name}.tmp") for f in final]
+    handles = [open(t, "w", encoding="utf-8", newline="") for t in tmps]
+    try:
+        writers = [csv.writer(h, lineterminator="\n") for h in handles]
+        for w in writers:
+            w.writerow(["id", "smiles"])
+        for i, record in enumerate(read_library(path, **columns)):
+            writers[i % n_shards].writerow([record.id, record.smiles])
+    except BaseException:
+        for h, t in zip(handles, tmps):
+            h.close()
+            t.unlink(missing_ok=True)
+        raise
+    for h, t, f in zip(handles, tmps, final):
+        h.close()
+        os.replace(t, f)
+    return final
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _library_kind(path: Path) -> str:
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith(".csv"):
+        return "csv"
+    if name.endswith((".smi", ".smiles")):
+        return "smi"
+    raise StageInputError(f"{path}: unknown library format (expected .csv, .csv.gz, .smi or .smi.gz)")
+
+
+def _open_text(path: Path, mode: str = "r", *, gz: bool | None = None) -> TextIO:
+    gz = path.name.endswith(".gz") if gz is None else gz
+    if gz:
+        return io.TextIOWrapper(gzip.open(path, mode + "b"), encoding="utf-8", newline="")
+    return open(path, mode, encoding="utf-8", newline="")
+
+
+def _csv_rows(path: Path, handle: TextIO, id_column: str, smiles_column: str) -> Iterator[LibraryRecord]:
+    reader = csv.reader(handle)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except (csv.Error, UnicodeDecodeError, OSError) as exc:
+        raise StageInputError(f"{path}:1: cannot read the header: {exc}") from None
+    lowered = [h.strip().lower() for h in header]
+    columns = {}
+    for role, name in (("id", id_column), ("SMILES", smiles_column)):
+        if name.lower() not in lowered:
+            raise StageInputError(
+                f"{path}:1: no {role} column {name!r} in the header (columns: {', '.join(header)})"
+            )
+        columns[role] = lowered.index(name.lower())
+    i_id, i_smi = columns["id"], columns["SMILES"]
+    width = max(i_id, i_smi) + 1
+    try:
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if len(row) < width:
+                raise StageInputError(f"{path}:{line}: expected at least {width} fields, found {len(row)}")
+            cid, smiles = row[i_id].strip(), row[i_smi].strip()
+            if not cid:
+                raise StageInputError(f"{path}:{line}: empty id")
+            if not smiles:
+                raise StageInputError(f"{path}:{line}: empty SMILES for id {cid!r}")
+            yield LibraryRecord(cid, smiles)
+    except (csv.Error, UnicodeDecodeError, OSError, EOFError) as exc:
+        raise StageInputError(f"{path}:{reader.line_num}: unreadable: {exc}") from None
+
+
+def _smi_rows(path: Path, handle: TextIO) -> Iterator[LibraryRecord]:
+    try:
+        for line_no, line in enumerate(handle, start=1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            fields = text.split()
+            if line_no == 1 and fields[0].lower() == "smiles":
+                continue
+            if len(fields) < 2:
+                raise StageInputError(f"{path}:{line_no}: expected 'SMILES ID', found {text!r}")
+            yield LibraryRecord(fields[1], fields[0])
+    except (UnicodeDecodeError, OSError, EOFError) as exc:
+        raise StageInputError(f"{path}: unreadable: {exc}") from None
