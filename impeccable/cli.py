@@ -59,21 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_version)
 
     _add_bench(sub)
-    for register in _extra_commands():
-        register(sub)
+    from . import commands  # campaign commands: run, status, report, export, compare
+
+    commands.register(sub)
     return parser
-
-
-def _extra_commands() -> list[Callable[[Any], None]]:
-    """Commands defined next to the code they drive (campaign, report, compare)."""
-    found = []
-    for module_name in ("impeccable.commands",):
-        try:
-            module = __import__(module_name, fromlist=["register"])
-        except ImportError:
-            continue
-        found.append(module.register)
-    return found
 
 
 def _version(args: argparse.Namespace) -> int:

@@ -1,0 +1,131 @@
+"""Campaign commands: ``run``, ``status``, ``report``, ``export`` (``compare`` lives in ``compare``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .cli import UserError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("run", help="run (or resume) a campaign file",
+                       description="Runs the campaign into its run directory; run the same command again "
+                       "after a crash or Ctrl-C to resume: nothing already computed runs again.")
+    p.add_argument("campaign", type=Path, help="campaign TOML, e.g. campaigns/demo.toml")
+    p.add_argument("--run-dir", type=Path, help="where results go (default: the file's campaign.run_dir "
+                   "or runs/<name>)")
+    p.add_argument("--cores", type=int, help="override pilot.cores")
+    p.add_argument("--backend", choices=("auto", "local", "flux", "dragon", "srun"),
+                   help="serve every task kind with this backend (overrides pilot.routes)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in batch logs)")
+    p.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
+    p.set_defaults(handler=_run)
+
+    p = sub.add_parser("status", help="progress of a run directory, per stage")
+    p.add_argument("run_dir", type=Path)
+    p.set_defaults(handler=_status)
+
+    p = sub.add_parser("report", help="write the HTML report of a run directory")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--out", type=Path, help="default: RUN_DIR/report/index.html")
+    p.set_defaults(handler=_report)
+
+    p = sub.add_parser("export", help="write the ranked hits as CSV and SDF")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--out", type=Path, help="folder (default: RUN_DIR/export)")
+    p.add_argument("--top", type=int, default=None, help="only the best N")
+    p.set_defaults(handler=_export)
+
+    from .compare import register as register_compare
+
+    register_compare(sub)
+
+
+def load(path: Path, args: argparse.Namespace | None = None) -> Any:
+    from .config import CampaignError, load_campaign
+
+    try:
+        campaign = load_campaign(path)
+    except CampaignError as exc:
+        raise UserError(str(exc)) from None
+    if args is not None:
+        pilot = campaign.pilot
+        if getattr(args, "cores", None):
+            pilot = pilot.model_copy(update={"cores": args.cores})
+        if getattr(args, "backend", None):
+            pilot = pilot.model_copy(update={"routes": {"executable": args.backend, "function": args.backend}})
+        campaign = campaign.model_copy(update={"pilot": pilot})
+    return campaign
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .campaign import CampaignInterrupted, CampaignRunner
+    from .progress import ProgressView
+
+    campaign = load(args.campaign, args)
+    run_dir = campaign.run_dir(args.run_dir)
+    view = None if args.no_progress else ProgressView()
+    try:
+        runner = CampaignRunner(campaign, run_dir, progress=view)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        with view or _Null():
+            summary = runner.run()
+    except CampaignInterrupted as exc:
+        print(str(exc))
+        return 130
+    print(f"campaign {campaign.name} finished: results in {run_dir}/campaign.db")
+    for failure in summary["failed_tasks"]:
+        print(f"  failed: {failure}")
+    from .results import print_top
+
+    print_top(runner.store, 10)
+    if not args.no_report:
+        from .report import write_report
+
+        print(f"report: {write_report(run_dir)}")
+    return 1 if summary["failed_tasks"] else 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .results import print_status
+
+    print_status(_open(args.run_dir), args.run_dir)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    _open(args.run_dir).close()
+    print(f"wrote {write_report(args.run_dir, args.out)}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .results import export
+
+    store = _open(args.run_dir)
+    csv_path, sdf_path, n = export(store, args.out or args.run_dir / "export", args.top)
+    print(f"wrote {n} ranked compounds to {csv_path} and {sdf_path}")
+    return 0
+
+
+def _open(run_dir: Path) -> Any:
+    from .store import Store
+
+    try:
+        return Store.open_existing(run_dir)
+    except FileNotFoundError as exc:
+        raise UserError(str(exc)) from None
+
+
+class _Null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

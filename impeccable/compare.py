@@ -1,0 +1,168 @@
+"""``impeccable compare``: the same campaign through the pilot and through a per-task baseline (srun), side by side.
+
+Fairness: the same campaign file, the same cores, the same tasks and inputs, each
+run into a fresh run directory; the comparison checks that both runs produced the
+same docking scores before it reports any timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .cli import UserError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("compare", help="run a campaign through the pilot and through srun; compare makespans",
+                       description="Runs the campaign twice on the same allocation (pilot with its configured or "
+                       "best available backends, then every task as its own srun step) and reports makespan, "
+                       "throughput per stage, utilisation and the pilot/srun ratio.")
+    p.add_argument("campaign", type=Path)
+    p.add_argument("--baseline", default="srun", choices=("srun", "local"), help="backend for every task kind")
+    p.add_argument("--pilot-backend", default=None, choices=("auto", "local", "flux", "dragon"),
+                   help="serve both kinds with this backend (default: the campaign's pilot.routes)")
+    p.add_argument("--cores", type=int, help="override pilot.cores for both runs")
+    p.add_argument("--out", type=Path, help="folder for both runs and the comparison (default runs/<name>-compare)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the figures here")
+    p.set_defaults(handler=_compare)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .campaign import CampaignRunner
+    from .commands import load
+    from .progress import ProgressView
+    from .runtime.backends import is_available
+
+    ok, why = is_available(args.baseline)
+    if not ok:
+        raise UserError(f"the {args.baseline} baseline cannot run here: {why}")
+    base = load(args.campaign, argparse.Namespace(cores=args.cores, backend=None))
+    out = args.out or Path("runs") / f"{base.name}-compare"
+    runs: dict[str, dict[str, Any]] = {}
+    for label, routes in (("pilot", None), (args.baseline, args.baseline)):
+        routes = routes or args.pilot_backend
+        campaign = base
+        if routes:
+            campaign = base.model_copy(update={"pilot": base.pilot.model_copy(
+                update={"routes": {"executable": routes, "function": routes}})})
+        run_dir = out / label
+        shutil.rmtree(run_dir, ignore_errors=True)  # a comparison always starts from nothing
+        print(f"== {label}: {campaign.name} into {run_dir}")
+        runner = CampaignRunner(campaign, run_dir, progress=ProgressView())
+        with runner.progress:
+            runner.run()
+        runs[label] = {"run_dir": run_dir, "store": runner.store}
+    result = compare_runs(runs["pilot"]["store"], runs[args.baseline]["store"], args.baseline)
+    report = write_compare_report(out, result, runs)
+    _print(result)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        os.replace(tmp, args.json)
+        print(f"wrote {args.json}")
+    print(f"report: {report}")
+    if not result["docking_scores_agree"]:
+        raise UserError("the two runs disagree on docking scores: the comparison is not fair (see the report)")
+    return 0
+
+
+def _figures(store: Any) -> dict[str, Any]:
+    from .plots import stage_throughput
+    from .report import _records
+    from .runtime.metrics import summarize
+
+    session = store.sessions()[-1]
+    rows = store.task_rows(session["session"])
+    m = summarize(_records(rows), session["cores"])
+    _, stages = stage_throughput(rows)
+    return {"makespan_s": m.makespan_s, "tasks": m.tasks, "throughput_tasks_per_s": m.throughput_tasks_per_s,
+            "utilization": m.utilization, "cores": session["cores"], "routes": json.loads(session["routes"]),
+            "queue_wait_median_s": m.queue_wait_median_s, "launch_overhead_median_s": m.launch_overhead_median_s,
+            "stages": stages, "failed": m.failed}
+
+
+def compare_runs(pilot_store: Any, base_store: Any, baseline: str) -> dict[str, Any]:
+    pilot, base = _figures(pilot_store), _figures(base_store)
+    a, b = pilot_store.dock_score_map(), base_store.dock_score_map()
+    common = set(a) & set(b)
+    mismatched = sorted(c for c in common if abs(a[c] - b[c]) > 1e-3)
+    return {
+        "baseline": baseline,
+        "pilot": pilot,
+        baseline: base,
+        "makespan_ratio": pilot["makespan_s"] / base["makespan_s"] if base["makespan_s"] else None,
+        "docked_compounds": {"pilot": len(a), baseline: len(b), "common": len(common)},
+        "docking_scores_agree": bool(common) and not mismatched and set(a) == set(b),
+        "docking_mismatches": mismatched[:20],
+    }
+
+
+def _print(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    base = result["baseline"]
+    p, b = result["pilot"], result[base]
+    t = Table(title=f"pilot vs {base}")
+    for col in ("figure", "pilot", base):
+        t.add_column(col)
+    t.add_row("routes", ", ".join(f"{k}: {v}" for k, v in p["routes"].items()),
+              ", ".join(f"{k}: {v}" for k, v in b["routes"].items()))
+    t.add_row("makespan (s)", f"{p['makespan_s']:.1f}", f"{b['makespan_s']:.1f}")
+    t.add_row("tasks", str(p["tasks"]), str(b["tasks"]))
+    t.add_row("throughput (tasks/s)", f"{p['throughput_tasks_per_s']:.2f}", f"{b['throughput_tasks_per_s']:.2f}")
+    t.add_row("utilisation", f"{100 * p['utilization']:.1f} %", f"{100 * b['utilization']:.1f} %")
+    t.add_row("median launch overhead (ms)", f"{1e3 * p['launch_overhead_median_s']:.1f}",
+              f"{1e3 * b['launch_overhead_median_s']:.1f}")
+    Console().print(t)
+    ratio = result["makespan_ratio"]
+    print(f"makespan ratio pilot/{base}: {ratio:.2f}" if ratio else "makespan ratio: n/a")
+    print("docking scores agree" if result["docking_scores_agree"] else "docking scores DISAGREE")
+
+
+def write_compare_report(out: Path, result: dict[str, Any], runs: dict[str, dict[str, Any]]) -> Path:
+    from . import plots
+    from .report import _img, _table
+
+    base = result["baseline"]
+    parts = [f"<h1>Pilot vs {base}</h1>",
+             f"<p>makespan ratio pilot/{base}: <b>{result['makespan_ratio']:.2f}</b>; docking scores "
+             f"{'agree' if result['docking_scores_agree'] else 'DISAGREE'} "
+             f"({result['docked_compounds']['common']} compounds in both runs)</p>"]
+    for label in ("pilot", base):
+        fig = result[label]
+        store = runs[label]["store"]
+        rows = store.task_rows(store.sessions()[-1]["session"])
+        parts.append(f"<h2>{label}: makespan {fig['makespan_s']:.1f} s, utilisation {100 * fig['utilization']:.1f} %"
+                     f"</h2>")
+        parts.append(_table(["stage", "tasks", "span (s)", "tasks/s", "median runtime (s)", "core-seconds"],
+                            [[html.escape(t["stage"]), t["tasks"], f"{t['span_s']:.1f}", f"{t['tasks_per_s']:.2f}",
+                              f"{t['median_runtime_s']:.2f}", f"{t['core_s']:.0f}"] for t in fig["stages"]], left=1))
+        parts.append(_img(plots.timeline(rows, fig["cores"], f"{label}: task timeline"), "timeline"))
+        parts.append(_img(plots.concurrency(rows, fig["cores"], f"{label}: busy cores"), "concurrency"))
+    parts.append("<h2>Where the time goes</h2><p>" + html.escape(explain(result)) + "</p>")
+    path = out / "compare.html"
+    path.write_text("<!doctype html><html><head><meta charset='utf-8'><style>body{font-family:sans-serif;"
+                    "max-width:1100px;margin:2em auto}td,th{border:1px solid #ccc;padding:4px 8px}table{border-collapse:"
+                    "collapse}img{max-width:100%}</style></head><body>" + "\n".join(parts) + "</body></html>")
+    return path
+
+
+def explain(result: dict[str, Any]) -> str:
+    base = result["baseline"]
+    p, b = result["pilot"], result[base]
+    lines = []
+    lines.append(f"The {base} run started {b['tasks']} tasks as separate steps with a median launch overhead of "
+                 f"{1e3 * b['launch_overhead_median_s']:.0f} ms, against {1e3 * p['launch_overhead_median_s']:.1f} ms "
+                 "in the pilot, whose function tasks run in persistent workers (no interpreter start, no re-import "
+                 "of RDKit/torch, the surrogate model loaded once per worker).")
+    lines.append(f"Utilisation: {100 * p['utilization']:.0f} % (pilot) vs {100 * b['utilization']:.0f} % ({base}): "
+                 "idle cores are launch latency and the serialisation of short tasks behind the step launcher.")
+    return " ".join(lines)

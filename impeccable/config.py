@@ -1,0 +1,186 @@
+"""Campaign files: TOML validated with pydantic, every error naming the file, the key and what is allowed.
+
+Relative paths in a campaign file are read relative to the file's own folder,
+so ``campaigns/demo.toml`` works from any working directory.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+BACKEND_CHOICES = ("auto", "local", "flux", "dragon", "srun")
+
+
+class CampaignError(ValueError):
+    """A campaign file that cannot be used; the message names the file and the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CampaignMeta(_Section):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 42
+    run_dir: str | None = None  # default: runs/<name> under the working directory
+    rounds: int = Field(default=1, ge=1, le=20)  # active-learning rounds (steps 3-5 repeated)
+
+
+class ReceptorSection(_Section):
+    path: Path  # folder with receptor.pdb, receptor.pdbqt, site.toml
+    site: Path | None = None  # another site.toml
+
+
+class Filters(_Section):
+    max_molecular_weight: float | None = Field(default=None, gt=0)
+    max_rotatable_bonds: int | None = Field(default=None, ge=0)
+    max_heavy_atoms: int | None = Field(default=None, gt=0)
+    pains: bool = False  # drop compounds matching the RDKit PAINS A/B/C catalogue
+
+
+class LibrarySection(_Section):
+    path: Path
+    id_column: str = "id"
+    smiles_column: str = "smiles"
+    limit: int | None = Field(default=None, gt=0)  # screen only the first N compounds
+    filters: Filters = Filters()
+
+
+class DockSection(_Section):
+    seed_sample: int = Field(default=64, ge=8)  # compounds docked before the first training
+    exhaustiveness: int = Field(default=8, ge=1, le=64)
+    ligands_per_task: int = Field(default=8, ge=1)
+    ranks: int = Field(default=1, ge=1)  # MPI ranks per docking task (>1 runs it under MPI)
+    seed: int = 1
+
+
+class SurrogateSection(_Section):
+    epochs: int = Field(default=60, ge=1)
+    val_fraction: float = Field(default=0.2, gt=0, lt=0.9)
+    cores: int = Field(default=1, ge=1)
+
+
+class InferSection(_Section):
+    batch_size: int = Field(default=1000, ge=10)
+
+
+class RedockSection(_Section):
+    top_k: int = Field(default=32, ge=1)
+
+
+class MDSection(_Section):
+    top_m: int = Field(default=4, ge=0)
+    replicas: int = Field(default=3, ge=1)
+    length_ps: float = Field(default=4.0, gt=0)
+    equilibration_ps: float = Field(default=1.0, ge=0)
+    frame_interval_ps: float = Field(default=0.5, gt=0)
+    cores: int = Field(default=1, ge=1)  # OpenMM CPU threads per MD task
+
+    @model_validator(mode="after")
+    def _frames_fit(self) -> "MDSection":
+        if self.frame_interval_ps > self.length_ps:
+            raise ValueError("frame_interval_ps is longer than length_ps: no frame would be scored")
+        return self
+
+
+class PilotSection(_Section):
+    cores: int | None = Field(default=None, ge=1)  # default: the cores this process may use
+    gpus: int = Field(default=0, ge=0)
+    routes: dict[Literal["executable", "function"], Literal["auto", "local", "flux", "dragon", "srun"]] = Field(
+        default_factory=lambda: {"executable": "auto", "function": "auto"}
+    )
+    shares: dict[str, int] = Field(default_factory=dict)  # backend -> weight of the core split
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # backend -> options
+
+
+class Campaign(_Section):
+    campaign: CampaignMeta
+    receptor: ReceptorSection
+    library: LibrarySection
+    dock: DockSection = DockSection()
+    surrogate: SurrogateSection = SurrogateSection()
+    infer: InferSection = InferSection()
+    redock: RedockSection = RedockSection()
+    md: MDSection = MDSection()
+    pilot: PilotSection = PilotSection()
+
+    source: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _sizes_agree(self) -> "Campaign":
+        if self.md.top_m > self.redock.top_k + self.dock.seed_sample:
+            raise ValueError("md.top_m is larger than the number of docked compounds (dock.seed_sample + redock.top_k)")
+        for kind in ("executable", "function"):
+            if kind not in self.pilot.routes:
+                raise ValueError(f"pilot.routes.{kind} is missing: name a backend ({', '.join(BACKEND_CHOICES)})")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.campaign.name
+
+    def run_dir(self, override: str | Path | None = None) -> Path:
+        if override is not None:
+            return Path(override)
+        return Path(self.campaign.run_dir) if self.campaign.run_dir else Path("runs") / self.campaign.name
+
+
+def load_campaign(path: str | Path) -> Campaign:
+    """Read and validate a campaign file; relative paths become relative to the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise CampaignError(f"{path}: campaign file not found")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise CampaignError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        campaign = Campaign.model_validate(data)
+    except ValidationError as exc:
+        raise CampaignError(f"{path}: {format_errors(exc)}") from None
+    campaign = _resolve_paths(campaign, path.parent)
+    _check_files(campaign, path)
+    return campaign.model_copy(update={"source": path})
+
+
+def format_errors(exc: ValidationError) -> str:
+    """One line per problem: ``key.path: what is wrong (got ...)``."""
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see campaigns/demo.toml for every key)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif err["type"] == "literal_error":
+            msg = f"{msg}"
+        got = err.get("input")
+        if err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict):
+            msg += f" (got {got!r})"
+        parts.append(f"{key}: {msg}")
+    return "; ".join(parts)
+
+
+def _resolve_paths(campaign: Campaign, base: Path) -> Campaign:
+    def absolute(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else (base / p).resolve())
+
+    receptor = campaign.receptor.model_copy(
+        update={"path": absolute(campaign.receptor.path), "site": absolute(campaign.receptor.site)}
+    )
+    library = campaign.library.model_copy(update={"path": absolute(campaign.library.path)})
+    return campaign.model_copy(update={"receptor": receptor, "library": library})
+
+
+def _check_files(campaign: Campaign, source: Path) -> None:
+    if not campaign.library.path.is_file():
+        raise CampaignError(f"{source}: library.path: file {campaign.library.path} not found")
+    if not campaign.receptor.path.is_dir():
+        raise CampaignError(f"{source}: receptor.path: folder {campaign.receptor.path} not found")
+    if campaign.receptor.site is not None and not campaign.receptor.site.is_file():
+        raise CampaignError(f"{source}: receptor.site: file {campaign.receptor.site} not found")

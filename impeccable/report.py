@@ -1,0 +1,145 @@
+"""The HTML report of a run directory: hits with depictions, model quality, scores, and where the time went.
+
+One self-contained file (images inlined as base64 PNG, depictions as SVG), so
+it opens offline and can be mailed or archived with the run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from . import plots
+from .results import ranked_hits, stage_counts
+from .runtime.metrics import summarize
+from .runtime.records import TaskRecord, TaskState
+from .store import Store
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None, top: int = 20) -> Path:
+    run_dir = Path(run_dir)
+    store = Store.open_existing(run_dir)
+    out = Path(out) if out else run_dir / "report" / "index.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        body = _body(store, run_dir, top)
+    finally:
+        store.close()
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(run_dir.name)} report</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
+td.l,th.l{{text-align:left}}img{{max-width:100%}}h2{{border-bottom:1px solid #ddd;margin-top:2em}}
+.note{{color:#555;font-size:90%}}</style></head><body>{body}</body></html>"""
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(page)
+    os.replace(tmp, out)
+    return out
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _depiction(smiles: str) -> str:
+    from rdkit import Chem
+    from rdkit.Chem.Draw import rdMolDraw2D
+
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return ""
+    drawer = rdMolDraw2D.MolDraw2DSVG(220, 160)
+    drawer.DrawMolecule(mol)
+    drawer.FinishDrawing()
+    svg = drawer.GetDrawingText()
+    return svg[svg.find("<svg"):]
+
+
+def _table(headers: list[str], rows: list[list[Any]], left: int = 0) -> str:
+    head = "".join(f'<th class="{"l" if i < left else ""}">{html.escape(h)}</th>' for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(row))
+                   + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _records(rows: list[dict[str, Any]]) -> list[TaskRecord]:
+    return [TaskRecord(uid=r["uid"], name=r["name"], kind=r["kind"], cores=r["cores"], gpus=r["gpus"] or 0,
+                       tags={"stage": r["stage"] or ""}, state=TaskState(r["state"]), submitted=r["submitted"],
+                       scheduled=r["scheduled"], started=r["started"], finished=r["finished"],
+                       backend=r["backend"] or "", slots=tuple(r["slots"])) for r in rows]
+
+
+def _body(store: Store, run_dir: Path, top: int) -> str:
+    parts = [f"<h1>Campaign {html.escape(store.get_meta('name') or run_dir.name)}</h1>",
+             f'<p class="note">run directory {html.escape(str(run_dir.resolve()))}; report written '
+             f'{time.strftime("%Y-%m-%d %H:%M")}</p>']
+    # hits
+    hits = ranked_hits(store)[:top]
+    rows = [[h.rank, html.escape(h.id), _depiction(h.smiles), f"{h.dock_score:.2f}",
+             "" if h.predicted is None else f"{h.predicted:.2f}",
+             "" if h.mmgbsa is None else f"{h.mmgbsa:.1f} ± {h.mmgbsa_stderr or 0:.1f}", h.origin,
+             f"<code>{html.escape(h.smiles)}</code>"] for h in hits]
+    parts.append("<h2>Top compounds</h2><p class='note'>Ranked by MM/GBSA where it was computed (ensemble mean ± "
+                 "standard error over replicas; single-trajectory, no entropy: a ranking score, not an absolute "
+                 "free energy), then by Vina score.</p>")
+    parts.append(_table(["rank", "id", "structure", "Vina (kcal/mol)", "surrogate", "MM/GBSA (kcal/mol)", "origin",
+                         "SMILES"], rows, left=3))
+    # progress
+    parts.append("<h2>Stages</h2>" + _table(["stage", "done", "failed"],
+                                             [[html.escape(s), d, f] for s, d, f, _ in stage_counts(store)], left=1))
+    # surrogate
+    dock = store.dock_score_map()
+    parts.append("<h2>Surrogate</h2>")
+    for r, report in store.models():
+        preds = {cid: score for cid, _, score in store.predictions(r)}
+        held_out = [cid for cid in preds if cid in dock]
+        summary = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in report.items()
+                            if isinstance(v, (int, float)))
+        parts.append(f"<p>round {r}: {html.escape(summary)}</p>")
+        if held_out:
+            from scipy.stats import spearmanr
+
+            m = [dock[c] for c in held_out]
+            p = [preds[c] for c in held_out]
+            rho = spearmanr(m, p).statistic if len(held_out) > 2 else float("nan")
+            parts.append(_img(plots.parity(m, p, f"round {r}: compounds docked after prediction "
+                                                 f"(n={len(held_out)}, Spearman {rho:.2f})"), "parity"))
+    series = {"seed docking": [s for s, o in store.db.execute("SELECT score, origin FROM docking "
+                                                              "WHERE score IS NOT NULL AND origin='seed'")],
+              "re-docking": [s for s, o in store.db.execute("SELECT score, origin FROM docking "
+                                                            "WHERE score IS NOT NULL AND origin='redock'")]}
+    models = store.models()
+    if models:
+        series["surrogate, whole library"] = [s for _, _, s in store.predictions(models[-1][0])]
+    parts.append("<h2>Score distributions</h2>" + _img(plots.distributions(series), "distributions"))
+    # runtime
+    parts.append("<h2>Where the time went</h2>")
+    for session in store.sessions():
+        rows_s = store.task_rows(session["session"])
+        if not rows_s:
+            continue
+        cores = session["cores"] or 1
+        m = summarize(_records(rows_s), cores)
+        routes = json.loads(session["routes"] or "{}")
+        parts.append(f"<h3>Session {session['session']} ({session['status']}; {cores} cores; routes "
+                     f"{html.escape(', '.join(f'{k}: {v}' for k, v in routes.items()))})</h3>")
+        parts.append(f"<p>{m.tasks} tasks, makespan {m.makespan_s:.1f} s, utilisation {100 * m.utilization:.1f} %, "
+                     f"throughput {m.throughput_tasks_per_s:.2f} tasks/s, median queue wait "
+                     f"{m.queue_wait_median_s:.3f} s, median launch overhead {1e3 * m.launch_overhead_median_s:.1f} ms</p>")
+        parts.append(_img(plots.timeline(rows_s, cores, "task timeline per core"), "timeline"))
+        parts.append(_img(plots.concurrency(rows_s, cores), "concurrency"))
+        png, table = plots.stage_throughput(rows_s)
+        parts.append(_img(png, "throughput per stage"))
+        parts.append(_table(["stage", "tasks", "span (s)", "tasks/s", "median runtime (s)", "core-seconds"],
+                            [[html.escape(t["stage"]), t["tasks"], f"{t['span_s']:.1f}", f"{t['tasks_per_s']:.2f}",
+                              f"{t['median_runtime_s']:.2f}", f"{t['core_s']:.0f}"] for t in table], left=1))
+    failures = store.failures()
+    if failures:
+        parts.append(f"<h2>Compounds that failed a stage ({len(failures)})</h2>")
+        parts.append(_table(["id", "stage", "reason"], [[html.escape(i), s, html.escape(r)] for i, s, r in failures[:200]],
+                            left=3))
+    return "\n".join(parts)

@@ -1,0 +1,130 @@
+"""Ranking, status and export of a run directory's results (read from the store only)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .store import Store
+
+
+@dataclass(frozen=True)
+class Hit:
+    rank: int
+    id: str
+    smiles: str
+    dock_score: float
+    predicted: float | None
+    mmgbsa: float | None
+    mmgbsa_stderr: float | None
+    origin: str
+
+
+def ranked_hits(store: Store) -> list[Hit]:
+    """Docked compounds, best first: those with an MM/GBSA energy by that energy, then the rest by docking score.
+
+    MM/GBSA is the more expensive and more physical estimate, so where it exists it decides the order.
+    """
+    md = store.md_results()
+    predicted: dict[str, float] = {}
+    for r, _ in store.models():
+        for cid, _, score in store.predictions(r):
+            predicted.setdefault(cid, score)  # a compound's first prediction (before it was docked)
+    origins = {cid: origin for cid, origin in store.db.execute("SELECT id, origin FROM docking")}
+    rows = []
+    for cid, smiles, score in store.dock_scores():
+        dg, se, _ = md.get(cid, (None, None, None))
+        rows.append((0 if dg is not None else 1, dg if dg is not None else score, score, cid, smiles, se))
+    rows.sort()
+    return [Hit(i + 1, cid, smi, score, predicted.get(cid), key if has == 0 else None, se, origins.get(cid, ""))
+            for i, (has, key, score, cid, smi, se) in enumerate(rows)]
+
+
+def print_top(store: Store, n: int = 10) -> None:
+    table = Table(title=f"top {n} compounds")
+    for col in ("rank", "id", "dock (kcal/mol)", "surrogate", "MM/GBSA (kcal/mol)", "SMILES"):
+        table.add_column(col)
+    for hit in ranked_hits(store)[:n]:
+        mm = "" if hit.mmgbsa is None else f"{hit.mmgbsa:.1f} ± {hit.mmgbsa_stderr or 0:.1f}"
+        pred = "" if hit.predicted is None else f"{hit.predicted:.2f}"
+        table.add_row(str(hit.rank), hit.id, f"{hit.dock_score:.2f}", pred, mm, hit.smiles)
+    Console().print(table)
+
+
+def stage_counts(store: Store) -> list[tuple[str, int, int, int]]:
+    """(stage, done, failed, tasks) from the results and task records."""
+    db = store.db
+    out = []
+    for origin in ("seed", "redock"):
+        ok, bad = db.execute("SELECT count(score), count(*) - count(score) FROM docking WHERE origin=?",
+                             (origin,)).fetchone()
+        out.append((f"{origin} dock (compounds)", ok, bad, 0))
+    for r, report in store.models():
+        n, scored, filtered, failed = store.inference_counts(r)
+        out.append((f"train r{r} (val Spearman {report.get('val_spearman', float('nan')):.2f})", 1, 0, 0))
+        out.append((f"infer r{r} (compounds)", scored + filtered, failed, n))
+    ok, bad = db.execute("SELECT count(dg), count(*) - count(dg) FROM md").fetchone()
+    out.append(("md (compounds)", ok, bad, 0))
+    return out
+
+
+def print_status(store: Store, run_dir: Path) -> None:
+    console = Console()
+    sessions = store.sessions()
+    last = sessions[-1] if sessions else None
+    console.print(f"[bold]{store.get_meta('name')}[/] in {run_dir}: "
+                  f"{len(sessions)} session(s), last {last['status'] if last else 'none'}")
+    table = Table()
+    table.add_column("stage")
+    table.add_column("done", justify="right")
+    table.add_column("failed", justify="right")
+    for stage, done, failed, _ in stage_counts(store):
+        table.add_row(stage, str(done), str(failed))
+    rows = store.db.execute("SELECT stage, state, count(*) FROM tasks GROUP BY stage, state ORDER BY stage").fetchall()
+    console.print(table)
+    tasks = Table(title="task records")
+    for col in ("stage", "state", "tasks"):
+        tasks.add_column(col)
+    for stage, state, n in rows:
+        tasks.add_row(str(stage), state, str(n))
+    console.print(tasks)
+
+
+def export(store: Store, folder: Path, top: int | None = None) -> tuple[Path, Path, int]:
+    """Ranked hits as CSV (scores from every stage) and SDF (docked poses with the scores as properties)."""
+    from rdkit import Chem
+
+    folder.mkdir(parents=True, exist_ok=True)
+    hits = ranked_hits(store)[:top] if top else ranked_hits(store)
+    csv_path, sdf_path = folder / "hits.csv", folder / "hits.sdf"
+    tmp_csv, tmp_sdf = csv_path.with_suffix(".csv.tmp"), sdf_path.with_suffix(".sdf.tmp")
+    with open(tmp_csv, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["rank", "id", "smiles", "dock_score_kcal_mol", "surrogate_prediction",
+                         "mmgbsa_kcal_mol", "mmgbsa_stderr_kcal_mol", "origin"])
+        for h in hits:
+            writer.writerow([h.rank, h.id, h.smiles, f"{h.dock_score:.3f}",
+                             "" if h.predicted is None else f"{h.predicted:.3f}",
+                             "" if h.mmgbsa is None else f"{h.mmgbsa:.3f}",
+                             "" if h.mmgbsa_stderr is None else f"{h.mmgbsa_stderr:.3f}", h.origin])
+    writer = Chem.SDWriter(str(tmp_sdf))
+    for h in hits:
+        block = store.pose(h.id)
+        mol = Chem.MolFromMolBlock(block, removeHs=False) if block else None
+        if mol is None:
+            continue
+        mol.SetProp("_Name", h.id)
+        for key, value in (("rank", h.rank), ("smiles", h.smiles), ("dock_score_kcal_mol", h.dock_score),
+                           ("mmgbsa_kcal_mol", h.mmgbsa), ("mmgbsa_stderr_kcal_mol", h.mmgbsa_stderr)):
+            if value is not None:
+                mol.SetProp(key, str(value))
+        writer.write(mol)
+    writer.close()
+    os.replace(tmp_csv, csv_path)
+    os.replace(tmp_sdf, sdf_path)
+    return csv_path, sdf_path, len(hits)

@@ -1,0 +1,235 @@
+"""The campaign's SQLite store: every result and every task record, written transactionally.
+
+One writer (the campaign manager's thread) and any number of readers
+(``impeccable status`` while a run goes on): WAL mode. Each result is
+committed together with the mark that says its unit of work is done, so a
+crash or Ctrl-C at any moment leaves a store from which a resumed run skips
+exactly what is finished and loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .runtime.records import TaskRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    session INTEGER PRIMARY KEY, started REAL, finished REAL, cores INTEGER, routes TEXT, status TEXT);
+CREATE TABLE IF NOT EXISTS docking (
+    id TEXT PRIMARY KEY, smiles TEXT NOT NULL, round INTEGER NOT NULL, origin TEXT NOT NULL,
+    score REAL, pose_sdf TEXT, runtime_s REAL, error TEXT, task TEXT);
+CREATE TABLE IF NOT EXISTS models (round INTEGER PRIMARY KEY, path TEXT NOT NULL, report TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS predictions (
+    round INTEGER NOT NULL, id TEXT NOT NULL, smiles TEXT NOT NULL, score REAL NOT NULL,
+    PRIMARY KEY (round, id));
+CREATE TABLE IF NOT EXISTS inference_batches (
+    round INTEGER NOT NULL, batch INTEGER NOT NULL, n_in INTEGER, n_scored INTEGER, n_filtered INTEGER,
+    n_failed INTEGER, PRIMARY KEY (round, batch));
+CREATE TABLE IF NOT EXISTS selections (
+    round INTEGER NOT NULL, stage TEXT NOT NULL, id TEXT NOT NULL, batch INTEGER NOT NULL,
+    PRIMARY KEY (round, stage, id));
+CREATE TABLE IF NOT EXISTS md (
+    id TEXT PRIMARY KEY, round INTEGER NOT NULL, dg REAL, stderr REAL, result TEXT, error TEXT);
+CREATE TABLE IF NOT EXISTS failures (id TEXT NOT NULL, stage TEXT NOT NULL, reason TEXT NOT NULL,
+    PRIMARY KEY (id, stage));
+CREATE TABLE IF NOT EXISTS tasks (
+    uid TEXT NOT NULL, session INTEGER NOT NULL, name TEXT, kind TEXT, stage TEXT, round INTEGER, state TEXT,
+    cores INTEGER, gpus INTEGER, submitted REAL, scheduled REAL, started REAL, finished REAL, backend TEXT,
+    partition TEXT, slots TEXT, attempts INTEGER, exit_code INTEGER, error TEXT,
+    PRIMARY KEY (session, uid));
+"""
+
+
+@dataclass(frozen=True)
+class DockRow:
+    id: str
+    smiles: str
+    round: int
+    origin: str
+    score: float | None
+    pose_sdf: str | None
+    error: str | None
+
+
+class Store:
+    """Typed access to ``campaign.db``; callers never write SQL."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    @classmethod
+    def open_existing(cls, run_dir: str | Path) -> "Store":
+        path = Path(run_dir) / "campaign.db"
+        if not path.is_file():
+            raise FileNotFoundError(f"{run_dir}: no campaign.db here (is this a run directory made by `impeccable run`?)")
+        return cls(path)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # meta and sessions --------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def begin_session(self, cores: int, routes: dict[str, str]) -> int:
+        cur = self.db.execute(
+            "INSERT INTO sessions (started, cores, routes, status) VALUES (?, ?, ?, 'running')",
+            (time.time(), cores, json.dumps(routes)),
+        )
+        return int(cur.lastrowid)
+
+    def end_session(self, session: int, status: str) -> None:
+        self.db.execute("UPDATE sessions SET finished=?, status=? WHERE session=?", (time.time(), status, session))
+
+    def sessions(self) -> list[dict[str, Any]]:
+        cur = self.db.execute("SELECT session, started, finished, cores, routes, status FROM sessions ORDER BY session")
+        return [dict(zip(("session", "started", "finished", "cores", "routes", "status"), row)) for row in cur]
+
+    # docking -----------------------------------------------------------------
+    def add_docking(self, rows: Sequence[DockRow], task: str) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO docking (id, smiles, round, origin, score, pose_sdf, error, task) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r.id, r.smiles, r.round, r.origin, r.score, r.pose_sdf, r.error, task) for r in rows],
+            )
+
+    def docked_ids(self) -> set[str]:
+        return {row[0] for row in self.db.execute("SELECT id FROM docking")}
+
+    def dock_scores(self) -> list[tuple[str, str, float]]:
+        """(id, smiles, score) of every successfully docked compound."""
+        return list(self.db.execute("SELECT id, smiles, score FROM docking WHERE score IS NOT NULL ORDER BY id"))
+
+    def dock_score_map(self) -> dict[str, float]:
+        return {i: s for i, _, s in self.dock_scores()}
+
+    def pose(self, cid: str) -> str | None:
+        row = self.db.execute("SELECT pose_sdf FROM docking WHERE id=?", (cid,)).fetchone()
+        return row[0] if row else None
+
+    # surrogate ---------------------------------------------------------------
+    def add_model(self, round_: int, path: str, report: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO models VALUES (?, ?, ?)", (round_, path, json.dumps(report)))
+
+    def model(self, round_: int) -> tuple[str, dict[str, Any]] | None:
+        row = self.db.execute("SELECT path, report FROM models WHERE round=?", (round_,)).fetchone()
+        return (row[0], json.loads(row[1])) if row else None
+
+    def models(self) -> list[tuple[int, dict[str, Any]]]:
+        return [(r, json.loads(rep)) for r, rep in self.db.execute("SELECT round, report FROM models ORDER BY round")]
+
+    def add_predictions(self, round_: int, batch: int, scored: Sequence[tuple[str, str, float]],
+                        counts: tuple[int, int, int, int], failures: Iterable[tuple[str, str]],
+                        nominees: Sequence[str]) -> None:
+        """One inference batch: predictions, failures, its re-dock nominees and its done mark, in one transaction."""
+        with self.transaction() as db:
+            db.executemany("INSERT OR IGNORE INTO selections VALUES (?, 'redock', ?, ?)",
+                           [(round_, cid, batch) for cid in nominees])
+            db.executemany("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?)",
+                           [(round_, cid, smi, score) for cid, smi, score in scored])
+            db.executemany("INSERT OR IGNORE INTO failures VALUES (?, 'prepare', ?)", list(failures))
+            db.execute("INSERT OR REPLACE INTO inference_batches VALUES (?, ?, ?, ?, ?, ?)", (round_, batch, *counts))
+
+    def done_batches(self, round_: int) -> set[int]:
+        return {b for (b,) in self.db.execute("SELECT batch FROM inference_batches WHERE round=?", (round_,))}
+
+    def batch_predictions(self, round_: int, ids: Sequence[str]) -> list[tuple[str, str, float]]:
+        marks = ",".join("?" * len(ids))
+        return list(self.db.execute(
+            f"SELECT id, smiles, score FROM predictions WHERE round=? AND id IN ({marks})", (round_, *ids)))
+
+    def predictions(self, round_: int) -> list[tuple[str, str, float]]:
+        return list(self.db.execute("SELECT id, smiles, score FROM predictions WHERE round=? ORDER BY score, id",
+                                    (round_,)))
+
+    def inference_counts(self, round_: int) -> tuple[int, int, int, int]:
+        row = self.db.execute("SELECT count(*), coalesce(sum(n_scored),0), coalesce(sum(n_filtered),0), "
+                              "coalesce(sum(n_failed),0) FROM inference_batches WHERE round=?", (round_,)).fetchone()
+        return tuple(row)  # type: ignore[return-value]
+
+    # selections (which compounds a stage picked, so a resumed run picks the same) --
+    def select(self, round_: int, stage: str, ids: Iterable[str], batch: int = -1) -> None:
+        with self.transaction() as db:
+            db.executemany("INSERT OR IGNORE INTO selections VALUES (?, ?, ?, ?)",
+                           [(round_, stage, i, batch) for i in ids])
+
+    def selected(self, round_: int, stage: str, batch: int | None = None) -> set[str]:
+        sql, args = "SELECT id FROM selections WHERE round=? AND stage=?", [round_, stage]
+        if batch is not None:
+            sql += " AND batch=?"
+            args.append(batch)
+        return {i for (i,) in self.db.execute(sql, args)}
+
+    # MD ----------------------------------------------------------------------
+    def add_md(self, cid: str, round_: int, dg: float | None, stderr: float | None,
+               result: dict[str, Any] | None, error: str | None) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO md VALUES (?, ?, ?, ?, ?, ?)",
+                       (cid, round_, dg, stderr, json.dumps(result) if result else None, error))
+
+    def md_ids(self) -> set[str]:
+        return {i for (i,) in self.db.execute("SELECT id FROM md")}
+
+    def md_results(self) -> dict[str, tuple[float | None, float | None, str | None]]:
+        return {i: (dg, se, err) for i, dg, se, err in self.db.execute("SELECT id, dg, stderr, error FROM md")}
+
+    def add_failures(self, stage: str, failures: Iterable[tuple[str, str]]) -> None:
+        with self.transaction() as db:
+            db.executemany("INSERT OR IGNORE INTO failures VALUES (?, ?, ?)", [(i, stage, r) for i, r in failures])
+
+    def failures(self) -> list[tuple[str, str, str]]:
+        return list(self.db.execute("SELECT id, stage, reason FROM failures ORDER BY stage, id"))
+
+    # task records --------------------------------------------------------------
+    def add_task_records(self, session: int, records: Iterable[TaskRecord]) -> None:
+        rows = [
+            (r.uid, session, r.name, r.kind, r.tags.get("stage"), int(r.tags.get("round", 0)), r.state.value,
+             r.cores, r.gpus, r.submitted, r.scheduled, r.started, r.finished, r.backend, r.partition,
+             json.dumps(list(r.slots)), r.attempts, r.exit_code, r.error)
+            for r in records
+        ]
+        with self.transaction() as db:
+            db.executemany(f"INSERT OR REPLACE INTO tasks VALUES ({','.join('?' * 19)})", rows)
+
+    def task_rows(self, session: int | None = None) -> list[dict[str, Any]]:
+        cols = ("uid", "session", "name", "kind", "stage", "round", "state", "cores", "gpus", "submitted",
+                "scheduled", "started", "finished", "backend", "partition", "slots", "attempts", "exit_code", "error")
+        sql = f"SELECT {', '.join(cols)} FROM tasks"
+        args: tuple[Any, ...] = ()
+        if session is not None:
+            sql += " WHERE session=?"
+            args = (session,)
+        rows = [dict(zip(cols, row)) for row in self.db.execute(sql + " ORDER BY submitted", args)]
+        for row in rows:
+            row["slots"] = json.loads(row["slots"] or "[]")
+        return rows
