@@ -230,7 +230,7 @@ class CampaignRunner:
         self.seed_shards_left = 0
         for shard, chunk in enumerate(_chunks(todo, self.c.dock.ligands_per_task)):
             self.seed_shards_left += 1
-            self._submit_dock(chunk, f"r0-seed-{shard:04d}", 0, "seed", self._seed_dock_done)
+            self._submit_dock(chunk, f"s{self.session}-r0-seed-{shard:04d}", 0, "seed", self._seed_dock_done)
         if not todo:
             self._train(0)
 
@@ -400,7 +400,7 @@ class CampaignRunner:
             self.redock_left.discard(batch)
             self._md_for_shard(r, batch)
             return
-        self._submit_dock(todo, f"r{r}-redock-{batch:05d}", r, "redock",
+        self._submit_dock(todo, f"s{self.session}-r{r}-redock-{batch:05d}", r, "redock",
                           lambda f, meta, b=batch: self._redock_done(f, meta, r, b))
 
     def _redock_done(self, future: TaskFuture, meta: dict[str, Any], r: int, batch: int) -> None:

@@ -81,7 +81,8 @@ def _add_bench(sub: Any) -> None:
         description="Runs N identical tasks through a fresh pilot and through the backend's plain mechanism "
         "(subprocess / multiprocessing.Pool for local) in the same run, and prints medians over --repeat runs.",
     )
-    p.add_argument("--backend", default="local", choices=backend_names())
+    p.add_argument("--backend", default="local", choices=[*backend_names(), "hybrid"],
+                   help="hybrid: half executables, half functions, routed auto (Flux + Dragon where found)")
     p.add_argument("--workload", default="null-exec", choices=WORKLOADS)
     p.add_argument("--tasks", type=int, default=1000, help="tasks per run (default 1000)")
     p.add_argument("--cores", type=int, default=os.cpu_count(), help="cores the pilot owns (may exceed the machine's)")
@@ -138,6 +139,9 @@ def _print_bench(result: dict[str, Any]) -> None:
     ]
     for name, value in rows:
         table.add_row(name, value)
+    for name, m in (result.get("per_backend") or {}).items():
+        table.add_row(f"{name} ({', '.join(m['serves'])}, {m['cores']} cores)",
+                      f"{m['throughput_tasks_per_s']:,.0f} tasks/s, {100 * m['utilization']:.1f} %")
     Console().print(table)
 
 

@@ -70,11 +70,22 @@ class RunResult:
 
 def run_pilot(backend: str, workload: str, n_tasks: int, cores: int, duration_s: float = 1.0,
               options: Mapping[str, Mapping[str, Any]] | None = None) -> RunResult:
-    """One pass of the workload through a fresh pilot; start-up is timed apart from the run."""
+    """One pass of the workload through a fresh pilot; start-up is timed apart from the run.
+
+    Backend ``hybrid`` is the reference study's Flux+Dragon set-up: half the tasks are executables and
+    half functions of the same family (null or sleep), routed ``auto`` (Flux and Dragon where found).
+    """
     kind = workload_kind(workload)
-    tasks = make_tasks(workload, n_tasks, duration_s)
+    if backend == "hybrid":
+        family = workload.split("-")[0]
+        tasks = make_tasks(f"{family}-exec", n_tasks // 2, duration_s) + \
+            make_tasks(f"{family}-func", n_tasks - n_tasks // 2, duration_s)
+        routes = {"executable": "auto", "function": "auto"}
+    else:
+        tasks = make_tasks(workload, n_tasks, duration_s)
+        routes = {kind.value: backend}
     t0 = time.perf_counter()
-    pilot = Pilot(Allocation(cores=cores), routes={kind.value: backend}, options=options)
+    pilot = Pilot(Allocation(cores=cores), routes=routes, options=options)
     pilot.start()
     startup = time.perf_counter() - t0
     try:
@@ -83,11 +94,20 @@ def run_pilot(backend: str, workload: str, n_tasks: int, cores: int, duration_s:
             future.exception()  # wait; failures are counted from the records
     finally:
         pilot.shutdown()
-    return RunResult(metrics=summarize(pilot.records, cores).to_dict(), startup_s=startup)
+    metrics = summarize(pilot.records, cores).to_dict()
+    if len(pilot.backends) > 1:
+        metrics["per_backend"] = {
+            name: {**summarize([r for r in pilot.records if r.backend == name], share.n_cores).to_dict(),
+                   "serves": sorted(k.value for k in pilot.backends[name].serves)}
+            for name, share in pilot.shares.items()
+        }
+    return RunResult(metrics=metrics, startup_s=startup)
 
 
 def raw_throughput(backend: str, workload: str, n_tasks: int, cores: int, duration_s: float) -> float | None:
     """Tasks/s of the backend's own plain mechanism, or None if it has none."""
+    if backend == "hybrid":
+        return None  # each half has its own baseline: bench flux and dragon separately
     if backend == "local":
         return raw_local_throughput(workload, n_tasks, cores, duration_s)
     module = importlib.import_module(f"impeccable.runtime.backends.{backend}")
@@ -131,6 +151,7 @@ def bench(backend: str, workload: str, n_tasks: int, cores: int, duration_s: flo
           options: Mapping[str, Mapping[str, Any]] | None = None, raw: bool = True) -> dict[str, Any]:
     """Median figures over ``repeat`` interleaved runs of ours and the raw baseline."""
     workload_kind(workload)
+    label = workload.split("-")[0] + "-mixed" if backend == "hybrid" else workload
     ours: list[RunResult] = []
     raws: list[float] = []
     for _ in range(repeat):
@@ -139,13 +160,16 @@ def bench(backend: str, workload: str, n_tasks: int, cores: int, duration_s: flo
             value = raw_throughput(backend, workload, n_tasks, cores, duration_s)
             if value is not None:
                 raws.append(value)
-    keys = ours[0].metrics.keys()
-    med = {k: statistics.median(r.metrics[k] for r in ours) for k in keys}
+    keys = [k for k in ours[0].metrics if k != "per_backend"]
+    med: dict[str, Any] = {k: statistics.median(r.metrics[k] for r in ours) for k in keys}
+    if "per_backend" in ours[0].metrics:  # from the run with the median throughput
+        ranked = sorted(ours, key=lambda r: r.metrics["throughput_tasks_per_s"])
+        med["per_backend"] = ranked[len(ranked) // 2].metrics["per_backend"]
     throughput = med["throughput_tasks_per_s"]
     raw_median = statistics.median(raws) if raws else None
     return {
         "backend": backend,
-        "workload": workload,
+        "workload": label,
         "tasks": n_tasks,
         "cores": cores,
         "duration_s": duration_s if workload.startswith("sleep") else 0.0,

@@ -1,0 +1,76 @@
+"""Campaign files: shipped ones load; every error names the file, the key and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from impeccable.campaign import quota
+from impeccable.config import CampaignError, load_campaign
+
+ROOT = Path(__file__).resolve().parent.parent
+MINIMAL = """
+[campaign]
+name = "t"
+[receptor]
+path = "{receptor}"
+[library]
+path = "{library}"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(text.format(receptor=ROOT / "data/receptors/4jsv", library=ROOT / "data/library/moses_20k.csv"))
+    return path
+
+
+@pytest.mark.parametrize("name", ["demo.toml", "screen.toml"])
+def test_shipped_campaigns_load(name):
+    campaign = load_campaign(ROOT / "campaigns" / name)
+    assert campaign.receptor.path.is_dir() and campaign.library.path.is_file()
+
+
+def test_defaults_and_relative_paths(tmp_path):
+    (tmp_path / "lib.csv").write_text("id,smiles\na,CCO\n")
+    (tmp_path / "c.toml").write_text(f'[campaign]\nname="t"\n[receptor]\npath="{ROOT}/data/receptors/4jsv"\n'
+                                     '[library]\npath="lib.csv"\n')
+    campaign = load_campaign(tmp_path / "c.toml")
+    assert campaign.library.path == tmp_path / "lib.csv"
+    assert campaign.pilot.routes == {"executable": "auto", "function": "auto"}
+    assert campaign.run_dir() == Path("runs/t")
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("[dock]\nexhaustiveness = 0\n", r"dock.exhaustiveness: Input should be greater than or equal to 1 \(got 0\)"),
+    ("[dock]\nexhaustivness = 8\n", r"dock.exhaustivness: unknown key"),
+    ("[pilot.routes]\nexecutable = 'slurm'\nfunction = 'local'\n",
+     r"pilot.routes.executable: Input should be 'auto', 'local', 'flux', 'dragon' or 'srun' \(got 'slurm'\)"),
+    ("[md]\nlength_ps = 1\nframe_interval_ps = 2\n", r"md: Value error, frame_interval_ps is longer than length_ps"),
+    ("[md]\ntop_m = 1000\n", r"md.top_m is larger than the number of docked compounds"),
+])
+def test_bad_values_name_file_and_key(tmp_path, extra, message):
+    path = write(tmp_path, MINIMAL + extra)
+    with pytest.raises(CampaignError, match=message) as info:
+        load_campaign(path)
+    assert str(info.value).startswith(str(path))
+
+
+def test_missing_section_and_files(tmp_path):
+    with pytest.raises(CampaignError, match=r"c.toml: library: required key is missing"):
+        load_campaign(write(tmp_path, '[campaign]\nname="t"\n[receptor]\npath="x"\n'))
+    with pytest.raises(CampaignError, match=r"library.path: file .*nope.csv not found"):
+        load_campaign(write(tmp_path, MINIMAL.replace("{library}", "nope.csv")))
+    with pytest.raises(CampaignError, match="campaign file not found"):
+        load_campaign(tmp_path / "absent.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[campaign\n")
+    with pytest.raises(CampaignError, match="bad.toml: not valid TOML"):
+        load_campaign(bad)
+
+
+@pytest.mark.parametrize("total, count", [(1, 5), (4, 12), (7, 3), (20, 1), (3, 0)])
+def test_streaming_quotas_sum_exactly(total, count):
+    shares = [quota(i, total, count) for i in range(total)]
+    assert sum(shares) == count and max(shares) - min(shares) <= 1

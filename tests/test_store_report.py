@@ -1,0 +1,72 @@
+"""Store, ranking, report and export on a hand-made run directory (no chemistry computed)."""
+
+from __future__ import annotations
+
+import csv
+import time
+
+from rdkit import Chem
+from rdkit.Chem import AllChem
+
+from impeccable.cli import main
+from impeccable.report import write_report
+from impeccable.results import export, ranked_hits
+from impeccable.runtime.records import TaskRecord, TaskState
+from impeccable.store import DockRow, Store
+
+
+def pose(smiles: str) -> str:
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    AllChem.EmbedMolecule(mol, randomSeed=1)
+    return Chem.MolToMolBlock(mol)
+
+
+def make_run(tmp_path):
+    store = Store(tmp_path / "campaign.db")
+    store.set_meta("name", "synthetic")
+    session = store.begin_session(2, {"executable": "local", "function": "local"})
+    smiles = {"a": "CCO", "b": "c1ccccc1O", "c": "CC(=O)Nc1ccccc1", "d": "CCN"}
+    store.add_docking([DockRow(c, s, 0, "seed", -5.0 - i, pose(s), None) for i, (c, s) in enumerate(smiles.items())],
+                      task="s1-r0-seed-0000")
+    store.add_docking([DockRow("bad", "C1CC", 0, "seed", None, None, "unparsable")], task="s1-r0-seed-0001")
+    store.add_model(0, str(tmp_path / "m.pt"), {"val_spearman": 0.6, "n_train": 3})
+    store.add_predictions(0, 0, [("a", "CCO", -5.5), ("e", "CCCC", -4.0)], (3, 2, 0, 1), [("f", "unparsable")], ["e"])
+    store.add_md("c", 0, -20.0, 1.5, {"binding_energy_kcal_mol": -20.0}, None)
+    now = time.time()
+    records = [TaskRecord(uid=f"t{i}", name=f"dock {i}", kind="executable", cores=1, gpus=0,
+                          tags={"stage": "seed dock", "round": "0"}, state=TaskState.DONE, submitted=now,
+                          scheduled=now, started=now + i, finished=now + i + 1, backend="local", slots=(i % 2,))
+               for i in range(4)]
+    store.add_task_records(session, records)
+    store.end_session(session, "done")
+    return store
+
+
+def test_ranking_puts_mmgbsa_first_then_vina(tmp_path):
+    hits = ranked_hits(make_run(tmp_path))
+    assert [h.id for h in hits] == ["c", "d", "b", "a"]
+    assert hits[0].mmgbsa == -20.0 and hits[0].mmgbsa_stderr == 1.5 and hits[1].mmgbsa is None
+    assert hits[3].predicted == -5.5
+
+
+def test_redock_nominees_are_committed_with_their_batch(tmp_path):
+    store = make_run(tmp_path)
+    assert store.selected(0, "redock", batch=0) == {"e"} and store.done_batches(0) == {0}
+
+
+def test_report_and_export(tmp_path):
+    store = make_run(tmp_path)
+    page = write_report(tmp_path).read_text()
+    assert page.count("data:image/png;base64") >= 4 and page.count("<svg") == 4
+    csv_path, sdf_path, n = export(store, tmp_path / "export")
+    rows = list(csv.DictReader(open(csv_path)))
+    assert n == 4 and rows[0]["id"] == "c" and rows[0]["mmgbsa_kcal_mol"] == "-20.000"
+    assert open(sdf_path).read().count("$$$$") == 4
+
+
+def test_status_and_errors_from_the_cli(tmp_path, capsys):
+    make_run(tmp_path)
+    assert main(["status", str(tmp_path)]) == 0
+    assert "seed dock" in capsys.readouterr().out
+    assert main(["export", str(tmp_path / "nowhere")]) == 2
+    assert "no campaign.db here" in capsys.readouterr().err
