@@ -25,10 +25,11 @@ import pickle
 import selectors
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from ..resources import ResourceShare, SlotPool
 from ..task import Task, TaskKind
@@ -40,16 +41,28 @@ STDERR_TAIL_BYTES = 2048
 KILL_GRACE_S = 2.0
 
 
+class LaunchError(Exception):
+    """A task whose command cannot be built (e.g. its arguments cannot be written); the message says why."""
+
+
 class LocalBackend(Backend):
     """Subprocesses and a persistent worker pool on the cores of this machine.
 
     Options: ``function_workers`` (default: one per core of the share),
     ``mpiexec`` (default: ``mpiexec`` on PATH), ``pipeline_s`` (how much
-    estimated work to queue in a busy worker, default 2 ms), ``max_pipeline``.
+    estimated work to queue in a busy worker, default 2 ms), ``max_pipeline``,
+    ``max_running`` (most child processes at once, default: no cap but the cores).
+
+    Subclasses that launch through another program (``srun``) reuse this
+    dispatcher through three hooks: :meth:`command_for` (the argv of a task),
+    ``functions_as_processes`` (function tasks run as one process each, built by
+    ``command_for``, instead of in the worker pool) and :meth:`process_outcome`
+    (the result of such a process).
     """
 
     name = "local"
     kinds = frozenset({TaskKind.EXECUTABLE, TaskKind.FUNCTION})
+    functions_as_processes: ClassVar[bool] = False
 
     def __init__(self, share: ResourceShare, **options: Any) -> None:
         super().__init__(share, **options)
@@ -57,6 +70,10 @@ class LocalBackend(Backend):
         self._mpiexec = options.get("mpiexec") or "mpiexec"
         self._pipeline_s = float(options.get("pipeline_s", 0.002))
         self._max_pipeline = int(options.get("max_pipeline", 64))
+        max_running = options.get("max_running")
+        if max_running is not None and int(max_running) < 1:
+            raise ValueError(f"backend {self.name!r}: max_running must be at least 1, got {max_running!r}")
+        self._max_running = int(max_running) if max_running is not None else sys.maxsize
         self._inbox: collections.deque[tuple[str, Any]] = collections.deque()
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._thread: threading.Thread | None = None
@@ -75,7 +92,7 @@ class LocalBackend(Backend):
 
     def start(self) -> None:
         self._loop = _Dispatcher(self)
-        if TaskKind.FUNCTION in self.serves:
+        if TaskKind.FUNCTION in self.serves and not self.functions_as_processes:
             self._loop.start_workers(self._max_workers)
         self._thread = threading.Thread(target=self._loop.run, name="impeccable-local", daemon=True)
         self._thread.start()
@@ -97,9 +114,25 @@ class LocalBackend(Backend):
 
     def _post(self, what: str, payload: Any) -> None:
         if self._closed and what != "stop":
-            raise RuntimeError("the local backend is shut down")
+            raise RuntimeError(f"the {self.name} backend is shut down")
         self._inbox.append((what, payload))
         os.eventfd_write(self._wake_fd, 1)
+
+    # ------------------------------------------------------------------ hooks (dispatcher thread)
+    def command_for(self, task: Task, cores: tuple[int, ...], gpus: tuple[int, ...]) -> list[str]:
+        """The argv that runs ``task`` on these slots; raise :class:`LaunchError` if there is none."""
+        if task.mpi:
+            return [self._mpiexec, "-n", str(task.ranks), *task.argv]
+        return list(task.argv)
+
+    def process_outcome(self, task: Task, exit_code: int) -> tuple[bool, Any, float | None] | None:
+        """For ``functions_as_processes``: after a function's process exited, ``(ok, value, started)``.
+
+        ``value`` is the return value, or ``(exception or None, message, traceback)`` when not ok;
+        ``started`` is when the call began (None: keep the launch time). None means no result
+        (e.g. the process was killed): the exit code and stderr tail explain the failure.
+        """
+        return None
 
 
 class _Child:
@@ -162,6 +195,8 @@ class _Dispatcher:
         self._mp = multiprocessing.get_context("forkserver")
         self._mp.set_forkserver_preload(["impeccable.runtime.worker"])
         self._sent: list[_Worker] = []
+        self.processes = backend.functions_as_processes
+        self.max_children = backend._max_running
 
     # ------------------------------------------------------------ main loop
     def run(self) -> None:
@@ -225,13 +260,15 @@ class _Dispatcher:
         while pending and scanned < BACKFILL_WINDOW:
             sub = pending.popleft()
             scanned += 1
-            if sub.task.kind is TaskKind.EXECUTABLE:
+            if sub.task.kind is TaskKind.EXECUTABLE or self.processes:
                 placed = self._place_child(sub)
             else:
                 placed = self._place_call(sub)
             if not placed:
                 skipped.append(sub)
                 if self.cores.free == 0 and not self._worker_room():
+                    break
+                if self.processes and len(self.children) >= self.max_children:
                     break
         if skipped:
             pending.extendleft(reversed(skipped))
@@ -243,6 +280,8 @@ class _Dispatcher:
     # ------------------------------------------------------------ executables
     def _place_child(self, sub: Submission) -> bool:
         task = sub.task
+        if len(self.children) >= self.max_children:
+            return False
         cores = self.cores.take(task.cores)
         if cores is None:
             return False
@@ -258,9 +297,13 @@ class _Dispatcher:
 
     def _launch(self, sub: Submission, cores: tuple[int, ...], gpus: tuple[int, ...]) -> None:
         task = sub.task
-        argv = list(task.argv)
-        if task.mpi:
-            argv = [self.backend._mpiexec, "-n", str(task.ranks), *argv]
+        try:
+            argv = self.backend.command_for(task, cores, gpus)
+        except LaunchError as exc:
+            self._release(cores, gpus)
+            if sub.fail(f"could not launch: {exc}"):
+                self.pending.append(sub)
+            return
         env = self._base_env.copy()
         env.update(task.env)
         env["OMP_NUM_THREADS"] = str(task.cores_per_rank)
@@ -329,8 +372,22 @@ class _Dispatcher:
         del self.children[child.sub.task.uid]
         self._release(child.cores, child.gpus)
         sub = child.sub
+        outcome = None
+        if self.processes and sub.task.kind is TaskKind.FUNCTION:
+            outcome = self.backend.process_outcome(sub.task, code)
         if child.canceled:
             sub.cancel("canceled while running (killed)", when=finished)
+            return
+        if outcome is not None and not child.timed_out:
+            ok, value, started = outcome
+            if started is not None:
+                sub.started(started)
+            if ok:
+                sub.complete(value, when=finished, exit_code=code)
+                return
+            exception, text, trace = value
+            if sub.fail(text, when=finished, exit_code=code, traceback=trace, exception=exception):
+                self.pending.append(sub)
             return
         if code == 0 and not child.timed_out:
             sub.complete(when=finished, exit_code=0)

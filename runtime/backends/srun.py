@@ -1,0 +1,284 @@
+"""The Slurm ``srun`` baseline: every task is its own job step, as a script-based campaign runs it.
+
+One allocation serves the whole run: the job this process already runs in
+(``SLURM_JOB_ID``), or one this backend requests with ``salloc --no-shell``
+at start and cancels at shutdown. Each task becomes
+
+    srun --jobid=J --exact -n RANKS -c CORES_PER_RANK -Q [--mpi=pmi2] [--gpus-per-task=G] ARGV
+
+and a function task runs as ``python -m impeccable.runtime.run_function
+module:qualname`` in such a step (a fresh interpreter per task; arguments and
+result travel as pickle files in a private directory).
+
+Scheduling, core accounting, timeouts, retries and cancel are the local
+backend's dispatcher (epoll + pidfd, no polling); this module only builds the
+srun command and reads function results. Limits that come with srun:
+
+- ``started`` is when ``srun`` was launched, not when the step's process
+  began (srun does not say); function tasks record their real call start.
+- Timeouts count from the srun launch; on timeout or cancel srun is sent
+  SIGTERM (it forwards it to the step) and SIGKILL 2 s later.
+- Exit codes are srun's: a step killed by signal N reports 128+N.
+- ``MaxStepCount`` (Slurm default 40000) caps the steps one allocation may run.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import time
+import selectors
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+from ..resources import ResourceShare
+from ..task import Task, TaskKind
+from .base import Backend
+from .local import LaunchError, LocalBackend
+
+DEFAULT_MAX_RUNNING = 16
+RUN_FUNCTION = "impeccable.runtime.run_function"
+
+
+class SrunBackend(LocalBackend):
+    """Tasks as ``srun`` steps inside one Slurm allocation.
+
+    Options: ``max_running`` (most sruns outstanding at once, as a site caps
+    it; default 16), ``mpi`` (``--mpi=`` plugin for MPI tasks, default pmi2
+    when this Slurm has it), ``step_flags`` (extra srun flags, e.g.
+    ``["--mem-per-cpu=1G"]`` where memory is a consumable), ``salloc_flags``
+    (extra flags for the allocation, e.g. partition, account, time limit),
+    ``allocation_timeout_s`` (how long salloc may wait, default 300),
+    ``workdir`` (where function arguments and results are written; must be
+    visible on the compute nodes, default the temp dir).
+    """
+
+    name = "srun"
+    kinds = frozenset({TaskKind.EXECUTABLE, TaskKind.FUNCTION})
+    functions_as_processes = True
+
+    def __init__(self, share: ResourceShare, **options: Any) -> None:
+        options.setdefault("max_running", DEFAULT_MAX_RUNNING)
+        super().__init__(share, **options)
+        self._srun = shutil.which("srun") or "srun"
+        self._step_flags = [str(f) for f in options.get("step_flags") or ()]
+        self._mpi = options.get("mpi")
+        self._workdir_parent = options.get("workdir")
+        self._allocation = SlurmAllocation(
+            cores=share.n_cores,
+            flags=[str(f) for f in options.get("salloc_flags") or ()],
+            timeout_s=float(options.get("allocation_timeout_s", 300)),
+        )
+        self._workdir = ""
+        self._prefix: list[str] = []
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        return slurm_available()
+
+    def check(self, task: Task) -> None:
+        Backend.check(self, task)  # MPI runs under srun's own ranks: no mpiexec needed
+
+    def start(self) -> None:
+        job_id = self._allocation.acquire()
+        try:
+            if self._mpi is None:
+                self._mpi = "pmi2" if "pmi2" in mpi_plugins() else ""
+            self._workdir = tempfile.mkdtemp(prefix=f"impeccable-srun-{job_id}-", dir=self._workdir_parent)
+            self._prefix = [self._srun, f"--jobid={job_id}", "--exact", "-Q", *self._step_flags]
+            super().start()
+        except BaseException:
+            self._allocation.release()
+            raise
+
+    def shutdown(self, cancel_pending: bool = False) -> None:
+        try:
+            super().shutdown(cancel_pending)
+        finally:
+            self._allocation.release()
+            if self._workdir:
+                shutil.rmtree(self._workdir, ignore_errors=True)
+
+    @property
+    def job_id(self) -> str | None:
+        """The allocation the steps run in (None before start)."""
+        return self._allocation.job_id
+
+    # ------------------------------------------------------------------ dispatcher hooks
+    def command_for(self, task: Task, cores: tuple[int, ...], gpus: tuple[int, ...]) -> list[str]:
+        if task.mpi:
+            shape = ["-n", str(task.ranks), "-c", str(task.cores_per_rank)]
+            if self._mpi:
+                shape.append(f"--mpi={self._mpi}")
+            if task.gpus_per_rank:
+                shape.append(f"--gpus-per-task={task.gpus_per_rank}")
+        else:  # one process on all the task's cores, as the local backend runs it
+            shape = ["-n", "1", "-c", str(task.cores)]
+            if task.gpus:
+                shape.append(f"--gpus-per-task={task.gpus}")
+        if task.kind is TaskKind.EXECUTABLE:
+            return [*self._prefix, *shape, *task.argv]
+        return [*self._prefix, *shape, *self._function_command(task)]
+
+    def process_outcome(self, task: Task, exit_code: int) -> tuple[bool, Any, float | None] | None:
+        base = os.path.join(self._workdir, task.uid)
+        result_path = base + ".result"
+        try:
+            with open(result_path, "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            data = None
+        finally:
+            for path in (base + ".args", result_path):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+        if data is None:
+            if exit_code == 0:
+                return False, (None, "the function's process exited 0 but left no result", None), None
+            return None  # killed or never started: the exit code and stderr say why
+        try:
+            ok, value, started, _finished = pickle.loads(data)
+        except Exception as exc:  # noqa: BLE001 - e.g. a result class the pilot cannot import
+            return False, (None, f"result cannot be unpickled in the pilot: {type(exc).__name__}: {exc}", None), None
+        return ok, value, started
+
+    def _function_command(self, task: Task) -> list[str]:
+        base = os.path.join(self._workdir, task.uid)
+        command = [sys.executable, "-m", RUN_FUNCTION, task.function]
+        if task.args or task.kwargs:
+            try:
+                data = pickle.dumps((task.args, dict(task.kwargs)), protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # noqa: BLE001 - PicklingError, TypeError, AttributeError...
+                raise LaunchError(f"the function's arguments cannot be pickled: {type(exc).__name__}: {exc}") from None
+            with open(base + ".args", "wb") as handle:
+                handle.write(data)
+            command += ["--args", base + ".args"]
+        return [*command, "--result", base + ".result"]
+
+
+class SlurmAllocation:
+    """The job the steps run in: ``SLURM_JOB_ID`` if set, else one from ``salloc --no-shell``."""
+
+    def __init__(self, cores: int, flags: list[str] | None = None, timeout_s: float = 300.0) -> None:
+        self.cores = cores
+        self.flags = flags or []
+        self.timeout_s = timeout_s
+        self.job_id: str | None = None
+        self.owned = False
+
+    def acquire(self) -> str:
+        inherited = os.environ.get("SLURM_JOB_ID")
+        if inherited:
+            self.job_id, self.owned = inherited, False
+            return inherited
+        # salloc holds the allocation while its command runs; the command is `cat` on a pipe from this
+        # process, so the allocation ends when the pilot does, even if the pilot is killed (SIGKILL).
+        argv = ["salloc", "-n", str(self.cores), "-J", "impeccable", f"--immediate={max(1, int(self.timeout_s))}",
+                *self.flags, "cat"]
+        try:
+            self._holder = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+        except OSError as exc:
+            raise RuntimeError(f"srun backend: `{' '.join(argv)}` failed: {exc}") from None
+        said: list[str] = []
+        deadline = time.monotonic() + self.timeout_s + 30
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._holder.stderr, selectors.EVENT_READ)  # type: ignore[arg-type]
+            while time.monotonic() < deadline:
+                if not sel.select(timeout=deadline - time.monotonic()):
+                    break
+                line = self._holder.stderr.readline()  # type: ignore[union-attr]
+                if not line:
+                    break
+                said.append(line)
+                found = re.search(r"Granted job allocation (\d+)", line)
+                if found:
+                    self.job_id, self.owned = found.group(1), True
+                    return self.job_id
+        self._stop_holder()
+        message = " ".join(" ".join(said).split()) or f"exit code {self._holder.returncode}"
+        if any("Pending job allocation" in line for line in said) or not said:
+            message = (f"not granted within {self.timeout_s:g} s (the cluster is busy: raise the srun "
+                       f"backend's allocation_timeout_s option); salloc said: {message}")
+        raise RuntimeError(f"srun backend: could not get an allocation of {self.cores} cores "
+                           f"with `{' '.join(argv)}`: {message}")
+
+    def _stop_holder(self) -> None:
+        holder = getattr(self, "_holder", None)
+        if holder is None:
+            return
+        try:
+            holder.stdin.close()  # type: ignore[union-attr]  # cat ends, salloc releases the job
+            holder.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            holder.kill()
+            holder.wait()
+        holder.stderr.close()  # type: ignore[union-attr]
+        self._holder = None
+
+    def release(self) -> None:
+        """End the allocation if this object requested it; idempotent."""
+        if self.owned and self.job_id:
+            # scancel first: it ends running steps at once; salloc then exits by itself
+            subprocess.run(["scancel", self.job_id], stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+            self._stop_holder()
+        self.owned = False
+
+    def __enter__(self) -> str:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def slurm_available() -> tuple[bool, str]:
+    """(True, "") if srun is on PATH and a slurmctld answers ``sinfo``."""
+    if shutil.which("srun") is None:
+        return False, "srun is not on PATH (no Slurm client installed)"
+    try:
+        done = subprocess.run(["sinfo", "-h", "-o", "%a"], stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"sinfo failed: {exc}"
+    if done.returncode != 0:
+        reason = " ".join(done.stderr.split()) or f"exit code {done.returncode}"
+        return False, f"no Slurm cluster answers (sinfo: {reason})"
+    if "up" not in done.stdout.split():
+        return False, "sinfo lists no partition that is up"
+    return True, ""
+
+
+def mpi_plugins() -> set[str]:
+    """The ``--mpi=`` types this srun knows."""
+    try:
+        done = subprocess.run(["srun", "--mpi=list"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    text = done.stdout + done.stderr
+    return {line.strip() for line in text.splitlines() if line.startswith(("\t", " ")) and line.strip()}
+
+
+def raw_throughput(workload: str, n_tasks: int, cores: int, duration_s: float) -> float:
+    """Plain srun steps, ``cores`` at a time, in one allocation: the script-based baseline.
+
+    Executables: ``srun --jobid=J --exact -n1 -c1 -Q ARGV``. Functions: the same
+    step running ``python -c`` that imports and calls the benchmark function.
+    The allocation is requested before the clock starts (or SLURM_JOB_ID reused).
+    """
+    from ..bench import _program, _raw_subprocess, workload_kind
+
+    if workload_kind(workload) is TaskKind.EXECUTABLE:
+        body = [_program("true")] if workload == "null-exec" else [_program("sleep"), f"{duration_s:g}"]
+    else:
+        call = "null_function()" if workload == "null-func" else f"sleep_function({duration_s!r})"
+        body = [sys.executable, "-c", f"from impeccable.runtime.bench import null_function, sleep_function; {call}"]
+    with SlurmAllocation(cores) as job_id:
+        argv = [shutil.which("srun") or "srun", f"--jobid={job_id}", "--exact", "-n", "1", "-c", "1", "-Q", *body]
+        return _raw_subprocess(argv, n_tasks, cores)

@@ -1,0 +1,340 @@
+"""The pilot's side-car inside a Dragon runtime: persistent function workers fed over one private channel.
+
+The Dragon backend starts this script once per pilot under the ``dragon``
+launcher. It connects back to the pilot over an AF_UNIX socket in a private
+(0700) directory and proves it holds the pilot's 32-byte key (the
+``multiprocessing.connection`` HMAC challenge in both directions) before any
+payload is exchanged. It then starts one Dragon-managed worker process
+(``dragon.native.Process``) per core of the backend's share, each with its
+own ``dragon.native.Queue`` inbox, and one shared outbox queue.
+
+Pilot -> server (pickled tuples):
+    ("run", wid, batch_bytes)  batch_bytes: pickled list of (token, "module:qualname", args, kwargs, env)
+    ("kill", wid)              kill that worker (timeout, cancel); a replacement is started
+    ("stop", kill)             stop the workers (kill: at once, else after their queued calls),
+                               send what is left, say "bye" and exit
+Server -> pilot (pickled tuples):
+    ("ready", {wid: pid}) once, then ("out", [item_bytes, ...]) where an item is the call's
+    token (8 bytes, little-endian) and the pickled (token, ok, payload, started, finished)
+    result from a worker (the format of ``worker.py``), or 8 bytes of 0xff and a pickled
+    ("died", wid, exitcode) or ("up", wid, pid) notice (a replacement worker); finally ("bye",).
+
+The server never unpickles results: it forwards the workers' bytes in batches,
+so one socket message carries many results. It exits when the pilot's socket
+closes (Ctrl-C or a crash in the pilot), killing its workers first, so a lost
+pilot never leaves a Dragon runtime behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import pickle
+import queue
+import struct
+import sys
+import threading
+import time
+from typing import Any
+
+FORWARD_MAX_ITEMS = 4096
+CONTROL = b"\xff" * 8  # prefix of a server notice in the outbox; results start with their token
+TOKEN = struct.Struct("<q")
+STOP_GRACE_S = 5.0
+FLUSH_S = 0.005  # a finished call's result waits at most this long in its worker
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="impeccable's Dragon-side worker server (started by the pilot)")
+    parser.add_argument("--socket", required=True, help="the pilot's AF_UNIX socket path")
+    parser.add_argument("--keyfile", required=True, help="0600 file holding the pilot's key (deleted once read)")
+    parser.add_argument("--workers", type=int, required=True)
+    parser.add_argument("--inbox-size", type=int, default=1024)
+    args = parser.parse_args(argv)
+
+    from impeccable.runtime.backends.dragon import connect
+
+    with open(args.keyfile, "rb") as handle:
+        key = handle.read()
+    os.unlink(args.keyfile)
+    conn = connect(args.socket, key)
+    del key
+    server = _Server(conn, os.path.dirname(args.socket), args.workers, args.inbox_size)
+    return server.run()
+
+
+class _Server:
+    def __init__(self, conn: Any, directory: str, n_workers: int, inbox_size: int) -> None:
+        from dragon.native.queue import Queue
+
+        self.conn = conn
+        self.directory = directory
+        self.n_workers = n_workers
+        self.inbox_size = inbox_size
+        self._Queue = Queue
+        self.outbox = Queue(maxsize=max(1024, n_workers * inbox_size * 2))
+        self.workers: dict[int, tuple[Any, Any]] = {}  # wid -> (process, inbox)
+        self.lock = threading.Lock()
+        self.next_wid = 0
+        self.stopping = False
+        self.kill_on_stop = False
+
+    def run(self) -> int:
+        pids = self._start_workers(self.n_workers)
+        self.conn.send_bytes(pickle.dumps(("ready", pids)))
+        forwarder = threading.Thread(target=self._forward, name="forward", daemon=True)
+        forwarder.start()
+        orderly = self._read()
+        self._stop(orderly)
+        self.outbox.put(b"")  # the forwarder's stop sign, after every result and death notice
+        forwarder.join(timeout=STOP_GRACE_S)
+        if orderly:
+            try:
+                self.conn.send_bytes(pickle.dumps(("bye",)))
+            except OSError:
+                pass
+        self.conn.close()
+        for _, inbox in self.workers.values():
+            _destroy(inbox)
+        _destroy(self.outbox)
+        if not orderly:  # the pilot is gone and cannot remove its private directory
+            import shutil
+
+            shutil.rmtree(self.directory, ignore_errors=True)
+        return 0
+
+    # -------------------------------------------------------------- pilot -> server
+    def _read(self) -> bool:
+        """Serve the pilot's requests; True for an orderly stop, False if the pilot went away."""
+        while True:
+            try:
+                message = pickle.loads(self.conn.recv_bytes())
+            except (EOFError, OSError):
+                return False
+            what = message[0]
+            if what == "run":
+                _, wid, batch = message
+                entry = self.workers.get(wid)
+                if entry is not None:
+                    try:
+                        entry[1].put(batch)
+                    except Exception:  # noqa: BLE001 - the worker died meanwhile: the pilot requeues the batch
+                        pass
+            elif what == "kill":
+                entry = self.workers.get(message[1])
+                if entry is not None:
+                    _kill(entry[0])
+            elif what == "stop":
+                self.kill_on_stop = bool(message[1]) if len(message) > 1 else False
+                return True
+
+    # -------------------------------------------------------------- server -> pilot
+    def _forward(self) -> None:
+        get, conn = self.outbox.get, self.conn
+        while True:
+            item = get()
+            items = [item]
+            while len(items) < FORWARD_MAX_ITEMS:
+                try:
+                    items.append(self.outbox.get(block=False))
+                except queue.Empty:
+                    break
+            last = not items[-1]
+            if last:
+                items.pop()
+            if items:
+                try:
+                    conn.send_bytes(pickle.dumps(("out", items), protocol=pickle.HIGHEST_PROTOCOL))
+                except OSError:
+                    return
+            if last:
+                return
+
+    # -------------------------------------------------------------- workers
+    def _start_workers(self, n: int) -> dict[int, int]:
+        """Start ``n`` workers and wait until each has said it is up (imports done): {wid: pid}."""
+        # Process.start() waits for global services: overlap those round trips
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(n, 8)) as pool:
+            for future in [pool.submit(self._start_worker) for _ in range(n)]:
+                future.result()
+        pids: dict[int, int] = {}
+        while len(pids) < n:
+            _, wid, pid = pickle.loads(self.outbox.get()[len(CONTROL):])
+            pids[wid] = pid
+        return pids
+
+    def _start_worker(self) -> int:
+        from dragon.native.process import Process
+
+        with self.lock:
+            wid = self.next_wid
+            self.next_wid += 1
+        inbox = self._Queue(maxsize=self.inbox_size)
+        progress = os.path.join(self.directory, f"progress.{wid}")
+        with open(progress, "wb") as handle:
+            handle.write(TOKEN.pack(-1))
+        process = Process(target=worker_main, args=(wid, inbox, self.outbox, progress))
+        process.start()
+        with self.lock:
+            self.workers[wid] = (process, inbox)
+        threading.Thread(target=self._watch, args=(wid, process, inbox, progress), name=f"watch-{wid}",
+                         daemon=True).start()
+        return wid
+
+    def _watch(self, wid: int, process: Any, inbox: Any, progress: str) -> None:
+        """Wait for the worker to exit; if it was not asked to, report it and start a replacement."""
+        try:
+            code = process.join()
+        except Exception:  # noqa: BLE001 - the runtime is going down
+            return
+        if self.stopping:
+            return
+        with self.lock:
+            self.workers.pop(wid, None)
+        try:
+            with open(progress, "rb") as handle:
+                running = TOKEN.unpack(handle.read(TOKEN.size))[0]
+            os.unlink(progress)
+        except (OSError, struct.error):
+            running = -1
+        # the notice follows the worker's last results in the outbox and names the call it
+        # was running, so the pilot fails that call only
+        self.outbox.put(CONTROL + pickle.dumps(("died", wid, code, running)))
+        _destroy(inbox)
+        if not self.stopping:
+            self._start_worker()  # its ("up", wid, pid) notice tells the pilot
+
+    def _stop(self, orderly: bool) -> None:
+        self.stopping = True
+        with self.lock:
+            workers = list(self.workers.values())
+        if orderly and not self.kill_on_stop:
+            for _, inbox in workers:
+                try:
+                    inbox.put(None, timeout=1.0)
+                except Exception:  # noqa: BLE001 - a full inbox: the kill below ends it
+                    pass
+            deadline = time.monotonic() + STOP_GRACE_S
+            for process, _ in workers:
+                try:
+                    process.join(timeout=max(0.0, deadline - time.monotonic()))
+                except Exception:  # noqa: BLE001
+                    pass
+        for process, _ in workers:
+            try:
+                if process.is_alive:
+                    _kill(process)
+                    process.join(timeout=STOP_GRACE_S)
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def worker_main(wid: int, inbox: Any, outbox: Any, progress_path: str) -> None:
+    """One Dragon-managed worker: run batches of calls, send their results in order.
+
+    Results are sent in batches: at the end of each input batch, and by a flusher
+    thread once the oldest unsent result is FLUSH_S old, so a long call never
+    holds back the results of the short ones before it. Before each call the
+    worker writes its token to a small shared file: if the worker dies, the
+    server reads it and the pilot fails that call only.
+    """
+    import mmap
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from impeccable.runtime.task import resolve_function
+    from impeccable.runtime.worker import _call_with_env, _failure
+
+    with open(progress_path, "r+b") as handle:
+        progress = mmap.mmap(handle.fileno(), TOKEN.size)
+    results = _Results(outbox)
+    loads, dumps, now, pack, pack_into = pickle.loads, pickle.dumps, time.time, TOKEN.pack, TOKEN.pack_into
+    outbox.put(CONTROL + dumps(("up", wid, os.getpid())))
+    add = results.add
+    while True:
+        data = inbox.get()
+        if data is None:
+            results.flush()
+            return
+        for token, reference, args, kwargs, env in loads(data):
+            pack_into(progress, 0, token)
+            started = now()
+            try:
+                fn = resolve_function(reference)
+                result = _call_with_env(fn, args, kwargs, env) if env else fn(*args, **kwargs)
+                message = (token, True, result, started, now())
+                try:
+                    out = dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+                except Exception as exc:  # noqa: BLE001 - the result cannot travel back
+                    out = _failure(token, exc, started, prefix="result cannot be pickled: ")
+            except BaseException as exc:  # noqa: BLE001 - a task's exception is a result, not our crash
+                out = _failure(token, exc, started)
+            add(pack(token) + out)
+        results.flush()
+
+
+class _Results:
+    """A worker's unsent results; sent by the worker at batch end or by a flusher thread."""
+
+    def __init__(self, outbox: Any) -> None:
+        self.outbox = outbox
+        self.items: list[bytes] = []
+        self.oldest = 0.0
+        self.lock = threading.Condition()
+        threading.Thread(target=self._flusher, name="flush", daemon=True).start()
+
+    def add(self, item: bytes) -> None:
+        with self.lock:
+            if not self.items:
+                self.oldest = time.monotonic()
+                self.lock.notify()
+            self.items.append(item)
+
+    def flush(self) -> None:
+        with self.lock:
+            self._send()
+
+    def _send(self) -> None:  # with the lock held, so that batches leave in order
+        if self.items:
+            self.outbox.put(pickle.dumps(self.items, protocol=pickle.HIGHEST_PROTOCOL))
+            self.items = []
+
+    def _flusher(self) -> None:
+        with self.lock:
+            while True:
+                if not self.items:
+                    self.lock.wait()
+                    continue
+                age = time.monotonic() - self.oldest
+                if age < FLUSH_S:
+                    self.lock.wait(FLUSH_S - age)
+                    continue
+                self._send()
+
+
+def _kill(process: Any) -> None:
+    try:
+        process.kill()
+    except Exception:  # noqa: BLE001 - already gone
+        pass
+
+
+def _destroy(q: Any) -> None:
+    try:
+        q.destroy()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+if __name__ == "__main__":
+    # run as a script by the launcher: drop this file's folder from sys.path (its modules
+    # would shadow top-level names) and run the importable copy, so that cloudpickle sends
+    # worker_main to the workers by reference
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    import dragon  # noqa: F401 - registers Dragon's multiprocessing start method and native objects
+
+    from impeccable.runtime.dragon_server import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,234 @@
+"""The Flux backend on real Flux instances started by the tests (flux-core must be installed).
+
+Run with the flux command on PATH (or IMPECCABLE_FLUX=/opt/flux/bin), e.g.
+``PATH=/opt/flux/bin:$PATH python -m pytest tests/test_flux.py -rs``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import shutil
+import time
+
+import pytest
+
+from impeccable.runtime.backends.base import TaskFailed
+from impeccable.runtime.backends.flux import NOT_FOUND, FluxBackend, flux_command
+from impeccable.runtime.metrics import concurrency_series, slot_overlaps
+from impeccable.runtime.pilot import Pilot
+from impeccable.runtime.records import TaskState
+from impeccable.runtime.resources import Allocation
+from impeccable.runtime.task import TaskError, executable_task
+
+_ok, _why = FluxBackend.available()
+if not _ok:
+    pytest.skip(f"flux backend unavailable: {_why}", allow_module_level=True)
+pytestmark = [pytest.mark.flux, pytest.mark.slow]
+
+TRUE = shutil.which("true")
+SLEEP = shutil.which("sleep")
+SH = shutil.which("sh")
+
+
+def flux_pilot(cores: int, gpus: int = 0, **options) -> Pilot:
+    if "partitions" not in options and "use_existing" not in options:
+        options["use_existing"] = False  # always a fresh instance, even when the tests run inside Flux
+    return Pilot(Allocation(cores=cores, gpus=gpus), routes={"executable": "flux"}, options={"flux": options})
+
+
+def wait_all(futures, timeout=120):
+    done, not_done = concurrent.futures.wait(futures, timeout=timeout)
+    assert not not_done, f"{len(not_done)} tasks still not final after {timeout} s"
+
+
+def wait_for(predicate, timeout=60):
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def brokers_of(pilot: Pilot) -> list[int]:
+    """Pids of the flux processes in the sessions of the instances this pilot's backend started."""
+    sessions = {p.process.pid for p in pilot.backends["flux"]._partitions if p.process is not None}
+    return [pid for pid, sid in _sessions().items() if sid in sessions]
+
+
+def _sessions() -> dict[int, int]:
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                found[int(entry)] = int(fields[3])  # session id
+            except (OSError, IndexError):
+                pass
+    return found
+
+
+def alive(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if os.path.exists(f"/proc/{pid}") and "Z" not in _state(pid)]
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+def test_null_executables_done_with_records():
+    with flux_pilot(4) as pilot:
+        futures = pilot.submit_many([executable_task([TRUE], name=f"null{i}") for i in range(40)])
+        wait_all(futures)
+    records = [f.result() for f in futures]
+    assert all(r.state is TaskState.DONE and r.exit_code == 0 for r in records)
+    assert all(r.backend == "flux" and r.partition == "0" and r.attempts == 1 for r in records)
+    assert all(len(r.slots) == 1 and 0 <= r.slots[0] < 4 for r in records)
+    assert all(r.submitted <= r.scheduled <= r.started <= r.finished for r in records)
+
+
+def test_failing_exit_code_is_failed_with_code_and_retries_are_exact():
+    with flux_pilot(2) as pilot:
+        once = pilot.submit(executable_task([SH, "-c", "echo bad thing >&2; exit 3"], name="three"))
+        twice = pilot.submit(executable_task([SH, "-c", "exit 4"], name="four", retries=1))
+        wait_all([once, twice])
+    with pytest.raises(TaskFailed, match="exit code 3; stderr: bad thing"):
+        once.result()
+    assert once.record.state is TaskState.FAILED and once.record.exit_code == 3
+    assert twice.record.state is TaskState.FAILED and twice.record.exit_code == 4 and twice.record.attempts == 2
+
+
+def test_environment_cwd_and_output_files(tmp_path):
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    task = executable_task([SH, "-c", 'echo "$GREETING $OMP_NUM_THREADS $(pwd)"; echo oops >&2'], name="env",
+                           env={"GREETING": "hello"}, cwd=str(tmp_path), cores_per_rank=2,
+                           stdout=str(out), stderr=str(err))
+    with flux_pilot(2) as pilot:
+        record = pilot.submit(task).result(timeout=60)
+    assert record.state is TaskState.DONE and len(record.slots) == 2
+    assert out.read_text().split() == ["hello", "2", str(tmp_path)]
+    assert err.read_text().strip() == "oops"
+
+
+def test_timeout_is_failed_with_reason():
+    with flux_pilot(2) as pilot:
+        t0 = time.time()
+        future = pilot.submit(executable_task([SLEEP, "60"], name="slow", timeout_s=1))
+        wait_all([future], timeout=60)
+    assert time.time() - t0 < 30
+    record = future.record
+    assert record.state is TaskState.FAILED
+    assert "timed out after 1 s" in record.error
+    assert record.finished - record.started < 20
+
+
+def test_cancel_running_and_queued():
+    with flux_pilot(1) as pilot:
+        running = pilot.submit(executable_task([SLEEP, "60"], name="running"))
+        queued = pilot.submit(executable_task([SLEEP, "60"], name="queued"))
+        wait_for(lambda: running.record.state is TaskState.RUNNING)
+        pilot.cancel(queued)
+        pilot.cancel(running)
+        wait_all([running, queued], timeout=60)
+    assert running.record.state is TaskState.CANCELED and "while running" in running.record.error
+    assert queued.record.state is TaskState.CANCELED
+    with pytest.raises(concurrent.futures.CancelledError):
+        running.result()
+
+
+def test_two_partitions_have_disjoint_slots_and_share_the_work():
+    with flux_pilot(8, partitions=2) as pilot:
+        assert pilot.backends["flux"].partitions == ["0", "1"]
+        futures = pilot.submit_many([executable_task([SLEEP, "0.2"], name=f"s{i}") for i in range(32)])
+        pinned = pilot.submit(executable_task([TRUE], name="pinned", partition="1"))
+        wait_all([*futures, pinned])
+    records = [f.record for f in futures]
+    assert all(r.state is TaskState.DONE for r in records)
+    by_partition = {name: [r for r in records if r.partition == name] for name in ("0", "1")}
+    assert all(len(rs) >= 8 for rs in by_partition.values())  # least-loaded spreading uses both
+    assert {s for r in by_partition["0"] for s in r.slots} <= set(range(0, 4))
+    assert {s for r in by_partition["1"] for s in r.slots} <= set(range(4, 8))
+    assert pinned.record.partition == "1" and set(pinned.record.slots) <= set(range(4, 8))
+    assert slot_overlaps(records) == []
+
+
+def test_core_accounting_from_records():
+    cores = 6
+    tasks = [executable_task([SLEEP, "0.1"], name=f"t{i}", cores_per_rank=(1, 2, 3)[i % 3]) for i in range(30)]
+    tasks += [executable_task([SLEEP, "0.1"], name=f"m{i}", mpi=True, ranks=2, cores_per_rank=1) for i in range(6)]
+    with flux_pilot(cores) as pilot:
+        futures = pilot.submit_many(tasks)
+        wait_all(futures)
+    records = pilot.records
+    assert all(r.state is TaskState.DONE for r in records)
+    assert all(len(r.slots) == r.cores and all(0 <= s < cores for s in r.slots) for r in records)
+    assert slot_overlaps(records) == []
+    assert 1 < max(busy for _, busy in concurrency_series(records)) <= cores
+
+
+def test_test_size_two_runs_a_task_across_brokers(tmp_path):
+    out = tmp_path / "ranks.txt"
+    task = executable_task([SH, "-c", 'echo "$FLUX_TASK_RANK $(flux getattr rank)"'], name="span",
+                           mpi=True, ranks=2, cores_per_rank=2, stdout=str(out),
+                           env={"PATH": os.path.dirname(flux_command()) + os.pathsep + os.environ["PATH"]})
+    with flux_pilot(4, test_size=2) as pilot:
+        with pytest.raises(TaskError, match="cannot span brokers"):  # a process cannot: 2 cores each
+            pilot.submit(executable_task([TRUE], cores_per_rank=3, mpi=True))
+        with pytest.raises(TaskError, match="not MPI: one process"):
+            pilot.submit(executable_task([TRUE], ranks=2, cores_per_rank=2))
+        record = pilot.submit(task).result(timeout=60)
+    assert record.state is TaskState.DONE and record.slots == (0, 1, 2, 3)
+    lines = sorted(tuple(line.split()) for line in out.read_text().splitlines())
+    assert lines == [("0", "0"), ("1", "1")]  # task rank 0 on broker 0, task rank 1 on broker 1
+
+
+def test_each_task_sees_only_its_own_gpus(tmp_path):
+    tasks = [
+        executable_task([SH, "-c", 'echo "${CUDA_VISIBLE_DEVICES:-none}"; sleep 0.3'], name=f"g{i}",
+                        gpus_per_rank=1, stdout=str(tmp_path / f"g{i}.txt"))
+        for i in range(8)
+    ]
+    tasks.append(executable_task([SH, "-c", 'echo "${CUDA_VISIBLE_DEVICES:-none}"'], name="nogpu",
+                                 stdout=str(tmp_path / "nogpu.txt")))
+    with flux_pilot(4, gpus=4, partitions=2) as pilot:
+        futures = pilot.submit_many(tasks)
+        wait_all(futures)
+    for future in futures[:-1]:
+        record = future.record
+        assert record.state is TaskState.DONE and len(record.gpu_slots) == 1
+        seen = (tmp_path / f"{record.name}.txt").read_text().strip()
+        assert seen == str(record.gpu_slots[0])
+        assert record.gpu_slots[0] in ((0, 1) if record.partition == "0" else (2, 3))
+    assert (tmp_path / "nogpu.txt").read_text().strip() == "-1"  # Flux hides every GPU from a task with none
+    assert slot_overlaps([f.record for f in futures]) == []
+
+
+def test_shutdown_and_ctrl_c_leave_no_broker():
+    pilot = flux_pilot(2, partitions=2)
+    with pytest.raises(KeyboardInterrupt):
+        with pilot:
+            running = pilot.submit(executable_task([SLEEP, "60"], name="interrupted"))
+            wait_for(lambda: running.record.state is TaskState.RUNNING)
+            flux_pids = brokers_of(pilot)
+            assert len(flux_pids) >= 2
+            raise KeyboardInterrupt
+    assert running.record.state is TaskState.CANCELED
+    assert alive(flux_pids) == []
+
+
+def test_unavailable_without_flux(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("IMPECCABLE_FLUX", raising=False)
+    assert FluxBackend.available() == (False, NOT_FOUND)
+
+
+def test_tasks_that_cannot_fit_are_rejected_at_submit():
+    with flux_pilot(4, partitions=2) as pilot:
+        with pytest.raises(TaskError, match="largest flux partition has 2 cores"):
+            pilot.submit(executable_task([TRUE], ranks=3, mpi=True))
+        with pytest.raises(TaskError, match="no flux partition 'x'"):
+            pilot.submit(executable_task([TRUE], partition="x"))
