@@ -1,0 +1,263 @@
+"""The docking surrogate: Morgan count fingerprints to a small torch MLP predicting the Vina score.
+
+Why this model: IMPECCABLE's surrogate only has to rank a library so that
+re-docking spends its budget on likely binders; fingerprint MLPs do that well,
+train in seconds on a few hundred to a few thousand scores, and infer at
+thousands of molecules per second per core, so inference over a library is
+cheap next to docking.
+
+    python -m impeccable.stages.surrogate train --scores scores.csv --model model.pt
+    python -m impeccable.stages.surrogate infer --model model.pt --library lib.csv --out preds.csv
+    python -m impeccable.stages.surrogate bench --model model.pt --library lib.csv --n 20000
+
+``predict`` is meant to be called many times in one persistent worker (a
+function task): the model is loaded once per process and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import StageInputError
+from .features import N_BITS, RADIUS, featurize
+
+__all__ = ["train", "predict", "benchmark_inference", "main"]
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+def _build(n_in: int, hidden: Sequence[int], dropout: float) -> Any:
+    nn = _torch().nn
+    layers: list[Any] = []
+    width = n_in
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
+        width = h
+    layers.append(nn.Linear(width, 1))
+    return nn.Sequential(*layers)
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    if len(a) < 3:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def train(records: Sequence[tuple[str, float]], model_path: str | os.PathLike[str], *, epochs: int = 60,
+          seed: int = 0, val_fraction: float = 0.2, threads: int | None = None,
+          hidden: Sequence[int] = (512, 128), dropout: float = 0.1, lr: float = 1e-3) -> dict[str, Any]:
+    """Train on (smiles, score) pairs, keep the epoch with the best validation RMSE, save atomically.
+
+    Returns a report: n_train, n_val, val_spearman, val_rmse, baseline_rmse (predicting the training mean), seconds.
+    """
+    torch = _torch()
+    t0 = time.perf_counter()
+    if threads:
+        torch.set_num_threads(threads)
+    smiles = [s for s, _ in records]
+    y = np.array([float(v) for _, v in records], dtype=np.float32)
+    if not np.all(np.isfinite(y)):
+        raise StageInputError("training scores contain NaN or infinite values")
+    x, valid = featurize(smiles)
+    x, y = x[valid], y[valid]
+    if len(y) < 8:
+        raise StageInputError(f"need at least 8 parsable (smiles, score) pairs to train, got {len(y)}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(y))
+    n_val = max(2, int(round(val_fraction * len(y))))
+    val, tr = order[:n_val], order[n_val:]
+    mean, std = float(y[tr].mean()), float(y[tr].std() or 1.0)
+    torch.manual_seed(seed)
+    model = _build(x.shape[1], hidden, dropout)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
+    xt, yt = torch.from_numpy(x[tr]), torch.from_numpy((y[tr] - mean) / std)
+    xv = torch.from_numpy(x[val])
+    best = (math.inf, None, 0)
+    batch = 64
+    gen = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        model.train()
+        perm = torch.randperm(len(tr), generator=gen)
+        for i in range(0, len(tr), batch):
+            idx = perm[i : i + batch]
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(xt[idx]).squeeze(1), yt[idx])
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            pv = model(xv).squeeze(1).numpy() * std + mean
+        rmse = float(np.sqrt(np.mean((pv - y[val]) ** 2)))
+        if rmse < best[0]:
+            best = (rmse, {k: v.clone() for k, v in model.state_dict().items()}, epoch)
+    model.load_state_dict(best[1])
+    model.eval()
+    with torch.no_grad():
+        pv = model(xv).squeeze(1).numpy() * std + mean
+    report = {
+        "n_train": int(len(tr)), "n_val": int(n_val), "epochs": epochs, "best_epoch": best[2],
+        "val_spearman": _spearman(pv, y[val]), "val_rmse": best[0],
+        "baseline_rmse": float(np.sqrt(np.mean((mean - y[val]) ** 2))), "seconds": time.perf_counter() - t0,
+    }
+    payload = {"state_dict": model.state_dict(), "hidden": list(hidden), "dropout": dropout, "mean": mean,
+               "std": std, "radius": RADIUS, "n_bits": N_BITS, "report": report}
+    _save_atomic(torch, payload, Path(model_path))
+    return report
+
+
+_loaded: dict[tuple[str, float], tuple[Any, dict[str, Any]]] = {}
+
+
+def _load(model_path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
+    path = Path(model_path)
+    if not path.is_file():
+        raise StageInputError(f"{path}: surrogate model not found")
+    key = (str(path.resolve()), path.stat().st_mtime)
+    if key not in _loaded:
+        torch = _torch()
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001
+            raise StageInputError(f"{path}: not a surrogate model saved by this stage ({exc})") from None
+        model = _build(payload["n_bits"], payload["hidden"], payload["dropout"])
+        model.load_state_dict(payload["state_dict"])
+        model.eval()
+        _loaded.clear()  # one model per worker at a time: a new round replaces the old one
+        _loaded[key] = (model, payload)
+    return _loaded[key]
+
+
+def predict(model_path: str | os.PathLike[str], records: Sequence[tuple[str, str]],
+            threads: int | None = 1) -> list[tuple[str, float | None]]:
+    """Predicted score for each (id, smiles); None where the SMILES cannot be parsed."""
+    torch = _torch()
+    if threads:
+        torch.set_num_threads(threads)
+    model, meta = _load(model_path)
+    x, valid = featurize([s for _, s in records], meta["radius"], meta["n_bits"])
+    with torch.inference_mode():
+        out = model(torch.from_numpy(x)).squeeze(1).numpy() * meta["std"] + meta["mean"]
+    return [(cid, float(v) if ok else None) for (cid, _), v, ok in zip(records, out, valid)]
+
+
+def _batches(path: Path, size: int) -> Iterator[list[tuple[str, str]]]:
+    from .library import read_library
+
+    batch: list[tuple[str, str]] = []
+    for record in read_library(path):
+        batch.append((record.id, record.smiles))
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def benchmark_inference(model_path: str | os.PathLike[str], library: str | os.PathLike[str], n: int = 20000,
+                        batch: int = 2048) -> dict[str, Any]:
+    """Molecules/s on one core, featurisation and inference together (the model load is excluded)."""
+    _load(model_path)
+    done, t0 = 0, time.perf_counter()
+    for chunk in _batches(Path(library), batch):
+        chunk = chunk[: n - done]
+        predict(model_path, chunk, threads=1)
+        done += len(chunk)
+        if done >= n:
+            break
+    seconds = time.perf_counter() - t0
+    return {"molecules": done, "seconds": seconds, "mol_per_s": done / seconds if seconds else float("nan")}
+
+
+def _read_scores(path: Path) -> list[tuple[str, float]]:
+    if not path.is_file():
+        raise StageInputError(f"{path}: scores file not found")
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        column = next((c for c in ("score_kcal_mol", "score") if c in (reader.fieldnames or [])), None)
+        if column is None or "smiles" not in (reader.fieldnames or []):
+            raise StageInputError(f"{path}: needs columns 'smiles' and 'score_kcal_mol' (or 'score')")
+        out = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                out.append((row["smiles"], float(row[column])))
+            except ValueError:
+                raise StageInputError(f"{path}, line {line}: {column} {row[column]!r} is not a number") from None
+    return out
+
+
+def _save_atomic(torch: Any, payload: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m impeccable.stages.surrogate", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--scores", required=True, type=Path, help="CSV with smiles and score_kcal_mol columns")
+    t.add_argument("--model", required=True, type=Path)
+    t.add_argument("--epochs", type=int, default=60)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=None)
+    i = sub.add_parser("infer")
+    i.add_argument("--model", required=True, type=Path)
+    i.add_argument("--library", required=True, type=Path)
+    i.add_argument("--out", required=True, type=Path)
+    i.add_argument("--batch", type=int, default=2048)
+    b = sub.add_parser("bench")
+    b.add_argument("--model", required=True, type=Path)
+    b.add_argument("--library", required=True, type=Path)
+    b.add_argument("--n", type=int, default=20000)
+    a = p.parse_args(argv)
+    try:
+        if a.command == "train":
+            report = train(_read_scores(a.scores), a.model, epochs=a.epochs, seed=a.seed, threads=a.threads)
+            print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in report.items()))
+        elif a.command == "infer":
+            tmp = a.out.with_suffix(a.out.suffix + ".tmp")
+            n = 0
+            with open(tmp, "w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(["id", "predicted_score_kcal_mol"])
+                for chunk in _batches(a.library, a.batch):
+                    for cid, value in predict(a.model, chunk):
+                        writer.writerow([cid, "" if value is None else f"{value:.3f}"])
+                        n += 1
+            os.replace(tmp, a.out)
+            print(f"scored {n} compounds -> {a.out}")
+        else:
+            result = benchmark_inference(a.model, a.library, a.n)
+            print(f"{result['molecules']} molecules in {result['seconds']:.2f} s: {result['mol_per_s']:,.0f} mol/s "
+                  "(one core, featurisation + inference)")
+    except StageInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
