@@ -68,7 +68,7 @@ class CampaignRunner:
     def __init__(self, campaign: Campaign, run_dir: Path, *, progress: Any = None,
                  pilot: Pilot | None = None) -> None:
         self.c = campaign
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(run_dir).resolve()  # tasks run in their own folders: no relative paths
         self.work = self.run_dir / "work"
         self.store = Store(self.run_dir / "campaign.db")
         self.progress = progress  # an object with update(stage, StageProgress), or None

@@ -507,7 +507,39 @@ def _build_systems(rec_top: app.Topology, lig: mmff_openmm.MMFFLigand, mol: Chem
     mmff_openmm.add_ligand(ligand_sys, lig)
     ligand_sys.addForce(lgb)
     _set_groups(ligand_sys, ligand_from=0)
+    for system in (complex_sys, receptor_sys, ligand_sys):
+        _native_gb(system)
     return _Systems(complex_sys, receptor_sys, ligand_sys)
+
+
+def _native_gb(system: openmm.System) -> None:
+    """Replace the OBC2 CustomGBForce by OpenMM's native GBSAOBCForce, which is the same model.
+
+    amber14's ``implicit/obc2.xml`` builds OBC2 as a CustomGBForce, whose generic
+    CPU kernel is two orders of magnitude slower than the native one. Both use
+    alpha, beta, gamma = 1.0, 0.8, 4.85 and the ACE surface term; the native force
+    takes the full radius and the scale factor instead of offset radii.
+    """
+    from openmm.app.internal.customgbforces import GBSAOBC2Force
+
+    for index, force in enumerate(system.getForces()):
+        if not isinstance(force, openmm.CustomGBForce):
+            continue
+        native = openmm.GBSAOBCForce()
+        native.setSoluteDielectric(1.0)
+        native.setSolventDielectric(78.5)
+        for i in range(force.getNumParticles()):
+            charge, offset_radius, scaled = force.getParticleParameters(i)
+            native.addParticle(charge, offset_radius + GBSAOBC2Force.OFFSET, scaled / offset_radius)
+        if force.getNonbondedMethod() == openmm.CustomGBForce.NoCutoff:
+            native.setNonbondedMethod(openmm.GBSAOBCForce.NoCutoff)
+        else:
+            native.setNonbondedMethod(openmm.GBSAOBCForce.CutoffNonPeriodic)
+            native.setCutoffDistance(force.getCutoffDistance())
+        native.setForceGroup(force.getForceGroup())
+        system.removeForce(index)
+        system.addForce(native)
+        return
 
 
 def _ligand_gb_parameters(mol: Chem.Mol) -> list[tuple[float, float]]:
@@ -528,7 +560,7 @@ def _set_groups(system: openmm.System, ligand_from: int | None = None) -> None:
     for f in system.getForces():
         if isinstance(f, openmm.NonbondedForce):
             f.setForceGroup(_GROUP_NONBONDED)
-        elif isinstance(f, openmm.CustomGBForce):
+        elif isinstance(f, (openmm.CustomGBForce, openmm.GBSAOBCForce)):
             f.setForceGroup(_GROUP_GB)
         elif f.getForceGroup() != _RESTRAINT_GROUP:
             f.setForceGroup(0)

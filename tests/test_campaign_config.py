@@ -74,3 +74,12 @@ def test_missing_section_and_files(tmp_path):
 def test_streaming_quotas_sum_exactly(total, count):
     shares = [quota(i, total, count) for i in range(total)]
     assert sum(shares) == count and max(shares) - min(shares) <= 1
+
+
+def test_run_dir_is_made_absolute(tmp_path, monkeypatch):
+    """Regression: a relative run dir broke every task, since tasks run in their own working folders."""
+    from impeccable.campaign import CampaignRunner
+
+    monkeypatch.chdir(tmp_path)
+    runner = CampaignRunner(load_campaign(ROOT / "campaigns" / "demo.toml"), Path("runs/demo"))
+    assert runner.run_dir == tmp_path / "runs" / "demo" and runner.work.is_absolute()
