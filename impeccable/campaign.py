@@ -8,12 +8,13 @@ round r's MD still runs.
 Streaming selection. Exact top-K needs every inference batch first, which would
 put a barrier between stages. Instead batch i (of B) nominates the best
 ``floor((i+1)K/B) - floor(iK/B)`` of its compounds not yet docked, so
-re-docking starts with the first batch; likewise re-dock shard j (of the S
-shards of a round) nominates its share of the top-M for MD. Quotas depend only
-on batch indices, never on completion order, so a run and its resumption (or a
-run on another backend) pick the same compounds. Batches are stratified samples
-of the library, so the nominees approximate the global top-K; the report ranks
-all compounds globally.
+re-docking starts with the first batch. Quotas depend only on batch indices,
+never on completion order, so a run and its resumption (or a run on another
+backend) re-dock the same compounds; batches are stratified samples of the
+library, so the nominees approximate the global top-K. MD starts for a re-docked
+compound as soon as it ranks in the top-M of everything docked so far, and at
+the end of the round every compound of the final top-M has MD: streaming costs
+at most a few speculative MD runs, never a missed hit.
 
 Durability. Every result is committed with the mark that its unit of work is
 done (see ``store``); a resumed run recomputes nothing that was committed.
@@ -209,8 +210,7 @@ class CampaignRunner:
         if self.store.model(r) is None or len(self.store.done_batches(r)) < self.n_batches:
             return False
         docked, md = self.store.docked_ids(), self.store.md_ids()
-        wanted = self.store.selected(r, "md")
-        return self.store.selected(r, "redock") <= docked and wanted <= md and len(wanted) >= self._md_target()
+        return self.store.selected(r, "redock") <= docked and set(self._top_docked()) <= md
 
     def _start_round(self, r: int) -> None:
         self.round = r
@@ -333,8 +333,7 @@ class CampaignRunner:
         self._tick(f"infer r{r}", total=self.library_size)
         done_counts = self.store.inference_counts(r)
         self._tick(f"infer r{r}", done=done_counts[1] + done_counts[2], failed=done_counts[3])
-        self.redock_shards = [i for i in range(self.n_batches) if quota(i, self.n_batches, self.c.redock.top_k)]
-        self.redock_left = set(self.redock_shards)
+        self.redock_left = {i for i in range(self.n_batches) if quota(i, self.n_batches, self.c.redock.top_k)}
         # re-dock nominees of batches finished in an earlier session but not docked yet
         docked = self.store.docked_ids()
         for batch in sorted(set(range(self.n_batches)) - self.batches_left):
@@ -412,14 +411,19 @@ class CampaignRunner:
 
     # ------------------------------------------------------------------ 5. MD rescoring
     def _md_for_shard(self, r: int, batch: int) -> None:
-        shard = self.redock_shards.index(batch)
-        m = quota(shard, len(self.redock_shards), self.c.md.top_m)
-        if not m:
-            return
-        scores = self.store.dock_score_map()
-        ranked = sorted((scores[cid], cid) for cid in self.store.selected(r, "redock", batch) if cid in scores)
-        picks = [cid for _, cid in ranked[:m]]  # the shard's share, decided by scores alone
+        """Start MD at once for this shard's compounds that rank in the current top-M of all docked compounds.
+
+        Speculative: a later shard may push one out of the top-M; the round end makes sure the final
+        top-M all have MD, so the cost of streaming is at most a few extra MD runs, never a missed hit.
+        """
+        top = set(self._top_docked())
+        picks = sorted(cid for cid in self.store.selected(r, "redock", batch) if cid in top)
         self._run_md(r, picks, batch)
+
+    def _top_docked(self) -> list[str]:
+        """The best ``md.top_m`` docked compounds of the campaign so far (ties broken by id)."""
+        ranked = sorted((score, cid) for cid, score in self.store.dock_score_map().items())
+        return [cid for _, cid in ranked[: self.c.md.top_m]]
 
     def _run_md(self, r: int, ids: list[str], batch: int = -1) -> None:
         self.store.select(r, "md", ids, batch)
@@ -460,22 +464,15 @@ class CampaignRunner:
         self._maybe_round_end()
 
     # ------------------------------------------------------------------ round end
-    def _md_target(self) -> int:
-        return min(self.c.md.top_m, len(self.store.dock_score_map()))
-
     def _maybe_round_end(self) -> None:
         r = self.round
         if self.batches_left or self.redock_left:
             return
         if not self.md_checked:
-            # Shards that nominated fewer than their MD share (docking failures, few candidates), or MD a
-            # previous session selected but did not finish: fill up with the best docked compounds.
+            # every compound of the final top-M gets MD (those nominated while streaming already have it)
             self.md_checked = True
-            wanted = self.store.selected(r, "md")
             done = self.store.md_ids()
-            best = sorted((s, cid) for cid, s in self.store.dock_score_map().items() if cid not in done | wanted)
-            extra = [cid for _, cid in best[: max(0, self._md_target() - len(wanted))]]
-            self._run_md(r, sorted(wanted - done - self.md_inflight) + extra)
+            self._run_md(r, [cid for cid in self._top_docked() if cid not in done and cid not in self.md_inflight])
         if not self.trained_next and r + 1 < self.c.campaign.rounds:
             self.trained_next = True  # round r+1 trains on every docking score; round r's MD keeps running
             self._train(r + 1)

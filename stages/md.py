@@ -72,7 +72,7 @@ class MDSettings:
     flexible_radius_angstrom: float = 7.0  # residues farther than this are restrained
     restraint_kcal_mol_a2: float = 5.0
     nonbonded_cutoff_angstrom: float | None = None  # None: no cutoff (exact GB)
-    minimise_max_iterations: int = 1000
+    minimise_max_iterations: int = 300  # a docked pose needs relaxing, not a converged minimum
     max_displacement_angstrom: float = 20.0
     seed: int = 2013
     platform: str = "CPU"
