@@ -1,19 +1,25 @@
-"""Docking with AutoDock Vina: ligands prepared with RDKit (``ligands``) and typed with meeko.
+"""AutoDock Vina docking of prepared ligands into a receptor's site box.
 
-One Vina object per receptor computes the grid maps for the box once and is
-reused for every ligand of a batch (maps cost seconds; a ligand at low
-exhaustiveness costs about as much). With a fixed seed a ligand's result does
-not depend on which batch or rank docked it, so re-runs and other backends
-reproduce the same scores.
+Why this shape: computing Vina's grid maps costs about as much as docking one
+small molecule, so one :class:`Docker` per receptor computes them once and
+docks every ligand of a batch against them. Ligands come from
+:func:`ligands.prepare_ligand` (standardise, protonate, embed) and are typed
+for Vina by meeko. A molecule that fails anywhere (SMILES, embedding, meeko,
+Vina) is reported as a :class:`LigandFailure` and the batch goes on. With a
+fixed seed a ligand's result does not depend on which batch or rank docked it.
 
-Entry point, one process or many ranks (``mpiexec -n N``, ``srun -n N``, Flux):
+Command line, one process or many ranks (``mpiexec -n N``, ``srun -n N``, Flux)::
 
-    python -m impeccable.stages.dock --receptor data/receptors/4jsv --ligands shard.csv --out-dir out/
+    python -m impeccable.stages.dock --receptor data/receptors/4jsv \\
+        --ligands lib.csv --out-dir out/ [--exhaustiveness 8] [--seed S] [--cpu 1] [--site site.toml]
 
-Rank r of N docks the records whose index modulo N is r (``library.iter_shard``)
-and writes ``out/dock.rank<r>.jsonl`` atomically. Ranks share nothing, so the
-rank and size come from the launcher's environment (PMI, Open MPI, Slurm, Flux)
-and MPI itself is not initialised: the same command runs under any launcher.
+Rank ``r`` of ``n`` docks records ``r, r+n, ...`` of the library
+(:func:`library.iter_shard`) and writes ``OUT_DIR/dock.rank{r}.jsonl``
+atomically: one JSON object per molecule, ``{"id", "smiles",
+"score_kcal_mol", "pose_sdf", "runtime_s"}`` or ``{"id", "smiles", "error"}``.
+Ranks share nothing, so rank and size come from the launcher's environment
+and MPI is only initialised (mpi4py) if a launcher set a rank but no size.
+:func:`read_dock_results` reads every rank file back.
 """
 
 from __future__ import annotations
@@ -28,131 +34,221 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rdkit import Chem
-from rdkit.Chem import AllChem, rdMolAlign
+from rdkit import Chem, RDLogger
+from rdkit.Chem import rdMolAlign
 
 from .errors import StageInputError
 from .library import iter_shard
-from .ligands import LigandFailure, PreparedLigand, prepare_ligand
+from .ligands import DEFAULT_SEED, LigandFailure, PreparedLigand, prepare_ligand
 from .receptor import BindingSite, Receptor, load_receptor, load_site
 
-__all__ = ["DEFAULT_DOCK_SEED", "DockResult", "Docker", "dock_ligands", "redock_reference", "read_dock_results", "mpi_rank_size", "main"]
-
+__all__ = [
+    "DEFAULT_DOCK_SEED",
+    "DockResult",
+    "LigandFailure",
+    "Docker",
+    "dock_ligands",
+    "dock_one",
+    "redock_reference",
+    "heavy_atom_rmsd",
+    "read_dock_results",
+    "result_to_json",
+    "rank_file",
+    "mpi_rank_size",
+    "main",
+]
 
 DEFAULT_DOCK_SEED = 42
 
 
 @dataclass(frozen=True)
 class DockResult:
+    """The best pose of one ligand: Vina score (kcal/mol, lower binds better) and the pose as SDF."""
+
     id: str
-    smiles: str
-    score_kcal_mol: float  # Vina score of the best pose (lower is better)
-    pose_sdf: str  # best pose, with hydrogens, as an MDL molblock
-    runtime_s: float
+    smiles: str  # the input SMILES, as in the library
+    score_kcal_mol: float
+    pose_sdf: str  # molblock with hydrogens, in the receptor's frame
+    runtime_s: float  # preparation + docking of this ligand
 
 
 class Docker:
-    """Vina with the receptor and box loaded once; ``dock(id, smiles)`` per ligand."""
+    """A Vina object with the receptor's maps computed once, reused for every ligand."""
 
-    def __init__(self, receptor: Receptor, *, site: BindingSite | None = None, exhaustiveness: int = 8,
-                 n_poses: int = 1, seed: int = DEFAULT_DOCK_SEED, cpu: int = 1) -> None:
+    def __init__(
+        self,
+        receptor: Receptor,
+        *,
+        site: BindingSite | None = None,
+        exhaustiveness: int = 8,
+        n_poses: int = 1,
+        seed: int = DEFAULT_DOCK_SEED,
+        cpu: int = 1,
+    ):
         from vina import Vina
 
         if exhaustiveness < 1:
-            raise StageInputError(f"exhaustiveness must be >= 1, got {exhaustiveness}")
-        self.exhaustiveness, self.n_poses = exhaustiveness, n_poses
+            raise StageInputError(f"exhaustiveness: must be >= 1, got {exhaustiveness}")
+        if cpu < 1:
+            raise StageInputError(f"cpu: must be >= 1, got {cpu}")
         site = site or receptor.site
+        self.receptor, self.site, self.seed = receptor, site, seed
+        self.exhaustiveness, self.n_poses = exhaustiveness, max(1, n_poses)
         self.vina = Vina(sf_name="vina", cpu=cpu, seed=seed, verbosity=0)
-        self.vina.set_receptor(rigid_pdbqt_filename=str(receptor.pdbqt_path))
-        self.vina.compute_vina_maps(center=list(site.center_angstrom), box_size=list(site.size_angstrom))
-
-    def dock(self, cid: str, smiles: str, *, exhaustiveness: int | None = None) -> DockResult | LigandFailure:
-        """Prepare and dock one molecule; never raises for a bad molecule."""
-        prepared = prepare_ligand(cid, smiles)
-        if isinstance(prepared, LigandFailure):
-            return prepared
         try:
-            return self.dock_prepared(prepared, exhaustiveness=exhaustiveness)
-        except Exception as exc:  # noqa: BLE001 - one bad molecule must not end a batch
-            return LigandFailure(cid, smiles, f"docking failed: {type(exc).__name__}: {exc}")
+            self.vina.set_receptor(rigid_pdbqt_filename=str(receptor.pdbqt_path))
+            self.vina.compute_vina_maps(center=list(site.center_angstrom), box_size=list(site.size_angstrom))
+        except (RuntimeError, TypeError, ValueError) as exc:
+            raise StageInputError(f"{receptor.pdbqt_path}: Vina cannot use this receptor/box: {exc}") from None
 
-    def dock_prepared(self, ligand: PreparedLigand, *, exhaustiveness: int | None = None) -> DockResult:
+    def dock(
+        self, cid: str, smiles: str, *, exhaustiveness: int | None = None, ligand_seed: int = DEFAULT_SEED
+    ) -> DockResult | LigandFailure:
+        """Prepare and dock one (id, SMILES); never raises for a bad molecule."""
+        t0 = time.perf_counter()
+        with _quiet():
+            prepared = prepare_ligand(cid, smiles, seed=ligand_seed)
+            if isinstance(prepared, LigandFailure):
+                return prepared
+            try:
+                score, pose = self.dock_prepared(prepared, exhaustiveness=exhaustiveness)
+            except Exception as exc:  # meeko/Vina raise assorted types for odd chemistry
+                return LigandFailure(cid, smiles, f"docking failed: {type(exc).__name__}: {exc}")
+        pose.SetProp("_Name", cid)
+        pose.SetProp("vina_score_kcal_mol", f"{score:.3f}")
+        return DockResult(cid, smiles, score, Chem.MolToMolBlock(pose), round(time.perf_counter() - t0, 4))
+
+    def dock_prepared(self, ligand: PreparedLigand, *, exhaustiveness: int | None = None) -> tuple[float, Chem.Mol]:
+        """Dock one prepared ligand; return (best score in kcal/mol, best pose with hydrogens).
+
+        Raises RuntimeError with a reason if meeko or Vina cannot handle the molecule.
+        """
         from meeko import MoleculePreparation, PDBQTMolecule, PDBQTWriterLegacy, RDKitMolCreate
 
-        t0 = time.perf_counter()
         setups = MoleculePreparation().prepare(ligand.mol)
-        pdbqt, ok, error = PDBQTWriterLegacy.write_string(setups[0])
+        if len(setups) != 1:
+            raise RuntimeError(f"meeko: expected one molecule setup, got {len(setups)}")
+        pdbqt, ok, err = PDBQTWriterLegacy.write_string(setups[0])
         if not ok:
-            raise ValueError(f"meeko could not type the ligand: {error}")
+            raise RuntimeError(f"meeko: cannot write PDBQT: {err.strip()}")
         self.vina.set_ligand_from_string(pdbqt)
         self.vina.dock(exhaustiveness=exhaustiveness or self.exhaustiveness, n_poses=self.n_poses)
         score = float(self.vina.energies(n_poses=1)[0][0])
-        poses = RDKitMolCreate.from_pdbqt_mol(PDBQTMolecule(self.vina.poses(n_poses=1), skip_typing=True))
-        pose = poses[0]
-        pose.SetProp("_Name", ligand.id)
-        return DockResult(ligand.id, ligand.smiles, score, Chem.MolToMolBlock(pose), time.perf_counter() - t0)
+        poses = PDBQTMolecule(self.vina.poses(n_poses=1), poses_to_read=1, skip_typing=True)
+        mols = RDKitMolCreate.from_pdbqt_mol(poses)
+        if not mols or mols[0] is None:
+            raise RuntimeError("meeko: cannot rebuild the docked pose as an RDKit molecule")
+        return score, mols[0]
 
 
-def dock_ligands(receptor: Receptor, records: Iterable[tuple[str, str]], *, site: BindingSite | None = None,
-                 exhaustiveness: int = 8, n_poses: int = 1, seed: int = DEFAULT_DOCK_SEED,
-                 cpu: int = 1) -> Iterator[DockResult | LigandFailure]:
-    """Dock each (id, smiles); a molecule that fails any step yields a LigandFailure and the batch goes on."""
+def dock_ligands(
+    receptor: Receptor,
+    records: Iterable[tuple[str, str]],
+    *,
+    site: BindingSite | None = None,
+    exhaustiveness: int = 8,
+    n_poses: int = 1,
+    seed: int = DEFAULT_DOCK_SEED,
+    cpu: int = 1,
+) -> Iterator[DockResult | LigandFailure]:
+    """Dock each (id, smiles) record into the site box; one result or failure per record, in order.
+
+    ``site`` overrides the receptor's own box. Maps are computed when the first record is requested.
+    """
     docker = Docker(receptor, site=site, exhaustiveness=exhaustiveness, n_poses=n_poses, seed=seed, cpu=cpu)
     for cid, smiles in records:
         yield docker.dock(cid, smiles)
 
 
-def redock_reference(receptor: Receptor, *, exhaustiveness: int = 16, seed: int = DEFAULT_DOCK_SEED) -> tuple[float, float]:
-    """Re-dock the co-crystal ligand from a fresh conformer; (Vina score, heavy-atom RMSD to the crystal pose).
+def dock_one(receptor: Receptor, cid: str, smiles: str, **options: object) -> DockResult | LigandFailure:
+    """Dock a single molecule (computes the maps: for batches use :func:`dock_ligands`)."""
+    return next(dock_ligands(receptor, [(cid, smiles)], **options))  # type: ignore[arg-type]
 
-    The crystal coordinates are not given to Vina: the ligand is re-embedded
-    from its graph, so the RMSD measures whether docking finds the pose.
+
+def redock_reference(
+    receptor: Receptor, *, exhaustiveness: int = 8, seed: int = DEFAULT_DOCK_SEED, cpu: int = 1
+) -> tuple[float, float]:
+    """Redock the co-crystal ligand from scratch; return (Vina score kcal/mol, heavy-atom RMSD angstrom).
+
+    The crystal SDF supplies only the molecular graph: the ligand is re-embedded
+    from its SMILES (the crystal pose is not given away) and protonated for pH
+    7.4 like any library compound. RMSD is symmetry-aware, in place (no
+    fitting), over heavy atoms, against the crystal pose.
     """
     if receptor.reference_ligand_path is None:
         raise StageInputError(f"{receptor.site.source}: no reference_ligand to redock")
-    crystal = Chem.MolFromMolFile(str(receptor.reference_ligand_path), removeHs=False)
+    crystal = Chem.MolFromMolFile(str(receptor.reference_ligand_path), removeHs=True)
     if crystal is None:
-        raise StageInputError(f"{receptor.reference_ligand_path}: not a readable SDF/MOL file")
-    mol = Chem.AddHs(Chem.Mol(crystal, confId=-1))
-    mol.RemoveAllConformers()
-    params = AllChem.ETKDGv3()
-    params.randomSeed = seed
-    if AllChem.EmbedMolecule(mol, params) != 0:
-        raise StageInputError(f"{receptor.reference_ligand_path}: the ligand could not be embedded")
-    AllChem.MMFFOptimizeMolecule(mol)
-    prepared = PreparedLigand("reference", Chem.MolToSmiles(crystal), Chem.MolToSmiles(crystal),
-                              Chem.GetFormalCharge(mol), mol)
-    result = Docker(receptor, exhaustiveness=exhaustiveness, seed=seed).dock_prepared(prepared)
-    pose = Chem.RemoveHs(Chem.MolFromMolBlock(result.pose_sdf, removeHs=False))
-    reference = Chem.RemoveHs(crystal)
-    pose = AllChem.AssignBondOrdersFromTemplate(reference, pose)
-    rmsd = rdMolAlign.CalcRMS(pose, reference)  # symmetry-aware, no fitting: the pose in the receptor frame
-    return result.score_kcal_mol, float(rmsd)
+        raise StageInputError(f"{receptor.reference_ligand_path}: not a readable SDF molecule")
+    prepared = prepare_ligand("reference", Chem.MolToSmiles(crystal))
+    if isinstance(prepared, LigandFailure):
+        raise StageInputError(f"{receptor.reference_ligand_path}: {prepared.reason}")
+    docker = Docker(receptor, exhaustiveness=exhaustiveness, seed=seed, cpu=cpu)
+    with _quiet():
+        score, pose = docker.dock_prepared(prepared)
+    return score, heavy_atom_rmsd(pose, crystal)
+
+
+def heavy_atom_rmsd(pose: Chem.Mol, reference: Chem.Mol) -> float:
+    """Symmetry-aware heavy-atom RMSD in angstrom, in place (no fitting); charges and H are ignored."""
+    return float(rdMolAlign.CalcRMS(_skeleton(pose), _skeleton(reference)))
+
+
+def rank_file(out_dir: str | os.PathLike[str], rank: int) -> Path:
+    """The JSON-lines file of one rank: ``OUT_DIR/dock.rank{rank}.jsonl``."""
+    return Path(out_dir) / f"dock.rank{rank}.jsonl"
 
 
 def read_dock_results(out_dir: str | os.PathLike[str]) -> Iterator[dict]:
-    """Every line of every ``dock.rank*.jsonl`` in ``out_dir``: a result or {"id", "smiles", "error"}."""
-    for path in sorted(Path(out_dir).glob("dock.rank*.jsonl")):
-        with open(path) as fh:
-            for line in fh:
+    """Yield every record of every ``dock.rank*.jsonl`` in ``out_dir``, rank 0 first."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise StageInputError(f"{out_dir}: docking output folder not found")
+    files = sorted(out_dir.glob("dock.rank*.jsonl"), key=_rank_of)
+    for path in files:
+        with open(path, encoding="utf-8") as handle:
+            for line_no, line in enumerate(handle, start=1):
                 if line.strip():
-                    yield json.loads(line)
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise StageInputError(f"{path}:{line_no}: not JSON: {exc}") from None
+
+
+def result_to_json(result: DockResult | LigandFailure) -> dict:
+    """The JSON-lines record of one molecule (see the module doc)."""
+    if isinstance(result, DockResult):
+        return asdict(result)
+    return {"id": result.id, "smiles": result.input_smiles, "error": result.reason}
 
 
 def mpi_rank_size() -> tuple[int, int]:
-    """(rank, size) from the launcher: mpiexec (PMI / Open MPI), srun (Slurm) or Flux; (0, 1) alone."""
-    for rank_var, size_var in (("PMI_RANK", "PMI_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
-                               ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS"), ("FLUX_TASK_RANK", "FLUX_JOB_SIZE")):
+    """(rank, size) from the launcher: mpiexec (PMI/PMIx/Open MPI), srun (Slurm) or Flux; (0, 1) alone."""
+    for rank_var, size_var in (
+        ("PMI_RANK", "PMI_SIZE"),
+        ("PMIX_RANK", "PMIX_SIZE"),
+        ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
+        ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS"),
+        ("FLUX_TASK_RANK", "FLUX_JOB_SIZE"),
+    ):
         if rank_var in os.environ and size_var in os.environ:
             return int(os.environ[rank_var]), int(os.environ[size_var])
+    if "PMI_RANK" in os.environ or "PMIX_RANK" in os.environ:  # a launcher that does not export the size
+        from mpi4py import MPI
+
+        return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
     return 0, 1
 
 
+# --------------------------------------------------------------------------- CLI
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Dock this rank's shard of a library; exit 0 when the batch ran, 2 for bad inputs."""
     p = argparse.ArgumentParser(prog="python -m impeccable.stages.dock", description=__doc__.split("\n\n")[0])
     p.add_argument("--receptor", required=True, type=Path, help="receptor folder (receptor.pdbqt, site.toml)")
-    p.add_argument("--site", type=Path, help="another site.toml (box)")
-    p.add_argument("--ligands", required=True, type=Path, help="CSV (id,smiles) or .smi")
+    p.add_argument("--site", type=Path, help="another site.toml (box) instead of the receptor's")
+    p.add_argument("--ligands", required=True, type=Path, help="library .csv (id,smiles) or .smi")
     p.add_argument("--out-dir", required=True, type=Path)
     p.add_argument("--exhaustiveness", type=int, default=8)
     p.add_argument("--n-poses", type=int, default=1)
@@ -160,42 +256,90 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu", type=int, default=1, help="Vina threads per rank")
     a = p.parse_args(argv)
     rank, size = mpi_rank_size()
+    t0 = time.perf_counter()
+    out = rank_file(a.out_dir, rank)
+    n_ok = n_fail = 0
     try:
         receptor = load_receptor(a.receptor)
         site = load_site(a.site) if a.site else None
-        records = list(iter_shard(a.ligands, rank, size)) if size > 1 else None
-        if records is None:
-            records = list(iter_shard(a.ligands, 0, 1))
-        results = dock_ligands(receptor, records, site=site, exhaustiveness=a.exhaustiveness,
-                               n_poses=a.n_poses, seed=a.seed, cpu=a.cpu)
-        lines = []
-        n_ok = 0
-        for item in results:
-            if isinstance(item, DockResult):
-                n_ok += 1
-                lines.append(json.dumps(asdict(item)))
-            else:
-                lines.append(json.dumps({"id": item.id, "smiles": item.input_smiles, "error": item.reason}))
+        records = iter_shard(a.ligands, rank, size)
+        first = next(records, None)  # an empty or malformed library fails here, before the maps are built
+        docker = Docker(receptor, site=site, exhaustiveness=a.exhaustiveness, n_poses=a.n_poses, seed=a.seed,
+                        cpu=a.cpu)
+        with _AtomicLines(out) as sink:
+            for cid, smiles in _chain([first] if first else [], records):
+                result = docker.dock(cid, smiles)
+                sink.write(json.dumps(result_to_json(result)))
+                n_ok += isinstance(result, DockResult)
+                n_fail += isinstance(result, LigandFailure)
     except StageInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    _write_atomic(a.out_dir / f"dock.rank{rank}.jsonl", "\n".join(lines) + ("\n" if lines else ""))
-    print(f"rank {rank}/{size}: docked {n_ok} of {len(records)} -> {a.out_dir}")
+    print(f"rank {rank}/{size}: {n_ok} docked, {n_fail} failed in {time.perf_counter() - t0:.1f} s -> {out}")
     return 0
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+# --------------------------------------------------------------------------- helpers
+
+
+def _chain(head: list, tail: Iterator) -> Iterator:
+    yield from head
+    yield from tail
+
+
+def _rank_of(path: Path) -> int:
+    digits = path.name.removeprefix("dock.rank").removesuffix(".jsonl")
+    return int(digits) if digits.isdigit() else -1
+
+
+class _AtomicLines:
+    """Write lines to a temporary file in the target's folder; fsync and rename only on success."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self) -> _AtomicLines:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        self.handle = os.fdopen(fd, "w", encoding="utf-8")
+        return self
+
+    def write(self, line: str) -> None:
+        self.handle.write(line + "\n")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        try:
+            if exc_type is None:
+                self.handle.flush()
+                os.fsync(self.handle.fileno())
+            self.handle.close()
+            if exc_type is None:
+                os.chmod(self.tmp, 0o644)
+                os.replace(self.tmp, self.path)
+        finally:
+            Path(self.tmp).unlink(missing_ok=True)
+
+
+def _skeleton(mol: Chem.Mol) -> Chem.Mol:
+    """Heavy atoms only, neutral, so protonation states do not change the atom matching."""
+    m = Chem.RWMol(Chem.RemoveHs(mol, sanitize=False))
+    for atom in m.GetAtoms():
+        atom.SetFormalCharge(0)
+        atom.SetNoImplicit(False)
+        atom.SetNumExplicitHs(0)
+    m = m.GetMol()
+    m.UpdatePropertyCache(strict=False)
+    return m
+
+
+class _quiet:
+    """Silence RDKit's stderr chatter; failures are reported as values instead."""
+
+    def __enter__(self) -> None:
+        RDLogger.DisableLog("rdApp.*")
+
+    def __exit__(self, *exc: object) -> None:
+        RDLogger.EnableLog("rdApp.*")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .errors import StageInputError
-from .features import N_BITS, RADIUS, featurize
+from .features import FingerprintSettings, featurise
 
 __all__ = ["train", "predict", "benchmark_inference", "main"]
 
@@ -62,7 +62,8 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def train(records: Sequence[tuple[str, float]], model_path: str | os.PathLike[str], *, epochs: int = 60,
           seed: int = 0, val_fraction: float = 0.2, threads: int | None = None,
-          hidden: Sequence[int] = (512, 128), dropout: float = 0.1, lr: float = 1e-3) -> dict[str, Any]:
+          hidden: Sequence[int] = (512, 128), dropout: float = 0.1, lr: float = 1e-3,
+          features: FingerprintSettings = FingerprintSettings()) -> dict[str, Any]:
     """Train on (smiles, score) pairs, keep the epoch with the best validation RMSE, save atomically.
 
     Returns a report: n_train, n_val, val_spearman, val_rmse, baseline_rmse (predicting the training mean), seconds.
@@ -75,7 +76,10 @@ def train(records: Sequence[tuple[str, float]], model_path: str | os.PathLike[st
     y = np.array([float(v) for _, v in records], dtype=np.float32)
     if not np.all(np.isfinite(y)):
         raise StageInputError("training scores contain NaN or infinite values")
-    x, valid = featurize(smiles)
+    if not 0 < val_fraction < 1:
+        raise StageInputError(f"val_fraction: must be between 0 and 1, got {val_fraction}")
+    x, valid = featurise(smiles, features)
+    n_invalid = int((~valid).sum())
     x, y = x[valid], y[valid]
     if len(y) < 8:
         raise StageInputError(f"need at least 8 parsable (smiles, score) pairs to train, got {len(y)}")
@@ -112,12 +116,13 @@ def train(records: Sequence[tuple[str, float]], model_path: str | os.PathLike[st
     with torch.no_grad():
         pv = model(xv).squeeze(1).numpy() * std + mean
     report = {
-        "n_train": int(len(tr)), "n_val": int(n_val), "epochs": epochs, "best_epoch": best[2],
+        "n_train": int(len(tr)), "n_val": int(n_val), "n_invalid_smiles": n_invalid, "epochs": epochs,
+        "best_epoch": best[2],
         "val_spearman": _spearman(pv, y[val]), "val_rmse": best[0],
         "baseline_rmse": float(np.sqrt(np.mean((mean - y[val]) ** 2))), "seconds": time.perf_counter() - t0,
     }
     payload = {"state_dict": model.state_dict(), "hidden": list(hidden), "dropout": dropout, "mean": mean,
-               "std": std, "radius": RADIUS, "n_bits": N_BITS, "report": report}
+               "std": std, "features": features.to_dict(), "report": report}
     _save_atomic(torch, payload, Path(model_path))
     return report
 
@@ -136,7 +141,11 @@ def _load(model_path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001
             raise StageInputError(f"{path}: not a surrogate model saved by this stage ({exc})") from None
-        model = _build(payload["n_bits"], payload["hidden"], payload["dropout"])
+        try:
+            payload["features"] = FingerprintSettings(**payload["features"])
+            model = _build(payload["features"].n_bits, payload["hidden"], payload["dropout"])
+        except (KeyError, TypeError) as exc:
+            raise StageInputError(f"{path}: surrogate model file lacks metadata ({exc})") from None
         model.load_state_dict(payload["state_dict"])
         model.eval()
         _loaded.clear()  # one model per worker at a time: a new round replaces the old one
@@ -151,7 +160,7 @@ def predict(model_path: str | os.PathLike[str], records: Sequence[tuple[str, str
     if threads:
         torch.set_num_threads(threads)
     model, meta = _load(model_path)
-    x, valid = featurize([s for _, s in records], meta["radius"], meta["n_bits"])
+    x, valid = featurise([s for _, s in records], meta["features"])
     with torch.inference_mode():
         out = model(torch.from_numpy(x)).squeeze(1).numpy() * meta["std"] + meta["mean"]
     return [(cid, float(v) if ok else None) for (cid, _), v, ok in zip(records, out, valid)]

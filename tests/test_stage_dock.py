@@ -1,0 +1,113 @@
+"""Docking: batch semantics, receptor validation, the CLI contract, MPI ranks, and a redocking check."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rdkit import Chem
+
+from impeccable.stages import dock
+from impeccable.stages.dock import DockResult, LigandFailure, dock_ligands, read_dock_results
+from impeccable.stages.errors import StageInputError
+from impeccable.stages.receptor import load_receptor
+
+REPO = Path(__file__).resolve().parents[1]
+RECEPTOR = REPO / "data" / "receptors" / "4jsv"
+MPIEXEC = Path(sys.executable).with_name("mpiexec")
+LIGANDS = [
+    ("MOSES-0000256", "Cc1cccc(C)c1NC(=O)c1ccc(C#N)cc1"),
+    ("BAD-1", "C1CC("),
+    ("MOSES-0000347", "O=C1COc2ccc(C(=O)c3ccccc3)cc2CN1"),
+]
+
+
+def _library(tmp_path: Path, rows: list[tuple[str, str]]) -> Path:
+    path = tmp_path / "lib.csv"
+    path.write_text("id,smiles\n" + "".join(f"{i},{s}\n" for i, s in rows), encoding="utf-8")
+    return path
+
+
+def _receptor_copy(tmp_path: Path, site: str | None = None, pdbqt: str | None = None) -> Path:
+    target = tmp_path / "rec"
+    shutil.copytree(RECEPTOR, target)
+    if site is not None:
+        (target / "site.toml").write_text(site, encoding="utf-8")
+    if pdbqt is not None:
+        (target / "receptor.pdbqt").write_text(pdbqt, encoding="utf-8")
+    return target
+
+
+def test_batch_docks_good_molecules_and_reports_bad_ones():
+    results = list(dock_ligands(load_receptor(RECEPTOR), LIGANDS[:2], exhaustiveness=1))
+    good, bad = results
+    assert isinstance(good, DockResult) and isinstance(bad, LigandFailure)
+    assert -15.0 < good.score_kcal_mol < 0.0
+    pose = Chem.MolFromMolBlock(good.pose_sdf, removeHs=False)
+    centre = pose.GetConformer().GetPositions().mean(axis=0)
+    box = load_receptor(RECEPTOR).site
+    assert all(abs(c - b) <= s / 2 + 2 for c, b, s in zip(centre, box.center_angstrom, box.size_angstrom))
+    assert bad.id == "BAD-1" and "unparsable SMILES" in bad.reason
+
+
+def test_receptor_that_is_not_a_protein_is_rejected(tmp_path):
+    water = "HETATM    1  O   HOH A   1     -19.000 -31.000 -58.000  1.00  0.00    -0.411 OA\n"
+    folder = _receptor_copy(tmp_path, pdbqt=water)
+    with pytest.raises(StageInputError, match=r"receptor\.pdbqt: not a protein"):
+        load_receptor(folder)
+
+
+def test_box_outside_the_protein_is_rejected(tmp_path):
+    folder = _receptor_copy(tmp_path, site="center = [80.0, 80.0, 80.0]\nsize = [20.0, 20.0, 20.0]\n")
+    with pytest.raises(StageInputError, match=r"site\.toml: box centre .* outside the protein"):
+        load_receptor(folder)
+
+
+def test_cli_bad_inputs_exit_2_with_one_line_error(tmp_path, capsys):
+    lib = _library(tmp_path, LIGANDS[:1])
+    assert dock.main(["--receptor", str(tmp_path / "missing"), "--ligands", str(lib), "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "missing: receptor folder not found" in err and err.count("\n") == 1
+    empty = tmp_path / "empty.csv"
+    empty.write_text("id,smiles\n")
+    assert dock.main(["--receptor", str(RECEPTOR), "--ligands", str(empty), "--out-dir", str(tmp_path)]) == 2
+    assert "empty.csv: library is empty" in capsys.readouterr().err
+    assert not list(tmp_path.glob("dock.rank*.jsonl"))
+
+
+def test_read_dock_results_reads_every_rank_file(tmp_path):
+    for rank, rows in enumerate([[{"id": "a", "smiles": "C", "error": "x"}], [{"id": "b"}, {"id": "c"}]]):
+        dock.rank_file(tmp_path, rank).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [r["id"] for r in read_dock_results(tmp_path)] == ["a", "b", "c"]
+    with pytest.raises(StageInputError, match="not found"):
+        list(read_dock_results(tmp_path / "nope"))
+
+
+@pytest.mark.slow
+def test_mpi_entry_point_writes_one_file_per_rank(tmp_path):
+    lib = _library(tmp_path, LIGANDS)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_"))}
+    cmd = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "impeccable.stages.dock", "--receptor", str(RECEPTOR),
+           "--ligands", str(lib), "--out-dir", str(out), "--exhaustiveness", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["dock.rank0.jsonl", "dock.rank1.jsonl"]
+    rank0 = [json.loads(x)["id"] for x in dock.rank_file(out, 0).read_text().splitlines()]
+    assert rank0 == ["MOSES-0000256", "MOSES-0000347"]  # round-robin: records 0 and 2
+    by_id = {r["id"]: r for r in read_dock_results(out)}
+    assert set(by_id) == {i for i, _ in LIGANDS}
+    assert "error" in by_id["BAD-1"] and by_id["MOSES-0000347"]["score_kcal_mol"] < 0
+
+
+@pytest.mark.slow
+def test_redocking_the_cocrystal_ligand_reproduces_the_crystal_pose():
+    score, rmsd = dock.redock_reference(load_receptor(RECEPTOR), exhaustiveness=8)
+    print(f"\nredocked ADP into 4JSV: Vina {score:.2f} kcal/mol, heavy-atom RMSD {rmsd:.2f} A")
+    assert score < -5.0
+    assert rmsd < 2.5

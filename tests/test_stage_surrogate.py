@@ -1,0 +1,91 @@
+"""Fingerprints and the docking surrogate, trained on real Vina scores from data/scores/."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from impeccable.stages import surrogate
+from impeccable.stages.errors import StageInputError
+from impeccable.stages.features import FingerprintSettings, featurise
+
+REPO = Path(__file__).resolve().parents[1]
+SCORES = REPO / "data" / "scores" / "4jsv_vina_sample.csv"
+N_TRAIN = 400  # the first rows of the docked sample: a fixed, real data set
+
+
+@pytest.fixture(scope="module")
+def scores() -> list[tuple[str, str, float]]:
+    with open(SCORES, newline="") as fh:
+        rows = [(r["id"], r["smiles"], float(r["score_kcal_mol"])) for r in csv.DictReader(fh)]
+    if len(rows) < N_TRAIN:
+        pytest.skip(f"{SCORES} has {len(rows)} rows, fewer than {N_TRAIN}: run data/dock_sample.py")
+    return rows[:N_TRAIN]
+
+
+@pytest.fixture(scope="module")
+def trained(scores, tmp_path_factory) -> tuple[Path, dict]:
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    report = surrogate.train([(s, y) for _, s, y in scores], path, epochs=30, seed=0, threads=1)
+    return path, report
+
+
+def test_fingerprints_are_float32_with_a_validity_mask():
+    x, valid = featurise(["CCO", "C1CC(", "", "c1ccccc1O", "C(C)(C)(C)(C)C"])
+    assert x.dtype == np.float32 and x.shape == (5, 2048)
+    assert valid.tolist() == [True, False, False, True, False]
+    assert x[~valid].sum() == 0 and (x[valid].sum(axis=1) > 0).all()
+    bits, _ = featurise(["CCCCCC"], FingerprintSettings(counts=False))
+    assert set(np.unique(bits)) <= {0.0, 1.0}
+    full, _ = featurise(["c1ccccc1O"], FingerprintSettings(sanitize="full"))
+    assert np.array_equal(full[0], x[3])
+
+
+def test_surrogate_beats_predicting_the_mean_on_held_out_compounds(trained):
+    _, report = trained
+    print(f"\nsurrogate on {report['n_train']} + {report['n_val']} compounds: {report}")
+    assert report["n_train"] + report["n_val"] == N_TRAIN
+    assert report["val_rmse"] < report["baseline_rmse"]
+    assert report["val_spearman"] > 0.2
+
+
+def test_training_is_deterministic(scores, trained, tmp_path):
+    again = surrogate.train([(s, y) for _, s, y in scores], tmp_path / "m.pt", epochs=30, seed=0, threads=1)
+    assert again["val_rmse"] == trained[1]["val_rmse"]
+
+
+def test_predict_marks_unparsable_smiles_and_reloads_a_retrained_model(trained, scores, tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(trained[0].read_bytes())
+    out = surrogate.predict(path, [("a", scores[0][1]), ("bad", "C1CC("), ("b", "CCO")])
+    assert [cid for cid, _ in out] == ["a", "bad", "b"]
+    assert out[1][1] is None and all(isinstance(v, float) for _, v in (out[0], out[2]))
+    assert surrogate.predict(path, [("a", scores[0][1])]) == out[:1]  # cached model, same answer
+    surrogate.train([(s, y) for _, s, y in scores[:100]], path, epochs=2, seed=1)
+    os.utime(path, (1, 1))  # a new mtime even on coarse clocks
+    assert surrogate.predict(path, [("a", scores[0][1])]) != out[:1]
+
+
+def test_infer_cli_streams_the_library_in_batches(trained, tmp_path):
+    lib = tmp_path / "lib.csv"
+    lib.write_text("id,smiles\n" + "".join(f"m{i},{'C' * (i % 7 + 1)}O\n" for i in range(25)) + "x,C1CC(\n")
+    out = tmp_path / "preds.csv"
+    code = surrogate.main(["infer", "--model", str(trained[0]), "--library", str(lib), "--out", str(out),
+                           "--batch", "4"])
+    assert code == 0
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == 26 and rows[-1] == {"id": "x", "predicted_score_kcal_mol": ""}
+    assert surrogate.benchmark_inference(trained[0], lib, 20)["mol_per_s"] > 0
+
+
+def test_bad_inputs_are_named(tmp_path, capsys):
+    with pytest.raises(StageInputError, match="model.pt: surrogate model not found"):
+        surrogate.predict(tmp_path / "model.pt", [("a", "CCO")])
+    bad = tmp_path / "scores.csv"
+    bad.write_text("id,smiles,score_kcal_mol\na,CCO,strong\n")
+    assert surrogate.main(["train", "--scores", str(bad), "--model", str(tmp_path / "m.pt")]) == 2
+    assert "scores.csv, line 2" in capsys.readouterr().err
