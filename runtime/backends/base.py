@@ -14,6 +14,7 @@ import abc
 import importlib.util
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -223,3 +224,27 @@ def check_function(task: Task) -> None:
         obj = getattr(obj, part)
     if not callable(obj):
         raise TaskError(f"task {task.label}: {task.function!r} is not callable")
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Signal a whole process group (a task and its children); a group already gone is fine."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def exit_description(code: int | None) -> str:
+    """How a process ended, in words: ``exit code 3``, ``killed by signal SIGKILL``."""
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        return f"killed by signal {signal_name(-code)}"
+    return f"exit code {code}"

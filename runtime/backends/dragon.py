@@ -52,6 +52,7 @@ from typing import Any
 from ..resources import ResourceShare, SlotPool
 from ..task import Task, TaskError, TaskKind
 from .base import Backend, Submission
+from .base import signal_group as _signal_group, exit_description as _exit_description
 
 NOT_INSTALLED = "dragonhpc not installed (pip install 'impeccable[dragon]')"
 SERVER_SCRIPT = Path(__file__).resolve().parent.parent / "dragon_server.py"
@@ -376,12 +377,6 @@ def group_members(pgid: int) -> list[int]:
             members.append(int(name))
     return members
 
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _remove_shm(prefixes: set[str]) -> None:
@@ -763,16 +758,6 @@ class _Dispatcher:
                 sub.record.attempts = max(sub.record.attempts, sub.task.retries + 1)
                 sub.fail(reason)
 
-
-def _exit_description(code: int | None) -> str:
-    if code is None:
-        return "exit status unknown"
-    if code < 0:
-        try:
-            return f"killed by signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
 
 
 # ---------------------------------------------------------------------- raw baseline

@@ -70,6 +70,7 @@ from typing import Any
 from ..resources import ResourceShare
 from ..task import Task, TaskError, TaskKind
 from .base import Backend, Submission
+from .base import signal_group as _signal_group, signal_name as _signal_name
 
 NOT_FOUND = "flux not found: install flux-core (HPC module/spack) or set PATH"
 STOP_GRACE_S = 10.0
@@ -786,16 +787,3 @@ def _run(argv: list[str], stdin: str | None = None) -> str:
         raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr.strip()}")
     return done.stdout
 
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)

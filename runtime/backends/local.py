@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 from ..resources import ResourceShare, SlotPool
 from ..task import Task, TaskKind
 from .base import Backend, Submission, find_program
+from .base import signal_group as _signal_group, signal_name as _signal_name, exit_description as _exit_description
 
 # a pending task is looked at most this far down the queue when the head does not fit (backfill window)
 BACKFILL_WINDOW = 256
@@ -633,23 +634,3 @@ class _Dispatcher:
         self.selector.close()
 
 
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
-
-
-def _exit_description(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "exit status unknown"
-    if exitcode < 0:
-        return f"killed by signal {_signal_name(-exitcode)}"
-    return f"exit code {exitcode}"
