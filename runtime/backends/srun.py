@@ -186,24 +186,25 @@ class SlurmAllocation:
                                             stderr=subprocess.PIPE, text=True, start_new_session=True)
         except OSError as exc:
             raise RuntimeError(f"srun backend: `{' '.join(argv)}` failed: {exc}") from None
-        said: list[str] = []
+        said = ""  # raw reads: a buffered readline could hold the "Granted" line while select() waits
         deadline = time.monotonic() + self.timeout_s + 30
+        fd = self._holder.stderr.fileno()  # type: ignore[union-attr]
         with selectors.DefaultSelector() as sel:
-            sel.register(self._holder.stderr, selectors.EVENT_READ)  # type: ignore[arg-type]
+            sel.register(fd, selectors.EVENT_READ)
             while time.monotonic() < deadline:
                 if not sel.select(timeout=deadline - time.monotonic()):
                     break
-                line = self._holder.stderr.readline()  # type: ignore[union-attr]
-                if not line:
+                chunk = os.read(fd, 65536)
+                if not chunk:
                     break
-                said.append(line)
-                found = re.search(r"Granted job allocation (\d+)", line)
+                said += chunk.decode(errors="replace")
+                found = re.search(r"Granted job allocation (\d+)", said)
                 if found:
                     self.job_id, self.owned = found.group(1), True
                     return self.job_id
         self._stop_holder()
-        message = " ".join(" ".join(said).split()) or f"exit code {self._holder.returncode}"
-        if any("Pending job allocation" in line for line in said) or not said:
+        message = " ".join(said.split()) or "no answer"
+        if "Pending job allocation" in said or not said:
             message = (f"not granted within {self.timeout_s:g} s (the cluster is busy: raise the srun "
                        f"backend's allocation_timeout_s option); salloc said: {message}")
         raise RuntimeError(f"srun backend: could not get an allocation of {self.cores} cores "
