@@ -40,7 +40,7 @@ from rdkit.Chem import rdMolAlign
 from .errors import StageInputError
 from .library import iter_shard
 from .ligands import DEFAULT_SEED, LigandFailure, PreparedLigand, prepare_ligand
-from .receptor import BindingSite, Receptor, load_receptor, load_site
+from .receptor import BindingSite, Receptor, load_receptor
 
 __all__ = [
     "DEFAULT_DOCK_SEED",
@@ -260,11 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     out = rank_file(a.out_dir, rank)
     n_ok = n_fail = 0
     try:
-        receptor = load_receptor(a.receptor)
-        site = load_site(a.site) if a.site else None
+        receptor = load_receptor(a.receptor, site_file=a.site)  # validates the box against the protein
         records = iter_shard(a.ligands, rank, size)
         first = next(records, None)  # an empty or malformed library fails here, before the maps are built
-        docker = Docker(receptor, site=site, exhaustiveness=a.exhaustiveness, n_poses=a.n_poses, seed=a.seed,
+        docker = Docker(receptor, exhaustiveness=a.exhaustiveness, n_poses=a.n_poses, seed=a.seed,
                         cpu=a.cpu)
         with _AtomicLines(out) as sink:
             for cid, smiles in _chain([first] if first else [], records):

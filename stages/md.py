@@ -703,6 +703,9 @@ def main(argv: list[str] | None = None) -> int:
     except StageInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except MDInstabilityError as exc:  # the inputs were usable but the simulation blew up
+        print(f"error: MD of {a.ligand} unstable: {exc}", file=sys.stderr)
+        return 1
     _write_json_atomic(a.out, result.to_json())
     se = "n/a" if result.stderr_kcal_mol is None else f"{result.stderr_kcal_mol:.2f}"
     print(

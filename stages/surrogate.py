@@ -9,6 +9,7 @@ cheap next to docking.
     python -m impeccable.stages.surrogate train --scores scores.csv --model model.pt
     python -m impeccable.stages.surrogate infer --model model.pt --library lib.csv --out preds.csv
     python -m impeccable.stages.surrogate bench --model model.pt --library lib.csv --n 20000
+    python -m impeccable.stages.surrogate curve --scores data/scores/4jsv_vina_sample.csv --sizes 100,200,400
 
 ``predict`` is meant to be called many times in one persistent worker (a
 function task): the model is loaded once per process and reused.
@@ -32,7 +33,7 @@ import numpy as np
 from .errors import StageInputError
 from .features import FingerprintSettings, featurise
 
-__all__ = ["train", "predict", "benchmark_inference", "main"]
+__all__ = ["train", "predict", "benchmark_inference", "learning_curve", "main"]
 
 
 def _torch() -> Any:
@@ -194,6 +195,33 @@ def benchmark_inference(model_path: str | os.PathLike[str], library: str | os.Pa
     return {"molecules": done, "seconds": seconds, "mol_per_s": done / seconds if seconds else float("nan")}
 
 
+def learning_curve(records: Sequence[tuple[str, float]], sizes: Sequence[int], *, n_test: int = 100,
+                   epochs: int = 40, seed: int = 0) -> list[dict[str, Any]]:
+    """Spearman and RMSE on the last ``n_test`` records (never trained on, nor used to pick an epoch)
+    for models trained on the first n of the rest, for each n in ``sizes``.
+
+    Records in file order are a random sample (data/dock_sample.py), so prefixes are fair subsets.
+    """
+    if len(records) < n_test + 10:
+        raise StageInputError(f"learning curve: need more than {n_test + 10} scores, got {len(records)}")
+    test, pool = records[-n_test:], records[:-n_test]
+    y = np.array([v for _, v in test])
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / "model.pt"
+        for n in sorted({min(n, len(pool)) for n in sizes}):
+            report = train(pool[:n], model, epochs=epochs, seed=seed, threads=1)
+            pred = predict(model, [(str(i), s) for i, (s, _) in enumerate(test)])
+            ok = np.array([v is not None for _, v in pred])
+            p = np.array([v for _, v in pred if v is not None])
+            mean = float(np.mean([v for _, v in pool[:n]]))
+            rmse = float(np.sqrt(np.mean((p - y[ok]) ** 2)))
+            rows.append({"n": n, "test_spearman": _spearman(p, y[ok]), "test_rmse": rmse,
+                         "baseline_rmse": float(np.sqrt(np.mean((mean - y[ok]) ** 2))), "n_test": int(ok.sum()),
+                         "train_seconds": report["seconds"]})
+    return rows
+
+
 def _read_scores(path: Path) -> list[tuple[str, float]]:
     if not path.is_file():
         raise StageInputError(f"{path}: scores file not found")
@@ -237,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--library", required=True, type=Path)
     i.add_argument("--out", required=True, type=Path)
     i.add_argument("--batch", type=int, default=2048)
+    c = sub.add_parser("curve", help="test Spearman vs training-set size on held-out scores")
+    c.add_argument("--scores", required=True, type=Path)
+    c.add_argument("--sizes", default="100,200,400,800,1600,3200")
+    c.add_argument("--n-test", type=int, default=100)
     b = sub.add_parser("bench")
     b.add_argument("--model", required=True, type=Path)
     b.add_argument("--library", required=True, type=Path)
@@ -247,17 +279,29 @@ def main(argv: list[str] | None = None) -> int:
             report = train(_read_scores(a.scores), a.model, epochs=a.epochs, seed=a.seed, threads=a.threads)
             print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in report.items()))
         elif a.command == "infer":
-            tmp = a.out.with_suffix(a.out.suffix + ".tmp")
+            _load(a.model)  # a bad model fails before any output is written
+            a.out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = a.out.with_name(f".{a.out.name}.tmp")
             n = 0
-            with open(tmp, "w", newline="") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(["id", "predicted_score_kcal_mol"])
-                for chunk in _batches(a.library, a.batch):
-                    for cid, value in predict(a.model, chunk):
-                        writer.writerow([cid, "" if value is None else f"{value:.3f}"])
-                        n += 1
-            os.replace(tmp, a.out)
+            try:
+                with open(tmp, "w", newline="") as fh:
+                    writer = csv.writer(fh, lineterminator="\n")
+                    writer.writerow(["id", "predicted_score_kcal_mol"])
+                    for chunk in _batches(a.library, a.batch):
+                        for cid, value in predict(a.model, chunk):
+                            writer.writerow([cid, "" if value is None else f"{value:.3f}"])
+                            n += 1
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, a.out)
+            finally:
+                tmp.unlink(missing_ok=True)
             print(f"scored {n} compounds -> {a.out}")
+        elif a.command == "curve":
+            sizes = [int(x) for x in a.sizes.split(",")]
+            for row in learning_curve(_read_scores(a.scores), sizes, n_test=a.n_test):
+                print(f"n={row['n']:5d} test Spearman {row['test_spearman']:.3f}  RMSE {row['test_rmse']:.3f} "
+                      f"(predict-the-mean {row['baseline_rmse']:.3f}) on {row['n_test']} held-out compounds")
         else:
             result = benchmark_inference(a.model, a.library, a.n)
             print(f"{result['molecules']} molecules in {result['seconds']:.2f} s: {result['mol_per_s']:,.0f} mol/s "

@@ -77,6 +77,11 @@ def test_cli_bad_inputs_exit_2_with_one_line_error(tmp_path, capsys):
     empty.write_text("id,smiles\n")
     assert dock.main(["--receptor", str(RECEPTOR), "--ligands", str(empty), "--out-dir", str(tmp_path)]) == 2
     assert "empty.csv: library is empty" in capsys.readouterr().err
+    far = tmp_path / "far.toml"
+    far.write_text("center = [80.0, 80.0, 80.0]\nsize = [20.0, 20.0, 20.0]\n")
+    assert dock.main(["--receptor", str(RECEPTOR), "--site", str(far), "--ligands", str(lib),
+                      "--out-dir", str(tmp_path)]) == 2
+    assert "far.toml: box centre" in capsys.readouterr().err
     assert not list(tmp_path.glob("dock.rank*.jsonl"))
 
 
@@ -111,3 +116,12 @@ def test_redocking_the_cocrystal_ligand_reproduces_the_crystal_pose():
     print(f"\nredocked ADP into 4JSV: Vina {score:.2f} kcal/mol, heavy-atom RMSD {rmsd:.2f} A")
     assert score < -5.0
     assert rmsd < 2.5
+
+
+def test_rank_and_size_come_from_the_launcher(monkeypatch):
+    for var in ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID", "FLUX_TASK_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert dock.mpi_rank_size() == (0, 1)
+    monkeypatch.setenv("PMI_RANK", "3")
+    monkeypatch.setenv("PMI_SIZE", "4")
+    assert dock.mpi_rank_size() == (3, 4)

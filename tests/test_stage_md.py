@@ -75,7 +75,9 @@ def test_tiny_ensemble_on_a_docked_pose(tmp_path):
     assert isinstance(docked, DockResult), docked
     pose = tmp_path / "pose.sdf"
     pose.write_text(docked.pose_sdf)
-    settings = MDSettings(replicas=2, length_ps=2.0, equilibration_ps=0.5, threads=1)
+    settings = MDSettings(replicas=2, length_ps=1.0, equilibration_ps=0.2, frame_interval_ps=0.25,
+                          pocket_radius_angstrom=8.0, flexible_radius_angstrom=6.0, minimise_max_iterations=300,
+                          threads=1)
     result = refine_and_score(RECEPTOR_PDB, pose, settings)
     print(f"\nMM/GBSA {result.binding_energy_kcal_mol:.2f} +/- {result.stderr_kcal_mol:.2f} kcal/mol, "
           f"{result.n_atoms} atoms, timings {result.timings_s}")
