@@ -142,6 +142,9 @@ def test_cancel_running_and_pending():
         queued = pilot.submit(executable_task([SLEEP, "30"], name="queued"))
         pilot.cancel(queued)
         pilot.cancel(running)
+        # regression: a future canceled before it started must count as done for wait()
+        done, _ = concurrent.futures.wait([queued, running], timeout=10)
+        assert done == {queued, running}
         with pytest.raises(concurrent.futures.CancelledError):
             running.result(timeout=10)
         with pytest.raises(concurrent.futures.CancelledError):

@@ -104,9 +104,13 @@ class Submission:
 
     def cancel(self, reason: str = "canceled", when: float | None = None) -> None:
         self._finalize(TaskState.CANCELED, when, error=reason)
-        if not self.future.cancel() and not self.future.done():
+        future = self.future
+        if future.cancel():
+            # cancel() alone leaves the future invisible to concurrent.futures.wait(): notify its waiters
+            future.set_running_or_notify_cancel()
+        elif not future.done():
             # a running future refuses cancel(); its result() raises CancelledError all the same
-            self.future.set_exception(CancelledError(f"task {self.record.name or self.record.uid!r}: {reason}"))
+            future.set_exception(CancelledError(f"task {self.record.name or self.record.uid!r}: {reason}"))
 
     def _finalize(self, state: TaskState, when: float | None, error: str | None = None) -> None:
         record = self.record

@@ -732,14 +732,9 @@ def _stderr_tail(eventlog: str) -> str:
 
 
 def _cancel_unstarted(sub: Submission, reason: str, when: float | None = None) -> None:
-    """CANCELED before resources were assigned; waiters in ``concurrent.futures.wait`` are woken too.
-
-    ``Submission.cancel`` leaves a pending future CANCELLED but not notified, which
-    ``wait()`` does not count as done; ``set_running_or_notify_cancel`` notifies.
-    """
+    """CANCELED before resources were assigned (``Submission.cancel`` also wakes ``wait()``ers)."""
     sub.cancel(reason, when=when)
-    if sub.future.cancelled():
-        sub.future.set_running_or_notify_cancel()
+
 def _split(items: tuple[int, ...], n: int) -> list[tuple[int, ...]]:
     """``items`` in ``n`` contiguous, nearly equal parts."""
     size, extra = divmod(len(items), n)
