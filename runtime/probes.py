@@ -55,3 +55,8 @@ def fail_until(marker_dir: str, successes_after: int) -> int:
     if attempt <= successes_after:
         raise RuntimeError(f"attempt {attempt} fails on purpose")
     return attempt
+
+
+def echo(value: object) -> object:
+    """Return the argument: a round trip of arguments and results through the pilot."""
+    return value

@@ -5,6 +5,7 @@ that only the parent holds, so nothing outside the pilot can feed it.
 Results go back one per call, in order, so that when a worker dies the parent
 knows exactly which call killed it: the first one it has no result for.
 
+The first message out is :data:`READY`, raw bytes, once the worker can take calls.
 Message in:  a list of ``(token, "module:qualname", args, kwargs, env)``, or None to stop.
 Message out: ``(token, ok, payload, started, finished)`` where payload is the
 return value, or for a failure ``(exception or None, "Type: message", traceback text)``.
@@ -20,12 +21,15 @@ from typing import Any
 
 from .task import resolve_function
 
+READY = b"impeccable-worker-ready"
+
 
 def serve(conn: Any) -> None:
     """Run calls until told to stop or the parent goes away."""
     recv, send = conn.recv_bytes, conn.send_bytes
     loads, dumps = pickle.loads, pickle.dumps
     now = time.time
+    send(READY)
     while True:
         try:
             batch = loads(recv())

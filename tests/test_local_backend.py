@@ -178,3 +178,37 @@ def test_many_null_functions_all_finish():
         futures = pilot.submit_many([function_task(null_function) for _ in range(5000)])
         wait_all(futures)
     assert all(r.state is TaskState.DONE for r in pilot.records)
+
+
+def test_large_arguments_and_results_do_not_deadlock_the_pipe():
+    # several MB each way fill the worker's pipe in both directions at once; the dispatcher must
+    # buffer its writes instead of blocking while the worker blocks sending a result
+    payload = os.urandom(3 << 20)
+    with Pilot(1, options={"local": {"pipeline_s": 10.0, "max_pipeline": 8}}) as pilot:
+        futures = pilot.submit_many([function_task(probes.echo, payload) for _ in range(12)])
+        wait_all(futures)
+    assert all(f.result() == payload for f in futures)
+
+
+def test_calls_are_pipelined_in_order_and_each_result_reaches_its_own_task():
+    with Pilot(2) as pilot:
+        futures = pilot.submit_many([function_task(probes.echo, i) for i in range(3000)])
+        wait_all(futures)
+    assert [f.result() for f in futures] == list(range(3000))
+
+
+def test_workers_that_cannot_start_fail_the_pilot_start_with_the_reason(tmp_path):
+    # a script piped on stdin cannot be re-imported by multiprocessing's workers: they die at birth
+    script = (
+        "from impeccable.runtime.pilot import Pilot\n"
+        "from impeccable.runtime.task import function_task\n"
+        "with Pilot(1) as pilot:\n"
+        "    print(pilot.submit(function_task('impeccable.runtime.probes:pid')).result())\n"
+    )
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True,
+                            cwd=tmp_path, timeout=120)
+    assert result.returncode != 0
+    assert "exited before it was ready" in result.stderr
+    assert "piped on stdin" in result.stderr

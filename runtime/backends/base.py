@@ -136,6 +136,9 @@ class Backend(abc.ABC):
         self.options = options
         # the kinds the pilot routes here (set by the pilot), so a backend starts only what it needs
         self.serves: frozenset[TaskKind] = self.kinds
+        # function tasks already found runnable, by (function, cores, gpus): thousands of tasks
+        # calling one function are checked once, not once each
+        self._checked_functions: set[tuple[str, int, int]] = set()
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -144,6 +147,10 @@ class Backend(abc.ABC):
 
     def check(self, task: Task) -> None:
         """Reject at submit time what can never run here; raise TaskError naming the task and why."""
+        if task.kind is TaskKind.FUNCTION:
+            key = (task.function, task.cores, task.gpus)
+            if key in self._checked_functions:
+                return
         if task.kind not in self.kinds:
             raise TaskError(f"task {task.label}: backend {self.name!r} does not run {task.kind.value} tasks")
         if task.cores > self.share.n_cores:
@@ -160,6 +167,7 @@ class Backend(abc.ABC):
             check_executable(task)
         else:
             check_function(task)
+            self._checked_functions.add((task.function, task.cores, task.gpus))
 
     @abc.abstractmethod
     def start(self) -> None:

@@ -31,6 +31,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from ..framing import FramedPipe
 from ..resources import ResourceShare, SlotPool
 from ..task import Task, TaskKind
 from .base import Backend, Submission, find_program
@@ -94,7 +95,12 @@ class LocalBackend(Backend):
     def start(self) -> None:
         self._loop = _Dispatcher(self)
         if TaskKind.FUNCTION in self.serves and not self.functions_as_processes:
-            self._loop.start_workers(self._max_workers)
+            try:
+                self._loop.start_workers(self._max_workers)
+                self._loop.wait_ready(float(self.options.get("worker_start_timeout_s", 120)))
+            except BaseException:
+                self._loop._teardown()
+                raise
         self._thread = threading.Thread(target=self._loop.run, name="impeccable-local", daemon=True)
         self._thread.start()
 
@@ -136,6 +142,15 @@ class LocalBackend(Backend):
         return None
 
 
+def _main_module_hint() -> str:
+    """Why workers commonly die at birth: multiprocessing re-imports the main script in them."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if path and not os.path.exists(path):
+        return (f"; the main script {path!r} is not a file that workers can re-import "
+                "(e.g. a script piped on stdin): save it to a file and run that")
+    return ""
+
+
 class _Child:
     """A running executable."""
 
@@ -158,12 +173,13 @@ class _Child:
 class _Worker:
     """A persistent function worker and the calls queued in it."""
 
-    __slots__ = ("process", "conn", "outstanding", "cores", "gpus", "exclusive", "head_started",
-                 "outbox", "kill_reason", "alive")
+    __slots__ = ("process", "pipe", "outstanding", "cores", "gpus", "exclusive", "head_started",
+                 "outbox", "kill_reason", "alive", "ready")
 
-    def __init__(self, process: Any, conn: Any) -> None:
+    def __init__(self, process: Any, pipe: FramedPipe) -> None:
         self.process = process
-        self.conn = conn
+        self.pipe = pipe
+        self.ready = False  # its "ready" message has arrived
         self.outstanding: collections.deque[Submission] = collections.deque()
         self.cores: tuple[int, ...] = ()
         self.gpus: tuple[int, ...] = ()
@@ -275,8 +291,19 @@ class _Dispatcher:
             pending.extendleft(reversed(skipped))
 
     def _worker_room(self) -> bool:
-        depth = self.depth
-        return any(w.cores and not w.exclusive and len(w.outstanding) < depth for w in self.workers)
+        return any(self._takes_more(w) for w in self.workers)
+
+    def _takes_more(self, w: _Worker) -> bool:
+        """Whether a busy worker may be sent another call now.
+
+        A worker is topped up to ``depth`` calls only once it has run down to
+        half of that (or while it is being topped up in this round), so that
+        one message carries many calls instead of one call per result.
+        """
+        if not w.cores or w.exclusive or not w.alive:
+            return False
+        queued = len(w.outstanding)
+        return queued < self.depth and (queued <= self.depth // 2 or bool(w.outbox))
 
     # ------------------------------------------------------------ executables
     def _place_child(self, sub: Submission) -> bool:
@@ -417,11 +444,43 @@ class _Dispatcher:
         process = self._mp.Process(target=worker_module.main, args=(child,), daemon=True, name="impeccable-worker")
         process.start()
         child.close()
-        worker = _Worker(process, parent)
+        pipe = FramedPipe(os.dup(parent.fileno()))
+        parent.close()
+        worker = _Worker(process, pipe)
         self.workers.append(worker)
         self.idle_workers.append(worker)
-        self.selector.register(parent.fileno(), selectors.EVENT_READ, lambda fd, w=worker: self._on_result(w))
+        self.selector.register(pipe.fd, selectors.EVENT_READ, lambda fd, w=worker: self._on_worker_event(w))
         return worker
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Block until every worker has said it is ready, so that the first calls do not wait for
+        interpreters to start (that is start-up, not task time). Raise if one dies first."""
+        from .. import worker as worker_module
+
+        deadline = time.time() + timeout_s
+        waiting = {w.pipe.fd: w for w in self.workers if not w.ready}
+        with selectors.EpollSelector() as selector:
+            for fd in waiting:
+                selector.register(fd, selectors.EVENT_READ)
+            while waiting:
+                left = deadline - time.time()
+                events = selector.select(left) if left > 0 else []
+                if not events:
+                    raise RuntimeError(f"{len(waiting)} function worker(s) not ready after {timeout_s:g} s")
+                for key, _ in events:
+                    worker = waiting[key.fd]
+                    frames = worker.pipe.read_frames()
+                    if frames and frames[0] == worker_module.READY:
+                        worker.ready = True
+                    elif worker.pipe.eof:
+                        worker.process.join(timeout=5)
+                        raise RuntimeError(
+                            f"a function worker exited before it was ready "
+                            f"({_exit_description(worker.process.exitcode)}); its error output is above"
+                            + _main_module_hint())
+                    if worker.ready:
+                        selector.unregister(key.fd)
+                        del waiting[key.fd]
 
     def _place_call(self, sub: Submission) -> bool:
         task = sub.task
@@ -432,12 +491,10 @@ class _Dispatcher:
                 worker.cores = self.cores.take(1)  # type: ignore[assignment]
                 worker.exclusive = False
             else:
-                depth = self.depth
                 best = None
                 for w in self.workers:
-                    if w.cores and not w.exclusive and w.alive and len(w.outstanding) < depth:
-                        if best is None or len(w.outstanding) < len(best.outstanding):
-                            best = w
+                    if self._takes_more(w) and (best is None or len(w.outstanding) < len(best.outstanding)):
+                        best = w
                 if best is None:
                     return False
                 worker = best
@@ -476,32 +533,51 @@ class _Dispatcher:
         for worker in self._sent:
             if worker.alive and worker.outbox:
                 try:
-                    worker.conn.send_bytes(pickle.dumps(worker.outbox, protocol=pickle.HIGHEST_PROTOCOL))
-                except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
-                    self._unsendable(worker, exc)
+                    data = pickle.dumps(worker.outbox, protocol=pickle.HIGHEST_PROTOCOL)
+                except (pickle.PicklingError, TypeError, AttributeError):
+                    self._send_one_by_one(worker)
+                else:
+                    self._write(worker, data)
             worker.outbox = []
         self._sent.clear()
 
-    def _unsendable(self, worker: _Worker, exc: Exception) -> None:
+    def _write(self, worker: _Worker, data: bytes) -> None:
+        """Send without blocking; what the pipe cannot take now leaves when it becomes writable."""
+        had_pending = worker.pipe.pending_output
+        if not worker.pipe.write(data) and not had_pending:
+            self.selector.modify(worker.pipe.fd, selectors.EVENT_READ | selectors.EVENT_WRITE,
+                                 lambda fd, w=worker: self._on_worker_event(w))
+
+    def _send_one_by_one(self, worker: _Worker) -> None:
         """A batch whose arguments cannot be pickled: send the calls one by one, fail the bad ones."""
-        if isinstance(exc, OSError):
-            return  # the worker is gone; _on_result sees the EOF and requeues
         for item in worker.outbox:
             try:
-                worker.conn.send_bytes(pickle.dumps([item], protocol=pickle.HIGHEST_PROTOCOL))
+                data = pickle.dumps([item], protocol=pickle.HIGHEST_PROTOCOL)
             except (pickle.PicklingError, TypeError, AttributeError) as item_exc:
                 sub = next(s for s in worker.outstanding if s.task.uid == item[0])
                 worker.outstanding.remove(sub)
                 sub.fail(f"arguments cannot be sent to a worker: {item_exc}")
+            else:
+                self._write(worker, data)
         if not worker.outstanding:
             self._idle(worker)
 
-    def _on_result(self, worker: _Worker) -> None:
-        try:
-            data = worker.conn.recv_bytes()
-        except (EOFError, OSError):
-            self._worker_died(worker)
+    def _on_worker_event(self, worker: _Worker) -> None:
+        """Results (all that are waiting, in order), a writable pipe, or the worker's death."""
+        pipe = worker.pipe
+        if not worker.alive:
             return
+        if pipe.pending_output and pipe.flush():
+            self.selector.modify(pipe.fd, selectors.EVENT_READ, lambda fd, w=worker: self._on_worker_event(w))
+        for data in pipe.read_frames():
+            if not worker.ready:
+                worker.ready = True  # the first message is the worker's hello
+                continue
+            self._on_result(worker, data)
+        if pipe.eof:
+            self._worker_died(worker)
+
+    def _on_result(self, worker: _Worker, data: bytes) -> None:
         sub = worker.outstanding.popleft()
         try:
             token, ok, payload, started, finished = pickle.loads(data)
@@ -539,8 +615,8 @@ class _Dispatcher:
         if not worker.alive:
             return
         worker.alive = False
-        self.selector.unregister(worker.conn.fileno())
-        worker.conn.close()
+        self.selector.unregister(worker.pipe.fd)
+        worker.pipe.close()
         worker.process.join(timeout=5)
         if worker in self.idle_workers:
             self.idle_workers.remove(worker)
@@ -619,17 +695,16 @@ class _Dispatcher:
 
     def _teardown(self) -> None:
         for worker in self.workers:
-            try:
-                worker.conn.send_bytes(pickle.dumps(None))
-            except OSError:
-                pass
+            worker.pipe.write(pickle.dumps(None))
+            if worker.pipe.pending_output:  # a worker still busy with a full pipe is killed below
+                worker.process.kill()
         deadline = time.time() + 5
         for worker in self.workers:
             worker.process.join(timeout=max(0.0, deadline - time.time()))
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join()
-            worker.conn.close()
+            worker.pipe.close()
         self.workers.clear()
         self.selector.close()
 
