@@ -135,6 +135,9 @@ def _print_bench(result: dict[str, Any]) -> None:
         ("launch overhead median / p95 (ms)",
          f"{1e3 * result['launch_overhead_median_s']:.3f} / {1e3 * result['launch_overhead_p95_s']:.3f}"),
         ("peak busy cores", f"{result['peak_busy_cores']}"),
+        ("CPU per task, pilot / child processes (ms)",
+         f"{result['pilot_cpu_per_task_ms']:.2f} / {result['child_cpu_per_task_ms']:.2f}"),
+        ("machine CPU busy (all usable cores)", f"{100 * result['machine_cpu_busy']:.0f} %"),
         ("done / failed / canceled", f"{result['done']:.0f} / {result['failed']:.0f} / {result['canceled']:.0f}"),
     ]
     for name, value in rows:

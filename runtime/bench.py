@@ -15,6 +15,7 @@ import importlib
 import multiprocessing
 import os
 import platform
+import resource
 import shutil
 import socket
 import statistics
@@ -66,6 +67,40 @@ def make_tasks(workload: str, n_tasks: int, duration_s: float = 1.0) -> list[Tas
 class RunResult:
     metrics: dict[str, Any]
     startup_s: float
+    cpu: dict[str, float]
+
+
+class CpuMeter:
+    """CPU time spent by this process and by its reaped children while the meter runs.
+
+    Children are the backend's helpers (Flux brokers and their job shells, the
+    Dragon runtime, ``srun``) and executables: what they cost per task tells
+    whether a backend is bound by the machine's cores or by its own design.
+    """
+
+    def __enter__(self) -> "CpuMeter":
+        self._wall = time.perf_counter()
+        self._self = _cpu_seconds(resource.RUSAGE_SELF)
+        self._children = _cpu_seconds(resource.RUSAGE_CHILDREN)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall_s = time.perf_counter() - self._wall
+        self.self_s = _cpu_seconds(resource.RUSAGE_SELF) - self._self
+        self.children_s = _cpu_seconds(resource.RUSAGE_CHILDREN) - self._children
+
+    def figures(self, n_tasks: int) -> dict[str, float]:
+        usable = len(os.sched_getaffinity(0))
+        return {
+            "pilot_cpu_per_task_ms": 1e3 * self.self_s / max(n_tasks, 1),
+            "child_cpu_per_task_ms": 1e3 * self.children_s / max(n_tasks, 1),
+            "machine_cpu_busy": (self.self_s + self.children_s) / (self.wall_s * usable) if self.wall_s else 0.0,
+        }
+
+
+def _cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_pilot(backend: str, workload: str, n_tasks: int, cores: int, duration_s: float = 1.0,
@@ -84,16 +119,17 @@ def run_pilot(backend: str, workload: str, n_tasks: int, cores: int, duration_s:
     else:
         tasks = make_tasks(workload, n_tasks, duration_s)
         routes = {kind.value: backend}
-    t0 = time.perf_counter()
-    pilot = Pilot(Allocation(cores=cores), routes=routes, options=options)
-    pilot.start()
-    startup = time.perf_counter() - t0
-    try:
-        futures = pilot.submit_many(tasks)
-        for future in futures:
-            future.exception()  # wait; failures are counted from the records
-    finally:
-        pilot.shutdown()
+    with CpuMeter() as meter:  # start-up and shutdown included: brokers are reaped at shutdown
+        t0 = time.perf_counter()
+        pilot = Pilot(Allocation(cores=cores), routes=routes, options=options)
+        pilot.start()
+        startup = time.perf_counter() - t0
+        try:
+            futures = pilot.submit_many(tasks)
+            for future in futures:
+                future.exception()  # wait; failures are counted from the records
+        finally:
+            pilot.shutdown()
     metrics = summarize(pilot.records, cores).to_dict()
     if len(pilot.backends) > 1:
         metrics["per_backend"] = {
@@ -101,7 +137,7 @@ def run_pilot(backend: str, workload: str, n_tasks: int, cores: int, duration_s:
                    "serves": sorted(k.value for k in pilot.backends[name].serves)}
             for name, share in pilot.shares.items()
         }
-    return RunResult(metrics=metrics, startup_s=startup)
+    return RunResult(metrics=metrics, startup_s=startup, cpu=meter.figures(len(tasks)))
 
 
 def raw_throughput(backend: str, workload: str, n_tasks: int, cores: int, duration_s: float) -> float | None:
@@ -176,6 +212,7 @@ def bench(backend: str, workload: str, n_tasks: int, cores: int, duration_s: flo
         "repeat": repeat,
         **{k: v for k, v in med.items() if k not in ("tasks", "cores")},
         "startup_s": statistics.median(r.startup_s for r in ours),
+        **{k: statistics.median(r.cpu[k] for r in ours) for k in ours[0].cpu},
         "runs_throughput_tasks_per_s": [r.metrics["throughput_tasks_per_s"] for r in ours],
         "raw_throughput_tasks_per_s": raw_median,
         "runs_raw_throughput_tasks_per_s": raws,

@@ -29,6 +29,10 @@ def test_bench_writes_comparable_json(tmp_path):
                     "ratio_to_raw", "utilization", "makespan_s", "machine"):
             assert key in data, key
         assert data["workload"] == workload and data["done"] == 200 and data["ratio_to_raw"] > 0
+        # CPU accounting says whether the machine or the design bounds throughput
+        assert data["pilot_cpu_per_task_ms"] > 0 and 0 < data["machine_cpu_busy"] <= 1.05
+        if workload == "null-exec":  # each task is a child process: its CPU is counted
+            assert data["child_cpu_per_task_ms"] > 0
 
 
 def test_errors_are_one_line_without_traceback(tmp_path):
