@@ -152,6 +152,17 @@ def test_raising_function_fails_with_its_traceback(pilot):
     assert other.result(timeout=30) == 4
 
 
+def test_unpicklable_arguments_fail_without_retry_and_free_the_worker(pilot):
+    # one bad call per worker, then a good one that can only run once the bad ones have given their cores back
+    bad = [function_task(probes.add, lambda: 1, 2, name=f"unpicklable-{i}", retries=2) for i in range(2)]
+    futures = pilot.submit_many([*bad, function_task(probes.add, 2, 3)])
+    assert futures[2].result(timeout=30) == 5
+    for future in futures[:2]:
+        with pytest.raises(TaskFailed, match="arguments cannot be sent to a worker"):
+            future.result(timeout=30)
+        assert future.record.attempts == 1
+
+
 def test_worker_death_fails_only_its_task(pilot):
     futures = pilot.submit_many([function_task(probes.add, i, 0) for i in range(100)])
     dying = pilot.submit(function_task(probes.hard_exit, 7, name="crash"))

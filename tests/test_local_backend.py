@@ -212,3 +212,15 @@ def test_workers_that_cannot_start_fail_the_pilot_start_with_the_reason(tmp_path
     assert result.returncode != 0
     assert "exited before it was ready" in result.stderr
     assert "piped on stdin" in result.stderr
+
+
+def test_unpicklable_arguments_fail_at_once_without_retrying():
+    # retrying cannot make a lambda picklable: the task must end FAILED, not wait forever as PENDING,
+    # and the core it held must serve the next task (which was queued while the bad one held it)
+    with Pilot(1) as pilot:
+        bad = pilot.submit(function_task(probes.echo, lambda: 1, retries=2, name="unpicklable"))
+        good = pilot.submit(function_task(probes.echo, 7))
+        wait_all([bad, good])
+    assert good.result() == 7
+    assert bad.record.state is TaskState.FAILED and bad.record.attempts == 1
+    assert "arguments cannot be sent to a worker" in bad.record.error

@@ -85,13 +85,17 @@ class Submission:
         self.future.set_result(self.record if self.task.kind is TaskKind.EXECUTABLE else result)
 
     def fail(self, error: str, when: float | None = None, exit_code: int | None = None,
-             traceback: str | None = None, exception: BaseException | None = None) -> bool:
-        """Record a failed attempt. True if the retry budget allows another attempt (the caller requeues)."""
+             traceback: str | None = None, exception: BaseException | None = None, final: bool = False) -> bool:
+        """Record a failed attempt. True if the retry budget allows another attempt (the caller requeues).
+
+        ``final``: no retry whatever the budget, for failures that another attempt cannot cure
+        (arguments that cannot be sent, a backend that is gone).
+        """
         record = self.record
         record.exit_code = exit_code
         record.error = error
         record.traceback = traceback
-        if record.attempts <= self.task.retries:
+        if not final and record.attempts <= self.task.retries:
             record.state = TaskState.PENDING
             record.finished = time.time() if when is None else when
             return True

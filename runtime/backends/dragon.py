@@ -28,8 +28,6 @@ run again without spending a retry. The server starts a replacement.
 
 from __future__ import annotations
 
-import collections
-import heapq
 import importlib.util
 import itertools
 import os
@@ -42,16 +40,16 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from pathlib import Path
 from typing import Any
 
-from ..resources import ResourceShare, SlotPool
+from ..resources import ResourceShare
 from ..task import Task, TaskError, TaskKind
-from .base import Backend, Submission
+from .base import Submission
+from .loop import CallPipelining, Dispatcher, LeasedWorker, ThreadedBackend
 from .base import signal_group as _signal_group, exit_description as _exit_description
 
 NOT_INSTALLED = "dragonhpc not installed (pip install 'impeccable[dragon]')"
@@ -61,7 +59,7 @@ STOP_TIMEOUT_S = 30.0
 KILL_GRACE_S = 5.0
 
 
-class DragonBackend(Backend):
+class DragonBackend(ThreadedBackend):
     """Python functions on Dragon-managed worker processes, one per core of the share.
 
     Options: ``launcher`` (path of ``dragon``, default: next to this Python or on PATH),
@@ -80,12 +78,8 @@ class DragonBackend(Backend):
         self._start_timeout_s = float(options.get("start_timeout_s", 120.0))
         self._pipeline_s = float(options.get("pipeline_s", 0.02))
         self._max_pipeline = int(options.get("max_pipeline", 512))
-        self._inbox: collections.deque[tuple[str, Any]] = collections.deque()
-        self._wake_fd = -1
-        self._thread: threading.Thread | None = None
         self._runtime: _Runtime | None = None
         self._started = False
-        self._closed = False
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -112,41 +106,14 @@ class DragonBackend(Backend):
         if self._launcher is None:
             raise RuntimeError(f"the dragon backend cannot start: {NOT_INSTALLED}")
         self._started = True
-        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._runtime = _Runtime.launch(self._launcher, self._launcher_args, self.share.n_cores,
                                         self._max_pipeline + 8, self._start_timeout_s)
         self._loop = _Dispatcher(self, self._runtime)
-        self._thread = threading.Thread(target=self._loop.run, name="impeccable-dragon", daemon=True)
-        self._thread.start()
+        self._run_dispatcher(self._loop)
 
-    def submit(self, submissions: Sequence[Submission]) -> None:
-        self._post("submit", submissions)
-
-    def cancel(self, submission: Submission) -> None:
-        self._post("cancel", submission.task.uid)
-
-    def shutdown(self, cancel_pending: bool = False) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            if self._thread is not None:
-                self._post("stop", cancel_pending)
-                self._thread.join()
-        finally:
-            if self._runtime is not None:
-                self._runtime.close()
-            if self._wake_fd >= 0:
-                os.close(self._wake_fd)
-                self._wake_fd = -1
-
-    def _post(self, what: str, payload: Any) -> None:
-        if self._closed and what != "stop":
-            raise RuntimeError("the dragon backend is shut down")
-        if self._thread is None:
-            raise RuntimeError("the dragon backend is not started")
-        self._inbox.append((what, payload))
-        os.eventfd_write(self._wake_fd, 1)
+    def _after_stop(self) -> None:
+        if self._runtime is not None:
+            self._runtime.close()
 
 
 def find_launcher() -> str | None:
@@ -396,95 +363,56 @@ _CONTROL = b"\xff" * 8
 _TOKEN = struct.Struct("<q")
 
 
-class _Worker:
-    """A Dragon worker as the pilot sees it: the calls sent to it, in order."""
+class _Worker(LeasedWorker):
+    """A Dragon worker as the pilot sees it; ``outstanding`` holds ``(token, Submission)`` in order."""
 
-    __slots__ = ("wid", "outstanding", "cores", "gpus", "exclusive", "outbox", "kill_reason", "kill_target", "alive")
+    __slots__ = ("wid", "kill_target")
 
     def __init__(self, wid: int) -> None:
+        super().__init__()
         self.wid = wid
-        self.outstanding: collections.deque[tuple[int, Submission]] = collections.deque()
-        self.cores: tuple[int, ...] = ()
-        self.gpus: tuple[int, ...] = ()
-        self.exclusive = False
-        self.outbox: list[tuple] = []
-        self.kill_reason = ""
         self.kill_target: Submission | None = None
-        self.alive = True
 
 
-class _Dispatcher:
+class _Dispatcher(Dispatcher, CallPipelining):
     """All scheduling state; lives in the backend's single thread."""
 
+    backend: DragonBackend
+
     def __init__(self, backend: DragonBackend, runtime: _Runtime) -> None:
-        self.backend = backend
+        super().__init__(backend)
         self.runtime = runtime
         self.conn: Connection = runtime.conn  # type: ignore[assignment]
-        self.cores = SlotPool(backend.share.cores)
-        self.gpus = SlotPool(backend.share.gpus)
-        self.pending: collections.deque[Submission] = collections.deque()
         self.workers: dict[int, _Worker] = {}
-        self.idle: list[_Worker] = []
+        self.idle_workers: list[_Worker] = []
         for wid in sorted(runtime.worker_pids, reverse=True):
             self._add_worker(wid)
         self.tokens: dict[int, _Worker] = {}
         self._token = itertools.count()
-        self.deadlines: list[tuple[float, int, Any]] = []
-        self._seq = itertools.count()
-        self.selector = selectors.EpollSelector()
-        self.selector.register(backend._wake_fd, selectors.EVENT_READ, self._on_wake)
         self.selector.register(self.conn.fileno(), selectors.EVENT_READ, self._on_message)
-        self.stopping = False
         self.kill_on_stop = False
         self.broken = ""
-        self.runtime_ewma_s = 0.0
-        self.depth = 1
         self._sent: list[_Worker] = []
 
-    # ------------------------------------------------------------ main loop
-    def run(self) -> None:
-        select = self.selector.select
-        try:
-            while True:
-                for key, _ in select(self._timeout()):
-                    key.data(key.fileobj)
-                if self.deadlines:
-                    self._expire(time.time())
-                if self.broken:
-                    self._fail_everything(self.broken)
-                self._schedule()
-                self._flush()
-                if self.stopping and self._drained():
-                    break
-            self._stop_server()
-        except BaseException as exc:
-            self._fail_everything(f"dragon backend dispatcher crashed: {type(exc).__name__}: {exc}")
-            raise
-        finally:
-            self.selector.close()
+    # ------------------------------------------------------------ loop hooks
+    def _after_events(self) -> None:
+        if self.broken:
+            self._fail_everything(self.broken)
 
-    def _timeout(self) -> float | None:
-        if not self.deadlines:
-            return None
-        return max(0.0, self.deadlines[0][0] - time.time())
+    def _on_drained(self) -> None:
+        self._stop_server()
+
+    def _abandon(self, reason: str) -> None:
+        self._fail_everything(reason)
 
     def _drained(self) -> bool:
         return not self.pending and not any(w.outstanding for w in self.workers.values())
 
-    def _on_wake(self, fd: int) -> None:
-        os.eventfd_read(fd)
-        inbox = self.backend._inbox
-        while inbox:
-            what, payload = inbox.popleft()
-            if what == "submit":
-                self.pending.extend(payload)
-            elif what == "cancel":
-                self._cancel(payload)
-            elif what == "stop":
-                self.stopping = True
-                if payload:
-                    self.kill_on_stop = True
-                    self._cancel_everything()
+    def _on_stop(self, cancel_pending: bool) -> None:
+        self.stopping = True
+        if cancel_pending:
+            self.kill_on_stop = True
+            self._cancel_everything()
 
     def _stop_server(self) -> None:
         """Ask the server to stop and wait for its goodbye (or the socket closing)."""
@@ -504,48 +432,25 @@ class _Dispatcher:
     def _schedule(self) -> None:
         pending = self.pending
         while pending:
-            if not self._place(pending[0]):
+            if not self._place_call(pending[0]):
                 break
             pending.popleft()
 
-    def _place(self, sub: Submission) -> bool:
+    # CallPipelining hooks
+    def _all_workers(self) -> Iterable[_Worker]:
+        return self.workers.values()
+
+    def _could_get_worker(self) -> bool:
+        return bool(self.idle_workers)
+
+    def _get_idle_worker(self) -> _Worker | None:
+        return self.idle_workers.pop() if self.idle_workers else None
+
+    def _pipeline_limits(self) -> tuple[float, int]:
+        return self.backend._pipeline_s, self.backend._max_pipeline
+
+    def _enqueue_call(self, worker: _Worker, sub: Submission, now: float) -> None:
         task = sub.task
-        if task.cores_per_rank == 1 and task.gpus == 0:
-            if self.cores.free and self.idle:
-                worker = self.idle.pop()
-                worker.cores = self.cores.take(1)  # type: ignore[assignment]
-                worker.exclusive = False
-            else:
-                # a busy worker is topped up to ``depth`` calls once it has run down to half of
-                # that: few large messages rather than a trickle of small ones (each message
-                # costs a wake-up in three processes)
-                worker = None
-                depth = self.depth
-                low_water = depth // 2
-                for w in self.workers.values():
-                    n = len(w.outstanding)
-                    if w.cores and not w.exclusive and n < depth and (w.outbox or n <= low_water):
-                        if worker is None or n < len(worker.outstanding):
-                            worker = w
-                if worker is None:
-                    return False
-        else:
-            if not self.idle:
-                return False
-            cores = self.cores.take(task.cores)
-            if cores is None:
-                return False
-            gpus = self.gpus.take(task.gpus)
-            if gpus is None:
-                self.cores.give_back(cores)
-                return False
-            worker = self.idle.pop()
-            worker.cores, worker.gpus, worker.exclusive = cores, gpus, True
-        now = time.time()
-        if not sub.begin(worker.cores, worker.gpus, when=now):
-            if not worker.outstanding:
-                self._idle(worker)
-            return True
         token = next(self._token)
         env = {"CUDA_VISIBLE_DEVICES": ",".join(map(str, worker.gpus))} if worker.gpus else None
         worker.outstanding.append((token, sub))
@@ -555,7 +460,6 @@ class _Dispatcher:
             self._sent.append(worker)
         if len(worker.outstanding) == 1:
             self._head_started(worker, now)
-        return True
 
     def _flush(self) -> None:
         for worker in self._sent:
@@ -579,12 +483,13 @@ class _Dispatcher:
                 entry = next(e for e in worker.outstanding if e[0] == item[0])
                 worker.outstanding.remove(entry)
                 self.tokens.pop(item[0], None)
-                entry[1].record.attempts = entry[1].task.retries + 1  # retrying cannot help
-                entry[1].fail(f"arguments cannot be sent to a worker: {type(item_exc).__name__}: {item_exc}")
+                entry[1].fail(f"arguments cannot be sent to a worker: {type(item_exc).__name__}: {item_exc}",
+                              final=True)
             else:
                 good.append(item)
         if not worker.outstanding:
             self._idle(worker)
+            self._come_round_again()
         elif good and worker.outstanding[0][0] == good[0][0]:
             self._head_started(worker, time.time())
         return pickle.dumps(good, protocol=pickle.HIGHEST_PROTOCOL) if good else None
@@ -622,10 +527,7 @@ class _Dispatcher:
             ok, started, finished = False, time.time(), time.time()
             payload = (None, f"result cannot be unpickled in the pilot: {type(exc).__name__}: {exc}", None)
         sub.started(started)
-        runtime = finished - started
-        self.runtime_ewma_s = runtime if not self.runtime_ewma_s else 0.8 * self.runtime_ewma_s + 0.2 * runtime
-        backend = self.backend
-        self.depth = max(1, min(backend._max_pipeline, int(backend._pipeline_s / max(self.runtime_ewma_s, 1e-6))))
+        self._call_finished(started, finished)
         if ok:
             sub.complete(payload, when=finished)
         else:
@@ -650,23 +552,12 @@ class _Dispatcher:
     def _add_worker(self, wid: int) -> None:
         worker = _Worker(wid)
         self.workers[wid] = worker
-        self.idle.append(worker)
+        self.idle_workers.append(worker)
 
     def _head_started(self, worker: _Worker, when: float) -> None:
         sub = worker.outstanding[0][1]
         if sub.task.timeout_s:
-            heapq.heappush(self.deadlines, (when + sub.task.timeout_s, next(self._seq), (worker, sub)))
-
-    def _idle(self, worker: _Worker) -> None:
-        self._release(worker)
-        worker.exclusive = False
-        if worker.alive:
-            self.idle.append(worker)
-
-    def _release(self, worker: _Worker) -> None:
-        self.cores.give_back(worker.cores)
-        self.gpus.give_back(worker.gpus)
-        worker.cores, worker.gpus = (), ()
+            self._arm(when + sub.task.timeout_s, "call-timeout", (worker, sub))
 
     def _worker_died(self, worker: _Worker, code: int | None, running: int) -> None:
         """Fail the call it was running (``running``: its token); requeue the others.
@@ -676,13 +567,13 @@ class _Dispatcher:
         """
         worker.alive = False
         del self.workers[worker.wid]
-        if worker in self.idle:
-            self.idle.remove(worker)
+        if worker in self.idle_workers:
+            self.idle_workers.remove(worker)
         entries = list(worker.outstanding)
         for token, _ in entries:
             self.tokens.pop(token, None)
         worker.outstanding.clear()
-        self._release(worker)
+        self._release_worker(worker)
         culprit = next((sub for token, sub in entries if token == running), None)
         target = worker.kill_target
         if target is not None and target is not culprit:
@@ -702,11 +593,10 @@ class _Dispatcher:
             self.pending.append(culprit)
 
     # ------------------------------------------------------------ deadlines, cancel, failure
-    def _expire(self, now: float) -> None:
-        while self.deadlines and self.deadlines[0][0] <= now:
-            _, _, (worker, sub) = heapq.heappop(self.deadlines)
-            if worker.alive and worker.outstanding and worker.outstanding[0][1] is sub and worker.kill_target is None:
-                self._kill(worker, sub, f"timed out after {sub.task.timeout_s:g} s (worker killed and replaced)")
+    def _deadline(self, what: str, target: Any, now: float) -> None:
+        worker, sub = target  # "call-timeout", the only deadline here
+        if worker.alive and worker.outstanding and worker.outstanding[0][1] is sub and worker.kill_target is None:
+            self._kill(worker, sub, f"timed out after {sub.task.timeout_s:g} s (worker killed and replaced)")
 
     def _kill(self, worker: _Worker, sub: Submission, reason: str) -> None:
         worker.kill_reason = reason
@@ -714,11 +604,8 @@ class _Dispatcher:
         self._send(("kill", worker.wid))
 
     def _cancel(self, uid: str) -> None:
-        for sub in self.pending:
-            if sub.task.uid == uid:
-                self.pending.remove(sub)
-                sub.cancel("canceled before it started")
-                return
+        if self._cancel_pending(uid):
+            return
         for worker in self.workers.values():
             # a call queued behind another in a worker has been handed over: it will run
             if worker.outstanding and worker.outstanding[0][1].task.uid == uid and worker.kill_target is None:
@@ -733,7 +620,7 @@ class _Dispatcher:
                 self.tokens.pop(token, None)
                 sub.cancel("canceled at shutdown")
             worker.outstanding.clear()
-            self._release(worker)
+            self._release_worker(worker)
 
     def _lost(self) -> None:
         if not self.broken:
@@ -750,13 +637,12 @@ class _Dispatcher:
             subs += [sub for _, sub in worker.outstanding]
             worker.outstanding.clear()
             worker.alive = False
-            self._release(worker)
+            self._release_worker(worker)
         self.workers.clear()
-        self.idle.clear()
+        self.idle_workers.clear()
         for sub in subs:
             if not sub.future.done():
-                sub.record.attempts = max(sub.record.attempts, sub.task.retries + 1)
-                sub.fail(reason)
+                sub.fail(reason, final=True)
 
 
 

@@ -340,8 +340,7 @@ class _Partition:
         if self.thread is None or not self.thread.is_alive():
             if what == "submit":
                 for sub in payload:
-                    sub.record.attempts = sub.task.retries + 1
-                    sub.fail(f"flux partition {self.name} is not running")
+                    sub.fail(f"flux partition {self.name} is not running", final=True)
             return
         self.inbox.append((what, payload))
         os.eventfd_write(self.wake_fd, 1)
@@ -597,8 +596,7 @@ class _Reactor:
     def _abandon(self, reason: str) -> None:
         for job in list(self.by_uid.values()):
             if not job.sub.future.done():
-                job.sub.record.attempts = job.sub.task.retries + 1
-                job.sub.fail(reason)
+                job.sub.fail(reason, final=True)
         self.by_uid.clear()
         self.jobs.clear()
 

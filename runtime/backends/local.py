@@ -16,9 +16,6 @@ worker, so the records never show more busy cores than the share has.
 
 from __future__ import annotations
 
-import collections
-import heapq
-import itertools
 import multiprocessing
 import os
 import pickle
@@ -26,15 +23,14 @@ import selectors
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from ..framing import FramedPipe
-from ..resources import ResourceShare, SlotPool
+from ..resources import ResourceShare
 from ..task import Task, TaskKind
-from .base import Backend, Submission, find_program
+from .base import Submission, find_program
+from .loop import CallPipelining, Dispatcher, LeasedWorker, ThreadedBackend
 from .base import signal_group as _signal_group, signal_name as _signal_name, exit_description as _exit_description
 
 # a pending task is looked at most this far down the queue when the head does not fit (backfill window)
@@ -47,7 +43,7 @@ class LaunchError(Exception):
     """A task whose command cannot be built (e.g. its arguments cannot be written); the message says why."""
 
 
-class LocalBackend(Backend):
+class LocalBackend(ThreadedBackend):
     """Subprocesses and a persistent worker pool on the cores of this machine.
 
     Options: ``function_workers`` (default: one per core of the share),
@@ -76,10 +72,6 @@ class LocalBackend(Backend):
         if max_running is not None and int(max_running) < 1:
             raise ValueError(f"backend {self.name!r}: max_running must be at least 1, got {max_running!r}")
         self._max_running = int(max_running) if max_running is not None else sys.maxsize
-        self._inbox: collections.deque[tuple[str, Any]] = collections.deque()
-        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._thread: threading.Thread | None = None
-        self._closed = False
 
     # ------------------------------------------------------------------ API
     def check(self, task: Task) -> None:
@@ -101,29 +93,7 @@ class LocalBackend(Backend):
             except BaseException:
                 self._loop._teardown()
                 raise
-        self._thread = threading.Thread(target=self._loop.run, name="impeccable-local", daemon=True)
-        self._thread.start()
-
-    def submit(self, submissions: Sequence[Submission]) -> None:
-        self._post("submit", submissions)
-
-    def cancel(self, submission: Submission) -> None:
-        self._post("cancel", submission.task.uid)
-
-    def shutdown(self, cancel_pending: bool = False) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._thread is not None:
-            self._post("stop", cancel_pending)
-            self._thread.join()
-        os.close(self._wake_fd)
-
-    def _post(self, what: str, payload: Any) -> None:
-        if self._closed and what != "stop":
-            raise RuntimeError(f"the {self.name} backend is shut down")
-        self._inbox.append((what, payload))
-        os.eventfd_write(self._wake_fd, 1)
+        self._run_dispatcher(self._loop)
 
     # ------------------------------------------------------------------ hooks (dispatcher thread)
     def command_for(self, task: Task, cores: tuple[int, ...], gpus: tuple[int, ...]) -> list[str]:
@@ -170,70 +140,34 @@ class _Child:
         self.done = False
 
 
-class _Worker:
-    """A persistent function worker and the calls queued in it."""
+class _Worker(LeasedWorker):
+    """A persistent function worker process; ``outstanding`` holds the Submissions sent to it, in order."""
 
-    __slots__ = ("process", "pipe", "outstanding", "cores", "gpus", "exclusive", "head_started",
-                 "outbox", "kill_reason", "alive", "ready")
+    __slots__ = ("process", "pipe", "ready")
 
     def __init__(self, process: Any, pipe: FramedPipe) -> None:
+        super().__init__()
         self.process = process
         self.pipe = pipe
         self.ready = False  # its "ready" message has arrived
-        self.outstanding: collections.deque[Submission] = collections.deque()
-        self.cores: tuple[int, ...] = ()
-        self.gpus: tuple[int, ...] = ()
-        self.exclusive = False
-        self.head_started = 0.0
-        self.outbox: list[tuple] = []
-        self.kill_reason = ""
-        self.alive = True
 
 
-class _Dispatcher:
+class _Dispatcher(Dispatcher, CallPipelining):
     """All scheduling state; lives in the backend's single thread."""
 
+    backend: LocalBackend
+
     def __init__(self, backend: LocalBackend) -> None:
-        self.backend = backend
-        self.cores = SlotPool(backend.share.cores)
-        self.gpus = SlotPool(backend.share.gpus)
-        self.pending: collections.deque[Submission] = collections.deque()
+        super().__init__(backend)
         self.children: dict[str, _Child] = {}
         self.workers: list[_Worker] = []
         self.idle_workers: list[_Worker] = []
-        self.deadlines: list[tuple[float, int, Any, Any]] = []
-        self._seq = itertools.count()
-        self.selector = selectors.EpollSelector()
-        self.selector.register(backend._wake_fd, selectors.EVENT_READ, self._on_wake)
-        self.stopping = False
-        self.runtime_ewma_s = 0.0
-        self.depth = 1
         self._base_env = dict(os.environ)
         self._mp = multiprocessing.get_context("forkserver")
         self._mp.set_forkserver_preload(["impeccable.runtime.worker"])
         self._sent: list[_Worker] = []
         self.processes = backend.functions_as_processes
         self.max_children = backend._max_running
-
-    # ------------------------------------------------------------ main loop
-    def run(self) -> None:
-        select = self.selector.select
-        try:
-            while True:
-                for key, _ in select(self._timeout()):
-                    key.data(key.fileobj)
-                if self.deadlines:
-                    self._expire(time.time())
-                self._schedule()
-                self._flush()
-                if self.stopping and self._drained():
-                    break
-        except BaseException as exc:
-            # a bug here must not leave callers waiting forever on futures
-            self._abandon(f"local backend dispatcher crashed: {type(exc).__name__}: {exc}")
-            raise
-        finally:
-            self._teardown()
 
     def _abandon(self, reason: str) -> None:
         subs = list(self.pending) + [c.sub for c in self.children.values()]
@@ -242,30 +176,10 @@ class _Dispatcher:
             _signal_group(child.popen.pid, signal.SIGKILL)
         for sub in subs:
             if not sub.future.done():
-                sub.record.attempts = sub.task.retries + 1
-                sub.fail(reason)
-
-    def _timeout(self) -> float | None:
-        if not self.deadlines:
-            return None
-        return max(0.0, self.deadlines[0][0] - time.time())
+                sub.fail(reason, final=True)
 
     def _drained(self) -> bool:
         return not self.pending and not self.children and not any(w.outstanding for w in self.workers)
-
-    def _on_wake(self, fd: int) -> None:
-        os.eventfd_read(fd)
-        inbox = self.backend._inbox
-        while inbox:
-            what, payload = inbox.popleft()
-            if what == "submit":
-                self.pending.extend(payload)
-            elif what == "cancel":
-                self._cancel(payload)
-            elif what == "stop":
-                self.stopping = True
-                if payload:
-                    self._cancel_everything()
 
     # ------------------------------------------------------------ scheduling
     def _schedule(self) -> None:
@@ -290,33 +204,15 @@ class _Dispatcher:
         if skipped:
             pending.extendleft(reversed(skipped))
 
-    def _worker_room(self) -> bool:
-        return any(self._takes_more(w) for w in self.workers)
-
-    def _takes_more(self, w: _Worker) -> bool:
-        """Whether a busy worker may be sent another call now.
-
-        A worker is topped up to ``depth`` calls only once it has run down to
-        half of that (or while it is being topped up in this round), so that
-        one message carries many calls instead of one call per result.
-        """
-        if not w.cores or w.exclusive or not w.alive:
-            return False
-        queued = len(w.outstanding)
-        return queued < self.depth and (queued <= self.depth // 2 or bool(w.outbox))
-
     # ------------------------------------------------------------ executables
     def _place_child(self, sub: Submission) -> bool:
         task = sub.task
         if len(self.children) >= self.max_children:
             return False
-        cores = self.cores.take(task.cores)
-        if cores is None:
+        slots = self._take_slots(task.cores, task.gpus)
+        if slots is None:
             return False
-        gpus = self.gpus.take(task.gpus)
-        if gpus is None:
-            self.cores.give_back(cores)
-            return False
+        cores, gpus = slots
         if not sub.begin(cores, gpus):
             self._release(cores, gpus)
             return True
@@ -482,39 +378,27 @@ class _Dispatcher:
                         selector.unregister(key.fd)
                         del waiting[key.fd]
 
-    def _place_call(self, sub: Submission) -> bool:
+    # CallPipelining hooks
+    def _all_workers(self) -> list[_Worker]:
+        return self.workers
+
+    def _could_get_worker(self) -> bool:
+        return bool(self.idle_workers) or len(self.workers) < self.backend._max_workers
+
+    def _get_idle_worker(self) -> _Worker | None:
+        if self.idle_workers:
+            return self.idle_workers.pop()
+        if len(self.workers) < self.backend._max_workers:
+            worker = self._new_worker()
+            self.idle_workers.remove(worker)
+            return worker
+        return None
+
+    def _pipeline_limits(self) -> tuple[float, int]:
+        return self.backend._pipeline_s, self.backend._max_pipeline
+
+    def _enqueue_call(self, worker: _Worker, sub: Submission, now: float) -> None:
         task = sub.task
-        worker = None
-        if task.cores_per_rank == 1 and task.gpus == 0:
-            if self.cores.free and (self.idle_workers or len(self.workers) < self.backend._max_workers):
-                worker = self.idle_workers.pop() if self.idle_workers else self._claim_new_worker()
-                worker.cores = self.cores.take(1)  # type: ignore[assignment]
-                worker.exclusive = False
-            else:
-                best = None
-                for w in self.workers:
-                    if self._takes_more(w) and (best is None or len(w.outstanding) < len(best.outstanding)):
-                        best = w
-                if best is None:
-                    return False
-                worker = best
-        else:
-            if not (self.idle_workers or len(self.workers) < self.backend._max_workers):
-                return False
-            cores = self.cores.take(task.cores)
-            if cores is None:
-                return False
-            gpus = self.gpus.take(task.gpus)
-            if gpus is None:
-                self.cores.give_back(cores)
-                return False
-            worker = self.idle_workers.pop() if self.idle_workers else self._claim_new_worker()
-            worker.cores, worker.gpus, worker.exclusive = cores, gpus, True
-        now = time.time()
-        if not sub.begin(worker.cores, worker.gpus, when=now):
-            if not worker.outstanding:
-                self._idle(worker)
-            return True
         env = {"CUDA_VISIBLE_DEVICES": ",".join(map(str, worker.gpus))} if worker.gpus else None
         worker.outstanding.append(sub)
         worker.outbox.append((task.uid, task.function, task.args, dict(task.kwargs) if task.kwargs else {}, env))
@@ -522,12 +406,6 @@ class _Dispatcher:
             self._sent.append(worker)
         if len(worker.outstanding) == 1:
             self._head_started(worker, now)
-        return True
-
-    def _claim_new_worker(self) -> _Worker:
-        worker = self._new_worker()
-        self.idle_workers.remove(worker)
-        return worker
 
     def _flush(self) -> None:
         for worker in self._sent:
@@ -556,11 +434,12 @@ class _Dispatcher:
             except (pickle.PicklingError, TypeError, AttributeError) as item_exc:
                 sub = next(s for s in worker.outstanding if s.task.uid == item[0])
                 worker.outstanding.remove(sub)
-                sub.fail(f"arguments cannot be sent to a worker: {item_exc}")
+                sub.fail(f"arguments cannot be sent to a worker: {type(item_exc).__name__}: {item_exc}", final=True)
             else:
                 self._write(worker, data)
         if not worker.outstanding:
             self._idle(worker)
+            self._come_round_again()
 
     def _on_worker_event(self, worker: _Worker) -> None:
         """Results (all that are waiting, in order), a writable pipe, or the worker's death."""
@@ -585,9 +464,7 @@ class _Dispatcher:
             token, ok, started, finished = sub.task.uid, False, time.time(), time.time()
             payload = (None, f"result cannot be unpickled in the pilot: {exc}", None)
         sub.started(started)
-        runtime = finished - started
-        self.runtime_ewma_s = runtime if not self.runtime_ewma_s else 0.8 * self.runtime_ewma_s + 0.2 * runtime
-        self.depth = max(1, min(self.backend._max_pipeline, int(self.backend._pipeline_s / max(self.runtime_ewma_s, 1e-6))))
+        self._call_finished(started, finished)
         if ok:
             sub.complete(payload, when=finished)
         else:
@@ -600,16 +477,9 @@ class _Dispatcher:
             self._idle(worker)
 
     def _head_started(self, worker: _Worker, when: float) -> None:
-        worker.head_started = when
         timeout = worker.outstanding[0].task.timeout_s
         if timeout:
             self._arm(when + timeout, "call-timeout", (worker, worker.outstanding[0]))
-
-    def _idle(self, worker: _Worker) -> None:
-        self._release(worker.cores, worker.gpus)
-        worker.cores, worker.gpus, worker.exclusive = (), (), False
-        if worker.alive:
-            self.idle_workers.append(worker)
 
     def _worker_died(self, worker: _Worker, reason: str | None = None) -> None:
         if not worker.alive:
@@ -625,8 +495,7 @@ class _Dispatcher:
             reason = worker.kill_reason or f"worker process died ({_exit_description(worker.process.exitcode)})"
         outstanding = list(worker.outstanding)
         worker.outstanding.clear()
-        self._release(worker.cores, worker.gpus)
-        worker.cores, worker.gpus = (), ()
+        self._release_worker(worker)
         if outstanding:
             culprit, rest = outstanding[0], outstanding[1:]
             for sub in rest:  # never started: they go back to the queue without spending a retry
@@ -638,23 +507,18 @@ class _Dispatcher:
                 self.pending.append(culprit)
 
     # ------------------------------------------------------------ deadlines, cancel, stop
-    def _arm(self, when: float, what: str, target: Any) -> None:
-        heapq.heappush(self.deadlines, (when, next(self._seq), what, target))
-
-    def _expire(self, now: float) -> None:
-        while self.deadlines and self.deadlines[0][0] <= now:
-            _, _, what, target = heapq.heappop(self.deadlines)
-            if what == "timeout" and not target.done:
-                target.timed_out = True
-                _signal_group(target.popen.pid, signal.SIGTERM)
-                self._arm(now + KILL_GRACE_S, "kill", target)
-            elif what == "kill" and not target.done:
-                _signal_group(target.popen.pid, signal.SIGKILL)
-            elif what == "call-timeout":
-                worker, sub = target
-                if worker.alive and worker.outstanding and worker.outstanding[0] is sub:
-                    worker.kill_reason = f"timed out after {sub.task.timeout_s:g} s (worker killed and replaced)"
-                    worker.process.kill()  # the EOF on its pipe reports the death
+    def _deadline(self, what: str, target: Any, now: float) -> None:
+        if what == "timeout" and not target.done:
+            target.timed_out = True
+            _signal_group(target.popen.pid, signal.SIGTERM)
+            self._arm(now + KILL_GRACE_S, "kill", target)
+        elif what == "kill" and not target.done:
+            _signal_group(target.popen.pid, signal.SIGKILL)
+        elif what == "call-timeout":
+            worker, sub = target
+            if worker.alive and worker.outstanding and worker.outstanding[0] is sub:
+                worker.kill_reason = f"timed out after {sub.task.timeout_s:g} s (worker killed and replaced)"
+                worker.process.kill()  # the EOF on its pipe reports the death
 
     def _cancel(self, uid: str) -> None:
         child = self.children.get(uid)
@@ -662,11 +526,8 @@ class _Dispatcher:
             child.canceled = True
             _signal_group(child.popen.pid, signal.SIGKILL)
             return
-        for sub in self.pending:
-            if sub.task.uid == uid:
-                self.pending.remove(sub)
-                sub.cancel("canceled before it started")
-                return
+        if self._cancel_pending(uid):
+            return
         for worker in self.workers:
             # a call still queued behind another in a worker has been handed over: it will run
             if worker.outstanding and worker.outstanding[0].task.uid == uid:
@@ -690,6 +551,7 @@ class _Dispatcher:
                 worker.process.kill()
 
     def _release(self, cores: tuple[int, ...], gpus: tuple[int, ...]) -> None:
+        """Give a child's slots back."""
         self.cores.give_back(cores)
         self.gpus.give_back(gpus)
 
