@@ -93,6 +93,31 @@ def test_tiny_campaign_end_to_end(tmp_path):
     assert store.db.execute("SELECT count(*) FROM tasks WHERE session=2").fetchone() == (0,)
 
 
+def test_two_rounds_of_active_learning(tmp_path):
+    path = tiny(tmp_path, limit=80)
+    path.write_text(path.read_text().replace("seed = 3\n", "seed = 3\nrounds = 2\n", 1))
+    campaign = load_campaign(path)
+    assert campaign.campaign.rounds == 2
+    summary = CampaignRunner(campaign, tmp_path / "run").run()
+    assert summary["failed_tasks"] == []
+    store = Store.open_existing(tmp_path / "run")
+    by_round = dict(store.db.execute(
+        "SELECT round || ' ' || origin, count(*) FROM docking GROUP BY round, origin").fetchall())
+    # round 1 re-docks 3 compounds round 0 had not docked: the surrogate learns from new scores each round
+    assert by_round == {"0 seed": 10, "0 redock": 3, "1 redock": 3}
+    assert store.db.execute("SELECT count(DISTINCT id) FROM docking").fetchone() == (16,)
+    (r0, report0), (r1, report1) = store.models()
+    assert (r0, r1) == (0, 1) and report0["n_scores"] == 10 and report1["n_scores"] == 13
+    for r in (0, 1):
+        n, scored, filtered, failed = store.inference_counts(r)
+        assert scored + filtered + failed == 80
+    top = sorted((score, cid) for cid, score in store.dock_score_map().items())[0][1]
+    assert top in store.md_results()  # the campaign's best compound has MD, whichever round found it
+    # finished: running again does nothing
+    CampaignRunner(campaign, tmp_path / "run").run()
+    assert store.db.execute("SELECT count(*) FROM tasks WHERE session=2").fetchone() == (0,)
+
+
 def docked_count(db: Path) -> int:
     try:
         with sqlite3.connect(db, timeout=5) as con:
