@@ -224,3 +224,19 @@ def test_unpicklable_arguments_fail_at_once_without_retrying():
     assert good.result() == 7
     assert bad.record.state is TaskState.FAILED and bad.record.attempts == 1
     assert "arguments cannot be sent to a worker" in bad.record.error
+
+
+def test_shutdown_with_cancel_while_calls_are_pipelined_in_workers(monkeypatch):
+    # results of calls queued in a worker can arrive after shutdown canceled them and before the kill lands
+    import threading
+
+    crashes = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashes.append(args.exc_value))
+    for _ in range(5):
+        pilot = Pilot(2).start()
+        futures = pilot.submit_many([function_task(null_function) for _ in range(5000)])
+        pilot.shutdown(cancel_pending=True)
+        assert all(f.done() for f in futures)
+        states = {r.state for r in pilot.records}
+        assert states <= {TaskState.DONE, TaskState.CANCELED}, [r.error for r in pilot.records if r.error][:3]
+    assert not crashes, f"the dispatcher thread crashed: {crashes[0]!r}"

@@ -457,6 +457,8 @@ class _Dispatcher(Dispatcher, CallPipelining):
             self._worker_died(worker)
 
     def _on_result(self, worker: _Worker, data: bytes) -> None:
+        if not worker.outstanding:
+            return  # a queued call canceled at shutdown ran before its worker was killed: already final
         sub = worker.outstanding.popleft()
         try:
             token, ok, payload, started, finished = pickle.loads(data)
