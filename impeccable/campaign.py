@@ -25,9 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import queue
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Campaign
+from .events import EventQueue, InterruptGuard
 from .runtime.backends.base import TaskFailed, TaskFuture
 from .runtime.pilot import Pilot
 from .runtime.records import TaskState
@@ -74,7 +73,8 @@ class CampaignRunner:
         self.store = Store(self.run_dir / "campaign.db")
         self.progress = progress  # an object with update(stage, StageProgress), or None
         self._pilot = pilot
-        self.events: queue.SimpleQueue[tuple[TaskFuture, Handler]] = queue.SimpleQueue()
+        self.events = EventQueue()  # (future, handler) of finished tasks, from the backends' threads
+        self.guard = InterruptGuard()
         self.outstanding = 0
         self.stage: dict[str, StageProgress] = {}
         self.failed_tasks: list[str] = []
@@ -110,44 +110,49 @@ class CampaignRunner:
         self.pilot = self._pilot or self._make_pilot()
         self.session = self.store.begin_session(self.pilot.allocation.cores,
                                                 {k.value: v for k, v in self.pilot.routes.items()})
-        previous_term = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
         status = "failed"
-        try:
-            self.pilot.start()
-            self._plan()
-            self._loop()
-            status = "done" if not self.failed_tasks else "done-with-failures"
-        except KeyboardInterrupt:
-            status = "interrupted"
-            self._drain()
-            raise CampaignInterrupted(
-                f"interrupted; results so far are kept in {self.run_dir}: run the same command to resume") from None
-        finally:
-            self.pilot.shutdown(cancel_pending=status not in ("done", "done-with-failures"))
-            self.store.add_task_records(self.session, self.pilot.records)
-            self.store.end_session(self.session, status)
-            if previous_term is not None:
-                signal.signal(signal.SIGTERM, previous_term)
+        with self.guard:
+            try:
+                self.pilot.start()
+                self._plan()
+                self._loop()
+                status = "done" if not self.failed_tasks else "done-with-failures"
+            except KeyboardInterrupt:
+                status = "interrupted"
+                with self.guard.deferred(raise_after=False):
+                    self._drain()
+                raise CampaignInterrupted(
+                    f"interrupted; results so far are kept in {self.run_dir}: run the same command to resume"
+                ) from None
+            finally:
+                with self.guard.deferred(raise_after=False):
+                    self.pilot.shutdown(cancel_pending=status not in ("done", "done-with-failures"))
+                    self.store.add_task_records(self.session, self.pilot.records)
+                    self.store.end_session(self.session, status)
+                    self.events.close()
         return self.summary()
 
     def _loop(self) -> None:
+        """Handle finished tasks until none is outstanding; Ctrl-C never interrupts a handler halfway."""
         while self.outstanding:
-            future, handler = self.events.get()
+            item = self.events.pop()
+            if item is None:
+                self.events.wait()  # Ctrl-C lands here, before an event is taken, or after one is handled
+                continue
+            future, handler = item
             self.outstanding -= 1
-            try:
-                handler(future)
-            finally:
-                self.store.add_task_records(self.session, [future.record])
+            with self.guard.deferred():
+                try:
+                    handler(future)
+                finally:
+                    self.store.add_task_records(self.session, [future.record])
 
     def _drain(self) -> None:
-        """After Ctrl-C: stop the pilot, then keep the results of tasks that finished meanwhile."""
+        """After Ctrl-C: stop the pilot, then keep the results of every task that finished."""
         self.draining = True
-        self.pilot.shutdown(cancel_pending=True)
-        while True:
-            try:
-                future, handler = self.events.get_nowait()
-            except queue.Empty:
-                return
+        self.pilot.shutdown(cancel_pending=True)  # every future is final now: its event is queued
+        while (item := self.events.pop()) is not None:
+            future, handler = item
             if future.record.state is TaskState.DONE:
                 try:
                     handler(future)
@@ -297,6 +302,8 @@ class CampaignRunner:
 
     # ------------------------------------------------------------------ 2. training
     def _train(self, r: int) -> None:
+        if self.draining:
+            return  # interrupted: the next stage starts when the run is resumed
         existing = self.store.model(r)
         if existing is not None and Path(existing[0]).is_file():
             self._tick(f"train r{r}", total=1, done=1)
@@ -484,16 +491,6 @@ class CampaignRunner:
             "stages": {k: dataclasses.asdict(v) for k, v in self.stage.items()},
             "failed_tasks": self.failed_tasks,
         }
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

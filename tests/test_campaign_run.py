@@ -158,3 +158,32 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path):
     assert redone == 0
     assert store.db.execute("SELECT count(*) FROM docking WHERE origin='seed'").fetchone() == (10,)
     assert store.sessions()[-1]["status"] == "done"
+
+
+def test_ctrl_c_during_docking_with_filters_loses_nothing(tmp_path):
+    """RDKit filter calls in the manager used to leave Ctrl-C waiting for the next task, whose results were lost."""
+    path = tiny(tmp_path, per_task=5)  # the tiny campaign filters on rotatable bonds: RDKit runs in the manager
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "impeccable.cli", "run", str(path), "--run-dir", str(run_dir), "--no-progress",
+           "--no-report"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while docked_count(run_dir / "campaign.db") < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted:\n" + proc.stdout.read()
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)  # the second docking task (5 ligands, ~10 s) is running
+    out, _ = proc.communicate(timeout=120)
+    waited = time.monotonic() - sent
+    print(f"\nexited {waited:.2f} s after SIGINT")
+    assert proc.returncode == 130, out
+    store = Store.open_existing(run_dir)
+    states = dict(store.db.execute("SELECT name, state FROM tasks WHERE stage='seed dock'").fetchall())
+    assert "CANCELED" in states.values(), f"the running task was waited for, not stopped: {states} ({waited:.1f} s)"
+    assert waited < 10, f"Ctrl-C took {waited:.1f} s"  # the bug waited 18-25 s for the running task to end
+    for name, state in states.items():  # every docking task recorded DONE has all its compounds stored
+        if state == "DONE":
+            ligands = run_dir / "work" / "dock" / name.split(" ", 1)[1] / "ligands.csv"
+            ids = {row["id"] for row in csv.DictReader(open(ligands))}
+            stored = {cid for (cid,) in store.db.execute("SELECT id FROM docking")}
+            assert ids <= stored, f"{name} is DONE but {sorted(ids - stored)} were lost"
