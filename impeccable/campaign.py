@@ -24,27 +24,29 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .config import Campaign
 from .events import EventQueue, InterruptGuard
-from .runtime.backends.base import TaskFailed, TaskFuture
+from .runtime.backends.base import TaskFuture
 from .runtime.pilot import Pilot
 from .runtime.records import TaskState
 from .runtime.resources import Allocation
 from .runtime.task import Task, executable_task, function_task
-from .stages.library import LibraryRecord, read_library, sample_records
+from .stages.library import LibraryRecord, read_library, sample_records, write_library
 from .store import DockRow, Store
 
 
 class CampaignInterrupted(Exception):
     """Ctrl-C or SIGTERM: everything committed so far is kept; run the same command to resume."""
+
+
+class CampaignInputError(ValueError):
+    """The campaign's inputs cannot be used (library, receptor, run directory); the message names which."""
 
 
 @dataclasses.dataclass
@@ -80,22 +82,48 @@ class CampaignRunner:
         self.failed_tasks: list[str] = []
         self.md_inflight: set[str] = set()
         self.draining = False
-        self._check_same_campaign()
 
     # ------------------------------------------------------------------ setup
+    def _validate_inputs(self) -> None:
+        """Read the receptor and the whole library before any task runs, so that their errors are
+        reported at once, naming the file, rather than as failed tasks (or not at all)."""
+        from .stages.errors import StageInputError
+        from .stages.library import scan_library
+        from .stages.receptor import load_receptor
+
+        source = self.c.source or "campaign"
+        try:
+            load_receptor(self.c.receptor.path, site_file=self.c.receptor.site)
+        except StageInputError as exc:
+            raise CampaignInputError(f"{source}: receptor: {exc}") from None
+        lib = self.c.library
+        try:
+            self.scan = scan_library(lib.path, id_column=lib.id_column, smiles_column=lib.smiles_column,
+                                     limit=lib.limit)
+        except StageInputError as exc:
+            raise CampaignInputError(f"{source}: library: {exc}") from None
+        if self.scan.skipped_count:
+            line, _, reason = self.scan.skipped[0]
+            print(f"warning: {self.scan.skipped_count} library row(s) skipped (first: {reason}); "
+                  "`impeccable status` lists them", file=sys.stderr)
+            self.store.add_failures("library", [(cid or f"line {line}", reason) for line, cid, reason in self.scan.skipped])
+
     def _check_same_campaign(self) -> None:
-        """A run directory belongs to one campaign; settings that change results must not change on resume."""
+        """A run directory belongs to one campaign; settings that change results must not change on resume.
+
+        Called once the inputs have validated; a directory that holds no results yet takes the new settings.
+        """
         fingerprint = json.dumps(
             {k: v for k, v in self.c.model_dump(mode="json").items() if k not in ("pilot", "source")}, sort_keys=True)
         previous = self.store.get_meta("campaign")
-        if previous is None:
+        if previous is None or (previous != fingerprint and not self.store.has_results()):
             self.store.set_meta("campaign", fingerprint)
             self.store.set_meta("name", self.c.name)
         elif previous != fingerprint:
             old, new = json.loads(previous), json.loads(fingerprint)
             changed = sorted(f"{s}.{k}" for s in new for k in set(old.get(s, {})) | set(new[s])
                              if old.get(s, {}).get(k) != new[s].get(k))
-            raise ValueError(
+            raise CampaignInputError(
                 f"{self.run_dir}: this run directory holds campaign results made with other settings "
                 f"({', '.join(changed) or 'changed sections'}); use a new --run-dir or restore the settings")
 
@@ -106,7 +134,12 @@ class CampaignRunner:
 
     # ------------------------------------------------------------------ run
     def run(self) -> dict[str, Any]:
-        """Run (or resume) to the end; returns a summary. Raises CampaignInterrupted on Ctrl-C/SIGTERM."""
+        """Run (or resume) to the end; returns a summary.
+
+        Raises CampaignInputError (nothing started) for unusable inputs, CampaignInterrupted on Ctrl-C/SIGTERM.
+        """
+        self._validate_inputs()
+        self._check_same_campaign()
         self.pilot = self._pilot or self._make_pilot()
         self.session = self.store.begin_session(self.pilot.allocation.cores,
                                                 {k.value: v for k, v in self.pilot.routes.items()})
@@ -187,7 +220,7 @@ class CampaignRunner:
     # ------------------------------------------------------------------ planning
     def _plan(self) -> None:
         """Decide what is left to do in round 0 (or in the round a resumed run stopped in) and submit it."""
-        self.library_size = self._count_library()
+        self.library_size = self.scan.count
         self.n_batches = max(1, -(-self.library_size // self.c.infer.batch_size))
         done_rounds = 0
         for r in range(self.c.campaign.rounds):
@@ -196,12 +229,6 @@ class CampaignRunner:
         if done_rounds == self.c.campaign.rounds:
             return
         self._start_round(done_rounds)
-
-    def _count_library(self) -> int:
-        n = 0
-        for n, _ in enumerate(self._library(), start=1):
-            pass
-        return n
 
     def _library(self) -> Iterator[LibraryRecord]:
         lib = self.c.library
@@ -266,7 +293,7 @@ class CampaignRunner:
         shutil.rmtree(out, ignore_errors=True)  # a killed run may have left a partial rank file
         out.mkdir(parents=True)
         ligands = folder / "ligands.csv"
-        _write_csv(ligands, records)
+        write_library(records, ligands)  # quoted CSV: an id may hold a comma
         d = self.c.dock
         argv = [sys.executable, "-m", "impeccable.stages.dock", "--receptor", str(self.c.receptor.path),
                 "--ligands", str(ligands), "--out-dir", str(out), "--exhaustiveness", str(d.exhaustiveness),
@@ -294,8 +321,9 @@ class CampaignRunner:
             rows.append(DockRow(cid, by_id[cid].smiles, meta["round"], meta["origin"], item.get("score_kcal_mol"),
                                 item.get("pose_sdf"), item.get("error")))
         missing = set(by_id) - {row.id for row in rows}
-        rows += [DockRow(cid, by_id[cid].smiles, meta["round"], meta["origin"], None, None,
-                         "no result written by the docking task") for cid in sorted(missing)]
+        lost = f"the docking task wrote no result for it (see {meta['out'].parent / 'stderr.log'})"
+        rows += [DockRow(cid, by_id[cid].smiles, meta["round"], meta["origin"], None, None, lost)
+                 for cid in sorted(missing)]
         self.store.add_docking(rows, meta["key"])
         self._tick(stage, done=sum(r.score is not None for r in rows), failed=sum(r.score is None for r in rows))
         return rows
@@ -507,15 +535,6 @@ def _chunks_iter(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
             chunk = []
     if chunk:
         yield chunk
-
-
-def _write_csv(path: Path, records: list[LibraryRecord]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as fh:
-        fh.write("id,smiles\n")
-        for rec in records:
-            fh.write(f"{rec.id},{rec.smiles}\n")
-    os.replace(tmp, path)
 
 
 def _safe(cid: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -61,22 +62,21 @@ def load(path: Path, args: argparse.Namespace | None = None) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .campaign import CampaignInterrupted, CampaignRunner
+    from .campaign import CampaignInputError, CampaignInterrupted, CampaignRunner
     from .progress import ProgressView
 
     campaign = load(args.campaign, args)
     run_dir = campaign.run_dir(args.run_dir)
     view = None if args.no_progress else ProgressView()
+    runner = CampaignRunner(campaign, run_dir, progress=view)
     try:
-        runner = CampaignRunner(campaign, run_dir, progress=view)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    try:
-        with view or _Null():
+        with view or contextlib.nullcontext():
             summary = runner.run()
     except CampaignInterrupted as exc:
         print(str(exc))
         return 130
+    except CampaignInputError as exc:
+        raise UserError(str(exc)) from None
     print(f"campaign {campaign.name} finished: results in {run_dir}/campaign.db")
     for failure in summary["failed_tasks"]:
         print(f"  failed: {failure}")
@@ -121,11 +121,3 @@ def _open(run_dir: Path) -> Any:
         return Store.open_existing(run_dir)
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from None
-
-
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

@@ -109,6 +109,11 @@ class Store:
     def end_session(self, session: int, status: str) -> None:
         self.db.execute("UPDATE sessions SET finished=?, status=? WHERE session=?", (time.time(), status, session))
 
+    def has_results(self) -> bool:
+        """Whether anything was computed here (a score, a model, a prediction, an MD result)."""
+        return any(self.db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
+                   for table in ("docking", "models", "predictions", "md"))
+
     def sessions(self) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT session, started, finished, cores, routes, status FROM sessions ORDER BY session")
         return [dict(zip(("session", "started", "finished", "cores", "routes", "status"), row)) for row in cur]

@@ -9,9 +9,10 @@ streams: it reads one line at a time and keeps at most the records it returns
 - ``.smi`` / ``.smi.gz``: ``SMILES<whitespace>ID`` per line; ``#`` comments and
   a first line starting with the word ``smiles`` are skipped.
 
-A malformed row raises :class:`StageInputError` naming the file and line; an
-unparsable SMILES is *not* the reader's business (ligand preparation reports it
-per molecule).
+A malformed row raises :class:`StageInputError` naming the file and line; a row
+with an empty id or SMILES is skipped with a reason (one bad row must not cost
+a million-compound screen); an unparsable SMILES is *not* the reader's business
+(ligand preparation reports it per molecule).
 """
 
 from __future__ import annotations
@@ -22,15 +23,22 @@ import io
 import os
 import random
 import tempfile
-from collections.abc import Iterable, Iterator
+from array import array
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, TextIO
+
+import numpy as np
 
 from .errors import StageInputError
 
 __all__ = [
     "LibraryRecord",
     "read_library",
+    "numbered_records",
+    "scan_library",
+    "LibraryScan",
     "count_records",
     "sample_records",
     "sample_library",
@@ -47,30 +55,115 @@ class LibraryRecord(NamedTuple):
     smiles: str
 
 
+SkipHandler = Callable[[int, str, str], None]
+"""Called as ``on_skip(line, id, reason)`` for a row that is skipped (``id`` may be empty)."""
+
+
 def read_library(
     path: str | os.PathLike[str],
     *,
     id_column: str = "id",
     smiles_column: str = "smiles",
+    on_skip: SkipHandler | None = None,
 ) -> Iterator[LibraryRecord]:
     """Yield the records of a library file in file order, one line at a time.
 
-    Raises StageInputError (naming the file, and the line where there is one)
-    for a missing file, a missing column, a row without an id or SMILES, or a
-    library with no records at all (raised when the stream ends).
+    A row with an empty id or SMILES is skipped (``on_skip`` hears of it, with its
+    line and the reason). Raises StageInputError (naming the file, and the line where
+    there is one) for a missing file, a missing column, a malformed row, or a library
+    with no records at all (raised when the stream ends).
     """
+    for _, record in numbered_records(path, id_column=id_column, smiles_column=smiles_column, on_skip=on_skip):
+        yield record
+
+
+def numbered_records(
+    path: str | os.PathLike[str],
+    *,
+    id_column: str = "id",
+    smiles_column: str = "smiles",
+    on_skip: SkipHandler | None = None,
+) -> Iterator[tuple[int, LibraryRecord]]:
+    """:func:`read_library` with each record's line number in the file (1-based, the header is line 1)."""
     path = Path(path)
     if not path.is_file():
         raise StageInputError(f"{path}: library file not found")
     kind = _library_kind(path)
-    n = 0
+    n = skipped = 0
+
+    def skip(line: int, cid: str, reason: str) -> None:
+        nonlocal skipped
+        skipped += 1
+        if on_skip is not None:
+            on_skip(line, cid, reason)
+
     with _open_text(path) as handle:
-        rows = _csv_rows(path, handle, id_column, smiles_column) if kind == "csv" else _smi_rows(path, handle)
-        for record in rows:
+        rows = (_csv_rows(path, handle, id_column, smiles_column, skip) if kind == "csv"
+                else _smi_rows(path, handle, skip))
+        for item in rows:
             n += 1
-            yield record
+            yield item
     if n == 0:
-        raise StageInputError(f"{path}: library is empty (no compound records)")
+        why = f"; {skipped} row(s) skipped for an empty id or SMILES" if skipped else ""
+        raise StageInputError(f"{path}: library is empty (no compound records{why})")
+
+
+@dataclass
+class LibraryScan:
+    """What one pass over a library found: how many records, and which rows were skipped and why."""
+
+    count: int = 0
+    skipped: list[tuple[int, str, str]] = field(default_factory=list)  # (line, id, reason), the first 1,000
+    skipped_count: int = 0
+
+
+def scan_library(
+    path: str | os.PathLike[str],
+    *,
+    id_column: str = "id",
+    smiles_column: str = "smiles",
+    limit: int | None = None,
+) -> LibraryScan:
+    """Count the records (the first ``limit`` only, if given) and refuse duplicate ids.
+
+    Two rows with one id would attach one molecule's results to the other's SMILES,
+    so they raise StageInputError naming both lines. Memory: 8 bytes per record (a
+    hash of each id); the lines of a repeated id are found by a second pass.
+    """
+    scan = LibraryScan()
+
+    def on_skip(line: int, cid: str, reason: str) -> None:
+        scan.skipped_count += 1
+        if len(scan.skipped) < 1000:
+            scan.skipped.append((line, cid, reason))
+
+    hashes = array("q")
+    columns = {"id_column": id_column, "smiles_column": smiles_column}
+    for _, record in numbered_records(path, on_skip=on_skip, **columns):
+        if limit is not None and scan.count >= limit:
+            break
+        hashes.append(hash(record.id))
+        scan.count += 1
+    sorted_hashes = np.sort(np.frombuffer(hashes, dtype=np.int64))
+    repeated = set(sorted_hashes[1:][sorted_hashes[1:] == sorted_hashes[:-1]].tolist())
+    if repeated:
+        _refuse_duplicates(Path(path), repeated, scan.count, columns)
+    return scan
+
+
+def _refuse_duplicates(path: Path, repeated: set[int], count: int, columns: dict[str, str]) -> None:
+    """Find the lines of the ids whose hashes repeat; raise for the first id that really repeats."""
+    first_line: dict[str, int] = {}
+    for i, (line, record) in enumerate(numbered_records(path, **columns)):
+        if i >= count:
+            return
+        if hash(record.id) not in repeated:
+            continue
+        if record.id in first_line:
+            raise StageInputError(
+                f"{path}:{line}: id {record.id!r} is also on line {first_line[record.id]}: every compound needs "
+                "its own id (results are stored by id); rename or remove one of the two rows")
+        first_line[record.id] = line
 
 
 def count_records(path: str | os.PathLike[str], **columns: str) -> int:
@@ -198,7 +291,8 @@ def _open_text(path: Path, mode: str = "r", *, gz: bool | None = None) -> TextIO
     return open(path, mode, encoding="utf-8", newline="")
 
 
-def _csv_rows(path: Path, handle: TextIO, id_column: str, smiles_column: str) -> Iterator[LibraryRecord]:
+def _csv_rows(path: Path, handle: TextIO, id_column: str, smiles_column: str,
+              skip: SkipHandler) -> Iterator[tuple[int, LibraryRecord]]:
     reader = csv.reader(handle)
     try:
         header = next(reader)
@@ -225,15 +319,16 @@ def _csv_rows(path: Path, handle: TextIO, id_column: str, smiles_column: str) ->
                 raise StageInputError(f"{path}:{line}: expected at least {width} fields, found {len(row)}")
             cid, smiles = row[i_id].strip(), row[i_smi].strip()
             if not cid:
-                raise StageInputError(f"{path}:{line}: empty id")
-            if not smiles:
-                raise StageInputError(f"{path}:{line}: empty SMILES for id {cid!r}")
-            yield LibraryRecord(cid, smiles)
+                skip(line, "", f"{path.name}:{line}: empty id (SMILES {smiles!r})")
+            elif not smiles:
+                skip(line, cid, f"{path.name}:{line}: empty SMILES for id {cid!r}")
+            else:
+                yield line, LibraryRecord(cid, smiles)
     except (csv.Error, UnicodeDecodeError, OSError, EOFError) as exc:
         raise StageInputError(f"{path}:{reader.line_num}: unreadable: {exc}") from None
 
 
-def _smi_rows(path: Path, handle: TextIO) -> Iterator[LibraryRecord]:
+def _smi_rows(path: Path, handle: TextIO, skip: SkipHandler) -> Iterator[tuple[int, LibraryRecord]]:
     try:
         for line_no, line in enumerate(handle, start=1):
             text = line.strip()
@@ -243,7 +338,8 @@ def _smi_rows(path: Path, handle: TextIO) -> Iterator[LibraryRecord]:
             if line_no == 1 and fields[0].lower() == "smiles":
                 continue
             if len(fields) < 2:
-                raise StageInputError(f"{path}:{line_no}: expected 'SMILES ID', found {text!r}")
-            yield LibraryRecord(fields[1], fields[0])
+                skip(line_no, "", f"{path.name}:{line_no}: no id after the SMILES {fields[0]!r}")
+                continue
+            yield line_no, LibraryRecord(fields[1], fields[0])
     except (UnicodeDecodeError, OSError, EOFError) as exc:
         raise StageInputError(f"{path}: unreadable: {exc}") from None

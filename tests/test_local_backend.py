@@ -70,6 +70,18 @@ def test_failing_executable_keeps_exit_code_and_stderr(local_pilot):
     assert good.result(timeout=30).state is TaskState.DONE
 
 
+def test_failing_executable_with_a_stderr_file_names_its_last_line(local_pilot, tmp_path):
+    """Stage tasks write stderr to a file; its last line (the stage's own error message) goes into the error."""
+    log = tmp_path / "stderr.log"
+    task = executable_task(["sh", "-c", "echo warming up >&2; echo 'error: box is 61.0 angstrom away' >&2; exit 2"],
+                           stderr=str(log))
+    future = local_pilot.submit(task)
+    with pytest.raises(TaskFailed):
+        future.result(timeout=30)
+    assert future.record.error == "exit code 2; stderr: error: box is 61.0 angstrom away"
+    assert "warming up" in log.read_text()
+
+
 def test_executable_killed_by_signal(local_pilot):
     future = local_pilot.submit(executable_task([SH, "-c", "kill -KILL $$"], name="killed"))
     with pytest.raises(TaskFailed, match="killed by signal SIGKILL"):
@@ -171,6 +183,43 @@ def test_mpi_task_runs_ranks_with_mpiexec(local_pilot):
     with pilot:
         record = pilot.submit(task).result(timeout=60)
     assert record.state is TaskState.DONE and record.cores == 2 and len(record.slots) == 2
+
+
+LISTENERS = r"""
+import os, sys
+if len(sys.argv) > 1:
+    from mpi4py import MPI  # a real MPI start: the netmod opens its own sockets
+    MPI.COMM_WORLD.Barrier()
+links = []
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        links.append(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:  # the descriptor listdir itself used
+        pass
+mine = {link[8:-1] for link in links if link.startswith("socket:[")}
+for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for line in open(table).readlines()[1:]:
+        fields = line.split()
+        address, state, inode = fields[1].split(":")[0], fields[3], fields[9]
+        loopback = address in ("0100007F", "00000000000000000000000001000000")
+        if state == "0A" and inode in mine and not loopback:
+            print(f"rank {os.environ.get('PMI_RANK')} listens on {table} {fields[1]}")
+            sys.exit(1)
+"""
+
+
+@pytest.mark.parametrize("mpi_init", [False, True], ids=["launcher", "mpi4py"])
+def test_mpi_task_listens_on_no_network_interface(tmp_path, mpi_init):
+    """A single-node MPI task must not open a TCP port on every interface (hydra's control port did)."""
+    script = tmp_path / "listeners.py"
+    script.write_text(LISTENERS)
+    if mpi_init:
+        pytest.importorskip("mpi4py")
+    task = executable_task([sys.executable, str(script), *(["init"] if mpi_init else [])], mpi=True, ranks=2)
+    with Pilot(2) as pilot:
+        future = pilot.submit(task)
+        concurrent.futures.wait([future], timeout=120)
+    assert future.record.state is TaskState.DONE, future.record.error
 
 
 def test_many_null_functions_all_finish():

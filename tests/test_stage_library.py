@@ -9,6 +9,7 @@ import pytest
 
 from impeccable.stages.errors import StageInputError
 from impeccable.stages.library import (
+    scan_library,
     LibraryRecord,
     count_records,
     iter_shard,
@@ -48,8 +49,8 @@ def test_empty_library_is_an_error_naming_the_file(tmp_path):
 def test_missing_column_and_bad_row_name_file_and_line(tmp_path):
     with pytest.raises(StageInputError, match=r"lib\.csv:1: no SMILES column"):
         list(read_library(_csv(tmp_path, "id,structure\nx,CCO\n")))
-    with pytest.raises(StageInputError, match=r"bad\.csv:3: empty SMILES for id 'b'"):
-        list(read_library(_csv(tmp_path, "id,smiles\na,CCO\nb,\n", "bad.csv")))
+    with pytest.raises(StageInputError, match=r"short\.csv:3: expected at least 2 fields"):
+        list(read_library(_csv(tmp_path, "id,smiles\na,CCO\nb\n", "short.csv")))
     with pytest.raises(StageInputError, match="not found"):
         list(read_library(tmp_path / "nope.csv"))
 
@@ -71,3 +72,27 @@ def test_write_library_round_trips(tmp_path):
     assert write_library(records, out) == 2
     assert list(read_library(out)) == records
     assert not list(out.parent.glob("*.tmp"))
+
+
+def test_rows_with_an_empty_id_or_smiles_are_skipped_with_a_reason(tmp_path):
+    skipped = []
+    path = _csv(tmp_path, "id,smiles\na,CCO\nb,\n,CCN\nc,CCC\n", "holes.csv")
+    ids = [r.id for r in read_library(path, on_skip=lambda line, cid, why: skipped.append((line, cid, why)))]
+    assert ids == ["a", "c"]
+    assert skipped == [(3, "b", "holes.csv:3: empty SMILES for id 'b'"), (4, "", "holes.csv:4: empty id (SMILES 'CCN')")]
+    with pytest.raises(StageInputError, match=r"library is empty \(no compound records; 1 row\(s\) skipped"):
+        list(read_library(_csv(tmp_path, "id,smiles\nb,\n", "none.csv")))
+
+
+def test_duplicate_ids_are_refused_naming_both_lines(tmp_path):
+    path = _csv(tmp_path, "id,smiles\na,CCO\nb,CCN\nc,CCC\nb,c1ccccc1\n", "dup.csv")
+    with pytest.raises(StageInputError, match=r"dup\.csv:5: id 'b' is also on line 3"):
+        scan_library(path)
+    assert scan_library(path, limit=3).count == 3  # only the rows a campaign screens count
+
+
+def test_scan_counts_and_reports_skips(tmp_path):
+    path = _csv(tmp_path, "id,smiles\n\"x,1\",CCO\nb,\nc,CCC\n", "ok.csv")
+    scan = scan_library(path)
+    assert scan.count == 2 and scan.skipped_count == 1 and scan.skipped[0][:2] == (3, "b")
+    assert [r.id for r in read_library(path)] == ["x,1", "c"]  # a quoted id may hold a comma

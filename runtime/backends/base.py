@@ -257,6 +257,28 @@ def signal_name(number: int) -> str:
         return str(number)
 
 
+STDERR_TAIL_BYTES = 2048
+
+
+def file_tail(path: str | None, nbytes: int = STDERR_TAIL_BYTES) -> str:
+    """The last ``nbytes`` of a task's stderr file ('' if there is none): read only when a task failed."""
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - nbytes))
+            return handle.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def with_stderr(reason: str, tail: str) -> str:
+    """A failure reason ending with the last line of the task's stderr, which usually says what went wrong."""
+    lines = tail.strip().splitlines()
+    return f"{reason}; stderr: {lines[-1][-300:]}" if lines else reason
+
+
 def exit_description(code: int | None) -> str:
     """How a process ended, in words: ``exit code 3``, ``killed by signal SIGKILL``."""
     if code is None:

@@ -69,12 +69,11 @@ from typing import Any
 
 from ..resources import ResourceShare
 from ..task import Task, TaskError, TaskKind
-from .base import Backend, Submission
+from .base import STDERR_TAIL_BYTES, Backend, Submission, file_tail, with_stderr
 from .base import signal_group as _signal_group, signal_name as _signal_name
 
 NOT_FOUND = "flux not found: install flux-core (HPC module/spack) or set PATH"
 STOP_GRACE_S = 10.0
-STDERR_TAIL_BYTES = 2048
 
 
 class FluxBackend(Backend):
@@ -549,7 +548,7 @@ class _Reactor:
             lookup = self.flux.job.job_info_lookup(self.h, job.jobid, keys=["guest.output"])
             lookup.then(self._on_output, job, when, reason, code)
             return
-        self._settle(job, when, reason, code, "")
+        self._settle(job, when, reason, code, file_tail(sub.task.stderr) if failed and job.began else "")
 
     def _on_output(self, future: Any, job: _Job, when: float, reason: str, code: int | None) -> None:
         try:
@@ -576,8 +575,7 @@ class _Reactor:
         if not job.exception and code == 0:
             sub.complete(when=when, exit_code=0)
             return
-        if tail:
-            reason += f"; stderr: {tail.splitlines()[-1][-300:]}"
+        reason = with_stderr(reason, tail)
         if not job.began:
             sub.begin(partition=self.part.name, when=when)  # counts the attempt
         if sub.fail(reason, when=when, exit_code=code, traceback=tail or None):

@@ -1,7 +1,8 @@
 """The embedded default backend: runs everywhere, needs nothing installed.
 
 Executables are child processes placed on free core slots (a 4-core task
-takes 4 slots, an MPI task is launched with ``mpiexec -n RANKS``). Functions
+takes 4 slots, an MPI task is launched with ``mpiexec -n RANKS``, MPICH's forker
+where there is one, and told to keep its traffic on loopback). Functions
 run in a pool of persistent worker processes. One dispatcher thread owns all
 state and sleeps in ``epoll`` on: a wake-up eventfd (new submissions), one
 pidfd per running child (exit), the children's stderr pipes, and the
@@ -20,6 +21,7 @@ import multiprocessing
 import os
 import pickle
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,13 +31,12 @@ from typing import Any, ClassVar
 from ..framing import FramedPipe
 from ..resources import ResourceShare
 from ..task import Task, TaskKind
-from .base import Submission, find_program
+from .base import STDERR_TAIL_BYTES, Submission, file_tail, find_program, with_stderr
 from .loop import CallPipelining, Dispatcher, LeasedWorker, ThreadedBackend
 from .base import signal_group as _signal_group, signal_name as _signal_name, exit_description as _exit_description
 
 # a pending task is looked at most this far down the queue when the head does not fit (backfill window)
 BACKFILL_WINDOW = 256
-STDERR_TAIL_BYTES = 2048
 KILL_GRACE_S = 2.0
 
 
@@ -47,7 +48,7 @@ class LocalBackend(ThreadedBackend):
     """Subprocesses and a persistent worker pool on the cores of this machine.
 
     Options: ``function_workers`` (default: one per core of the share),
-    ``mpiexec`` (default: ``mpiexec`` on PATH), ``pipeline_s`` (how much
+    ``mpiexec`` (default: :func:`default_mpiexec`), ``pipeline_s`` (how much
     estimated work to queue in a busy worker, default 2 ms), ``max_pipeline``,
     ``max_running`` (most child processes at once, default: no cap but the cores).
 
@@ -65,7 +66,7 @@ class LocalBackend(ThreadedBackend):
     def __init__(self, share: ResourceShare, **options: Any) -> None:
         super().__init__(share, **options)
         self._max_workers = int(options.get("function_workers") or share.n_cores)
-        self._mpiexec = options.get("mpiexec") or "mpiexec"
+        self._mpiexec = options.get("mpiexec") or default_mpiexec()
         self._pipeline_s = float(options.get("pipeline_s", 0.002))
         self._max_pipeline = int(options.get("max_pipeline", 64))
         max_running = options.get("max_running")
@@ -102,6 +103,10 @@ class LocalBackend(ThreadedBackend):
             return [self._mpiexec, "-n", str(task.ranks), *task.argv]
         return list(task.argv)
 
+    def environment_for(self, task: Task) -> dict[str, str]:
+        """Variables set for a task before its own ``env``: an MPI task on this one node talks over loopback."""
+        return dict(LOOPBACK_MPI_ENV) if task.mpi else {}
+
     def process_outcome(self, task: Task, exit_code: int) -> tuple[bool, Any, float | None] | None:
         """For ``functions_as_processes``: after a function's process exited, ``(ok, value, started)``.
 
@@ -110,6 +115,26 @@ class LocalBackend(ThreadedBackend):
         (e.g. the process was killed): the exit code and stderr tail explain the failure.
         """
         return None
+
+
+# MPI on one node needs no network: UCX and libfabric (MPICH's ch4 netmods) listen on loopback only.
+LOOPBACK_MPI_ENV = {"UCX_NET_DEVICES": "lo", "FI_TCP_IFACE": "lo", "FI_SOCKETS_IFACE": "lo"}
+
+
+def default_mpiexec() -> str:
+    """The launcher for MPI tasks on this node: MPICH's ``mpiexec.gforker`` where there is one.
+
+    gforker starts the ranks itself and serves PMI over inherited socket pairs, so it opens no
+    TCP port; hydra's ``mpiexec`` listens on all interfaces (0.0.0.0) for its proxies and the
+    ranks inherit that socket, which a single-node task has no use for. Looked up on PATH, then
+    beside this interpreter (the ``mpich`` wheel installs both there).
+    """
+    search = os.pathsep.join([os.environ.get("PATH", ""), os.path.dirname(sys.executable)])
+    for name in ("mpiexec.gforker", "mpiexec"):
+        found = shutil.which(name, path=search)
+        if found:
+            return found
+    return "mpiexec"
 
 
 def _main_module_hint() -> str:
@@ -229,6 +254,7 @@ class _Dispatcher(Dispatcher, CallPipelining):
                 self.pending.append(sub)
             return
         env = self._base_env.copy()
+        env.update(self.backend.environment_for(task))
         env.update(task.env)
         env["OMP_NUM_THREADS"] = str(task.cores_per_rank)
         env["IMPECCABLE_TASK_UID"] = task.uid
@@ -322,10 +348,8 @@ class _Dispatcher(Dispatcher, CallPipelining):
             reason = f"killed by signal {_signal_name(-code)}"
         else:
             reason = f"exit code {code}"
-        tail = child.stderr_tail.decode(errors="replace").strip()
-        if tail:
-            reason += f"; stderr: {tail.splitlines()[-1][-300:]}"
-        if sub.fail(reason, when=finished, exit_code=code, traceback=tail or None):
+        tail = child.stderr_tail.decode(errors="replace").strip() or file_tail(sub.task.stderr)
+        if sub.fail(with_stderr(reason, tail), when=finished, exit_code=code, traceback=tail or None):
             self.pending.append(sub)
 
     # ------------------------------------------------------------ functions

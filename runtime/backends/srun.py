@@ -109,6 +109,9 @@ class SrunBackend(LocalBackend):
         return self._allocation.job_id
 
     # ------------------------------------------------------------------ dispatcher hooks
+    def environment_for(self, task: Task) -> dict[str, str]:
+        return {}  # steps may span nodes: the site's MPI settings apply, not loopback
+
     def command_for(self, task: Task, cores: tuple[int, ...], gpus: tuple[int, ...]) -> list[str]:
         if task.mpi:
             shape = ["-n", str(task.ranks), "-c", str(task.cores_per_rank)]

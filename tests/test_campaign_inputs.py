@@ -1,0 +1,99 @@
+"""Campaign inputs are checked before any task runs, and a failed start leaves the run directory usable."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from impeccable.campaign import CampaignInputError, CampaignRunner
+from impeccable.config import load_campaign
+from impeccable.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+RECEPTOR = ROOT / "data" / "receptors" / "4jsv"
+CAMPAIGN = """
+[campaign]
+name = "inputs"
+[receptor]
+path = "{receptor}"
+[library]
+path = "{library}"
+[dock]
+seed_sample = 8
+[redock]
+top_k = 2
+[pilot]
+cores = 1
+"""
+
+
+def campaign_file(tmp_path: Path, library: Path, receptor: Path = RECEPTOR) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(CAMPAIGN.format(receptor=receptor, library=library))
+    return path
+
+
+def library(tmp_path: Path, text: str, name: str = "lib.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_box_far_from_the_protein_is_reported_before_any_task(tmp_path):
+    receptor = tmp_path / "receptor"
+    shutil.copytree(RECEPTOR, receptor)
+    site = receptor / "site.toml"
+    site.write_text(site.read_text().replace("center = [-19.448", "center = [41.552"))  # 61 A along x
+    lib = library(tmp_path, "id,smiles\n" + "".join(f"c{i},CCO\n" for i in range(10)))
+    runner = CampaignRunner(load_campaign(campaign_file(tmp_path, lib, receptor)), tmp_path / "run")
+    with pytest.raises(CampaignInputError, match=r"receptor: .*site\.toml: box centre .* is \d+\.\d angstrom from"):
+        runner.run()
+    assert Store.open_existing(tmp_path / "run").sessions() == []  # nothing was started
+
+
+def test_duplicate_ids_refuse_the_library_naming_both_lines(tmp_path):
+    lib = library(tmp_path, "id,smiles\na,CCO\nb,CCN\na,c1ccccc1\n")
+    runner = CampaignRunner(load_campaign(campaign_file(tmp_path, lib)), tmp_path / "run")
+    with pytest.raises(CampaignInputError, match=r"lib\.csv:4: id 'a' is also on line 2"):
+        runner.run()
+
+
+def test_failed_start_does_not_poison_the_run_directory(tmp_path):
+    empty = library(tmp_path, "id,smiles\n", "empty.csv")
+    with pytest.raises(CampaignInputError, match="library is empty"):
+        CampaignRunner(load_campaign(campaign_file(tmp_path, empty)), tmp_path / "run").run()
+    fixed = library(tmp_path, "id,smiles\n" + "".join(f"c{i},CCO\n" for i in range(10)))
+    runner = CampaignRunner(load_campaign(campaign_file(tmp_path, fixed)), tmp_path / "run")
+    runner._validate_inputs()
+    runner._check_same_campaign()  # the first attempt computed nothing: the new settings are taken
+    assert str(fixed) in runner.store.get_meta("campaign")
+
+
+def test_changed_settings_are_refused_once_results_exist(tmp_path):
+    lib = library(tmp_path, "id,smiles\n" + "".join(f"c{i},CCO\n" for i in range(10)))
+    runner = CampaignRunner(load_campaign(campaign_file(tmp_path, lib)), tmp_path / "run")
+    runner._validate_inputs()
+    runner._check_same_campaign()
+    from impeccable.store import DockRow
+
+    runner.store.add_docking([DockRow("c1", "CCO", 0, "seed", -4.0, None, None)], "t")
+    other = tmp_path / "other"
+    other.mkdir()
+    text = campaign_file(other, lib).read_text().replace("top_k = 2", "top_k = 3")
+    (other / "c.toml").write_text(text)
+    again = CampaignRunner(load_campaign(other / "c.toml"), tmp_path / "run")
+    again._validate_inputs()
+    with pytest.raises(CampaignInputError, match=r"other settings \(redock\.top_k\)"):
+        again._check_same_campaign()
+
+
+def test_skipped_rows_are_recorded_with_their_reason(tmp_path, capsys):
+    lib = library(tmp_path, "id,smiles\na,CCO\nb,\n,CCC\n" + "".join(f"c{i},CCO\n" for i in range(10)))
+    runner = CampaignRunner(load_campaign(campaign_file(tmp_path, lib)), tmp_path / "run")
+    runner._validate_inputs()
+    assert runner.scan.count == 11
+    assert runner.store.failures() == [("b", "library", "lib.csv:3: empty SMILES for id 'b'"),
+                                       ("line 4", "library", "lib.csv:4: empty id (SMILES 'CCC')")]
+    assert "2 library row(s) skipped" in capsys.readouterr().err
