@@ -32,6 +32,7 @@ from typing import Any
 
 from .config import Campaign
 from .events import EventQueue, InterruptGuard
+from .lock import RunDirLock
 from .runtime.backends.base import TaskFuture
 from .runtime.pilot import Pilot
 from .runtime.records import TaskState
@@ -75,7 +76,6 @@ class CampaignRunner:
         self.store = Store(self.run_dir / "campaign.db")
         self.progress = progress  # an object with update(stage, StageProgress), or None
         self._pilot = pilot
-        self.events = EventQueue()  # (future, handler) of finished tasks, from the backends' threads
         self.guard = InterruptGuard()
         self.outstanding = 0
         self.stage: dict[str, StageProgress] = {}
@@ -138,12 +138,18 @@ class CampaignRunner:
 
         Raises CampaignInputError (nothing started) for unusable inputs, CampaignInterrupted on Ctrl-C/SIGTERM.
         """
-        self._validate_inputs()
-        self._check_same_campaign()
-        self.pilot = self._pilot or self._make_pilot()
-        self.session = self.store.begin_session(self.pilot.allocation.cores,
-                                                {k.value: v for k, v in self.pilot.routes.items()})
+        with RunDirLock(self.run_dir):  # RunDirBusy if another live run holds the directory
+            self._validate_inputs()
+            self._check_same_campaign()
+            self.pilot = self._pilot or self._make_pilot()
+            self.session = self.store.begin_session(self.pilot.allocation.cores,
+                                                    {k.value: v for k, v in self.pilot.routes.items()})
+            self._run_session()
+        return self.summary()
+
+    def _run_session(self) -> None:
         status = "failed"
+        self.events = EventQueue()  # (future, handler) of finished tasks, from the backends' threads
         with self.guard:
             try:
                 self.pilot.start()
@@ -163,7 +169,6 @@ class CampaignRunner:
                     self.store.add_task_records(self.session, self.pilot.records)
                     self.store.end_session(self.session, status)
                     self.events.close()
-        return self.summary()
 
     def _loop(self) -> None:
         """Handle finished tasks until none is outstanding; Ctrl-C never interrupts a handler halfway."""

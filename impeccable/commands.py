@@ -63,6 +63,7 @@ def load(path: Path, args: argparse.Namespace | None = None) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
     from .campaign import CampaignInputError, CampaignInterrupted, CampaignRunner
+    from .lock import RunDirBusy
     from .progress import ProgressView
 
     campaign = load(args.campaign, args)
@@ -75,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     except CampaignInterrupted as exc:
         print(str(exc))
         return 130
-    except CampaignInputError as exc:
+    except (CampaignInputError, RunDirBusy) as exc:
         raise UserError(str(exc)) from None
     print(f"campaign {campaign.name} finished: results in {run_dir}/campaign.db")
     for failure in summary["failed_tasks"]:
@@ -118,6 +119,6 @@ def _open(run_dir: Path) -> Any:
     from .store import Store
 
     try:
-        return Store.open_existing(run_dir)
+        return Store.open_existing(run_dir, readonly=True)
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from None

@@ -23,7 +23,7 @@ from .store import Store
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, top: int = 20) -> Path:
     run_dir = Path(run_dir)
-    store = Store.open_existing(run_dir)
+    store = Store.open_existing(run_dir, readonly=True)
     out = Path(out) if out else run_dir / "report" / "index.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -6,6 +6,7 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -73,9 +74,23 @@ def stage_counts(store: Store) -> list[tuple[str, int, int, int]]:
     return out
 
 
+def sessions_with_liveness(store: Store, run_dir: Path) -> list[dict[str, Any]]:
+    """The store's sessions, where one still marked 'running' is checked against the run directory's lock:
+    'running (pid N on HOST, since ...)' if a live process holds it, 'killed' if none does."""
+    from .lock import describe, live_holder
+
+    sessions = store.sessions()
+    holder = live_holder(run_dir)
+    for i, session in enumerate(sessions):
+        if session["status"] == "running":
+            live = holder is not None and i == len(sessions) - 1
+            session["status"] = f"running ({describe(holder)})" if live else "killed (no live process: resume it)"
+    return sessions
+
+
 def print_status(store: Store, run_dir: Path) -> None:
     console = Console()
-    sessions = store.sessions()
+    sessions = sessions_with_liveness(store, run_dir)
     last = sessions[-1] if sessions else None
     console.print(f"[bold]{store.get_meta('name')}[/] in {run_dir}: "
                   f"{len(sessions)} session(s), last {last['status'] if last else 'none'}")

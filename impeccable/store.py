@@ -49,6 +49,18 @@ CREATE TABLE IF NOT EXISTS tasks (
 """
 
 
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """Open without writing anything: a WAL database needs its -shm file, which a read-only mount
+    cannot create; then the file is opened as immutable (nothing may be writing to it there)."""
+    uri = f"file:{path.resolve().as_posix()}?mode=ro"
+    try:
+        db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        return sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+
+
 @dataclass(frozen=True)
 class DockRow:
     id: str
@@ -63,8 +75,12 @@ class DockRow:
 class Store:
     """Typed access to ``campaign.db``; callers never write SQL."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.readonly = readonly
+        if readonly:
+            self.db = _connect_readonly(self.path)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -72,11 +88,13 @@ class Store:
         self.db.executescript(SCHEMA)
 
     @classmethod
-    def open_existing(cls, run_dir: str | Path) -> "Store":
+    def open_existing(cls, run_dir: str | Path, *, readonly: bool = False) -> "Store":
+        """The store of a run directory; ``readonly`` for commands that only read (status, report, export),
+        which then work on a finished run on a read-only mount too."""
         path = Path(run_dir) / "campaign.db"
         if not path.is_file():
             raise FileNotFoundError(f"{run_dir}: no campaign.db here (is this a run directory made by `impeccable run`?)")
-        return cls(path)
+        return cls(path, readonly=readonly)
 
     def close(self) -> None:
         self.db.close()

@@ -18,6 +18,7 @@ worker, so the records never show more busy cores than the share has.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.util
 import os
 import pickle
 import selectors
@@ -28,6 +29,7 @@ import sys
 import time
 from typing import Any, ClassVar
 
+from .. import reaper
 from ..framing import FramedPipe
 from ..resources import ResourceShare
 from ..task import Task, TaskKind
@@ -190,6 +192,7 @@ class _Dispatcher(Dispatcher, CallPipelining):
         self._base_env = dict(os.environ)
         self._mp = multiprocessing.get_context("forkserver")
         self._mp.set_forkserver_preload(["impeccable.runtime.worker"])
+        reaper.remove_on_death(multiprocessing.util.get_temp_dir())  # the forkserver's pymp-* folder
         self._sent: list[_Worker] = []
         self.processes = backend.functions_as_processes
         self.max_children = backend._max_running
@@ -275,6 +278,7 @@ class _Dispatcher(Dispatcher, CallPipelining):
                 stdout.close()  # type: ignore[union-attr]
             if task.stderr:
                 stderr.close()  # type: ignore[union-attr]
+        reaper.watch(popen.pid)  # its process group dies with the pilot, even a pilot killed by SIGKILL
         sub.started()
         child = _Child(sub, popen, cores, gpus)
         self.children[task.uid] = child
@@ -314,6 +318,7 @@ class _Dispatcher(Dispatcher, CallPipelining):
         os.close(child.pidfd)
         child.done = True
         code = child.popen.wait()
+        reaper.forget(child.popen.pid)
         while child.stderr_fd >= 0:  # whatever is left in the pipe, without blocking
             before = len(child.stderr_tail)
             self._read_stderr(child)

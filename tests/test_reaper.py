@@ -1,0 +1,73 @@
+"""A pilot killed with SIGKILL leaves no task process and no temporary folder behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PILOT = r"""
+import sys, time
+from impeccable.runtime.pilot import Pilot
+from impeccable.runtime.task import executable_task, function_task
+pilot = Pilot(4).start()
+pilot.submit(executable_task(["sleep", "300"]))
+pilot.submit(executable_task(["sh", "-c", "sleep 300 & sleep 300"]))  # a grandchild in the task's group
+pilot.submit(executable_task([sys.executable, "-c", "import time; time.sleep(300)"], mpi=True, ranks=2))
+pilot.submit(function_task("time:sleep", 300))
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sigkill_of_the_pilot_leaves_no_child_alive(tmp_path):
+    env = dict(os.environ, TMPDIR=str(tmp_path))  # where multiprocessing makes its pymp-* folder
+    proc = subprocess.Popen([sys.executable, "-c", PILOT], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == "ready"
+    deadline = time.monotonic() + 30
+    while len(descendants(proc.pid)) < 8 and time.monotonic() < deadline:  # tasks, mpiexec, ranks, workers
+        time.sleep(0.1)
+    tree = descendants(proc.pid)
+    assert len(tree) >= 8, tree
+    reaper = [p for p in tree if "impeccable.runtime.reaper" in Path(f"/proc/{p}/cmdline").read_text()]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    tree -= set(reaper)
+    deadline = time.monotonic() + 5
+    while any(alive(p) for p in tree) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = {p: Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ") for p in tree if alive(p)}
+    assert not left, f"still running 5 s after the pilot was killed: {left}"
+    deadline = time.monotonic() + 5
+    while list(tmp_path.glob("pymp-*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not list(tmp_path.glob("pymp-*"))
