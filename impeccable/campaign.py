@@ -36,7 +36,7 @@ from .lock import RunDirLock
 from .runtime.backends.base import TaskFuture
 from .runtime.pilot import Pilot
 from .runtime.records import TaskState
-from .runtime.resources import Allocation
+from .runtime.resources import Allocation, machine_cores
 from .runtime.task import Task, executable_task, function_task
 from .stages.library import LibraryRecord, read_library, sample_records, write_library
 from .store import DockRow, Store
@@ -129,6 +129,12 @@ class CampaignRunner:
 
     def _make_pilot(self) -> Pilot:
         cores = self.c.pilot.cores or Allocation.detect().cores
+        available = machine_cores()
+        if cores > available and not self.c.pilot.oversubscribe:
+            raise CampaignInputError(
+                f"{self.c.source or 'campaign'}: pilot.cores = {cores} but this machine (or Slurm job) has "
+                f"{available}: {cores} tasks would share {available} cores. Set pilot.cores to the allocation, "
+                "or pilot.oversubscribe = true (--oversubscribe) to advertise more, e.g. for an emulation")
         return Pilot(Allocation(cores=cores, gpus=self.c.pilot.gpus), routes=dict(self.c.pilot.routes),
                      shares=self.c.pilot.shares or None, options=self.c.pilot.options or None)
 

@@ -18,6 +18,8 @@ def register(sub: Any) -> None:
     p.add_argument("--run-dir", type=Path, help="where results go (default: the file's campaign.run_dir "
                    "or runs/<name>)")
     p.add_argument("--cores", type=int, help="override pilot.cores")
+    p.add_argument("--oversubscribe", action="store_true",
+                   help="allow more cores than this machine has (sets pilot.oversubscribe)")
     p.add_argument("--backend", choices=("auto", "local", "flux", "dragon", "srun"),
                    help="serve every task kind with this backend (overrides pilot.routes)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in batch logs)")
@@ -55,6 +57,8 @@ def load(path: Path, args: argparse.Namespace | None = None) -> Any:
         pilot = campaign.pilot
         if getattr(args, "cores", None):
             pilot = pilot.model_copy(update={"cores": args.cores})
+        if getattr(args, "oversubscribe", False):
+            pilot = pilot.model_copy(update={"oversubscribe": True})
         if getattr(args, "backend", None):
             pilot = pilot.model_copy(update={"routes": {"executable": args.backend, "function": args.backend}})
         campaign = campaign.model_copy(update={"pilot": pilot})
@@ -94,7 +98,11 @@ def _run(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from .results import print_status
 
-    print_status(_open(args.run_dir), args.run_dir)
+    store = _open(args.run_dir)
+    try:
+        print_status(store, args.run_dir)
+    finally:
+        store.close()
     return 0
 
 
@@ -110,7 +118,10 @@ def _export(args: argparse.Namespace) -> int:
     from .results import export
 
     store = _open(args.run_dir)
-    csv_path, sdf_path, n = export(store, args.out or args.run_dir / "export", args.top)
+    try:
+        csv_path, sdf_path, n = export(store, args.out or args.run_dir / "export", args.top)
+    finally:
+        store.close()
     print(f"wrote {n} ranked compounds to {csv_path} and {sdf_path}")
     return 0
 

@@ -28,21 +28,46 @@ def register(sub: Any) -> None:
     p.add_argument("--pilot-backend", default=None, choices=("auto", "local", "flux", "dragon"),
                    help="serve both kinds with this backend (default: the campaign's pilot.routes)")
     p.add_argument("--cores", type=int, help="override pilot.cores for both runs")
+    p.add_argument("--oversubscribe", action="store_true", help="allow more cores than this machine has")
+    p.add_argument("--local-slurm", action="store_true",
+                   help="no Slurm here? start a throwaway single-node Slurm for the srun run, and stop it after "
+                   "(needs root; installs Debian's slurmctld/slurmd if missing)")
     p.add_argument("--out", type=Path, help="folder for both runs and the comparison (default runs/<name>-compare)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the figures here")
     p.set_defaults(handler=_compare)
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from .runtime.backends import is_available
+
+    cluster = None
+    if args.baseline == "srun" and args.local_slurm:
+        from .runtime.backends.slurm_local import start as start_local_slurm
+
+        print("starting a throwaway single-node Slurm (--local-slurm) ...")
+        cluster = start_local_slurm()
+        if not cluster.ok:
+            raise UserError(f"--local-slurm: could not start a local Slurm: {cluster.reason}")
+    try:
+        ok, why = is_available(args.baseline)
+        if not ok:
+            hint = ""
+            if args.baseline == "srun":
+                hint = ("; run the comparison inside a Slurm allocation (salloc/sbatch), or add --local-slurm to "
+                        "start a throwaway single-node Slurm on this machine for it (needs root)")
+            raise UserError(f"the {args.baseline} baseline cannot run here: {why}{hint}")
+        return _compare_runs(args)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def _compare_runs(args: argparse.Namespace) -> int:
     from .campaign import CampaignRunner
     from .commands import load
     from .progress import ProgressView
-    from .runtime.backends import is_available
 
-    ok, why = is_available(args.baseline)
-    if not ok:
-        raise UserError(f"the {args.baseline} baseline cannot run here: {why}")
-    base = load(args.campaign, argparse.Namespace(cores=args.cores, backend=None))
+    base = load(args.campaign, argparse.Namespace(cores=args.cores, backend=None, oversubscribe=args.oversubscribe))
     out = args.out or Path("runs") / f"{base.name}-compare"
     runs: dict[str, dict[str, Any]] = {}
     for label, routes in (("pilot", None), (args.baseline, args.baseline)):

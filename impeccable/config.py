@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
 BACKEND_CHOICES = ("auto", "local", "flux", "dragon", "srun")
 
@@ -20,19 +20,24 @@ class CampaignError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `cores = true` or `seed_sample = "8"` is an error, not 1 or 8; no inf or nan anywhere
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+FilePath = Annotated[Path, Strict(False)]  # TOML gives strings; a path is the one field that converts
+Seed = Annotated[int, Field(ge=0, lt=2**31)]  # every consumer (torch, Vina, OpenMM) takes a 32-bit seed
 
 
 class CampaignMeta(_Section):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = 42
+    seed: Seed = 42
     run_dir: str | None = None  # default: runs/<name> under the working directory
     rounds: int = Field(default=1, ge=1, le=20)  # active-learning rounds (steps 3-5 repeated)
 
 
 class ReceptorSection(_Section):
-    path: Path  # folder with receptor.pdb, receptor.pdbqt, site.toml
-    site: Path | None = None  # another site.toml
+    path: FilePath  # folder with receptor.pdb, receptor.pdbqt, site.toml
+    site: FilePath | None = None  # another site.toml
 
 
 class Filters(_Section):
@@ -43,7 +48,7 @@ class Filters(_Section):
 
 
 class LibrarySection(_Section):
-    path: Path
+    path: FilePath
     id_column: str = "id"
     smiles_column: str = "smiles"
     limit: int | None = Field(default=None, gt=0)  # screen only the first N compounds
@@ -55,7 +60,7 @@ class DockSection(_Section):
     exhaustiveness: int = Field(default=8, ge=1, le=64)
     ligands_per_task: int = Field(default=8, ge=1)
     ranks: int = Field(default=1, ge=1)  # MPI ranks per docking task (>1 runs it under MPI)
-    seed: int = 1
+    seed: Seed = 1
 
 
 class SurrogateSection(_Section):
@@ -90,6 +95,7 @@ class MDSection(_Section):
 class PilotSection(_Section):
     cores: int | None = Field(default=None, ge=1)  # default: the cores this process may use
     gpus: int = Field(default=0, ge=0)
+    oversubscribe: bool = False  # allow more cores than the machine (or Slurm job) has: emulation, benchmarks
     routes: dict[Literal["executable", "function"], Literal["auto", "local", "flux", "dragon", "srun"]] = Field(
         default_factory=lambda: {"executable": "auto", "function": "auto"}
     )
@@ -108,7 +114,7 @@ class Campaign(_Section):
     md: MDSection = MDSection()
     pilot: PilotSection = PilotSection()
 
-    source: Path | None = Field(default=None, exclude=True)
+    source: FilePath | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
     def _sizes_agree(self) -> "Campaign":

@@ -53,12 +53,13 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
     """Open without writing anything: a WAL database needs its -shm file, which a read-only mount
     cannot create; then the file is opened as immutable (nothing may be writing to it there)."""
     uri = f"file:{path.resolve().as_posix()}?mode=ro"
+    db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
     try:
-        db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
         db.execute("SELECT count(*) FROM sqlite_master").fetchone()
         return db
     except sqlite3.OperationalError:
-        return sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+        db.close()
+    return sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
 
 
 @dataclass(frozen=True)

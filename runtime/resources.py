@@ -36,6 +36,20 @@ class Allocation:
         return cls(cores=cores, gpus=gpus)
 
 
+def machine_cores() -> int:
+    """The cores this process may really use: inside a Slurm job, the job's CPUs on all its nodes
+    (``SLURM_JOB_CPUS_PER_NODE``, e.g. ``36(x2),4``); otherwise this process's affinity mask."""
+    per_node = os.environ.get("SLURM_JOB_CPUS_PER_NODE", "")
+    total = 0
+    for part in filter(None, per_node.split(",")):
+        count, _, repeat = part.partition("(x")
+        if not count.isdigit() or (repeat and not repeat.rstrip(")").isdigit()):
+            total = 0
+            break
+        total += int(count) * (int(repeat.rstrip(")")) if repeat else 1)
+    return total or len(os.sched_getaffinity(0))
+
+
 @dataclass(frozen=True)
 class ResourceShare:
     """The disjoint slice of the allocation one backend owns."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import io
 import os
 import sys
 import tempfile
@@ -240,15 +241,13 @@ def _read_scores(path: Path) -> list[tuple[str, float]]:
 
 
 def _save_atomic(torch: Any, payload: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Serialise in memory, then write atomically: a full disk says "disk full" and names the file
+    (torch.save on a full disk raises an unhelpful "unexpected pos" error)."""
+    from ..fileio import write_atomic
+
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,3 +83,18 @@ def test_run_dir_is_made_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     runner = CampaignRunner(load_campaign(ROOT / "campaigns" / "demo.toml"), Path("runs/demo"))
     assert runner.run_dir == tmp_path / "runs" / "demo" and runner.work.is_absolute()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[campaign]\nseed = -1", r"campaign\.seed: Input should be greater than or equal to 0"),
+    ("[campaign]\nseed = 18446744073709551616", r"campaign\.seed"),
+    ("[md]\nlength_ps = inf", r"md\.length_ps: Input should be a finite number"),
+    ("[pilot]\ncores = true", r"pilot\.cores: Input should be a valid integer \(got True\)"),
+    ('[dock]\nseed_sample = "8"', r"dock\.seed_sample: Input should be a valid integer \(got '8'\)"),
+])
+def test_values_are_not_coerced(tmp_path, text, message):
+    base = MINIMAL.replace('[campaign]\nname = "t"', '[campaign]\nname = "t"' + text.removeprefix("[campaign]"))
+    if not text.startswith("[campaign]"):
+        base = MINIMAL + text + "\n"
+    with pytest.raises(CampaignError, match=message):
+        load_campaign(write(tmp_path, base))

@@ -97,3 +97,14 @@ def test_skipped_rows_are_recorded_with_their_reason(tmp_path, capsys):
     assert runner.store.failures() == [("b", "library", "lib.csv:3: empty SMILES for id 'b'"),
                                        ("line 4", "library", "lib.csv:4: empty id (SMILES 'CCC')")]
     assert "2 library row(s) skipped" in capsys.readouterr().err
+
+
+def test_more_cores_than_the_machine_needs_oversubscribe(tmp_path):
+    lib = library(tmp_path, "id,smiles\n" + "".join(f"c{i},CCO\n" for i in range(10)))
+    text = campaign_file(tmp_path, lib).read_text().replace("cores = 1", "cores = 256")
+    (tmp_path / "c.toml").write_text(text)
+    runner = CampaignRunner(load_campaign(tmp_path / "c.toml"), tmp_path / "run")
+    with pytest.raises(CampaignInputError, match=r"pilot\.cores = 256 but this machine .* has \d+: .*oversubscribe"):
+        runner.run()
+    (tmp_path / "c.toml").write_text(text.replace("cores = 256", "cores = 256\noversubscribe = true"))
+    assert CampaignRunner(load_campaign(tmp_path / "c.toml"), tmp_path / "run2")._make_pilot().allocation.cores == 256

@@ -10,7 +10,7 @@ import pytest
 
 from impeccable.compare import busy_core_seconds, explain
 
-from slurm_cluster import start as start_cluster  # tests/ is on sys.path
+from impeccable.runtime.backends.slurm_local import start as start_cluster
 from test_campaign_run import ROOT, tiny
 
 
@@ -53,3 +53,14 @@ def test_compare_tiny_campaign_against_srun(tmp_path):
     assert result["makespan_ratio"] == pytest.approx(result["pilot"]["makespan_s"] / result["srun"]["makespan_s"])
     report = (out / "compare.html").read_text()
     assert "Where the time goes" in report and "work factor" in report and report.count("<img") >= 4
+
+
+def test_no_slurm_says_what_to_do_instead(monkeypatch, capsys):
+    from impeccable.cli import main
+    from impeccable.runtime import backends
+
+    monkeypatch.setattr(backends, "is_available", lambda name: (False, "no Slurm cluster answers (sinfo: "
+                                                                "resolve_ctls_from_dns_srv: res_nsearch error)"))
+    assert main(["compare", str(ROOT / "campaigns" / "demo.toml"), "--baseline", "srun"]) == 2
+    err = capsys.readouterr().err
+    assert "inside a Slurm allocation" in err and "--local-slurm" in err

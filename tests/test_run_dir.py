@@ -83,7 +83,9 @@ def read_only_run(tmp_path):
         subprocess.run(["mount", "-o", "remount,bind,ro", str(mount)], check=True, capture_output=True)
         yield mount
     finally:
-        subprocess.run(["umount", str(mount)], capture_output=True)
+        if subprocess.run(["umount", str(mount)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+            pytest.fail("the read-only mount was still busy: a reading command left the store open")
 
 
 def test_reading_commands_work_on_a_read_only_run(read_only_run, tmp_path, capsys):

@@ -20,7 +20,7 @@ from impeccable.runtime.records import TaskState
 from impeccable.runtime.resources import Allocation
 from impeccable.runtime.task import executable_task, function_task
 
-from slurm_cluster import start as start_cluster  # tests/ is on sys.path (rootdir-relative imports)
+from impeccable.runtime.backends.slurm_local import start as start_cluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

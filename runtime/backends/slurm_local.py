@@ -1,8 +1,11 @@
-"""A real single-node Slurm for the srun tests: reuse one that answers, else start one with .ci/slurm-local.sh.
+"""A throwaway single-node Slurm for trying the srun baseline: reuse one that answers, else start one.
 
-Starting needs root and either Slurm installed or apt-get to install it; the
-script does the work. When it cannot, :func:`start` says why and the tests
-skip with that reason. Set ``IMPECCABLE_SLURM_TESTS=0`` to never start one.
+``slurm-local.sh`` beside this file does the work (install Debian's slurmctld,
+slurmd and munge if missing, write a config, start the daemons, wait for
+``idle``); it needs root and Slurm installed or apt-get to install it. When it
+cannot, :func:`start` says why (tests skip with that reason; ``impeccable
+compare --local-slurm`` stops with it). ``IMPECCABLE_SLURM_TESTS=0`` keeps the
+tests from starting one. Never for a production site: use its own Slurm.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / ".ci" / "slurm-local.sh"
+SCRIPT = Path(__file__).resolve().parent / "slurm-local.sh"
 UP_TIMEOUT_S = 900  # a first install downloads five packages
 
 
@@ -32,7 +35,7 @@ class Cluster:
 
 def start() -> Cluster:
     """A cluster ready for ``srun``, or ``Cluster(ok=False, reason=...)``."""
-    from impeccable.runtime.backends.srun import slurm_available
+    from .srun import slurm_available
 
     if shutil.which("srun") and slurm_available()[0]:
         return Cluster(ok=True)

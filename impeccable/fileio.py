@@ -1,0 +1,47 @@
+"""Writing result files so that they appear complete or not at all, and say why when they cannot.
+
+A file is written to a temporary name in its own folder, flushed to disk and
+renamed over the target: a reader (or a resumed run) never sees half a file.
+A full disk is reported as such, naming the file, rather than as whatever
+the writing library makes of a short write.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+
+class DiskFullError(OSError):
+    """No space left for a result file; the message names the file and the folder."""
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, mode: int = 0o644, fsync: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically; returns the path. Raises DiskFullError when the disk is full."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view):]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(exc.errno, f"disk full: cannot write {path} ({len(payload):,} bytes) in "
+                                f"{path.parent}: free some space or move the run directory") from None
+        raise
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
