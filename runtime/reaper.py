@@ -11,6 +11,10 @@ to any that remain, removes the paths and exits. It runs in its own session,
 so the Ctrl-C that stops the pilot's terminal group does not stop it first.
 
 The pipe carries a few bytes per task (``+PGID``, ``-PGID``), no file I/O.
+The Flux and Dragon runtimes are not registered: each watches its own link to
+the pilot (Flux's initial program reads the pilot's pipe, Dragon's server its
+socket) and shuts down in order when it closes, freeing its shared memory,
+which a SIGTERM from here would cut short.
 Run as ``python -m impeccable.runtime.reaper`` by :func:`watch` (started once per
 process, on first use).
 """

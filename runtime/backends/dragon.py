@@ -46,7 +46,6 @@ from multiprocessing.connection import Connection, answer_challenge, deliver_cha
 from pathlib import Path
 from typing import Any
 
-from .. import reaper
 from ..resources import ResourceShare
 from ..task import Task, TaskError, TaskKind
 from .base import Submission
@@ -259,7 +258,6 @@ class _Runtime:
         except OSError as exc:
             channel.remove()
             raise RuntimeError(f"could not start the Dragon launcher {launcher!r}: {exc}") from exc
-        reaper.watch(popen.pid)  # the runtime dies with the pilot, even a pilot killed by SIGKILL
         runtime = cls(channel, popen, log_path)
         runtime._note_shm_prefixes()
         try:
@@ -316,7 +314,6 @@ class _Runtime:
         if self.group_pids():
             self.forced = True
             _signal_group(self.popen.pid, signal.SIGKILL)
-        reaper.forget(self.popen.pid)
         if self.forced:
             _remove_shm(self.shm_prefixes)
         self.channel.remove()
