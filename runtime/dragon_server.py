@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inbox-size", type=int, default=1024)
     args = parser.parse_args(argv)
 
-    from impeccable.runtime.backends.dragon import connect
+    from impeccable.runtime.backends.dragon_channel import connect
 
     with open(args.keyfile, "rb") as handle:
         key = handle.read()

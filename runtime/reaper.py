@@ -4,13 +4,17 @@ Every executable task runs in its own process group (so that a timeout or a
 cancel reaches its children: ``mpiexec``, its proxies and ranks). A killed pilot
 cannot clean up after itself, so a small watchdog process does it: the pilot
 tells it, over a pipe, each process group it starts and each that ends, and
-the paths to remove if the pilot dies (multiprocessing's ``pymp-*`` folder).
+the paths to remove if the pilot dies (multiprocessing's ``pymp-*`` folder),
+and its persistent function workers, which a long call would otherwise keep
+alive.
 When the pipe reaches end-of-file (the pilot exited, however it exited) the
 watchdog sends SIGTERM to every group still registered, SIGKILL a second later
 to any that remain, removes the paths and exits. It runs in its own session,
 so the Ctrl-C that stops the pilot's terminal group does not stop it first.
 
 The pipe carries a few bytes per task (``+PGID``, ``-PGID``), no file I/O.
+A group is registered right after its process is started: a pilot killed in
+the few microseconds between the two leaves that one process behind.
 The Flux and Dragon runtimes are not registered: each watches its own link to
 the pilot (Flux's initial program reads the pilot's pipe, Dragon's server its
 socket) and shuts down in order when it closes, freeing its shared memory,
@@ -45,6 +49,15 @@ def forget(pgid: int) -> None:
     _send(f"-{pgid}\n")
 
 
+def watch_process(pid: int) -> None:
+    """Kill process ``pid`` alone (a persistent worker, busy in a call that would outlive us)."""
+    _send(f"p+{pid}\n")
+
+
+def forget_process(pid: int) -> None:
+    _send(f"p-{pid}\n")
+
+
 def remove_on_death(path: str) -> None:
     """Remove ``path`` (a file or a folder) if this process dies without removing it itself."""
     _send(f"rm {path}\n")
@@ -69,6 +82,7 @@ def _send(line: str) -> None:
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     groups: set[int] = set()
+    processes: set[int] = set()
     paths: list[str] = []
     for line in sys.stdin.buffer:
         text = line.decode(errors="replace").rstrip("\n")
@@ -76,8 +90,17 @@ def main() -> int:
             groups.add(int(text[1:]))
         elif text.startswith("-"):
             groups.discard(int(text[1:]))
+        elif text.startswith("p+"):
+            processes.add(int(text[2:]))
+        elif text.startswith("p-"):
+            processes.discard(int(text[2:]))
         elif text.startswith("rm "):
             paths.append(text[3:])
+    for pid in processes:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     _kill_all(groups)
     for path in paths:
         if os.path.isdir(path):

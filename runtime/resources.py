@@ -140,3 +140,36 @@ class SlotPool:
             self._free.extend(sorted(slots, reverse=True))
             if len(self._free) > self.capacity:
                 raise RuntimeError("slot returned twice: core accounting is broken")
+
+
+class Slots:
+    """The core and GPU slots a dispatcher places tasks on: both kinds are taken together or not at all.
+
+    One owner thread, like :class:`SlotPool`. Dispatchers see only this interface, so the pool
+    behind it may be the backend's own share or, later, one shared by all of the pilot's runtimes.
+    """
+
+    __slots__ = ("cores", "gpus")
+
+    def __init__(self, cores: tuple[int, ...], gpus: tuple[int, ...] = ()) -> None:
+        self.cores = SlotPool(cores)
+        self.gpus = SlotPool(gpus)
+
+    @property
+    def free_cores(self) -> int:
+        return self.cores.free
+
+    def take(self, n_cores: int, n_gpus: int = 0) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """Core and GPU slots for one task, or None when either kind is short."""
+        cores = self.cores.take(n_cores)
+        if cores is None:
+            return None
+        gpus = self.gpus.take(n_gpus)
+        if gpus is None:
+            self.cores.give_back(cores)
+            return None
+        return cores, gpus
+
+    def give_back(self, cores: tuple[int, ...], gpus: tuple[int, ...] = ()) -> None:
+        self.cores.give_back(cores)
+        self.gpus.give_back(gpus)

@@ -23,7 +23,8 @@ pytest.importorskip("dragon", reason="dragonhpc not installed (pip install 'impe
 from impeccable.runtime import probes  # noqa: E402
 from impeccable.runtime.backends import dragon as dragon_backend  # noqa: E402
 from impeccable.runtime.backends.base import TaskFailed  # noqa: E402
-from impeccable.runtime.backends.dragon import Channel, DragonBackend, connect, group_members  # noqa: E402
+from impeccable.runtime.backends.dragon import DragonBackend, group_members  # noqa: E402
+from impeccable.runtime.backends.dragon_channel import Channel, connect  # noqa: E402
 from impeccable.runtime.pilot import Pilot  # noqa: E402
 from impeccable.runtime.records import TaskState  # noqa: E402
 from impeccable.runtime.resources import Allocation, ResourceShare  # noqa: E402

@@ -14,11 +14,17 @@ PILOT = r"""
 import sys, time
 from impeccable.runtime.pilot import Pilot
 from impeccable.runtime.task import executable_task, function_task
-pilot = Pilot(4).start()
-pilot.submit(executable_task(["sleep", "300"]))
-pilot.submit(executable_task(["sh", "-c", "sleep 300 & sleep 300"]))  # a grandchild in the task's group
-pilot.submit(executable_task([sys.executable, "-c", "import time; time.sleep(300)"], mpi=True, ranks=2))
-pilot.submit(function_task("time:sleep", 300))
+from impeccable.runtime.records import TaskState
+pilot = Pilot(5).start()
+futures = [
+    pilot.submit(executable_task(["sleep", "300"])),
+    pilot.submit(executable_task(["sh", "-c", "sleep 300 & sleep 300"])),  # a grandchild in the task's group
+    pilot.submit(executable_task([sys.executable, "-c", "import time; time.sleep(300)"], mpi=True, ranks=2)),
+    pilot.submit(function_task("time:sleep", 300)),
+]
+while any(f.record.state is not TaskState.RUNNING for f in futures[:3]) or futures[3].record.scheduled is None:
+    time.sleep(0.05)
+time.sleep(0.5)  # the ranks start after their launcher
 print("ready", flush=True)
 time.sleep(600)
 """
@@ -53,11 +59,8 @@ def test_sigkill_of_the_pilot_leaves_no_child_alive(tmp_path):
     env = dict(os.environ, TMPDIR=str(tmp_path))  # where multiprocessing makes its pymp-* folder
     proc = subprocess.Popen([sys.executable, "-c", PILOT], stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout.readline().strip() == "ready"
-    deadline = time.monotonic() + 30
-    while len(descendants(proc.pid)) < 8 and time.monotonic() < deadline:  # tasks, mpiexec, ranks, workers
-        time.sleep(0.1)
     tree = descendants(proc.pid)
-    assert len(tree) >= 8, tree
+    assert len(tree) >= 12, tree  # 4 tasks (with a grandchild, mpiexec and 2 ranks), forkserver, workers, reaper
     reaper = [p for p in tree if "impeccable.runtime.reaper" in Path(f"/proc/{p}/cmdline").read_text()]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

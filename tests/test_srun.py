@@ -12,7 +12,8 @@ import pytest
 
 from impeccable.runtime import probes
 from impeccable.runtime.backends.base import TaskFailed
-from impeccable.runtime.backends.srun import SrunBackend, raw_throughput
+from impeccable.runtime.backends.srun import SrunBackend
+from impeccable.runtime.bench.raw import raw_srun
 from impeccable.runtime.bench import run_pilot
 from impeccable.runtime.metrics import concurrency_series, slot_overlaps
 from impeccable.runtime.pilot import Pilot
@@ -184,7 +185,7 @@ def test_bench_style_run_of_null_tasks(slurm):
     metrics = result.metrics
     assert metrics["done"] == 50 and metrics["failed"] == 0
     assert metrics["peak_busy_cores"] <= 16 and metrics["throughput_tasks_per_s"] > 0
-    assert raw_throughput("null-exec", 20, 4, 0.0) > 0
+    assert raw_srun("null-exec", 20, 4, 0.0) > 0
 
 
 def test_unpicklable_arguments_fail_at_launch(srun_pilot):

@@ -1,16 +1,29 @@
 """The skeleton of a backend whose whole state lives in one dispatcher thread.
 
+Data flow (one backend)::
+
+    caller threads                 dispatcher thread
+    submit/cancel/shutdown --> inbox + eventfd --> epoll loop --> pending queue --> runners
+                                                      ^                              |
+                     child exits, worker pipes, ------+---- results, deaths ---------+
+                     a runtime's socket, deadlines
+
 Callers (the pilot, any thread) only append to an inbox and write an eventfd;
 the dispatcher thread sleeps in ``epoll`` on that eventfd and on whatever its
-backend watches (child pidfds, worker pipes, a runtime's socket), and its
-only timer is the nearest deadline. So no lock guards scheduling state, and
-nothing polls or sleeps. The local and Dragon backends share this skeleton,
-and the policy for pipelining calls into persistent workers (:class:`CallPipelining`).
+runners watch (child pidfds, worker pipes, a runtime's socket); its only timer
+is the nearest deadline. So no lock guards scheduling state, and nothing
+polls or sleeps. Each turn of the loop reads as its steps: handle events,
+expire deadlines, schedule pending tasks on free slots, flush what the
+runners queued.
+
+A *runner* is one way of running tasks on the dispatcher's slots: child
+processes through a launcher (:mod:`.processes`), or calls into persistent
+workers (:mod:`.pool`). The local backend has both, srun only the first,
+Dragon only the second.
 """
 
 from __future__ import annotations
 
-import abc
 import collections
 import heapq
 import itertools
@@ -18,11 +31,49 @@ import os
 import selectors
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
-from ..resources import ResourceShare, SlotPool
+from ..resources import ResourceShare, Slots
+from ..task import TaskKind
 from .base import Backend, Submission
+
+# a pending task is looked at most this far down the queue when the head does not fit (backfill window)
+BACKFILL_WINDOW = 256
+
+
+class Runner(Protocol):
+    """What a dispatcher asks of a way of running tasks. All methods run in the dispatcher thread."""
+
+    def place(self, sub: Submission) -> bool:
+        """Take slots for ``sub`` and start or queue it; False when it cannot be placed now."""
+
+    def has_room(self) -> bool:
+        """Whether a one-core task could be placed now (lets the scheduler stop scanning early)."""
+
+    def flush(self) -> None:
+        """End of a loop turn: send whatever was queued during it."""
+
+    def cancel(self, uid: str) -> bool:
+        """Cancel a task this runner holds; False if it holds none with this uid."""
+
+    def cancel_everything(self) -> None:
+        """Shutdown with cancel: every task it holds ends CANCELED."""
+
+    def abandon(self, reason: str) -> None:
+        """The dispatcher cannot go on: fail every task it holds with ``reason``, no retry."""
+
+    def drained(self) -> bool:
+        """Nothing running or queued here."""
+
+    def after_events(self) -> None:
+        """Once per loop turn, after events and deadlines."""
+
+    def on_drained(self) -> None:
+        """Once, after a stop request found nothing left to run."""
+
+    def teardown(self) -> None:
+        """Release processes and descriptors (the dispatcher thread is ending)."""
 
 
 class ThreadedBackend(Backend):
@@ -69,45 +120,70 @@ class ThreadedBackend(Backend):
         os.eventfd_write(self._wake_fd, 1)
 
 
-class Dispatcher(abc.ABC):
-    """The dispatcher-thread half: the pending queue, the slots, deadlines and the event loop."""
+class Dispatcher:
+    """The dispatcher-thread half: the pending queue, the slots, deadlines, the event loop and the runners."""
 
     def __init__(self, backend: ThreadedBackend) -> None:
         self.backend = backend
-        self.cores = SlotPool(backend.share.cores)
-        self.gpus = SlotPool(backend.share.gpus)
+        self.slots = Slots(backend.share.cores, backend.share.gpus)
+        self.runners: dict[TaskKind, Runner] = {}
         self.pending: collections.deque[Submission] = collections.deque()
-        self.deadlines: list[tuple[float, int, str, Any]] = []
+        self.deadlines: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self.selector = selectors.EpollSelector()
         self.selector.register(backend._wake_fd, selectors.EVENT_READ, self._on_wake)
         self.stopping = False
 
+    def serve(self, kinds: Sequence[TaskKind], runner: Runner) -> None:
+        for kind in kinds:
+            self.runners[kind] = runner
+
+    @property
+    def _distinct_runners(self) -> list[Runner]:
+        return list({id(r): r for r in self.runners.values()}.values())
+
+    # ------------------------------------------------------------ the loop
     def run(self) -> None:
         select = self.selector.select
+        runners = self._distinct_runners
         try:
             while True:
                 for key, _ in select(self._timeout()):
                     key.data(key.fileobj)
                 if self.deadlines:
                     self._expire(time.time())
-                self._after_events()
+                for runner in runners:
+                    runner.after_events()
                 self._schedule()
-                self._flush()
-                if self.stopping and self._drained():
+                for runner in runners:
+                    runner.flush()
+                if self.stopping and not self.pending and all(r.drained() for r in runners):
                     break
-            self._on_drained()
+            for runner in runners:
+                runner.on_drained()
         except BaseException as exc:
             # a bug here must not leave callers waiting forever on futures
-            self._abandon(f"{self.backend.name} backend dispatcher crashed: {type(exc).__name__}: {exc}")
+            self.abandon(f"{self.backend.name} backend dispatcher crashed: {type(exc).__name__}: {exc}")
             raise
         finally:
-            self._teardown()
+            for runner in runners:
+                runner.teardown()
+            self.selector.close()
 
-    def _timeout(self) -> float | None:
-        if not self.deadlines:
-            return None
-        return max(0.0, self.deadlines[0][0] - time.time())
+    def _schedule(self) -> None:
+        """Place pending tasks in order; one that does not fit yet lets smaller ones behind it go (backfill)."""
+        pending = self.pending
+        skipped: list[Submission] = []
+        scanned = 0
+        while pending and scanned < BACKFILL_WINDOW:
+            sub = pending.popleft()
+            scanned += 1
+            if not self.runners[sub.task.kind].place(sub):
+                skipped.append(sub)
+                if not any(r.has_room() for r in self._distinct_runners):
+                    break
+        if skipped:
+            pending.extendleft(reversed(skipped))
 
     def _on_wake(self, fd: int) -> None:
         os.eventfd_read(fd)
@@ -119,184 +195,55 @@ class Dispatcher(abc.ABC):
             elif what == "cancel":
                 self._cancel(payload)
             elif what == "stop":
-                self._on_stop(bool(payload))
+                self.stopping = True
+                if payload:  # cancel_pending
+                    while self.pending:
+                        self.pending.popleft().cancel("canceled at shutdown")
+                    for runner in self._distinct_runners:
+                        runner.cancel_everything()
 
-    def _on_stop(self, cancel_pending: bool) -> None:
-        self.stopping = True
-        if cancel_pending:
-            self._cancel_everything()
-
-    def _arm(self, when: float, what: str, target: Any) -> None:
-        heapq.heappush(self.deadlines, (when, next(self._seq), what, target))
-
-    def _expire(self, now: float) -> None:
-        while self.deadlines and self.deadlines[0][0] <= now:
-            _, _, what, target = heapq.heappop(self.deadlines)
-            self._deadline(what, target, now)
-
-    def _come_round_again(self) -> None:
-        """Slots were freed outside an event (e.g. while flushing): schedule once more before sleeping."""
-        os.eventfd_write(self.backend._wake_fd, 1)
-
-    def _take_slots(self, n_cores: int, n_gpus: int) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-        """Core and GPU slots for one task, both or neither."""
-        cores = self.cores.take(n_cores)
-        if cores is None:
-            return None
-        gpus = self.gpus.take(n_gpus)
-        if gpus is None:
-            self.cores.give_back(cores)
-            return None
-        return cores, gpus
-
-    def _cancel_pending(self, uid: str) -> bool:
-        """Cancel a task still in the queue; False if it is not there."""
+    def _cancel(self, uid: str) -> None:
         for sub in self.pending:
             if sub.task.uid == uid:
                 self.pending.remove(sub)
                 sub.cancel("canceled before it started")
-                return True
-        return False
+                return
+        for runner in self._distinct_runners:
+            if runner.cancel(uid):
+                return
 
-    # hooks ----------------------------------------------------------------
-    def _after_events(self) -> None:
-        """Called once per loop turn after events and deadlines, before scheduling."""
+    def abandon(self, reason: str) -> None:
+        """Fail every task not yet final, without retry: the dispatcher cannot go on."""
+        for sub in self.pending:
+            if not sub.future.done():
+                sub.fail(reason, final=True)
+        self.pending.clear()
+        for runner in self._distinct_runners:
+            runner.abandon(reason)
 
-    def _on_drained(self) -> None:
-        """Called once after a stop request found nothing left to run."""
+    # ------------------------------------------------------------ services for runners
+    def arm(self, when: float, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` in this thread at ``when`` (wall-clock seconds)."""
+        heapq.heappush(self.deadlines, (when, next(self._seq), callback))
 
-    def _teardown(self) -> None:
-        self.selector.close()
-
-    @abc.abstractmethod
-    def _schedule(self) -> None: ...
-
-    @abc.abstractmethod
-    def _flush(self) -> None: ...
-
-    @abc.abstractmethod
-    def _drained(self) -> bool: ...
-
-    @abc.abstractmethod
-    def _deadline(self, what: str, target: Any, now: float) -> None: ...
-
-    @abc.abstractmethod
-    def _cancel(self, uid: str) -> None: ...
-
-    @abc.abstractmethod
-    def _cancel_everything(self) -> None: ...
-
-    @abc.abstractmethod
-    def _abandon(self, reason: str) -> None:
-        """Fail every task not yet final with ``reason`` (no retry): the dispatcher cannot go on."""
-
-
-class LeasedWorker:
-    """A persistent worker as a dispatcher sees it: the slots it leases and the calls queued in it."""
-
-    __slots__ = ("outstanding", "cores", "gpus", "exclusive", "outbox", "kill_reason", "alive")
-
-    def __init__(self) -> None:
-        self.outstanding: collections.deque[Any] = collections.deque()
-        self.cores: tuple[int, ...] = ()
-        self.gpus: tuple[int, ...] = ()
-        self.exclusive = False  # leased for a multi-core or GPU call: nothing is pipelined behind it
-        self.outbox: list[tuple] = []  # calls to send at the end of this loop turn
-        self.kill_reason = ""
-        self.alive = True
-
-
-class CallPipelining:
-    """How function calls go to persistent workers, for a :class:`Dispatcher` with workers.
-
-    A one-core call takes an idle worker and leases it one core slot; when no
-    core is free, it is queued behind the calls of the least-loaded leased
-    worker, up to ``depth`` calls, where ``depth`` is how many calls of the
-    running average length fill ``pipeline_s``. A worker is topped up only
-    once it has run down to half of that, so that one message carries many
-    calls instead of one call per result. Calls run one at a time in a
-    worker, so the records never show more busy cores than the share has.
-    Multi-core and GPU calls lease a worker exclusively.
-    """
-
-    cores: SlotPool
-    gpus: SlotPool
-    _take_slots: Any  # Dispatcher._take_slots
-    idle_workers: list[Any]
-    depth: int = 1
-    runtime_ewma_s: float = 0.0
-
-    # provided by the dispatcher
-    def _all_workers(self) -> Iterable[Any]:
-        raise NotImplementedError
-
-    def _get_idle_worker(self) -> Any | None:
-        """An idle worker (started now if the pool may grow), or None."""
-        raise NotImplementedError
-
-    def _could_get_worker(self) -> bool:
-        raise NotImplementedError
-
-    def _enqueue_call(self, worker: Any, sub: Submission, now: float) -> None:
-        """Queue the call in the worker's outbox (sent at the end of the loop turn)."""
-        raise NotImplementedError
-
-    def _pipeline_limits(self) -> tuple[float, int]:
-        """``(pipeline_s, max_pipeline)`` from the backend's options."""
-        raise NotImplementedError
-
-    def _place_call(self, sub: Submission) -> bool:
-        task = sub.task
-        if task.cores_per_rank == 1 and task.gpus == 0:
-            worker = self._get_idle_worker() if self.cores.free else None
-            if worker is not None:
-                worker.cores = self.cores.take(1)
-                worker.exclusive = False
-            else:
-                worker = min((w for w in self._all_workers() if self._takes_more(w)),
-                             key=lambda w: len(w.outstanding), default=None)
-                if worker is None:
-                    return False
+    def requeue(self, sub: Submission, front: bool = False) -> None:
+        """A task goes back to the queue (a retry, or a call whose worker died before it ran)."""
+        if front:
+            self.pending.appendleft(sub)
         else:
-            if not self._could_get_worker():
-                return False
-            slots = self._take_slots(task.cores, task.gpus)
-            if slots is None:
-                return False
-            worker = self._get_idle_worker()
-            (worker.cores, worker.gpus), worker.exclusive = slots, True
-        now = time.time()
-        if not sub.begin(worker.cores, worker.gpus, when=now):
-            if not worker.outstanding:
-                self._idle(worker)
-            return True
-        self._enqueue_call(worker, sub, now)
-        return True
+            self.pending.append(sub)
 
-    def _worker_room(self) -> bool:
-        return any(self._takes_more(w) for w in self._all_workers())
+    def wake(self) -> None:
+        """Slots were freed outside an event (e.g. while flushing): schedule once more before sleeping."""
+        os.eventfd_write(self.backend._wake_fd, 1)
 
-    def _takes_more(self, w: Any) -> bool:
-        """Whether a busy worker may be sent another call now (see the class docstring)."""
-        if not w.cores or w.exclusive or not w.alive:
-            return False
-        queued = len(w.outstanding)
-        return queued < self.depth and (queued <= self.depth // 2 or bool(w.outbox))
+    # ------------------------------------------------------------ deadlines
+    def _timeout(self) -> float | None:
+        if not self.deadlines:
+            return None
+        return max(0.0, self.deadlines[0][0] - time.time())
 
-    def _call_finished(self, started: float, finished: float) -> None:
-        """Update the running average call length, and with it the pipeline depth."""
-        runtime = finished - started
-        self.runtime_ewma_s = runtime if not self.runtime_ewma_s else 0.8 * self.runtime_ewma_s + 0.2 * runtime
-        pipeline_s, max_pipeline = self._pipeline_limits()
-        self.depth = max(1, min(max_pipeline, int(pipeline_s / max(self.runtime_ewma_s, 1e-6))))
-
-    def _idle(self, worker: Any) -> None:
-        self._release_worker(worker)
-        worker.exclusive = False
-        if worker.alive:
-            self.idle_workers.append(worker)
-
-    def _release_worker(self, worker: Any) -> None:
-        self.cores.give_back(worker.cores)
-        self.gpus.give_back(worker.gpus)
-        worker.cores, worker.gpus = (), ()
+    def _expire(self, now: float) -> None:
+        while self.deadlines and self.deadlines[0][0] <= now:
+            _, _, callback = heapq.heappop(self.deadlines)
+            callback()

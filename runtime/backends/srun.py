@@ -10,8 +10,9 @@ and a function task runs as ``python -m impeccable.runtime.run_function
 module:qualname`` in such a step (a fresh interpreter per task; arguments and
 result travel as pickle files in a private directory).
 
-Scheduling, core accounting, timeouts, retries and cancel are the local
-backend's dispatcher (epoll + pidfd, no polling); this module only builds the
+Scheduling, core accounting, timeouts, retries and cancel are the shared
+dispatcher and :class:`~.processes.ProcessRunner` (epoll + pidfd, no
+polling); this module holds the allocation and the launcher that builds the
 srun command and reads function results. Limits that come with srun:
 
 - ``started`` is when ``srun`` was launched, not when the step's process
@@ -27,24 +28,25 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import time
 import selectors
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Any
 
 from ..resources import ResourceShare
 from ..task import Task, TaskKind
-from .base import Backend
-from .local import LaunchError, LocalBackend
+from .launchers import LaunchError
+from .loop import Dispatcher, ThreadedBackend
+from .processes import ProcessRunner
 
 DEFAULT_MAX_RUNNING = 16
 RUN_FUNCTION = "impeccable.runtime.run_function"
 
 
-class SrunBackend(LocalBackend):
+class SrunBackend(ThreadedBackend):
     """Tasks as ``srun`` steps inside one Slurm allocation.
 
     Options: ``max_running`` (most sruns outstanding at once, as a site caps
@@ -59,12 +61,13 @@ class SrunBackend(LocalBackend):
 
     name = "srun"
     kinds = frozenset({TaskKind.EXECUTABLE, TaskKind.FUNCTION})
-    functions_as_processes = True
 
     def __init__(self, share: ResourceShare, **options: Any) -> None:
-        options.setdefault("max_running", DEFAULT_MAX_RUNNING)
         super().__init__(share, **options)
-        self._srun = shutil.which("srun") or "srun"
+        max_running = int(options.get("max_running", DEFAULT_MAX_RUNNING))
+        if max_running < 1:
+            raise ValueError(f"backend {self.name!r}: max_running must be at least 1, got {max_running!r}")
+        self._max_running = max_running
         self._step_flags = [str(f) for f in options.get("step_flags") or ()]
         self._mpi = options.get("mpi")
         self._workdir_parent = options.get("workdir")
@@ -73,50 +76,56 @@ class SrunBackend(LocalBackend):
             flags=[str(f) for f in options.get("salloc_flags") or ()],
             timeout_s=float(options.get("allocation_timeout_s", 300)),
         )
-        self._workdir = ""
-        self._prefix: list[str] = []
+        self.launcher: SrunLauncher | None = None
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
         return slurm_available()
-
-    def check(self, task: Task) -> None:
-        Backend.check(self, task)  # MPI runs under srun's own ranks: no mpiexec needed
-
-    def start(self) -> None:
-        job_id = self._allocation.acquire()
-        try:
-            if self._mpi is None:
-                self._mpi = "pmi2" if "pmi2" in mpi_plugins() else ""
-            self._workdir = tempfile.mkdtemp(prefix=f"impeccable-srun-{job_id}-", dir=self._workdir_parent)
-            self._prefix = [self._srun, f"--jobid={job_id}", "--exact", "-Q", *self._step_flags]
-            super().start()
-        except BaseException:
-            self._allocation.release()
-            raise
-
-    def shutdown(self, cancel_pending: bool = False) -> None:
-        try:
-            super().shutdown(cancel_pending)
-        finally:
-            self._allocation.release()
-            if self._workdir:
-                shutil.rmtree(self._workdir, ignore_errors=True)
 
     @property
     def job_id(self) -> str | None:
         """The allocation the steps run in (None before start)."""
         return self._allocation.job_id
 
-    # ------------------------------------------------------------------ dispatcher hooks
-    def environment_for(self, task: Task) -> dict[str, str]:
+    def start(self) -> None:
+        job_id = self._allocation.acquire()
+        try:
+            mpi = self._mpi if self._mpi is not None else ("pmi2" if "pmi2" in mpi_plugins() else "")
+            workdir = tempfile.mkdtemp(prefix=f"impeccable-srun-{job_id}-", dir=self._workdir_parent)
+            self.launcher = SrunLauncher(job_id, workdir, mpi, self._step_flags)
+            loop = Dispatcher(self)
+            loop.serve([TaskKind.EXECUTABLE, TaskKind.FUNCTION], ProcessRunner(loop, self.launcher, self._max_running))
+            self._run_dispatcher(loop)
+        except BaseException:
+            self._allocation.release()
+            raise
+
+    def _after_stop(self) -> None:
+        self._allocation.release()
+        if self.launcher is not None:
+            shutil.rmtree(self.launcher.workdir, ignore_errors=True)
+
+
+class SrunLauncher:
+    """Every task a job step: ``srun --jobid=J --exact -Q -n RANKS -c CORES ...``; a function task is
+    ``python -m impeccable.runtime.run_function`` in its step, arguments and result in pickle files."""
+
+    def __init__(self, job_id: str, workdir: str, mpi: str, step_flags: list[str]) -> None:
+        self.workdir = workdir
+        self.mpi = mpi
+        self.prefix = [shutil.which("srun") or "srun", f"--jobid={job_id}", "--exact", "-Q", *step_flags]
+
+    def check(self, task: Task) -> None:
+        pass  # MPI runs under srun's own ranks: no mpiexec needed
+
+    def environment(self, task: Task) -> dict[str, str]:
         return {}  # steps may span nodes: the site's MPI settings apply, not loopback
 
-    def command_for(self, task: Task, cores: tuple[int, ...], gpus: tuple[int, ...]) -> list[str]:
+    def command(self, task: Task, cores: tuple[int, ...], gpus: tuple[int, ...]) -> list[str]:
         if task.mpi:
             shape = ["-n", str(task.ranks), "-c", str(task.cores_per_rank)]
-            if self._mpi:
-                shape.append(f"--mpi={self._mpi}")
+            if self.mpi:
+                shape.append(f"--mpi={self.mpi}")
             if task.gpus_per_rank:
                 shape.append(f"--gpus-per-task={task.gpus_per_rank}")
         else:  # one process on all the task's cores, as the local backend runs it
@@ -124,11 +133,11 @@ class SrunBackend(LocalBackend):
             if task.gpus:
                 shape.append(f"--gpus-per-task={task.gpus}")
         if task.kind is TaskKind.EXECUTABLE:
-            return [*self._prefix, *shape, *task.argv]
-        return [*self._prefix, *shape, *self._function_command(task)]
+            return [*self.prefix, *shape, *task.argv]
+        return [*self.prefix, *shape, *self._function_command(task)]
 
-    def process_outcome(self, task: Task, exit_code: int) -> tuple[bool, Any, float | None] | None:
-        base = os.path.join(self._workdir, task.uid)
+    def outcome(self, task: Task, exit_code: int) -> tuple[bool, Any, float | None] | None:
+        base = os.path.join(self.workdir, task.uid)
         result_path = base + ".result"
         try:
             with open(result_path, "rb") as handle:
@@ -152,7 +161,7 @@ class SrunBackend(LocalBackend):
         return ok, value, started
 
     def _function_command(self, task: Task) -> list[str]:
-        base = os.path.join(self._workdir, task.uid)
+        base = os.path.join(self.workdir, task.uid)
         command = [sys.executable, "-m", RUN_FUNCTION, task.function]
         if task.args or task.kwargs:
             try:
@@ -267,22 +276,3 @@ def mpi_plugins() -> set[str]:
         return set()
     text = done.stdout + done.stderr
     return {line.strip() for line in text.splitlines() if line.startswith(("\t", " ")) and line.strip()}
-
-
-def raw_throughput(workload: str, n_tasks: int, cores: int, duration_s: float) -> float:
-    """Plain srun steps, ``cores`` at a time, in one allocation: the script-based baseline.
-
-    Executables: ``srun --jobid=J --exact -n1 -c1 -Q ARGV``. Functions: the same
-    step running ``python -c`` that imports and calls the benchmark function.
-    The allocation is requested before the clock starts (or SLURM_JOB_ID reused).
-    """
-    from ..bench import _program, _raw_subprocess, workload_kind
-
-    if workload_kind(workload) is TaskKind.EXECUTABLE:
-        body = [_program("true")] if workload == "null-exec" else [_program("sleep"), f"{duration_s:g}"]
-    else:
-        call = "null_function()" if workload == "null-func" else f"sleep_function({duration_s!r})"
-        body = [sys.executable, "-c", f"from impeccable.runtime.bench import null_function, sleep_function; {call}"]
-    with SlurmAllocation(cores) as job_id:
-        argv = [shutil.which("srun") or "srun", f"--jobid={job_id}", "--exact", "-n", "1", "-c", "1", "-Q", *body]
-        return _raw_subprocess(argv, n_tasks, cores)

@@ -1,34 +1,30 @@
 """Synthetic workloads through the pilot, side by side with the raw mechanism underneath.
 
-Every run measures our pilot and the plain baseline (``subprocess`` launches,
-a plain ``multiprocessing.Pool``; for other backends, their own raw API) on
-the same cores, in the same process, interleaved ``repeat`` times, and
-reports medians. Figures come from task records (see ``metrics``).
-
-A backend module may define ``raw_throughput(workload, n_tasks, cores, duration_s) -> float``
-to provide its own baseline; the local one is here.
+Every run measures our pilot and the plain baselines of the same backend
+(:mod:`.raw`: ``subprocess`` launches, ``multiprocessing.Pool`` with the
+default and the forkserver start method, ``FluxExecutor``, Dragon's own
+``Pool``, bare ``srun`` steps) on the same cores, in the same process,
+interleaved ``repeat`` times, and reports medians; the ratio is to the
+strongest baseline. Figures come from task records (see ``metrics``).
 """
 
 from __future__ import annotations
 
-import importlib
-import multiprocessing
 import os
 import platform
 import resource
 import shutil
 import socket
 import statistics
-import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .metrics import summarize
-from .pilot import Pilot
-from .resources import Allocation
-from .task import Task, TaskKind, executable_task, function_task
+from ..metrics import summarize
+from ..pilot import Pilot
+from ..resources import Allocation
+from ..task import Task, TaskKind, executable_task, function_task
 
 WORKLOADS = ("null-exec", "null-func", "sleep-exec", "sleep-func")
 
@@ -53,7 +49,7 @@ def make_tasks(workload: str, n_tasks: int, duration_s: float = 1.0) -> list[Tas
     """``n_tasks`` identical one-core tasks of the workload."""
     kind = workload_kind(workload)
     if kind is TaskKind.EXECUTABLE:
-        argv = [_program("true")] if workload == "null-exec" else [_program("sleep"), f"{duration_s:g}"]
+        argv = [program("true")] if workload == "null-exec" else [program("sleep"), f"{duration_s:g}"]
         template = executable_task(argv, name=workload, tags={"stage": workload})
     elif workload == "null-func":
         template = function_task(null_function, name=workload, tags={"stage": workload})
@@ -140,69 +136,29 @@ def run_pilot(backend: str, workload: str, n_tasks: int, cores: int, duration_s:
     return RunResult(metrics=metrics, startup_s=startup, cpu=meter.figures(len(tasks)))
 
 
-def raw_throughput(backend: str, workload: str, n_tasks: int, cores: int, duration_s: float) -> float | None:
-    """Tasks/s of the backend's own plain mechanism, or None if it has none."""
-    if backend == "hybrid":
-        return None  # each half has its own baseline: bench flux and dragon separately
-    if backend == "local":
-        return raw_local_throughput(workload, n_tasks, cores, duration_s)
-    module = importlib.import_module(f"impeccable.runtime.backends.{backend}")
-    measure: Callable[..., float] | None = getattr(module, "raw_throughput", None)
-    return measure(workload, n_tasks, cores, duration_s) if measure else None
-
-
-def raw_local_throughput(workload: str, n_tasks: int, cores: int, duration_s: float) -> float:
-    """Plain ``subprocess.Popen`` with ``cores`` children at a time, or a plain ``multiprocessing.Pool``."""
-    if workload_kind(workload) is TaskKind.EXECUTABLE:
-        argv = [_program("true")] if workload == "null-exec" else [_program("sleep"), f"{duration_s:g}"]
-        return _raw_subprocess(argv, n_tasks, cores)
-    fn, args = (null_function, ()) if workload == "null-func" else (sleep_function, (duration_s,))
-    with multiprocessing.get_context("forkserver").Pool(cores) as pool:
-        pool.apply(null_function)  # warm: workers up before the clock starts, as our pilot's are
-        t0 = time.perf_counter()
-        results = [pool.apply_async(fn, args) for _ in range(n_tasks)]
-        for r in results:
-            r.get()
-        return n_tasks / (time.perf_counter() - t0)
-
-
-def _raw_subprocess(argv: list[str], n_tasks: int, cores: int) -> float:
-    running: dict[int, subprocess.Popen] = {}
-    launched = 0
-    t0 = time.perf_counter()
-    while launched < n_tasks or running:
-        while launched < n_tasks and len(running) < cores:
-            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            running[p.pid] = p
-            launched += 1
-        pid, status = os.wait()
-        p = running.pop(pid, None)
-        if p is not None:
-            p.returncode = os.waitstatus_to_exitcode(status)
-            p.stderr.close()  # type: ignore[union-attr]
-    return n_tasks / (time.perf_counter() - t0)
-
-
 def bench(backend: str, workload: str, n_tasks: int, cores: int, duration_s: float = 1.0, repeat: int = 3,
           options: Mapping[str, Mapping[str, Any]] | None = None, raw: bool = True) -> dict[str, Any]:
     """Median figures over ``repeat`` interleaved runs of ours and the raw baseline."""
     workload_kind(workload)
     label = workload.split("-")[0] + "-mixed" if backend == "hybrid" else workload
+    from .raw import raw_baselines
+
     ours: list[RunResult] = []
-    raws: list[float] = []
+    raws: dict[str, list[float]] = {}
     for _ in range(repeat):
         ours.append(run_pilot(backend, workload, n_tasks, cores, duration_s, options))
         if raw:
-            value = raw_throughput(backend, workload, n_tasks, cores, duration_s)
-            if value is not None:
-                raws.append(value)
+            for name, value in raw_baselines(backend, workload, n_tasks, cores, duration_s).items():
+                raws.setdefault(name, []).append(value)
     keys = [k for k in ours[0].metrics if k != "per_backend"]
     med: dict[str, Any] = {k: statistics.median(r.metrics[k] for r in ours) for k in keys}
     if "per_backend" in ours[0].metrics:  # from the run with the median throughput
         ranked = sorted(ours, key=lambda r: r.metrics["throughput_tasks_per_s"])
         med["per_backend"] = ranked[len(ranked) // 2].metrics["per_backend"]
     throughput = med["throughput_tasks_per_s"]
-    raw_median = statistics.median(raws) if raws else None
+    baselines = {name: statistics.median(values) for name, values in raws.items()}
+    strongest = max(baselines, key=baselines.__getitem__) if baselines else None
+    raw_median = baselines[strongest] if strongest else None
     return {
         "backend": backend,
         "workload": label,
@@ -214,7 +170,10 @@ def bench(backend: str, workload: str, n_tasks: int, cores: int, duration_s: flo
         "startup_s": statistics.median(r.startup_s for r in ours),
         **{k: statistics.median(r.cpu[k] for r in ours) for k in ours[0].cpu},
         "runs_throughput_tasks_per_s": [r.metrics["throughput_tasks_per_s"] for r in ours],
-        "raw_throughput_tasks_per_s": raw_median,
+        "raw_throughput_tasks_per_s": raw_median,  # the strongest baseline's median
+        "raw_baseline": strongest,
+        "raw_baselines_tasks_per_s": baselines,
+        "ratios_to_raw": {name: throughput / value for name, value in baselines.items() if value},
         "runs_raw_throughput_tasks_per_s": raws,
         "ratio_to_raw": (throughput / raw_median) if raw_median else None,
         "machine": machine_info(),
@@ -233,7 +192,7 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def _program(name: str) -> str:
+def program(name: str) -> str:
     found = shutil.which(name)
     if found is None:
         raise RuntimeError(f"the benchmark needs {name!r} on PATH")

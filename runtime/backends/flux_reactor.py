@@ -1,0 +1,399 @@
+"""One Flux instance's reactor thread: submits jobs, follows them on the job-manager journal.
+
+It submits jobs with ``flux.job.submit_async`` and follows every job through
+one stream, the job-manager journal (``flux.job.JournalConsumer``), which
+carries each job's ``R`` on its ``alloc`` event: no per-job watch, no
+polling. Events map to our states as follows: ``alloc`` -> resources
+assigned (the slots are read from R), ``start`` -> started, ``exception``
+(severity 0) -> the reason (timeout, cancel, ...), ``finish`` -> the wait
+status, ``clean`` -> the final state, decided by :func:`job_outcome` (a pure
+function, tested without Flux). The reactor sees its partition only through a
+frozen :class:`PartitionConfig` and a :class:`PartitionLink` (inbox, wake-up
+fd, slot maps, load), never the backend.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from ..task import Task
+from .base import STDERR_TAIL_BYTES, Submission, file_tail, signal_name, with_stderr
+from .flux_instance import idset
+
+
+@dataclass(frozen=True)
+class PartitionConfig:
+    """What a partition is: its slots, its brokers, and how its jobs are built."""
+
+    name: str
+    cores: tuple[int, ...]
+    gpus: tuple[int, ...] = ()
+    brokers: int = 1  # flux start --test-size: each broker is like a node
+    validate: bool = False  # run Flux's jobspec validator on each job (costs broker time per job)
+    cpu_affinity: str = "off"  # the job shell's cpu-affinity option (advertised cores need not exist)
+    base_env: Mapping[str, str] = field(default_factory=dict)
+    existing_uri: str | None = None  # an enclosing instance used as is
+
+    @property
+    def per_broker_cores(self) -> int:
+        return len(self.cores) // self.brokers
+
+    @property
+    def per_broker_gpus(self) -> int:
+        return len(self.gpus) // self.brokers
+
+    def fits(self, task: Task) -> bool:
+        """Whether ``task`` can ever run here: a process cannot span brokers (a remainder is left unused)."""
+        if self.existing_uri is not None:
+            return task.cores <= len(self.cores) and task.gpus <= len(self.gpus)
+        if task.cores > self.per_broker_cores * self.brokers or task.gpus > self.per_broker_gpus * self.brokers:
+            return False
+        _, cores, gpus = job_shape(task)
+        return cores <= self.per_broker_cores and gpus <= self.per_broker_gpus
+
+
+class PartitionLink(Protocol):
+    """The partition as its reactor sees it."""
+
+    config: PartitionConfig
+    uri: str
+    inbox: collections.deque
+    wake_fd: int
+    slot_of: dict[tuple[int, int], int]
+    gpu_of: dict[tuple[int, int], int]
+
+    def release(self, cores: int) -> None: ...
+
+    def add_load(self, cores: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    state: Literal["done", "failed", "canceled"]
+    reason: str
+    exit_code: int | None
+
+
+def job_outcome(exception: tuple[str, str] | None, status: int | None, cancel_reason: str | None,
+                began: bool, timeout_s: float | None) -> JobOutcome:
+    """How a finished Flux job ends as a task: from its severity-0 exception (type, note), its wait
+    status, whether we canceled it (and why) and whether it had been allocated."""
+    exc_type, note = exception or ("", "")
+    code = os.waitstatus_to_exitcode(status) if status is not None else None
+    if exc_type == "cancel" or cancel_reason is not None:
+        if not began:
+            return JobOutcome("canceled", cancel_reason or f"canceled in flux: {note}", code)
+        return JobOutcome("canceled", f"{cancel_reason or 'canceled'} while running (flux job canceled)", code)
+    if not exception and code == 0:
+        return JobOutcome("done", "", 0)
+    if exc_type == "timeout":
+        reason = f"timed out after {timeout_s:g} s (flux: {note or 'time limit'})"
+    elif exc_type:
+        reason = f"flux {exc_type} exception: {note}" if note else f"flux {exc_type} exception"
+    elif code is not None and code < 0:
+        reason = f"killed by signal {signal_name(-code)}"
+    else:
+        reason = f"exit code {code}"
+    return JobOutcome("failed", reason, code)
+
+
+def job_shape(task: Task) -> tuple[int, int, int]:
+    """(processes, cores each, GPUs each) of the Flux job for ``task``.
+
+    An MPI task is ``ranks`` processes that Flux launches (with PMI) and may
+    spread over brokers; any other task is one process on all of its cores,
+    as the local backend runs it.
+    """
+    if task.mpi:
+        return task.ranks, task.cores_per_rank, task.gpus_per_rank
+    return 1, task.cores, task.gpus
+
+
+def jobspec_for(task: Task, config: PartitionConfig, flux: Any) -> str:
+    """The encoded jobspec of ``task`` (environment, cwd, time limit, output paths)."""
+    ranks, cores, gpus = job_shape(task)
+    jobspec = flux.job.JobspecV1.from_command(list(task.argv), num_tasks=ranks, cores_per_task=cores,
+                                              gpus_per_task=gpus or None)
+    env = dict(config.base_env)
+    env.update(task.env)
+    env["OMP_NUM_THREADS"] = str(task.cores_per_rank)
+    env["IMPECCABLE_TASK_UID"] = task.uid
+    jobspec.environment = env
+    jobspec.cwd = task.cwd or os.getcwd()
+    if task.timeout_s:
+        jobspec.duration = task.timeout_s
+    if task.stdout or task.stderr:
+        jobspec.setattr_shell_option("output.mode", "append")
+        if task.stdout:
+            jobspec.stdout = task.stdout
+        if task.stderr:
+            jobspec.stderr = task.stderr
+    jobspec.setattr_shell_option("cpu-affinity", config.cpu_affinity)
+    jobspec.setattr("system.job.name", task.name or task.uid)
+    return jobspec.dumps()
+
+
+class _Job:
+    """A task on its way through one Flux instance."""
+
+    __slots__ = ("sub", "jobid", "began", "exception", "status", "ended", "cancel_reason", "cores")
+
+    def __init__(self, sub: Submission) -> None:
+        self.sub = sub
+        self.jobid: int | None = None
+        self.began = False
+        self.exception: tuple[str, str] | None = None
+        self.status: int | None = None
+        self.ended: float | None = None  # the finish event: when the processes ended
+        self.cancel_reason: str | None = None
+        self.cores = sub.task.cores
+
+
+
+class Reactor:
+    """The partition's thread: a Flux handle, the journal, and every job of this instance."""
+
+    def __init__(self, part: "PartitionLink", flux: Any, ready: threading.Event, failure: list[BaseException]) -> None:
+        self.part = part
+        self.config = part.config
+        self.flux = flux
+        self.ready = ready
+        self.failure = failure
+        self.jobs: dict[int, _Job] = {}  # by Flux job id
+        self.by_uid: dict[str, _Job] = {}
+        self.early: dict[int, list[Any]] = collections.defaultdict(list)  # events before the submit reply
+        self.submitting = 0
+        self.stopping = False
+
+    def run(self) -> None:
+        flux = self.flux
+        try:
+            self.h = flux.Flux(self.part.uri)
+            if not self.part.slot_of:
+                self._map_existing_instance()
+            self.journal = flux.job.JournalConsumer(self.h, full=False)
+            self.journal.set_callback(self._on_event)
+            self.journal.start()
+            self.waker = self.h.fd_watcher_create(self.part.wake_fd, self._on_wake, events=flux.constants.FLUX_POLLIN)
+            self.waker.start()
+        except BaseException as exc:  # noqa: BLE001 - reported by connect()
+            self.failure.append(exc)
+            self.ready.set()
+            return
+        self.ready.set()
+        try:
+            self.h.reactor_run()
+            if not self.stopping:
+                raise RuntimeError("the reactor stopped unexpectedly")
+        except BaseException as exc:
+            self._abandon(f"flux partition {self.config.name} failed: {type(exc).__name__}: {exc}")
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            try:
+                self.journal.stop()
+            except Exception:  # noqa: BLE001 - the instance may be gone
+                pass
+            self.waker.stop()
+
+    # ------------------------------------------------------------ inbox
+    def _on_wake(self, *_: Any) -> None:
+        try:
+            os.eventfd_read(self.part.wake_fd)
+        except BlockingIOError:
+            return
+        inbox = self.part.inbox
+        while inbox:
+            what, payload = inbox.popleft()
+            if what == "submit":
+                for sub in payload:
+                    self._submit(sub)
+            elif what == "cancel":
+                self._cancel(payload, "canceled")
+            elif what == "stop":
+                self.stopping = True
+                if payload:
+                    for uid in list(self.by_uid):
+                        self._cancel(uid, "canceled at shutdown")
+        self._maybe_done()
+
+    def _submit(self, sub: Submission) -> None:
+        job = _Job(sub)
+        self.by_uid[sub.task.uid] = job
+        try:
+            spec = jobspec_for(sub.task, self.config, self.flux)
+        except (ValueError, TypeError, OSError) as exc:
+            self._finish_unsubmitted(job, f"cannot build a jobspec: {exc}")
+            return
+        future = self.flux.job.submit_async(self.h, spec, novalidate=not self.config.validate)
+        self.submitting += 1
+        future.then(self._on_submitted, job)
+
+    def _on_submitted(self, future: Any, job: _Job) -> None:
+        self.submitting -= 1
+        try:
+            jobid = int(future.get_id())
+        except OSError as exc:
+            self._finish_unsubmitted(job, f"flux rejected the job: {exc.strerror or exc}")
+            self._maybe_done()
+            return
+        job.jobid = jobid
+        self.jobs[jobid] = job
+        if job.cancel_reason is not None:
+            self.flux.job.cancel_async(self.h, jobid, job.cancel_reason)
+        for event in self.early.pop(jobid, ()):
+            self._on_event(event)
+        if not self.submitting:
+            self.early.clear()  # what is left belongs to other users' jobs (an existing instance)
+
+    def _finish_unsubmitted(self, job: _Job, reason: str) -> None:
+        del self.by_uid[job.sub.task.uid]
+        sub = job.sub
+        if job.cancel_reason is not None:
+            sub.cancel(job.cancel_reason)
+        elif sub.begin(partition=self.config.name) and sub.fail(reason):
+            self._submit(sub)
+            return
+        self.part.release(job.cores)
+
+    def _cancel(self, uid: str, reason: str) -> None:
+        job = self.by_uid.get(uid)
+        if job is None or job.cancel_reason is not None:
+            return
+        job.cancel_reason = reason
+        if job.jobid is not None:
+            self.flux.job.cancel_async(self.h, job.jobid, reason)
+
+    # ------------------------------------------------------------ journal
+    def _on_event(self, event: Any) -> None:
+        if event is None:  # the journal ended: the instance is going away
+            if not self.stopping or self.jobs:
+                raise RuntimeError("the job-manager journal ended (instance gone?)")
+            return
+        jobid = int(event.jobid)
+        job = self.jobs.get(jobid)
+        if job is None:
+            if self.submitting:  # the submit reply has not arrived yet
+                self.early[jobid].append(event)
+            return
+        name = event.name
+        if name == "alloc":
+            slots, gpus = self._slots(event.R)
+            job.began = job.sub.begin(slots, gpus, partition=self.config.name, when=event.timestamp)
+            if not job.began and job.cancel_reason is None:  # the caller canceled the future meanwhile
+                job.cancel_reason = "canceled before it started"
+                self.flux.job.cancel_async(self.h, jobid, job.cancel_reason)
+        elif name == "start":
+            if job.began:
+                job.sub.started(event.timestamp)
+        elif name == "exception":
+            if event.context.get("severity", 0) == 0 and job.exception is None:
+                job.exception = (event.context.get("type", "exception"), event.context.get("note", ""))
+        elif name == "finish":
+            job.status = event.context.get("status")
+            job.ended = event.timestamp
+        elif name == "clean":
+            self._final(job, event.timestamp)
+            self._maybe_done()
+
+    def _final(self, job: _Job, when: float) -> None:
+        del self.jobs[job.jobid]  # type: ignore[index]
+        sub = job.sub
+        outcome = job_outcome(job.exception, job.status, job.cancel_reason, job.began, sub.task.timeout_s)
+        when = job.ended or when
+        if outcome.state == "failed" and job.began and not sub.task.stderr:
+            # the reason gets the last line of stderr, from the job's output eventlog (failures only)
+            lookup = self.flux.job.job_info_lookup(self.h, job.jobid, keys=["guest.output"])
+            lookup.then(self._on_output, job, when, outcome)
+            return
+        failed = outcome.state == "failed" and job.began
+        self._settle(job, when, outcome, file_tail(sub.task.stderr) if failed else "")
+
+    def _on_output(self, future: Any, job: _Job, when: float, outcome: "JobOutcome") -> None:
+        try:
+            tail = _stderr_tail(future.get().get("guest.output", ""))
+        except (OSError, ValueError, AttributeError):
+            tail = ""
+        self._settle(job, when, outcome, tail)
+        self._maybe_done()
+
+    def _settle(self, job: _Job, when: float, outcome: "JobOutcome", tail: str) -> None:
+        """The task's final state (or its retry), once everything about the job is known."""
+        del self.by_uid[job.sub.task.uid]
+        self.part.release(job.cores)
+        sub = job.sub
+        if not job.began and sub.future.done():
+            return  # canceled by the caller before it was allocated: begin() already recorded it
+        if outcome.state == "canceled":
+            sub.cancel(outcome.reason, when=when)
+        elif outcome.state == "done":
+            sub.complete(when=when, exit_code=0)
+        else:
+            if not job.began:
+                sub.begin(partition=self.config.name, when=when)  # counts the attempt
+            if sub.fail(with_stderr(outcome.reason, tail), when=when, exit_code=outcome.exit_code,
+                        traceback=tail or None):
+                self.part.add_load(job.cores)
+                self._submit(sub)
+
+    def _maybe_done(self) -> None:
+        if self.stopping and not self.by_uid and not self.part.inbox:
+            self.h.reactor_stop()
+
+    def _abandon(self, reason: str) -> None:
+        for job in list(self.by_uid.values()):
+            if not job.sub.future.done():
+                job.sub.fail(reason, final=True)
+        self.by_uid.clear()
+        self.jobs.clear()
+
+    # ------------------------------------------------------------ slots
+    def _slots(self, R: dict | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Our slot numbers for the cores and GPUs Flux assigned (R_lite: ranks, core and gpu idsets)."""
+        if not R:
+            return (), ()
+        cores: list[int] = []
+        gpus: list[int] = []
+        for entry in R.get("execution", {}).get("R_lite", ()):
+            children = entry.get("children", {})
+            for rank in idset(entry["rank"]):
+                cores.extend(self.part.slot_of.get((rank, c), c) for c in idset(children.get("core", "")))
+                gpus.extend(self.part.gpu_of.get((rank, g), g) for g in idset(children.get("gpu", "")))
+        return tuple(sorted(cores)), tuple(sorted(gpus))
+
+    def _map_existing_instance(self) -> None:
+        """Number an existing instance's cores and GPUs in R order onto the share's slots."""
+        R = self.flux.kvs.get(self.h, "resource.R")
+        pairs: list[tuple[int, int]] = []
+        gpu_pairs: list[tuple[int, int]] = []
+        for entry in R.get("execution", {}).get("R_lite", ()):
+            children = entry.get("children", {})
+            for rank in idset(entry["rank"]):
+                pairs.extend((rank, c) for c in idset(children.get("core", "")))
+                gpu_pairs.extend((rank, g) for g in idset(children.get("gpu", "")))
+        for table, found, ours in ((self.part.slot_of, sorted(pairs), self.config.cores),
+                                   (self.part.gpu_of, sorted(gpu_pairs), self.config.gpus)):
+            top = max(ours, default=-1)
+            for i, key in enumerate(found):
+                table[key] = ours[i] if i < len(ours) else top + 1 + i - len(ours)
+
+
+def _stderr_tail(eventlog: str) -> str:
+    """The last STDERR_TAIL_BYTES of the stderr in a job's output eventlog (RFC 24)."""
+    chunks: list[str] = []
+    for line in eventlog.splitlines():
+        entry = json.loads(line)
+        context = entry.get("context", {})
+        if entry.get("name") == "data" and context.get("stream") == "stderr" and "data" in context:
+            data = context["data"]
+            if context.get("encoding") == "base64":
+                data = base64.b64decode(data).decode(errors="replace")
+            chunks.append(data)
+    return "".join(chunks)[-STDERR_TAIL_BYTES:].strip()

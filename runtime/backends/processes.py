@@ -1,0 +1,230 @@
+"""Tasks as child processes on core slots, started through a launcher.
+
+A :class:`ProcessRunner` places a task on free slots, asks its
+:class:`~.launchers.Launcher` for the command line (the task's own argv,
+``mpiexec -n N argv``, ``srun ... argv``, or a ``python -m`` process for a
+function task) and starts it in its own process group, so that a timeout or a
+cancel reaches everything the task started. The dispatcher's epoll loop
+watches a pidfd per child (its exit) and the child's stderr pipe (a bounded
+tail, for the failure reason); nothing polls.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import time
+
+from .. import reaper
+from ..task import TaskKind
+from .base import STDERR_TAIL_BYTES, Submission, file_tail, signal_group, signal_name, with_stderr
+from .launchers import Launcher, LaunchError
+from .loop import Dispatcher
+
+KILL_GRACE_S = 2.0
+
+
+class _Child:
+    """A running task process."""
+
+    __slots__ = ("sub", "popen", "pidfd", "stderr_fd", "stderr_tail", "cores", "gpus", "timed_out", "canceled", "done")
+
+    def __init__(self, sub: Submission, popen: subprocess.Popen, cores: tuple[int, ...], gpus: tuple[int, ...]) -> None:
+        self.sub = sub
+        self.popen = popen
+        self.pidfd = -1
+        self.stderr_fd = -1
+        self.stderr_tail = bytearray()
+        self.cores = cores
+        self.gpus = gpus
+        self.timed_out = False
+        self.canceled = False
+        self.done = False
+
+
+class ProcessRunner:
+    """Child processes on the dispatcher's slots (a :class:`~.loop.Runner`)."""
+
+    def __init__(self, host: Dispatcher, launcher: Launcher, max_running: int | None = None) -> None:
+        self.host = host
+        self.launcher = launcher
+        self.max_running = max_running or 1 << 62
+        self.children: dict[str, _Child] = {}
+        self._base_env = dict(os.environ)
+
+    # ------------------------------------------------------------ placement (Runner)
+    def place(self, sub: Submission) -> bool:
+        if len(self.children) >= self.max_running:
+            return False
+        task = sub.task
+        taken = self.host.slots.take(task.cores, task.gpus)
+        if taken is None:
+            return False
+        cores, gpus = taken
+        if sub.begin(cores, gpus):
+            self._launch(sub, cores, gpus)
+        else:
+            self.host.slots.give_back(cores, gpus)
+        return True
+
+    def has_room(self) -> bool:
+        return bool(self.host.slots.free_cores) and len(self.children) < self.max_running
+
+    def flush(self) -> None:
+        pass
+
+    def _launch(self, sub: Submission, cores: tuple[int, ...], gpus: tuple[int, ...]) -> None:
+        task = sub.task
+        try:
+            argv = self.launcher.command(task, cores, gpus)
+        except LaunchError as exc:
+            self._failed_to_start(sub, cores, gpus, f"could not launch: {exc}")
+            return
+        env = self._base_env.copy()
+        env.update(self.launcher.environment(task))
+        env.update(task.env)
+        env["OMP_NUM_THREADS"] = str(task.cores_per_rank)
+        env["IMPECCABLE_TASK_UID"] = task.uid
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+        stdout = open(task.stdout, "ab") if task.stdout else subprocess.DEVNULL
+        stderr = open(task.stderr, "ab") if task.stderr else subprocess.PIPE
+        try:
+            popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                                     cwd=task.cwd, env=env, start_new_session=True)
+        except OSError as exc:
+            self._failed_to_start(sub, cores, gpus, f"could not start {argv[0]!r}: {exc}")
+            return
+        finally:
+            if task.stdout:
+                stdout.close()  # type: ignore[union-attr]
+            if task.stderr:
+                stderr.close()  # type: ignore[union-attr]
+        reaper.watch(popen.pid)  # its process group dies with the pilot, even a pilot killed by SIGKILL
+        sub.started()
+        child = _Child(sub, popen, cores, gpus)
+        self.children[task.uid] = child
+        child.pidfd = os.pidfd_open(popen.pid)
+        selector = self.host.selector
+        selector.register(child.pidfd, selectors.EVENT_READ, lambda fd, c=child: self._on_exit(c))
+        if popen.stderr is not None:
+            child.stderr_fd = popen.stderr.fileno()
+            os.set_blocking(child.stderr_fd, False)
+            selector.register(child.stderr_fd, selectors.EVENT_READ, lambda fd, c=child: self._read_stderr(c))
+        if task.timeout_s:
+            self.host.arm(time.time() + task.timeout_s, lambda c=child: self._timed_out(c))
+
+    def _failed_to_start(self, sub: Submission, cores: tuple[int, ...], gpus: tuple[int, ...], reason: str) -> None:
+        self.host.slots.give_back(cores, gpus)
+        if sub.fail(reason):
+            self.host.requeue(sub)
+
+    # ------------------------------------------------------------ events
+    def _read_stderr(self, child: _Child) -> None:
+        if child.stderr_fd < 0:  # closed by _on_exit earlier in the same round of events
+            return
+        try:
+            chunk = os.read(child.stderr_fd, 65536)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self._close_stderr(child)
+            return
+        tail = child.stderr_tail
+        tail += chunk
+        if len(tail) > STDERR_TAIL_BYTES:
+            del tail[: len(tail) - STDERR_TAIL_BYTES]
+
+    def _close_stderr(self, child: _Child) -> None:
+        if child.stderr_fd >= 0:
+            self.host.selector.unregister(child.stderr_fd)
+            child.popen.stderr.close()  # type: ignore[union-attr]
+            child.stderr_fd = -1
+
+    def _on_exit(self, child: _Child) -> None:
+        finished = time.time()
+        self.host.selector.unregister(child.pidfd)
+        os.close(child.pidfd)
+        child.done = True
+        code = child.popen.wait()
+        reaper.forget(child.popen.pid)
+        while child.stderr_fd >= 0:  # whatever is left in the pipe, without blocking
+            before = len(child.stderr_tail)
+            self._read_stderr(child)
+            if child.stderr_fd >= 0 and len(child.stderr_tail) == before:
+                self._close_stderr(child)
+        del self.children[child.sub.task.uid]
+        self.host.slots.give_back(child.cores, child.gpus)
+        self._settle(child, code, finished)
+
+    def _settle(self, child: _Child, code: int, finished: float) -> None:
+        """The task's final state (or its retry) from how its process ended."""
+        sub = child.sub
+        # a function run as a process leaves its result in a file; read (and remove) it in every case
+        outcome = self.launcher.outcome(sub.task, code) if sub.task.kind is TaskKind.FUNCTION else None
+        if child.canceled:
+            sub.cancel("canceled while running (killed)", when=finished)
+            return
+        if outcome is not None and not child.timed_out:
+            ok, value, started = outcome
+            if started is not None:
+                sub.started(started)
+            if ok:
+                sub.complete(value, when=finished, exit_code=code)
+                return
+            exception, text, trace = value
+            if sub.fail(text, when=finished, exit_code=code, traceback=trace, exception=exception):
+                self.host.requeue(sub)
+            return
+        if code == 0 and not child.timed_out:
+            sub.complete(when=finished, exit_code=0)
+            return
+        if child.timed_out:
+            reason = f"timed out after {sub.task.timeout_s:g} s (killed)"
+        elif code < 0:
+            reason = f"killed by signal {signal_name(-code)}"
+        else:
+            reason = f"exit code {code}"
+        tail = child.stderr_tail.decode(errors="replace").strip() or file_tail(sub.task.stderr)
+        if sub.fail(with_stderr(reason, tail), when=finished, exit_code=code, traceback=tail or None):
+            self.host.requeue(sub)
+
+    # ------------------------------------------------------------ timeouts, cancel, failure
+    def _timed_out(self, child: _Child) -> None:
+        if child.done:
+            return
+        child.timed_out = True
+        signal_group(child.popen.pid, signal.SIGTERM)
+        self.host.arm(time.time() + KILL_GRACE_S, lambda: None if child.done else signal_group(child.popen.pid, signal.SIGKILL))
+
+    def cancel(self, uid: str) -> bool:
+        child = self.children.get(uid)
+        if child is None:
+            return False
+        child.canceled = True
+        signal_group(child.popen.pid, signal.SIGKILL)
+        return True
+
+    def cancel_everything(self) -> None:
+        for uid in list(self.children):
+            self.cancel(uid)
+
+    def abandon(self, reason: str) -> None:
+        for child in self.children.values():
+            signal_group(child.popen.pid, signal.SIGKILL)
+            if not child.sub.future.done():
+                child.sub.fail(reason, final=True)
+
+    def drained(self) -> bool:
+        return not self.children
+
+    def after_events(self) -> None:
+        pass
+
+    def on_drained(self) -> None:
+        pass
+
+    def teardown(self) -> None:
+        pass
