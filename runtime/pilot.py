@@ -16,11 +16,13 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from .errors import BackendUnavailable
 from .backends import backend_class, is_available
 from .backends.base import Backend, Submission, TaskFuture
 from .records import TaskRecord
 from .resources import Allocation, ResourceShare, split_allocation
-from .task import Task, TaskError, TaskKind
+from .errors import TaskError
+from .task import Task, TaskKind
 
 DEFAULT_ROUTES: dict[str, str] = {"executable": "local", "function": "local"}
 AUTO_CHOICES: dict[TaskKind, tuple[str, ...]] = {
@@ -71,7 +73,7 @@ class Pilot:
             cls = backend_class(name)
             ok, why = cls.available()
             if not ok:
-                raise RuntimeError(f"backend {name!r} is not available here: {why}")
+                raise BackendUnavailable(f"backend {name!r} is not available here: {why}")
             backend = cls(self.shares[name], **dict((options or {}).get(name, {})))
             backend.serves = frozenset(kind for kind, routed in self.routes.items() if routed == name)
             self.backends[name] = backend

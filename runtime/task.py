@@ -17,14 +17,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .errors import TaskError
+
 
 class TaskKind(str, enum.Enum):
     EXECUTABLE = "executable"
     FUNCTION = "function"
-
-
-class TaskError(ValueError):
-    """A task description that cannot run; the message names the task and the reason."""
 
 
 _uids = itertools.count()

@@ -6,7 +6,8 @@ import pytest
 
 from impeccable.runtime import probes
 from impeccable.runtime.pilot import Pilot
-from impeccable.runtime.task import TaskError, TaskKind, executable_task, function_task
+from impeccable.runtime import TaskError
+from impeccable.runtime.task import TaskKind, executable_task, function_task
 
 
 def module_level_function() -> int:

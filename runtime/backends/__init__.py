@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Backend, Submission, TaskFailed, TaskFuture
+from .base import Backend, Submission, TaskFuture
 
+# the one list of backend names: the CLI's and campaign files' choices come from here ("auto" aside)
 _REGISTRY: dict[str, str] = {
     "local": "impeccable.runtime.backends.local:LocalBackend",
     "flux": "impeccable.runtime.backends.flux:FluxBackend",
     "dragon": "impeccable.runtime.backends.dragon:DragonBackend",
     "srun": "impeccable.runtime.backends.srun:SrunBackend",
 }
+
+
+BACKEND_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
 
 def names() -> list[str]:
@@ -38,4 +42,4 @@ def is_available(name: str) -> tuple[bool, str]:
     return cls.available()
 
 
-__all__ = ["Backend", "Submission", "TaskFailed", "TaskFuture", "backend_class", "is_available", "names"]
+__all__ = ["BACKEND_NAMES", "Backend", "Submission", "TaskFuture", "backend_class", "is_available", "names"]

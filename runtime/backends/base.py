@@ -23,16 +23,8 @@ from typing import Any, ClassVar
 
 from ..records import TaskRecord, TaskState
 from ..resources import ResourceShare
-from ..task import Task, TaskError, TaskKind
-
-
-class TaskFailed(Exception):
-    """Raised by ``future.result()`` for a task that ended FAILED; ``.record`` has the details."""
-
-    def __init__(self, record: TaskRecord) -> None:
-        self.record = record
-        reason = record.error or "failed"
-        super().__init__(f"task {record.name or record.uid!r} failed: {reason}")
+from ..errors import TaskError, TaskFailed
+from ..task import Task, TaskKind
 
 
 class TaskFuture(Future):

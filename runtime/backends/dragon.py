@@ -37,8 +37,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from ..errors import BackendUnavailable
 from ..resources import ResourceShare
-from ..task import Task, TaskError, TaskKind
+from ..errors import TaskError
+from ..task import Task, TaskKind
 from .base import signal_group
 from .dragon_channel import Channel
 from .loop import Dispatcher, ThreadedBackend
@@ -96,7 +98,7 @@ class DragonBackend(ThreadedBackend):
         if self._started:
             return
         if self._launcher is None:
-            raise RuntimeError(f"the dragon backend cannot start: {NOT_INSTALLED}")
+            raise BackendUnavailable(f"the dragon backend cannot start: {NOT_INSTALLED}")
         self._started = True
         self._runtime = DragonRuntime.launch(self._launcher, self._launcher_args, self.share.n_cores,
                                              self._max_pipeline + 8, self._start_timeout_s)
@@ -289,7 +291,7 @@ class DragonRuntime:
             runtime.close(force=True)
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            raise RuntimeError(f"the Dragon runtime did not start: {exc}; launcher output: {tail}") from exc
+            raise BackendUnavailable(f"the Dragon runtime did not start: {exc}; launcher output: {tail}") from exc
         return runtime
 
     def log_tail(self, lines: int = 15) -> str:

@@ -46,8 +46,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import BackendUnavailable
 from ..resources import ResourceShare
-from ..task import Task, TaskError, TaskKind
+from ..errors import TaskError
+from ..task import Task, TaskKind
 from .base import Backend, Submission
 from .flux_instance import NOT_FOUND, FluxInstance, flux_command, import_flux
 from .flux_reactor import PartitionConfig, Reactor, job_shape
@@ -215,7 +217,7 @@ class _Partition:
         ready.wait()
         if failure:
             self.thread.join()
-            raise RuntimeError(f"flux partition {self.config.name}: cannot connect to {uri}: {failure[0]}") from failure[0]
+            raise BackendUnavailable(f"flux partition {self.config.name}: cannot connect to {uri}: {failure[0]}") from failure[0]
 
     def post(self, what: str, payload: Any) -> None:
         if self.thread is None or not self.thread.is_alive():

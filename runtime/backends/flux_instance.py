@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import BackendUnavailable
 from .base import signal_group
 
 NOT_FOUND = "flux not found: install flux-core (HPC module/spack) or set PATH"
@@ -82,7 +83,7 @@ class FluxInstance:
             ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
             chunk = os.read(fd, 4096) if ready else b""
             if not chunk:
-                raise RuntimeError(f"flux partition {self.name} did not start "
+                raise BackendUnavailable(f"flux partition {self.name} did not start "
                                    f"({'timed out' if not ready else 'exited'}): {self.log_tail()}")
             line += chunk
         return line.decode().strip()

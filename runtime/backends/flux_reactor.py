@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from ..errors import BackendBroken
 from ..task import Task
 from .base import STDERR_TAIL_BYTES, Submission, file_tail, signal_name, with_stderr
 from .flux_instance import idset
@@ -350,7 +351,7 @@ class Reactor:
     def _abandon(self, reason: str) -> None:
         for job in list(self.by_uid.values()):
             if not job.sub.future.done():
-                job.sub.fail(reason, final=True)
+                job.sub.fail(reason, final=True, exception=BackendBroken(reason))
         self.by_uid.clear()
         self.jobs.clear()
 

@@ -13,7 +13,8 @@ import shutil
 import sys
 from typing import Any, Protocol
 
-from ..task import Task, TaskError, TaskKind
+from ..errors import TaskError
+from ..task import Task, TaskKind
 from .base import find_program
 
 # MPI on one node needs no network: UCX and libfabric (MPICH's ch4 netmods) listen on loopback only.

@@ -24,6 +24,7 @@ import sys
 import time
 from typing import Any
 
+from ..errors import BackendUnavailable
 from .. import reaper
 from ..framing import FramedPipe
 from ..resources import ResourceShare
@@ -202,7 +203,7 @@ def _wait_ready(handles: list[_Process], timeout_s: float) -> None:
             left = deadline - time.time()
             events = selector.select(left) if left > 0 else []
             if not events:
-                raise RuntimeError(f"{len(waiting)} function worker(s) not ready after {timeout_s:g} s")
+                raise BackendUnavailable(f"{len(waiting)} function worker(s) not ready after {timeout_s:g} s")
             for key, _ in events:
                 handle = waiting[key.fd]
                 frames = handle.pipe.read_frames()
@@ -210,7 +211,7 @@ def _wait_ready(handles: list[_Process], timeout_s: float) -> None:
                     handle.ready = True
                 elif handle.pipe.eof:
                     handle.process.join(timeout=5)
-                    raise RuntimeError(
+                    raise BackendUnavailable(
                         f"a function worker exited before it was ready "
                         f"({exit_description(handle.process.exitcode)}); its error output is above"
                         + _main_module_hint())

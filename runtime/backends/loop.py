@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from ..errors import BackendBroken
 from ..resources import ResourceShare, Slots
 from ..task import TaskKind
 from .base import Backend, Submission
@@ -216,7 +217,7 @@ class Dispatcher:
         """Fail every task not yet final, without retry: the dispatcher cannot go on."""
         for sub in self.pending:
             if not sub.future.done():
-                sub.fail(reason, final=True)
+                sub.fail(reason, final=True, exception=BackendBroken(reason))
         self.pending.clear()
         for runner in self._distinct_runners:
             runner.abandon(reason)

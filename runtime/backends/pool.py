@@ -26,6 +26,7 @@ import pickle
 import time
 from typing import Any, Protocol
 
+from ..errors import BackendBroken
 from .base import Submission, exit_description
 from .loop import Dispatcher
 
@@ -297,7 +298,7 @@ class FunctionPool:
         for worker in self.workers:
             for _, sub in worker.outstanding:
                 if not sub.future.done():
-                    sub.fail(reason, final=True)
+                    sub.fail(reason, final=True, exception=BackendBroken(reason))
             worker.outstanding.clear()
             worker.alive = False
             self._release(worker)

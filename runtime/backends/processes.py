@@ -17,6 +17,7 @@ import signal
 import subprocess
 import time
 
+from ..errors import BackendBroken
 from .. import reaper
 from ..task import TaskKind
 from .base import STDERR_TAIL_BYTES, Submission, file_tail, signal_group, signal_name, with_stderr
@@ -79,8 +80,8 @@ class ProcessRunner:
         task = sub.task
         try:
             argv = self.launcher.command(task, cores, gpus)
-        except LaunchError as exc:
-            self._failed_to_start(sub, cores, gpus, f"could not launch: {exc}")
+        except LaunchError as exc:  # the command cannot be built: another attempt cannot build it either
+            self._failed_to_start(sub, cores, gpus, f"could not launch: {exc}", final=True)
             return
         env = self._base_env.copy()
         env.update(self.launcher.environment(task))
@@ -116,9 +117,10 @@ class ProcessRunner:
         if task.timeout_s:
             self.host.arm(time.time() + task.timeout_s, lambda c=child: self._timed_out(c))
 
-    def _failed_to_start(self, sub: Submission, cores: tuple[int, ...], gpus: tuple[int, ...], reason: str) -> None:
+    def _failed_to_start(self, sub: Submission, cores: tuple[int, ...], gpus: tuple[int, ...], reason: str,
+                         final: bool = False) -> None:
         self.host.slots.give_back(cores, gpus)
-        if sub.fail(reason):
+        if sub.fail(reason, final=final):
             self.host.requeue(sub)
 
     # ------------------------------------------------------------ events
@@ -215,7 +217,7 @@ class ProcessRunner:
         for child in self.children.values():
             signal_group(child.popen.pid, signal.SIGKILL)
             if not child.sub.future.done():
-                child.sub.fail(reason, final=True)
+                child.sub.fail(reason, final=True, exception=BackendBroken(reason))
 
     def drained(self) -> bool:
         return not self.children

@@ -36,6 +36,7 @@ import tempfile
 import time
 from typing import Any
 
+from ..errors import BackendUnavailable
 from ..resources import ResourceShare
 from ..task import Task, TaskKind
 from .launchers import LaunchError
@@ -197,7 +198,7 @@ class SlurmAllocation:
             self._holder = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                             stderr=subprocess.PIPE, text=True, start_new_session=True)
         except OSError as exc:
-            raise RuntimeError(f"srun backend: `{' '.join(argv)}` failed: {exc}") from None
+            raise BackendUnavailable(f"srun backend: `{' '.join(argv)}` failed: {exc}") from None
         said = ""  # raw reads: a buffered readline could hold the "Granted" line while select() waits
         deadline = time.monotonic() + self.timeout_s + 30
         fd = self._holder.stderr.fileno()  # type: ignore[union-attr]
@@ -219,7 +220,7 @@ class SlurmAllocation:
         if "Pending job allocation" in said or not said:
             message = (f"not granted within {self.timeout_s:g} s (the cluster is busy: raise the srun "
                        f"backend's allocation_timeout_s option); salloc said: {message}")
-        raise RuntimeError(f"srun backend: could not get an allocation of {self.cores} cores "
+        raise BackendUnavailable(f"srun backend: could not get an allocation of {self.cores} cores "
                            f"with `{' '.join(argv)}`: {message}")
 
     def _stop_holder(self) -> None:

@@ -1,0 +1,87 @@
+"""The runtime's pure logic, without processes: shares, slots, routes, a Flux job's outcome."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from impeccable.runtime import BackendUnavailable, Pilot, executable_task
+from impeccable.runtime.backends.flux_reactor import PartitionConfig, job_outcome
+from impeccable.runtime.pilot import resolve_routes
+from impeccable.runtime.resources import Allocation, SlotPool, Slots, machine_cores, split_allocation
+from impeccable.runtime.task import TaskKind
+
+
+def test_split_allocation_is_proportional_disjoint_and_gives_everyone_a_core():
+    shares = split_allocation(Allocation(cores=16, gpus=4), {"flux": 3, "dragon": 1})
+    assert [s.n_cores for s in shares.values()] == [12, 4] and [s.n_gpus for s in shares.values()] == [3, 1]
+    assert set(shares["flux"].cores).isdisjoint(shares["dragon"].cores)
+    tiny = split_allocation(Allocation(cores=2), {"a": 100, "b": 1})
+    assert [s.n_cores for s in tiny.values()] == [1, 1]
+    with pytest.raises(ValueError, match="3 backends need at least 3 cores"):
+        split_allocation(Allocation(cores=2), {"a": 1, "b": 1, "c": 1})
+
+
+def test_slot_pool_reuses_low_slots_first_and_catches_double_returns():
+    pool = SlotPool((0, 1, 2, 3))
+    a = pool.take(2)
+    assert a == (0, 1) and pool.take(3) is None and pool.free == 2
+    pool.give_back(a)
+    assert pool.take(1) == (0,)
+    pool.give_back((0,))
+    with pytest.raises(RuntimeError, match="returned twice"):
+        pool.give_back((0,))
+
+
+def test_slots_take_cores_and_gpus_together_or_not_at_all():
+    slots = Slots((0, 1), (0,))
+    assert slots.take(1, 2) is None and slots.free_cores == 2  # not enough GPUs: no core taken either
+    cores, gpus = slots.take(2, 1)
+    assert (cores, gpus) == ((0, 1), (0,)) and slots.take(1) is None
+    slots.give_back(cores, gpus)
+    assert slots.free_cores == 2
+
+
+def test_routes_resolve_auto_and_name_bad_kinds():
+    routes = resolve_routes({"executable": "local", "function": "auto"})
+    assert routes[TaskKind.EXECUTABLE] == "local" and routes[TaskKind.FUNCTION] in ("dragon", "local")
+    with pytest.raises(ValueError, match="unknown task kind 'gpu'"):
+        resolve_routes({"gpu": "local"})
+
+
+def test_a_backend_that_cannot_run_here_is_backend_unavailable(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("IMPECCABLE_FLUX", raising=False)
+    with pytest.raises(BackendUnavailable, match="backend 'flux' is not available here"):
+        Pilot(2, routes={"executable": "flux"})
+
+
+def test_machine_cores_reads_a_slurm_job_over_all_its_nodes(monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_CPUS_PER_NODE", "36(x2),4")
+    assert machine_cores() == 76
+    monkeypatch.setenv("SLURM_JOB_CPUS_PER_NODE", "garbage")
+    assert machine_cores() == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("exception, status, cancel, began, expected", [
+    (None, 0, None, True, ("done", "", 0)),
+    (None, 3 << 8, None, True, ("failed", "exit code 3", 3)),
+    (None, signal.SIGKILL, None, True, ("failed", "killed by signal SIGKILL", -9)),
+    (("timeout", "resource allocation expired"), signal.SIGKILL, None, True,
+     ("failed", "timed out after 2 s (flux: resource allocation expired)", -9)),
+    (("cancel", ""), None, "canceled", True, ("canceled", "canceled while running (flux job canceled)", None)),
+    (("cancel", "by admin"), None, None, False, ("canceled", "canceled in flux: by admin", None)),
+    (("exec", "cannot execute"), None, None, True, ("failed", "flux exec exception: cannot execute", None)),
+])
+def test_flux_job_outcome(exception, status, cancel, began, expected):
+    outcome = job_outcome(exception, status, cancel, began, timeout_s=2)
+    assert (outcome.state, outcome.reason, outcome.exit_code) == expected
+
+
+def test_flux_partition_fits_per_broker():
+    config = PartitionConfig(name="0", cores=tuple(range(8)), brokers=2)
+    assert config.fits(executable_task(["true"], cores_per_rank=4))
+    assert not config.fits(executable_task(["true"], cores_per_rank=5))  # one process cannot span brokers
+    assert config.fits(executable_task(["true"], mpi=True, ranks=2, cores_per_rank=4))
