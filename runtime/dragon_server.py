@@ -328,11 +328,9 @@ def _destroy(q: Any) -> None:
 
 
 if __name__ == "__main__":
-    # run as a script by the launcher: drop this file's folder from sys.path (its modules
-    # would shadow top-level names) and run the importable copy, so that cloudpickle sends
-    # worker_main to the workers by reference
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    # run as ``python -m impeccable.runtime.dragon_server`` by the launcher; call the importable
+    # module's main (not this __main__ copy), so that cloudpickle sends worker_main to the workers
+    # by reference
     import dragon  # noqa: F401 - registers Dragon's multiprocessing start method and native objects
 
     from impeccable.runtime.dragon_server import main as _main

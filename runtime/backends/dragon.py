@@ -47,7 +47,7 @@ from .loop import Dispatcher, ThreadedBackend
 from .pool import FunctionPool, PoolWorker
 
 NOT_INSTALLED = "dragonhpc not installed (pip install 'impeccable[dragon]')"
-SERVER_SCRIPT = Path(__file__).resolve().parent.parent / "dragon_server.py"
+SERVER_MODULE = "impeccable.runtime.dragon_server"
 STOP_TIMEOUT_S = 30.0
 KILL_GRACE_S = 5.0
 _CONTROL = b"\xff" * 8  # prefix of a server notice; a result starts with its call's token
@@ -262,8 +262,9 @@ class DragonRuntime:
                timeout_s: float) -> "DragonRuntime":
         channel = Channel()
         log_path = os.path.join(channel.directory, "dragon.log")
-        argv = launcher_argv(launcher, extra_args, str(SERVER_SCRIPT), "--socket", channel.path, "--keyfile",
-                             channel.keyfile, "--workers", str(n_workers), "--inbox-size", str(inbox_size))
+        # the launcher runs PROG with ARGS: this interpreter, -m the server module
+        argv = launcher_argv(launcher, extra_args, sys.executable, "-m", SERVER_MODULE, "--socket", channel.path,
+                             "--keyfile", channel.keyfile, "--workers", str(n_workers), "--inbox-size", str(inbox_size))
         env = launcher_env(launcher)
         # workers import the same modules as this process (test helpers, the user's packages)
         env["PYTHONPATH"] = os.pathsep.join(_import_path())
