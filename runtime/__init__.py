@@ -13,17 +13,25 @@ live record (:mod:`.records`), errors live in :mod:`.errors`, and backends are p
 name (:mod:`.backends`). Knows nothing about chemistry.
 """
 
-from .backends import BACKEND_NAMES, backend_class, is_available
-from .backends.base import TaskFuture
-from .errors import BackendBroken, BackendUnavailable, TaskError, TaskFailed
-from .metrics import summarize
-from .pilot import Pilot
-from .records import TaskRecord, TaskState
-from .resources import Allocation
-from .task import Task, TaskKind, executable_task, function_task
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "Allocation", "BACKEND_NAMES", "BackendBroken", "BackendUnavailable", "Pilot", "Task", "TaskError",
-    "TaskFailed", "TaskFuture", "TaskKind", "TaskRecord", "TaskState", "backend_class", "executable_task",
-    "function_task", "is_available", "summarize",
-]
+# name -> module: imported on first use, so that a worker process or ``python -m
+# impeccable.runtime.run_function`` (the srun baseline's per-task process) does not pay
+# for the pilot, pydantic and the backends it never uses
+_EXPORTS = {
+    "BACKEND_NAMES": ".backends", "backend_class": ".backends", "is_available": ".backends",
+    "TaskFuture": ".backends.base", "summarize": ".metrics", "Pilot": ".pilot", "Allocation": ".resources",
+    "TaskRecord": ".records", "TaskState": ".records",
+    "BackendBroken": ".errors", "BackendUnavailable": ".errors", "TaskError": ".errors", "TaskFailed": ".errors",
+    "Task": ".task", "TaskKind": ".task", "executable_task": ".task", "function_task": ".task",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value

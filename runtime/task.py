@@ -9,7 +9,6 @@ budget and free-form tags (stage name, campaign id) that flow into records.
 from __future__ import annotations
 
 import enum
-import importlib
 import itertools
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -18,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import TaskError
+from .run_function import resolve
 
 
 class TaskKind(str, enum.Enum):
@@ -152,11 +152,5 @@ def resolve_function(reference: str) -> Callable[..., Any]:
     """Import ``"module:qualname"`` (cached); raises ImportError/AttributeError with the reason."""
     fn = _resolved.get(reference)
     if fn is None:
-        module_name, _, qualname = reference.partition(":")
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-        if not callable(obj):
-            raise TypeError(f"{reference} is not callable")
-        fn = _resolved[reference] = obj
+        fn = _resolved[reference] = resolve(reference)
     return fn
