@@ -173,17 +173,12 @@ class FunctionPool:
 
     def _picklable_part(self, worker: PoolWorker) -> bytes | None:
         """Fail the calls whose arguments cannot be pickled (no retry can cure that); the batch of the others."""
-        good = []
-        for item in worker.outbox:
-            try:
-                pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception as exc:  # noqa: BLE001 - PicklingError, TypeError, AttributeError ...
-                entry = next(e for e in worker.outstanding if e[0] == item[0])
-                worker.outstanding.remove(entry)
-                self.tokens.pop(item[0], None)
-                entry[1].fail(f"arguments cannot be sent to a worker: {type(exc).__name__}: {exc}", final=True)
-            else:
-                good.append(item)
+        good, bad = _split_picklable(worker.outbox)
+        for token, exc in bad:
+            entry = next(e for e in worker.outstanding if e[0] == token)
+            worker.outstanding.remove(entry)
+            self.tokens.pop(token, None)
+            entry[1].fail(f"arguments cannot be sent to a worker: {type(exc).__name__}: {exc}", final=True)
         if not worker.outstanding:
             self._idle(worker)
             self.host.wake()  # the slot is free again: the next task must not wait for another event
@@ -235,15 +230,7 @@ class FunctionPool:
             self.tokens.pop(token, None)
         worker.outstanding.clear()
         self._release(worker)
-        if running is None and entries:
-            running = entries[0][0]
-        culprit = next((sub for token, sub in entries if token == running), None)
-        target = worker.kill_target
-        if target is not None and target is not culprit:
-            # the call we meant to kill had just finished (its result died with the worker):
-            # a canceled one stays canceled, a timed-out one runs again; nobody else is to blame
-            still_ours = any(sub is target for _, sub in entries)
-            culprit = target if worker.kill_reason == "canceled" and still_ours else None
+        culprit = _culprit(entries, running, worker.kill_target, worker.kill_reason)
         rest = [sub for _, sub in entries if sub is not culprit]
         for sub in rest:
             sub.record.attempts -= 1
@@ -335,3 +322,30 @@ class FunctionPool:
         self.host.slots.give_back(worker.cores, worker.gpus)
         worker.cores, worker.gpus = (), ()
 
+
+def _culprit(entries: list[tuple[int, Submission]], running: int | None, kill_target: Submission | None,
+             kill_reason: str) -> Submission | None:
+    """Which of a dead worker's calls its death is charged to: the one it was running (the oldest when
+    the transport cannot tell), unless we killed it for another call. Then the call we meant to kill had
+    just finished (its result died with the worker): a canceled one stays canceled, a timed-out one runs
+    again; nobody else is to blame."""
+    if running is None and entries:
+        running = entries[0][0]
+    culprit = next((sub for token, sub in entries if token == running), None)
+    if kill_target is not None and kill_target is not culprit:
+        still_ours = any(sub is kill_target for _, sub in entries)
+        culprit = kill_target if kill_reason == "canceled" and still_ours else None
+    return culprit
+
+
+def _split_picklable(calls: list[tuple]) -> tuple[list[tuple], list[tuple[int, Exception]]]:
+    """The calls that pickle, and (token, error) of those that do not."""
+    good, bad = [], []
+    for call in calls:
+        try:
+            pickle.dumps(call, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # noqa: BLE001 - PicklingError, TypeError, AttributeError ...
+            bad.append((call[0], exc))
+        else:
+            good.append(call)
+    return good, bad
