@@ -1,4 +1,4 @@
-"""The pilot: acquire an allocation once, partition it among backends, run many tasks.
+"""The pilot: acquire an allocation once, lend its cores to whichever runtime has work, run many tasks.
 
 Routing is configuration: a mapping from task kind to backend name. Callers
 submit tasks and get futures back; they never learn which backend ran what.
@@ -12,6 +12,7 @@ submit tasks and get futures back; they never learn which backend ran what.
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -20,7 +21,8 @@ from .errors import BackendUnavailable
 from .backends import backend_class, is_available
 from .backends.base import Backend, Submission, TaskFuture
 from .records import TaskRecord
-from .resources import Allocation, ResourceShare, split_allocation
+from .resources import Allocation, split_allocation
+from .slots import SlotBroker, SlotView
 from .errors import TaskError
 from .task import Task, TaskKind
 
@@ -48,9 +50,12 @@ def resolve_routes(routes: Mapping[str, str] | None) -> dict[TaskKind, str]:
 class Pilot:
     """Holds one allocation and routes each task to the backend configured for its kind.
 
-    ``shares`` weights how the cores are split when several backends are used
-    (backend name -> weight, equal by default); ``options`` passes settings to
-    each backend by name, e.g. ``{"local": {"function_workers": 4}}``.
+    Every backend sees the whole allocation and takes slots from one pool as its tasks need them
+    (:mod:`.slots`): a core idle in one runtime is lent to another that has work. ``shares``
+    (backend name -> weight, equal by default) only decide who goes first when several runtimes
+    wait for slots at once; ``exclusive=True`` fences instead, giving each backend a fixed slice of
+    the cores in proportion to its weight, for sites that require it. ``options`` passes settings
+    to each backend by name, e.g. ``{"local": {"function_workers": 4}}``.
     """
 
     def __init__(
@@ -59,41 +64,61 @@ class Pilot:
         routes: Mapping[str, str] | None = None,
         shares: Mapping[str, int] | None = None,
         options: Mapping[str, Mapping[str, Any]] | None = None,
+        exclusive: bool = False,
     ) -> None:
         self.allocation = allocation if isinstance(allocation, Allocation) else Allocation(cores=allocation)
         self.routes = resolve_routes(routes)
+        self.exclusive = exclusive
         names = list(dict.fromkeys(self.routes.values()))
         weights = {name: int((shares or {}).get(name, 1)) for name in names}
         unknown = set(shares or {}) - set(names)
         if unknown:
             raise ValueError(f"shares name backends the routes do not use: {', '.join(sorted(unknown))}")
-        self.shares: dict[str, ResourceShare] = split_allocation(self.allocation, weights)
+        self.slots = self._lend(weights)
         self.backends: dict[str, Backend] = {}
         for name in names:
             cls = backend_class(name)
             ok, why = cls.available()
             if not ok:
                 raise BackendUnavailable(f"backend {name!r} is not available here: {why}")
-            backend = cls(self.shares[name], **dict((options or {}).get(name, {})))
+            backend = cls(self.slots[name], **dict((options or {}).get(name, {})))
             backend.serves = frozenset(kind for kind, routed in self.routes.items() if routed == name)
             self.backends[name] = backend
         self.records: list[TaskRecord] = []
         self._started = False
         self._closed = False
 
+    def _lend(self, weights: dict[str, int]) -> dict[str, SlotView]:
+        """One pool for all (weights for contention only), or fenced slices (``exclusive``)."""
+        if not self.exclusive:
+            broker = SlotBroker(self.allocation)
+            return {name: broker.view(name, weight) for name, weight in weights.items()}
+        shares = split_allocation(self.allocation, weights)
+        return {name: SlotBroker(self.allocation, shares[name].cores, shares[name].gpus).view(name)
+                for name in weights}
+
     # lifecycle ---------------------------------------------------------------
     def start(self) -> "Pilot":
-        if not self._started:
-            started: list[Backend] = []
-            try:
-                for backend in self.backends.values():
-                    backend.start()
-                    started.append(backend)
-            except BaseException:
-                for backend in started:
-                    backend.shutdown(cancel_pending=True)
-                raise
-            self._started = True
+        """Start every backend side by side (Dragon's runtime takes seconds to come up, Flux's too)."""
+        if self._started:
+            return self
+        errors: list[BaseException] = []
+        threads = [threading.Thread(target=_start, args=(b, errors), name=f"start-{b.name}", daemon=True)
+                   for b in self.backends.values()]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                thread.join()
+        except BaseException as exc:  # Ctrl-C while runtimes come up: let them finish starting, then stop them
+            for thread in threads:
+                thread.join()
+            errors.insert(0, exc)
+        if errors:
+            for backend in self.backends.values():
+                backend.shutdown(cancel_pending=True)
+            raise errors[0]
+        self._started = True
         return self
 
     def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> None:
@@ -168,3 +193,10 @@ class Pilot:
         futures = self.submit_many(tasks)
         concurrent.futures.wait(futures, timeout=timeout)
         return [f.record for f in futures]
+
+
+def _start(backend: Backend, errors: list[BaseException]) -> None:
+    try:
+        backend.start()
+    except BaseException as exc:  # noqa: BLE001 - re-raised by Pilot.start in the caller's thread
+        errors.append(exc)

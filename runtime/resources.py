@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Allocation:
-    """What the pilot owns. ``cores`` may exceed the machine's (an advertised allocation)."""
+    """What the pilot owns: ``cores`` and ``gpus`` spread evenly over ``nodes``.
+
+    ``cores`` may exceed the machine's (an advertised allocation); :meth:`emulated` names N nodes
+    that all live on this machine, to try multi-node placement where only one node exists.
+    """
 
     cores: int
     gpus: int = 0
@@ -26,6 +30,27 @@ class Allocation:
             raise ValueError(f"an allocation needs at least one core, got cores={self.cores}")
         if self.gpus < 0:
             raise ValueError(f"gpus must be >= 0, got {self.gpus}")
+        if not self.nodes:
+            raise ValueError("an allocation needs at least one node")
+        if self.cores % len(self.nodes) or self.gpus % len(self.nodes):
+            raise ValueError(f"{self.cores} cores and {self.gpus} GPUs do not split evenly over "
+                             f"{len(self.nodes)} nodes: give each node the same number")
+
+    @classmethod
+    def emulated(cls, cores: int, nodes: int = 1, gpus: int = 0) -> "Allocation":
+        """``nodes`` nodes (node0, node1, ...) sharing this machine: multi-node placement, emulated."""
+        if nodes < 1:
+            raise ValueError(f"nodes must be >= 1, got {nodes}")
+        names = (socket.gethostname(),) if nodes == 1 else tuple(f"node{i}" for i in range(nodes))
+        return cls(cores=cores, gpus=gpus, nodes=names)
+
+    @property
+    def cores_per_node(self) -> int:
+        return self.cores // len(self.nodes)
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.gpus // len(self.nodes)
 
     @classmethod
     def detect(cls) -> "Allocation":

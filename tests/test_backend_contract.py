@@ -122,13 +122,12 @@ def test_executable_timeout(pilot):
 
 def test_mpi_task_runs_its_ranks(pilot, tmp_path):
     serves(pilot, TaskKind.EXECUTABLE)
-    out = tmp_path / "ranks.txt"
-    code = ("import os; print(next(os.environ[v] for v in ('PMI_RANK', 'SLURM_PROCID', 'FLUX_TASK_RANK',"
-            " 'OMPI_COMM_WORLD_RANK') if v in os.environ))")
-    task = executable_task([sys.executable, "-c", code], name="mpi", mpi=True, ranks=2, stdout=str(out))
+    code = ("import os, sys; rank = next(os.environ[v] for v in ('PMI_RANK', 'SLURM_PROCID', 'FLUX_TASK_RANK',"
+            " 'OMPI_COMM_WORLD_RANK') if v in os.environ); open(os.path.join(sys.argv[1], rank), 'w').close()")
+    task = executable_task([sys.executable, "-c", code, str(tmp_path)], name="mpi", mpi=True, ranks=2)
     record = pilot.submit(task).result(timeout=120)
     assert record.state is TaskState.DONE and record.cores == 2 and len(record.slots) == 2
-    assert sorted(out.read_text().split()) == ["0", "1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0", "1"]  # each rank knows its rank
 
 
 # ------------------------------------------------------------------ functions

@@ -31,10 +31,12 @@ SLEEP = shutil.which("sleep")
 SH = shutil.which("sh")
 
 
-def flux_pilot(cores: int, gpus: int = 0, **options) -> Pilot:
+def flux_pilot(cores: int, gpus: int = 0, nodes: int = 1, **options) -> Pilot:
+    """A pilot whose allocation has ``nodes`` emulated nodes (one Flux broker each)."""
     if "partitions" not in options and "use_existing" not in options:
         options["use_existing"] = False  # always a fresh instance, even when the tests run inside Flux
-    return Pilot(Allocation(cores=cores, gpus=gpus), routes={"executable": "flux"}, options={"flux": options})
+    return Pilot(Allocation.emulated(cores, nodes=nodes, gpus=gpus), routes={"executable": "flux"},
+                 options={"flux": options})
 
 
 def wait_all(futures, timeout=120):
@@ -100,7 +102,7 @@ def test_null_executables_done_with_records():
 
 
 def test_two_partitions_have_disjoint_slots_and_share_the_work():
-    with flux_pilot(8, partitions=2) as pilot:
+    with flux_pilot(8, nodes=2, partitions=2) as pilot:
         assert pilot.backends["flux"].partitions == ["0", "1"]
         futures = pilot.submit_many([executable_task([SLEEP, "0.2"], name=f"s{i}") for i in range(32)])
         pinned = pilot.submit(executable_task([TRUE], name="pinned", partition="1"))
@@ -117,20 +119,24 @@ def test_two_partitions_have_disjoint_slots_and_share_the_work():
 
 
 
-def test_test_size_two_runs_a_task_across_brokers(tmp_path):
+def test_an_mpi_task_wider_than_a_node_gets_whole_nodes_one_broker_each(tmp_path):
     out = tmp_path / "ranks.txt"
     task = executable_task([SH, "-c", 'echo "$FLUX_TASK_RANK $(flux getattr rank)"'], name="span",
                            mpi=True, ranks=2, cores_per_rank=2, stdout=str(out),
                            env={"PATH": os.path.dirname(flux_command()) + os.pathsep + os.environ["PATH"]})
-    with flux_pilot(4, test_size=2) as pilot:
-        with pytest.raises(TaskError, match="cannot span brokers"):  # a process cannot: 2 cores each
+    with flux_pilot(4, nodes=2) as pilot:
+        with pytest.raises(TaskError, match="one process needs 3 cores"):  # a process cannot span nodes
             pilot.submit(executable_task([TRUE], cores_per_rank=3, mpi=True))
-        with pytest.raises(TaskError, match="not MPI: one process"):
+        with pytest.raises(TaskError, match="not MPI"):
             pilot.submit(executable_task([TRUE], ranks=2, cores_per_rank=2))
         record = pilot.submit(task).result(timeout=60)
+        # pinned: a one-node task runs on the broker of the node the pilot chose
+        pinned = pilot.submit(executable_task([SH, "-c", "flux getattr rank"], cores_per_rank=2,
+                                              stdout=str(tmp_path / "pinned.txt"), env=task.env)).result(timeout=60)
     assert record.state is TaskState.DONE and record.slots == (0, 1, 2, 3)
     lines = sorted(tuple(line.split()) for line in out.read_text().splitlines())
     assert lines == [("0", "0"), ("1", "1")]  # task rank 0 on broker 0, task rank 1 on broker 1
+    assert (tmp_path / "pinned.txt").read_text().strip() == str(pinned.slots[0] // 2)
 
 
 def test_each_task_sees_only_its_own_gpus(tmp_path):
@@ -141,21 +147,21 @@ def test_each_task_sees_only_its_own_gpus(tmp_path):
     ]
     tasks.append(executable_task([SH, "-c", 'echo "${CUDA_VISIBLE_DEVICES:-none}"'], name="nogpu",
                                  stdout=str(tmp_path / "nogpu.txt")))
-    with flux_pilot(4, gpus=4, partitions=2) as pilot:
+    with flux_pilot(4, gpus=4, nodes=2, partitions=2) as pilot:
         futures = pilot.submit_many(tasks)
         wait_all(futures)
     for future in futures[:-1]:
         record = future.record
         assert record.state is TaskState.DONE and len(record.gpu_slots) == 1
         seen = (tmp_path / f"{record.name}.txt").read_text().strip()
-        assert seen == str(record.gpu_slots[0])
+        assert seen == str(record.gpu_slots[0] % 2)  # the GPU's index on its node (2 GPUs per node)
         assert record.gpu_slots[0] in ((0, 1) if record.partition == "0" else (2, 3))
     assert (tmp_path / "nogpu.txt").read_text().strip() == "-1"  # Flux hides every GPU from a task with none
     assert slot_overlaps([f.record for f in futures]) == []
 
 
 def test_shutdown_and_ctrl_c_leave_no_broker():
-    pilot = flux_pilot(2, partitions=2)
+    pilot = flux_pilot(2, nodes=2, partitions=2)
     with pytest.raises(KeyboardInterrupt):
         with pilot:
             running = pilot.submit(executable_task([SLEEP, "60"], name="interrupted"))
@@ -174,7 +180,7 @@ def test_unavailable_without_flux(monkeypatch, tmp_path):
 
 
 def test_tasks_that_cannot_fit_are_rejected_at_submit():
-    with flux_pilot(4, partitions=2) as pilot:
+    with flux_pilot(4, nodes=2, partitions=2) as pilot:
         with pytest.raises(TaskError, match="largest flux partition has 2 cores"):
             pilot.submit(executable_task([TRUE], ranks=3, mpi=True))
         with pytest.raises(TaskError, match="no flux partition 'x'"):

@@ -81,7 +81,7 @@ def test_flux_job_outcome(exception, status, cancel, began, expected):
 
 
 def test_flux_partition_fits_per_broker():
-    config = PartitionConfig(name="0", cores=tuple(range(8)), brokers=2)
+    config = PartitionConfig(name="0", nodes=(0, 1), cores=tuple(range(8)))
     assert config.fits(executable_task(["true"], cores_per_rank=4))
     assert not config.fits(executable_task(["true"], cores_per_rank=5))  # one process cannot span brokers
     assert config.fits(executable_task(["true"], mpi=True, ranks=2, cores_per_rank=4))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from impeccable.runtime import probes
+from impeccable.runtime import Allocation
 from impeccable.runtime.pilot import Pilot
 from impeccable.runtime import TaskError
 from impeccable.runtime.task import TaskKind, executable_task, function_task
@@ -22,14 +23,22 @@ def test_executable_and_function_tasks_carry_their_resources():
     assert fn.tags["stage"] == "dock"
 
 
-def test_too_many_cores_names_the_task_and_the_share(local_pilot: Pilot):
+def test_too_many_cores_names_the_task_and_the_allocation(local_pilot: Pilot):
     task = executable_task(["true"], name="big", ranks=2, cores_per_rank=4)
-    with pytest.raises(TaskError, match=r"'big'.*asks for 8 cores \(2 ranks x 4 cores per rank\).*owns 4"):
+    with pytest.raises(TaskError, match=r"'big'.*asks for 8 cores \(2 ranks x 4 cores per rank\).*has 4"):
         local_pilot.submit(task)
 
 
+def test_one_process_wider_than_a_node_is_refused():
+    with Pilot(Allocation.emulated(8, nodes=2)) as pilot:
+        with pytest.raises(TaskError, match=r"one process needs 6 cores .* a node has 4 .*not MPI"):
+            pilot.submit(executable_task(["true"], name="wide", cores_per_rank=6))
+        record = pilot.submit(executable_task(["true"], name="mpi", mpi=True, ranks=6)).result(timeout=60)
+        assert record.state.value == "DONE" and len(record.slots) == 8  # two whole nodes
+
+
 def test_too_many_gpus_is_rejected(local_pilot: Pilot):
-    with pytest.raises(TaskError, match=r"'gpu'.*asks for 1 GPUs.*owns 0"):
+    with pytest.raises(TaskError, match=r"'gpu'.*asks for 1 GPUs.*has 0"):
         local_pilot.submit(executable_task(["true"], name="gpu", gpus_per_rank=1))
 
 

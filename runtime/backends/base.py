@@ -22,7 +22,7 @@ from concurrent.futures import CancelledError, Future
 from typing import Any, ClassVar
 
 from ..records import TaskRecord, TaskState
-from ..resources import ResourceShare
+from ..slots import SlotView
 from ..errors import TaskError, TaskFailed
 from ..task import Task, TaskKind
 
@@ -117,18 +117,20 @@ class Submission:
 
 
 class Backend(abc.ABC):
-    """A way of running tasks on one share of the pilot's allocation.
+    """A way of running tasks on the slots the pilot lends it.
 
     Subclasses set ``name`` and ``kinds`` and implement ``start``, ``submit``
     and ``shutdown``. ``submit`` must never block on task execution: the pilot
-    hands thousands of submissions at once.
+    hands thousands of submissions at once. Every task is placed through
+    ``self.slots`` (a :class:`~..slots.SlotView` of the pilot's one pool), so
+    no two runtimes ever hold the same core.
     """
 
     name: ClassVar[str]
     kinds: ClassVar[frozenset[TaskKind]]
 
-    def __init__(self, share: ResourceShare, **options: Any) -> None:
-        self.share = share
+    def __init__(self, slots: SlotView, **options: Any) -> None:
+        self.slots = slots
         self.options = options
         # the kinds the pilot routes here (set by the pilot), so a backend starts only what it needs
         self.serves: frozenset[TaskKind] = self.kinds
@@ -149,16 +151,7 @@ class Backend(abc.ABC):
                 return
         if task.kind not in self.kinds:
             raise TaskError(f"task {task.label}: backend {self.name!r} does not run {task.kind.value} tasks")
-        if task.cores > self.share.n_cores:
-            raise TaskError(
-                f"task {task.label} asks for {task.cores} cores ({task.ranks} ranks x {task.cores_per_rank} "
-                f"cores per rank) but backend {self.name!r} owns {self.share.n_cores}"
-            )
-        if task.gpus > self.share.n_gpus:
-            raise TaskError(
-                f"task {task.label} asks for {task.gpus} GPUs ({task.ranks} ranks x {task.gpus_per_rank} "
-                f"GPUs per rank) but backend {self.name!r} owns {self.share.n_gpus}"
-            )
+        check_fits(task, self.slots, self.name)
         if task.kind is TaskKind.EXECUTABLE:
             check_executable(task)
         else:
@@ -196,6 +189,30 @@ def find_program(program: str, env: dict[str, str] | None = None, cwd: str | Non
         else:
             _which_cache[key] = shutil.which(program, path=path)
     return _which_cache[key]
+
+
+def check_fits(task: Task, slots: SlotView, backend: str) -> None:
+    """A task that could never be placed: more cores or GPUs than the backend may use, or one process
+    wider than a node (only an MPI task's ranks may spread over nodes)."""
+    broker = slots.broker
+    if task.cores > slots.n_cores:
+        raise TaskError(
+            f"task {task.label} asks for {task.cores} cores ({task.ranks} ranks x {task.cores_per_rank} "
+            f"cores per rank) but backend {backend!r} has {slots.n_cores}"
+        )
+    if task.gpus > slots.n_gpus:
+        raise TaskError(
+            f"task {task.label} asks for {task.gpus} GPUs ({task.ranks} ranks x {task.gpus_per_rank} "
+            f"GPUs per rank) but backend {backend!r} has {slots.n_gpus}"
+        )
+    per_process = task.cores_per_rank if task.mpi else task.cores
+    per_process_gpus = task.gpus_per_rank if task.mpi else task.gpus
+    if per_process > broker.cores_per_node or per_process_gpus > broker.gpus_per_node:
+        raise TaskError(
+            f"task {task.label}: one process needs {per_process} cores and {per_process_gpus} GPUs but a node "
+            f"has {broker.cores_per_node} and {broker.gpus_per_node}"
+            + ("" if task.mpi else " (not MPI: the task is one process; set mpi=True to spread ranks over nodes)")
+        )
 
 
 def check_executable(task: Task) -> None:

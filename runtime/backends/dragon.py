@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendUnavailable
-from ..resources import ResourceShare
+from ..slots import SlotView
 from ..errors import TaskError
 from ..task import Task, TaskKind
 from .base import signal_group
@@ -55,24 +55,27 @@ _TOKEN = struct.Struct("<q")
 
 
 class DragonBackend(ThreadedBackend):
-    """Python functions on Dragon-managed worker processes, one per core of the share.
+    """Python functions on Dragon-managed worker processes, one per core the pilot may lend it.
 
     Options: ``launcher`` (path of ``dragon``, default: next to this Python or on PATH),
     ``launcher_args`` (extra launcher arguments), ``start_timeout_s`` (default 120),
     ``pipeline_s`` (estimated work queued in a busy worker, default 20 ms),
-    ``max_pipeline`` (calls in flight per worker, default 512).
+    ``max_pipeline`` (calls in flight per worker, default 512), ``queue_ahead`` (calls kept queued
+    behind a running one however long calls are, so that a worker starts its next call without waiting
+    for a round trip through the runtime; default 1).
     """
 
     name = "dragon"
     kinds = frozenset({TaskKind.FUNCTION})
 
-    def __init__(self, share: ResourceShare, **options: Any) -> None:
-        super().__init__(share, **options)
+    def __init__(self, slots: SlotView, **options: Any) -> None:
+        super().__init__(slots, **options)
         self._launcher = options.get("launcher") or find_launcher()
         self._launcher_args = list(options.get("launcher_args") or ())
         self._start_timeout_s = float(options.get("start_timeout_s", 120.0))
         self._pipeline_s = float(options.get("pipeline_s", 0.02))
         self._max_pipeline = int(options.get("max_pipeline", 512))
+        self._queue_ahead = int(options.get("queue_ahead", 1))
         self._runtime: DragonRuntime | None = None
         self._started = False
 
@@ -100,11 +103,11 @@ class DragonBackend(ThreadedBackend):
         if self._launcher is None:
             raise BackendUnavailable(f"the dragon backend cannot start: {NOT_INSTALLED}")
         self._started = True
-        self._runtime = DragonRuntime.launch(self._launcher, self._launcher_args, self.share.n_cores,
+        self._runtime = DragonRuntime.launch(self._launcher, self._launcher_args, self.slots.n_cores,
                                              self._max_pipeline + 8, self._start_timeout_s)
         loop = Dispatcher(self)
         transport = DragonTransport(loop, self._runtime)
-        pool = FunctionPool(loop, transport, self._pipeline_s, self._max_pipeline)
+        pool = FunctionPool(loop, transport, self._pipeline_s, self._max_pipeline, queue_ahead=self._queue_ahead)
         transport.attach(pool)
         loop.serve([TaskKind.FUNCTION], pool)
         self._run_dispatcher(loop)
@@ -151,17 +154,20 @@ class DragonTransport:
         self.conn: Connection = runtime.conn  # type: ignore[assignment]
         self.pool: FunctionPool = None  # type: ignore[assignment]
         self.by_wid: dict[int, PoolWorker] = {}
+        self.replacing: list[int] = []  # nodes of dead workers whose replacements have not said "up" yet
         self.kill_on_stop = False
         self.broken = ""
         host.selector.register(self.conn.fileno(), selectors.EVENT_READ, self._on_message)
 
     def attach(self, pool: FunctionPool) -> None:
         self.pool = pool
-        for wid in sorted(self.runtime.worker_pids, reverse=True):
-            self._add_worker(wid)
+        wids = sorted(self.runtime.worker_pids)
+        n_nodes = self.host.slots.broker.n_nodes
+        for i, wid in reversed(list(enumerate(wids))):  # spread evenly over the nodes
+            self._add_worker(wid, i * n_nodes // len(wids))
 
-    def _add_worker(self, wid: int) -> None:
-        worker = PoolWorker(wid)
+    def _add_worker(self, wid: int, node: int) -> None:
+        worker = PoolWorker(wid, node)
         self.by_wid[wid] = worker
         self.pool.add_worker(worker)
 
@@ -169,7 +175,7 @@ class DragonTransport:
     def can_grow(self) -> bool:
         return False  # the server starts a replacement for each worker that dies
 
-    def grow(self) -> None:
+    def grow(self, node: int) -> None:
         return None
 
     def send(self, worker: PoolWorker, batch: bytes) -> None:
@@ -231,9 +237,10 @@ class DragonTransport:
             _, wid, code, running = message
             worker = self.by_wid.pop(wid, None)
             if worker is not None:
+                self.replacing.append(worker.node)  # the server starts its replacement
                 self.pool.on_worker_died(worker, running, code)
         elif message[0] == "up":
-            self._add_worker(message[1])
+            self._add_worker(message[1], self.replacing.pop(0) if self.replacing else 0)
 
     def _lost(self) -> None:
         if not self.broken:

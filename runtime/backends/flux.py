@@ -5,18 +5,16 @@ cores (and GPUs), started by :class:`~.flux_instance.FluxInstance` and ended
 with the pilot. Inside an existing Flux allocation (``FLUX_URI`` set, with
 ``use_existing=True`` or no ``partitions`` option) that instance is used
 instead. One thread per partition runs the Flux reactor
-(:mod:`.flux_reactor`); this module splits the share, places each task on the
+(:mod:`.flux_reactor`); this module splits the nodes, hands each task to the
 least-loaded partition that fits it, and starts and stops the instances.
+
+An MPI task (``mpi=True``) is ``ranks`` processes launched by Flux (PMI from
+the job shell, no mpiexec) and may spread over brokers; any other task is one
+process on all its cores, as in the local backend.
 
 Options:
 
-- ``partitions``: Flux instances to start, the cores split evenly (default 1).
-- ``test_size``: brokers per instance (``flux start --test-size``), each like a
-  node; the ranks of an MPI task may span them (default 1).
-
-An MPI task (``mpi=True``) is ``ranks`` processes launched by Flux (PMI from
-the job shell, no mpiexec); any other task is one process on all its cores,
-as in the local backend.
+- ``partitions``: Flux instances to start, the nodes split evenly (default 1).
 - ``use_existing``: use the enclosing instance (``FLUX_URI``); default: when
   ``FLUX_URI`` is set and ``partitions`` is not given.
 - ``validate``: run Flux's jobspec validator on each job (default False: tasks
@@ -32,8 +30,13 @@ fails, the bindings next to that command
 
 A failed task's reason ends with the last line of its stderr, read back from
 the job's output eventlog (only for failures, and only when the task gives
-no ``stderr`` path). Limits: in an existing instance, the backend schedules on all of that
-instance's cores (slots are numbered in R order) whatever its share is.
+no ``stderr`` path). Placement is the pilot's (:mod:`..slots`): a task enters Flux only once the
+pilot has lent it slots, pinned to the brokers of the nodes chosen (a jobspec
+rank constraint), so a Flux job and another runtime's task never share a
+core; Flux's own core choice inside a node does not matter (cpu-affinity is
+off by default). Each partition is an instance over whole nodes, one broker
+per node. Limits: in an existing instance (``use_existing``), its broker
+ranks are taken as the allocation's nodes, in order.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import BackendUnavailable
-from ..resources import ResourceShare
+from ..slots import SlotView
 from ..errors import TaskError
 from ..task import Task, TaskKind
 from .base import Backend, Submission
@@ -63,8 +66,8 @@ class FluxBackend(Backend):
     name = "flux"
     kinds = frozenset({TaskKind.EXECUTABLE})
 
-    def __init__(self, share: ResourceShare, **options: Any) -> None:
-        super().__init__(share, **options)
+    def __init__(self, slots: SlotView, **options: Any) -> None:
+        super().__init__(slots, **options)
         self._flux = flux_command()
         existing = os.environ.get("FLUX_URI")
         use_existing = options.get("use_existing")
@@ -72,26 +75,26 @@ class FluxBackend(Backend):
             use_existing = bool(existing) and options.get("partitions") is None
         if use_existing and not existing:
             raise ValueError("flux backend: use_existing=True but FLUX_URI is not set (not inside a Flux instance)")
+        if "test_size" in options:
+            raise ValueError("flux backend: test_size is gone: each node of the allocation is one broker "
+                             "(emulate nodes on one machine with Allocation.emulated(cores, nodes=N) / --nodes N)")
+        nodes = slots.node_indices
         n = 1 if use_existing else int(options.get("partitions") or 1)
-        if n < 1 or n > share.n_cores:
-            raise ValueError(f"flux backend: partitions must be between 1 and the share's {share.n_cores} cores, got {n}")
-        brokers = int(options.get("test_size") or 1)
-        if brokers < 1:
-            raise ValueError(f"flux backend: test_size must be at least 1, got {brokers}")
+        if n < 1 or n > len(nodes):
+            raise ValueError(f"flux backend: partitions must be between 1 and the {len(nodes)} node(s) it may use, "
+                             f"got {n} (each partition is a Flux instance over whole nodes; emulate more nodes with "
+                             "--nodes)")
         self._start_timeout_s = float(options.get("start_timeout_s", 60))
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("FLUX_")}
         self._lock = threading.Lock()
-        self._partitions = [
-            _Partition(PartitionConfig(
-                name=str(i), cores=cores, gpus=gpus, brokers=brokers, validate=bool(options.get("validate", False)),
-                cpu_affinity=str(options.get("cpu_affinity", "off")), base_env=base_env,
-                existing_uri=existing if use_existing else None), self._lock)
-            for i, (cores, gpus) in enumerate(zip(_split(share.cores, n), _split(share.gpus, n)))
-        ]
-        for part in self._partitions:
-            if len(part.config.cores) < brokers:
-                raise ValueError(f"flux backend: partition {part.config.name} has {len(part.config.cores)} cores, "
-                                 f"fewer than test_size={brokers} brokers")
+        self._partitions = []
+        for i, group in enumerate(_split(nodes, n)):
+            config = PartitionConfig(
+                name=str(i), nodes=group, cores=sum((slots.node_cores(g) for g in group), ()),
+                gpus=sum((slots.node_gpus(g) for g in group), ()), gpus_per_node=slots.broker.gpus_per_node,
+                validate=bool(options.get("validate", False)), cpu_affinity=str(options.get("cpu_affinity", "off")),
+                base_env=base_env, existing_uri=existing if use_existing else None)
+            self._partitions.append(_Partition(config, slots.subview(group), self._lock))
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._closed = False
 
@@ -190,8 +193,9 @@ class FluxBackend(Backend):
 class _Partition:
     """One Flux instance, its reactor thread, its inbox and its load (a :class:`~.flux_reactor.PartitionLink`)."""
 
-    def __init__(self, config: PartitionConfig, lock: threading.Lock) -> None:
+    def __init__(self, config: PartitionConfig, slots: SlotView, lock: threading.Lock) -> None:
         self.config = config
+        self.slots = slots
         self._lock = lock  # the backend's: guards ``load`` across the caller's and the reactor's threads
         self.load = 0  # cores of the tasks handed here and not yet final
         self.instance: FluxInstance | None = None
@@ -199,13 +203,12 @@ class _Partition:
         self.thread: threading.Thread | None = None
         self.inbox: collections.deque[tuple[str, Any]] = collections.deque()
         self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self.slot_of: dict[tuple[int, int], int] = {}
-        self.gpu_of: dict[tuple[int, int], int] = {}
+        # slots freed by another runtime while tasks here wait: the reactor admits again
+        self.slots.wake = lambda: os.eventfd_write(self.wake_fd, 1)
 
     def launch(self, flux: str | None, tmp: str) -> None:
         self.instance = FluxInstance(self.config.name, self.config.cores, self.config.gpus, self.config.brokers)
         self.instance.launch(tmp, flux)
-        self.slot_of, self.gpu_of = self.instance.slot_of, self.instance.gpu_of
 
     def connect(self, flux: Any, uri: str) -> None:
         self.uri = uri
@@ -248,6 +251,7 @@ class _Partition:
         if self.instance is not None:
             self.instance.close()
             self.instance = None
+        self.slots.wake = None
         if self.wake_fd >= 0:
             os.close(self.wake_fd)
             self.wake_fd = -1
@@ -258,12 +262,12 @@ class _Partition:
         return self.instance.process if self.instance is not None else None
 
 
-def _split(items: tuple[int, ...], n: int) -> list[tuple[int, ...]]:
+def _split(items: Sequence[int], n: int) -> list[tuple[int, ...]]:
     """``items`` in ``n`` contiguous, nearly equal parts."""
     size, extra = divmod(len(items), n)
     parts, start = [], 0
     for i in range(n):
         end = start + size + (1 if i < extra else 0)
-        parts.append(items[start:end])
+        parts.append(tuple(items[start:end]))
         start = end
     return parts

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import functools
 import json
 import os
 import threading
@@ -24,9 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ..errors import BackendBroken
+from ..slots import Placement, SlotView, task_processes
 from ..task import Task
 from .base import STDERR_TAIL_BYTES, Submission, file_tail, signal_name, with_stderr
-from .flux_instance import idset
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,18 @@ class PartitionConfig:
     """What a partition is: its slots, its brokers, and how its jobs are built."""
 
     name: str
-    cores: tuple[int, ...]
+    nodes: tuple[int, ...]  # the allocation's nodes this instance spans: broker rank i runs on nodes[i]
+    cores: tuple[int, ...]  # the core slots of those nodes that the pilot may lend here
     gpus: tuple[int, ...] = ()
-    brokers: int = 1  # flux start --test-size: each broker is like a node
+    gpus_per_node: int = 0  # to turn a GPU slot into its index on the node (CUDA_VISIBLE_DEVICES)
     validate: bool = False  # run Flux's jobspec validator on each job (costs broker time per job)
     cpu_affinity: str = "off"  # the job shell's cpu-affinity option (advertised cores need not exist)
     base_env: Mapping[str, str] = field(default_factory=dict)
-    existing_uri: str | None = None  # an enclosing instance used as is
+    existing_uri: str | None = None  # an enclosing instance used as is (its ranks are our nodes)
+
+    @property
+    def brokers(self) -> int:
+        return len(self.nodes)
 
     @property
     def per_broker_cores(self) -> int:
@@ -51,24 +57,38 @@ class PartitionConfig:
         return len(self.gpus) // self.brokers
 
     def fits(self, task: Task) -> bool:
-        """Whether ``task`` can ever run here: a process cannot span brokers (a remainder is left unused)."""
-        if self.existing_uri is not None:
-            return task.cores <= len(self.cores) and task.gpus <= len(self.gpus)
-        if task.cores > self.per_broker_cores * self.brokers or task.gpus > self.per_broker_gpus * self.brokers:
+        """Whether ``task`` can ever run here: a process cannot span brokers (nodes)."""
+        if task.cores > len(self.cores) or task.gpus > len(self.gpus):
             return False
         _, cores, gpus = job_shape(task)
         return cores <= self.per_broker_cores and gpus <= self.per_broker_gpus
+
+
+ADMIT_WINDOW = 256  # waiting tasks looked at per admission pass (backfill behind a wide one)
+
+
+def _guarded(callback: Any) -> Any:
+    """A reactor callback that raises must not leave tasks waiting forever (Flux's reactor would carry
+    on): fail everything this partition holds, with the bug as the reason, and stop the reactor."""
+    @functools.wraps(callback)
+    def run(self: "Reactor", *args: Any) -> Any:
+        try:
+            return callback(self, *args)
+        except Exception as exc:  # noqa: BLE001 - reported through every task's failure
+            self.stopping = True
+            self._abandon(f"flux partition {self.config.name} failed: {type(exc).__name__}: {exc}")
+            self.h.reactor_stop()
+    return run
 
 
 class PartitionLink(Protocol):
     """The partition as its reactor sees it."""
 
     config: PartitionConfig
+    slots: SlotView  # the pilot's pool, restricted to this partition's nodes
     uri: str
     inbox: collections.deque
     wake_fd: int
-    slot_of: dict[tuple[int, int], int]
-    gpu_of: dict[tuple[int, int], int]
 
     def release(self, cores: int) -> None: ...
 
@@ -117,15 +137,22 @@ def job_shape(task: Task) -> tuple[int, int, int]:
     return 1, task.cores, task.gpus
 
 
-def jobspec_for(task: Task, config: PartitionConfig, flux: Any) -> str:
-    """The encoded jobspec of ``task`` (environment, cwd, time limit, output paths)."""
+def jobspec_for(task: Task, config: PartitionConfig, flux: Any, placement: Placement) -> str:
+    """The encoded jobspec of ``task``, pinned to the brokers of the nodes the pilot placed it on
+    (environment, cwd, time limit, output paths). A task over several nodes has them whole."""
     ranks, cores, gpus = job_shape(task)
+    nodes = sorted(set(placement.nodes))
+    spread = {"num_nodes": len(nodes), "exclusive": True} if len(nodes) > 1 else {}
     jobspec = flux.job.JobspecV1.from_command(list(task.argv), num_tasks=ranks, cores_per_task=cores,
-                                              gpus_per_task=gpus or None)
+                                              gpus_per_task=gpus or None, **spread)
+    broker_of = {node: rank for rank, node in enumerate(config.nodes)}
+    jobspec.setattr("system.constraints", {"ranks": [str(broker_of[n]) for n in nodes]})
     env = dict(config.base_env)
     env.update(task.env)
     env["OMP_NUM_THREADS"] = str(task.cores_per_rank)
     env["IMPECCABLE_TASK_UID"] = task.uid
+    if config.gpus_per_node:  # the pilot's GPUs as indices on their node ("-1": none; Flux's GPU affinity is off)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g % config.gpus_per_node) for g in placement.gpus) or "-1"
     jobspec.environment = env
     jobspec.cwd = task.cwd or os.getcwd()
     if task.timeout_s:
@@ -137,6 +164,7 @@ def jobspec_for(task: Task, config: PartitionConfig, flux: Any) -> str:
         if task.stderr:
             jobspec.stderr = task.stderr
     jobspec.setattr_shell_option("cpu-affinity", config.cpu_affinity)
+    jobspec.setattr_shell_option("gpu-affinity", "off")
     jobspec.setattr("system.job.name", task.name or task.uid)
     return jobspec.dumps()
 
@@ -144,7 +172,7 @@ def jobspec_for(task: Task, config: PartitionConfig, flux: Any) -> str:
 class _Job:
     """A task on its way through one Flux instance."""
 
-    __slots__ = ("sub", "jobid", "began", "exception", "status", "ended", "cancel_reason", "cores")
+    __slots__ = ("sub", "jobid", "began", "exception", "status", "ended", "cancel_reason", "cores", "placement")
 
     def __init__(self, sub: Submission) -> None:
         self.sub = sub
@@ -155,6 +183,7 @@ class _Job:
         self.ended: float | None = None  # the finish event: when the processes ended
         self.cancel_reason: str | None = None
         self.cores = sub.task.cores
+        self.placement: Placement | None = None  # the pilot's slots, held from admission to the end
 
 
 
@@ -172,13 +201,12 @@ class Reactor:
         self.early: dict[int, list[Any]] = collections.defaultdict(list)  # events before the submit reply
         self.submitting = 0
         self.stopping = False
+        self.waiting: collections.deque[Submission] = collections.deque()  # for the pilot's slots
 
     def run(self) -> None:
         flux = self.flux
         try:
             self.h = flux.Flux(self.part.uri)
-            if not self.part.slot_of:
-                self._map_existing_instance()
             self.journal = flux.job.JournalConsumer(self.h, full=False)
             self.journal.set_callback(self._on_event)
             self.journal.start()
@@ -205,6 +233,7 @@ class Reactor:
             self.waker.stop()
 
     # ------------------------------------------------------------ inbox
+    @_guarded
     def _on_wake(self, *_: Any) -> None:
         try:
             os.eventfd_read(self.part.wake_fd)
@@ -221,15 +250,44 @@ class Reactor:
             elif what == "stop":
                 self.stopping = True
                 if payload:
+                    while self.waiting:
+                        self._not_admitted(self.waiting.popleft(), "canceled at shutdown")
                     for uid in list(self.by_uid):
                         self._cancel(uid, "canceled at shutdown")
+        self._admit()
         self._maybe_done()
 
     def _submit(self, sub: Submission) -> None:
+        self.waiting.append(sub)
+        self._admit()
+
+    def _admit(self) -> None:
+        """Hand Flux the waiting tasks whose slots the pilot can lend now, in order (with backfill)."""
+        if not self.waiting:
+            self.part.slots.schedule_pass_ends(False)
+            return
+        slots = self.part.slots
+        slots.schedule_pass_begins()
+        skipped: list[Submission] = []
+        for _ in range(min(len(self.waiting), ADMIT_WINDOW)):
+            sub = self.waiting.popleft()
+            task = sub.task
+            placement = slots.place(task_processes(task.ranks, task.cores_per_rank, task.gpus_per_rank, task.mpi))
+            if placement is None:
+                skipped.append(sub)
+                if not slots.free_cores:
+                    break
+            else:
+                self._launch(sub, placement)
+        self.waiting.extendleft(reversed(skipped))
+        slots.schedule_pass_ends(bool(self.waiting))
+
+    def _launch(self, sub: Submission, placement: Placement) -> None:
         job = _Job(sub)
+        job.placement = placement
         self.by_uid[sub.task.uid] = job
         try:
-            spec = jobspec_for(sub.task, self.config, self.flux)
+            spec = jobspec_for(sub.task, self.config, self.flux, placement)
         except (ValueError, TypeError, OSError) as exc:
             self._finish_unsubmitted(job, f"cannot build a jobspec: {exc}")
             return
@@ -237,6 +295,7 @@ class Reactor:
         self.submitting += 1
         future.then(self._on_submitted, job)
 
+    @_guarded
     def _on_submitted(self, future: Any, job: _Job) -> None:
         self.submitting -= 1
         try:
@@ -256,6 +315,7 @@ class Reactor:
 
     def _finish_unsubmitted(self, job: _Job, reason: str) -> None:
         del self.by_uid[job.sub.task.uid]
+        self._give_back(job)
         sub = job.sub
         if job.cancel_reason is not None:
             sub.cancel(job.cancel_reason)
@@ -264,7 +324,22 @@ class Reactor:
             return
         self.part.release(job.cores)
 
+    def _not_admitted(self, sub: Submission, reason: str) -> None:
+        """Canceled while it waited for slots: Flux never saw it."""
+        self.part.release(sub.task.cores)
+        sub.cancel(reason)
+
+    def _give_back(self, job: _Job) -> None:
+        if job.placement is not None:
+            self.part.slots.give_back(job.placement.cores, job.placement.gpus)
+            job.placement = None
+
     def _cancel(self, uid: str, reason: str) -> None:
+        waiting = next((sub for sub in self.waiting if sub.task.uid == uid), None)
+        if waiting is not None:
+            self.waiting.remove(waiting)
+            self._not_admitted(waiting, "canceled before it started")
+            return
         job = self.by_uid.get(uid)
         if job is None or job.cancel_reason is not None:
             return
@@ -273,6 +348,7 @@ class Reactor:
             self.flux.job.cancel_async(self.h, job.jobid, reason)
 
     # ------------------------------------------------------------ journal
+    @_guarded
     def _on_event(self, event: Any) -> None:
         if event is None:  # the journal ended: the instance is going away
             if not self.stopping or self.jobs:
@@ -286,8 +362,10 @@ class Reactor:
             return
         name = event.name
         if name == "alloc":
-            slots, gpus = self._slots(event.R)
-            job.began = job.sub.begin(slots, gpus, partition=self.config.name, when=event.timestamp)
+            placement = job.placement
+            assert placement is not None
+            job.began = job.sub.begin(placement.cores, placement.gpus, partition=self.config.name,
+                                      when=event.timestamp)
             if not job.began and job.cancel_reason is None:  # the caller canceled the future meanwhile
                 job.cancel_reason = "canceled before it started"
                 self.flux.job.cancel_async(self.h, jobid, job.cancel_reason)
@@ -317,6 +395,7 @@ class Reactor:
         failed = outcome.state == "failed" and job.began
         self._settle(job, when, outcome, file_tail(sub.task.stderr) if failed else "")
 
+    @_guarded
     def _on_output(self, future: Any, job: _Job, when: float, outcome: "JobOutcome") -> None:
         try:
             tail = _stderr_tail(future.get().get("guest.output", ""))
@@ -329,6 +408,8 @@ class Reactor:
         """The task's final state (or its retry), once everything about the job is known."""
         del self.by_uid[job.sub.task.uid]
         self.part.release(job.cores)
+        self._give_back(job)
+        self._admit()
         sub = job.sub
         if not job.began and sub.future.done():
             return  # canceled by the caller before it was allocated: begin() already recorded it
@@ -345,45 +426,21 @@ class Reactor:
                 self._submit(sub)
 
     def _maybe_done(self) -> None:
-        if self.stopping and not self.by_uid and not self.part.inbox:
+        if self.stopping and not self.by_uid and not self.waiting and not self.part.inbox:
+            self.part.slots.schedule_pass_ends(False)
             self.h.reactor_stop()
 
     def _abandon(self, reason: str) -> None:
-        for job in list(self.by_uid.values()):
-            if not job.sub.future.done():
-                job.sub.fail(reason, final=True, exception=BackendBroken(reason))
+        broken = BackendBroken(reason)
+        subs = list(self.waiting) + [job.sub for job in self.by_uid.values()]
+        for job in self.by_uid.values():
+            self._give_back(job)
+        self.waiting.clear()
         self.by_uid.clear()
         self.jobs.clear()
-
-    # ------------------------------------------------------------ slots
-    def _slots(self, R: dict | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """Our slot numbers for the cores and GPUs Flux assigned (R_lite: ranks, core and gpu idsets)."""
-        if not R:
-            return (), ()
-        cores: list[int] = []
-        gpus: list[int] = []
-        for entry in R.get("execution", {}).get("R_lite", ()):
-            children = entry.get("children", {})
-            for rank in idset(entry["rank"]):
-                cores.extend(self.part.slot_of.get((rank, c), c) for c in idset(children.get("core", "")))
-                gpus.extend(self.part.gpu_of.get((rank, g), g) for g in idset(children.get("gpu", "")))
-        return tuple(sorted(cores)), tuple(sorted(gpus))
-
-    def _map_existing_instance(self) -> None:
-        """Number an existing instance's cores and GPUs in R order onto the share's slots."""
-        R = self.flux.kvs.get(self.h, "resource.R")
-        pairs: list[tuple[int, int]] = []
-        gpu_pairs: list[tuple[int, int]] = []
-        for entry in R.get("execution", {}).get("R_lite", ()):
-            children = entry.get("children", {})
-            for rank in idset(entry["rank"]):
-                pairs.extend((rank, c) for c in idset(children.get("core", "")))
-                gpu_pairs.extend((rank, g) for g in idset(children.get("gpu", "")))
-        for table, found, ours in ((self.part.slot_of, sorted(pairs), self.config.cores),
-                                   (self.part.gpu_of, sorted(gpu_pairs), self.config.gpus)):
-            top = max(ours, default=-1)
-            for i, key in enumerate(found):
-                table[key] = ours[i] if i < len(ours) else top + 1 + i - len(ours)
+        for sub in subs:
+            if not sub.future.done():
+                sub.fail(reason, final=True, exception=broken)
 
 
 def _stderr_tail(eventlog: str) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 from ..errors import BackendUnavailable
 from .. import reaper
 from ..framing import FramedPipe
-from ..resources import ResourceShare
+from ..slots import SlotView
 from ..task import Task, TaskKind
 from .base import exit_description
 from .launchers import LocalLauncher
@@ -39,7 +39,7 @@ from .processes import ProcessRunner
 class LocalBackend(ThreadedBackend):
     """Subprocesses and a persistent worker pool on the cores of this machine.
 
-    Options: ``function_workers`` (default: one per core of the share),
+    Options: ``function_workers`` (default: one per core it may use; an idle one holds none),
     ``mpiexec`` (default: :func:`~.launchers.default_mpiexec`), ``pipeline_s``
     (how much estimated work to queue in a busy worker, default 2 ms),
     ``max_pipeline``, ``max_running`` (most child processes at once, default:
@@ -49,10 +49,10 @@ class LocalBackend(ThreadedBackend):
     name = "local"
     kinds = frozenset({TaskKind.EXECUTABLE, TaskKind.FUNCTION})
 
-    def __init__(self, share: ResourceShare, **options: Any) -> None:
-        super().__init__(share, **options)
+    def __init__(self, slots: SlotView, **options: Any) -> None:
+        super().__init__(slots, **options)
         self.launcher = LocalLauncher(options.get("mpiexec"))
-        self._max_workers = int(options.get("function_workers") or share.n_cores)
+        self._max_workers = int(options.get("function_workers") or slots.n_cores)
         self._pipeline_s = float(options.get("pipeline_s", 0.002))
         self._max_pipeline = int(options.get("max_pipeline", 64))
         max_running = options.get("max_running")
@@ -104,14 +104,16 @@ class PipeTransport:
         reaper.remove_on_death(multiprocessing.util.get_temp_dir())  # the forkserver's pymp-* folder
 
     def start(self, timeout_s: float) -> None:
-        """Start one worker per core and wait until each says it is ready, so that the first calls do
-        not wait for interpreters to start (that is start-up, not task time). Raise if one dies first."""
-        workers = [self._new_worker() for _ in range(self.max_workers)]
+        """Start the workers, spread evenly over the nodes, and wait until each says it is ready, so
+        that the first calls do not wait for interpreters to start (that is start-up, not task time).
+        Raise if one dies first."""
+        n_nodes = self.host.slots.broker.n_nodes
+        workers = [self._new_worker(i * n_nodes // self.max_workers) for i in range(self.max_workers)]
         for worker in workers:
             self.pool.add_worker(worker)
         _wait_ready([w.handle for w in workers], timeout_s)
 
-    def _new_worker(self) -> PoolWorker:
+    def _new_worker(self, node: int) -> PoolWorker:
         from .. import worker as worker_module
 
         parent, child = self._mp.Pipe(duplex=True)
@@ -121,7 +123,7 @@ class PipeTransport:
         child.close()
         pipe = FramedPipe(os.dup(parent.fileno()))
         parent.close()
-        worker = PoolWorker(_Process(process, pipe))
+        worker = PoolWorker(_Process(process, pipe), node)
         self.host.selector.register(pipe.fd, selectors.EVENT_READ, lambda fd, w=worker: self._on_event(w))
         return worker
 
@@ -129,8 +131,8 @@ class PipeTransport:
     def can_grow(self) -> bool:
         return len(self.pool.workers) < self.max_workers
 
-    def grow(self) -> PoolWorker | None:
-        return self._new_worker() if self.can_grow() else None
+    def grow(self, node: int) -> PoolWorker | None:
+        return self._new_worker(node) if self.can_grow() else None
 
     def send(self, worker: PoolWorker, batch: bytes) -> None:
         """Send without blocking; what the pipe cannot take now leaves when it becomes writable."""

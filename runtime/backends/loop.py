@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from ..errors import BackendBroken
-from ..resources import ResourceShare, Slots
+from ..slots import SlotView
 from ..task import TaskKind
 from .base import Backend, Submission
 
@@ -80,8 +80,8 @@ class Runner(Protocol):
 class ThreadedBackend(Backend):
     """The caller-facing half: submit, cancel and shutdown post messages to the dispatcher."""
 
-    def __init__(self, share: ResourceShare, **options: Any) -> None:
-        super().__init__(share, **options)
+    def __init__(self, slots: SlotView, **options: Any) -> None:
+        super().__init__(slots, **options)
         self._inbox: collections.deque[tuple[str, Any]] = collections.deque()
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._thread: threading.Thread | None = None
@@ -126,7 +126,8 @@ class Dispatcher:
 
     def __init__(self, backend: ThreadedBackend) -> None:
         self.backend = backend
-        self.slots = Slots(backend.share.cores, backend.share.gpus)
+        self.slots = backend.slots
+        self.slots.wake = self.wake  # slots freed by another runtime while we wait: schedule again
         self.runners: dict[TaskKind, Runner] = {}
         self.pending: collections.deque[Submission] = collections.deque()
         self.deadlines: list[tuple[float, int, Callable[[], None]]] = []
@@ -167,6 +168,8 @@ class Dispatcher:
             self.abandon(f"{self.backend.name} backend dispatcher crashed: {type(exc).__name__}: {exc}")
             raise
         finally:
+            self.slots.wake = None
+            self.slots.schedule_pass_ends(False)  # no claim on slots once stopped
             for runner in runners:
                 runner.teardown()
             self.selector.close()
@@ -174,6 +177,10 @@ class Dispatcher:
     def _schedule(self) -> None:
         """Place pending tasks in order; one that does not fit yet lets smaller ones behind it go (backfill)."""
         pending = self.pending
+        if not pending:
+            self.slots.schedule_pass_ends(False)  # nothing to place: no claim on slots (cheap when none)
+            return
+        self.slots.schedule_pass_begins()
         skipped: list[Submission] = []
         scanned = 0
         while pending and scanned < BACKFILL_WINDOW:
@@ -185,6 +192,7 @@ class Dispatcher:
                     break
         if skipped:
             pending.extendleft(reversed(skipped))
+        self.slots.schedule_pass_ends(bool(pending))
 
     def _on_wake(self, fd: int) -> None:
         os.eventfd_read(fd)

@@ -35,10 +35,11 @@ class PoolWorker:
     """A persistent worker as the pool sees it: the slots it leases and the calls queued in it, in order."""
 
     __slots__ = ("outstanding", "cores", "gpus", "exclusive", "outbox", "kill_reason", "kill_target", "alive",
-                 "handle")
+                 "handle", "node")
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, handle: Any, node: int = 0) -> None:
         self.handle = handle  # the transport's own: a process and its pipe, or a Dragon worker id
+        self.node = node  # the node it runs on: it leases only that node's slots
         self.outstanding: collections.deque[tuple[int, Submission]] = collections.deque()
         self.cores: tuple[int, ...] = ()
         self.gpus: tuple[int, ...] = ()
@@ -64,8 +65,8 @@ class WorkerTransport(Protocol):
     def can_grow(self) -> bool:
         """Whether :meth:`grow` would start a worker."""
 
-    def grow(self) -> PoolWorker | None:
-        """A new worker when the pool may grow, else None."""
+    def grow(self, node: int) -> PoolWorker | None:
+        """A new worker on ``node`` when the pool may grow, else None."""
 
     def after_events(self) -> None: ...
 
@@ -77,17 +78,21 @@ class WorkerTransport(Protocol):
 class FunctionPool:
     """Function tasks on persistent workers (a :class:`~.loop.Runner`)."""
 
-    def __init__(self, host: Dispatcher, transport: WorkerTransport, pipeline_s: float, max_pipeline: int) -> None:
+    def __init__(self, host: Dispatcher, transport: WorkerTransport, pipeline_s: float, max_pipeline: int,
+                 queue_ahead: int = 0) -> None:
         self.host = host
         self.transport = transport
         self.pipeline_s = pipeline_s
         self.max_pipeline = max_pipeline
+        # calls kept queued behind the running one even when calls are long: its next call starts
+        # the moment the current one ends, whatever the round trip to the worker costs (Dragon)
+        self.min_depth = 1 + queue_ahead
         self.workers: list[PoolWorker] = []
         self.idle: list[PoolWorker] = []
         self.tokens: dict[int, PoolWorker] = {}
         self._next_token = 0
         self._sent: list[PoolWorker] = []
-        self.depth = 1
+        self.depth = self.min_depth
         self.runtime_ewma_s = 0.0
 
     # ------------------------------------------------------------ workers
@@ -95,22 +100,32 @@ class FunctionPool:
         self.workers.append(worker)
         self.idle.append(worker)
 
-    def _idle_worker(self) -> PoolWorker | None:
-        if self.idle:
-            return self.idle.pop()
-        worker = self.transport.grow()
+    def _lease(self, n_cores: int, n_gpus: int) -> PoolWorker | None:
+        """Slots from the pilot's pool and an idle worker on their node (started if the pool may grow)."""
+        if not (self.idle or self.transport.can_grow()):
+            return None
+        taken = self.host.slots.take(n_cores, n_gpus)
+        if taken is None:
+            return None
+        node = self.host.slots.broker.node_of_core(taken[0][0])
+        worker = next((w for w in reversed(self.idle) if w.node == node), None)
         if worker is not None:
+            self.idle.remove(worker)
+        else:
+            worker = self.transport.grow(node)
+            if worker is None:
+                self.host.slots.give_back(*taken)
+                return None
             self.workers.append(worker)
+        worker.cores, worker.gpus = taken
         return worker
 
     # ------------------------------------------------------------ placement (Runner)
     def place(self, sub: Submission) -> bool:
         task = sub.task
-        slots = self.host.slots
         if task.cores_per_rank == 1 and task.gpus == 0:
-            worker = self._idle_worker() if slots.free_cores else None
+            worker = self._lease(1, 0) if self.host.slots.free_cores else None
             if worker is not None:
-                worker.cores, _ = slots.take(1)  # type: ignore[misc]
                 worker.exclusive = False
             else:
                 worker = min((w for w in self.workers if self._takes_more(w)),
@@ -118,14 +133,10 @@ class FunctionPool:
                 if worker is None:
                     return False
         else:
-            if not (self.idle or self.transport.can_grow()):
+            worker = self._lease(task.cores, task.gpus)
+            if worker is None:
                 return False
-            taken = slots.take(task.cores, task.gpus)
-            if taken is None:
-                return False
-            worker = self._idle_worker()
-            assert worker is not None
-            (worker.cores, worker.gpus), worker.exclusive = taken, True
+            worker.exclusive = True
         now = time.time()
         if not sub.begin(worker.cores, worker.gpus, when=now):
             if not worker.outstanding:
@@ -150,7 +161,8 @@ class FunctionPool:
         task = sub.task
         token = self._next_token
         self._next_token += 1
-        env = {"CUDA_VISIBLE_DEVICES": ",".join(map(str, worker.gpus))} if worker.gpus else None
+        per_node = self.host.slots.broker.gpus_per_node
+        env = {"CUDA_VISIBLE_DEVICES": ",".join(str(g % per_node) for g in worker.gpus) or "-1"} if per_node else None
         worker.outstanding.append((token, sub))
         self.tokens[token] = worker
         worker.outbox.append((token, task.function, task.args, dict(task.kwargs) if task.kwargs else {}, env))
@@ -310,7 +322,7 @@ class FunctionPool:
         """Update the running average call length, and with it the pipeline depth."""
         runtime = finished - started
         self.runtime_ewma_s = runtime if not self.runtime_ewma_s else 0.8 * self.runtime_ewma_s + 0.2 * runtime
-        self.depth = max(1, min(self.max_pipeline, int(self.pipeline_s / max(self.runtime_ewma_s, 1e-6))))
+        self.depth = max(self.min_depth, min(self.max_pipeline, int(self.pipeline_s / max(self.runtime_ewma_s, 1e-6))))
 
     def _idle(self, worker: PoolWorker) -> None:
         self._release(worker)

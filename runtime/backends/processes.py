@@ -19,6 +19,7 @@ import time
 
 from ..errors import BackendBroken
 from .. import reaper
+from ..slots import task_processes
 from ..task import TaskKind
 from .base import STDERR_TAIL_BYTES, Submission, file_tail, signal_group, signal_name, with_stderr
 from .launchers import Launcher, LaunchError
@@ -60,10 +61,10 @@ class ProcessRunner:
         if len(self.children) >= self.max_running:
             return False
         task = sub.task
-        taken = self.host.slots.take(task.cores, task.gpus)
-        if taken is None:
+        placement = self.host.slots.place(task_processes(task.ranks, task.cores_per_rank, task.gpus_per_rank, task.mpi))
+        if placement is None:
             return False
-        cores, gpus = taken
+        cores, gpus = placement.cores, placement.gpus
         if sub.begin(cores, gpus):
             self._launch(sub, cores, gpus)
         else:
@@ -88,8 +89,9 @@ class ProcessRunner:
         env.update(task.env)
         env["OMP_NUM_THREADS"] = str(task.cores_per_rank)
         env["IMPECCABLE_TASK_UID"] = task.uid
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+        per_node = self.host.slots.broker.gpus_per_node
+        if per_node:  # its GPUs as indices on their node; "-1" hides every GPU from a task with none
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g % per_node) for g in gpus) or "-1"
         stdout = open(task.stdout, "ab") if task.stdout else subprocess.DEVNULL
         stderr = open(task.stderr, "ab") if task.stderr else subprocess.PIPE
         try:

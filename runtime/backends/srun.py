@@ -37,7 +37,7 @@ import time
 from typing import Any
 
 from ..errors import BackendUnavailable
-from ..resources import ResourceShare
+from ..slots import SlotView
 from ..task import Task, TaskKind
 from .launchers import LaunchError
 from .loop import Dispatcher, ThreadedBackend
@@ -63,8 +63,8 @@ class SrunBackend(ThreadedBackend):
     name = "srun"
     kinds = frozenset({TaskKind.EXECUTABLE, TaskKind.FUNCTION})
 
-    def __init__(self, share: ResourceShare, **options: Any) -> None:
-        super().__init__(share, **options)
+    def __init__(self, slots: SlotView, **options: Any) -> None:
+        super().__init__(slots, **options)
         max_running = int(options.get("max_running", DEFAULT_MAX_RUNNING))
         if max_running < 1:
             raise ValueError(f"backend {self.name!r}: max_running must be at least 1, got {max_running!r}")
@@ -73,7 +73,7 @@ class SrunBackend(ThreadedBackend):
         self._mpi = options.get("mpi")
         self._workdir_parent = options.get("workdir")
         self._allocation = SlurmAllocation(
-            cores=share.n_cores,
+            cores=slots.n_cores,
             flags=[str(f) for f in options.get("salloc_flags") or ()],
             timeout_s=float(options.get("allocation_timeout_s", 300)),
         )

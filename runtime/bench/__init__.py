@@ -129,9 +129,9 @@ def run_pilot(backend: str, workload: str, n_tasks: int, cores: int, duration_s:
     metrics = summarize(pilot.records, cores).to_dict()
     if len(pilot.backends) > 1:
         metrics["per_backend"] = {
-            name: {**summarize([r for r in pilot.records if r.backend == name], share.n_cores).to_dict(),
+            name: {**summarize([r for r in pilot.records if r.backend == name], view.n_cores).to_dict(),
                    "serves": sorted(k.value for k in pilot.backends[name].serves)}
-            for name, share in pilot.shares.items()
+            for name, view in pilot.slots.items()
         }
     return RunResult(metrics=metrics, startup_s=startup, cpu=meter.figures(len(tasks)))
 

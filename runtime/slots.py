@@ -1,0 +1,252 @@
+"""The pilot's one pool of core and GPU slots, per node, lent to whichever runtime has work.
+
+Slots are numbered over the whole allocation; node ``i`` holds cores
+``i*C .. (i+1)*C - 1`` (and GPUs alike). Every runtime (local, Flux, Dragon,
+srun) places its tasks through a :class:`SlotView` of one :class:`SlotBroker`:
+a task is admitted only when its slots are free, whichever runtime serves it,
+so a busy Dragon worker and a Flux job never share a core, and a core idle in
+one runtime is lent to another that has work. An idle persistent worker holds
+no slot.
+
+Placement. A process's cores are on one node; a task that fits on one node is
+placed on the lowest-numbered node with room (first fit keeps timelines
+compact and whole nodes free for wide tasks); an MPI task wider than a node
+takes whole free nodes, and nothing else runs there.
+
+Contention. Weights (the campaign's ``[pilot.shares]``) matter only when
+several runtimes wait for slots at once: a runtime may take slots unless
+another runtime is waiting whose usage per unit of weight is lower; the freed
+slots are then kept for that one (so a wide task is not starved by a stream of
+one-core calls). With one runtime waiting, it gets everything.
+
+Thread-safe: views are used from each runtime's own thread; a view's ``wake``
+callback (an eventfd write) is called, from whatever thread freed slots, when
+slots it may use were freed while it was waiting.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from .resources import Allocation
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a task runs: its core and GPU slots and the node of each of its processes."""
+
+    cores: tuple[int, ...]
+    gpus: tuple[int, ...]
+    nodes: tuple[int, ...]  # one per process
+
+
+class SlotBroker:
+    """The free core and GPU slots of an allocation (or of a fenced share of it), per node."""
+
+    def __init__(self, allocation: Allocation, cores: Iterable[int] | None = None,
+                 gpus: Iterable[int] | None = None) -> None:
+        self.allocation = allocation
+        self.cores_per_node = allocation.cores_per_node
+        self.gpus_per_node = allocation.gpus_per_node
+        self.n_nodes = len(allocation.nodes)
+        cores = sorted(range(allocation.cores) if cores is None else cores)
+        gpus = sorted(range(allocation.gpus) if gpus is None else gpus)
+        # per node, a stack: the lowest-numbered slots are reused first
+        self._free_cores: list[list[int]] = [[] for _ in range(self.n_nodes)]
+        self._free_gpus: list[list[int]] = [[] for _ in range(self.n_nodes)]
+        for c in reversed(cores):
+            self._free_cores[self.node_of_core(c)].append(c)
+        for g in reversed(gpus):
+            self._free_gpus[self.node_of_gpu(g)].append(g)
+        self.capacity_cores = len(cores)
+        self.capacity_gpus = len(gpus)
+        self._members = frozenset(cores)
+        self._gpu_members = frozenset(gpus)
+        self._node_cores = [len(f) for f in self._free_cores]  # what each node has in this pool
+        self._node_gpus = [len(f) for f in self._free_gpus]
+        self._lock = threading.Lock()
+        self._used: dict[str, int] = {}
+        self._weight: dict[str, float] = {}
+        self._waiting: set[SlotView] = set()
+        self._views: list[SlotView] = []
+
+    def node_of_core(self, slot: int) -> int:
+        return slot // self.cores_per_node
+
+    def node_of_gpu(self, slot: int) -> int:
+        return slot // self.gpus_per_node if self.gpus_per_node else 0
+
+    def view(self, runtime: str, weight: float = 1.0, nodes: Iterable[int] | None = None) -> "SlotView":
+        """A runtime's handle; ``nodes`` restricts it to some nodes (a Flux partition's)."""
+        if weight <= 0:
+            raise ValueError(f"the weight of {runtime!r} must be > 0, got {weight}")
+        with self._lock:
+            self._used.setdefault(runtime, 0)
+            self._weight[runtime] = float(weight)
+            view = SlotView(self, runtime, tuple(sorted(set(nodes))) if nodes is not None else None)
+            self._views.append(view)
+        return view
+
+    @property
+    def free_cores(self) -> int:
+        return sum(len(f) for f in self._free_cores)
+
+    # ------------------------------------------------------------ used by views
+    def _take(self, view: SlotView, processes: Sequence[tuple[int, int]]) -> Placement | None:
+        with self._lock:
+            nodes = view.nodes if view.nodes is not None else range(self.n_nodes)
+            wanted = sum(c for c, _ in processes)
+            if not self._may_take(view.runtime, wanted):
+                self._waiting.add(view)
+                return None
+            placement = self._place(list(nodes), processes)
+            if placement is None:
+                self._waiting.add(view)
+                return None
+            self._used[view.runtime] += len(placement.cores)
+            self._waiting.discard(view)
+            return placement
+
+    def _give_back(self, view: SlotView, cores: Sequence[int], gpus: Sequence[int]) -> None:
+        if not cores and not gpus:
+            return
+        with self._lock:
+            for c in sorted(cores, reverse=True):
+                node = self.node_of_core(c)
+                self._free_cores[node].append(c)
+                if len(self._free_cores[node]) > self._node_cores[node]:
+                    raise RuntimeError(f"core slot {c} returned twice: core accounting is broken")
+            for g in sorted(gpus, reverse=True):
+                self._free_gpus[self.node_of_gpu(g)].append(g)
+            self._used[view.runtime] -= len(cores)
+            wake = [v.wake for v in self._waiting if v is not view and v.wake is not None]
+        for callback in wake:
+            callback()
+
+    def _done_waiting(self, view: SlotView) -> None:
+        with self._lock:
+            self._waiting.discard(view)
+
+    def _may_take(self, runtime: str, n: int) -> bool:
+        """Unless another waiting runtime has less per unit of weight than this one would after taking."""
+        mine = (self._used[runtime] + n) / self._weight[runtime]
+        return not any(v.runtime != runtime and self._used[v.runtime] / self._weight[v.runtime] < mine
+                       for v in self._waiting)
+
+    def _place(self, nodes: list[int], processes: Sequence[tuple[int, int]]) -> Placement | None:
+        total_cores = sum(c for c, _ in processes)
+        total_gpus = sum(g for _, g in processes)
+        fit = next((n for n in nodes if self._fits(n, total_cores, total_gpus)), None)
+        if fit is not None:  # the whole task on one node
+            cores = self._pop(self._free_cores[fit], total_cores)
+            gpus = self._pop(self._free_gpus[fit], total_gpus)
+            return Placement(cores, gpus, (fit,) * len(processes))
+        if len(processes) == 1:
+            return None  # one process cannot span nodes
+        # wider than a node: whole free nodes, nothing else runs there, processes spread evenly
+        n_needed = -(-total_cores // self.cores_per_node)
+        free_nodes = [n for n in nodes if len(self._free_cores[n]) == self._node_cores[n] == self.cores_per_node
+                      and len(self._free_gpus[n]) == self._node_gpus[n]]
+        chosen = free_nodes[:n_needed]
+        if len(chosen) < n_needed or total_gpus > sum(self._node_gpus[n] for n in chosen):
+            return None
+        cores: tuple[int, ...] = ()
+        gpus: tuple[int, ...] = ()
+        for n in chosen:
+            cores += self._pop(self._free_cores[n], len(self._free_cores[n]))
+            gpus += self._pop(self._free_gpus[n], len(self._free_gpus[n]))
+        per_node = -(-len(processes) // n_needed)
+        return Placement(cores, gpus, tuple(chosen[i // per_node] for i in range(len(processes))))
+
+    def _fits(self, node: int, n_cores: int, n_gpus: int) -> bool:
+        return len(self._free_cores[node]) >= n_cores and len(self._free_gpus[node]) >= n_gpus
+
+    @staticmethod
+    def _pop(stack: list[int], n: int) -> tuple[int, ...]:
+        if n == 0:
+            return ()
+        taken = stack[-n:]
+        del stack[-n:]
+        return tuple(reversed(taken))
+
+
+class SlotView:
+    """One runtime's handle on the broker: take and give back slots, be woken when some are freed."""
+
+    def __init__(self, broker: SlotBroker, runtime: str, nodes: tuple[int, ...] | None) -> None:
+        self.broker = broker
+        self.runtime = runtime
+        self.nodes = nodes
+        self.wake: Callable[[], None] | None = None
+        self._failed = False  # a take failed during this scheduling pass
+        self._claim = False  # the broker counts this view as waiting
+
+    def subview(self, nodes: Iterable[int]) -> "SlotView":
+        """The same runtime restricted to some nodes (a Flux partition), counted under the same weight."""
+        return self.broker.view(self.runtime, self.broker._weight[self.runtime], nodes)
+
+    @property
+    def node_indices(self) -> tuple[int, ...]:
+        """The nodes this view may place on that hold any of the pool's slots."""
+        nodes = self.nodes if self.nodes is not None else range(self.broker.n_nodes)
+        return tuple(n for n in nodes if self.broker._node_cores[n])
+
+    def node_cores(self, node: int) -> tuple[int, ...]:
+        """The core slots of ``node`` that belong to the pool (all of them, or a fenced share's)."""
+        first = node * self.broker.cores_per_node
+        return tuple(c for c in range(first, first + self.broker.cores_per_node) if c in self.broker._members)
+
+    def node_gpus(self, node: int) -> tuple[int, ...]:
+        per = self.broker.gpus_per_node
+        return tuple(g for g in range(node * per, (node + 1) * per) if g in self.broker._gpu_members)
+
+    @property
+    def n_cores(self) -> int:
+        """The cores this runtime may ever use (its nodes of the pool)."""
+        if self.nodes is None:
+            return self.broker.capacity_cores
+        return sum(self.broker._node_cores[n] for n in self.nodes)
+
+    @property
+    def n_gpus(self) -> int:
+        if self.nodes is None:
+            return self.broker.capacity_gpus
+        return sum(self.broker._node_gpus[n] for n in self.nodes)
+
+    @property
+    def free_cores(self) -> int:
+        nodes = self.nodes if self.nodes is not None else range(self.broker.n_nodes)
+        return sum(len(self.broker._free_cores[n]) for n in nodes)
+
+    def take(self, n_cores: int, n_gpus: int = 0) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """Slots for one process (all on one node), or None."""
+        placement = self.place([(n_cores, n_gpus)])
+        return None if placement is None else (placement.cores, placement.gpus)
+
+    def place(self, processes: Sequence[tuple[int, int]]) -> Placement | None:
+        """Slots for a task of several processes ((cores, gpus) each), or None (then this view waits)."""
+        placement = self.broker._take(self, processes)
+        self._claim = placement is None
+        self._failed = self._failed or self._claim
+        return placement
+
+    def give_back(self, cores: Sequence[int], gpus: Sequence[int] = ()) -> None:
+        self.broker._give_back(self, cores, gpus)
+
+    def schedule_pass_begins(self) -> None:
+        self._failed = False
+
+    def schedule_pass_ends(self, still_pending: bool) -> None:
+        """A runtime that no longer waits for slots (nothing pending, or nothing refused) keeps no claim."""
+        if self._claim and not (still_pending and self._failed):
+            self.broker._done_waiting(self)
+            self._claim = False
+
+
+def task_processes(ranks: int, cores_per_rank: int, gpus_per_rank: int, mpi: bool) -> list[tuple[int, int]]:
+    """(cores, gpus) of each process of a task: an MPI task's ranks, else one process on all of its cores."""
+    if mpi:
+        return [(cores_per_rank, gpus_per_rank)] * ranks
+    return [(ranks * cores_per_rank, ranks * gpus_per_rank)]
