@@ -135,8 +135,13 @@ class CampaignRunner:
                 f"{self.c.source or 'campaign'}: pilot.cores = {cores} but this machine (or Slurm job) has "
                 f"{available}: {cores} tasks would share {available} cores. Set pilot.cores to the allocation, "
                 "or pilot.oversubscribe = true (--oversubscribe) to advertise more, e.g. for an emulation")
-        return Pilot(Allocation(cores=cores, gpus=self.c.pilot.gpus), routes=dict(self.c.pilot.routes),
-                     shares=self.c.pilot.shares or None, options=self.c.pilot.options or None)
+        p = self.c.pilot
+        try:
+            allocation = Allocation.emulated(cores, nodes=p.nodes, gpus=p.gpus)
+        except ValueError as exc:
+            raise CampaignInputError(f"{self.c.source or 'campaign'}: pilot: {exc}") from None
+        return Pilot(allocation, routes=dict(p.routes), shares=p.shares or None, options=p.options or None,
+                     exclusive=p.exclusive)
 
     # ------------------------------------------------------------------ run
     def run(self) -> dict[str, Any]:

@@ -88,7 +88,10 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--cores", type=int, default=os.cpu_count(), help="cores the pilot owns (may exceed the machine's)")
     p.add_argument("--duration", type=float, default=1.0, help="seconds per task for sleep workloads (default 1)")
     p.add_argument("--repeat", type=int, default=3, help="runs of each; medians are reported (default 3)")
-    p.add_argument("--partitions", type=int, default=None, help="Flux instances to split the cores over")
+    p.add_argument("--partitions", type=int, default=None, help="Flux instances to split the nodes over")
+    p.add_argument("--nodes", type=int, default=1, help="emulated nodes the cores are spread over (default 1)")
+    p.add_argument("--exclusive", action="store_true",
+                   help="fence the cores between runtimes (static shares) instead of lending them")
     p.add_argument("--no-raw", action="store_true", help="skip the raw baseline")
     p.add_argument("--json", type=Path, metavar="OUT.json", help="write the figures and machine info here")
     p.set_defaults(handler=_bench)
@@ -97,13 +100,18 @@ def _add_bench(sub: Any) -> None:
 def _bench(args: argparse.Namespace) -> int:
     from .runtime.bench import bench
 
-    if args.tasks < 1 or args.cores is None or args.cores < 1 or args.repeat < 1:
-        raise UserError("--tasks, --cores and --repeat must be at least 1")
+    if args.tasks < 1 or args.cores is None or args.cores < 1 or args.repeat < 1 or args.nodes < 1:
+        raise UserError("--tasks, --cores, --nodes and --repeat must be at least 1")
+    if args.cores % args.nodes:
+        raise UserError(f"--cores {args.cores} does not split evenly over --nodes {args.nodes}")
     options: dict[str, dict[str, Any]] = {}
     if args.partitions is not None:
-        options[args.backend] = {"partitions": args.partitions}
-    result = bench(args.backend, args.workload, args.tasks, args.cores, args.duration, args.repeat,
-                   options=options, raw=not args.no_raw)
+        options["flux"] = {"partitions": args.partitions}
+    try:
+        result = bench(args.backend, args.workload, args.tasks, args.cores, args.duration, args.repeat,
+                       options=options, raw=not args.no_raw, nodes=args.nodes, exclusive=args.exclusive)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     _print_bench(result)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +126,7 @@ def _print_bench(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{result['workload']} x {result['tasks']} on {result['cores']} cores, "
+    table = Table(title=f"{result['workload']} x {result['tasks']} on {result['cores']} cores ({result['nodes']} node(s), {result['sharing']}), "
                         f"backend {result['backend']} (median of {result['repeat']})")
     table.add_column("figure")
     table.add_column("value", justify="right")
@@ -145,6 +153,10 @@ def _print_bench(result: dict[str, Any]) -> None:
     for name, m in (result.get("per_backend") or {}).items():
         table.add_row(f"{name} ({', '.join(m['serves'])}, {m['cores']} cores)",
                       f"{m['throughput_tasks_per_s']:,.0f} tasks/s, {100 * m['utilization']:.1f} %")
+    if result.get("static"):
+        st = result["static"]
+        table.add_row("static shares: utilisation / makespan (s)",
+                      f"{100 * st['utilization']:.2f} % / {st['makespan_s']:.2f}")
     Console().print(table)
 
 

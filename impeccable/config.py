@@ -95,11 +95,13 @@ class MDSection(_Section):
 class PilotSection(_Section):
     cores: int | None = Field(default=None, ge=1)  # default: the cores this process may use
     gpus: int = Field(default=0, ge=0)
+    nodes: int = Field(default=1, ge=1)  # nodes the cores spread over (more than 1 on one machine: emulated)
     oversubscribe: bool = False  # allow more cores than the machine (or Slurm job) has: emulation, benchmarks
+    exclusive: bool = False  # fence the cores between runtimes by [pilot.shares] instead of lending them
     routes: dict[Literal["executable", "function"], Literal["auto", "local", "flux", "dragon", "srun"]] = Field(
         default_factory=lambda: {"executable": "auto", "function": "auto"}
     )
-    shares: dict[str, int] = Field(default_factory=dict)  # backend -> weight of the core split
+    shares: dict[str, int] = Field(default_factory=dict)  # backend -> weight when runtimes contend for cores
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # backend -> options
 
 

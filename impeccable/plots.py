@@ -52,28 +52,44 @@ def timeline(rows: Sequence[dict[str, Any]], cores: int, title: str = "task time
 
 
 def concurrency(rows: Sequence[dict[str, Any]], cores: int, title: str = "busy cores over time") -> bytes:
-    """Busy cores (step plot) against the allocation, with the overall utilisation in the title."""
+    """Busy cores over time, stacked by the runtime that held them, against the allocation; the overall
+    utilisation in the title. A task holds the slots it was given (whole nodes for a wide MPI task)."""
     ran = _ran(rows)
     fig, ax = plt.subplots(figsize=(10, 3))
     if ran:
         t0 = min(r["submitted"] or r["started"] for r in ran)
-        events = sorted([(r["started"] - t0, r["cores"]) for r in ran] + [(r["finished"] - t0, -r["cores"]) for r in ran],
-                        key=lambda e: (e[0], e[1]))
-        xs, ys, busy = [0.0], [0], 0
-        for t, d in events:
-            busy += d
-            xs.append(t)
-            ys.append(busy)
-        ax.step(xs, ys, where="post", color="#4C72B0")
-        ax.fill_between(xs, ys, step="post", alpha=0.3, color="#4C72B0")
+        width = {id(r): len(r.get("slots") or ()) or r["cores"] for r in ran}
+        backends = sorted({r.get("backend") or "?" for r in ran})
+        times = sorted({0.0} | {r["started"] - t0 for r in ran} | {r["finished"] - t0 for r in ran})
+        index = {t: i for i, t in enumerate(times)}
+        below = [0] * len(times)
+        for n, backend in enumerate(backends):
+            delta = [0] * (len(times) + 1)
+            for r in ran:
+                if (r.get("backend") or "?") == backend:
+                    delta[index[r["started"] - t0]] += width[id(r)]
+                    delta[index[r["finished"] - t0]] -= width[id(r)]
+            top, busy = [], 0
+            for i in range(len(times)):
+                busy += delta[i]
+                top.append(below[i] + busy)
+            color = _PALETTE[n % len(_PALETTE)]
+            ax.fill_between(times, below, top, step="post", alpha=0.45, color=color, label=backend, linewidth=0)
+            ax.step(times, top, where="post", color=color, linewidth=1)
+            below = top
         span = max(r["finished"] for r in ran) - t0
-        used = sum(r["cores"] * (r["finished"] - r["started"]) for r in ran)
+        used = sum(width[id(r)] * (r["finished"] - r["started"]) for r in ran)
         title += f" (utilisation {100 * used / (cores * span):.1f} % of {cores} cores)" if span > 0 else ""
+        if len(backends) > 1:
+            ax.legend(loc="upper right", fontsize=8, title="runtime")
     ax.axhline(cores, color="k", linestyle="--", linewidth=1)
     ax.set_xlabel("time since first submission (s)")
     ax.set_ylabel("busy cores")
     ax.set_title(title)
     return _png(fig)
+
+
+_PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3")
 
 
 def stage_throughput(rows: Sequence[dict[str, Any]]) -> tuple[bytes, list[dict[str, Any]]]:

@@ -26,7 +26,8 @@ from ..pilot import Pilot
 from ..resources import Allocation
 from ..task import Task, TaskKind, executable_task, function_task
 
-WORKLOADS = ("null-exec", "null-func", "sleep-exec", "sleep-func")
+WORKLOADS = ("null-exec", "null-func", "sleep-exec", "sleep-func", "phased")
+PHASED = "phased"  # hybrid only: a burst of executables, then a burst of functions, then both
 
 
 def null_function() -> None:
@@ -40,12 +41,34 @@ def sleep_function(duration_s: float) -> float:
 
 
 def workload_kind(workload: str) -> TaskKind:
-    if workload not in WORKLOADS:
+    if workload not in WORKLOADS or workload == PHASED:
         raise ValueError(f"unknown workload {workload!r}: choose one of {', '.join(WORKLOADS)}")
     return TaskKind.EXECUTABLE if workload.endswith("exec") else TaskKind.FUNCTION
 
 
-def make_tasks(workload: str, n_tasks: int, duration_s: float = 1.0) -> list[Task]:
+def workload_phases(backend: str, workload: str, n_tasks: int, duration_s: float) -> list[list[Task]]:
+    """The tasks of a run, phase by phase (each phase is submitted once the previous one has ended).
+
+    ``hybrid`` mixes executables and functions of one family (null or sleep) in one phase; ``phased``
+    (hybrid only) runs a third of the tasks as executables, then a third as functions, then the rest
+    as both, which is how a campaign alternates between docking and inference.
+    """
+    if workload == PHASED:
+        if backend != "hybrid":
+            raise ValueError("the phased workload alternates executables and functions: use --backend hybrid")
+        third = n_tasks // 3
+        both = n_tasks - 2 * third
+        return [make_tasks("sleep-exec", third, duration_s, "phase1"), make_tasks("sleep-func", third, duration_s, "phase2"),
+                make_tasks("sleep-exec", both // 2, duration_s, "phase3") +
+                make_tasks("sleep-func", both - both // 2, duration_s, "phase3")]
+    if backend == "hybrid":
+        family = workload.split("-")[0]
+        return [make_tasks(f"{family}-exec", n_tasks // 2, duration_s) +
+                make_tasks(f"{family}-func", n_tasks - n_tasks // 2, duration_s)]
+    return [make_tasks(workload, n_tasks, duration_s)]
+
+
+def make_tasks(workload: str, n_tasks: int, duration_s: float = 1.0, prefix: str = "") -> list[Task]:
     """``n_tasks`` identical one-core tasks of the workload."""
     kind = workload_kind(workload)
     if kind is TaskKind.EXECUTABLE:
@@ -56,7 +79,7 @@ def make_tasks(workload: str, n_tasks: int, duration_s: float = 1.0) -> list[Tas
     else:
         template = function_task(sleep_function, duration_s, name=workload, tags={"stage": workload})
     # copies with fresh uids, without re-validating n times
-    return [template.model_copy(update={"uid": f"{workload}.{i:07d}"}) for i in range(n_tasks)]
+    return [template.model_copy(update={"uid": f"{prefix}{workload}.{i:07d}"}) for i in range(n_tasks)]
 
 
 @dataclass
@@ -100,30 +123,29 @@ def _cpu_seconds(who: int) -> float:
 
 
 def run_pilot(backend: str, workload: str, n_tasks: int, cores: int, duration_s: float = 1.0,
-              options: Mapping[str, Mapping[str, Any]] | None = None) -> RunResult:
+              options: Mapping[str, Mapping[str, Any]] | None = None, nodes: int = 1,
+              exclusive: bool = False) -> RunResult:
     """One pass of the workload through a fresh pilot; start-up is timed apart from the run.
 
-    Backend ``hybrid`` is the reference study's Flux+Dragon set-up: half the tasks are executables and
-    half functions of the same family (null or sleep), routed ``auto`` (Flux and Dragon where found).
+    Backend ``hybrid`` is the reference study's Flux+Dragon set-up, routed ``auto`` (Flux and Dragon
+    where found); ``exclusive`` fences the cores between them instead of lending them (static shares).
+    ``nodes`` emulates a multi-node allocation on this machine.
     """
-    kind = workload_kind(workload)
+    phases = workload_phases(backend, workload, n_tasks, duration_s)
     if backend == "hybrid":
-        family = workload.split("-")[0]
-        tasks = make_tasks(f"{family}-exec", n_tasks // 2, duration_s) + \
-            make_tasks(f"{family}-func", n_tasks - n_tasks // 2, duration_s)
         routes = {"executable": "auto", "function": "auto"}
     else:
-        tasks = make_tasks(workload, n_tasks, duration_s)
-        routes = {kind.value: backend}
+        routes = {workload_kind(workload).value: backend}
+    n = sum(len(phase) for phase in phases)
     with CpuMeter() as meter:  # start-up and shutdown included: brokers are reaped at shutdown
         t0 = time.perf_counter()
-        pilot = Pilot(Allocation(cores=cores), routes=routes, options=options)
+        pilot = Pilot(Allocation.emulated(cores, nodes=nodes), routes=routes, options=options, exclusive=exclusive)
         pilot.start()
         startup = time.perf_counter() - t0
         try:
-            futures = pilot.submit_many(tasks)
-            for future in futures:
-                future.exception()  # wait; failures are counted from the records
+            for phase in phases:
+                for future in pilot.submit_many(phase):
+                    future.exception()  # wait; failures are counted from the records
         finally:
             pilot.shutdown()
     metrics = summarize(pilot.records, cores).to_dict()
@@ -133,43 +155,52 @@ def run_pilot(backend: str, workload: str, n_tasks: int, cores: int, duration_s:
                    "serves": sorted(k.value for k in pilot.backends[name].serves)}
             for name, view in pilot.slots.items()
         }
-    return RunResult(metrics=metrics, startup_s=startup, cpu=meter.figures(len(tasks)))
+    return RunResult(metrics=metrics, startup_s=startup, cpu=meter.figures(n))
 
 
 def bench(backend: str, workload: str, n_tasks: int, cores: int, duration_s: float = 1.0, repeat: int = 3,
-          options: Mapping[str, Mapping[str, Any]] | None = None, raw: bool = True) -> dict[str, Any]:
-    """Median figures over ``repeat`` interleaved runs of ours and the raw baseline."""
-    workload_kind(workload)
-    label = workload.split("-")[0] + "-mixed" if backend == "hybrid" else workload
+          options: Mapping[str, Mapping[str, Any]] | None = None, raw: bool = True, nodes: int = 1,
+          exclusive: bool = False) -> dict[str, Any]:
+    """Median figures over ``repeat`` interleaved runs of ours and the raw baselines.
+
+    ``hybrid`` with the ``phased`` workload compares lent cores (one pool) with static shares
+    (``exclusive``), interleaved in the same invocation: the figures are the lent run's, and
+    ``static`` holds the fenced run's.
+    """
     from .raw import raw_baselines
 
+    workload_phases(backend, workload, 3, duration_s)  # validates the pair
+    compare_static = backend == "hybrid" and workload == PHASED and not exclusive
     ours: list[RunResult] = []
+    static: list[RunResult] = []
     raws: dict[str, list[float]] = {}
     for _ in range(repeat):
-        ours.append(run_pilot(backend, workload, n_tasks, cores, duration_s, options))
-        if raw:
+        ours.append(run_pilot(backend, workload, n_tasks, cores, duration_s, options, nodes, exclusive))
+        if compare_static:
+            static.append(run_pilot(backend, workload, n_tasks, cores, duration_s, options, nodes, True))
+        if raw and backend != "hybrid":
             for name, value in raw_baselines(backend, workload, n_tasks, cores, duration_s).items():
                 raws.setdefault(name, []).append(value)
-    keys = [k for k in ours[0].metrics if k != "per_backend"]
-    med: dict[str, Any] = {k: statistics.median(r.metrics[k] for r in ours) for k in keys}
-    if "per_backend" in ours[0].metrics:  # from the run with the median throughput
-        ranked = sorted(ours, key=lambda r: r.metrics["throughput_tasks_per_s"])
-        med["per_backend"] = ranked[len(ranked) // 2].metrics["per_backend"]
+    med = _medians(ours)
     throughput = med["throughput_tasks_per_s"]
     baselines = {name: statistics.median(values) for name, values in raws.items()}
     strongest = max(baselines, key=baselines.__getitem__) if baselines else None
     raw_median = baselines[strongest] if strongest else None
+    label = workload if workload == PHASED or backend != "hybrid" else workload.split("-")[0] + "-mixed"
     return {
         "backend": backend,
         "workload": label,
         "tasks": n_tasks,
         "cores": cores,
-        "duration_s": duration_s if workload.startswith("sleep") else 0.0,
+        "nodes": nodes,
+        "sharing": "static shares (exclusive)" if exclusive else "one pool, cores lent",
+        "duration_s": duration_s if workload.startswith("sleep") or workload == PHASED else 0.0,
         "repeat": repeat,
         **{k: v for k, v in med.items() if k not in ("tasks", "cores")},
         "startup_s": statistics.median(r.startup_s for r in ours),
         **{k: statistics.median(r.cpu[k] for r in ours) for k in ours[0].cpu},
         "runs_throughput_tasks_per_s": [r.metrics["throughput_tasks_per_s"] for r in ours],
+        "static": {**_medians(static), "runs_utilization": [r.metrics["utilization"] for r in static]} if static else None,
         "raw_throughput_tasks_per_s": raw_median,  # the strongest baseline's median
         "raw_baseline": strongest,
         "raw_baselines_tasks_per_s": baselines,
@@ -178,6 +209,17 @@ def bench(backend: str, workload: str, n_tasks: int, cores: int, duration_s: flo
         "ratio_to_raw": (throughput / raw_median) if raw_median else None,
         "machine": machine_info(),
     }
+
+
+def _medians(runs: list[RunResult]) -> dict[str, Any]:
+    if not runs:
+        return {}
+    keys = [k for k in runs[0].metrics if k != "per_backend"]
+    med: dict[str, Any] = {k: statistics.median(r.metrics[k] for r in runs) for k in keys}
+    if "per_backend" in runs[0].metrics:  # from the run with the median throughput
+        ranked = sorted(runs, key=lambda r: r.metrics["throughput_tasks_per_s"])
+        med["per_backend"] = ranked[len(ranked) // 2].metrics["per_backend"]
+    return med
 
 
 def machine_info() -> dict[str, Any]:
