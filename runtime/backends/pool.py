@@ -257,7 +257,12 @@ class FunctionPool:
 
     # ------------------------------------------------------------ timeouts, cancel, failure
     def _head_started(self, worker: PoolWorker, when: float) -> None:
+        """The worker's oldest call now has the worker's slots: a call pipelined behind another got
+        them only when that one finished, which is when its record says it was scheduled."""
         sub = worker.outstanding[0][1]
+        record = sub.record
+        if record.scheduled is not None and when > record.scheduled:
+            record.scheduled = when
         if sub.task.timeout_s:
             self.host.arm(when + sub.task.timeout_s, lambda: self._timed_out(worker, sub))
 
