@@ -10,14 +10,11 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-
-Handler = Callable[[argparse.Namespace], int]
-
 
 class UserError(Exception):
     """An error caused by the user's input; printed as one line."""

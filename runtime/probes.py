@@ -8,7 +8,6 @@ in test modules or ``__main__``.
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 
@@ -24,10 +23,6 @@ def fail(message: str = "probe failure") -> None:
 def hard_exit(code: int = 3) -> None:
     """Leave the worker process without cleanup, as a crash in native code would."""
     os._exit(code)
-
-
-def kill_self(sig: int = int(signal.SIGKILL)) -> None:
-    os.kill(os.getpid(), sig)
 
 
 def sleep(seconds: float) -> float:

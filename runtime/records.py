@@ -9,8 +9,7 @@ it ended. Three final states only: DONE, FAILED, CANCELED.
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 
 class TaskState(str, enum.Enum):
@@ -53,18 +52,3 @@ class TaskRecord:
     exit_code: int | None = None
     error: str | None = None
     traceback: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["state"] = self.state.value
-        data["slots"] = list(self.slots)
-        data["gpu_slots"] = list(self.gpu_slots)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TaskRecord":
-        values = dict(data)
-        values["state"] = TaskState(values["state"])
-        values["slots"] = tuple(values.get("slots") or ())
-        values["gpu_slots"] = tuple(values.get("gpu_slots") or ())
-        return cls(**values)

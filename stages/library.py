@@ -44,7 +44,6 @@ __all__ = [
     "sample_library",
     "iter_shard",
     "write_library",
-    "write_shards",
 ]
 
 
@@ -237,39 +236,6 @@ def write_library(records: Iterable[LibraryRecord], path: str | os.PathLike[str]
         Path(tmp).unlink(missing_ok=True)
         raise
     return n
-
-
-def write_shards(
-    path: str | os.PathLike[str], out_dir: str | os.PathLike[str], n_shards: int, **columns: str
-) -> list[Path]:
-    """Split a library into ``n_shards`` CSV files (round-robin) in one streaming pass.
-
-    Files are named ``<stem>.shard0000-of-0004.csv``; each is written to a
-    temporary name and renamed when complete. Returns the shard paths in order.
-    """
-    if n_shards < 1:
-        raise StageInputError(f"n_shards must be >= 1, got {n_shards}")
-    path, out_dir = Path(path), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = path.name.split(".")[0]
-    final = [out_dir / f"{stem}.shard{i:04d}-of-{n_shards:04d}.csv" for i in range(n_shards)]
-    tmps = [f.with_name(f".{f.name}.tmp") for f in final]
-    handles = [open(t, "w", encoding="utf-8", newline="") for t in tmps]
-    try:
-        writers = [csv.writer(h, lineterminator="\n") for h in handles]
-        for w in writers:
-            w.writerow(["id", "smiles"])
-        for i, record in enumerate(read_library(path, **columns)):
-            writers[i % n_shards].writerow([record.id, record.smiles])
-    except BaseException:
-        for h, t in zip(handles, tmps):
-            h.close()
-            t.unlink(missing_ok=True)
-        raise
-    for h, t, f in zip(handles, tmps, final):
-        h.close()
-        os.replace(t, f)
-    return final
 
 
 # --------------------------------------------------------------------------- helpers

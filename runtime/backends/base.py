@@ -35,10 +35,6 @@ class TaskFuture(Future):
         self.task = task
         self.record = record
 
-    @property
-    def uid(self) -> str:
-        return self.task.uid
-
 
 class Submission:
     """One task on its way through a backend. Methods are called from the backend's thread."""
