@@ -15,10 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-
-class UserError(Exception):
-    """An error caused by the user's input; printed as one line."""
-
+from .errors import UserError
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()

@@ -7,7 +7,8 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from .cli import UserError
+from .errors import UserError
+from .runtime.backends import BACKEND_NAMES
 
 
 def register(sub: Any) -> None:
@@ -20,7 +21,7 @@ def register(sub: Any) -> None:
     p.add_argument("--cores", type=int, help="override pilot.cores")
     p.add_argument("--oversubscribe", action="store_true",
                    help="allow more cores than this machine has (sets pilot.oversubscribe)")
-    p.add_argument("--backend", choices=("auto", "local", "flux", "dragon", "srun"),
+    p.add_argument("--backend", choices=("auto", *BACKEND_NAMES),
                    help="serve every task kind with this backend (overrides pilot.routes)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in batch logs)")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
@@ -46,22 +47,23 @@ def register(sub: Any) -> None:
     register_compare(sub)
 
 
-def load(path: Path, args: argparse.Namespace | None = None) -> Any:
+def load(path: Path, *, cores: int | None = None, backend: str | None = None, oversubscribe: bool = False) -> Any:
+    """The campaign file with the command line's overrides (pilot.cores, every route, oversubscribe)."""
     from .config import CampaignError, load_campaign
 
     try:
         campaign = load_campaign(path)
     except CampaignError as exc:
         raise UserError(str(exc)) from None
-    if args is not None:
-        pilot = campaign.pilot
-        if getattr(args, "cores", None):
-            pilot = pilot.model_copy(update={"cores": args.cores})
-        if getattr(args, "oversubscribe", False):
-            pilot = pilot.model_copy(update={"oversubscribe": True})
-        if getattr(args, "backend", None):
-            pilot = pilot.model_copy(update={"routes": {"executable": args.backend, "function": args.backend}})
-        campaign = campaign.model_copy(update={"pilot": pilot})
+    update: dict[str, Any] = {}
+    if cores:
+        update["cores"] = cores
+    if backend:
+        update["routes"] = {"executable": backend, "function": backend}
+    if oversubscribe:
+        update["oversubscribe"] = True
+    if update:
+        campaign = campaign.model_copy(update={"pilot": campaign.pilot.model_copy(update=update)})
     return campaign
 
 
@@ -70,7 +72,7 @@ def _run(args: argparse.Namespace) -> int:
     from .lock import RunDirBusy
     from .progress import ProgressView
 
-    campaign = load(args.campaign, args)
+    campaign = load(args.campaign, cores=args.cores, backend=args.backend, oversubscribe=args.oversubscribe)
     run_dir = campaign.run_dir(args.run_dir)
     view = None if args.no_progress else ProgressView()
     runner = CampaignRunner(campaign, run_dir, progress=view)

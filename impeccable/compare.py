@@ -15,7 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .cli import UserError
+from .errors import UserError
+from .runtime.backends import BACKEND_NAMES
 
 
 def register(sub: Any) -> None:
@@ -25,7 +26,7 @@ def register(sub: Any) -> None:
                        "throughput per stage, utilisation and the pilot/srun ratio.")
     p.add_argument("campaign", type=Path)
     p.add_argument("--baseline", default="srun", choices=("srun", "local"), help="backend for every task kind")
-    p.add_argument("--pilot-backend", default=None, choices=("auto", "local", "flux", "dragon"),
+    p.add_argument("--pilot-backend", default=None, choices=("auto", *(n for n in BACKEND_NAMES if n != "srun")),
                    help="serve both kinds with this backend (default: the campaign's pilot.routes)")
     p.add_argument("--cores", type=int, help="override pilot.cores for both runs")
     p.add_argument("--oversubscribe", action="store_true", help="allow more cores than this machine has")
@@ -67,7 +68,7 @@ def _compare_runs(args: argparse.Namespace) -> int:
     from .commands import load
     from .progress import ProgressView
 
-    base = load(args.campaign, argparse.Namespace(cores=args.cores, backend=None, oversubscribe=args.oversubscribe))
+    base = load(args.campaign, cores=args.cores, oversubscribe=args.oversubscribe)
     out = args.out or Path("runs") / f"{base.name}-compare"
     runs: dict[str, dict[str, Any]] = {}
     for label, routes in (("pilot", None), (args.baseline, args.baseline)):

@@ -10,9 +10,11 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
-BACKEND_CHOICES = ("auto", "local", "flux", "dragon", "srun")
+from .runtime.backends import BACKEND_NAMES
+
+BACKEND_CHOICES = ("auto", *BACKEND_NAMES)
 
 
 class CampaignError(ValueError):
@@ -98,11 +100,19 @@ class PilotSection(_Section):
     nodes: int = Field(default=1, ge=1)  # nodes the cores spread over (more than 1 on one machine: emulated)
     oversubscribe: bool = False  # allow more cores than the machine (or Slurm job) has: emulation, benchmarks
     exclusive: bool = False  # fence the cores between runtimes by [pilot.shares] instead of lending them
-    routes: dict[Literal["executable", "function"], Literal["auto", "local", "flux", "dragon", "srun"]] = Field(
+    routes: dict[Literal["executable", "function"], str] = Field(
         default_factory=lambda: {"executable": "auto", "function": "auto"}
     )
     shares: dict[str, int] = Field(default_factory=dict)  # backend -> weight when runtimes contend for cores
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # backend -> options
+
+    @field_validator("routes")
+    @classmethod
+    def _known_backends(cls, routes: dict[str, str]) -> dict[str, str]:
+        for kind, name in routes.items():
+            if name not in BACKEND_CHOICES:
+                raise ValueError(f"{kind}: unknown backend {name!r}: choose one of {', '.join(BACKEND_CHOICES)}")
+        return routes
 
 
 class Campaign(_Section):
@@ -160,7 +170,7 @@ def format_errors(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see campaigns/demo.toml for every key)"
         elif err["type"] == "missing":

@@ -46,7 +46,7 @@ def test_defaults_and_relative_paths(tmp_path):
     ("[dock]\nexhaustiveness = 0\n", r"dock.exhaustiveness: Input should be greater than or equal to 1 \(got 0\)"),
     ("[dock]\nexhaustivness = 8\n", r"dock.exhaustivness: unknown key"),
     ("[pilot.routes]\nexecutable = 'slurm'\nfunction = 'local'\n",
-     r"pilot.routes.executable: Input should be 'auto', 'local', 'flux', 'dragon' or 'srun' \(got 'slurm'\)"),
+     r"pilot.routes: executable: unknown backend 'slurm': choose one of auto, local, flux, dragon, srun"),
     ("[md]\nlength_ps = 1\nframe_interval_ps = 2\n", r"md: Value error, frame_interval_ps is longer than length_ps"),
     ("[md]\ntop_m = 1000\n", r"md.top_m is larger than the number of docked compounds"),
 ])
