@@ -47,7 +47,7 @@ def test_defaults_and_relative_paths(tmp_path):
     ("[dock]\nexhaustivness = 8\n", r"dock.exhaustivness: unknown key"),
     ("[pilot.routes]\nexecutable = 'slurm'\nfunction = 'local'\n",
      r"pilot.routes: executable: unknown backend 'slurm': choose one of auto, local, flux, dragon, srun"),
-    ("[md]\nlength_ps = 1\nframe_interval_ps = 2\n", r"md: Value error, frame_interval_ps is longer than length_ps"),
+    ("[md]\nlength_ps = 1\nframe_interval_ps = 2\n", r"md: frame_interval_ps is longer than length_ps"),
     ("[md]\ntop_m = 1000\n", r"md.top_m is larger than the number of docked compounds"),
 ])
 def test_bad_values_name_file_and_key(tmp_path, extra, message):
