@@ -78,7 +78,10 @@ def version() -> str:
             return f"{dist} {metadata.version(dist)}"
         except metadata.PackageNotFoundError:
             continue
-    return f"AmberTools at {tool('tleap').parent}"
+    try:
+        return f"AmberTools at {tool('tleap').parent}"
+    except AmberToolsMissing:
+        return "AmberTools (not found)"
 
 
 def run(program: str, args: list[str], cwd: Path, what: str, timeout_s: float = 3600.0,
