@@ -57,7 +57,8 @@ from .errors import StageInputError
 
 __all__ = [
     "MDSettings", "ReplicaResult", "MDResult", "MDInstabilityError", "Prepared", "prepare", "run_replica",
-    "refine_and_score", "run_ensemble", "minimise", "time_steps", "read_ligand", "bootstrap_ci95", "replica_seed", "main",
+    "refine_and_score", "run_ensemble", "minimise", "time_steps", "read_ligand", "bootstrap_ci95", "replica_seed",
+    "main",
 ]
 
 SOLVENTS = ("implicit", "explicit")
@@ -235,8 +236,9 @@ def prepare(
     scorer = mmgbsa.Scorer(build, platform, props)
     heavy = np.array([a.element is not None and a.element.symbol != "H"
                       for a in list(complex_top.atoms())[build.n_receptor_atoms:]])
-    return Prepared(name, str(receptor_pdb), settings, params, build, system, positions, inpcrd.boxVectors if build.solvated else None,
-                    n_solute, heavy, scorer, rec_top.getNumResidues(), notes,
+    box = inpcrd.boxVectors if build.solvated else None
+    return Prepared(name, str(receptor_pdb), settings, params, build, system, positions, box, n_solute, heavy, scorer,
+                    rec_top.getNumResidues(), notes,
                     {"ligand_parameters": round(t_params - t0, 3), "build": round(time.perf_counter() - t_params, 3)})
 
 
@@ -366,15 +368,19 @@ def run_replica(p: Prepared, index: int) -> tuple[ReplicaResult, list]:
     ), xyz
 
 
-def time_steps(p: Prepared, steps: int) -> float:
-    """Wall seconds for ``steps`` MD steps from the minimised start (after 10 warm-up steps), without scoring."""
+def time_steps(p: Prepared, steps: int) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``steps`` MD steps from the minimised start (after 10 warm-up steps), no scoring.
+
+    CPU time counts every thread of this process: on a shared machine it says
+    what the steps cost when wall time also counts other people's work.
+    """
     ctx = _context(p, replica_seed(p.settings.seed, 0), start=True)
     ctx.setVelocitiesToTemperature(p.settings.temperature_k * unit.kelvin, 1)
     ctx.getIntegrator().step(10)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ctx.getIntegrator().step(steps)
     ctx.getState(getEnergy=True)  # waits for the steps to finish on asynchronous platforms
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def replica_seed(seed: int, replica: int) -> int:
@@ -546,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
         return md_validate.main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m impeccable.stages.md", description=__doc__.split("\n\n")[0])
     p.add_argument("--receptor", required=True, type=Path, help="protonated protein PDB")
-    p.add_argument("--ligand", required=True, type=Path, help="pose SDF with hydrogens and 3D coordinates (first record)")
+    p.add_argument("--ligand", required=True, type=Path, help="pose SDF: hydrogens, 3D, title = compound id")
     p.add_argument("--out", required=True, type=Path, help="result JSON (written atomically)")
     p.add_argument("--param-cache", type=Path, default=None,
                    help="folder of cached GAFF2/AM1-BCC parameters, shared by all compounds of a run")

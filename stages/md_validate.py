@@ -19,7 +19,9 @@ both (tleap writes the topologies; OpenMM and sander/MMPBSA.py read them):
   co-crystal ADP is not used: AM1-BCC of its diphosphate takes minutes.)
 * ``ns_per_day_implicit`` / ``ns_per_day_explicit``: MD speed of that complex
   (trimmed pocket; explicit = TIP3P box, PME, barostat) on this machine's CPU
-  with ``--threads`` threads, wall clock, steps only (no scoring).
+  with ``--threads`` threads, wall clock, steps only (no scoring); ``speed``
+  adds ns per CPU-core-day from the process's CPU time, and the load average
+  is recorded, because on a shared machine wall time counts others' work too.
 
 Residual differences come from OpenMM's Coulomb constant (332.0637 against
 Amber's 18.2223^2 = 332.0522 kcal A/(mol e^2), 3.5e-5 relative) and float
@@ -121,7 +123,8 @@ def hbond_scan(cache: Path, work: Path, threads: int = 1) -> dict:
     scorer = mmgbsa.Scorer(build, platform, {"Threads": str(threads)})
     ours = np.array([(lambda e: e.vdw + e.elec)(scorer.score(f / 10.0)) for f in frames])
     ref = np.zeros(len(frames))
-    for part, sign, sl in (("complex", 1, slice(None)), ("receptor", -1, slice(0, n_rec)), ("ligand", -1, slice(n_rec, None))):
+    parts = (("complex", 1, slice(None)), ("receptor", -1, slice(0, n_rec)), ("ligand", -1, slice(n_rec, None)))
+    for part, sign, sl in parts:
         traj = build.folder / f"{part}.scan.mdcrd"
         _write_mdcrd(traj, [f[sl] for f in frames])
         ref += sign * np.array(sander_trajectory(build.prmtop(part), build.inpcrd(part), traj, 6, build.folder))
@@ -177,11 +180,12 @@ def ns_per_day(prepared: md.Prepared, steps: int) -> dict:
     """Wall-clock MD speed of a prepared, minimised complex: steps only, no scoring."""
     if prepared.start_nm is None:
         md.minimise(prepared)
-    seconds = md.time_steps(prepared, steps)
+    wall, cpu = md.time_steps(prepared, steps)
     s = prepared.settings
-    return {"ns_per_day": round(steps * s.timestep_fs * 1e-6 / (seconds / 86400.0), 3),
-            "atoms": prepared.system.getNumParticles(), "steps": steps, "seconds": round(seconds, 2),
-            "threads": s.threads, "solvent": s.solvent}
+    ns = steps * s.timestep_fs * 1e-6
+    return {"ns_per_day": round(ns / (wall / 86400.0), 3), "ns_per_cpu_core_day": round(ns / (cpu / 86400.0), 3),
+            "atoms": prepared.system.getNumParticles(), "steps": steps, "wall_seconds": round(wall, 2),
+            "cpu_seconds": round(cpu, 2), "threads": s.threads, "solvent": s.solvent}
 
 
 def explicit_complex(pose: Path, cache: Path, work: Path, threads: int) -> md.Prepared:
@@ -272,15 +276,17 @@ def _sander(prmtop: Path, coords: list[str], igb: int, folder: Path, mode: str) 
     mdin = folder / f"sander_igb{igb}.in"
     mdin.write_text(f"single point\n &cntrl\n  {mode}, ntb=0, cut=999.0, ntpr=1, {gb}\n /\n")
     out = folder / f"{prmtop.stem}.igb{igb}.out"
-    amber.run("sander", ["-O", "-i", str(mdin), "-p", str(prmtop), *coords, "-o", str(out),
-                         "-r", str(folder / "sander.rst"), "-inf", str(folder / "sander.info")], folder, f"sander on {prmtop}")
+    args = ["-O", "-i", str(mdin), "-p", str(prmtop), *coords, "-o", str(out), "-r", str(folder / "sander.rst"),
+            "-inf", str(folder / "sander.info")]
+    amber.run("sander", args, folder, f"sander on {prmtop}")
     return _read_sander_terms(out.read_text())
 
 
 def _read_sander_terms(text: str) -> list[dict[str, float]]:
     """Energy blocks of a sander output: one per frame (imin=5) or the first step (imin=1)."""
     frames = []
-    for block in re.findall(r"NSTEP\s+ENERGY\s+RMS\s+GMAX\s+NAME\s+NUMBER\s*\n\s*\d+\s+(\S+).*?\n\n(.*?)\n\s*\n", text, re.S):
+    header = r"NSTEP\s+ENERGY\s+RMS\s+GMAX\s+NAME\s+NUMBER\s*\n\s*\d+\s+(\S+).*?\n\n(.*?)\n\s*\n"
+    for block in re.findall(header, text, re.S):
         terms = {k.strip(): float(v) if "*" not in v else float("inf")  # sander prints **** on overflow
                  for k, v in re.findall(r"([A-Z0-9][A-Z0-9 -]*?)\s*=\s*(\*+|-?[\d.]+(?:E[-+]\d+)?)", block[1])}
         terms["total"] = sum(v for k, v in terms.items() if k in _ENERGY_TERMS)

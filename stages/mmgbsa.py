@@ -67,9 +67,10 @@ def implicit_system(prmtop: Path, constraints=app.HBonds, split_sa: bool = False
 
     ``split_sa`` moves the ACE non-polar term into a chargeless copy of the GB
     force (group ``sa``) so that polar and non-polar parts are reported apart;
-    it doubles the GB cost, so the MD system does without. The prmtop's mbondi2 radii and screening factors are used (OpenMM warns
-    that they differ from its own defaults for some elements; they are the
-    ones sander uses, so the warning is silenced).
+    it doubles the GB cost, so the MD system does without. The prmtop's mbondi2
+    radii and screening factors are used (OpenMM warns that they differ from
+    its own defaults for some elements; they are the ones sander uses, so the
+    warning is silenced).
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Non-optimal GB parameters")

@@ -219,6 +219,8 @@ def test_fixed_seed_md_gives_identical_energies(docked_pose, param_cache, tmp_pa
     runs = [refine_and_score(RECEPTOR_PDB, docked_pose, settings, param_cache, tmp_path / str(i)) for i in range(2)]
     first, second = ([r.frames_kcal_mol for r in run.per_replica] for run in runs)
     assert first == second  # the same numbers, not just close ones
+    assert runs[0].binding_energy_kcal_mol == runs[1].binding_energy_kcal_mol  # unrounded floats, bit for bit
+    assert runs[0].minimised_binding_energy_kcal_mol == runs[1].minimised_binding_energy_kcal_mol
     assert first[0] != first[1]  # each replica's own seed takes effect
 
 
