@@ -494,7 +494,9 @@ class CampaignRunner:
             argv = [sys.executable, "-m", "impeccable.stages.md", "--receptor", str(pdb), "--ligand", str(pose),
                     "--out", str(out), "--replicas", str(md.replicas), "--length-ps", str(md.length_ps),
                     "--equilibration-ps", str(md.equilibration_ps), "--frame-interval-ps", str(md.frame_interval_ps),
-                    "--seed", str(self.c.campaign.seed), "--threads", str(md.cores)]
+                    "--seed", str(self.c.campaign.seed), "--threads", str(md.cores),
+                    "--solvent", md.solvent, "--ligand-forcefield", md.ligand_forcefield, "--mmpbsa-py", md.mmpbsa_py,
+                    "--param-cache", str(self.run_dir / "params")]  # AM1-BCC once per compound per run dir
             task = executable_task(argv, name=f"md {cid}", cores_per_rank=md.cores, cwd=str(folder),
                                    stdout=str(folder / "stdout.log"), stderr=str(folder / "stderr.log"),
                                    tags={"stage": "md", "round": str(r), "campaign": self.c.name})

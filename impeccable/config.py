@@ -86,6 +86,9 @@ class MDSection(_Section):
     equilibration_ps: float = Field(default=1.0, ge=0)
     frame_interval_ps: float = Field(default=0.5, gt=0)
     cores: int = Field(default=1, ge=1)  # OpenMM CPU threads per MD task
+    solvent: Literal["implicit", "explicit"] = "implicit"  # explicit: TIP3P + ions, PME, NPT
+    ligand_forcefield: Literal["gaff2"] = "gaff2"  # GAFF2 + AM1-BCC (AmberTools); MMFF94 was removed
+    mmpbsa_py: Literal["none", "gb", "pb", "gb+pb"] = "none"  # also score the frames with AmberTools' MMPBSA.py
 
     @model_validator(mode="after")
     def _frames_fit(self) -> "MDSection":

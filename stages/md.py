@@ -1,28 +1,37 @@
-"""MD refinement and MM/GBSA rescoring of a docked pose (an ESMACS-style ensemble).
+"""MD refinement and MM/GBSA rescoring of a docked pose: an ESMACS-style ensemble of independent replicas.
 
-``refine_and_score(receptor_pdb, ligand_sdf, MDSettings())`` builds the complex
-(protein: amber14 + OBC2 implicit solvent; ligand: RDKit MMFF94 via
-``mmff_openmm``), minimises it, runs several short Langevin replicas from the
-same minimised structure with different velocity seeds, and scores every
-frame with the single-trajectory MM/GBSA estimate
+``refine_and_score(receptor_pdb, pose_sdf, MDSettings())``:
 
-    dG(frame) = E(complex) - E(receptor) - E(ligand)
+1. Ligand: GAFF2 atom types and AM1-BCC charges from antechamber/parmchk2
+   (``gaff2``), cached per compound. Protein: ff14SB. Both applied by tleap
+   (``tleap``), which also solvates the complex for explicit solvent. OpenMM
+   reads the resulting prmtop files; sander and MMPBSA.py read the same files.
+2. Receptor: by default the pocket (residues within ``pocket_radius_angstrom``
+   of the ligand, ACE/NME-capped), far heavy atoms restrained (``pocket``).
+3. Solvent: ``implicit`` (OBC2 GB, igb=5, mbondi2 radii, ACE non-polar term)
+   or ``explicit`` (TIP3P truncated octahedron, Na+/Cl- to neutral + 0.15 M,
+   PME, Monte Carlo barostat at 1 bar: NPT equilibration and production).
+4. One minimisation of the docked pose, then ``replicas`` independent replicas
+   (ESMACS): each its own random velocities and Langevin noise (seeded), its
+   own equilibration, frames taken from production only.
+5. Every frame scored by single-trajectory MM/GBSA (``mmgbsa``), always in
+   implicit solvent (waters and ions removed, as MMPBSA.py does), optionally
+   also by AmberTools' MMPBSA.py on the same frames.
 
-each term in the same OBC2 solvent (GB polar + ACE surface-area nonpolar).
-Internal energies cancel exactly in the single-trajectory approach, so dG is
-the gas-phase interaction (vdW + Coulomb) plus the change in solvation. No
-entropy term: like ESMACS without normal modes, values rank poses, they are
-not absolute free energies. The reported uncertainty is the standard error of
-the replica means (replicas are the independent samples, frames are not).
+What the uncertainty means: the replica means are the independent samples.
+The result reports them, their mean, the standard error of the mean and a
+bootstrap 95% interval over replicas (percentile, seeded). Both describe the
+sampling spread of this protocol's replicas around one docked pose: not
+force-field error, not pose uncertainty, not the error of an absolute binding
+free energy (there is no entropy term; values rank compounds on one target).
+With few replicas the interval is narrow and unreliable (ESMACS uses 25).
 
-Trimmed receptor (default, for speed on a few CPU cores): residues with any
-atom within ``pocket_radius_angstrom`` of the ligand are kept whole (gaps of
-up to 3 residues are filled, disulfide partners kept); every cut is capped
-with ACE/NME built from the neighbouring residue's backbone atoms, so the
-fragment is a valid amber14 molecule with an integer charge. Heavy atoms of
-residues farther than ``flexible_radius_angstrom`` from the ligand, and all
-cap atoms, are held by harmonic position restraints during MD (not in the
-scores). ``pocket_radius_angstrom=None`` uses the full receptor unrestrained.
+Reproducibility: each replica gets a fresh OpenMM context whose integrator
+and barostat seeds are set before it is created (seeds derived from ``seed``
+and the replica index, never 0, which OpenMM takes as "pick one at random").
+On the CPU platform with a fixed thread count, the same inputs and seed give
+bitwise-identical energies; across thread counts or platforms the
+trajectories diverge (chaotically, from round-off) and only the statistics agree.
 """
 
 from __future__ import annotations
@@ -35,22 +44,27 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import openmm
 from openmm import app, unit
 from rdkit import Chem
 
-from . import mmff_openmm
+from . import amber, gaff2, mmgbsa, pocket, tleap
 from .errors import StageInputError
 
-__all__ = ["MDSettings", "ReplicaResult", "MDResult", "MDInstabilityError", "refine_and_score", "read_ligand", "main"]
+__all__ = [
+    "MDSettings", "ReplicaResult", "MDResult", "MDInstabilityError", "Prepared", "prepare", "run_replica",
+    "refine_and_score", "run_ensemble", "minimise", "time_steps", "read_ligand", "bootstrap_ci95", "replica_seed",
+    "main",
+]
 
-_KCAL = mmff_openmm.KJ_PER_KCAL
-_RESTRAINT_GROUP = 31
-_GROUP_NONBONDED, _GROUP_GB = 1, 2
+SOLVENTS = ("implicit", "explicit")
+LIGAND_FORCEFIELDS = ("gaff2",)
+MMPBSA_METHODS = ("none", "gb", "pb", "gb+pb")
+_KCAL = mmgbsa.KJ_PER_KCAL
 
 
 class MDInstabilityError(RuntimeError):
@@ -59,35 +73,47 @@ class MDInstabilityError(RuntimeError):
 
 @dataclass(frozen=True)
 class MDSettings:
-    """How much MD to run and on what; the defaults are a tiny but real ensemble."""
+    """How much MD to run and on what; the defaults are a tiny but real implicit-solvent ensemble."""
 
     replicas: int = 3
     length_ps: float = 4.0  # production per replica
-    equilibration_ps: float = 1.0  # per replica, not scored
+    equilibration_ps: float = 1.0  # per replica, not scored (NPT in explicit solvent)
     frame_interval_ps: float = 0.5
     timestep_fs: float = 2.0
     temperature_k: float = 300.0
     friction_per_ps: float = 1.0
-    pocket_radius_angstrom: float | None = 10.0  # None: the whole receptor
+    solvent: str = "implicit"  # "implicit" (OBC2) or "explicit" (TIP3P, PME, NPT)
+    ligand_forcefield: str = "gaff2"  # GAFF2 + AM1-BCC (MMFF94 was removed: see README)
+    padding_angstrom: float = 10.0  # explicit: solute to box edge
+    ion_molar: float = 0.15  # explicit: NaCl on top of neutralising ions
+    pme_cutoff_angstrom: float = 10.0  # explicit: real-space cutoff
+    pressure_bar: float = 1.0  # explicit
+    pocket_radius_angstrom: float | None = 10.0  # None: the whole receptor, unrestrained
     flexible_radius_angstrom: float = 7.0  # residues farther than this are restrained
     restraint_kcal_mol_a2: float = 5.0
-    nonbonded_cutoff_angstrom: float | None = None  # None: no cutoff (exact GB)
     minimise_max_iterations: int = 300  # a docked pose needs relaxing, not a converged minimum
     max_displacement_angstrom: float = 20.0
     seed: int = 2013
+    bootstrap_samples: int = 10000
+    mmpbsa_py: str = "none"  # also run MMPBSA.py on the frames: "gb", "pb" or "gb+pb"
     platform: str = "CPU"
     threads: int | None = None
 
     def check(self) -> None:
         """Raise StageInputError naming the first unusable setting."""
-        positive = ("length_ps", "frame_interval_ps", "timestep_fs", "temperature_k", "max_displacement_angstrom")
+        positive = ("length_ps", "frame_interval_ps", "timestep_fs", "temperature_k", "max_displacement_angstrom",
+                    "padding_angstrom", "pme_cutoff_angstrom", "pressure_bar")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise StageInputError(f"MDSettings.{name}: must be > 0, got {getattr(self, name)!r}")
+        choices = {"solvent": SOLVENTS, "ligand_forcefield": LIGAND_FORCEFIELDS, "mmpbsa_py": MMPBSA_METHODS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise StageInputError(f"MDSettings.{name}: {getattr(self, name)!r} is not one of {allowed}")
         if self.replicas < 1:
             raise StageInputError(f"MDSettings.replicas: must be >= 1, got {self.replicas!r}")
-        if self.equilibration_ps < 0:
-            raise StageInputError(f"MDSettings.equilibration_ps: must be >= 0, got {self.equilibration_ps!r}")
+        if self.equilibration_ps < 0 or self.ion_molar < 0:
+            raise StageInputError("MDSettings.equilibration_ps and ion_molar: must be >= 0")
         if self.frame_interval_ps > self.length_ps:
             raise StageInputError("MDSettings.frame_interval_ps: longer than length_ps, no frame would be scored")
         if self.pocket_radius_angstrom is not None and self.pocket_radius_angstrom <= 0:
@@ -99,8 +125,10 @@ class MDSettings:
 @dataclass
 class ReplicaResult:
     seed: int
-    binding_energy_kcal_mol: float  # mean over this replica's frames
+    binding_energy_kcal_mol: float  # mean over this replica's production frames
     frames_kcal_mol: list[float]
+    frames_nonpolar_kcal_mol: list[float]  # the ACE part of each frame (MMPBSA.py's differs by model)
+    components_kcal_mol: dict[str, float]  # means of vdw, elec, gb, sa over the frames
     max_displacement_angstrom: float
     ligand_rmsd_angstrom: float  # last frame vs minimised pose, heavy atoms, no fitting
     md_seconds: float
@@ -110,18 +138,24 @@ class ReplicaResult:
 class MDResult:
     """Ensemble MM/GBSA estimate of one pose; energies in kcal/mol."""
 
-    binding_energy_kcal_mol: float
-    stderr_kcal_mol: float | None  # standard error over replica means; None for one replica
+    binding_energy_kcal_mol: float  # mean of the replica means
+    stderr_kcal_mol: float | None  # standard error of the replica means; None for one replica
+    ci95_kcal_mol: list[float] | None  # bootstrap 95% interval of the mean over replicas
+    replica_means_kcal_mol: list[float]
     per_replica: list[ReplicaResult]
     n_frames: int
-    components_kcal_mol: dict[str, float]  # ensemble means: gas-phase MM and GB+SA solvation
+    components_kcal_mol: dict[str, float]  # ensemble means: vdw, elec, gb (polar), sa (non-polar)
     minimised_binding_energy_kcal_mol: float
-    n_atoms: int
+    solvent: str
+    forcefield: dict[str, str]
+    ligand_parameters: dict
+    n_atoms: int  # simulated, water included
     n_receptor_residues: int
-    ligand_net_charge_e: float
+    ligand_net_charge_e: int
     receptor: str
     ligand: str
     settings: MDSettings
+    mmpbsa_py: dict | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -129,124 +163,257 @@ class MDResult:
         return asdict(self)
 
 
-def refine_and_score(
+@dataclass
+class Prepared:
+    """Everything built once per pose: topologies, the MD system, scorer, starting coordinates."""
+
+    name: str
+    receptor: str
+    settings: MDSettings
+    ligand: gaff2.LigandParameters
+    build: tleap.AmberBuild
+    system: openmm.System
+    positions_nm: np.ndarray
+    box: tuple | None
+    n_solute: int
+    heavy_ligand: np.ndarray  # mask over ligand atoms
+    scorer: mmgbsa.Scorer
+    n_receptor_residues: int
+    notes: list[str]
+    seconds: dict[str, float]
+    start_nm: np.ndarray | None = None  # set by ``minimise``: where every replica starts
+    start_box: tuple | None = None
+
+
+def prepare(
     receptor_pdb: str | Path,
     ligand: str | Path | Chem.Mol,
     settings: MDSettings = MDSettings(),
-) -> MDResult:
-    """Minimise, run ``settings.replicas`` short MD replicas, return the MM/GBSA ensemble estimate.
-
-    ``ligand`` is an SDF path (the first molecule is used) or an RDKit molecule
-    with a 3D conformer in the receptor's frame. Raises StageInputError for
-    unusable inputs and MDInstabilityError if a replica blows up.
-    """
+    param_cache: Path | None = None,
+    workdir: Path | None = None,
+) -> Prepared:
+    """Ligand parameters (cached), tleap topologies in ``workdir``, the OpenMM MD system and scorer."""
     settings.check()
     t0 = time.perf_counter()
     notes: list[str] = []
     if isinstance(ligand, Chem.Mol):
-        mol, lig_name = ligand, (ligand.GetProp("_Name") if ligand.HasProp("_Name") else "") or "ligand"
+        mol, name = ligand, (ligand.GetProp("_Name") if ligand.HasProp("_Name") else "") or "ligand"
     else:
-        mol, lig_name = read_ligand(ligand), str(ligand)
-    mol = _with_hydrogens(mol, lig_name, notes)
-    lig_params = mmff_openmm.parameterise(mol, lig_name)
-    lig_xyz_nm = mol.GetConformer().GetPositions() / 10.0
-
-    protein = _read_protein(receptor_pdb, notes)
-    _check_contact(protein, lig_xyz_nm, mol, lig_name, receptor_pdb)
+        mol = read_ligand(ligand)
+        name = (mol.GetProp("_Name") if mol.HasProp("_Name") else "").strip() or Path(ligand).stem
+    mol = _with_hydrogens(mol, name, notes)
+    lig_nm = mol.GetConformer().GetPositions() / 10.0
+    protein = pocket.read_protein(receptor_pdb, notes)
+    pocket.check_contact(protein, lig_nm, mol, name if isinstance(ligand, Chem.Mol) else f"{name} ({ligand})",
+                         receptor_pdb)
     if settings.pocket_radius_angstrom is None:
-        rec_top, rec_pos = protein.topology, protein.positions_nm
-        restrained: list[int] = []
+        rec_top, rec_nm = protein.topology, protein.positions_nm
     else:
-        rec_top, rec_pos, restrained = _trim(protein, lig_xyz_nm, settings)
+        rec_top, rec_nm = pocket.trim(protein, lig_nm, settings.pocket_radius_angstrom)
+    params = gaff2.parameterise(mol, name, param_cache)
+    t_params = time.perf_counter()
+    workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="impeccable-md-"))
+    build = tleap.build(rec_top, rec_nm, params, mol, workdir, settings.solvent, settings.padding_angstrom,
+                        settings.ion_molar)
+    complex_top = app.AmberPrmtopFile(str(build.prmtop("complex"))).topology
+    part = "solvated" if build.solvated else "complex"
+    inpcrd = app.AmberInpcrdFile(str(build.inpcrd(part)))
+    positions = inpcrd.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    n_solute = build.n_receptor_atoms + build.n_ligand_atoms
+    system = _explicit_system(build, settings) if build.solvated else mmgbsa.implicit_system(build.prmtop("complex"))
+    if settings.pocket_radius_angstrom is not None:
+        held = pocket.restrained_atoms(complex_top, positions[:n_solute], positions[build.n_receptor_atoms:n_solute],
+                                       settings.flexible_radius_angstrom, build.n_receptor_atoms)
+        _add_restraints(system, held, positions, settings.restraint_kcal_mol_a2, periodic=build.solvated)
         notes.append(
-            f"receptor trimmed to {rec_top.getNumResidues()} residues within "
-            f"{settings.pocket_radius_angstrom} A of the ligand (ACE/NME caps), "
-            f"{len(restrained)} atoms restrained beyond {settings.flexible_radius_angstrom} A"
+            f"receptor trimmed to {rec_top.getNumResidues()} residues within {settings.pocket_radius_angstrom} A "
+            f"of the ligand (ACE/NME caps), {len(held)} atoms restrained beyond {settings.flexible_radius_angstrom} A"
         )
-    systems = _build_systems(rec_top, lig_params, mol, settings, receptor_pdb)
-    pos0 = np.vstack([rec_pos, lig_xyz_nm])
-    if restrained:
-        _add_restraints(systems.complex, restrained, pos0, settings.restraint_kcal_mol_a2)
-    t_setup = time.perf_counter()
+    if build.solvated:
+        notes.append(f"explicit solvent: {build.n_waters} TIP3P waters, {build.n_cations} Na+, "
+                     f"{build.n_anions} Cl- in a truncated octahedron ({settings.padding_angstrom} A padding)")
+    platform, props = _platform(settings)
+    scorer = mmgbsa.Scorer(build, platform, props)
+    heavy = np.array([a.element is not None and a.element.symbol != "H"
+                      for a in list(complex_top.atoms())[build.n_receptor_atoms:]])
+    box = inpcrd.boxVectors if build.solvated else None
+    return Prepared(name, str(receptor_pdb), settings, params, build, system, positions, box, n_solute, heavy, scorer,
+                    rec_top.getNumResidues(), notes,
+                    {"ligand_parameters": round(t_params - t0, 3), "build": round(time.perf_counter() - t_params, 3)})
 
-    scorer = _Scorer(systems, rec_top.getNumAtoms(), settings)
-    md = _MD(systems.complex, settings)
-    pos_min = md.minimise(pos0)
-    dg_min = scorer.score(pos_min)[0]
+
+def refine_and_score(
+    receptor_pdb: str | Path,
+    ligand: str | Path | Chem.Mol,
+    settings: MDSettings = MDSettings(),
+    param_cache: Path | None = None,
+    workdir: Path | None = None,
+) -> MDResult:
+    """Minimise, run ``settings.replicas`` independent replicas, return the MM/GBSA ensemble estimate.
+
+    ``ligand`` is an SDF path (the first molecule; its title names the
+    compound in errors) or an RDKit molecule with explicit hydrogens and a 3D
+    conformer in the receptor's frame. Raises StageInputError (a subclass,
+    gaff2.LigandParameterError, when the ligand cannot be parameterised) and
+    MDInstabilityError if a replica blows up.
+    """
+    return run_ensemble(prepare(receptor_pdb, ligand, settings, param_cache, workdir))
+
+
+def run_ensemble(p: Prepared) -> MDResult:
+    """The ESMACS-style part of ``refine_and_score`` on a prepared complex."""
+    s = p.settings
+    t0 = time.perf_counter()
+    minimise(p)
+    dg_min = p.scorer.score(p.start_nm[: p.n_solute]).dg
     t_min = time.perf_counter()
+    replicas, frames = [], []
+    for r in range(s.replicas):
+        result, xyz = run_replica(p, r)
+        replicas.append(result)
+        frames += xyz
+    t_md = time.perf_counter()
+    amber_check = _mmpbsa_py(p, frames, replicas) if s.mmpbsa_py != "none" else None
 
-    replicas: list[ReplicaResult] = []
-    components: list[tuple[float, float]] = []
-    n_lig = lig_params.n_atoms
-    heavy = np.array([a.GetAtomicNum() > 1 for a in mol.GetAtoms()])
-    md_s = score_s = 0.0
-    for r in range(settings.replicas):
-        seed = settings.seed + r
-        frames: list[float] = []
-        max_disp = 0.0
-        last = pos_min
-        t_r = time.perf_counter()
-        for pos in md.run(pos_min, seed):
-            ts = time.perf_counter()
-            disp = float(np.max(np.linalg.norm(pos - pos_min, axis=1))) * 10.0
-            if disp > settings.max_displacement_angstrom:
-                raise MDInstabilityError(
-                    f"replica {r}: an atom moved {disp:.1f} A from its minimised position "
-                    f"(limit {settings.max_displacement_angstrom} A); try a shorter time step"
-                )
-            max_disp = max(max_disp, disp)
-            dg, gas, solv = scorer.score(pos)
-            frames.append(dg)
-            components.append((gas, solv))
-            last = pos
-            score_s += time.perf_counter() - ts
-        elapsed = time.perf_counter() - t_r
-        md_s += elapsed
-        d = (last[-n_lig:] - pos_min[-n_lig:])[heavy] * 10.0
-        replicas.append(
-            ReplicaResult(
-                seed=seed,
-                binding_energy_kcal_mol=float(np.mean(frames)),
-                frames_kcal_mol=[round(x, 4) for x in frames],
-                max_displacement_angstrom=round(max_disp, 3),
-                ligand_rmsd_angstrom=round(float(np.sqrt(np.mean(np.sum(d * d, axis=1)))), 3),
-                md_seconds=round(elapsed, 3),
-            )
-        )
-
-    means = np.array([r.binding_energy_kcal_mol for r in replicas])
+    means = [r.binding_energy_kcal_mol for r in replicas]
     stderr = float(np.std(means, ddof=1) / math.sqrt(len(means))) if len(means) > 1 else None
+    ci = bootstrap_ci95(means, s.seed, s.bootstrap_samples)
+    notes = list(p.notes)
     if stderr is None:
-        notes.append("one replica: no standard error")
-    md_only_s = md_s - score_s
-    ps_total = settings.replicas * (settings.length_ps + settings.equilibration_ps)
-    t_end = time.perf_counter()
+        notes.append("one replica: no standard error or interval")
+    elif len(means) < 5:
+        notes.append(f"{len(means)} replicas: the standard error and bootstrap interval are rough (ESMACS uses 25)")
+    md_s = sum(r.md_seconds for r in replicas)
+    ps_total = s.replicas * (s.length_ps + s.equilibration_ps)
+    components = {k: float(np.mean([r.components_kcal_mol[k] for r in replicas])) for k in ("vdw", "elec", "gb", "sa")}
     return MDResult(
-        binding_energy_kcal_mol=float(means.mean()),
+        binding_energy_kcal_mol=float(np.mean(means)),
         stderr_kcal_mol=stderr,
+        ci95_kcal_mol=None if ci is None else [round(ci[0], 4), round(ci[1], 4)],
+        replica_means_kcal_mol=[round(m, 4) for m in means],
         per_replica=replicas,
         n_frames=sum(len(r.frames_kcal_mol) for r in replicas),
-        components_kcal_mol={
-            "gas_phase_mm": float(np.mean([c[0] for c in components])),
-            "solvation_gb_sa": float(np.mean([c[1] for c in components])),
-        },
+        components_kcal_mol=components,
         minimised_binding_energy_kcal_mol=dg_min,
-        n_atoms=systems.complex.getNumParticles(),
-        n_receptor_residues=rec_top.getNumResidues(),
-        ligand_net_charge_e=round(lig_params.net_charge_e, 3),
-        receptor=str(receptor_pdb),
-        ligand=lig_name,
-        settings=settings,
+        solvent=s.solvent,
+        forcefield=forcefield_description(s.solvent),
+        ligand_parameters={"cache_key": p.ligand.key, "from_cache": p.ligand.from_cache, "smiles": p.ligand.smiles,
+                           "am1bcc_cpu_seconds": round(p.ligand.am1bcc_cpu_seconds, 2),
+                           "am1bcc_wall_seconds": round(p.ligand.am1bcc_wall_seconds, 2),
+                           "folder": str(p.ligand.folder)},
+        n_atoms=p.system.getNumParticles(),
+        n_receptor_residues=p.n_receptor_residues,
+        ligand_net_charge_e=p.ligand.net_charge,
+        receptor=p.receptor,
+        ligand=p.name,
+        settings=s,
+        mmpbsa_py=amber_check,
         timings_s={
-            "setup": round(t_setup - t0, 3),
-            "minimise": round(t_min - t_setup, 3),
-            "md": round(md_only_s, 3),
-            "scoring": round(score_s, 3),
-            "total": round(t_end - t0, 3),
-            "md_per_ps": round(md_only_s / ps_total, 4),
+            **p.seconds,
+            "minimise": round(t_min - t0, 3),
+            "md_and_scoring": round(t_md - t_min, 3),
+            "mmpbsa_py": round(time.perf_counter() - t_md, 3),
+            "total": round(sum(p.seconds.values()) + time.perf_counter() - t0, 3),
+            "ns_per_day": round(ps_total / 1000.0 / (md_s / 86400.0), 3) if md_s > 0 else 0.0,
         },
         notes=notes,
     )
+
+
+def minimise(p: Prepared) -> None:
+    """Relax the built complex (and its water) once; every replica starts from here (``p.start_nm``)."""
+    ctx = _context(p, seed=1)
+    openmm.LocalEnergyMinimizer.minimize(ctx, 10.0, p.settings.minimise_max_iterations)
+    state = ctx.getState(getPositions=True, getEnergy=True)
+    e = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    if not math.isfinite(e):
+        raise MDInstabilityError(f"{p.name}: minimisation ended with a non-finite energy (overlapping atoms?)")
+    p.start_box = state.getPeriodicBoxVectors() if p.box is not None else None
+    p.start_nm = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+
+
+def run_replica(p: Prepared, index: int) -> tuple[ReplicaResult, list]:
+    """One independent replica: seeded velocities and noise, equilibration, scored production frames.
+
+    Returns the result and the production frames (solute coordinates, nm, float32 as written to DCD).
+    """
+    s, seed, start_nm = p.settings, replica_seed(p.settings.seed, index), p.start_nm
+    t0 = time.perf_counter()
+    energies, components, xyz, max_disp = [], [], [], 0.0
+    n_rec = p.build.n_receptor_atoms
+    for pos in _trajectory(p, seed):
+        solute = pos[: p.n_solute].astype(np.float32).astype(np.float64)  # the precision MMPBSA.py will read
+        disp = float(np.max(np.linalg.norm(solute - start_nm[: p.n_solute], axis=1))) * 10.0
+        if disp > s.max_displacement_angstrom:
+            raise MDInstabilityError(
+                f"{p.name} replica {index}: an atom moved {disp:.1f} A from its minimised position "
+                f"(limit {s.max_displacement_angstrom} A); try a shorter time step"
+            )
+        max_disp = max(max_disp, disp)
+        e = p.scorer.score(solute)
+        energies.append(e.dg)
+        components.append((e.vdw, e.elec, e.gb, e.sa))
+        xyz.append(solute)
+    d = (xyz[-1][n_rec:] - start_nm[n_rec: p.n_solute])[p.heavy_ligand] * 10.0
+    comp = np.mean(components, axis=0)
+    return ReplicaResult(
+        seed=seed,
+        binding_energy_kcal_mol=float(np.mean(energies)),
+        frames_kcal_mol=[round(x, 4) for x in energies],
+        frames_nonpolar_kcal_mol=[round(c[3], 4) for c in components],
+        components_kcal_mol={k: round(float(v), 4) for k, v in zip(("vdw", "elec", "gb", "sa"), comp)},
+        max_displacement_angstrom=round(max_disp, 3),
+        ligand_rmsd_angstrom=round(float(np.sqrt(np.mean(np.sum(d * d, axis=1)))), 3),
+        md_seconds=round(time.perf_counter() - t0, 3),
+    ), xyz
+
+
+def time_steps(p: Prepared, steps: int) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``steps`` MD steps from the minimised start (after 10 warm-up steps), no scoring.
+
+    CPU time counts every thread of this process: on a shared machine it says
+    what the steps cost when wall time also counts other people's work.
+    """
+    ctx = _context(p, replica_seed(p.settings.seed, 0), start=True)
+    ctx.setVelocitiesToTemperature(p.settings.temperature_k * unit.kelvin, 1)
+    ctx.getIntegrator().step(10)
+    t0, c0 = time.perf_counter(), time.process_time()
+    ctx.getIntegrator().step(steps)
+    ctx.getState(getEnergy=True)  # waits for the steps to finish on asynchronous platforms
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def replica_seed(seed: int, replica: int) -> int:
+    """A positive 31-bit seed per replica: OpenMM takes 0 as 'choose at random', so 0 never comes out."""
+    state = np.random.SeedSequence([abs(seed), replica]).generate_state(1)[0]  # well mixed, deterministic
+    return 1 + int(state) % (2**31 - 2)
+
+
+def bootstrap_ci95(values: list[float], seed: int, samples: int = 10000) -> tuple[float, float] | None:
+    """Percentile bootstrap 95% interval of the mean of ``values`` (seeded: the same inputs, the same interval)."""
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), size=(samples, len(v)))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def forcefield_description(solvent: str) -> dict[str, str]:
+    """What produced the numbers, for the result file and the report."""
+    desc = {
+        "protein": "ff14SB (tleap)",
+        "ligand": f"GAFF2 + AM1-BCC (antechamber, parmchk2; {amber.version()})",
+        "scoring": "single-trajectory MM/GBSA: OBC2 (igb=5), mbondi2 radii, eps 1/78.5, no salt, "
+                   "ACE non-polar 0.0054 kcal/mol/A^2; no entropy",
+        "engine": f"OpenMM {openmm.__version__}",
+    }
+    if solvent == "explicit":
+        desc["solvent"] = "TIP3P, Na+/Cl- (Joung-Cheatham), PME, NPT (Monte Carlo barostat)"
+    else:
+        desc["solvent"] = "OBC2 implicit solvent"
+    return desc
 
 
 def read_ligand(path: str | Path, index: int = 0) -> Chem.Mol:
@@ -267,313 +434,36 @@ def read_ligand(path: str | Path, index: int = 0) -> Chem.Mol:
     return mol
 
 
-# --------------------------------------------------------------------------- inputs
-
-
-@dataclass
-class _Protein:
-    topology: app.Topology
-    positions_nm: np.ndarray
-
-
-_PROTEIN_RESIDUES = frozenset(
-    "ALA ARG ASN ASP ASH CYS CYX CYM GLN GLU GLH GLY HIS HID HIE HIP ILE LEU LYS LYN MET PHE PRO SER THR "
-    "TRP TYR VAL ACE NME".split()
-)
-
-
-def _read_protein(path: str | Path, notes: list[str]) -> _Protein:
-    p = Path(path)
-    if not p.is_file():
-        raise StageInputError(f"receptor {p}: no such file")
-    try:
-        pdb = app.PDBFile(str(p))
-    except Exception as exc:  # OpenMM raises bare Exceptions/ValueErrors for malformed files
-        raise StageInputError(f"receptor {p}: cannot read as PDB ({exc})") from exc
-    other = sorted({r.name for r in pdb.topology.residues() if r.name not in _PROTEIN_RESIDUES})
-    n_protein = sum(r.name in _PROTEIN_RESIDUES for r in pdb.topology.residues())
-    if n_protein == 0:
-        raise StageInputError(f"receptor {p}: no amino-acid residues, not a protein (found {other[:5]})")
-    modeller = app.Modeller(pdb.topology, pdb.positions)
-    if other:
-        modeller.delete([r for r in modeller.topology.residues() if r.name not in _PROTEIN_RESIDUES])
-        notes.append(f"removed non-protein residues from the receptor: {', '.join(other[:10])}")
-    if not any(a.element is not None and a.element.symbol == "H" for a in modeller.topology.atoms()):
-        raise StageInputError(f"receptor {p}: has no hydrogens; protonate it first (pdbfixer addMissingHydrogens)")
-    pos = np.array(modeller.positions.value_in_unit(unit.nanometer))
-    return _Protein(modeller.topology, pos)
+# --------------------------------------------------------------------------- MD internals
 
 
 def _with_hydrogens(mol: Chem.Mol, name: str, notes: list[str]) -> Chem.Mol:
     if any(a.GetTotalNumHs() for a in mol.GetAtoms() if a.GetAtomicNum() > 1):
         n = mol.GetNumAtoms()
         mol = Chem.AddHs(mol, addCoords=True)
-        notes.append(f"{name}: added {mol.GetNumAtoms() - n} missing hydrogens with RDKit")
+        notes.append(f"{name}: added {mol.GetNumAtoms() - n} missing hydrogens with RDKit (neutral groups assumed)")
     return mol
 
 
-def _check_contact(protein: _Protein, lig_nm: np.ndarray, mol: Chem.Mol, name: str, receptor: str | Path) -> None:
-    """A pose must touch the receptor: its closest heavy-atom contact within 6 A."""
-    heavy_p = np.array([a.element is not None and a.element.symbol != "H" for a in protein.topology.atoms()])
-    heavy_l = np.array([a.GetAtomicNum() > 1 for a in mol.GetAtoms()])
-    d = _min_distances(lig_nm[heavy_l], protein.positions_nm[heavy_p])
-    if float(d.min()) * 10.0 > 6.0:
-        raise StageInputError(
-            f"ligand {name}: closest heavy atom is {float(d.min()) * 10:.1f} A from receptor {receptor} "
-            "(expected a pose in contact, < 6 A); are both in the same frame?"
-        )
+def _explicit_system(build: tleap.AmberBuild, s: MDSettings) -> openmm.System:
+    """PME system of the solvated complex with a Monte Carlo barostat (seeded per replica in ``_context``)."""
+    system = app.AmberPrmtopFile(str(build.prmtop("solvated"))).createSystem(
+        nonbondedMethod=app.PME, nonbondedCutoff=s.pme_cutoff_angstrom / 10.0 * unit.nanometer,
+        constraints=app.HBonds, rigidWater=True, ewaldErrorTolerance=5e-4)
+    system.addForce(openmm.MonteCarloBarostat(s.pressure_bar * unit.bar, s.temperature_k * unit.kelvin, 25))
+    return system
 
 
-def _min_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """For each point of b, the distance to the nearest point of a."""
-    out = np.full(len(b), np.inf)
-    for x in a:
-        np.minimum(out, np.linalg.norm(b - x, axis=1), out=out)
-    return out
-
-
-# --------------------------------------------------------------------------- trimming
-
-
-def _trim(protein: _Protein, lig_nm: np.ndarray, s: MDSettings) -> tuple[app.Topology, np.ndarray, list[int]]:
-    """Residues near the ligand as capped fragments; return topology, positions (nm), restrained atoms."""
-    top, pos = protein.topology, protein.positions_nm
-    atom_d = _min_distances(lig_nm, pos) * 10.0  # angstrom, each receptor atom to the ligand
-    residues = list(top.residues())
-    res_d = np.array([min(atom_d[a.index] for a in r.atoms()) for r in residues])
-    keep = {r.index for r in residues if res_d[r.index] <= s.pocket_radius_angstrom}
-    for a1, a2 in top.bonds():  # keep both halves of a disulfide
-        if a1.name == "SG" and a2.name == "SG" and (a1.residue.index in keep) != (a2.residue.index in keep):
-            keep |= {a1.residue.index, a2.residue.index}
-
-    new = app.Topology()
-    new_pos: list[np.ndarray] = []
-    old_to_new: dict[int, app.Atom] = {}
-    restrained: list[int] = []
-    extra_bonds: list[tuple[app.Atom, app.Atom]] = []
-
-    def add_atom(residue: app.Residue, name: str, element: app.Element, xyz: np.ndarray, old: app.Atom | None = None):
-        atom = new.addAtom(name, element, residue)
-        new_pos.append(xyz)
-        if old is not None:
-            old_to_new[old.index] = atom
-        return atom
-
-    for chain in top.chains():
-        chain_res = list(chain.residues())
-        kept_pos = [i for i, r in enumerate(chain_res) if r.index in keep]
-        for i, j in zip(kept_pos, kept_pos[1:]):  # fill short gaps: caps need room
-            if 1 < j - i <= 4:
-                kept_pos.extend(range(i + 1, j))
-        kept_pos = sorted(set(kept_pos))
-        for seg in _runs(kept_pos):
-            c = new.addChain(chain.id)
-            first, last = chain_res[seg[0]], chain_res[seg[-1]]
-            if seg[0] > 0 and _peptide_bonded(chain_res[seg[0] - 1], first, pos):
-                cap = new.addResidue("ACE", c)
-                before = len(new_pos)
-                _add_cap(add_atom, cap, chain_res[seg[0] - 1], pos, top, "ACE", extra_bonds)
-                restrained.extend(range(before, len(new_pos)))
-            for i in seg:
-                old = chain_res[i]
-                res = new.addResidue(old.name, c, old.id, old.insertionCode)
-                far = res_d[old.index] > s.flexible_radius_angstrom
-                for a in old.atoms():
-                    if far and a.element is not None and a.element.symbol != "H":
-                        restrained.append(len(new_pos))
-                    add_atom(res, a.name, a.element, pos[a.index], a)
-            if seg[-1] + 1 < len(chain_res) and _peptide_bonded(last, chain_res[seg[-1] + 1], pos):
-                cap = new.addResidue("NME", c)
-                before = len(new_pos)
-                _add_cap(add_atom, cap, chain_res[seg[-1] + 1], pos, top, "NME", extra_bonds)
-                restrained.extend(range(before, len(new_pos)))
-    for a1, a2 in top.bonds():
-        if a1.index in old_to_new and a2.index in old_to_new:
-            new.addBond(old_to_new[a1.index], old_to_new[a2.index])
-    for a1, a2 in extra_bonds:
-        new.addBond(a1, a2)
-    return new, np.array(new_pos), restrained
-
-
-def _runs(sorted_idx: list[int]) -> list[list[int]]:
-    runs: list[list[int]] = []
-    for i in sorted_idx:
-        if runs and i == runs[-1][-1] + 1:
-            runs[-1].append(i)
-        else:
-            runs.append([i])
-    return runs
-
-
-def _peptide_bonded(prev: app.Residue, nxt: app.Residue, pos: np.ndarray) -> bool:
-    c = next((a for a in prev.atoms() if a.name == "C"), None)
-    n = next((a for a in nxt.atoms() if a.name == "N"), None)
-    return c is not None and n is not None and float(np.linalg.norm(pos[c.index] - pos[n.index])) < 0.2
-
-
-def _add_cap(add_atom, cap: app.Residue, src: app.Residue, pos: np.ndarray, top: app.Topology, kind: str, extra) -> None:
-    """ACE from CA, C, O of the residue before a cut; NME from N, H, CA of the residue after.
-
-    The methyl hydrogens point along CA's other bonds (to N/C, CB, HA), 1.09 A
-    long, so the cap starts near a tetrahedral geometry; minimisation does the rest.
-    """
-    atoms = {a.name: a for a in src.atoms()}
-    ca = atoms["CA"]
-    ca_nbrs = [b for a, b in _bonded(top, ca)]
-    h, c = app.element.hydrogen, app.element.carbon
-    if kind == "ACE":
-        methyl = add_atom(cap, "CH3", c, pos[ca.index], ca)
-        add_atom(cap, "C", c, pos[atoms["C"].index], atoms["C"])
-        add_atom(cap, "O", app.element.oxygen, pos[atoms["O"].index], atoms["O"])
-        keep_dir = atoms["C"]
-    else:
-        n = atoms["N"]
-        add_atom(cap, "N", app.element.nitrogen, pos[n.index], n)
-        if "H" in atoms:
-            add_atom(cap, "H", h, pos[atoms["H"].index], atoms["H"])
-        else:  # proline: put the amide H where CD was
-            u = pos[atoms["CD"].index] - pos[n.index]
-            hn = add_atom(cap, "H", h, pos[n.index] + 0.101 * u / np.linalg.norm(u))
-            extra.append((_new_atom_of(cap, "N"), hn))
-        methyl = add_atom(cap, "C", c, pos[ca.index], ca)
-        keep_dir = n
-    k = 1
-    for nb in ca_nbrs:
-        if nb is keep_dir:
-            continue
-        u = pos[nb.index] - pos[ca.index]
-        hx = add_atom(cap, f"H{k}", h, pos[ca.index] + 0.109 * u / np.linalg.norm(u))
-        extra.append((methyl, hx))
-        k += 1
-
-
-def _new_atom_of(residue: app.Residue, name: str) -> app.Atom:
-    return next(a for a in residue.atoms() if a.name == name)
-
-
-def _bonded(top: app.Topology, atom: app.Atom) -> list[tuple[app.Atom, app.Atom]]:
-    return [(a, b) if a is atom else (b, a) for a, b in top.bonds() if atom in (a, b)]
-
-
-# --------------------------------------------------------------------------- systems
-
-
-@dataclass
-class _Systems:
-    complex: openmm.System
-    receptor: openmm.System
-    ligand: openmm.System
-
-
-@lru_cache(maxsize=1)
-def _forcefield() -> app.ForceField:
-    return app.ForceField("amber14-all.xml", "implicit/obc2.xml")
-
-
-def _build_systems(rec_top: app.Topology, lig: mmff_openmm.MMFFLigand, mol: Chem.Mol, s: MDSettings, receptor) -> _Systems:
-    """Three systems with identical force-field terms: complex (for MD), receptor, ligand."""
-    cutoff = s.nonbonded_cutoff_angstrom
-    kwargs = dict(constraints=app.HBonds, rigidWater=True)
-    if cutoff is None:
-        kwargs["nonbondedMethod"] = app.NoCutoff
-    else:
-        kwargs.update(nonbondedMethod=app.CutoffNonPeriodic, nonbondedCutoff=cutoff / 10.0 * unit.nanometer)
-    try:
-        receptor_sys = _forcefield().createSystem(rec_top, **kwargs)
-    except ValueError as exc:
-        raise StageInputError(f"receptor {receptor}: amber14 cannot parameterise it ({exc})") from exc
-    _set_groups(receptor_sys)
-
-    complex_sys = openmm.XmlSerializer.clone(receptor_sys)
-    nb = next(f for f in complex_sys.getForces() if isinstance(f, openmm.NonbondedForce))
-    gb = next(f for f in complex_sys.getForces() if isinstance(f, openmm.CustomGBForce))
-    first = complex_sys.getNumParticles()
-    mmff_openmm.add_ligand(complex_sys, lig, nonbonded=nb, constrain_h=True)
-    for q, p in zip(lig.charges_e, _ligand_gb_parameters(mol)):
-        gb.addParticle([q, *p])
-    _set_groups(complex_sys, ligand_from=first)
-
-    ligand_sys = openmm.System()
-    from openmm.app.internal.customgbforces import GBSAOBC2Force
-
-    lgb = GBSAOBC2Force(SA="ACE", cutoff=None if cutoff is None else cutoff / 10.0)
-    for q, p in zip(lig.charges_e, _ligand_gb_parameters(mol)):
-        openmm.CustomGBForce.addParticle(lgb, [q, *p])
-    lgb.setNonbondedMethod(
-        openmm.CustomGBForce.NoCutoff if cutoff is None else openmm.CustomGBForce.CutoffNonPeriodic
-    )
-    if cutoff is not None:
-        lgb.setCutoffDistance(cutoff / 10.0)
-    mmff_openmm.add_ligand(ligand_sys, lig)
-    ligand_sys.addForce(lgb)
-    _set_groups(ligand_sys, ligand_from=0)
-    for system in (complex_sys, receptor_sys, ligand_sys):
-        _native_gb(system)
-    return _Systems(complex_sys, receptor_sys, ligand_sys)
-
-
-def _native_gb(system: openmm.System) -> None:
-    """Replace the OBC2 CustomGBForce by OpenMM's native GBSAOBCForce, which is the same model.
-
-    amber14's ``implicit/obc2.xml`` builds OBC2 as a CustomGBForce, whose generic
-    CPU kernel is two orders of magnitude slower than the native one. Both use
-    alpha, beta, gamma = 1.0, 0.8, 4.85 and the ACE surface term; the native force
-    takes the full radius and the scale factor instead of offset radii.
-    """
-    from openmm.app.internal.customgbforces import GBSAOBC2Force
-
-    for index, force in enumerate(system.getForces()):
-        if not isinstance(force, openmm.CustomGBForce):
-            continue
-        native = openmm.GBSAOBCForce()
-        native.setSoluteDielectric(1.0)
-        native.setSolventDielectric(78.5)
-        for i in range(force.getNumParticles()):
-            charge, offset_radius, scaled = force.getParticleParameters(i)
-            native.addParticle(charge, offset_radius + GBSAOBC2Force.OFFSET, scaled / offset_radius)
-        if force.getNonbondedMethod() == openmm.CustomGBForce.NoCutoff:
-            native.setNonbondedMethod(openmm.GBSAOBCForce.NoCutoff)
-        else:
-            native.setNonbondedMethod(openmm.GBSAOBCForce.CutoffNonPeriodic)
-            native.setCutoffDistance(force.getCutoffDistance())
-        native.setForceGroup(force.getForceGroup())
-        system.removeForce(index)
-        system.addForce(native)
-        return
-
-
-def _ligand_gb_parameters(mol: Chem.Mol) -> list[tuple[float, float]]:
-    """OBC2 (offset radius, scaled offset radius) in nm from OpenMM's mbondi2 + element screening rules."""
-    from openmm.app.internal.customgbforces import GBSAOBC2Force
-
-    top = app.Topology()
-    res = top.addResidue("LIG", top.addChain())
-    atoms = [top.addAtom(a.GetSymbol(), app.Element.getByAtomicNumber(a.GetAtomicNum()), res) for a in mol.GetAtoms()]
-    for b in mol.GetBonds():
-        top.addBond(atoms[b.GetBeginAtomIdx()], atoms[b.GetEndAtomIdx()])
-    offset = GBSAOBC2Force.OFFSET
-    return [(r - offset, scale * (r - offset)) for r, scale in GBSAOBC2Force.getStandardParameters(top)]
-
-
-def _set_groups(system: openmm.System, ligand_from: int | None = None) -> None:
-    """Nonbonded -> group 1, GB -> group 2, the rest 0 (ligand MMFF terms included)."""
-    for f in system.getForces():
-        if isinstance(f, openmm.NonbondedForce):
-            f.setForceGroup(_GROUP_NONBONDED)
-        elif isinstance(f, (openmm.CustomGBForce, openmm.GBSAOBCForce)):
-            f.setForceGroup(_GROUP_GB)
-        elif f.getForceGroup() != _RESTRAINT_GROUP:
-            f.setForceGroup(0)
-
-
-def _add_restraints(system: openmm.System, atoms: list[int], pos_nm: np.ndarray, k_kcal_mol_a2: float) -> None:
-    force = openmm.CustomExternalForce("0.5*k*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
-    force.addGlobalParameter("k", k_kcal_mol_a2 * _KCAL * 100.0)  # kJ/mol/nm^2
+def _add_restraints(system: openmm.System, atoms: list[int], pos_nm: np.ndarray, k_kcal_mol_a2: float,
+                    periodic: bool) -> None:
+    d2 = "periodicdistance(x,y,z,x0,y0,z0)^2" if periodic else "(x-x0)^2+(y-y0)^2+(z-z0)^2"
+    force = openmm.CustomExternalForce(f"0.5*k_restraint*({d2})")
+    force.addGlobalParameter("k_restraint", k_kcal_mol_a2 * _KCAL * 100.0)  # kJ/mol/nm^2
     for p in ("x0", "y0", "z0"):
         force.addPerParticleParameter(p)
     for i in atoms:
         force.addParticle(i, list(pos_nm[i]))
-    force.setForceGroup(_RESTRAINT_GROUP)
+    force.setForceGroup(mmgbsa.GROUP["restraint"])
     system.addForce(force)
 
 
@@ -587,130 +477,130 @@ def _platform(s: MDSettings) -> tuple[openmm.Platform, dict[str, str]]:
     return platform, props
 
 
-_SCORE_GROUPS = 0b111  # groups 0-2: everything but restraints
+def _context(p: Prepared, seed: int, start: bool = False) -> openmm.Context:
+    """A fresh Langevin context whose integrator and barostat are seeded before it exists.
+
+    Seeds are read when a context is created; ``setRandomNumberSeed`` followed by
+    ``reinitialize(preserveState=True)`` restores the old random state from a
+    checkpoint, which is why the previous version was not reproducible.
+    """
+    s = p.settings
+    integrator = openmm.LangevinMiddleIntegrator(
+        s.temperature_k * unit.kelvin, s.friction_per_ps / unit.picosecond, s.timestep_fs * unit.femtosecond)
+    integrator.setRandomNumberSeed(seed)
+    for force in p.system.getForces():
+        if isinstance(force, openmm.MonteCarloBarostat):
+            force.setRandomNumberSeed(seed)
+    platform, props = _platform(s)
+    ctx = openmm.Context(p.system, integrator, platform, props)
+    box, pos = (p.start_box, p.start_nm) if start else (p.box, p.positions_nm)
+    if box is not None:
+        ctx.setPeriodicBoxVectors(*box)
+    ctx.setPositions(pos)
+    return ctx
 
 
-class _Scorer:
-    """E(complex) - E(receptor) - E(ligand) for one frame, in kcal/mol, via three contexts."""
-
-    def __init__(self, systems: _Systems, n_receptor: int, s: MDSettings):
-        platform, props = _platform(s)
-        self.n = n_receptor
-        self.ctx = {
-            name: openmm.Context(getattr(systems, name), openmm.VerletIntegrator(0.001), platform, props)
-            for name in ("complex", "receptor", "ligand")
-        }
-
-    def _energies(self, name: str, pos_nm: np.ndarray) -> list[float]:
-        """Energies of force groups (nonbonded, GB+SA, the rest) in kcal/mol."""
-        ctx = self.ctx[name]
-        ctx.setPositions(pos_nm)
-        out = []
-        for groups in (1 << _GROUP_NONBONDED, 1 << _GROUP_GB, 1):
-            e = ctx.getState(getEnergy=True, groups=groups).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-            if not math.isfinite(e):
-                raise MDInstabilityError(f"non-finite {name} energy while scoring a frame")
-            out.append(e / _KCAL)
-        return out
-
-    def score(self, pos_nm: np.ndarray) -> tuple[float, float, float]:
-        """(dG, gas-phase MM part, GB+SA solvation part), kcal/mol."""
-        c = self._energies("complex", pos_nm)
-        r = self._energies("receptor", pos_nm[: self.n])
-        lig = self._energies("ligand", pos_nm[self.n :])
-        nonbonded, solvation, bonded = (c[i] - r[i] - lig[i] for i in range(3))
-        gas = nonbonded + bonded  # bonded cancels to round-off in a single trajectory
-        return gas + solvation, gas, solvation
-
-
-class _MD:
-    """One Langevin context reused by all replicas; each replica starts from the minimised structure."""
-
-    def __init__(self, system: openmm.System, s: MDSettings):
-        platform, props = _platform(s)
-        self.s = s
-        self.integrator = openmm.LangevinMiddleIntegrator(
-            s.temperature_k * unit.kelvin, s.friction_per_ps / unit.picosecond, s.timestep_fs * unit.femtosecond
-        )
-        self.ctx = openmm.Context(system, self.integrator, platform, props)
-
-    def minimise(self, pos_nm: np.ndarray) -> np.ndarray:
-        self.ctx.setPositions(pos_nm)
-        openmm.LocalEnergyMinimizer.minimize(self.ctx, 10.0, self.s.minimise_max_iterations)
-        state = self.ctx.getState(getPositions=True, getEnergy=True)
+def _trajectory(p: Prepared, seed: int) -> Iterator[np.ndarray]:
+    """Production frames (all atoms, nm, unwrapped) of one replica started at the minimised structure."""
+    s = p.settings
+    ctx = _context(p, seed, start=True)
+    ctx.setVelocitiesToTemperature(s.temperature_k * unit.kelvin, seed)
+    steps_per_ps = 1000.0 / s.timestep_fs
+    integrator = ctx.getIntegrator()
+    if s.equilibration_ps > 0:
+        integrator.step(round(s.equilibration_ps * steps_per_ps))
+    per_frame = max(1, round(s.frame_interval_ps * steps_per_ps))
+    for _ in range(max(1, int(round(s.length_ps / s.frame_interval_ps)))):
+        integrator.step(per_frame)
+        state = ctx.getState(getPositions=True, getEnergy=True)
         e = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         if not math.isfinite(e):
-            raise MDInstabilityError("minimisation ended with a non-finite energy (overlapping atoms?)")
-        return state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+            raise MDInstabilityError(f"{p.name} (seed {seed}): potential energy became {e}")
+        yield state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
 
-    def run(self, pos_nm: np.ndarray, seed: int):
-        """Yield production frames (positions in nm) of one replica."""
-        s = self.s
-        steps_per_ps = 1000.0 / s.timestep_fs
-        self.ctx.setPositions(pos_nm)
-        self.integrator.setRandomNumberSeed(seed)
-        self.ctx.reinitialize(preserveState=True)  # the new noise seed takes effect
-        self.ctx.setVelocitiesToTemperature(s.temperature_k * unit.kelvin, seed)
-        if s.equilibration_ps > 0:
-            self._step(round(s.equilibration_ps * steps_per_ps))
-        per_frame = max(1, round(s.frame_interval_ps * steps_per_ps))
-        for _ in range(max(1, int(round(s.length_ps / s.frame_interval_ps)))):
-            self._step(per_frame)
-            state = self.ctx.getState(getPositions=True, getEnergy=True)
-            e = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-            if not math.isfinite(e):
-                raise MDInstabilityError(f"seed {seed}: potential energy became {e}")
-            yield state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
 
-    def _step(self, n: int) -> None:
-        self.integrator.step(n)
+def _mmpbsa_py(p: Prepared, frames: list[np.ndarray], replicas: list[ReplicaResult]) -> dict:
+    """MMPBSA.py on the production frames; per-replica means like ours, and the per-frame difference for GB."""
+    folder = p.build.folder / "mmpbsa_py"
+    folder.mkdir(exist_ok=True)
+    dcd = folder / "frames.dcd"
+    mmgbsa.write_dcd(dcd, p.build.prmtop("complex"), frames, p.settings.frame_interval_ps)
+    methods = tuple(p.settings.mmpbsa_py.split("+"))
+    out = mmgbsa.mmpbsa_py(p.build, dcd, folder, methods)
+    sizes = [len(r.frames_kcal_mol) for r in replicas]
+    if "gb" in out:
+        ours = np.array([e - sa for r in replicas for e, sa in zip(r.frames_kcal_mol, r.frames_nonpolar_kcal_mol)])
+        diff = ours - np.array([f["gas_plus_polar"] for f in out["gb"]["frames"]])
+        out["gb"]["openmm_minus_mmpbsa_py_gas_plus_polar_kcal_mol"] = {
+            "mean": round(float(diff.mean()), 4), "max_abs": round(float(np.abs(diff).max()), 4)}
+    for method, res in out.items():
+        totals = np.array([f["total"] for f in res["frames"]])
+        bounds = np.cumsum([0, *sizes])
+        res["replica_means_kcal_mol"] = [round(float(totals[a:b].mean()), 4) for a, b in zip(bounds, bounds[1:])]
+    return out
 
 
 # --------------------------------------------------------------------------- CLI
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m impeccable.stages.md --receptor R.pdb --ligand pose.sdf --out result.json``."""
+    """``python -m impeccable.stages.md --receptor R.pdb --ligand pose.sdf --out result.json`` or ``... validate``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["validate"]:
+        from . import md_validate
+
+        return md_validate.main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m impeccable.stages.md", description=__doc__.split("\n\n")[0])
     p.add_argument("--receptor", required=True, type=Path, help="protonated protein PDB")
-    p.add_argument("--ligand", required=True, type=Path, help="pose SDF with 3D coordinates (first record)")
+    p.add_argument("--ligand", required=True, type=Path, help="pose SDF: hydrogens, 3D, title = compound id")
     p.add_argument("--out", required=True, type=Path, help="result JSON (written atomically)")
+    p.add_argument("--param-cache", type=Path, default=None,
+                   help="folder of cached GAFF2/AM1-BCC parameters, shared by all compounds of a run")
+    p.add_argument("--workdir", type=Path, default=None, help="tleap files and frames (default: amber/ beside --out)")
     d = MDSettings()
     p.add_argument("--replicas", type=int, default=d.replicas)
     p.add_argument("--length-ps", type=float, default=d.length_ps, help="production per replica")
     p.add_argument("--equilibration-ps", type=float, default=d.equilibration_ps)
     p.add_argument("--frame-interval-ps", type=float, default=d.frame_interval_ps)
+    p.add_argument("--solvent", choices=SOLVENTS, default=d.solvent)
+    p.add_argument("--ligand-forcefield", choices=LIGAND_FORCEFIELDS, default=d.ligand_forcefield)
+    p.add_argument("--mmpbsa-py", choices=MMPBSA_METHODS, default=d.mmpbsa_py,
+                   help="also score the frames with AmberTools' MMPBSA.py")
     p.add_argument("--pocket-radius", type=float, default=d.pocket_radius_angstrom, help="angstrom")
     p.add_argument("--full-receptor", action="store_true", help="no trimming, no restraints")
-    p.add_argument("--cutoff", type=float, default=None, help="nonbonded cutoff in angstrom (default none)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--platform", default=d.platform)
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
     settings = MDSettings(
-        replicas=a.replicas,
-        length_ps=a.length_ps,
-        equilibration_ps=a.equilibration_ps,
-        frame_interval_ps=a.frame_interval_ps,
-        pocket_radius_angstrom=None if a.full_receptor else a.pocket_radius,
-        nonbonded_cutoff_angstrom=a.cutoff,
-        seed=a.seed,
-        platform=a.platform,
-        threads=a.threads,
+        replicas=a.replicas, length_ps=a.length_ps, equilibration_ps=a.equilibration_ps,
+        frame_interval_ps=a.frame_interval_ps, solvent=a.solvent, ligand_forcefield=a.ligand_forcefield,
+        mmpbsa_py=a.mmpbsa_py, pocket_radius_angstrom=None if a.full_receptor else a.pocket_radius,
+        seed=a.seed, platform=a.platform, threads=a.threads,
     )
+    workdir = a.workdir or a.out.parent / "amber"
     try:
-        result = refine_and_score(a.receptor, a.ligand, settings)
+        result = refine_and_score(a.receptor, a.ligand, settings, a.param_cache, workdir)
     except StageInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except MDInstabilityError as exc:  # the inputs were usable but the simulation blew up
+    except amber.AmberToolsMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except amber.AmberToolError as exc:
+        print(f"error: {a.ligand}: {exc}", file=sys.stderr)
+        return 1
+    except (MDInstabilityError, FloatingPointError) as exc:  # usable inputs, but the simulation blew up
         print(f"error: MD of {a.ligand} unstable: {exc}", file=sys.stderr)
         return 1
     _write_json_atomic(a.out, result.to_json())
-    se = "n/a" if result.stderr_kcal_mol is None else f"{result.stderr_kcal_mol:.2f}"
+    ci = result.ci95_kcal_mol
+    spread = "n/a" if result.stderr_kcal_mol is None else (
+        f"{result.stderr_kcal_mol:.2f} (95% CI {ci[0]:.2f} to {ci[1]:.2f})")
     print(
-        f"MM/GBSA {result.binding_energy_kcal_mol:.2f} +/- {se} kcal/mol "
-        f"({settings.replicas} replicas, {result.n_frames} frames, {result.timings_s['total']:.1f} s) -> {a.out}"
+        f"MM/GBSA {result.binding_energy_kcal_mol:.2f} +/- {spread} kcal/mol "
+        f"({settings.replicas} replicas, {result.n_frames} frames, {settings.solvent} solvent, "
+        f"{result.timings_s['total']:.1f} s) -> {a.out}"
     )
     return 0
 
