@@ -18,46 +18,36 @@ at most a few speculative MD runs, never a missed hit.
 
 Durability. Every result is committed with the mark that its unit of work is
 done (see ``store``); a resumed run recomputes nothing that was committed.
+
+Who does what: this module decides what runs when; :mod:`.stagetasks` builds
+each stage's task and reads its outcome; :mod:`.tasks` runs the handlers;
+:mod:`.inputs` checks everything before the first task.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import shutil
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from .config import Campaign
-from .events import EventQueue, InterruptGuard
+from .events import InterruptGuard
+from .inputs import CampaignInputError, check_same_campaign, make_pilot, validate_inputs
 from .lock import RunDirLock
-from .runtime.backends.base import TaskFuture
-from .runtime.pilot import Pilot
-from .runtime.records import TaskState
-from .runtime.resources import Allocation, machine_cores
-from .runtime.task import Task, executable_task, function_task
-from .stages.library import LibraryRecord, read_library, sample_records, write_library
-from .store import DockRow, Store
+from .progress import CampaignProgress
+from .runtime import Pilot, TaskFuture, TaskState
+from .stagetasks import DockBatch, StageTasks
+from .stages.library import LibraryRecord, read_library, sample_records
+from .store import Store
+from .tasks import TaskLoop
+
+__all__ = ["CampaignInputError", "CampaignInterrupted", "CampaignRunner", "quota"]
 
 
 class CampaignInterrupted(Exception):
     """Ctrl-C or SIGTERM: everything committed so far is kept; run the same command to resume."""
-
-
-class CampaignInputError(ValueError):
-    """The campaign's inputs cannot be used (library, receptor, run directory); the message names which."""
-
-
-@dataclasses.dataclass
-class StageProgress:
-    total: int = 0
-    done: int = 0
-    failed: int = 0
-
-
-Handler = Callable[[TaskFuture], None]
 
 
 def quota(index: int, total: int, count: int) -> int:
@@ -65,194 +55,89 @@ def quota(index: int, total: int, count: int) -> int:
     return (index + 1) * count // total - index * count // total
 
 
+@dataclasses.dataclass
+class RoundState:
+    """Where the round whose inference runs stands; made afresh when a round's inference starts."""
+
+    round: int
+    batches_left: set[int]  # inference batches not scored yet
+    redock_left: set[int]  # batches whose nominees are not docked yet
+    batches: Iterator[tuple[int, list[LibraryRecord]]]  # the library, batch by batch, still to submit
+    infer_inflight: int = 0
+    md_checked: bool = False  # the final top-M has been sent to MD
+    trained_next: bool = False  # round r+1's training has started
+
+
 class CampaignRunner:
     """Runs one campaign into one run directory; ``run()`` resumes whatever is already there."""
 
-    def __init__(self, campaign: Campaign, run_dir: Path, *, progress: Any = None,
-                 pilot: Pilot | None = None) -> None:
+    def __init__(self, campaign: Campaign, run_dir: Path, *, progress: Any = None, pilot: Pilot | None = None,
+                 stages: StageTasks | None = None) -> None:
         self.c = campaign
         self.run_dir = Path(run_dir).resolve()  # tasks run in their own folders: no relative paths
-        self.work = self.run_dir / "work"
         self.store = Store(self.run_dir / "campaign.db")
-        self.progress = progress  # an object with update(stage, StageProgress), or None
+        self.progress = CampaignProgress(progress)
+        self.stages = stages or StageTasks(campaign, self.run_dir)
+        self.library = CampaignLibrary(campaign)
         self._pilot = pilot
-        self.guard = InterruptGuard()
-        self.outstanding = 0
-        self.stage: dict[str, StageProgress] = {}
-        self.failed_tasks: list[str] = []
+        self.state: RoundState | None = None
+        self.tasks: TaskLoop | None = None
+        self.seed_shards_left = 0
         self.md_inflight: set[str] = set()
-        self.draining = False
-
-    # ------------------------------------------------------------------ setup
-    def _validate_inputs(self) -> None:
-        """Read the receptor and the whole library before any task runs, so that their errors are
-        reported at once, naming the file, rather than as failed tasks (or not at all)."""
-        from .stages.errors import StageInputError
-        from .stages.library import scan_library
-        from .stages.receptor import load_receptor
-
-        source = self.c.source or "campaign"
-        try:
-            load_receptor(self.c.receptor.path, site_file=self.c.receptor.site)
-        except StageInputError as exc:
-            raise CampaignInputError(f"{source}: receptor: {exc}") from None
-        lib = self.c.library
-        try:
-            self.scan = scan_library(lib.path, id_column=lib.id_column, smiles_column=lib.smiles_column,
-                                     limit=lib.limit)
-        except StageInputError as exc:
-            raise CampaignInputError(f"{source}: library: {exc}") from None
-        if self.scan.skipped_count:
-            line, _, reason = self.scan.skipped[0]
-            print(f"warning: {self.scan.skipped_count} library row(s) skipped (first: {reason}); "
-                  "`impeccable status` lists them", file=sys.stderr)
-            self.store.add_failures("library", [(cid or f"line {line}", reason) for line, cid, reason in self.scan.skipped])
-
-    def _check_same_campaign(self) -> None:
-        """A run directory belongs to one campaign; settings that change results must not change on resume.
-
-        Called once the inputs have validated; a directory that holds no results yet takes the new settings.
-        """
-        fingerprint = json.dumps(
-            {k: v for k, v in self.c.model_dump(mode="json").items() if k not in ("pilot", "source")}, sort_keys=True)
-        previous = self.store.get_meta("campaign")
-        if previous is None or (previous != fingerprint and not self.store.has_results()):
-            self.store.set_meta("campaign", fingerprint)
-            self.store.set_meta("name", self.c.name)
-        elif previous != fingerprint:
-            old, new = json.loads(previous), json.loads(fingerprint)
-            changed = sorted(f"{s}.{k}" for s in new for k in set(old.get(s, {})) | set(new[s])
-                             if old.get(s, {}).get(k) != new[s].get(k))
-            raise CampaignInputError(
-                f"{self.run_dir}: this run directory holds campaign results made with other settings "
-                f"({', '.join(changed) or 'changed sections'}); use a new --run-dir or restore the settings")
-
-    def _make_pilot(self) -> Pilot:
-        cores = self.c.pilot.cores or Allocation.detect().cores
-        available = machine_cores()
-        if cores > available and not self.c.pilot.oversubscribe:
-            raise CampaignInputError(
-                f"{self.c.source or 'campaign'}: pilot.cores = {cores} but this machine (or Slurm job) has "
-                f"{available}: {cores} tasks would share {available} cores. Set pilot.cores to the allocation, "
-                "or pilot.oversubscribe = true (--oversubscribe) to advertise more, e.g. for an emulation")
-        p = self.c.pilot
-        try:
-            allocation = Allocation.emulated(cores, nodes=p.nodes, gpus=p.gpus)
-        except ValueError as exc:
-            raise CampaignInputError(f"{self.c.source or 'campaign'}: pilot: {exc}") from None
-        return Pilot(allocation, routes=dict(p.routes), shares=p.shares or None, options=p.options or None,
-                     exclusive=p.exclusive)
 
     # ------------------------------------------------------------------ run
     def run(self) -> dict[str, Any]:
         """Run (or resume) to the end; returns a summary.
 
-        Raises CampaignInputError (nothing started) for unusable inputs, CampaignInterrupted on Ctrl-C/SIGTERM.
+        Raises CampaignInputError (nothing started) for unusable inputs, RunDirBusy when another run
+        holds the directory, CampaignInterrupted on Ctrl-C/SIGTERM.
         """
-        with RunDirLock(self.run_dir):  # RunDirBusy if another live run holds the directory
-            self._validate_inputs()
-            self._check_same_campaign()
-            self.pilot = self._pilot or self._make_pilot()
-            self.session = self.store.begin_session(self.pilot.allocation.cores,
-                                                    {k.value: v for k, v in self.pilot.routes.items()})
-            self._run_session()
+        with RunDirLock(self.run_dir):
+            self.library_size = validate_inputs(self.c, self.store).count
+            self.n_batches = max(1, -(-self.library_size // self.c.infer.batch_size))
+            check_same_campaign(self.c, self.store, self.run_dir)
+            self.pilot = self._pilot or make_pilot(self.c)
+            session = self.store.begin_session(self.pilot.allocation.cores,
+                                               {k.value: v for k, v in self.pilot.routes.items()})
+            self._run_session(session)
         return self.summary()
 
-    def _run_session(self) -> None:
+    def _run_session(self, session: int) -> None:
+        guard = InterruptGuard()
+        self.tasks = TaskLoop(self.pilot, self.store, session, guard)
         status = "failed"
-        self.events = EventQueue()  # (future, handler) of finished tasks, from the backends' threads
-        with self.guard:
+        with guard:
             try:
                 self.pilot.start()
                 self._plan()
-                self._loop()
-                status = "done" if not self.failed_tasks else "done-with-failures"
+                self.tasks.run()
+                status = "done-with-failures" if self.tasks.failed else "done"
             except KeyboardInterrupt:
                 status = "interrupted"
-                with self.guard.deferred(raise_after=False):
-                    self._drain()
+                with guard.deferred(raise_after=False):
+                    self.tasks.drain()
                 raise CampaignInterrupted(
                     f"interrupted; results so far are kept in {self.run_dir}: run the same command to resume"
                 ) from None
             finally:
-                with self.guard.deferred(raise_after=False):
+                with guard.deferred(raise_after=False):
                     self.pilot.shutdown(cancel_pending=status not in ("done", "done-with-failures"))
-                    self.store.add_task_records(self.session, self.pilot.records)
-                    self.store.end_session(self.session, status)
-                    self.events.close()
+                    self.store.add_task_records(session, self.pilot.records)
+                    self.store.end_session(session, status)
+                    self.tasks.close()
 
-    def _loop(self) -> None:
-        """Handle finished tasks until none is outstanding; Ctrl-C never interrupts a handler halfway."""
-        while self.outstanding:
-            item = self.events.pop()
-            if item is None:
-                self.events.wait()  # Ctrl-C lands here, before an event is taken, or after one is handled
-                continue
-            future, handler = item
-            self.outstanding -= 1
-            with self.guard.deferred():
-                try:
-                    handler(future)
-                finally:
-                    self.store.add_task_records(self.session, [future.record])
-
-    def _drain(self) -> None:
-        """After Ctrl-C: stop the pilot, then keep the results of every task that finished."""
-        self.draining = True
-        self.pilot.shutdown(cancel_pending=True)  # every future is final now: its event is queued
-        while (item := self.events.pop()) is not None:
-            future, handler = item
-            if future.record.state is TaskState.DONE:
-                try:
-                    handler(future)
-                except Exception as exc:  # noqa: BLE001 - keep draining the others
-                    print(f"warning: could not keep the result of {future.record.name}: {exc}", file=sys.stderr)
-
-    def _submit(self, task: Task, handler: Handler) -> None:
-        if self.draining:
-            return
-        future = self.pilot.submit(task)
-        self.outstanding += 1
-        future.add_done_callback(lambda f: self.events.put((f, handler)))
-
-    def _tick(self, stage: str, done: int = 0, failed: int = 0, total: int = 0) -> None:
-        p = self.stage.setdefault(stage, StageProgress())
-        p.total += total
-        p.done += done
-        p.failed += failed
-        if self.progress is not None:
-            self.progress.update(stage, p)
-
-    def _task_failed(self, future: TaskFuture, stage: str) -> bool:
-        """True (and noted) if the task did not finish DONE; canceled tasks are simply redone on resume."""
-        record = future.record
-        if record.state is TaskState.DONE:
-            return False
-        if record.state is TaskState.FAILED:
-            self.failed_tasks.append(f"{stage} {record.name}: {record.error}")
-            print(f"warning: {stage} task {record.name} failed: {record.error}", file=sys.stderr)
-        return True
+    def summary(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), "stages": self.progress.as_dict(),
+                "failed_tasks": list(self.tasks.failed) if self.tasks else []}
 
     # ------------------------------------------------------------------ planning
     def _plan(self) -> None:
-        """Decide what is left to do in round 0 (or in the round a resumed run stopped in) and submit it."""
-        self.library_size = self.scan.count
-        self.n_batches = max(1, -(-self.library_size // self.c.infer.batch_size))
-        done_rounds = 0
-        for r in range(self.c.campaign.rounds):
-            if self._round_complete(r):
-                done_rounds = r + 1
-        if done_rounds == self.c.campaign.rounds:
-            return
-        self._start_round(done_rounds)
-
-    def _library(self) -> Iterator[LibraryRecord]:
-        lib = self.c.library
-        records = read_library(lib.path, id_column=lib.id_column, smiles_column=lib.smiles_column)
-        for i, record in enumerate(records):
-            if lib.limit is not None and i >= lib.limit:
-                return
-            yield record
+        """Start the first round that is not complete (round 0 on a new run)."""
+        r = next((r for r in range(self.c.campaign.rounds) if not self._round_complete(r)), None)
+        if r == 0:
+            self._seed_docking()
+        elif r is not None:
+            self._train(r)
 
     def _round_complete(self, r: int) -> bool:
         if self.store.model(r) is None or len(self.store.done_batches(r)) < self.n_batches:
@@ -260,205 +145,130 @@ class CampaignRunner:
         docked, md = self.store.docked_ids(), self.store.md_ids()
         return self.store.selected(r, "redock") <= docked and set(self._top_docked()) <= md
 
-    def _start_round(self, r: int) -> None:
-        self.round = r
-        self.redock_pending: dict[int, int] = {}  # batch -> outstanding re-dock tasks
-        self.batches_left = set(range(self.n_batches)) - self.store.done_batches(r)
-        if r == 0:
-            self._seed_docking()
-        else:
-            self._train(r)
-
     # ------------------------------------------------------------------ 1. seed docking
     def _seed_docking(self) -> None:
-        sample = self._seed_sample()
+        sample = self.library.seed_sample(self.store.selected(0, "seed"))
         self.store.select(0, "seed", (rec.id for rec in sample))
-        todo = [rec for rec in sample if rec.id not in self.store.docked_ids()]
-        self._tick("seed dock", total=len(sample), done=len(sample) - len(todo))
-        self.seed_shards_left = 0
-        for shard, chunk in enumerate(_chunks(todo, self.c.dock.ligands_per_task)):
-            self.seed_shards_left += 1
-            self._submit_dock(chunk, f"s{self.session}-r0-seed-{shard:04d}", 0, "seed", self._seed_dock_done)
+        docked = self.store.docked_ids()
+        todo = [rec for rec in sample if rec.id not in docked]
+        self.progress.tick("seed dock", total=len(sample), done=len(sample) - len(todo))
+        shards = _chunks(todo, self.c.dock.ligands_per_task)
+        self.seed_shards_left = len(shards)
+        for shard, chunk in enumerate(shards):
+            self._dock(chunk, shard, 0, "seed")
         if not todo:
             self._train(0)
 
-    def _seed_sample(self) -> list[LibraryRecord]:
-        """A seeded sample of compounds that pass the filters (same sample on every resume)."""
-        from .stages.filters import FilterRules, check
+    # ------------------------------------------------------------------ docking (seed and re-dock)
+    def _dock(self, records: list[LibraryRecord], index: int, r: int, origin: str) -> None:
+        key = f"s{self.tasks.session}-r{r}-{origin}-{index:05d}"
+        batch = self.stages.dock_batch(records, key, index, r, origin)
+        self.tasks.submit(self.stages.dock_task(batch), partial(self._docked, batch))
 
-        chosen = self.store.selected(0, "seed")
-        if chosen:
-            return [rec for rec in self._library() if rec.id in chosen]
-        rules = FilterRules(**self.c.library.filters.model_dump())
-        need = self.c.dock.seed_sample
-        picked = sample_records(self._library(), need * 3 if rules.active else need, seed=self.c.campaign.seed)
-        passing = [rec for rec in picked if check(rec.smiles, rules) is None] if rules.active else picked
-        return passing[:need]
-
-    def _seed_dock_done(self, future: TaskFuture, meta: dict[str, Any]) -> None:
-        self._dock_done(future, meta, "seed dock")
-        self.seed_shards_left -= 1
-        if self.seed_shards_left == 0:
-            self._train(0)
-
-    # ------------------------------------------------------------------ docking tasks (seed and re-dock)
-    def _submit_dock(self, records: list[LibraryRecord], key: str, r: int, origin: str,
-                     handler: Callable[[TaskFuture, dict[str, Any]], None]) -> None:
-        folder = self.work / "dock" / key
-        out = folder / "out"
-        shutil.rmtree(out, ignore_errors=True)  # a killed run may have left a partial rank file
-        out.mkdir(parents=True)
-        ligands = folder / "ligands.csv"
-        write_library(records, ligands)  # quoted CSV: an id may hold a comma
-        d = self.c.dock
-        argv = [sys.executable, "-m", "impeccable.stages.dock", "--receptor", str(self.c.receptor.path),
-                "--ligands", str(ligands), "--out-dir", str(out), "--exhaustiveness", str(d.exhaustiveness),
-                "--seed", str(d.seed), "--cpu", "1"]
-        if self.c.receptor.site is not None:
-            argv += ["--site", str(self.c.receptor.site)]
-        task = executable_task(argv, name=f"dock {key}", ranks=d.ranks, mpi=d.ranks > 1, cwd=str(folder),
-                               tags={"stage": f"{origin} dock", "round": str(r), "campaign": self.c.name},
-                               stderr=str(folder / "stderr.log"))
-        meta = {"records": records, "out": out, "key": key, "round": r, "origin": origin}
-        self._submit(task, lambda f: handler(f, meta))
-
-    def _dock_done(self, future: TaskFuture, meta: dict[str, Any], stage: str) -> list[DockRow]:
-        from .stages.dock import read_dock_results
-
-        if self._task_failed(future, stage):
-            self._tick(stage, failed=len(meta["records"]))
-            return []
-        by_id = {rec.id: rec for rec in meta["records"]}
-        rows = []
-        for item in read_dock_results(meta["out"]):
-            cid = item["id"]
-            if cid not in by_id:
-                continue
-            rows.append(DockRow(cid, by_id[cid].smiles, meta["round"], meta["origin"], item.get("score_kcal_mol"),
-                                item.get("pose_sdf"), item.get("error")))
-        missing = set(by_id) - {row.id for row in rows}
-        lost = f"the docking task wrote no result for it (see {meta['out'].parent / 'stderr.log'})"
-        rows += [DockRow(cid, by_id[cid].smiles, meta["round"], meta["origin"], None, None, lost)
-                 for cid in sorted(missing)]
-        self.store.add_docking(rows, meta["key"])
-        self._tick(stage, done=sum(r.score is not None for r in rows), failed=sum(r.score is None for r in rows))
-        return rows
+    def _docked(self, batch: DockBatch, future: TaskFuture) -> None:
+        if self.tasks.failed_task(future, batch.stage):
+            self.progress.tick(batch.stage, failed=len(batch.records))
+        else:
+            rows = self.stages.dock_rows(batch)
+            self.store.add_docking(rows, batch.key)
+            ok = sum(row.score is not None for row in rows)
+            self.progress.tick(batch.stage, done=ok, failed=len(rows) - ok)
+        if batch.origin == "seed":
+            self.seed_shards_left -= 1
+            if self.seed_shards_left == 0:
+                self._train(0)
+            return
+        self.state.redock_left.discard(batch.index)  # type: ignore[union-attr]
+        if future.record.state is TaskState.DONE:
+            self._md_for_shard(batch.round, batch.index)
+        self._maybe_round_end()
 
     # ------------------------------------------------------------------ 2. training
     def _train(self, r: int) -> None:
-        if self.draining:
+        if self.tasks.draining:
             return  # interrupted: the next stage starts when the run is resumed
         existing = self.store.model(r)
         if existing is not None and Path(existing[0]).is_file():
-            self._tick(f"train r{r}", total=1, done=1)
+            self.progress.tick(f"train r{r}", total=1, done=1)
             self._start_inference(r)
             return
         scores = [(smiles, score) for _, smiles, score in self.store.dock_scores()]
         if len(scores) < 8:
             raise RuntimeError(f"only {len(scores)} compounds docked successfully: too few to train the surrogate")
-        model_path = self.run_dir / "models" / f"surrogate.r{r}.pt"
-        model_path.parent.mkdir(parents=True, exist_ok=True)
-        s = self.c.surrogate
-        task = function_task("impeccable.work:train_surrogate", scores, str(model_path), s.epochs,
-                             self.c.campaign.seed + r, s.val_fraction, s.cores, name=f"train r{r}",
-                             cores_per_rank=s.cores, tags={"stage": "train", "round": str(r), "campaign": self.c.name})
-        self._tick(f"train r{r}", total=1)
+        self.progress.tick(f"train r{r}", total=1)
+        self.tasks.submit(self.stages.train_task(r, scores), partial(self._trained, r, len(scores)))
 
-        def done(future: TaskFuture) -> None:
-            if self._task_failed(future, "train"):
-                raise RuntimeError(f"surrogate training failed: {future.record.error}")
-            report = future.result()
-            report["n_scores"] = len(scores)
-            self.store.add_model(r, str(model_path), report)
-            self._tick(f"train r{r}", done=1)
-            self._start_inference(r)
-
-        self._submit(task, done)
+    def _trained(self, r: int, n_scores: int, future: TaskFuture) -> None:
+        if self.tasks.failed_task(future, "train"):
+            raise RuntimeError(f"surrogate training failed: {future.record.error}")
+        report = future.result()
+        report["n_scores"] = n_scores
+        self.store.add_model(r, str(self.stages.model_path(r)), report)
+        self.progress.tick(f"train r{r}", done=1)
+        self._start_inference(r)
 
     # ------------------------------------------------------------------ 3. inference
     def _start_inference(self, r: int) -> None:
-        self.round = r
-        self.md_checked = False  # round-end checks, once per round
-        self.trained_next = False
-        self.batches_left = set(range(self.n_batches)) - self.store.done_batches(r)
-        self._tick(f"infer r{r}", total=self.library_size)
-        done_counts = self.store.inference_counts(r)
-        self._tick(f"infer r{r}", done=done_counts[1] + done_counts[2], failed=done_counts[3])
-        self.redock_left = {i for i in range(self.n_batches) if quota(i, self.n_batches, self.c.redock.top_k)}
-        # re-dock nominees of batches finished in an earlier session but not docked yet
+        done = self.store.done_batches(r)
+        left = set(range(self.n_batches)) - done
+        self.state = RoundState(
+            round=r, batches_left=left, batches=self.library.batches(left),
+            redock_left={i for i in range(self.n_batches) if quota(i, self.n_batches, self.c.redock.top_k)})
+        n, scored, filtered, failed = self.store.inference_counts(r)
+        self.progress.tick(f"infer r{r}", total=self.library_size, done=scored + filtered, failed=failed)
         docked = self.store.docked_ids()
-        for batch in sorted(set(range(self.n_batches)) - self.batches_left):
-            self._redock_batch(r, batch, done_already=docked)
-        self._batch_iter = self._batches(r)
-        self.infer_inflight = 0
+        for batch in sorted(done):  # nominees of batches scored in an earlier session, not docked yet
+            self._redock_batch(r, batch, docked)
         self._feed_inference()
         self._maybe_round_end()
 
-    def _batches(self, r: int) -> Iterator[tuple[int, list[LibraryRecord]]]:
-        for batch, chunk in enumerate(_chunks_iter(self._library(), self.c.infer.batch_size)):
-            if batch in self.batches_left:
-                yield batch, chunk
-
     def _feed_inference(self) -> None:
         """Keep a bounded number of batches in flight, so a library of any size streams through memory."""
+        state = self.state
+        assert state is not None
         limit = 4 * max(1, self.pilot.allocation.cores)
-        model_path, _ = self.store.model(self.round)  # type: ignore[misc]
-        filters = self.c.library.filters.model_dump()
-        while self.infer_inflight < limit:
-            item = next(self._batch_iter, None)
-            if item is None:
-                return
+        model_path, _ = self.store.model(state.round)  # type: ignore[misc]
+        while state.infer_inflight < limit and (item := next(state.batches, None)) is not None:
             batch, chunk = item
-            task = function_task("impeccable.work:infer_batch", model_path, [tuple(rec) for rec in chunk], filters,
-                                 name=f"infer r{self.round} b{batch:05d}",
-                                 tags={"stage": "infer", "round": str(self.round), "campaign": self.c.name})
-            r = self.round
-            self._submit(task, lambda f, b=batch, n=len(chunk), r=r: self._infer_done(f, r, b, n))
-            self.infer_inflight += 1
+            task = self.stages.infer_task(state.round, batch, model_path, chunk)
+            self.tasks.submit(task, partial(self._inferred, state.round, batch, len(chunk)))
+            state.infer_inflight += 1
 
-    def _infer_done(self, future: TaskFuture, r: int, batch: int, n: int) -> None:
-        self.infer_inflight -= 1
-        stage = f"infer r{r}"
-        if self._task_failed(future, "infer"):
-            self._tick(stage, failed=n)
-            self.batches_left.discard(batch)
-            self.redock_left.discard(batch)
+    def _inferred(self, r: int, batch: int, n: int, future: TaskFuture) -> None:
+        state = self.state
+        assert state is not None
+        state.infer_inflight -= 1
+        state.batches_left.discard(batch)
+        if self.tasks.failed_task(future, "infer"):
+            self.progress.tick(f"infer r{r}", failed=n)
+            state.redock_left.discard(batch)
         else:
             out = future.result()
             scored = out["scored"]
-            k = quota(batch, self.n_batches, self.c.redock.top_k)
             docked = self.store.docked_ids()
-            nominees = [cid for cid, _, _ in sorted((s for s in scored if s[0] not in docked), key=lambda s: (s[2], s[0]))][:k]
+            nominees = [cid for cid, _, _ in sorted((s for s in scored if s[0] not in docked),
+                                                    key=lambda s: (s[2], s[0]))][:quota(batch, self.n_batches,
+                                                                                        self.c.redock.top_k)]
             counts = (n, len(scored), len(out["filtered"]), len(out["failed"]))
             self.store.add_predictions(r, batch, scored, counts, out["failed"], nominees)
-            self.batches_left.discard(batch)
-            self._tick(stage, done=len(scored) + len(out["filtered"]), failed=len(out["failed"]))
-            self._redock_batch(r, batch, done_already=docked)
+            self.progress.tick(f"infer r{r}", done=len(scored) + len(out["filtered"]), failed=len(out["failed"]))
+            self._redock_batch(r, batch, docked)
         self._feed_inference()
         self._maybe_round_end()
 
     # ------------------------------------------------------------------ 4. re-docking
-    def _redock_batch(self, r: int, batch: int, done_already: set[str]) -> None:
-        k = quota(batch, self.n_batches, self.c.redock.top_k)
-        if not k:
+    def _redock_batch(self, r: int, batch: int, docked: set[str]) -> None:
+        if not quota(batch, self.n_batches, self.c.redock.top_k):
             return
         stored = self.store.batch_predictions(r, sorted(self.store.selected(r, "redock", batch)))
         todo = [LibraryRecord(cid, smi) for cid, smi, _ in sorted(stored, key=lambda s: (s[2], s[0]))
-                if cid not in done_already]
-        self._tick(f"redock r{r}", total=len(stored), done=len(stored) - len(todo))
-        if not todo:
-            self.redock_left.discard(batch)
+                if cid not in docked]
+        self.progress.tick(f"redock r{r}", total=len(stored), done=len(stored) - len(todo))
+        if todo:
+            self._dock(todo, batch, r, "redock")
+        else:
+            self.state.redock_left.discard(batch)  # type: ignore[union-attr]
             self._md_for_shard(r, batch)
-            return
-        self._submit_dock(todo, f"s{self.session}-r{r}-redock-{batch:05d}", r, "redock",
-                          lambda f, meta, b=batch: self._redock_done(f, meta, r, b))
-
-    def _redock_done(self, future: TaskFuture, meta: dict[str, Any], r: int, batch: int) -> None:
-        self._dock_done(future, meta, f"redock r{r}")
-        self.redock_left.discard(batch)
-        if future.record.state is TaskState.DONE:
-            self._md_for_shard(r, batch)
-        self._maybe_round_end()
 
     # ------------------------------------------------------------------ 5. MD rescoring
     def _md_for_shard(self, r: int, batch: int) -> None:
@@ -468,8 +278,7 @@ class CampaignRunner:
         top-M all have MD, so the cost of streaming is at most a few extra MD runs, never a missed hit.
         """
         top = set(self._top_docked())
-        picks = sorted(cid for cid in self.store.selected(r, "redock", batch) if cid in top)
-        self._run_md(r, picks, batch)
+        self._run_md(r, sorted(cid for cid in self.store.selected(r, "redock", batch) if cid in top), batch)
 
     def _top_docked(self) -> list[str]:
         """The best ``md.top_m`` docked compounds of the campaign so far (ties broken by id)."""
@@ -479,69 +288,76 @@ class CampaignRunner:
     def _run_md(self, r: int, ids: list[str], batch: int = -1) -> None:
         self.store.select(r, "md", ids, batch)
         done = self.store.md_ids()
-        md = self.c.md
-        pdb = self.c.receptor.path / "receptor.pdb"
-        self._tick(f"md r{r}", total=len(ids), done=sum(cid in done for cid in ids))
+        self.progress.tick(f"md r{r}", total=len(ids), done=sum(cid in done for cid in ids))
         for cid in ids:
             if cid in done or cid in self.md_inflight:
                 continue
-            folder = self.work / "md" / _safe(cid)
-            folder.mkdir(parents=True, exist_ok=True)
-            pose = folder / "pose.sdf"
-            pose.write_text(self.store.pose(cid) or "")
-            out = folder / "result.json"
-            out.unlink(missing_ok=True)
-            argv = [sys.executable, "-m", "impeccable.stages.md", "--receptor", str(pdb), "--ligand", str(pose),
-                    "--out", str(out), "--replicas", str(md.replicas), "--length-ps", str(md.length_ps),
-                    "--equilibration-ps", str(md.equilibration_ps), "--frame-interval-ps", str(md.frame_interval_ps),
-                    "--seed", str(self.c.campaign.seed), "--threads", str(md.cores),
-                    "--solvent", md.solvent, "--ligand-forcefield", md.ligand_forcefield, "--mmpbsa-py", md.mmpbsa_py,
-                    "--param-cache", str(self.run_dir / "params")]  # AM1-BCC once per compound per run dir
-            task = executable_task(argv, name=f"md {cid}", cores_per_rank=md.cores, cwd=str(folder),
-                                   stdout=str(folder / "stdout.log"), stderr=str(folder / "stderr.log"),
-                                   tags={"stage": "md", "round": str(r), "campaign": self.c.name})
+            task, out = self.stages.md_task(r, cid, self.store.pose(cid) or "")
             self.md_inflight.add(cid)
-            self._submit(task, lambda f, cid=cid, out=out, r=r: self._md_done(f, r, cid, out))
+            self.tasks.submit(task, partial(self._md_done, r, cid, out))
 
-    def _md_done(self, future: TaskFuture, r: int, cid: str, out: Path) -> None:
+    def _md_done(self, r: int, cid: str, out: Path, future: TaskFuture) -> None:
         self.md_inflight.discard(cid)
         record = future.record
         if record.state is TaskState.DONE:
-            result = json.loads(out.read_text())
+            result = self.stages.md_result(future, out)
             self.store.add_md(cid, r, result["binding_energy_kcal_mol"], result.get("stderr_kcal_mol"), result, None)
-            self._tick(f"md r{r}", done=1)
+            self.progress.tick(f"md r{r}", done=1)
         elif record.state is TaskState.FAILED:
-            self._task_failed(future, "md")
+            self.tasks.failed_task(future, "md")
             self.store.add_md(cid, r, None, None, None, record.error or "failed")
-            self._tick(f"md r{r}", failed=1)
+            self.progress.tick(f"md r{r}", failed=1)
         self._maybe_round_end()
 
     # ------------------------------------------------------------------ round end
     def _maybe_round_end(self) -> None:
-        r = self.round
-        if self.batches_left or self.redock_left:
+        state = self.state
+        if state is None or state.batches_left or state.redock_left:
             return
-        if not self.md_checked:
+        if not state.md_checked:
             # every compound of the final top-M gets MD (those nominated while streaming already have it)
-            self.md_checked = True
+            state.md_checked = True
             done = self.store.md_ids()
-            self._run_md(r, [cid for cid in self._top_docked() if cid not in done and cid not in self.md_inflight])
-        if not self.trained_next and r + 1 < self.c.campaign.rounds:
-            self.trained_next = True  # round r+1 trains on every docking score; round r's MD keeps running
-            self._train(r + 1)
-
-    # ------------------------------------------------------------------ results
-    def summary(self) -> dict[str, Any]:
-        return {
-            "run_dir": str(self.run_dir),
-            "stages": {k: dataclasses.asdict(v) for k, v in self.stage.items()},
-            "failed_tasks": self.failed_tasks,
-        }
+            self._run_md(state.round, [cid for cid in self._top_docked() if cid not in done and cid not in self.md_inflight])
+        if not state.trained_next and state.round + 1 < self.c.campaign.rounds:
+            state.trained_next = True  # round r+1 trains on every docking score; round r's MD keeps running
+            self._train(state.round + 1)
 
 
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+class CampaignLibrary:
+    """The compounds a campaign screens (the first ``library.limit``), streamed: batches and the seed sample."""
+
+    def __init__(self, campaign: Campaign) -> None:
+        self.c = campaign
+
+    def records(self) -> Iterator[LibraryRecord]:
+        lib = self.c.library
+        for i, record in enumerate(read_library(lib.path, id_column=lib.id_column, smiles_column=lib.smiles_column)):
+            if lib.limit is not None and i >= lib.limit:
+                return
+            yield record
+
+    def batches(self, wanted: set[int]) -> Iterator[tuple[int, list[LibraryRecord]]]:
+        """The inference batches numbered in ``wanted``, in library order."""
+        for batch, chunk in enumerate(_chunks_iter(self.records(), self.c.infer.batch_size)):
+            if batch in wanted:
+                yield batch, chunk
+
+    def seed_sample(self, chosen: set[str]) -> list[LibraryRecord]:
+        """A seeded sample of compounds that pass the filters; once ``chosen`` (stored), always that one."""
+        from .stages.filters import FilterRules, check
+
+        if chosen:
+            return [rec for rec in self.records() if rec.id in chosen]
+        rules = FilterRules(**self.c.library.filters.model_dump())
+        need = self.c.dock.seed_sample
+        picked = sample_records(self.records(), need * 3 if rules.active else need, seed=self.c.campaign.seed)
+        passing = [rec for rec in picked if check(rec.smiles, rules) is None] if rules.active else picked
+        return passing[:need]
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _chunks_iter(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
@@ -553,7 +369,3 @@ def _chunks_iter(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
             chunk = []
     if chunk:
         yield chunk
-
-
-def _safe(cid: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in cid)

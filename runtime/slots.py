@@ -250,3 +250,11 @@ def task_processes(ranks: int, cores_per_rank: int, gpus_per_rank: int, mpi: boo
     if mpi:
         return [(cores_per_rank, gpus_per_rank)] * ranks
     return [(ranks * cores_per_rank, ranks * gpus_per_rank)]
+
+
+def cuda_visible_devices(gpus: Sequence[int], gpus_per_node: int) -> str | None:
+    """``CUDA_VISIBLE_DEVICES`` for a task holding these GPU slots: their indices on their node, "-1" (no GPU
+    at all) for a task with none in an allocation that has GPUs, None where the allocation has none."""
+    if not gpus_per_node:
+        return None
+    return ",".join(str(g % gpus_per_node) for g in gpus) or "-1"

@@ -55,6 +55,7 @@ __all__ = [
     "result_to_json",
     "rank_file",
     "mpi_rank_size",
+    "command",
     "main",
 ]
 
@@ -241,6 +242,18 @@ def mpi_rank_size() -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- CLI
+
+
+def command(receptor: str | os.PathLike[str], ligands: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+            exhaustiveness: int, seed: int, cpu: int = 1, site: str | os.PathLike[str] | None = None,
+            extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The command line of :func:`main` for one docking task (each MPI rank runs it on its shard)."""
+    argv = [sys.executable, "-m", "impeccable.stages.dock", "--receptor", str(receptor), "--ligands", str(ligands),
+            "--out-dir", str(out_dir), "--exhaustiveness", str(exhaustiveness), "--seed", str(seed),
+            "--cpu", str(cpu), *extra]
+    if site is not None:
+        argv += ["--site", str(site)]
+    return argv
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,8 @@ import pytest
 
 from impeccable.campaign import CampaignInputError, CampaignRunner
 from impeccable.config import load_campaign
-from impeccable.store import Store
+from impeccable.inputs import check_same_campaign, make_pilot, validate_inputs
+from impeccable.store import DockRow, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 RECEPTOR = ROOT / "data" / "receptors" / "4jsv"
@@ -65,36 +66,31 @@ def test_failed_start_does_not_poison_the_run_directory(tmp_path):
     with pytest.raises(CampaignInputError, match="library is empty"):
         CampaignRunner(load_campaign(campaign_file(tmp_path, empty)), tmp_path / "run").run()
     fixed = library(tmp_path, "id,smiles\n" + "".join(f"c{i},CCO\n" for i in range(10)))
-    runner = CampaignRunner(load_campaign(campaign_file(tmp_path, fixed)), tmp_path / "run")
-    runner._validate_inputs()
-    runner._check_same_campaign()  # the first attempt computed nothing: the new settings are taken
-    assert str(fixed) in runner.store.get_meta("campaign")
+    campaign = load_campaign(campaign_file(tmp_path, fixed))
+    store = Store(tmp_path / "run" / "campaign.db")
+    validate_inputs(campaign, store)
+    check_same_campaign(campaign, store, tmp_path / "run")  # the first attempt computed nothing: new settings taken
+    assert str(fixed) in store.get_meta("campaign")
 
 
 def test_changed_settings_are_refused_once_results_exist(tmp_path):
     lib = library(tmp_path, "id,smiles\n" + "".join(f"c{i},CCO\n" for i in range(10)))
-    runner = CampaignRunner(load_campaign(campaign_file(tmp_path, lib)), tmp_path / "run")
-    runner._validate_inputs()
-    runner._check_same_campaign()
-    from impeccable.store import DockRow
-
-    runner.store.add_docking([DockRow("c1", "CCO", 0, "seed", -4.0, None, None)], "t")
+    store = Store(tmp_path / "run" / "campaign.db")
+    check_same_campaign(load_campaign(campaign_file(tmp_path, lib)), store, tmp_path / "run")
+    store.add_docking([DockRow("c1", "CCO", 0, "seed", -4.0, None, None)], "t")
     other = tmp_path / "other"
     other.mkdir()
     text = campaign_file(other, lib).read_text().replace("top_k = 2", "top_k = 3")
     (other / "c.toml").write_text(text)
-    again = CampaignRunner(load_campaign(other / "c.toml"), tmp_path / "run")
-    again._validate_inputs()
     with pytest.raises(CampaignInputError, match=r"other settings \(redock\.top_k\)"):
-        again._check_same_campaign()
+        check_same_campaign(load_campaign(other / "c.toml"), store, tmp_path / "run")
 
 
 def test_skipped_rows_are_recorded_with_their_reason(tmp_path, capsys):
     lib = library(tmp_path, "id,smiles\na,CCO\nb,\n,CCC\n" + "".join(f"c{i},CCO\n" for i in range(10)))
-    runner = CampaignRunner(load_campaign(campaign_file(tmp_path, lib)), tmp_path / "run")
-    runner._validate_inputs()
-    assert runner.scan.count == 11
-    assert runner.store.failures() == [("b", "library", "lib.csv:3: empty SMILES for id 'b'"),
+    store = Store(tmp_path / "run" / "campaign.db")
+    assert validate_inputs(load_campaign(campaign_file(tmp_path, lib)), store).count == 11
+    assert store.failures() == [("b", "library", "lib.csv:3: empty SMILES for id 'b'"),
                                        ("line 4", "library", "lib.csv:4: empty id (SMILES 'CCC')")]
     assert "2 library row(s) skipped" in capsys.readouterr().err
 
@@ -107,4 +103,4 @@ def test_more_cores_than_the_machine_needs_oversubscribe(tmp_path):
     with pytest.raises(CampaignInputError, match=r"pilot\.cores = 256 but this machine .* has \d+: .*oversubscribe"):
         runner.run()
     (tmp_path / "c.toml").write_text(text.replace("cores = 256", "cores = 256\noversubscribe = true"))
-    assert CampaignRunner(load_campaign(tmp_path / "c.toml"), tmp_path / "run2")._make_pilot().allocation.cores == 256
+    assert make_pilot(load_campaign(tmp_path / "c.toml")).allocation.cores == 256

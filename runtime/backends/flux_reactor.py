@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ..errors import BackendBroken
-from ..slots import Placement, SlotView, task_processes
+from ..slots import Placement, SlotView, cuda_visible_devices, task_processes
 from ..task import Task
 from .base import STDERR_TAIL_BYTES, Submission, file_tail, signal_name, with_stderr
 
@@ -151,8 +151,9 @@ def jobspec_for(task: Task, config: PartitionConfig, flux: Any, placement: Place
     env.update(task.env)
     env["OMP_NUM_THREADS"] = str(task.cores_per_rank)
     env["IMPECCABLE_TASK_UID"] = task.uid
-    if config.gpus_per_node:  # the pilot's GPUs as indices on their node ("-1": none; Flux's GPU affinity is off)
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g % config.gpus_per_node) for g in placement.gpus) or "-1"
+    visible = cuda_visible_devices(placement.gpus, config.gpus_per_node)  # the pilot's (Flux's GPU affinity is off)
+    if visible:
+        env["CUDA_VISIBLE_DEVICES"] = visible
     jobspec.environment = env
     jobspec.cwd = task.cwd or os.getcwd()
     if task.timeout_s:
@@ -184,6 +185,23 @@ class _Job:
         self.cancel_reason: str | None = None
         self.cores = sub.task.cores
         self.placement: Placement | None = None  # the pilot's slots, held from admission to the end
+
+    def note(self, event: Any, partition: str) -> bool:
+        """Follow a journal event (all but ``clean``); True when the allocation found the future canceled."""
+        name, context = event.name, event.context
+        if name == "alloc":
+            assert self.placement is not None
+            self.began = self.sub.begin(self.placement.cores, self.placement.gpus, partition=partition,
+                                        when=event.timestamp)
+            return not self.began
+        if name == "start" and self.began:
+            self.sub.started(event.timestamp)
+        elif name == "exception" and context.get("severity", 0) == 0 and self.exception is None:
+            self.exception = (context.get("type", "exception"), context.get("note", ""))
+        elif name == "finish":
+            self.status = context.get("status")
+            self.ended = event.timestamp
+        return False
 
 
 
@@ -360,27 +378,12 @@ class Reactor:
             if self.submitting:  # the submit reply has not arrived yet
                 self.early[jobid].append(event)
             return
-        name = event.name
-        if name == "alloc":
-            placement = job.placement
-            assert placement is not None
-            job.began = job.sub.begin(placement.cores, placement.gpus, partition=self.config.name,
-                                      when=event.timestamp)
-            if not job.began and job.cancel_reason is None:  # the caller canceled the future meanwhile
-                job.cancel_reason = "canceled before it started"
-                self.flux.job.cancel_async(self.h, jobid, job.cancel_reason)
-        elif name == "start":
-            if job.began:
-                job.sub.started(event.timestamp)
-        elif name == "exception":
-            if event.context.get("severity", 0) == 0 and job.exception is None:
-                job.exception = (event.context.get("type", "exception"), event.context.get("note", ""))
-        elif name == "finish":
-            job.status = event.context.get("status")
-            job.ended = event.timestamp
-        elif name == "clean":
+        if event.name == "clean":
             self._final(job, event.timestamp)
             self._maybe_done()
+        elif job.note(event, self.config.name) and job.cancel_reason is None:  # canceled by the caller meanwhile
+            job.cancel_reason = "canceled before it started"
+            self.flux.job.cancel_async(self.h, jobid, job.cancel_reason)
 
     def _final(self, job: _Job, when: float) -> None:
         del self.jobs[job.jobid]  # type: ignore[index]

@@ -27,6 +27,7 @@ import time
 from typing import Any, Protocol
 
 from ..errors import BackendBroken
+from ..slots import cuda_visible_devices
 from .base import Submission, exit_description
 from .loop import Dispatcher
 
@@ -75,6 +76,33 @@ class WorkerTransport(Protocol):
     def teardown(self) -> None: ...
 
 
+class Pipelining:
+    """How many calls a busy worker may hold (see the module docstring): as many as fill ``pipeline_s``
+    at the running average call length, at least ``1 + queue_ahead``, at most ``max_pipeline``."""
+
+    def __init__(self, pipeline_s: float, max_pipeline: int, queue_ahead: int = 0) -> None:
+        self.pipeline_s = pipeline_s
+        self.max_pipeline = max_pipeline
+        # calls kept queued behind the running one even when calls are long: its next call starts the
+        # moment the current one ends, whatever the round trip to the worker costs (Dragon)
+        self.min_depth = 1 + queue_ahead
+        self.depth = self.min_depth
+        self.runtime_ewma_s = 0.0
+
+    def takes_more(self, w: PoolWorker) -> bool:
+        """Whether a busy worker may be sent another call now; topped up only once half run down."""
+        if not w.cores or w.exclusive or not w.alive or w.kill_reason:
+            return False
+        queued = len(w.outstanding)
+        return queued < self.depth and (queued <= self.depth // 2 or bool(w.outbox))
+
+    def finished(self, started: float, finished: float) -> None:
+        """Update the running average call length, and with it the depth."""
+        runtime = finished - started
+        self.runtime_ewma_s = runtime if not self.runtime_ewma_s else 0.8 * self.runtime_ewma_s + 0.2 * runtime
+        self.depth = max(self.min_depth, min(self.max_pipeline, int(self.pipeline_s / max(self.runtime_ewma_s, 1e-6))))
+
+
 class FunctionPool:
     """Function tasks on persistent workers (a :class:`~.loop.Runner`)."""
 
@@ -82,18 +110,12 @@ class FunctionPool:
                  queue_ahead: int = 0) -> None:
         self.host = host
         self.transport = transport
-        self.pipeline_s = pipeline_s
-        self.max_pipeline = max_pipeline
-        # calls kept queued behind the running one even when calls are long: its next call starts
-        # the moment the current one ends, whatever the round trip to the worker costs (Dragon)
-        self.min_depth = 1 + queue_ahead
+        self.pipeline = Pipelining(pipeline_s, max_pipeline, queue_ahead)
         self.workers: list[PoolWorker] = []
         self.idle: list[PoolWorker] = []
         self.tokens: dict[int, PoolWorker] = {}
         self._next_token = 0
         self._sent: list[PoolWorker] = []
-        self.depth = self.min_depth
-        self.runtime_ewma_s = 0.0
 
     # ------------------------------------------------------------ workers
     def add_worker(self, worker: PoolWorker) -> None:
@@ -128,7 +150,7 @@ class FunctionPool:
             if worker is not None:
                 worker.exclusive = False
             else:
-                worker = min((w for w in self.workers if self._takes_more(w)),
+                worker = min((w for w in self.workers if self.pipeline.takes_more(w)),
                              key=lambda w: len(w.outstanding), default=None)
                 if worker is None:
                     return False
@@ -148,21 +170,14 @@ class FunctionPool:
     def has_room(self) -> bool:
         if self.host.slots.free_cores and (self.idle or self.transport.can_grow()):
             return True
-        return any(self._takes_more(w) for w in self.workers)
-
-    def _takes_more(self, w: PoolWorker) -> bool:
-        """Whether a busy worker may be sent another call now (see the module docstring)."""
-        if not w.cores or w.exclusive or not w.alive or w.kill_reason:
-            return False
-        queued = len(w.outstanding)
-        return queued < self.depth and (queued <= self.depth // 2 or bool(w.outbox))
+        return any(self.pipeline.takes_more(w) for w in self.workers)
 
     def _enqueue(self, worker: PoolWorker, sub: Submission, now: float) -> None:
         task = sub.task
         token = self._next_token
         self._next_token += 1
-        per_node = self.host.slots.broker.gpus_per_node
-        env = {"CUDA_VISIBLE_DEVICES": ",".join(str(g % per_node) for g in worker.gpus) or "-1"} if per_node else None
+        visible = cuda_visible_devices(worker.gpus, self.host.slots.broker.gpus_per_node)
+        env = {"CUDA_VISIBLE_DEVICES": visible} if visible else None
         worker.outstanding.append((token, sub))
         self.tokens[token] = worker
         worker.outbox.append((token, task.function, task.args, dict(task.kwargs) if task.kwargs else {}, env))
@@ -213,7 +228,7 @@ class FunctionPool:
         del self.tokens[token]
         _, sub = worker.outstanding.popleft()
         sub.started(started)
-        self._call_finished(started, finished)
+        self.pipeline.finished(started, finished)
         if ok:
             sub.complete(payload, when=finished)
         else:
@@ -323,12 +338,6 @@ class FunctionPool:
         self.transport.teardown()
 
     # ------------------------------------------------------------ slots and pipelining
-    def _call_finished(self, started: float, finished: float) -> None:
-        """Update the running average call length, and with it the pipeline depth."""
-        runtime = finished - started
-        self.runtime_ewma_s = runtime if not self.runtime_ewma_s else 0.8 * self.runtime_ewma_s + 0.2 * runtime
-        self.depth = max(self.min_depth, min(self.max_pipeline, int(self.pipeline_s / max(self.runtime_ewma_s, 1e-6))))
-
     def _idle(self, worker: PoolWorker) -> None:
         self._release(worker)
         worker.exclusive = False

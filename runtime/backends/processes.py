@@ -19,7 +19,7 @@ import time
 
 from ..errors import BackendBroken
 from .. import reaper
-from ..slots import task_processes
+from ..slots import cuda_visible_devices, task_processes
 from ..task import TaskKind
 from .base import STDERR_TAIL_BYTES, Submission, file_tail, signal_group, signal_name, with_stderr
 from .launchers import Launcher, LaunchError
@@ -89,9 +89,9 @@ class ProcessRunner:
         env.update(task.env)
         env["OMP_NUM_THREADS"] = str(task.cores_per_rank)
         env["IMPECCABLE_TASK_UID"] = task.uid
-        per_node = self.host.slots.broker.gpus_per_node
-        if per_node:  # its GPUs as indices on their node; "-1" hides every GPU from a task with none
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g % per_node) for g in gpus) or "-1"
+        visible = cuda_visible_devices(gpus, self.host.slots.broker.gpus_per_node)
+        if visible:
+            env["CUDA_VISIBLE_DEVICES"] = visible
         stdout = open(task.stdout, "ab") if task.stdout else subprocess.DEVNULL
         stderr = open(task.stderr, "ab") if task.stderr else subprocess.PIPE
         try:

@@ -1,0 +1,87 @@
+"""What a campaign checks before any task runs: its inputs, its run directory's settings, its allocation.
+
+Errors here name the file and the key and start nothing, so a user fixes the
+input and runs the same command again; a run directory that holds no results
+yet takes the new settings.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .config import Campaign
+from .runtime import Allocation, Pilot
+from .runtime.resources import machine_cores
+from .stages.library import LibraryScan
+from .store import Store
+
+
+class CampaignInputError(ValueError):
+    """The campaign's inputs cannot be used (library, receptor, run directory); the message names which."""
+
+
+def validate_inputs(campaign: Campaign, store: Store) -> LibraryScan:
+    """Read the receptor and the whole library, so that their errors are reported at once, naming the file,
+    rather than as failed tasks (or not at all). Rows skipped for an empty id or SMILES are stored with
+    their reason. Returns the library's scan (record count)."""
+    from .stages.errors import StageInputError
+    from .stages.library import scan_library
+    from .stages.receptor import load_receptor
+
+    source = campaign.source or "campaign"
+    try:
+        load_receptor(campaign.receptor.path, site_file=campaign.receptor.site)
+    except StageInputError as exc:
+        raise CampaignInputError(f"{source}: receptor: {exc}") from None
+    lib = campaign.library
+    try:
+        scan = scan_library(lib.path, id_column=lib.id_column, smiles_column=lib.smiles_column, limit=lib.limit)
+    except StageInputError as exc:
+        raise CampaignInputError(f"{source}: library: {exc}") from None
+    if scan.skipped_count:
+        line, _, reason = scan.skipped[0]
+        print(f"warning: {scan.skipped_count} library row(s) skipped (first: {reason}); "
+              "`impeccable status` lists them", file=sys.stderr)
+        store.add_failures("library", [(cid or f"line {line}", reason) for line, cid, reason in scan.skipped])
+    return scan
+
+
+def check_same_campaign(campaign: Campaign, store: Store, run_dir: Path) -> None:
+    """A run directory belongs to one campaign: settings that change results must not change on resume.
+
+    Called once the inputs have validated; a directory that holds no results yet takes the new settings.
+    """
+    fingerprint = json.dumps(
+        {k: v for k, v in campaign.model_dump(mode="json").items() if k not in ("pilot", "source")}, sort_keys=True)
+    previous = store.get_meta("campaign")
+    if previous is None or (previous != fingerprint and not store.has_results()):
+        store.set_meta("campaign", fingerprint)
+        store.set_meta("name", campaign.name)
+    elif previous != fingerprint:
+        old, new = json.loads(previous), json.loads(fingerprint)
+        changed = sorted(f"{s}.{k}" for s in new for k in set(old.get(s, {})) | set(new[s])
+                         if old.get(s, {}).get(k) != new[s].get(k))
+        raise CampaignInputError(
+            f"{run_dir}: this run directory holds campaign results made with other settings "
+            f"({', '.join(changed) or 'changed sections'}); use a new --run-dir or restore the settings")
+
+
+def make_pilot(campaign: Campaign) -> Pilot:
+    """The pilot of ``[pilot]``: its cores (never more than the machine's unless oversubscribe), nodes, routes."""
+    p = campaign.pilot
+    source = campaign.source or "campaign"
+    cores = p.cores or Allocation.detect().cores
+    available = machine_cores()
+    if cores > available and not p.oversubscribe:
+        raise CampaignInputError(
+            f"{source}: pilot.cores = {cores} but this machine (or Slurm job) has {available}: {cores} tasks "
+            f"would share {available} cores. Set pilot.cores to the allocation, or pilot.oversubscribe = true "
+            "(--oversubscribe) to advertise more, e.g. for an emulation")
+    try:
+        allocation = Allocation.emulated(cores, nodes=p.nodes, gpus=p.gpus)
+    except ValueError as exc:
+        raise CampaignInputError(f"{source}: pilot: {exc}") from None
+    return Pilot(allocation, routes=dict(p.routes), shares=p.shares or None, options=p.options or None,
+                 exclusive=p.exclusive)

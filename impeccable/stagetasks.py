@@ -1,0 +1,130 @@
+"""Each campaign stage as a task the pilot runs, and its outcome as rows for the store.
+
+The campaign runner decides *what* to run and *when*; this module says *how*:
+the command line or function of each stage's task (built by the stage's own
+module, beside its ``main()``), where its files go, and how its results are
+read back. An emulation swaps this class for one whose tasks only take the
+recorded time (see ``impeccable emulate``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import Campaign
+from .runtime import Task, TaskFuture, executable_task, function_task
+from .stages.library import LibraryRecord, write_library
+from .store import DockRow
+
+
+@dataclass(frozen=True)
+class DockBatch:
+    """Compounds docked by one task: the seed sample's shards, or one inference batch's nominees."""
+
+    records: tuple[LibraryRecord, ...]
+    key: str  # unique per session: the task's folder under work/dock/
+    index: int  # the seed shard, or the inference batch whose nominees these are
+    round: int
+    origin: str  # "seed" or "redock"
+    folder: Path
+
+    @property
+    def stage(self) -> str:
+        return "seed dock" if self.origin == "seed" else f"redock r{self.round}"
+
+
+class StageTasks:
+    """The real stages: Vina docking, torch training and inference, OpenMM MD."""
+
+    def __init__(self, campaign: Campaign, run_dir: Path) -> None:
+        self.c = campaign
+        self.run_dir = run_dir
+        self.work = run_dir / "work"
+
+    def _tags(self, stage: str, r: int) -> dict[str, str]:
+        return {"stage": stage, "round": str(r), "campaign": self.c.name}
+
+    # ------------------------------------------------------------------ docking
+    def dock_batch(self, records: list[LibraryRecord], key: str, index: int, r: int, origin: str) -> DockBatch:
+        return DockBatch(tuple(records), key, index, r, origin, self.work / "dock" / key)
+
+    def dock_task(self, batch: DockBatch) -> Task:
+        from .stages import dock
+
+        out = batch.folder / "out"
+        shutil.rmtree(out, ignore_errors=True)  # a killed run may have left a partial rank file
+        out.mkdir(parents=True)
+        ligands = batch.folder / "ligands.csv"
+        write_library(batch.records, ligands)  # quoted CSV: an id may hold a comma
+        d = self.c.dock
+        argv = dock.command(self.c.receptor.path, ligands, out, exhaustiveness=d.exhaustiveness, seed=d.seed,
+                            site=self.c.receptor.site)
+        return executable_task(argv, name=f"dock {batch.key}", ranks=d.ranks, mpi=d.ranks > 1, cwd=str(batch.folder),
+                               tags=self._tags(f"{batch.origin} dock", batch.round), stderr=str(batch.folder / "stderr.log"))
+
+    def dock_rows(self, batch: DockBatch) -> list[DockRow]:
+        """One row per compound of the batch: its score and pose, or why there is none."""
+        from .stages.dock import read_dock_results
+
+        by_id = {rec.id: rec for rec in batch.records}
+        rows = []
+        for item in read_dock_results(batch.folder / "out"):
+            cid = item["id"]
+            if cid in by_id:
+                rows.append(DockRow(cid, by_id[cid].smiles, batch.round, batch.origin, item.get("score_kcal_mol"),
+                                    item.get("pose_sdf"), item.get("error")))
+        missing = set(by_id) - {row.id for row in rows}
+        lost = f"the docking task wrote no result for it (see {batch.folder / 'stderr.log'})"
+        rows += [DockRow(cid, by_id[cid].smiles, batch.round, batch.origin, None, None, lost) for cid in sorted(missing)]
+        return rows
+
+    # ------------------------------------------------------------------ surrogate
+    def model_path(self, r: int) -> Path:
+        return self.run_dir / "models" / f"surrogate.r{r}.pt"
+
+    def train_task(self, r: int, scores: list[tuple[str, float]]) -> Task:
+        path = self.model_path(r)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        s = self.c.surrogate
+        return function_task("impeccable.work:train_surrogate", scores, str(path), s.epochs, self.c.campaign.seed + r,
+                             s.val_fraction, s.cores, name=f"train r{r}", cores_per_rank=s.cores,
+                             tags=self._tags("train", r))
+
+    def infer_task(self, r: int, batch: int, model_path: str, chunk: list[LibraryRecord]) -> Task:
+        return function_task("impeccable.work:infer_batch", model_path, [tuple(rec) for rec in chunk],
+                             self.c.library.filters.model_dump(), name=f"infer r{r} b{batch:05d}",
+                             tags=self._tags("infer", r))
+
+    # ------------------------------------------------------------------ MD
+    def md_task(self, r: int, cid: str, pose_sdf: str) -> tuple[Task, Path]:
+        """The MD task of one docked compound, and where its result will be."""
+        from .stages import md
+        from .stages.md import MDSettings
+
+        folder = self.work / "md" / _safe(cid)
+        folder.mkdir(parents=True, exist_ok=True)
+        pose = folder / "pose.sdf"
+        pose.write_text(pose_sdf)
+        out = folder / "result.json"
+        out.unlink(missing_ok=True)
+        m = self.c.md
+        settings = MDSettings(replicas=m.replicas, length_ps=m.length_ps, equilibration_ps=m.equilibration_ps,
+                              frame_interval_ps=m.frame_interval_ps, seed=self.c.campaign.seed, threads=m.cores,
+                              solvent=m.solvent, ligand_forcefield=m.ligand_forcefield, mmpbsa_py=m.mmpbsa_py)
+        # AM1-BCC parameters are computed once per compound per run directory
+        argv = md.command(self.c.receptor.path / "receptor.pdb", pose, out, settings, param_cache=self.run_dir / "params")
+        task = executable_task(argv, name=f"md {cid}", cores_per_rank=m.cores, cwd=str(folder),
+                               stdout=str(folder / "stdout.log"), stderr=str(folder / "stderr.log"),
+                               tags=self._tags("md", r))
+        return task, out
+
+    def md_result(self, future: TaskFuture, out: Path) -> dict[str, Any]:
+        return json.loads(out.read_text())
+
+
+def _safe(cid: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in cid)
