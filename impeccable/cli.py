@@ -7,7 +7,6 @@ Errors a user can act on print one line (``error: ...``) and exit 2; pass
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from typing import Any
 
 from . import __version__
 from .errors import UserError
+from .fileio import write_json
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
@@ -108,11 +108,7 @@ def _bench(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     _print_bench(result)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, args.json)
-        print(f"wrote {args.json}")
+        print(f"wrote {write_json(args.json, result)}")
     return 0
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import html
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .fileio import write_json
 from .runtime.backends import BACKEND_NAMES
 
 
@@ -88,11 +88,7 @@ def _compare_runs(args: argparse.Namespace) -> int:
     report = write_compare_report(out, result, runs)
     _print(result)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, args.json)
-        print(f"wrote {args.json}")
+        print(f"wrote {write_json(args.json, result)}")
     print(f"report: {report}")
     if not result["docking_scores_agree"]:
         raise UserError("the two runs disagree on docking scores: the comparison is not fair (see the report)")

@@ -22,7 +22,6 @@ import gzip
 import io
 import os
 import random
-import tempfile
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from typing import NamedTuple, TextIO
 
 import numpy as np
 
+from ..fileio import atomic_writer
 from .errors import StageInputError
 
 __all__ = [
@@ -218,23 +218,16 @@ def write_library(records: Iterable[LibraryRecord], path: str | os.PathLike[str]
     The file appears complete or not at all: it is written to a temporary file
     in the same folder and renamed. Returns the number of records written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with _open_text(Path(tmp), "w", gz=path.name.endswith(".gz")) as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["id", "smiles"])
-            n = 0
-            for record in records:
-                writer.writerow([record.id, record.smiles])
-                n += 1
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a library is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    n = 0
+    with atomic_writer(path, fsync=False) as text:
+        handle = gzip.open(text.buffer, "wt", encoding="utf-8", newline="") if str(path).endswith(".gz") else text
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["id", "smiles"])
+        for record in records:
+            writer.writerow([record.id, record.smiles])
+            n += 1
+        if handle is not text:
+            handle.close()
     return n
 
 

@@ -37,9 +37,7 @@ trajectories diverge (chaotically, from round-off) and only the statistics agree
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -53,6 +51,7 @@ from openmm import app, unit
 from rdkit import Chem
 
 from . import amber, gaff2, mmgbsa, pocket, tleap
+from ..fileio import write_json
 from .errors import StageInputError
 
 __all__ = [
@@ -609,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     except (MDInstabilityError, FloatingPointError) as exc:  # usable inputs, but the simulation blew up
         print(f"error: MD of {a.ligand} unstable: {exc}", file=sys.stderr)
         return 1
-    _write_json_atomic(a.out, result.to_json())
+    write_json(a.out, result.to_json())
     ci = result.ci95_kcal_mol
     spread = "n/a" if result.stderr_kcal_mol is None else (
         f"{result.stderr_kcal_mol:.2f} (95% CI {ci[0]:.2f} to {ci[1]:.2f})")
@@ -619,19 +618,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{result.timings_s['total']:.1f} s) -> {a.out}"
     )
     return 0
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 if __name__ == "__main__":
