@@ -265,7 +265,7 @@ class CampaignRunner:
         d = self.c.dock
         argv = [sys.executable, "-m", "impeccable.stages.dock", "--receptor", str(self.c.receptor.path),
                 "--ligands", str(ligands), "--out-dir", str(out), "--exhaustiveness", str(d.exhaustiveness),
-                "--seed", str(d.seed), "--cpu", "1"]
+                "--seed", str(d.seed), "--cpu", "1", *self.c.ligands.dock_args()]
         if self.c.receptor.site is not None:
             argv += ["--site", str(self.c.receptor.site)]
         task = executable_task(argv, name=f"dock {key}", ranks=d.ranks, mpi=d.ranks > 1, cwd=str(folder),
@@ -287,7 +287,7 @@ class CampaignRunner:
             if cid not in by_id:
                 continue
             rows.append(DockRow(cid, by_id[cid].smiles, meta["round"], meta["origin"], item.get("score_kcal_mol"),
-                                item.get("pose_sdf"), item.get("error")))
+                                item.get("pose_sdf"), item.get("error"), item.get("state_smiles")))
         missing = set(by_id) - {row.id for row in rows}
         rows += [DockRow(cid, by_id[cid].smiles, meta["round"], meta["origin"], None, None,
                          "no result written by the docking task") for cid in sorted(missing)]

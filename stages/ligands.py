@@ -357,9 +357,11 @@ _RESONANCE_CENTRE = Chem.MolFromSmarts("[P,S,As,Se;$(*=[OX1,SX1]);$(*-[OX1,SX1,O
 
 
 def _pin_resonance_centres(mol: Chem.Mol) -> tuple[Chem.Mol, list[int]]:
-    """A copy whose resonance 'centres' are marked assigned (so not enumerated), and their indices."""
-    idxs = [idx for (idx,) in mol.GetSubstructMatches(_RESONANCE_CENTRE)
-            if mol.GetAtomWithIdx(idx).GetChiralTag() == Chem.ChiralType.CHI_UNSPECIFIED]
+    """A copy whose resonance 'centres' are marked assigned (so not enumerated), and their indices.
+
+    The caller clears them afterwards, also where the input assigned them (a SMILES from 3D does).
+    """
+    idxs = [idx for (idx,) in mol.GetSubstructMatches(_RESONANCE_CENTRE)]
     if not idxs:
         return mol, []
     mol = Chem.Mol(mol)

@@ -143,7 +143,7 @@ def _load(model_path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
         except Exception as exc:  # noqa: BLE001
             raise StageInputError(f"{path}: not a surrogate model saved by this stage ({exc})") from None
         try:
-            payload["features"] = FingerprintSettings(**payload["features"])
+            payload["features"] = FingerprintSettings.from_dict(payload["features"])
             model = _build(payload["features"].n_bits, payload["hidden"], payload["dropout"])
         except (KeyError, TypeError) as exc:
             raise StageInputError(f"{path}: surrogate model file lacks metadata ({exc})") from None
