@@ -374,10 +374,12 @@ class CampaignRunner:
             self.redock_left.discard(batch)
         else:
             out = future.result()
+            from .stages.surrogate import nominate
+
             scored = out["scored"]
             k = quota(batch, self.n_batches, self.c.redock.top_k)
             docked = self.store.docked_ids()
-            nominees = [cid for cid, _, _ in sorted((s for s in scored if s[0] not in docked), key=lambda s: (s[2], s[0]))][:k]
+            nominees = nominate(((cid, score) for cid, _, score in scored), docked, k)
             counts = (n, len(scored), len(out["filtered"]), len(out["failed"]))
             self.store.add_predictions(r, batch, scored, counts, out["failed"], nominees)
             self.batches_left.discard(batch)
