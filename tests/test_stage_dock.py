@@ -15,6 +15,7 @@ from rdkit import Chem
 from impeccable.stages import dock
 from impeccable.stages.dock import DockResult, LigandFailure, dock_ligands, read_dock_results
 from impeccable.stages.errors import StageInputError
+from impeccable.stages.ligands import enumerate_states
 from impeccable.stages.receptor import load_receptor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +49,7 @@ def test_batch_docks_good_molecules_and_reports_bad_ones():
     good, bad = results
     assert isinstance(good, DockResult) and isinstance(bad, LigandFailure)
     assert -15.0 < good.score_kcal_mol < 0.0
+    assert good.state_smiles == "Cc1cccc(C)c1NC(=O)c1ccc(C#N)cc1" and good.n_states == 1  # nothing to enumerate
     pose = Chem.MolFromMolBlock(good.pose_sdf, removeHs=False)
     centre = pose.GetConformer().GetPositions().mean(axis=0)
     box = load_receptor(RECEPTOR).site
@@ -108,6 +110,22 @@ def test_mpi_entry_point_writes_one_file_per_rank(tmp_path):
     by_id = {r["id"]: r for r in read_dock_results(out)}
     assert set(by_id) == {i for i, _ in LIGANDS}
     assert "error" in by_id["BAD-1"] and by_id["MOSES-0000347"]["score_kcal_mol"] < 0
+    good = by_id["MOSES-0000347"]
+    assert {"id", "smiles", "score_kcal_mol", "pose_sdf", "runtime_s", "state_smiles", "n_states",
+            "state_scores_kcal_mol"} <= set(good)
+    assert good["n_states"] == len(good["state_scores_kcal_mol"]) and good["score_kcal_mol"] == min(
+        good["state_scores_kcal_mol"])
+
+
+@pytest.mark.slow
+def test_a_compound_scores_as_its_best_state_and_names_it():
+    """Two unassigned centres: four stereoisomers docked, the best one reported with its stereo."""
+    docker = dock.Docker(load_receptor(RECEPTOR), exhaustiveness=1)
+    result = docker.dock("two-centres", "CC(C)NC(=O)C1CCCN(C1)C(=O)C(C)c1ccccc1")
+    assert isinstance(result, DockResult) and result.n_states == 4
+    assert result.score_kcal_mol == min(result.state_scores_kcal_mol)
+    centres = Chem.FindMolChiralCenters(Chem.MolFromSmiles(result.state_smiles), useLegacyImplementation=False)
+    assert len(centres) == 2 and result.state_smiles in enumerate_states(result.smiles)
 
 
 @pytest.mark.slow
