@@ -1,4 +1,4 @@
-"""Physical plausibility of docked poses with PoseBusters (Buttenschoen et al. 2024, BSD-3).
+"""Physical plausibility of docked poses with PoseBusters (Buttenschoen et al. 2024; MIT licence).
 
 A Vina score says nothing about whether its pose is chemically sane: bond
 lengths and angles, planarity of aromatic rings and double bonds, internal
