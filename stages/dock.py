@@ -231,10 +231,10 @@ def redock_reference(
 def heavy_atom_rmsd(pose: Chem.Mol, reference: Chem.Mol) -> float:
     """Symmetry-corrected heavy-atom RMSD in angstrom, in place (no fitting), by spyrmsd.
 
-    spyrmsd matches atoms by element and connectivity only, so the equivalent
-    oxygens of a phosphate or carboxylate count as symmetric whichever of them
-    a SMILES writes as ``=O`` (RDKit's ``CalcRMS`` matches bond orders too and
-    would not swap them). Hydrogens and charges are ignored.
+    spyrmsd matches atoms by element and connectivity only, so a pose and a
+    reference that differ in protonation, bond-order writing or aromaticity
+    flags (a meeko pose against a crystal SDF) still match, and the equivalent
+    oxygens of a phosphate or carboxylate are interchangeable. Hydrogens are ignored.
     """
     from spyrmsd.rmsd import symmrmsd
 

@@ -129,11 +129,41 @@ def test_a_compound_scores_as_its_best_state_and_names_it():
 
 
 @pytest.mark.slow
-def test_redocking_the_cocrystal_ligand_reproduces_the_crystal_pose():
-    score, rmsd = dock.redock_reference(load_receptor(RECEPTOR), exhaustiveness=8)
-    print(f"\nredocked ADP into 4JSV: Vina {score:.2f} kcal/mol, heavy-atom RMSD {rmsd:.2f} A")
-    assert score < -5.0
-    assert rmsd < 2.5
+def test_redocking_the_cocrystal_ligand_over_three_seeds():
+    """ADP into 4JSV (Mg2+ removed), as a library compound is docked; symmetry-corrected RMSD per seed.
+
+    Measured (README): 1.34, 2.31, 2.16 A for seeds 1-3 at exhaustiveness 8, median 2.16 A: the adenine sits
+    in the hinge (0.5 A) but the phosphates, with no Mg2+ to hold them, go elsewhere in two of three seeds,
+    and Vina scores those poses better than the locally optimised crystal pose. So this checks the 2.5 A the
+    stage reaches, not the field's 2.0 A criterion (which `impeccable validate` reports against).
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from impeccable.stages.validate import _job
+
+    jobs = [("redock", (str(RECEPTOR), seed, 8)) for seed in (1, 2, 3)]
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        runs = [run for _, run in pool.map(_job, jobs)]
+    rmsds = sorted(run["rmsd_angstrom"] for run in runs)
+    print(f"\nredocked ADP into 4JSV, seeds 1-3: RMSD {rmsds} A, scores {[run['score_kcal_mol'] for run in runs]}")
+    assert all(run["score_kcal_mol"] < -5.0 and run["n_states"] == 2 for run in runs)
+    assert rmsds[1] < 2.5 and rmsds[0] < 2.0
+
+
+def test_symmetry_corrected_rmsd_across_protonation_states():
+    """A docked acetate against a neutral crystal acetic acid, its =O where the OH was: RMSD 0."""
+    from rdkit.Chem import AllChem
+
+    crystal = Chem.AddHs(Chem.MolFromSmiles("CC(=O)O"))
+    AllChem.EmbedMolecule(crystal, randomSeed=1)
+    xyz = crystal.GetConformer().GetPositions()
+    pose = Chem.AddHs(Chem.MolFromSmiles("CC(=O)[O-]"))
+    conf = Chem.Conformer(pose.GetNumAtoms())
+    for i, j in enumerate([0, 1, 3, 2]):  # heavy atoms; the two oxygens trade places
+        conf.SetAtomPosition(i, xyz[j].tolist())
+    pose.AddConformer(conf)
+    assert dock.heavy_atom_rmsd(pose, crystal) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_rank_and_size_come_from_the_launcher(monkeypatch):
