@@ -62,10 +62,16 @@ def run_validation(
     limit: int | None = None,
 ) -> dict[str, Any]:
     """Run every measurement; return the JSON-ready result (see the module doc)."""
-    from .evaluate import read_reference, summarise_retrieval
+    from .evaluate import BUDGETS, _n_init, read_reference, summarise_retrieval
 
     t0 = time.perf_counter()
     ref = read_reference(scores, limit)  # fails early on a bad file
+    smallest = int(round(min(BUDGETS) * len(ref)))
+    if smallest <= _n_init(len(ref), 0.01):
+        raise StageInputError(
+            f"{scores}: {len(ref)} compounds; top-k retrieval needs 2% of the set to exceed the "
+            f"{_n_init(len(ref), 0.01)}-compound seed sample (about 450 compounds): let data/dock_sample.py "
+            "dock more, or pass --scores data/scores/4jsv_vina_sample.csv (1,032 compounds, docked without states)")
     if not (receptor / "receptor.pdbqt").is_file():
         raise StageInputError(f"{receptor}: receptor folder with receptor.pdbqt not found")
     chunks = [list(range(i, replicates, max(1, workers))) for i in range(min(workers, replicates))]
