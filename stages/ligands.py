@@ -251,11 +251,12 @@ def stereoisomers(mol: Chem.Mol, max_isomers: int, *, seed: int = DEFAULT_SEED) 
 
 
 def protomers(smiles: str, *, ph: float = 7.4, max_protomers: int = 2) -> list[str]:
-    """Protonation states at ``ph`` (dimorphite-dl plus the supplements above), most probable first."""
-    dominant = _dimorphite(smiles, ph, 1)
-    if not dominant:
-        raise _Failed(f"dimorphite-dl found no protonation state for {smiles!r}")
-    ranked = list(dominant)
+    """Protonation states at ``ph`` (dimorphite-dl plus the supplements above), most probable first.
+
+    Where dimorphite-dl returns nothing (it drops outputs it cannot validate) the molecule as given
+    (the neutral parent) is the one state, so a screen loses no compound to it.
+    """
+    ranked = _dimorphite(smiles, ph, 1) or [Chem.CanonSmiles(smiles)]
     if max_protomers > 1:
         ranked += [s for s in _dimorphite(smiles, ph, max_protomers) if s not in ranked]
     states: list[str] = []
