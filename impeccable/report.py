@@ -100,14 +100,14 @@ def _body(store: Store, run_dir: Path, top: int) -> str:
              _pose_cell(h.pose_check),
              f"<code>{html.escape(h.smiles)}</code><br>docked as <code>{html.escape(h.state_smiles or '?')}</code>"]
             for h in hits]
-    n_bad = sum(h.implausible for h in hits)
+    n_bad, n_checked = sum(h.implausible for h in hits), sum(bool(h.pose_check) for h in hits)
     parts.append("<h2>Top compounds</h2><p class='note'>Ranked by MM/GBSA where it was computed (ensemble mean ± "
                  "standard error over replicas; single-trajectory, no entropy: a ranking score, not an absolute "
                  "free energy), then by Vina score. Each compound was docked as each of its states (stereoisomers "
                  "of unassigned centres, protonation states at the campaign pH) and scores as its best state, "
                  "which is drawn and named here. Pose: PoseBusters' <code>dock</code> checks (geometry, internal "
-                 f"energy, clashes and overlap with the protein) on these poses; {n_bad} of {len(hits)} failed one "
-                 "and are flagged as implausible.</p>")
+                 f"energy, clashes and overlap with the protein) on these poses: {n_bad} of the {n_checked} checked "
+                 "failed one and are flagged as implausible.</p>")
     parts.append(_table(["rank", "id", "docked state", "Vina (kcal/mol)", "surrogate", "MM/GBSA (kcal/mol)",
                          "origin", "pose", "SMILES"], rows, left=3))
     # progress
