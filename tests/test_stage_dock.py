@@ -173,3 +173,22 @@ def test_rank_and_size_come_from_the_launcher(monkeypatch):
     monkeypatch.setenv("PMI_RANK", "3")
     monkeypatch.setenv("PMI_SIZE", "4")
     assert dock.mpi_rank_size() == (3, 4)
+
+
+@pytest.mark.slow
+def test_posebusters_passes_the_crystal_pose_and_flags_a_stretched_one():
+    from impeccable.stages.posecheck import check_poses
+
+    crystal = Chem.MolFromMolFile(str(RECEPTOR / "ligand_ADP.sdf"), removeHs=False)
+    stretched = Chem.Mol(crystal)
+    conf = stretched.GetConformer()
+    p = conf.GetAtomPosition(0)
+    conf.SetAtomPosition(0, (p.x + 1.5, p.y, p.z))
+    verdicts = check_poses(RECEPTOR / "receptor.pdb", [("crystal", Chem.MolToMolBlock(crystal)),
+                                                       ("stretched", Chem.MolToMolBlock(stretched)), ("empty", "")])
+    assert [v.id for v in verdicts] == ["crystal", "stretched", "empty"]
+    assert verdicts[0].passed, verdicts[0].failed
+    assert not verdicts[1].passed and "bond_lengths" in verdicts[1].failed
+    assert verdicts[2].failed == ("unreadable",)
+    with pytest.raises(StageInputError, match="receptor PDB not found"):
+        check_poses(RECEPTOR / "missing.pdb", [])
