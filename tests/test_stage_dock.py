@@ -132,17 +132,19 @@ def test_a_compound_scores_as_its_best_state_and_names_it():
 def test_redocking_the_cocrystal_ligand_over_three_seeds():
     """ADP into 4JSV (Mg2+ removed), as a library compound is docked; symmetry-corrected RMSD per seed.
 
-    Measured (README): 1.34, 2.31, 2.16 A for seeds 1-3 at exhaustiveness 8, median 2.16 A: the adenine sits
-    in the hinge (0.5 A) but the phosphates, with no Mg2+ to hold them, go elsewhere in two of three seeds,
-    and Vina scores those poses better than the locally optimised crystal pose. So this checks the 2.5 A the
-    stage reaches, not the field's 2.0 A criterion (which `impeccable validate` reports against).
+    Exhaustiveness 4 here (half the CPU of `impeccable validate`'s 8). Measured: 1.81, 1.60, 2.38 A for seeds
+    1-3 (median 1.81); at exhaustiveness 8: 1.34, 2.31, 2.16 (median 2.16, README). The adenine always sits in
+    the hinge (0.5 A); the phosphates, with no Mg2+ to hold them, often go elsewhere, and Vina scores those
+    poses better than the locally optimised crystal pose, so which side of 2.0 A the median falls on depends
+    on seeds and exhaustiveness. This checks what holds either way, not the field's 2.0 A criterion
+    (which `impeccable validate` reports against).
     """
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
     from impeccable.stages.validate import _job
 
-    jobs = [("redock", (str(RECEPTOR), seed, 8)) for seed in (1, 2, 3)]
+    jobs = [("redock", (str(RECEPTOR), seed, 4)) for seed in (1, 2, 3)]
     with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
         runs = [run for _, run in pool.map(_job, jobs)]
     rmsds = sorted(run["rmsd_angstrom"] for run in runs)
