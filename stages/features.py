@@ -19,7 +19,7 @@ keeping the fast parse that screening millions of molecules needs:
   the same parent the filters and docking use. Single-fragment SMILES (almost
   every library entry) skip it.
 
-Measured on 2,000 MOSES molecules written nine ways each (canonical aromatic,
+Measured on 2,000 MOSES molecules written eight ways each (canonical aromatic,
 canonical Kekule, three random aromatic and three random Kekule orders): every
 molecule gets one fingerprint (tests/test_stage_surrogate.py checks three
 writings). ``sanitize="full"`` (RDKit's full sanitisation) remains available;
