@@ -39,17 +39,34 @@ from typing import Any
 
 from .errors import StageInputError
 
-__all__ = ["DEFAULT_SCORES", "DEFAULT_RECEPTOR", "run_validation", "main"]
+__all__ = ["DEFAULT_SCORES", "FALLBACK_SCORES", "DEFAULT_RECEPTOR", "default_scores", "run_validation", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SCORES = REPO / "data" / "scores" / "4jsv_vina_states.csv"
+DEFAULT_SCORES = REPO / "data" / "scores" / "4jsv_vina_states.csv"  # docked with ligand states, growing to 5,000
+FALLBACK_SCORES = REPO / "data" / "scores" / "4jsv_vina_sample.csv"  # 1,032 compounds docked before states existed
+MIN_REFERENCE = 450  # 2% of the set must exceed the 8-compound seed sample of the retrieval loop
 DEFAULT_RECEPTOR = REPO / "data" / "receptors" / "4jsv"
 SECOND_RECEPTOR = REPO / "data" / "receptors" / "1uou"  # tipiracil in thymidine phosphorylase (PoseBusters' example)
 TARGETS = {"redock_rmsd_angstrom_median": 2.0, "top1pct_recall_at_10pct": 0.60, "recall_over_random_at_10pct": 4.0}
 
 
+def default_scores() -> tuple[Path, str]:
+    """The reference set to use when none is named, and why: the states set once it is large enough."""
+    from .evaluate import read_reference
+
+    try:
+        n = len(read_reference(DEFAULT_SCORES))
+    except StageInputError:
+        n = 0
+    if n >= MIN_REFERENCE:
+        return DEFAULT_SCORES, f"{DEFAULT_SCORES.name}: {n} compounds docked with ligand states"
+    return FALLBACK_SCORES, (f"{DEFAULT_SCORES.name} has {n} compounds, fewer than the {MIN_REFERENCE} retrieval "
+                             f"needs (data/dock_sample.py is still docking it); used {FALLBACK_SCORES.name}, "
+                             "docked without ligand states")
+
+
 def run_validation(
-    scores: Path = DEFAULT_SCORES,
+    scores: Path | None = None,
     receptor: Path = DEFAULT_RECEPTOR,
     *,
     second_receptor: Path | None = SECOND_RECEPTOR,
@@ -65,13 +82,14 @@ def run_validation(
     from .evaluate import BUDGETS, _n_init, read_reference, summarise_retrieval
 
     t0 = time.perf_counter()
+    scores, why = default_scores() if scores is None else (scores, "named on the command line")
     ref = read_reference(scores, limit)  # fails early on a bad file
     smallest = int(round(min(BUDGETS) * len(ref)))
     if smallest <= _n_init(len(ref), 0.01):
         raise StageInputError(
             f"{scores}: {len(ref)} compounds; top-k retrieval needs 2% of the set to exceed the "
             f"{_n_init(len(ref), 0.01)}-compound seed sample (about 450 compounds): let data/dock_sample.py "
-            "dock more, or pass --scores data/scores/4jsv_vina_sample.csv (1,032 compounds, docked without states)")
+            f"dock more, or pass --scores {FALLBACK_SCORES} (1,032 compounds, docked without states)")
     if not (receptor / "receptor.pdbqt").is_file():
         raise StageInputError(f"{receptor}: receptor folder with receptor.pdbqt not found")
     chunks = [list(range(i, replicates, max(1, workers))) for i in range(min(workers, replicates))]
@@ -112,6 +130,7 @@ def run_validation(
         "surrogate_cv": {k: v for k, v in cv.items()},
         "retrieval": retrieval,
         "reference_set": str(scores),
+        "reference_set_choice": why,
         "seconds": round(time.perf_counter() - t0, 1),
         "cpu_count": os.cpu_count(),
     }
@@ -162,7 +181,8 @@ def _finite(value: Any) -> Any:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``impeccable validate`` and ``python -m impeccable.stages.validate``."""
     p.add_argument("--json", type=Path, required=True, help="write the result here")
-    p.add_argument("--scores", type=Path, default=DEFAULT_SCORES, help="fully docked reference set (CSV)")
+    p.add_argument("--scores", type=Path, help="fully docked reference set (CSV); default: "
+                   f"{DEFAULT_SCORES.name} once it has {MIN_REFERENCE} compounds, else {FALLBACK_SCORES.name}")
     p.add_argument("--limit", type=int, help="use only the first N reference compounds (sample order)")
     p.add_argument("--receptor", type=Path, default=DEFAULT_RECEPTOR, help="receptor folder with a reference ligand")
     p.add_argument("--second-receptor", type=Path, default=SECOND_RECEPTOR,
@@ -195,6 +215,7 @@ def run_from_args(a: argparse.Namespace) -> int:
                 "random_top1pct_recall_at_10pct", "reference_set_size"):
         value = result[key]
         print(f"{key:34s} {value:.3f}" if isinstance(value, float) else f"{key:34s} {value}")
+    print(f"reference set: {result['reference_set_choice']}")
     print(f"wrote {a.json} in {result['seconds']:.0f} s")
     return 0
 

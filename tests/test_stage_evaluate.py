@@ -93,3 +93,13 @@ def test_validate_writes_every_headline_number(tmp_path):
         assert isinstance(data[key], float), key
     assert data["reference_set_size"] == 500 and data["redock_second_complex"] is None
     assert 0 < data["redock_rmsd_angstrom_median"] < 20 and -1 <= data["surrogate_cv_spearman"] <= 1
+
+
+def test_validate_uses_the_states_set_only_once_it_is_large_enough(tmp_path, monkeypatch):
+    small = tmp_path / "states.csv"
+    small.write_text("id,smiles,score_kcal_mol\n" + "".join(f"m{i},CCO,-5\n" for i in range(100)))
+    monkeypatch.setattr(validate, "DEFAULT_SCORES", small)
+    path, why = validate.default_scores()
+    assert path == validate.FALLBACK_SCORES and "100 compounds, fewer than the 450" in why
+    small.write_text("id,smiles,score_kcal_mol\n" + "".join(f"m{i},CCO,-5\n" for i in range(450)))
+    assert validate.default_scores()[0] == small
