@@ -18,6 +18,10 @@ What it measures, each against its reference and baseline (see stages/evaluate.p
   docking 2%, 5%, 10% of it, for the campaign's active-learning loop replayed
   offline, one-shot selection and random selection, with bootstrap intervals.
 
+The reference set is ``data/scores/4jsv_vina_states.csv`` (docked with ligand
+states) once it holds 450 compounds, else the older 1,032 scores docked without
+states; ``reference_set_choice`` in the JSON says which.
+
 Jobs (redock seeds, CV, retrieval replicates) run in ``--workers`` processes
 (one thread each). Targets (benchmarks, not pass/fail): redock median <= 2.0 A;
 active learning >= 60% of the top 1% after docking 10%, and >= 4x random.
