@@ -46,7 +46,7 @@ from rdkit import Chem, RDLogger
 
 from .errors import StageInputError
 from .library import iter_shard
-from .ligands import DEFAULT_SEED, LigandFailure, PreparedLigand, StateOptions, prepare_states
+from .ligands import LigandFailure, PreparedLigand, StateOptions, prepare_states
 from .receptor import BindingSite, Receptor, load_receptor
 
 __all__ = [

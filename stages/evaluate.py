@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import StageInputError
+from .errors import StageInputError, exit_code
 from .features import featurise
 from .surrogate import _spearman, fit, nominate
 
@@ -274,17 +273,16 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(a.threads)
-    try:
+
+    def body() -> None:
         ref = read_reference(a.scores, a.limit)
         if a.command == "cv":
             out = cross_validate(ref, folds=a.folds, seed=a.seed, epochs=a.epochs)
         else:
             out = retrieval(ref, replicates=a.replicates, seed=a.seed, epochs=a.epochs)
-    except StageInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps({"scores": ref.source, **out}, indent=1))
-    return 0
+        print(json.dumps({"scores": ref.source, **out}, indent=1))
+
+    return exit_code(body)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from rdkit import Chem, RDLogger
 
-from .errors import StageInputError
+from .errors import StageInputError, exit_code
 
 __all__ = ["PoseCheck", "check_poses", "main"]
 
@@ -111,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--receptor", required=True, type=Path, help="receptor PDB with hydrogens")
     p.add_argument("--poses", required=True, type=Path, help="SDF of docked poses (their titles are the ids)")
     a = p.parse_args(argv)
-    try:
+
+    def body() -> None:
         if not a.poses.is_file():
             raise StageInputError(f"{a.poses}: poses file not found")
         supplier = Chem.SDMolSupplier(str(a.poses), removeHs=False)
@@ -119,10 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                   Chem.MolToMolBlock(m) if m is not None else "") for i, m in enumerate(supplier)]
         for check in check_poses(a.receptor, poses):
             print(json.dumps({"id": check.id, "passed": check.passed, "failed": list(check.failed)}))
-    except StageInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_code(body)
 
 
 if __name__ == "__main__":

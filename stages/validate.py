@@ -35,13 +35,12 @@ import math
 import multiprocessing
 import os
 import statistics
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .errors import StageInputError
+from .errors import StageInputError, exit_code
 
 __all__ = ["DEFAULT_SCORES", "FALLBACK_SCORES", "DEFAULT_RECEPTOR", "default_scores", "run_validation", "main"]
 
@@ -227,11 +226,8 @@ def run_from_args(a: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m impeccable.stages.validate", description=__doc__.split("\n\n")[0])
     add_arguments(p)
-    try:
-        return run_from_args(p.parse_args(argv))
-    except StageInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    a = p.parse_args(argv)
+    return exit_code(lambda: run_from_args(a))
 
 
 if __name__ == "__main__":
