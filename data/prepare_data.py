@@ -10,6 +10,9 @@ Sources (see data/README.md for versions and licences):
   temporary folder and read as a zip; molsets is never installed or imported.
 - receptor: ``tests/data/4JSV.pdb`` of the installed ``pdbfixer`` package
   (PDB entry 4JSV, mTOR dN-mLST8 with ADP and MgF3; PDB data are public domain).
+- second complex (redocking check only): ``datasets/pdb/1uou/`` of the installed
+  ``posebusters`` package (MIT): PDB entry 1UOU, human thymidine phosphorylase
+  with the inhibitor tipiracil (CCD CMU), protein and ligand as PoseBusters ships them.
 
 The outputs are deterministic: the same wheel, seed and tool versions give the
 same files.
@@ -59,7 +62,7 @@ RECEPTOR_OUT = DATA / "receptors" / "4jsv"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["library", "receptor"], help="rebuild one part only")
+    parser.add_argument("--only", choices=["library", "receptor", "receptor-1uou"], help="rebuild one part only")
     parser.add_argument("--molsets-wheel", type=Path, help="a downloaded molsets wheel (skips pip download)")
     parser.add_argument("--library-size", type=int, default=LIBRARY_SIZE)
     parser.add_argument("--padding", type=float, default=BOX_PADDING_ANGSTROM, help="box padding, angstrom")
@@ -68,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         build_library(args.molsets_wheel, args.library_size)
     if args.only in (None, "receptor"):
         build_receptor(args.padding)
+    if args.only in (None, "receptor-1uou"):
+        build_receptor_1uou(args.padding)
     return 0
 
 
@@ -112,7 +117,9 @@ def build_receptor(padding_angstrom: float) -> None:
     RECEPTOR_OUT.mkdir(parents=True, exist_ok=True)
 
     pdb_out = RECEPTOR_OUT / "receptor.pdb"
-    _fix_protein(_crop_chain(lines), pdb_out)
+    header = [f"REMARK   1 {PDB_ID} CHAIN {CHAIN} RESIDUES {RESIDUE_RANGE[0]}-{RESIDUE_RANGE[1]} (CHAIN BREAKS = TER)",
+              "REMARK   1 REBUILD: python data/prepare_data.py --only receptor"]
+    _fix_protein(_crop_chain(lines, CHAIN, RESIDUE_RANGE), pdb_out, header)
     _check_amber(pdb_out)
     _write_pdbqt(pdb_out, RECEPTOR_OUT / "receptor.pdbqt")
 
@@ -122,8 +129,50 @@ def build_receptor(padding_angstrom: float) -> None:
 
     with Chem.SDWriter(str(ligand_out)) as writer:
         writer.write(ligand)
-    _write_site(ligand, padding_angstrom, RECEPTOR_OUT / "site.toml")
+    _write_site(ligand, padding_angstrom, RECEPTOR_OUT / "site.toml", {
+        "pdb_id": PDB_ID, "chain": CHAIN, "residue_range": list(RESIDUE_RANGE), "ligand_resname": LIGAND_RESNAME,
+        "ligand_resid": LIGAND_RESID, "reference_ligand": ligand_out.name,
+    }, "the mTOR ATP site, from the co-crystal ADP", "receptor")
     for f in sorted(RECEPTOR_OUT.iterdir()):
+        print(f"receptor: {f.relative_to(REPO)} ({f.stat().st_size // 1024} KiB)")
+
+
+SECOND_ID = "1UOU"
+SECOND_OUT = DATA / "receptors" / "1uou"
+TIPIRACIL_SMILES = "N=C1CCCN1Cc1[nH]c(=O)[nH]c(=O)c1Cl"  # PDB CCD CMU
+
+
+def build_receptor_1uou(padding_angstrom: float) -> None:
+    """A second complex to redock into: 1UOU from PoseBusters' examples, fixed and typed like 4JSV."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    spec = importlib.util.find_spec("posebusters")
+    if spec is None or spec.origin is None:
+        raise SystemExit("posebusters is not installed: it holds the 1UOU files")
+    folder = Path(spec.origin).parent / "datasets" / "pdb" / "1uou"
+    lines = (folder / "1uou_protein_one_lig_removed.pdb").read_text().splitlines()
+    SECOND_OUT.mkdir(parents=True, exist_ok=True)
+    pdb_out = SECOND_OUT / "receptor.pdb"
+    header = [f"REMARK   1 {SECOND_ID} CHAIN A (THYMIDINE PHOSPHORYLASE, CHAIN BREAKS = TER), FROM POSEBUSTERS' EXAMPLES",
+              "REMARK   1 REBUILD: python data/prepare_data.py --only receptor-1uou"]
+    _fix_protein(_crop_chain(lines, "A", (1, 9999)), pdb_out, header)
+    _check_amber(pdb_out)
+    _write_pdbqt(pdb_out, SECOND_OUT / "receptor.pdbqt")
+    raw = Chem.MolFromMolFile(str(folder / "1uou_ligand.sdf"))
+    ligand = AllChem.AssignBondOrdersFromTemplate(Chem.MolFromSmiles(TIPIRACIL_SMILES), raw)
+    if Chem.MolToSmiles(ligand) != Chem.CanonSmiles(TIPIRACIL_SMILES):
+        raise SystemExit("1UOU ligand: not tipiracil (CCD CMU)")
+    ligand = Chem.AddHs(ligand, addCoords=True)
+    ligand.SetProp("_Name", f"{SECOND_ID}_A_CMU")
+    ligand.SetProp("source", f"PDB {SECOND_ID} tipiracil (CMU), via posebusters' datasets/pdb/1uou")
+    ligand_out = SECOND_OUT / "ligand_CMU.sdf"
+    with Chem.SDWriter(str(ligand_out)) as writer:
+        writer.write(ligand)
+    _write_site(ligand, padding_angstrom, SECOND_OUT / "site.toml", {
+        "pdb_id": SECOND_ID, "chain": "A", "ligand_resname": "CMU", "reference_ligand": ligand_out.name,
+    }, "the thymidine phosphorylase active site, from the co-crystal tipiracil", "receptor-1uou")
+    for f in sorted(SECOND_OUT.iterdir()):
         print(f"receptor: {f.relative_to(REPO)} ({f.stat().st_size // 1024} KiB)")
 
 
@@ -137,7 +186,7 @@ def _pdbfixer_test_file(name: str) -> Path:
     return path
 
 
-def _crop_chain(lines: list[str]) -> str:
+def _crop_chain(lines: list[str], chain: str, residue_range: tuple[int, int]) -> str:
     """ATOM records of the chain and residue range, with TER at every chain break.
 
     OpenMM starts a new chain after each TER, so a break (missing loop) becomes
@@ -145,9 +194,9 @@ def _crop_chain(lines: list[str]) -> str:
     """
     out: list[str] = []
     prev: int | None = None
-    lo, hi = RESIDUE_RANGE
+    lo, hi = residue_range
     for line in lines:
-        if not line.startswith("ATOM") or line[21] != CHAIN:
+        if not line.startswith("ATOM") or line[21] != chain:
             continue
         resid = int(line[22:26])
         if not lo <= resid <= hi:
@@ -160,7 +209,7 @@ def _crop_chain(lines: list[str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _fix_protein(pdb_text: str, out: Path) -> None:
+def _fix_protein(pdb_text: str, out: Path, header: list[str]) -> None:
     """pdbfixer: no loop building, complete side chains, hydrogens at pH 7.4."""
     from openmm.app import ForceField, PDBFile
     from pdbfixer import PDBFixer
@@ -181,11 +230,7 @@ def _fix_protein(pdb_text: str, out: Path) -> None:
     buffer = io.StringIO()
     PDBFile.writeFile(fixer.topology, positions, buffer, keepIds=True)
     versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in ("pdbfixer", "openmm"))
-    header = [
-        f"REMARK   1 {PDB_ID} CHAIN {CHAIN} RESIDUES {RESIDUE_RANGE[0]}-{RESIDUE_RANGE[1]} (CHAIN BREAKS = TER)",
-        f"REMARK   1 FIXED AND PROTONATED AT PH {PH} WITH {versions}",
-        "REMARK   1 REBUILD: python data/prepare_data.py --only receptor",
-    ]
+    header = [header[0], f"REMARK   1 FIXED AND PROTONATED AT PH {PH} WITH {versions}", *header[1:]]
     body = [line for line in buffer.getvalue().splitlines() if not line.startswith("REMARK")]
     out.write_text("\n".join(header + body) + "\n")
 
@@ -274,7 +319,7 @@ def _reference_ligand(lines: list[str]):
     return mol
 
 
-def _write_site(ligand, padding_angstrom: float, out: Path) -> None:
+def _write_site(ligand, padding_angstrom: float, out: Path, keys: dict[str, object], what: str, only: str) -> None:
     """Box centre = centre of the ligand's heavy-atom extent; size = extent + 2 x padding."""
     heavy = [a.GetIdx() for a in ligand.GetAtoms() if a.GetAtomicNum() > 1]
     xyz = ligand.GetConformer().GetPositions()[heavy]
@@ -282,15 +327,11 @@ def _write_site(ligand, padding_angstrom: float, out: Path) -> None:
     centre = (lo + hi) / 2
     size = (hi - lo) + 2 * padding_angstrom
     fmt = lambda v: "[" + ", ".join(f"{x:.3f}" for x in np.asarray(v)) + "]"  # noqa: E731
+    toml = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in keys.items())
     out.write_text(
-        "# Docking box of the mTOR ATP site, from the co-crystal ADP.\n"
-        "# Rebuild: python data/prepare_data.py --only receptor\n"
-        f'pdb_id = "{PDB_ID}"\n'
-        f'chain = "{CHAIN}"\n'
-        f"residue_range = [{RESIDUE_RANGE[0]}, {RESIDUE_RANGE[1]}]\n"
-        f'ligand_resname = "{LIGAND_RESNAME}"\n'
-        f"ligand_resid = {LIGAND_RESID}\n"
-        f'reference_ligand = "ligand_{LIGAND_RESNAME}.sdf"\n'
+        f"# Docking box of {what}.\n"
+        f"# Rebuild: python data/prepare_data.py --only {only}\n"
+        f"{toml}"
         f"padding_angstrom = {padding_angstrom:.1f}\n"
         "# angstrom\n"
         f"center = {fmt(centre)}\n"

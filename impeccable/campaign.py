@@ -40,6 +40,7 @@ from .progress import CampaignProgress
 from .runtime import Pilot, TaskFuture, TaskState
 from .stagetasks import DockBatch, StageTasks
 from .stages.library import LibraryRecord, read_library, sample_records
+from .stages.surrogate import nominate
 from .store import Store
 from .tasks import TaskLoop
 
@@ -246,9 +247,8 @@ class CampaignRunner:
             out = future.result()
             scored = out["scored"]
             docked = self.store.docked_ids()
-            nominees = [cid for cid, _, _ in sorted((s for s in scored if s[0] not in docked),
-                                                    key=lambda s: (s[2], s[0]))][:quota(batch, self.n_batches,
-                                                                                        self.c.redock.top_k)]
+            k = quota(batch, self.n_batches, self.c.redock.top_k)
+            nominees = nominate(((cid, score) for cid, _, score in scored), docked, k)
             counts = (n, len(scored), len(out["filtered"]), len(out["failed"]))
             self.store.add_predictions(r, batch, scored, counts, out["failed"], nominees)
             self.progress.tick(f"infer r{r}", done=len(scored) + len(out["filtered"]), failed=len(out["failed"]))

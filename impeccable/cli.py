@@ -53,10 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_version)
 
     _add_bench(sub)
+    p = sub.add_parser("validate", help="measure redocking, surrogate CV and top-k retrieval on shipped data (JSON)")
+    from .stages.validate import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(handler=_validate)
     from . import commands  # campaign commands: run, status, report, export, compare
 
     commands.register(sub)
     return parser
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .stages.errors import StageInputError
+    from .stages.validate import run_from_args
+
+    try:
+        return run_from_args(args)
+    except StageInputError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _version(args: argparse.Namespace) -> int:

@@ -57,6 +57,19 @@ class LibrarySection(_Section):
     filters: Filters = Filters()
 
 
+class LigandsSection(_Section):
+    """Ligand states docked per compound (stages/ligands.py); a compound scores as its best state."""
+
+    ph: float = Field(default=7.4, ge=0, le=14)
+    max_stereoisomers: int = Field(default=8, ge=1, le=64)  # over unassigned centres and double bonds
+    max_protomers: int = Field(default=2, ge=1, le=8)  # per stereoisomer, most probable first
+
+    def dock_args(self) -> list[str]:
+        """The docking stage's command-line options for these settings."""
+        return ["--ph", str(self.ph), "--max-stereoisomers", str(self.max_stereoisomers),
+                "--max-protomers", str(self.max_protomers)]
+
+
 class DockSection(_Section):
     seed_sample: int = Field(default=64, ge=8)  # compounds docked before the first training
     exhaustiveness: int = Field(default=8, ge=1, le=64)
@@ -122,6 +135,7 @@ class Campaign(_Section):
     campaign: CampaignMeta
     receptor: ReceptorSection
     library: LibrarySection
+    ligands: LigandsSection = LigandsSection()
     dock: DockSection = DockSection()
     surrogate: SurrogateSection = SurrogateSection()
     infer: InferSection = InferSection()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import plots
-from .results import ranked_hits, stage_counts
+from .results import check_top_poses, ranked_hits, stage_counts
 from .runtime.metrics import summarize
 from .runtime.records import TaskRecord, TaskState
 from .store import Store
@@ -73,30 +73,56 @@ def _records(rows: list[dict[str, Any]]) -> list[TaskRecord]:
                        backend=r["backend"] or "", slots=tuple(r["slots"])) for r in rows]
 
 
+def _pose_cell(verdict: str) -> str:
+    if not verdict:
+        return "not checked"
+    if verdict == "passed":
+        return "passed"
+    return f'<b style="color:#b00">implausible</b><br><span class="note">{html.escape(verdict)}</span>'
+
+
+def _docked_after_model(store: Store, r: int) -> list[str]:
+    """Compounds the round-r model never trained on: re-docked in round r or later (model r trained on
+    everything docked before it: the seed sample and the re-docks of earlier rounds)."""
+    return [cid for (cid,) in store.db.execute(
+        "SELECT id FROM docking WHERE origin='redock' AND round>=? AND score IS NOT NULL ORDER BY id", (r,))]
+
+
 def _body(store: Store, run_dir: Path, top: int) -> str:
     parts = [f"<h1>Campaign {html.escape(store.get_meta('name') or run_dir.name)}</h1>",
              f'<p class="note">run directory {html.escape(str(run_dir.resolve()))}; report written '
              f'{time.strftime("%Y-%m-%d %H:%M")}</p>']
     # hits
-    hits = ranked_hits(store)[:top]
-    rows = [[h.rank, html.escape(h.id), _depiction(h.smiles), f"{h.dock_score:.2f}",
+    hits = check_top_poses(store, ranked_hits(store)[:top], top)
+    rows = [[h.rank, html.escape(h.id), _depiction(h.state_smiles or h.smiles), f"{h.dock_score:.2f}",
              "" if h.predicted is None else f"{h.predicted:.2f}",
              "" if h.mmgbsa is None else f"{h.mmgbsa:.1f} ± {h.mmgbsa_stderr or 0:.1f}", h.origin,
-             f"<code>{html.escape(h.smiles)}</code>"] for h in hits]
+             _pose_cell(h.pose_check),
+             f"<code>{html.escape(h.smiles)}</code><br>docked as <code>{html.escape(h.state_smiles or '?')}</code>"]
+            for h in hits]
+    n_bad, n_checked = sum(h.implausible for h in hits), sum(bool(h.pose_check) for h in hits)
     parts.append("<h2>Top compounds</h2><p class='note'>Ranked by MM/GBSA where it was computed (ensemble mean ± "
                  "standard error over replicas; single-trajectory, no entropy: a ranking score, not an absolute "
-                 "free energy), then by Vina score.</p>")
-    parts.append(_table(["rank", "id", "structure", "Vina (kcal/mol)", "surrogate", "MM/GBSA (kcal/mol)", "origin",
-                         "SMILES"], rows, left=3))
+                 "free energy), then by Vina score. Each compound was docked as each of its states (stereoisomers "
+                 "of unassigned centres, protonation states at the campaign pH) and scores as its best state, "
+                 "which is drawn and named here. Pose: PoseBusters' <code>dock</code> checks (geometry, internal "
+                 f"energy, clashes and overlap with the protein) on these poses: {n_bad} of the {n_checked} checked "
+                 "failed one and are flagged as implausible.</p>")
+    parts.append(_table(["rank", "id", "docked state", "Vina (kcal/mol)", "surrogate", "MM/GBSA (kcal/mol)",
+                         "origin", "pose", "SMILES"], rows, left=3))
     # progress
     parts.append("<h2>Stages</h2>" + _table(["stage", "done", "failed"],
                                              [[html.escape(s), d, f] for s, d, f, _ in stage_counts(store)], left=1))
     # surrogate
     dock = store.dock_score_map()
-    parts.append("<h2>Surrogate</h2>")
+    parts.append("<h2>Surrogate</h2><p class='note'>val Spearman/RMSE are measured on the split that picked the "
+                 "best epoch (early stopping), so they are optimistic. The parity plots show only compounds the "
+                 "round's model was <b>not trained on</b>: those it nominated and that were docked afterwards. "
+                 "They were chosen for their good predictions, so their range is narrow and the correlation is "
+                 "lower than on a random sample; see the README for cross-validated figures.</p>")
     for r, report in store.models():
         preds = {cid: score for cid, _, score in store.predictions(r)}
-        held_out = [cid for cid in preds if cid in dock]
+        held_out = [cid for cid in _docked_after_model(store, r) if cid in preds and cid in dock]
         summary = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in report.items()
                             if isinstance(v, (int, float)))
         parts.append(f"<p>round {r}: {html.escape(summary)}</p>")
@@ -106,7 +132,7 @@ def _body(store: Store, run_dir: Path, top: int) -> str:
             m = [dock[c] for c in held_out]
             p = [preds[c] for c in held_out]
             rho = spearmanr(m, p).statistic if len(held_out) > 2 else float("nan")
-            parts.append(_img(plots.parity(m, p, f"round {r}: compounds docked after prediction "
+            parts.append(_img(plots.parity(m, p, f"round {r}: not trained on, docked after prediction "
                                                  f"(n={len(held_out)}, Spearman {rho:.2f})"), "parity"))
     series = {"seed docking": [s for s, o in store.db.execute("SELECT score, origin FROM docking "
                                                               "WHERE score IS NOT NULL AND origin='seed'")],

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,12 @@ class Hit:
     mmgbsa: float | None
     mmgbsa_stderr: float | None
     origin: str
+    state_smiles: str | None = None  # the docked state that gave the score (stereo and charges)
+    pose_check: str = ""  # PoseBusters: "passed", "failed: <checks>", or "" where not checked
+
+    @property
+    def implausible(self) -> bool:
+        return self.pose_check.startswith("failed")
 
 
 def ranked_hits(store: Store) -> list[Hit]:
@@ -37,13 +45,47 @@ def ranked_hits(store: Store) -> list[Hit]:
         for cid, _, score in store.predictions(r):
             predicted.setdefault(cid, score)  # a compound's first prediction (before it was docked)
     origins = {cid: origin for cid, origin in store.db.execute("SELECT id, origin FROM docking")}
+    states = store.state_smiles()
+    checks = store.pose_checks()
     rows = []
     for cid, smiles, score in store.dock_scores():
         dg, se, _ = md.get(cid, (None, None, None))
         rows.append((0 if dg is not None else 1, dg if dg is not None else score, score, cid, smiles, se))
     rows.sort()
-    return [Hit(i + 1, cid, smi, score, predicted.get(cid), key if has == 0 else None, se, origins.get(cid, ""))
+    return [Hit(i + 1, cid, smi, score, predicted.get(cid), key if has == 0 else None, se, origins.get(cid, ""),
+                states.get(cid), _verdict(checks.get(cid)))
             for i, (has, key, score, cid, smi, se) in enumerate(rows)]
+
+
+def check_top_poses(store: Store, hits: Sequence[Hit], n: int) -> list[Hit]:
+    """PoseBusters verdicts for the first ``n`` hits (computed once, then kept in the store).
+
+    Needs the campaign's receptor (read from the store's campaign settings); where it
+    cannot be found the hits come back unchecked.
+    """
+    todo = [h.id for h in hits[:n] if not h.pose_check]
+    receptor = _receptor_pdb(store)
+    if todo and receptor is not None:
+        from .stages.posecheck import check_poses
+
+        verdicts = check_poses(receptor, [(cid, store.pose(cid) or "") for cid in todo])
+        store.add_pose_checks({v.id: (v.passed, list(v.failed)) for v in verdicts})
+    checks = store.pose_checks()
+    return [replace(h, pose_check=_verdict(checks.get(h.id))) for h in hits]
+
+
+def _verdict(check: tuple[bool, list[str]] | None) -> str:
+    if check is None:
+        return ""
+    return "passed" if check[0] else "failed: " + ", ".join(check[1])
+
+
+def _receptor_pdb(store: Store) -> Path | None:
+    try:
+        path = Path(json.loads(store.get_meta("campaign") or "{}")["receptor"]["path"]) / "receptor.pdb"
+    except (KeyError, TypeError, ValueError):
+        return None
+    return path if path.is_file() else None
 
 
 def print_top(store: Store, n: int = 10) -> None:
@@ -110,23 +152,28 @@ def print_status(store: Store, run_dir: Path) -> None:
     console.print(tasks)
 
 
-def export(store: Store, folder: Path, top: int | None = None) -> tuple[Path, Path, int]:
-    """Ranked hits as CSV (scores from every stage) and SDF (docked poses with the scores as properties)."""
+def export(store: Store, folder: Path, top: int | None = None, check_poses: int = 20) -> tuple[Path, Path, int]:
+    """Ranked hits as CSV (scores from every stage) and SDF (docked poses with the scores as properties).
+
+    The first ``check_poses`` poses are checked with PoseBusters; ``pose_check`` names the failed checks.
+    """
     from rdkit import Chem
 
     folder.mkdir(parents=True, exist_ok=True)
     hits = ranked_hits(store)[:top] if top else ranked_hits(store)
+    hits = check_top_poses(store, hits, check_poses)
     csv_path, sdf_path = folder / "hits.csv", folder / "hits.sdf"
     tmp_csv, tmp_sdf = csv_path.with_suffix(".csv.tmp"), sdf_path.with_suffix(".sdf.tmp")
     with open(tmp_csv, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["rank", "id", "smiles", "dock_score_kcal_mol", "surrogate_prediction",
-                         "mmgbsa_kcal_mol", "mmgbsa_stderr_kcal_mol", "origin"])
+                         "mmgbsa_kcal_mol", "mmgbsa_stderr_kcal_mol", "origin", "state_smiles", "pose_check"])
         for h in hits:
             writer.writerow([h.rank, h.id, h.smiles, f"{h.dock_score:.3f}",
                              "" if h.predicted is None else f"{h.predicted:.3f}",
                              "" if h.mmgbsa is None else f"{h.mmgbsa:.3f}",
-                             "" if h.mmgbsa_stderr is None else f"{h.mmgbsa_stderr:.3f}", h.origin])
+                             "" if h.mmgbsa_stderr is None else f"{h.mmgbsa_stderr:.3f}", h.origin,
+                             h.state_smiles or "", h.pose_check])
     writer = Chem.SDWriter(str(tmp_sdf))
     for h in hits:
         block = store.pose(h.id)
@@ -135,7 +182,8 @@ def export(store: Store, folder: Path, top: int | None = None) -> tuple[Path, Pa
             continue
         mol.SetProp("_Name", h.id)
         for key, value in (("rank", h.rank), ("smiles", h.smiles), ("dock_score_kcal_mol", h.dock_score),
-                           ("mmgbsa_kcal_mol", h.mmgbsa), ("mmgbsa_stderr_kcal_mol", h.mmgbsa_stderr)):
+                           ("mmgbsa_kcal_mol", h.mmgbsa), ("mmgbsa_stderr_kcal_mol", h.mmgbsa_stderr),
+                           ("state_smiles", h.state_smiles), ("pose_check", h.pose_check or None)):
             if value is not None:
                 mol.SetProp(key, str(value))
         writer.write(mol)

@@ -62,7 +62,7 @@ class StageTasks:
         write_library(batch.records, ligands)  # quoted CSV: an id may hold a comma
         d = self.c.dock
         argv = dock.command(self.c.receptor.path, ligands, out, exhaustiveness=d.exhaustiveness, seed=d.seed,
-                            site=self.c.receptor.site)
+                            site=self.c.receptor.site, extra=self.c.ligands.dock_args())
         return executable_task(argv, name=f"dock {batch.key}", ranks=d.ranks, mpi=d.ranks > 1, cwd=str(batch.folder),
                                tags=self._tags(f"{batch.origin} dock", batch.round), stderr=str(batch.folder / "stderr.log"))
 
@@ -76,7 +76,7 @@ class StageTasks:
             cid = item["id"]
             if cid in by_id:
                 rows.append(DockRow(cid, by_id[cid].smiles, batch.round, batch.origin, item.get("score_kcal_mol"),
-                                    item.get("pose_sdf"), item.get("error")))
+                                    item.get("pose_sdf"), item.get("error"), item.get("state_smiles")))
         missing = set(by_id) - {row.id for row in rows}
         lost = f"the docking task wrote no result for it (see {batch.folder / 'stderr.log'})"
         rows += [DockRow(cid, by_id[cid].smiles, batch.round, batch.origin, None, None, lost) for cid in sorted(missing)]

@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     session INTEGER PRIMARY KEY, started REAL, finished REAL, cores INTEGER, routes TEXT, status TEXT);
 CREATE TABLE IF NOT EXISTS docking (
     id TEXT PRIMARY KEY, smiles TEXT NOT NULL, round INTEGER NOT NULL, origin TEXT NOT NULL,
-    score REAL, pose_sdf TEXT, runtime_s REAL, error TEXT, task TEXT);
+    score REAL, pose_sdf TEXT, runtime_s REAL, error TEXT, task TEXT, state_smiles TEXT);
+CREATE TABLE IF NOT EXISTS pose_checks (id TEXT PRIMARY KEY, passed INTEGER NOT NULL, failed TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS models (round INTEGER PRIMARY KEY, path TEXT NOT NULL, report TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS predictions (
     round INTEGER NOT NULL, id TEXT NOT NULL, smiles TEXT NOT NULL, score REAL NOT NULL,
@@ -71,6 +72,7 @@ class DockRow:
     score: float | None
     pose_sdf: str | None
     error: str | None
+    state_smiles: str | None = None  # the docked state that gave the score (stereo and charges)
 
 
 class Store:
@@ -87,6 +89,13 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added after a store was first written (older run directories stay readable)."""
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(docking)")}
+        if "state_smiles" not in columns:
+            self.db.execute("ALTER TABLE docking ADD COLUMN state_smiles TEXT")
 
     @classmethod
     def open_existing(cls, run_dir: str | Path, *, readonly: bool = False) -> "Store":
@@ -141,9 +150,10 @@ class Store:
     def add_docking(self, rows: Sequence[DockRow], task: str) -> None:
         with self.transaction() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO docking (id, smiles, round, origin, score, pose_sdf, error, task) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(r.id, r.smiles, r.round, r.origin, r.score, r.pose_sdf, r.error, task) for r in rows],
+                "INSERT OR IGNORE INTO docking (id, smiles, round, origin, score, pose_sdf, error, task, state_smiles) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r.id, r.smiles, r.round, r.origin, r.score, r.pose_sdf, r.error, task, r.state_smiles)
+                 for r in rows],
             )
 
     def docked_ids(self) -> set[str]:
@@ -159,6 +169,20 @@ class Store:
     def pose(self, cid: str) -> str | None:
         row = self.db.execute("SELECT pose_sdf FROM docking WHERE id=?", (cid,)).fetchone()
         return row[0] if row else None
+
+    def state_smiles(self) -> dict[str, str]:
+        """id -> the docked state that gave each compound's score (compounds docked with states only)."""
+        return dict(self.db.execute("SELECT id, state_smiles FROM docking WHERE state_smiles IS NOT NULL"))
+
+    def add_pose_checks(self, checks: dict[str, tuple[bool, list[str]]]) -> None:
+        """PoseBusters verdicts: id -> (passed, names of the failed checks)."""
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO pose_checks VALUES (?, ?, ?)",
+                           [(cid, int(ok), json.dumps(failed)) for cid, (ok, failed) in checks.items()])
+
+    def pose_checks(self) -> dict[str, tuple[bool, list[str]]]:
+        return {cid: (bool(ok), json.loads(failed))
+                for cid, ok, failed in self.db.execute("SELECT id, passed, failed FROM pose_checks")}
 
     # surrogate ---------------------------------------------------------------
     def add_model(self, round_: int, path: str, report: dict[str, Any]) -> None:

@@ -2,21 +2,28 @@
 
 Why this shape: computing Vina's grid maps costs about as much as docking one
 small molecule, so one :class:`Docker` per receptor computes them once and
-docks every ligand of a batch against them. Ligands come from
-:func:`ligands.prepare_ligand` (standardise, protonate, embed) and are typed
-for Vina by meeko. A molecule that fails anywhere (SMILES, embedding, meeko,
-Vina) is reported as a :class:`LigandFailure` and the batch goes on. With a
-fixed seed a ligand's result does not depend on which batch or rank docked it.
+docks every ligand of a batch against them. Each compound is docked as every
+one of its states (:func:`ligands.prepare_states`: salts stripped,
+stereoisomers of unassigned centres, protomers at pH 7.4, each embedded) and
+scores as its best state; the result names that state. Ligands are typed for
+Vina by meeko. A molecule that fails anywhere (SMILES, embedding, meeko, Vina)
+in every state is reported as a :class:`LigandFailure` and the batch goes on.
+With a fixed seed a ligand's result does not depend on which batch or rank
+docked it.
 
 Command line, one process or many ranks (``mpiexec -n N``, ``srun -n N``, Flux)::
 
     python -m impeccable.stages.dock --receptor data/receptors/4jsv \\
         --ligands lib.csv --out-dir out/ [--exhaustiveness 8] [--seed S] [--cpu 1] [--site site.toml]
+        [--max-stereoisomers 8] [--max-protomers 2] [--ph 7.4]
 
 Rank ``r`` of ``n`` docks records ``r, r+n, ...`` of the library
 (:func:`library.iter_shard`) and writes ``OUT_DIR/dock.rank{r}.jsonl``
 atomically: one JSON object per molecule, ``{"id", "smiles",
-"score_kcal_mol", "pose_sdf", "runtime_s"}`` or ``{"id", "smiles", "error"}``.
+"score_kcal_mol", "pose_sdf", "runtime_s", "state_smiles", "n_states",
+"state_scores_kcal_mol"}`` or ``{"id", "smiles", "error"}``. ``state_smiles``
+is the best state (stereo and charges), ``n_states`` how many states were
+docked, ``state_scores_kcal_mol`` their scores in enumeration order.
 Ranks share nothing, so rank and size come from the launcher's environment
 and MPI is only initialised (mpi4py) if a launcher set a rank but no size.
 :func:`read_dock_results` reads every rank file back.
@@ -34,17 +41,19 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 from rdkit import Chem, RDLogger
-from rdkit.Chem import rdMolAlign
 
 from .errors import StageInputError
 from .library import iter_shard
-from .ligands import DEFAULT_SEED, LigandFailure, PreparedLigand, prepare_ligand
+from .ligands import LigandFailure, PreparedLigand, StateOptions, prepare_states
 from .receptor import BindingSite, Receptor, load_receptor
 
 __all__ = [
     "DEFAULT_DOCK_SEED",
     "DockResult",
+    "RedockResult",
+    "StateOptions",
     "LigandFailure",
     "Docker",
     "dock_ligands",
@@ -70,7 +79,10 @@ class DockResult:
     smiles: str  # the input SMILES, as in the library
     score_kcal_mol: float
     pose_sdf: str  # molblock with hydrogens, in the receptor's frame
-    runtime_s: float  # preparation + docking of this ligand
+    runtime_s: float  # preparation + docking of every state of this ligand
+    state_smiles: str = ""  # the best state: canonical isomeric SMILES with stereo and charges
+    n_states: int = 1  # states docked (those that failed to embed or dock are not counted)
+    state_scores_kcal_mol: tuple[float, ...] = ()  # every docked state's score, in enumeration order
 
 
 class Docker:
@@ -85,6 +97,7 @@ class Docker:
         n_poses: int = 1,
         seed: int = DEFAULT_DOCK_SEED,
         cpu: int = 1,
+        states: StateOptions = StateOptions(),
     ):
         from vina import Vina
 
@@ -93,7 +106,7 @@ class Docker:
         if cpu < 1:
             raise StageInputError(f"cpu: must be >= 1, got {cpu}")
         site = site or receptor.site
-        self.receptor, self.site, self.seed = receptor, site, seed
+        self.receptor, self.site, self.seed, self.states = receptor, site, seed, states
         self.exhaustiveness, self.n_poses = exhaustiveness, max(1, n_poses)
         self.vina = Vina(sf_name="vina", cpu=cpu, seed=seed, verbosity=0)
         try:
@@ -102,22 +115,30 @@ class Docker:
         except (RuntimeError, TypeError, ValueError) as exc:
             raise StageInputError(f"{receptor.pdbqt_path}: Vina cannot use this receptor/box: {exc}") from None
 
-    def dock(
-        self, cid: str, smiles: str, *, exhaustiveness: int | None = None, ligand_seed: int = DEFAULT_SEED
-    ) -> DockResult | LigandFailure:
-        """Prepare and dock one (id, SMILES); never raises for a bad molecule."""
+    def dock(self, cid: str, smiles: str, *, exhaustiveness: int | None = None) -> DockResult | LigandFailure:
+        """Dock every state of one (id, SMILES) and keep the best; never raises for a bad molecule."""
         t0 = time.perf_counter()
         with _quiet():
-            prepared = prepare_ligand(cid, smiles, seed=ligand_seed)
-            if isinstance(prepared, LigandFailure):
-                return prepared
-            try:
-                score, pose = self.dock_prepared(prepared, exhaustiveness=exhaustiveness)
-            except Exception as exc:  # meeko/Vina raise assorted types for odd chemistry
-                return LigandFailure(cid, smiles, f"docking failed: {type(exc).__name__}: {exc}")
+            states = prepare_states(cid, smiles, self.states)
+            if isinstance(states, LigandFailure):
+                return states
+            docked: list[tuple[float, Chem.Mol, str]] = []
+            reason = ""
+            for state in states:
+                try:
+                    score, pose = self.dock_prepared(state, exhaustiveness=exhaustiveness)
+                except Exception as exc:  # meeko/Vina raise assorted types for odd chemistry
+                    reason = reason or f"docking failed for state {state.smiles}: {type(exc).__name__}: {exc}"
+                    continue
+                docked.append((score, pose, state.smiles))
+        if not docked:
+            return LigandFailure(cid, smiles, reason)
+        score, pose, state_smiles = min(docked, key=lambda d: d[0])  # ties: the first state
         pose.SetProp("_Name", cid)
         pose.SetProp("vina_score_kcal_mol", f"{score:.3f}")
-        return DockResult(cid, smiles, score, Chem.MolToMolBlock(pose), round(time.perf_counter() - t0, 4))
+        pose.SetProp("state_smiles", state_smiles)
+        return DockResult(cid, smiles, score, Chem.MolToMolBlock(pose), round(time.perf_counter() - t0, 4),
+                          state_smiles, len(docked), tuple(round(d[0], 3) for d in docked))
 
     def dock_prepared(self, ligand: PreparedLigand, *, exhaustiveness: int | None = None) -> tuple[float, Chem.Mol]:
         """Dock one prepared ligand; return (best score in kcal/mol, best pose with hydrogens).
@@ -151,12 +172,14 @@ def dock_ligands(
     n_poses: int = 1,
     seed: int = DEFAULT_DOCK_SEED,
     cpu: int = 1,
+    states: StateOptions = StateOptions(),
 ) -> Iterator[DockResult | LigandFailure]:
     """Dock each (id, smiles) record into the site box; one result or failure per record, in order.
 
     ``site`` overrides the receptor's own box. Maps are computed when the first record is requested.
     """
-    docker = Docker(receptor, site=site, exhaustiveness=exhaustiveness, n_poses=n_poses, seed=seed, cpu=cpu)
+    docker = Docker(receptor, site=site, exhaustiveness=exhaustiveness, n_poses=n_poses, seed=seed, cpu=cpu,
+                    states=states)
     for cid, smiles in records:
         yield docker.dock(cid, smiles)
 
@@ -166,33 +189,64 @@ def dock_one(receptor: Receptor, cid: str, smiles: str, **options: object) -> Do
     return next(dock_ligands(receptor, [(cid, smiles)], **options))  # type: ignore[arg-type]
 
 
-def redock_reference(
-    receptor: Receptor, *, exhaustiveness: int = 8, seed: int = DEFAULT_DOCK_SEED, cpu: int = 1
-) -> tuple[float, float]:
-    """Redock the co-crystal ligand from scratch; return (Vina score kcal/mol, heavy-atom RMSD angstrom).
+@dataclass(frozen=True)
+class RedockResult:
+    """One redocking of a co-crystal ligand: the best-scoring state's pose against the crystal pose."""
 
-    The crystal SDF supplies only the molecular graph: the ligand is re-embedded
-    from its SMILES (the crystal pose is not given away) and protonated for pH
-    7.4 like any library compound. RMSD is symmetry-aware, in place (no
-    fitting), over heavy atoms, against the crystal pose.
+    seed: int
+    score_kcal_mol: float
+    rmsd_angstrom: float  # symmetry-corrected, heavy atoms, in place (no fitting)
+    state_smiles: str
+    n_states: int
+
+
+def redock_reference(
+    receptor: Receptor,
+    *,
+    exhaustiveness: int = 8,
+    seed: int = DEFAULT_DOCK_SEED,
+    cpu: int = 1,
+    states: StateOptions = StateOptions(),
+) -> RedockResult:
+    """Redock the co-crystal ligand from scratch, as the campaign docks a library compound.
+
+    The crystal SDF supplies only the molecular graph (with its stereo): the
+    ligand goes through the same state enumeration as any library compound and
+    is re-embedded (the crystal pose is not given away). The pose of the
+    best-scoring state is compared with the crystal pose (:func:`heavy_atom_rmsd`).
     """
     if receptor.reference_ligand_path is None:
         raise StageInputError(f"{receptor.site.source}: no reference_ligand to redock")
     crystal = Chem.MolFromMolFile(str(receptor.reference_ligand_path), removeHs=True)
     if crystal is None:
         raise StageInputError(f"{receptor.reference_ligand_path}: not a readable SDF molecule")
-    prepared = prepare_ligand("reference", Chem.MolToSmiles(crystal))
-    if isinstance(prepared, LigandFailure):
-        raise StageInputError(f"{receptor.reference_ligand_path}: {prepared.reason}")
-    docker = Docker(receptor, exhaustiveness=exhaustiveness, seed=seed, cpu=cpu)
-    with _quiet():
-        score, pose = docker.dock_prepared(prepared)
-    return score, heavy_atom_rmsd(pose, crystal)
+    docker = Docker(receptor, exhaustiveness=exhaustiveness, seed=seed, cpu=cpu, states=states)
+    result = docker.dock("reference", Chem.MolToSmiles(crystal))
+    if isinstance(result, LigandFailure):
+        raise StageInputError(f"{receptor.reference_ligand_path}: {result.reason}")
+    pose = Chem.MolFromMolBlock(result.pose_sdf, removeHs=False, sanitize=False)
+    return RedockResult(seed, result.score_kcal_mol, heavy_atom_rmsd(pose, crystal), result.state_smiles,
+                        result.n_states)
 
 
 def heavy_atom_rmsd(pose: Chem.Mol, reference: Chem.Mol) -> float:
-    """Symmetry-aware heavy-atom RMSD in angstrom, in place (no fitting); charges and H are ignored."""
-    return float(rdMolAlign.CalcRMS(_skeleton(pose), _skeleton(reference)))
+    """Symmetry-corrected heavy-atom RMSD in angstrom, in place (no fitting), by spyrmsd.
+
+    spyrmsd matches atoms by element and connectivity only, so a pose and a
+    reference that differ in protonation, bond-order writing or aromaticity
+    flags (a meeko pose against a crystal SDF) still match, and the equivalent
+    oxygens of a phosphate or carboxylate are interchangeable. Hydrogens are ignored.
+    """
+    from spyrmsd.rmsd import symmrmsd
+
+    a, b = _skeleton(pose), _skeleton(reference)
+    if a.GetNumAtoms() != b.GetNumAtoms():
+        raise StageInputError(f"pose has {a.GetNumAtoms()} heavy atoms, reference {b.GetNumAtoms()}")
+    return float(symmrmsd(
+        b.GetConformer().GetPositions(), a.GetConformer().GetPositions(),
+        np.array([x.GetAtomicNum() for x in b.GetAtoms()]), np.array([x.GetAtomicNum() for x in a.GetAtoms()]),
+        Chem.GetAdjacencyMatrix(b), Chem.GetAdjacencyMatrix(a), center=False, minimize=False,
+    ))
 
 
 def rank_file(out_dir: str | os.PathLike[str], rank: int) -> Path:
@@ -267,6 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-poses", type=int, default=1)
     p.add_argument("--seed", type=int, default=DEFAULT_DOCK_SEED)
     p.add_argument("--cpu", type=int, default=1, help="Vina threads per rank")
+    p.add_argument("--max-stereoisomers", type=int, default=StateOptions.max_stereoisomers,
+                   help="states per compound: stereoisomers of unassigned centres, at most")
+    p.add_argument("--max-protomers", type=int, default=StateOptions.max_protomers,
+                   help="states per stereoisomer: protonation states, most probable first")
+    p.add_argument("--ph", type=float, default=StateOptions.ph)
     a = p.parse_args(argv)
     rank, size = mpi_rank_size()
     t0 = time.perf_counter()
@@ -276,8 +335,12 @@ def main(argv: list[str] | None = None) -> int:
         receptor = load_receptor(a.receptor, site_file=a.site)  # validates the box against the protein
         records = iter_shard(a.ligands, rank, size)
         first = next(records, None)  # an empty or malformed library fails here, before the maps are built
+        try:
+            states = StateOptions(ph=a.ph, max_stereoisomers=a.max_stereoisomers, max_protomers=a.max_protomers)
+        except ValueError as exc:
+            raise StageInputError(f"--{str(exc).replace('_', '-')}") from None
         docker = Docker(receptor, exhaustiveness=a.exhaustiveness, n_poses=a.n_poses, seed=a.seed,
-                        cpu=a.cpu)
+                        cpu=a.cpu, states=states)
         with _AtomicLines(out) as sink:
             for cid, smiles in _chain([first] if first else [], records):
                 result = docker.dock(cid, smiles)

@@ -1,7 +1,10 @@
 """Library filters a medicinal chemist applies before screening: size, flexibility, PAINS.
 
 Each compound either passes or comes back with the first rule it broke, so the
-report can say how many compounds each filter removed and why.
+report can say how many compounds each filter removed and why. Rules apply to
+the parent molecule: a library entry written as a salt (several fragments) is
+judged without its counterions and solvents (``ligands.strip_salts``), since
+they are not part of what binds.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from functools import lru_cache
 from rdkit import Chem, RDLogger
 from rdkit.Chem import Descriptors, rdMolDescriptors
 from rdkit.Chem.FilterCatalog import FilterCatalog, FilterCatalogParams
+
+from .ligands import strip_salts
 
 
 @dataclass(frozen=True)
@@ -35,10 +40,13 @@ def _pains_catalog() -> FilterCatalog:
 
 
 def check(smiles: str, rules: FilterRules, mol: Chem.Mol | None = None) -> str | None:
-    """None if the compound passes, else the reason it is removed (unparsable SMILES included)."""
+    """None if the compound passes, else the reason it is removed (unparsable SMILES included).
+
+    ``mol``, when given, is used as is (it should already be the parent molecule).
+    """
     if mol is None:
         RDLogger.DisableLog("rdApp.*")
-        mol = Chem.MolFromSmiles(smiles)
+        mol = strip_salts(smiles) if "." in smiles else Chem.MolFromSmiles(smiles)
     if mol is None:
         return f"unparsable SMILES {smiles!r}"
     if rules.max_heavy_atoms is not None and mol.GetNumHeavyAtoms() > rules.max_heavy_atoms:

@@ -1,41 +1,68 @@
-"""Ligand preparation: SMILES to a standardised, protonated 3D molecule.
+"""Ligand states: a library SMILES to the 3D molecules a docking program should see.
 
-Steps, each chosen so that docking sees the molecule a chemist would expect:
+A library entry names a compound, not the species that binds: it may carry a
+counterion, leave stereocentres unassigned, and be written in its neutral form.
+This module turns one entry into a small set of *states* and docks none of
+them itself (``dock.Docker`` docks every state and keeps the best):
 
-1. Parse with RDKit (sanitised).
-2. Standardise with ``rdkit.Chem.MolStandardize``: cleanup (normalise nitro,
-   N-oxides, ...), keep the largest fragment (drops salts and solvents), then
-   neutralise so every input form of a molecule becomes the same molecule.
-3. Protonate for pH 7.4 with a few group rules -- an approximation, not a
-   pKa prediction: carboxylic, sulfonic and phosphoric/phosphonic acids and
-   tetrazoles lose their acidic H; aliphatic amines (every neighbour an sp3 carbon) and
-   non-acylated amidines/guanidines gain one. Two basic centres within three
-   bonds (piperazine, ethylenediamine) get one proton, not two. Anilines,
-   amides, sulfonamides, aromatic N (pyridines, imidazoles) and phenols stay neutral.
-4. Add hydrogens, embed with ETKDGv3 (fixed seed: the same input always gives
-   the same conformer), optimise with MMFF94 (UFF where MMFF has no parameters).
-   Unspecified stereocentres take whatever the seeded embedding gives.
+1. **Parent** (:func:`parent_molecule`): parse with RDKit, ``rdMolStandardize``
+   cleanup, keep the largest organic fragment (salts, counterions and solvents
+   go), neutralise. Filters and fingerprints use this parent too
+   (:func:`strip_salts`), so a counterion never counts toward a weight limit.
+2. **Stereoisomers** (:func:`stereoisomers`): RDKit's ``EnumerateStereoisomers``
+   over *unassigned* tetrahedral centres and double bonds only (assigned ones
+   are kept); at most ``max_stereoisomers``. Above the cap a seeded random
+   subset is taken, so the same input always gives the same isomers.
+3. **Protonation** (:func:`protomers`): dimorphite-dl (Apache-2.0, pKa-based
+   substructure rules with a Henderson-Hasselbalch ranking) at the campaign pH;
+   the dominant protomer first, then the next most probable ones up to
+   ``max_protomers``. Two supplements for known gaps of its rule table, both
+   documented where they are defined: 4-aminopyridines are basic (pKa ~9.2,
+   dimorphite treats them as pyridines, ~4.4), and two protonated amines at
+   most three bonds apart (piperazine, ethylenediamine) do not both keep their
+   proton (second pKa 5-7, dimorphite treats sites independently): each
+   monocation becomes a state instead of the dication.
+4. **3D** (:func:`prepare_state`): explicit hydrogens, ETKDGv3 embedding with a
+   fixed seed (the same state always gives the same conformer), MMFF94
+   optimisation (UFF where MMFF has no parameters).
 
-A molecule that fails any step comes back as a :class:`LigandFailure` with its
-id and the reason; the batch function never raises for one bad molecule.
+Tautomers are *not* enumerated: the input tautomer is kept. RDKit's canonical
+tautomer is a canonical form, not the dominant one (on MOSES it turns
+Biginelli dihydropyrimidinones and enamino esters into non-conjugated imines),
+and molscrub, which has curated tautomer rules, is GPL-3 (this project is MIT)
+and its pH 7.4 rules protonate 2,2,2-trifluoroethylamine and leave
+acylsulfonamides neutral. MOSES SMILES come from ZINC, which stores a
+dominant tautomer.
+
+A molecule that fails comes back as a :class:`LigandFailure` with its id and
+the reason; a state that cannot be embedded is dropped and the others go on.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 from rdkit import Chem, RDLogger
 from rdkit.Chem import AllChem
+from rdkit.Chem.EnumerateStereoisomers import EnumerateStereoisomers, StereoEnumerationOptions
 from rdkit.Chem.MolStandardize import rdMolStandardize
 
 __all__ = [
+    "StateOptions",
     "PreparedLigand",
     "LigandFailure",
     "prepare_ligand",
     "prepare_ligands",
-    "standardise",
-    "protonate_ph74",
+    "prepare_states",
+    "prepare_state",
+    "enumerate_states",
+    "parent_molecule",
+    "strip_salts",
+    "stereoisomers",
+    "protomers",
     "DEFAULT_SEED",
 ]
 
@@ -44,12 +71,29 @@ MAX_HEAVY_ATOMS = 100  # beyond drug-like; embedding and docking get slow and me
 
 
 @dataclass(frozen=True)
+class StateOptions:
+    """How many states of one compound are docked; the campaign file's ``[ligands]`` section."""
+
+    ph: float = 7.4
+    max_stereoisomers: int = 8  # per compound, over unassigned centres and double bonds
+    max_protomers: int = 2  # per stereoisomer: the dominant one first
+    seed: int = DEFAULT_SEED  # embedding, and the subset of stereoisomers above the cap
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ph <= 14.0:
+            raise ValueError(f"ph: must be between 0 and 14, got {self.ph}")
+        for name in ("max_stereoisomers", "max_protomers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class PreparedLigand:
-    """A ligand ready for docking: hydrogens explicit, one optimised 3D conformer."""
+    """One state of a ligand ready for docking: hydrogens explicit, one optimised 3D conformer."""
 
     id: str
     input_smiles: str
-    smiles: str  # the prepared (standardised, protonated) molecule, canonical isomeric SMILES
+    smiles: str  # this state: canonical isomeric SMILES with stereo and charges
     formal_charge: int
     mol: Chem.Mol  # with explicit H and one conformer; coordinates in angstrom
 
@@ -67,6 +111,29 @@ class LigandFailure:
     reason: str
 
 
+def prepare_states(
+    id: str, smiles: str, options: StateOptions = StateOptions()
+) -> list[PreparedLigand] | LigandFailure:
+    """Every state of one compound in 3D, dominant protomer of each stereoisomer first; never raises.
+
+    A state that cannot be embedded is left out; if none can, the failure names the first reason.
+    """
+    with _quiet_rdkit():
+        try:
+            states = enumerate_states(smiles, options)
+        except _Failed as failure:
+            return LigandFailure(id, smiles, str(failure))
+        except Exception as exc:  # an RDKit or dimorphite corner case must not end a batch of thousands
+            return LigandFailure(id, smiles, f"unexpected {type(exc).__name__}: {exc}")
+        prepared, reasons = [], []
+        for state in states:
+            result = prepare_state(id, smiles, state, seed=options.seed)
+            (prepared if isinstance(result, PreparedLigand) else reasons).append(result)
+    if not prepared:
+        return LigandFailure(id, smiles, reasons[0].reason)
+    return prepared
+
+
 def prepare_ligand(
     id: str,
     smiles: str,
@@ -74,92 +141,240 @@ def prepare_ligand(
     seed: int = DEFAULT_SEED,
     protonate: bool = True,
     optimise: bool = True,
+    ph: float = 7.4,
 ) -> PreparedLigand | LigandFailure:
-    """Prepare one molecule for docking; never raises for a bad molecule."""
+    """One state: the dominant protomer of the first stereoisomer (or the neutral parent); never raises."""
     with _quiet_rdkit():
         try:
-            return _prepare(id, smiles, seed=seed, protonate=protonate, optimise=optimise)
+            parent = parent_molecule(smiles)
+            state = Chem.MolToSmiles(stereoisomers(parent, 1, seed=seed)[0])
+            if protonate:
+                state = protomers(state, ph=ph, max_protomers=1)[0]
         except _Failed as failure:
             return LigandFailure(id, smiles, str(failure))
-        except Exception as exc:  # an RDKit corner case must not end a batch of thousands
+        except Exception as exc:
             return LigandFailure(id, smiles, f"unexpected {type(exc).__name__}: {exc}")
+        return prepare_state(id, smiles, state, seed=seed, optimise=optimise)
 
 
 def prepare_ligands(
     records: Iterable[tuple[str, str]], **options: object
 ) -> Iterator[PreparedLigand | LigandFailure]:
-    """Prepare each (id, smiles) record in turn, yielding a result or a failure for each."""
+    """Prepare each (id, smiles) record in turn (one state each), yielding a result or a failure."""
     for cid, smiles in records:
         yield prepare_ligand(cid, smiles, **options)  # type: ignore[arg-type]
 
 
-def standardise(mol: Chem.Mol) -> Chem.Mol:
-    """Cleanup, largest fragment, neutralise (rdMolStandardize); returns a new molecule."""
-    mol = rdMolStandardize.Cleanup(mol)
-    mol = rdMolStandardize.LargestFragmentChooser(preferOrganic=True).choose(mol)
-    return rdMolStandardize.Uncharger(canonicalOrder=True).uncharge(mol)
+def enumerate_states(smiles: str, options: StateOptions = StateOptions()) -> list[str]:
+    """The states of one compound as canonical isomeric SMILES (stereo and charges), in a fixed order.
 
-
-def protonate_ph74(mol: Chem.Mol) -> Chem.Mol:
-    """Set charges of common acids and bases for pH 7.4 (rules in the module doc); a new molecule.
-
-    Expects a neutral molecule without explicit hydrogen atoms (as from :func:`standardise`).
+    Stereoisomer-major; within one stereoisomer the dominant protomer first.
+    Raises ``_Failed`` (a ValueError) with the reason for an unusable SMILES.
     """
-    mol = Chem.RWMol(mol)
-    for (idx,) in mol.GetSubstructMatches(_ACID_OH):
-        _shift_proton(mol.GetAtomWithIdx(idx), -1)
-    protonated: list[int] = []
-    for (idx,) in mol.GetSubstructMatches(_BASIC_N):
-        if all(len(Chem.GetShortestPath(mol, idx, other)) > 4 for other in protonated):
-            _shift_proton(mol.GetAtomWithIdx(idx), +1)
-            protonated.append(idx)
-    Chem.SanitizeMol(mol)
-    return mol.GetMol()
+    parent = parent_molecule(smiles)
+    states: list[str] = []
+    for isomer in stereoisomers(parent, options.max_stereoisomers, seed=options.seed):
+        for state in protomers(Chem.MolToSmiles(isomer), ph=options.ph, max_protomers=options.max_protomers):
+            if state not in states:
+                states.append(state)
+    return states
 
 
-# --------------------------------------------------------------------------- rules and helpers
+def prepare_state(
+    id: str, input_smiles: str, state: str, *, seed: int = DEFAULT_SEED, optimise: bool = True
+) -> PreparedLigand | LigandFailure:
+    """One state SMILES (from :func:`enumerate_states`) in 3D; never raises."""
+    with _quiet_rdkit():
+        try:
+            mol = Chem.MolFromSmiles(state)
+            if mol is None:
+                raise _Failed(f"state {state!r} is not a valid molecule")
+            mol = Chem.AddHs(mol)
+            _embed(mol, seed)
+            if optimise:
+                _optimise(mol)
+        except _Failed as failure:
+            return LigandFailure(id, input_smiles, f"state {state}: {failure}")
+        except Exception as exc:
+            return LigandFailure(id, input_smiles, f"state {state}: unexpected {type(exc).__name__}: {exc}")
+    mol.SetProp("_Name", id)
+    return PreparedLigand(id, input_smiles, state, Chem.GetFormalCharge(mol), mol)
 
-# The acidic OH of a carboxylic, sulfonic, sulfinic, phosphoric or phosphonic acid; a tetrazole NH.
-_ACID_OH = Chem.MolFromSmarts(
-    "[$([OX2H1;$(O-[CX3]=O),$(O-[SX4](=O)=O),$(O-[SX3]=O),$(O-[PX4]=O)]),$([nH1]1nnnc1),$([nH1]1nncn1)]"
-)
-# An aliphatic amine whose neighbours are all sp3 carbons (not N-aryl, amide, sulfonamide,
-# enamine, N-heteroatom), or the imine N of an amidine/guanidine that is not acylated,
-# sulfonylated, aromatic-ring-bound or N-hetero-substituted.
-_BASIC_N = Chem.MolFromSmarts(
-    "[$([NX3;H2,H1,H0;+0;!$(N~[!#6;!#1]);!$(N-[#6;!X4])]),"
-    "$([NX2;+0;!$(N~[!#6]);!$(N-[#6]=[O,S,N]);!$(N-a)]=[CX3;!a;!$(C-[#6,#7]=[O,S]);!$(C-N-[C,S]=[O,S])]-[NX3;+0])]"
-)
 
-
-class _Failed(Exception):
-    """A preparation step failed; the message is the reason reported to the user."""
-
-
-def _prepare(cid: str, smiles: str, *, seed: int, protonate: bool, optimise: bool) -> PreparedLigand:
+def parent_molecule(smiles: str) -> Chem.Mol:
+    """The neutral parent: cleanup, largest organic fragment, neutralise. Raises ValueError with the reason."""
     if not smiles or not smiles.strip():
         raise _Failed("empty SMILES")
-    mol = Chem.MolFromSmiles(smiles)
-    if mol is None:
-        raise _Failed(f"unparsable SMILES {smiles!r} (RDKit could not read or sanitise it)")
-    if mol.GetNumAtoms() == 0:
-        raise _Failed("SMILES has no atoms")
-    try:
-        mol = standardise(mol)
-        if protonate:
-            mol = protonate_ph74(mol)
-    except Exception as exc:
-        raise _Failed(f"standardisation failed: {exc}") from None
+    with _quiet_rdkit():
+        mol = Chem.MolFromSmiles(smiles)
+        if mol is None:
+            raise _Failed(f"unparsable SMILES {smiles!r} (RDKit could not read or sanitise it)")
+        if mol.GetNumAtoms() == 0:
+            raise _Failed("SMILES has no atoms")
+        try:
+            mol = rdMolStandardize.Cleanup(mol)
+            mol = _fragment_chooser().choose(mol)
+            mol = _uncharger().uncharge(mol)
+        except Exception as exc:
+            raise _Failed(f"standardisation failed: {exc}") from None
     heavy = mol.GetNumHeavyAtoms()
     if heavy > MAX_HEAVY_ATOMS:
         raise _Failed(f"{heavy} heavy atoms, more than the {MAX_HEAVY_ATOMS} allowed for a drug-like ligand")
-    prepared_smiles = Chem.MolToSmiles(mol)
-    mol = Chem.AddHs(mol)
-    _embed(mol, seed)
-    if optimise:
-        _optimise(mol)
-    mol.SetProp("_Name", cid)
-    return PreparedLigand(cid, smiles, prepared_smiles, Chem.GetFormalCharge(mol), mol)
+    return mol
+
+
+def strip_salts(smiles: str) -> Chem.Mol | None:
+    """The parent molecule of a library entry (salts and counterions removed), or None if unusable."""
+    try:
+        return parent_molecule(smiles)
+    except ValueError:
+        return None
+
+
+def stereoisomers(mol: Chem.Mol, max_isomers: int, *, seed: int = DEFAULT_SEED) -> list[Chem.Mol]:
+    """Isomers over the unassigned stereocentres and double bonds; all of them up to ``max_isomers``.
+
+    Above the cap a seeded random subset (RDKit's sampler), so the result is reproducible.
+    Assigned stereo in the input is kept as written.
+    """
+    mol, pinned = _pin_resonance_centres(mol)
+    total = _stereo_count(mol)
+    opts = StereoEnumerationOptions(
+        onlyUnassigned=True, unique=True, maxIsomers=max_isomers if total > max_isomers else 0,
+        rand=random.Random(seed) if total > max_isomers else None,
+    )
+    isomers = list(EnumerateStereoisomers(mol, options=opts)) or [mol]
+    for isomer in isomers:
+        for idx in pinned:
+            isomer.GetAtomWithIdx(idx).SetChiralTag(Chem.ChiralType.CHI_UNSPECIFIED)
+    return isomers
+
+
+def protomers(smiles: str, *, ph: float = 7.4, max_protomers: int = 2) -> list[str]:
+    """Protonation states at ``ph`` (dimorphite-dl plus the supplements above), most probable first.
+
+    Where dimorphite-dl returns nothing (it drops outputs it cannot validate) the molecule as given
+    (the neutral parent) is the one state, so a screen loses no compound to it.
+    """
+    ranked = _dimorphite(smiles, ph, 1) or [Chem.CanonSmiles(smiles)]
+    if max_protomers > 1:
+        ranked += [s for s in _dimorphite(smiles, ph, max_protomers) if s not in ranked]
+    states: list[str] = []
+    for state in ranked:
+        for split in _split_close_cations(state):
+            if split not in states:
+                states.append(split)
+    return states[:max_protomers]
+
+
+# --------------------------------------------------------------------------- dimorphite-dl and supplements
+
+# 4-aminopyridines and 4-aminoquinolines: the ring nitrogen para to an amino group whose other
+# neighbours are H or sp3 carbon. dimorphite-dl 2.1 has no entry for them, so the ring N falls to its
+# generic pyridine-type entry (pKa 4.35 +/- 2.07) and stays neutral. Measured aqueous pKaH:
+# 4-aminopyridine 9.17 and 4-aminoquinoline 9.17 (Albert A, Goldacre R, Phillips J (1948)
+# J Chem Soc 2240), 4-dimethylaminopyridine 9.6 (commonly quoted value); mean 9.3, spread 0.25.
+# The line uses dimorphite's own table format (name, SMARTS, site index, pKa mean, pKa sd) and is
+# inserted before the generic entry so it claims the atom first.
+_SUPPLEMENT_BEFORE = "Aromatic_nitrogen_unprotonated"
+_SUPPLEMENT = (
+    "Aminopyridine_4\t[n+0;X2;$(n1:c:c:c(-[NX3+0;$([NH2]),$([NH1]-[CX4]),$([NH0](-[CX4])-[CX4])]):c:c1):1]"
+    "\t0\t9.3\t0.25"
+)
+# Two cationic amine nitrogens at most this many bonds apart lower each other's pKa by 3-5 units
+# (piperazine 9.73/5.35, ethylenediamine 9.93/6.85; 1,3-diaminopropane 10.5/8.5 keeps both protons).
+_MAX_DICATION_BONDS = 3
+_CATIONIC_AMINE = Chem.MolFromSmarts("[NX4+;!H0;!$(N~[!#6;!#1])]")
+
+
+def _dimorphite(smiles: str, ph: float, max_variants: int) -> list[str]:
+    protonate = _dimorphite_protonate()
+    return list(protonate(smiles, ph_min=ph, ph_max=ph, precision=1.0, max_variants=max_variants))
+
+
+@lru_cache(maxsize=1)
+def _dimorphite_protonate():  # noqa: ANN202 -- dimorphite's function, imported on first use (~1 s)
+    from dimorphite_dl import protonate_smiles
+    from dimorphite_dl.protonate.data import PKaData
+
+    table = PKaData()._data  # dimorphite 2.1 has no public hook for extra rules; pinned in pyproject
+    names = [datum.name for datum in table]
+    if "Aminopyridine_4" not in names:
+        if _SUPPLEMENT_BEFORE not in names:
+            raise RuntimeError(f"dimorphite-dl's rule table has no {_SUPPLEMENT_BEFORE!r}: unsupported version")
+        table.insert(names.index(_SUPPLEMENT_BEFORE), PKaData._parse_substructure_line(_SUPPLEMENT))
+    return protonate_smiles
+
+
+def _split_close_cations(smiles: str) -> list[str]:
+    """The state itself, or, where two protonated amines are close, each monocation instead."""
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return [smiles]
+    cations = [idx for (idx,) in mol.GetSubstructMatches(_CATIONIC_AMINE)]
+    for i, a in enumerate(cations):
+        for b in cations[i + 1:]:
+            if len(Chem.GetShortestPath(mol, a, b)) - 1 <= _MAX_DICATION_BONDS:
+                out: list[str] = []
+                for keep, drop in ((a, b), (b, a)):
+                    for s in _split_close_cations(_deprotonate(mol, drop)):
+                        if s not in out:
+                            out.append(s)
+                return out
+    return [smiles]
+
+
+def _deprotonate(mol: Chem.Mol, idx: int) -> str:
+    rw = Chem.RWMol(mol)
+    atom = rw.GetAtomWithIdx(idx)
+    atom.SetFormalCharge(0)
+    atom.SetNumExplicitHs(max(0, atom.GetTotalNumHs() - 1))
+    atom.SetNoImplicit(True)
+    Chem.SanitizeMol(rw)
+    return Chem.MolToSmiles(rw)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _Failed(ValueError):
+    """A preparation step failed; the message is the reason reported to the user."""
+
+
+@lru_cache(maxsize=1)
+def _fragment_chooser() -> rdMolStandardize.LargestFragmentChooser:
+    return rdMolStandardize.LargestFragmentChooser(preferOrganic=True)
+
+
+@lru_cache(maxsize=1)
+def _uncharger() -> rdMolStandardize.Uncharger:
+    return rdMolStandardize.Uncharger(canonicalOrder=True)
+
+
+# A P or S whose "different" neighbours are a terminal =O and a terminal -OH/-O- (phosphates,
+# phosphonates, sulfinic acids): the two oxygens exchange by resonance and proton transfer, so
+# the atom is no stereocentre although RDKit's graph rules call it one.
+_RESONANCE_CENTRE = Chem.MolFromSmarts("[P,S,As,Se;$(*=[OX1,SX1]);$(*-[OX1,SX1,OX2H1,SX2H1])]")
+
+
+def _pin_resonance_centres(mol: Chem.Mol) -> tuple[Chem.Mol, list[int]]:
+    """A copy whose resonance 'centres' are marked assigned (so not enumerated), and their indices.
+
+    The caller clears them afterwards, also where the input assigned them (a SMILES from 3D does).
+    """
+    idxs = [idx for (idx,) in mol.GetSubstructMatches(_RESONANCE_CENTRE)]
+    if not idxs:
+        return mol, []
+    mol = Chem.Mol(mol)
+    for idx in idxs:
+        mol.GetAtomWithIdx(idx).SetChiralTag(Chem.ChiralType.CHI_TETRAHEDRAL_CW)
+    return mol, idxs
+
+
+def _stereo_count(mol: Chem.Mol) -> int:
+    from rdkit.Chem.EnumerateStereoisomers import GetStereoisomerCount
+
+    return GetStereoisomerCount(mol, options=StereoEnumerationOptions(onlyUnassigned=True))
 
 
 def _embed(mol: Chem.Mol, seed: int) -> None:
@@ -182,18 +397,17 @@ def _optimise(mol: Chem.Mol) -> None:
         raise _Failed("no MMFF94 or UFF parameters for some atom (unusual element or valence)")
 
 
-def _shift_proton(atom: Chem.Atom, charge: int) -> None:
-    """Add (charge +1) or remove (charge -1) one hydrogen and set the formal charge."""
-    atom.SetNumExplicitHs(max(0, atom.GetTotalNumHs() + charge))
-    atom.SetNoImplicit(True)
-    atom.SetFormalCharge(atom.GetFormalCharge() + charge)
-
-
 class _quiet_rdkit:
-    """Silence RDKit's stderr chatter for one call; failures are reported as values instead."""
+    """Silence RDKit's stderr chatter for one call (nestable); failures are reported as values instead."""
+
+    depth = 0
 
     def __enter__(self) -> None:
-        RDLogger.DisableLog("rdApp.*")
+        if _quiet_rdkit.depth == 0:
+            RDLogger.DisableLog("rdApp.*")
+        _quiet_rdkit.depth += 1
 
     def __exit__(self, *exc: object) -> None:
-        RDLogger.EnableLog("rdApp.*")
+        _quiet_rdkit.depth -= 1
+        if _quiet_rdkit.depth == 0:
+            RDLogger.EnableLog("rdApp.*")

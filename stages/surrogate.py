@@ -25,7 +25,8 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ import numpy as np
 from .errors import StageInputError
 from .features import FingerprintSettings, featurise
 
-__all__ = ["train", "predict", "benchmark_inference", "learning_curve", "main"]
+__all__ = ["Fitted", "fit", "train", "nominate", "predict", "benchmark_inference", "learning_curve", "main"]
 
 
 def _torch() -> Any:
@@ -62,29 +63,37 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def train(records: Sequence[tuple[str, float]], model_path: str | os.PathLike[str], *, epochs: int = 60,
-          seed: int = 0, val_fraction: float = 0.2, threads: int | None = None,
-          hidden: Sequence[int] = (512, 128), dropout: float = 0.1, lr: float = 1e-3,
-          features: FingerprintSettings = FingerprintSettings()) -> dict[str, Any]:
-    """Train on (smiles, score) pairs, keep the epoch with the best validation RMSE, save atomically.
+@dataclass
+class Fitted:
+    """A trained surrogate in memory: predict on feature rows; ``report`` says how it was trained."""
 
-    Returns a report: n_train, n_val, val_spearman, val_rmse, baseline_rmse (predicting the training mean), seconds.
+    model: Any
+    mean: float
+    std: float
+    report: dict[str, Any]
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        torch = _torch()
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(x)).squeeze(1).numpy() * self.std + self.mean
+
+
+def fit(x: np.ndarray, y: np.ndarray, *, epochs: int = 60, seed: int = 0, val_fraction: float = 0.2,
+        hidden: Sequence[int] = (512, 128), dropout: float = 0.1, lr: float = 1e-3) -> Fitted:
+    """Train on feature rows ``x`` and scores ``y``; keep the epoch with the best RMSE on a validation split.
+
+    The validation split (``val_fraction`` of the rows given, seeded) is carved out of what is passed
+    in, so a caller evaluating on other compounds never lets them pick the epoch.
     """
     torch = _torch()
     t0 = time.perf_counter()
-    if threads:
-        torch.set_num_threads(threads)
-    smiles = [s for s, _ in records]
-    y = np.array([float(v) for _, v in records], dtype=np.float32)
     if not np.all(np.isfinite(y)):
         raise StageInputError("training scores contain NaN or infinite values")
     if not 0 < val_fraction < 1:
         raise StageInputError(f"val_fraction: must be between 0 and 1, got {val_fraction}")
-    x, valid = featurise(smiles, features)
-    n_invalid = int((~valid).sum())
-    x, y = x[valid], y[valid]
     if len(y) < 8:
         raise StageInputError(f"need at least 8 parsable (smiles, score) pairs to train, got {len(y)}")
+    y = y.astype(np.float32)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(y))
     n_val = max(2, int(round(val_fraction * len(y))))
@@ -115,18 +124,47 @@ def train(records: Sequence[tuple[str, float]], model_path: str | os.PathLike[st
             best = (rmse, {k: v.clone() for k, v in model.state_dict().items()}, epoch)
     model.load_state_dict(best[1])
     model.eval()
-    with torch.no_grad():
-        pv = model(xv).squeeze(1).numpy() * std + mean
-    report = {
-        "n_train": int(len(tr)), "n_val": int(n_val), "n_invalid_smiles": n_invalid, "epochs": epochs,
-        "best_epoch": best[2],
+    fitted = Fitted(model, mean, std, {})
+    pv = fitted.predict(x[val])
+    fitted.report = {
+        "n_train": int(len(tr)), "n_val": int(n_val), "epochs": epochs, "best_epoch": best[2],
         "val_spearman": _spearman(pv, y[val]), "val_rmse": best[0],
         "baseline_rmse": float(np.sqrt(np.mean((mean - y[val]) ** 2))), "seconds": time.perf_counter() - t0,
     }
-    payload = {"state_dict": model.state_dict(), "hidden": list(hidden), "dropout": dropout, "mean": mean,
-               "std": std, "features": features.to_dict(), "report": report}
+    return fitted
+
+
+def train(records: Sequence[tuple[str, float]], model_path: str | os.PathLike[str], *, epochs: int = 60,
+          seed: int = 0, val_fraction: float = 0.2, threads: int | None = None,
+          hidden: Sequence[int] = (512, 128), dropout: float = 0.1, lr: float = 1e-3,
+          features: FingerprintSettings = FingerprintSettings()) -> dict[str, Any]:
+    """Featurise (smiles, score) pairs, :func:`fit`, save atomically; return the training report.
+
+    Report: n_train, n_val, val_spearman and val_rmse (on the split that picked the epoch, so
+    optimistic), baseline_rmse (predicting the training mean), seconds.
+    """
+    torch = _torch()
+    t0 = time.perf_counter()
+    if threads:
+        torch.set_num_threads(threads)
+    if not 0 < val_fraction < 1:
+        raise StageInputError(f"val_fraction: must be between 0 and 1, got {val_fraction}")
+    x, valid = featurise([s for s, _ in records], features)
+    y = np.array([float(v) for _, v in records], dtype=np.float32)
+    if not np.all(np.isfinite(y)):
+        raise StageInputError("training scores contain NaN or infinite values")
+    fitted = fit(x[valid], y[valid], epochs=epochs, seed=seed, val_fraction=val_fraction, hidden=hidden,
+                 dropout=dropout, lr=lr)
+    report = {**fitted.report, "n_invalid_smiles": int((~valid).sum()), "seconds": time.perf_counter() - t0}
+    payload = {"state_dict": fitted.model.state_dict(), "hidden": list(hidden), "dropout": dropout,
+               "mean": fitted.mean, "std": fitted.std, "features": features.to_dict(), "report": report}
     _save_atomic(torch, payload, Path(model_path))
     return report
+
+
+def nominate(scored: Iterable[tuple[str, float]], docked: Container[str], k: int) -> list[str]:
+    """The campaign's pick: the ``k`` best-predicted (lowest score) compounds not docked yet, ties by id."""
+    return [cid for cid, _ in sorted((s for s in scored if s[0] not in docked), key=lambda s: (s[1], s[0]))][:k]
 
 
 _loaded: dict[tuple[str, float], tuple[Any, dict[str, Any]]] = {}
@@ -144,7 +182,7 @@ def _load(model_path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
         except Exception as exc:  # noqa: BLE001
             raise StageInputError(f"{path}: not a surrogate model saved by this stage ({exc})") from None
         try:
-            payload["features"] = FingerprintSettings(**payload["features"])
+            payload["features"] = FingerprintSettings.from_dict(payload["features"])
             model = _build(payload["features"].n_bits, payload["hidden"], payload["dropout"])
         except (KeyError, TypeError) as exc:
             raise StageInputError(f"{path}: surrogate model file lacks metadata ({exc})") from None

@@ -40,6 +40,7 @@ def test_defaults_and_relative_paths(tmp_path):
     assert campaign.library.path == tmp_path / "lib.csv"
     assert campaign.pilot.routes == {"executable": "auto", "function": "auto"}
     assert campaign.run_dir() == Path("runs/t")
+    assert campaign.ligands.dock_args() == ["--ph", "7.4", "--max-stereoisomers", "8", "--max-protomers", "2"]
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -49,6 +50,8 @@ def test_defaults_and_relative_paths(tmp_path):
      r"pilot.routes: executable: unknown backend 'slurm': choose one of auto, local, flux, dragon, srun"),
     ("[md]\nlength_ps = 1\nframe_interval_ps = 2\n", r"md: frame_interval_ps is longer than length_ps"),
     ("[md]\ntop_m = 1000\n", r"md.top_m is larger than the number of docked compounds"),
+    ("[ligands]\nmax_stereoisomers = 0\n", r"ligands.max_stereoisomers: Input should be greater than or equal to 1"),
+    ("[ligands]\nph = 15\n", r"ligands.ph: Input should be less than or equal to 14"),
 ])
 def test_bad_values_name_file_and_key(tmp_path, extra, message):
     path = write(tmp_path, MINIMAL + extra)

@@ -15,6 +15,7 @@ from rdkit import Chem
 from impeccable.stages import dock
 from impeccable.stages.dock import DockResult, LigandFailure, dock_ligands, read_dock_results
 from impeccable.stages.errors import StageInputError
+from impeccable.stages.ligands import enumerate_states
 from impeccable.stages.receptor import load_receptor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +49,7 @@ def test_batch_docks_good_molecules_and_reports_bad_ones():
     good, bad = results
     assert isinstance(good, DockResult) and isinstance(bad, LigandFailure)
     assert -15.0 < good.score_kcal_mol < 0.0
+    assert good.state_smiles == "Cc1cccc(C)c1NC(=O)c1ccc(C#N)cc1" and good.n_states == 1  # nothing to enumerate
     pose = Chem.MolFromMolBlock(good.pose_sdf, removeHs=False)
     centre = pose.GetConformer().GetPositions().mean(axis=0)
     box = load_receptor(RECEPTOR).site
@@ -108,14 +110,62 @@ def test_mpi_entry_point_writes_one_file_per_rank(tmp_path):
     by_id = {r["id"]: r for r in read_dock_results(out)}
     assert set(by_id) == {i for i, _ in LIGANDS}
     assert "error" in by_id["BAD-1"] and by_id["MOSES-0000347"]["score_kcal_mol"] < 0
+    good = by_id["MOSES-0000347"]
+    assert {"id", "smiles", "score_kcal_mol", "pose_sdf", "runtime_s", "state_smiles", "n_states",
+            "state_scores_kcal_mol"} <= set(good)
+    assert good["n_states"] == len(good["state_scores_kcal_mol"]) and good["score_kcal_mol"] == min(
+        good["state_scores_kcal_mol"])
 
 
 @pytest.mark.slow
-def test_redocking_the_cocrystal_ligand_reproduces_the_crystal_pose():
-    score, rmsd = dock.redock_reference(load_receptor(RECEPTOR), exhaustiveness=8)
-    print(f"\nredocked ADP into 4JSV: Vina {score:.2f} kcal/mol, heavy-atom RMSD {rmsd:.2f} A")
-    assert score < -5.0
-    assert rmsd < 2.5
+def test_a_compound_scores_as_its_best_state_and_names_it():
+    """Two unassigned centres: four stereoisomers docked, the best one reported with its stereo."""
+    docker = dock.Docker(load_receptor(RECEPTOR), exhaustiveness=1)
+    result = docker.dock("two-centres", "CC(C)NC(=O)C1CCCN(C1)C(=O)C(C)c1ccccc1")
+    assert isinstance(result, DockResult) and result.n_states == 4
+    assert result.score_kcal_mol == min(result.state_scores_kcal_mol)
+    centres = Chem.FindMolChiralCenters(Chem.MolFromSmiles(result.state_smiles), useLegacyImplementation=False)
+    assert len(centres) == 2 and result.state_smiles in enumerate_states(result.smiles)
+
+
+@pytest.mark.slow
+def test_redocking_the_cocrystal_ligand_over_three_seeds():
+    """ADP into 4JSV (Mg2+ removed), as a library compound is docked; symmetry-corrected RMSD per seed.
+
+    Exhaustiveness 4 here (half the CPU of `impeccable validate`'s 8). Measured: 1.81, 1.60, 2.38 A for seeds
+    1-3 (median 1.81); at exhaustiveness 8: 1.34, 2.31, 2.16 (median 2.16, README). The adenine always sits in
+    the hinge (0.5 A); the phosphates, with no Mg2+ to hold them, often go elsewhere, and Vina scores those
+    poses better than the locally optimised crystal pose, so which side of 2.0 A the median falls on depends
+    on seeds and exhaustiveness. This checks what holds either way, not the field's 2.0 A criterion
+    (which `impeccable validate` reports against).
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from impeccable.stages.validate import _job
+
+    jobs = [("redock", (str(RECEPTOR), seed, 4)) for seed in (1, 2, 3)]
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        runs = [run for _, run in pool.map(_job, jobs)]
+    rmsds = sorted(run["rmsd_angstrom"] for run in runs)
+    print(f"\nredocked ADP into 4JSV, seeds 1-3: RMSD {rmsds} A, scores {[run['score_kcal_mol'] for run in runs]}")
+    assert all(run["score_kcal_mol"] < -5.0 and run["n_states"] == 2 for run in runs)
+    assert rmsds[1] < 2.5 and rmsds[0] < 2.0
+
+
+def test_symmetry_corrected_rmsd_across_protonation_states():
+    """A docked acetate against a neutral crystal acetic acid, its =O where the OH was: RMSD 0."""
+    from rdkit.Chem import AllChem
+
+    crystal = Chem.AddHs(Chem.MolFromSmiles("CC(=O)O"))
+    AllChem.EmbedMolecule(crystal, randomSeed=1)
+    xyz = crystal.GetConformer().GetPositions()
+    pose = Chem.AddHs(Chem.MolFromSmiles("CC(=O)[O-]"))
+    conf = Chem.Conformer(pose.GetNumAtoms())
+    for i, j in enumerate([0, 1, 3, 2]):  # heavy atoms; the two oxygens trade places
+        conf.SetAtomPosition(i, xyz[j].tolist())
+    pose.AddConformer(conf)
+    assert dock.heavy_atom_rmsd(pose, crystal) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_rank_and_size_come_from_the_launcher(monkeypatch):
@@ -125,3 +175,22 @@ def test_rank_and_size_come_from_the_launcher(monkeypatch):
     monkeypatch.setenv("PMI_RANK", "3")
     monkeypatch.setenv("PMI_SIZE", "4")
     assert dock.mpi_rank_size() == (3, 4)
+
+
+@pytest.mark.slow
+def test_posebusters_passes_the_crystal_pose_and_flags_a_stretched_one():
+    from impeccable.stages.posecheck import check_poses
+
+    crystal = Chem.MolFromMolFile(str(RECEPTOR / "ligand_ADP.sdf"), removeHs=False)
+    stretched = Chem.Mol(crystal)
+    conf = stretched.GetConformer()
+    p = conf.GetAtomPosition(0)
+    conf.SetAtomPosition(0, (p.x + 1.5, p.y, p.z))
+    verdicts = check_poses(RECEPTOR / "receptor.pdb", [("crystal", Chem.MolToMolBlock(crystal)),
+                                                       ("stretched", Chem.MolToMolBlock(stretched)), ("empty", "")])
+    assert [v.id for v in verdicts] == ["crystal", "stretched", "empty"]
+    assert verdicts[0].passed, verdicts[0].failed
+    assert not verdicts[1].passed and "bond_lengths" in verdicts[1].failed
+    assert verdicts[2].failed == ("unreadable",)
+    with pytest.raises(StageInputError, match="receptor PDB not found"):
+        check_poses(RECEPTOR / "missing.pdb", [])

@@ -45,6 +45,29 @@ def test_fingerprints_are_float32_with_a_validity_mask():
     assert np.array_equal(full[0], x[3])
 
 
+@pytest.mark.parametrize("smiles", ["CC(=O)Nc1ccc(O)cc1", "Cc1ccc(S(=O)(=O)N2CCN(c3ncccn3)CC2)cc1",
+                                    "O=C(Cc1noc2ccccc12)NCc1ccccc1", "c1ccc2[nH]ccc2c1"])
+def test_the_same_molecule_written_three_ways_gives_one_fingerprint(smiles):
+    from rdkit import Chem
+
+    mol = Chem.MolFromSmiles(smiles)
+    kekule = Chem.Mol(mol)
+    Chem.Kekulize(kekule, clearAromaticFlags=True)
+    writings = [Chem.MolToSmiles(kekule, kekuleSmiles=True),  # Kekule
+                Chem.MolToSmiles(mol),  # aromatic, canonical
+                Chem.MolToSmiles(mol, doRandom=True, canonical=False)]  # randomised atom order
+    assert len(set(writings)) == 3
+    x, valid = featurise(writings)
+    assert valid.all() and all(np.array_equal(x[0], row) for row in x[1:])
+    salt, _ = featurise([writings[0] + ".Cl"])  # a salt form: the parent's fingerprint
+    assert np.array_equal(salt[0], x[0])
+
+
+def test_a_model_saved_before_bond_types_were_a_setting_keeps_them():
+    assert FingerprintSettings.from_dict({"radius": 2, "n_bits": 2048, "counts": True, "sanitize": "fast"}).bond_types
+    assert not FingerprintSettings.from_dict(FingerprintSettings().to_dict()).bond_types
+
+
 def test_surrogate_beats_predicting_the_mean_on_held_out_compounds(trained):
     _, report = trained
     print(f"\nsurrogate on {report['n_train']} + {report['n_val']} compounds: {report}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import sqlite3
 import time
 
 from rdkit import Chem
@@ -26,8 +27,9 @@ def make_run(tmp_path):
     store.set_meta("name", "synthetic")
     session = store.begin_session(2, {"executable": "local", "function": "local"})
     smiles = {"a": "CCO", "b": "c1ccccc1O", "c": "CC(=O)Nc1ccccc1", "d": "CCN"}
-    store.add_docking([DockRow(c, s, 0, "seed", -5.0 - i, pose(s), None) for i, (c, s) in enumerate(smiles.items())],
-                      task="s1-r0-seed-0000")
+    states = {"d": "CC[NH3+]"}  # the docked state, where it differs from the library SMILES
+    store.add_docking([DockRow(c, s, 0, "seed", -5.0 - i, pose(s), None, states.get(c, s))
+                       for i, (c, s) in enumerate(smiles.items())], task="s1-r0-seed-0000")
     store.add_docking([DockRow("bad", "C1CC", 0, "seed", None, None, "unparsable")], task="s1-r0-seed-0001")
     store.add_model(0, str(tmp_path / "m.pt"), {"val_spearman": 0.6, "n_train": 3})
     store.add_predictions(0, 0, [("a", "CCO", -5.5), ("e", "CCCC", -4.0)], (3, 2, 0, 1), [("f", "unparsable")], ["e"])
@@ -61,7 +63,32 @@ def test_report_and_export(tmp_path):
     csv_path, sdf_path, n = export(store, tmp_path / "export")
     rows = list(csv.DictReader(open(csv_path)))
     assert n == 4 and rows[0]["id"] == "c" and rows[0]["mmgbsa_kcal_mol"] == "-20.000"
+    assert rows[1]["id"] == "d" and rows[1]["state_smiles"] == "CC[NH3+]" and "CC[NH3+]" in page
     assert open(sdf_path).read().count("$$$$") == 4
+    assert "<b>not trained on</b>" in page  # the parity plot says what it shows
+
+
+def test_pose_checks_flag_implausible_poses_in_export_and_report(tmp_path):
+    store = make_run(tmp_path)
+    store.add_pose_checks({"c": (False, ["bond_lengths", "volume_overlap_with_protein"]), "d": (True, [])})
+    hits = {h.id: h for h in ranked_hits(store)}
+    assert hits["c"].implausible and hits["c"].pose_check == "failed: bond_lengths, volume_overlap_with_protein"
+    assert not hits["d"].implausible and hits["b"].pose_check == ""  # not checked: no receptor known here
+    rows = {r["id"]: r for r in csv.DictReader(open(export(store, tmp_path / "export")[0]))}
+    assert rows["c"]["pose_check"].startswith("failed: bond_lengths") and rows["d"]["pose_check"] == "passed"
+    assert "implausible" in write_report(tmp_path).read_text()
+
+
+def test_a_store_written_before_ligand_states_gains_the_column(tmp_path):
+    db = sqlite3.connect(tmp_path / "campaign.db")
+    db.execute("CREATE TABLE docking (id TEXT PRIMARY KEY, smiles TEXT NOT NULL, round INTEGER NOT NULL, "
+               "origin TEXT NOT NULL, score REAL, pose_sdf TEXT, runtime_s REAL, error TEXT, task TEXT)")
+    db.execute("INSERT INTO docking VALUES ('old', 'CCO', 0, 'seed', -4.0, NULL, NULL, NULL, 't')")
+    db.commit()
+    db.close()
+    store = Store(tmp_path / "campaign.db")
+    store.add_docking([DockRow("new", "CCN", 0, "seed", -4.5, None, None, "CC[NH3+]")], task="t2")
+    assert store.state_smiles() == {"new": "CC[NH3+]"} and store.dock_score_map() == {"old": -4.0, "new": -4.5}
 
 
 def test_status_and_errors_from_the_cli(tmp_path, capsys):
