@@ -42,9 +42,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from rdkit import Chem, RDLogger
+from rdkit import Chem
 
 from .errors import StageInputError
+from .quiet import quiet_rdkit
 from .library import iter_shard
 from .ligands import LigandFailure, PreparedLigand, StateOptions, prepare_states
 from .receptor import BindingSite, Receptor, load_receptor
@@ -118,7 +119,7 @@ class Docker:
     def dock(self, cid: str, smiles: str, *, exhaustiveness: int | None = None) -> DockResult | LigandFailure:
         """Dock every state of one (id, SMILES) and keep the best; never raises for a bad molecule."""
         t0 = time.perf_counter()
-        with _quiet():
+        with quiet_rdkit():
             states = prepare_states(cid, smiles, self.states)
             if isinstance(states, LigandFailure):
                 return states
@@ -405,16 +406,6 @@ def _skeleton(mol: Chem.Mol) -> Chem.Mol:
     m = m.GetMol()
     m.UpdatePropertyCache(strict=False)
     return m
-
-
-class _quiet:
-    """Silence RDKit's stderr chatter; failures are reported as values instead."""
-
-    def __enter__(self) -> None:
-        RDLogger.DisableLog("rdApp.*")
-
-    def __exit__(self, *exc: object) -> None:
-        RDLogger.EnableLog("rdApp.*")
 
 
 if __name__ == "__main__":

@@ -36,10 +36,12 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
-from rdkit import Chem, RDLogger
+from rdkit import Chem
 from rdkit.Chem import rdFingerprintGenerator
 
-__all__ = ["FingerprintSettings", "featurise", "featurize", "parse_smiles", "RADIUS", "N_BITS"]
+from .quiet import quiet_rdkit
+
+__all__ = ["FingerprintSettings", "featurise", "parse_smiles", "RADIUS", "N_BITS"]
 
 RADIUS = 2
 N_BITS = 2048
@@ -75,23 +77,15 @@ def featurise(
     x = np.zeros((len(smiles), settings.n_bits), dtype=np.float32)
     valid = np.zeros(len(smiles), dtype=bool)
     full = settings.sanitize == "full"
-    RDLogger.DisableLog("rdApp.*")
-    try:
+    with quiet_rdkit():
         for i, s in enumerate(smiles):
             mol = parse_smiles(s, full=full)
             if mol is not None:
                 x[i] = as_numpy(mol)
                 valid[i] = True
-    finally:
-        RDLogger.EnableLog("rdApp.*")
     if settings.counts:
         np.minimum(x, 255.0, out=x)
     return x, valid
-
-
-def featurize(smiles: Sequence[str], radius: int = RADIUS, n_bits: int = N_BITS) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`featurise` with default settings but the given radius and size (US spelling, positional form)."""
-    return featurise(smiles, FingerprintSettings(radius=radius, n_bits=n_bits))
 
 
 def parse_smiles(smiles: str, *, full: bool = False) -> Chem.Mol | None:

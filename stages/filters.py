@@ -12,11 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from rdkit import Chem, RDLogger
+from rdkit import Chem
 from rdkit.Chem import Descriptors, rdMolDescriptors
 from rdkit.Chem.FilterCatalog import FilterCatalog, FilterCatalogParams
 
 from .ligands import strip_salts
+from .quiet import quiet_rdkit
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,8 @@ def check(smiles: str, rules: FilterRules, mol: Chem.Mol | None = None) -> str |
     ``mol``, when given, is used as is (it should already be the parent molecule).
     """
     if mol is None:
-        RDLogger.DisableLog("rdApp.*")
-        mol = strip_salts(smiles) if "." in smiles else Chem.MolFromSmiles(smiles)
+        with quiet_rdkit():
+            mol = strip_salts(smiles) if "." in smiles else Chem.MolFromSmiles(smiles)
     if mol is None:
         return f"unparsable SMILES {smiles!r}"
     if rules.max_heavy_atoms is not None and mol.GetNumHeavyAtoms() > rules.max_heavy_atoms:

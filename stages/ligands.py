@@ -45,10 +45,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
-from rdkit import Chem, RDLogger
+from rdkit import Chem
 from rdkit.Chem import AllChem
 from rdkit.Chem.EnumerateStereoisomers import EnumerateStereoisomers, StereoEnumerationOptions
 from rdkit.Chem.MolStandardize import rdMolStandardize
+
+from .quiet import quiet_rdkit
 
 __all__ = [
     "StateOptions",
@@ -118,7 +120,7 @@ def prepare_states(
 
     A state that cannot be embedded is left out; if none can, the failure names the first reason.
     """
-    with _quiet_rdkit():
+    with quiet_rdkit():
         try:
             states = enumerate_states(smiles, options)
         except _Failed as failure:
@@ -144,7 +146,7 @@ def prepare_ligand(
     ph: float = 7.4,
 ) -> PreparedLigand | LigandFailure:
     """One state: the dominant protomer of the first stereoisomer (or the neutral parent); never raises."""
-    with _quiet_rdkit():
+    with quiet_rdkit():
         try:
             parent = parent_molecule(smiles)
             state = Chem.MolToSmiles(stereoisomers(parent, 1, seed=seed)[0])
@@ -184,7 +186,7 @@ def prepare_state(
     id: str, input_smiles: str, state: str, *, seed: int = DEFAULT_SEED, optimise: bool = True
 ) -> PreparedLigand | LigandFailure:
     """One state SMILES (from :func:`enumerate_states`) in 3D; never raises."""
-    with _quiet_rdkit():
+    with quiet_rdkit():
         try:
             mol = Chem.MolFromSmiles(state)
             if mol is None:
@@ -205,7 +207,7 @@ def parent_molecule(smiles: str) -> Chem.Mol:
     """The neutral parent: cleanup, largest organic fragment, neutralise. Raises ValueError with the reason."""
     if not smiles or not smiles.strip():
         raise _Failed("empty SMILES")
-    with _quiet_rdkit():
+    with quiet_rdkit():
         mol = Chem.MolFromSmiles(smiles)
         if mol is None:
             raise _Failed(f"unparsable SMILES {smiles!r} (RDKit could not read or sanitise it)")
@@ -220,7 +222,24 @@ def parent_molecule(smiles: str) -> Chem.Mol:
     heavy = mol.GetNumHeavyAtoms()
     if heavy > MAX_HEAVY_ATOMS:
         raise _Failed(f"{heavy} heavy atoms, more than the {MAX_HEAVY_ATOMS} allowed for a drug-like ligand")
+    _check_organic(mol)
     return mol
+
+
+# elements of drug-like organic molecules that docking (Vina, meeko) and GAFF2 can type
+ORGANIC_ELEMENTS = frozenset("H B C N O F Si P S Cl Se Br I".split())
+
+
+def _check_organic(mol: Chem.Mol) -> None:
+    """A bare ion, an inorganic fragment or a metal complex is not a ligand these stages can score."""
+    symbols = {atom.GetSymbol() for atom in mol.GetAtoms()}
+    if "C" not in symbols:
+        what = "a bare ion or atom" if mol.GetNumHeavyAtoms() == 1 else "an inorganic fragment"
+        raise _Failed(f"{what} ({Chem.MolToSmiles(mol)}), not an organic ligand: no carbon atom")
+    others = sorted(symbols - ORGANIC_ELEMENTS)
+    if others:
+        raise _Failed(f"contains {', '.join(others)}: metal and other inorganic elements are outside the "
+                      "docking and force-field parameters")
 
 
 def strip_salts(smiles: str) -> Chem.Mol | None:
@@ -395,19 +414,3 @@ def _optimise(mol: Chem.Mol) -> None:
         AllChem.UFFOptimizeMolecule(mol, maxIters=2000)
     else:
         raise _Failed("no MMFF94 or UFF parameters for some atom (unusual element or valence)")
-
-
-class _quiet_rdkit:
-    """Silence RDKit's stderr chatter for one call (nestable); failures are reported as values instead."""
-
-    depth = 0
-
-    def __enter__(self) -> None:
-        if _quiet_rdkit.depth == 0:
-            RDLogger.DisableLog("rdApp.*")
-        _quiet_rdkit.depth += 1
-
-    def __exit__(self, *exc: object) -> None:
-        _quiet_rdkit.depth -= 1
-        if _quiet_rdkit.depth == 0:
-            RDLogger.EnableLog("rdApp.*")

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rdkit import Chem, RDLogger
+from rdkit import Chem
 
 from .errors import StageInputError, exit_code
+from .quiet import quiet_rdkit
 
 __all__ = ["PoseCheck", "check_poses", "main"]
 
@@ -52,8 +53,7 @@ def check_poses(
     if not receptor_pdb.is_file():
         raise StageInputError(f"{receptor_pdb}: receptor PDB not found")
     mols: list[tuple[str, Chem.Mol | None]] = []
-    RDLogger.DisableLog("rdApp.*")
-    try:
+    with quiet_rdkit():
         for cid, block in poses:
             mol = Chem.MolFromMolBlock(block, removeHs=False) if block else None
             mols.append((cid, mol))
@@ -65,8 +65,6 @@ def check_poses(
         from posebusters import PoseBusters  # imports pandas: about 1.5 s, so only here
 
         table = PoseBusters(config="dock").bust(readable, None, pocket)
-    finally:
-        RDLogger.EnableLog("rdApp.*")
     checks = [c for c in table.columns if table[c].dtype == bool]
     verdicts = iter(table[checks].to_dict("records"))
     out = []

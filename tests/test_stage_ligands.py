@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from rdkit import Chem
 from rdkit.Chem import Descriptors
@@ -107,3 +109,16 @@ def test_one_bad_molecule_does_not_stop_a_batch():
     results = list(prepare_ligands([("a", "CCO"), ("b", "not a smiles"), ("c", "c1ccncc1")]))
     assert [type(r) for r in results] == [PreparedLigand, LigandFailure, PreparedLigand]
     assert results[1].id == "b"
+
+
+@pytest.mark.parametrize("smiles, reason", [
+    ("[Na+]", "a bare ion or atom ([Na+]), not an organic ligand: no carbon atom"),
+    ("[Zn+2]", "a bare ion or atom"),
+    ("O=S(=O)([O-])[O-].[Na+].[Na+]", "an inorganic fragment"),
+    ("C[Hg]C", "contains Hg"),
+])
+def test_ions_and_inorganic_fragments_are_refused_with_a_reason(smiles, reason):
+    from impeccable.stages.ligands import parent_molecule
+
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        parent_molecule(smiles)
