@@ -97,12 +97,11 @@ def _compare_runs(args: argparse.Namespace) -> int:
 
 def _figures(store: Any) -> dict[str, Any]:
     from .plots import stage_throughput
-    from .report import _records
     from .runtime.metrics import summarize
 
     session = store.sessions()[-1]
     rows = store.task_rows(session["session"])
-    m = summarize(_records(rows), session["cores"])
+    m = summarize(store.task_records(session["session"]), session["cores"])
     _, stages = stage_throughput(rows)
     return {"makespan_s": m.makespan_s, "tasks": m.tasks, "throughput_tasks_per_s": m.throughput_tasks_per_s,
             "utilization": m.utilization, "cores": session["cores"], "routes": json.loads(session["routes"]),
@@ -151,7 +150,7 @@ def _print(result: dict[str, Any]) -> None:
 
 def write_compare_report(out: Path, result: dict[str, Any], runs: dict[str, dict[str, Any]]) -> Path:
     from . import plots
-    from .report import _img, _table
+    from .htmlparts import img, table
 
     base = result["baseline"]
     parts = [f"<h1>Pilot vs {base}</h1>",
@@ -164,11 +163,11 @@ def write_compare_report(out: Path, result: dict[str, Any], runs: dict[str, dict
         rows = store.task_rows(store.sessions()[-1]["session"])
         parts.append(f"<h2>{label}: makespan {fig['makespan_s']:.1f} s, utilisation {100 * fig['utilization']:.1f} %"
                      f"</h2>")
-        parts.append(_table(["stage", "tasks", "span (s)", "tasks/s", "median runtime (s)", "core-seconds"],
+        parts.append(table(["stage", "tasks", "span (s)", "tasks/s", "median runtime (s)", "core-seconds"],
                             [[html.escape(t["stage"]), t["tasks"], f"{t['span_s']:.1f}", f"{t['tasks_per_s']:.2f}",
                               f"{t['median_runtime_s']:.2f}", f"{t['core_s']:.0f}"] for t in fig["stages"]], left=1))
-        parts.append(_img(plots.timeline(rows, fig["cores"], f"{label}: task timeline"), "timeline"))
-        parts.append(_img(plots.concurrency(rows, fig["cores"], f"{label}: busy cores"), "concurrency"))
+        parts.append(img(plots.timeline(rows, fig["cores"], f"{label}: task timeline"), "timeline"))
+        parts.append(img(plots.concurrency(rows, fig["cores"], f"{label}: busy cores"), "concurrency"))
     parts.append("<h2>Where the time goes</h2><p>" + html.escape(explain(result)) + "</p>")
     path = out / "compare.html"
     path.write_text("<!doctype html><html><head><meta charset='utf-8'><style>body{font-family:sans-serif;"

@@ -6,18 +6,16 @@ it opens offline and can be mailed or archived with the run.
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 from . import plots
+from .htmlparts import img, table
 from .results import check_top_poses, ranked_hits, stage_counts
 from .runtime.metrics import summarize
-from .runtime.records import TaskRecord, TaskState
 from .store import Store
 
 
@@ -41,10 +39,6 @@ td.l,th.l{{text-align:left}}img{{max-width:100%}}h2{{border-bottom:1px solid #dd
     return out
 
 
-def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-
-
 def _depiction(smiles: str) -> str:
     from rdkit import Chem
     from rdkit.Chem.Draw import rdMolDraw2D
@@ -59,20 +53,6 @@ def _depiction(smiles: str) -> str:
     return svg[svg.find("<svg"):]
 
 
-def _table(headers: list[str], rows: list[list[Any]], left: int = 0) -> str:
-    head = "".join(f'<th class="{"l" if i < left else ""}">{html.escape(h)}</th>' for i, h in enumerate(headers))
-    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(row))
-                   + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _records(rows: list[dict[str, Any]]) -> list[TaskRecord]:
-    return [TaskRecord(uid=r["uid"], name=r["name"], kind=r["kind"], cores=r["cores"], gpus=r["gpus"] or 0,
-                       tags={"stage": r["stage"] or ""}, state=TaskState(r["state"]), submitted=r["submitted"],
-                       scheduled=r["scheduled"], started=r["started"], finished=r["finished"],
-                       backend=r["backend"] or "", slots=tuple(r["slots"])) for r in rows]
-
-
 def _pose_cell(verdict: str) -> str:
     if not verdict:
         return "not checked"
@@ -84,8 +64,7 @@ def _pose_cell(verdict: str) -> str:
 def _docked_after_model(store: Store, r: int) -> list[str]:
     """Compounds the round-r model never trained on: re-docked in round r or later (model r trained on
     everything docked before it: the seed sample and the re-docks of earlier rounds)."""
-    return [cid for (cid,) in store.db.execute(
-        "SELECT id FROM docking WHERE origin='redock' AND round>=? AND score IS NOT NULL ORDER BY id", (r,))]
+    return store.redocked_since(r)
 
 
 def _body(store: Store, run_dir: Path, top: int) -> str:
@@ -108,10 +87,10 @@ def _body(store: Store, run_dir: Path, top: int) -> str:
                  "which is drawn and named here. Pose: PoseBusters' <code>dock</code> checks (geometry, internal "
                  f"energy, clashes and overlap with the protein) on these poses: {n_bad} of the {n_checked} checked "
                  "failed one and are flagged as implausible.</p>")
-    parts.append(_table(["rank", "id", "docked state", "Vina (kcal/mol)", "surrogate", "MM/GBSA (kcal/mol)",
+    parts.append(table(["rank", "id", "docked state", "Vina (kcal/mol)", "surrogate", "MM/GBSA (kcal/mol)",
                          "origin", "pose", "SMILES"], rows, left=3))
     # progress
-    parts.append("<h2>Stages</h2>" + _table(["stage", "done", "failed"],
+    parts.append("<h2>Stages</h2>" + table(["stage", "done", "failed"],
                                              [[html.escape(s), d, f] for s, d, f, _ in stage_counts(store)], left=1))
     # surrogate
     dock = store.dock_score_map()
@@ -132,16 +111,13 @@ def _body(store: Store, run_dir: Path, top: int) -> str:
             m = [dock[c] for c in held_out]
             p = [preds[c] for c in held_out]
             rho = spearmanr(m, p).statistic if len(held_out) > 2 else float("nan")
-            parts.append(_img(plots.parity(m, p, f"round {r}: not trained on, docked after prediction "
+            parts.append(img(plots.parity(m, p, f"round {r}: not trained on, docked after prediction "
                                                  f"(n={len(held_out)}, Spearman {rho:.2f})"), "parity"))
-    series = {"seed docking": [s for s, o in store.db.execute("SELECT score, origin FROM docking "
-                                                              "WHERE score IS NOT NULL AND origin='seed'")],
-              "re-docking": [s for s, o in store.db.execute("SELECT score, origin FROM docking "
-                                                            "WHERE score IS NOT NULL AND origin='redock'")]}
+    series = {"seed docking": store.origin_scores("seed"), "re-docking": store.origin_scores("redock")}
     models = store.models()
     if models:
         series["surrogate, whole library"] = [s for _, _, s in store.predictions(models[-1][0])]
-    parts.append("<h2>Score distributions</h2>" + _img(plots.distributions(series), "distributions"))
+    parts.append("<h2>Score distributions</h2>" + img(plots.distributions(series), "distributions"))
     # runtime
     parts.append("<h2>Where the time went</h2>")
     for session in store.sessions():
@@ -149,23 +125,23 @@ def _body(store: Store, run_dir: Path, top: int) -> str:
         if not rows_s:
             continue
         cores = session["cores"] or 1
-        m = summarize(_records(rows_s), cores)
+        m = summarize(store.task_records(session["session"]), cores)
         routes = json.loads(session["routes"] or "{}")
         parts.append(f"<h3>Session {session['session']} ({session['status']}; {cores} cores; routes "
                      f"{html.escape(', '.join(f'{k}: {v}' for k, v in routes.items()))})</h3>")
         parts.append(f"<p>{m.tasks} tasks, makespan {m.makespan_s:.1f} s, utilisation {100 * m.utilization:.1f} %, "
                      f"throughput {m.throughput_tasks_per_s:.2f} tasks/s, median queue wait "
                      f"{m.queue_wait_median_s:.3f} s, median launch overhead {1e3 * m.launch_overhead_median_s:.1f} ms</p>")
-        parts.append(_img(plots.timeline(rows_s, cores, "task timeline per core"), "timeline"))
-        parts.append(_img(plots.concurrency(rows_s, cores), "concurrency"))
-        png, table = plots.stage_throughput(rows_s)
-        parts.append(_img(png, "throughput per stage"))
-        parts.append(_table(["stage", "tasks", "span (s)", "tasks/s", "median runtime (s)", "core-seconds"],
-                            [[html.escape(t["stage"]), t["tasks"], f"{t['span_s']:.1f}", f"{t['tasks_per_s']:.2f}",
-                              f"{t['median_runtime_s']:.2f}", f"{t['core_s']:.0f}"] for t in table], left=1))
+        parts.append(img(plots.timeline(rows_s, cores, "task timeline per core"), "timeline"))
+        parts.append(img(plots.concurrency(rows_s, cores), "concurrency"))
+        png, per_stage = plots.stage_throughput(rows_s)
+        parts.append(img(png, "throughput per stage"))
+        parts.append(table(["stage", "tasks", "span (s)", "tasks/s", "median runtime (s)", "core-seconds"],
+                           [[html.escape(t["stage"]), t["tasks"], f"{t['span_s']:.1f}", f"{t['tasks_per_s']:.2f}",
+                             f"{t['median_runtime_s']:.2f}", f"{t['core_s']:.0f}"] for t in per_stage], left=1))
     failures = store.failures()
     if failures:
         parts.append(f"<h2>Compounds that failed a stage ({len(failures)})</h2>")
-        parts.append(_table(["id", "stage", "reason"], [[html.escape(i), s, html.escape(r)] for i, s, r in failures[:200]],
+        parts.append(table(["id", "stage", "reason"], [[html.escape(i), s, html.escape(r)] for i, s, r in failures[:200]],
                             left=3))
     return "\n".join(parts)

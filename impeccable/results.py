@@ -44,7 +44,7 @@ def ranked_hits(store: Store) -> list[Hit]:
     for r, _ in store.models():
         for cid, _, score in store.predictions(r):
             predicted.setdefault(cid, score)  # a compound's first prediction (before it was docked)
-    origins = {cid: origin for cid, origin in store.db.execute("SELECT id, origin FROM docking")}
+    origins = store.dock_origins()
     states = store.state_smiles()
     checks = store.pose_checks()
     rows = []
@@ -101,17 +101,15 @@ def print_top(store: Store, n: int = 10) -> None:
 
 def stage_counts(store: Store) -> list[tuple[str, int, int, int]]:
     """(stage, done, failed, tasks) from the results and task records."""
-    db = store.db
     out = []
     for origin in ("seed", "redock"):
-        ok, bad = db.execute("SELECT count(score), count(*) - count(score) FROM docking WHERE origin=?",
-                             (origin,)).fetchone()
+        ok, bad = store.dock_counts(origin)
         out.append((f"{origin} dock (compounds)", ok, bad, 0))
     for r, report in store.models():
         n, scored, filtered, failed = store.inference_counts(r)
         out.append((f"train r{r} (val Spearman {report.get('val_spearman', float('nan')):.2f})", 1, 0, 0))
         out.append((f"infer r{r} (compounds)", scored + filtered, failed, n))
-    ok, bad = db.execute("SELECT count(dg), count(*) - count(dg) FROM md").fetchone()
+    ok, bad = store.md_counts()
     out.append(("md (compounds)", ok, bad, 0))
     return out
 
@@ -142,7 +140,7 @@ def print_status(store: Store, run_dir: Path) -> None:
     table.add_column("failed", justify="right")
     for stage, done, failed, _ in stage_counts(store):
         table.add_row(stage, str(done), str(failed))
-    rows = store.db.execute("SELECT stage, state, count(*) FROM tasks GROUP BY stage, state ORDER BY stage").fetchall()
+    rows = store.task_state_counts()
     console.print(table)
     tasks = Table(title="task records")
     for col in ("stage", "state", "tasks"):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .runtime.records import TaskRecord
+from .runtime.records import TaskRecord, TaskState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -166,6 +166,24 @@ class Store:
     def dock_score_map(self) -> dict[str, float]:
         return {i: s for i, _, s in self.dock_scores()}
 
+    def dock_origins(self) -> dict[str, str]:
+        """id -> "seed" or "redock" for every docked compound."""
+        return dict(self.db.execute("SELECT id, origin FROM docking"))
+
+    def dock_counts(self, origin: str) -> tuple[int, int]:
+        """(scored, failed) compounds docked as ``origin``."""
+        return tuple(self.db.execute("SELECT count(score), count(*) - count(score) FROM docking WHERE origin=?",
+                                     (origin,)).fetchone())  # type: ignore[return-value]
+
+    def origin_scores(self, origin: str) -> list[float]:
+        return [s for (s,) in self.db.execute("SELECT score FROM docking WHERE score IS NOT NULL AND origin=?",
+                                              (origin,))]
+
+    def redocked_since(self, round_: int) -> list[str]:
+        """Compounds re-docked (with a score) in round ``round_`` or later, by id."""
+        return [cid for (cid,) in self.db.execute(
+            "SELECT id FROM docking WHERE origin='redock' AND round>=? AND score IS NOT NULL ORDER BY id", (round_,))]
+
     def pose(self, cid: str) -> str | None:
         row = self.db.execute("SELECT pose_sdf FROM docking WHERE id=?", (cid,)).fetchone()
         return row[0] if row else None
@@ -248,6 +266,10 @@ class Store:
     def md_ids(self) -> set[str]:
         return {i for (i,) in self.db.execute("SELECT id FROM md")}
 
+    def md_counts(self) -> tuple[int, int]:
+        """(scored, failed) MD compounds."""
+        return tuple(self.db.execute("SELECT count(dg), count(*) - count(dg) FROM md").fetchone())  # type: ignore[return-value]
+
     def md_results(self) -> dict[str, tuple[float | None, float | None, str | None]]:
         return {i: (dg, se, err) for i, dg, se, err in self.db.execute("SELECT id, dg, stderr, error FROM md")}
 
@@ -268,6 +290,17 @@ class Store:
         ]
         with self.transaction() as db:
             db.executemany(f"INSERT OR REPLACE INTO tasks VALUES ({','.join('?' * 19)})", rows)
+
+    def task_state_counts(self) -> list[tuple[str, str, int]]:
+        """(stage, state, tasks) over every session."""
+        return list(self.db.execute("SELECT stage, state, count(*) FROM tasks GROUP BY stage, state ORDER BY stage"))
+
+    def task_records(self, session: int) -> list[TaskRecord]:
+        """One session's task records, rebuilt for the runtime's metrics."""
+        return [TaskRecord(uid=r["uid"], name=r["name"], kind=r["kind"], cores=r["cores"], gpus=r["gpus"] or 0,
+                           tags={"stage": r["stage"] or ""}, state=TaskState(r["state"]), submitted=r["submitted"],
+                           scheduled=r["scheduled"], started=r["started"], finished=r["finished"],
+                           backend=r["backend"] or "", slots=tuple(r["slots"])) for r in self.task_rows(session)]
 
     def task_rows(self, session: int | None = None) -> list[dict[str, Any]]:
         cols = ("uid", "session", "name", "kind", "stage", "round", "state", "cores", "gpus", "submitted",
