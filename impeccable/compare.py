@@ -150,7 +150,7 @@ def _print(result: dict[str, Any]) -> None:
 
 def write_compare_report(out: Path, result: dict[str, Any], runs: dict[str, dict[str, Any]]) -> Path:
     from . import plots
-    from .htmlparts import img, table
+    from .htmlparts import img, stage_table
 
     base = result["baseline"]
     parts = [f"<h1>Pilot vs {base}</h1>",
@@ -163,9 +163,7 @@ def write_compare_report(out: Path, result: dict[str, Any], runs: dict[str, dict
         rows = store.task_rows(store.sessions()[-1]["session"])
         parts.append(f"<h2>{label}: makespan {fig['makespan_s']:.1f} s, utilisation {100 * fig['utilization']:.1f} %"
                      f"</h2>")
-        parts.append(table(["stage", "tasks", "span (s)", "tasks/s", "median runtime (s)", "core-seconds"],
-                            [[html.escape(t["stage"]), t["tasks"], f"{t['span_s']:.1f}", f"{t['tasks_per_s']:.2f}",
-                              f"{t['median_runtime_s']:.2f}", f"{t['core_s']:.0f}"] for t in fig["stages"]], left=1))
+        parts.append(stage_table(fig["stages"]))
         parts.append(img(plots.timeline(rows, fig["cores"], f"{label}: task timeline"), "timeline"))
         parts.append(img(plots.concurrency(rows, fig["cores"], f"{label}: busy cores"), "concurrency"))
     parts.append("<h2>Where the time goes</h2><p>" + html.escape(explain(result)) + "</p>")

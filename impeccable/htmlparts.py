@@ -18,3 +18,10 @@ def table(headers: list[str], rows: list[list[Any]], left: int = 0) -> str:
     body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(row))
                    + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def stage_table(per_stage: list[dict[str, Any]]) -> str:
+    """Throughput per stage, as :func:`impeccable.plots.stage_throughput` measures it."""
+    return table(["stage", "tasks", "span (s)", "tasks/s", "median runtime (s)", "core-seconds"],
+                 [[html.escape(t["stage"]), t["tasks"], f"{t['span_s']:.1f}", f"{t['tasks_per_s']:.2f}",
+                   f"{t['median_runtime_s']:.2f}", f"{t['core_s']:.0f}"] for t in per_stage], left=1)

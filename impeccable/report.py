@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from . import plots
-from .htmlparts import img, table
+from .htmlparts import img, stage_table, table
 from .results import check_top_poses, ranked_hits, stage_counts
 from .runtime.metrics import summarize
 from .store import Store
@@ -136,9 +136,7 @@ def _body(store: Store, run_dir: Path, top: int) -> str:
         parts.append(img(plots.concurrency(rows_s, cores), "concurrency"))
         png, per_stage = plots.stage_throughput(rows_s)
         parts.append(img(png, "throughput per stage"))
-        parts.append(table(["stage", "tasks", "span (s)", "tasks/s", "median runtime (s)", "core-seconds"],
-                           [[html.escape(t["stage"]), t["tasks"], f"{t['span_s']:.1f}", f"{t['tasks_per_s']:.2f}",
-                             f"{t['median_runtime_s']:.2f}", f"{t['core_s']:.0f}"] for t in per_stage], left=1))
+        parts.append(stage_table(per_stage))
     failures = store.failures()
     if failures:
         parts.append(f"<h2>Compounds that failed a stage ({len(failures)})</h2>")
