@@ -58,19 +58,22 @@ def ranked_hits(store: Store) -> list[Hit]:
 
 
 def check_top_poses(store: Store, hits: Sequence[Hit], n: int) -> list[Hit]:
-    """PoseBusters verdicts for the first ``n`` hits (computed once, then kept in the store).
+    """PoseBusters verdicts for the first ``n`` hits (computed once, then kept in the store if it is writable).
 
     Needs the campaign's receptor (read from the store's campaign settings); where it
     cannot be found the hits come back unchecked.
     """
     todo = [h.id for h in hits[:n] if not h.pose_check]
     receptor = _receptor_pdb(store)
+    checks = store.pose_checks()
     if todo and receptor is not None:
         from .stages.posecheck import check_poses
 
         verdicts = check_poses(receptor, [(cid, store.pose(cid) or "") for cid in todo])
-        store.add_pose_checks({v.id: (v.passed, list(v.failed)) for v in verdicts})
-    checks = store.pose_checks()
+        new = {v.id: (v.passed, list(v.failed)) for v in verdicts}
+        checks.update(new)
+        if not store.readonly:  # a finished run on a read-only mount is checked, not changed
+            store.add_pose_checks(new)
     return [replace(h, pose_check=_verdict(checks.get(h.id))) for h in hits]
 
 
