@@ -43,8 +43,10 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_export)
 
     from .compare import register as register_compare
+    from .emulate import register as register_emulate
 
     register_compare(sub)
+    register_emulate(sub)
 
 
 def load(path: Path, *, cores: int | None = None, backend: str | None = None, oversubscribe: bool = False) -> Any:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .fileio import write_json
+from .fileio import write_atomic, write_json
 from .runtime.backends import BACKEND_NAMES
 
 
@@ -95,22 +94,10 @@ def _compare_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _figures(store: Any) -> dict[str, Any]:
-    from .plots import stage_throughput
-    from .runtime.metrics import summarize
-
-    session = store.sessions()[-1]
-    rows = store.task_rows(session["session"])
-    m = summarize(store.task_records(session["session"]), session["cores"])
-    _, stages = stage_throughput(rows)
-    return {"makespan_s": m.makespan_s, "tasks": m.tasks, "throughput_tasks_per_s": m.throughput_tasks_per_s,
-            "utilization": m.utilization, "cores": session["cores"], "routes": json.loads(session["routes"]),
-            "queue_wait_median_s": m.queue_wait_median_s, "launch_overhead_median_s": m.launch_overhead_median_s,
-            "stages": stages, "failed": m.failed}
-
-
 def compare_runs(pilot_store: Any, base_store: Any, baseline: str) -> dict[str, Any]:
-    pilot, base = _figures(pilot_store), _figures(base_store)
+    from .measure import run_figures
+
+    pilot, base = run_figures(pilot_store), run_figures(base_store)
     a, b = pilot_store.dock_score_map(), base_store.dock_score_map()
     common = set(a) & set(b)
     mismatched = sorted(c for c in common if abs(a[c] - b[c]) > 1e-3)
@@ -149,29 +136,34 @@ def _print(result: dict[str, Any]) -> None:
 
 
 def write_compare_report(out: Path, result: dict[str, Any], runs: dict[str, dict[str, Any]]) -> Path:
+    base = result["baseline"]
+    summary = (f"<p>makespan ratio pilot/{base}: <b>{result['makespan_ratio']:.2f}</b>; docking scores "
+               f"{'agree' if result['docking_scores_agree'] else 'DISAGREE'} "
+               f"({result['docked_compounds']['common']} compounds in both runs)</p>")
+    return write_side_by_side(out / "compare.html", f"Pilot vs {base}", summary,
+                              [(label, result[label], runs[label]["store"]) for label in ("pilot", base)],
+                              explain(result))
+
+
+def write_side_by_side(path: Path, title: str, summary_html: str, sides: list[tuple[str, dict[str, Any], Any]],
+                       explanation: str) -> Path:
+    """One page: a summary, then for each side its figures, per-stage table, timeline and busy cores."""
     from . import plots
     from .htmlparts import img, stage_table
 
-    base = result["baseline"]
-    parts = [f"<h1>Pilot vs {base}</h1>",
-             f"<p>makespan ratio pilot/{base}: <b>{result['makespan_ratio']:.2f}</b>; docking scores "
-             f"{'agree' if result['docking_scores_agree'] else 'DISAGREE'} "
-             f"({result['docked_compounds']['common']} compounds in both runs)</p>"]
-    for label in ("pilot", base):
-        fig = result[label]
-        store = runs[label]["store"]
+    parts = [f"<h1>{html.escape(title)}</h1>", summary_html]
+    for label, fig, store in sides:
         rows = store.task_rows(store.sessions()[-1]["session"])
-        parts.append(f"<h2>{label}: makespan {fig['makespan_s']:.1f} s, utilisation {100 * fig['utilization']:.1f} %"
-                     f"</h2>")
+        parts.append(f"<h2>{html.escape(label)}: makespan {fig['makespan_s']:.1f} s, utilisation "
+                     f"{100 * fig['utilization']:.1f} %</h2>")
         parts.append(stage_table(fig["stages"]))
         parts.append(img(plots.timeline(rows, fig["cores"], f"{label}: task timeline"), "timeline"))
         parts.append(img(plots.concurrency(rows, fig["cores"], f"{label}: busy cores"), "concurrency"))
-    parts.append("<h2>Where the time goes</h2><p>" + html.escape(explain(result)) + "</p>")
-    path = out / "compare.html"
-    path.write_text("<!doctype html><html><head><meta charset='utf-8'><style>body{font-family:sans-serif;"
-                    "max-width:1100px;margin:2em auto}td,th{border:1px solid #ccc;padding:4px 8px}table{border-collapse:"
-                    "collapse}img{max-width:100%}</style></head><body>" + "\n".join(parts) + "</body></html>")
-    return path
+    parts.append("<h2>Where the time goes</h2><p>" + html.escape(explanation) + "</p>")
+    page = ("<!doctype html><html><head><meta charset='utf-8'><style>body{font-family:sans-serif;"
+            "max-width:1100px;margin:2em auto}td,th{border:1px solid #ccc;padding:4px 8px}table{border-collapse:"
+            "collapse}img{max-width:100%}</style></head><body>" + "\n".join(parts) + "</body></html>")
+    return write_atomic(path, page)
 
 
 def explain(result: dict[str, Any]) -> str:

@@ -83,5 +83,9 @@ def make_pilot(campaign: Campaign) -> Pilot:
         allocation = Allocation.emulated(cores, nodes=p.nodes, gpus=p.gpus)
     except ValueError as exc:
         raise CampaignInputError(f"{source}: pilot: {exc}") from None
-    return Pilot(allocation, routes=dict(p.routes), shares=p.shares or None, options=p.options or None,
-                 exclusive=p.exclusive)
+    from .work import PRELOAD
+
+    # function workers start with the stage modules imported (torch, RDKit), unless the campaign says otherwise
+    options = {name: {"preload": list(PRELOAD), **p.options.get(name, {})} for name in ("local", "dragon")}
+    options.update({name: dict(value) for name, value in p.options.items() if name not in options})
+    return Pilot(allocation, routes=dict(p.routes), shares=p.shares or None, options=options, exclusive=p.exclusive)

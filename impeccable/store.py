@@ -291,6 +291,15 @@ class Store:
         with self.transaction() as db:
             db.executemany(f"INSERT OR REPLACE INTO tasks VALUES ({','.join('?' * 19)})", rows)
 
+    def done_task_durations(self) -> list[tuple[str, str, float]]:
+        """(stage, task name, seconds from start to finish) of every task that ended DONE."""
+        return list(self.db.execute("SELECT stage, name, finished - started FROM tasks WHERE state='DONE' AND "
+                                    "started IS NOT NULL AND finished IS NOT NULL ORDER BY session, started"))
+
+    def dock_task_sizes(self) -> dict[str, int]:
+        """Docking task key -> compounds it docked."""
+        return dict(self.db.execute("SELECT task, count(*) FROM docking GROUP BY task"))
+
     def task_state_counts(self) -> list[tuple[str, str, int]]:
         """(stage, state, tasks) over every session."""
         return list(self.db.execute("SELECT stage, state, count(*) FROM tasks GROUP BY stage, state ORDER BY stage"))

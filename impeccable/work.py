@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+# what these functions import: a function worker imports it once, before its first call (``preload``)
+PRELOAD = ("impeccable.stages.surrogate", "impeccable.stages.filters")
+
 
 def infer_batch(model_path: str, records: Sequence[tuple[str, str]], filters: dict[str, Any],
                 threads: int = 1) -> dict[str, Any]:

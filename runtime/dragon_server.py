@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keyfile", required=True, help="0600 file holding the pilot's key (deleted once read)")
     parser.add_argument("--workers", type=int, required=True)
     parser.add_argument("--inbox-size", type=int, default=1024)
+    parser.add_argument("--preload", default="", help="comma-separated modules each worker imports before it is up")
     args = parser.parse_args(argv)
 
     from impeccable.runtime.backends.dragon_channel import connect
@@ -60,12 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     os.unlink(args.keyfile)
     conn = connect(args.socket, key)
     del key
-    server = _Server(conn, os.path.dirname(args.socket), args.workers, args.inbox_size)
+    server = _Server(conn, os.path.dirname(args.socket), args.workers, args.inbox_size,
+                     tuple(m for m in args.preload.split(",") if m))
     return server.run()
 
 
 class _Server:
-    def __init__(self, conn: Any, directory: str, n_workers: int, inbox_size: int) -> None:
+    def __init__(self, conn: Any, directory: str, n_workers: int, inbox_size: int,
+                 preload: tuple[str, ...] = ()) -> None:
+        self.preload = preload
         from dragon.native.queue import Queue
 
         self.conn = conn
@@ -174,7 +178,7 @@ class _Server:
         progress = os.path.join(self.directory, f"progress.{wid}")
         with open(progress, "wb") as handle:
             handle.write(TOKEN.pack(-1))
-        process = Process(target=worker_main, args=(wid, inbox, self.outbox, progress))
+        process = Process(target=worker_main, args=(wid, inbox, self.outbox, progress, self.preload))
         process.start()
         with self.lock:
             self.workers[wid] = (process, inbox)
@@ -230,7 +234,7 @@ class _Server:
                 pass
 
 
-def worker_main(wid: int, inbox: Any, outbox: Any, progress_path: str) -> None:
+def worker_main(wid: int, inbox: Any, outbox: Any, progress_path: str, preload: tuple[str, ...] = ()) -> None:
     """One Dragon-managed worker: run batches of calls, send their results in order.
 
     Results are sent in batches: at the end of each input batch, and by a flusher
@@ -243,8 +247,13 @@ def worker_main(wid: int, inbox: Any, outbox: Any, progress_path: str) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import importlib
+
     from impeccable.runtime.task import resolve_function
     from impeccable.runtime.worker import _call_with_env, _failure
+
+    for module in preload:  # before "up": the first calls do not pay for torch and RDKit
+        importlib.import_module(module)
 
     with open(progress_path, "r+b") as handle:
         progress = mmap.mmap(handle.fileno(), TOKEN.size)

@@ -7,7 +7,8 @@ Definitions (all times wall-clock seconds):
   percentile of finish times, divided by that interval; it leaves out the
   ramp-up and the tail.
 - utilisation: busy core-seconds / (cores x makespan), where a task is busy
-  from ``started`` to ``finished`` on ``cores`` cores.
+  from ``started`` to ``finished`` on the core slots it held (its ``cores``,
+  or more: an MPI task wider than a node holds its nodes whole).
 - queue wait: ``scheduled - submitted``; launch overhead: ``started - scheduled``.
 """
 
@@ -38,6 +39,7 @@ class Metrics:
     launch_overhead_median_s: float
     launch_overhead_p95_s: float
     runtime_median_s: float
+    busy_core_s: float
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,7 +52,7 @@ def summarize(records: Sequence[TaskRecord], cores: int) -> Metrics:
     submitted = [r.submitted for r in records if r.submitted is not None]
     makespan = (max(r.finished for r in finished) - min(submitted)) if finished and submitted else 0.0  # type: ignore[type-var,operator]
     done = sum(1 for r in records if r.state is TaskState.DONE)
-    busy = sum(r.cores * (r.finished - r.started) for r in ran)  # type: ignore[operator]
+    busy = sum(held(r) * (r.finished - r.started) for r in ran)  # type: ignore[operator]
     queue_waits = [r.scheduled - r.submitted for r in records if r.scheduled is not None and r.submitted is not None]
     launches = [r.started - r.scheduled for r in ran if r.scheduled is not None]  # type: ignore[operator]
     runtimes = [r.finished - r.started for r in ran]  # type: ignore[operator]
@@ -70,7 +72,13 @@ def summarize(records: Sequence[TaskRecord], cores: int) -> Metrics:
         launch_overhead_median_s=_median(launches),
         launch_overhead_p95_s=_percentile(launches, 95),
         runtime_median_s=_median(runtimes),
+        busy_core_s=busy,
     )
+
+
+def held(record: TaskRecord) -> int:
+    """Core slots a task held: its cores, or more when it was given more (whole nodes for a wide MPI task)."""
+    return max(len(record.slots), record.cores)
 
 
 def steady_throughput(finish_times: Iterable[float], low: float = 10, high: float = 90) -> float:
@@ -89,8 +97,8 @@ def concurrency_series(records: Iterable[TaskRecord]) -> list[tuple[float, int]]
     events: list[tuple[float, int]] = []
     for r in records:
         if r.started is not None and r.finished is not None:
-            events.append((r.started, r.cores))
-            events.append((r.finished, -r.cores))
+            events.append((r.started, held(r)))
+            events.append((r.finished, -held(r)))
     events.sort(key=lambda e: (e[0], e[1]))  # at equal times, finishes first
     busy, series = 0, []
     for when, delta in events:

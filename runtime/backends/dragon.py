@@ -62,7 +62,7 @@ class DragonBackend(ThreadedBackend):
     ``pipeline_s`` (estimated work queued in a busy worker, default 20 ms),
     ``max_pipeline`` (calls in flight per worker, default 512), ``queue_ahead`` (calls kept queued
     behind a running one however long calls are, so that a worker starts its next call without waiting
-    for a round trip through the runtime; default 1).
+    for a round trip through the runtime; default 1), ``preload`` (modules each worker imports before it is up).
     """
 
     name = "dragon"
@@ -104,7 +104,8 @@ class DragonBackend(ThreadedBackend):
             raise BackendUnavailable(f"the dragon backend cannot start: {NOT_INSTALLED}")
         self._started = True
         self._runtime = DragonRuntime.launch(self._launcher, self._launcher_args, self.slots.n_cores,
-                                             self._max_pipeline + 8, self._start_timeout_s)
+                                             self._max_pipeline + 8, self._start_timeout_s,
+                                             list(self.options.get("preload") or ()))
         loop = Dispatcher(self)
         transport = DragonTransport(loop, self._runtime)
         pool = FunctionPool(loop, transport, self._pipeline_s, self._max_pipeline, queue_ahead=self._queue_ahead)
@@ -266,12 +267,13 @@ class DragonRuntime:
 
     @classmethod
     def launch(cls, launcher: str, extra_args: list[str], n_workers: int, inbox_size: int,
-               timeout_s: float) -> "DragonRuntime":
+               timeout_s: float, preload: list[str] | None = None) -> "DragonRuntime":
         channel = Channel()
         log_path = os.path.join(channel.directory, "dragon.log")
         # the launcher runs PROG with ARGS: this interpreter, -m the server module
         argv = launcher_argv(launcher, extra_args, sys.executable, "-m", SERVER_MODULE, "--socket", channel.path,
-                             "--keyfile", channel.keyfile, "--workers", str(n_workers), "--inbox-size", str(inbox_size))
+                             "--keyfile", channel.keyfile, "--workers", str(n_workers), "--inbox-size", str(inbox_size),
+                             "--preload", ",".join(preload or ()))
         env = launcher_env(launcher)
         # workers import the same modules as this process (test helpers, the user's packages)
         env["PYTHONPATH"] = os.pathsep.join(_import_path())

@@ -43,7 +43,8 @@ class LocalBackend(ThreadedBackend):
     ``mpiexec`` (default: :func:`~.launchers.default_mpiexec`), ``pipeline_s``
     (how much estimated work to queue in a busy worker, default 2 ms),
     ``max_pipeline``, ``max_running`` (most child processes at once, default:
-    no cap but the cores), ``worker_start_timeout_s`` (default 120).
+    no cap but the cores), ``worker_start_timeout_s`` (default 120), ``preload`` (modules every function
+    worker has imported before its first call: imported once, by the forkserver the workers fork from).
     """
 
     name = "local"
@@ -68,7 +69,7 @@ class LocalBackend(ThreadedBackend):
         loop = Dispatcher(self)
         loop.serve([TaskKind.EXECUTABLE], ProcessRunner(loop, self.launcher, self._max_running))
         if TaskKind.FUNCTION in self.serves:
-            transport = PipeTransport(loop, self._max_workers)
+            transport = PipeTransport(loop, self._max_workers, list(self.options.get("preload") or ()))
             pool = FunctionPool(loop, transport, self._pipeline_s, self._max_pipeline)
             transport.pool = pool
             loop.serve([TaskKind.FUNCTION], pool)
@@ -95,12 +96,13 @@ class _Process:
 class PipeTransport:
     """Worker processes started by a forkserver, each at the end of a non-blocking framed pipe."""
 
-    def __init__(self, host: Dispatcher, max_workers: int) -> None:
+    def __init__(self, host: Dispatcher, max_workers: int, preload: list[str] | tuple[str, ...] = ()) -> None:
         self.host = host
         self.max_workers = max_workers
         self.pool: FunctionPool = None  # type: ignore[assignment]  # set by the backend
         self._mp = multiprocessing.get_context("forkserver")
-        self._mp.set_forkserver_preload(["impeccable.runtime.worker"])
+        # modules imported once by the forkserver, so that every worker starts with them (torch, RDKit ...)
+        self._mp.set_forkserver_preload(["impeccable.runtime.worker", *preload])
         reaper.remove_on_death(multiprocessing.util.get_temp_dir())  # the forkserver's pymp-* folder
 
     def start(self, timeout_s: float) -> None:

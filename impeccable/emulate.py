@@ -1,0 +1,310 @@
+"""Campaign emulation: the campaign's own runner on a large allocation, every payload replaced by its recorded time.
+
+``impeccable emulate RUN_DIR --cores N`` re-runs the campaign recorded in
+RUN_DIR through the real :class:`~.campaign.CampaignRunner` (its streaming,
+quotas, stage dependencies and resumable store) on N advertised cores, but
+each task only takes the time such a task took in RUN_DIR, drawn from the
+recorded durations of its stage (per ligand for docking, per compound for MD,
+per batch for inference and training; seeded, so both sides of a comparison
+draw the same). Executables sleep in a real process (a real fork/exec or
+``srun`` step); function tasks sleep in the backend's persistent workers, and
+under ``srun``, where each is a fresh ``python -m`` process, they first import
+what the real stage imports (torch, RDKit), so the baseline pays what a
+script-based campaign pays, measured rather than assumed.
+
+Results are placeholders. Scores come from a hash of the compound id so that
+selection, re-docking and MD proceed as in a campaign; they mean nothing, the
+run directory is marked as an emulation, and its report says so. What is
+measured is time: makespan, utilisation, launch rates, per-stage throughput.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Campaign
+from .emulate_payloads import emulated_infer, emulated_train, placeholder_score, stable_hash
+from .measure import run_figures
+from .runtime import Task, TaskFuture, executable_task, function_task
+from .stagetasks import DockBatch, StageTasks
+from .stages.library import LibraryRecord, read_library, write_library
+from .store import DockRow, Store
+
+STAGES = ("dock", "train", "infer", "md")
+
+
+@dataclass
+class RecordedDurations:
+    """Seconds per unit of work, per stage, as a recorded campaign measured them."""
+
+    source: str
+    dock_per_ligand: list[float] = field(default_factory=list)
+    train: list[float] = field(default_factory=list)
+    infer_per_batch: list[float] = field(default_factory=list)
+    md_per_compound: list[float] = field(default_factory=list)
+
+    @classmethod
+    def from_run(cls, run_dir: Path) -> "RecordedDurations":
+        store = Store.open_existing(run_dir, readonly=True)
+        try:
+            sizes = store.dock_task_sizes()
+            found = cls(source=str(Path(run_dir).resolve()))
+            for stage, name, seconds in store.done_task_durations():
+                if stage.endswith("dock"):
+                    key = name.split(" ", 1)[1]
+                    if sizes.get(key):
+                        found.dock_per_ligand.append(seconds / sizes[key])
+                elif stage == "train":
+                    found.train.append(seconds)
+                elif stage == "infer":
+                    found.infer_per_batch.append(seconds)
+                elif stage == "md":
+                    found.md_per_compound.append(seconds)
+        finally:
+            store.close()
+        missing = [s for s, v in zip(STAGES, (found.dock_per_ligand, found.train, found.infer_per_batch,
+                                              found.md_per_compound)) if not v]
+        if missing:
+            raise ValueError(f"{run_dir}: no finished {', '.join(missing)} task recorded: run the campaign "
+                             "there first (impeccable run), or resume it until every stage has run")
+        return found
+
+    def draw(self, stage: str, key: str, n: int = 1) -> float:
+        """The duration of a task of ``stage`` with ``n`` units, drawn for ``key`` (the same key, the same draw)."""
+        pool = {"dock": self.dock_per_ligand, "train": self.train, "infer": self.infer_per_batch,
+                "md": self.md_per_compound}[stage]
+        rng = random.Random(stable_hash(f"{stage}:{key}"))
+        return sum(rng.choice(pool) for _ in range(n))
+
+    def summary(self) -> dict[str, Any]:
+        def med(v: Sequence[float]) -> float:
+            return sorted(v)[len(v) // 2]
+
+        return {"source": self.source, "median_s": {
+            "dock_per_ligand": med(self.dock_per_ligand), "train": med(self.train),
+            "infer_per_batch": med(self.infer_per_batch), "md_per_compound": med(self.md_per_compound)},
+            "samples": {"dock_per_ligand": len(self.dock_per_ligand), "train": len(self.train),
+                        "infer_per_batch": len(self.infer_per_batch), "md_per_compound": len(self.md_per_compound)}}
+
+
+class EmulatedStageTasks(StageTasks):
+    """Each stage's task takes its recorded time and produces placeholders the runner can go on with."""
+
+    def __init__(self, campaign: Campaign, run_dir: Path, durations: RecordedDurations) -> None:
+        super().__init__(campaign, run_dir)
+        self.durations = durations
+
+    def dock_task(self, batch: DockBatch) -> Task:
+        seconds = self.durations.draw("dock", batch.key, len(batch.records))
+        return executable_task(["sleep", f"{seconds:.3f}"], name=f"dock {batch.key}", ranks=self.c.dock.ranks,
+                               mpi=self.c.dock.ranks > 1, tags=self._tags(f"{batch.origin} dock", batch.round))
+
+    def dock_rows(self, batch: DockBatch) -> list[DockRow]:
+        return [DockRow(rec.id, rec.smiles, batch.round, batch.origin, placeholder_score(rec.id, "dock"), "", None)
+                for rec in batch.records]
+
+    def train_task(self, r: int, scores: list[tuple[str, float]]) -> Task:
+        path = self.model_path(r)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("emulation: no model\n")
+        seconds = self.durations.draw("train", str(r))
+        return function_task(emulated_train, seconds, name=f"train r{r}", cores_per_rank=self.c.surrogate.cores,
+                             tags=self._tags("train", r))
+
+    def infer_task(self, r: int, batch: int, model_path: str, chunk: list[LibraryRecord]) -> Task:
+        seconds = self.durations.draw("infer", f"{r}:{batch}")
+        return function_task(emulated_infer, seconds, [rec.id for rec in chunk], name=f"infer r{r} b{batch:05d}",
+                             tags=self._tags("infer", r))
+
+    def md_task(self, r: int, cid: str, pose_sdf: str) -> tuple[Task, Path]:
+        seconds = self.durations.draw("md", cid)
+        task = executable_task(["sleep", f"{seconds:.3f}"], name=f"md {cid}", cores_per_rank=self.c.md.cores,
+                               tags=self._tags("md", r))
+        return task, self.work / "md" / cid
+
+    def md_result(self, future: TaskFuture, out: Path) -> dict[str, Any]:
+        return {"binding_energy_kcal_mol": placeholder_score(out.name, "md"), "stderr_kcal_mol": 0.0,
+                "emulation": True}
+
+
+# ------------------------------------------------------------------ the emulated campaign
+def emulated_campaign(recorded: Campaign, library: Path, cores: int, scale: int, granularity: str,
+                      routes: dict[str, str], nodes: int = 1, srun_max_running: int | None = None) -> Campaign:
+    """The recorded campaign at ``scale``: library, seed sample, top-K and top-M multiplied; N cores."""
+    if granularity not in ("task", "ligand"):
+        raise ValueError(f"granularity: 'task' or 'ligand', got {granularity!r}")
+    c = recorded
+    options = {k: dict(v) for k, v in c.pilot.options.items()}
+    if srun_max_running is not None:
+        options.setdefault("srun", {})["max_running"] = srun_max_running
+    update = {
+        "library": c.library.model_copy(update={"path": library, "limit": None, "id_column": "id",
+                                                 "smiles_column": "smiles"}),
+        "dock": c.dock.model_copy(update={"seed_sample": c.dock.seed_sample * scale,
+                                          "ligands_per_task": 1 if granularity == "ligand" else c.dock.ligands_per_task}),
+        "redock": c.redock.model_copy(update={"top_k": c.redock.top_k * scale}),
+        "md": c.md.model_copy(update={"top_m": c.md.top_m * scale}),
+        "pilot": c.pilot.model_copy(update={"cores": cores, "nodes": nodes, "oversubscribe": True, "routes": routes,
+                                            "options": options, "exclusive": False}),
+        "campaign": c.campaign.model_copy(update={"name": f"{c.name}-emulated"}),
+    }
+    return c.model_copy(update=update)
+
+
+def scaled_library(recorded: Campaign, scale: int, path: Path) -> Path:
+    """The recorded library's screened compounds, ``scale`` times over with new ids (E<copy>-<id>)."""
+    lib = recorded.library
+    rows: list[LibraryRecord] = []
+    for i, rec in enumerate(read_library(lib.path, id_column=lib.id_column, smiles_column=lib.smiles_column)):
+        if lib.limit is not None and i >= lib.limit:
+            break
+        rows.append(rec)
+    write_library((LibraryRecord(f"E{copy}-{rec.id}", rec.smiles) for copy in range(scale) for rec in rows), path)
+    return path
+
+
+def recorded_campaign(run_dir: Path) -> Campaign:
+    """The campaign a run directory holds (its settings as stored by ``impeccable run``)."""
+    store = Store.open_existing(run_dir, readonly=True)
+    try:
+        settings = store.get_meta("campaign")
+    finally:
+        store.close()
+    if not settings:
+        raise ValueError(f"{run_dir}: no campaign recorded here")
+    return Campaign.model_validate(json.loads(settings), strict=False)
+
+
+def run_emulation(run_dir: Path, out_dir: Path, *, cores: int, scale: int = 1, granularity: str = "task",
+                  routes: dict[str, str] | None = None, nodes: int = 1, srun_max_running: int | None = None,
+                  progress: Any = None) -> dict[str, Any]:
+    """One emulated campaign into ``out_dir`` (made afresh); its figures from the task records."""
+    from .campaign import CampaignRunner
+
+    recorded = recorded_campaign(run_dir)
+    durations = RecordedDurations.from_run(run_dir)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    library = scaled_library(recorded, scale, out_dir / "library.csv")
+    campaign = emulated_campaign(recorded, library, cores, scale, granularity,
+                                 routes or {"executable": "local", "function": "local"}, nodes, srun_max_running)
+    runner = CampaignRunner(campaign, out_dir / "run", progress=progress,
+                            stages=EmulatedStageTasks(campaign, (out_dir / "run").resolve(), durations))
+    runner.store.set_meta("emulation", json.dumps({"recorded_run": durations.source, "scale": scale,
+                                                   "granularity": granularity, "cores": cores}))
+    with runner.progress:
+        runner.run()
+    result = run_figures(runner.store)
+    result["durations"] = durations.summary()
+    return result
+
+
+# ------------------------------------------------------------------ the command
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "emulate", help="the recorded campaign on a large allocation, every task taking its recorded time",
+        description="Runs the campaign recorded in RUN_DIR again through the real runner on N advertised cores, "
+        "with each task's payload replaced by a sleep of its recorded duration (placeholders for results), "
+        "through the pilot and, with --baseline srun, with every task an srun step; reports makespans, "
+        "utilisation, launch rates and the ratio. An emulation measures time, not science.")
+    p.add_argument("run_dir", type=Path, help="a run directory made by `impeccable run` (its durations are drawn)")
+    p.add_argument("--cores", type=int, required=True, help="cores to advertise (may far exceed the machine's)")
+    p.add_argument("--nodes", type=int, default=1, help="nodes the cores spread over (emulated; default 1)")
+    p.add_argument("--scale", type=int, default=1, help="multiply library, seed sample, top-K and top-M (default 1)")
+    p.add_argument("--granularity", choices=("task", "ligand"), default="task",
+                   help="ligand: one ligand per docking task, as campaigns at scale dock (default: as recorded)")
+    p.add_argument("--routes", default="executable=auto,function=auto",
+                   help="the pilot's routes, e.g. executable=flux,function=dragon (default auto)")
+    p.add_argument("--baseline", choices=("srun",), default=None, help="also run every task as an srun step")
+    p.add_argument("--srun-max-running", type=int, default=16,
+                   help="outstanding srun steps at once, a site's ceiling (default 16, as the srun backend)")
+    p.add_argument("--local-slurm", action="store_true", help="start a throwaway single-node Slurm advertising "
+                   "--cores CPUs for the baseline, and stop it after (needs root)")
+    p.add_argument("--out", type=Path, help="folder for the emulated runs (default RUN_DIR/emulations/<cores>x<scale>)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the figures here")
+    p.set_defaults(handler=_emulate)
+
+
+def _emulate(args: Any) -> int:
+    import os
+
+    from .compare import explain, write_side_by_side
+    from .errors import UserError
+    from .fileio import write_json
+    from .progress import ProgressView
+
+    if args.cores < 1 or args.scale < 1 or args.nodes < 1:
+        raise UserError("--cores, --scale and --nodes must be at least 1")
+    try:
+        routes = dict(part.split("=", 1) for part in args.routes.split(","))
+    except ValueError:
+        raise UserError(f"--routes {args.routes!r}: write kind=backend pairs, e.g. executable=flux,function=dragon")
+    out = args.out or args.run_dir / "emulations" / f"{args.cores}x{args.scale}-{args.granularity}"
+    try:
+        durations = RecordedDurations.from_run(args.run_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    sides: dict[str, dict[str, Any]] = {}
+    common = dict(cores=args.cores, scale=args.scale, granularity=args.granularity, nodes=args.nodes)
+    print(f"== pilot ({args.routes}) on {args.cores} emulated cores into {out / 'pilot'}")
+    sides["pilot"] = run_emulation(args.run_dir, out / "pilot", routes=routes, progress=ProgressView(), **common)
+    if args.baseline:
+        cluster = None
+        if args.local_slurm:
+            from .runtime.backends.slurm_local import start
+
+            os.environ["IMPECCABLE_SLURM_CPUS"] = str(args.cores)
+            cluster = start()
+            if not cluster.ok:
+                raise UserError(f"--local-slurm: could not start a local Slurm: {cluster.reason}")
+        try:
+            print(f"== {args.baseline} on {args.cores} emulated cores into {out / args.baseline}")
+            sides["baseline"] = run_emulation(
+                args.run_dir, out / args.baseline, routes={"executable": args.baseline, "function": args.baseline},
+                srun_max_running=args.srun_max_running, progress=ProgressView(), **common)
+        finally:
+            if cluster is not None:
+                cluster.stop()
+    result = emulation_result(sides, args.baseline, durations, args)
+    if args.baseline:
+        compare_form = {"baseline": args.baseline, "pilot": sides["pilot"], args.baseline: sides["baseline"],
+                        "makespan_ratio": result["makespan_ratio"]}
+        summary = (f"<p><b>EMULATION</b>: every task took a duration drawn from those recorded in "
+                   f"{durations.source}; results are placeholders. makespan ratio pilot/{args.baseline}: "
+                   f"<b>{result['makespan_ratio']:.2f}</b></p>")
+        stores = {label: Store.open_existing(out / label / "run", readonly=True)
+                  for label in ("pilot", args.baseline)}
+        page = write_side_by_side(out / "emulation.html", f"Emulated campaign: pilot vs {args.baseline}", summary,
+                                  [(label, compare_form[label], stores[label]) for label in ("pilot", args.baseline)],
+                                  explain(compare_form))
+        print(f"report: {page}")
+    for label, fig in sides.items():
+        print(f"{label}: makespan {fig['makespan_s']:.1f} s (ideal {fig['ideal_makespan_s']:.1f} s), utilisation "
+              f"{100 * fig['utilization']:.1f} %, {fig['tasks']} tasks, launch rate "
+              f"{fig['launch_rate_tasks_per_s']:.1f}/s")
+    if result["makespan_ratio"]:
+        print(f"makespan ratio pilot/{args.baseline}: {result['makespan_ratio']:.3f}")
+    if args.json:
+        print(f"wrote {write_json(args.json, result)}")
+    return 0
+
+
+def emulation_result(sides: dict[str, dict[str, Any]], baseline: str | None, durations: RecordedDurations,
+                     args: Any) -> dict[str, Any]:
+    pilot, base = sides["pilot"], sides.get("baseline")
+    return {
+        "makespan_ratio": pilot["makespan_s"] / base["makespan_s"] if base and base["makespan_s"] else None,
+        "emulation": True,
+        "recorded_run": durations.source,
+        "settings": {"cores": args.cores, "nodes": args.nodes, "scale": args.scale, "granularity": args.granularity,
+                     "routes": args.routes, "baseline": baseline, "srun_max_running": args.srun_max_running},
+        "durations": durations.summary(),
+        "pilot": pilot,
+        "baseline": base,
+    }

@@ -1,0 +1,42 @@
+"""The function tasks of an emulated campaign: they take the recorded time and return placeholders.
+
+Kept apart from :mod:`.emulate` and importing nothing at module level, so that under ``srun``, where each
+function task is a fresh ``python -m`` process, a task pays what the real stage's process pays: the
+interpreter and the real stage's own imports (done in :func:`_stage_imports`), no more and no less.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+
+def emulated_train(seconds: float) -> dict[str, Any]:
+    """Training's recorded time, after the imports the real training task makes."""
+    _stage_imports()
+    time.sleep(seconds)
+    return {"emulation": True, "val_spearman": float("nan")}
+
+
+def emulated_infer(seconds: float, ids: list[str]) -> dict[str, Any]:
+    """An inference batch's recorded time, and a placeholder prediction for each compound."""
+    _stage_imports()
+    time.sleep(seconds)
+    return {"scored": [(cid, "C", placeholder_score(cid, "infer")) for cid in ids], "filtered": [], "failed": []}
+
+
+def _stage_imports() -> None:
+    """What ``impeccable.work``'s functions import (the surrogate and the filters: torch, RDKit); cached
+    after the first call in a persistent worker, paid by every task in a fresh process."""
+    import impeccable.stages.filters  # noqa: F401
+    import impeccable.stages.surrogate  # noqa: F401
+
+
+def placeholder_score(cid: str, salt: str) -> float:
+    """A deterministic number in [-12, -4): lets selection proceed; it is not a score of anything."""
+    return -12.0 + 8.0 * (stable_hash(f"{salt}:{cid}") % 10_000) / 10_000
+
+
+def stable_hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")

@@ -1,0 +1,99 @@
+"""Campaign emulation: the campaign's own runner on many advertised cores, each task taking a recorded time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from impeccable.cli import main
+from impeccable.config import load_campaign
+from impeccable.emulate import RecordedDurations, run_emulation
+from impeccable.inputs import check_same_campaign
+from impeccable.runtime.records import TaskRecord, TaskState
+from impeccable.store import DockRow, Store
+from test_campaign_run import tiny
+
+
+@pytest.fixture
+def recorded(tmp_path: Path) -> Path:
+    """A run directory as `impeccable run` leaves it, with short recorded durations for every stage."""
+    run_dir = tmp_path / "recorded"
+    campaign = load_campaign(tiny(tmp_path, limit=120, per_task=5))
+    store = Store(run_dir / "campaign.db")
+    check_same_campaign(campaign, store, run_dir)
+    session = store.begin_session(2, {"executable": "local", "function": "local"})
+    records, t = [], 1000.0
+    for i, (stage, name, seconds) in enumerate([
+            ("seed dock", "dock s1-r0-seed-00000", 0.10), ("seed dock", "dock s1-r0-seed-00001", 0.15),
+            ("train", "train r0", 0.05), ("infer", "infer r0 b00000", 0.02), ("infer", "infer r0 b00001", 0.03),
+            ("redock dock", "dock s1-r0-redock-00000", 0.04), ("md", "md MOSES-1", 0.08)]):
+        records.append(TaskRecord(uid=f"t{i}", name=name, kind="executable", cores=1, gpus=0, tags={"stage": stage},
+                                  state=TaskState.DONE, submitted=t, scheduled=t, started=t, finished=t + seconds,
+                                  slots=(0,)))
+    store.add_task_records(session, records)
+    for key, n in (("s1-r0-seed-00000", 5), ("s1-r0-seed-00001", 5), ("s1-r0-redock-00000", 2)):
+        store.add_docking([DockRow(f"{key}-{j}", "CCO", 0, "seed", -5.0, "", None) for j in range(n)], key)
+    store.end_session(session, "done")
+    store.close()
+    return run_dir
+
+
+def test_recorded_durations_per_unit_of_work(recorded):
+    d = RecordedDurations.from_run(recorded)
+    assert sorted(d.dock_per_ligand) == pytest.approx([0.02, 0.02, 0.03])  # per ligand: task time / its ligands
+    assert d.train == pytest.approx([0.05]) and len(d.infer_per_batch) == 2 and d.md_per_compound == pytest.approx([0.08])
+    assert d.draw("dock", "k", 3) == d.draw("dock", "k", 3)  # the same key, the same draw on both sides
+
+
+def test_a_run_without_every_stage_is_refused(tmp_path):
+    store = Store(tmp_path / "campaign.db")
+    store.close()
+    with pytest.raises(ValueError, match="no finished dock, train, infer, md task recorded"):
+        RecordedDurations.from_run(tmp_path)
+
+
+def test_small_emulation_on_many_advertised_cores(recorded, tmp_path):
+    fig = run_emulation(recorded, tmp_path / "emu", cores=32, scale=10, granularity="ligand",
+                        routes={"executable": "local", "function": "local"})
+    # scale 10: a 100-compound seed sample, one ligand per docking task, 30 re-dockings, 10 MD runs
+    assert fig["tasks"] > 150 and fig["failed"] == 0
+    assert fig["utilization"] == pytest.approx(fig["busy_core_s"] / (fig["cores"] * fig["makespan_s"]))
+    assert fig["makespan_s"] >= fig["ideal_makespan_s"] * 0.99 > 0
+    assert fig["launch_rate_tasks_per_s"] > 0 and {s["stage"] for s in fig["stages"]} >= {"seed dock", "md"}
+    store = Store.open_existing(tmp_path / "emu" / "run", readonly=True)
+    assert json.loads(store.get_meta("emulation"))["recorded_run"] == str(recorded.resolve())
+
+
+def test_emulate_command_writes_the_json_a_comparison_needs(recorded, tmp_path, capsys):
+    out = tmp_path / "emu.json"
+    assert main(["emulate", str(recorded), "--cores", "8", "--routes", "executable=local,function=local",
+                 "--out", str(tmp_path / "runs"), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["emulation"] is True and result["baseline"] is None and result["makespan_ratio"] is None
+    for key in ("makespan_s", "utilization", "launch_rate_tasks_per_s", "tasks", "cores"):
+        assert key in result["pilot"]
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_emulation_against_srun(recorded, tmp_path):
+    from impeccable.runtime.backends.slurm_local import start
+
+    cluster = start()
+    if not cluster.ok:
+        pytest.skip(f"no Slurm cluster: {cluster.reason}")
+    try:
+        out = tmp_path / "emu.json"
+        assert main(["emulate", str(recorded), "--cores", "8", "--scale", "2", "--routes",
+                     "executable=local,function=local", "--baseline", "srun", "--out", str(tmp_path / "runs"),
+                     "--json", str(out)]) == 0
+    finally:
+        cluster.stop()
+    result = json.loads(out.read_text())
+    pilot, base = result["pilot"], result["baseline"]
+    assert result["makespan_ratio"] == pytest.approx(pilot["makespan_s"] / base["makespan_s"])
+    assert base["routes"] == {"executable": "srun", "function": "srun"} and base["failed"] == 0
+    assert pilot["tasks"] == base["tasks"]  # the same campaign on both sides
+    assert (tmp_path / "runs" / "emulation.html").read_text().count("EMULATION") == 1
