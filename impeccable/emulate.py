@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import random
+import resource
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -196,13 +197,23 @@ def run_emulation(run_dir: Path, out_dir: Path, *, cores: int, scale: int = 1, g
                                  routes or {"executable": "local", "function": "local"}, nodes, srun_max_running)
     runner = CampaignRunner(campaign, out_dir / "run", progress=progress,
                             stages=EmulatedStageTasks(campaign, (out_dir / "run").resolve(), durations))
-    runner.store.set_meta("emulation", json.dumps({"recorded_run": durations.source, "scale": scale,
-                                                   "granularity": granularity, "cores": cores}))
+    meta = {"recorded_run": durations.source, "scale": scale, "granularity": granularity, "cores": cores}
+    runner.store.set_meta("emulation", json.dumps(meta))
+    cpu = _cpu_s()
     with runner.progress:
         runner.run()
+    # the manager's own CPU per task (its handlers, the store, the pilot's dispatchers): the model's service time
+    meta["manager_cpu_s"] = _cpu_s() - cpu
+    runner.store.set_meta("emulation", json.dumps(meta))
     result = run_figures(runner.store)
     result["durations"] = durations.summary()
+    result["manager_cpu_s_per_task"] = meta["manager_cpu_s"] / max(result["tasks"], 1)
     return result
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 # ------------------------------------------------------------------ the command

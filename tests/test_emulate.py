@@ -97,3 +97,18 @@ def test_emulation_against_srun(recorded, tmp_path):
     assert base["routes"] == {"executable": "srun", "function": "srun"} and base["failed"] == 0
     assert pilot["tasks"] == base["tasks"]  # the same campaign on both sides
     assert (tmp_path / "runs" / "emulation.html").read_text().count("EMULATION") == 1
+
+
+def test_model_predicts_the_emulation_it_was_calibrated_on(recorded, tmp_path):
+    from impeccable.model import calibrate, launch_rate, predict
+    from impeccable.runtime import TaskKind
+
+    measured = run_emulation(recorded, tmp_path / "emu", cores=32, scale=10, granularity="ligand",
+                             routes={"executable": "local", "function": "local"})
+    rates = {kind: launch_rate("local", kind, 32, tasks=500) for kind in TaskKind}
+    calibration = calibrate(tmp_path / "emu" / "run", rates)
+    assert calibration.manager_s_per_task > 0
+    predicted = predict(recorded, cores=32, calibration=calibration, scale=10, granularity="ligand")
+    print(f"\nmeasured {measured['makespan_s']:.2f} s, predicted {predicted['makespan_s']:.2f} s")
+    assert predicted["tasks"] == measured["tasks"]  # the same campaign, task for task
+    assert predicted["makespan_s"] == pytest.approx(measured["makespan_s"], rel=0.5)  # a small, noisy run

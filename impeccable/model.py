@@ -1,0 +1,294 @@
+"""A discrete-event model of a campaign on a large allocation: the makespan predicted where it cannot be measured.
+
+The model runs the campaign's own runner (its streaming, quotas and stage
+dependencies) against a simulated pilot on a virtual clock, with the task
+durations an emulation uses (drawn from a recorded run). What the model adds is
+the runtime's cost, per backend, in three parameters:
+
+- ``launch_rate`` (tasks/s): the most task starts per second a backend sustains
+  (one launcher serving tasks one after the other: srun and slurmctld, a Flux
+  broker, the Dragon server);
+- ``latency_s``: the time from a task getting its cores to its payload starting;
+- ``cold_start_s``: what a function task pays when it runs as a fresh process
+  (interpreter and imports: srun), nothing in a persistent worker;
+
+plus ``max_running`` (a site's ceiling on outstanding steps). Parameters come
+from measurements on this machine (``impeccable bench``, emulation records;
+:func:`calibrate`) or from published figures where nothing can be measured
+here (:data:`PUBLISHED`), and every prediction says which it used. A model is
+only as good as its validation: :func:`validate` compares it with measured
+emulations, and the README shows both.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .campaign import CampaignRunner
+from .emulate import EmulatedStageTasks, RecordedDurations, emulated_campaign, recorded_campaign, scaled_library
+from .measure import run_figures
+from .runtime import Allocation, Task, TaskFuture, TaskKind, TaskState
+from .runtime.records import TaskRecord
+from .store import Store
+
+
+@dataclass(frozen=True)
+class BackendModel:
+    """One backend's cost, as the model sees it."""
+
+    name: str
+    launch_rate: float  # tasks/s
+    latency_s: float = 0.0
+    cold_start_s: float = 0.0  # added to each function task (a fresh process per task)
+    max_running: int | None = None
+    source: str = "assumed"  # where the numbers come from: "measured ...", "published ..."
+
+
+# Figures from the reference study (Frontier), for sizes this machine cannot reach; labelled as such.
+PUBLISHED = {
+    "srun": BackendModel("srun", launch_rate=152.0, latency_s=0.03, source="published: srun peak 152 tasks/s (reference study, Frontier)"),
+    "flux": BackendModel("flux", launch_rate=930.0, latency_s=0.01, source="published: RP+Flux 930 tasks/s with partitions (reference study)"),
+    "dragon": BackendModel("dragon", launch_rate=1500.0, latency_s=0.002, source="published: Flux+Dragon over 1,500 tasks/s (reference study)"),
+}
+
+
+@dataclass
+class _Backend:
+    model: BackendModel
+    queue: list[tuple[int, TaskFuture]] = field(default_factory=list)  # FIFO by submission order
+    launcher_free_at: float = 0.0
+    running: int = 0
+
+
+class Simulator:
+    """Cores, backends, a virtual clock and the finish events of running tasks."""
+
+    def __init__(self, cores: int, routes: dict[TaskKind, BackendModel], manager_s_per_task: float = 0.0) -> None:
+        self.cores = cores
+        self.manager_s_per_task = manager_s_per_task
+        self.manager_free_at = 0.0
+        self.free = cores
+        self.clock = 0.0
+        self.routes = routes
+        self.backends = {m.name: _Backend(m) for m in routes.values()}
+        self.events: list[tuple[float, int, TaskFuture]] = []
+        self._seq = itertools.count()
+        self.records: list[TaskRecord] = []
+
+    def submit(self, task: Task) -> TaskFuture:
+        backend = self.backends[self.routes[task.kind].name]
+        record = TaskRecord(uid=task.uid, name=task.name, kind=task.kind.value, cores=task.cores, gpus=task.gpus,
+                            tags=dict(task.tags), submitted=self.clock, backend=backend.model.name)
+        future = TaskFuture(task, record)
+        self.records.append(record)
+        backend.queue.append((next(self._seq), future))
+        self._schedule()
+        return future
+
+    def next_finished(self) -> TaskFuture | None:
+        """Advance the clock to the next task that finishes; None when nothing runs."""
+        if not self.events:
+            return None
+        when, _, future = heapq.heappop(self.events)
+        record = future.record
+        record.finished, record.state = when, TaskState.DONE
+        self.free += future.task.cores
+        self.backends[record.backend].running -= 1
+        # the manager handles finished tasks one at a time: what its handler submits starts from then
+        self.clock = max(when, self.manager_free_at)
+        self.manager_free_at = self.clock + self.manager_s_per_task
+        future.set_result(record if future.task.kind is TaskKind.EXECUTABLE else _result(future.task))
+        self._schedule()
+        return future
+
+    def _schedule(self) -> None:
+        """Start queued tasks, oldest first across backends, while cores (and each launcher) allow."""
+        while True:
+            heads = [(b.queue[0][0], b) for b in self.backends.values() if b.queue
+                     and (b.model.max_running is None or b.running < b.model.max_running)
+                     and b.queue[0][1].task.cores <= self.free]
+            if not heads:
+                return
+            _, backend = min(heads, key=lambda h: h[0])
+            _, future = backend.queue.pop(0)
+            task, m = future.task, backend.model
+            self.free -= task.cores
+            backend.running += 1
+            launch = max(self.clock, backend.launcher_free_at)
+            backend.launcher_free_at = launch + 1.0 / m.launch_rate
+            start = launch + m.latency_s
+            record = future.record
+            record.scheduled, record.started, record.state = self.clock, start, TaskState.RUNNING
+            record.slots = tuple(range(task.cores))  # the model counts cores, not which ones
+            future.set_running_or_notify_cancel()
+            seconds = task_seconds(task) + (m.cold_start_s if task.kind is TaskKind.FUNCTION else 0.0)
+            heapq.heappush(self.events, (start + seconds, next(self._seq), future))
+
+
+def task_seconds(task: Task) -> float:
+    """The recorded time an emulated task takes (its sleep)."""
+    return float(task.argv[1]) if task.kind is TaskKind.EXECUTABLE else float(task.args[0])
+
+
+def _result(task: Task) -> Any:
+    fn = task.function.rsplit(":", 1)[1]
+    from . import emulate_payloads
+
+    if fn == "emulated_infer":  # the payload's placeholders, without its sleep
+        ids = task.args[1]
+        return {"scored": [(cid, "C", emulate_payloads.placeholder_score(cid, "infer")) for cid in ids],
+                "filtered": [], "failed": []}
+    return {"emulation": True, "val_spearman": float("nan")}
+
+
+class _ModelLoop:
+    """The runner's task loop on the simulator's clock (the same interface as :class:`~.tasks.TaskLoop`)."""
+
+    def __init__(self, sim: Simulator, session: int) -> None:
+        self.sim = sim
+        self.session = session
+        self.handlers: dict[int, Any] = {}
+        self.draining = False
+        self.failed: list[str] = []
+
+    def submit(self, task: Task, handler: Any) -> None:
+        future = self.sim.submit(task)
+        self.handlers[id(future)] = handler
+
+    def run(self) -> None:
+        while (future := self.sim.next_finished()) is not None:
+            self.handlers.pop(id(future))(future)
+
+    def failed_task(self, future: TaskFuture, stage: str) -> bool:
+        return future.record.state is not TaskState.DONE
+
+    def close(self) -> None:
+        pass
+
+
+class _ModelRunner(CampaignRunner):
+    def __init__(self, *args: Any, sim: Simulator, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sim = sim
+
+    def _run_session(self, session: int) -> None:
+        self.tasks = _ModelLoop(self.sim, session)  # type: ignore[assignment]
+        self._plan()
+        self.tasks.run()
+        self.store.add_task_records(session, self.sim.records)
+        self.store.end_session(session, "done")
+
+
+class _ModelPilot:
+    """What the runner asks of a pilot before its session: the allocation and the routes."""
+
+    def __init__(self, cores: int, routes: dict[TaskKind, BackendModel]) -> None:
+        self.allocation = Allocation(cores=cores)
+        self.routes = {kind: m.name for kind, m in routes.items()}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The model's parameters: each kind's backend, and the manager's time per finished task."""
+
+    routes: dict[TaskKind, BackendModel]
+    manager_s_per_task: float = 0.0
+    source: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"routes": {k.value: asdict(m) for k, m in self.routes.items()},
+                "manager_s_per_task": self.manager_s_per_task, "source": self.source}
+
+
+def predict(run_dir: Path, *, cores: int, calibration: Calibration, scale: int = 1,
+            granularity: str = "task") -> dict[str, Any]:
+    """The campaign recorded in ``run_dir`` at ``scale`` on ``cores`` cores, simulated: run_figures of it."""
+    recorded = recorded_campaign(run_dir)
+    durations = RecordedDurations.from_run(run_dir)
+    with tempfile.TemporaryDirectory(prefix="impeccable-model-") as tmp:
+        work = Path(tmp)
+        library = scaled_library(recorded, scale, work / "library.csv")
+        routes = calibration.routes
+        campaign = emulated_campaign(recorded, library, cores, scale, granularity,
+                                     {k.value: m.name for k, m in routes.items()})
+        sim = Simulator(cores, routes, calibration.manager_s_per_task)
+        runner = _ModelRunner(campaign, work / "run", stages=EmulatedStageTasks(campaign, work / "run", durations),
+                              pilot=_ModelPilot(cores, routes), sim=sim)  # type: ignore[arg-type]
+        runner.run()
+        figures = run_figures(runner.store)
+        runner.store.close()
+    figures["model"] = calibration.as_dict()
+    return figures
+
+
+def launch_rate(backend: str, kind: TaskKind, cores: int, tasks: int = 2000) -> float:
+    """A backend's launch ceiling on this machine: ``impeccable bench``'s throughput of null tasks, which
+    do nothing but start and end, on ``cores`` advertised cores."""
+    from .runtime.bench import run_pilot
+
+    workload = "null-exec" if kind is TaskKind.EXECUTABLE else "null-func"
+    return float(run_pilot(backend, workload, tasks, cores).metrics["throughput_tasks_per_s"])
+
+
+def calibrate(emulation_dir: Path, rates: dict[TaskKind, float] | None = None) -> Calibration:
+    """The model's parameters from a measured emulation's records (and a saturating benchmark's rates).
+
+    Launch rate: ``rates`` (from :func:`launch_rate`), else the most starts in any one-second window of
+    the records (a floor: the launcher may not have been the limit); latency: the median time from cores
+    to start; the manager's time per task: its CPU over the emulation (handlers, store, dispatchers) per task.
+    """
+    store = Store.open_existing(emulation_dir, readonly=True)
+    try:
+        rows = store.task_rows(store.sessions()[-1]["session"])
+        meta = json.loads(store.get_meta("emulation") or "{}")
+    finally:
+        store.close()
+    found: dict[TaskKind, BackendModel] = {}
+    for kind in TaskKind:
+        mine = [r for r in rows if r["kind"] == kind.value and r["started"] and r["scheduled"]]
+        if not mine:
+            continue
+        backend = mine[0]["backend"]
+        latency = _median([r["started"] - r["scheduled"] for r in mine])
+        rate = (rates or {}).get(kind) or _peak_rate(sorted(r["started"] for r in mine))
+        how = "bench null tasks" if (rates or {}).get(kind) else "peak starts/s in the records"
+        found[kind] = BackendModel(f"{backend}:{kind.value}", launch_rate=rate, latency_s=latency,
+                                   source=f"measured: launch rate from {how}, latency from {emulation_dir}")
+    manager = meta.get("manager_cpu_s", 0.0) / max(len(rows), 1)
+    return Calibration(found, manager, source=f"measured on this machine: {emulation_dir}")
+
+
+def cold_start(emulation_dir: Path, recorded: RecordedDurations) -> float:
+    """The median extra run time of the function tasks over their recorded durations: what each pays for
+    its interpreter and imports when it runs as a fresh process (srun), measured."""
+    store = Store.open_existing(emulation_dir, readonly=True)
+    try:
+        rows = store.task_rows(store.sessions()[-1]["session"])
+    finally:
+        store.close()
+    base = _median(recorded.infer_per_batch)
+    extra = [r["finished"] - r["started"] - base for r in rows if r["kind"] == "function" and r["stage"] == "infer"
+             and r["started"] and r["finished"]]
+    return max(0.0, _median(extra))
+
+
+def _peak_rate(starts: list[float], window_s: float = 1.0) -> float:
+    """The most starts in any ``window_s``, per second (the launcher's ceiling when it is busy)."""
+    best, j = 0, 0
+    for i, t in enumerate(starts):
+        while starts[j] < t - window_s:
+            j += 1
+        best = max(best, i - j + 1)
+    return max(best / window_s, 1.0)
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(values)
+    return values[len(values) // 2] if values else 0.0
+
