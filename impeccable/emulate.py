@@ -57,7 +57,7 @@ class RecordedDurations:
             sizes = store.dock_task_sizes()
             found = cls(source=str(Path(run_dir).resolve()))
             for stage, name, seconds in store.done_task_durations():
-                if stage.endswith("dock"):
+                if stage.endswith("dock") or stage == "redock":
                     key = name.split(" ", 1)[1]
                     if sizes.get(key):
                         found.dock_per_ligand.append(seconds / sizes[key])
@@ -104,7 +104,7 @@ class EmulatedStageTasks(StageTasks):
     def dock_task(self, batch: DockBatch) -> Task:
         seconds = self.durations.draw("dock", batch.key, len(batch.records))
         return executable_task(["sleep", f"{seconds:.3f}"], name=f"dock {batch.key}", ranks=self.c.dock.ranks,
-                               mpi=self.c.dock.ranks > 1, tags=self._tags(f"{batch.origin} dock", batch.round))
+                               mpi=self.c.dock.ranks > 1, tags=self._tags(batch.task_stage, batch.round))
 
     def dock_rows(self, batch: DockBatch) -> list[DockRow]:
         return [DockRow(rec.id, rec.smiles, batch.round, batch.origin, placeholder_score(rec.id, "dock"), "", None)

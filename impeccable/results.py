@@ -105,9 +105,9 @@ def print_top(store: Store, n: int = 10) -> None:
 def stage_counts(store: Store) -> list[tuple[str, int, int, int]]:
     """(stage, done, failed, tasks) from the results and task records."""
     out = []
-    for origin in ("seed", "redock"):
+    for origin, label in (("seed", "seed dock"), ("redock", "re-dock")):
         ok, bad = store.dock_counts(origin)
-        out.append((f"{origin} dock (compounds)", ok, bad, 0))
+        out.append((f"{label} (compounds)", ok, bad, 0))
     for r, report in store.models():
         n, scored, filtered, failed = store.inference_counts(r)
         out.append((f"train r{r} (val Spearman {report.get('val_spearman', float('nan')):.2f})", 1, 0, 0))

@@ -34,7 +34,13 @@ class DockBatch:
 
     @property
     def stage(self) -> str:
+        """Its progress bar: "seed dock", "redock r0" ..."""
         return "seed dock" if self.origin == "seed" else f"redock r{self.round}"
+
+    @property
+    def task_stage(self) -> str:
+        """Its task records' stage: "seed dock" or "redock" (the round is a field of its own)."""
+        return "seed dock" if self.origin == "seed" else "redock"
 
 
 class StageTasks:
@@ -64,7 +70,7 @@ class StageTasks:
         argv = dock.command(self.c.receptor.path, ligands, out, exhaustiveness=d.exhaustiveness, seed=d.seed,
                             site=self.c.receptor.site, extra=self.c.ligands.dock_args())
         return executable_task(argv, name=f"dock {batch.key}", ranks=d.ranks, mpi=d.ranks > 1, cwd=str(batch.folder),
-                               tags=self._tags(f"{batch.origin} dock", batch.round), stderr=str(batch.folder / "stderr.log"))
+                               tags=self._tags(batch.task_stage, batch.round), stderr=str(batch.folder / "stderr.log"))
 
     def dock_rows(self, batch: DockBatch) -> list[DockRow]:
         """One row per compound of the batch: its score and pose, or why there is none."""

@@ -28,7 +28,7 @@ def recorded(tmp_path: Path) -> Path:
     for i, (stage, name, seconds) in enumerate([
             ("seed dock", "dock s1-r0-seed-00000", 0.10), ("seed dock", "dock s1-r0-seed-00001", 0.15),
             ("train", "train r0", 0.05), ("infer", "infer r0 b00000", 0.02), ("infer", "infer r0 b00001", 0.03),
-            ("redock dock", "dock s1-r0-redock-00000", 0.04), ("md", "md MOSES-1", 0.08)]):
+            ("redock", "dock s1-r0-redock-00000", 0.04), ("md", "md MOSES-1", 0.08)]):
         records.append(TaskRecord(uid=f"t{i}", name=name, kind="executable", cores=1, gpus=0, tags={"stage": stage},
                                   state=TaskState.DONE, submitted=t, scheduled=t, started=t, finished=t + seconds,
                                   slots=(0,)))
