@@ -44,9 +44,11 @@ def register(sub: Any) -> None:
 
     from .compare import register as register_compare
     from .emulate import register as register_emulate
+    from .model import register as register_model
 
     register_compare(sub)
     register_emulate(sub)
+    register_model(sub)
 
 
 def load(path: Path, *, cores: int | None = None, backend: str | None = None, oversubscribe: bool = False) -> Any:

@@ -283,6 +283,8 @@ def _emulate(args: Any) -> int:
             if cluster is not None:
                 cluster.stop()
     result = emulation_result(sides, args.baseline, durations, args)
+    result["runs"] = {"pilot": str((out / "pilot" / "run").resolve()),
+                      "baseline": str((out / args.baseline / "run").resolve()) if args.baseline else None}
     if args.baseline:
         compare_form = {"baseline": args.baseline, "pilot": sides["pilot"], args.baseline: sides["baseline"],
                         "makespan_ratio": result["makespan_ratio"]}

@@ -26,7 +26,7 @@ import heapq
 import itertools
 import json
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -292,3 +292,119 @@ def _median(values: list[float]) -> float:
     values = sorted(values)
     return values[len(values) // 2] if values else 0.0
 
+
+
+# ------------------------------------------------------------------ the command
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "model", help="predict the makespan of a recorded campaign on large allocations (a model, not a measurement)",
+        description="Validates the model against measured emulations (--validate), or predicts the pilot and the "
+        "srun baseline from 8 to 1,024 nodes (--nodes) with launch rates published for Frontier and the costs "
+        "measured here; every figure it writes is labelled as predicted.")
+    p.add_argument("run_dir", type=Path, help="the recorded run the emulations drew their durations from")
+    p.add_argument("--validate", type=Path, nargs="+", metavar="EMULATION.json",
+                   help="emulations (from impeccable emulate --json) to predict and compare with")
+    p.add_argument("--nodes", default="", help="node counts to predict, e.g. 8,16,32,64,128,256,512,1024")
+    p.add_argument("--cores-per-node", type=int, default=56, help="default 56 (Frontier)")
+    p.add_argument("--tasks-per-core", type=float, default=1.0,
+                   help="campaign size at each node count, in ligand-granularity tasks per core (default 1)")
+    p.add_argument("--costs-from", type=Path, metavar="EMULATION.json",
+                   help="a measured emulation against srun: its manager time per task and function cold start")
+    p.add_argument("--json", type=Path, metavar="FILE")
+    p.set_defaults(handler=_model)
+
+
+def _model(args: Any) -> int:
+    from .errors import UserError
+    from .fileio import write_json
+
+    if not args.validate and not args.nodes:
+        raise UserError("give --validate EMULATION.json ... or --nodes N,N,...")
+    result: dict[str, Any] = {"model": True, "recorded_run": str(args.run_dir.resolve())}
+    if args.validate:
+        result["validation"] = [validate_one(args.run_dir, path) for path in args.validate]
+        for row in result["validation"]:
+            for side in ("pilot", "baseline"):
+                if row.get(side):
+                    v = row[side]
+                    print(f"{row['cores']} cores, {side}: measured {v['measured_makespan_s']:.1f} s, predicted "
+                          f"{v['predicted_makespan_s']:.1f} s (error {100 * v['error']:+.1f} %)")
+    if args.nodes:
+        if args.costs_from is None:
+            raise UserError("--nodes needs --costs-from EMULATION.json (a measured emulation against srun)")
+        nodes = [int(n) for n in args.nodes.split(",") if n]
+        result["prediction"] = predict_scaling(args.run_dir, args.costs_from, nodes, args.cores_per_node,
+                                               args.tasks_per_core)
+        for row in result["prediction"]["rows"]:
+            print(f"{row['nodes']:5d} nodes: pilot {row['pilot_makespan_s']:.0f} s, srun {row['srun_makespan_s']:.0f} s, "
+                  f"ratio {row['makespan_ratio']:.2f} (predicted)")
+    if args.json:
+        print(f"wrote {write_json(args.json, result)}")
+    return 0
+
+
+def validate_one(run_dir: Path, emulation_json: Path) -> dict[str, Any]:
+    """Calibrate on one measured emulation and predict it: the model's error on each side."""
+    measured = json.loads(emulation_json.read_text())
+    settings = measured["settings"]
+    row: dict[str, Any] = {"emulation": str(emulation_json), "cores": settings["cores"], "scale": settings["scale"]}
+    for side in ("pilot", "baseline"):
+        run = (measured.get("runs") or {}).get(side)
+        if not run:
+            continue
+        kinds = {TaskKind(k): 1 for k in ("executable", "function")}
+        backends = measured[side]["routes"]
+        rates = {kind: launch_rate(backends[kind.value], kind, settings["cores"]) if backends[kind.value] != "srun"
+                 else None for kind in kinds}
+        calibration = calibrate(Path(run), {k: v for k, v in rates.items() if v})
+        if backends.get("function") == "srun":
+            calibration = _with_cold_start(calibration, cold_start(Path(run), RecordedDurations.from_run(run_dir)))
+        predicted = predict(run_dir, cores=settings["cores"], calibration=calibration, scale=settings["scale"],
+                            granularity=settings["granularity"])
+        m = measured[side]["makespan_s"]
+        row[side] = {"measured_makespan_s": m, "predicted_makespan_s": predicted["makespan_s"],
+                     "error": (predicted["makespan_s"] - m) / m, "calibration": calibration.as_dict()}
+    return row
+
+
+def predict_scaling(run_dir: Path, costs_from: Path, nodes: list[int], cores_per_node: int,
+                    tasks_per_core: float) -> dict[str, Any]:
+    """Pilot (Flux + Dragon, published rates) and srun (published peak, site ceiling) from ``nodes``;
+    the manager's time per task and the function cold start measured here. Predicted, not measured."""
+    measured = json.loads(costs_from.read_text())
+    recorded = RecordedDurations.from_run(run_dir)
+    pilot_run, base_run = Path(measured["runs"]["pilot"]), Path(measured["runs"]["baseline"])
+    manager = calibrate(pilot_run).manager_s_per_task
+    cold = cold_start(base_run, recorded)
+    rows = []
+    for n in nodes:
+        cores = n * cores_per_node
+        scale = max(1, round(tasks_per_core * cores / _tasks_at_scale_one(run_dir)))
+        pilot = Calibration({TaskKind.EXECUTABLE: PUBLISHED["flux"], TaskKind.FUNCTION: PUBLISHED["dragon"]}, manager,
+                            "published rates (reference study), manager time measured here")
+        srun = Calibration({TaskKind.EXECUTABLE: PUBLISHED["srun"],
+                            TaskKind.FUNCTION: replace(PUBLISHED["srun"], cold_start_s=cold)}, manager,
+                            "published srun peak; function cold start measured here")
+        p = predict(run_dir, cores=cores, calibration=pilot, scale=scale, granularity="ligand")
+        b = predict(run_dir, cores=cores, calibration=srun, scale=scale, granularity="ligand")
+        rows.append({"nodes": n, "cores": cores, "scale": scale, "tasks": p["tasks"],
+                     "pilot_makespan_s": p["makespan_s"], "srun_makespan_s": b["makespan_s"],
+                     "makespan_ratio": p["makespan_s"] / b["makespan_s"], "pilot_utilization": p["utilization"],
+                     "srun_utilization": b["utilization"]})
+    return {"predicted": True, "cores_per_node": cores_per_node, "tasks_per_core": tasks_per_core,
+            "manager_s_per_task": manager, "function_cold_start_s": cold, "rows": rows}
+
+
+def _with_cold_start(calibration: Calibration, seconds: float) -> Calibration:
+    routes = {k: (replace(m, cold_start_s=seconds) if k is TaskKind.FUNCTION else m) for k, m in calibration.routes.items()}
+    return replace(calibration, routes=routes)
+
+
+def _tasks_at_scale_one(run_dir: Path) -> int:
+    """Tasks of the recorded campaign at scale 1 with one ligand per docking task (seed + re-dock + MD + batches)."""
+    c = recorded_campaign(run_dir)
+    from .stages.library import count_records
+
+    library = count_records(c.library.path, id_column=c.library.id_column, smiles_column=c.library.smiles_column)
+    library = min(library, c.library.limit or library)
+    return c.dock.seed_sample + c.redock.top_k + c.md.top_m + -(-library // c.infer.batch_size) + 1
