@@ -266,6 +266,10 @@ class Store:
     def md_ids(self) -> set[str]:
         return {i for (i,) in self.db.execute("SELECT id FROM md")}
 
+    def md_batches(self) -> dict[str, int]:
+        """Compound -> the inference batch whose re-docking sent it to MD (-1: the round end's top-M)."""
+        return dict(self.db.execute("SELECT id, max(batch) FROM selections WHERE stage='md' GROUP BY id"))
+
     def md_counts(self) -> tuple[int, int]:
         """(scored, failed) MD compounds."""
         return tuple(self.db.execute("SELECT count(dg), count(*) - count(dg) FROM md").fetchone())  # type: ignore[return-value]
