@@ -233,8 +233,8 @@ def register(sub: Any) -> None:
     p.add_argument("--routes", default="executable=auto,function=auto",
                    help="the pilot's routes, e.g. executable=flux,function=dragon (default auto)")
     p.add_argument("--baseline", choices=("srun",), default=None, help="also run every task as an srun step")
-    p.add_argument("--srun-max-running", type=int, default=16,
-                   help="outstanding srun steps at once, a site's ceiling (default 16, as the srun backend)")
+    p.add_argument("--srun-max-running", type=int, default=None,
+                   help="outstanding srun steps at once, a site's ceiling (default: none beyond the cores)")
     p.add_argument("--local-slurm", action="store_true", help="start a throwaway single-node Slurm advertising "
                    "--cores CPUs for the baseline, and stop it after (needs root)")
     p.add_argument("--out", type=Path, help="folder for the emulated runs (default RUN_DIR/emulations/<cores>x<scale>)")
@@ -278,7 +278,7 @@ def _emulate(args: Any) -> int:
             print(f"== {args.baseline} on {args.cores} emulated cores into {out / args.baseline}")
             sides["baseline"] = run_emulation(
                 args.run_dir, out / args.baseline, routes={"executable": args.baseline, "function": args.baseline},
-                srun_max_running=args.srun_max_running, progress=ProgressView(), **common)
+                srun_max_running=args.srun_max_running or args.cores, progress=ProgressView(), **common)
         finally:
             if cluster is not None:
                 cluster.stop()

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import IO, Any
 
 
 class DiskFullError(OSError):
@@ -23,8 +23,9 @@ class DiskFullError(OSError):
 
 
 @contextmanager
-def atomic_writer(path: str | os.PathLike[str], mode: int = 0o644, fsync: bool = True) -> Iterator[TextIO]:
-    """A text file handle whose content appears at ``path`` only when the block ends without error.
+def atomic_writer(path: str | os.PathLike[str], mode: int = 0o644, fsync: bool = True,
+                  binary: bool = False) -> Iterator[IO[Any]]:
+    """A file handle whose content appears at ``path`` only when the block ends without error.
 
     For results written a piece at a time (a docking rank's lines, a library); DiskFullError names the file.
     """
@@ -32,7 +33,7 @@ def atomic_writer(path: str | os.PathLike[str], mode: int = 0o644, fsync: bool =
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as handle:
             yield handle
             handle.flush()
             if fsync:
@@ -52,31 +53,9 @@ def atomic_writer(path: str | os.PathLike[str], mode: int = 0o644, fsync: bool =
 
 def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, mode: int = 0o644, fsync: bool = True) -> Path:
     """Write ``data`` to ``path`` atomically; returns the path. Raises DiskFullError when the disk is full."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view):]
-            if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(exc.errno, f"disk full: cannot write {path} ({len(payload):,} bytes) in "
-                                f"{path.parent}: free some space or move the run directory") from None
-        raise
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_writer(path, mode, fsync, binary=True) as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
+    return Path(path)
 
 
 def write_json(path: str | os.PathLike[str], data: object) -> Path:
