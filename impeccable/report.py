@@ -21,7 +21,10 @@ from .store import Store
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, top: int = 20) -> Path:
     run_dir = Path(run_dir)
-    store = Store.open_existing(run_dir, readonly=True)
+    # Writable where the file system allows, so the PoseBusters verdicts (1-3 s per pose) are kept for the
+    # next report and the export; a finished run on a read-only mount still gets its report.
+    writable = os.access(run_dir / "campaign.db", os.W_OK) and os.access(run_dir, os.W_OK)
+    store = Store.open_existing(run_dir, readonly=not writable)
     out = Path(out) if out else run_dir / "report" / "index.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
