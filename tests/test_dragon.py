@@ -62,16 +62,12 @@ def test_executables_are_rejected_with_a_reason():
         backend.check(executable_task(["true"], name="exe"))
 
 
-
-
 class _Marker:
     def __reduce__(self):
         return (open, (MARKER_PATH, "w"))
 
 
 MARKER_PATH = ""
-
-
 
 
 # ------------------------------------------------------------------ one shared runtime
@@ -87,10 +83,6 @@ def test_null_functions_done_with_results_and_worker_times(pilot):
     assert os.getpid() not in pids and 1 <= len(pids) <= 2  # persistent workers, not a process per task
 
 
-
-
-
-
 def test_worker_death_fails_only_its_task(pilot):
     futures = pilot.submit_many([function_task(probes.add, i, 0) for i in range(100)])
     dying = pilot.submit(function_task(probes.hard_exit, 7, name="crash"))
@@ -102,14 +94,6 @@ def test_worker_death_fails_only_its_task(pilot):
     # the replacement worker serves the next tasks
     after = pilot.submit_many([function_task(probes.add, 1, i) for i in range(20)])
     assert [f.result(timeout=60) for f in after] == [1 + i for i in range(20)]
-
-
-
-
-
-
-
-
 
 
 # ------------------------------------------------------------------ nothing left behind

@@ -48,7 +48,8 @@ from .pool import FunctionPool, PoolWorker
 
 NOT_INSTALLED = "dragonhpc not installed (pip install 'impeccable[dragon]')"
 SERVER_MODULE = "impeccable.runtime.dragon_server"
-STOP_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 30.0  # an orderly stop: Dragon's own services wind down (seconds on a loaded node)
+ABORT_TIMEOUT_S = 5.0  # Ctrl-C or a cancelling shutdown: then the process group is signalled
 KILL_GRACE_S = 5.0
 _CONTROL = b"\xff" * 8  # prefix of a server notice; a result starts with its call's token
 _TOKEN = struct.Struct("<q")
@@ -187,6 +188,7 @@ class DragonTransport:
 
     def abort(self, busy: list[PoolWorker]) -> None:
         self.kill_on_stop = True  # the "stop" message tells the server to kill them at once
+        self.runtime.stop_timeout_s = ABORT_TIMEOUT_S  # and nobody waits long for an orderly goodbye
 
     def after_events(self) -> None:
         if self.broken:
@@ -198,7 +200,7 @@ class DragonTransport:
             return
         try:
             self.conn.send_bytes(pickle.dumps(("stop", self.kill_on_stop)))
-            deadline = time.monotonic() + STOP_TIMEOUT_S
+            deadline = time.monotonic() + self.runtime.stop_timeout_s
             while self.conn.poll(max(0.0, deadline - time.monotonic())):
                 if pickle.loads(self.conn.recv_bytes())[0] == "bye":
                     return
@@ -264,6 +266,7 @@ class DragonRuntime:
         self.worker_pids: dict[int, int] = {}
         self.shm_prefixes: set[str] = set()
         self.forced = False
+        self.stop_timeout_s = STOP_TIMEOUT_S
 
     @classmethod
     def launch(cls, launcher: str, extra_args: list[str], n_workers: int, inbox_size: int,
@@ -327,7 +330,7 @@ class DragonRuntime:
         try:
             if force and self.popen.poll() is None:
                 raise subprocess.TimeoutExpired(self.popen.args, 0)
-            self.popen.wait(timeout=STOP_TIMEOUT_S)
+            self.popen.wait(timeout=self.stop_timeout_s)
         except subprocess.TimeoutExpired:
             self.forced = True
             signal_group(self.popen.pid, signal.SIGTERM)
