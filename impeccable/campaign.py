@@ -33,6 +33,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .config import Campaign
 from .events import InterruptGuard
 from .inputs import CampaignInputError, check_same_campaign, make_pilot, validate_inputs
@@ -236,7 +238,7 @@ class CampaignRunner:
         while state.infer_inflight < limit and (item := next(state.batches, None)) is not None:
             batch, chunk = item
             ids, smiles = [rec.id for rec in chunk], [rec.smiles for rec in chunk]
-            task = self.stages.infer_task(state.round, batch, model_path, smiles)
+            task = self.stages.infer_task(state.round, batch, model_path, ids, smiles)
             self.tasks.submit(task, partial(self._inferred, state.round, batch, ids, smiles))
             state.infer_inflight += 1
 
@@ -250,7 +252,7 @@ class CampaignRunner:
             state.redock_left.discard(batch)
         else:
             out = future.result()
-            scores = out["scores"]
+            scores = np.asarray(out["scores"], dtype=np.float32)
             docked = self.store.docked_ids()
             k = quota(batch, self.n_batches, self.c.redock.top_k)
             nominees = [(ids[i], smiles[i], float(scores[i])) for i in nominate_batch(ids, scores, docked, k)]

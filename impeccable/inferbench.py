@@ -57,7 +57,7 @@ def repeat_library(source: Path, n: int, out: Path) -> Path:
     return out
 
 
-def train_model(out: Path, epochs: int = 20) -> Path:
+def train_model(out: Path, epochs: int = 5) -> Path:
     """A surrogate trained on the shipped Vina scores (the benchmark needs a model, not a good one), in a
     process of its own so that training's memory does not count as the manager's."""
     if not out.is_file():
@@ -113,6 +113,90 @@ def bench_inference(library: Path, run_dir: Path, *, model: Path | None = None, 
     }
 
 
+def profile_steps(library: Path, model: Path, n: int = 20_000, batch_size: int = 10_000,
+                  repeat: int = 3) -> dict[str, float]:
+    """CPU microseconds per molecule of each step of inference, on one core (median of ``repeat`` passes).
+
+    Each step runs alone over the same ``n`` molecules, so their sum is the CPU one molecule costs end to
+    end, and ``2e6 / sum`` the most molecules/s two cores can give, whatever the scheduling.
+    """
+    import pickle
+    import statistics
+    import tempfile
+
+    import numpy as np
+    from rdkit import Chem
+
+    from .stages.features import featurise_sparse
+    from .stages.surrogate import _forward_sparse, _load, _torch, nominate_batch
+
+    torch = _torch()
+    torch.set_num_threads(1)
+    net, meta = _load(model)
+    records = list(itertools.islice(read_library(library), n))
+    ids, smiles = [r.id for r in records], [r.smiles for r in records]
+    chunks = [slice(i, i + batch_size) for i in range(0, len(records), batch_size)]
+    mols = [Chem.MolFromSmiles(s, sanitize=False) for s in smiles]
+    features = [featurise_sparse(smiles[c], meta["features"]) for c in chunks]
+    scores = [np.full(len(ids[c]), -7.0, dtype=np.float32) for c in chunks]
+
+    def read() -> None:
+        for _ in itertools.islice(read_library(library), n):
+            pass
+
+    def prepare() -> None:
+        for mol in mols:
+            mol.UpdatePropertyCache(strict=True)
+            Chem.FastFindRings(mol)
+
+    def mlp() -> None:
+        with torch.inference_mode():
+            for f in features:
+                _forward_sparse(torch, net, f).numpy()
+
+    def transport() -> None:  # the task's SMILES out and the scores back, through pickle, as the pool does
+        for c, sc in zip(chunks, scores):
+            pickle.loads(pickle.dumps(smiles[c], protocol=pickle.HIGHEST_PROTOCOL))
+            pickle.loads(pickle.dumps({"scores": sc, "filtered": [], "failed": []}, protocol=pickle.HIGHEST_PROTOCOL))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "campaign.db")
+
+        def store_and_select() -> None:
+            for b, (c, sc) in enumerate(zip(chunks, scores)):
+                picked = nominate_batch(ids[c], sc, set(), 2)
+                store.add_predictions(0, b, ids[c], sc, (len(sc), len(sc), 0, 0), [],
+                                      [(ids[c][i], smiles[c][i], float(sc[i])) for i in picked])
+
+        steps = {
+            "library read (manager)": read,
+            "SMILES parse": lambda: [Chem.MolFromSmiles(s, sanitize=False) for s in smiles],
+            "valences + rings": prepare,
+            "featurise (parse + valences + rings + Morgan counts + CSR)":
+                lambda: [featurise_sparse(smiles[c], meta["features"]) for c in chunks],
+            "MLP (sparse first layer)": mlp,
+            "pickle both ways (manager + worker)": transport,
+            "store + selection (manager)": store_and_select,
+        }
+        cost = {name: statistics.median(_cpu_of(step) for _ in range(repeat)) * 1e6 / len(records)
+                for name, step in steps.items()}
+        store.close()
+    out = {name: round(us, 2) for name, us in cost.items()}
+    total = sum(us for name, us in cost.items() if name not in ("SMILES parse", "valences + rings"))
+    out["Morgan counts + CSR (featurise - parse - valences/rings)"] = round(
+        cost["featurise (parse + valences + rings + Morgan counts + CSR)"] - cost["SMILES parse"]
+        - cost["valences + rings"], 2)
+    out["total per molecule"] = round(total, 2)
+    out["ceiling on 2 cores (mol/s)"] = round(2e6 / total)
+    return out
+
+
+def _cpu_of(step: Any) -> float:
+    start = _cpu_self()
+    step()
+    return _cpu_self() - start
+
+
 def _start_at_inference(run_dir: Path, library: Path, model: Path) -> None:
     """The seed sample (the library's first rows) marked docked without a score, and round 0's model."""
     seeds = list(itertools.islice(read_library(library), SEEDS))
@@ -144,7 +228,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=10_000)
     p.add_argument("--top-k", type=int, default=300)
     p.add_argument("--repeat-library", type=int, metavar="N", help="first write N rows repeating the library")
+    p.add_argument("--steps", type=int, metavar="N",
+                   help="instead: CPU per molecule of each step, on N molecules in this process (one core)")
     a = p.parse_args(argv)
+    if a.steps:
+        model = train_model(a.model or a.run_dir / "inferbench-model.pt")
+        print(json.dumps(profile_steps(a.library, model, a.steps), indent=1))
+        return 0
     library = a.library
     if a.repeat_library:
         a.run_dir.mkdir(parents=True, exist_ok=True)
