@@ -6,7 +6,7 @@ directory prepared so that the campaign starts at inference: the seed sample is
 marked docked and round 0's model is given. Re-docking nominees are recorded
 but not docked, and there is no MD: what is timed is inference alone.
 
-    python -m impeccable.inferbench --library data/library/moses_full.csv.gz --run-dir runs/bench-full
+    impeccable bench-inference --library data/library/moses_full.csv.gz --run-dir runs/bench-full
 
 ``--repeat-library N`` first writes a library of N rows (the source's SMILES
 repeated with new ids) to measure how time and memory grow with size.
@@ -219,18 +219,13 @@ def _peak_rss_self() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m impeccable.inferbench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--library", type=Path, required=True)
-    p.add_argument("--run-dir", type=Path, required=True, help="a new folder (the model is trained beside it)")
-    p.add_argument("--model", type=Path, help="a surrogate model file (default: trained on the shipped scores)")
-    p.add_argument("--cores", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=10_000)
-    p.add_argument("--top-k", type=int, default=300)
-    p.add_argument("--repeat-library", type=int, metavar="N", help="first write N rows repeating the library")
-    p.add_argument("--steps", type=int, metavar="N",
-                   help="instead: CPU per molecule of each step, on N molecules in this process (one core)")
-    a = p.parse_args(argv)
+def run(a: argparse.Namespace) -> int:
+    """``impeccable bench-inference``: print the figures as JSON."""
+    if a.cores < 1 or a.batch_size < 1 or a.top_k < 0:
+        raise ValueError("--cores and --batch-size must be at least 1, --top-k at least 0")
+    if not a.library.is_file():
+        raise FileNotFoundError(f"{a.library}: library not found (the full MOSES set: "
+                                "python data/prepare_data.py --only library-full)")
     if a.steps:
         model = train_model(a.model or a.run_dir / "inferbench-model.pt")
         print(json.dumps(profile_steps(a.library, model, a.steps), indent=1))
@@ -243,6 +238,13 @@ def main(argv: list[str] | None = None) -> int:
                              top_k=a.top_k)
     print(json.dumps(result, indent=1))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m impeccable.inferbench ...`` is ``impeccable bench-inference ...``."""
+    from .cli import main as cli_main
+
+    return cli_main(["bench-inference", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
