@@ -2,12 +2,15 @@
 
     .venv/bin/python data/prepare_data.py            # library + receptor
     .venv/bin/python data/prepare_data.py --only receptor
+    .venv/bin/python data/prepare_data.py --only library-full   # all of MOSES, outside git
 
 Sources (see data/README.md for versions and licences):
 
 - library: ``moses/dataset/data/train.csv.gz`` inside the ``molsets`` wheel
   (MOSES, MIT). The wheel is fetched with ``pip download --no-deps`` into a
   temporary folder and read as a zip; molsets is never installed or imported.
+  ``library-full`` writes all 1,584,663 training SMILES (same ids as the sample)
+  to a gzipped CSV that .gitignore keeps out of git (built on request only).
 - receptor: ``tests/data/4JSV.pdb`` of the installed ``pdbfixer`` package
   (PDB entry 4JSV, mTOR dN-mLST8 with ADP and MgF3; PDB data are public domain).
 - second complex (redocking check only): ``datasets/pdb/1uou/`` of the installed
@@ -30,6 +33,7 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +49,8 @@ MOSES_MEMBER = "moses/dataset/data/train.csv.gz"
 LIBRARY_SIZE = 20_000
 LIBRARY_SEED = 20_130_322  # 4JSV deposition date, nothing deeper
 LIBRARY_OUT = DATA / "library" / "moses_20k.csv"
+FULL_LIBRARY_OUT = DATA / "library" / "moses_full.csv.gz"  # not in git (.gitignore): ~25 MB, built on request
+FULL_LIBRARY_SIZE = 1_584_663
 
 PDB_ID = "4JSV"
 CHAIN = "B"
@@ -62,13 +68,16 @@ RECEPTOR_OUT = DATA / "receptors" / "4jsv"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["library", "receptor", "receptor-1uou"], help="rebuild one part only")
+    parser.add_argument("--only", choices=["library", "library-full", "receptor", "receptor-1uou"],
+                        help="rebuild one part only (library-full is built only when named)")
     parser.add_argument("--molsets-wheel", type=Path, help="a downloaded molsets wheel (skips pip download)")
     parser.add_argument("--library-size", type=int, default=LIBRARY_SIZE)
     parser.add_argument("--padding", type=float, default=BOX_PADDING_ANGSTROM, help="box padding, angstrom")
     args = parser.parse_args(argv)
     if args.only in (None, "library"):
         build_library(args.molsets_wheel, args.library_size)
+    if args.only == "library-full":
+        build_full_library(args.molsets_wheel)
     if args.only in (None, "receptor"):
         build_receptor(args.padding)
     if args.only in (None, "receptor-1uou"):
@@ -81,17 +90,38 @@ def main(argv: list[str] | None = None) -> int:
 
 def build_library(wheel: Path | None, size: int) -> None:
     """Sample ``size`` MOSES training SMILES with ids ``MOSES-<row index>``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        if wheel is None:
-            subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                 f"molsets=={MOLSETS_VERSION}", "-d", tmp],
-                check=True,
-            )
-            wheel = next(Path(tmp).glob("molsets-*.whl"))
-        sample = sample_records(_moses_train(wheel), size, seed=LIBRARY_SEED)
+    with _molsets_wheel(wheel) as path:
+        sample = sample_records(_moses_train(path), size, seed=LIBRARY_SEED)
     n = write_library(sample, LIBRARY_OUT)
     print(f"library: {n} records -> {LIBRARY_OUT.relative_to(REPO)}")
+
+
+def build_full_library(wheel: Path | None) -> None:
+    """All MOSES training SMILES, streamed into a gzipped ``id,smiles`` CSV with the sample's ids.
+
+    Too big for git (~25 MB gzipped, 1.6 M rows): .gitignore keeps it out and campaigns/moses_full.toml
+    says how to build it. Written atomically, so an interrupted build leaves no partial library.
+    """
+    with _molsets_wheel(wheel) as path:
+        n = write_library(_moses_train(path), FULL_LIBRARY_OUT)
+    if n != FULL_LIBRARY_SIZE:
+        raise SystemExit(f"{FULL_LIBRARY_OUT}: {n} records, expected {FULL_LIBRARY_SIZE} (another molsets wheel?)")
+    size_mb = FULL_LIBRARY_OUT.stat().st_size / 1e6
+    print(f"library: {n} records -> {FULL_LIBRARY_OUT.relative_to(REPO)} ({size_mb:.1f} MB)")
+
+
+@contextmanager
+def _molsets_wheel(wheel: Path | None) -> Iterator[Path]:
+    """The given molsets wheel, or one fetched with ``pip download --no-deps`` into a temporary folder."""
+    if wheel is not None:
+        yield wheel
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", f"molsets=={MOLSETS_VERSION}", "-d", tmp],
+            check=True,
+        )
+        yield next(Path(tmp).glob("molsets-*.whl"))
 
 
 def _moses_train(wheel: Path) -> Iterator[LibraryRecord]:

@@ -27,10 +27,13 @@ each stage's task and reads its outcome; :mod:`.tasks` runs the handlers;
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .config import Campaign
 from .events import InterruptGuard
@@ -40,7 +43,7 @@ from .progress import CampaignProgress
 from .runtime import Pilot, TaskFuture, TaskState
 from .stagetasks import DockBatch, StageTasks
 from .stages.library import LibraryRecord, read_library, sample_records
-from .stages.surrogate import nominate
+from .stages.surrogate import nominate_batch
 from .store import Store
 from .tasks import TaskLoop
 
@@ -148,8 +151,8 @@ class CampaignRunner:
 
     # ------------------------------------------------------------------ 1. seed docking
     def _seed_docking(self) -> None:
-        sample = self.library.seed_sample(self.store.selected(0, "seed"))
-        self.store.select(0, "seed", (rec.id for rec in sample))
+        sample = self.library.seed_sample(self.store.selected_compounds(0, "seed"))
+        self.store.select_compounds(0, "seed", sample)
         docked = self.store.docked_ids()
         todo = [rec for rec in sample if rec.id not in docked]
         self.progress.tick("seed dock", total=len(sample), done=len(sample) - len(todo))
@@ -224,34 +227,40 @@ class CampaignRunner:
         self._maybe_round_end()
 
     def _feed_inference(self) -> None:
-        """Keep a bounded number of batches in flight, so a library of any size streams through memory."""
+        """Keep a bounded number of batches in flight, so a library of any size streams through memory.
+
+        Only the SMILES travel to the worker; the batch's ids wait here, with the handler.
+        """
         state = self.state
         assert state is not None
         limit = 4 * max(1, self.pilot.allocation.cores)
         model_path, _ = self.store.model(state.round)  # type: ignore[misc]
         while state.infer_inflight < limit and (item := next(state.batches, None)) is not None:
             batch, chunk = item
-            task = self.stages.infer_task(state.round, batch, model_path, chunk)
-            self.tasks.submit(task, partial(self._inferred, state.round, batch, len(chunk)))
+            ids, smiles = [rec.id for rec in chunk], [rec.smiles for rec in chunk]
+            task = self.stages.infer_task(state.round, batch, model_path, ids, smiles)
+            self.tasks.submit(task, partial(self._inferred, state.round, batch, ids, smiles))
             state.infer_inflight += 1
 
-    def _inferred(self, r: int, batch: int, n: int, future: TaskFuture) -> None:
+    def _inferred(self, r: int, batch: int, ids: list[str], smiles: list[str], future: TaskFuture) -> None:
         state = self.state
         assert state is not None
         state.infer_inflight -= 1
         state.batches_left.discard(batch)
         if self.tasks.failed_task(future, "infer"):
-            self.progress.tick(f"infer r{r}", failed=n)
+            self.progress.tick(f"infer r{r}", failed=len(ids))
             state.redock_left.discard(batch)
         else:
             out = future.result()
-            scored = out["scored"]
+            scores = np.asarray(out["scores"], dtype=np.float32)
             docked = self.store.docked_ids()
             k = quota(batch, self.n_batches, self.c.redock.top_k)
-            nominees = nominate(((cid, score) for cid, _, score in scored), docked, k)
-            counts = (n, len(scored), len(out["filtered"]), len(out["failed"]))
-            self.store.add_predictions(r, batch, scored, counts, out["failed"], nominees)
-            self.progress.tick(f"infer r{r}", done=len(scored) + len(out["filtered"]), failed=len(out["failed"]))
+            nominees = [(ids[i], smiles[i], float(scores[i])) for i in nominate_batch(ids, scores, docked, k)]
+            n_scored = len(ids) - len(out["filtered"]) - len(out["failed"])
+            counts = (len(ids), n_scored, len(out["filtered"]), len(out["failed"]))
+            failures = [(ids[i], reason) for i, reason in out["failed"]]
+            self.store.add_predictions(r, batch, ids, scores, counts, failures, nominees)
+            self.progress.tick(f"infer r{r}", done=n_scored + len(out["filtered"]), failed=len(out["failed"]))
             self._redock_batch(r, batch, docked)
         self._feed_inference()
         self._maybe_round_end()
@@ -260,7 +269,7 @@ class CampaignRunner:
     def _redock_batch(self, r: int, batch: int, docked: set[str]) -> None:
         if not quota(batch, self.n_batches, self.c.redock.top_k):
             return
-        stored = self.store.batch_predictions(r, sorted(self.store.selected(r, "redock", batch)))
+        stored = self.store.selected_compounds(r, "redock", batch)
         todo = [LibraryRecord(cid, smi) for cid, smi, _ in sorted(stored, key=lambda s: (s[2], s[0]))
                 if cid not in docked]
         self.progress.tick(f"redock r{r}", total=len(stored), done=len(stored) - len(todo))
@@ -332,10 +341,8 @@ class CampaignLibrary:
 
     def records(self) -> Iterator[LibraryRecord]:
         lib = self.c.library
-        for i, record in enumerate(read_library(lib.path, id_column=lib.id_column, smiles_column=lib.smiles_column)):
-            if lib.limit is not None and i >= lib.limit:
-                return
-            yield record
+        return itertools.islice(read_library(lib.path, id_column=lib.id_column, smiles_column=lib.smiles_column),
+                                lib.limit)
 
     def batches(self, wanted: set[int]) -> Iterator[tuple[int, list[LibraryRecord]]]:
         """The inference batches numbered in ``wanted``, in library order."""
@@ -343,12 +350,16 @@ class CampaignLibrary:
             if batch in wanted:
                 yield batch, chunk
 
-    def seed_sample(self, chosen: set[str]) -> list[LibraryRecord]:
-        """A seeded sample of compounds that pass the filters; once ``chosen`` (stored), always that one."""
+    def seed_sample(self, chosen: list[tuple[str, str | None, float | None]]) -> list[LibraryRecord]:
+        """A seeded sample of compounds that pass the filters; once ``chosen`` (stored), always that one
+        (read back from the store, or from the library for a store that kept only the ids)."""
         from .stages.filters import FilterRules, check
 
+        if chosen and all(smiles for _, smiles, _ in chosen):
+            return [LibraryRecord(cid, smiles) for cid, smiles, _ in chosen]  # type: ignore[arg-type]
         if chosen:
-            return [rec for rec in self.records() if rec.id in chosen]
+            ids = {cid for cid, _, _ in chosen}
+            return [rec for rec in self.records() if rec.id in ids]
         rules = FilterRules(**self.c.library.filters.model_dump())
         need = self.c.dock.seed_sample
         picked = sample_records(self.records(), need * 3 if rules.active else need, seed=self.c.campaign.seed)
@@ -361,11 +372,6 @@ def _chunks(items: list[Any], size: int) -> list[list[Any]]:
 
 
 def _chunks_iter(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    """Lists of ``size`` items (the last may be shorter), cut at C speed (itertools.batched is 3.12+)."""
+    items = iter(items)
+    return iter(lambda: list(itertools.islice(items, size)), [])

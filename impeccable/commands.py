@@ -1,4 +1,4 @@
-"""Campaign commands: ``run``, ``status``, ``report``, ``export`` (``compare`` lives in ``compare``)."""
+"""Campaign commands: ``run``, ``status``, ``report``, ``export``, ``prune`` (``compare`` lives in ``compare``)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,13 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, help="folder (default: RUN_DIR/export)")
     p.add_argument("--top", type=int, default=None, help="only the best N")
     p.set_defaults(handler=_export)
+
+    p = sub.add_parser("prune", help="drop per-compound predictions of rounds older than the newest",
+                       description="Keeps every result a stage reads (each re-dock nominee with its SMILES and "
+                       "predicted score, the inference counts) and the newest round's predictions; older rounds' "
+                       "predictions go, and the file shrinks. Refused while a run uses the directory.")
+    p.add_argument("run_dir", type=Path)
+    p.set_defaults(handler=_prune)
 
     from .compare import register as register_compare
     from .emulate import register as register_emulate
@@ -130,6 +137,32 @@ def _export(args: argparse.Namespace) -> int:
         store.close()
     print(f"wrote {n} ranked compounds to {csv_path} and {sdf_path}")
     return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from .lock import RunDirBusy, RunDirLock
+    from .store import Store
+
+    _open(args.run_dir).close()
+    db = args.run_dir / "campaign.db"
+    before = _size_mb(db)
+    try:
+        with RunDirLock(args.run_dir):
+            store = Store(db)
+            try:
+                rounds = store.prune_predictions()
+                store.vacuum()
+            finally:
+                store.close()
+    except RunDirBusy as exc:
+        raise UserError(str(exc)) from None
+    pruned = f"predictions of round(s) {', '.join(map(str, rounds))} pruned" if rounds else "nothing to prune"
+    print(f"{pruned}: {db} {before:.1f} MB -> {_size_mb(db):.1f} MB")
+    return 0
+
+
+def _size_mb(db: Path) -> float:
+    return sum(p.stat().st_size for p in db.parent.glob(db.name + "*")) / 1e6
 
 
 def _open(run_dir: Path) -> Any:

@@ -118,9 +118,9 @@ class EmulatedStageTasks(StageTasks):
         return function_task(emulated_train, seconds, name=f"train r{r}", cores_per_rank=self.c.surrogate.cores,
                              tags=self._tags("train", r))
 
-    def infer_task(self, r: int, batch: int, model_path: str, chunk: list[LibraryRecord]) -> Task:
+    def infer_task(self, r: int, batch: int, model_path: str, ids: list[str], smiles: list[str]) -> Task:
         seconds = self.durations.draw("infer", f"{r}:{batch}")
-        return function_task(emulated_infer, seconds, [rec.id for rec in chunk], name=f"infer r{r} b{batch:05d}",
+        return function_task(emulated_infer, seconds, ids, name=f"infer r{r} b{batch:05d}",
                              tags=self._tags("infer", r))
 
     def md_task(self, r: int, cid: str, pose_sdf: str) -> tuple[Task, Path]:

@@ -23,7 +23,12 @@ def emulated_infer(seconds: float, ids: list[str]) -> dict[str, Any]:
     """An inference batch's recorded time, and a placeholder prediction for each compound."""
     _stage_imports()
     time.sleep(seconds)
-    return {"scored": [(cid, "C", placeholder_score(cid, "infer")) for cid in ids], "filtered": [], "failed": []}
+    return placeholder_predictions(ids)
+
+
+def placeholder_predictions(ids: list[str]) -> dict[str, Any]:
+    """What an inference batch returns (see ``impeccable.work.infer_batch``), with placeholder scores."""
+    return {"scores": [placeholder_score(cid, "infer") for cid in ids], "filtered": [], "failed": []}
 
 
 def _stage_imports() -> None:

@@ -25,7 +25,8 @@ class CampaignInputError(ValueError):
 def validate_inputs(campaign: Campaign, store: Store) -> LibraryScan:
     """Read the receptor and the whole library, so that their errors are reported at once, naming the file,
     rather than as failed tasks (or not at all). Rows skipped for an empty id or SMILES are stored with
-    their reason. Returns the library's scan (record count)."""
+    their reason. Returns the library's scan (record count). A resumed run whose library file is unchanged
+    (path, size, modification time) reuses the stored scan instead of reading a million rows again."""
     from .stages.errors import StageInputError
     from .stages.library import scan_library
     from .stages.receptor import load_receptor
@@ -36,16 +37,32 @@ def validate_inputs(campaign: Campaign, store: Store) -> LibraryScan:
     except StageInputError as exc:
         raise CampaignInputError(f"{source}: receptor: {exc}") from None
     lib = campaign.library
-    try:
-        scan = scan_library(lib.path, id_column=lib.id_column, smiles_column=lib.smiles_column, limit=lib.limit)
-    except StageInputError as exc:
-        raise CampaignInputError(f"{source}: library: {exc}") from None
-    if scan.skipped_count:
-        line, _, reason = scan.skipped[0]
-        print(f"warning: {scan.skipped_count} library row(s) skipped (first: {reason}); "
-              "`impeccable status` lists them", file=sys.stderr)
+    signature = _library_signature(campaign)
+    cached = json.loads(store.get_meta("library_scan") or "{}")
+    if cached.get("signature") == signature:  # the same file, unchanged since it was scanned: no second pass
+        scan = LibraryScan(count=cached["count"], skipped=[tuple(cached["first_skip"])] if cached["first_skip"] else [],
+                           skipped_count=cached["skipped_count"])
+    else:
+        try:
+            scan = scan_library(lib.path, id_column=lib.id_column, smiles_column=lib.smiles_column, limit=lib.limit)
+        except StageInputError as exc:
+            raise CampaignInputError(f"{source}: library: {exc}") from None
         store.add_failures("library", [(cid or f"line {line}", reason) for line, cid, reason in scan.skipped])
+        store.set_meta("library_scan", json.dumps({"signature": signature, "count": scan.count,
+                                                   "skipped_count": scan.skipped_count,
+                                                   "first_skip": scan.skipped[0] if scan.skipped else None}))
+    if scan.skipped_count:
+        print(f"warning: {scan.skipped_count} library row(s) skipped (first: {scan.skipped[0][2]}); "
+              "`impeccable status` lists them", file=sys.stderr)
     return scan
+
+
+def _library_signature(campaign: Campaign) -> dict[str, object]:
+    """What identifies one scan of the library: the file (path, size, modification time) and how it is read."""
+    lib = campaign.library
+    stat = lib.path.stat()
+    return {"path": str(lib.path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "limit": lib.limit,
+            "id_column": lib.id_column, "smiles_column": lib.smiles_column}
 
 
 def check_same_campaign(campaign: Campaign, store: Store, run_dir: Path) -> None:

@@ -141,9 +141,7 @@ def _result(task: Task) -> Any:
     from . import emulate_payloads
 
     if fn == "emulated_infer":  # the payload's placeholders, without its sleep
-        ids = task.args[1]
-        return {"scored": [(cid, "C", emulate_payloads.placeholder_score(cid, "infer")) for cid in ids],
-                "filtered": [], "failed": []}
+        return emulate_payloads.placeholder_predictions(task.args[1])
     return {"emulation": True, "val_spearman": float("nan")}
 
 

@@ -103,8 +103,9 @@ def _body(store: Store, run_dir: Path, top: int) -> str:
                  "They were chosen for their good predictions, so their range is narrow and the correlation is "
                  "lower than on a random sample; see the README for cross-validated figures.</p>")
     for r, report in store.models():
-        preds = {cid: score for cid, _, score in store.predictions(r)}
-        held_out = [cid for cid in _docked_after_model(store, r) if cid in preds and cid in dock]
+        after = [cid for cid in _docked_after_model(store, r) if cid in dock]
+        preds = store.predictions_of(r, after)
+        held_out = [cid for cid in after if cid in preds]
         summary = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in report.items()
                             if isinstance(v, (int, float)))
         parts.append(f"<p>round {r}: {html.escape(summary)}</p>")
@@ -119,7 +120,7 @@ def _body(store: Store, run_dir: Path, top: int) -> str:
     series = {"seed docking": store.origin_scores("seed"), "re-docking": store.origin_scores("redock")}
     models = store.models()
     if models:
-        series["surrogate, whole library"] = [s for _, _, s in store.predictions(models[-1][0])]
+        series["surrogate, whole library"] = store.prediction_scores(models[-1][0])
     parts.append("<h2>Score distributions</h2>" + img(plots.distributions(series), "distributions"))
     # runtime
     parts.append("<h2>Where the time went</h2>")

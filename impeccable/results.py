@@ -40,15 +40,14 @@ def ranked_hits(store: Store) -> list[Hit]:
     MM/GBSA is the more expensive and more physical estimate, so where it exists it decides the order.
     """
     md = store.md_results()
-    predicted: dict[str, float] = {}
-    for r, _ in store.models():
-        for cid, _, score in store.predictions(r):
-            predicted.setdefault(cid, score)  # a compound's first prediction (before it was docked)
+    scores = store.dock_scores()
+    # a compound's first prediction (for a re-docked one: before it was docked), read batch by batch
+    predicted = store.first_predictions(cid for cid, _, _ in scores)
     origins = store.dock_origins()
     states = store.state_smiles()
     checks = store.pose_checks()
     rows = []
-    for cid, smiles, score in store.dock_scores():
+    for cid, smiles, score in scores:
         dg, se, _ = md.get(cid, (None, None, None))
         rows.append((0 if dg is not None else 1, dg if dg is not None else score, score, cid, smiles, se))
     rows.sort()

@@ -100,8 +100,9 @@ class StageTasks:
                              s.val_fraction, s.cores, name=f"train r{r}", cores_per_rank=s.cores,
                              tags=self._tags("train", r))
 
-    def infer_task(self, r: int, batch: int, model_path: str, chunk: list[LibraryRecord]) -> Task:
-        return function_task("impeccable.work:infer_batch", model_path, [tuple(rec) for rec in chunk],
+    def infer_task(self, r: int, batch: int, model_path: str, ids: list[str], smiles: list[str]) -> Task:
+        """Only the SMILES travel (the ids stay with the runner); an emulation scores by id instead."""
+        return function_task("impeccable.work:infer_batch", model_path, smiles,
                              self.c.library.filters.model_dump(), name=f"infer r{r} b{batch:05d}",
                              tags=self._tags("infer", r))
 

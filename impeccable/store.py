@@ -5,6 +5,14 @@ One writer (the campaign manager's thread) and any number of readers
 committed together with the mark that says its unit of work is done, so a
 crash or Ctrl-C at any moment leaves a store from which a resumed run skips
 exactly what is finished and loses nothing.
+
+Predictions are the one table that grows with the library, so they are kept
+per inference batch, not per compound: one row holds the batch's ids (zlib)
+and scores (float32), about 6.5 bytes a compound (6.5 MB per million MOSES
+compounds per round) and one insert per batch. What later stages need of them
+travels with the selection: each re-dock nominee's SMILES and predicted score
+are in ``selections``, so older rounds' predictions can be pruned
+(:meth:`Store.prune_predictions`) without losing anything a stage reads.
 """
 
 from __future__ import annotations
@@ -12,11 +20,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .runtime.records import TaskRecord, TaskState
 
@@ -29,6 +40,10 @@ CREATE TABLE IF NOT EXISTS docking (
     score REAL, pose_sdf TEXT, runtime_s REAL, error TEXT, task TEXT, state_smiles TEXT);
 CREATE TABLE IF NOT EXISTS pose_checks (id TEXT PRIMARY KEY, passed INTEGER NOT NULL, failed TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS models (round INTEGER PRIMARY KEY, path TEXT NOT NULL, report TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS prediction_batches (
+    round INTEGER NOT NULL, batch INTEGER NOT NULL, ids BLOB NOT NULL, scores BLOB NOT NULL,
+    PRIMARY KEY (round, batch));
+-- one row per compound: written by stores before prediction_batches existed; read, never written
 CREATE TABLE IF NOT EXISTS predictions (
     round INTEGER NOT NULL, id TEXT NOT NULL, smiles TEXT NOT NULL, score REAL NOT NULL,
     PRIMARY KEY (round, id));
@@ -37,7 +52,7 @@ CREATE TABLE IF NOT EXISTS inference_batches (
     n_failed INTEGER, PRIMARY KEY (round, batch));
 CREATE TABLE IF NOT EXISTS selections (
     round INTEGER NOT NULL, stage TEXT NOT NULL, id TEXT NOT NULL, batch INTEGER NOT NULL,
-    PRIMARY KEY (round, stage, id));
+    smiles TEXT, score REAL, PRIMARY KEY (round, stage, id));
 CREATE TABLE IF NOT EXISTS md (
     id TEXT PRIMARY KEY, round INTEGER NOT NULL, dg REAL, stderr REAL, result TEXT, error TEXT);
 CREATE TABLE IF NOT EXISTS failures (id TEXT NOT NULL, stage TEXT NOT NULL, reason TEXT NOT NULL,
@@ -93,9 +108,12 @@ class Store:
 
     def _migrate(self) -> None:
         """Columns added after a store was first written (older run directories stay readable)."""
-        columns = {row[1] for row in self.db.execute("PRAGMA table_info(docking)")}
-        if "state_smiles" not in columns:
-            self.db.execute("ALTER TABLE docking ADD COLUMN state_smiles TEXT")
+        added = {"docking": ["state_smiles TEXT"], "selections": ["smiles TEXT", "score REAL"]}
+        for table, columns in added.items():
+            present = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            for column in columns:
+                if column.split()[0] not in present:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     @classmethod
     def open_existing(cls, run_dir: str | Path, *, readonly: bool = False) -> "Store":
@@ -140,7 +158,7 @@ class Store:
     def has_results(self) -> bool:
         """Whether anything was computed here (a score, a model, a prediction, an MD result)."""
         return any(self.db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
-                   for table in ("docking", "models", "predictions", "md"))
+                   for table in ("docking", "models", "prediction_batches", "predictions", "md"))
 
     def sessions(self) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT session, started, finished, cores, routes, status FROM sessions ORDER BY session")
@@ -214,29 +232,93 @@ class Store:
     def models(self) -> list[tuple[int, dict[str, Any]]]:
         return [(r, json.loads(rep)) for r, rep in self.db.execute("SELECT round, report FROM models ORDER BY round")]
 
-    def add_predictions(self, round_: int, batch: int, scored: Sequence[tuple[str, str, float]],
+    def add_predictions(self, round_: int, batch: int, ids: Sequence[str], scores: np.ndarray,
                         counts: tuple[int, int, int, int], failures: Iterable[tuple[str, str]],
-                        nominees: Sequence[str]) -> None:
-        """One inference batch: predictions, failures, its re-dock nominees and its done mark, in one transaction."""
+                        nominees: Sequence[tuple[str, str, float]]) -> None:
+        """One inference batch in one transaction: its predictions (``scores[i]`` for ``ids[i]``, NaN where
+        not scored), failures, re-dock nominees (id, SMILES, predicted score) and its done mark."""
+        if len(ids) != len(scores):
+            raise ValueError(f"batch {batch}: {len(ids)} ids but {len(scores)} scores")
+        blob = zlib.compress("\n".join(ids).encode(), 1)
+        values = np.ascontiguousarray(scores, dtype="<f4").tobytes()
         with self.transaction() as db:
-            db.executemany("INSERT OR IGNORE INTO selections VALUES (?, 'redock', ?, ?)",
-                           [(round_, cid, batch) for cid in nominees])
-            db.executemany("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?)",
-                           [(round_, cid, smi, score) for cid, smi, score in scored])
+            db.executemany("INSERT OR IGNORE INTO selections VALUES (?, 'redock', ?, ?, ?, ?)",
+                           [(round_, cid, batch, smi, score) for cid, smi, score in nominees])
+            db.execute("INSERT OR REPLACE INTO prediction_batches VALUES (?, ?, ?, ?)", (round_, batch, blob, values))
             db.executemany("INSERT OR IGNORE INTO failures VALUES (?, 'prepare', ?)", list(failures))
             db.execute("INSERT OR REPLACE INTO inference_batches VALUES (?, ?, ?, ?, ?, ?)", (round_, batch, *counts))
 
     def done_batches(self, round_: int) -> set[int]:
         return {b for (b,) in self.db.execute("SELECT batch FROM inference_batches WHERE round=?", (round_,))}
 
-    def batch_predictions(self, round_: int, ids: Sequence[str]) -> list[tuple[str, str, float]]:
-        marks = ",".join("?" * len(ids))
-        return list(self.db.execute(
-            f"SELECT id, smiles, score FROM predictions WHERE round=? AND id IN ({marks})", (round_, *ids)))
+    def _prediction_batches(self, round_: int | None = None) -> Iterator[tuple[int, list[str], np.ndarray]]:
+        """(round, ids, scores) of every stored batch of ``round_`` (default: all), rounds in order; one batch
+        in memory at a time. A store written before batches were kept has one row per compound instead."""
+        rounds = [round_] if round_ is not None else [r for (r,) in self.db.execute(
+            "SELECT round FROM prediction_batches UNION SELECT round FROM predictions ORDER BY round")]
+        for r in rounds:
+            for ids, scores in self.db.execute("SELECT ids, scores FROM prediction_batches WHERE round=? "
+                                               "ORDER BY batch", (r,)):
+                text = zlib.decompress(ids).decode()
+                yield r, text.split("\n") if text else [], np.frombuffer(scores, dtype="<f4")
+            rows = self.db.execute("SELECT id, score FROM predictions WHERE round=?", (r,)).fetchall()
+            if rows:
+                yield r, [cid for cid, _ in rows], np.array([score for _, score in rows], dtype=np.float32)
 
-    def predictions(self, round_: int) -> list[tuple[str, str, float]]:
-        return list(self.db.execute("SELECT id, smiles, score FROM predictions WHERE round=? ORDER BY score, id",
-                                    (round_,)))
+    def prediction_scores(self, round_: int) -> np.ndarray:
+        """Every predicted score of a round (float32, library order), read one batch at a time."""
+        parts = [scores[~np.isnan(scores)] for _, _, scores in self._prediction_batches(round_)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+    def first_predictions(self, ids: Iterable[str]) -> dict[str, float]:
+        """id -> its prediction in the earliest round that predicted it (and was not pruned), for ``ids``.
+
+        One pass over the stored batches; memory holds one batch and the answer.
+        """
+        wanted, found = set(ids), {}
+        for _, batch_ids, scores in self._prediction_batches():
+            if not wanted:
+                break
+            for i, cid in enumerate(batch_ids):
+                if cid in wanted and not np.isnan(scores[i]):
+                    found[cid] = float(scores[i])
+                    wanted.discard(cid)
+        return found
+
+    def predictions_of(self, round_: int, ids: Iterable[str]) -> dict[str, float]:
+        """id -> its round-``round_`` prediction, for those of ``ids`` that have one."""
+        wanted, found = set(ids), {}
+        for _, batch_ids, scores in self._prediction_batches(round_):
+            for i, cid in enumerate(batch_ids):
+                if cid in wanted and not np.isnan(scores[i]):
+                    found[cid] = float(scores[i])
+        return found
+
+    def prune_predictions(self) -> list[int]:
+        """Drop the per-compound predictions of every round before the newest that has any (its nominees,
+        with their SMILES and scores, stay in ``selections``); returns the rounds pruned. Call
+        :meth:`vacuum` to hand the space back to the file system."""
+        newest = self.db.execute("SELECT max(round) FROM (SELECT round FROM prediction_batches "
+                                 "UNION ALL SELECT round FROM predictions)").fetchone()[0]
+        if newest is None:
+            return []
+        rounds = [r for (r,) in self.db.execute(
+            "SELECT round FROM prediction_batches WHERE round<? UNION SELECT round FROM predictions WHERE round<? "
+            "ORDER BY round", (newest, newest))]
+        with self.transaction() as db:
+            db.execute("UPDATE selections SET smiles=(SELECT p.smiles FROM predictions p WHERE p.round=selections.round "
+                       "AND p.id=selections.id) WHERE smiles IS NULL AND stage='redock' AND round<?", (newest,))
+            db.execute("UPDATE selections SET score=(SELECT p.score FROM predictions p WHERE p.round=selections.round "
+                       "AND p.id=selections.id) WHERE score IS NULL AND stage='redock' AND round<?", (newest,))
+            db.execute("DELETE FROM prediction_batches WHERE round<?", (newest,))
+            db.execute("DELETE FROM predictions WHERE round<?", (newest,))
+        return rounds
+
+    def vacuum(self) -> None:
+        """Rewrite the file without its free pages (after a prune) and empty the write-ahead log, so the
+        space goes back to the file system; needs no other connection writing."""
+        self.db.execute("VACUUM")
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def inference_counts(self, round_: int) -> tuple[int, int, int, int]:
         row = self.db.execute("SELECT count(*), coalesce(sum(n_scored),0), coalesce(sum(n_filtered),0), "
@@ -246,8 +328,14 @@ class Store:
     # selections (which compounds a stage picked, so a resumed run picks the same) --
     def select(self, round_: int, stage: str, ids: Iterable[str], batch: int = -1) -> None:
         with self.transaction() as db:
-            db.executemany("INSERT OR IGNORE INTO selections VALUES (?, ?, ?, ?)",
+            db.executemany("INSERT OR IGNORE INTO selections (round, stage, id, batch) VALUES (?, ?, ?, ?)",
                            [(round_, stage, i, batch) for i in ids])
+
+    def select_compounds(self, round_: int, stage: str, compounds: Iterable[tuple[str, str]]) -> None:
+        """Like :meth:`select`, keeping each compound's SMILES, so a resumed stage needs no library pass."""
+        with self.transaction() as db:
+            db.executemany("INSERT OR IGNORE INTO selections VALUES (?, ?, ?, -1, ?, NULL)",
+                           [(round_, stage, cid, smi) for cid, smi in compounds])
 
     def selected(self, round_: int, stage: str, batch: int | None = None) -> set[str]:
         sql, args = "SELECT id FROM selections WHERE round=? AND stage=?", [round_, stage]
@@ -255,6 +343,18 @@ class Store:
             sql += " AND batch=?"
             args.append(batch)
         return {i for (i,) in self.db.execute(sql, args)}
+
+    def selected_compounds(self, round_: int, stage: str, batch: int | None = None
+                           ) -> list[tuple[str, str | None, float | None]]:
+        """(id, SMILES, predicted score) of a stage's picks in the order they were picked; SMILES and score
+        from the per-compound predictions where an older store kept them only there, else None."""
+        sql = ("SELECT s.id, coalesce(s.smiles, p.smiles), coalesce(s.score, p.score) FROM selections s "
+               "LEFT JOIN predictions p ON p.round=s.round AND p.id=s.id WHERE s.round=? AND s.stage=?")
+        args: list[Any] = [round_, stage]
+        if batch is not None:
+            sql += " AND s.batch=?"
+            args.append(batch)
+        return list(self.db.execute(sql + " ORDER BY s.rowid", args))
 
     # MD ----------------------------------------------------------------------
     def add_md(self, cid: str, round_: int, dg: float | None, stderr: float | None,

@@ -14,39 +14,34 @@ from typing import Any
 PRELOAD = ("impeccable.stages.surrogate", "impeccable.stages.filters")
 
 
-def infer_batch(model_path: str, records: Sequence[tuple[str, str]], filters: dict[str, Any],
-                threads: int = 1) -> dict[str, Any]:
-    """Filter, featurise and score one batch of (id, smiles).
+def infer_batch(model_path: str, smiles: Sequence[str], filters: dict[str, Any], threads: int = 1) -> dict[str, Any]:
+    """Filter, featurise and score one batch of SMILES.
 
-    Returns ``scored`` [(id, smiles, predicted score)], ``filtered`` [(id, reason)]
-    and ``failed`` [(id, reason)] so the campaign can account for every compound.
+    Returns ``scores`` (float32, one per SMILES in order, NaN where not scored), ``filtered``
+    [(position, reason)] and ``failed`` [(position, reason)], so the campaign can account for every
+    compound. Positions, not ids, travel back, and no SMILES: the manager holds the batch.
     """
+    import numpy as np
+
     from .stages import surrogate
     from .stages.filters import FilterRules, check
 
     rules = FilterRules(**filters)
-    keep, filtered = [], []
+    keep, filtered = list(range(len(smiles))), []
     if rules.active:
-        for cid, smiles in records:
-            reason = check(smiles, rules)
-            if reason is None:
-                keep.append((cid, smiles))
-            else:
-                filtered.append((cid, reason))
-    else:
-        keep = list(records)
-    smiles_of = dict(keep)
-    predictions = surrogate.predict(model_path, keep, threads=threads) if keep else []
-    scored, failed = [], []
-    for cid, value in predictions:
-        if value is None:
-            failed.append((cid, f"unparsable SMILES {smiles_of[cid]!r}"))
-        else:
-            scored.append((cid, smiles_of[cid], float(value)))
+        reasons = [check(s, rules) for s in smiles]
+        keep = [i for i, reason in enumerate(reasons) if reason is None]
+        filtered = [(i, reason) for i, reason in enumerate(reasons) if reason is not None]
+    scores = np.full(len(smiles), np.nan, dtype=np.float32)
+    if keep:
+        kept = smiles if len(keep) == len(smiles) else [smiles[i] for i in keep]
+        scores[keep] = surrogate.predict_scores(model_path, kept, threads=threads)
     # an unparsable SMILES is a failure, not a filter decision
-    failed += [(cid, reason) for cid, reason in filtered if reason.startswith("unparsable")]
-    filtered = [(cid, reason) for cid, reason in filtered if not reason.startswith("unparsable")]
-    return {"scored": scored, "filtered": filtered, "failed": failed}
+    unparsable = np.asarray(keep, dtype=np.int64)[np.isnan(scores[keep])]
+    failed = [(int(i), f"unparsable SMILES {smiles[i]!r}") for i in unparsable]
+    failed += [(i, reason) for i, reason in filtered if reason.startswith("unparsable")]
+    filtered = [(i, reason) for i, reason in filtered if not reason.startswith("unparsable")]
+    return {"scores": scores, "filtered": filtered, "failed": failed}
 
 
 def train_surrogate(records: Sequence[tuple[str, float]], model_path: str, epochs: int, seed: int,

@@ -27,10 +27,18 @@ writings). ``sanitize="full"`` (RDKit's full sanitisation) remains available;
 fingerprint. A model file records its settings, and inference uses them.
 
 An invalid SMILES never raises: its row is all zeros and ``valid`` is False.
+
+**Sparse rows for screening.** A count fingerprint has ~40 non-zero entries of
+2,048, so :func:`featurise_sparse` returns them in CSR form (what RDKit's sparse
+count vector gives, without filling a dense row per molecule), and the surrogate
+applies its first layer as a weighted sum of 40 weight rows instead of a
+2,048-wide product. :func:`featurise` is the same rows made dense (training), so
+there is one definition of the features.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -41,7 +49,8 @@ from rdkit.Chem import rdFingerprintGenerator
 
 from .quiet import quiet_rdkit
 
-__all__ = ["FingerprintSettings", "featurise", "parse_smiles", "RADIUS", "N_BITS"]
+__all__ = ["FingerprintSettings", "SparseFeatures", "featurise", "featurise_sparse", "parse_smiles", "RADIUS",
+           "N_BITS"]
 
 RADIUS = 2
 N_BITS = 2048
@@ -66,26 +75,61 @@ class FingerprintSettings:
         return cls(**{"bond_types": True, **data})  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class SparseFeatures:
+    """Fingerprint rows in CSR form: row i holds ``values[indptr[i]:indptr[i+1]]`` at columns ``indices[...]``."""
+
+    indptr: np.ndarray  # int64 [n + 1]
+    indices: np.ndarray  # int64 [nnz], column of each value
+    values: np.ndarray  # float32 [nnz], counts capped at 255 (or 1.0 for bits)
+    valid: np.ndarray  # bool [n]: False where the SMILES could not be parsed (an empty row)
+    n_bits: int
+
+    def dense(self) -> np.ndarray:
+        """The rows as a float32 [n, n_bits] matrix."""
+        x = np.zeros((len(self.valid), self.n_bits), dtype=np.float32)
+        rows = np.repeat(np.arange(len(self.valid)), np.diff(self.indptr))
+        x[rows, self.indices] = self.values
+        return x
+
+
 def featurise(
     smiles: Sequence[str], settings: FingerprintSettings = FingerprintSettings()
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return (X float32 [n, n_bits], valid bool [n]); invalid SMILES give zero rows and valid=False."""
+    features = featurise_sparse(smiles, settings)
+    return features.dense(), features.valid
+
+
+def featurise_sparse(smiles: Sequence[str], settings: FingerprintSettings = FingerprintSettings()) -> SparseFeatures:
+    """The fingerprint rows of ``smiles`` in CSR form (see :class:`SparseFeatures`); never raises for a SMILES."""
     if settings.sanitize not in ("fast", "full"):
         raise ValueError(f"FingerprintSettings.sanitize: 'fast' or 'full', got {settings.sanitize!r}")
     generator = _generator(settings.radius, settings.n_bits, settings.bond_types)
-    as_numpy = generator.GetCountFingerprintAsNumPy if settings.counts else generator.GetFingerprintAsNumPy
-    x = np.zeros((len(smiles), settings.n_bits), dtype=np.float32)
+    count_fp, bit_fp = generator.GetCountFingerprint, generator.GetFingerprint
+    counts, full = settings.counts, settings.sanitize == "full"
+    indptr, indices, values = array("q", [0]), array("q"), array("f")
     valid = np.zeros(len(smiles), dtype=bool)
-    full = settings.sanitize == "full"
     with quiet_rdkit():
         for i, s in enumerate(smiles):
             mol = parse_smiles(s, full=full)
             if mol is not None:
-                x[i] = as_numpy(mol)
+                if counts:
+                    nonzero = count_fp(mol).GetNonzeroElements()  # {column: count}, already folded to n_bits
+                    indices.extend(nonzero.keys())
+                    values.extend(nonzero.values())
+                else:
+                    on = bit_fp(mol).GetOnBits()
+                    indices.extend(on)
+                    values.extend([1.0] * len(on))
                 valid[i] = True
-    if settings.counts:
-        np.minimum(x, 255.0, out=x)
-    return x, valid
+            indptr.append(len(indices))
+    out = np.frombuffer(values, dtype=np.float32).copy() if values else np.zeros(0, dtype=np.float32)
+    if counts:
+        np.minimum(out, 255.0, out=out)
+    return SparseFeatures(np.frombuffer(indptr, dtype=np.int64).copy(),
+                          np.frombuffer(indices, dtype=np.int64).copy() if indices else np.zeros(0, dtype=np.int64),
+                          out, valid, settings.n_bits)
 
 
 def parse_smiles(smiles: str, *, full: bool = False) -> Chem.Mol | None:

@@ -25,6 +25,7 @@ import random
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple, TextIO
 
@@ -72,8 +73,8 @@ def read_library(
     there is one) for a missing file, a missing column, a malformed row, or a library
     with no records at all (raised when the stream ends).
     """
-    for _, record in numbered_records(path, id_column=id_column, smiles_column=smiles_column, on_skip=on_skip):
-        yield record
+    return map(itemgetter(1), numbered_records(path, id_column=id_column, smiles_column=smiles_column,
+                                               on_skip=on_skip))
 
 
 def numbered_records(
@@ -88,7 +89,7 @@ def numbered_records(
     if not path.is_file():
         raise StageInputError(f"{path}: library file not found")
     kind = _library_kind(path)
-    n = skipped = 0
+    skipped = 0
 
     def skip(line: int, cid: str, reason: str) -> None:
         nonlocal skipped
@@ -99,10 +100,11 @@ def numbered_records(
     with _open_text(path) as handle:
         rows = (_csv_rows(path, handle, id_column, smiles_column, skip) if kind == "csv"
                 else _smi_rows(path, handle, skip))
-        for item in rows:
-            n += 1
-            yield item
-    if n == 0:
+        first = next(rows, None)
+        if first is not None:
+            yield first
+            yield from rows  # a million rows: no Python step of ours between them and the caller
+    if first is None:
         why = f"; {skipped} row(s) skipped for an empty id or SMILES" if skipped else ""
         raise StageInputError(f"{path}: library is empty (no compound records{why})")
 
@@ -271,18 +273,23 @@ def _csv_rows(path: Path, handle: TextIO, id_column: str, smiles_column: str,
     width = max(i_id, i_smi) + 1
     try:
         for row in reader:
+            if len(row) >= width:
+                cid, smiles = row[i_id].strip(), row[i_smi].strip()
+                if cid and smiles and "\n" not in cid and "\r" not in cid:  # every row of a sound library
+                    yield reader.line_num, LibraryRecord(cid, smiles)
+                    continue
             line = reader.line_num
             if not row or all(not cell.strip() for cell in row):
                 continue
             if len(row) < width:
                 raise StageInputError(f"{path}:{line}: expected at least {width} fields, found {len(row)}")
-            cid, smiles = row[i_id].strip(), row[i_smi].strip()
+            if "\n" in cid or "\r" in cid:
+                raise StageInputError(f"{path}:{line}: id {cid!r} holds a line break (a quoted field): ids are "
+                                      "stored one per line, so an id must be one line")
             if not cid:
                 skip(line, "", f"{path.name}:{line}: empty id (SMILES {smiles!r})")
-            elif not smiles:
-                skip(line, cid, f"{path.name}:{line}: empty SMILES for id {cid!r}")
             else:
-                yield line, LibraryRecord(cid, smiles)
+                skip(line, cid, f"{path.name}:{line}: empty SMILES for id {cid!r}")
     except (csv.Error, UnicodeDecodeError, OSError, EOFError) as exc:
         raise StageInputError(f"{path}:{reader.line_num}: unreadable: {exc}") from None
 

@@ -95,6 +95,32 @@ def test_skipped_rows_are_recorded_with_their_reason(tmp_path, capsys):
     assert "2 library row(s) skipped" in capsys.readouterr().err
 
 
+def test_a_resumed_run_reuses_the_scan_of_an_unchanged_library(tmp_path, capsys, monkeypatch):
+    import os
+
+    import impeccable.stages.library as library_module
+
+    lib = library(tmp_path, "id,smiles\na,CCO\nb,\n" + "".join(f"c{i},CCO\n" for i in range(10)))
+    campaign = load_campaign(campaign_file(tmp_path, lib))
+    store = Store(tmp_path / "run" / "campaign.db")
+    assert validate_inputs(campaign, store).count == 11
+    scans = []
+    real_scan = library_module.scan_library
+    monkeypatch.setattr(library_module, "scan_library", lambda *a, **k: scans.append(a) or real_scan(*a, **k))
+    again = validate_inputs(campaign, store)
+    assert (again.count, again.skipped_count, scans) == (11, 1, [])  # no second pass over the file
+    assert capsys.readouterr().err.count("1 library row(s) skipped (first: lib.csv:3: empty SMILES") == 2
+    lib.write_text(lib.read_text() + "z,CCN\n")
+    os.utime(lib, ns=(1, 1))
+    assert validate_inputs(campaign, store).count == 12 and len(scans) == 1  # a changed file is read again
+
+
+def test_an_id_with_a_line_break_is_refused_naming_the_line(tmp_path):
+    lib = library(tmp_path, 'id,smiles\na,CCO\n"b\nc",CCN\n')
+    with pytest.raises(CampaignInputError, match=r"lib\.csv:4: id 'b\\nc' holds a line break"):
+        validate_inputs(load_campaign(campaign_file(tmp_path, lib)), Store(tmp_path / "run" / "campaign.db"))
+
+
 def test_more_cores_than_the_machine_needs_oversubscribe(tmp_path):
     lib = library(tmp_path, "id,smiles\n" + "".join(f"c{i},CCO\n" for i in range(10)))
     text = campaign_file(tmp_path, lib).read_text().replace("cores = 1", "cores = 256")

@@ -6,6 +6,7 @@ import csv
 import sqlite3
 import time
 
+import numpy as np
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
@@ -32,7 +33,8 @@ def make_run(tmp_path):
                        for i, (c, s) in enumerate(smiles.items())], task="s1-r0-seed-0000")
     store.add_docking([DockRow("bad", "C1CC", 0, "seed", None, None, "unparsable")], task="s1-r0-seed-0001")
     store.add_model(0, str(tmp_path / "m.pt"), {"val_spearman": 0.6, "n_train": 3})
-    store.add_predictions(0, 0, [("a", "CCO", -5.5), ("e", "CCCC", -4.0)], (3, 2, 0, 1), [("f", "unparsable")], ["e"])
+    store.add_predictions(0, 0, ["a", "e", "f"], np.array([-5.5, -4.0, np.nan], dtype=np.float32), (3, 2, 0, 1),
+                          [("f", "unparsable")], [("e", "CCCC", -4.0)])
     store.add_md("c", 0, -20.0, 1.5, {"binding_energy_kcal_mol": -20.0}, None)
     now = time.time()
     records = [TaskRecord(uid=f"t{i}", name=f"dock {i}", kind="executable", cores=1, gpus=0,
@@ -54,6 +56,47 @@ def test_ranking_puts_mmgbsa_first_then_vina(tmp_path):
 def test_redock_nominees_are_committed_with_their_batch(tmp_path):
     store = make_run(tmp_path)
     assert store.selected(0, "redock", batch=0) == {"e"} and store.done_batches(0) == {0}
+    assert store.selected_compounds(0, "redock", 0) == [("e", "CCCC", -4.0)]  # all re-docking needs
+
+
+def test_predictions_are_kept_per_batch_and_older_rounds_can_be_pruned(tmp_path):
+    store = make_run(tmp_path)
+    ids = [f"m{i}" for i in range(5000)]
+    for r in (1, 2):
+        for batch in range(4):
+            scores = np.linspace(-9, -5, 5000, dtype=np.float32) + r
+            store.add_predictions(r, batch, ids, scores, (5000, 5000, 0, 0), [], [(ids[0], "C", float(scores[0]))])
+    assert len(store.prediction_scores(1)) == 20_000 and store.prediction_scores(2).min() == np.float32(-7)
+    assert store.predictions_of(2, ["m0", "a", "zz"]) == {"m0": -7.0}
+    assert store.first_predictions(["a", "e", "m4999", "f"]) == {"a": -5.5, "e": -4.0, "m4999": -4.0}
+    store.vacuum()
+    size = (tmp_path / "campaign.db").stat().st_size
+    assert store.prune_predictions() == [0, 1]
+    store.vacuum()
+    assert (tmp_path / "campaign.db").stat().st_size < size
+    assert len(store.prediction_scores(0)) == 0 and len(store.prediction_scores(2)) == 20_000
+    assert store.selected_compounds(0, "redock", 0) == [("e", "CCCC", -4.0)]  # nominees outlive the prune
+    assert store.first_predictions(["m4999"]) == {"m4999": -3.0}
+    assert store.prune_predictions() == []
+
+
+def test_a_store_with_per_compound_predictions_stays_readable_and_resumable(tmp_path):
+    db = sqlite3.connect(tmp_path / "campaign.db")
+    db.execute("CREATE TABLE predictions (round INTEGER NOT NULL, id TEXT NOT NULL, smiles TEXT NOT NULL, "
+               "score REAL NOT NULL, PRIMARY KEY (round, id))")
+    db.execute("CREATE TABLE selections (round INTEGER NOT NULL, stage TEXT NOT NULL, id TEXT NOT NULL, "
+               "batch INTEGER NOT NULL, PRIMARY KEY (round, stage, id))")
+    db.executemany("INSERT INTO predictions VALUES (0, ?, ?, ?)", [("x", "CCO", -6.0), ("y", "CCN", -5.0)])
+    db.execute("INSERT INTO selections VALUES (0, 'redock', 'x', 3)")
+    db.commit()
+    db.close()
+    store = Store(tmp_path / "campaign.db")
+    assert store.selected_compounds(0, "redock", 3) == [("x", "CCO", -6.0)]
+    assert store.first_predictions(["y"]) == {"y": -5.0} and list(store.prediction_scores(0)) == [-6.0, -5.0]
+    store.add_predictions(1, 0, ["x", "y"], np.array([-7.0, -8.0], dtype=np.float32), (2, 2, 0, 0), [], [])
+    assert store.prune_predictions() == [0]
+    assert store.selected_compounds(0, "redock", 3) == [("x", "CCO", -6.0)]  # kept in selections
+    assert store.first_predictions(["x", "y"]) == {"x": -7.0, "y": -8.0}
 
 
 def test_report_and_export(tmp_path):
@@ -97,3 +140,4 @@ def test_status_and_errors_from_the_cli(tmp_path, capsys):
     assert "seed dock" in capsys.readouterr().out
     assert main(["export", str(tmp_path / "nowhere")]) == 2
     assert "no campaign.db here" in capsys.readouterr().err
+    assert main(["prune", str(tmp_path)]) == 0 and "nothing to prune" in capsys.readouterr().out
