@@ -43,7 +43,7 @@ class InferenceOnly(StageTasks):
         from .runtime import function_task
 
         return function_task("builtins:len", batch.records, name=f"no-dock {batch.key}",
-                             tags=self._tags(f"{batch.origin} dock", batch.round))
+                             tags=self._tags(batch.task_stage, batch.round))
 
     def dock_rows(self, batch: DockBatch) -> list[DockRow]:
         return []
