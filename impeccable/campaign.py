@@ -33,8 +33,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .config import Campaign
 from .events import InterruptGuard
 from .inputs import CampaignInputError, check_same_campaign, make_pilot, validate_inputs
@@ -205,8 +203,7 @@ class CampaignRunner:
     def _trained(self, r: int, n_scores: int, future: TaskFuture) -> None:
         if self.tasks.failed_task(future, "train"):
             raise RuntimeError(f"surrogate training failed: {future.record.error}")
-        report = future.result()
-        report["n_scores"] = n_scores
+        report = {**future.result(), "n_scores": n_scores}
         self.store.add_model(r, str(self.stages.model_path(r)), report)
         self.progress.tick(f"train r{r}", done=1)
         self._start_inference(r)
@@ -227,10 +224,7 @@ class CampaignRunner:
         self._maybe_round_end()
 
     def _feed_inference(self) -> None:
-        """Keep a bounded number of batches in flight, so a library of any size streams through memory.
-
-        Only the SMILES travel to the worker; the batch's ids wait here, with the handler.
-        """
+        """Keep a bounded number of batches in flight (a library of any size streams); ids wait here."""
         state = self.state
         assert state is not None
         limit = 4 * max(1, self.pilot.allocation.cores)
@@ -251,16 +245,12 @@ class CampaignRunner:
             self.progress.tick(f"infer r{r}", failed=len(ids))
             state.redock_left.discard(batch)
         else:
-            out = future.result()
-            scores = np.asarray(out["scores"], dtype=np.float32)
+            result = self.stages.infer_result(future, ids)
             docked = self.store.docked_ids()
-            k = quota(batch, self.n_batches, self.c.redock.top_k)
-            nominees = [(ids[i], smiles[i], float(scores[i])) for i in nominate_batch(ids, scores, docked, k)]
-            n_scored = len(ids) - len(out["filtered"]) - len(out["failed"])
-            counts = (len(ids), n_scored, len(out["filtered"]), len(out["failed"]))
-            failures = [(ids[i], reason) for i, reason in out["failed"]]
-            self.store.add_predictions(r, batch, ids, scores, counts, failures, nominees)
-            self.progress.tick(f"infer r{r}", done=n_scored + len(out["filtered"]), failed=len(out["failed"]))
+            picked = nominate_batch(ids, result.scores, docked, quota(batch, self.n_batches, self.c.redock.top_k))
+            nominees = [(ids[i], smiles[i], float(result.scores[i])) for i in picked]
+            self.store.add_predictions(r, batch, ids, result.scores, result.counts, result.failures, nominees)
+            self.progress.tick(f"infer r{r}", done=result.accounted, failed=len(result.failures))
             self._redock_batch(r, batch, docked)
         self._feed_inference()
         self._maybe_round_end()
@@ -290,9 +280,7 @@ class CampaignRunner:
         self._run_md(r, sorted(cid for cid in self.store.selected(r, "redock", batch) if cid in top), batch)
 
     def _top_docked(self) -> list[str]:
-        """The best ``md.top_m`` docked compounds of the campaign so far (ties broken by id)."""
-        ranked = sorted((score, cid) for cid, score in self.store.dock_score_map().items())
-        return [cid for _, cid in ranked[: self.c.md.top_m]]
+        return self.store.best_docked(self.c.md.top_m)
 
     def _run_md(self, r: int, ids: list[str], batch: int = -1) -> None:
         self.store.select(r, "md", ids, batch)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .config import Campaign
 from .runtime import Task, TaskFuture, executable_task, function_task
 from .stages.library import LibraryRecord, write_library
@@ -41,6 +43,20 @@ class DockBatch:
     def task_stage(self) -> str:
         """Its task records' stage: "seed dock" or "redock" (the round is a field of its own)."""
         return "seed dock" if self.origin == "seed" else "redock"
+
+
+@dataclass(frozen=True)
+class InferOutcome:
+    """One inference batch's results, lined up with the batch's ids."""
+
+    scores: np.ndarray  # float32, NaN where not scored
+    counts: tuple[int, int, int, int]  # compounds, scored, filtered, failed
+    failures: list[tuple[str, str]]  # (id, reason)
+
+    @property
+    def accounted(self) -> int:
+        """Scored or filtered: finished with, either way."""
+        return self.counts[1] + self.counts[2]
 
 
 class StageTasks:
@@ -105,6 +121,13 @@ class StageTasks:
         return function_task("impeccable.work:infer_batch", model_path, smiles,
                              self.c.library.filters.model_dump(), name=f"infer r{r} b{batch:05d}",
                              tags=self._tags("infer", r))
+
+    def infer_result(self, future: TaskFuture, ids: list[str]) -> InferOutcome:
+        out = future.result()
+        filtered, failed = out["filtered"], out["failed"]
+        counts = (len(ids), len(ids) - len(filtered) - len(failed), len(filtered), len(failed))
+        return InferOutcome(np.asarray(out["scores"], dtype=np.float32), counts,
+                            [(ids[i], reason) for i, reason in failed])
 
     # ------------------------------------------------------------------ MD
     def md_task(self, r: int, cid: str, pose_sdf: str) -> tuple[Task, Path]:

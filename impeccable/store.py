@@ -184,6 +184,11 @@ class Store:
     def dock_score_map(self) -> dict[str, float]:
         return {i: s for i, _, s in self.dock_scores()}
 
+    def best_docked(self, n: int) -> list[str]:
+        """The ids of the ``n`` best docking scores (lowest first, ties broken by id)."""
+        return [cid for (cid,) in self.db.execute(
+            "SELECT id FROM docking WHERE score IS NOT NULL ORDER BY score, id LIMIT ?", (n,))]
+
     def dock_origins(self) -> dict[str, str]:
         """id -> "seed" or "redock" for every docked compound."""
         return dict(self.db.execute("SELECT id, origin FROM docking"))
