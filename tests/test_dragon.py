@@ -128,7 +128,10 @@ with Pilot(Allocation(cores=2), routes={"function": "dragon"}) as p:
 def test_runtime_goes_away_with_the_pilot(tmp_path, sig):
     script = tmp_path / "pilot.py"
     script.write_text(textwrap.dedent(PILOT_SCRIPT))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    # SIGINT back to its default in the child: a test runner started in the background of a non-interactive
+    # shell ignores SIGINT, its children inherit that, and Python then installs no KeyboardInterrupt handler
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline().split()
         assert line, "the pilot did not start"
