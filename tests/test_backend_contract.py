@@ -65,7 +65,9 @@ def serves(pilot: Pilot, kind: TaskKind) -> None:
         pytest.skip(f"{next(iter(pilot.backends))} does not run {kind.value} tasks")
 
 
-def wait_all(futures, timeout=120):
+def wait_all(futures, timeout=600):
+    """A safety net, not a timing: on a loaded 2-core machine 24 srun steps (12 of them `python -m` function
+    starts with their imports) took over 120 s."""
     done, not_done = concurrent.futures.wait(futures, timeout=timeout)
     assert not not_done, f"{len(not_done)} tasks not final after {timeout} s"
 
