@@ -127,16 +127,21 @@ def docked_count(db: Path) -> int:
         return 0
 
 
-def test_interrupted_run_resumes_without_recomputing(tmp_path):
-    path = tiny(tmp_path, per_task=2)
-    run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "impeccable.cli", "run", str(path), "--run-dir", str(run_dir), "--no-progress",
+def run_until_docked(campaign: Path, run_dir: Path, n: int) -> tuple[list[str], subprocess.Popen]:
+    """`impeccable run` in a child process, returned once ``n`` compounds are docked (still running)."""
+    cmd = [sys.executable, "-m", "impeccable.cli", "run", str(campaign), "--run-dir", str(run_dir), "--no-progress",
            "--no-report"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
-    while docked_count(run_dir / "campaign.db") < 2 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+    while docked_count(run_dir / "campaign.db") < n and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be interrupted:\n" + proc.stdout.read()
+    return cmd, proc
+
+
+def test_interrupted_run_resumes_without_recomputing(tmp_path):
+    run_dir = tmp_path / "run"
+    cmd, proc = run_until_docked(tiny(tmp_path, per_task=2), run_dir, 2)
     proc.send_signal(signal.SIGINT)  # Ctrl-C in the middle of the seed docking stage
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
@@ -163,15 +168,9 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path):
 
 def test_ctrl_c_during_docking_with_filters_loses_nothing(tmp_path):
     """RDKit filter calls in the manager used to leave Ctrl-C waiting for the next task, whose results were lost."""
-    path = tiny(tmp_path, per_task=5)  # the tiny campaign filters on rotatable bonds: RDKit runs in the manager
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "impeccable.cli", "run", str(path), "--run-dir", str(run_dir), "--no-progress",
-           "--no-report"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 300
-    while docked_count(run_dir / "campaign.db") < 1 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be interrupted:\n" + proc.stdout.read()
+    # the tiny campaign filters on rotatable bonds: RDKit runs in the manager
+    _, proc = run_until_docked(tiny(tmp_path, per_task=5), run_dir, 1)
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)  # the second docking task (5 ligands, ~10 s) is running
     out, _ = proc.communicate(timeout=120)
