@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .procwatch import TreeWatch
+from .runtime.bench import cpu_seconds
 from .stages.library import LibraryRecord, read_library, write_library
 from .stagetasks import DockBatch, StageTasks
 from .store import DockRow, Store
@@ -88,10 +89,10 @@ def bench_inference(library: Path, run_dir: Path, *, model: Path | None = None, 
     })
     _start_at_inference(run_dir, library, model)
     runner = CampaignRunner(campaign, run_dir, stages=InferenceOnly(campaign, run_dir))
-    cpu0, wall0 = _cpu_self(), time.perf_counter()
+    cpu0, wall0 = cpu_seconds(), time.perf_counter()
     with TreeWatch(interval_s=interval_s) as watch:
         runner.run()
-    wall, manager_cpu = time.perf_counter() - wall0, _cpu_self() - cpu0
+    wall, manager_cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
     store = Store.open_existing(run_dir, readonly=True)
     try:
         infer = [row for row in store.task_rows() if row["stage"] == "infer" and row["finished"]]
@@ -192,9 +193,9 @@ def profile_steps(library: Path, model: Path, n: int = 20_000, batch_size: int =
 
 
 def _cpu_of(step: Any) -> float:
-    start = _cpu_self()
+    start = cpu_seconds()
     step()
-    return _cpu_self() - start
+    return cpu_seconds() - start
 
 
 def _start_at_inference(run_dir: Path, library: Path, model: Path) -> None:
@@ -208,11 +209,6 @@ def _start_at_inference(run_dir: Path, library: Path, model: Path) -> None:
         store.add_model(0, str(model.resolve()), {"note": "inferbench"})
     finally:
         store.close()
-
-
-def _cpu_self() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _peak_rss_self() -> int:

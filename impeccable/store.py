@@ -280,24 +280,11 @@ class Store:
 
         One pass over the stored batches; memory holds one batch and the answer.
         """
-        wanted, found = set(ids), {}
-        for _, batch_ids, scores in self._prediction_batches():
-            if not wanted:
-                break
-            for i, cid in enumerate(batch_ids):
-                if cid in wanted and not np.isnan(scores[i]):
-                    found[cid] = float(scores[i])
-                    wanted.discard(cid)
-        return found
+        return _first_found(ids, self._prediction_batches())
 
     def predictions_of(self, round_: int, ids: Iterable[str]) -> dict[str, float]:
         """id -> its round-``round_`` prediction, for those of ``ids`` that have one."""
-        wanted, found = set(ids), {}
-        for _, batch_ids, scores in self._prediction_batches(round_):
-            for i, cid in enumerate(batch_ids):
-                if cid in wanted and not np.isnan(scores[i]):
-                    found[cid] = float(scores[i])
-        return found
+        return _first_found(ids, self._prediction_batches(round_))
 
     def prune_predictions(self) -> list[int]:
         """Drop the per-compound predictions of every round before the newest that has any (its nominees,
@@ -432,3 +419,17 @@ class Store:
         for row in rows:
             row["slots"] = json.loads(row["slots"] or "[]")
         return rows
+
+
+def _first_found(ids: Iterable[str], batches: Iterator[tuple[int, list[str], np.ndarray]]) -> dict[str, float]:
+    """id -> the first scored value met for it in ``batches`` (rounds in order), for ``ids``; stops early
+    once every id is found."""
+    wanted, found = set(ids), {}
+    for _, batch_ids, scores in batches:
+        if not wanted:
+            break
+        for i, cid in enumerate(batch_ids):
+            if cid in wanted and not np.isnan(scores[i]):
+                found[cid] = float(scores[i])
+                wanted.discard(cid)
+    return found

@@ -99,14 +99,14 @@ class CpuMeter:
 
     def __enter__(self) -> "CpuMeter":
         self._wall = time.perf_counter()
-        self._self = _cpu_seconds(resource.RUSAGE_SELF)
-        self._children = _cpu_seconds(resource.RUSAGE_CHILDREN)
+        self._self = cpu_seconds(resource.RUSAGE_SELF)
+        self._children = cpu_seconds(resource.RUSAGE_CHILDREN)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.wall_s = time.perf_counter() - self._wall
-        self.self_s = _cpu_seconds(resource.RUSAGE_SELF) - self._self
-        self.children_s = _cpu_seconds(resource.RUSAGE_CHILDREN) - self._children
+        self.self_s = cpu_seconds(resource.RUSAGE_SELF) - self._self
+        self.children_s = cpu_seconds(resource.RUSAGE_CHILDREN) - self._children
 
     def figures(self, n_tasks: int) -> dict[str, float]:
         usable = len(os.sched_getaffinity(0))
@@ -117,7 +117,8 @@ class CpuMeter:
         }
 
 
-def _cpu_seconds(who: int) -> float:
+def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    """User + system CPU seconds of this process (or of its reaped children), from getrusage."""
     usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
 
