@@ -15,9 +15,12 @@ takes whole free nodes, and nothing else runs there.
 
 Contention. Weights (the campaign's ``[pilot.shares]``) matter only when
 several runtimes wait for slots at once: a runtime may take slots unless
-another runtime is waiting whose usage per unit of weight is lower; the freed
-slots are then kept for that one (so a wide task is not starved by a stream of
-one-core calls). With one runtime waiting, it gets everything.
+another runtime waits that ranks before it: lower usage per unit of weight,
+or equal usage and waiting since earlier. The freed slots are then kept for
+that one (so a wide task is not starved by a stream of one-core calls). The
+ranking is a strict order, so the first-ranked waiting runtime is never
+refused for contention: two runtimes can never hold each other off with
+nothing running. With one runtime waiting, it gets everything.
 
 Thread-safe: views are used from each runtime's own thread; a view's ``wake``
 callback (an eventfd write) is called, from whatever thread freed slots, when
@@ -26,6 +29,7 @@ slots it may use were freed while it was waiting.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -69,7 +73,10 @@ class SlotBroker:
         self._lock = threading.Lock()
         self._used: dict[str, int] = {}
         self._weight: dict[str, float] = {}
-        self._waiting: set[SlotView] = set()
+        # views that failed to place a task and still wait -> when they began to wait (a sequence number;
+        # None: placed something since, so no longer blocked, but still to be woken until its pass ends)
+        self._waiting: dict[SlotView, int | None] = {}
+        self._ticket = itertools.count()
         self._views: list[SlotView] = []
 
     def node_of_core(self, slot: int) -> int:
@@ -97,16 +104,14 @@ class SlotBroker:
     def _take(self, view: SlotView, processes: Sequence[tuple[int, int]]) -> Placement | None:
         with self._lock:
             nodes = view.nodes if view.nodes is not None else range(self.n_nodes)
-            wanted = sum(c for c, _ in processes)
-            if not self._may_take(view.runtime, wanted):
-                self._waiting.add(view)
-                return None
-            placement = self._place(list(nodes), processes)
+            placement = self._place(list(nodes), processes) if self._may_take(view) else None
             if placement is None:
-                self._waiting.add(view)
+                if self._waiting.get(view) is None:
+                    self._waiting[view] = next(self._ticket)
                 return None
             self._used[view.runtime] += len(placement.cores)
-            self._waiting.discard(view)
+            if view in self._waiting:
+                self._waiting[view] = None  # placed: it ranks behind real waiters until it fails again
             return placement
 
     def _give_back(self, view: SlotView, cores: Sequence[int], gpus: Sequence[int]) -> None:
@@ -125,15 +130,23 @@ class SlotBroker:
         for callback in wake:
             callback()
 
-    def _done_waiting(self, view: SlotView) -> None:
+    def _end_pass(self, view: SlotView, still_waiting: bool) -> None:
+        """A view keeps its claim (and its place in the ranking) while it has tasks it could not place."""
         with self._lock:
-            self._waiting.discard(view)
+            if not still_waiting:
+                self._waiting.pop(view, None)
+            elif self._waiting.get(view) is None:
+                self._waiting[view] = next(self._ticket)
 
-    def _may_take(self, runtime: str, n: int) -> bool:
-        """Unless another waiting runtime has less per unit of weight than this one would after taking."""
-        mine = (self._used[runtime] + n) / self._weight[runtime]
-        return not any(v.runtime != runtime and self._used[v.runtime] / self._weight[v.runtime] < mine
-                       for v in self._waiting)
+    def _rank(self, view: SlotView) -> tuple[float, float]:
+        since = self._waiting.get(view)
+        return self._used[view.runtime] / self._weight[view.runtime], float("inf") if since is None else since
+
+    def _may_take(self, view: SlotView) -> bool:
+        """Unless a view of another runtime, blocked now, ranks before this one (a strict order: no cycles)."""
+        mine = self._rank(view)
+        return not any(other.runtime != view.runtime and since is not None and self._rank(other) < mine
+                       for other, since in self._waiting.items())
 
     def _place(self, nodes: list[int], processes: Sequence[tuple[int, int]]) -> Placement | None:
         total_cores = sum(c for c, _ in processes)
@@ -181,7 +194,7 @@ class SlotView:
         self.nodes = nodes
         self.wake: Callable[[], None] | None = None
         self._failed = False  # a take failed during this scheduling pass
-        self._claim = False  # the broker counts this view as waiting
+        self._listed = False  # the broker holds a claim for this view (cheap check for idle passes)
 
     def subview(self, nodes: Iterable[int]) -> "SlotView":
         """The same runtime restricted to some nodes (a Flux partition), counted under the same weight."""
@@ -228,8 +241,8 @@ class SlotView:
     def place(self, processes: Sequence[tuple[int, int]]) -> Placement | None:
         """Slots for a task of several processes ((cores, gpus) each), or None (then this view waits)."""
         placement = self.broker._take(self, processes)
-        self._claim = placement is None
-        self._failed = self._failed or self._claim
+        if placement is None:
+            self._failed = self._listed = True
         return placement
 
     def give_back(self, cores: Sequence[int], gpus: Sequence[int] = ()) -> None:
@@ -239,10 +252,13 @@ class SlotView:
         self._failed = False
 
     def schedule_pass_ends(self, still_pending: bool) -> None:
-        """A runtime that no longer waits for slots (nothing pending, or nothing refused) keeps no claim."""
-        if self._claim and not (still_pending and self._failed):
-            self.broker._done_waiting(self)
-            self._claim = False
+        """A runtime that no longer waits for slots (nothing pending, or nothing refused) keeps no claim;
+        one with tasks it could not place keeps it, even if it placed others after them in this pass."""
+        still_waiting = still_pending and self._failed
+        if still_waiting or self._listed:
+            self.broker._end_pass(self, still_waiting)
+        self._listed = still_waiting
+        self._failed = False
 
 
 def task_processes(ranks: int, cores_per_rank: int, gpus_per_rank: int, mpi: bool) -> list[tuple[int, int]]:

@@ -67,7 +67,8 @@ def test_mixed_random_workload_never_oversubscribes_a_node(pilot):
     futures = pilot.submit_many(tasks)
     concurrent.futures.wait(futures, timeout=300)
     records = [f.record for f in futures]
-    assert all(r.state is TaskState.DONE for r in records), [r.error for r in records if r.error]
+    assert all(r.state is TaskState.DONE for r in records), [(r.name, r.backend, r.state.value, r.error)
+                                                             for r in records if r.state is not TaskState.DONE]
     assert {r.backend for r in records} == {"flux", "dragon"}
     assert slot_overlaps(records) == []  # no core slot held by two tasks at once, across runtimes
     assert busy_per_node(records) <= CORES // NODES
