@@ -106,8 +106,7 @@ class SlotBroker:
             nodes = view.nodes if view.nodes is not None else range(self.n_nodes)
             placement = self._place(list(nodes), processes) if self._may_take(view) else None
             if placement is None:
-                if self._waiting.get(view) is None:
-                    self._waiting[view] = next(self._ticket)
+                self._enlist(view)
                 return None
             self._used[view.runtime] += len(placement.cores)
             if view in self._waiting:
@@ -133,10 +132,15 @@ class SlotBroker:
     def _end_pass(self, view: SlotView, still_waiting: bool) -> None:
         """A view keeps its claim (and its place in the ranking) while it has tasks it could not place."""
         with self._lock:
-            if not still_waiting:
+            if still_waiting:
+                self._enlist(view)
+            else:
                 self._waiting.pop(view, None)
-            elif self._waiting.get(view) is None:
-                self._waiting[view] = next(self._ticket)
+
+    def _enlist(self, view: SlotView) -> None:
+        """``view`` is blocked: it waits from now on, unless it was already blocked (then it keeps its place)."""
+        if self._waiting.get(view) is None:
+            self._waiting[view] = next(self._ticket)
 
     def _rank(self, view: SlotView) -> tuple[float, float]:
         since = self._waiting.get(view)
