@@ -306,6 +306,9 @@ def register(sub: Any) -> None:
     p.add_argument("--cores-per-node", type=int, default=56, help="default 56 (Frontier)")
     p.add_argument("--tasks-per-core", type=float, default=1.0,
                    help="campaign size at each node count, in ligand-granularity tasks per core (default 1)")
+    p.add_argument("--calibrate-from", type=Path, metavar="EMULATION.json",
+                   help="with --validate: calibrate on this emulation (e.g. a smaller one) and predict the others, "
+                   "instead of calibrating each on itself")
     p.add_argument("--costs-from", type=Path, metavar="EMULATION.json",
                    help="a measured emulation against srun: its manager time per task and function cold start")
     p.add_argument("--json", type=Path, metavar="FILE")
@@ -320,13 +323,14 @@ def _model(args: Any) -> int:
         raise UserError("give --validate EMULATION.json ... or --nodes N,N,...")
     result: dict[str, Any] = {"model": True, "recorded_run": str(args.run_dir.resolve())}
     if args.validate:
-        result["validation"] = [validate_one(args.run_dir, path) for path in args.validate]
+        result["validation"] = [validate_one(args.run_dir, path, args.calibrate_from) for path in args.validate]
         for row in result["validation"]:
             for side in ("pilot", "baseline"):
                 if row.get(side):
                     v = row[side]
-                    print(f"{row['cores']} cores, {side}: measured {v['measured_makespan_s']:.1f} s, predicted "
-                          f"{v['predicted_makespan_s']:.1f} s (error {100 * v['error']:+.1f} %)")
+                    print(f"{row['cores']} cores (calibrated at {row['calibration_cores']}), {side}: measured "
+                          f"{v['measured_makespan_s']:.1f} s, predicted {v['predicted_makespan_s']:.1f} s "
+                          f"(error {100 * v['error']:+.1f} %)")
     if args.nodes:
         if args.costs_from is None:
             raise UserError("--nodes needs --costs-from EMULATION.json (a measured emulation against srun)")
@@ -341,28 +345,43 @@ def _model(args: Any) -> int:
     return 0
 
 
-def validate_one(run_dir: Path, emulation_json: Path) -> dict[str, Any]:
-    """Calibrate on one measured emulation and predict it: the model's error on each side."""
+def validate_one(run_dir: Path, emulation_json: Path, calibrate_from: Path | None = None) -> dict[str, Any]:
+    """Predict one measured emulation and give the model's error on each side.
+
+    By default each side is calibrated on the emulation it predicts (does the model's structure hold?);
+    with ``calibrate_from`` (another emulation, usually at another size) it is calibrated there and predicts
+    this one: the test of whether the model extrapolates, which is what a prediction at scale relies on.
+    """
     measured = json.loads(emulation_json.read_text())
+    source = json.loads(calibrate_from.read_text()) if calibrate_from else measured
     settings = measured["settings"]
-    row: dict[str, Any] = {"emulation": str(emulation_json), "cores": settings["cores"], "scale": settings["scale"]}
+    row: dict[str, Any] = {"emulation": str(emulation_json), "cores": settings["cores"], "scale": settings["scale"],
+                           "calibrated_on": str(calibrate_from or emulation_json),
+                           "calibration_cores": source["settings"]["cores"]}
     for side in ("pilot", "baseline"):
-        run = (measured.get("runs") or {}).get(side)
-        if not run:
+        if not (measured.get("runs") or {}).get(side) or not (source.get("runs") or {}).get(side):
             continue
-        kinds = {TaskKind(k): 1 for k in ("executable", "function")}
-        backends = measured[side]["routes"]
-        rates = {kind: launch_rate(backends[kind.value], kind, settings["cores"]) if backends[kind.value] != "srun"
-                 else None for kind in kinds}
-        calibration = calibrate(Path(run), {k: v for k, v in rates.items() if v})
-        if backends.get("function") == "srun":
-            calibration = _with_cold_start(calibration, cold_start(Path(run), RecordedDurations.from_run(run_dir)))
+        calibration = _calibrate_side(run_dir, source, side)
         predicted = predict(run_dir, cores=settings["cores"], calibration=calibration, scale=settings["scale"],
                             granularity=settings["granularity"])
         m = measured[side]["makespan_s"]
         row[side] = {"measured_makespan_s": m, "predicted_makespan_s": predicted["makespan_s"],
                      "error": (predicted["makespan_s"] - m) / m, "calibration": calibration.as_dict()}
     return row
+
+
+def _calibrate_side(run_dir: Path, emulation: dict[str, Any], side: str) -> Calibration:
+    """One side's parameters from a measured emulation: its records, and a launch-rate bench at its size for
+    the routes this machine can bench (srun's rate comes from the records)."""
+    cores = emulation["settings"]["cores"]
+    backends = emulation[side]["routes"]
+    rates = {kind: launch_rate(backends[kind.value], kind, cores) for kind in TaskKind
+             if backends[kind.value] != "srun"}
+    calibration = calibrate(Path(emulation["runs"][side]), rates)
+    if backends.get("function") == "srun":
+        recorded = RecordedDurations.from_run(run_dir)
+        calibration = _with_cold_start(calibration, cold_start(Path(emulation["runs"][side]), recorded))
+    return calibration
 
 
 def predict_scaling(run_dir: Path, costs_from: Path, nodes: list[int], cores_per_node: int,

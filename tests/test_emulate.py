@@ -115,3 +115,22 @@ def test_model_predicts_the_emulation_it_was_calibrated_on(recorded, tmp_path):
     # test: on a loaded 2-core machine the emulated run itself is starved and stretches several-fold.
     # What must hold everywhere: the simulated campaign can never beat its own lower bound.
     assert predicted["makespan_s"] >= predicted["ideal_makespan_s"] * 0.999
+
+
+def test_model_calibrated_at_one_size_predicts_another(recorded, tmp_path, capsys):
+    """Cross-size validation: the parameters come from the 8-core emulation, the prediction is of the 16-core one."""
+    emulations = {}
+    for cores in (8, 16):
+        emulations[cores] = tmp_path / f"emu{cores}.json"
+        assert main(["emulate", str(recorded), "--cores", str(cores), "--scale", "2", "--granularity", "ligand",
+                     "--routes", "executable=local,function=local", "--out", str(tmp_path / f"runs{cores}"),
+                     "--json", str(emulations[cores])]) == 0
+    out = tmp_path / "model.json"
+    assert main(["model", str(recorded), "--validate", str(emulations[16]), "--calibrate-from", str(emulations[8]),
+                 "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["validation"]
+    assert (row["cores"], row["calibration_cores"], row["calibrated_on"]) == (16, 8, str(emulations[8]))
+    assert "baseline" not in row  # neither emulation ran srun
+    measured = json.loads(emulations[16].read_text())["pilot"]["makespan_s"]
+    assert row["pilot"]["measured_makespan_s"] == measured and row["pilot"]["predicted_makespan_s"] > 0
+    assert "calibrated at 8" in capsys.readouterr().out
