@@ -47,7 +47,12 @@ class BackendModel:
     latency_s: float = 0.0
     cold_start_s: float = 0.0  # added to each function task (a fresh process per task)
     max_running: int | None = None
+    ceiling_group: str = ""  # models with one group share max_running (srun's ceiling covers both task kinds)
     source: str = "assumed"  # where the numbers come from: "measured ...", "published ..."
+
+    @property
+    def group(self) -> str:
+        return self.ceiling_group or self.name
 
 
 # Figures from the reference study (Frontier), for sizes this machine cannot reach; labelled as such.
@@ -80,6 +85,7 @@ class Simulator:
         self.events: list[tuple[float, int, TaskFuture]] = []
         self._seq = itertools.count()
         self.records: list[TaskRecord] = []
+        self.group_running: dict[str, int] = {m.group: 0 for m in routes.values()}
 
     def submit(self, task: Task) -> TaskFuture:
         backend = self.backends[self.routes[task.kind].name]
@@ -100,6 +106,7 @@ class Simulator:
         record.finished, record.state = when, TaskState.DONE
         self.free += future.task.cores
         self.backends[record.backend].running -= 1
+        self.group_running[self.backends[record.backend].model.group] -= 1
         # the manager handles finished tasks one at a time: what its handler submits starts from then
         self.clock = max(when, self.manager_free_at)
         self.manager_free_at = self.clock + self.manager_s_per_task
@@ -111,7 +118,7 @@ class Simulator:
         """Start queued tasks, oldest first across backends, while cores (and each launcher) allow."""
         while True:
             heads = [(b.queue[0][0], b) for b in self.backends.values() if b.queue
-                     and (b.model.max_running is None or b.running < b.model.max_running)
+                     and (b.model.max_running is None or self.group_running[b.model.group] < b.model.max_running)
                      and b.queue[0][1].task.cores <= self.free]
             if not heads:
                 return
@@ -120,6 +127,7 @@ class Simulator:
             task, m = future.task, backend.model
             self.free -= task.cores
             backend.running += 1
+            self.group_running[m.group] += 1
             launch = max(self.clock, backend.launcher_free_at)
             backend.launcher_free_at = launch + 1.0 / m.launch_rate
             start = launch + m.latency_s
@@ -361,7 +369,7 @@ def validate_one(run_dir: Path, emulation_json: Path, calibrate_from: Path | Non
     for side in ("pilot", "baseline"):
         if not (measured.get("runs") or {}).get(side) or not (source.get("runs") or {}).get(side):
             continue
-        calibration = _calibrate_side(run_dir, source, side)
+        calibration = _with_srun_ceiling(_calibrate_side(run_dir, source, side), measured)
         predicted = predict(run_dir, cores=settings["cores"], calibration=calibration, scale=settings["scale"],
                             granularity=settings["granularity"])
         m = measured[side]["makespan_s"]
@@ -410,6 +418,15 @@ def predict_scaling(run_dir: Path, costs_from: Path, nodes: list[int], cores_per
                      "srun_utilization": b["utilization"]})
     return {"predicted": True, "cores_per_node": cores_per_node, "tasks_per_core": tasks_per_core,
             "manager_s_per_task": manager, "function_cold_start_s": cold, "rows": rows}
+
+
+def _with_srun_ceiling(calibration: Calibration, emulation: dict[str, Any]) -> Calibration:
+    """srun's ceiling on outstanding steps, as the emulation ran it: one limit over both task kinds."""
+    settings = emulation["settings"]
+    ceiling = settings.get("srun_max_running") or settings["cores"]
+    routes = {k: (replace(m, max_running=ceiling, ceiling_group="srun") if m.name.startswith("srun:") else m)
+              for k, m in calibration.routes.items()}
+    return replace(calibration, routes=routes)
 
 
 def _with_cold_start(calibration: Calibration, seconds: float) -> Calibration:

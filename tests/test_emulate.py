@@ -134,3 +134,20 @@ def test_model_calibrated_at_one_size_predicts_another(recorded, tmp_path, capsy
     measured = json.loads(emulations[16].read_text())["pilot"]["makespan_s"]
     assert row["pilot"]["measured_makespan_s"] == measured and row["pilot"]["predicted_makespan_s"] > 0
     assert "calibrated at 8" in capsys.readouterr().out
+
+
+def test_model_srun_ceiling_covers_both_task_kinds():
+    """srun's outstanding-step ceiling is one limit: an executable and a function step never exceed it together."""
+    from impeccable.model import BackendModel, Simulator
+    from impeccable.runtime import TaskKind, executable_task, function_task
+
+    def step(kind: TaskKind) -> BackendModel:
+        return BackendModel(f"srun:{kind.value}", launch_rate=1000.0, max_running=1, ceiling_group="srun")
+
+    sim = Simulator(4, {kind: step(kind) for kind in TaskKind})
+    sim.submit(executable_task(["sleep", "1.0"]))
+    sim.submit(function_task("impeccable.emulate_payloads:emulated_train", 1.0))
+    finished = []
+    while (future := sim.next_finished()) is not None:
+        finished.append(future.record.finished)
+    assert len(finished) == 2 and max(finished) >= 2.0  # one after the other although 4 cores were free
