@@ -355,6 +355,11 @@ class Store:
             db.execute("INSERT OR REPLACE INTO md VALUES (?, ?, ?, ?, ?, ?)",
                        (cid, round_, dg, stderr, json.dumps(result) if result else None, error))
 
+    def speculative_md(self, round_: int) -> set[str]:
+        """Compounds a round sent to MD while it streamed (picked by an inference batch, not the round end)."""
+        return {i for (i,) in self.db.execute(
+            "SELECT id FROM selections WHERE round=? AND stage='md' AND batch >= 0", (round_,))}
+
     def md_ids(self) -> set[str]:
         return {i for (i,) in self.db.execute("SELECT id FROM md")}
 

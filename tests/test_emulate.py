@@ -151,3 +151,41 @@ def test_model_srun_ceiling_covers_both_task_kinds():
     while (future := sim.next_finished()) is not None:
         finished.append(future.record.finished)
     assert len(finished) == 2 and max(finished) >= 2.0  # one after the other although 4 cores were free
+
+
+def test_streaming_md_spends_at_most_top_m_speculative_runs_per_round(recorded, tmp_path):
+    """Worst case for streaming MD: every re-docked compound beats all before it, so each one enters the top-M
+    as it lands. Before the budget every one of them got MD; now a round starts at most top-M speculative runs,
+    and the round end still gives MD to every compound of the final top-M."""
+    import dataclasses
+    import itertools
+
+    from impeccable.emulate import EmulatedStageTasks, emulated_campaign, recorded_campaign, scaled_library
+    from impeccable.model import BackendModel, Simulator, _ModelPilot, _ModelRunner
+    from impeccable.runtime import TaskKind
+
+    class EachBetter(EmulatedStageTasks):
+        better = itertools.count()
+
+        def dock_rows(self, batch):
+            rows = super().dock_rows(batch)
+            if batch.origin == "redock":
+                rows = [dataclasses.replace(r, score=-20.0 - next(self.better)) for r in rows]
+            return rows
+
+    recorded_c = recorded_campaign(recorded)
+    campaign = emulated_campaign(recorded_c, scaled_library(recorded_c, 4, tmp_path / "lib.csv"), 8, 4, "ligand",
+                                 {"executable": "local", "function": "local"})
+    routes = {kind: BackendModel(f"local:{kind.value}", launch_rate=1000.0) for kind in TaskKind}
+    sim = Simulator(8, routes)
+    runner = _ModelRunner(campaign, tmp_path / "run", stages=EachBetter(campaign, tmp_path / "run",
+                                                                        RecordedDurations.from_run(recorded)),
+                          pilot=_ModelPilot(8, routes), sim=sim)
+    runner.run()
+    store = runner.store
+    top_m, redocked = campaign.md.top_m, store.db.execute("SELECT count(*) FROM docking WHERE origin='redock'")
+    assert redocked.fetchone()[0] > 2 * top_m  # enough re-docks that unbounded speculation would exceed the budget
+    assert len(store.speculative_md(0)) <= top_m
+    assert len(store.md_ids()) <= 2 * top_m
+    assert set(store.best_docked(top_m)) <= store.md_ids()  # no hit of the final top-M goes without MD
+    store.close()
