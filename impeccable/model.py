@@ -374,7 +374,8 @@ def validate_one(run_dir: Path, emulation_json: Path, calibrate_from: Path | Non
                             granularity=settings["granularity"])
         m = measured[side]["makespan_s"]
         row[side] = {"measured_makespan_s": m, "predicted_makespan_s": predicted["makespan_s"],
-                     "error": (predicted["makespan_s"] - m) / m, "calibration": calibration.as_dict()}
+                     "error": (predicted["makespan_s"] - m) / m, "measured_tasks": measured[side]["tasks"],
+                     "predicted_tasks": predicted["tasks"], "calibration": calibration.as_dict()}
     return row
 
 

@@ -133,6 +133,7 @@ def test_model_calibrated_at_one_size_predicts_another(recorded, tmp_path, capsy
     assert "baseline" not in row  # neither emulation ran srun
     measured = json.loads(emulations[16].read_text())["pilot"]["makespan_s"]
     assert row["pilot"]["measured_makespan_s"] == measured and row["pilot"]["predicted_makespan_s"] > 0
+    assert row["pilot"]["predicted_tasks"] == row["pilot"]["measured_tasks"]  # the same campaign, task for task
     assert "calibrated at 8" in capsys.readouterr().out
 
 
