@@ -283,7 +283,7 @@ class CampaignRunner:
         mine = sorted(cid for cid in self.store.selected(r, "redock", batch) if cid in top)
         budget = max(self.c.md.top_m - len(started), 0)
         fresh = [cid for cid in mine if cid not in started][:budget]
-        self._run_md(r, sorted({cid for cid in mine if cid in started} | set(fresh)), batch)
+        self._run_md(r, [cid for cid in mine if cid in started or cid in fresh], batch)
 
     def _top_docked(self) -> list[str]:
         return self.store.best_docked(self.c.md.top_m)

@@ -68,7 +68,6 @@ class _Backend:
     model: BackendModel
     queue: list[tuple[int, TaskFuture]] = field(default_factory=list)  # FIFO by submission order
     launcher_free_at: float = 0.0
-    running: int = 0
 
 
 class Simulator:
@@ -105,7 +104,6 @@ class Simulator:
         record = future.record
         record.finished, record.state = when, TaskState.DONE
         self.free += future.task.cores
-        self.backends[record.backend].running -= 1
         self.group_running[self.backends[record.backend].model.group] -= 1
         # the manager handles finished tasks one at a time: what its handler submits starts from then
         self.clock = max(when, self.manager_free_at)
@@ -126,7 +124,6 @@ class Simulator:
             _, future = backend.queue.pop(0)
             task, m = future.task, backend.model
             self.free -= task.cores
-            backend.running += 1
             self.group_running[m.group] += 1
             launch = max(self.clock, backend.launcher_free_at)
             backend.launcher_free_at = launch + 1.0 / m.launch_rate
