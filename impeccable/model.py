@@ -363,10 +363,11 @@ def validate_one(run_dir: Path, emulation_json: Path, calibrate_from: Path | Non
     row: dict[str, Any] = {"emulation": str(emulation_json), "cores": settings["cores"], "scale": settings["scale"],
                            "calibrated_on": str(calibrate_from or emulation_json),
                            "calibration_cores": source["settings"]["cores"]}
+    srun_ceiling = settings.get("srun_max_running") or settings["cores"]  # as the predicted run had it
     for side in ("pilot", "baseline"):
         if not (measured.get("runs") or {}).get(side) or not (source.get("runs") or {}).get(side):
             continue
-        calibration = _with_srun_ceiling(_calibrate_side(run_dir, source, side), measured)
+        calibration = _calibrate_side(run_dir, source, side, srun_ceiling=srun_ceiling)
         predicted = predict(run_dir, cores=settings["cores"], calibration=calibration, scale=settings["scale"],
                             granularity=settings["granularity"])
         m = measured[side]["makespan_s"]
@@ -376,15 +377,22 @@ def validate_one(run_dir: Path, emulation_json: Path, calibrate_from: Path | Non
     return row
 
 
-def _calibrate_side(run_dir: Path, emulation: dict[str, Any], side: str) -> Calibration:
+def _calibrate_side(run_dir: Path, emulation: dict[str, Any], side: str, srun_ceiling: int) -> Calibration:
     """One side's parameters from a measured emulation: its records, and a launch-rate bench at its size for
-    the routes this machine can bench (srun's rate comes from the records)."""
+    the routes this machine can bench (srun's rate comes from the records).
+
+    The kinds routed to srun share ``srun_ceiling`` outstanding steps (the site's limit as the predicted
+    run has it), so a function step and an executable step never exceed it together.
+    """
     cores = emulation["settings"]["cores"]
     backends = emulation[side]["routes"]
-    rates = {kind: launch_rate(backends[kind.value], kind, cores) for kind in TaskKind
-             if backends[kind.value] != "srun"}
+    srun_kinds = {kind for kind in TaskKind if backends[kind.value] == "srun"}
+    rates = {kind: launch_rate(backends[kind.value], kind, cores) for kind in TaskKind if kind not in srun_kinds}
     calibration = calibrate(Path(emulation["runs"][side]), rates)
-    if backends.get("function") == "srun":
+    routes = {kind: (replace(m, max_running=srun_ceiling, ceiling_group="srun") if kind in srun_kinds else m)
+              for kind, m in calibration.routes.items()}
+    calibration = replace(calibration, routes=routes)
+    if TaskKind.FUNCTION in srun_kinds:
         recorded = RecordedDurations.from_run(run_dir)
         calibration = _with_cold_start(calibration, cold_start(Path(emulation["runs"][side]), recorded))
     return calibration
@@ -416,15 +424,6 @@ def predict_scaling(run_dir: Path, costs_from: Path, nodes: list[int], cores_per
                      "srun_utilization": b["utilization"]})
     return {"predicted": True, "cores_per_node": cores_per_node, "tasks_per_core": tasks_per_core,
             "manager_s_per_task": manager, "function_cold_start_s": cold, "rows": rows}
-
-
-def _with_srun_ceiling(calibration: Calibration, emulation: dict[str, Any]) -> Calibration:
-    """srun's ceiling on outstanding steps, as the emulation ran it: one limit over both task kinds."""
-    settings = emulation["settings"]
-    ceiling = settings.get("srun_max_running") or settings["cores"]
-    routes = {k: (replace(m, max_running=ceiling, ceiling_group="srun") if m.name.startswith("srun:") else m)
-              for k, m in calibration.routes.items()}
-    return replace(calibration, routes=routes)
 
 
 def _with_cold_start(calibration: Calibration, seconds: float) -> Calibration:

@@ -87,8 +87,8 @@ def test_emulation_against_srun(recorded, tmp_path):
     try:
         out = tmp_path / "emu.json"
         assert main(["emulate", str(recorded), "--cores", "8", "--scale", "2", "--routes",
-                     "executable=local,function=local", "--baseline", "srun", "--out", str(tmp_path / "runs"),
-                     "--json", str(out)]) == 0
+                     "executable=local,function=local", "--baseline", "srun", "--srun-max-running", "4",
+                     "--out", str(tmp_path / "runs"), "--json", str(out)]) == 0
     finally:
         cluster.stop()
     result = json.loads(out.read_text())
@@ -97,6 +97,17 @@ def test_emulation_against_srun(recorded, tmp_path):
     assert base["routes"] == {"executable": "srun", "function": "srun"} and base["failed"] == 0
     assert pilot["tasks"] == base["tasks"]  # the same campaign on both sides
     assert (tmp_path / "runs" / "emulation.html").read_text().count("EMULATION") == 1
+
+    # The model's srun side, calibrated on these records: both kinds share the emulation's ceiling of 4
+    # steps, function steps pay the measured cold start, and the pilot's routes get no ceiling.
+    model_json = tmp_path / "model.json"
+    assert main(["model", str(recorded), "--validate", str(out), "--json", str(model_json)]) == 0
+    (row,) = json.loads(model_json.read_text())["validation"]
+    routes = row["baseline"]["calibration"]["routes"]
+    assert {(m["max_running"], m["ceiling_group"]) for m in routes.values()} == {(4, "srun")}
+    assert routes["function"]["cold_start_s"] >= 0 and routes["executable"]["cold_start_s"] == 0
+    assert all(m["max_running"] is None for m in row["pilot"]["calibration"]["routes"].values())
+    assert row["baseline"]["predicted_tasks"] == row["baseline"]["measured_tasks"]
 
 
 def test_model_predicts_the_emulation_it_was_calibrated_on(recorded, tmp_path):
