@@ -44,6 +44,38 @@ TOKEN = struct.Struct("<q")
 STOP_GRACE_S = 5.0
 FLUSH_S = 0.005  # a finished call's result waits at most this long in its worker
 
+# A Dragon queue reserves capacity x block_size bytes of the runtime's managed memory pool (4 GiB by
+# default) when it is made; a message larger than a block still goes through, allocated from the pool as
+# it is sent, which costs time. The old sizing (64 KiB blocks; outbox workers x inbox x 2) asked for
+# 8.7 GB at 128 workers, and the runtime failed to start ("DYNHEAP_REQUESTED_SIZE_TOO_LARGE").
+DRAGON_BLOCK_BYTES = 65536  # Dragon's default block: every message of a small runtime fits in one
+MIN_INBOX_BLOCK_BYTES = 2048
+INBOXES_POOL_BYTES = 1 << 30  # what all inboxes together may reserve: a quarter of the default pool
+OUTBOX_SLOTS_PER_WORKER = 8
+
+
+def queue_sizes(n_workers: int, inbox_size: int) -> dict[str, int]:
+    """Capacities and block sizes of the worker inboxes and the shared outbox.
+
+    An inbox holds every message the pilot may have in flight to its worker (``inbox_size``, the
+    pilot's pipeline limit), so the server's reader never blocks on it; its blocks are Dragon's
+    default until the inboxes together would pass their budget, then the largest power of two that
+    fits. The outbox need not hold every result: a worker blocked on a full outbox waits only for the
+    forwarder, which waits only for the pilot's reader, which never waits on the server. So the outbox
+    is bounded per worker, not per call in flight.
+    """
+    fits = INBOXES_POOL_BYTES // max(1, n_workers * inbox_size)
+    block = min(DRAGON_BLOCK_BYTES, max(MIN_INBOX_BLOCK_BYTES, 1 << (max(fits, 1).bit_length() - 1)))
+    return {"inbox_capacity": inbox_size, "inbox_block_bytes": block,
+            "outbox_capacity": max(1024, OUTBOX_SLOTS_PER_WORKER * n_workers), "outbox_block_bytes": DRAGON_BLOCK_BYTES}
+
+
+def pool_bytes(n_workers: int, inbox_size: int) -> int:
+    """What the queues reserve in Dragon's managed memory pool."""
+    q = queue_sizes(n_workers, inbox_size)
+    return (n_workers * q["inbox_capacity"] * q["inbox_block_bytes"]
+            + q["outbox_capacity"] * q["outbox_block_bytes"])
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="impeccable's Dragon-side worker server (started by the pilot)")
@@ -77,7 +109,8 @@ class _Server:
         self.n_workers = n_workers
         self.inbox_size = inbox_size
         self._Queue = Queue
-        self.outbox = Queue(maxsize=max(1024, n_workers * inbox_size * 2))
+        self.sizes = queue_sizes(n_workers, inbox_size)
+        self.outbox = Queue(maxsize=self.sizes["outbox_capacity"], block_size=self.sizes["outbox_block_bytes"])
         self.workers: dict[int, tuple[Any, Any]] = {}  # wid -> (process, inbox)
         self.lock = threading.Lock()
         self.next_wid = 0
@@ -174,7 +207,7 @@ class _Server:
         with self.lock:
             wid = self.next_wid
             self.next_wid += 1
-        inbox = self._Queue(maxsize=self.inbox_size)
+        inbox = self._Queue(maxsize=self.sizes["inbox_capacity"], block_size=self.sizes["inbox_block_bytes"])
         progress = os.path.join(self.directory, f"progress.{wid}")
         with open(progress, "wb") as handle:
             handle.write(TOKEN.pack(-1))

@@ -62,6 +62,26 @@ def test_executables_are_rejected_with_a_reason():
         backend.check(executable_task(["true"], name="exe"))
 
 
+def test_queues_fit_dragons_default_memory_pool_at_node_scale():
+    """The queues reserve capacity x block size in Dragon's 4 GiB pool: the old sizing asked for 8.7 GB
+    at 128 workers and the runtime did not start. 1,024 workers (more cores than any one node has) must fit."""
+    from impeccable.runtime.dragon_server import pool_bytes
+
+    inbox = 512 + 8  # the backend's default pipeline per worker, and its control margin
+    for workers in (2, 16, 64, 128, 256, 512, 1024):
+        assert pool_bytes(workers, inbox) < 0.4 * 2**32, workers  # room left for the calls' own data
+
+
+@pytest.mark.slow
+def test_runtime_starts_on_many_advertised_cores():
+    """64 workers (a node's worth) on this machine's few cores: it starts, and every worker serves calls.
+    With the old queue sizing (4.4 GB at 64 workers) the runtime failed to start."""
+    with Pilot(Allocation(cores=64), routes={"function": "dragon"}) as p:
+        futures = p.submit_many([function_task(probes.add, i, 1) for i in range(640)])
+        assert [f.result(timeout=120) for f in futures] == [i + 1 for i in range(640)]
+        assert len({f.record.slots for f in futures}) > 1
+
+
 class _Marker:
     def __reduce__(self):
         return (open, (MARKER_PATH, "w"))
