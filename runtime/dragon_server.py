@@ -46,28 +46,32 @@ FLUSH_S = 0.005  # a finished call's result waits at most this long in its worke
 
 # A Dragon queue reserves capacity x block_size bytes of the runtime's managed memory pool (4 GiB by
 # default) when it is made; a message larger than a block still goes through, allocated from the pool as
-# it is sent, which costs time. The old sizing (64 KiB blocks; outbox workers x inbox x 2) asked for
-# 8.7 GB at 128 workers, and the runtime failed to start ("DYNHEAP_REQUESTED_SIZE_TOO_LARGE").
+# it is sent. The old sizing (64 KiB blocks; outbox workers x inbox x 2) asked for 13 GB at 128 workers,
+# and the runtime failed to start ("DYNHEAP_REQUESTED_SIZE_TOO_LARGE").
 DRAGON_BLOCK_BYTES = 65536  # Dragon's default block: every message of a small runtime fits in one
-MIN_INBOX_BLOCK_BYTES = 2048
+MIN_INBOX_BLOCK_BYTES = 256
 INBOXES_POOL_BYTES = 1 << 30  # what all inboxes together may reserve: a quarter of the default pool
 OUTBOX_SLOTS_PER_WORKER = 8
+MAX_OUTBOX_SLOTS = 8192
+DEFAULT_POOL_BYTES = 1 << 32  # Dragon's default managed memory pool (DRAGON_DEFAULT_SEG_SZ)
 
 
 def queue_sizes(n_workers: int, inbox_size: int) -> dict[str, int]:
     """Capacities and block sizes of the worker inboxes and the shared outbox.
 
-    An inbox holds every message the pilot may have in flight to its worker (``inbox_size``, the
-    pilot's pipeline limit), so the server's reader never blocks on it; its blocks are Dragon's
-    default until the inboxes together would pass their budget, then the largest power of two that
-    fits. The outbox need not hold every result: a worker blocked on a full outbox waits only for the
-    forwarder, which waits only for the pilot's reader, which never waits on the server. So the outbox
-    is bounded per worker, not per call in flight.
+    No deadlock, whatever the outbox's size: an inbox holds every message the pilot may have in flight
+    to its worker (``inbox_size``, from the pilot's pipeline bound), so the server's reader never blocks;
+    so the pilot's sends always complete and its dispatcher, which also reads results, always returns to
+    reading; so the forwarder always drains the outbox, and a worker blocked on a full outbox waits only
+    for it. The outbox is therefore bounded per worker (and overall), not per call in flight. Inbox
+    blocks are Dragon's default until the inboxes together would pass their budget, then the largest
+    power of two that fits.
     """
     fits = INBOXES_POOL_BYTES // max(1, n_workers * inbox_size)
     block = min(DRAGON_BLOCK_BYTES, max(MIN_INBOX_BLOCK_BYTES, 1 << (max(fits, 1).bit_length() - 1)))
+    outbox = min(MAX_OUTBOX_SLOTS, max(1024, OUTBOX_SLOTS_PER_WORKER * n_workers))
     return {"inbox_capacity": inbox_size, "inbox_block_bytes": block,
-            "outbox_capacity": max(1024, OUTBOX_SLOTS_PER_WORKER * n_workers), "outbox_block_bytes": DRAGON_BLOCK_BYTES}
+            "outbox_capacity": outbox, "outbox_block_bytes": DRAGON_BLOCK_BYTES}
 
 
 def pool_bytes(n_workers: int, inbox_size: int) -> int:
@@ -110,6 +114,12 @@ class _Server:
         self.inbox_size = inbox_size
         self._Queue = Queue
         self.sizes = queue_sizes(n_workers, inbox_size)
+        pool = int(os.environ.get("DRAGON_DEFAULT_SEG_SZ", DEFAULT_POOL_BYTES))
+        if pool_bytes(n_workers, inbox_size) > 0.75 * pool:
+            raise RuntimeError(f"{n_workers} workers with inboxes of {inbox_size} messages need "
+                               f"{pool_bytes(n_workers, inbox_size) / 2**30:.1f} GiB of Dragon's {pool / 2**30:.1f} GiB "
+                               "managed memory pool: give the pilot fewer cores per Dragon runtime, a smaller "
+                               "max_pipeline, or a larger pool (DRAGON_DEFAULT_SEG_SZ)")
         self.outbox = Queue(maxsize=self.sizes["outbox_capacity"], block_size=self.sizes["outbox_block_bytes"])
         self.workers: dict[int, tuple[Any, Any]] = {}  # wid -> (process, inbox)
         self.lock = threading.Lock()
@@ -124,7 +134,10 @@ class _Server:
         forwarder.start()
         orderly = self._read()
         self._stop(orderly)
-        self.outbox.put(b"")  # the forwarder's stop sign, after every result and death notice
+        try:  # the forwarder's stop sign, after every result and death notice; it drains even with no pilot
+            self.outbox.put(b"", timeout=STOP_GRACE_S)
+        except queue.Full:
+            pass
         forwarder.join(timeout=STOP_GRACE_S)
         if orderly:
             try:
@@ -156,8 +169,8 @@ class _Server:
                 if entry is not None:
                     try:
                         entry[1].put(batch)
-                    except Exception:  # noqa: BLE001 - the worker died meanwhile: the pilot requeues the batch
-                        pass
+                    except Exception:  # noqa: BLE001 - the worker died meanwhile, or the pool is full:
+                        _kill(entry[0])  # either way its death notice makes the pilot requeue the batch
             elif what == "kill":
                 entry = self.workers.get(message[1])
                 if entry is not None:
@@ -168,7 +181,10 @@ class _Server:
 
     # -------------------------------------------------------------- server -> pilot
     def _forward(self) -> None:
+        """Results and notices to the pilot, many per message, until the stop sign. If the pilot has gone
+        it goes on draining (and dropping): a worker or the stop sign must never wait on a full outbox."""
         get, conn = self.outbox.get, self.conn
+        connected = True
         while True:
             item = get()
             items = [item]
@@ -180,11 +196,11 @@ class _Server:
             last = not items[-1]
             if last:
                 items.pop()
-            if items:
+            if items and connected:
                 try:
                     conn.send_bytes(pickle.dumps(("out", items), protocol=pickle.HIGHEST_PROTOCOL))
                 except OSError:
-                    return
+                    connected = False
             if last:
                 return
 

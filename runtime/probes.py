@@ -55,3 +55,9 @@ def fail_until(marker_dir: str, successes_after: int) -> int:
 def echo(value: object) -> object:
     """Return the argument: a round trip of arguments and results through the pilot."""
     return value
+
+
+def sleep_pid(seconds: float) -> int:
+    """Sleep, then say which process ran the call: how many workers a wave of calls was spread over."""
+    time.sleep(seconds)
+    return os.getpid()

@@ -67,9 +67,49 @@ def test_queues_fit_dragons_default_memory_pool_at_node_scale():
     at 128 workers and the runtime did not start. 1,024 workers (more cores than any one node has) must fit."""
     from impeccable.runtime.dragon_server import pool_bytes
 
-    inbox = 512 + 8  # the backend's default pipeline per worker, and its control margin
-    for workers in (2, 16, 64, 128, 256, 512, 1024):
+    inbox = dragon_backend.inbox_messages(512, 1)  # the backend's defaults
+    for workers in (2, 16, 64, 128, 256, 512, 1024, 3600):
         assert pool_bytes(workers, inbox) < 0.4 * 2**32, workers  # room left for the calls' own data
+
+
+@pytest.mark.parametrize("max_pipeline,queue_ahead", [(512, 1), (4, 40), (1, 0)])
+def test_an_inbox_holds_every_call_the_pool_may_have_in_flight_to_its_worker(max_pipeline, queue_ahead):
+    """The server's reader must never block on an inbox (that is what rules out a deadlock with a bounded
+    outbox): the inbox holds at least as many messages as the pipeline's deepest depth, in calls."""
+    from impeccable.runtime.backends.pool import Pipelining
+
+    pipeline = Pipelining(0.02, max_pipeline, queue_ahead)
+    deepest = pipeline.depth
+    for runtime_s in (1e-7, 1e-3, 1.0, 100.0):  # from null calls to long ones
+        pipeline.finished(0.0, runtime_s)
+        deepest = max(deepest, pipeline.depth)
+    assert dragon_backend.inbox_messages(max_pipeline, queue_ahead) >= deepest + 8
+
+
+def test_results_keep_draining_after_the_pilot_is_gone():
+    """With the pilot gone, the forwarder drops results but keeps emptying the outbox: otherwise workers and
+    the stop sign block on a full outbox and the runtime never exits."""
+    import queue
+    import threading
+
+    from impeccable.runtime.dragon_server import _Server
+
+    class GoneConnection:
+        def send_bytes(self, data):
+            raise BrokenPipeError("the pilot has gone")
+
+    server = object.__new__(_Server)
+    server.outbox, server.conn = queue.Queue(maxsize=4), GoneConnection()
+    forwarder = threading.Thread(target=server._forward, daemon=True)
+    forwarder.start()
+    for i in range(100):  # 25 times the outbox's capacity
+        server.outbox.put(TOKEN_BYTES + bytes([i % 256]), timeout=5)
+    server.outbox.put(b"", timeout=5)
+    forwarder.join(timeout=5)
+    assert not forwarder.is_alive()
+
+
+TOKEN_BYTES = b"\x00" * 8
 
 
 @pytest.mark.slow
@@ -79,7 +119,9 @@ def test_runtime_starts_on_many_advertised_cores():
     with Pilot(Allocation(cores=64), routes={"function": "dragon"}) as p:
         futures = p.submit_many([function_task(probes.add, i, 1) for i in range(640)])
         assert [f.result(timeout=120) for f in futures] == [i + 1 for i in range(640)]
-        assert len({f.record.slots for f in futures}) > 1
+        # every worker serves: 64 sleeping calls at once need 64 different workers
+        pids = [f.result(timeout=120) for f in p.submit_many([function_task(probes.sleep_pid, 2.0) for _ in range(64)])]
+        assert len(set(pids)) == 64
 
 
 class _Marker:

@@ -55,6 +55,13 @@ _CONTROL = b"\xff" * 8  # prefix of a server notice; a result starts with its ca
 _TOKEN = struct.Struct("<q")
 
 
+def inbox_messages(max_pipeline: int, queue_ahead: int) -> int:
+    """Messages a worker's inbox must hold: every call the pool may have in flight to it (each message
+    carries at least one; :class:`~.pool.Pipelining` caps them at max(max_pipeline, 1 + queue_ahead)),
+    and room for control messages. The server's reader then never blocks (see ``dragon_server.queue_sizes``)."""
+    return max(max_pipeline, 1 + queue_ahead) + 8
+
+
 class DragonBackend(ThreadedBackend):
     """Python functions on Dragon-managed worker processes, one per core the pilot may lend it.
 
@@ -105,7 +112,7 @@ class DragonBackend(ThreadedBackend):
             raise BackendUnavailable(f"the dragon backend cannot start: {NOT_INSTALLED}")
         self._started = True
         self._runtime = DragonRuntime.launch(self._launcher, self._launcher_args, self.slots.n_cores,
-                                             self._max_pipeline + 8, self._start_timeout_s,
+                                             inbox_messages(self._max_pipeline, self._queue_ahead), self._start_timeout_s,
                                              list(self.options.get("preload") or ()))
         loop = Dispatcher(self)
         transport = DragonTransport(loop, self._runtime)
