@@ -111,13 +111,12 @@ class _Server:
         self.conn = conn
         self.directory = directory
         self.n_workers = n_workers
-        self.inbox_size = inbox_size
         self._Queue = Queue
         self.sizes = queue_sizes(n_workers, inbox_size)
-        pool = int(os.environ.get("DRAGON_DEFAULT_SEG_SZ", DEFAULT_POOL_BYTES))
-        if pool_bytes(n_workers, inbox_size) > 0.75 * pool:
+        pool, need = int(os.environ.get("DRAGON_DEFAULT_SEG_SZ", DEFAULT_POOL_BYTES)), pool_bytes(n_workers, inbox_size)
+        if need > 0.75 * pool:
             raise RuntimeError(f"{n_workers} workers with inboxes of {inbox_size} messages need "
-                               f"{pool_bytes(n_workers, inbox_size) / 2**30:.1f} GiB of Dragon's {pool / 2**30:.1f} GiB "
+                               f"{need / 2**30:.1f} GiB of Dragon's {pool / 2**30:.1f} GiB "
                                "managed memory pool: give the pilot fewer cores per Dragon runtime, a smaller "
                                "max_pipeline, or a larger pool (DRAGON_DEFAULT_SEG_SZ)")
         self.outbox = Queue(maxsize=self.sizes["outbox_capacity"], block_size=self.sizes["outbox_block_bytes"])
