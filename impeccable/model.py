@@ -389,13 +389,14 @@ def _calibrate_side(run_dir: Path, emulation: dict[str, Any], side: str, srun_ce
     srun_kinds = {kind for kind in TaskKind if backends[kind.value] == "srun"}
     rates = {kind: launch_rate(backends[kind.value], kind, cores) for kind in TaskKind if kind not in srun_kinds}
     calibration = calibrate(Path(emulation["runs"][side]), rates)
-    routes = {kind: (replace(m, max_running=srun_ceiling, ceiling_group="srun") if kind in srun_kinds else m)
+    # a function step is a fresh `python -m`: it pays the cold start measured in these records
+    cold = (cold_start(Path(emulation["runs"][side]), RecordedDurations.from_run(run_dir))
+            if TaskKind.FUNCTION in srun_kinds else 0.0)
+    routes = {kind: (replace(m, max_running=srun_ceiling, ceiling_group="srun",
+                             cold_start_s=cold if kind is TaskKind.FUNCTION else m.cold_start_s)
+                     if kind in srun_kinds else m)
               for kind, m in calibration.routes.items()}
-    calibration = replace(calibration, routes=routes)
-    if TaskKind.FUNCTION in srun_kinds:
-        recorded = RecordedDurations.from_run(run_dir)
-        calibration = _with_cold_start(calibration, cold_start(Path(emulation["runs"][side]), recorded))
-    return calibration
+    return replace(calibration, routes=routes)
 
 
 def predict_scaling(run_dir: Path, costs_from: Path, nodes: list[int], cores_per_node: int,
@@ -424,11 +425,6 @@ def predict_scaling(run_dir: Path, costs_from: Path, nodes: list[int], cores_per
                      "srun_utilization": b["utilization"]})
     return {"predicted": True, "cores_per_node": cores_per_node, "tasks_per_core": tasks_per_core,
             "manager_s_per_task": manager, "function_cold_start_s": cold, "rows": rows}
-
-
-def _with_cold_start(calibration: Calibration, seconds: float) -> Calibration:
-    routes = {k: (replace(m, cold_start_s=seconds) if k is TaskKind.FUNCTION else m) for k, m in calibration.routes.items()}
-    return replace(calibration, routes=routes)
 
 
 def _tasks_at_scale_one(run_dir: Path) -> int:

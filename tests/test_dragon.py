@@ -63,7 +63,7 @@ def test_executables_are_rejected_with_a_reason():
 
 
 def test_queues_fit_dragons_default_memory_pool_at_node_scale():
-    """The queues reserve capacity x block size in Dragon's 4 GiB pool: the old sizing asked for 8.7 GB
+    """The queues reserve capacity x block size in Dragon's 4 GiB pool: the old sizing asked for 13 GB
     at 128 workers and the runtime did not start. 1,024 workers (more cores than any one node has) must fit."""
     from impeccable.runtime.dragon_server import pool_bytes
 
@@ -102,14 +102,11 @@ def test_results_keep_draining_after_the_pilot_is_gone():
     server.outbox, server.conn = queue.Queue(maxsize=4), GoneConnection()
     forwarder = threading.Thread(target=server._forward, daemon=True)
     forwarder.start()
-    for i in range(100):  # 25 times the outbox's capacity
-        server.outbox.put(TOKEN_BYTES + bytes([i % 256]), timeout=5)
+    for i in range(100):  # 25 times the outbox's capacity; a result is its 8-byte token, then its payload
+        server.outbox.put(b"\x00" * 8 + bytes([i % 256]), timeout=5)
     server.outbox.put(b"", timeout=5)
     forwarder.join(timeout=5)
     assert not forwarder.is_alive()
-
-
-TOKEN_BYTES = b"\x00" * 8
 
 
 @pytest.mark.slow
