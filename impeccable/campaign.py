@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,8 @@ from .events import InterruptGuard
 from .inputs import CampaignInputError, check_same_campaign, make_pilot, validate_inputs
 from .lock import RunDirLock
 from .progress import CampaignProgress
-from .runtime import Pilot, TaskFuture, TaskState
-from .stagetasks import DockBatch, StageTasks
+from .runtime import Pilot, Task, TaskFuture, TaskState
+from .stagetasks import DockBatch, MDJob, StageTasks
 from .stages.library import LibraryRecord, read_library, sample_records
 from .stages.surrogate import nominate_batch
 from .store import Store
@@ -295,21 +295,54 @@ class CampaignRunner:
         for cid in ids:
             if cid in done or cid in self.md_inflight:
                 continue
-            task, out = self.stages.md_task(r, cid, self.store.pose(cid) or "")
             self.md_inflight.add(cid)
-            self.tasks.submit(task, partial(self._md_done, r, cid, out))
+            self._md_prepare(self.stages.md_job(r, cid, self.store.pose(cid) or ""))
 
-    def _md_done(self, r: int, cid: str, out: Path, future: TaskFuture) -> None:
-        self.md_inflight.discard(cid)
-        record = future.record
-        if record.state is TaskState.DONE:
-            result = self.stages.md_result(future, out)
-            self.store.add_md(cid, r, result["binding_energy_kcal_mol"], result.get("stderr_kcal_mol"), result, None)
-            self.progress.tick(f"md r{r}", done=1)
-        elif record.state is TaskState.FAILED:
+    # One compound's ensemble is three steps (see stages.md_tasks): prepare, its replicas side by side, combine.
+    # A step whose output is on disk from the same inputs (an interrupted run) is not run again.
+    def _md_prepare(self, job: MDJob) -> None:
+        if self.stages.md_prepared(job):
+            self._md_replicas(job)
+        else:
+            self._md_submit(job, self.stages.md_prepare_task(job), lambda _: self._md_replicas(job))
+
+    def _md_replicas(self, job: MDJob) -> None:
+        job.replicas_left = {i for i in range(job.replicas) if not self.stages.md_replica_done(job, i)}
+        if not job.replicas_left:
+            self._md_combine(job)
+        for i in sorted(job.replicas_left):
+            self._md_submit(job, self.stages.md_replica_task(job, i), partial(self._md_replica_done, job, i))
+
+    def _md_replica_done(self, job: MDJob, index: int, _: TaskFuture) -> None:
+        job.replicas_left.discard(index)
+        if not job.replicas_left:
+            self._md_combine(job)
+
+    def _md_combine(self, job: MDJob) -> None:
+        self._md_submit(job, self.stages.md_combine_task(job), partial(self._md_combined, job))
+
+    def _md_combined(self, job: MDJob, future: TaskFuture) -> None:
+        result = self.stages.md_result(future, job)
+        self.store.add_md(job.cid, job.round, result["binding_energy_kcal_mol"], result.get("stderr_kcal_mol"),
+                          result, None)
+        self.progress.tick(f"md r{job.round}", done=1)
+        self.md_inflight.discard(job.cid)
+
+    def _md_submit(self, job: MDJob, task: Task, then: Callable[[TaskFuture], None]) -> None:
+        self.tasks.submit(task, partial(self._md_step_done, job, then))
+
+    def _md_step_done(self, job: MDJob, then: Callable[[TaskFuture], None], future: TaskFuture) -> None:
+        """Go on when a step is DONE. The compound's first failed step is its failure (stored; a resumed run
+        does not retry it) and its other steps' outcomes are ignored; a canceled step is redone on resume."""
+        state = future.record.state
+        if job.error is None and state is TaskState.DONE:
+            then(future)
+        elif job.error is None and state is TaskState.FAILED:
             self.tasks.failed_task(future, "md")
-            self.store.add_md(cid, r, None, None, None, record.error or "failed")
-            self.progress.tick(f"md r{r}", failed=1)
+            job.error = future.record.error or "failed"
+            self.store.add_md(job.cid, job.round, None, None, None, job.error)
+            self.progress.tick(f"md r{job.round}", failed=1)
+            self.md_inflight.discard(job.cid)
         self._maybe_round_end()
 
     # ------------------------------------------------------------------ round end

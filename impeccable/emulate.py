@@ -4,8 +4,8 @@
 RUN_DIR through the real :class:`~.campaign.CampaignRunner` (its streaming,
 quotas, stage dependencies and resumable store) on N advertised cores, but
 each task only takes the time such a task took in RUN_DIR, drawn from the
-recorded durations of its stage (per ligand for docking, per compound for MD,
-per batch for inference and training; seeded, so both sides of a comparison
+recorded durations of its stage (per ligand for docking, per step for MD: prepare, replica,
+combine; per batch for inference and training; seeded, so both sides of a comparison
 draw the same). Executables sleep in a real process (a real fork/exec or
 ``srun`` step); function tasks sleep in the backend's persistent workers, and
 under ``srun``, where each is a fresh ``python -m`` process, they first import
@@ -30,14 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from .config import Campaign
-from .emulate_payloads import emulated_infer, emulated_train, placeholder_score, stable_hash
+from .emulate_payloads import emulated_infer, emulated_md_combine, emulated_train, placeholder_score, stable_hash
 from .measure import run_figures
 from .runtime import Task, TaskFuture, executable_task, function_task
-from .stagetasks import DockBatch, StageTasks
+from .stagetasks import DockBatch, MDJob, StageTasks
 from .stages.library import LibraryRecord, read_library, write_library
 from .store import DockRow, Store
 
-STAGES = ("dock", "train", "infer", "md")
+STAGES = ("dock", "train", "infer", "md prepare", "md replica", "md combine")
+MD_STEPS = ("prepare", "replica", "combine")
 
 
 @dataclass
@@ -48,7 +49,7 @@ class RecordedDurations:
     dock_per_ligand: list[float] = field(default_factory=list)
     train: list[float] = field(default_factory=list)
     infer_per_batch: list[float] = field(default_factory=list)
-    md_per_compound: list[float] = field(default_factory=list)
+    md_steps: dict[str, list[float]] = field(default_factory=lambda: {step: [] for step in MD_STEPS})
 
     @classmethod
     def from_run(cls, run_dir: Path) -> "RecordedDurations":
@@ -66,11 +67,15 @@ class RecordedDurations:
                 elif stage == "infer":
                     found.infer_per_batch.append(seconds)
                 elif stage == "md":
-                    found.md_per_compound.append(seconds)
+                    step = name.split(" ")[1]
+                    if step not in MD_STEPS:
+                        raise ValueError(f"{run_dir}: its MD ran each ensemble as one task ({name!r}), recorded "
+                                         "before replicas were separate tasks: record a new run to emulate from")
+                    found.md_steps[step].append(seconds)
         finally:
             store.close()
         missing = [s for s, v in zip(STAGES, (found.dock_per_ligand, found.train, found.infer_per_batch,
-                                              found.md_per_compound)) if not v]
+                                              *found.md_steps.values())) if not v]
         if missing:
             raise ValueError(f"{run_dir}: no finished {', '.join(missing)} task recorded: run the campaign "
                              "there first (impeccable run), or resume it until every stage has run")
@@ -79,7 +84,7 @@ class RecordedDurations:
     def draw(self, stage: str, key: str, n: int = 1) -> float:
         """The duration of a task of ``stage`` with ``n`` units, drawn for ``key`` (the same key, the same draw)."""
         pool = {"dock": self.dock_per_ligand, "train": self.train, "infer": self.infer_per_batch,
-                "md": self.md_per_compound}[stage]
+                **{f"md {step}": v for step, v in self.md_steps.items()}}[stage]
         rng = random.Random(stable_hash(f"{stage}:{key}"))
         return sum(rng.choice(pool) for _ in range(n))
 
@@ -87,11 +92,10 @@ class RecordedDurations:
         def med(v: Sequence[float]) -> float:
             return sorted(v)[len(v) // 2]
 
-        return {"source": self.source, "median_s": {
-            "dock_per_ligand": med(self.dock_per_ligand), "train": med(self.train),
-            "infer_per_batch": med(self.infer_per_batch), "md_per_compound": med(self.md_per_compound)},
-            "samples": {"dock_per_ligand": len(self.dock_per_ligand), "train": len(self.train),
-                        "infer_per_batch": len(self.infer_per_batch), "md_per_compound": len(self.md_per_compound)}}
+        pools = {"dock_per_ligand": self.dock_per_ligand, "train": self.train, "infer_per_batch": self.infer_per_batch,
+                 **{f"md_{step}": v for step, v in self.md_steps.items()}}
+        return {"source": self.source, "median_s": {k: med(v) for k, v in pools.items()},
+                "samples": {k: len(v) for k, v in pools.items()}}
 
 
 class EmulatedStageTasks(StageTasks):
@@ -123,14 +127,32 @@ class EmulatedStageTasks(StageTasks):
         return function_task(emulated_infer, seconds, ids, name=f"infer r{r} b{batch:05d}",
                              tags=self._tags("infer", r))
 
-    def md_task(self, r: int, cid: str, pose_sdf: str) -> tuple[Task, Path]:
-        seconds = self.durations.draw("md", cid)
-        task = executable_task(["sleep", f"{seconds:.3f}"], name=f"md {cid}", cores_per_rank=self.c.md.cores,
-                               tags=self._tags("md", r))
-        return task, self.work / "md" / cid
+    def md_job(self, r: int, cid: str, pose_sdf: str) -> MDJob:
+        return MDJob(r, cid, self.work / "md" / cid, self.c.md.replicas, "emulation")
 
-    def md_result(self, future: TaskFuture, out: Path) -> dict[str, Any]:
-        return {"binding_energy_kcal_mol": placeholder_score(out.name, "md"), "stderr_kcal_mol": 0.0,
+    def md_prepared(self, job: MDJob) -> bool:
+        return False
+
+    def md_replica_done(self, job: MDJob, index: int) -> bool:
+        return False
+
+    def md_prepare_task(self, job: MDJob) -> Task:
+        return self._md_sleep(job, "prepare", job.cid)
+
+    def md_replica_task(self, job: MDJob, index: int) -> Task:
+        return self._md_sleep(job, f"replica {index}", f"{job.cid}:{index}")
+
+    def _md_sleep(self, job: MDJob, step: str, key: str) -> Task:
+        seconds = self.durations.draw(f"md {step.split()[0]}", key)
+        return executable_task(["sleep", f"{seconds:.3f}"], name=f"md {step} {job.cid}",
+                               cores_per_rank=self.c.md.cores, tags=self._tags("md", job.round))
+
+    def md_combine_task(self, job: MDJob) -> Task:
+        seconds = self.durations.draw("md combine", job.cid)
+        return function_task(emulated_md_combine, seconds, name=f"md combine {job.cid}", tags=self._tags("md", job.round))
+
+    def md_result(self, future: TaskFuture, job: MDJob) -> dict[str, Any]:
+        return {"binding_energy_kcal_mol": placeholder_score(job.cid, "md"), "stderr_kcal_mol": 0.0,
                 "emulation": True}
 
 

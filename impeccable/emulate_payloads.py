@@ -26,6 +26,14 @@ def emulated_infer(seconds: float, ids: list[str]) -> dict[str, Any]:
     return placeholder_predictions(ids)
 
 
+def emulated_md_combine(seconds: float) -> dict[str, Any]:
+    """An MD combine step's recorded time, after the import the real one makes (the MD stage: OpenMM)."""
+    import impeccable.stages.md  # noqa: F401
+
+    time.sleep(seconds)
+    return {"emulation": True}
+
+
 def placeholder_predictions(ids: list[str]) -> dict[str, Any]:
     """What an inference batch returns (see ``impeccable.work.infer_batch``), with placeholder scores."""
     return {"scores": [placeholder_score(cid, "infer") for cid in ids], "filtered": [], "failed": []}

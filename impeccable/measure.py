@@ -48,7 +48,7 @@ def critical_path_s(rows: Sequence[dict[str, Any]], md_batches: dict[str, int]) 
     The campaign's dependencies: training waits for every seed docking (round 0) or for every re-docking of
     the round before; inference batch b waits for training; its re-docking waits for it; the MD of a compound
     nominated while streaming waits for its batch's re-docking (``md_batches``: compound -> batch), and the
-    round end's MD for every re-docking. Graham's bound for a greedy schedule is then
+    round end's MD for every re-docking; a compound's MD is prepare, then its replicas side by side, then combine. Graham's bound for a greedy schedule is then
     busy core-seconds / cores + this chain, the "ideal" makespan the figures compare with.
     """
     seconds: dict[str, float] = {}
@@ -56,6 +56,7 @@ def critical_path_s(rows: Sequence[dict[str, Any]], md_batches: dict[str, int]) 
         if r.get("started") and r.get("finished") and r.get("state") == "DONE":
             seconds[r["name"]] = r["finished"] - r["started"]
     by_round: dict[int, dict[str, dict[Any, float]]] = {}
+    md_steps: dict[str, dict[str, float]] = {}
     for name, t in seconds.items():
         kind, _, rest = name.partition(" ")
         if kind == "dock" and "-seed-" in rest:
@@ -68,11 +69,15 @@ def critical_path_s(rows: Sequence[dict[str, Any]], md_batches: dict[str, int]) 
         elif kind == "infer":
             r_text, b_text = rest.split()
             by_round.setdefault(int(r_text[1:]), {}).setdefault("infer", {})[int(b_text[1:])] = t
-        elif kind == "md":
-            by_round.setdefault(-1, {}).setdefault("md", {})[rest] = t
+        elif kind == "md":  # "md prepare CID", "md replica I CID", "md combine CID": a chain with parallel replicas
+            step, _, cid = rest.partition(" ")
+            if step == "replica":
+                cid = cid.partition(" ")[2]
+            chain = md_steps.setdefault(cid, {"prepare": 0.0, "replica": 0.0, "combine": 0.0})
+            chain[step] = max(chain.get(step, 0.0), t)
     ready = max(by_round.get(0, {}).get("seed", {0: 0.0}).values())  # training of round 0 starts then
     longest = ready
-    md = by_round.get(-1, {}).get("md", {})
+    md = {cid: sum(steps.values()) for cid, steps in md_steps.items()}
     for r in sorted(k for k in by_round if k >= 0):
         stages = by_round[r]
         trained = ready + stages.get("train", {}).get(0, 0.0)

@@ -9,9 +9,10 @@ recorded time (see ``impeccable emulate``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -130,30 +131,76 @@ class StageTasks:
                             [(ids[i], reason) for i, reason in failed])
 
     # ------------------------------------------------------------------ MD
-    def md_task(self, r: int, cid: str, pose_sdf: str) -> tuple[Task, Path]:
-        """The MD task of one docked compound, and where its result will be."""
-        from .stages import md
+    def md_job(self, r: int, cid: str, pose_sdf: str) -> MDJob:
+        """One compound's MD ensemble: its folder holds the pose and settings its steps read."""
+        from .stages import md_tasks
         from .stages.md import MDSettings
 
         folder = self.work / "md" / _safe(cid)
         folder.mkdir(parents=True, exist_ok=True)
-        pose = folder / "pose.sdf"
-        pose.write_text(pose_sdf)
-        out = folder / "result.json"
-        out.unlink(missing_ok=True)
         m = self.c.md
         settings = MDSettings(replicas=m.replicas, length_ps=m.length_ps, equilibration_ps=m.equilibration_ps,
                               frame_interval_ps=m.frame_interval_ps, seed=self.c.campaign.seed, threads=m.cores,
                               solvent=m.solvent, ligand_forcefield=m.ligand_forcefield, mmpbsa_py=m.mmpbsa_py)
-        # AM1-BCC parameters are computed once per compound per run directory
-        argv = md.command(self.c.receptor.path / "receptor.pdb", pose, out, settings, param_cache=self.run_dir / "params")
-        task = executable_task(argv, name=f"md {cid}", cores_per_rank=m.cores, cwd=str(folder),
-                               stdout=str(folder / "stdout.log"), stderr=str(folder / "stderr.log"),
-                               tags=self._tags("md", r))
-        return task, out
+        receptor = self.c.receptor.path / "receptor.pdb"
+        key = md_tasks.fingerprint(receptor, pose_sdf, settings)
+        _write_if_changed(folder / "pose.sdf", pose_sdf)
+        _write_if_changed(folder / "settings.json", json.dumps(dataclasses.asdict(settings), indent=1))
+        return MDJob(r, cid, folder, m.replicas, key)
 
-    def md_result(self, future: TaskFuture, out: Path) -> dict[str, Any]:
-        return json.loads(out.read_text())
+    def md_prepared(self, job: MDJob) -> bool:
+        from .stages import md_tasks
+
+        return md_tasks.finished(job.folder / md_tasks.PREPARED, job.key)
+
+    def md_replica_done(self, job: MDJob, index: int) -> bool:
+        from .stages import md_tasks
+
+        return md_tasks.finished(md_tasks.replica_file(job.folder, index), job.key)
+
+    def md_prepare_task(self, job: MDJob) -> Task:
+        """Ligand parameters (cached per compound in the run directory), tleap build, minimisation."""
+        from .stages import md_tasks
+
+        argv = md_tasks.command("prepare", job.folder, self.c.receptor.path / "receptor.pdb", self.run_dir / "params")
+        return self._md_executable(job, argv, "prepare")
+
+    def md_replica_task(self, job: MDJob, index: int) -> Task:
+        from .stages import md_tasks
+
+        return self._md_executable(job, md_tasks.command("replica", job.folder, index=index), f"replica {index}")
+
+    def _md_executable(self, job: MDJob, argv: list[str], step: str) -> Task:
+        log = step.replace(" ", "_")
+        return executable_task(argv, name=f"md {step} {job.cid}", cores_per_rank=self.c.md.cores,
+                               cwd=str(job.folder), stdout=str(job.folder / f"{log}.stdout.log"),
+                               stderr=str(job.folder / f"{log}.stderr.log"), tags=self._tags("md", job.round))
+
+    def md_combine_task(self, job: MDJob) -> Task:
+        """Replica means, standard error, bootstrap interval (and MMPBSA.py if asked): a call, no process start."""
+        return function_task("impeccable.work:md_combine", str(job.folder), name=f"md combine {job.cid}",
+                             tags=self._tags("md", job.round))
+
+    def md_result(self, future: TaskFuture, job: MDJob) -> dict[str, Any]:
+        return future.result()
+
+
+@dataclass
+class MDJob:
+    """One compound's MD ensemble in flight: which replicas are still out, and its first failure."""
+
+    round: int
+    cid: str
+    folder: Path
+    replicas: int
+    key: str  # fingerprint of its inputs: outputs on disk with another key are not its own
+    replicas_left: set[int] = field(default_factory=set)
+    error: str | None = None
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
 
 
 def _safe(cid: str) -> str:

@@ -50,3 +50,12 @@ def train_surrogate(records: Sequence[tuple[str, float]], model_path: str, epoch
     from .stages import surrogate
 
     return surrogate.train(records, model_path, epochs=epochs, seed=seed, val_fraction=val_fraction, threads=threads)
+
+
+def md_combine(folder: str) -> dict[str, Any]:
+    """The MD ensemble's result from its prepare and replica steps' files (see ``stages.md_tasks``)."""
+    from pathlib import Path
+
+    from .stages import md_tasks
+
+    return md_tasks.combine_step(Path(folder))

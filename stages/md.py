@@ -56,7 +56,7 @@ from .errors import StageInputError
 
 __all__ = [
     "MDSettings", "ReplicaResult", "MDResult", "MDInstabilityError", "Prepared", "prepare", "run_replica",
-    "refine_and_score", "run_ensemble", "minimise", "time_steps", "read_ligand", "bootstrap_ci95", "replica_seed",
+    "refine_and_score", "run_ensemble", "EnsembleInputs", "ensemble_result", "md_system", "minimise", "time_steps", "read_ligand", "bootstrap_ci95", "replica_seed",
     "main",
 ]
 
@@ -218,27 +218,42 @@ def prepare(
     part = "solvated" if build.solvated else "complex"
     inpcrd = app.AmberInpcrdFile(str(build.inpcrd(part)))
     positions = inpcrd.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-    n_solute = build.n_receptor_atoms + build.n_ligand_atoms
-    system = _explicit_system(build, settings) if build.solvated else mmgbsa.implicit_system(build.prmtop("complex"))
+    system, held = md_system(build, settings, complex_top, positions)
     if settings.pocket_radius_angstrom is not None:
-        held = pocket.restrained_atoms(complex_top, positions[:n_solute], positions[build.n_receptor_atoms:n_solute],
-                                       settings.flexible_radius_angstrom, build.n_receptor_atoms)
-        _add_restraints(system, held, positions, settings.restraint_kcal_mol_a2, periodic=build.solvated)
         notes.append(
             f"receptor trimmed to {rec_top.getNumResidues()} residues within {settings.pocket_radius_angstrom} A "
-            f"of the ligand (ACE/NME caps), {len(held)} atoms restrained beyond {settings.flexible_radius_angstrom} A"
+            f"of the ligand (ACE/NME caps), {held} atoms restrained beyond {settings.flexible_radius_angstrom} A"
         )
     if build.solvated:
         notes.append(f"explicit solvent: {build.n_waters} TIP3P waters, {build.n_cations} Na+, "
                      f"{build.n_anions} Cl- in a truncated octahedron ({settings.padding_angstrom} A padding)")
     platform, props = _platform(settings)
     scorer = mmgbsa.Scorer(build, platform, props)
-    heavy = np.array([a.element is not None and a.element.symbol != "H"
-                      for a in list(complex_top.atoms())[build.n_receptor_atoms:]])
     box = inpcrd.boxVectors if build.solvated else None
-    return Prepared(name, str(receptor_pdb), settings, params, build, system, positions, box, n_solute, heavy, scorer,
+    return Prepared(name, str(receptor_pdb), settings, params, build, system, positions, box,
+                    build.n_receptor_atoms + build.n_ligand_atoms, heavy_ligand_atoms(build, complex_top), scorer,
                     rec_top.getNumResidues(), notes,
                     {"ligand_parameters": round(t_params - t0, 3), "build": round(time.perf_counter() - t_params, 3)})
+
+
+def md_system(build: tleap.AmberBuild, settings: MDSettings, complex_top: app.Topology,
+              positions_nm: np.ndarray) -> tuple[openmm.System, int]:
+    """The simulated system of a built complex (pocket restraints held at ``positions_nm``, tleap's coordinates),
+    and how many atoms are restrained. Deterministic: a replica task rebuilds the same system from the same files."""
+    n_solute = build.n_receptor_atoms + build.n_ligand_atoms
+    system = _explicit_system(build, settings) if build.solvated else mmgbsa.implicit_system(build.prmtop("complex"))
+    if settings.pocket_radius_angstrom is None:
+        return system, 0
+    held = pocket.restrained_atoms(complex_top, positions_nm[:n_solute], positions_nm[build.n_receptor_atoms:n_solute],
+                                   settings.flexible_radius_angstrom, build.n_receptor_atoms)
+    _add_restraints(system, held, positions_nm, settings.restraint_kcal_mol_a2, periodic=build.solvated)
+    return system, len(held)
+
+
+def heavy_ligand_atoms(build: tleap.AmberBuild, complex_top: app.Topology) -> np.ndarray:
+    """Mask over the ligand's atoms: True for heavy atoms (the ligand RMSD's atoms)."""
+    return np.array([a.element is not None and a.element.symbol != "H"
+                     for a in list(complex_top.atoms())[build.n_receptor_atoms:]])
 
 
 def refine_and_score(
@@ -260,24 +275,60 @@ def refine_and_score(
 
 
 def run_ensemble(p: Prepared) -> MDResult:
-    """The ESMACS-style part of ``refine_and_score`` on a prepared complex."""
-    s = p.settings
+    """The ESMACS-style part of ``refine_and_score`` on a prepared complex, in this process.
+
+    A campaign runs the same steps as separate tasks (``md_tasks``: prepare, one task per replica, combine);
+    both end in :func:`ensemble_result`.
+    """
     t0 = time.perf_counter()
     minimise(p)
     dg_min = p.scorer.score(p.start_nm[: p.n_solute]).dg
     t_min = time.perf_counter()
     replicas, frames = [], []
-    for r in range(s.replicas):
+    for r in range(p.settings.replicas):
         result, xyz = run_replica(p, r)
         replicas.append(result)
         frames += xyz
-    t_md = time.perf_counter()
-    amber_check = _mmpbsa_py(p, frames, replicas) if s.mmpbsa_py != "none" else None
+    return ensemble_result(EnsembleInputs.of(p, dg_min, round(t_min - t0, 3)), replicas, frames)
 
+
+@dataclass
+class EnsembleInputs:
+    """What the ensemble's result says about the prepared complex: plain data, so a combine task can read it
+    from the prepare task's JSON instead of holding the OpenMM objects."""
+
+    name: str
+    receptor: str
+    settings: MDSettings
+    ligand_parameters: dict
+    build: tleap.AmberBuild
+    n_atoms: int
+    n_receptor_residues: int
+    ligand_net_charge_e: int
+    minimised_binding_energy_kcal_mol: float
+    notes: list[str]
+    seconds: dict[str, float]  # ligand_parameters, build, minimise
+
+    @classmethod
+    def of(cls, p: Prepared, dg_min: float, minimise_s: float) -> "EnsembleInputs":
+        lig = p.ligand
+        return cls(p.name, p.receptor, p.settings,
+                   {"cache_key": lig.key, "from_cache": lig.from_cache, "smiles": lig.smiles,
+                    "am1bcc_cpu_seconds": round(lig.am1bcc_cpu_seconds, 2),
+                    "am1bcc_wall_seconds": round(lig.am1bcc_wall_seconds, 2), "folder": str(lig.folder)},
+                   p.build, p.system.getNumParticles(),
+                   p.n_receptor_residues, lig.net_charge, dg_min, list(p.notes), {**p.seconds, "minimise": minimise_s})
+
+
+def ensemble_result(e: EnsembleInputs, replicas: list[ReplicaResult], frames: list[np.ndarray] | None) -> MDResult:
+    """Replica means, their mean, standard error and bootstrap interval; MMPBSA.py on ``frames`` if asked."""
+    s = e.settings
+    t0 = time.perf_counter()
+    amber_check = _mmpbsa_py(e, frames or [], replicas) if s.mmpbsa_py != "none" else None
     means = [r.binding_energy_kcal_mol for r in replicas]
     stderr = float(np.std(means, ddof=1) / math.sqrt(len(means))) if len(means) > 1 else None
     ci = bootstrap_ci95(means, s.seed, s.bootstrap_samples)
-    notes = list(p.notes)
+    notes = list(e.notes)
     if stderr is None:
         notes.append("one replica: no standard error or interval")
     elif len(means) < 5:
@@ -285,6 +336,7 @@ def run_ensemble(p: Prepared) -> MDResult:
     md_s = sum(r.md_seconds for r in replicas)
     ps_total = s.replicas * (s.length_ps + s.equilibration_ps)
     components = {k: float(np.mean([r.components_kcal_mol[k] for r in replicas])) for k in ("vdw", "elec", "gb", "sa")}
+    mmpbsa_s = round(time.perf_counter() - t0, 3)
     return MDResult(
         binding_energy_kcal_mol=float(np.mean(means)),
         stderr_kcal_mol=stderr,
@@ -293,26 +345,22 @@ def run_ensemble(p: Prepared) -> MDResult:
         per_replica=replicas,
         n_frames=sum(len(r.frames_kcal_mol) for r in replicas),
         components_kcal_mol=components,
-        minimised_binding_energy_kcal_mol=dg_min,
+        minimised_binding_energy_kcal_mol=e.minimised_binding_energy_kcal_mol,
         solvent=s.solvent,
         forcefield=forcefield_description(s.solvent),
-        ligand_parameters={"cache_key": p.ligand.key, "from_cache": p.ligand.from_cache, "smiles": p.ligand.smiles,
-                           "am1bcc_cpu_seconds": round(p.ligand.am1bcc_cpu_seconds, 2),
-                           "am1bcc_wall_seconds": round(p.ligand.am1bcc_wall_seconds, 2),
-                           "folder": str(p.ligand.folder)},
-        n_atoms=p.system.getNumParticles(),
-        n_receptor_residues=p.n_receptor_residues,
-        ligand_net_charge_e=p.ligand.net_charge,
-        receptor=p.receptor,
-        ligand=p.name,
+        ligand_parameters=e.ligand_parameters,
+        n_atoms=e.n_atoms,
+        n_receptor_residues=e.n_receptor_residues,
+        ligand_net_charge_e=e.ligand_net_charge_e,
+        receptor=e.receptor,
+        ligand=e.name,
         settings=s,
         mmpbsa_py=amber_check,
         timings_s={
-            **p.seconds,
-            "minimise": round(t_min - t0, 3),
-            "md_and_scoring": round(t_md - t_min, 3),
-            "mmpbsa_py": round(time.perf_counter() - t_md, 3),
-            "total": round(sum(p.seconds.values()) + time.perf_counter() - t0, 3),
+            **e.seconds,
+            "md_and_scoring": round(md_s, 3),
+            "mmpbsa_py": mmpbsa_s,
+            "total": round(sum(e.seconds.values()) + md_s + mmpbsa_s, 3),
             "ns_per_day": round(ps_total / 1000.0 / (md_s / 86400.0), 3) if md_s > 0 else 0.0,
         },
         notes=notes,
@@ -518,14 +566,14 @@ def _trajectory(p: Prepared, seed: int) -> Iterator[np.ndarray]:
         yield state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
 
 
-def _mmpbsa_py(p: Prepared, frames: list[np.ndarray], replicas: list[ReplicaResult]) -> dict:
+def _mmpbsa_py(e: EnsembleInputs, frames: list[np.ndarray], replicas: list[ReplicaResult]) -> dict:
     """MMPBSA.py on the production frames; per-replica means like ours, and the per-frame difference for GB."""
-    folder = p.build.folder / "mmpbsa_py"
+    folder = e.build.folder / "mmpbsa_py"
     folder.mkdir(exist_ok=True)
     dcd = folder / "frames.dcd"
-    mmgbsa.write_dcd(dcd, p.build.prmtop("complex"), frames, p.settings.frame_interval_ps)
-    methods = tuple(p.settings.mmpbsa_py.split("+"))
-    out = mmgbsa.mmpbsa_py(p.build, dcd, folder, methods)
+    mmgbsa.write_dcd(dcd, e.build.prmtop("complex"), frames, e.settings.frame_interval_ps)
+    methods = tuple(e.settings.mmpbsa_py.split("+"))
+    out = mmgbsa.mmpbsa_py(e.build, dcd, folder, methods)
     sizes = [len(r.frames_kcal_mol) for r in replicas]
     if "gb" in out:
         ours = np.array([e - sa for r in replicas for e, sa in zip(r.frames_kcal_mol, r.frames_nonpolar_kcal_mol)])
@@ -559,12 +607,17 @@ def command(receptor_pdb: str | Path, ligand: str | Path, out: str | Path, setti
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m impeccable.stages.md --receptor R.pdb --ligand pose.sdf --out result.json`` or ``... validate``."""
+    """``python -m impeccable.stages.md --receptor R.pdb --ligand pose.sdf --out result.json``; ``... validate``;
+    ``... prepare`` / ``... replica`` (the steps of a campaign's MD, see ``md_tasks``)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["validate"]:
         from . import md_validate
 
         return md_validate.main(argv[1:])
+    if argv[:1] in (["prepare"], ["replica"]):  # one step of an ensemble run as separate tasks
+        from . import md_tasks
+
+        return md_tasks.main(argv[0], argv[1:])
     p = argparse.ArgumentParser(prog="python -m impeccable.stages.md", description=__doc__.split("\n\n")[0])
     p.add_argument("--receptor", required=True, type=Path, help="protonated protein PDB")
     p.add_argument("--ligand", required=True, type=Path, help="pose SDF: hydrogens, 3D, title = compound id")

@@ -187,3 +187,31 @@ def test_ctrl_c_during_docking_with_filters_loses_nothing(tmp_path):
             ids = {row["id"] for row in csv.DictReader(open(ligands))}
             stored = {cid for (cid,) in store.db.execute("SELECT id FROM docking")}
             assert ids <= stored, f"{name} is DONE but {sorted(ids - stored)} were lost"
+
+
+def test_ctrl_c_during_md_keeps_the_finished_steps_of_the_ensemble(tmp_path):
+    """MD replicas are separate tasks: after Ctrl-C the prepared complex (and any finished replica) is kept, and
+    the resumed run does not prepare it again."""
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "impeccable.cli", "run", str(tiny(tmp_path)), "--run-dir", str(run_dir),
+           "--no-progress", "--no-report"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 600
+    while not list(run_dir.glob("work/md/*/prepared.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before MD could be interrupted:\n" + proc.stdout.read()
+    proc.send_signal(signal.SIGINT)  # the replicas have just been submitted
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    (folder,) = run_dir.glob("work/md/*/prepared.json")
+    kept = {p.name for p in folder.parent.glob("replica_*.json")}
+
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    store = Store.open_existing(run_dir)
+    second = [name for (name,) in store.db.execute("SELECT name FROM tasks WHERE session=2 AND stage='md'")]
+    assert second and not [n for n in second if n.startswith("md prepare")], second
+    for name in kept:  # a replica finished before Ctrl-C is not run again
+        assert f"md replica {name.split('_')[1].split('.')[0]}" not in {n.rsplit(' ', 1)[0] for n in second}
+    ((dg, se, err),) = store.md_results().values()
+    assert err is None and dg is not None and se is not None

@@ -9,8 +9,9 @@ import pytest
 
 from impeccable.cli import main
 from impeccable.config import load_campaign
-from impeccable.emulate import RecordedDurations, run_emulation
+from impeccable.emulate import EmulatedStageTasks, RecordedDurations, run_emulation
 from impeccable.inputs import check_same_campaign
+from impeccable.runtime import executable_task
 from impeccable.runtime.records import TaskRecord, TaskState
 from impeccable.store import DockRow, Store
 from test_campaign_run import tiny
@@ -28,8 +29,11 @@ def recorded(tmp_path: Path) -> Path:
     for i, (stage, name, seconds) in enumerate([
             ("seed dock", "dock s1-r0-seed-00000", 0.10), ("seed dock", "dock s1-r0-seed-00001", 0.15),
             ("train", "train r0", 0.05), ("infer", "infer r0 b00000", 0.02), ("infer", "infer r0 b00001", 0.03),
-            ("redock", "dock s1-r0-redock-00000", 0.04), ("md", "md MOSES-1", 0.08)]):
-        records.append(TaskRecord(uid=f"t{i}", name=name, kind="executable", cores=1, gpus=0, tags={"stage": stage},
+            ("redock", "dock s1-r0-redock-00000", 0.04), ("md", "md prepare MOSES-1", 0.03),
+            ("md", "md replica 0 MOSES-1", 0.05), ("md", "md replica 1 MOSES-1", 0.06),
+            ("md", "md combine MOSES-1", 0.01)]):
+        kind = "function" if stage in ("train", "infer") or name.startswith("md combine") else "executable"
+        records.append(TaskRecord(uid=f"t{i}", name=name, kind=kind, cores=1, gpus=0, tags={"stage": stage},
                                   state=TaskState.DONE, submitted=t, scheduled=t, started=t, finished=t + seconds,
                                   slots=(0,)))
     store.add_task_records(session, records)
@@ -43,15 +47,28 @@ def recorded(tmp_path: Path) -> Path:
 def test_recorded_durations_per_unit_of_work(recorded):
     d = RecordedDurations.from_run(recorded)
     assert sorted(d.dock_per_ligand) == pytest.approx([0.02, 0.02, 0.03])  # per ligand: task time / its ligands
-    assert d.train == pytest.approx([0.05]) and len(d.infer_per_batch) == 2 and d.md_per_compound == pytest.approx([0.08])
+    assert d.train == pytest.approx([0.05]) and len(d.infer_per_batch) == 2
+    assert {k: [round(x, 6) for x in v] for k, v in d.md_steps.items()} == {
+        "prepare": [0.03], "replica": [0.05, 0.06], "combine": [0.01]}
     assert d.draw("dock", "k", 3) == d.draw("dock", "k", 3)  # the same key, the same draw on both sides
 
 
 def test_a_run_without_every_stage_is_refused(tmp_path):
     store = Store(tmp_path / "campaign.db")
     store.close()
-    with pytest.raises(ValueError, match="no finished dock, train, infer, md task recorded"):
+    with pytest.raises(ValueError, match="no finished dock, train, infer, md prepare, md replica, md combine task"):
         RecordedDurations.from_run(tmp_path)
+
+
+def test_a_run_recorded_with_whole_md_ensembles_is_refused_with_the_reason(recorded):
+    store = Store.open_existing(recorded)
+    session = store.begin_session(2, {"executable": "local", "function": "local"})
+    store.add_task_records(session, [TaskRecord(uid="old", name="md MOSES-2", kind="executable", cores=1, gpus=0,
+                                                tags={"stage": "md"}, state=TaskState.DONE, submitted=1.0,
+                                                scheduled=1.0, started=1.0, finished=2.0, slots=(0,))])
+    store.close()
+    with pytest.raises(ValueError, match="each ensemble as one task .'md MOSES-2'., recorded before replicas"):
+        RecordedDurations.from_run(recorded)
 
 
 def test_small_emulation_on_many_advertised_cores(recorded, tmp_path):
@@ -201,3 +218,53 @@ def test_streaming_md_spends_at_most_top_m_speculative_runs_per_round(recorded, 
     assert len(store.md_ids()) <= 2 * top_m
     assert set(store.best_docked(top_m)) <= store.md_ids()  # no hit of the final top-M goes without MD
     store.close()
+
+
+def _emulated_runner(recorded: Path, out: Path, stages_class: type, cores: int = 8, scale: int = 2):
+    from impeccable.campaign import CampaignRunner
+    from impeccable.emulate import emulated_campaign, recorded_campaign, scaled_library
+
+    out.mkdir(parents=True)
+    campaign = emulated_campaign(recorded_campaign(recorded), scaled_library(recorded_campaign(recorded), scale,
+                                 out / "library.csv"), cores, scale, "ligand", {"executable": "local",
+                                                                                "function": "local"})
+    stages = stages_class(campaign, (out / "run").resolve(), RecordedDurations.from_run(recorded))
+    return CampaignRunner(campaign, out / "run", stages=stages)
+
+
+def test_md_replicas_run_side_by_side_and_combine_waits_for_all(recorded, tmp_path):
+    runner = _emulated_runner(recorded, tmp_path / "emu", EmulatedStageTasks)
+    runner.run()
+    rows = runner.store.task_rows(runner.store.sessions()[-1]["session"])
+    md = [r for r in rows if r["stage"] == "md"]
+    compounds = {r["name"].rsplit(" ", 1)[1] for r in md}
+    assert compounds and len(runner.store.md_ids()) == len(compounds)
+    replicas = runner.c.md.replicas
+    assert len(md) == len(compounds) * (replicas + 2)  # prepare, each replica, combine
+    for cid in compounds:
+        steps = {r["name"].rsplit(" ", 1)[0]: r for r in md if r["name"].endswith(" " + cid)}
+        prepared, combined = steps["md prepare"], steps["md combine"]
+        reps = [steps[f"md replica {i}"] for i in range(replicas)]
+        assert all(prepared["finished"] <= r["started"] for r in reps)
+        assert all(r["finished"] <= combined["started"] for r in reps) and combined["kind"] == "function"
+
+
+class _OneReplicaFails(EmulatedStageTasks):
+    def md_replica_task(self, job, index):
+        task = super().md_replica_task(job, index)
+        if index == 1:
+            return executable_task(["sh", "-c", "exit 3"], name=task.name, tags=task.tags)
+        return task
+
+
+def test_a_failed_replica_fails_its_compound_once_and_is_not_retried_on_resume(recorded, tmp_path):
+    runner = _emulated_runner(recorded, tmp_path / "emu", _OneReplicaFails)
+    summary = runner.run()
+    md = runner.store.md_results()
+    assert md and all(dg is None and "exit" in (err or "").lower() for dg, _, err in md.values())
+    assert sum("md" in f for f in summary["failed_tasks"]) == len(md)  # one failure per compound
+    rows = runner.store.task_rows(runner.store.sessions()[-1]["session"])
+    assert not [r for r in rows if r["name"].startswith("md combine")]  # nothing combines a failed ensemble
+    runner.run()  # resumed: the failures are results, nothing of MD runs again
+    last = runner.store.task_rows(runner.store.sessions()[-1]["session"])
+    assert not [r for r in last if r["stage"] == "md"]

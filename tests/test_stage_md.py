@@ -7,6 +7,7 @@ parameter cache, so each ligand's AM1-BCC runs once per session.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -16,7 +17,8 @@ import pytest
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
-from impeccable.stages import amber, gaff2, md, md_validate, tleap
+from impeccable.stages import amber, gaff2, md, md_tasks, md_validate, tleap
+from impeccable.stages.errors import StageInputError
 from impeccable.stages.md import MDSettings, bootstrap_ci95, refine_and_score, replica_seed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -232,6 +234,36 @@ def test_fixed_seed_md_gives_identical_energies(docked_pose, param_cache, tmp_pa
     assert runs[0].binding_energy_kcal_mol == runs[1].binding_energy_kcal_mol  # unrounded floats, bit for bit
     assert runs[0].minimised_binding_energy_kcal_mol == runs[1].minimised_binding_energy_kcal_mol
     assert first[0] != first[1]  # each replica's own seed takes effect
+
+
+@pytest.mark.slow
+@needs_amber
+def test_ensemble_as_separate_tasks_gives_the_numbers_of_one_process(docked_pose, param_cache, tmp_path):
+    """prepare, each replica and combine as separate steps (as a campaign runs them): the same energies, bit for bit."""
+    settings = MDSettings(seed=5, **{**TINY, "replicas": 2})
+    whole = refine_and_score(RECEPTOR_PDB, docked_pose, settings, param_cache, tmp_path / "whole")
+    folder = tmp_path / "steps"
+    folder.mkdir()
+    (folder / "pose.sdf").write_text(docked_pose.read_text())
+    (folder / "settings.json").write_text(json.dumps(dataclasses.asdict(settings)))
+    assert md.main(["prepare", "--folder", str(folder), "--receptor", str(RECEPTOR_PDB),
+                    "--param-cache", str(param_cache)]) == 0
+    for i in (1, 0):  # any order: the replicas are independent
+        assert md.main(["replica", "--folder", str(folder), "--index", str(i)]) == 0
+    steps = md_tasks.combine_step(folder)
+    assert steps["replica_means_kcal_mol"] == whole.replica_means_kcal_mol
+    assert [r["frames_kcal_mol"] for r in steps["per_replica"]] == [r.frames_kcal_mol for r in whole.per_replica]
+    assert steps["binding_energy_kcal_mol"] == whole.binding_energy_kcal_mol
+    assert steps["minimised_binding_energy_kcal_mol"] == whole.minimised_binding_energy_kcal_mol
+    assert steps["ci95_kcal_mol"] == whole.ci95_kcal_mol and steps["n_frames"] == whole.n_frames
+    key = md_tasks.fingerprint(RECEPTOR_PDB, docked_pose.read_text(), settings)
+    assert md_tasks.finished(folder / "prepared.json", key) and md_tasks.finished(folder / "replica_1.json", key)
+    other = md_tasks.fingerprint(RECEPTOR_PDB, docked_pose.read_text(), MDSettings(seed=6, **{**TINY, "replicas": 2}))
+    assert not md_tasks.finished(folder / "replica_1.json", other)  # another seed: this file is not its result
+    (folder / "replica_1.json").write_text(json.dumps({"fingerprint": other, "replica": {}}))
+    with pytest.raises(StageInputError, match="replica_1.json: made from other inputs"):
+        md_tasks.combine_step(folder)
+    assert md.main(["replica", "--folder", str(folder), "--index", "2"]) == 2  # only 2 replicas: a named error
 
 
 @pytest.mark.slow
