@@ -590,22 +590,6 @@ def _mmpbsa_py(e: EnsembleInputs, frames: list[np.ndarray], replicas: list[Repli
 # --------------------------------------------------------------------------- CLI
 
 
-def command(receptor_pdb: str | Path, ligand: str | Path, out: str | Path, settings: MDSettings,
-            param_cache: str | Path | None = None) -> list[str]:
-    """The command line of :func:`main` that scores one pose with ``settings`` (what a campaign's MD task runs)."""
-    argv = [sys.executable, "-m", "impeccable.stages.md", "--receptor", str(receptor_pdb), "--ligand", str(ligand),
-            "--out", str(out), "--replicas", str(settings.replicas), "--length-ps", str(settings.length_ps),
-            "--equilibration-ps", str(settings.equilibration_ps),
-            "--frame-interval-ps", str(settings.frame_interval_ps), "--seed", str(settings.seed),
-            "--solvent", settings.solvent, "--ligand-forcefield", settings.ligand_forcefield,
-            "--mmpbsa-py", settings.mmpbsa_py]
-    if settings.threads:
-        argv += ["--threads", str(settings.threads)]
-    if param_cache is not None:
-        argv += ["--param-cache", str(param_cache)]
-    return argv
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m impeccable.stages.md --receptor R.pdb --ligand pose.sdf --out result.json``; ``... validate``;
     ``... prepare`` / ``... replica`` (the steps of a campaign's MD, see ``md_tasks``)."""

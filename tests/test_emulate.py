@@ -126,6 +126,13 @@ def test_emulation_against_srun(recorded, tmp_path):
     assert all(m["max_running"] is None for m in row["pilot"]["calibration"]["routes"].values())
     assert row["baseline"]["predicted_tasks"] == row["baseline"]["measured_tasks"]
 
+    # Predictions at scale use the manager cost of these records and a cold start measured uncontended
+    assert main(["model", str(recorded), "--nodes", "1,2", "--cores-per-node", "8", "--costs-from", str(out),
+                 "--json", str(model_json)]) == 0
+    prediction = json.loads(model_json.read_text())["prediction"]
+    assert [r["nodes"] for r in prediction["rows"]] == [1, 2] and prediction["predicted"] is True
+    assert 0 < prediction["function_cold_start_s"] and prediction["function_cold_start_contended_s"] > 0
+
 
 def test_model_predicts_the_emulation_it_was_calibrated_on(recorded, tmp_path):
     from impeccable.model import calibrate, launch_rate, predict
@@ -268,3 +275,21 @@ def test_a_failed_replica_fails_its_compound_once_and_is_not_retried_on_resume(r
     runner.run()  # resumed: the failures are results, nothing of MD runs again
     last = runner.store.task_rows(runner.store.sessions()[-1]["session"])
     assert not [r for r in last if r["stage"] == "md"]
+
+
+def test_uncontended_cold_start_is_a_real_process_start():
+    from impeccable.model import uncontended_cold_start
+
+    assert 0.05 < uncontended_cold_start(runs=1) < 120  # an interpreter and torch's import: never free
+
+
+def test_an_emulated_function_step_imports_what_the_real_one_imports():
+    """Under srun each function task is a fresh process: the emulated one must pay torch's import as the real
+    inference does (the surrogate imports torch on first use, so importing its module was not enough)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from impeccable.emulate_payloads import emulated_infer, emulated_md_combine; "
+            "emulated_infer(0.0, []); assert 'torch' in sys.modules and 'rdkit' in sys.modules; "
+            "emulated_md_combine(0.0); assert 'openmm' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
