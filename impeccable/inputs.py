@@ -100,9 +100,10 @@ def make_pilot(campaign: Campaign) -> Pilot:
         allocation = Allocation.emulated(cores, nodes=p.nodes, gpus=p.gpus)
     except ValueError as exc:
         raise CampaignInputError(f"{source}: pilot: {exc}") from None
-    from .work import PRELOAD
+    from .work import PRELOAD, PRELOAD_FORKED
 
     # function workers start with the stage modules imported (torch, RDKit), unless the campaign says otherwise
-    options = {name: {"preload": list(PRELOAD), **p.options.get(name, {})} for name in ("local", "dragon")}
+    preload = {"local": [*PRELOAD_FORKED, *PRELOAD], "dragon": list(PRELOAD)}
+    options = {name: {"preload": preload[name], **p.options.get(name, {})} for name in ("local", "dragon")}
     options.update({name: dict(value) for name, value in p.options.items() if name not in options})
     return Pilot(allocation, routes=dict(p.routes), shares=p.shares or None, options=options, exclusive=p.exclusive)

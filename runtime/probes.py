@@ -61,3 +61,10 @@ def sleep_pid(seconds: float) -> int:
     """Sleep, then say which process ran the call: how many workers a wave of calls was spread over."""
     time.sleep(seconds)
     return os.getpid()
+
+
+def imported(module: str) -> bool:
+    """Whether the worker has ``module`` imported already (what its preload did), without importing it."""
+    import sys
+
+    return module in sys.modules

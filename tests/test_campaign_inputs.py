@@ -130,3 +130,19 @@ def test_more_cores_than_the_machine_needs_oversubscribe(tmp_path):
         runner.run()
     (tmp_path / "c.toml").write_text(text.replace("cores = 256", "cores = 256\noversubscribe = true"))
     assert make_pilot(load_campaign(tmp_path / "c.toml")).allocation.cores == 256
+
+
+def test_local_function_workers_start_with_torch_imported(tmp_path):
+    """The surrogate imports torch on first use: without the forkserver preloading it, every worker paid
+    the import (1.3 s here) on its first inference call."""
+    from impeccable.runtime import function_task
+
+    lib = library(tmp_path, "id,smiles\n" + "".join(f"c{i},CCO\n" for i in range(10)))
+    path = campaign_file(tmp_path, lib)
+    path.write_text(path.read_text() + '[pilot.routes]\nexecutable = "local"\nfunction = "local"\n')
+    pilot = make_pilot(load_campaign(path))
+    pilot.start()
+    try:
+        assert pilot.submit(function_task("impeccable.runtime.probes:imported", "torch")).result(timeout=120)
+    finally:
+        pilot.shutdown()
