@@ -103,6 +103,7 @@ class PipeTransport:
         self._mp = multiprocessing.get_context("forkserver")
         # modules imported once by the forkserver, so that every worker starts with them (torch, RDKit ...)
         self._mp.set_forkserver_preload(["impeccable.runtime.worker", *preload])
+        self._preload = tuple(preload)  # and each worker makes sure of them (the forkserver may predate this pool)
         reaper.remove_on_death(multiprocessing.util.get_temp_dir())  # the forkserver's pymp-* folder
 
     def start(self, timeout_s: float) -> None:
@@ -119,7 +120,8 @@ class PipeTransport:
         from .. import worker as worker_module
 
         parent, child = self._mp.Pipe(duplex=True)
-        process = self._mp.Process(target=worker_module.main, args=(child,), daemon=True, name="impeccable-worker")
+        process = self._mp.Process(target=worker_module.main, args=(child, self._preload), daemon=True,
+                                    name="impeccable-worker")
         process.start()
         reaper.watch_process(process.pid)  # a worker busy in a long call must not outlive the pilot
         child.close()
