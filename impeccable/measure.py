@@ -48,8 +48,9 @@ def critical_path_s(rows: Sequence[dict[str, Any]], md_batches: dict[str, int]) 
     The campaign's dependencies: training waits for every seed docking (round 0) or for every re-docking of
     the round before; inference batch b waits for training; its re-docking waits for it; the MD of a compound
     nominated while streaming waits for its batch's re-docking (``md_batches``: compound -> batch), and the
-    round end's MD for every re-docking; a compound's MD is prepare, then its replicas side by side, then combine. Graham's bound for a greedy schedule is then
-    busy core-seconds / cores + this chain, the "ideal" makespan the figures compare with.
+    round end's MD for every re-docking; a compound's MD is prepare, then its replicas side by side, then
+    combine. Graham's bound for a greedy schedule is then busy core-seconds / cores + this chain, the "ideal"
+    makespan the figures compare with.
     """
     seconds: dict[str, float] = {}
     for r in rows:
@@ -69,12 +70,14 @@ def critical_path_s(rows: Sequence[dict[str, Any]], md_batches: dict[str, int]) 
         elif kind == "infer":
             r_text, b_text = rest.split()
             by_round.setdefault(int(r_text[1:]), {}).setdefault("infer", {})[int(b_text[1:])] = t
-        elif kind == "md":  # "md prepare CID", "md replica I CID", "md combine CID": a chain with parallel replicas
+        elif kind == "md":  # "md prepare CID", "md replica I CID", "md combine CID"; "md CID" (older runs)
             step, _, cid = rest.partition(" ")
             if step == "replica":
                 cid = cid.partition(" ")[2]
-            chain = md_steps.setdefault(cid, {"prepare": 0.0, "replica": 0.0, "combine": 0.0})
-            chain[step] = max(chain.get(step, 0.0), t)
+            elif step not in ("prepare", "combine"):
+                step, cid = "whole ensemble", rest
+            chain = md_steps.setdefault(cid, {})
+            chain[step] = max(chain.get(step, 0.0), t)  # replicas run side by side: the longest counts
     ready = max(by_round.get(0, {}).get("seed", {0: 0.0}).values())  # training of round 0 starts then
     longest = ready
     md = {cid: sum(steps.values()) for cid, steps in md_steps.items()}

@@ -293,3 +293,19 @@ def test_an_emulated_function_step_imports_what_the_real_one_imports():
             "emulated_infer(0.0, []); assert 'torch' in sys.modules and 'rdkit' in sys.modules; "
             "emulated_md_combine(0.0); assert 'openmm' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_critical_path_counts_md_as_prepare_then_the_longest_replica_then_combine():
+    from impeccable.measure import critical_path_s
+
+    def row(name: str, start: float, seconds: float) -> dict:
+        return {"name": name, "started": 1000 + start, "finished": 1000 + start + seconds, "state": "DONE"}
+
+    base = [row("dock s1-r0-seed-00000", 0, 10), row("train r0", 10, 5), row("infer r0 b00000", 15, 1),
+            row("dock s1-r0-redock-00000", 16, 4)]  # re-docked at 20
+    steps = [row("md prepare C1", 20, 30), row("md replica 0 C1", 50, 20), row("md replica 1 C1", 50, 25),
+             row("md combine C1", 75, 1)]
+    assert critical_path_s(base + steps, {"C1": 0}) == pytest.approx(20 + 30 + 25 + 1)
+    # a run recorded before MD steps existed: each ensemble one task, each its own chain
+    old = [row("md C1", 20, 40), row("md C2", 20, 50)]
+    assert critical_path_s(base + old, {"C1": 0, "C2": 0}) == pytest.approx(20 + 50)
