@@ -590,6 +590,24 @@ def _mmpbsa_py(e: EnsembleInputs, frames: list[np.ndarray], replicas: list[Repli
 # --------------------------------------------------------------------------- CLI
 
 
+CLI_FAILURES = (StageInputError, amber.AmberToolsMissing, amber.AmberToolError, MDInstabilityError, FloatingPointError)
+
+
+def report_failure(exc: BaseException, subject: object, simulation: str) -> int:
+    """Print the one-line error of a failed MD command and return its exit code: 3 AmberTools missing, 1 a tool
+    failed or the simulation blew up (usable inputs), 2 anything else (unusable input)."""
+    if isinstance(exc, amber.AmberToolsMissing):
+        message, code = str(exc), 3
+    elif isinstance(exc, amber.AmberToolError):
+        message, code = f"{subject}: {exc}", 1
+    elif isinstance(exc, (MDInstabilityError, FloatingPointError)):
+        message, code = f"{simulation} unstable: {exc}", 1
+    else:
+        message, code = str(exc), 2
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m impeccable.stages.md --receptor R.pdb --ligand pose.sdf --out result.json``; ``... validate``;
     ``... prepare`` / ``... replica`` (the steps of a campaign's MD, see ``md_tasks``)."""
@@ -633,18 +651,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = a.workdir or a.out.parent / "amber"
     try:
         result = refine_and_score(a.receptor, a.ligand, settings, a.param_cache, workdir)
-    except StageInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except amber.AmberToolsMissing as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
-    except amber.AmberToolError as exc:
-        print(f"error: {a.ligand}: {exc}", file=sys.stderr)
-        return 1
-    except (MDInstabilityError, FloatingPointError) as exc:  # usable inputs, but the simulation blew up
-        print(f"error: MD of {a.ligand} unstable: {exc}", file=sys.stderr)
-        return 1
+    except CLI_FAILURES as exc:
+        return report_failure(exc, a.ligand, f"MD of {a.ligand}")
     write_json(a.out, result.to_json())
     ci = result.ci95_kcal_mol
     spread = "n/a" if result.stderr_kcal_mol is None else (

@@ -178,7 +178,7 @@ def command(step: str, folder: Path, receptor_pdb: Path | None = None, param_cac
 
 def main(step: str, argv: list[str]) -> int:
     """``python -m impeccable.stages.md prepare|replica --folder F ...``; exit 2 for bad input, 1 for a failed run."""
-    from . import amber, md
+    from . import md
 
     p = argparse.ArgumentParser(prog=f"python -m impeccable.stages.md {step}", description=__doc__.split("\n\n")[0])
     p.add_argument("--folder", required=True, type=Path, help="the compound's folder: pose.sdf and settings.json")
@@ -193,16 +193,6 @@ def main(step: str, argv: list[str]) -> int:
             prepare_step(a.folder, a.receptor, a.param_cache)
         else:
             replica_step(a.folder, a.index)
-    except (StageInputError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except amber.AmberToolsMissing as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
-    except amber.AmberToolError as exc:
-        print(f"error: {a.folder}: {exc}", file=sys.stderr)
-        return 1
-    except (md.MDInstabilityError, FloatingPointError) as exc:
-        print(f"error: MD {step} in {a.folder} unstable: {exc}", file=sys.stderr)
-        return 1
+    except (*md.CLI_FAILURES, FileNotFoundError) as exc:  # a missing step file is unusable input
+        return md.report_failure(exc, a.folder, f"MD {step} in {a.folder}")
     return 0
