@@ -141,15 +141,22 @@ def _bench(args: argparse.Namespace) -> int:
     options: dict[str, dict[str, Any]] = {}
     if args.partitions is not None:
         options["flux"] = {"partitions": args.partitions}
+    from .runtime.bench import BenchStuck
+
     try:
         result = bench(args.backend, args.workload, args.tasks, args.cores, args.duration, args.repeat,
                        options=options, raw=not args.no_raw, nodes=args.nodes, exclusive=args.exclusive)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    except BenchStuck as exc:
+        print(f"impeccable bench: {exc}", file=sys.stderr)
+        return 1
     _print_bench(result)
     if args.json:
         print(f"wrote {write_json(args.json, result)}")
-    return 0
+    for event in result["stall_events"]:
+        print(f"impeccable bench: stall watchdog: {event['kind']} in {event['runtime']}", file=sys.stderr)
+    return 1 if result["stall_events"] else 0
 
 
 def _print_bench(result: dict[str, Any]) -> None:

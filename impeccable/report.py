@@ -16,6 +16,7 @@ from . import plots
 from .htmlparts import img, stage_table, table
 from .results import check_top_poses, ranked_hits, stage_counts
 from .runtime.metrics import summarize
+from .stalls import describe, read_stalls
 from .store import Store
 
 
@@ -141,6 +142,11 @@ def _body(store: Store, run_dir: Path, top: int) -> str:
         png, per_stage = plots.stage_throughput(rows_s)
         parts.append(img(png, "throughput per stage"))
         parts.append(stage_table(per_stage))
+    stalls = read_stalls(run_dir)
+    if stalls:
+        parts.append(f"<h2>Stall events ({len(stalls)})</h2><p>The pilot's watchdog found a runtime with work "
+                     "that fitted free slots while nothing happened (see <code>stalls.jsonl</code>):</p><ul>"
+                     + "".join(f"<li>{html.escape(describe(e))}</li>" for e in stalls) + "</ul>")
     failures = store.failures()
     if failures:
         parts.append(f"<h2>Compounds that failed a stage ({len(failures)})</h2>")

@@ -150,6 +150,10 @@ def print_status(store: Store, run_dir: Path) -> None:
     for stage, state, n in rows:
         tasks.add_row(str(stage), state, str(n))
     console.print(tasks)
+    from .stalls import describe, read_stalls
+
+    for event in read_stalls(run_dir):
+        console.print(f"[bold red]stall watchdog[/]: {describe(event)}", highlight=False)
 
 
 def export(store: Store, folder: Path, top: int | None = None, check_poses: int = 20) -> tuple[Path, Path, int]:

@@ -10,6 +10,7 @@ strongest baseline. Figures come from task records (see ``metrics``).
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import platform
 import resource
@@ -87,6 +88,11 @@ class RunResult:
     metrics: dict[str, Any]
     startup_s: float
     cpu: dict[str, float]
+    stalls: list[dict[str, Any]]
+
+
+class BenchStuck(RuntimeError):
+    """The pilot's watchdog found a runtime that nothing can wake: the run stops with its dump."""
 
 
 class CpuMeter:
@@ -145,10 +151,11 @@ def run_pilot(backend: str, workload: str, n_tasks: int, cores: int, duration_s:
         startup = time.perf_counter() - t0
         try:
             for phase in phases:
-                for future in pilot.submit_many(phase):
-                    future.exception()  # wait; failures are counted from the records
+                _wait(pilot, pilot.submit_many(phase))  # failures are counted from the records
         finally:
-            pilot.shutdown()
+            pilot.shutdown(cancel_pending=pilot.stuck)
+    if pilot.stuck:
+        raise BenchStuck("the benchmark stopped: " + "; ".join(e.describe() for e in pilot.stalls))
     metrics = summarize(pilot.records, cores).to_dict()
     if len(pilot.backends) > 1:
         metrics["per_backend"] = {
@@ -156,7 +163,15 @@ def run_pilot(backend: str, workload: str, n_tasks: int, cores: int, duration_s:
                    "serves": sorted(k.value for k in pilot.backends[name].serves)}
             for name, view in pilot.slots.items()
         }
-    return RunResult(metrics=metrics, startup_s=startup, cpu=meter.figures(n))
+    return RunResult(metrics=metrics, startup_s=startup, cpu=meter.figures(n),
+                     stalls=[e.to_dict() for e in pilot.stalls])
+
+
+def _wait(pilot: Pilot, futures: list[Any]) -> None:
+    """Until every future is done, or the watchdog says the pilot is stuck (then never hang: stop)."""
+    pending = set(futures)
+    while pending and not pilot.stuck:
+        _, pending = concurrent.futures.wait(pending, timeout=1.0)
 
 
 def bench(backend: str, workload: str, n_tasks: int, cores: int, duration_s: float = 1.0, repeat: int = 3,
@@ -208,6 +223,7 @@ def bench(backend: str, workload: str, n_tasks: int, cores: int, duration_s: flo
         "ratios_to_raw": {name: throughput / value for name, value in baselines.items() if value},
         "runs_raw_throughput_tasks_per_s": raws,
         "ratio_to_raw": (throughput / raw_median) if raw_median else None,
+        "stall_events": [event for run in ours + static for event in run.stalls],
         "machine": machine_info(),
     }
 
