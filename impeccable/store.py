@@ -374,6 +374,10 @@ class Store:
     def md_results(self) -> dict[str, tuple[float | None, float | None, str | None]]:
         return {i: (dg, se, err) for i, dg, se, err in self.db.execute("SELECT id, dg, stderr, error FROM md")}
 
+    def md_details(self) -> dict[str, dict[str, Any]]:
+        """id -> the MD stage's result document (replica means, intervals) of each scored compound."""
+        return {i: json.loads(doc) for i, doc in self.db.execute("SELECT id, result FROM md WHERE result IS NOT NULL")}
+
     def add_failures(self, stage: str, failures: Iterable[tuple[str, str]]) -> None:
         with self.transaction() as db:
             db.executemany("INSERT OR IGNORE INTO failures VALUES (?, ?, ?)", [(i, stage, r) for i, r in failures])
