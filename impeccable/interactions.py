@@ -99,13 +99,16 @@ class InteractionProfiler:
     def __init__(self, receptor_pdb: str | Path, hinge: Sequence[str] = ()) -> None:
         with warnings.catch_warnings():  # MDAnalysis, imported by ProLIF, warns about its own modules
             warnings.simplefilter("ignore")
+            import MDAnalysis  # noqa: F401 - its import turns its deprecation warnings on: ignore them after it
+
+            warnings.simplefilter("ignore")
             import prolif as plf
             from prolif.io import MoleculeStandardizer
 
             self.protein = MoleculeStandardizer()(str(receptor_pdb))
+            self.fingerprint = plf.Fingerprint(list(KINDS))
         self._plf = plf
         self.hinge = check_residue_ids(hinge)
-        self.fingerprint = plf.Fingerprint(list(KINDS))
 
     def profile(self, cid: str, pose_sdf: str | None) -> PoseInteractions:
         """The contacts of one pose (an SDF block with hydrogens, in the receptor's frame)."""

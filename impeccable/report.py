@@ -42,7 +42,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, top: int = 
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
 td.l,th.l{{text-align:left}}img{{max-width:100%}}h2{{border-bottom:1px solid #ddd;margin-top:2em}}
-.note{{color:#555;font-size:90%}}td code{{word-break:break-all}}.poses button{{margin:2px;font-size:85%}}</style></head><body>{body}</body></html>"""
+.note{{color:#555;font-size:90%}}td code{{display:inline-block;min-width:14em;word-break:break-all;text-align:left}}.poses button{{margin:2px;font-size:85%}}</style></head><body>{body}</body></html>"""
     tmp = out.with_suffix(".tmp")
     tmp.write_text(page)
     os.replace(tmp, out)
