@@ -161,8 +161,8 @@ def write_diverse(folder: Path, panel: HitPanel) -> tuple[Path, Path]:
     os.replace(tmp, csv_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        poses = {m.GetProp("_Name"): m for m in Chem.SDMolSupplier(str(folder / "hits.sdf"), removeHs=False)
-                 if m is not None}
+        with open(folder / "hits.sdf", "rb") as fh:  # may be empty (no poses stored): no error then
+            poses = {m.GetProp("_Name"): m for m in Chem.ForwardSDMolSupplier(fh, removeHs=False) if m is not None}
     tmp = sdf_path.with_suffix(".sdf.tmp")
     sdf = Chem.SDWriter(str(tmp))
     for cid in wanted:
