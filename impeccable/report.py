@@ -16,7 +16,7 @@ from . import plots
 from .config import HitsSection
 from .htmlparts import img, stage_table, table
 from .picks import hit_panel, hits_settings, ligand_efficiency
-from .report_hits import diverse_html, hit_columns, interactions_html, viewer_html
+from .report_hits import diverse_html, hit_columns, interactions_html, le_cell, viewer_html
 from .results import check_top_poses, ranked_hits, stage_counts
 from .runtime.metrics import summarize
 from .store import Store
@@ -88,7 +88,7 @@ def _body(store: Store, run_dir: Path, top: int, settings: HitsSection, report_d
     hits = check_top_poses(store, ranked[:top], top)
     has_le = any(ligand_efficiency(h) is not None for h in hits)
     rows = [[h.rank, html.escape(h.id), _depiction(h.state_smiles or h.smiles), f"{h.dock_score:.2f}",
-             *([f"{ligand_efficiency(h) or float('nan'):.2f}"] if has_le else []),
+             *([le_cell(h)] if has_le else []),
              "" if h.predicted is None else f"{h.predicted:.2f}",
              "" if h.mmgbsa is None else f"{h.mmgbsa:.1f} ± {h.mmgbsa_stderr or 0:.1f}", *hit_columns(panel, h),
              h.origin, _pose_cell(h.pose_check),

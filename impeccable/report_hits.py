@@ -86,7 +86,7 @@ def diverse_html(panel: HitPanel, depict: Callable[[str], str]) -> str:
     for h in panel.diverse:
         member, found = panel.clusters[h.id], panel.interactions.get(h.id)
         row = [h.rank, html.escape(h.id), depict(h.state_smiles or h.smiles), f"{h.dock_score:.2f}"]
-        row += [_le(h)] if has_le else []
+        row += [le_cell(h)] if has_le else []
         row += ["" if h.mmgbsa is None else f"{h.mmgbsa:.1f}", html.escape(panel.md_spread.get(h.id, "")),
                 f"{member.cluster} ({member.size})", "" if found is None else _hinge_cell(found)]
         rows.append(row)
@@ -99,7 +99,7 @@ def diverse_html(panel: HitPanel, depict: Callable[[str], str]) -> str:
     return "\n".join(parts)
 
 
-def _le(h: Hit) -> str:
+def le_cell(h: Hit) -> str:
     le = ligand_efficiency(h)
     return "" if le is None else f"{le:.2f}"
 

@@ -79,9 +79,9 @@ def _fetch(folder: Path) -> None:
     with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         try:
             done = subprocess.run([npm, "pack", f"3dmol@{VERSION}", "--pack-destination", tmp, "--silent"],
-                                  capture_output=True, text=True, timeout=300, cwd=tmp)
+                                  capture_output=True, text=True, timeout=120, cwd=tmp)
         except subprocess.TimeoutExpired:
-            raise ViewerUnavailable(f"npm pack 3dmol@{VERSION}: no answer from the registry in 300 s") from None
+            raise ViewerUnavailable(f"npm pack 3dmol@{VERSION}: no answer from the registry in 120 s") from None
         tarballs = list(Path(tmp).glob("*.tgz"))
         if done.returncode != 0 or not tarballs:
             raise ViewerUnavailable(f"npm pack 3dmol@{VERSION} failed: {done.stderr.strip()[-300:]}")

@@ -229,3 +229,13 @@ def test_the_viewer_draws_the_pose_in_headless_chromium(tmp_path):
     r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
     ligand_green = (g > 150) & (r < 120) & (b < 120)  # 3Dmol's greenCarbon sticks; nothing else on the page is
     assert ligand_green.sum() > 300, "the 3D viewer drew no ligand"
+
+
+def test_ligand_efficiency_is_shown_where_the_ranking_gives_it_and_never_computed_here():
+    from types import SimpleNamespace
+
+    from impeccable.picks import ligand_efficiency
+    from impeccable.report_hits import le_cell
+
+    assert ligand_efficiency(SimpleNamespace(ligand_efficiency=0.31)) == 0.31 and le_cell(SimpleNamespace()) == ""
+    assert le_cell(SimpleNamespace(ligand_efficiency=0.312)) == "0.31"
