@@ -23,7 +23,7 @@ from .config import HitsSection
 from .interactions import COLUMNS as INTERACTION_COLUMNS
 from .interactions import InteractionProfiler, PoseInteractions
 from .results import Hit, _receptor_pdb, export, ranked_hits
-from .store import Store
+from .store import Store, md_details
 
 COLUMNS = (*INTERACTION_COLUMNS, "cluster", "cluster_size", "cluster_best", "diverse_pick", "md_spread")
 
@@ -67,7 +67,7 @@ def hit_panel(store: Store, ranked: Sequence[Hit], settings: HitsSection) -> Hit
     panel = HitPanel(list(ranked), settings, receptor=_receptor_pdb(store))
     pool = panel.ranked[:settings.cluster_pool]
     panel.clusters = butina_clusters([(h.id, h.smiles) for h in pool], settings.cluster_similarity)
-    panel.md_spread = {cid: md_spread(doc) for cid, doc in store.md_details().items()}
+    panel.md_spread = {cid: md_spread(doc) for cid, doc in md_details(store).items()}
     profiler = _profiler(panel)
     if profiler is not None:
         for h in pool[:settings.interactions_top]:

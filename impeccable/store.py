@@ -374,10 +374,6 @@ class Store:
     def md_results(self) -> dict[str, tuple[float | None, float | None, str | None]]:
         return {i: (dg, se, err) for i, dg, se, err in self.db.execute("SELECT id, dg, stderr, error FROM md")}
 
-    def md_details(self) -> dict[str, dict[str, Any]]:
-        """id -> the MD stage's result document (replica means, intervals) of each scored compound."""
-        return {i: json.loads(doc) for i, doc in self.db.execute("SELECT id, result FROM md WHERE result IS NOT NULL")}
-
     def add_failures(self, stage: str, failures: Iterable[tuple[str, str]]) -> None:
         with self.transaction() as db:
             db.executemany("INSERT OR IGNORE INTO failures VALUES (?, ?, ?)", [(i, stage, r) for i, r in failures])
@@ -428,6 +424,12 @@ class Store:
         for row in rows:
             row["slots"] = json.loads(row["slots"] or "[]")
         return rows
+
+
+def md_details(store: Store) -> dict[str, dict[str, Any]]:
+    """id -> the MD stage's result document (replica means, intervals) of each scored compound (read by the
+    report and export only; kept out of :class:`Store`, which is long enough)."""
+    return {i: json.loads(doc) for i, doc in store.db.execute("SELECT id, result FROM md WHERE result IS NOT NULL")}
 
 
 def _first_found(ids: Iterable[str], batches: Iterator[tuple[int, list[str], np.ndarray]]) -> dict[str, float]:
