@@ -377,6 +377,8 @@ class Reactor:
         elif job.note(event, self.config.name) and job.cancel_reason is None:  # canceled by the caller meanwhile
             job.cancel_reason = "canceled before it started"
             self.flux.job.cancel_async(self.h, jobid, job.cancel_reason)
+        elif event.name == "finish" and self.config.existing_uri is None:
+            self._give_back(job)  # its processes have ended: the slots are the pilot's again (see flux_instance)
 
     def _final(self, job: _Job, when: float) -> None:
         del self.jobs[job.jobid]  # type: ignore[index]
