@@ -96,9 +96,12 @@ def _add_bench(sub: Any) -> None:
     )
     p.add_argument("--backend", default="local", choices=[*backend_names(), "hybrid"],
                    help="hybrid: half executables, half functions, routed auto (Flux + Dragon where found)")
-    p.add_argument("--workload", default="null-exec", choices=WORKLOADS)
+    p.add_argument("--workload", default="null-exec", choices=[*WORKLOADS, "campaign"],
+                   help="campaign: the campaign manager itself, on a synthetic campaign of null tasks "
+                        "(at 10k, 50k and --tasks tasks)")
     p.add_argument("--tasks", type=int, default=1000, help="tasks per run (default 1000)")
-    p.add_argument("--cores", type=int, default=os.cpu_count(), help="cores the pilot owns (may exceed the machine's)")
+    p.add_argument("--cores", type=int, default=None,
+                   help="cores the pilot owns (may exceed the machine's; default: this machine's, 16 for campaign)")
     p.add_argument("--duration", type=float, default=1.0, help="seconds per task for sleep workloads (default 1)")
     p.add_argument("--repeat", type=int, default=3, help="runs of each; medians are reported (default 3)")
     p.add_argument("--partitions", type=int, default=None, help="Flux instances to split the nodes over")
@@ -136,6 +139,9 @@ def _bench_inference(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .runtime.bench import bench
 
+    if args.workload == "campaign":
+        return _bench_campaign(args)
+    args.cores = os.cpu_count() if args.cores is None else args.cores
     if args.tasks < 1 or args.cores is None or args.cores < 1 or args.repeat < 1 or args.nodes < 1:
         raise UserError("--tasks, --cores, --nodes and --repeat must be at least 1")
     if args.cores % args.nodes:
@@ -160,6 +166,27 @@ def _bench(args: argparse.Namespace) -> int:
     for event in result["stall_events"]:
         print(f"impeccable bench: stall watchdog: {event['kind']} in {event['runtime']}", file=sys.stderr)
     return 1 if result["stall_events"] else 0
+
+
+def _bench_campaign(args: argparse.Namespace) -> int:
+    from .campaignbench import bench_campaign
+
+    if args.tasks < 100:
+        raise UserError("--tasks: a campaign benchmark needs at least 100 tasks")
+    sizes = [s for s in (10_000, 50_000) if s < args.tasks] + [args.tasks]
+    result = bench_campaign(sizes, cores=16 if args.cores is None else args.cores, repeat=args.repeat)
+    for size, run in result["sizes"].items():
+        cpu = run["main_thread_cpu_s"]
+        print(f"{run['tasks']:>8,} tasks: manager {run['manager_ms_per_task']:.3f} ms/task (main thread: dispatch+record "
+              f"{cpu['dispatch_and_record']:.2f} s, of which handlers {cpu['handlers']:.2f} s and task records "
+              f"{cpu['task_records']:.2f} s; start-up {cpu['startup']:.2f} s; library {run['library_passes']} passes of "
+              f"{run['library_pass_s']:.2f} s), dispatcher {run['dispatcher_ms_per_task']:.3f} ms/task, "
+              f"{run['manager_tasks_per_s']:,.0f} tasks/s")
+    print(f"manager_ms_per_task {result['manager_ms_per_task']:.3f}, growth_ratio {result['growth_ratio']:.2f}, "
+          f"manager_tasks_per_s {result['manager_tasks_per_s']:,.0f}")
+    if args.json:
+        print(f"wrote {write_json(args.json, result)}")
+    return 0
 
 
 def _print_bench(result: dict[str, Any]) -> None:
