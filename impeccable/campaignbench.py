@@ -27,11 +27,11 @@ from typing import Any
 
 from .campaign import CampaignLibrary, CampaignRunner
 from .config import Campaign, load_campaign
-from .emulate_payloads import placeholder_predictions, placeholder_score
-from .runtime import Allocation, Pilot, Task, TaskFuture, function_task
+from .emulate import EmulatedStageTasks
+from .emulate_payloads import placeholder_predictions
+from .runtime import Allocation, Pilot, Task, function_task
 from .stages.library import LibraryRecord, write_library
-from .stagetasks import DockBatch, MDJob, StageTasks
-from .store import DockRow
+from .stagetasks import DockBatch, MDJob
 
 DEMO = Path(__file__).resolve().parent.parent / "campaigns" / "demo.toml"
 SIZES = (10_000, 50_000, 200_000)
@@ -55,15 +55,14 @@ def null_combine() -> dict[str, Any]:
     return {"benchmark": True}
 
 
-class NullStageTasks(StageTasks):
-    """Every stage's task is a null call; outcomes are placeholders the runner can go on with."""
+class NullStageTasks(EmulatedStageTasks):
+    """Every stage's task is a null call; outcomes are the emulation's placeholders."""
+
+    def __init__(self, campaign: Campaign, run_dir: Path) -> None:
+        super().__init__(campaign, run_dir, durations=None)  # type: ignore[arg-type]  # nothing is drawn
 
     def dock_task(self, batch: DockBatch) -> Task:
         return function_task(null_call, name=f"dock {batch.key}", tags=self._tags(batch.task_stage, batch.round))
-
-    def dock_rows(self, batch: DockBatch) -> list[DockRow]:
-        return [DockRow(rec.id, rec.smiles, batch.round, batch.origin, placeholder_score(rec.id, "dock"), "", None)
-                for rec in batch.records]
 
     def train_task(self, r: int, scores: list[tuple[str, float]]) -> Task:
         path = self.model_path(r)
@@ -74,15 +73,6 @@ class NullStageTasks(StageTasks):
     def infer_task(self, r: int, batch: int, model_path: str, ids: list[str], smiles: list[str]) -> Task:
         return function_task(null_infer, ids, name=f"infer r{r} b{batch:05d}", tags=self._tags("infer", r))
 
-    def md_job(self, r: int, cid: str, pose_sdf: str) -> MDJob:
-        return MDJob(r, cid, self.work / "md" / cid, self.c.md.replicas, "benchmark")
-
-    def md_prepared(self, job: MDJob) -> bool:
-        return False
-
-    def md_replica_done(self, job: MDJob, index: int) -> bool:
-        return False
-
     def md_prepare_task(self, job: MDJob) -> Task:
         return function_task(null_call, name=f"md prepare {job.cid}", tags=self._tags("md", job.round))
 
@@ -91,9 +81,6 @@ class NullStageTasks(StageTasks):
 
     def md_combine_task(self, job: MDJob) -> Task:
         return function_task(null_combine, name=f"md combine {job.cid}", tags=self._tags("md", job.round))
-
-    def md_result(self, future: TaskFuture, job: MDJob) -> dict[str, Any]:
-        return {"binding_energy_kcal_mol": placeholder_score(job.cid, "md"), "stderr_kcal_mol": 0.0, "benchmark": True}
 
 
 # ------------------------------------------------------------------ the synthetic campaign
