@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     p = sub.add_parser("bench-inference", help="the campaign's surrogate inference alone over a library: "
                        "molecules/s, CPU, peak memory, store size (JSON)")
-    _add_inferbench_arguments(p)
+    from .inferbench import add_arguments as add_inferbench_arguments
+
+    add_inferbench_arguments(p)
     p.set_defaults(handler=_bench_inference)
     p = sub.add_parser("validate", help="measure redocking, surrogate CV and top-k retrieval on shipped data (JSON)")
     from .stages.validate import add_arguments
@@ -113,18 +115,6 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--no-raw", action="store_true", help="skip the raw baseline")
     p.add_argument("--json", type=Path, metavar="OUT.json", help="write the figures and machine info here")
     p.set_defaults(handler=_bench)
-
-
-def _add_inferbench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--library", type=Path, required=True)
-    p.add_argument("--run-dir", type=Path, required=True, help="a new folder (the model is trained beside it)")
-    p.add_argument("--model", type=Path, help="a surrogate model file (default: trained on the shipped scores)")
-    p.add_argument("--cores", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=10_000)
-    p.add_argument("--top-k", type=int, default=300)
-    p.add_argument("--repeat-library", type=int, metavar="N", help="first write N rows repeating the library")
-    p.add_argument("--steps", type=int, metavar="N",
-                   help="instead: CPU per molecule of each step, on N molecules in this process (one core)")
 
 
 def _bench_inference(args: argparse.Namespace) -> int:

@@ -82,23 +82,13 @@ def _hit_settings(store: Any, args: argparse.Namespace) -> Any:
 
 
 def load(path: Path, *, cores: int | None = None, backend: str | None = None, oversubscribe: bool = False) -> Any:
-    """The campaign file with the command line's overrides (pilot.cores, every route, oversubscribe)."""
-    from .config import CampaignError, load_campaign
+    """The campaign file with the command line's overrides; a bad file is a UserError (one clear line)."""
+    from .config import CampaignError, load_with_overrides
 
     try:
-        campaign = load_campaign(path)
+        return load_with_overrides(path, cores=cores, backend=backend, oversubscribe=oversubscribe)
     except CampaignError as exc:
         raise UserError(str(exc)) from None
-    update: dict[str, Any] = {}
-    if cores:
-        update["cores"] = cores
-    if backend:
-        update["routes"] = {"executable": backend, "function": backend}
-    if oversubscribe:
-        update["oversubscribe"] = True
-    if update:
-        campaign = campaign.model_copy(update={"pilot": campaign.pilot.model_copy(update=update)})
-    return campaign
 
 
 def _run(args: argparse.Namespace) -> int:

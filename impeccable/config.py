@@ -246,3 +246,19 @@ def _check_files(campaign: Campaign, source: Path) -> None:
         raise CampaignError(f"{source}: receptor.path: folder {campaign.receptor.path} not found")
     if campaign.receptor.site is not None and not campaign.receptor.site.is_file():
         raise CampaignError(f"{source}: receptor.site: file {campaign.receptor.site} not found")
+
+
+def load_with_overrides(path: Path, *, cores: int | None = None, backend: str | None = None,
+                        oversubscribe: bool = False) -> Campaign:
+    """The campaign file with a command line's overrides (pilot.cores, every route, oversubscribe)."""
+    campaign = load_campaign(path)
+    update: dict[str, Any] = {}
+    if cores:
+        update["cores"] = cores
+    if backend:
+        update["routes"] = {"executable": backend, "function": backend}
+    if oversubscribe:
+        update["oversubscribe"] = True
+    if update:
+        campaign = campaign.model_copy(update={"pilot": campaign.pilot.model_copy(update=update)})
+    return campaign

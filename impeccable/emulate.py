@@ -290,7 +290,7 @@ def register(sub: Any) -> None:
 def _emulate(args: Any) -> int:
     import os
 
-    from .compare import explain, write_side_by_side
+    from .sidebyside import explain, write_side_by_side
     from .errors import UserError
     from .fileio import write_json
 
