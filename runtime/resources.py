@@ -50,12 +50,13 @@ class Allocation:
                              f"{self.devices_per_node}")
 
     @classmethod
-    def emulated(cls, cores: int, nodes: int = 1, gpus: int = 0) -> "Allocation":
+    def emulated(cls, cores: int, nodes: int = 1, gpus: int = 0, gpu_shares: int = 1,
+                 gpu_devices: tuple[str, ...] = ()) -> "Allocation":
         """``nodes`` nodes (node0, node1, ...) sharing this machine: multi-node placement, emulated."""
         if nodes < 1:
             raise ValueError(f"nodes must be >= 1, got {nodes}")
         names = (socket.gethostname(),) if nodes == 1 else tuple(f"node{i}" for i in range(nodes))
-        return cls(cores=cores, gpus=gpus, nodes=names)
+        return cls(cores=cores, gpus=gpus, nodes=names, gpu_shares=gpu_shares, gpu_devices=gpu_devices)
 
     @property
     def cores_per_node(self) -> int:

@@ -99,7 +99,7 @@ def replica_step(folder: Path, index: int) -> None:
         start_nm, box_nm, positions_nm = z["start_nm"], z["start_box_nm"], z["positions_nm"]
     complex_top = app.AmberPrmtopFile(str(build.prmtop("complex"))).topology
     system, _ = md.md_system(build, s, complex_top, positions_nm)
-    platform, props = md._platform(s)
+    platform, props = md._platform(s, scoring=True)
     start_box = tuple(openmm.Vec3(*row) * unit.nanometer for row in box_nm) if len(box_nm) else None
     p = md.Prepared(inputs.name, inputs.receptor, s, None, build, system, positions_nm, start_box,  # type: ignore[arg-type]
                     meta["n_solute"], np.array(meta["heavy_ligand"], dtype=bool), mmgbsa.Scorer(build, platform, props),
