@@ -96,7 +96,9 @@ def _add_bench(sub: Any) -> None:
     )
     p.add_argument("--backend", default="local", choices=[*backend_names(), "hybrid"],
                    help="hybrid: half executables, half functions, routed auto (Flux + Dragon where found)")
-    p.add_argument("--workload", default="null-exec", choices=WORKLOADS)
+    p.add_argument("--workload", default="null-exec", choices=[*WORKLOADS, "gpu"],
+                   help="gpu: the surrogate, inference, MD and MM/GBSA on all CPU cores and on one GPU "
+                   "(impeccable/gpubench.py); the other options but --cores and --json do not apply")
     p.add_argument("--tasks", type=int, default=1000, help="tasks per run (default 1000)")
     p.add_argument("--cores", type=int, default=os.cpu_count(), help="cores the pilot owns (may exceed the machine's)")
     p.add_argument("--duration", type=float, default=1.0, help="seconds per task for sleep workloads (default 1)")
@@ -107,6 +109,10 @@ def _add_bench(sub: Any) -> None:
                    help="fence the cores between runtimes (static shares) instead of lending them")
     p.add_argument("--no-raw", action="store_true", help="skip the raw baseline")
     p.add_argument("--json", type=Path, metavar="OUT.json", help="write the figures and machine info here")
+    p.add_argument("--md-inputs", type=Path, metavar="DIR", help="gpu: MD systems prepared with --prepare-md")
+    p.add_argument("--prepare-md", type=Path, metavar="DIR",
+                   help="gpu: only prepare the MD systems into DIR (needs AmberTools; carry DIR to a GPU machine)")
+    p.add_argument("--quick", action="store_true", help="gpu: few epochs, molecules and steps (a check, not figures)")
     p.set_defaults(handler=_bench)
 
 
@@ -134,6 +140,8 @@ def _bench_inference(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .runtime.bench import bench
 
+    if args.workload == "gpu":
+        return _bench_gpu(args)
     if args.tasks < 1 or args.cores is None or args.cores < 1 or args.repeat < 1 or args.nodes < 1:
         raise UserError("--tasks, --cores, --nodes and --repeat must be at least 1")
     if args.cores % args.nodes:
@@ -150,6 +158,22 @@ def _bench(args: argparse.Namespace) -> int:
     if args.json:
         print(f"wrote {write_json(args.json, result)}")
     return 0
+
+
+def _bench_gpu(args: argparse.Namespace) -> int:
+    if args.prepare_md:
+        import tempfile
+
+        from .gpubench_md import prepare_inputs
+
+        with tempfile.TemporaryDirectory(prefix="impeccable-md-prepare-") as work:
+            print(f"MD inputs in {prepare_inputs(args.prepare_md, Path(work))}")
+        return 0
+    from .gpubench import run
+
+    if args.cores is not None and args.cores < 1:
+        raise UserError("--cores must be at least 1")
+    return run(args)
 
 
 def _print_bench(result: dict[str, Any]) -> None:

@@ -202,8 +202,7 @@ class SlurmAllocation:
             return inherited
         # salloc holds the allocation while its command runs; the command is `cat` on a pipe from this
         # process, so the allocation ends when the pilot does, even if the pilot is killed (SIGKILL).
-        argv = ["salloc", "-n", str(self.cores), *([f"--gpus={self.gpus}"] if self.gpus else []), "-J", "impeccable",
-                f"--immediate={max(1, int(self.timeout_s))}", *self.flags, "cat"]
+        argv = self.salloc_argv()
         try:
             self._holder = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                             stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -232,6 +231,11 @@ class SlurmAllocation:
                        f"backend's allocation_timeout_s option); salloc said: {message}")
         raise BackendUnavailable(f"srun backend: could not get an allocation of {self.cores} cores "
                            f"with `{' '.join(argv)}`: {message}")
+
+    def salloc_argv(self) -> list[str]:
+        """The allocation this backend requests: its cores, its GPUs (whole devices), held by ``cat``."""
+        return ["salloc", "-n", str(self.cores), *([f"--gpus={self.gpus}"] if self.gpus else []), "-J", "impeccable",
+                f"--immediate={max(1, int(self.timeout_s))}", *self.flags, "cat"]
 
     def _stop_holder(self) -> None:
         holder = getattr(self, "_holder", None)

@@ -1,0 +1,167 @@
+"""GPUs: discovery and its sources, what every route tells a task (emulated GPU slots), the campaign's plan."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+from impeccable.cli import main
+from impeccable.runtime import Allocation, Pilot, TaskState, executable_task, function_task
+from impeccable.runtime import gpus
+from impeccable.runtime.backends.srun import SlurmAllocation, SrunLauncher
+from impeccable.runtime.metrics import summarize
+from impeccable.runtime.records import TaskRecord
+
+SH = "/bin/sh"
+SEEN = 'echo "${CUDA_VISIBLE_DEVICES:-unset} ${IMPECCABLE_GPUS:-unset}"'
+
+
+def absent(argv):
+    return None
+
+
+# ----------------------------------------------------------------------------- discovery
+
+
+def test_nothing_answers_means_zero_gpus_with_every_source_checked():
+    found = gpus.discover({}, absent, "host")
+    assert (found.count, found.ids, found.source) == (0, (), "none found")
+    assert len(found.checked) == 6 and any("nvidia-smi" in line for line in found.checked)
+
+
+def test_a_visible_devices_variable_wins_and_none_means_none():
+    smi = "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-1)\nGPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-2)\n"
+    hardware = lambda argv: smi if argv[0] == "nvidia-smi" else None  # noqa: E731
+    assert gpus.discover({"CUDA_VISIBLE_DEVICES": "1"}, hardware).ids == ("1",)
+    assert gpus.discover({"CUDA_VISIBLE_DEVICES": ""}, hardware).count == 0
+    assert gpus.discover({"CUDA_VISIBLE_DEVICES": "-1"}, hardware).count == 0
+    # ROCR renumbers what HIP sees, and children inherit it: they count from 0
+    assert gpus.discover({"ROCR_VISIBLE_DEVICES": "4,5"}, hardware).ids == ("0", "1")
+    found = gpus.discover({}, hardware)
+    assert (found.count, found.source, found.vendor, found.names[0]) == (2, "nvidia-smi -L", "nvidia",
+                                                                         "NVIDIA H100 80GB HBM3")
+
+
+def test_slurm_job_gpus_and_a_job_without_gpus():
+    assert gpus.parse_slurm({}) is None
+    assert gpus.parse_slurm({"SLURM_JOB_ID": "7", "SLURM_JOB_GPUS": "2,3"}) == (("2", "3"), "SLURM_JOB_GPUS=2,3")
+    assert gpus.parse_slurm({"SLURM_JOB_ID": "7", "SLURM_GPUS_ON_NODE": "4"})[0] == ("0", "1", "2", "3")
+    assert gpus.parse_slurm({"SLURM_JOB_ID": "7", "SLURM_JOB_GRES": "gpu:a100:2(IDX:0-1)"})[0] == ("0", "1")
+    ids, source = gpus.parse_slurm({"SLURM_JOB_ID": "7"})
+    assert ids == () and "asked for no GPU" in source
+    # a job that asked for none holds none, whatever the node's hardware says
+    found = gpus.discover({"SLURM_JOB_ID": "7"}, lambda argv: "GPU 0: X (UUID: a)\n")
+    assert found.count == 0 and "Slurm job 7" in found.source
+
+
+def test_flux_r_gpus_of_this_broker():
+    r = {"version": 1, "execution": {"R_lite": [{"rank": "0-1", "children": {"core": "0-3", "gpu": "0-1"}},
+                                                {"rank": "2", "children": {"core": "0-3"}}]}}
+    assert gpus.parse_flux_r(r) == {0: ("0", "1"), 1: ("0", "1"), 2: ()}
+    answers = {"resource": json.dumps(r), "getattr": "1\n"}
+    found = gpus.discover({"FLUX_URI": "local:///x"}, lambda argv: answers.get(argv[1]))
+    assert found.count == 2 and found.source.startswith("Flux R, rank 1")
+
+
+def test_rocm_smi_rows():
+    text = "device,Card series,Card model\ncard0,AMD Instinct MI250X,0x740c\ncard1,AMD Instinct MI250X,0x740c\n"
+    assert gpus.parse_rocm_smi(text) == [("0", "AMD Instinct MI250X"), ("1", "AMD Instinct MI250X")]
+
+
+def test_resources_command_reports_cores_and_no_gpu_with_what_was_checked(tmp_path, monkeypatch, capsys):
+    for name in (*gpus.VISIBLE_VARIABLES, "SLURM_JOB_ID", "FLUX_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi, no rocm-smi
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    assert main(["resources", "--json", str(tmp_path / "r.json")]) == 0
+    doc = json.loads((tmp_path / "r.json").read_text())
+    node = doc["nodes"][0]
+    assert doc["gpus"] == 0 and node["cores"] == len(os.sched_getaffinity(0)) and "affinity" in node["cores_source"]
+    assert node["gpus_source"] == "none found" and "NVML: nvidia-ml-py not installed" in node["gpus_checked"]
+    assert "0 GPU(s)" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- what a task is told
+
+
+def test_slots_map_to_devices_and_a_persistent_worker_reaches_every_device():
+    table = gpus.slot_devices(4, 2, ("3", "5"))
+    assert table == ("3", "3", "5", "5")
+    assert gpus.launch_env([6], 4, table)["CUDA_VISIBLE_DEVICES"] == "5"  # slot 6 = node 1's slot 2
+    assert gpus.launch_env([], 4, table)["CUDA_VISIBLE_DEVICES"] == "-1"
+    assert gpus.launch_env([], 0, ()) == {gpus.GPUS_ENV: "none"}
+    worker = {**gpus.worker_env(4, table), "CUDA_VISIBLE_DEVICES": "2"}
+    assert gpus.bind(worker, prepare=False) == gpus.Binding(("5",), (1,))  # device 5 is the node's second
+    assert gpus.bind({gpus.GPUS_ENV: "ids", "CUDA_VISIBLE_DEVICES": "5"}).ordinals == (0,)
+    assert gpus.bind({gpus.GPUS_ENV: "none", "CUDA_VISIBLE_DEVICES": "5"}).devices == ()
+    assert gpus.bind({gpus.GPUS_ENV: "ids", "CUDA_VISIBLE_DEVICES": "-1"}).reason == "this task was given no GPU"
+
+
+def test_allocation_refuses_shares_that_do_not_divide_a_node():
+    assert Allocation(cores=4, gpus=8, gpu_shares=4).devices_per_node == 2
+    with pytest.raises(ValueError, match="gpu_shares"):
+        Allocation(cores=4, gpus=6, gpu_shares=4)
+    with pytest.raises(ValueError, match="gpu_devices names 1 devices"):
+        Allocation(cores=4, gpus=4, gpu_shares=2, gpu_devices=("0",))
+
+
+def shared_gpus() -> Allocation:
+    """4 cores and 2 emulated GPUs (IDs 3 and 5), each split into 2 slots."""
+    return Allocation(cores=4, gpus=4, gpu_shares=2, gpu_devices=("3", "5"))
+
+
+def test_local_executables_see_the_devices_they_hold(tmp_path):
+    tasks = [executable_task([SH, "-c", SEEN + "; sleep 0.3"], name=f"g{i}", gpus_per_rank=n,
+                             stdout=str(tmp_path / f"g{i}.txt")) for i, n in enumerate((2, 1, 1, 0))]
+    with Pilot(shared_gpus(), routes={"executable": "local", "function": "local"}) as pilot:
+        records = pilot.run(tasks, timeout=60)
+    table = ("3", "3", "5", "5")
+    for i, record in enumerate(records):
+        assert record.state is TaskState.DONE
+        visible, mode = (tmp_path / f"g{i}.txt").read_text().split()
+        expected = ",".join(dict.fromkeys(table[g] for g in record.gpu_slots)) or "-1"
+        assert (visible, mode) == (expected, "ids")
+    whole = records[0].gpu_slots
+    assert len(whole) == 2 and {table[g] for g in whole} == {"3"}  # the whole-GPU task got both slots of one
+
+
+def report_gpus() -> dict[str, str]:
+    binding = gpus.bind(prepare=False)
+    return {"devices": ",".join(binding.devices), "mode": os.environ.get(gpus.GPUS_ENV, "unset")}
+
+
+def test_local_function_calls_reach_the_device_of_their_slot():
+    tasks = [function_task(report_gpus, name=f"f{i}", gpus_per_rank=1) for i in range(4)]
+    tasks.append(function_task(report_gpus, name="cpu"))
+    with Pilot(shared_gpus(), routes={"executable": "local", "function": "local"}) as pilot:
+        futures = pilot.submit_many(tasks)
+        results = [f.result(timeout=60) for f in futures]
+    table = ("3", "3", "5", "5")
+    for future, result in zip(futures[:4], results[:4]):
+        (slot,) = future.record.gpu_slots
+        assert result == {"devices": table[slot], "mode": "slots:3,3,5,5"}
+    assert results[4]["devices"] == ""  # a call holding no GPU slot reaches none
+
+
+def test_srun_steps_ask_for_whole_gpus_and_the_allocation_for_the_pilots():
+    launcher = SrunLauncher("9", "/tmp", "", [], gpu_shares=4)
+    share = launcher.command(executable_task(["x"], gpus_per_rank=1), (0,), (0,))
+    whole = launcher.command(executable_task(["x"], gpus_per_rank=8), (0,), tuple(range(8)))
+    assert "--gpus-per-task=1" in share and "--gpus-per-task=2" in whole
+    assert "--gpus=2" in SlurmAllocation(cores=8, gpus=2).salloc_argv()
+    assert not any(a.startswith("--gpus") for a in SlurmAllocation(cores=8).salloc_argv())
+
+
+# ----------------------------------------------------------------------------- accounting
+
+
+def test_gpu_utilisation_counts_devices_held_over_the_makespan():
+    records = [TaskRecord(uid=str(i), name="t", kind="executable", cores=1, gpus=g, state=TaskState.DONE,
+                          submitted=0.0, scheduled=0.0, started=0.0, finished=10.0, slots=(i,),
+                          gpu_slots=tuple(range(g))) for i, g in enumerate((2, 1, 0))]
+    m = summarize(records, cores=4, gpus=4, gpu_shares=2)
+    assert (m.gpus, m.busy_gpu_s) == (2, 15.0) and m.gpu_utilization == pytest.approx(0.75)
+    assert summarize(records, cores=4).gpu_utilization is None
