@@ -65,7 +65,7 @@ def gpu_bench(md_inputs: Path | None = None, quick: bool = False, cores: int | N
         "host": platform.node(), "torch": torch.__version__, "quick": quick, "load_average_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="impeccable-gpubench-") as tmp:
         model = Path(tmp) / "model.pt"
-        out.update(_training(model, cores, gpu, epochs=5 if quick else 40))
+        out.update(_training(model, cores, gpu, epochs=5 if quick else 40, compounds=500 if quick else None))
         out.update(_inference(model, cores, gpu, n=4000 if quick else 100_000))
     out.update(_md(md_inputs, cores, gpu, quick, reasons))
     gpu_keys = ("train_s_gpu", "infer_mol_per_s_gpu", "infer_model_only_mol_per_s_gpu", "md_ns_per_day_gpu")
@@ -79,10 +79,10 @@ def gpu_bench(md_inputs: Path | None = None, quick: bool = False, cores: int | N
 # ----------------------------------------------------------------------------- the surrogate
 
 
-def _training(model: Path, cores: int, gpu: bool, epochs: int) -> dict[str, Any]:
+def _training(model: Path, cores: int, gpu: bool, epochs: int, compounds: int | None = None) -> dict[str, Any]:
     from .stages.surrogate import _read_scores, train
 
-    records = _read_scores(SCORES)
+    records = _read_scores(SCORES)[:compounds]
     out: dict[str, Any] = {"train_compounds": len(records), "train_epochs": epochs}
     for side in ("cpu", "gpu"):
         if side == "gpu" and not gpu:

@@ -165,3 +165,79 @@ def test_gpu_utilisation_counts_devices_held_over_the_makespan():
     m = summarize(records, cores=4, gpus=4, gpu_shares=2)
     assert (m.gpus, m.busy_gpu_s) == (2, 15.0) and m.gpu_utilization == pytest.approx(0.75)
     assert summarize(records, cores=4).gpu_utilization is None
+
+
+# ----------------------------------------------------------------------------- the campaign's plan
+
+
+def campaign(tmp_path, pilot: str = "", stages: str = ""):
+    from impeccable.config import load_campaign
+    from test_campaign_run import tiny
+
+    path = tiny(tmp_path)
+    text = path.read_text().replace("[pilot]\ncores = 2", f"[pilot]\ncores = 16\noversubscribe = true\n{pilot}")
+    path.write_text(text + stages)
+    return load_campaign(path)
+
+
+def test_requests_become_gpu_shares_and_inference_gets_a_share_per_core(tmp_path):
+    from impeccable.gpuplan import plan_for
+    from impeccable.inputs import make_pilot
+
+    pilot = make_pilot(campaign(tmp_path, "gpus = 1"))
+    allocation = pilot.allocation
+    assert (allocation.gpus, allocation.gpu_shares, allocation.devices_per_node) == (16, 16, 1)
+    plan = plan_for(campaign(tmp_path, "gpus = 1"), allocation, "pilot.gpus = 1")
+    assert plan.slots == {"train": 16, "infer": 1, "md": 16} and plan.wanted["infer"] == "1/16" and not plan.reason
+
+
+def test_without_gpus_the_stages_run_on_cpu_with_one_reason(tmp_path):
+    from impeccable.gpuplan import plan_for
+
+    c = campaign(tmp_path)
+    plan = plan_for(c, Allocation(cores=16), "none found")
+    assert plan.slots == {"train": 0, "infer": 0, "md": 0}
+    assert plan.reason == "no GPU in this allocation (none found): surrogate training, inference, MD run on CPU"
+
+
+def test_more_gpus_than_are_here_is_refused_unless_emulating(tmp_path, monkeypatch):
+    from impeccable.inputs import CampaignInputError, make_pilot
+
+    monkeypatch.setattr(gpus, "discover", lambda *a, **k: gpus.GpuInventory(0, (), "none found"))
+    c = campaign(tmp_path, "gpus = 2")
+    with pytest.raises(CampaignInputError, match=r"pilot.gpus = 2 but 0 GPU\(s\) are here \(none found"):
+        make_pilot(c.model_copy(update={"pilot": c.pilot.model_copy(update={"oversubscribe": False, "cores": 2})}))
+    allocation = make_pilot(c).allocation  # 8 cores per GPU: inference takes 1/8 of one
+    assert (allocation.gpus, allocation.gpu_shares, allocation.devices_per_node) == (16, 8, 2)
+
+
+def test_a_gpu_request_must_be_whole_or_one_nth(tmp_path):
+    from impeccable.config import CampaignError
+
+    from impeccable.config import load_campaign
+    from test_campaign_run import tiny
+
+    path = tiny(tmp_path)
+    path.write_text(path.read_text().replace("[md]\n", "[md]\ngpus = 0.3\n"))
+    with pytest.raises(CampaignError, match=r"md.gpus: gpus per task: 0, a whole number, or one n-th .*got 0.3"):
+        load_campaign(path)
+
+
+def test_an_emulated_gpu_node_holds_gpu_slots_and_a_cpu_run_says_why_once(tmp_path):
+    from impeccable.emulate import run_emulation
+    from impeccable.store import Store
+    from test_emulate import recorded as recorded_fixture
+
+    run_dir = recorded_fixture.__wrapped__(tmp_path)
+    cpu = run_emulation(run_dir, tmp_path / "cpu", cores=8, scale=2)
+    gpu = run_emulation(run_dir, tmp_path / "gpu", cores=8, scale=2, gpus=2)
+    assert cpu["gpu_utilization"] is None and cpu["failed"] == gpu["failed"] == 0
+    assert gpu["gpus"] == 2 and 0 < gpu["gpu_utilization"] <= 1
+    store = Store.open_existing(tmp_path / "cpu" / "run", readonly=True)
+    assert json.loads(store.get_meta("device_notes")) == [
+        "no GPU in this allocation (pilot.gpus = 0): surrogate training, inference, MD run on CPU"]
+    store = Store.open_existing(tmp_path / "gpu" / "run", readonly=True)
+    rows = store.task_rows()
+    held = {r["stage"]: len(r["gpu_slots"]) for r in rows if r["gpu_slots"]}
+    assert held == {"train": 4, "infer": 1, "md": 4}  # 4 cores per GPU: an inference batch takes 1/4 of one
+    assert store.sessions()[-1]["gpus"] == 8 and store.get_meta("device_notes") is None
