@@ -96,7 +96,7 @@ def replica_speed(folder: str, platform: str, steps: int, threads: int, barrier:
 
     from .stages import md, md_tasks
 
-    p = md_tasks.load_prepared(Path(folder), Path(folder) / "amber", platform=platform, threads=threads)
+    p = md_tasks.load_prepared(Path(folder), platform=platform, threads=threads)
     ctx = md._context(p, md.replica_seed(p.settings.seed, index), start=True)
     ctx.setVelocitiesToTemperature(p.settings.temperature_k * unit.kelvin, index + 1)
     integrator = ctx.getIntegrator()

@@ -98,10 +98,10 @@ def replica_step(folder: Path, index: int) -> None:
     write_json(replica_file(folder, index), {"fingerprint": meta["fingerprint"], "replica": asdict(result)})
 
 
-def load_prepared(folder: Path, amber: Path | None = None, **overrides: Any) -> Any:
+def load_prepared(folder: Path, **overrides: Any) -> Any:
     """The prepared complex of ``folder`` (``prepare``'s files) as an ``md.Prepared``, its system rebuilt from the
-    prmtop files; ``amber`` where the tleap files are now (default: where ``prepare`` wrote them), ``overrides``
-    replace MD settings (e.g. ``platform``, ``threads``: a benchmark of the same system elsewhere)."""
+    prmtop files in ``folder/amber`` (so a folder can be moved, e.g. to a GPU machine without AmberTools);
+    ``overrides`` replace MD settings (e.g. ``platform``, ``threads``: a benchmark of the same system)."""
     import dataclasses
 
     import numpy as np
@@ -112,9 +112,8 @@ def load_prepared(folder: Path, amber: Path | None = None, **overrides: Any) -> 
 
     meta = json.loads((folder / PREPARED).read_text())
     inputs = _inputs_from_json(meta["inputs"])
-    s, build = dataclasses.replace(inputs.settings, **overrides), inputs.build
-    if amber is not None:
-        build = dataclasses.replace(build, folder=amber)
+    s = dataclasses.replace(inputs.settings, **overrides)
+    build = dataclasses.replace(inputs.build, folder=folder / "amber")
     with np.load(folder / START) as z:
         start_nm, box_nm, positions_nm = z["start_nm"], z["start_box_nm"], z["positions_nm"]
     complex_top = app.AmberPrmtopFile(str(build.prmtop("complex"))).topology

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The GPU check of issue 32 as one script: `bench --workload gpu` and `pytest -m gpu` on a lent GPU machine.
+#
+#   here, once (needs the science extra: AmberTools builds the MD systems; pip downloads cp312 wheels):
+#       tools/device_gpu_check.sh prepare          # -> .whl/ (openmm, openmm-cuda-13, rdkit, pydantic) and .gpu-md/
+#   on the GPU machine (Python 3.12 with a CUDA build of torch; carry .whl and .gpu-md):
+#       tools/device_gpu_check.sh run              # -> $OUT (default ./gpu-out): resources.json, gpu_bench.json, logs
+#   here, to try the run on CPU first (no wheels installed for another Python; GPU figures null, reason said):
+#       PYTHON=.venv/bin/python QUICK=1 tools/device_gpu_check.sh run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# what the GPU machine's image lacks (49 MB of the 64 MiB a call carries); it has numpy, torch, pytest, nvidia-ml-py
+WHEELS="openmm==8.6.1 openmm-cuda-13==8.6.1 rdkit==2026.9.1 pydantic==2.14.4 pydantic-core==2.50.5
+        annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0"
+
+case "${1:-run}" in
+prepare)
+    py=${PYTHON:-.venv/bin/python}
+    mkdir -p .whl
+    platforms="--platform manylinux2014_x86_64"
+    for n in 17 27 28 31 34; do platforms="$platforms --platform manylinux_2_${n}_x86_64"; done
+    # shellcheck disable=SC2086
+    "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $platforms \
+        -d .whl $WHEELS
+    "$py" -m impeccable.cli bench --workload gpu --prepare-md .gpu-md
+    du -sh .whl .gpu-md
+    ;;
+run)
+    py=${PYTHON:-python3}
+    out=${OUT:-$PWD/gpu-out}
+    mkdir -p "$out"
+    site=/tmp/impeccable-site
+    if [ "$("$py" -c 'import sys; print(sys.version_info[:2] == (3, 12))')" = True ] && ls .whl/*.whl >/dev/null 2>&1; then
+        "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl
+    else
+        echo "not installing .whl/ (not Python 3.12, or no wheels): using what $py has"
+    fi
+    # the package as pyproject installs it: stages/ and runtime/ inside impeccable/
+    pkg=/tmp/impeccable-pkg
+    rm -rf "$pkg" && mkdir -p "$pkg" && cp -r impeccable "$pkg/"
+    ln -s "$PWD/stages" "$pkg/impeccable/stages" && ln -s "$PWD/runtime" "$pkg/impeccable/runtime"
+    export PYTHONPATH="$pkg:$site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+    (nvidia-smi -L || true) > "$out/nvidia-smi.txt" 2>&1
+    "$py" -m impeccable.cli resources --json "$out/resources.json"
+    set -o pipefail
+    "$py" -m impeccable.cli bench --workload gpu --md-inputs .gpu-md --json "$out/gpu_bench.json" \
+        ${QUICK:+--quick} 2>&1 | tee "$out/bench.log"
+    IMPECCABLE_GPU_MD_INPUTS="$PWD/.gpu-md" "$py" -m pytest -m gpu -q -rs -p no:cacheprovider tests/test_gpu.py \
+        2>&1 | tee "$out/pytest_gpu.log"
+    ;;
+*)
+    echo "usage: $0 prepare|run" >&2
+    exit 2
+    ;;
+esac
