@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
-import sys
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -37,8 +35,8 @@ from typing import Any
 
 from .config import Campaign
 from .events import InterruptGuard
-from .gpuplan import plan_for
-from .inputs import CampaignInputError, check_same_campaign, gpu_source, make_pilot, validate_inputs
+from .gpuplan import use_gpus
+from .inputs import CampaignInputError, check_same_campaign, make_pilot, validate_inputs
 from .lock import RunDirLock
 from .progress import CampaignProgress
 from .runtime import Pilot, Task, TaskFuture, TaskState
@@ -102,26 +100,12 @@ class CampaignRunner:
             self.n_batches = max(1, -(-self.library_size // self.c.infer.batch_size))
             check_same_campaign(self.c, self.store, self.run_dir)
             self.pilot = self._pilot or make_pilot(self.c)
-            self._plan_gpus()
-            session = self.store.begin_session(self.pilot.allocation.cores,
-                                               {k.value: v for k, v in self.pilot.routes.items()},
-                                               self.pilot.allocation.gpus, self.pilot.allocation.gpu_shares)
+            use_gpus(self.c, self.pilot.allocation, self.stages, self.store)
+            a = self.pilot.allocation
+            session = self.store.begin_session(a.cores, {k.value: v for k, v in self.pilot.routes.items()}, a.gpus,
+                                               a.gpu_shares)
             self._run_session(session)
         return self.summary()
-
-    def _plan_gpus(self) -> None:
-        """Each stage's GPU slots in this allocation; a reason to run on CPU is said and kept once per run."""
-        plan = plan_for(self.c, self.pilot.allocation, gpu_source(self.c))
-        self.store.set_meta("gpu_plan", json.dumps(plan.to_dict()))
-        self.stages.use_gpus(plan, self._device_note)
-        for note in ([plan.reason] if plan.reason else []) + plan.notes:
-            self._device_note(note)
-
-    def _device_note(self, text: str) -> None:
-        notes = json.loads(self.store.get_meta("device_notes") or "[]")
-        if text not in notes:
-            self.store.set_meta("device_notes", json.dumps([*notes, text]))
-        print(f"note: {text}", file=sys.stderr)
 
     def _run_session(self, session: int) -> None:
         guard = InterruptGuard()
@@ -222,8 +206,7 @@ class CampaignRunner:
     def _trained(self, r: int, n_scores: int, future: TaskFuture) -> None:
         if self.tasks.failed_task(future, "train"):
             raise RuntimeError(f"surrogate training failed: {future.record.error}")
-        report = {**self.stages.train_report(future), "n_scores": n_scores}
-        self.store.add_model(r, str(self.stages.model_path(r)), report)
+        self.store.add_model(r, str(self.stages.model_path(r)), {**self.stages.train_report(future), "n_scores": n_scores})
         self.progress.tick(f"train r{r}", done=1)
         self._start_inference(r)
 

@@ -10,7 +10,9 @@ says why, once for the run.
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -92,3 +94,31 @@ class DeviceLog:
             self.reasons.append(reason)
             if self.say is not None:
                 self.say(f"{_STAGE_NAMES.get(stage, stage)}: {reason}")
+
+
+def gpu_source(campaign: Campaign) -> str:
+    """Where the pilot's GPU count comes from, for the run's record."""
+    from .runtime.gpus import discover
+
+    if campaign.pilot.gpus != "auto":
+        return f"pilot.gpus = {campaign.pilot.gpus}"
+    found = discover()
+    return f"{found.source}; checked: {'; '.join(found.checked)}" if found.checked else found.source
+
+
+def use_gpus(campaign: Campaign, allocation: Any, stages: Any, store: Any) -> GpuPlan:
+    """Give the stages (a :class:`~.stagetasks.StageTasks`) their GPUs in ``allocation``; keep the plan in the store,
+    and say each reason to run on CPU once per run (printed, and kept in the store's ``device_notes``)."""
+    plan = plan_for(campaign, allocation, gpu_source(campaign))
+    store.set_meta("gpu_plan", json.dumps(plan.to_dict()))
+
+    def say(text: str) -> None:
+        notes = json.loads(store.get_meta("device_notes") or "[]")
+        if text not in notes:
+            store.set_meta("device_notes", json.dumps([*notes, text]))
+        print(f"note: {text}", file=sys.stderr)
+
+    stages.use_gpus(plan, say)
+    for note in ([plan.reason] if plan.reason else []) + plan.notes:
+        say(note)
+    return plan

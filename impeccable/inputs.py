@@ -133,13 +133,3 @@ def pilot_gpus(campaign: Campaign) -> tuple[int, tuple[str, ...]]:
             f"({found.source}; `impeccable resources` says what was checked). Set pilot.gpus = \"auto\", or "
             "pilot.oversubscribe = true to advertise GPUs that are not here (an emulation)")
     return p.gpus, found.ids
-
-
-def gpu_source(campaign: Campaign) -> str:
-    """Where the pilot's GPU count comes from, for the run's record."""
-    from .runtime.gpus import discover
-
-    if campaign.pilot.gpus != "auto":
-        return f"pilot.gpus = {campaign.pilot.gpus}"
-    found = discover()
-    return f"{found.source}; checked: {'; '.join(found.checked)}" if found.checked else found.source

@@ -66,6 +66,11 @@ CREATE TABLE IF NOT EXISTS tasks (
 """
 
 
+# columns added after a store was first written
+MIGRATIONS = {"docking": ["state_smiles TEXT"], "selections": ["smiles TEXT", "score REAL"],
+              "sessions": ["gpus INTEGER", "gpu_shares INTEGER"], "tasks": ["gpu_slots TEXT"]}
+# gpu_slots: the GPU slots a task held (a session's gpu_shares slots per device)
+SESSION_COLUMNS = ("session", "started", "finished", "cores", "routes", "status", "gpus", "gpu_shares")
 TASK_COLUMNS = ("uid", "session", "name", "kind", "stage", "round", "state", "cores", "gpus", "submitted", "scheduled",
                 "started", "finished", "backend", "partition", "slots", "attempts", "exit_code", "error", "gpu_slots")
 
@@ -113,8 +118,7 @@ class Store:
 
     def _migrate(self) -> None:
         """Columns added after a store was first written (older run directories stay readable)."""
-        added = {"docking": ["state_smiles TEXT"], "selections": ["smiles TEXT", "score REAL"],
-                 "sessions": ["gpus INTEGER", "gpu_shares INTEGER"], "tasks": ["gpu_slots TEXT"]}
+        added = MIGRATIONS
         for table, columns in added.items():
             present = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
             for column in columns:
@@ -152,7 +156,6 @@ class Store:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def begin_session(self, cores: int, routes: dict[str, str], gpus: int = 0, gpu_shares: int = 1) -> int:
-        """A new session on ``cores`` core slots and ``gpus`` GPU slots (``gpu_shares`` per device)."""
         cur = self.db.execute(
             "INSERT INTO sessions (started, cores, routes, status, gpus, gpu_shares) VALUES (?, ?, ?, 'running', ?, ?)",
             (time.time(), cores, json.dumps(routes), gpus, gpu_shares),
@@ -168,14 +171,8 @@ class Store:
                    for table in ("docking", "models", "prediction_batches", "predictions", "md"))
 
     def sessions(self) -> list[dict[str, Any]]:
-        cols = ("session", "started", "finished", "cores", "routes", "status", "gpus", "gpu_shares")
-        cur = self.db.execute(f"SELECT {self._select('sessions', cols)} FROM sessions ORDER BY session")
-        return [{**dict(zip(cols, row)), "gpus": row[6] or 0, "gpu_shares": row[7] or 1} for row in cur]
-
-    def _select(self, table: str, cols: Sequence[str]) -> str:
-        """``cols`` for a SELECT, NULL for those an older read-only store lacks (it was not migrated)."""
-        present = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
-        return ", ".join(c if c in present else "NULL" for c in cols)
+        cur = self.db.execute(f"SELECT {_select(self.db, 'sessions', SESSION_COLUMNS)} FROM sessions ORDER BY session")
+        return [{**dict(zip(SESSION_COLUMNS, row)), "gpus": row[6] or 0, "gpu_shares": row[7] or 1} for row in cur]
 
     # docking -----------------------------------------------------------------
     def add_docking(self, rows: Sequence[DockRow], task: str) -> None:
@@ -403,8 +400,7 @@ class Store:
             for r in records
         ]
         with self.transaction() as db:
-            db.executemany(f"INSERT OR REPLACE INTO tasks ({', '.join(TASK_COLUMNS)}) VALUES "
-                           f"({','.join('?' * len(TASK_COLUMNS))})", rows)
+            db.executemany(f"INSERT OR REPLACE INTO tasks ({', '.join(TASK_COLUMNS)}) VALUES ({', '.join('?' * 20)})", rows)
 
     def done_task_durations(self) -> list[tuple[str, str, float]]:
         """(stage, task name, seconds from start to finish) of every task that ended DONE."""
@@ -428,17 +424,22 @@ class Store:
                 for r in self.task_rows(session)]
 
     def task_rows(self, session: int | None = None) -> list[dict[str, Any]]:
-        cols = TASK_COLUMNS
-        sql = f"SELECT {self._select('tasks', cols)} FROM tasks"
+        sql = f"SELECT {_select(self.db, 'tasks', TASK_COLUMNS)} FROM tasks"
         args: tuple[Any, ...] = ()
         if session is not None:
             sql += " WHERE session=?"
             args = (session,)
-        rows = [dict(zip(cols, row)) for row in self.db.execute(sql + " ORDER BY submitted", args)]
+        rows = [dict(zip(TASK_COLUMNS, row)) for row in self.db.execute(sql + " ORDER BY submitted", args)]
         for row in rows:
             row["slots"] = json.loads(row["slots"] or "[]")
             row["gpu_slots"] = json.loads(row["gpu_slots"] or "[]")
         return rows
+
+
+def _select(db: sqlite3.Connection, table: str, cols: Sequence[str]) -> str:
+    """``cols`` for a SELECT, NULL for those an older read-only store lacks (it was not migrated)."""
+    present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    return ", ".join(c if c in present else "NULL" for c in cols)
 
 
 def _first_found(ids: Iterable[str], batches: Iterator[tuple[int, list[str], np.ndarray]]) -> dict[str, float]:
