@@ -51,7 +51,13 @@ run)
     else
         md="$PWD/.gpu-md"
     fi
+    # OpenMM's CUDA plugin (carried) loads the CUDA runtime and NVRTC of the nvidia-* packages beside torch
+    nv=$("$py" -c 'import os, nvidia; print(":".join(sorted({os.path.join(p, d, "lib") for p in nvidia.__path__
+          for d in os.listdir(p) if os.path.isdir(os.path.join(p, d, "lib"))})))' 2>/dev/null || true)
+    export LD_LIBRARY_PATH="$nv${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     (nvidia-smi -L || true) > "$out/nvidia-smi.txt" 2>&1
+    "$py" -c 'import openmm as o; P = o.Platform; print([P.getPlatform(i).getName() for i in range(P.getNumPlatforms())]);
+print(P.getPluginLoadFailures())' > "$out/openmm.txt" 2>&1 || true
     "$py" -m impeccable.cli resources --json "$out/resources.json"
     set -o pipefail
     "$py" -m impeccable.cli bench --workload gpu --md-inputs "$md" --json "$out/gpu_bench.json" \
