@@ -43,6 +43,7 @@ from .runtime import Pilot, Task, TaskFuture, TaskState
 from .stagetasks import DockBatch, MDJob, StageTasks
 from .stages.library import LibraryRecord, read_library, sample_records
 from .stages.surrogate import nominate_batch
+from .stalls import StallLog
 from .store import Store
 from .tasks import TaskLoop
 
@@ -100,10 +101,10 @@ class CampaignRunner:
             self.n_batches = max(1, -(-self.library_size // self.c.infer.batch_size))
             check_same_campaign(self.c, self.store, self.run_dir)
             self.pilot = self._pilot or make_pilot(self.c)
-            use_gpus(self.c, self.pilot.allocation, self.stages, self.store)
-            a = self.pilot.allocation
+            a = use_gpus(self.c, self.pilot.allocation, self.stages, self.store)  # each stage's GPUs in it
             session = self.store.begin_session(a.cores, {k.value: v for k, v in self.pilot.routes.items()}, a.gpus,
                                                a.gpu_shares)
+            self.pilot.on_stall = StallLog(self.run_dir, session).append
             self._run_session(session)
         return self.summary()
 

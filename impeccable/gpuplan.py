@@ -106,9 +106,10 @@ def gpu_source(campaign: Campaign) -> str:
     return f"{found.source}; checked: {'; '.join(found.checked)}" if found.checked else found.source
 
 
-def use_gpus(campaign: Campaign, allocation: Any, stages: Any, store: Any) -> GpuPlan:
+def use_gpus(campaign: Campaign, allocation: Any, stages: Any, store: Any) -> Any:
     """Give the stages (a :class:`~.stagetasks.StageTasks`) their GPUs in ``allocation``; keep the plan in the store,
-    and say each reason to run on CPU once per run (printed, and kept in the store's ``device_notes``)."""
+    and say each reason to run on CPU once per run (printed, and kept in the store's ``device_notes``).
+    Returns ``allocation``."""
     plan = plan_for(campaign, allocation, gpu_source(campaign))
     store.set_meta("gpu_plan", json.dumps(plan.to_dict()))
 
@@ -121,4 +122,4 @@ def use_gpus(campaign: Campaign, allocation: Any, stages: Any, store: Any) -> Gp
     stages.use_gpus(plan, say)
     for note in ([plan.reason] if plan.reason else []) + plan.notes:
         say(note)
-    return plan
+    return allocation
