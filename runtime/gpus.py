@@ -267,6 +267,7 @@ def launch_env(gpu_slots: Sequence[int], gpus_per_node: int, table: Sequence[str
     """What an executable holding these GPU slots is started with (see the module docstring)."""
     if not gpus_per_node:
         return {GPUS_ENV: "none"}
+    table = table or slot_devices(gpus_per_node, 1)  # none given: each slot its own device, numbered on the node
     devices = list(dict.fromkeys(table[g % gpus_per_node] for g in gpu_slots)) or ["-1"]
     visible = ",".join(devices)
     return {"CUDA_VISIBLE_DEVICES": visible, "HIP_VISIBLE_DEVICES": visible, GPUS_ENV: "ids"}

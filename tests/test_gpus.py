@@ -93,6 +93,7 @@ def test_slots_map_to_devices_and_a_persistent_worker_reaches_every_device():
     assert gpus.launch_env([6], 4, table)["CUDA_VISIBLE_DEVICES"] == "5"  # slot 6 = node 1's slot 2
     assert gpus.launch_env([], 4, table)["CUDA_VISIBLE_DEVICES"] == "-1"
     assert gpus.launch_env([], 0, ()) == {gpus.GPUS_ENV: "none"}
+    assert gpus.launch_env([3], 2, ())["CUDA_VISIBLE_DEVICES"] == "1"  # no table: a slot is a device
     worker = {**gpus.worker_env(4, table), "CUDA_VISIBLE_DEVICES": "2"}
     assert gpus.bind(worker, prepare=False) == gpus.Binding(("5",), (1,))  # device 5 is the node's second
     assert gpus.bind({gpus.GPUS_ENV: "ids", "CUDA_VISIBLE_DEVICES": "5"}).ordinals == (0,)
