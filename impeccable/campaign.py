@@ -42,6 +42,7 @@ from typing import Any
 
 from .config import Campaign
 from .events import InterruptGuard
+from .gpuplan import use_gpus
 from .inputs import CampaignInputError, check_same_campaign, make_pilot, validate_inputs
 from .lock import RunDirLock
 from .progress import CampaignProgress
@@ -115,8 +116,9 @@ class CampaignRunner:
             self.top.reset(self.store.best_docked_scored(self.c.md.top_m))
             self.md_done = self.store.md_ids()
             self.pilot = self._pilot or make_pilot(self.c)
-            session = self.store.begin_session(self.pilot.allocation.cores,
-                                               {k.value: v for k, v in self.pilot.routes.items()})
+            a = use_gpus(self.c, self.pilot.allocation, self.stages, self.store)  # each stage's GPUs in it
+            session = self.store.begin_session(a.cores, {k.value: v for k, v in self.pilot.routes.items()}, a.gpus,
+                                               a.gpu_shares)
             self.pilot.on_stall = StallLog(self.run_dir, session).append
             self._run_session(session)
         return self.summary()
@@ -220,8 +222,7 @@ class CampaignRunner:
     def _trained(self, r: int, n_scores: int, future: TaskFuture) -> None:
         if self.tasks.failed_task(future, "train"):
             raise RuntimeError(f"surrogate training failed: {future.record.error}")
-        report = {**future.result(), "n_scores": n_scores}
-        self.store.add_model(r, str(self.stages.model_path(r)), report)
+        self.store.add_model(r, str(self.stages.model_path(r)), {**self.stages.train_report(future), "n_scores": n_scores})
         self.progress.tick(f"train r{r}", done=1)
         self._start_inference(r)
 

@@ -98,9 +98,11 @@ def _add_bench(sub: Any) -> None:
     )
     p.add_argument("--backend", default="local", choices=[*backend_names(), "hybrid"],
                    help="hybrid: half executables, half functions, routed auto (Flux + Dragon where found)")
-    p.add_argument("--workload", default="null-exec", choices=[*WORKLOADS, "campaign"],
+    p.add_argument("--workload", default="null-exec", choices=[*WORKLOADS, "campaign", "gpu"],
                    help="campaign: the campaign manager itself, on a synthetic campaign of null tasks "
-                        "(at 10k, 50k and --tasks tasks)")
+                        "(at 10k, 50k and --tasks tasks); gpu: the surrogate, inference, MD and MM/GBSA on all "
+                        "CPU cores and on one GPU (impeccable/gpubench.py; the other options but --cores and "
+                        "--json do not apply)")
     p.add_argument("--tasks", type=int, default=1000, help="tasks per run (default 1000)")
     p.add_argument("--cores", type=int, default=None,
                    help="cores the pilot owns (may exceed the machine's; default: this machine's, 16 for campaign)")
@@ -114,6 +116,10 @@ def _add_bench(sub: Any) -> None:
                    help="phased hybrid: also run static shares (cores fenced), interleaved, for comparison")
     p.add_argument("--no-raw", action="store_true", help="skip the raw baseline")
     p.add_argument("--json", type=Path, metavar="OUT.json", help="write the figures and machine info here")
+    p.add_argument("--md-inputs", type=Path, metavar="DIR", help="gpu: MD systems prepared with --prepare-md")
+    p.add_argument("--prepare-md", type=Path, metavar="DIR",
+                   help="gpu: only prepare the MD systems into DIR (needs AmberTools; carry DIR to a GPU machine)")
+    p.add_argument("--quick", action="store_true", help="gpu: few epochs, molecules and steps (a check, not figures)")
     p.set_defaults(handler=_bench)
 
 
@@ -131,6 +137,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     if args.workload == "campaign":
         return _bench_campaign(args)
+    if args.workload == "gpu":
+        return _bench_gpu(args)
     args.cores = os.cpu_count() if args.cores is None else args.cores
     if args.tasks < 1 or args.cores is None or args.cores < 1 or args.repeat < 1 or args.nodes < 1:
         raise UserError("--tasks, --cores, --nodes and --repeat must be at least 1")
@@ -177,6 +185,22 @@ def _bench_campaign(args: argparse.Namespace) -> int:
     if args.json:
         print(f"wrote {write_json(args.json, result)}")
     return 0
+
+
+def _bench_gpu(args: argparse.Namespace) -> int:
+    if args.prepare_md:
+        import tempfile
+
+        from .gpubench_md import prepare_inputs
+
+        with tempfile.TemporaryDirectory(prefix="impeccable-md-prepare-") as work:
+            print(f"MD inputs in {prepare_inputs(args.prepare_md, Path(work))}")
+        return 0
+    from .gpubench import run
+
+    if args.cores is not None and args.cores < 1:
+        raise UserError("--cores must be at least 1")
+    return run(args)
 
 
 def _print_bench(result: dict[str, Any]) -> None:

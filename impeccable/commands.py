@@ -59,7 +59,9 @@ def register(sub: Any) -> None:
     from .compare import register as register_compare
     from .emulate import register as register_emulate
     from .model import register as register_model
+    from .resources_cmd import register as register_resources
 
+    register_resources(sub)
     register_compare(sub)
     register_emulate(sub)
     register_model(sub)

@@ -8,13 +8,12 @@ same docking scores before it reports any timing.
 from __future__ import annotations
 
 import argparse
-import html
 import shutil
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .fileio import write_atomic, write_json
+from .fileio import write_json
 from .runtime.backends import BACKEND_NAMES
 
 
@@ -130,6 +129,9 @@ def _print(result: dict[str, Any]) -> None:
     t.add_row("tasks", str(p["tasks"]), str(b["tasks"]))
     t.add_row("throughput (tasks/s)", f"{p['throughput_tasks_per_s']:.2f}", f"{b['throughput_tasks_per_s']:.2f}")
     t.add_row("utilisation", f"{100 * p['utilization']:.1f} %", f"{100 * b['utilization']:.1f} %")
+    if p.get("gpu_utilization") is not None or b.get("gpu_utilization") is not None:
+        t.add_row("GPU utilisation", *(f"{100 * f['gpu_utilization']:.1f} % of {f['gpus']:g}"
+                                       if f.get("gpu_utilization") is not None else "no GPU" for f in (p, b)))
     t.add_row("median launch overhead (ms)", f"{1e3 * p['launch_overhead_median_s']:.1f}",
               f"{1e3 * b['launch_overhead_median_s']:.1f}")
     Console().print(t)

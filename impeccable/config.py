@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from .runtime.backends import BACKEND_NAMES
 
@@ -26,6 +26,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
+def _gpu_request(value: float) -> float:
+    """0, a whole number of GPUs, or one n-th of a GPU (n up to 64): several such tasks share a device."""
+    if value == 0 or (value >= 1 and value == int(value)):
+        return value
+    if 0 < value < 1 and abs(1 / value - round(1 / value)) < 1e-3 * round(1 / value) and round(1 / value) <= 64:
+        return 1 / round(1 / value)
+    raise ValueError("gpus per task: 0, a whole number, or one n-th of a GPU (0.5, 0.25, 0.125 ...)")
+
+
+GpuRequest = Annotated[float, Field(ge=0), AfterValidator(_gpu_request)]
 FilePath = Annotated[Path, Strict(False)]  # TOML gives strings; a path is the one field that converts
 Seed = Annotated[int, Field(ge=0, lt=2**31)]  # every consumer (torch, Vina, OpenMM) takes a 32-bit seed
 
@@ -82,10 +92,14 @@ class SurrogateSection(_Section):
     epochs: int = Field(default=60, ge=1)
     val_fraction: float = Field(default=0.2, gt=0, lt=0.9)
     cores: int = Field(default=1, ge=1)
+    gpus: GpuRequest = 1  # per training task, where the allocation has GPUs
 
 
 class InferSection(_Section):
     batch_size: int = Field(default=1000, ge=10)
+    # per batch: "auto" is one n-th of a GPU so that every core of a node can run a batch (featurisation is
+    # CPU work; the model's share of a batch is small), e.g. 1/16 with 16 cores and 1 GPU
+    gpus: GpuRequest | Literal["auto"] = "auto"
 
 
 class RedockSection(_Section):
@@ -99,6 +113,10 @@ class MDSection(_Section):
     equilibration_ps: float = Field(default=1.0, ge=0)
     frame_interval_ps: float = Field(default=0.5, gt=0)
     cores: int = Field(default=1, ge=1)  # OpenMM CPU threads per MD task
+    gpus: GpuRequest = 1  # per replica task, where the allocation has GPUs (0.25: four replicas share one)
+    # OpenMM platform: "auto" is CUDA, HIP or OpenCL for a replica holding a GPU, CPU otherwise
+    platform: Literal["auto", "CPU", "CUDA", "HIP", "OpenCL"] = "auto"
+    precision: Literal["mixed", "single", "double"] = "mixed"  # on a GPU platform
     solvent: Literal["implicit", "explicit"] = "implicit"  # explicit: TIP3P + ions, PME, NPT
     ligand_forcefield: Literal["gaff2"] = "gaff2"  # GAFF2 + AM1-BCC (AmberTools); MMFF94 was removed
     mmpbsa_py: Literal["none", "gb", "pb", "gb+pb"] = "none"  # also score the frames with AmberTools' MMPBSA.py
@@ -138,7 +156,8 @@ class HitsSection(_Section):
 
 class PilotSection(_Section):
     cores: int | None = Field(default=None, ge=1)  # default: the cores this process may use
-    gpus: int = Field(default=0, ge=0)
+    # GPUs over all nodes; "auto": those this process may use (`impeccable resources` says which and why)
+    gpus: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
     nodes: int = Field(default=1, ge=1)  # nodes the cores spread over (more than 1 on one machine: emulated)
     oversubscribe: bool = False  # allow more cores than the machine (or Slurm job) has: emulation, benchmarks
     exclusive: bool = False  # fence the cores between runtimes by [pilot.shares] instead of lending them

@@ -121,12 +121,12 @@ class EmulatedStageTasks(StageTasks):
         path.write_text("emulation: no model\n")
         seconds = self.durations.draw("train", str(r))
         return function_task(emulated_train, seconds, name=f"train r{r}", cores_per_rank=self.c.surrogate.cores,
-                             tags=self._tags("train", r))
+                             gpus_per_rank=self._gpus("train"), tags=self._tags("train", r))
 
     def infer_task(self, r: int, batch: int, model_path: str, ids: list[str], smiles: list[str]) -> Task:
         seconds = self.durations.draw("infer", f"{r}:{batch}")
         return function_task(emulated_infer, seconds, ids, name=f"infer r{r} b{batch:05d}",
-                             tags=self._tags("infer", r))
+                             gpus_per_rank=self._gpus("infer"), tags=self._tags("infer", r))
 
     def md_job(self, r: int, cid: str, pose_sdf: str) -> MDJob:
         return MDJob(r, cid, self.work / "md" / cid, self.c.md.replicas, "emulation")
@@ -141,12 +141,12 @@ class EmulatedStageTasks(StageTasks):
         return self._md_sleep(job, "prepare", job.cid)
 
     def md_replica_task(self, job: MDJob, index: int) -> Task:
-        return self._md_sleep(job, f"replica {index}", f"{job.cid}:{index}")
+        return self._md_sleep(job, f"replica {index}", f"{job.cid}:{index}", self._gpus("md"))
 
-    def _md_sleep(self, job: MDJob, step: str, key: str) -> Task:
+    def _md_sleep(self, job: MDJob, step: str, key: str, gpus: int = 0) -> Task:
         seconds = self.durations.draw(f"md {step.split()[0]}", key)
         return executable_task(["sleep", f"{seconds:.3f}"], name=f"md {step} {job.cid}",
-                               cores_per_rank=self.c.md.cores, tags=self._tags("md", job.round))
+                               cores_per_rank=self.c.md.cores, gpus_per_rank=gpus, tags=self._tags("md", job.round))
 
     def md_combine_task(self, job: MDJob) -> Task:
         seconds = self.durations.draw("md combine", job.cid)
@@ -159,8 +159,10 @@ class EmulatedStageTasks(StageTasks):
 
 # ------------------------------------------------------------------ the emulated campaign
 def emulated_campaign(recorded: Campaign, library: Path, cores: int, scale: int, granularity: str,
-                      routes: dict[str, str], nodes: int = 1, srun_max_running: int | None = None) -> Campaign:
-    """The recorded campaign at ``scale``: library, seed sample, top-K and top-M multiplied; N cores."""
+                      routes: dict[str, str], nodes: int = 1, srun_max_running: int | None = None,
+                      gpus: int = 0) -> Campaign:
+    """The recorded campaign at ``scale``: library, seed sample, top-K and top-M multiplied; N cores and ``gpus``
+    emulated GPUs (GPU tasks hold their slots for their recorded time)."""
     if granularity not in ("task", "ligand"):
         raise ValueError(f"granularity: 'task' or 'ligand', got {granularity!r}")
     c = recorded
@@ -174,7 +176,8 @@ def emulated_campaign(recorded: Campaign, library: Path, cores: int, scale: int,
                                           "ligands_per_task": 1 if granularity == "ligand" else c.dock.ligands_per_task}),
         "redock": c.redock.model_copy(update={"top_k": c.redock.top_k * scale}),
         "md": c.md.model_copy(update={"top_m": c.md.top_m * scale}),
-        "pilot": c.pilot.model_copy(update={"cores": cores, "nodes": nodes, "oversubscribe": True, "routes": routes,
+        "pilot": c.pilot.model_copy(update={"cores": cores, "nodes": nodes, "gpus": gpus, "oversubscribe": True,
+                                            "routes": routes,
                                             "options": options, "exclusive": False}),
         "campaign": c.campaign.model_copy(update={"name": f"{c.name}-emulated"}),
     }
@@ -207,7 +210,7 @@ def recorded_campaign(run_dir: Path) -> Campaign:
 
 def run_emulation(run_dir: Path, out_dir: Path, *, cores: int, scale: int = 1, granularity: str = "task",
                   routes: dict[str, str] | None = None, nodes: int = 1, srun_max_running: int | None = None,
-                  progress: Any = None) -> dict[str, Any]:
+                  progress: Any = None, gpus: int = 0) -> dict[str, Any]:
     """One emulated campaign into ``out_dir`` (made afresh); its figures from the task records."""
     from .campaign import CampaignRunner
 
@@ -217,10 +220,10 @@ def run_emulation(run_dir: Path, out_dir: Path, *, cores: int, scale: int = 1, g
     out_dir.mkdir(parents=True)
     library = scaled_library(recorded, scale, out_dir / "library.csv")
     campaign = emulated_campaign(recorded, library, cores, scale, granularity,
-                                 routes or {"executable": "local", "function": "local"}, nodes, srun_max_running)
+                                 routes or {"executable": "local", "function": "local"}, nodes, srun_max_running, gpus)
     runner = CampaignRunner(campaign, out_dir / "run", progress=progress,
                             stages=EmulatedStageTasks(campaign, (out_dir / "run").resolve(), durations))
-    meta = {"recorded_run": durations.source, "scale": scale, "granularity": granularity, "cores": cores}
+    meta = {"recorded_run": durations.source, "scale": scale, "granularity": granularity, "cores": cores, "gpus": gpus}
     runner.store.set_meta("emulation", json.dumps(meta))
     meta["library_cpu_s_per_compound"] = _library_cpu_s_per_compound(campaign)
     cpu = _cpu_s()
@@ -272,6 +275,8 @@ def register(sub: Any) -> None:
     p.add_argument("run_dir", type=Path, help="a run directory made by `impeccable run` (its durations are drawn)")
     p.add_argument("--cores", type=int, required=True, help="cores to advertise (may far exceed the machine's)")
     p.add_argument("--nodes", type=int, default=1, help="nodes the cores spread over (emulated; default 1)")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs over all nodes (emulated: surrogate and MD tasks hold "
+                   "GPU slots for their recorded time; default 0)")
     p.add_argument("--scale", type=int, default=1, help="multiply library, seed sample, top-K and top-M (default 1)")
     p.add_argument("--granularity", choices=("task", "ligand"), default="task",
                    help="ligand: one ligand per docking task, as campaigns at scale dock (default: as recorded)")
@@ -306,7 +311,7 @@ def _emulate(args: Any) -> int:
     except (FileNotFoundError, ValueError) as exc:
         raise UserError(str(exc)) from None
     sides: dict[str, dict[str, Any]] = {}
-    common = dict(cores=args.cores, scale=args.scale, granularity=args.granularity, nodes=args.nodes)
+    common = dict(cores=args.cores, scale=args.scale, granularity=args.granularity, nodes=args.nodes, gpus=args.gpus)
     print(f"== pilot ({args.routes}) on {args.cores} emulated cores into {out / 'pilot'}")
     sides["pilot"] = run_emulation(args.run_dir, out / "pilot", routes=routes, **common)
     if args.baseline:
@@ -359,7 +364,7 @@ def emulation_result(sides: dict[str, dict[str, Any]], baseline: str | None, dur
         "makespan_ratio": pilot["makespan_s"] / base["makespan_s"] if base and base["makespan_s"] else None,
         "emulation": True,
         "recorded_run": durations.source,
-        "settings": {"cores": args.cores, "nodes": args.nodes, "scale": args.scale, "granularity": args.granularity,
+        "settings": {"cores": args.cores, "nodes": args.nodes, "gpus": args.gpus, "scale": args.scale, "granularity": args.granularity,
                      "routes": args.routes, "baseline": baseline, "srun_max_running": args.srun_max_running},
         "durations": durations.summary(),
         "pilot": pilot,

@@ -129,7 +129,7 @@ def profile_steps(library: Path, model: Path, n: int = 20_000, batch_size: int =
     from rdkit import Chem
 
     from .stages.features import featurise_sparse
-    from .stages.surrogate import _forward_sparse, _load, _torch, nominate_batch
+    from .stages.surrogate import _csr_tensors, _forward_sparse, _load, _torch, nominate_batch
 
     torch = _torch()
     torch.set_num_threads(1)
@@ -153,7 +153,7 @@ def profile_steps(library: Path, model: Path, n: int = 20_000, batch_size: int =
     def mlp() -> None:
         with torch.inference_mode():
             for f in features:
-                _forward_sparse(torch, net, f).numpy()
+                _forward_sparse(torch, net, *_csr_tensors(torch, f)).numpy()
 
     def transport() -> None:  # the task's SMILES out and the scores back, through pickle, as the pool does
         for c, sc in zip(chunks, scores):

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .config import Campaign
+from .gpuplan import requests, shares_per_device
 from .runtime import Allocation, Pilot
 from .runtime.resources import machine_cores
 from .stages.library import LibraryScan
@@ -65,14 +66,17 @@ def _library_signature(campaign: Campaign) -> dict[str, object]:
             "id_column": lib.id_column, "smiles_column": lib.smiles_column}
 
 
+# how tasks run, not what they compute: free to change between sessions (a resumed run may find other GPUs)
+RESOURCE_KEYS = {"surrogate": {"gpus"}, "infer": {"gpus"}, "md": {"gpus", "platform", "precision"}}
+
+
 def check_same_campaign(campaign: Campaign, store: Store, run_dir: Path) -> None:
     """A run directory belongs to one campaign: settings that change results must not change on resume.
 
     Called once the inputs have validated; a directory that holds no results yet takes the new settings.
     """
-    fingerprint = json.dumps(
-        {k: v for k, v in campaign.model_dump(mode="json").items() if k not in ("pilot", "source", "hits")},
-        sort_keys=True)
+    sections = campaign.model_dump(mode="json", exclude={"pilot": True, "source": True, "hits": True, **RESOURCE_KEYS})
+    fingerprint = json.dumps(sections, sort_keys=True)
     previous = store.get_meta("campaign")
     if previous is None or (previous != fingerprint and not store.has_results()):
         store.set_meta("campaign", fingerprint)
@@ -98,8 +102,12 @@ def make_pilot(campaign: Campaign) -> Pilot:
             f"{source}: pilot.cores = {cores} but this machine (or Slurm job) has {available}: {cores} tasks "
             f"would share {available} cores. Set pilot.cores to the allocation, or pilot.oversubscribe = true "
             "(--oversubscribe) to advertise more, e.g. for an emulation")
+    devices, ids = pilot_gpus(campaign)
+    cores_per_node, devices_per_node = cores // p.nodes, devices // p.nodes
+    shares = shares_per_device(requests(campaign, cores_per_node, devices_per_node)) if devices else 1
     try:
-        allocation = Allocation.emulated(cores, nodes=p.nodes, gpus=p.gpus)
+        allocation = Allocation.emulated(cores, nodes=p.nodes, gpus=devices * shares, gpu_shares=shares,
+                                         gpu_devices=ids if len(ids) == devices_per_node and p.nodes == 1 else ())
     except ValueError as exc:
         raise CampaignInputError(f"{source}: pilot: {exc}") from None
     from .work import PRELOAD, PRELOAD_FORKED
@@ -109,3 +117,20 @@ def make_pilot(campaign: Campaign) -> Pilot:
     options = {name: {"preload": preload[name], **p.options.get(name, {})} for name in ("local", "dragon")}
     options.update({name: dict(value) for name, value in p.options.items() if name not in options})
     return Pilot(allocation, routes=dict(p.routes), shares=p.shares or None, options=options, exclusive=p.exclusive)
+
+
+def pilot_gpus(campaign: Campaign) -> tuple[int, tuple[str, ...]]:
+    """The GPUs of ``[pilot]`` (all nodes) and this node's device IDs: ``auto`` finds them here; an explicit
+    count above what is here is refused unless the campaign oversubscribes (an emulation)."""
+    from .runtime.gpus import discover
+
+    p = campaign.pilot
+    found = discover()
+    if p.gpus == "auto":
+        return found.count, found.ids
+    if p.gpus > found.count and not p.oversubscribe:
+        raise CampaignInputError(
+            f"{campaign.source or 'campaign'}: pilot.gpus = {p.gpus} but {found.count} GPU(s) are here "
+            f"({found.source}; `impeccable resources` says what was checked). Set pilot.gpus = \"auto\", or "
+            "pilot.oversubscribe = true to advertise GPUs that are not here (an emulation)")
+    return p.gpus, found.ids

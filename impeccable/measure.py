@@ -23,7 +23,7 @@ def run_figures(store: Store) -> dict[str, Any]:
     cores = session["cores"]
     records = store.task_records(session["session"])
     rows = store.task_rows(session["session"])
-    m = summarize(records, cores)
+    m = summarize(records, cores, session["gpus"], session["gpu_shares"])
     _, stages = stage_throughput(rows)
     chain = critical_path_s(rows, store.md_batches())
     ideal = max(m.busy_core_s / cores, chain)  # no schedule beats both the work and the chain
@@ -39,6 +39,7 @@ def run_figures(store: Store) -> dict[str, Any]:
         "busy_core_s": m.busy_core_s, "critical_path_s": chain, "ideal_makespan_s": ideal,
         "greedy_bound_makespan_s": greedy, "makespan_over_ideal": m.makespan_s / ideal if ideal else None,
         "routes": json.loads(session["routes"] or "{}"), "stages": stages, "failed": m.failed,
+        "gpus": m.gpus, "busy_gpu_s": m.busy_gpu_s, "gpu_utilization": m.gpu_utilization,
     }
 
 

@@ -33,6 +33,7 @@ from typing import Any
 from .campaign import CampaignRunner
 from .emulate import EmulatedStageTasks, RecordedDurations, emulated_campaign, recorded_campaign, scaled_library
 from .measure import run_figures
+from .gpuplan import requests, shares_per_device
 from .runtime import Allocation, Task, TaskFuture, TaskKind, TaskState
 from .runtime.records import TaskRecord
 from .store import Store
@@ -71,18 +72,19 @@ class _Backend:
 
 
 class Simulator:
-    """Cores, backends, a virtual clock and the finish events of running tasks.
+    """Cores and GPU slots, backends, a virtual clock and the finish events of running tasks.
 
     The manager handles one finished task at a time, for ``manager_s_per_task`` (its measured main-thread
     time per task), plus ``library_s_per_compound`` for each compound of an inference batch it streams."""
 
     def __init__(self, cores: int, routes: dict[TaskKind, BackendModel], manager_s_per_task: float = 0.0,
-                 library_s_per_compound: float = 0.0) -> None:
+                 gpus: int = 0, library_s_per_compound: float = 0.0) -> None:
         self.cores = cores
         self.manager_s_per_task = manager_s_per_task
         self.library_s_per_compound = library_s_per_compound
         self.manager_free_at = 0.0
         self.free = cores
+        self.free_gpus = gpus
         self.clock = 0.0
         self.routes = routes
         self.backends = {m.name: _Backend(m) for m in routes.values()}
@@ -109,6 +111,7 @@ class Simulator:
         record = future.record
         record.finished, record.state = when, TaskState.DONE
         self.free += future.task.cores
+        self.free_gpus += future.task.gpus
         self.group_running[self.backends[record.backend].model.group] -= 1
         # the manager handles finished tasks one at a time: what its handler submits starts from then
         self.clock = max(when, self.manager_free_at)
@@ -122,20 +125,22 @@ class Simulator:
         while True:
             heads = [(b.queue[0][0], b) for b in self.backends.values() if b.queue
                      and (b.model.max_running is None or self.group_running[b.model.group] < b.model.max_running)
-                     and b.queue[0][1].task.cores <= self.free]
+                     and b.queue[0][1].task.cores <= self.free and b.queue[0][1].task.gpus <= self.free_gpus]
             if not heads:
                 return
             _, backend = min(heads, key=lambda h: h[0])
             _, future = backend.queue.pop(0)
             task, m = future.task, backend.model
             self.free -= task.cores
+            self.free_gpus -= task.gpus
             self.group_running[m.group] += 1
             launch = max(self.clock, backend.launcher_free_at)
             backend.launcher_free_at = launch + 1.0 / m.launch_rate
             start = launch + m.latency_s
             record = future.record
             record.scheduled, record.started, record.state = self.clock, start, TaskState.RUNNING
-            record.slots = tuple(range(task.cores))  # the model counts cores, not which ones
+            record.slots = tuple(range(task.cores))  # the model counts cores and GPU slots, not which ones
+            record.gpu_slots = tuple(range(task.gpus))
             future.set_running_or_notify_cancel()
             seconds = task_seconds(task) + (m.cold_start_s if task.kind is TaskKind.FUNCTION else 0.0)
             heapq.heappush(self.events, (start + seconds, next(self._seq), future))
@@ -203,8 +208,8 @@ class _ModelRunner(CampaignRunner):
 class _ModelPilot:
     """What the runner asks of a pilot before its session: the allocation and the routes."""
 
-    def __init__(self, cores: int, routes: dict[TaskKind, BackendModel]) -> None:
-        self.allocation = Allocation(cores=cores)
+    def __init__(self, cores: int, routes: dict[TaskKind, BackendModel], gpus: int = 0, gpu_shares: int = 1) -> None:
+        self.allocation = Allocation(cores=cores, gpus=gpus * gpu_shares, gpu_shares=gpu_shares)
         self.routes = {kind: m.name for kind, m in routes.items()}
 
 
@@ -224,8 +229,9 @@ class Calibration:
 
 
 def predict(run_dir: Path, *, cores: int, calibration: Calibration, scale: int = 1,
-            granularity: str = "task") -> dict[str, Any]:
-    """The campaign recorded in ``run_dir`` at ``scale`` on ``cores`` cores, simulated: run_figures of it."""
+            granularity: str = "task", gpus: int = 0) -> dict[str, Any]:
+    """The campaign recorded in ``run_dir`` at ``scale`` on ``cores`` cores and ``gpus`` GPUs (one node), simulated:
+    run_figures of it. GPU tasks hold their GPU slots (the campaign's shares) for their recorded time."""
     recorded = recorded_campaign(run_dir)
     durations = RecordedDurations.from_run(run_dir)
     with tempfile.TemporaryDirectory(prefix="impeccable-model-") as tmp:
@@ -233,10 +239,12 @@ def predict(run_dir: Path, *, cores: int, calibration: Calibration, scale: int =
         library = scaled_library(recorded, scale, work / "library.csv")
         routes = calibration.routes
         campaign = emulated_campaign(recorded, library, cores, scale, granularity,
-                                     {k.value: m.name for k, m in routes.items()})
-        sim = Simulator(cores, routes, calibration.manager_s_per_task, calibration.library_s_per_compound)
+                                     {k.value: m.name for k, m in routes.items()}, gpus=gpus)
+        shares = shares_per_device(requests(campaign, cores, gpus)) if gpus else 1
+        sim = Simulator(cores, routes, calibration.manager_s_per_task, gpus * shares,
+                        calibration.library_s_per_compound)
         runner = _ModelRunner(campaign, work / "run", stages=EmulatedStageTasks(campaign, work / "run", durations),
-                              pilot=_ModelPilot(cores, routes), sim=sim)  # type: ignore[arg-type]
+                              pilot=_ModelPilot(cores, routes, gpus, shares), sim=sim)  # type: ignore[arg-type]
         runner.run()
         figures = run_figures(runner.store)
         runner.store.close()

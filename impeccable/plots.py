@@ -26,10 +26,12 @@ def _ran(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r.get("started") is not None and r.get("finished") is not None]
 
 
-def timeline(rows: Sequence[dict[str, Any]], cores: int, title: str = "task timeline") -> bytes:
-    """Gantt-like: one line per core slot, a bar per task on each slot it held, coloured by stage."""
+def timeline(rows: Sequence[dict[str, Any]], cores: int, title: str = "task timeline", gpus: int = 0) -> bytes:
+    """Gantt-like: one line per core slot, a bar per task on each slot it held, coloured by stage; the ``gpus``
+    GPU slots are rows above the cores (hatched), so a GPU idle while cores are busy shows."""
     ran = _ran(rows)
-    fig, ax = plt.subplots(figsize=(10, max(2.5, min(12, 0.25 * cores + 1.5))))
+    lines = cores + gpus
+    fig, ax = plt.subplots(figsize=(10, max(2.5, min(12, 0.25 * lines + 1.5))))
     if ran:
         t0 = min(r["submitted"] or r["started"] for r in ran)
         stages = sorted({r.get("stage") or r.get("name") or "task" for r in ran})
@@ -37,16 +39,20 @@ def timeline(rows: Sequence[dict[str, Any]], cores: int, title: str = "task time
         spans: dict[tuple[int, str], list[tuple[float, float]]] = defaultdict(list)
         for r in ran:
             stage = r.get("stage") or r.get("name") or "task"
-            for slot in r.get("slots") or [0]:
+            for slot in [*(r.get("slots") or [0]), *(cores + g for g in (r.get("gpu_slots") or []) if gpus)]:
                 spans[(slot, stage)].append((r["started"] - t0, max(r["finished"] - r["started"], 1e-4)))
         for (slot, stage), bars in spans.items():
-            ax.broken_barh(bars, (slot - 0.4, 0.8), facecolors=colour[stage], edgecolor="none")
+            ax.broken_barh(bars, (slot - 0.4, 0.8), facecolors=colour[stage], edgecolor="none",
+                           hatch="///" if slot >= cores else None)
+        if gpus:
+            ax.axhline(cores - 0.5, color="k", linewidth=0.8)
+            ax.text(0, cores - 0.3, "GPU slots above", fontsize=8, va="bottom")
         for s in stages:
             ax.plot([], [], color=colour[s], linewidth=6, label=s)
         ax.legend(loc="upper right", fontsize=8, ncol=min(4, len(stages)))
     ax.set_xlabel("time since first submission (s)")
-    ax.set_ylabel("core slot")
-    ax.set_ylim(-0.6, max(cores, 1) - 0.4)
+    ax.set_ylabel("core slot" + (f" (0-{cores - 1}), GPU slot ({cores}-{lines - 1})" if gpus else ""))
+    ax.set_ylim(-0.6, max(lines, 1) - 0.4)
     ax.set_title(title)
     return _png(fig)
 

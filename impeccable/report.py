@@ -149,19 +149,23 @@ def _body(store: Store, run_dir: Path, top: int, settings: HitsSection, report_d
         rows_s = store.task_rows(session["session"])
         if not rows_s:
             continue
-        cores = session["cores"] or 1
-        m = summarize(store.task_records(session["session"]), cores)
+        cores, gpus = session["cores"] or 1, session["gpus"]
+        m = summarize(store.task_records(session["session"]), cores, gpus, session["gpu_shares"])
         routes = json.loads(session["routes"] or "{}")
-        parts.append(f"<h3>Session {session['session']} ({session['status']}; {cores} cores; routes "
+        devices = f"; {m.gpus:g} GPUs ({session['gpu_shares']} slots each)" if gpus else ""
+        parts.append(f"<h3>Session {session['session']} ({session['status']}; {cores} cores{devices}; routes "
                      f"{html.escape(', '.join(f'{k}: {v}' for k, v in routes.items()))})</h3>")
-        parts.append(f"<p>{m.tasks} tasks, makespan {m.makespan_s:.1f} s, utilisation {100 * m.utilization:.1f} %, "
+        gpu_use = f", GPU utilisation {100 * m.gpu_utilization:.1f} %" if m.gpu_utilization is not None else ""
+        parts.append(f"<p>{m.tasks} tasks, makespan {m.makespan_s:.1f} s, utilisation {100 * m.utilization:.1f} %{gpu_use}, "
                      f"throughput {m.throughput_tasks_per_s:.2f} tasks/s, median queue wait "
                      f"{m.queue_wait_median_s:.3f} s, median launch overhead {1e3 * m.launch_overhead_median_s:.1f} ms</p>")
-        parts.append(img(plots.timeline(rows_s, cores, "task timeline per core"), "timeline"))
+        parts.append(img(plots.timeline(rows_s, cores, "task timeline per core and GPU slot" if gpus else
+                                        "task timeline per core", gpus), "timeline"))
         parts.append(img(plots.concurrency(rows_s, cores), "concurrency"))
         png, per_stage = plots.stage_throughput(rows_s)
         parts.append(img(png, "throughput per stage"))
         parts.append(stage_table(per_stage))
+    parts.append(_devices_html(store))
     stalls = read_stalls(run_dir)
     if stalls:
         parts.append(f"<h2>Stall events ({len(stalls)})</h2><p>The pilot's watchdog found a runtime with work "
@@ -173,3 +177,16 @@ def _body(store: Store, run_dir: Path, top: int, settings: HitsSection, report_d
         parts.append(table(["id", "stage", "reason"], [[html.escape(i), s, html.escape(r)] for i, s, r in failures[:200]],
                             left=3))
     return "\n".join(parts)
+
+
+def _devices_html(store: Store) -> str:
+    """What the GPU stages ran on: the plan (each stage's GPUs per task) and every fallback reason, once."""
+    plan = json.loads(store.get_meta("gpu_plan") or "null")
+    notes = json.loads(store.get_meta("device_notes") or "[]")
+    if plan is None:
+        return ""
+    asked = ", ".join(f"{stage} {wanted} GPU per task ({plan['slots'].get(stage, 0)} of {plan['shares']} slots "
+                      "per GPU)" for stage, wanted in plan["wanted"].items())
+    rows = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    return (f"<h2>Devices</h2><p>{plan['devices']} GPU(s) ({html.escape(plan['source'] or 'none')}); asked: "
+            f"{html.escape(asked)}.</p>" + (f"<ul>{rows}</ul>" if rows else ""))

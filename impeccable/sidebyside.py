@@ -21,11 +21,13 @@ def write_side_by_side(path: Path, title: str, summary_html: str, sides: list[tu
 
     parts = [f"<h1>{html.escape(title)}</h1>", summary_html]
     for label, fig, store in sides:
-        rows = store.task_rows(store.sessions()[-1]["session"])
+        session = store.sessions()[-1]
+        rows = store.task_rows(session["session"])
+        gpu_use = f", GPU utilisation {100 * fig['gpu_utilization']:.1f} %" if fig.get("gpu_utilization") is not None else ""
         parts.append(f"<h2>{html.escape(label)}: makespan {fig['makespan_s']:.1f} s, utilisation "
-                     f"{100 * fig['utilization']:.1f} %</h2>")
+                     f"{100 * fig['utilization']:.1f} %{gpu_use}</h2>")
         parts.append(stage_table(fig["stages"]))
-        parts.append(img(plots.timeline(rows, fig["cores"], f"{label}: task timeline"), "timeline"))
+        parts.append(img(plots.timeline(rows, fig["cores"], f"{label}: task timeline", session["gpus"]), "timeline"))
         parts.append(img(plots.concurrency(rows, fig["cores"], f"{label}: busy cores"), "concurrency"))
     parts.append("<h2>Where the time goes</h2><p>" + html.escape(explanation) + "</p>")
     page = ("<!doctype html><html><head><meta charset='utf-8'><style>body{font-family:sans-serif;"

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .config import Campaign
+from .gpuplan import DeviceLog, GpuPlan
 from .runtime import Task, TaskFuture, executable_task, function_task
 from .stages.library import LibraryRecord, write_library
 from .store import DockRow
@@ -67,6 +68,16 @@ class StageTasks:
         self.c = campaign
         self.run_dir = run_dir
         self.work = run_dir / "work"
+        self.gpus: GpuPlan | None = None  # set by the runner once the pilot's allocation is known
+        self.devices = DeviceLog()
+
+    def use_gpus(self, plan: GpuPlan, say: Any = None) -> None:
+        """Ask for the plan's GPU slots from now on; ``say`` is called once per fallback reason (not per task)."""
+        self.gpus = plan
+        self.devices.say = say
+
+    def _gpus(self, stage: str) -> int:
+        return self.gpus.gpus(stage) if self.gpus is not None else 0
 
     def _tags(self, stage: str, r: int) -> dict[str, str]:
         return {"stage": stage, "round": str(r), "campaign": self.c.name}
@@ -115,16 +126,23 @@ class StageTasks:
         s = self.c.surrogate
         return function_task("impeccable.work:train_surrogate", scores, str(path), s.epochs, self.c.campaign.seed + r,
                              s.val_fraction, s.cores, name=f"train r{r}", cores_per_rank=s.cores,
-                             tags=self._tags("train", r))
+                             gpus_per_rank=self._gpus("train"), tags=self._tags("train", r))
+
+    def train_report(self, future: TaskFuture) -> dict[str, Any]:
+        """The training report; the device it trained on is logged."""
+        report = future.result()
+        self.devices.saw("train", report.get("device", "cpu"), report.get("device_note", ""))
+        return report
 
     def infer_task(self, r: int, batch: int, model_path: str, ids: list[str], smiles: list[str]) -> Task:
         """Only the SMILES travel (the ids stay with the runner); an emulation scores by id instead."""
         return function_task("impeccable.work:infer_batch", model_path, smiles,
                              self.c.library.filters.model_dump(), name=f"infer r{r} b{batch:05d}",
-                             tags=self._tags("infer", r))
+                             gpus_per_rank=self._gpus("infer"), tags=self._tags("infer", r))
 
     def infer_result(self, future: TaskFuture, ids: list[str]) -> InferOutcome:
         out = future.result()
+        self.devices.saw("infer", out.get("device", "cpu"), out.get("device_note", ""))
         filtered, failed = out["filtered"], out["failed"]
         counts = (len(ids), len(ids) - len(filtered) - len(failed), len(filtered), len(failed))
         return InferOutcome(np.asarray(out["scores"], dtype=np.float32), counts,
@@ -141,7 +159,8 @@ class StageTasks:
         m = self.c.md
         settings = MDSettings(replicas=m.replicas, length_ps=m.length_ps, equilibration_ps=m.equilibration_ps,
                               frame_interval_ps=m.frame_interval_ps, seed=self.c.campaign.seed, threads=m.cores,
-                              solvent=m.solvent, ligand_forcefield=m.ligand_forcefield, mmpbsa_py=m.mmpbsa_py)
+                              solvent=m.solvent, ligand_forcefield=m.ligand_forcefield, mmpbsa_py=m.mmpbsa_py,
+                              platform=m.platform, precision=m.precision)
         receptor = self.c.receptor.path / "receptor.pdb"
         key = md_tasks.fingerprint(receptor, pose_sdf, settings)
         _write_if_changed(folder / "pose.sdf", pose_sdf)
@@ -168,11 +187,12 @@ class StageTasks:
     def md_replica_task(self, job: MDJob, index: int) -> Task:
         from .stages import md_tasks
 
-        return self._md_executable(job, md_tasks.command("replica", job.folder, index=index), f"replica {index}")
+        return self._md_executable(job, md_tasks.command("replica", job.folder, index=index), f"replica {index}",
+                                   self._gpus("md"))
 
-    def _md_executable(self, job: MDJob, argv: list[str], step: str) -> Task:
+    def _md_executable(self, job: MDJob, argv: list[str], step: str, gpus: int = 0) -> Task:
         log = step.replace(" ", "_")
-        return executable_task(argv, name=f"md {step} {job.cid}", cores_per_rank=self.c.md.cores,
+        return executable_task(argv, name=f"md {step} {job.cid}", cores_per_rank=self.c.md.cores, gpus_per_rank=gpus,
                                cwd=str(job.folder), stdout=str(job.folder / f"{log}.stdout.log"),
                                stderr=str(job.folder / f"{log}.stderr.log"), tags=self._tags("md", job.round))
 
@@ -182,7 +202,10 @@ class StageTasks:
                              tags=self._tags("md", job.round))
 
     def md_result(self, future: TaskFuture, job: MDJob) -> dict[str, Any]:
-        return future.result()
+        result = future.result()
+        for replica in result.get("per_replica", []):
+            self.devices.saw("md", replica.get("platform", "CPU"), replica.get("platform_note", ""))
+        return result
 
 
 @dataclass

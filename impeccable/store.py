@@ -39,7 +39,8 @@ from .runtime.records import TaskRecord, TaskState
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (
-    session INTEGER PRIMARY KEY, started REAL, finished REAL, cores INTEGER, routes TEXT, status TEXT);
+    session INTEGER PRIMARY KEY, started REAL, finished REAL, cores INTEGER, routes TEXT, status TEXT,
+    gpus INTEGER, gpu_shares INTEGER);
 CREATE TABLE IF NOT EXISTS docking (
     id TEXT PRIMARY KEY, smiles TEXT NOT NULL, round INTEGER NOT NULL, origin TEXT NOT NULL,
     score REAL, pose_sdf TEXT, runtime_s REAL, error TEXT, task TEXT, state_smiles TEXT);
@@ -65,10 +66,19 @@ CREATE TABLE IF NOT EXISTS failures (id TEXT NOT NULL, stage TEXT NOT NULL, reas
 CREATE TABLE IF NOT EXISTS tasks (
     uid TEXT NOT NULL, session INTEGER NOT NULL, name TEXT, kind TEXT, stage TEXT, round INTEGER, state TEXT,
     cores INTEGER, gpus INTEGER, submitted REAL, scheduled REAL, started REAL, finished REAL, backend TEXT,
-    partition TEXT, slots TEXT, attempts INTEGER, exit_code INTEGER, error TEXT,
+    partition TEXT, slots TEXT, attempts INTEGER, exit_code INTEGER, error TEXT, gpu_slots TEXT,
     PRIMARY KEY (session, uid));
 CREATE INDEX IF NOT EXISTS selections_by_batch ON selections (round, stage, batch);
 """
+
+
+# columns added after a store was first written
+MIGRATIONS = {"docking": ["state_smiles TEXT"], "selections": ["smiles TEXT", "score REAL"],
+              "sessions": ["gpus INTEGER", "gpu_shares INTEGER"], "tasks": ["gpu_slots TEXT"]}
+# gpu_slots: the GPU slots a task held (a session's gpu_shares slots per device)
+SESSION_COLUMNS = ("session", "started", "finished", "cores", "routes", "status", "gpus", "gpu_shares")
+TASK_COLUMNS = ("uid", "session", "name", "kind", "stage", "round", "state", "cores", "gpus", "submitted", "scheduled",
+                "started", "finished", "backend", "partition", "slots", "attempts", "exit_code", "error", "gpu_slots")
 
 
 def _connect_readonly(path: Path) -> sqlite3.Connection:
@@ -115,7 +125,7 @@ class Store:
 
     def _migrate(self) -> None:
         """Columns added after a store was first written (older run directories stay readable)."""
-        added = {"docking": ["state_smiles TEXT"], "selections": ["smiles TEXT", "score REAL"]}
+        added = MIGRATIONS
         for table, columns in added.items():
             present = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
             for column in columns:
@@ -168,10 +178,10 @@ class Store:
     def set_meta(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
-    def begin_session(self, cores: int, routes: dict[str, str]) -> int:
+    def begin_session(self, cores: int, routes: dict[str, str], gpus: int = 0, gpu_shares: int = 1) -> int:
         cur = self.db.execute(
-            "INSERT INTO sessions (started, cores, routes, status) VALUES (?, ?, ?, 'running')",
-            (time.time(), cores, json.dumps(routes)),
+            "INSERT INTO sessions (started, cores, routes, status, gpus, gpu_shares) VALUES (?, ?, ?, 'running', ?, ?)",
+            (time.time(), cores, json.dumps(routes), gpus, gpu_shares),
         )
         return int(cur.lastrowid)
 
@@ -184,8 +194,8 @@ class Store:
                    for table in ("docking", "models", "prediction_batches", "predictions", "md"))
 
     def sessions(self) -> list[dict[str, Any]]:
-        cur = self.db.execute("SELECT session, started, finished, cores, routes, status FROM sessions ORDER BY session")
-        return [dict(zip(("session", "started", "finished", "cores", "routes", "status"), row)) for row in cur]
+        cur = self.db.execute(f"SELECT {_select(self.db, 'sessions', SESSION_COLUMNS)} FROM sessions ORDER BY session")
+        return [{**dict(zip(SESSION_COLUMNS, row)), "gpus": row[6] or 0, "gpu_shares": row[7] or 1} for row in cur]
 
     # docking -----------------------------------------------------------------
     def add_docking(self, rows: Sequence[DockRow], task: str) -> None:
@@ -413,11 +423,11 @@ class Store:
         rows = [
             (r.uid, session, r.name, r.kind, r.tags.get("stage"), int(r.tags.get("round", 0)), r.state.value,
              r.cores, r.gpus, r.submitted, r.scheduled, r.started, r.finished, r.backend, r.partition,
-             json.dumps(list(r.slots)), r.attempts, r.exit_code, r.error)
+             json.dumps(list(r.slots)), r.attempts, r.exit_code, r.error, json.dumps(list(r.gpu_slots)))
             for r in records
         ]
         with self.transaction() as db:
-            db.executemany(f"INSERT OR REPLACE INTO tasks VALUES ({','.join('?' * 19)})", rows)
+            db.executemany(f"INSERT OR REPLACE INTO tasks ({', '.join(TASK_COLUMNS)}) VALUES ({', '.join('?' * 20)})", rows)
 
     def done_task_durations(self) -> list[tuple[str, str, float]]:
         """(stage, task name, seconds from start to finish) of every task that ended DONE."""
@@ -437,20 +447,26 @@ class Store:
         return [TaskRecord(uid=r["uid"], name=r["name"], kind=r["kind"], cores=r["cores"], gpus=r["gpus"] or 0,
                            tags={"stage": r["stage"] or ""}, state=TaskState(r["state"]), submitted=r["submitted"],
                            scheduled=r["scheduled"], started=r["started"], finished=r["finished"],
-                           backend=r["backend"] or "", slots=tuple(r["slots"])) for r in self.task_rows(session)]
+                           backend=r["backend"] or "", slots=tuple(r["slots"]), gpu_slots=tuple(r["gpu_slots"]))
+                for r in self.task_rows(session)]
 
     def task_rows(self, session: int | None = None) -> list[dict[str, Any]]:
-        cols = ("uid", "session", "name", "kind", "stage", "round", "state", "cores", "gpus", "submitted",
-                "scheduled", "started", "finished", "backend", "partition", "slots", "attempts", "exit_code", "error")
-        sql = f"SELECT {', '.join(cols)} FROM tasks"
+        sql = f"SELECT {_select(self.db, 'tasks', TASK_COLUMNS)} FROM tasks"
         args: tuple[Any, ...] = ()
         if session is not None:
             sql += " WHERE session=?"
             args = (session,)
-        rows = [dict(zip(cols, row)) for row in self.db.execute(sql + " ORDER BY submitted", args)]
+        rows = [dict(zip(TASK_COLUMNS, row)) for row in self.db.execute(sql + " ORDER BY submitted", args)]
         for row in rows:
             row["slots"] = json.loads(row["slots"] or "[]")
+            row["gpu_slots"] = json.loads(row["gpu_slots"] or "[]")
         return rows
+
+
+def _select(db: sqlite3.Connection, table: str, cols: Sequence[str]) -> str:
+    """``cols`` for a SELECT, NULL for those an older read-only store lacks (it was not migrated)."""
+    present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    return ", ".join(c if c in present else "NULL" for c in cols)
 
 
 def md_details(store: Store) -> dict[str, dict[str, Any]]:

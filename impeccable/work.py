@@ -24,12 +24,18 @@ def infer_batch(model_path: str, smiles: Sequence[str], filters: dict[str, Any],
 
     Returns ``scores`` (float32, one per SMILES in order, NaN where not scored), ``filtered``
     [(position, reason)] and ``failed`` [(position, reason)], so the campaign can account for every
-    compound. Positions, not ids, travel back, and no SMILES: the manager holds the batch.
+    compound. Positions, not ids, travel back, and no SMILES: the manager holds the batch. Also
+    ``device`` (the GPU this call holds, where the model stays resident between calls, or the CPU),
+    ``device_note`` (why a GPU it holds was not used) and ``seconds`` (featurise_s, transfer_s, model_s).
     """
     import numpy as np
 
     from .stages import surrogate
+    from .stages.device import device_label, torch_device
     from .stages.filters import FilterRules, check
+
+    torch = surrogate._torch()
+    device, note = torch_device(torch)
 
     rules = FilterRules(**filters)
     keep, filtered = list(range(len(smiles))), []
@@ -38,15 +44,17 @@ def infer_batch(model_path: str, smiles: Sequence[str], filters: dict[str, Any],
         keep = [i for i, reason in enumerate(reasons) if reason is None]
         filtered = [(i, reason) for i, reason in enumerate(reasons) if reason is not None]
     scores = np.full(len(smiles), np.nan, dtype=np.float32)
+    seconds = {"featurise_s": 0.0, "transfer_s": 0.0, "model_s": 0.0}
     if keep:
         kept = smiles if len(keep) == len(smiles) else [smiles[i] for i in keep]
-        scores[keep] = surrogate.predict_scores(model_path, kept, threads=threads)
+        scores[keep], seconds = surrogate.predict_timed(model_path, kept, threads=threads, device=device)
     # an unparsable SMILES is a failure, not a filter decision
     unparsable = np.asarray(keep, dtype=np.int64)[np.isnan(scores[keep])]
     failed = [(int(i), f"unparsable SMILES {smiles[i]!r}") for i in unparsable]
     failed += [(i, reason) for i, reason in filtered if reason.startswith("unparsable")]
     filtered = [(i, reason) for i, reason in filtered if not reason.startswith("unparsable")]
-    return {"scores": scores, "filtered": filtered, "failed": failed}
+    return {"scores": scores, "filtered": filtered, "failed": failed, "device": device_label(torch, device),
+            "device_note": note, "seconds": seconds}
 
 
 def train_surrogate(records: Sequence[tuple[str, float]], model_path: str, epochs: int, seed: int,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
 import os
 import pickle
 import queue
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, required=True)
     parser.add_argument("--inbox-size", type=int, default=1024)
     parser.add_argument("--preload", default="", help="comma-separated modules each worker imports before it is up")
+    parser.add_argument("--worker-env", default="{}", help="JSON object of variables each worker sets when it starts")
     args = parser.parse_args(argv)
 
     from impeccable.runtime.backends.dragon_channel import connect
@@ -98,14 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     conn = connect(args.socket, key)
     del key
     server = _Server(conn, os.path.dirname(args.socket), args.workers, args.inbox_size,
-                     tuple(m for m in args.preload.split(",") if m))
+                     tuple(m for m in args.preload.split(",") if m), json.loads(args.worker_env))
     return server.run()
 
 
 class _Server:
     def __init__(self, conn: Any, directory: str, n_workers: int, inbox_size: int,
-                 preload: tuple[str, ...] = ()) -> None:
+                 preload: tuple[str, ...] = (), worker_env: dict[str, str] | None = None) -> None:
         self.preload = preload
+        self.worker_env = dict(worker_env or {})
         from dragon.native.queue import Queue
 
         self.conn = conn
@@ -226,7 +229,8 @@ class _Server:
         progress = os.path.join(self.directory, f"progress.{wid}")
         with open(progress, "wb") as handle:
             handle.write(TOKEN.pack(-1))
-        process = Process(target=worker_main, args=(wid, inbox, self.outbox, progress, self.preload))
+        process = Process(target=worker_main, args=(wid, inbox, self.outbox, progress, self.preload,
+                                                      self.worker_env))
         process.start()
         with self.lock:
             self.workers[wid] = (process, inbox)
@@ -282,7 +286,8 @@ class _Server:
                 pass
 
 
-def worker_main(wid: int, inbox: Any, outbox: Any, progress_path: str, preload: tuple[str, ...] = ()) -> None:
+def worker_main(wid: int, inbox: Any, outbox: Any, progress_path: str, preload: tuple[str, ...] = (),
+                env: dict[str, str] | None = None) -> None:
     """One Dragon-managed worker: run batches of calls, send their results in order.
 
     Results are sent in batches: at the end of each input batch, and by a flusher
@@ -295,6 +300,7 @@ def worker_main(wid: int, inbox: Any, outbox: Any, progress_path: str, preload: 
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.update(env or {})  # which device each GPU slot is (runtime/gpus.py)
     import importlib
 
     from impeccable.runtime.task import resolve_function

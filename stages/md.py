@@ -32,6 +32,10 @@ and the replica index, never 0, which OpenMM takes as "pick one at random").
 On the CPU platform with a fixed thread count, the same inputs and seed give
 bitwise-identical energies; across thread counts or platforms the
 trajectories diverge (chaotically, from round-off) and only the statistics agree.
+On a GPU platform (``platform="auto"`` for a task holding a GPU, mixed precision by
+default) a replica is not bitwise reproducible run to run either (force sums are
+accumulated in whatever order the GPU's threads finish), and each replica records
+the platform it ran on; frames are scored in double precision.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ import openmm
 from openmm import app, unit
 from rdkit import Chem
 
-from . import amber, gaff2, mmgbsa, pocket, tleap
+from . import amber, device, gaff2, mmgbsa, pocket, tleap
 from ..fileio import write_json
 from .errors import StageInputError
 
@@ -95,8 +99,9 @@ class MDSettings:
     seed: int = 2013
     bootstrap_samples: int = 10000
     mmpbsa_py: str = "none"  # also run MMPBSA.py on the frames: "gb", "pb" or "gb+pb"
-    platform: str = "CPU"
+    platform: str = "CPU"  # "auto": CUDA, HIP or OpenCL when the task holds a GPU, else CPU (stages/device.py)
     threads: int | None = None
+    precision: str = "mixed"  # on a GPU platform (MM/GBSA scoring always uses double)
 
     def check(self) -> None:
         """Raise StageInputError naming the first unusable setting."""
@@ -119,6 +124,10 @@ class MDSettings:
             raise StageInputError("MDSettings.pocket_radius_angstrom: must be > 0 or None (whole receptor)")
         if self.threads is not None and self.threads < 1:
             raise StageInputError(f"MDSettings.threads: must be >= 1, got {self.threads!r}")
+        choices = {"platform": device.PLATFORMS, "precision": device.PRECISIONS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise StageInputError(f"MDSettings.{name}: {getattr(self, name)!r} is not one of {allowed}")
 
 
 @dataclass
@@ -131,6 +140,8 @@ class ReplicaResult:
     max_displacement_angstrom: float
     ligand_rmsd_angstrom: float  # last frame vs minimised pose, heavy atoms, no fitting
     md_seconds: float
+    platform: str = "CPU"  # the OpenMM platform the replica ran on, e.g. "CUDA (mixed)"
+    platform_note: str = ""  # why it is not the one asked for
 
 
 @dataclass
@@ -227,7 +238,7 @@ def prepare(
     if build.solvated:
         notes.append(f"explicit solvent: {build.n_waters} TIP3P waters, {build.n_cations} Na+, "
                      f"{build.n_anions} Cl- in a truncated octahedron ({settings.padding_angstrom} A padding)")
-    platform, props = _platform(settings)
+    platform, props = _platform(settings, scoring=True)
     scorer = mmgbsa.Scorer(build, platform, props)
     box = inpcrd.boxVectors if build.solvated else None
     return Prepared(name, str(receptor_pdb), settings, params, build, system, positions, box,
@@ -412,6 +423,8 @@ def run_replica(p: Prepared, index: int) -> tuple[ReplicaResult, list]:
         max_displacement_angstrom=round(max_disp, 3),
         ligand_rmsd_angstrom=round(float(np.sqrt(np.mean(np.sum(d * d, axis=1)))), 3),
         md_seconds=round(time.perf_counter() - t0, 3),
+        platform=_choice(s).label,
+        platform_note=_choice(s).note,
     ), xyz
 
 
@@ -514,14 +527,14 @@ def _add_restraints(system: openmm.System, atoms: list[int], pos_nm: np.ndarray,
     system.addForce(force)
 
 
-def _platform(s: MDSettings) -> tuple[openmm.Platform, dict[str, str]]:
-    try:
-        platform = openmm.Platform.getPlatformByName(s.platform)
-    except Exception as exc:
-        names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
-        raise StageInputError(f"MDSettings.platform: {s.platform!r} is not available (have {names})") from exc
-    props = {"Threads": str(s.threads)} if s.platform == "CPU" and s.threads else {}
-    return platform, props
+def _choice(s: MDSettings) -> device.PlatformChoice:
+    return device.openmm_platform(s.platform, s.precision, s.threads)
+
+
+def _platform(s: MDSettings, scoring: bool = False) -> tuple[openmm.Platform, dict[str, str]]:
+    """The platform and properties of this task's contexts (MM/GBSA scoring: double precision on a GPU)."""
+    choice = _choice(s)
+    return openmm.Platform.getPlatformByName(choice.name), choice.scoring_properties() if scoring else choice.properties
 
 
 def _context(p: Prepared, seed: int, start: bool = False) -> openmm.Context:
@@ -639,14 +652,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pocket-radius", type=float, default=d.pocket_radius_angstrom, help="angstrom")
     p.add_argument("--full-receptor", action="store_true", help="no trimming, no restraints")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--platform", default=d.platform)
+    p.add_argument("--platform", default=d.platform, choices=device.PLATFORMS,
+                   help="OpenMM platform (auto: CUDA, HIP or OpenCL where a GPU is visible)")
+    p.add_argument("--precision", default=d.precision, choices=device.PRECISIONS, help="on a GPU platform")
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
     settings = MDSettings(
         replicas=a.replicas, length_ps=a.length_ps, equilibration_ps=a.equilibration_ps,
         frame_interval_ps=a.frame_interval_ps, solvent=a.solvent, ligand_forcefield=a.ligand_forcefield,
         mmpbsa_py=a.mmpbsa_py, pocket_radius_angstrom=None if a.full_receptor else a.pocket_radius,
-        seed=a.seed, platform=a.platform, threads=a.threads,
+        seed=a.seed, platform=a.platform, threads=a.threads, precision=a.precision,
     )
     workdir = a.workdir or a.out.parent / "amber"
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import sqlite3
 import subprocess
@@ -77,6 +78,10 @@ def test_tiny_campaign_end_to_end(tmp_path):
     assert len(md) == 1
     (dg, se, err), = md.values()
     assert err is None and dg is not None and se is not None and abs(dg) < 500
+    # GPUs asked for (the defaults) but none here: the stages ran on CPU and the run said why, once
+    notes = json.loads(store.get_meta("device_notes"))
+    assert len(notes) == 1 and notes[0].startswith("no GPU in this allocation") and "run on CPU" in notes[0]
+    assert all(not r["gpu_slots"] for r in store.task_rows())
     hits = ranked_hits(store)
     assert hits[0].mmgbsa is not None and len(hits) == 13
     assert all(h.state_smiles for h in hits)  # every score names the docked state that gave it

@@ -27,6 +27,7 @@ from typing import Any
 from ..errors import BackendUnavailable
 from .. import reaper
 from ..framing import FramedPipe
+from ..gpus import node_table, worker_env
 from ..slots import SlotView
 from ..task import Task, TaskKind
 from .base import exit_description
@@ -104,6 +105,8 @@ class PipeTransport:
         # modules imported once by the forkserver, so that every worker starts with them (torch, RDKit ...)
         self._mp.set_forkserver_preload(["impeccable.runtime.worker", *preload])
         self._preload = tuple(preload)  # and each worker makes sure of them (the forkserver may predate this pool)
+        allocation = host.slots.broker.allocation
+        self._env = worker_env(allocation.gpus_per_node, node_table(allocation))  # which device each GPU slot is
         reaper.remove_on_death(multiprocessing.util.get_temp_dir())  # the forkserver's pymp-* folder
 
     def start(self, timeout_s: float) -> None:
@@ -120,7 +123,7 @@ class PipeTransport:
         from .. import worker as worker_module
 
         parent, child = self._mp.Pipe(duplex=True)
-        process = self._mp.Process(target=worker_module.main, args=(child, self._preload), daemon=True,
+        process = self._mp.Process(target=worker_module.main, args=(child, self._preload, self._env), daemon=True,
                                     name="impeccable-worker")
         process.start()
         reaper.watch_process(process.pid)  # a worker busy in a long call must not outlive the pilot

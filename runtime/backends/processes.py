@@ -19,7 +19,8 @@ import time
 
 from ..errors import BackendBroken
 from .. import reaper
-from ..slots import cuda_visible_devices, task_processes
+from ..gpus import launch_env, node_table
+from ..slots import task_processes
 from ..task import TaskKind
 from .base import STDERR_TAIL_BYTES, Submission, file_tail, signal_group, signal_name, with_stderr
 from .launchers import Launcher, LaunchError
@@ -55,6 +56,7 @@ class ProcessRunner:
         self.max_running = max_running or 1 << 62
         self.children: dict[str, _Child] = {}
         self._base_env = dict(os.environ)
+        self._gpu_table = node_table(host.slots.broker.allocation)
 
     # ------------------------------------------------------------ placement (Runner)
     def place(self, sub: Submission) -> bool:
@@ -92,9 +94,7 @@ class ProcessRunner:
         env.update(task.env)
         env["OMP_NUM_THREADS"] = str(task.cores_per_rank)
         env["IMPECCABLE_TASK_UID"] = task.uid
-        visible = cuda_visible_devices(gpus, self.host.slots.broker.gpus_per_node)
-        if visible:
-            env["CUDA_VISIBLE_DEVICES"] = visible
+        env.update(launch_env(gpus, self.host.slots.broker.gpus_per_node, self._gpu_table))
         stdout = open(task.stdout, "ab") if task.stdout else subprocess.DEVNULL
         stderr = open(task.stderr, "ab") if task.stderr else subprocess.PIPE
         try:
