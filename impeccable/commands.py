@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -74,15 +73,6 @@ def _add_hit_options(p: argparse.ArgumentParser) -> None:
                    help="the diverse picks must make a hinge backbone H-bond")
 
 
-def _hit_settings(store: Any, args: argparse.Namespace) -> Any:
-    from .picks import hits_settings
-
-    try:
-        return hits_settings(store, hinge_residues=args.hinge, require_hinge_hbond=args.require_hinge)
-    except ValueError as exc:  # pydantic's ValidationError is one
-        raise UserError(f"[hits] settings: {exc}") from None
-
-
 def load(path: Path, *, cores: int | None = None, backend: str | None = None, oversubscribe: bool = False) -> Any:
     """The campaign file with the command line's overrides; a bad file is a UserError (one clear line)."""
     from .config import CampaignError, load_with_overrides
@@ -94,86 +84,77 @@ def load(path: Path, *, cores: int | None = None, backend: str | None = None, ov
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .campaign import CampaignInputError, CampaignInterrupted, CampaignRunner
+    from .api import run_campaign
+    from .campaign import CampaignInputError, CampaignInterrupted
     from .lock import RunDirBusy
-    from .progress import ProgressView
 
     campaign = load(args.campaign, cores=args.cores, backend=args.backend, oversubscribe=args.oversubscribe)
     run_dir = campaign.run_dir(args.run_dir)
-    view = None if args.no_progress else ProgressView()
-    runner = CampaignRunner(campaign, run_dir, progress=view)
     try:
-        with view or contextlib.nullcontext():
-            summary = runner.run()
+        run = run_campaign(campaign, run_dir, progress=not args.no_progress)
     except CampaignInterrupted as exc:
         print(str(exc))
         return 130
     except (CampaignInputError, RunDirBusy) as exc:
         raise UserError(str(exc)) from None
     print(f"campaign {campaign.name} finished: results in {run_dir}/campaign.db")
-    for failure in summary["failed_tasks"]:
+    failed = run.status().failed_tasks
+    for failure in failed:
         print(f"  failed: {failure}")
     from .results import print_top
 
-    print_top(runner.store, 10)
+    print_top(run.ranked(10))
     if not args.no_report:
-        from .report import write_report
-
-        print(f"report: {write_report(run_dir)}")
-    return 1 if summary["failed_tasks"] else 0
+        print(f"report: {run.report()}")
+    return 1 if failed else 0
 
 
 def _status(args: argparse.Namespace) -> int:
     from .results import print_status
 
+    run = _open(args.run_dir)
     if args.watch:
         from .watch import watch
 
         if args.every <= 0 or args.window <= 0:
             raise UserError("--every and --window must be > 0 seconds")
-        _open(args.run_dir).close()
         watch(args.run_dir, args.every, args.window)
         return 0
-    store = _open(args.run_dir)
-    try:
-        print_status(store, args.run_dir)
-    finally:
-        store.close()
+    print_status(run.status())
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import write_report
-
-    store = _open(args.run_dir)
-    try:
-        _hit_settings(store, args)  # a bad --hinge is refused before any work
-    finally:
-        store.close()
-    print(f"wrote {write_report(args.run_dir, args.out, hinge=args.hinge, require_hinge=args.require_hinge)}")
+    run = _open(args.run_dir)
+    print(f"wrote {_hit_options(run.report, args, args.out)}")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .picks import export_picks
-
-    store = _open(args.run_dir)
-    try:
-        paths, n, panel = export_picks(store, args.out or args.run_dir / "export", args.top, _hit_settings(store, args))
-    finally:
-        store.close()
-    print(f"wrote {n} ranked compounds to {paths[0]} and {paths[1]}")
-    print(f"wrote {len(panel.diverse)} diverse picks (one per ECFP4 cluster) to {paths[2]} and {paths[3]}")
-    for note in panel.notes:
+    run = _open(args.run_dir)
+    done = _hit_options(run.export, args, args.out, top=args.top)
+    print(f"wrote {done.n_hits} ranked compounds to {done.hits_csv} and {done.hits_sdf}")
+    print(f"wrote {done.n_diverse} diverse picks (one per ECFP4 cluster) to {done.diverse_csv} and {done.diverse_sdf}")
+    for note in done.notes:
         print(f"note: {note}")
     return 0
+
+
+def _hit_options(write: Any, args: argparse.Namespace, *pos: Any, **kw: Any) -> Any:
+    """``run.report`` or ``run.export`` with --hinge/--require-hinge; bad ones are a UserError before any work."""
+    try:
+        return write(*pos, hinge=args.hinge, require_hinge=args.require_hinge, **kw)
+    except ValueError as exc:
+        if str(exc).startswith("[hits] settings:"):
+            raise UserError(str(exc)) from None
+        raise
 
 
 def _prune(args: argparse.Namespace) -> int:
     from .lock import RunDirBusy, RunDirLock
     from .store import Store
 
-    _open(args.run_dir).close()
+    _open(args.run_dir)
     db = args.run_dir / "campaign.db"
     before = _size_mb(db)
     try:
@@ -196,9 +177,10 @@ def _size_mb(db: Path) -> float:
 
 
 def _open(run_dir: Path) -> Any:
-    from .store import Store
+    """The run directory through the API; none there is a UserError."""
+    from .api import open_run
 
     try:
-        return Store.open_existing(run_dir, readonly=True)
+        return open_run(run_dir)
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from None

@@ -7,6 +7,7 @@ so ``campaigns/demo.toml`` works from any working directory.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -41,8 +42,8 @@ Seed = Annotated[int, Field(ge=0, lt=2**31)]  # every consumer (torch, Vina, Ope
 
 
 class CampaignMeta(_Section):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: Seed = 42
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")  # names the run and its default run_dir
+    seed: Seed = 42  # the seed sample, the surrogate's training, the MD replicas
     run_dir: str | None = None  # default: runs/<name> under the working directory
     rounds: int = Field(default=1, ge=1, le=20)  # active-learning rounds (steps 3-5 repeated)
 
@@ -53,16 +54,16 @@ class ReceptorSection(_Section):
 
 
 class Filters(_Section):
-    max_molecular_weight: float | None = Field(default=None, gt=0)
-    max_rotatable_bonds: int | None = Field(default=None, ge=0)
-    max_heavy_atoms: int | None = Field(default=None, gt=0)
+    max_molecular_weight: float | None = Field(default=None, gt=0)  # daltons, of the parent (salts stripped)
+    max_rotatable_bonds: int | None = Field(default=None, ge=0)  # drop compounds with more
+    max_heavy_atoms: int | None = Field(default=None, gt=0)  # drop compounds with more
     pains: bool = False  # drop compounds matching the RDKit PAINS A/B/C catalogue
 
 
 class LibrarySection(_Section):
-    path: FilePath
-    id_column: str = "id"
-    smiles_column: str = "smiles"
+    path: FilePath  # CSV with an id and a SMILES column, or a .smi file; .gz works; streamed, never read whole
+    id_column: str = "id"  # CSV column with the compound ids
+    smiles_column: str = "smiles"  # CSV column with the SMILES
     limit: int | None = Field(default=None, gt=0)  # screen only the first N compounds
     filters: Filters = Filters()
 
@@ -70,7 +71,7 @@ class LibrarySection(_Section):
 class LigandsSection(_Section):
     """Ligand states docked per compound (stages/ligands.py); a compound scores as its best state."""
 
-    ph: float = Field(default=7.4, ge=0, le=14)
+    ph: float = Field(default=7.4, ge=0, le=14)  # protonation states by dimorphite-dl at this pH
     max_stereoisomers: int = Field(default=8, ge=1, le=64)  # over unassigned centres and double bonds
     max_protomers: int = Field(default=2, ge=1, le=8)  # per stereoisomer, most probable first
 
@@ -82,36 +83,36 @@ class LigandsSection(_Section):
 
 class DockSection(_Section):
     seed_sample: int = Field(default=64, ge=8)  # compounds docked before the first training
-    exhaustiveness: int = Field(default=8, ge=1, le=64)
-    ligands_per_task: int = Field(default=8, ge=1)
+    exhaustiveness: int = Field(default=8, ge=1, le=64)  # Vina's search effort per ligand state
+    ligands_per_task: int = Field(default=8, ge=1)  # compounds docked by one task
     ranks: int = Field(default=1, ge=1)  # MPI ranks per docking task (>1 runs it under MPI)
-    seed: Seed = 1
+    seed: Seed = 1  # Vina's random seed
 
 
 class SurrogateSection(_Section):
-    epochs: int = Field(default=60, ge=1)
-    val_fraction: float = Field(default=0.2, gt=0, lt=0.9)
-    cores: int = Field(default=1, ge=1)
+    epochs: int = Field(default=60, ge=1)  # training epochs; the one with the best validation RMSE is kept
+    val_fraction: float = Field(default=0.2, gt=0, lt=0.9)  # docking scores held out to pick the epoch
+    cores: int = Field(default=1, ge=1)  # cores per training task
     gpus: GpuRequest = 1  # per training task, where the allocation has GPUs
 
 
 class InferSection(_Section):
-    batch_size: int = Field(default=1000, ge=10)
+    batch_size: int = Field(default=1000, ge=10)  # compounds per inference task
     # per batch: "auto" is one n-th of a GPU so that every core of a node can run a batch (featurisation is
     # CPU work; the model's share of a batch is small), e.g. 1/16 with 16 cores and 1 GPU
     gpus: GpuRequest | Literal["auto"] = "auto"
 
 
 class RedockSection(_Section):
-    top_k: int = Field(default=32, ge=1)
+    top_k: int = Field(default=32, ge=1)  # best-predicted compounds not docked yet, re-docked per round
 
 
 class MDSection(_Section):
-    top_m: int = Field(default=4, ge=0)
-    replicas: int = Field(default=3, ge=1)
-    length_ps: float = Field(default=4.0, gt=0)
-    equilibration_ps: float = Field(default=1.0, ge=0)
-    frame_interval_ps: float = Field(default=0.5, gt=0)
+    top_m: int = Field(default=4, ge=0)  # best docked compounds refined by MD and MM/GBSA per round (0: no MD)
+    replicas: int = Field(default=3, ge=1)  # independent MD replicas per compound (ESMACS-style)
+    length_ps: float = Field(default=4.0, gt=0)  # production per replica, picoseconds
+    equilibration_ps: float = Field(default=1.0, ge=0)  # per replica, before production; not scored
+    frame_interval_ps: float = Field(default=0.5, gt=0)  # production frames scored by MM/GBSA, one every this
     cores: int = Field(default=1, ge=1)  # OpenMM CPU threads per MD task
     gpus: GpuRequest = 1  # per replica task, where the allocation has GPUs (0.25: four replicas share one)
     # OpenMM platform: "auto" is CUDA, HIP or OpenCL for a replica holding a GPU, CPU otherwise
@@ -161,7 +162,7 @@ class PilotSection(_Section):
     nodes: int = Field(default=1, ge=1)  # nodes the cores spread over (more than 1 on one machine: emulated)
     oversubscribe: bool = False  # allow more cores than the machine (or Slurm job) has: emulation, benchmarks
     exclusive: bool = False  # fence the cores between runtimes by [pilot.shares] instead of lending them
-    routes: dict[Literal["executable", "function"], str] = Field(
+    routes: dict[Literal["executable", "function"], str] = Field(  # the backend serving each kind of task
         default_factory=lambda: {"executable": "auto", "function": "auto"}
     )
     shares: dict[str, int] = Field(default_factory=dict)  # backend -> weight when runtimes contend for cores
@@ -219,13 +220,20 @@ def load_campaign(path: str | Path) -> Campaign:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise CampaignError(f"{path}: not valid TOML: {exc}") from None
+    return campaign_from_dict(data, path.parent, source=path)
+
+
+def campaign_from_dict(data: Mapping[str, Any], base_dir: str | Path, *, source: Path | None = None) -> Campaign:
+    """Validate a campaign given as a dict shaped like the TOML file (as from a notebook); relative paths
+    become relative to ``base_dir``. Errors name ``source`` (or "campaign") and the key."""
+    label = source if source is not None else "campaign"
     try:
         campaign = Campaign.model_validate(data)
     except ValidationError as exc:
-        raise CampaignError(f"{path}: {format_errors(exc)}") from None
-    campaign = _resolve_paths(campaign, path.parent)
-    _check_files(campaign, path)
-    return campaign.model_copy(update={"source": path})
+        raise CampaignError(f"{label}: {format_errors(exc)}") from None
+    campaign = _resolve_paths(campaign, Path(base_dir))
+    _check_files(campaign, label)
+    return campaign.model_copy(update={"source": source})
 
 
 def format_errors(exc: ValidationError) -> str:
@@ -258,7 +266,7 @@ def _resolve_paths(campaign: Campaign, base: Path) -> Campaign:
     return campaign.model_copy(update={"receptor": receptor, "library": library})
 
 
-def _check_files(campaign: Campaign, source: Path) -> None:
+def _check_files(campaign: Campaign, source: Path | str) -> None:
     if not campaign.library.path.is_file():
         raise CampaignError(f"{source}: library.path: file {campaign.library.path} not found")
     if not campaign.receptor.path.is_dir():

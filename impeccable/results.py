@@ -90,11 +90,11 @@ def _receptor_pdb(store: Store) -> Path | None:
     return path if path.is_file() else None
 
 
-def print_top(store: Store, n: int = 10) -> None:
-    table = Table(title=f"top {n} compounds")
+def print_top(hits: Sequence[Hit]) -> None:
+    table = Table(title=f"top {len(hits)} compounds")
     for col in ("rank", "id", "dock (kcal/mol)", "surrogate", "MM/GBSA (kcal/mol)", "SMILES"):
         table.add_column(col)
-    for hit in ranked_hits(store)[:n]:
+    for hit in hits:
         mm = "" if hit.mmgbsa is None else f"{hit.mmgbsa:.1f} ± {hit.mmgbsa_stderr or 0:.1f}"
         pred = "" if hit.predicted is None else f"{hit.predicted:.2f}"
         table.add_row(str(hit.rank), hit.id, f"{hit.dock_score:.2f}", pred, mm, hit.smiles)
@@ -130,30 +130,66 @@ def sessions_with_liveness(store: Store, run_dir: Path) -> list[dict[str, Any]]:
     return sessions
 
 
-def print_status(store: Store, run_dir: Path) -> None:
-    console = Console()
+@dataclass(frozen=True)
+class StageCount:
+    """Results of one stage: units done (compounds, or tasks for training) and units failed."""
+
+    stage: str
+    done: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """Where a run directory stands, as plain data (``impeccable status`` prints it)."""
+
+    name: str
+    run_dir: Path
+    sessions: list[dict[str, Any]]  # one per `run` of the directory: started, finished, status, cores, routes
+    stages: list[StageCount]
+    task_states: list[tuple[str, str, int]]  # (stage, state, tasks) over every session
+    failed_tasks: list[str]  # "stage name: reason" of the tasks of the last session that ended FAILED
+    stalls: list[str]  # what the stall watchdog reported, one line each
+
+    @property
+    def state(self) -> str:
+        """The last session's status: "done", "done-with-failures", "interrupted", "running (pid ...)",
+        "killed (...)", or "none" before the first session."""
+        return self.sessions[-1]["status"] if self.sessions else "none"
+
+
+def run_status(store: Store, run_dir: Path) -> RunStatus:
+    """The status of the run directory whose store is ``store``."""
+    from .stalls import describe, read_stalls
+
     sessions = sessions_with_liveness(store, run_dir)
-    last = sessions[-1] if sessions else None
-    console.print(f"[bold]{store.get_meta('name')}[/] in {run_dir}: "
-                  f"{len(sessions)} session(s), last {last['status'] if last else 'none'}")
+    failed = [f"{r['stage']} {r['name']}: {r['error']}" for r in
+              (store.task_rows(sessions[-1]["session"]) if sessions else []) if r["state"] == "FAILED"]
+    return RunStatus(name=store.get_meta("name") or Path(run_dir).name, run_dir=Path(run_dir), sessions=sessions,
+                     stages=[StageCount(stage, done, bad) for stage, done, bad, _ in stage_counts(store)],
+                     task_states=store.task_state_counts(), failed_tasks=failed,
+                     stalls=[describe(event) for event in read_stalls(run_dir)])
+
+
+def print_status(status: RunStatus) -> None:
+    console = Console()
+    console.print(f"[bold]{status.name}[/] in {status.run_dir}: "
+                  f"{len(status.sessions)} session(s), last {status.state}")
     table = Table()
     table.add_column("stage")
     table.add_column("done", justify="right")
     table.add_column("failed", justify="right")
-    for stage, done, failed, _ in stage_counts(store):
-        table.add_row(stage, str(done), str(failed))
-    rows = store.task_state_counts()
+    for count in status.stages:
+        table.add_row(count.stage, str(count.done), str(count.failed))
     console.print(table)
     tasks = Table(title="task records")
     for col in ("stage", "state", "tasks"):
         tasks.add_column(col)
-    for stage, state, n in rows:
+    for stage, state, n in status.task_states:
         tasks.add_row(str(stage), state, str(n))
     console.print(tasks)
-    from .stalls import describe, read_stalls
-
-    for event in read_stalls(run_dir):
-        console.print(f"[bold red]stall watchdog[/]: {describe(event)}", highlight=False)
+    for line in status.stalls:
+        console.print(f"[bold red]stall watchdog[/]: {line}", highlight=False)
 
 
 def export(store: Store, folder: Path, top: int | None = None, check_poses: int = 20,
