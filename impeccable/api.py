@@ -14,8 +14,8 @@ script does with three calls (the command line is a thin shell over them)::
 
 A run directory is the whole state of a campaign: :func:`run_campaign` on a
 directory that already holds results resumes it (nothing computed runs
-again), and a :class:`Run` only reads it, so it can be opened beside a
-campaign that is still running.
+again), and a :class:`Run` reads it (its report also keeps the pose checks
+it computes), so it can be opened beside a campaign that is still running.
 
 Errors are exceptions a caller can catch: :class:`~impeccable.config.CampaignError`
 (a campaign that cannot be used, naming the file or dict and the key),
@@ -125,8 +125,9 @@ class Exported:
 
 
 class Run:
-    """One run directory, read through its store. Every call opens the store read-only and closes it, so a
-    ``Run`` can be kept in a notebook and called again while the campaign goes on."""
+    """One run directory, read through its store. Each call opens the store and closes it again, read-only
+    but for :meth:`report` (which keeps the PoseBusters verdicts it computes), so a ``Run`` can be kept in a
+    notebook and called again while the campaign goes on."""
 
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
         self.run_dir = Path(run_dir)

@@ -153,8 +153,8 @@ class RunStatus:
 
     @property
     def state(self) -> str:
-        """The last session's status: "done", "done-with-failures", "interrupted", "running (pid ...)",
-        "killed (...)", or "none" before the first session."""
+        """How the last session stands ("done", "done-with-failures", "interrupted", "running (pid ...)",
+        "killed (...)"), or "none" before the first session."""
         return self.sessions[-1]["status"] if self.sessions else "none"
 
 
