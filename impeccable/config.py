@@ -40,6 +40,9 @@ class CampaignMeta(_Section):
 class ReceptorSection(_Section):
     path: FilePath  # folder with receptor.pdb, receptor.pdbqt, site.toml
     site: FilePath | None = None  # another site.toml
+    # metal ions of the folder's heterogens.toml the docking receptor keeps (stages/metals.py): auto keeps
+    # those held by >= 2 protein residues within 2.8 A, keep all, remove none
+    metals: Literal["auto", "keep", "remove"] = "auto"
 
 
 class Filters(_Section):
@@ -219,3 +222,17 @@ def _check_files(campaign: Campaign, source: Path) -> None:
         raise CampaignError(f"{source}: receptor.path: folder {campaign.receptor.path} not found")
     if campaign.receptor.site is not None and not campaign.receptor.site.is_file():
         raise CampaignError(f"{source}: receptor.site: file {campaign.receptor.site} not found")
+    _check_md_metals(campaign, source)
+
+
+def _check_md_metals(campaign: Campaign, source: Path) -> None:
+    """MD builds the protein from receptor.pdb with ff14SB and no metal parameters: refuse a kept metal."""
+    from .stages.metals import kept_metals, read_provenance
+
+    kept = kept_metals(read_provenance(campaign.receptor.path / "heterogens.toml"), campaign.receptor.metals)
+    if kept and campaign.md.top_m > 0:
+        names = ", ".join(h.label for h in kept)
+        raise CampaignError(
+            f"{source}: receptor.metals = {campaign.receptor.metals!r} keeps {names} for docking, but the MD stage "
+            "has no parameters for a protein-bound metal ion (it would run without it): set md.top_m = 0, "
+            "or receptor.metals = 'remove' to dock and simulate the metal-free protein")

@@ -85,7 +85,8 @@ class StageTasks:
         write_library(batch.records, ligands)  # quoted CSV: an id may hold a comma
         d = self.c.dock
         argv = dock.command(self.c.receptor.path, ligands, out, exhaustiveness=d.exhaustiveness, seed=d.seed,
-                            site=self.c.receptor.site, extra=self.c.ligands.dock_args())
+                            site=self.c.receptor.site,
+                            extra=[*self.c.ligands.dock_args(), "--metals", self.c.receptor.metals])
         return executable_task(argv, name=f"dock {batch.key}", ranks=d.ranks, mpi=d.ranks > 1, cwd=str(batch.folder),
                                tags=self._tags(batch.task_stage, batch.round), stderr=str(batch.folder / "stderr.log"))
 

@@ -336,13 +336,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-protomers", type=int, default=StateOptions.max_protomers,
                    help="states per stereoisomer: protonation states, most probable first")
     p.add_argument("--ph", type=float, default=StateOptions.ph)
+    p.add_argument("--metals", choices=("auto", "keep", "remove"), default="auto",
+                   help="metal ions of the receptor folder's heterogens.toml to keep (stages/metals.py)")
     a = p.parse_args(argv)
     rank, size = mpi_rank_size()
     t0 = time.perf_counter()
     out = rank_file(a.out_dir, rank)
     n_ok = n_fail = 0
     try:
-        receptor = load_receptor(a.receptor, site_file=a.site)  # validates the box against the protein
+        receptor = load_receptor(a.receptor, site_file=a.site, metals=a.metals)  # validates the box too
         records = iter_shard(a.ligands, rank, size)
         first = next(records, None)  # an empty or malformed library fails here, before the maps are built
         try:

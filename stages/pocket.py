@@ -23,6 +23,7 @@ from openmm import app, unit
 from rdkit import Chem
 
 from .errors import StageInputError
+from .metals import METAL_IONS
 
 __all__ = ["Protein", "read_protein", "check_contact", "trim", "restrained_atoms", "min_distances"]
 
@@ -54,6 +55,12 @@ def read_protein(path: str | Path, notes: list[str]) -> Protein:
     n_protein = sum(r.name in _PROTEIN_RESIDUES for r in pdb.topology.residues())
     if n_protein == 0:
         raise StageInputError(f"receptor {p}: no amino-acid residues, not a protein (found {other[:5]})")
+    metals = sorted({f"{r.name} {r.chain.id}{r.id}" for r in pdb.topology.residues() if r.name in METAL_IONS})
+    if metals:
+        raise StageInputError(
+            f"receptor {p}: metal ion(s) {', '.join(metals)} in the receptor: the MD stage has no parameters for "
+            "a protein-bound metal (ff14SB + GAFF2 only) and will not drop one silently; give MD the metal-free "
+            "protein (receptor.metals = 'remove', or a PDB without the ion)")
     modeller = app.Modeller(pdb.topology, pdb.positions)
     if other:
         modeller.delete([r for r in modeller.topology.residues() if r.name not in _PROTEIN_RESIDUES])

@@ -1,0 +1,86 @@
+"""Receptor metals: the auto rule, the heterogen record, metals added at load time, MD refusing a kept metal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from impeccable.config import CampaignError, load_campaign
+from impeccable.stages.errors import StageInputError
+from impeccable.stages.metals import kept_metals, read_provenance, survey, write_provenance
+from impeccable.stages.receptor import load_receptor
+
+REPO = Path(__file__).resolve().parents[1]
+RECEPTOR_4JSV = REPO / "data" / "receptors" / "4jsv"
+
+
+def _atom(serial, name, resname, resid, xyz, element, record="ATOM", chain="A"):
+    x, y, z = xyz
+    return (f"{record:<6s}{serial:5d} {name:<4s} {resname:>3s} {chain}{resid:4d}    "
+            f"{x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00          {element:>2s}")
+
+
+def _zinc_site() -> str:
+    """A structural zinc held by three cysteines and a histidine, and a Mg held only by a ligand's oxygens."""
+    lines = [_atom(1, "SG", "CYS", 10, (2.3, 0, 0), "S"), _atom(2, "SG", "CYS", 13, (-2.3, 0, 0), "S"),
+             _atom(3, "SG", "CYS", 30, (0, 2.3, 0), "S"), _atom(4, "NE2", "HIS", 34, (0, -2.1, 0), "N"),
+             _atom(5, "ZN", "ZN", 101, (0, 0, 0), "ZN", "HETATM"),
+             _atom(6, "O1", "LIG", 102, (10, 0, 0), "O", "HETATM"), _atom(7, "O2", "LIG", 102, (10, 4.2, 0), "O", "HETATM"),
+             _atom(8, "MG", "MG", 103, (10, 2.1, 0), "MG", "HETATM"),
+             _atom(9, "OD1", "ASP", 50, (12.2, 2.1, 0), "O"), _atom(10, "OD2", "ASP", 50, (10, 2.1, 2.3), "O"),
+             _atom(11, "O", "HOH", 201, (3, 3, 3), "O", "HETATM")]
+    return "\n".join(lines) + "\nEND\n"
+
+
+def test_auto_keeps_a_structural_zinc_and_removes_a_ligand_held_magnesium(tmp_path):
+    found = {h.resname: h for h in survey(_zinc_site(), (5, 0, 0), (20, 20, 20))}
+    assert set(found) == {"ZN", "MG", "LIG", "HOH"}
+    assert found["ZN"].kept("auto") and "kept: held by the protein" in found["ZN"].reason("auto")
+    assert len(found["ZN"].protein_donors) == 4
+    # the Mg has two Asp oxygens (one residue, bidentate) and the ligand's two: removed under auto
+    assert not found["MG"].kept("auto") and "LIG102 O1" in found["MG"].reason("auto")
+    assert found["MG"].kept("keep") and not found["ZN"].kept("remove") and not found["LIG"].kept("keep")
+    write_provenance(tmp_path / "heterogens.toml", list(found.values()), "test")
+    again = read_provenance(tmp_path / "heterogens.toml")
+    assert [h.label for h in kept_metals(again, "auto")] == ["ZN A101"]
+    assert {h.label for h in kept_metals(again, "keep")} == {"ZN A101", "MG A103"}
+
+
+def test_4jsv_screens_metal_free_and_keep_adds_its_two_mg(tmp_path):
+    screening = load_receptor(RECEPTOR_4JSV)
+    assert screening.metals == "auto" and screening.kept_metals == ()
+    assert screening.pdbqt_path == RECEPTOR_4JSV / "receptor.pdbqt"
+    assert {h.label for h in screening.heterogens} >= {"ADP B2601", "MG B2602", "MG B2603", "MGF B2604"}
+    native = load_receptor(RECEPTOR_4JSV, metals="keep")
+    assert [h.label for h in native.kept_metals] == ["MG B2602", "MG B2603"]
+    mg = [line for line in native.pdbqt_path.read_text().splitlines() if line.startswith("HETATM")]
+    assert len(mg) == 2 and all(line.split()[-1] == "Mg" and "+2.000" in line for line in mg)
+    with pytest.raises(StageInputError, match="metals: must be one of"):
+        load_receptor(RECEPTOR_4JSV, metals="some")
+
+
+def _campaign(tmp_path, metals: str, top_m: int) -> Path:
+    (tmp_path / "lib.csv").write_text("id,smiles\na,CCO\n")
+    path = tmp_path / "c.toml"
+    path.write_text(f'[campaign]\nname = "m"\n[receptor]\npath = "{RECEPTOR_4JSV}"\nmetals = "{metals}"\n'
+                    f'[library]\npath = "lib.csv"\n[md]\ntop_m = {top_m}\n')
+    return path
+
+
+def test_md_refuses_a_kept_metal_and_runs_without_one(tmp_path):
+    with pytest.raises(CampaignError, match=r"keeps MG B2602, MG B2603 for docking, but the MD stage"):
+        load_campaign(_campaign(tmp_path, "keep", 2))
+    assert load_campaign(_campaign(tmp_path, "keep", 0)).receptor.metals == "keep"  # docking only: fine
+    assert load_campaign(_campaign(tmp_path, "auto", 2)).receptor.metals == "auto"  # 4JSV auto: metal-free
+
+
+def test_md_reader_refuses_a_receptor_pdb_with_a_metal(tmp_path):
+    from impeccable.stages.pocket import read_protein
+
+    pdb = (RECEPTOR_4JSV / "receptor.pdb").read_text().replace("END\n", "")
+    pdb += _atom(99999, "ZN", "ZN", 900, (0, 0, 0), "ZN", "HETATM", "B") + "\nEND\n"
+    (tmp_path / "r.pdb").write_text(pdb)
+    with pytest.raises(StageInputError, match=r"metal ion\(s\) ZN B900 in the receptor"):
+        read_protein(tmp_path / "r.pdb", [])
+    assert read_protein(RECEPTOR_4JSV / "receptor.pdb", []).topology.getNumResidues() == 492
