@@ -45,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--limit", type=int, help="only the first N compounds of the old file")
+    p.add_argument("--summary", action="store_true", help="compare the two files on the compounds both have")
     a = p.parse_args(argv)
+    if a.summary:
+        return summary()
     with open(OLD, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))[: a.limit]
     done = _ids(NEW)
@@ -66,6 +69,28 @@ def main(argv: list[str] | None = None) -> int:
                 dt = time.perf_counter() - t0
                 print(f"{i}/{len(todo)} re-stated ({same} without new docking, {anew} states docked anew), "
                       f"{dt / i:.2f} s/compound", flush=True)
+    return 0
+
+
+def summary() -> int:
+    """Before and after on the compounds re-stated so far: best states with |charge| >= 2, phenolates."""
+    from rdkit import Chem
+
+    phenolate = Chem.MolFromSmarts("[OX1-]-c")
+    new = {r["id"]: r for r in csv.DictReader(open(NEW, newline="", encoding="utf-8"))}
+    old = [r for r in csv.DictReader(open(OLD, newline="", encoding="utf-8")) if r["id"] in new]
+    for label, rows in (("before (dimorphite-dl, no penalty)", old), ("after (pKasso + rules, penalties)",
+                                                                        [new[r["id"]] for r in old])):
+        mols = [Chem.MolFromSmiles(r["state_smiles"]) for r in rows]
+        ranked = sorted(range(len(rows)), key=lambda i: float(rows[i]["score_kcal_mol"]))
+        top = set(ranked[: max(1, round(0.01 * len(rows)))])
+        dications = [i for i, m in enumerate(mols) if abs(Chem.GetFormalCharge(m)) >= 2]
+        phenolates = [i for i, m in enumerate(mols) if m.HasSubstructMatch(phenolate)]
+        print(f"{label}: {len(rows)} compounds; best state |q| >= 2: {len(dications)} "
+              f"({len(top & set(dications))} in the top 1 %); phenolates: {len(phenolates)} "
+              f"({len(top & set(phenolates))} in the top 1 %, {len(top)} compounds)")
+    changed = sum(new[r["id"]]["state_smiles"] != r["state_smiles"] for r in old)
+    print(f"best state changed for {changed} of {len(old)} compounds")
     return 0
 
 

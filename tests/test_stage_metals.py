@@ -84,3 +84,20 @@ def test_md_reader_refuses_a_receptor_pdb_with_a_metal(tmp_path):
     with pytest.raises(StageInputError, match=r"metal ion\(s\) ZN B900 in the receptor"):
         read_protein(tmp_path / "r.pdb", [])
     assert read_protein(RECEPTOR_4JSV / "receptor.pdb", []).topology.getNumResidues() == 492
+
+
+def test_report_lists_each_heterogen_with_its_fate():
+    import json
+
+    from impeccable.report import _receptor_section
+
+    class Meta:
+        def __init__(self, metals):
+            self.campaign = json.dumps({"receptor": {"path": str(RECEPTOR_4JSV), "metals": metals}})
+
+        def get_meta(self, key):
+            return self.campaign if key == "campaign" else None
+
+    auto = _receptor_section(Meta("auto"))
+    assert "MG B2603" in auto and "ADP B2601" in auto and auto.count("removed") >= 4 and 'class="l">kept<' not in auto
+    assert 'class="l">kept</td>' in _receptor_section(Meta("keep"))
