@@ -226,13 +226,14 @@ def _check_files(campaign: Campaign, source: Path) -> None:
 
 
 def _check_md_metals(campaign: Campaign, source: Path) -> None:
-    """MD builds the protein from receptor.pdb with ff14SB and no metal parameters: refuse a kept metal."""
-    from .stages.metals import kept_metals, read_provenance
+    """MD simulates a kept metal ion only with Li/Merz 12-6 parameters (stages/metals.py): refuse any other."""
+    from .stages.metals import MD_PARAMETERISED, kept_metals, read_provenance
 
     kept = kept_metals(read_provenance(campaign.receptor.path / "heterogens.toml"), campaign.receptor.metals)
-    if kept and campaign.md.top_m > 0:
-        names = ", ".join(h.label for h in kept)
+    missing = [h.label for h in kept if h.resname not in MD_PARAMETERISED]
+    if missing and campaign.md.top_m > 0:
         raise CampaignError(
-            f"{source}: receptor.metals = {campaign.receptor.metals!r} keeps {names} for docking, but the MD stage "
-            "has no parameters for a protein-bound metal ion (it would run without it): set md.top_m = 0, "
-            "or receptor.metals = 'remove' to dock and simulate the metal-free protein")
+            f"{source}: receptor.metals = {campaign.receptor.metals!r} keeps {', '.join(missing)} for docking, but "
+            f"the MD stage has no parameters for it (Li/Merz 12-6 ions through tleap: "
+            f"{', '.join(sorted(MD_PARAMETERISED))}): set md.top_m = 0, or receptor.metals = 'remove' to dock "
+            "and simulate the metal-free protein")

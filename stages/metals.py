@@ -27,8 +27,8 @@ import numpy as np
 
 from .errors import StageInputError
 
-__all__ = ["METAL_MODES", "METAL_IONS", "Heterogen", "survey", "write_provenance", "read_provenance",
-           "kept_metals", "metal_pdbqt_lines"]
+__all__ = ["METAL_MODES", "METAL_IONS", "MD_PARAMETERISED", "Heterogen", "survey", "write_provenance",
+           "read_provenance", "kept_metals", "metal_pdbqt_lines", "metal_pdb_lines"]
 
 METAL_MODES = ("auto", "keep", "remove")
 DONOR_CUTOFF_ANGSTROM = 2.8  # metal-donor bond lengths are 1.9-2.6 A; 2.8 allows crystal error
@@ -40,6 +40,11 @@ METAL_IONS: dict[str, tuple[str, int]] = {
     "NA": ("Na", 1), "K": ("K", 1), "LI": ("Li", 1), "SR": ("Sr", 2), "BA": ("Ba", 2),
 }
 WATERS = frozenset({"HOH", "WAT", "DOD", "H2O"})
+# Metal ions the MD stage can simulate: tleap's leaprc.water.tip3p loads them from atomic_ions.lib with the
+# Li/Merz 12-6 nonbonded parameters for TIP3P (frcmod.ions234lm_126_tip3p; Li P et al. (2013) J Chem Theory
+# Comput 9:2733 and Li P, Song LF, Merz KM (2015) J Chem Theory Comput 11:1645). A nonbonded model: no bonds to
+# the protein, so the ion keeps its site only through electrostatics and Lennard-Jones contacts.
+MD_PARAMETERISED = frozenset({"MG", "ZN", "CA", "MN"})
 _VINA_METAL_TYPES = {"Mg": "Mg", "Zn": "Zn", "Ca": "Ca", "Mn": "Mn", "Fe": "Fe"}  # AutoDock types Vina reads
 
 
@@ -172,6 +177,19 @@ def metal_pdbqt_lines(metals: list[Heterogen]) -> list[str]:
         x, y, z = h.xyz
         lines.append(f"HETATM{90000 + i:5d} {element.upper():<4s} {h.resname:>3s} {h.chain}{h.resid:4d}    "
                      f"{x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00    {charge:+6.3f} {_VINA_METAL_TYPES[element]:<2s}")
+    return lines
+
+
+def metal_pdb_lines(metals: list[Heterogen]) -> list[str]:
+    """PDB HETATM records of kept metal ions (residue and atom named as in tleap's atomic_ions.lib)."""
+    lines = []
+    for i, h in enumerate(metals, start=1):
+        if h.xyz is None:
+            raise StageInputError(f"{h.label}: no coordinates in heterogens.toml")
+        x, y, z = h.xyz
+        element = METAL_IONS[h.resname][0].upper()
+        lines.append(f"HETATM{90000 + i:5d} {h.resname:<4s} {h.resname:>3s} {h.chain}{h.resid:4d}    "
+                     f"{x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00          {element:>2s}")
     return lines
 
 

