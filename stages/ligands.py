@@ -29,8 +29,8 @@ Tautomers: the tautomer pKasso's preprocessing picks (RDKit's enumerator, its
 best-scored tautomers ranked by MMFF94 energy) is the one protonated; for the
 MOSES set that is the input tautomer in all of the first 80 compounds. Tautomers
 RDKit's rules cannot reach (MOSES-0852107 is written as a 4H-purine, a C-H to
-N-H shift across the ring) stay as written. Other tools were measured on the
-25-drug panel and are described in ``data/state_panel.csv``'s README section.
+N-H shift across the ring) stay as written. dimorphite-dl and pKasso alone were measured on the
+25-drug panel; the README's ligand-state section says what each does.
 
 A molecule that fails comes back as a :class:`LigandFailure` with its id and
 the reason; a state that cannot be embedded is dropped and the others go on.
