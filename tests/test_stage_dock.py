@@ -112,9 +112,10 @@ def test_mpi_entry_point_writes_one_file_per_rank(tmp_path):
     assert "error" in by_id["BAD-1"] and by_id["MOSES-0000347"]["score_kcal_mol"] < 0
     good = by_id["MOSES-0000347"]
     assert {"id", "smiles", "score_kcal_mol", "pose_sdf", "runtime_s", "state_smiles", "n_states",
-            "state_scores_kcal_mol"} <= set(good)
-    assert good["n_states"] == len(good["state_scores_kcal_mol"]) and good["score_kcal_mol"] == min(
-        good["state_scores_kcal_mol"])
+            "state_scores_kcal_mol", "state_penalties_kcal_mol", "penalty_kcal_mol"} <= set(good)
+    assert good["n_states"] == len(good["state_scores_kcal_mol"]) == len(good["state_penalties_kcal_mol"])
+    assert good["score_kcal_mol"] == pytest.approx(min(
+        s + p for s, p in zip(good["state_scores_kcal_mol"], good["state_penalties_kcal_mol"])), abs=2e-3)
 
 
 @pytest.mark.slow
@@ -123,7 +124,9 @@ def test_a_compound_scores_as_its_best_state_and_names_it():
     docker = dock.Docker(load_receptor(RECEPTOR), exhaustiveness=1)
     result = docker.dock("two-centres", "CC(C)NC(=O)C1CCCN(C1)C(=O)C(C)c1ccccc1")
     assert isinstance(result, DockResult) and result.n_states == 4
-    assert result.score_kcal_mol == min(result.state_scores_kcal_mol)
+    # a state's score is its Vina score plus its microstate penalty; the compound takes the best
+    assert result.score_kcal_mol == pytest.approx(min(
+        s + p for s, p in zip(result.state_scores_kcal_mol, result.state_penalties_kcal_mol)), abs=2e-3)
     centres = Chem.FindMolChiralCenters(Chem.MolFromSmiles(result.state_smiles), useLegacyImplementation=False)
     assert len(centres) == 2 and result.state_smiles in enumerate_states(result.smiles)
 
