@@ -42,6 +42,7 @@ from .runtime import Pilot, Task, TaskFuture, TaskState
 from .stagetasks import DockBatch, MDJob, StageTasks
 from .stages.library import LibraryRecord, read_library, sample_records
 from .stages.surrogate import nominate_batch
+from .stalls import StallLog
 from .store import Store
 from .tasks import TaskLoop
 
@@ -101,6 +102,7 @@ class CampaignRunner:
             self.pilot = self._pilot or make_pilot(self.c)
             session = self.store.begin_session(self.pilot.allocation.cores,
                                                {k.value: v for k, v in self.pilot.routes.items()})
+            self.pilot.on_stall = StallLog(self.run_dir, session).append
             self._run_session(session)
         return self.summary()
 

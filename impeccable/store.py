@@ -426,6 +426,12 @@ class Store:
         return rows
 
 
+def md_details(store: Store) -> dict[str, dict[str, Any]]:
+    """id -> the MD stage's result document (replica means, intervals) of each scored compound (read by the
+    report and export only; kept out of :class:`Store`, which is long enough)."""
+    return {i: json.loads(doc) for i, doc in store.db.execute("SELECT id, result FROM md WHERE result IS NOT NULL")}
+
+
 def _first_found(ids: Iterable[str], batches: Iterator[tuple[int, list[str], np.ndarray]]) -> dict[str, float]:
     """id -> the first scored value met for it in ``batches`` (rounds in order), for ``ids``; stops early
     once every id is found."""
