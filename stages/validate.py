@@ -25,8 +25,9 @@ What it measures, each against its reference and baseline (see stages/evaluate.p
   offline, one-shot selection and random selection, with bootstrap intervals.
 
 The reference set is ``data/scores/4jsv_vina_states.csv`` (docked with ligand
-states) once it holds 450 compounds, else the older 1,032 scores docked without
-states; ``reference_set_choice`` in the JSON says which.
+states) once it holds 450 compounds, else the same 5,000 compounds docked with
+the earlier states (dimorphite-dl, no penalties; 4jsv_vina_states_dimorphite.csv);
+``reference_set_choice`` in the JSON says which.
 
 Jobs (redock seeds, CV, retrieval replicates) run in ``--workers`` processes
 (one thread each). Targets (benchmarks, not pass/fail): redock median <= 2.0 A;
@@ -52,7 +53,8 @@ __all__ = ["DEFAULT_SCORES", "FALLBACK_SCORES", "DEFAULT_RECEPTOR", "default_sco
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SCORES = REPO / "data" / "scores" / "4jsv_vina_states.csv"  # docked with ligand states, growing to 5,000
-FALLBACK_SCORES = REPO / "data" / "scores" / "4jsv_vina_sample.csv"  # 1,032 compounds docked before states existed
+# the 5,000 as first docked (dimorphite-dl states, no penalties), while data/restate_reference.py re-states them
+FALLBACK_SCORES = REPO / "data" / "scores" / "4jsv_vina_states_dimorphite.csv"
 MIN_REFERENCE = 450  # 2% of the set must exceed the 8-compound seed sample of the retrieval loop
 DEFAULT_RECEPTOR = REPO / "data" / "receptors" / "4jsv"
 SECOND_RECEPTOR = REPO / "data" / "receptors" / "1uou"  # tipiracil in thymidine phosphorylase (PoseBusters' example)
@@ -70,8 +72,8 @@ def default_scores() -> tuple[Path, str]:
     if n >= MIN_REFERENCE:
         return DEFAULT_SCORES, f"{DEFAULT_SCORES.name}: {n} compounds docked with ligand states"
     return FALLBACK_SCORES, (f"{DEFAULT_SCORES.name} has {n} compounds, fewer than the {MIN_REFERENCE} retrieval "
-                             f"needs (data/dock_sample.py is still docking it); used {FALLBACK_SCORES.name}, "
-                             "docked without ligand states")
+                             f"needs (data/restate_reference.py is still re-stating it); used "
+                             f"{FALLBACK_SCORES.name}, docked with the earlier states (dimorphite-dl, no penalties)")
 
 
 def run_validation(
@@ -99,7 +101,7 @@ def run_validation(
         raise StageInputError(
             f"{scores}: {len(ref)} compounds; top-k retrieval needs 2% of the set to exceed the "
             f"{_n_init(len(ref), 0.01)}-compound seed sample (about 450 compounds): let data/dock_sample.py "
-            f"dock more, or pass --scores {FALLBACK_SCORES} (1,032 compounds, docked without states)")
+            f"dock more, or pass --scores {FALLBACK_SCORES} (5,000 compounds, earlier states)")
     if not (receptor / "receptor.pdbqt").is_file():
         raise StageInputError(f"{receptor}: receptor folder with receptor.pdbqt not found")
     chunks = [list(range(i, replicates, max(1, workers))) for i in range(min(workers, replicates))]
