@@ -50,6 +50,9 @@ class CampaignMeta(_Section):
 class ReceptorSection(_Section):
     path: FilePath  # folder with receptor.pdb, receptor.pdbqt, site.toml
     site: FilePath | None = None  # another site.toml
+    # metal ions of the folder's heterogens.toml the docking receptor keeps (stages/metals.py): auto keeps
+    # those held by >= 2 protein residues within 2.8 A, keep all, remove none
+    metals: Literal["auto", "keep", "remove"] = "auto"
 
 
 class Filters(_Section):
@@ -265,6 +268,21 @@ def _check_files(campaign: Campaign, source: Path) -> None:
         raise CampaignError(f"{source}: receptor.path: folder {campaign.receptor.path} not found")
     if campaign.receptor.site is not None and not campaign.receptor.site.is_file():
         raise CampaignError(f"{source}: receptor.site: file {campaign.receptor.site} not found")
+    _check_md_metals(campaign, source)
+
+
+def _check_md_metals(campaign: Campaign, source: Path) -> None:
+    """MD simulates a kept metal ion only with Li/Merz 12-6 parameters (stages/metals.py): refuse any other."""
+    from .stages.metals import MD_PARAMETERISED, kept_metals, read_provenance
+
+    kept = kept_metals(read_provenance(campaign.receptor.path / "heterogens.toml"), campaign.receptor.metals)
+    missing = [h.label for h in kept if h.resname not in MD_PARAMETERISED]
+    if missing and campaign.md.top_m > 0:
+        raise CampaignError(
+            f"{source}: receptor.metals = {campaign.receptor.metals!r} keeps {', '.join(missing)} for docking, but "
+            f"the MD stage has no parameters for it (Li/Merz 12-6 ions through tleap: "
+            f"{', '.join(sorted(MD_PARAMETERISED))}): set md.top_m = 0, or receptor.metals = 'remove' to dock "
+            "and simulate the metal-free protein")
 
 
 def load_with_overrides(path: Path, *, cores: int | None = None, backend: str | None = None,

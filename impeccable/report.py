@@ -78,6 +78,26 @@ def _docked_after_model(store: Store, r: int) -> list[str]:
     return store.redocked_since(r)
 
 
+def _receptor_section(store: Store) -> str:
+    """Every heterogen near the docking box, and whether the campaign's receptor kept it (heterogens.toml)."""
+    from .stages.metals import read_provenance
+
+    receptor = json.loads(store.get_meta("campaign") or "{}").get("receptor") or {}
+    if not receptor.get("path"):
+        return ""
+    mode = receptor.get("metals", "auto")
+    found = read_provenance(Path(receptor["path"]) / "heterogens.toml")
+    if not found:
+        return (f"<h2>Receptor</h2><p class='note'>{html.escape(receptor['path'])}: no heterogens.toml, so no record "
+                "of the heterogens its source structure had near the box.</p>")
+    rows = [[html.escape(h.label), f"{h.distance_to_box_angstrom:.1f}", "kept" if h.kept(mode) else "removed",
+             html.escape(h.reason(mode))] for h in found]
+    return (f"<h2>Receptor</h2><p class='note'>{html.escape(receptor['path'])}, metals = {html.escape(mode)}: every "
+            "heterogen of the source structure within 8 A of the docking box, and why it was kept or removed "
+            "(auto keeps a metal ion held by at least two protein residues within 2.8 A).</p>"
+            + table(["heterogen", "A from box", "receptor", "why"], rows, left=4))
+
+
 def _body(store: Store, run_dir: Path, top: int, settings: HitsSection, report_dir: Path) -> str:
     parts = [f"<h1>Campaign {html.escape(store.get_meta('name') or run_dir.name)}</h1>",
              f'<p class="note">run directory {html.escape(str(run_dir.resolve()))}; report written '
@@ -113,6 +133,7 @@ def _body(store: Store, run_dir: Path, top: int, settings: HitsSection, report_d
                        rows, left=3))
     parts.append(interactions_html(panel))
     parts.append(diverse_html(panel, _depiction))
+    parts.append(_receptor_section(store))
     # progress
     parts.append("<h2>Stages</h2>" + table(["stage", "done", "failed"],
                                              [[html.escape(s), d, f] for s, d, f, _ in stage_counts(store)], left=1))

@@ -96,7 +96,8 @@ class StageTasks:
         write_library(batch.records, ligands)  # quoted CSV: an id may hold a comma
         d = self.c.dock
         argv = dock.command(self.c.receptor.path, ligands, out, exhaustiveness=d.exhaustiveness, seed=d.seed,
-                            site=self.c.receptor.site, extra=self.c.ligands.dock_args())
+                            site=self.c.receptor.site,
+                            extra=[*self.c.ligands.dock_args(), "--metals", self.c.receptor.metals])
         return executable_task(argv, name=f"dock {batch.key}", ranks=d.ranks, mpi=d.ranks > 1, cwd=str(batch.folder),
                                tags=self._tags(batch.task_stage, batch.round), stderr=str(batch.folder / "stderr.log"))
 
@@ -161,7 +162,7 @@ class StageTasks:
                               frame_interval_ps=m.frame_interval_ps, seed=self.c.campaign.seed, threads=m.cores,
                               solvent=m.solvent, ligand_forcefield=m.ligand_forcefield, mmpbsa_py=m.mmpbsa_py,
                               platform=m.platform, precision=m.precision)
-        receptor = self.c.receptor.path / "receptor.pdb"
+        receptor = self._md_receptor()
         key = md_tasks.fingerprint(receptor, pose_sdf, settings)
         _write_if_changed(folder / "pose.sdf", pose_sdf)
         _write_if_changed(folder / "settings.json", json.dumps(dataclasses.asdict(settings), indent=1))
@@ -181,8 +182,21 @@ class StageTasks:
         """Ligand parameters (cached per compound in the run directory), tleap build, minimisation."""
         from .stages import md_tasks
 
-        argv = md_tasks.command("prepare", job.folder, self.c.receptor.path / "receptor.pdb", self.run_dir / "params")
+        argv = md_tasks.command("prepare", job.folder, self._md_receptor(), self.run_dir / "params")
         return self._md_executable(job, argv, "prepare")
+
+    def _md_receptor(self) -> Path:
+        """receptor.pdb, or a copy in the run directory with the metal ions [receptor] metals keeps."""
+        from .stages.metals import kept_metals, metal_pdb_lines, read_provenance
+
+        pdb = self.c.receptor.path / "receptor.pdb"
+        kept = kept_metals(read_provenance(self.c.receptor.path / "heterogens.toml"), self.c.receptor.metals)
+        if not kept:
+            return pdb
+        lines = [line for line in pdb.read_text().splitlines() if line.strip() not in ("END", "")]
+        out = self.work / "receptor_metals.pdb"
+        _write_if_changed(out, "\n".join([*lines, *metal_pdb_lines(kept), "END"]) + "\n")
+        return out
 
     def md_replica_task(self, job: MDJob, index: int) -> Task:
         from .stages import md_tasks

@@ -4,8 +4,9 @@ Why this shape: computing Vina's grid maps costs about as much as docking one
 small molecule, so one :class:`Docker` per receptor computes them once and
 docks every ligand of a batch against them. Each compound is docked as every
 one of its states (:func:`ligands.prepare_states`: salts stripped,
-stereoisomers of unassigned centres, protomers at pH 7.4, each embedded) and
-scores as its best state; the result names that state. Ligands are typed for
+stereoisomers of unassigned centres, microstates at pH 7.4, each embedded) and
+scores as its best state, each state's Vina score plus its microstate penalty
+(0 for the dominant microstate); the result names that state. Ligands are typed for
 Vina by meeko. A molecule that fails anywhere (SMILES, embedding, meeko, Vina)
 in every state is reported as a :class:`LigandFailure` and the batch goes on.
 With a fixed seed a ligand's result does not depend on which batch or rank
@@ -21,9 +22,12 @@ Rank ``r`` of ``n`` docks records ``r, r+n, ...`` of the library
 (:func:`library.iter_shard`) and writes ``OUT_DIR/dock.rank{r}.jsonl``
 atomically: one JSON object per molecule, ``{"id", "smiles",
 "score_kcal_mol", "pose_sdf", "runtime_s", "state_smiles", "n_states",
-"state_scores_kcal_mol"}`` or ``{"id", "smiles", "error"}``. ``state_smiles``
-is the best state (stereo and charges), ``n_states`` how many states were
-docked, ``state_scores_kcal_mol`` their scores in enumeration order.
+"state_scores_kcal_mol", "state_penalties_kcal_mol", "penalty_kcal_mol"}`` or
+``{"id", "smiles", "error"}``. ``state_smiles`` is the best state (stereo and
+charges), ``n_states`` how many states were docked, ``state_scores_kcal_mol``
+their Vina scores in enumeration order and ``state_penalties_kcal_mol`` their
+microstate penalties (0 for the dominant state at the pH); a compound's
+``score_kcal_mol`` is its best state's Vina score plus that state's penalty.
 Ranks share nothing, so rank and size come from the launcher's environment
 and MPI is only initialised (mpi4py) if a launcher set a rank but no size.
 :func:`read_dock_results` reads every rank file back.
@@ -83,7 +87,9 @@ class DockResult:
     runtime_s: float  # preparation + docking of every state of this ligand
     state_smiles: str = ""  # the best state: canonical isomeric SMILES with stereo and charges
     n_states: int = 1  # states docked (those that failed to embed or dock are not counted)
-    state_scores_kcal_mol: tuple[float, ...] = ()  # every docked state's score, in enumeration order
+    state_scores_kcal_mol: tuple[float, ...] = ()  # every docked state's Vina score, in enumeration order
+    state_penalties_kcal_mol: tuple[float, ...] = ()  # each state's microstate penalty, same order
+    penalty_kcal_mol: float = 0.0  # the best state's penalty: score_kcal_mol = its Vina score + this
 
 
 class Docker:
@@ -123,7 +129,7 @@ class Docker:
             states = prepare_states(cid, smiles, self.states)
             if isinstance(states, LigandFailure):
                 return states
-            docked: list[tuple[float, Chem.Mol, str]] = []
+            docked: list[tuple[float, Chem.Mol, str, float]] = []
             reason = ""
             for state in states:
                 try:
@@ -131,15 +137,18 @@ class Docker:
                 except Exception as exc:  # meeko/Vina raise assorted types for odd chemistry
                     reason = reason or f"docking failed for state {state.smiles}: {type(exc).__name__}: {exc}"
                     continue
-                docked.append((score, pose, state.smiles))
+                docked.append((score, pose, state.smiles, state.penalty_kcal_mol))
         if not docked:
             return LigandFailure(cid, smiles, reason)
-        score, pose, state_smiles = min(docked, key=lambda d: d[0])  # ties: the first state
+        score, pose, state_smiles, penalty = min(docked, key=lambda d: d[0] + d[3])  # ties: the first state
         pose.SetProp("_Name", cid)
         pose.SetProp("vina_score_kcal_mol", f"{score:.3f}")
+        pose.SetProp("state_penalty_kcal_mol", f"{penalty:.3f}")
         pose.SetProp("state_smiles", state_smiles)
-        return DockResult(cid, smiles, score, Chem.MolToMolBlock(pose), round(time.perf_counter() - t0, 4),
-                          state_smiles, len(docked), tuple(round(d[0], 3) for d in docked))
+        return DockResult(cid, smiles, score + penalty, Chem.MolToMolBlock(pose),
+                          round(time.perf_counter() - t0, 4), state_smiles, len(docked),
+                          tuple(round(d[0], 3) for d in docked), tuple(round(d[3], 3) for d in docked),
+                          round(penalty, 3))
 
     def dock_prepared(self, ligand: PreparedLigand, *, exhaustiveness: int | None = None) -> tuple[float, Chem.Mol]:
         """Dock one prepared ligand; return (best score in kcal/mol, best pose with hydrogens).
@@ -327,13 +336,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-protomers", type=int, default=StateOptions.max_protomers,
                    help="states per stereoisomer: protonation states, most probable first")
     p.add_argument("--ph", type=float, default=StateOptions.ph)
+    p.add_argument("--metals", choices=("auto", "keep", "remove"), default="auto",
+                   help="metal ions of the receptor folder's heterogens.toml to keep (stages/metals.py)")
     a = p.parse_args(argv)
     rank, size = mpi_rank_size()
     t0 = time.perf_counter()
     out = rank_file(a.out_dir, rank)
     n_ok = n_fail = 0
     try:
-        receptor = load_receptor(a.receptor, site_file=a.site)  # validates the box against the protein
+        receptor = load_receptor(a.receptor, site_file=a.site, metals=a.metals)  # validates the box too
         records = iter_shard(a.ligands, rank, size)
         first = next(records, None)  # an empty or malformed library fails here, before the maps are built
         try:
