@@ -51,10 +51,12 @@ def register(sub: Any) -> None:
 
     from .compare import register as register_compare
     from .emulate import register as register_emulate
+    from .library_cli import register as register_library
     from .model import register as register_model
 
     register_compare(sub)
     register_emulate(sub)
+    register_library(sub)
     register_model(sub)
 
 

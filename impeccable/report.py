@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from . import plots
-from .htmlparts import img, stage_table, table
+from .htmlparts import depiction as _depiction
+from .htmlparts import img, page, stage_table, table
 from .results import check_top_poses, ranked_hits, stage_counts
 from .runtime.metrics import summarize
 from .store import Store
@@ -31,29 +32,10 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, top: int = 
         body = _body(store, run_dir, top)
     finally:
         store.close()
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(run_dir.name)} report</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
-table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
-td.l,th.l{{text-align:left}}img{{max-width:100%}}h2{{border-bottom:1px solid #ddd;margin-top:2em}}
-.note{{color:#555;font-size:90%}}</style></head><body>{body}</body></html>"""
     tmp = out.with_suffix(".tmp")
-    tmp.write_text(page)
+    tmp.write_text(page(f"{run_dir.name} report", body))
     os.replace(tmp, out)
     return out
-
-
-def _depiction(smiles: str) -> str:
-    from rdkit import Chem
-    from rdkit.Chem.Draw import rdMolDraw2D
-
-    mol = Chem.MolFromSmiles(smiles)
-    if mol is None:
-        return ""
-    drawer = rdMolDraw2D.MolDraw2DSVG(220, 160)
-    drawer.DrawMolecule(mol)
-    drawer.FinishDrawing()
-    svg = drawer.GetDrawingText()
-    return svg[svg.find("<svg"):]
 
 
 def _pose_cell(verdict: str) -> str:
