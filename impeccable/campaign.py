@@ -39,7 +39,7 @@ from .lock import RunDirLock
 from .progress import CampaignProgress
 from .runtime import Pilot, Task, TaskFuture, TaskState
 from .stagetasks import DockBatch, MDJob, StageTasks
-from .library_stage import CampaignLibrary, LibraryStage
+from .library_stage import CampaignLibrary
 from .stages.library import LibraryRecord
 from .stages.surrogate import nominate_batch
 from .store import Store
@@ -80,7 +80,7 @@ class CampaignRunner:
         self.store = Store(self.run_dir / "campaign.db")
         self.progress = CampaignProgress(progress)
         self.stages = stages or StageTasks(campaign, self.run_dir)
-        self.library = CampaignLibrary(campaign, self.store)
+        self.library = CampaignLibrary(campaign, self.store, self.stages, self.progress)
         self._pilot = pilot
         self.state: RoundState | None = None
         self.tasks: TaskLoop | None = None
@@ -95,7 +95,7 @@ class CampaignRunner:
         holds the directory, CampaignInterrupted on Ctrl-C/SIGTERM.
         """
         with RunDirLock(self.run_dir):
-            self.library_rows = validate_inputs(self.c, self.store).count
+            self.library.rows = validate_inputs(self.c, self.store).count
             check_same_campaign(self.c, self.store, self.run_dir)
             self.pilot = self._pilot or make_pilot(self.c)
             session = self.store.begin_session(self.pilot.allocation.cores,
@@ -110,7 +110,7 @@ class CampaignRunner:
         with guard:
             try:
                 self.pilot.start()
-                self._plan()
+                self.library.prepare(self.tasks, self.pilot.allocation.cores, then=self._plan)
                 self.tasks.run()
                 status = "done-with-failures" if self.tasks.failed else "done"
             except KeyboardInterrupt:
@@ -133,21 +133,9 @@ class CampaignRunner:
 
     # ------------------------------------------------------------------ planning
     def _plan(self) -> None:
-        """Prepare the library if it needs it (function tasks); then start the first round that is not complete."""
-        stage = LibraryStage(self.library, self.stages, self.tasks, self.progress, self.library_rows,
-                             self.pilot.allocation.cores, self._plan_rounds)
-        if self.library.prepared and not stage.complete():
-            stage.start()
-        else:
-            self._plan_rounds()
-
-    def _plan_rounds(self) -> None:
-        self.library_size = self.library.size(self.library_rows)
-        self.n_batches = max(1, -(-self.library_size // self.c.infer.batch_size))
+        """Start the first round that is not complete (round 0 on a new run), once the library is prepared."""
+        self.n_batches = max(1, -(-self.library.size // self.c.infer.batch_size))
         r = next((r for r in range(self.c.campaign.rounds) if not self._round_complete(r)), None)
-        if r == 0 and self.library_size == 0:
-            raise RuntimeError("the library preparation kept no compound: `impeccable library inspect` shows "
-                               "which filters removed them")
         if r == 0:
             self._seed_docking()
         elif r is not None:
@@ -228,7 +216,7 @@ class CampaignRunner:
             round=r, batches_left=left, batches=self.library.batches(left),
             redock_left={i for i in range(self.n_batches) if quota(i, self.n_batches, self.c.redock.top_k)})
         n, scored, filtered, failed = self.store.inference_counts(r)
-        self.progress.tick(f"infer r{r}", total=self.library_size, done=scored + filtered, failed=failed)
+        self.progress.tick(f"infer r{r}", total=self.library.size, done=scored + filtered, failed=failed)
         docked = self.store.docked_ids()
         for batch in sorted(done):  # nominees of batches scored in an earlier session, not docked yet
             self._redock_batch(r, batch, docked)

@@ -86,7 +86,7 @@ class LibrarySection(_Section):
     standardize: bool = False  # largest organic fragment, neutralised (RDKit MolStandardize)
     tautomer: bool = False  # and the canonical tautomer (slow); needs standardize
     deduplicate: bool = False  # one compound per InChIKey across all sources; the first kept, every id noted
-    batch_size: int = Field(default=2000, ge=10)  # compounds per library-preparation task
+    batch_size: int = Field(default=2000, ge=1)  # compounds per library-preparation task
     seed_strategy: Literal["random", "diverse", "stratified"] = "random"  # how the seed sample is drawn
     filters: Filters = Filters()
 

@@ -48,22 +48,36 @@ def raw_records(campaign: Campaign) -> Iterator[SourcedRecord]:
 class CampaignLibrary:
     """The compounds a campaign screens, streamed: the prepared library (or the raw one), batches, the seed."""
 
-    def __init__(self, campaign: Campaign, store: Store) -> None:
+    def __init__(self, campaign: Campaign, store: Store, stages: Any, progress: CampaignProgress) -> None:
         from .stages.prepare import settings_need_preparation
 
         self.c = campaign
         self.settings = campaign.library.preparation()
         self.prepared = settings_need_preparation(self.settings)
         self.store = LibraryStore(store)
+        self.stages, self.progress = stages, progress
+        self.rows = 0  # records in the library (the first library.limit): set by the runner from the scan
+        self.size = 0  # compounds screened: set by prepare()
+
+    def prepare(self, tasks: Any, cores: int, then: Callable[[], None]) -> None:
+        """Prepare the library through the pilot if it needs it and is not prepared yet, then call ``then``."""
+        stage = LibraryStage(self, self.stages, tasks, self.progress, self.rows, cores, partial(self._ready, then))
+        if self.prepared and not stage.complete():
+            stage.start()
+        else:
+            self._ready(then)
+
+    def _ready(self, then: Callable[[], None]) -> None:
+        self.size = self.store.counts().kept if self.prepared else self.rows
+        if self.size == 0:
+            raise RuntimeError("the library preparation kept no compound: `impeccable library inspect` shows "
+                               "which rules removed them")
+        then()
 
     def records(self) -> Iterator[LibraryRecord]:
         if self.prepared:
             return itertools.starmap(LibraryRecord, self.store.records())
         return (LibraryRecord(rec.id, rec.smiles) for rec in raw_records(self.c))
-
-    def size(self, rows: int) -> int:
-        """Compounds screened: those the preparation kept, else the library's ``rows``."""
-        return self.store.counts().kept if self.prepared else rows
 
     def batches(self, wanted: set[int]) -> Iterator[tuple[int, list[LibraryRecord]]]:
         """The inference batches numbered in ``wanted``, in library order."""

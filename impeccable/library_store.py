@@ -181,3 +181,31 @@ def summary(counts: LibraryCounts) -> dict[str, Any]:
                                                                          key=lambda kv: -kv[1])),
             "kept": counts.kept,
             "adds_up": counts.rows == counts.failed + counts.duplicates + counts.filtered + counts.kept}
+
+
+def compound_sources(store: Store, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """id -> (source name, every ``source:id`` it carries joined by ';'), for the export and the report.
+
+    From the prepared library where there is one; else from the ids and the campaign's sources (a library
+    streamed as it is: one source per compound, named ids ``source:id`` or the library file's name)."""
+    from .config import LibrarySection
+
+    found = LibraryStore(store).sources_of(ids)
+    try:
+        section = LibrarySection.model_validate(json.loads(store.get_meta("campaign") or "{}")["library"],
+                                                strict=False)
+        names = [name for name, _, _, _ in section.source_list()]
+        named = bool(section.sources)
+    except (KeyError, ValueError, TypeError):
+        names, named = [], False
+    out = {}
+    for cid in ids:
+        if cid in found:
+            source, source_ids = found[cid]
+        elif named and cid.partition(":")[0] in names:
+            source, source_ids = cid.partition(":")[0], [cid]
+        else:
+            source = names[0] if names else ""
+            source_ids = [f"{source}:{cid}" if source else cid]
+        out[cid] = (source, ";".join(source_ids))
+    return out

@@ -15,6 +15,7 @@ from pathlib import Path
 from . import plots
 from .htmlparts import depiction as _depiction
 from .htmlparts import img, page, stage_table, table
+from .library_store import compound_sources
 from .results import check_top_poses, ranked_hits, stage_counts
 from .runtime.metrics import summarize
 from .store import Store
@@ -52,16 +53,34 @@ def _docked_after_model(store: Store, r: int) -> list[str]:
     return store.redocked_since(r)
 
 
+def _library_section(store: Store) -> str:
+    """What the library stage kept and dropped, by rule (nothing for a library screened as it is)."""
+    from .library_store import LibraryStore, summary
+
+    counts = LibraryStore(store).counts()
+    if not counts.batches:
+        return ""
+    s = summary(counts)
+    return ("<h2>Library</h2><p class='note'>Prepared by function tasks before the seed docking (standardisation, "
+            "filters, InChIKey deduplication as the campaign file says); each dropped compound keeps the rule that "
+            "dropped it (<code>impeccable library inspect</code> profiles a library before a campaign).</p>"
+            + table(["rows", "failed", "duplicates", "filtered", "kept"],
+                    [[s["rows"], s["failed"], s["duplicates"], s["filtered"], s["kept"]]])
+            + table(["rule", "compounds it dropped"], [[html.escape(k), v] for k, v in s["filtered_by_rule"].items()],
+                    left=1))
+
+
 def _body(store: Store, run_dir: Path, top: int) -> str:
     parts = [f"<h1>Campaign {html.escape(store.get_meta('name') or run_dir.name)}</h1>",
              f'<p class="note">run directory {html.escape(str(run_dir.resolve()))}; report written '
              f'{time.strftime("%Y-%m-%d %H:%M")}</p>']
     # hits
     hits = check_top_poses(store, ranked_hits(store)[:top], top)
+    sources = compound_sources(store, [h.id for h in hits])
     rows = [[h.rank, html.escape(h.id), _depiction(h.state_smiles or h.smiles), f"{h.dock_score:.2f}",
              "" if h.predicted is None else f"{h.predicted:.2f}",
              "" if h.mmgbsa is None else f"{h.mmgbsa:.1f} ± {h.mmgbsa_stderr or 0:.1f}", h.origin,
-             _pose_cell(h.pose_check),
+             _pose_cell(h.pose_check), html.escape(sources[h.id][1]).replace(";", "<br>"),
              f"<code>{html.escape(h.smiles)}</code><br>docked as <code>{html.escape(h.state_smiles or '?')}</code>"]
             for h in hits]
     n_bad, n_checked = sum(h.implausible for h in hits), sum(bool(h.pose_check) for h in hits)
@@ -73,10 +92,11 @@ def _body(store: Store, run_dir: Path, top: int) -> str:
                  f"energy, clashes and overlap with the protein) on these poses: {n_bad} of the {n_checked} checked "
                  "failed one and are flagged as implausible.</p>")
     parts.append(table(["rank", "id", "docked state", "Vina (kcal/mol)", "surrogate", "MM/GBSA (kcal/mol)",
-                         "origin", "pose", "SMILES"], rows, left=3))
+                         "origin", "pose", "source ids", "SMILES"], rows, left=3))
     # progress
     parts.append("<h2>Stages</h2>" + table(["stage", "done", "failed"],
                                              [[html.escape(s), d, f] for s, d, f, _ in stage_counts(store)], left=1))
+    parts.append(_library_section(store))
     # surrogate
     dock = store.dock_score_map()
     parts.append("<h2>Surrogate</h2><p class='note'>val Spearman/RMSE are measured on the split that picked the "
