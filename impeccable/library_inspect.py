@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .library_store import key_hash
+from .library_store import LibraryCounts, key_hash
 from .stages.library_sources import LibrarySource, SourcedRecord, iter_sources
 
 # histogram bins of each profiled property (stages/prepare.PROFILE_PROPERTIES)
@@ -41,23 +41,16 @@ SAMPLE_DEPICTIONS = 12
 
 
 @dataclass
-class Profile:
-    """What one pass found; ``rows = failed + duplicates + filtered + kept`` by construction."""
+class Profile(LibraryCounts):
+    """What one pass found: the library stage's counts (``seconds``: the workers' CPU per step) and more."""
 
-    rows: int = 0
     parsed: int = 0
-    failed: int = 0
-    duplicates: int = 0
-    filtered: int = 0
-    kept: int = 0
     failed_by_reason: Counter = field(default_factory=Counter)
-    filtered_by_rule: Counter = field(default_factory=Counter)
     passing_rule: Counter = field(default_factory=Counter)
     histograms: dict[str, np.ndarray] = field(default_factory=lambda: {k: np.zeros(len(v) - 1, np.int64)
                                                                        for k, v in BINS.items()})
     scaffolds: Counter = field(default_factory=Counter)
     sample: list[tuple[str, str]] = field(default_factory=list)
-    worker_seconds: Counter = field(default_factory=Counter)
     first_failures: list[str] = field(default_factory=list)
 
 
@@ -138,7 +131,7 @@ def _fold(p: Profile, keys: set[int], rng: random.Random, records: list[SourcedR
         values = props[name][unique] if len(kept) else np.zeros(0)
         p.histograms[name] += np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)[0]
     p.scaffolds.update(s for s, u in zip(out["scaffolds"], unique) if u)
-    p.worker_seconds.update(out["seconds"])
+    p.seconds.update(out["seconds"])
     for j, i in enumerate(kept):  # a seeded reservoir sample of the kept compounds, for depictions
         if not unique[j]:
             continue
@@ -152,7 +145,7 @@ def _fold(p: Profile, keys: set[int], rng: random.Random, records: list[SourcedR
 
 def _report(p: Profile, settings: dict[str, Any], total_s: float, run_s: float, clock: dict[str, float],
             cores: int) -> dict[str, Any]:
-    worker = {k: round(v, 3) for k, v in p.worker_seconds.items()}
+    worker = {k: round(v, 3) for k, v in p.seconds.items()}
     return {
         "rows": p.rows, "parsed": p.parsed, "failed": p.failed, "duplicates": p.duplicates, "filtered": p.filtered,
         "filtered_by_rule": dict(p.filtered_by_rule.most_common()), "kept": p.kept,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,8 +68,8 @@ class LibraryCounts:
     duplicates: int = 0
     filtered: int = 0
     kept: int = 0
-    filtered_by_rule: dict[str, int] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
+    filtered_by_rule: Counter = field(default_factory=Counter)
+    seconds: Counter = field(default_factory=Counter)
 
 
 class LibraryStore:
@@ -140,10 +141,8 @@ class LibraryStore:
             out.batches += 1
             out.rows, out.failed, out.duplicates = out.rows + rows, out.failed + failed, out.duplicates + dup
             out.filtered, out.kept = out.filtered + filtered, out.kept + kept
-            for rule, n in json.loads(by_rule).items():
-                out.filtered_by_rule[rule] = out.filtered_by_rule.get(rule, 0) + n
-            for step, s in json.loads(seconds).items():
-                out.seconds[step] = out.seconds.get(step, 0.0) + s
+            out.filtered_by_rule.update(json.loads(by_rule))
+            out.seconds.update(json.loads(seconds))
         return out
 
     def sources_of(self, ids: Iterable[str]) -> dict[str, tuple[str, list[str]]]:

@@ -131,6 +131,23 @@ class LibraryScan:
     skipped: list[tuple[int, str, str]] = field(default_factory=list)  # (line, id, reason), the first 1,000
     skipped_count: int = 0
 
+    def skip(self, line: int, cid: str, reason: str) -> None:
+        """An ``on_skip`` handler: counts every skipped row, keeps the first 1,000."""
+        self.skipped_count += 1
+        if len(self.skipped) < 1000:
+            self.skipped.append((line, cid, reason))
+
+    def count_ids(self, ids: Iterable[str], limit: int | None = None) -> set[int]:
+        """Count ``ids`` (the first ``limit``); returns the hashes that occur more than once (8 bytes per id)."""
+        hashes = array("q")
+        for cid in ids:
+            if limit is not None and self.count >= limit:
+                break
+            hashes.append(hash(cid))
+            self.count += 1
+        ordered = np.sort(np.frombuffer(hashes, dtype=np.int64))
+        return set(ordered[1:][ordered[1:] == ordered[:-1]].tolist())
+
 
 def scan_library(
     path: str | os.PathLike[str],
@@ -146,21 +163,9 @@ def scan_library(
     hash of each id); the lines of a repeated id are found by a second pass.
     """
     scan = LibraryScan()
-
-    def on_skip(line: int, cid: str, reason: str) -> None:
-        scan.skipped_count += 1
-        if len(scan.skipped) < 1000:
-            scan.skipped.append((line, cid, reason))
-
-    hashes = array("q")
     columns = {"id_column": id_column, "smiles_column": smiles_column}
-    for _, record in numbered_records(path, on_skip=on_skip, **columns):
-        if limit is not None and scan.count >= limit:
-            break
-        hashes.append(hash(record.id))
-        scan.count += 1
-    sorted_hashes = np.sort(np.frombuffer(hashes, dtype=np.int64))
-    repeated = set(sorted_hashes[1:][sorted_hashes[1:] == sorted_hashes[:-1]].tolist())
+    repeated = scan.count_ids((record.id for _, record in numbered_records(path, on_skip=scan.skip, **columns)),
+                              limit)
     if repeated:
         _refuse_duplicates(Path(path), repeated, scan.count, columns)
     return scan

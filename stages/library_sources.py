@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import glob
 import os
-from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
-
-import numpy as np
 
 from .errors import StageInputError
 from .library import COMPRESSIONS, LIBRARY_SUFFIXES, LibraryScan, SkipHandler, numbered_records
@@ -106,20 +103,8 @@ def scan_sources(sources: Sequence[LibrarySource], *, prefix: bool, limit: int |
     Memory: 8 bytes per record, as :func:`.library.scan_library`.
     """
     scan = LibraryScan()
-
-    def on_skip(line: int, cid: str, reason: str) -> None:
-        scan.skipped_count += 1
-        if len(scan.skipped) < 1000:
-            scan.skipped.append((line, cid, reason))
-
-    hashes = array("q")
-    for _, _, record in numbered_sources(sources, prefix=prefix, on_skip=on_skip):
-        if limit is not None and scan.count >= limit:
-            break
-        hashes.append(hash(record.id))
-        scan.count += 1
-    ordered = np.sort(np.frombuffer(hashes, dtype=np.int64))
-    repeated = set(ordered[1:][ordered[1:] == ordered[:-1]].tolist())
+    repeated = scan.count_ids((rec.id for _, _, rec in numbered_sources(sources, prefix=prefix, on_skip=scan.skip)),
+                              limit)
     if repeated:
         seen: dict[str, tuple[Path, int]] = {}
         for i, (path, line, record) in enumerate(numbered_sources(sources, prefix=prefix)):

@@ -16,49 +16,10 @@ from impeccable.library_store import LibraryStore, compound_sources
 from impeccable.results import export
 from impeccable.stages.library import read_library
 from impeccable.store import Store
+from test_campaign_run import ROOT, tiny
+from test_library_prepare import TWO_SOURCES
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
-
-CAMPAIGN = """
-[campaign]
-name = "two-sources"
-seed = 5
-[receptor]
-path = "{root}/data/receptors/4jsv"
-[library]
-standardize = true
-deduplicate = true
-batch_size = 25
-seed_strategy = "diverse"
-[[library.sources]]
-name = "vendor"
-path = "vendor.sdf"
-id_column = "IDNUMBER"
-[[library.sources]]
-name = "house"
-path = "house.csv"
-[library.filters]
-presets = ["lead-like"]
-alerts = ["pains", "brenk"]
-[dock]
-seed_sample = 8
-exhaustiveness = 1
-ligands_per_task = 4
-[surrogate]
-epochs = 5
-[infer]
-batch_size = 40
-[redock]
-top_k = 2
-[md]
-top_m = 0
-[pilot]
-cores = 2
-[pilot.routes]
-executable = "local"
-function = "local"
-"""
 
 
 def _write_sources(tmp_path: Path) -> str:
@@ -75,7 +36,7 @@ def _write_sources(tmp_path: Path) -> str:
     writer = Chem.SDWriter(str(tmp_path / "vendor.sdf"))
     for rec in moses[:40]:
         mol = Chem.MolFromSmiles(rec.smiles)
-        mol.SetProp("IDNUMBER", f"V-{rec.id}")
+        mol.SetProp("_Name", f"V-{rec.id}")
         writer.write(mol)
     writer.close()
     rows = [(f"H-{rec.id}", rec.smiles) for rec in moses[40:]]
@@ -88,7 +49,10 @@ def _write_sources(tmp_path: Path) -> str:
 
 def test_two_sources_lead_like_pains_brenk_end_to_end(tmp_path):
     merged = _write_sources(tmp_path)
-    (tmp_path / "c.toml").write_text(CAMPAIGN.format(root=ROOT))
+    text = tiny(tmp_path).read_text()  # the tiny campaign, its library replaced by the two sources, no MD
+    library = text[text.index("[library]"):text.index("[dock]")]
+    text = text.replace(library, TWO_SOURCES.format(batch_size=25, presets='"lead-like"'))
+    (tmp_path / "c.toml").write_text(text.replace("top_m = 1", "top_m = 0"))
     campaign = load_campaign(tmp_path / "c.toml")
     summary = CampaignRunner(campaign, tmp_path / "run").run()
     assert summary["failed_tasks"] == []

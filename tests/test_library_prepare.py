@@ -60,6 +60,23 @@ def test_a_salt_is_screened_as_its_neutral_parent_and_records_the_rule_that_drop
     assert set(out["seconds"]) >= {"parse", "standardize", "filters", "key"}
 
 
+TWO_SOURCES = """[library]
+standardize = true
+deduplicate = true
+batch_size = {batch_size}
+seed_strategy = "diverse"
+[[library.sources]]
+name = "vendor"
+path = "vendor.sdf"
+[[library.sources]]
+name = "house"
+path = "house.csv"
+[library.filters]
+presets = [{presets}]
+alerts = ["pains", "brenk"]
+"""
+
+
 def _two_sources(tmp_path: Path) -> tuple[Path, Path]:
     from rdkit import Chem
 
@@ -109,20 +126,7 @@ def test_the_campaign_library_stage_dedups_across_sources_through_the_pilot(tmp_
 name = "two-sources"
 [receptor]
 path = "{root}/data/receptors/4jsv"
-[library]
-standardize = true
-deduplicate = true
-batch_size = 3
-[[library.sources]]
-name = "vendor"
-path = "vendor.sdf"
-[[library.sources]]
-name = "house"
-path = "house.csv"
-[library.filters]
-presets = ["ro5"]
-alerts = ["pains", "brenk"]
-""")
+{TWO_SOURCES.format(batch_size=3, presets='"ro5"')}""")
     campaign = load_campaign(tmp_path / "c.toml")
     store = Store(tmp_path / "run" / "campaign.db")
     library = CampaignLibrary(campaign, store, StageTasks(campaign, tmp_path / "run"), CampaignProgress())
