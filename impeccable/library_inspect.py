@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -67,7 +68,8 @@ def inspect_library(sources: list[LibrarySource], prefix: bool, settings: dict[s
                options=options) as pilot:
         started = time.perf_counter()
         window: list[tuple[list[SourcedRecord], Any]] = []
-        batches = _timed_batches(iter_sources(sources, prefix=prefix), batch_size, limit, clock)
+        records = iter_sources(sources, prefix=prefix, on_skip=partial(_unreadable, profile))
+        batches = _timed_batches(records, batch_size, limit, clock)
         for records in batches:
             task = function_task("impeccable.library_inspect:profile_batch", [r.smiles for r in records], settings,
                                  name=f"inspect b{profile.rows}")
@@ -86,6 +88,15 @@ def profile_batch(smiles: list[str], settings: dict[str, Any]) -> dict[str, Any]
     from .stages.prepare import prepare_batch
 
     return prepare_batch(smiles, settings, profile=True)
+
+
+def _unreadable(p: Profile, line: int, cid: str, reason: str) -> None:
+    """A record the reader skipped (an SDF molfile RDKit refuses, an empty id or SMILES): a row that failed."""
+    p.rows += 1
+    p.failed += 1
+    p.failed_by_reason[reason.split(": ")[-1].split("'")[0].rstrip(" (").strip()] += 1
+    if len(p.first_failures) < 20:
+        p.first_failures.append(reason)
 
 
 def _timed_batches(records: Iterator[SourcedRecord], size: int, limit: int | None,

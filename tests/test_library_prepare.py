@@ -106,6 +106,11 @@ def test_inspect_counts_a_library_of_known_composition(tmp_path):
     assert r["adds_up"] and r["mol_per_s"] > 0 and r["passing_all_rules"] == 4
     assert r["passing_each_rule"]["alerts: Brenk"] == 4  # of 7 parsed: the rhodanine, aldehyde and ester fail it
     assert sum(r["histograms"]["mw"]["counts"]) == 3 and len(r["sample"]) == 3
+    with open(csv, "a") as fh:
+        fh.write("H6,\n")  # a row the reader skips: counted as a failed row, with its reason
+    r = inspect_library(sources, True, settings, cores=1, batch_size=3)
+    assert (r["rows"], r["failed"], r["kept"]) == (9, 2, 3) and r["adds_up"]
+    assert r["failed_by_reason"] == {"unparsable SMILES": 1, "empty SMILES for id": 1}
 
 
 def test_the_campaign_library_stage_dedups_across_sources_through_the_pilot(tmp_path):
