@@ -82,66 +82,83 @@ def prepare_batch(smiles: Sequence[str], settings: Mapping[str, Any], *, profile
     every rule is tried on every parsed molecule: ``rule_passes`` {rule: molecules passing it}, and for
     the kept ones ``properties`` {name: [values]} and ``scaffolds`` (Bemis-Murcko SMILES).
     """
-    rules = compile_rules(settings["filters"])
-    standardize = _standardizer(bool(settings.get("tautomer"))) if settings.get("standardize") else None
-    dedupe = bool(settings.get("deduplicate"))
-    out_smiles, keys = [""] * len(smiles), [""] * len(smiles)
-    failed: list[tuple[int, str]] = []
-    filtered: list[tuple[int, str, str]] = []
-    seconds = dict.fromkeys(STEPS, 0.0)
-    passes = dict.fromkeys(rules.names, 0)
-    props: dict[str, list[float]] = {name: [] for name in PROFILE_PROPERTIES} if profile else {}
-    scaffolds: list[str] = []
-    clock = time.process_time  # CPU seconds: the per-step split stays true on a busy machine
+    batch = _Batch(len(smiles), settings, profile)
     with quiet_rdkit():  # InChI's warnings too
         for i, text in enumerate(smiles):
-            t0 = clock()
-            mol = Chem.MolFromSmiles(text)
-            t1 = clock()
-            seconds["parse"] += t1 - t0
-            if mol is None:
-                failed.append((i, f"unparsable SMILES {text!r}"))
-                continue
-            if standardize is not None:
-                try:
-                    mol = standardize(mol)
-                except (RuntimeError, ValueError) as exc:
-                    failed.append((i, f"standardisation failed: {exc}"))
-                    continue
-                if mol is None or mol.GetNumAtoms() == 0:
-                    failed.append((i, "standardisation left no molecule"))
-                    continue
-            t2 = clock()
-            seconds["standardize"] += t2 - t1
-            if profile:
-                broken = rules.failures(mol)
-                for name in passes:
-                    passes[name] += 1
-                for name, _ in broken:
-                    passes[name] -= 1
-                failure = broken[0] if broken else None
-            else:
-                failure = rules.first_failure(mol)
-            t3 = clock()
-            seconds["filters"] += t3 - t2
-            if failure is not None:
-                filtered.append((i, *failure))
-                continue
-            out_smiles[i] = Chem.MolToSmiles(mol) if standardize is not None else text
-            if dedupe:
-                keys[i] = Chem.MolToInchiKey(mol)
-            t4 = clock()
-            seconds["key"] += t4 - t3
-            if profile:
-                for name, value in properties(mol, PROFILE_PROPERTIES).items():
-                    props[name].append(value)
-                scaffolds.append(_scaffold(mol))
-                seconds["profile"] += clock() - t4
-    result: dict[str, Any] = {"smiles": out_smiles, "keys": keys, "failed": failed, "filtered": filtered,
-                              "seconds": seconds}
-    if profile:
-        result.update(rule_passes=passes, properties=props, scaffolds=scaffolds)
-    return result
+            try:
+                batch.prepare(i, text)
+            except Exception as exc:  # noqa: BLE001 - an RDKit error fails its molecule, not the batch
+                batch.failed.append((i, f"RDKit error: {type(exc).__name__}: {exc}"))
+    return batch.result()
+
+
+class _Batch:
+    """The outcome of one batch, filled one molecule at a time (outputs written only once a molecule is done)."""
+
+    def __init__(self, n: int, settings: Mapping[str, Any], profile: bool) -> None:
+        self.rules = compile_rules(settings["filters"])
+        self.standardize = _standardizer(bool(settings.get("tautomer"))) if settings.get("standardize") else None
+        self.dedupe = bool(settings.get("deduplicate"))
+        self.profile = profile
+        self.smiles, self.keys = [""] * n, [""] * n
+        self.failed: list[tuple[int, str]] = []
+        self.filtered: list[tuple[int, str, str]] = []
+        self.seconds = dict.fromkeys(STEPS, 0.0)
+        self.passes = dict.fromkeys(self.rules.names, 0)
+        self.props: dict[str, list[float]] = {name: [] for name in PROFILE_PROPERTIES} if profile else {}
+        self.scaffolds: list[str] = []
+
+    def prepare(self, i: int, text: str) -> None:
+        clock, seconds = time.process_time, self.seconds  # CPU seconds: the split stays true on a busy machine
+        t0 = clock()
+        mol = Chem.MolFromSmiles(text)
+        t1 = clock()
+        seconds["parse"] += t1 - t0
+        if mol is None:
+            self.failed.append((i, f"unparsable SMILES {text!r}"))
+            return
+        if self.standardize is not None:
+            mol = self.standardize(mol)
+            if mol is None or mol.GetNumAtoms() == 0:
+                self.failed.append((i, "standardisation left no molecule"))
+                return
+        t2 = clock()
+        seconds["standardize"] += t2 - t1
+        failure = self._check(mol)
+        t3 = clock()
+        seconds["filters"] += t3 - t2
+        if failure is not None:
+            self.filtered.append((i, *failure))
+            return
+        screened = Chem.MolToSmiles(mol) if self.standardize is not None else text
+        key = Chem.MolToInchiKey(mol) if self.dedupe else ""
+        t4 = clock()
+        seconds["key"] += t4 - t3
+        if self.profile:
+            values = properties(mol, PROFILE_PROPERTIES)
+            scaffold = _scaffold(mol)
+            for name, value in values.items():
+                self.props[name].append(value)
+            self.scaffolds.append(scaffold)
+            seconds["profile"] += clock() - t4
+        self.smiles[i], self.keys[i] = screened, key
+
+    def _check(self, mol: Chem.Mol) -> tuple[str, str] | None:
+        if not self.profile:
+            return self.rules.first_failure(mol)
+        broken = self.rules.failures(mol)
+        for name in self.passes:
+            self.passes[name] += 1
+        for name, _ in broken:
+            self.passes[name] -= 1
+        return broken[0] if broken else None
+
+    def result(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"smiles": self.smiles, "keys": self.keys, "failed": self.failed,
+                               "filtered": self.filtered, "seconds": self.seconds}
+        if self.profile:
+            out.update(rule_passes=self.passes, properties=self.props, scaffolds=self.scaffolds)
+        return out
 
 
 def _scaffold(mol: Chem.Mol) -> str:
