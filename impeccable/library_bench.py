@@ -46,7 +46,8 @@ def run_bench(library: Path, copies: int, repeat: int, cores: int, work_dir: Pat
         plain = plain_loop(big, settings, cores)
         runs["plain"].append({"s": time.perf_counter() - t, **plain})
         with open(work_dir / "runs.jsonl", "a") as log:  # each pair as it ends: a long benchmark shows progress
-            log.write(json.dumps({"inspect_s": runs["inspect"][-1]["s"], "plain_s": runs["plain"][-1]["s"]}) + "\n")
+            log.write(json.dumps({"rows": report["rows"], "inspect": runs["inspect"][-1],
+                                  "plain": runs["plain"][-1]}) + "\n")
     rows = runs["inspect"][0]["rows"]
     med = {k: statistics.median(r["s"] for r in v) for k, v in runs.items()}
     agree = all(r["kept"] == runs["plain"][0]["kept"] for v in runs.values() for r in v)
