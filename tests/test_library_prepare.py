@@ -155,3 +155,34 @@ path = "{root}/data/receptors/4jsv"
     again.rows = 8
     again.prepare(None, 2, then=lambda: done.append(again.size))
     assert done == [3, 3]
+
+
+def test_a_failed_preparation_task_fails_its_records_with_the_reason(tmp_path):
+    from impeccable.config import load_campaign
+    from impeccable.events import InterruptGuard
+    from impeccable.library_stage import CampaignLibrary
+    from impeccable.library_store import LibraryStore
+    from impeccable.progress import CampaignProgress
+    from impeccable.runtime import Allocation, Pilot
+    from impeccable.stagetasks import StageTasks
+    from impeccable.store import Store
+    from impeccable.tasks import TaskLoop
+
+    _two_sources(tmp_path)
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "c.toml").write_text(f'[campaign]\nname = "t"\n[receptor]\npath = "{root}/data/receptors/4jsv"\n'
+                                     + TWO_SOURCES.format(batch_size=4, presets='"ro5"'))
+    campaign = load_campaign(tmp_path / "c.toml")
+    store = Store(tmp_path / "run" / "campaign.db")
+    library = CampaignLibrary(campaign, store, StageTasks(campaign, tmp_path / "run"), CampaignProgress())
+    library.rows = 8
+    library.settings = {**library.settings, "filters": {"exclude_smarts": ["C(("]}}  # every task raises
+    with Pilot(Allocation.emulated(1), routes={"executable": "local", "function": "local"}) as pilot:
+        loop = TaskLoop(pilot, store, store.begin_session(1, {}), InterruptGuard())
+        library.prepare(loop, 1, then=lambda: None)
+        with pytest.raises(RuntimeError, match="the library preparation kept no compound"):
+            loop.run()
+    counts = LibraryStore(store).counts()
+    assert (counts.rows, counts.failed, counts.batches) == (8, 8, 2) and len(loop.failed) == 2
+    assert all("library preparation task failed" in why and "not valid SMARTS" in why
+               for _, _, why in LibraryStore(store).dropped())
