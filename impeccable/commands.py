@@ -36,7 +36,8 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, help="default: RUN_DIR/report/index.html")
     p.set_defaults(handler=_report)
 
-    p = sub.add_parser("export", help="write the ranked hits as CSV and SDF")
+    p = sub.add_parser("export", help="write the ranked hits as CSV and SDF (and the compounds the library "
+                       "preparation dropped, with the rule, as library_dropped.csv)")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path, help="folder (default: RUN_DIR/export)")
     p.add_argument("--top", type=int, default=None, help="only the best N")

@@ -199,4 +199,25 @@ def export(store: Store, folder: Path, top: int | None = None, check_poses: int 
     writer.close()
     os.replace(tmp_csv, csv_path)
     os.replace(tmp_sdf, sdf_path)
+    export_dropped(store, folder / "library_dropped.csv")
     return csv_path, sdf_path, len(hits)
+
+
+def export_dropped(store: Store, path: Path) -> int:
+    """Every compound the library stage did not keep, with why (``failed``, ``filtered`` naming the rule and the
+    value, ``duplicate`` naming the compound kept), streamed to CSV; nothing is written for a library screened
+    as it is. Returns the rows written."""
+    from .library_store import LibraryStore
+
+    lib = LibraryStore(store)
+    if not lib.counts().batches:
+        return 0
+    n, tmp = 0, path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "dropped_as", "reason"])
+        for row in lib.dropped():
+            writer.writerow(row)
+            n += 1
+    os.replace(tmp, path)
+    return n

@@ -68,6 +68,10 @@ def test_two_sources_lead_like_pains_brenk_end_to_end(tmp_path):
     assert n == len(hits) >= 8 and {h["source"] for h in hits} <= {"vendor", "house"}
     assert compound_sources(store, [merged])[merged] == ("vendor", f"{merged};house:H-dup-salt")
     assert all(h["source_ids"].startswith(h["id"]) for h in hits)
+    with open(tmp_path / "export" / "library_dropped.csv", newline="") as fh:
+        dropped = {row["id"]: row for row in csv.DictReader(fh)}
+    assert len(dropped) == counts.rows - counts.kept and dropped["house:H-bad"]["dropped_as"] == "failed"
+    assert dropped["house:H-rhodanine"]["reason"].startswith("alerts: PAINS (ene_rhod")
     out = tmp_path / "inspect.json"
     assert main(["library", "inspect", str(tmp_path / "c.toml"), "--json", str(out), "--html",
                  str(tmp_path / "inspect.html"), "--cores", "2"]) == 0
