@@ -68,11 +68,10 @@ def inspect_library(sources: list[LibrarySource], prefix: bool, settings: dict[s
                options=options) as pilot:
         started = time.perf_counter()
         window: list[tuple[list[SourcedRecord], Any]] = []
-        records = iter_sources(sources, prefix=prefix, on_skip=partial(_unreadable, profile))
-        batches = _timed_batches(records, batch_size, limit, clock)
-        for records in batches:
+        stream = iter_sources(sources, prefix=prefix, on_skip=partial(_unreadable, profile))
+        for index, records in enumerate(_timed_batches(stream, batch_size, limit, clock)):
             task = function_task("impeccable.library_inspect:profile_batch", [r.smiles for r in records], settings,
-                                 name=f"inspect b{profile.rows}")
+                                 name=f"inspect b{index:05d}")
             window.append((records, pilot.submit(task)))
             if len(window) >= 4 * cores:  # fold the oldest: results in library order, bounded memory
                 _fold(profile, keys, rng, *window.pop(0), clock)
@@ -115,7 +114,12 @@ def _timed_batches(records: Iterator[SourcedRecord], size: int, limit: int | Non
 
 def _fold(p: Profile, keys: set[int], rng: random.Random, records: list[SourcedRecord], future: Any,
           clock: dict[str, float]) -> None:
-    out = future.result()
+    try:
+        out = future.result()
+    except Exception as exc:  # noqa: BLE001 - a failed task fails its records; the profile goes on
+        p.rows, p.failed = p.rows + len(records), p.failed + len(records)
+        p.failed_by_reason[f"preparation task failed: {exc}"] += len(records)
+        return
     t = time.perf_counter()
     p.rows += len(records)
     p.failed += len(out["failed"])
