@@ -209,14 +209,15 @@ def retrieval_runs(ref: ReferenceSet, replicate_seeds: Sequence[int], *, epochs:
     return runs
 
 
-def seed_strategies(ref: ReferenceSet, *, replicates: int = 10, seed: int = 0, epochs: int = 60) -> dict[str, Any]:
+def seed_strategies(ref: ReferenceSet, *, replicates: int = 10, seed: int = 0, epochs: int = 60,
+                    strategies: Sequence[str] | None = None) -> dict[str, Any]:
     """Active-learning top-1% recall at each budget when the seed sample is random, diverse or stratified
     (``library.seed_strategy``), the same replicate seeds for each; means with bootstrap intervals."""
     from .seedsample import STRATEGIES
 
     out: dict[str, Any] = {"reference_set_size": len(ref), "replicates": replicates, "epochs": epochs,
                            "interval": "95% bootstrap interval of the mean over replicates"}
-    for strategy in STRATEGIES:
+    for strategy in strategies or STRATEGIES:
         runs = retrieval_runs(ref, range(seed, seed + replicates), epochs=epochs, seed_strategy=strategy)
         for b, values in runs["active"].items():
             key = f"{strategy}_seed_active_top{_pct(TOP_FRACTION)}_recall_at_{_pct(b)}"
@@ -290,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         c.add_argument("--threads", type=int, default=1, help="torch threads")
         if name == "cv":
             c.add_argument("--folds", type=int, default=5)
+        if name == "seeds":
+            c.add_argument("--strategy", action="append", choices=("random", "diverse", "stratified"),
+                           help="only these seed strategies (repeat the option; default all three)")
         else:
             c.add_argument("--replicates", type=int, default=10)  # retrieval, seeds
     a = p.parse_args(argv)
@@ -302,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.command == "cv":
             out = cross_validate(ref, folds=a.folds, seed=a.seed, epochs=a.epochs)
         elif a.command == "seeds":
-            out = seed_strategies(ref, replicates=a.replicates, seed=a.seed, epochs=a.epochs)
+            out = seed_strategies(ref, replicates=a.replicates, seed=a.seed, epochs=a.epochs, strategies=a.strategy)
         else:
             out = retrieval(ref, replicates=a.replicates, seed=a.seed, epochs=a.epochs)
         print(json.dumps({"scores": ref.source, **out}, indent=1))
