@@ -146,6 +146,9 @@ def histogram_grid(histograms: dict[str, dict[str, list[float]]], title: str) ->
         edges, counts = histograms[name]["edges"], histograms[name]["counts"]
         ax.bar(edges[:-1], counts, width=[b - a for a, b in zip(edges[:-1], edges[1:])], align="edge",
                color=STAGE_COLOURS[0])
+        used = [i for i, n in enumerate(counts) if n]
+        if used:  # the range the library occupies, one bin either side
+            ax.set_xlim(edges[max(used[0] - 1, 0)], edges[min(used[-1] + 2, len(edges) - 1)])
         ax.set_title(name, fontsize=9)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(names):]:
