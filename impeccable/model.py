@@ -182,7 +182,7 @@ class _ModelRunner(CampaignRunner):
 
     def _run_session(self, session: int) -> None:
         self.tasks = _ModelLoop(self.sim, session)  # type: ignore[assignment]
-        self._plan()
+        self.library.prepare(self.tasks, self.pilot.allocation.cores, then=self._plan)
         self.tasks.run()
         self.store.add_task_records(session, self.sim.records)
         self.store.end_session(session, "done")
