@@ -291,11 +291,11 @@ def main(argv: list[str] | None = None) -> int:
         c.add_argument("--threads", type=int, default=1, help="torch threads")
         if name == "cv":
             c.add_argument("--folds", type=int, default=5)
+        else:
+            c.add_argument("--replicates", type=int, default=10)
         if name == "seeds":
             c.add_argument("--strategy", action="append", choices=("random", "diverse", "stratified"),
                            help="only these seed strategies (repeat the option; default all three)")
-        else:
-            c.add_argument("--replicates", type=int, default=10)  # retrieval, seeds
     a = p.parse_args(argv)
     import torch
 
