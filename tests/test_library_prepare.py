@@ -155,6 +155,20 @@ path = "{root}/data/receptors/4jsv"
     again.rows = 8
     again.prepare(None, 2, then=lambda: done.append(again.size))
     assert done == [3, 3]
+    # interrupted after the first of its three batches (each batch commits with its keys and duplicates):
+    # the resumed preparation runs only the other two and ends where the whole run ended
+    before = (list(library.store.records()), list(LibraryStore(store).dropped()))
+    with store.transaction() as db:  # batch 0: V1-V3; batch 1: H1 (V1's duplicate), H2, H3; batch 2: H4, H5 (kept)
+        db.execute("DELETE FROM library_batches WHERE batch >= 1")
+        db.execute("DELETE FROM library_keys WHERE id = 'house:H5'")
+        db.execute("DELETE FROM library_duplicates WHERE source_id = 'H1'")
+    with Pilot(Allocation.emulated(2), routes={"executable": "local", "function": "local"}) as pilot:
+        loop = TaskLoop(pilot, store, store.begin_session(2, {}), InterruptGuard())
+        library.prepare(loop, 2, then=lambda: done.append(library.size))
+        loop.run()
+    assert done == [3, 3, 3] and (list(library.store.records()), list(LibraryStore(store).dropped())) == before
+    assert [name for name, in store.db.execute("SELECT name FROM tasks WHERE session=2 ORDER BY name")] == [
+        "library b00001", "library b00002"]
 
 
 def test_a_failed_preparation_task_fails_its_records_with_the_reason(tmp_path):
