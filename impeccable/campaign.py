@@ -19,6 +19,12 @@ at most a few speculative MD runs, never a missed hit.
 Durability. Every result is committed with the mark that its unit of work is
 done (see ``store``); a resumed run recomputes nothing that was committed.
 
+Cost per task. What the runner asks of the store on every task is kept in
+memory, read once per session: the docked compounds, the best-M docked
+(:class:`TopDocked`), the MD compounds and each round's speculative MD; the
+store is written, never re-read, on the hot path, so the manager's cost per
+task does not grow with the campaign (``impeccable bench --workload campaign``).
+
 Who does what: this module decides what runs when; :mod:`.stagetasks` builds
 each stage's task and reads its outcome; :mod:`.tasks` runs the handlers;
 :mod:`.inputs` checks everything before the first task.
@@ -26,6 +32,7 @@ each stage's task and reads its outcome; :mod:`.tasks` runs the handlers;
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -42,6 +49,7 @@ from .stagetasks import DockBatch, MDJob, StageTasks
 from .library_stage import CampaignLibrary
 from .stages.library import LibraryRecord
 from .stages.surrogate import nominate_batch
+from .stalls import StallLog
 from .store import Store
 from .tasks import TaskLoop
 
@@ -86,6 +94,11 @@ class CampaignRunner:
         self.tasks: TaskLoop | None = None
         self.seed_shards_left = 0
         self.md_inflight: set[str] = set()
+        # the store's answers the runner needs per task, read once (see the module docstring)
+        self.docked: set[str] = set()
+        self.top = TopDocked(campaign.md.top_m)
+        self.md_done: set[str] = set()
+        self.speculative: dict[int, set[str]] = {}
 
     # ------------------------------------------------------------------ run
     def run(self) -> dict[str, Any]:
@@ -97,9 +110,13 @@ class CampaignRunner:
         with RunDirLock(self.run_dir):
             self.library.rows = validate_inputs(self.c, self.store).count
             check_same_campaign(self.c, self.store, self.run_dir)
+            self.docked = self.store.docked_ids()
+            self.top.reset(self.store.best_docked_scored(self.c.md.top_m))
+            self.md_done = self.store.md_ids()
             self.pilot = self._pilot or make_pilot(self.c)
             session = self.store.begin_session(self.pilot.allocation.cores,
                                                {k.value: v for k, v in self.pilot.routes.items()})
+            self.pilot.on_stall = StallLog(self.run_dir, session).append
             self._run_session(session)
         return self.summary()
 
@@ -123,7 +140,8 @@ class CampaignRunner:
             finally:
                 with guard.deferred(raise_after=False):
                     self.pilot.shutdown(cancel_pending=status not in ("done", "done-with-failures"))
-                    self.store.add_task_records(session, self.pilot.records)
+                    self.store.add_task_records(session, [r for r in self.pilot.records
+                                                          if r.uid not in self.tasks.recorded])
                     self.store.end_session(session, status)
                     self.tasks.close()
 
@@ -144,15 +162,13 @@ class CampaignRunner:
     def _round_complete(self, r: int) -> bool:
         if self.store.model(r) is None or len(self.store.done_batches(r)) < self.n_batches:
             return False
-        docked, md = self.store.docked_ids(), self.store.md_ids()
-        return self.store.selected(r, "redock") <= docked and set(self._top_docked()) <= md
+        return self.store.selected(r, "redock") <= self.docked and set(self._top_docked()) <= self.md_done
 
     # ------------------------------------------------------------------ 1. seed docking
     def _seed_docking(self) -> None:
         sample = self.library.seed_sample(self.store.selected_compounds(0, "seed"))
         self.store.select_compounds(0, "seed", sample)
-        docked = self.store.docked_ids()
-        todo = [rec for rec in sample if rec.id not in docked]
+        todo = [rec for rec in sample if rec.id not in self.docked]
         self.progress.tick("seed dock", total=len(sample), done=len(sample) - len(todo))
         shards = _chunks(todo, self.c.dock.ligands_per_task)
         self.seed_shards_left = len(shards)
@@ -173,6 +189,7 @@ class CampaignRunner:
         else:
             rows = self.stages.dock_rows(batch)
             self.store.add_docking(rows, batch.key)
+            self._note_docked(rows)
             ok = sum(row.score is not None for row in rows)
             self.progress.tick(batch.stage, done=ok, failed=len(rows) - ok)
         if batch.origin == "seed":
@@ -217,9 +234,8 @@ class CampaignRunner:
             redock_left={i for i in range(self.n_batches) if quota(i, self.n_batches, self.c.redock.top_k)})
         n, scored, filtered, failed = self.store.inference_counts(r)
         self.progress.tick(f"infer r{r}", total=self.library.size, done=scored + filtered, failed=failed)
-        docked = self.store.docked_ids()
         for batch in sorted(done):  # nominees of batches scored in an earlier session, not docked yet
-            self._redock_batch(r, batch, docked)
+            self._redock_batch(r, batch)
         self._feed_inference()
         self._maybe_round_end()
 
@@ -246,22 +262,21 @@ class CampaignRunner:
             state.redock_left.discard(batch)
         else:
             result = self.stages.infer_result(future, ids)
-            docked = self.store.docked_ids()
-            picked = nominate_batch(ids, result.scores, docked, quota(batch, self.n_batches, self.c.redock.top_k))
+            picked = nominate_batch(ids, result.scores, self.docked, quota(batch, self.n_batches, self.c.redock.top_k))
             nominees = [(ids[i], smiles[i], float(result.scores[i])) for i in picked]
             self.store.add_predictions(r, batch, ids, result.scores, result.counts, result.failures, nominees)
             self.progress.tick(f"infer r{r}", done=result.accounted, failed=len(result.failures))
-            self._redock_batch(r, batch, docked)
+            self._redock_batch(r, batch)
         self._feed_inference()
         self._maybe_round_end()
 
     # ------------------------------------------------------------------ 4. re-docking
-    def _redock_batch(self, r: int, batch: int, docked: set[str]) -> None:
+    def _redock_batch(self, r: int, batch: int) -> None:
         if not quota(batch, self.n_batches, self.c.redock.top_k):
             return
         stored = self.store.selected_compounds(r, "redock", batch)
         todo = [LibraryRecord(cid, smi) for cid, smi, _ in sorted(stored, key=lambda s: (s[2], s[0]))
-                if cid not in docked]
+                if cid not in self.docked]
         self.progress.tick(f"redock r{r}", total=len(stored), done=len(stored) - len(todo))
         if todo:
             self._dock(todo, batch, r, "redock")
@@ -278,19 +293,30 @@ class CampaignRunner:
         ``md.top_m`` speculative runs; the round end makes sure the final top-M all have MD. Streaming thus
         costs at most top-M extra MD runs per round and never misses a hit.
         """
-        top = set(self._top_docked())
-        started = self.store.speculative_md(r)  # survives a resume: the budget is not spent twice
+        top = self.top.ids
+        if r not in self.speculative:  # survives a resume: the budget is not spent twice
+            self.speculative[r] = self.store.speculative_md(r)
+        started = self.speculative[r]
         mine = sorted(cid for cid in self.store.selected(r, "redock", batch) if cid in top)
         budget = max(self.c.md.top_m - len(started), 0)
         fresh = [cid for cid in mine if cid not in started][:budget]
         self._run_md(r, [cid for cid in mine if cid in started or cid in fresh], batch)
 
     def _top_docked(self) -> list[str]:
-        return self.store.best_docked(self.c.md.top_m)
+        return self.top.ranked()
+
+    def _note_docked(self, rows: list[Any]) -> None:
+        for row in rows:
+            if row.id not in self.docked:  # the store keeps the first result of a compound, so does this
+                self.docked.add(row.id)
+                if row.score is not None:
+                    self.top.add(row.score, row.id)
 
     def _run_md(self, r: int, ids: list[str], batch: int = -1) -> None:
         self.store.select(r, "md", ids, batch)
-        done = self.store.md_ids()
+        if batch >= 0:
+            self.speculative.setdefault(r, set()).update(ids)
+        done = self.md_done
         self.progress.tick(f"md r{r}", total=len(ids), done=sum(cid in done for cid in ids))
         for cid in ids:
             if cid in done or cid in self.md_inflight:
@@ -325,6 +351,7 @@ class CampaignRunner:
         result = self.stages.md_result(future, job)
         self.store.add_md(job.cid, job.round, result["binding_energy_kcal_mol"], result.get("stderr_kcal_mol"),
                           result, None)
+        self.md_done.add(job.cid)
         self.progress.tick(f"md r{job.round}", done=1)
         self.md_inflight.discard(job.cid)
 
@@ -341,6 +368,7 @@ class CampaignRunner:
             self.tasks.failed_task(future, "md")
             job.error = future.record.error or "failed"
             self.store.add_md(job.cid, job.round, None, None, None, job.error)
+            self.md_done.add(job.cid)
             self.progress.tick(f"md r{job.round}", failed=1)
             self.md_inflight.discard(job.cid)
         self._maybe_round_end()
@@ -353,11 +381,35 @@ class CampaignRunner:
         if not state.md_checked:
             # every compound of the final top-M gets MD (those nominated while streaming already have it)
             state.md_checked = True
-            done = self.store.md_ids()
-            self._run_md(state.round, [cid for cid in self._top_docked() if cid not in done and cid not in self.md_inflight])
+            self._run_md(state.round, [cid for cid in self._top_docked()
+                                       if cid not in self.md_done and cid not in self.md_inflight])
         if not state.trained_next and state.round + 1 < self.c.campaign.rounds:
             state.trained_next = True  # round r+1 trains on every docking score; round r's MD keeps running
             self._train(state.round + 1)
+
+
+class TopDocked:
+    """The ``m`` best docking scores so far (lowest first, ties broken by id, as ``Store.best_docked``)."""
+
+    def __init__(self, m: int) -> None:
+        self.m = m
+        self._best: list[tuple[float, str]] = []
+        self.ids: set[str] = set()
+
+    def reset(self, scored: list[tuple[float, str]]) -> None:
+        self._best = sorted(scored)[: self.m]
+        self.ids = {cid for _, cid in self._best}
+
+    def add(self, score: float, cid: str) -> None:
+        if self.m == 0 or (len(self._best) == self.m and (score, cid) >= self._best[-1]):
+            return
+        bisect.insort(self._best, (score, cid))
+        self.ids.add(cid)
+        if len(self._best) > self.m:
+            self.ids.discard(self._best.pop()[1])
+
+    def ranked(self) -> list[str]:
+        return [cid for _, cid in self._best]
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

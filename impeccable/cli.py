@@ -96,15 +96,20 @@ def _add_bench(sub: Any) -> None:
     )
     p.add_argument("--backend", default="local", choices=[*backend_names(), "hybrid"],
                    help="hybrid: half executables, half functions, routed auto (Flux + Dragon where found)")
-    p.add_argument("--workload", default="null-exec", choices=WORKLOADS)
+    p.add_argument("--workload", default="null-exec", choices=[*WORKLOADS, "campaign"],
+                   help="campaign: the campaign manager itself, on a synthetic campaign of null tasks "
+                        "(at 10k, 50k and --tasks tasks)")
     p.add_argument("--tasks", type=int, default=1000, help="tasks per run (default 1000)")
-    p.add_argument("--cores", type=int, default=os.cpu_count(), help="cores the pilot owns (may exceed the machine's)")
+    p.add_argument("--cores", type=int, default=None,
+                   help="cores the pilot owns (may exceed the machine's; default: this machine's, 16 for campaign)")
     p.add_argument("--duration", type=float, default=1.0, help="seconds per task for sleep workloads (default 1)")
     p.add_argument("--repeat", type=int, default=3, help="runs of each; medians are reported (default 3)")
     p.add_argument("--partitions", type=int, default=None, help="Flux instances to split the nodes over")
     p.add_argument("--nodes", type=int, default=1, help="emulated nodes the cores are spread over (default 1)")
     p.add_argument("--exclusive", action="store_true",
                    help="fence the cores between runtimes (static shares) instead of lending them")
+    p.add_argument("--static", action="store_true",
+                   help="phased hybrid: also run static shares (cores fenced), interleaved, for comparison")
     p.add_argument("--no-raw", action="store_true", help="skip the raw baseline")
     p.add_argument("--json", type=Path, metavar="OUT.json", help="write the figures and machine info here")
     p.set_defaults(handler=_bench)
@@ -134,6 +139,9 @@ def _bench_inference(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .runtime.bench import bench
 
+    if args.workload == "campaign":
+        return _bench_campaign(args)
+    args.cores = os.cpu_count() if args.cores is None else args.cores
     if args.tasks < 1 or args.cores is None or args.cores < 1 or args.repeat < 1 or args.nodes < 1:
         raise UserError("--tasks, --cores, --nodes and --repeat must be at least 1")
     if args.cores % args.nodes:
@@ -141,12 +149,41 @@ def _bench(args: argparse.Namespace) -> int:
     options: dict[str, dict[str, Any]] = {}
     if args.partitions is not None:
         options["flux"] = {"partitions": args.partitions}
+    from .runtime.bench import BenchStuck
+
     try:
         result = bench(args.backend, args.workload, args.tasks, args.cores, args.duration, args.repeat,
-                       options=options, raw=not args.no_raw, nodes=args.nodes, exclusive=args.exclusive)
+                       options=options, raw=not args.no_raw, nodes=args.nodes, exclusive=args.exclusive,
+                       static=args.static)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    except BenchStuck as exc:
+        print(f"impeccable bench: {exc}", file=sys.stderr)
+        return 1
     _print_bench(result)
+    if args.json:
+        print(f"wrote {write_json(args.json, result)}")
+    for event in result["stall_events"]:
+        print(f"impeccable bench: stall watchdog: {event['kind']} in {event['runtime']}", file=sys.stderr)
+    return 1 if result["stall_events"] else 0
+
+
+def _bench_campaign(args: argparse.Namespace) -> int:
+    from .campaignbench import bench_campaign
+
+    if args.tasks < 100:
+        raise UserError("--tasks: a campaign benchmark needs at least 100 tasks")
+    sizes = [s for s in (10_000, 50_000) if s < args.tasks] + [args.tasks]
+    result = bench_campaign(sizes, cores=16 if args.cores is None else args.cores, repeat=args.repeat)
+    for size, run in result["sizes"].items():
+        cpu = run["main_thread_cpu_s"]
+        print(f"{run['tasks']:>8,} tasks: manager {run['manager_ms_per_task']:.3f} ms/task (main thread: dispatch+record "
+              f"{cpu['dispatch_and_record']:.2f} s, of which handlers {cpu['handlers']:.2f} s and task records "
+              f"{cpu['task_records']:.2f} s; start-up {cpu['startup']:.2f} s; library {run['library_passes']} passes of "
+              f"{run['library_pass_s']:.2f} s), dispatcher {run['dispatcher_ms_per_task']:.3f} ms/task, "
+              f"{run['manager_tasks_per_s']:,.0f} tasks/s")
+    print(f"manager_ms_per_task {result['manager_ms_per_task']:.3f}, growth_ratio {result['growth_ratio']:.2f}, "
+          f"manager_tasks_per_s {result['manager_tasks_per_s']:,.0f}")
     if args.json:
         print(f"wrote {write_json(args.json, result)}")
     return 0
@@ -172,6 +209,8 @@ def _print_bench(result: dict[str, Any]) -> None:
         ("queue wait median / p95 (ms)", f"{1e3 * result['queue_wait_median_s']:.2f} / {1e3 * result['queue_wait_p95_s']:.2f}"),
         ("launch overhead median / p95 (ms)",
          f"{1e3 * result['launch_overhead_median_s']:.3f} / {1e3 * result['launch_overhead_p95_s']:.3f}"),
+        *((f"lost: {k.replace('_', ' ')}", f"{100 * v:.2f} %") for k, v in result.get("losses", {}).items()
+          if k != "busy"),
         ("peak busy cores", f"{result['peak_busy_cores']}"),
         ("CPU per task, pilot / child processes (ms)",
          f"{result['pilot_cpu_per_task_ms']:.2f} / {result['child_cpu_per_task_ms']:.2f}"),

@@ -24,6 +24,7 @@ import json
 import random
 import resource
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,21 +221,43 @@ def run_emulation(run_dir: Path, out_dir: Path, *, cores: int, scale: int = 1, g
                             stages=EmulatedStageTasks(campaign, (out_dir / "run").resolve(), durations))
     meta = {"recorded_run": durations.source, "scale": scale, "granularity": granularity, "cores": cores}
     runner.store.set_meta("emulation", json.dumps(meta))
+    meta["library_cpu_s_per_compound"] = _library_cpu_s_per_compound(campaign)
     cpu = _cpu_s()
+    t0 = time.thread_time()
     with runner.progress:
         runner.run()
-    # the manager's own CPU per task (its handlers, the store, the pilot's dispatchers): the model's service time
-    meta["manager_cpu_s"] = _cpu_s() - cpu
+    # The manager's own time (the model's service time): main-thread CPU from its first task to the end
+    # (handlers, store, submissions), start-up apart; the dispatchers' CPU is the backends' launch cost,
+    # which the model charges through their launch rates, not here.
+    main = time.thread_time() - t0
+    first = runner.tasks.first_submit[0] if runner.tasks and runner.tasks.first_submit else t0
+    meta["manager_startup_cpu_s"] = first - t0
+    meta["manager_dispatch_cpu_s"] = main - (first - t0)
+    meta["process_cpu_s"] = _cpu_s() - cpu  # everything, dispatchers and progress included (not the model's)
     runner.store.set_meta("emulation", json.dumps(meta))
     result = run_figures(runner.store)
     result["durations"] = durations.summary()
-    result["manager_cpu_s_per_task"] = meta["manager_cpu_s"] / max(result["tasks"], 1)
+    tasks = max(result["tasks"], 1)
+    result["manager_cpu_s_per_task"] = meta["manager_dispatch_cpu_s"] / tasks
+    result["manager_startup_cpu_s"] = meta["manager_startup_cpu_s"]
+    result["library_cpu_s_per_compound"] = meta["library_cpu_s_per_compound"]
+    result["process_cpu_s_per_task"] = meta["process_cpu_s"] / tasks
     return result
 
 
 def _cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def _library_cpu_s_per_compound(campaign: Campaign) -> float:
+    """Main-thread CPU of reading one compound of the library, as the manager streams it."""
+    from .library_stage import raw_records
+
+    t0, n = time.thread_time(), 0
+    for _ in raw_records(campaign):
+        n += 1
+    return (time.thread_time() - t0) / max(n, 1)
 
 
 # ------------------------------------------------------------------ the command
@@ -269,7 +292,6 @@ def _emulate(args: Any) -> int:
     from .compare import explain, write_side_by_side
     from .errors import UserError
     from .fileio import write_json
-    from .progress import ProgressView
 
     if args.cores < 1 or args.scale < 1 or args.nodes < 1:
         raise UserError("--cores, --scale and --nodes must be at least 1")
@@ -285,7 +307,7 @@ def _emulate(args: Any) -> int:
     sides: dict[str, dict[str, Any]] = {}
     common = dict(cores=args.cores, scale=args.scale, granularity=args.granularity, nodes=args.nodes)
     print(f"== pilot ({args.routes}) on {args.cores} emulated cores into {out / 'pilot'}")
-    sides["pilot"] = run_emulation(args.run_dir, out / "pilot", routes=routes, progress=ProgressView(), **common)
+    sides["pilot"] = run_emulation(args.run_dir, out / "pilot", routes=routes, **common)
     if args.baseline:
         cluster = None
         if args.local_slurm:
@@ -299,7 +321,7 @@ def _emulate(args: Any) -> int:
             print(f"== {args.baseline} on {args.cores} emulated cores into {out / args.baseline}")
             sides["baseline"] = run_emulation(
                 args.run_dir, out / args.baseline, routes={"executable": args.baseline, "function": args.baseline},
-                srun_max_running=args.srun_max_running or args.cores, progress=ProgressView(), **common)
+                srun_max_running=args.srun_max_running or args.cores, **common)
         finally:
             if cluster is not None:
                 cluster.stop()

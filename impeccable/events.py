@@ -42,6 +42,9 @@ class EventQueue:
         except BlockingIOError:
             pass  # the pipe is full of wake-ups already: the consumer will wake
 
+    def __len__(self) -> int:
+        return len(self._items)
+
     def pop(self) -> Any | None:
         """The oldest item, or None when there is none (never blocks)."""
         try:

@@ -71,11 +71,16 @@ class _Backend:
 
 
 class Simulator:
-    """Cores, backends, a virtual clock and the finish events of running tasks."""
+    """Cores, backends, a virtual clock and the finish events of running tasks.
 
-    def __init__(self, cores: int, routes: dict[TaskKind, BackendModel], manager_s_per_task: float = 0.0) -> None:
+    The manager handles one finished task at a time, for ``manager_s_per_task`` (its measured main-thread
+    time per task), plus ``library_s_per_compound`` for each compound of an inference batch it streams."""
+
+    def __init__(self, cores: int, routes: dict[TaskKind, BackendModel], manager_s_per_task: float = 0.0,
+                 library_s_per_compound: float = 0.0) -> None:
         self.cores = cores
         self.manager_s_per_task = manager_s_per_task
+        self.library_s_per_compound = library_s_per_compound
         self.manager_free_at = 0.0
         self.free = cores
         self.clock = 0.0
@@ -107,7 +112,7 @@ class Simulator:
         self.group_running[self.backends[record.backend].model.group] -= 1
         # the manager handles finished tasks one at a time: what its handler submits starts from then
         self.clock = max(when, self.manager_free_at)
-        self.manager_free_at = self.clock + self.manager_s_per_task
+        self.manager_free_at = self.clock + self.manager_s_per_task + self._streamed(future.task)
         future.set_result(record if future.task.kind is TaskKind.EXECUTABLE else _result(future.task))
         self._schedule()
         return future
@@ -134,6 +139,13 @@ class Simulator:
             future.set_running_or_notify_cancel()
             seconds = task_seconds(task) + (m.cold_start_s if task.kind is TaskKind.FUNCTION else 0.0)
             heapq.heappush(self.events, (start + seconds, next(self._seq), future))
+
+
+    def _streamed(self, task: Task) -> float:
+        """The library reading an inference batch's handler pays for the next batch it submits."""
+        if task.kind is TaskKind.FUNCTION and task.function.endswith(":emulated_infer"):
+            return self.library_s_per_compound * len(task.args[1])
+        return 0.0
 
 
 def task_seconds(task: Task) -> float:
@@ -203,10 +215,12 @@ class Calibration:
     routes: dict[TaskKind, BackendModel]
     manager_s_per_task: float = 0.0
     source: str = ""
+    library_s_per_compound: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"routes": {k.value: asdict(m) for k, m in self.routes.items()},
-                "manager_s_per_task": self.manager_s_per_task, "source": self.source}
+                "manager_s_per_task": self.manager_s_per_task,
+                "library_s_per_compound": self.library_s_per_compound, "source": self.source}
 
 
 def predict(run_dir: Path, *, cores: int, calibration: Calibration, scale: int = 1,
@@ -220,7 +234,7 @@ def predict(run_dir: Path, *, cores: int, calibration: Calibration, scale: int =
         routes = calibration.routes
         campaign = emulated_campaign(recorded, library, cores, scale, granularity,
                                      {k.value: m.name for k, m in routes.items()})
-        sim = Simulator(cores, routes, calibration.manager_s_per_task)
+        sim = Simulator(cores, routes, calibration.manager_s_per_task, calibration.library_s_per_compound)
         runner = _ModelRunner(campaign, work / "run", stages=EmulatedStageTasks(campaign, work / "run", durations),
                               pilot=_ModelPilot(cores, routes), sim=sim)  # type: ignore[arg-type]
         runner.run()
@@ -244,7 +258,9 @@ def calibrate(emulation_dir: Path, rates: dict[TaskKind, float] | None = None) -
 
     Launch rate: ``rates`` (from :func:`launch_rate`), else the most starts in any one-second window of
     the records (a floor: the launcher may not have been the limit); latency: the median time from cores
-    to start; the manager's time per task: its CPU over the emulation (handlers, store, dispatchers) per task.
+    to start; the manager's time per task: its main thread's CPU from its first task to the end (handlers,
+    store, submissions) per task, start-up apart, and its library reading per compound. An emulation recorded
+    before these were kept apart gives its whole process's CPU per task (an overestimate, labelled).
     """
     store = Store.open_existing(emulation_dir, readonly=True)
     try:
@@ -263,8 +279,12 @@ def calibrate(emulation_dir: Path, rates: dict[TaskKind, float] | None = None) -
         how = "bench null tasks" if (rates or {}).get(kind) else "peak starts/s in the records"
         found[kind] = BackendModel(f"{backend}:{kind.value}", launch_rate=rate, latency_s=latency,
                                    source=f"measured: launch rate from {how}, latency from {emulation_dir}")
-    manager = meta.get("manager_cpu_s", 0.0) / max(len(rows), 1)
-    return Calibration(found, manager, source=f"measured on this machine: {emulation_dir}")
+    if "manager_dispatch_cpu_s" in meta:
+        manager, how = meta["manager_dispatch_cpu_s"] / max(len(rows), 1), "main-thread dispatch CPU per task"
+    else:
+        manager, how = meta.get("manager_cpu_s", 0.0) / max(len(rows), 1), "whole-process CPU per task (older record)"
+    return Calibration(found, manager, source=f"measured on this machine ({how}): {emulation_dir}",
+                       library_s_per_compound=meta.get("library_cpu_s_per_compound", 0.0))
 
 
 def cold_start(emulation_dir: Path, recorded: RecordedDurations) -> float:
@@ -430,7 +450,8 @@ def predict_scaling(run_dir: Path, costs_from: Path, nodes: list[int], cores_per
     measured = json.loads(costs_from.read_text())
     recorded = RecordedDurations.from_run(run_dir)
     pilot_run, base_run = Path(measured["runs"]["pilot"]), Path(measured["runs"]["baseline"])
-    manager = calibrate(pilot_run).manager_s_per_task
+    measured_costs = calibrate(pilot_run)
+    manager, library = measured_costs.manager_s_per_task, measured_costs.library_s_per_compound
     contended = cold_start(base_run, recorded)
     cold = uncontended_cold_start()  # at scale every step has a core of its own
     rows = []
@@ -438,10 +459,10 @@ def predict_scaling(run_dir: Path, costs_from: Path, nodes: list[int], cores_per
         cores = n * cores_per_node
         scale = max(1, round(tasks_per_core * cores / _tasks_at_scale_one(run_dir)))
         pilot = Calibration({TaskKind.EXECUTABLE: PUBLISHED["flux"], TaskKind.FUNCTION: PUBLISHED["dragon"]}, manager,
-                            "published rates (reference study), manager time measured here")
+                            "published rates (reference study), manager time measured here", library)
         srun = Calibration({TaskKind.EXECUTABLE: PUBLISHED["srun"],
                             TaskKind.FUNCTION: replace(PUBLISHED["srun"], cold_start_s=cold)}, manager,
-                            "published srun peak; function cold start measured here, uncontended")
+                            "published srun peak; function cold start measured here, uncontended", library)
         p = predict(run_dir, cores=cores, calibration=pilot, scale=scale, granularity="ligand")
         b = predict(run_dir, cores=cores, calibration=srun, scale=scale, granularity="ligand")
         rows.append({"nodes": n, "cores": cores, "scale": scale, "tasks": p["tasks"],
@@ -449,7 +470,7 @@ def predict_scaling(run_dir: Path, costs_from: Path, nodes: list[int], cores_per
                      "makespan_ratio": p["makespan_s"] / b["makespan_s"], "pilot_utilization": p["utilization"],
                      "srun_utilization": b["utilization"]})
     return {"predicted": True, "cores_per_node": cores_per_node, "tasks_per_core": tasks_per_core,
-            "manager_s_per_task": manager, "function_cold_start_s": cold,
+            "manager_s_per_task": manager, "library_s_per_compound": library, "function_cold_start_s": cold,
             "function_cold_start_contended_s": contended, "rows": rows}
 
 

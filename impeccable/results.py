@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -154,12 +154,19 @@ def print_status(store: Store, run_dir: Path) -> None:
     for stage, state, n in rows:
         tasks.add_row(str(stage), state, str(n))
     console.print(tasks)
+    from .stalls import describe, read_stalls
+
+    for event in read_stalls(run_dir):
+        console.print(f"[bold red]stall watchdog[/]: {describe(event)}", highlight=False)
 
 
-def export(store: Store, folder: Path, top: int | None = None, check_poses: int = 20) -> tuple[Path, Path, int]:
+def export(store: Store, folder: Path, top: int | None = None, check_poses: int = 20,
+           annotate: Callable[[str], dict[str, str]] | None = None) -> tuple[Path, Path, int]:
     """Ranked hits as CSV (scores from every stage) and SDF (docked poses with the scores as properties).
 
     The first ``check_poses`` poses are checked with PoseBusters; ``pose_check`` names the failed checks.
+    ``annotate(id)`` adds columns (and SDF properties) per compound: :func:`impeccable.picks.export_picks`
+    adds the interactions and clusters.
     """
     from rdkit import Chem
 
@@ -171,17 +178,19 @@ def export(store: Store, folder: Path, top: int | None = None, check_poses: int 
     sources = compound_sources(store, [h.id for h in hits])
     csv_path, sdf_path = folder / "hits.csv", folder / "hits.sdf"
     tmp_csv, tmp_sdf = csv_path.with_suffix(".csv.tmp"), sdf_path.with_suffix(".sdf.tmp")
+    extra = {h.id: annotate(h.id) for h in hits} if annotate else {}
+    extra_columns = list(next(iter(extra.values()), {}))
     with open(tmp_csv, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["rank", "id", "smiles", "dock_score_kcal_mol", "surrogate_prediction",
                          "mmgbsa_kcal_mol", "mmgbsa_stderr_kcal_mol", "origin", "state_smiles", "pose_check",
-                         "source", "source_ids"])
+                         "source", "source_ids", *extra_columns])
         for h in hits:
             writer.writerow([h.rank, h.id, h.smiles, f"{h.dock_score:.3f}",
                              "" if h.predicted is None else f"{h.predicted:.3f}",
                              "" if h.mmgbsa is None else f"{h.mmgbsa:.3f}",
                              "" if h.mmgbsa_stderr is None else f"{h.mmgbsa_stderr:.3f}", h.origin,
-                             h.state_smiles or "", h.pose_check, *sources[h.id]])
+                             h.state_smiles or "", h.pose_check, *sources[h.id], *extra.get(h.id, {}).values()])
     writer = Chem.SDWriter(str(tmp_sdf))
     for h in hits:
         block = store.pose(h.id)
@@ -192,8 +201,9 @@ def export(store: Store, folder: Path, top: int | None = None, check_poses: int 
         for key, value in (("rank", h.rank), ("smiles", h.smiles), ("dock_score_kcal_mol", h.dock_score),
                            ("mmgbsa_kcal_mol", h.mmgbsa), ("mmgbsa_stderr_kcal_mol", h.mmgbsa_stderr),
                            ("state_smiles", h.state_smiles), ("pose_check", h.pose_check or None),
-                           ("source", sources[h.id][0]), ("source_ids", sources[h.id][1])):
-            if value is not None:
+                           ("source", sources[h.id][0]), ("source_ids", sources[h.id][1]),
+                           *extra.get(h.id, {}).items()):
+            if value is not None and value != "":
                 mol.SetProp(key, str(value))
         writer.write(mol)
     writer.close()

@@ -6,6 +6,11 @@ committed together with the mark that says its unit of work is done, so a
 crash or Ctrl-C at any moment leaves a store from which a resumed run skips
 exactly what is finished and loses nothing.
 
+Commits are grouped (:meth:`Store.group`): the manager handles a burst of
+finished tasks in one transaction, each task's writes in a savepoint of their
+own, so a result still lands together with its done mark, all or nothing; a
+kill loses at most the group in flight, whose tasks a resumed run redoes.
+
 Predictions are the one table that grows with the library, so they are kept
 per inference batch, not per compound: one row holds the batch's ids (zlib)
 and scores (float32), about 6.5 bytes a compound (6.5 MB per million MOSES
@@ -62,6 +67,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     cores INTEGER, gpus INTEGER, submitted REAL, scheduled REAL, started REAL, finished REAL, backend TEXT,
     partition TEXT, slots TEXT, attempts INTEGER, exit_code INTEGER, error TEXT,
     PRIMARY KEY (session, uid));
+CREATE INDEX IF NOT EXISTS selections_by_batch ON selections (round, stage, batch);
 """
 
 
@@ -105,6 +111,7 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
         self._migrate()
+        self._grouped = False
 
     def _migrate(self) -> None:
         """Columns added after a store was first written (older run directories stay readable)."""
@@ -129,13 +136,29 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
+        """All of the block's writes or none; inside a :meth:`group`, a savepoint of the group's transaction."""
+        begin, commit, rollback = (("SAVEPOINT unit", "RELEASE unit", "ROLLBACK TO unit") if self._grouped
+                                   else ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"))
+        self.db.execute(begin)
         try:
             yield self.db
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self.db.execute(rollback)
+            if self._grouped:
+                self.db.execute(commit)
             raise
-        self.db.execute("COMMIT")
+        self.db.execute(commit)
+
+    def group(self) -> None:
+        """Open a group: writes from now on commit together at :meth:`commit_group` (one fsync for many)."""
+        if not self._grouped and not self.readonly:
+            self.db.execute("BEGIN IMMEDIATE")
+            self._grouped = True
+
+    def commit_group(self) -> None:
+        if self._grouped:
+            self._grouped = False
+            self.db.execute("COMMIT")
 
     # meta and sessions --------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -186,8 +209,12 @@ class Store:
 
     def best_docked(self, n: int) -> list[str]:
         """The ids of the ``n`` best docking scores (lowest first, ties broken by id)."""
-        return [cid for (cid,) in self.db.execute(
-            "SELECT id FROM docking WHERE score IS NOT NULL ORDER BY score, id LIMIT ?", (n,))]
+        return [cid for _, cid in self.best_docked_scored(n)]
+
+    def best_docked_scored(self, n: int) -> list[tuple[float, str]]:
+        """(score, id) of the ``n`` best docking scores, best first."""
+        return list(self.db.execute("SELECT score, id FROM docking WHERE score IS NOT NULL ORDER BY score, id "
+                                    "LIMIT ?", (n,)))
 
     def dock_origins(self) -> dict[str, str]:
         """id -> "seed" or "redock" for every docked compound."""
@@ -424,6 +451,12 @@ class Store:
         for row in rows:
             row["slots"] = json.loads(row["slots"] or "[]")
         return rows
+
+
+def md_details(store: Store) -> dict[str, dict[str, Any]]:
+    """id -> the MD stage's result document (replica means, intervals) of each scored compound (read by the
+    report and export only; kept out of :class:`Store`, which is long enough)."""
+    return {i: json.loads(doc) for i, doc in store.db.execute("SELECT id, result FROM md WHERE result IS NOT NULL")}
 
 
 def _first_found(ids: Iterable[str], batches: Iterator[tuple[int, list[str], np.ndarray]]) -> dict[str, float]:
