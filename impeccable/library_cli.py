@@ -25,19 +25,24 @@ def register(sub: Any) -> None:
     i.add_argument("--batch-size", type=int, help="records per task (default: the campaign's, else 2000)")
     _add_preparation_arguments(i)
     i.set_defaults(handler=_inspect)
+    _add_bench(lib)
+    p.set_defaults(handler=lambda args: p.print_help())
+
+
+def _add_bench(lib: Any) -> None:
     b = lib.add_parser("bench", help="inspect's rate against a plain RDKit loop over the same molecules",
                        description="Writes the library --repeat-library times over with new ids, then measures "
                        "inspect (pilot, batches) and a plain loop of the same RDKit calls split over the same cores, "
                        "side by side, --repeat times; prints the medians and their ratio.")
     b.add_argument("--library", type=Path, default=Path("data/library/moses_20k.csv"))
-    b.add_argument("--repeat-library", type=int, default=10, metavar="N", help="copies with new ids (default 10)")
-    b.add_argument("--repeat", type=int, default=3, help="runs of each (default 3); medians are reported")
-    b.add_argument("--cores", type=int, default=2)
+    for flag, default, text in (("--repeat-library", 10, "copies with new ids (default 10)"),
+                                ("--repeat", 3, "runs of each (default 3); medians are reported"),
+                                ("--cores", 2, "function workers, and processes of the plain loop (default 2)")):
+        b.add_argument(flag, type=int, default=default, help=text)
     b.add_argument("--work-dir", type=Path, default=Path("runs/library-bench"), help="where the big library goes")
     b.add_argument("--json", type=Path, metavar="OUT.json")
     _add_preparation_arguments(b)
     b.set_defaults(handler=_bench)
-    p.set_defaults(handler=lambda args: p.print_help())
 
 
 def _add_preparation_arguments(p: argparse.ArgumentParser) -> None:
