@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import itertools
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -48,7 +47,8 @@ from .lock import RunDirLock
 from .progress import CampaignProgress
 from .runtime import Pilot, Task, TaskFuture, TaskState
 from .stagetasks import DockBatch, MDJob, StageTasks
-from .stages.library import LibraryRecord, read_library, sample_records
+from .library_stage import CampaignLibrary
+from .stages.library import LibraryRecord
 from .stages.surrogate import nominate_batch
 from .stalls import StallLog
 from .store import Store
@@ -89,7 +89,7 @@ class CampaignRunner:
         self.store = Store(self.run_dir / "campaign.db")
         self.progress = CampaignProgress(progress)
         self.stages = stages or StageTasks(campaign, self.run_dir)
-        self.library = CampaignLibrary(campaign)
+        self.library = CampaignLibrary(campaign, self.store, self.stages, self.progress)
         self._pilot = pilot
         self.state: RoundState | None = None
         self.tasks: TaskLoop | None = None
@@ -109,8 +109,7 @@ class CampaignRunner:
         holds the directory, CampaignInterrupted on Ctrl-C/SIGTERM.
         """
         with RunDirLock(self.run_dir):
-            self.library_size = validate_inputs(self.c, self.store).count
-            self.n_batches = max(1, -(-self.library_size // self.c.infer.batch_size))
+            self.library.rows = validate_inputs(self.c, self.store).count
             check_same_campaign(self.c, self.store, self.run_dir)
             self.docked = self.store.docked_ids()
             self.top.reset(self.store.best_docked_scored(self.c.md.top_m))
@@ -130,7 +129,7 @@ class CampaignRunner:
         with guard:
             try:
                 self.pilot.start()
-                self._plan()
+                self.library.prepare(self.tasks, self.pilot.allocation.cores, then=self._plan)
                 self.tasks.run()
                 status = "done-with-failures" if self.tasks.failed else "done"
             except KeyboardInterrupt:
@@ -154,7 +153,8 @@ class CampaignRunner:
 
     # ------------------------------------------------------------------ planning
     def _plan(self) -> None:
-        """Start the first round that is not complete (round 0 on a new run)."""
+        """Start the first round that is not complete (round 0 on a new run), once the library is prepared."""
+        self.n_batches = max(1, -(-self.library.size // self.c.infer.batch_size))
         r = next((r for r in range(self.c.campaign.rounds) if not self._round_complete(r)), None)
         if r == 0:
             self._seed_docking()
@@ -234,7 +234,7 @@ class CampaignRunner:
             round=r, batches_left=left, batches=self.library.batches(left),
             redock_left={i for i in range(self.n_batches) if quota(i, self.n_batches, self.c.redock.top_k)})
         n, scored, filtered, failed = self.store.inference_counts(r)
-        self.progress.tick(f"infer r{r}", total=self.library_size, done=scored + filtered, failed=failed)
+        self.progress.tick(f"infer r{r}", total=self.library.size, done=scored + filtered, failed=failed)
         for batch in sorted(done):  # nominees of batches scored in an earlier session, not docked yet
             self._redock_batch(r, batch)
         self._feed_inference()
@@ -413,45 +413,5 @@ class TopDocked:
         return [cid for _, cid in self._best]
 
 
-class CampaignLibrary:
-    """The compounds a campaign screens (the first ``library.limit``), streamed: batches and the seed sample."""
-
-    def __init__(self, campaign: Campaign) -> None:
-        self.c = campaign
-
-    def records(self) -> Iterator[LibraryRecord]:
-        lib = self.c.library
-        return itertools.islice(read_library(lib.path, id_column=lib.id_column, smiles_column=lib.smiles_column),
-                                lib.limit)
-
-    def batches(self, wanted: set[int]) -> Iterator[tuple[int, list[LibraryRecord]]]:
-        """The inference batches numbered in ``wanted``, in library order."""
-        for batch, chunk in enumerate(_chunks_iter(self.records(), self.c.infer.batch_size)):
-            if batch in wanted:
-                yield batch, chunk
-
-    def seed_sample(self, chosen: list[tuple[str, str | None, float | None]]) -> list[LibraryRecord]:
-        """A seeded sample of compounds that pass the filters; once ``chosen`` (stored), always that one
-        (read back from the store, or from the library for a store that kept only the ids)."""
-        from .stages.filters import FilterRules, check
-
-        if chosen and all(smiles for _, smiles, _ in chosen):
-            return [LibraryRecord(cid, smiles) for cid, smiles, _ in chosen]  # type: ignore[arg-type]
-        if chosen:
-            ids = {cid for cid, _, _ in chosen}
-            return [rec for rec in self.records() if rec.id in ids]
-        rules = FilterRules(**self.c.library.filters.model_dump())
-        need = self.c.dock.seed_sample
-        picked = sample_records(self.records(), need * 3 if rules.active else need, seed=self.c.campaign.seed)
-        passing = [rec for rec in picked if check(rec.smiles, rules) is None] if rules.active else picked
-        return passing[:need]
-
-
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _chunks_iter(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
-    """Lists of ``size`` items (the last may be shorter), cut at C speed (itertools.batched is 3.12+)."""
-    items = iter(items)
-    return iter(lambda: list(itertools.islice(items, size)), [])

@@ -42,7 +42,8 @@ def register(sub: Any) -> None:
     _add_hit_options(p)
     p.set_defaults(handler=_report)
 
-    p = sub.add_parser("export", help="write the ranked hits as CSV and SDF, and the diverse picks (diverse.csv/.sdf)")
+    p = sub.add_parser("export", help="write the ranked hits as CSV and SDF, the diverse picks (diverse.csv/.sdf), "
+                       "and the compounds the library preparation dropped, with the rule (library_dropped.csv)")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path, help="folder (default: RUN_DIR/export)")
     p.add_argument("--top", type=int, default=None, help="only the best N")
@@ -58,12 +59,14 @@ def register(sub: Any) -> None:
 
     from .compare import register as register_compare
     from .emulate import register as register_emulate
+    from .library_cli import register as register_library
     from .model import register as register_model
     from .resources_cmd import register as register_resources
 
     register_resources(sub)
     register_compare(sub)
     register_emulate(sub)
+    register_library(sub)
     register_model(sub)
 
 

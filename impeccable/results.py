@@ -103,7 +103,11 @@ def print_top(store: Store, n: int = 10) -> None:
 
 def stage_counts(store: Store) -> list[tuple[str, int, int, int]]:
     """(stage, done, failed, tasks) from the results and task records."""
-    out = []
+    from .library_store import LibraryStore
+
+    lib = LibraryStore(store).counts()
+    out = [(f"library (kept {lib.kept}, filtered {lib.filtered}, duplicates {lib.duplicates})",
+            lib.rows - lib.failed, lib.failed, lib.batches)] if lib.batches else []
     for origin, label in (("seed", "seed dock"), ("redock", "re-dock")):
         ok, bad = store.dock_counts(origin)
         out.append((f"{label} (compounds)", ok, bad, 0))
@@ -166,9 +170,12 @@ def export(store: Store, folder: Path, top: int | None = None, check_poses: int 
     """
     from rdkit import Chem
 
+    from .library_store import compound_sources
+
     folder.mkdir(parents=True, exist_ok=True)
     hits = ranked_hits(store)[:top] if top else ranked_hits(store)
     hits = check_top_poses(store, hits, check_poses)
+    sources = compound_sources(store, [h.id for h in hits])
     csv_path, sdf_path = folder / "hits.csv", folder / "hits.sdf"
     tmp_csv, tmp_sdf = csv_path.with_suffix(".csv.tmp"), sdf_path.with_suffix(".sdf.tmp")
     extra = {h.id: annotate(h.id) for h in hits} if annotate else {}
@@ -177,13 +184,13 @@ def export(store: Store, folder: Path, top: int | None = None, check_poses: int 
         writer = csv.writer(fh)
         writer.writerow(["rank", "id", "smiles", "dock_score_kcal_mol", "surrogate_prediction",
                          "mmgbsa_kcal_mol", "mmgbsa_stderr_kcal_mol", "origin", "state_smiles", "pose_check",
-                         *extra_columns])
+                         "source", "source_ids", *extra_columns])
         for h in hits:
             writer.writerow([h.rank, h.id, h.smiles, f"{h.dock_score:.3f}",
                              "" if h.predicted is None else f"{h.predicted:.3f}",
                              "" if h.mmgbsa is None else f"{h.mmgbsa:.3f}",
                              "" if h.mmgbsa_stderr is None else f"{h.mmgbsa_stderr:.3f}", h.origin,
-                             h.state_smiles or "", h.pose_check, *extra.get(h.id, {}).values()])
+                             h.state_smiles or "", h.pose_check, *sources[h.id], *extra.get(h.id, {}).values()])
     writer = Chem.SDWriter(str(tmp_sdf))
     for h in hits:
         block = store.pose(h.id)
@@ -194,6 +201,7 @@ def export(store: Store, folder: Path, top: int | None = None, check_poses: int 
         for key, value in (("rank", h.rank), ("smiles", h.smiles), ("dock_score_kcal_mol", h.dock_score),
                            ("mmgbsa_kcal_mol", h.mmgbsa), ("mmgbsa_stderr_kcal_mol", h.mmgbsa_stderr),
                            ("state_smiles", h.state_smiles), ("pose_check", h.pose_check or None),
+                           ("source", sources[h.id][0]), ("source_ids", sources[h.id][1]),
                            *extra.get(h.id, {}).items()):
             if value is not None and value != "":
                 mol.SetProp(key, str(value))
@@ -201,4 +209,25 @@ def export(store: Store, folder: Path, top: int | None = None, check_poses: int 
     writer.close()
     os.replace(tmp_csv, csv_path)
     os.replace(tmp_sdf, sdf_path)
+    export_dropped(store, folder / "library_dropped.csv")
     return csv_path, sdf_path, len(hits)
+
+
+def export_dropped(store: Store, path: Path) -> int:
+    """Every compound the library stage did not keep, with why (``failed``, ``filtered`` naming the rule and the
+    value, ``duplicate`` naming the compound kept), streamed to CSV; nothing is written for a library screened
+    as it is. Returns the rows written."""
+    from .library_store import LibraryStore
+
+    lib = LibraryStore(store)
+    if not lib.counts().batches:
+        return 0
+    n, tmp = 0, path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "dropped_as", "reason"])
+        for row in lib.dropped():
+            writer.writerow(row)
+            n += 1
+    os.replace(tmp, path)
+    return n

@@ -117,6 +117,12 @@ class StageTasks:
         rows += [DockRow(cid, by_id[cid].smiles, batch.round, batch.origin, None, None, lost) for cid in sorted(missing)]
         return rows
 
+    # ------------------------------------------------------------------ library preparation
+    def prepare_task(self, batch: int, smiles: list[str], settings: dict[str, Any]) -> Task:
+        """Standardise, filter and key one batch of the library (stages/prepare.py); only SMILES travel."""
+        return function_task("impeccable.work:prepare_library", smiles, settings, name=f"library b{batch:05d}",
+                             tags=self._tags("library", 0))
+
     # ------------------------------------------------------------------ surrogate
     def model_path(self, r: int) -> Path:
         return self.run_dir / "models" / f"surrogate.r{r}.pt"
@@ -136,9 +142,9 @@ class StageTasks:
         return report
 
     def infer_task(self, r: int, batch: int, model_path: str, ids: list[str], smiles: list[str]) -> Task:
-        """Only the SMILES travel (the ids stay with the runner); an emulation scores by id instead."""
-        return function_task("impeccable.work:infer_batch", model_path, smiles,
-                             self.c.library.filters.model_dump(), name=f"infer r{r} b{batch:05d}",
+        """Only the SMILES travel (the ids stay with the runner); an emulation scores by id instead. The library
+        stage has applied the filters already, so none travel."""
+        return function_task("impeccable.work:infer_batch", model_path, smiles, {}, name=f"infer r{r} b{batch:05d}",
                              gpus_per_rank=self._gpus("infer"), tags=self._tags("infer", r))
 
     def infer_result(self, future: TaskFuture, ids: list[str]) -> InferOutcome:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 # what these functions import: a function worker imports it once, before its first call (``preload``)
-PRELOAD = ("impeccable.stages.surrogate", "impeccable.stages.filters")
+PRELOAD = ("impeccable.stages.surrogate", "impeccable.stages.filters", "impeccable.stages.prepare")
 # and what the surrogate imports on first use. The local backend's forkserver imports it once and every worker
 # forked from it shares it: 64 first inference calls on 32 workers took 15.9 s without it, 0.0 s with it (start
 # 0.6 -> 1.5 s). Dragon's workers are spawned, not forked: there it would only move each worker's import into
@@ -55,6 +55,13 @@ def infer_batch(model_path: str, smiles: Sequence[str], filters: dict[str, Any],
     filtered = [(i, reason) for i, reason in filtered if not reason.startswith("unparsable")]
     return {"scores": scores, "filtered": filtered, "failed": failed, "device": device_label(torch, device),
             "device_note": note, "seconds": seconds}
+
+
+def prepare_library(smiles: Sequence[str], settings: dict[str, Any]) -> dict[str, Any]:
+    """Standardise, filter and key one batch of library SMILES (see ``stages.prepare.prepare_batch``)."""
+    from .stages.prepare import prepare_batch
+
+    return prepare_batch(smiles, settings)
 
 
 def train_surrogate(records: Sequence[tuple[str, float]], model_path: str, epochs: int, seed: int,
