@@ -116,6 +116,7 @@ def _marker_name() -> str:
 
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pilot = os.getppid()  # it holds the marker too, and may still be finishing its exit when we read EOF
     groups: set[int] = set()
     processes: set[int] = set()
     paths: list[str] = []
@@ -139,7 +140,7 @@ def main() -> int:
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-    _kill_tasks(groups, marker)
+    _kill_tasks(groups, marker, spare=pilot)
     for path in paths:
         if os.path.isdir(path):
             shutil.rmtree(path, ignore_errors=True)
@@ -148,17 +149,17 @@ def main() -> int:
     return 0
 
 
-def _kill_tasks(groups: set[int], marker: str) -> None:
+def _kill_tasks(groups: set[int], marker: str, spare: int) -> None:
     """SIGTERM, then SIGKILL a second later, to the registered groups and to the group of every marked
     process that leads one; SIGKILL at once to a marked process still in the pilot's group (forked, not
     yet in a session of its own). Then look again for marked processes until none is left."""
-    holders = marked(marker) if marker else set()
+    holders = marked(marker, spare) if marker else set()
     leaders = {pid for pid in holders if _leads_group(pid)}
     for pid in holders - leaders:
         _kill(pid)
     _kill_all(groups | leaders)
     for _ in range(5):  # forked meanwhile, or moved out of its group
-        left = marked(marker) if marker else set()
+        left = marked(marker, spare) if marker else set()
         if not left:
             return
         for pid in left:
@@ -178,12 +179,12 @@ def _kill_all(groups: set[int]) -> None:
         _signal(g, signal.SIGKILL)
 
 
-def marked(marker: str) -> set[int]:
-    """The processes (other than this one) with a descriptor on ``marker`` (``pipe:[INODE]``)."""
+def marked(marker: str, spare: int) -> set[int]:
+    """The processes with a descriptor on ``marker`` (``pipe:[INODE]``), other than this one and ``spare``."""
     found = set()
-    me = str(os.getpid())
+    skip = {str(os.getpid()), str(spare)}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or entry == me:
+        if not entry.isdigit() or entry in skip:
             continue
         folder = f"/proc/{entry}/fd"
         try:
