@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import sys
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -35,17 +36,24 @@ from typing import Any
 
 from .config import Campaign
 from .events import InterruptGuard
-from .inputs import CampaignInputError, check_same_campaign, make_pilot, validate_inputs
+from .inputs import CampaignInputError, check_same_campaign, make_pilot, size_warnings, validate_inputs
 from .lock import RunDirLock
 from .progress import CampaignProgress
 from .runtime import Pilot, Task, TaskFuture, TaskState
 from .stagetasks import DockBatch, MDJob, StageTasks
 from .stages.library import LibraryRecord, read_library, sample_records
 from .stages.surrogate import nominate_batch
-from .store import Store
+from .store import Store, store_errors
 from .tasks import TaskLoop
 
 __all__ = ["CampaignInputError", "CampaignInterrupted", "CampaignRunner", "quota"]
+
+
+MIN_TRAINING_SCORES = 8  # docking scores the surrogate needs, at the least
+
+
+def warn(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr)
 
 
 class CampaignInterrupted(Exception):
@@ -94,8 +102,10 @@ class CampaignRunner:
         Raises CampaignInputError (nothing started) for unusable inputs, RunDirBusy when another run
         holds the directory, CampaignInterrupted on Ctrl-C/SIGTERM.
         """
-        with RunDirLock(self.run_dir):
+        with RunDirLock(self.run_dir), store_errors(self.store.path):
             self.library_size = validate_inputs(self.c, self.store).count
+            for text in size_warnings(self.c, self.library_size):
+                warn(text)
             self.n_batches = max(1, -(-self.library_size // self.c.infer.batch_size))
             check_same_campaign(self.c, self.store, self.run_dir)
             self.pilot = self._pilot or make_pilot(self.c)
@@ -134,7 +144,9 @@ class CampaignRunner:
 
     # ------------------------------------------------------------------ planning
     def _plan(self) -> None:
-        """Start the first round that is not complete (round 0 on a new run)."""
+        """Store what a killed session left on disk, then start the first round that is not complete (round 0
+        on a new run)."""
+        self._store_unstored_docking()
         r = next((r for r in range(self.c.campaign.rounds) if not self._round_complete(r)), None)
         if r == 0:
             self._seed_docking()
@@ -145,11 +157,24 @@ class CampaignRunner:
         if self.store.model(r) is None or len(self.store.done_batches(r)) < self.n_batches:
             return False
         docked, md = self.store.docked_ids(), self.store.md_ids()
-        return self.store.selected(r, "redock") <= docked and set(self._top_docked()) <= md
+        return self.store.selected(r, "redock") <= docked and set(self._top_docked(r)) <= md
+
+    def _store_unstored_docking(self) -> None:
+        """A session killed with its docking tasks (kill -9, a node failure) left their finished compounds
+        on disk only: store them before deciding what to dock, so none is docked twice."""
+        for batch in self.stages.unstored_dock_batches():
+            with self.tasks.guard.deferred():  # a folder is stored and marked, or neither
+                self.store.add_docking(self.stages.dock_rows(batch, complete=False), batch.key)
+                self.stages.dock_stored(batch)
 
     # ------------------------------------------------------------------ 1. seed docking
     def _seed_docking(self) -> None:
-        sample = self.library.seed_sample(self.store.selected_compounds(0, "seed"))
+        stored = self.store.selected_compounds(0, "seed")
+        sample = self.library.seed_sample(stored, on_reject=self._store_left_out)
+        if not stored and len(sample) < min(self.c.dock.seed_sample, self.library_size):  # the filters refused
+            warn(f"dock.seed_sample = {self.c.dock.seed_sample} but only {len(sample)} compounds of "
+                 f"{self.c.library.path} could be sampled ({self.library_size} compounds; left out: "
+                 f"{self._left_out_summary()})")
         self.store.select_compounds(0, "seed", sample)
         docked = self.store.docked_ids()
         todo = [rec for rec in sample if rec.id not in docked]
@@ -161,20 +186,31 @@ class CampaignRunner:
         if not todo:
             self._train(0)
 
+    def _store_left_out(self, rejected: list[tuple[str, str]]) -> None:
+        """Compounds the seed sample's filters refused: stored with their reasons, as inference stores them."""
+        from .stages.skips import is_filter
+
+        self.store.add_failures("filter", [(cid, why) for cid, why in rejected if is_filter(why)])
+        self.store.add_failures("prepare", [(cid, why) for cid, why in rejected if not is_filter(why)])
+
+    def _left_out_summary(self) -> str:
+        counts = self.store.skip_counts()
+        return ", ".join(f"{n} {cat} ({stage})" for stage, cat, n in counts) or "none"
+
     # ------------------------------------------------------------------ docking (seed and re-dock)
     def _dock(self, records: list[LibraryRecord], index: int, r: int, origin: str) -> None:
-        key = f"s{self.tasks.session}-r{r}-{origin}-{index:05d}"
-        batch = self.stages.dock_batch(records, key, index, r, origin)
+        batch = self.stages.dock_batch(records, self.tasks.session, index, r, origin)
         self.tasks.submit(self.stages.dock_task(batch), partial(self._docked, batch))
 
     def _docked(self, batch: DockBatch, future: TaskFuture) -> None:
-        if self.tasks.failed_task(future, batch.stage):
-            self.progress.tick(batch.stage, failed=len(batch.records))
-        else:
-            rows = self.stages.dock_rows(batch)
-            self.store.add_docking(rows, batch.key)
-            ok = sum(row.score is not None for row in rows)
-            self.progress.tick(batch.stage, done=ok, failed=len(rows) - ok)
+        """Keep every compound the task finished, however it ended: a rank writes each compound's line as
+        it finishes, so a task canceled or failed halfway still has results (the rest is docked again)."""
+        complete = not self.tasks.failed_task(future, batch.stage)
+        rows = self.stages.dock_rows(batch, complete=complete)
+        self.store.add_docking(rows, batch.key)
+        self.stages.dock_stored(batch)
+        ok = sum(row.score is not None for row in rows)
+        self.progress.tick(batch.stage, done=ok, failed=len(batch.records) - ok)
         if batch.origin == "seed":
             self.seed_shards_left -= 1
             if self.seed_shards_left == 0:
@@ -195,14 +231,20 @@ class CampaignRunner:
             self._start_inference(r)
             return
         scores = [(smiles, score) for _, smiles, score in self.store.dock_scores()]
-        if len(scores) < 8:
-            raise RuntimeError(f"only {len(scores)} compounds docked successfully: too few to train the surrogate")
+        if len(scores) < MIN_TRAINING_SCORES:
+            raise CampaignInputError(
+                f"only {len(scores)} compounds docked successfully, too few to train the surrogate (it needs "
+                f"{MIN_TRAINING_SCORES}): library {self.c.library.path}, {self.library_size} compounds, seed sample "
+                f"of {len(self.store.selected(0, 'seed'))}; compounds left out, by reason (stage): "
+                f"{self._left_out_summary()}. `impeccable export {self.run_dir}` lists each one (skipped.csv)")
         self.progress.tick(f"train r{r}", total=1)
         self.tasks.submit(self.stages.train_task(r, scores), partial(self._trained, r, len(scores)))
 
     def _trained(self, r: int, n_scores: int, future: TaskFuture) -> None:
         if self.tasks.failed_task(future, "train"):
-            raise RuntimeError(f"surrogate training failed: {future.record.error}")
+            if future.record.state is TaskState.FAILED:
+                raise RuntimeError(f"surrogate training failed: {future.record.error}")
+            return  # canceled (Ctrl-C): trained again on resume
         report = {**future.result(), "n_scores": n_scores}
         self.store.add_model(r, str(self.stages.model_path(r)), report)
         self.progress.tick(f"train r{r}", done=1)
@@ -227,6 +269,8 @@ class CampaignRunner:
         """Keep a bounded number of batches in flight (a library of any size streams); ids wait here."""
         state = self.state
         assert state is not None
+        if self.tasks.draining:
+            return  # stopping: nothing new is submitted, so no batch is read
         limit = 4 * max(1, self.pilot.allocation.cores)
         model_path, _ = self.store.model(state.round)  # type: ignore[misc]
         while state.infer_inflight < limit and (item := next(state.batches, None)) is not None:
@@ -249,7 +293,8 @@ class CampaignRunner:
             docked = self.store.docked_ids()
             picked = nominate_batch(ids, result.scores, docked, quota(batch, self.n_batches, self.c.redock.top_k))
             nominees = [(ids[i], smiles[i], float(result.scores[i])) for i in picked]
-            self.store.add_predictions(r, batch, ids, result.scores, result.counts, result.failures, nominees)
+            self.store.add_predictions(r, batch, ids, result.scores, result.counts, result.failures, nominees,
+                                       result.filtered)
             self.progress.tick(f"infer r{r}", done=result.accounted, failed=len(result.failures))
             self._redock_batch(r, batch, docked)
         self._feed_inference()
@@ -278,17 +323,22 @@ class CampaignRunner:
         ``md.top_m`` speculative runs; the round end makes sure the final top-M all have MD. Streaming thus
         costs at most top-M extra MD runs per round and never misses a hit.
         """
-        top = set(self._top_docked())
+        top = set(self._top_docked(r))
         started = self.store.speculative_md(r)  # survives a resume: the budget is not spent twice
         mine = sorted(cid for cid in self.store.selected(r, "redock", batch) if cid in top)
         budget = max(self.c.md.top_m - len(started), 0)
         fresh = [cid for cid in mine if cid not in started][:budget]
         self._run_md(r, [cid for cid in mine if cid in started or cid in fresh], batch)
 
-    def _top_docked(self) -> list[str]:
-        return self.store.best_docked(self.c.md.top_m)
+    def _top_docked(self, r: int) -> list[str]:
+        """Round ``r``'s top-M: the best of everything docked up to its end. Counting later rounds' compounds
+        too (a resumed run whose round r+1 got ahead of round r's MD) would give round r other compounds
+        than an uninterrupted run gives it."""
+        return self.store.best_docked(self.c.md.top_m, max_round=r)
 
     def _run_md(self, r: int, ids: list[str], batch: int = -1) -> None:
+        if self.tasks.draining:
+            return  # stopping: the resumed run decides (and records) which compounds get MD
         self.store.select(r, "md", ids, batch)
         done = self.store.md_ids()
         self.progress.tick(f"md r{r}", total=len(ids), done=sum(cid in done for cid in ids))
@@ -353,8 +403,13 @@ class CampaignRunner:
         if not state.md_checked:
             # every compound of the final top-M gets MD (those nominated while streaming already have it)
             state.md_checked = True
+            nominated = len(self.store.selected(state.round, "redock"))
+            if nominated < self.c.redock.top_k and not self.tasks.draining:
+                warn(f"round {state.round}: redock.top_k = {self.c.redock.top_k} but only {nominated} compounds of "
+                     f"{self.c.library.path} were scored and not docked yet (left out: {self._left_out_summary()})")
             done = self.store.md_ids()
-            self._run_md(state.round, [cid for cid in self._top_docked() if cid not in done and cid not in self.md_inflight])
+            self._run_md(state.round, [cid for cid in self._top_docked(state.round)
+                                       if cid not in done and cid not in self.md_inflight])
         if not state.trained_next and state.round + 1 < self.c.campaign.rounds:
             state.trained_next = True  # round r+1 trains on every docking score; round r's MD keeps running
             self._train(state.round + 1)
@@ -377,9 +432,11 @@ class CampaignLibrary:
             if batch in wanted:
                 yield batch, chunk
 
-    def seed_sample(self, chosen: list[tuple[str, str | None, float | None]]) -> list[LibraryRecord]:
+    def seed_sample(self, chosen: list[tuple[str, str | None, float | None]],
+                    on_reject: Callable[[list[tuple[str, str]]], None] | None = None) -> list[LibraryRecord]:
         """A seeded sample of compounds that pass the filters; once ``chosen`` (stored), always that one
-        (read back from the store, or from the library for a store that kept only the ids)."""
+        (read back from the store, or from the library for a store that kept only the ids). The sampled
+        compounds the filters refuse go to ``on_reject`` as (id, reason)."""
         from .stages.filters import FilterRules, check
 
         if chosen and all(smiles for _, smiles, _ in chosen):
@@ -390,8 +447,12 @@ class CampaignLibrary:
         rules = FilterRules(**self.c.library.filters.model_dump())
         need = self.c.dock.seed_sample
         picked = sample_records(self.records(), need * 3 if rules.active else need, seed=self.c.campaign.seed)
-        passing = [rec for rec in picked if check(rec.smiles, rules) is None] if rules.active else picked
-        return passing[:need]
+        if not rules.active:
+            return picked
+        verdicts = [(rec, check(rec.smiles, rules)) for rec in picked]
+        if on_reject is not None:
+            on_reject([(rec.id, why) for rec, why in verdicts if why is not None])
+        return [rec for rec, why in verdicts if why is None][:need]
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

@@ -79,9 +79,15 @@ def load(path: Path, *, cores: int | None = None, backend: str | None = None, ov
 
 
 def _run(args: argparse.Namespace) -> int:
+    import signal
+
     from .campaign import CampaignInputError, CampaignInterrupted, CampaignRunner
     from .lock import RunDirBusy
     from .progress import ProgressView
+
+    # a SIGTERM (a batch system's time limit) before or after the task loop stops the command as Ctrl-C does,
+    # not by the default action (which skips every cleanup); the task loop keeps results either way
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     campaign = load(args.campaign, cores=args.cores, backend=args.backend, oversubscribe=args.oversubscribe)
     run_dir = campaign.run_dir(args.run_dir)
@@ -110,10 +116,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from .results import print_status
+    from .store import store_errors
 
     store = _open(args.run_dir)
     try:
-        print_status(store, args.run_dir)
+        with store_errors(store.path):
+            print_status(store, args.run_dir)
     finally:
         store.close()
     return 0
@@ -121,18 +129,23 @@ def _status(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
+    from .store import store_errors
 
-    _open(args.run_dir).close()
-    print(f"wrote {write_report(args.run_dir, args.out)}")
+    store = _open(args.run_dir)
+    store.close()
+    with store_errors(store.path):
+        print(f"wrote {write_report(args.run_dir, args.out)}")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
     from .results import export
+    from .store import store_errors
 
     store = _open(args.run_dir)
     try:
-        csv_path, sdf_path, n = export(store, args.out or args.run_dir / "export", args.top)
+        with store_errors(store.path):
+            csv_path, sdf_path, n = export(store, args.out or args.run_dir / "export", args.top)
     finally:
         store.close()
     print(f"wrote {n} ranked compounds to {csv_path} and {sdf_path}")

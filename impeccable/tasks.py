@@ -35,9 +35,10 @@ class TaskLoop:
     def submit(self, task: Task, handler: Handler) -> None:
         if self.draining:
             return  # the run is stopping: the next session starts this task
-        future = self.pilot.submit(task)
-        self.outstanding += 1
-        future.add_done_callback(lambda f: self.events.put((f, handler)))
+        with self.guard.deferred():  # a submitted task always reaches its handler, even on Ctrl-C
+            future = self.pilot.submit(task)
+            self.outstanding += 1
+            future.add_done_callback(lambda f: self.events.put((f, handler)))
 
     def run(self) -> None:
         """Handle finished tasks until none is outstanding."""
@@ -55,16 +56,20 @@ class TaskLoop:
                     self.store.add_task_records(self.session, [future.record])
 
     def drain(self) -> None:
-        """After Ctrl-C: stop the pilot, then keep the results of every task that finished."""
+        """After Ctrl-C: stop the pilot, then hand every task's outcome to its handler: a finished task's
+        results are kept, and so is what a canceled one finished before it was stopped (a docking task's
+        complete lines); nothing new starts (:meth:`submit` is off)."""
         self.draining = True
         self.pilot.shutdown(cancel_pending=True)  # every future is final now: its event is queued
         while (item := self.events.pop()) is not None:
             future, handler = item
-            if future.record.state is TaskState.DONE:
-                try:
-                    handler(future)
-                except Exception as exc:  # noqa: BLE001 - keep draining the others
-                    print(f"warning: could not keep the result of {future.record.name}: {exc}", file=sys.stderr)
+            self.outstanding -= 1
+            try:
+                handler(future)
+            except Exception as exc:  # noqa: BLE001 - keep draining the others
+                print(f"warning: could not keep the result of {future.record.name}: {exc}", file=sys.stderr)
+            finally:
+                self.store.add_task_records(self.session, [future.record])
 
     def failed_task(self, future: TaskFuture, stage: str) -> bool:
         """True (and noted, with a warning) if the task did not end DONE; a canceled one is redone on resume."""

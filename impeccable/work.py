@@ -30,6 +30,8 @@ def infer_batch(model_path: str, smiles: Sequence[str], filters: dict[str, Any],
 
     from .stages import surrogate
     from .stages.filters import FilterRules, check
+    from .stages.ligands import unusable_reason
+    from .stages.skips import is_filter
 
     rules = FilterRules(**filters)
     keep, filtered = list(range(len(smiles))), []
@@ -41,11 +43,11 @@ def infer_batch(model_path: str, smiles: Sequence[str], filters: dict[str, Any],
     if keep:
         kept = smiles if len(keep) == len(smiles) else [smiles[i] for i in keep]
         scores[keep] = surrogate.predict_scores(model_path, kept, threads=threads)
-    # an unparsable SMILES is a failure, not a filter decision
+    # an unusable SMILES (unparsable, impossible valence ...) is a failure, not a filter decision
     unparsable = np.asarray(keep, dtype=np.int64)[np.isnan(scores[keep])]
-    failed = [(int(i), f"unparsable SMILES {smiles[i]!r}") for i in unparsable]
-    failed += [(i, reason) for i, reason in filtered if reason.startswith("unparsable")]
-    filtered = [(i, reason) for i, reason in filtered if not reason.startswith("unparsable")]
+    failed = [(int(i), unusable_reason(smiles[i]) or f"unparsable SMILES {smiles[i]!r}") for i in unparsable]
+    failed += [(i, reason) for i, reason in filtered if not is_filter(reason)]
+    filtered = [(i, reason) for i, reason in filtered if is_filter(reason)]
     return {"scores": scores, "filtered": filtered, "failed": failed}
 
 
