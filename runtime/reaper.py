@@ -174,9 +174,25 @@ def _kill_all(groups: set[int]) -> None:
     deadline = time.monotonic() + KILL_GRACE_S
     while alive and time.monotonic() < deadline:
         time.sleep(0.05)  # waiting on processes that are not our children: nothing to block on
-        alive = {g for g in alive if _signal(g, 0)}
+        alive = _live_groups(alive)
     for g in alive:
         _signal(g, signal.SIGKILL)
+
+
+def _live_groups(groups: set[int]) -> set[int]:
+    """Those of ``groups`` with a member that is not a zombie. A dead task of a dead pilot stays a zombie
+    where nothing reaps orphans (a container whose first process does not), and signal 0 still reaches
+    a zombie: that would hold every kill here for the whole grace period."""
+    live = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] != "Z" and int(fields[2]) in groups:
+                live.add(int(fields[2]))
+    return live
 
 
 def marked(marker: str, spare: int) -> set[int]:
