@@ -67,6 +67,7 @@ class ChaosStageTasks(StageTasks):
 
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # as `impeccable run` does
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with Ctrl-C ignored (background)
     try:
         campaign = load_campaign(Path(argv[0]))
         run_dir = Path(argv[1]).resolve()
