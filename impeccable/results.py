@@ -146,7 +146,7 @@ def print_status(store: Store, run_dir: Path) -> None:
     console.print(table)
     skipped = store.skip_counts()
     if skipped:
-        left = Table(title="compounds left out, by stage and reason (each one: `impeccable export` -> skipped.csv)")
+        left = Table(title="compounds left out (each one: impeccable export -> skipped.csv)")
         for col in ("stage", "reason", "compounds"):
             left.add_column(col)
         for stage, category, n in skipped:
