@@ -7,3 +7,12 @@ README) maps them into this package.
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    """``impeccable.hits(run_dir)``: the ranked hits as a DataFrame (imported on first use)."""
+    if name == "hits":
+        from .watch import hits
+
+        return hits
+    raise AttributeError(f"module 'impeccable' has no attribute {name!r}")

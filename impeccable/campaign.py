@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import sys
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from . import leftout
 from .config import Campaign
 from .events import InterruptGuard
 from .inputs import CampaignInputError, check_same_campaign, make_pilot, size_warnings, validate_inputs
@@ -43,17 +43,11 @@ from .runtime import Pilot, Task, TaskFuture, TaskState
 from .stagetasks import DockBatch, MDJob, StageTasks
 from .stages.library import LibraryRecord, read_library, sample_records
 from .stages.surrogate import nominate_batch
+from .stalls import StallLog
 from .store import Store, store_errors
 from .tasks import TaskLoop
 
 __all__ = ["CampaignInputError", "CampaignInterrupted", "CampaignRunner", "quota"]
-
-
-MIN_TRAINING_SCORES = 8  # docking scores the surrogate needs, at the least
-
-
-def warn(text: str) -> None:
-    print(f"warning: {text}", file=sys.stderr)
 
 
 class CampaignInterrupted(Exception):
@@ -105,12 +99,13 @@ class CampaignRunner:
         with RunDirLock(self.run_dir), store_errors(self.store.path):
             self.library_size = validate_inputs(self.c, self.store).count
             for text in size_warnings(self.c, self.library_size):
-                warn(text)
+                leftout.warn(text)
             self.n_batches = max(1, -(-self.library_size // self.c.infer.batch_size))
             check_same_campaign(self.c, self.store, self.run_dir)
             self.pilot = self._pilot or make_pilot(self.c)
             session = self.store.begin_session(self.pilot.allocation.cores,
                                                {k.value: v for k, v in self.pilot.routes.items()})
+            self.pilot.on_stall = StallLog(self.run_dir, session).append
             self._run_session(session)
         return self.summary()
 
@@ -146,7 +141,7 @@ class CampaignRunner:
     def _plan(self) -> None:
         """Store what a killed session left on disk, then start the first round that is not complete (round 0
         on a new run)."""
-        self._store_unstored_docking()
+        store_left_on_disk(self.stages, self.store, self.tasks.guard)
         r = next((r for r in range(self.c.campaign.rounds) if not self._round_complete(r)), None)
         if r == 0:
             self._seed_docking()
@@ -159,22 +154,12 @@ class CampaignRunner:
         docked, md = self.store.docked_ids(), self.store.md_ids()
         return self.store.selected(r, "redock") <= docked and set(self._top_docked(r)) <= md
 
-    def _store_unstored_docking(self) -> None:
-        """A session killed with its docking tasks (kill -9, a node failure) left their finished compounds
-        on disk only: store them before deciding what to dock, so none is docked twice."""
-        for batch in self.stages.unstored_dock_batches():
-            with self.tasks.guard.deferred():  # a folder is stored and marked, or neither
-                self.store.add_docking(self.stages.dock_rows(batch, complete=False), batch.key)
-                self.stages.dock_stored(batch)
-
     # ------------------------------------------------------------------ 1. seed docking
     def _seed_docking(self) -> None:
         stored = self.store.selected_compounds(0, "seed")
-        sample = self.library.seed_sample(stored, on_reject=self._store_left_out)
-        if not stored and len(sample) < min(self.c.dock.seed_sample, self.library_size):  # the filters refused
-            warn(f"dock.seed_sample = {self.c.dock.seed_sample} but only {len(sample)} compounds of "
-                 f"{self.c.library.path} could be sampled ({self.library_size} compounds; left out: "
-                 f"{self._left_out_summary()})")
+        sample = self.library.seed_sample(stored, on_reject=partial(leftout.store_rejects, self.store))
+        if not stored:
+            leftout.check_seed_sample(self.c, self.store, len(sample), self.library_size)
         self.store.select_compounds(0, "seed", sample)
         docked = self.store.docked_ids()
         todo = [rec for rec in sample if rec.id not in docked]
@@ -185,17 +170,6 @@ class CampaignRunner:
             self._dock(chunk, shard, 0, "seed")
         if not todo:
             self._train(0)
-
-    def _store_left_out(self, rejected: list[tuple[str, str]]) -> None:
-        """Compounds the seed sample's filters refused: stored with their reasons, as inference stores them."""
-        from .stages.skips import is_filter
-
-        self.store.add_failures("filter", [(cid, why) for cid, why in rejected if is_filter(why)])
-        self.store.add_failures("prepare", [(cid, why) for cid, why in rejected if not is_filter(why)])
-
-    def _left_out_summary(self) -> str:
-        counts = self.store.skip_counts()
-        return ", ".join(f"{n} {cat} ({stage})" for stage, cat, n in counts) or "none"
 
     # ------------------------------------------------------------------ docking (seed and re-dock)
     def _dock(self, records: list[LibraryRecord], index: int, r: int, origin: str) -> None:
@@ -231,12 +205,8 @@ class CampaignRunner:
             self._start_inference(r)
             return
         scores = [(smiles, score) for _, smiles, score in self.store.dock_scores()]
-        if len(scores) < MIN_TRAINING_SCORES:
-            raise CampaignInputError(
-                f"only {len(scores)} compounds docked successfully, too few to train the surrogate (it needs "
-                f"{MIN_TRAINING_SCORES}): library {self.c.library.path}, {self.library_size} compounds, seed sample "
-                f"of {len(self.store.selected(0, 'seed'))}; compounds left out, by reason (stage): "
-                f"{self._left_out_summary()}. `impeccable export {self.run_dir}` lists each one (skipped.csv)")
+        if len(scores) < leftout.MIN_TRAINING_SCORES:
+            raise leftout.too_few_to_train(self.c, self.store, len(scores), self.library_size, self.run_dir)
         self.progress.tick(f"train r{r}", total=1)
         self.tasks.submit(self.stages.train_task(r, scores), partial(self._trained, r, len(scores)))
 
@@ -330,10 +300,7 @@ class CampaignRunner:
         fresh = [cid for cid in mine if cid not in started][:budget]
         self._run_md(r, [cid for cid in mine if cid in started or cid in fresh], batch)
 
-    def _top_docked(self, r: int) -> list[str]:
-        """Round ``r``'s top-M: the best of everything docked up to its end. Counting later rounds' compounds
-        too (a resumed run whose round r+1 got ahead of round r's MD) would give round r other compounds
-        than an uninterrupted run gives it."""
+    def _top_docked(self, r: int) -> list[str]:  # not later rounds' compounds: a resume gets ahead of round r's MD
         return self.store.best_docked(self.c.md.top_m, max_round=r)
 
     def _run_md(self, r: int, ids: list[str], batch: int = -1) -> None:
@@ -403,16 +370,23 @@ class CampaignRunner:
         if not state.md_checked:
             # every compound of the final top-M gets MD (those nominated while streaming already have it)
             state.md_checked = True
-            nominated = len(self.store.selected(state.round, "redock"))
-            if nominated < self.c.redock.top_k and not self.tasks.draining:
-                warn(f"round {state.round}: redock.top_k = {self.c.redock.top_k} but only {nominated} compounds of "
-                     f"{self.c.library.path} were scored and not docked yet (left out: {self._left_out_summary()})")
+            if not self.tasks.draining:
+                leftout.check_nominees(self.c, self.store, state.round)
             done = self.store.md_ids()
             self._run_md(state.round, [cid for cid in self._top_docked(state.round)
                                        if cid not in done and cid not in self.md_inflight])
         if not state.trained_next and state.round + 1 < self.c.campaign.rounds:
             state.trained_next = True  # round r+1 trains on every docking score; round r's MD keeps running
             self._train(state.round + 1)
+
+
+def store_left_on_disk(stages: StageTasks, store: Store, guard: InterruptGuard) -> None:
+    """A session killed with its docking tasks (kill -9, a lost node) left their finished compounds on disk
+    only: a resumed run stores them before it decides what to dock, so none is docked twice."""
+    for batch in stages.unstored_dock_batches():
+        with guard.deferred():  # a folder is stored and marked, or neither
+            store.add_docking(stages.dock_rows(batch, complete=False), batch.key)
+            stages.dock_stored(batch)
 
 
 class CampaignLibrary:

@@ -105,6 +105,8 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--nodes", type=int, default=1, help="emulated nodes the cores are spread over (default 1)")
     p.add_argument("--exclusive", action="store_true",
                    help="fence the cores between runtimes (static shares) instead of lending them")
+    p.add_argument("--static", action="store_true",
+                   help="phased hybrid: also run static shares (cores fenced), interleaved, for comparison")
     p.add_argument("--no-raw", action="store_true", help="skip the raw baseline")
     p.add_argument("--json", type=Path, metavar="OUT.json", help="write the figures and machine info here")
     p.set_defaults(handler=_bench)
@@ -141,15 +143,23 @@ def _bench(args: argparse.Namespace) -> int:
     options: dict[str, dict[str, Any]] = {}
     if args.partitions is not None:
         options["flux"] = {"partitions": args.partitions}
+    from .runtime.bench import BenchStuck
+
     try:
         result = bench(args.backend, args.workload, args.tasks, args.cores, args.duration, args.repeat,
-                       options=options, raw=not args.no_raw, nodes=args.nodes, exclusive=args.exclusive)
+                       options=options, raw=not args.no_raw, nodes=args.nodes, exclusive=args.exclusive,
+                       static=args.static)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    except BenchStuck as exc:
+        print(f"impeccable bench: {exc}", file=sys.stderr)
+        return 1
     _print_bench(result)
     if args.json:
         print(f"wrote {write_json(args.json, result)}")
-    return 0
+    for event in result["stall_events"]:
+        print(f"impeccable bench: stall watchdog: {event['kind']} in {event['runtime']}", file=sys.stderr)
+    return 1 if result["stall_events"] else 0
 
 
 def _print_bench(result: dict[str, Any]) -> None:
@@ -172,6 +182,8 @@ def _print_bench(result: dict[str, Any]) -> None:
         ("queue wait median / p95 (ms)", f"{1e3 * result['queue_wait_median_s']:.2f} / {1e3 * result['queue_wait_p95_s']:.2f}"),
         ("launch overhead median / p95 (ms)",
          f"{1e3 * result['launch_overhead_median_s']:.3f} / {1e3 * result['launch_overhead_p95_s']:.3f}"),
+        *((f"lost: {k.replace('_', ' ')}", f"{100 * v:.2f} %") for k, v in result.get("losses", {}).items()
+          if k != "busy"),
         ("peak busy cores", f"{result['peak_busy_cores']}"),
         ("CPU per task, pilot / child processes (ms)",
          f"{result['pilot_cpu_per_task_ms']:.2f} / {result['child_cpu_per_task_ms']:.2f}"),

@@ -29,17 +29,24 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("status", help="progress of a run directory, per stage")
     p.add_argument("run_dir", type=Path)
+    p.add_argument("--watch", action="store_true",
+                   help="redraw every --every seconds while the campaign runs: stage counts, tasks/s, busy cores")
+    p.add_argument("--every", type=float, default=5.0, metavar="S", help="seconds between redraws (default 5)")
+    p.add_argument("--window", type=float, default=60.0, metavar="S",
+                   help="tasks/s and busy cores over the last S seconds (default 60)")
     p.set_defaults(handler=_status)
 
     p = sub.add_parser("report", help="write the HTML report of a run directory")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path, help="default: RUN_DIR/report/index.html")
+    _add_hit_options(p)
     p.set_defaults(handler=_report)
 
-    p = sub.add_parser("export", help="write the ranked hits as CSV and SDF")
+    p = sub.add_parser("export", help="write the ranked hits as CSV and SDF, and the diverse picks (diverse.csv/.sdf)")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path, help="folder (default: RUN_DIR/export)")
     p.add_argument("--top", type=int, default=None, help="only the best N")
+    _add_hit_options(p)
     p.set_defaults(handler=_export)
 
     p = sub.add_parser("prune", help="drop per-compound predictions of rounds older than the newest",
@@ -56,6 +63,22 @@ def register(sub: Any) -> None:
     register_compare(sub)
     register_emulate(sub)
     register_model(sub)
+
+
+def _add_hit_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hinge", action="append", metavar="RES", help="a hinge residue, e.g. VAL2240.B (repeat for "
+                   "more; default: the campaign's [hits] hinge_residues)")
+    p.add_argument("--require-hinge", action="store_true", default=None,
+                   help="the diverse picks must make a hinge backbone H-bond")
+
+
+def _hit_settings(store: Any, args: argparse.Namespace) -> Any:
+    from .picks import hits_settings
+
+    try:
+        return hits_settings(store, hinge_residues=args.hinge, require_hinge_hbond=args.require_hinge)
+    except ValueError as exc:  # pydantic's ValidationError is one
+        raise UserError(f"[hits] settings: {exc}") from None
 
 
 def load(path: Path, *, cores: int | None = None, backend: str | None = None, oversubscribe: bool = False) -> Any:
@@ -118,6 +141,14 @@ def _status(args: argparse.Namespace) -> int:
     from .results import print_status
     from .store import store_errors
 
+    if args.watch:
+        from .watch import watch
+
+        if args.every <= 0 or args.window <= 0:
+            raise UserError("--every and --window must be > 0 seconds")
+        _open(args.run_dir).close()
+        watch(args.run_dir, args.every, args.window)
+        return 0
     store = _open(args.run_dir)
     try:
         with store_errors(store.path):
@@ -132,23 +163,30 @@ def _report(args: argparse.Namespace) -> int:
     from .store import store_errors
 
     store = _open(args.run_dir)
-    store.close()
+    try:
+        _hit_settings(store, args)  # a bad --hinge is refused before any work
+    finally:
+        store.close()
     with store_errors(store.path):
-        print(f"wrote {write_report(args.run_dir, args.out)}")
+        print(f"wrote {write_report(args.run_dir, args.out, hinge=args.hinge, require_hinge=args.require_hinge)}")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .results import export
+    from .picks import export_picks
     from .store import store_errors
 
     store = _open(args.run_dir)
     try:
         with store_errors(store.path):
-            csv_path, sdf_path, n = export(store, args.out or args.run_dir / "export", args.top)
+            paths, n, panel = export_picks(store, args.out or args.run_dir / "export", args.top,
+                                           _hit_settings(store, args))
     finally:
         store.close()
-    print(f"wrote {n} ranked compounds to {csv_path} and {sdf_path}")
+    print(f"wrote {n} ranked compounds to {paths[0]} and {paths[1]}")
+    print(f"wrote {len(panel.diverse)} diverse picks (one per ECFP4 cluster) to {paths[2]} and {paths[3]}")
+    for note in panel.notes:
+        print(f"note: {note}")
     return 0
 
 

@@ -110,6 +110,32 @@ class MDSection(_Section):
         return self
 
 
+class HitsSection(_Section):
+    """How the report and the export present and pick hits; changing it changes no computed result, so a
+    run directory can be re-reported with other settings (it is not part of the resume check)."""
+
+    hinge_residues: list[str] = Field(default_factory=list)  # e.g. ["VAL2240.B"]: H-bonds to their backbone
+    require_hinge_hbond: bool = False  # the diverse top N takes only poses with a hinge backbone H-bond
+    cluster_similarity: float = Field(default=0.4, gt=0, le=1)  # Butina on ECFP4: Tanimoto >= this joins
+    cluster_pool: int = Field(default=1000, ge=1)  # cluster the best N ranked compounds
+    diverse_top: int = Field(default=10, ge=1)  # size of the diverse table (one compound per cluster)
+    interactions_top: int = Field(default=20, ge=0)  # interaction fingerprints of the best N poses
+    viewer_top: int = Field(default=10, ge=0)  # poses in the report's 3D viewer
+
+    @field_validator("hinge_residues")
+    @classmethod
+    def _residue_ids(cls, ids: list[str]) -> list[str]:
+        from .interactions import check_residue_ids
+
+        return check_residue_ids(ids)
+
+    @model_validator(mode="after")
+    def _hinge_named(self) -> "HitsSection":
+        if self.require_hinge_hbond and not self.hinge_residues:
+            raise ValueError("require_hinge_hbond = true needs hinge_residues (e.g. [\"VAL2240.B\"])")
+        return self
+
+
 class PilotSection(_Section):
     cores: int | None = Field(default=None, ge=1)  # default: the cores this process may use
     gpus: int = Field(default=0, ge=0)
@@ -141,6 +167,7 @@ class Campaign(_Section):
     infer: InferSection = InferSection()
     redock: RedockSection = RedockSection()
     md: MDSection = MDSection()
+    hits: HitsSection = HitsSection()
     pilot: PilotSection = PilotSection()
 
     source: FilePath | None = Field(default=None, exclude=True)

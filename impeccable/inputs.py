@@ -90,7 +90,8 @@ def check_same_campaign(campaign: Campaign, store: Store, run_dir: Path) -> None
     Called once the inputs have validated; a directory that holds no results yet takes the new settings.
     """
     fingerprint = json.dumps(
-        {k: v for k, v in campaign.model_dump(mode="json").items() if k not in ("pilot", "source")}, sort_keys=True)
+        {k: v for k, v in campaign.model_dump(mode="json").items() if k not in ("pilot", "source", "hits")},
+        sort_keys=True)
     previous = store.get_meta("campaign")
     if previous is None or (previous != fingerprint and not store.has_results()):
         store.set_meta("campaign", fingerprint)
@@ -102,6 +103,7 @@ def check_same_campaign(campaign: Campaign, store: Store, run_dir: Path) -> None
         raise CampaignInputError(
             f"{run_dir}: this run directory holds campaign results made with other settings "
             f"({', '.join(changed) or 'changed sections'}); use a new --run-dir or restore the settings")
+    store.set_meta("hits", campaign.hits.model_dump_json())  # presentation only: the newest settings win
 
 
 def make_pilot(campaign: Campaign) -> Pilot:

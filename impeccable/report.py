@@ -13,13 +13,20 @@ import time
 from pathlib import Path
 
 from . import plots
+from .config import HitsSection
 from .htmlparts import img, stage_table, table
+from .picks import hit_panel, hits_settings, ligand_efficiency
+from .report_hits import diverse_html, hit_columns, interactions_html, le_cell, viewer_html
 from .results import check_top_poses, ranked_hits, stage_counts
 from .runtime.metrics import summarize
+from .stalls import describe, read_stalls
 from .store import Store
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None, top: int = 20) -> Path:
+def write_report(run_dir: str | Path, out: str | Path | None = None, top: int = 20, *,
+                 hinge: list[str] | None = None, require_hinge: bool | None = None) -> Path:
+    """``RUN_DIR/report/index.html`` (and 3Dmol.js beside it); ``hinge``/``require_hinge`` override the
+    run's ``[hits]`` settings."""
     run_dir = Path(run_dir)
     # Writable where the file system allows, so the PoseBusters verdicts (1-3 s per pose) are kept for the
     # next report and the export; a finished run on a read-only mount still gets its report.
@@ -28,14 +35,15 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, top: int = 
     out = Path(out) if out else run_dir / "report" / "index.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        body = _body(store, run_dir, top)
+        settings = hits_settings(store, hinge_residues=hinge, require_hinge_hbond=require_hinge)
+        body = _body(store, run_dir, top, settings, out.parent)
     finally:
         store.close()
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(run_dir.name)} report</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
 td.l,th.l{{text-align:left}}img{{max-width:100%}}h2{{border-bottom:1px solid #ddd;margin-top:2em}}
-.note{{color:#555;font-size:90%}}</style></head><body>{body}</body></html>"""
+.note{{color:#555;font-size:90%}}td code{{display:inline-block;min-width:14em;word-break:break-all;text-align:left}}.poses button{{margin:2px;font-size:85%}}</style></head><body>{body}</body></html>"""
     tmp = out.with_suffix(".tmp")
     tmp.write_text(page)
     os.replace(tmp, out)
@@ -70,16 +78,21 @@ def _docked_after_model(store: Store, r: int) -> list[str]:
     return store.redocked_since(r)
 
 
-def _body(store: Store, run_dir: Path, top: int) -> str:
+def _body(store: Store, run_dir: Path, top: int, settings: HitsSection, report_dir: Path) -> str:
     parts = [f"<h1>Campaign {html.escape(store.get_meta('name') or run_dir.name)}</h1>",
              f'<p class="note">run directory {html.escape(str(run_dir.resolve()))}; report written '
              f'{time.strftime("%Y-%m-%d %H:%M")}</p>']
     # hits
-    hits = check_top_poses(store, ranked_hits(store)[:top], top)
+    ranked = ranked_hits(store)
+    panel = hit_panel(store, ranked, settings)
+    parts.append(viewer_html(store, panel, report_dir))
+    hits = check_top_poses(store, ranked[:top], top)
+    has_le = any(ligand_efficiency(h) is not None for h in hits)
     rows = [[h.rank, html.escape(h.id), _depiction(h.state_smiles or h.smiles), f"{h.dock_score:.2f}",
+             *([le_cell(h)] if has_le else []),
              "" if h.predicted is None else f"{h.predicted:.2f}",
-             "" if h.mmgbsa is None else f"{h.mmgbsa:.1f} ± {h.mmgbsa_stderr or 0:.1f}", h.origin,
-             _pose_cell(h.pose_check),
+             "" if h.mmgbsa is None else f"{h.mmgbsa:.1f} ± {h.mmgbsa_stderr or 0:.1f}", *hit_columns(panel, h),
+             h.origin, _pose_cell(h.pose_check),
              f"<code>{html.escape(h.smiles)}</code><br>docked as <code>{html.escape(h.state_smiles or '?')}</code>"]
             for h in hits]
     n_bad, n_checked = sum(h.implausible for h in hits), sum(bool(h.pose_check) for h in hits)
@@ -90,8 +103,16 @@ def _body(store: Store, run_dir: Path, top: int) -> str:
                  "which is drawn and named here. Pose: PoseBusters' <code>dock</code> checks (geometry, internal "
                  f"energy, clashes and overlap with the protein) on these poses: {n_bad} of the {n_checked} checked "
                  "failed one and are flagged as implausible.</p>")
-    parts.append(table(["rank", "id", "docked state", "Vina (kcal/mol)", "surrogate", "MM/GBSA (kcal/mol)",
-                         "origin", "pose", "SMILES"], rows, left=3))
+    parts.append("<p class='note'>MD spread: the 95 % interval of the MD estimate over its replicas where there "
+                 "are at least 3, else the replica means (too few for an interval). The surrogate is one network: "
+                 "it gives no per-compound spread (its held-out error is under Surrogate). Cluster: the compound's "
+                 "ECFP4 Butina cluster (see Diverse top N); hinge: whether the pose makes a hinge backbone H-bond "
+                 "(see Interactions).</p>")
+    parts.append(table(["rank", "id", "docked state", "Vina (kcal/mol)", *(["LE"] if has_le else []), "surrogate",
+                        "MM/GBSA (kcal/mol)", "cluster", "hinge H-bond", "MD spread", "origin", "pose", "SMILES"],
+                       rows, left=3))
+    parts.append(interactions_html(panel))
+    parts.append(diverse_html(panel, _depiction))
     # progress
     parts.append("<h2>Stages</h2>" + table(["stage", "done", "failed"],
                                              [[html.escape(s), d, f] for s, d, f, _ in stage_counts(store)], left=1))
@@ -141,6 +162,11 @@ def _body(store: Store, run_dir: Path, top: int) -> str:
         png, per_stage = plots.stage_throughput(rows_s)
         parts.append(img(png, "throughput per stage"))
         parts.append(stage_table(per_stage))
+    stalls = read_stalls(run_dir)
+    if stalls:
+        parts.append(f"<h2>Stall events ({len(stalls)})</h2><p>The pilot's watchdog found a runtime with work "
+                     "that fitted free slots while nothing happened (see <code>stalls.jsonl</code>):</p><ul>"
+                     + "".join(f"<li>{html.escape(describe(e))}</li>" for e in stalls) + "</ul>")
     failures = store.failures()
     if failures:
         parts.append(f"<h2>Compounds that failed a stage ({len(failures)})</h2>")

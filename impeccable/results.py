@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .store import Store
+from .store import Store, skip_counts, skipped
 
 
 @dataclass(frozen=True)
@@ -144,12 +144,12 @@ def print_status(store: Store, run_dir: Path) -> None:
         table.add_row(stage, str(done), str(failed))
     rows = store.task_state_counts()
     console.print(table)
-    skipped = store.skip_counts()
-    if skipped:
+    counts = skip_counts(store)
+    if counts:
         left = Table(title="compounds left out (each one: impeccable export -> skipped.csv)")
         for col in ("stage", "reason", "compounds"):
             left.add_column(col)
-        for stage, category, n in skipped:
+        for stage, category, n in counts:
             left.add_row(stage, category, str(n))
         console.print(left)
     unlisted = _unlisted_library_skips(store)
@@ -162,11 +162,15 @@ def print_status(store: Store, run_dir: Path) -> None:
     for stage, state, n in rows:
         tasks.add_row(str(stage), state, str(n))
     console.print(tasks)
+    from .stalls import describe, read_stalls
+
+    for event in read_stalls(run_dir):
+        console.print(f"[bold red]stall watchdog[/]: {describe(event)}", highlight=False)
 
 
 def _unlisted_library_skips(store: Store) -> int:
     scan = json.loads(store.get_meta("library_scan") or "{}")
-    listed = sum(1 for _, stage, _, _ in store.skipped() if stage == "library")
+    listed = sum(1 for _, stage, _, _ in skipped(store) if stage == "library")
     return max(0, int(scan.get("skipped_count", 0)) - listed)
 
 
@@ -180,10 +184,13 @@ def spreadsheet_safe(text: str) -> str:
     return "'" + text if text.startswith(FORMULA_START) else text
 
 
-def export(store: Store, folder: Path, top: int | None = None, check_poses: int = 20) -> tuple[Path, Path, int]:
+def export(store: Store, folder: Path, top: int | None = None, check_poses: int = 20,
+           annotate: Callable[[str], dict[str, str]] | None = None) -> tuple[Path, Path, int]:
     """Ranked hits as CSV (scores from every stage) and SDF (docked poses with the scores as properties).
 
     The first ``check_poses`` poses are checked with PoseBusters; ``pose_check`` names the failed checks.
+    ``annotate(id)`` adds columns (and SDF properties) per compound: :func:`impeccable.picks.export_picks`
+    adds the interactions and clusters.
     """
     from rdkit import Chem
 
@@ -192,16 +199,20 @@ def export(store: Store, folder: Path, top: int | None = None, check_poses: int 
     hits = check_top_poses(store, hits, check_poses)
     csv_path, sdf_path = folder / "hits.csv", folder / "hits.sdf"
     tmp_csv, tmp_sdf = csv_path.with_suffix(".csv.tmp"), sdf_path.with_suffix(".sdf.tmp")
+    extra = {h.id: annotate(h.id) for h in hits} if annotate else {}
+    extra_columns = list(next(iter(extra.values()), {}))
     with open(tmp_csv, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["rank", "id", "smiles", "dock_score_kcal_mol", "surrogate_prediction",
-                         "mmgbsa_kcal_mol", "mmgbsa_stderr_kcal_mol", "origin", "state_smiles", "pose_check"])
+                         "mmgbsa_kcal_mol", "mmgbsa_stderr_kcal_mol", "origin", "state_smiles", "pose_check",
+                         *extra_columns])
         for h in hits:
             writer.writerow([h.rank, spreadsheet_safe(h.id), spreadsheet_safe(h.smiles), f"{h.dock_score:.3f}",
                              "" if h.predicted is None else f"{h.predicted:.3f}",
                              "" if h.mmgbsa is None else f"{h.mmgbsa:.3f}",
                              "" if h.mmgbsa_stderr is None else f"{h.mmgbsa_stderr:.3f}", h.origin,
-                             spreadsheet_safe(h.state_smiles or ""), spreadsheet_safe(h.pose_check)])
+                             spreadsheet_safe(h.state_smiles or ""), spreadsheet_safe(h.pose_check),
+                             *map(spreadsheet_safe, extra.get(h.id, {}).values())])
     writer = Chem.SDWriter(str(tmp_sdf))
     for h in hits:
         block = store.pose(h.id)
@@ -211,8 +222,9 @@ def export(store: Store, folder: Path, top: int | None = None, check_poses: int 
         mol.SetProp("_Name", h.id)
         for key, value in (("rank", h.rank), ("smiles", h.smiles), ("dock_score_kcal_mol", h.dock_score),
                            ("mmgbsa_kcal_mol", h.mmgbsa), ("mmgbsa_stderr_kcal_mol", h.mmgbsa_stderr),
-                           ("state_smiles", h.state_smiles), ("pose_check", h.pose_check or None)):
-            if value is not None:
+                           ("state_smiles", h.state_smiles), ("pose_check", h.pose_check or None),
+                           *extra.get(h.id, {}).items()):
+            if value is not None and value != "":
                 mol.SetProp(key, str(value))
         writer.write(mol)
     writer.close()
@@ -229,7 +241,7 @@ def write_skipped(store: Store, path: Path) -> int:
     with open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["id", "stage", "category", "reason"])
-        for row in store.skipped():
+        for row in skipped(store):
             writer.writerow([spreadsheet_safe(cell) for cell in row])
             n += 1
     os.replace(tmp, path)

@@ -454,26 +454,6 @@ class Store:
     def failures(self) -> list[tuple[str, str, str]]:
         return list(self.db.execute("SELECT id, stage, reason FROM failures ORDER BY stage, id"))
 
-    def skipped(self) -> Iterator[tuple[str, str, str, str]]:
-        """(id, stage, category, reason) of every compound left out anywhere: the failures table and the
-        compounds docking could not score, stage by stage."""
-        from .stages.skips import category
-
-        columns = {row[1] for row in self.db.execute("PRAGMA table_info(failures)")}
-        cat_column = "category" if "category" in columns else "NULL"  # a store older than categories
-        rows = self.db.execute(f"SELECT id, stage, {cat_column}, reason FROM failures UNION ALL "
-                               "SELECT id, origin || ' dock', NULL, error FROM docking WHERE score IS NULL "
-                               "ORDER BY 2, 1")
-        for cid, stage, cat, reason in rows:
-            yield cid, stage, cat or category(reason or ""), reason or ""
-
-    def skip_counts(self) -> list[tuple[str, str, int]]:
-        """(stage, category, compounds) over :meth:`skipped`, largest first."""
-        counts: dict[tuple[str, str], int] = {}
-        for _, stage, cat, _ in self.skipped():
-            counts[stage, cat] = counts.get((stage, cat), 0) + 1
-        return sorted(((stage, cat, n) for (stage, cat), n in counts.items()), key=lambda row: (row[0], -row[2]))
-
     # task records --------------------------------------------------------------
     def add_task_records(self, session: int, records: Iterable[TaskRecord]) -> None:
         rows = [
@@ -519,11 +499,38 @@ class Store:
         return rows
 
 
+def skipped(store: Store) -> Iterator[tuple[str, str, str, str]]:
+    """(id, stage, category, reason) of every compound left out anywhere: the failures table and the
+    compounds docking could not score, stage by stage (kept out of :class:`Store`, which is long enough)."""
+    from .stages.skips import category
+
+    columns = {row[1] for row in store.db.execute("PRAGMA table_info(failures)")}
+    cat_column = "category" if "category" in columns else "NULL"  # a store older than categories
+    rows = store.db.execute(f"SELECT id, stage, {cat_column}, reason FROM failures UNION ALL "
+                            "SELECT id, origin || ' dock', NULL, error FROM docking WHERE score IS NULL ORDER BY 2, 1")
+    for cid, stage, cat, reason in rows:
+        yield cid, stage, cat or category(reason or ""), reason or ""
+
+
+def skip_counts(store: Store) -> list[tuple[str, str, int]]:
+    """(stage, category, compounds) over :func:`skipped`, stage by stage, largest first."""
+    counts: dict[tuple[str, str], int] = {}
+    for _, stage, cat, _ in skipped(store):
+        counts[stage, cat] = counts.get((stage, cat), 0) + 1
+    return sorted(((stage, cat, n) for (stage, cat), n in counts.items()), key=lambda row: (row[0], -row[2]))
+
+
 def _insert_failures(db: sqlite3.Connection, stage: str, failures: Iterable[tuple[str, str]]) -> None:
     from .stages.skips import category
 
     db.executemany("INSERT OR IGNORE INTO failures (id, stage, reason, category) VALUES (?, ?, ?, ?)",
                    [(cid, stage, reason, category(reason)) for cid, reason in failures])
+
+
+def md_details(store: Store) -> dict[str, dict[str, Any]]:
+    """id -> the MD stage's result document (replica means, intervals) of each scored compound (read by the
+    report and export only; kept out of :class:`Store`, which is long enough)."""
+    return {i: json.loads(doc) for i, doc in store.db.execute("SELECT id, result FROM md WHERE result IS NOT NULL")}
 
 
 def _first_found(ids: Iterable[str], batches: Iterator[tuple[int, list[str], np.ndarray]]) -> dict[str, float]:

@@ -15,7 +15,7 @@ Definitions (all times wall-clock seconds):
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -136,3 +136,60 @@ def _percentile(values: Sequence[float], pct: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+
+
+def utilisation_losses(records: Sequence[TaskRecord], cores: int,
+                       phase_of: Callable[[TaskRecord], str] = lambda r: "") -> dict[str, float]:
+    """Where a run's core-seconds went, as fractions of ``cores x makespan`` (they add up to 1).
+
+    ``busy`` is the utilisation; ``launching``: slots held between ``scheduled`` and ``started`` (a
+    launcher's overhead); the rest is slots no task held, by when: ``phase_tail`` after a phase's last
+    task was placed until its last one ended (the last wave drains), ``between_phases`` from then until
+    the next phase's first task was placed (the caller's submission, then admission), ``waiting`` any
+    other time (slots idle while tasks of the phase waited: ramp-up or a scheduler's delay). Phases
+    (``phase_of``) are taken in the order of their first submission.
+    """
+    ran = [r for r in records if r.scheduled is not None and r.started is not None and r.finished is not None]
+    if not ran:
+        return {}
+    t0 = min(r.submitted for r in records if r.submitted is not None)
+    t1 = max(r.finished for r in ran)  # type: ignore[type-var]
+    capacity = cores * (t1 - t0)
+    if capacity <= 0:
+        return {}
+    busy = sum(held(r) * (r.finished - r.started) for r in ran)  # type: ignore[operator]
+    launching = sum(held(r) * (r.started - r.scheduled) for r in ran)  # type: ignore[operator]
+    phases: dict[str, list[TaskRecord]] = {}
+    for r in sorted(ran, key=lambda r: r.submitted or 0.0):
+        phases.setdefault(phase_of(r), []).append(r)
+    windows: list[tuple[float, float, str]] = []  # (from, to, category) of the phases' tails and gaps
+    spans = [(max(r.scheduled for r in rs), max(r.finished for r in rs), min(r.scheduled for r in rs))  # type: ignore[type-var]
+             for rs in phases.values()]
+    for i, (last_placed, last_finished, _) in enumerate(spans):
+        windows.append((last_placed, last_finished, "phase_tail"))
+        if i + 1 < len(spans):
+            windows.append((last_finished, spans[i + 1][2], "between_phases"))
+    idle = {"phase_tail": 0.0, "between_phases": 0.0, "waiting": 0.0}
+    events = sorted([(r.scheduled, held(r)) for r in ran] + [(r.finished, -held(r)) for r in ran])  # type: ignore[misc]
+    holding, last = 0, t0
+    for when, delta in [*events, (t1, 0)]:
+        _add_idle(idle, windows, last, when, cores - holding)
+        holding += delta
+        last = when
+    out = {"busy": busy / capacity, "launching": launching / capacity}
+    out.update({k: v / capacity for k, v in idle.items()})
+    return out
+
+
+def _add_idle(idle: dict[str, float], windows: list[tuple[float, float, str]], start: float, end: float,
+              free: int) -> None:
+    """Charge ``free`` idle slots over [start, end) to the windows it overlaps, the rest to ``waiting``."""
+    if end <= start or free <= 0:
+        return
+    covered = 0.0
+    for lo, hi, category in windows:
+        overlap = min(end, hi) - max(start, lo)
+        if overlap > 0:
+            idle[category] += free * overlap
+            covered += overlap
+    idle["waiting"] += free * max(0.0, (end - start) - covered)

@@ -14,15 +14,16 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from .errors import BackendUnavailable
 from .backends import backend_class, is_available
 from .backends.base import Backend, Submission, TaskFuture
-from .records import TaskRecord
+from .records import TaskRecord, TaskState
 from .resources import Allocation, split_allocation
 from .slots import SlotBroker, SlotView
+from .stall import DEFAULT_AFTER_S, StallEvent, StallWatch
 from .errors import TaskError
 from .task import Task, TaskKind
 
@@ -55,7 +56,9 @@ class Pilot:
     (backend name -> weight, equal by default) only decide who goes first when several runtimes
     wait for slots at once; ``exclusive=True`` fences instead, giving each backend a fixed slice of
     the cores in proportion to its weight, for sites that require it. ``options`` passes settings
-    to each backend by name, e.g. ``{"local": {"function_workers": 4}}``.
+    to each backend by name, e.g. ``{"local": {"function_workers": 4}}``. A stall watchdog
+    (:mod:`.stall`) reports, in :attr:`stalls` and through ``on_stall``, any runtime left with work
+    that fits free slots while nothing happens for ``stall_after_s`` seconds (None: no watchdog).
     """
 
     def __init__(
@@ -65,6 +68,8 @@ class Pilot:
         shares: Mapping[str, int] | None = None,
         options: Mapping[str, Mapping[str, Any]] | None = None,
         exclusive: bool = False,
+        stall_after_s: float | None = DEFAULT_AFTER_S,
+        on_stall: Callable[[StallEvent], None] | None = None,
     ) -> None:
         self.allocation = allocation if isinstance(allocation, Allocation) else Allocation(cores=allocation)
         self.routes = resolve_routes(routes)
@@ -85,6 +90,9 @@ class Pilot:
             backend.serves = frozenset(kind for kind, routed in self.routes.items() if routed == name)
             self.backends[name] = backend
         self.records: list[TaskRecord] = []
+        self._brokers = list({id(v.broker): v.broker for v in self.slots.values()}.values())
+        self.on_stall = on_stall  # may be set later (a campaign sets it once its session is known)
+        self._watch = StallWatch(self._brokers, stall_after_s, self._stalled, self._has_pending) if stall_after_s else None
         self._started = False
         self._closed = False
 
@@ -119,7 +127,27 @@ class Pilot:
                 backend.shutdown(cancel_pending=True)
             raise errors[0]
         self._started = True
+        if self._watch is not None:
+            self._watch.start()
         return self
+
+    def _stalled(self, event: StallEvent) -> None:
+        if self.on_stall is not None:
+            self.on_stall(event)
+
+    def _has_pending(self) -> bool:
+        """Some task has not started (the watchdog asks only after seconds without activity)."""
+        return any(r.state is TaskState.PENDING for r in list(self.records))
+
+    @property
+    def stalls(self) -> list[StallEvent]:
+        """What the stall watchdog found (empty when all is well, or when it is off)."""
+        return list(self._watch.events) if self._watch is not None else []
+
+    @property
+    def stuck(self) -> bool:
+        """A runtime has work that fits free slots and nothing can wake it (see :mod:`.stall`)."""
+        return self._watch is not None and self._watch.stuck
 
     def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> None:
         """Wait for (or cancel) every task, then stop every backend. Idempotent."""
@@ -132,6 +160,8 @@ class Pilot:
                 backend.shutdown(cancel_pending=cancel_pending or not wait)
             except BaseException as exc:  # stop the others all the same
                 errors.append(exc)
+        if self._watch is not None:
+            self._watch.stop()
         if errors:
             raise errors[0]
 
@@ -179,6 +209,8 @@ class Pilot:
         for backend, submission in planned:
             batches.setdefault(backend.name, []).append(submission)
             self.records.append(submission.record)
+        for broker in self._brokers:
+            broker.note_activity()
         for name, submissions in batches.items():
             self.backends[name].submit(submissions)
         return futures

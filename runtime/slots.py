@@ -22,9 +22,21 @@ ranking is a strict order, so the first-ranked waiting runtime is never
 refused for contention: two runtimes can never hold each other off with
 nothing running. With one runtime waiting, it gets everything.
 
+Wake-ups (liveness). A runtime with pending work is *hungry* from the start
+of a scheduling pass until a pass ends with nothing pending, whether or not it
+asked for slots (it may have decided there was no room without asking): every
+slot another runtime gives back wakes every hungry runtime, and a runtime that
+gives slots back during its own pass wakes itself at the pass's end. A
+runtime's own give-backs outside a pass need no wake-up, because every runtime
+runs a pass after each of its events (the dispatcher's loop turn, the Flux
+reactor's callbacks). So no "is there room?" check in a runtime can lose a
+wake-up: the tests in ``tests/test_liveness_sim.py`` drive the real runtimes
+through thousands of seeded interleavings to show it.
+
 Thread-safe: views are used from each runtime's own thread; a view's ``wake``
-callback (an eventfd write) is called, from whatever thread freed slots, when
-slots it may use were freed while it was waiting.
+callback (an eventfd write) is called, from whatever thread freed slots.
+``activity`` counts takes, give-backs and submissions, for the pilot's stall
+watchdog (:mod:`.stall`), which also uses :meth:`SlotBroker.probe`.
 """
 
 from __future__ import annotations
@@ -78,6 +90,10 @@ class SlotBroker:
         self._waiting: dict[SlotView, int | None] = {}
         self._ticket = itertools.count()
         self._views: list[SlotView] = []
+        self._hungry: set[SlotView] = set()  # views with pending work: woken by every give-back
+        self.activity = 0  # takes, give-backs and submissions so far (the stall watchdog's progress signal)
+        self._probe: tuple[int, dict] | None = None  # (activity, state) when the watchdog last woke everyone
+        self.on_stall: Callable[[str, dict], None] | None = None  # a pass woken only by a probe placed a task
 
     def node_of_core(self, slot: int) -> int:
         return slot // self.cores_per_node
@@ -100,23 +116,90 @@ class SlotBroker:
     def free_cores(self) -> int:
         return sum(len(f) for f in self._free_cores)
 
+    def note_activity(self) -> None:
+        """Work arrived (a submission): progress, as far as the stall watchdog is concerned."""
+        with self._lock:
+            self.activity += 1
+
+    # ------------------------------------------------------------ the stall watchdog's view
+    def has_pending_work(self) -> bool:
+        """Whether some runtime had tasks left after its last scheduling pass."""
+        return bool(self._hungry)
+
+    def probe(self) -> dict:
+        """Wake every view (a stall is suspected): a pass that begins with nothing happened since, and
+        places a task, proves a lost wake-up and is reported through ``on_stall``. Returns the state."""
+        with self._lock:
+            state = self._state()
+            self._probe = (self.activity, state)
+            wake = [v.wake for v in self._views if v.wake is not None]
+        for callback in wake:
+            callback()
+        return state
+
+    def state(self) -> dict:
+        """Per runtime view: pending, wanted, held cores, claim; free slots per node (for a stall's dump)."""
+        with self._lock:
+            return self._state()
+
+    def _state(self) -> dict:
+        views = [{"runtime": v.runtime, "nodes": list(v.nodes) if v.nodes is not None else "all",
+                  "pending": v.pending, "wanted": [list(p) for p in v.wanted] if v.wanted else None,
+                  "hungry": v in self._hungry, "waiting_for_slots": self._waiting.get(v) is not None,
+                  "held_cores": self._used[v.runtime], "could_place_now": self._could_place(v),
+                  "wake_callback": v.wake is not None} for v in self._views]
+        return {"activity": self.activity, "free_cores_per_node": [len(f) for f in self._free_cores],
+                "free_gpus_per_node": [len(f) for f in self._free_gpus], "views": views}
+
+    def _could_place(self, view: "SlotView") -> bool:
+        """Whether ``view``'s smallest wanted task fits now and it may take (lock held)."""
+        if not view.wanted or not self._may_take(view):
+            return False
+        nodes = view.nodes if view.nodes is not None else range(self.n_nodes)
+        return self._plan(nodes, view.wanted) is not None
+
     # ------------------------------------------------------------ used by views
-    def _take(self, view: SlotView, processes: Sequence[tuple[int, int]]) -> Placement | None:
+    def _take(self, view: SlotView, processes: Sequence[tuple[int, int]],
+              only: Iterable[int] | None = None) -> Placement | None:
+        stall = None
         with self._lock:
             nodes = view.nodes if view.nodes is not None else range(self.n_nodes)
-            placement = self._place(list(nodes), processes) if self._may_take(view) else None
+            if only is not None:
+                allowed = set(only)
+                nodes = [n for n in nodes if n in allowed]
+            may_take = self._may_take(view)
+            placement = self._place(list(nodes), processes) if may_take else None
+            if not may_take:
+                view._held_off = True  # refused for another runtime's claim: woken when the ranking moves
             if placement is None:
                 self._enlist(view)
                 return None
+            if view._probed:  # a pass woken by nothing but the watchdog placed a task: a lost wake-up
+                view._probed = False
+                stall = self._probe[1] if self._probe is not None else self._state()
+                self._probe = None
+            self.activity += 1
+            view._took = True
             self._used[view.runtime] += len(placement.cores)
             if view in self._waiting:
                 self._waiting[view] = None  # placed: it ranks behind real waiters until it fails again
-            return placement
+        if stall is not None and self.on_stall is not None:
+            self.on_stall(view.runtime, stall)
+        return placement
+
+    def _pass_begins(self, view: SlotView) -> None:
+        view._took = view._held_off = False
+        with self._lock:
+            self._hungry.add(view)
+            view._probed = self._probe is not None and self._probe[0] == self.activity
 
     def _give_back(self, view: SlotView, cores: Sequence[int], gpus: Sequence[int]) -> None:
         if not cores and not gpus:
             return
+        if view._in_pass:
+            view._freed_in_pass = True  # slots it skipped earlier in this pass may fit now
         with self._lock:
+            self.activity += 1
             for c in sorted(cores, reverse=True):
                 node = self.node_of_core(c)
                 self._free_cores[node].append(c)
@@ -125,17 +208,31 @@ class SlotBroker:
             for g in sorted(gpus, reverse=True):
                 self._free_gpus[self.node_of_gpu(g)].append(g)
             self._used[view.runtime] -= len(cores)
-            wake = [v.wake for v in self._waiting if v is not view and v.wake is not None]
+            wake = [v.wake for v in self._hungry.union(self._waiting) if v is not view and v.wake is not None]
         for callback in wake:
             callback()
 
-    def _end_pass(self, view: SlotView, still_waiting: bool) -> None:
-        """A view keeps its claim (and its place in the ranking) while it has tasks it could not place."""
+    def _end_pass(self, view: SlotView, still_waiting: bool, hungry: bool) -> None:
+        """A view keeps its claim (and its place in the ranking) while it has tasks it could not place,
+        and stays hungry (woken by every give-back) while it has any pending task. A pass that moved
+        the ranking (took slots, or its claim changed) wakes the runtimes it held off, while slots are free."""
+        wake: list[Callable[[], None]] = []
         with self._lock:
+            claim = self._waiting.get(view, -1)  # -1: no claim (tickets count from 0; None: placed since)
             if still_waiting:
                 self._enlist(view)
             else:
                 self._waiting.pop(view, None)
+            if hungry:
+                self._hungry.add(view)
+            else:
+                self._hungry.discard(view)
+            view._probed = False
+            moved = view._took or self._waiting.get(view, -1) != claim
+            if moved and self.free_cores:
+                wake = [v.wake for v in self._hungry if v._held_off and v is not view and v.wake is not None]
+        for callback in wake:
+            callback()
 
     def _enlist(self, view: SlotView) -> None:
         """``view`` is blocked: it waits from now on, unless it was already blocked (then it keeps its place)."""
@@ -153,29 +250,40 @@ class SlotBroker:
                        for other, since in self._waiting.items())
 
     def _place(self, nodes: list[int], processes: Sequence[tuple[int, int]]) -> Placement | None:
+        chosen = self._plan(nodes, processes)
+        if chosen is None:
+            return None
+        if len(chosen) == 1:  # the whole task on one node
+            fit = chosen[0]
+            cores = self._pop(self._free_cores[fit], sum(c for c, _ in processes))
+            gpus = self._pop(self._free_gpus[fit], sum(g for _, g in processes))
+            return Placement(cores, gpus, (fit,) * len(processes))
+        # wider than a node: whole free nodes, nothing else runs there, processes spread evenly
+        cores: tuple[int, ...] = ()
+        gpus: tuple[int, ...] = ()
+        for n in chosen:
+            cores += self._pop(self._free_cores[n], len(self._free_cores[n]))
+            gpus += self._pop(self._free_gpus[n], len(self._free_gpus[n]))
+        per_node = -(-len(processes) // len(chosen))
+        return Placement(cores, gpus, tuple(chosen[i // per_node] for i in range(len(processes))))
+
+    def _plan(self, nodes: Sequence[int], processes: Sequence[tuple[int, int]]) -> list[int] | None:
+        """The node a task fits on (first fit), or the whole free nodes a task wider than a node takes;
+        None when it does not fit now. Takes nothing."""
         total_cores = sum(c for c, _ in processes)
         total_gpus = sum(g for _, g in processes)
         fit = next((n for n in nodes if self._fits(n, total_cores, total_gpus)), None)
-        if fit is not None:  # the whole task on one node
-            cores = self._pop(self._free_cores[fit], total_cores)
-            gpus = self._pop(self._free_gpus[fit], total_gpus)
-            return Placement(cores, gpus, (fit,) * len(processes))
+        if fit is not None:
+            return [fit]
         if len(processes) == 1:
             return None  # one process cannot span nodes
-        # wider than a node: whole free nodes, nothing else runs there, processes spread evenly
         n_needed = -(-total_cores // self.cores_per_node)
         free_nodes = [n for n in nodes if len(self._free_cores[n]) == self._node_cores[n] == self.cores_per_node
                       and len(self._free_gpus[n]) == self._node_gpus[n]]
         chosen = free_nodes[:n_needed]
         if len(chosen) < n_needed or total_gpus > sum(self._node_gpus[n] for n in chosen):
             return None
-        cores: tuple[int, ...] = ()
-        gpus: tuple[int, ...] = ()
-        for n in chosen:
-            cores += self._pop(self._free_cores[n], len(self._free_cores[n]))
-            gpus += self._pop(self._free_gpus[n], len(self._free_gpus[n]))
-        per_node = -(-len(processes) // n_needed)
-        return Placement(cores, gpus, tuple(chosen[i // per_node] for i in range(len(processes))))
+        return chosen
 
     def _fits(self, node: int, n_cores: int, n_gpus: int) -> bool:
         return len(self._free_cores[node]) >= n_cores and len(self._free_gpus[node]) >= n_gpus
@@ -197,8 +305,15 @@ class SlotView:
         self.runtime = runtime
         self.nodes = nodes
         self.wake: Callable[[], None] | None = None
+        self.pending = 0  # tasks left after its last pass
+        self.wanted: tuple[tuple[int, int], ...] | None = None  # the processes of the smallest task it left then
         self._failed = False  # a take failed during this scheduling pass
-        self._listed = False  # the broker holds a claim for this view (cheap check for idle passes)
+        self._listed = False  # the broker holds a claim or a hunger for this view (cheap check for idle passes)
+        self._in_pass = False
+        self._freed_in_pass = False
+        self._probed = False  # this pass began with nothing happened since the watchdog's probe
+        self._took = False  # took slots during this pass
+        self._held_off = False  # refused during this pass because another runtime's claim ranks first
 
     def subview(self, nodes: Iterable[int]) -> "SlotView":
         """The same runtime restricted to some nodes (a Flux partition), counted under the same weight."""
@@ -237,14 +352,16 @@ class SlotView:
         nodes = self.nodes if self.nodes is not None else range(self.broker.n_nodes)
         return sum(len(self.broker._free_cores[n]) for n in nodes)
 
-    def take(self, n_cores: int, n_gpus: int = 0) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-        """Slots for one process (all on one node), or None."""
-        placement = self.place([(n_cores, n_gpus)])
+    def take(self, n_cores: int, n_gpus: int = 0,
+             nodes: Iterable[int] | None = None) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """Slots for one process (all on one node; on one of ``nodes`` if given), or None."""
+        placement = self.place([(n_cores, n_gpus)], nodes)
         return None if placement is None else (placement.cores, placement.gpus)
 
-    def place(self, processes: Sequence[tuple[int, int]]) -> Placement | None:
-        """Slots for a task of several processes ((cores, gpus) each), or None (then this view waits)."""
-        placement = self.broker._take(self, processes)
+    def place(self, processes: Sequence[tuple[int, int]], nodes: Iterable[int] | None = None) -> Placement | None:
+        """Slots for a task of several processes ((cores, gpus) each), or None (then this view waits).
+        ``nodes`` narrows the view's nodes for this task (where a runtime has an idle worker)."""
+        placement = self.broker._take(self, processes, nodes)
         if placement is None:
             self._failed = self._listed = True
         return placement
@@ -253,16 +370,30 @@ class SlotView:
         self.broker._give_back(self, cores, gpus)
 
     def schedule_pass_begins(self) -> None:
+        """A pass over pending work begins: from now on this view is hungry (woken by every give-back)."""
         self._failed = False
+        self._in_pass = True
+        self._freed_in_pass = False
+        self._listed = True
+        self.broker._pass_begins(self)
 
-    def schedule_pass_ends(self, still_pending: bool) -> None:
+    def schedule_pass_ends(self, still_pending: int | bool,
+                           wanted: Sequence[tuple[int, int]] | None = None, claim: bool = True) -> None:
         """A runtime that no longer waits for slots (nothing pending, or nothing refused) keeps no claim;
-        one with tasks it could not place keeps it, even if it placed others after them in this pass."""
-        still_waiting = still_pending and self._failed
-        if still_waiting or self._listed:
-            self.broker._end_pass(self, still_waiting)
-        self._listed = still_waiting
-        self._failed = False
+        one with tasks it could not place keeps it, even if it placed others after them in this pass.
+        ``still_pending``: how many tasks are left; ``wanted``: the (cores, gpus) of each process of the
+        smallest task it skipped (what the stall watchdog checks against the free slots); ``claim``: False
+        when none of the tasks it skipped could use slots now (no idle worker left, say)."""
+        still_waiting = bool(still_pending) and self._failed and claim
+        freed = self._freed_in_pass and bool(still_pending)
+        self.pending = int(still_pending)
+        self.wanted = tuple(wanted) if still_pending and wanted else None
+        if still_pending or self._listed:
+            self.broker._end_pass(self, still_waiting, bool(still_pending))
+        self._listed = bool(still_pending)
+        self._failed = self._in_pass = self._freed_in_pass = self._took = False
+        if freed and self.wake is not None:
+            self.wake()  # it gave slots back during this pass, after skipping tasks that may fit now
 
 
 def task_processes(ranks: int, cores_per_rank: int, gpus_per_rank: int, mpi: bool) -> list[tuple[int, int]]:

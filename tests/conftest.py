@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import pytest
 
+from impeccable.runtime import stall
 from impeccable.runtime.pilot import Pilot
 from impeccable.runtime.resources import Allocation
+
+
+@pytest.fixture(autouse=True)
+def _no_stall_events(request: pytest.FixtureRequest):
+    """A test fails if a pilot's stall watchdog reported anything during it (unless it expects one)."""
+    before = len(stall.RECORDED)
+    yield
+    events = stall.RECORDED[before:]
+    del stall.RECORDED[before:]
+    if events and "expects_stall" not in request.keywords:
+        pytest.fail("stall watchdog: " + "; ".join(e.describe() for e in events), pytrace=False)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from impeccable.campaign import CampaignRunner
 from impeccable.config import load_campaign
 from impeccable.results import export, ranked_hits
 from impeccable.report import write_report
-from impeccable.store import Store
+from impeccable.store import Store, skipped
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -278,7 +278,7 @@ def test_a_library_of_bad_rows_accounts_for_every_row(tmp_path):
         assert f"1 {category} (seed dock)" in message, message
     assert "2 empty (library)" in message, message
     store = Store.open_existing(tmp_path / "run", readonly=True)
-    skipped = {cid: (category, reason) for cid, _, category, reason in store.skipped()}
+    skipped = {cid: (category, reason) for cid, _, category, reason in skipped(store)}
     for cid, (_, expected) in bad.items():
         assert skipped[cid][0] == expected, (cid, skipped[cid])
     assert skipped["BAD-empty"][0] == "empty" and any(cid.startswith("line ") for cid in skipped)

@@ -25,7 +25,7 @@ from impeccable.stages.filters import FilterRules, check
 from impeccable.stages.library import LibraryRecord
 from impeccable.stages.rankfiles import RankLines, rank_file, read_rank_files
 from impeccable.stages.skips import category
-from impeccable.store import DockRow, Store, StoreError
+from impeccable.store import DockRow, Store, StoreError, skip_counts, skipped
 from impeccable.tasks import TaskLoop
 from test_campaign_run import tiny
 
@@ -170,7 +170,7 @@ def test_the_store_counts_every_compound_left_out_by_stage_and_reason(tmp_path):
                           filtered=[("c", "molecular weight 600.1 > 450")])
     store.add_docking([DockRow("d", "CC", 0, "seed", None, None, "contains Fe: metal and other inorganic elements "
                                                                     "are outside the docking parameters")], "k")
-    assert store.skip_counts() == [("filter", "filter: molecular weight", 1), ("library", "empty", 1),
+    assert skip_counts(store) == [("filter", "filter: molecular weight", 1), ("library", "empty", 1),
                                    ("prepare", "parse", 1), ("seed dock", "element", 1)]
     export(store, tmp_path / "export")
     rows = list(csv.DictReader(open(tmp_path / "export" / "skipped.csv")))
@@ -188,7 +188,7 @@ def test_a_store_made_before_categories_still_lists_its_failures(tmp_path):
     db.commit()
     db.close()
     old = Store(tmp_path / "campaign.db", readonly=True)
-    assert list(old.skipped()) == [("x", "prepare", "parse", "unparsable SMILES 'Q'")]
+    assert list(skipped(old)) == [("x", "prepare", "parse", "unparsable SMILES 'Q'")]
 
 
 # ------------------------------------------------------------------ messages a user can act on

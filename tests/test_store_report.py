@@ -102,7 +102,7 @@ def test_a_store_with_per_compound_predictions_stays_readable_and_resumable(tmp_
 def test_report_and_export(tmp_path):
     store = make_run(tmp_path)
     page = write_report(tmp_path).read_text()
-    assert page.count("data:image/png;base64") >= 4 and page.count("<svg") == 4
+    assert page.count("data:image/png;base64") >= 4 and page.count("<svg") == 4 + 4  # top 4, and 4 diverse picks
     csv_path, sdf_path, n = export(store, tmp_path / "export")
     rows = list(csv.DictReader(open(csv_path)))
     assert n == 4 and rows[0]["id"] == "c" and rows[0]["mmgbsa_kcal_mol"] == "-20.000"

@@ -207,7 +207,8 @@ class _Partition:
         self.slots.wake = lambda: os.eventfd_write(self.wake_fd, 1)
 
     def launch(self, flux: str | None, tmp: str) -> None:
-        self.instance = FluxInstance(self.config.name, self.config.cores, self.config.gpus, self.config.brokers)
+        self.instance = FluxInstance(self.config.name, self.config.cores, self.config.gpus, self.config.brokers,
+                                     spare=True)
         self.instance.launch(tmp, flux)
 
     def connect(self, flux: Any, uri: str) -> None:

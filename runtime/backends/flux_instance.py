@@ -5,7 +5,12 @@
 The config advertises the given slots (``[resource] path = R``, written by
 ``flux R encode``, with ``noverify = true``), so an instance may advertise
 cores and GPUs this machine does not physically have; each of the N brokers
-is like a node. The initial program prints the instance's URI and waits on
+is like a node. A pilot's partition also advertises as many spare cores and
+GPUs (``spare``): the pilot decides which slot a job runs on, and gives a
+job's slots back as soon as its processes have ended (Flux's ``finish``
+event); the next job placed there is then allocated at once, while Flux still
+winds the old one down, instead of waiting for Flux to free its resources.
+The initial program prints the instance's URI and waits on
 stdin: when the pilot closes it (shutdown), or dies, the instance ends, so no
 broker outlives the pilot. Used by the Flux backend's partitions and by the
 raw ``FluxExecutor`` baseline of ``impeccable bench``.
@@ -34,18 +39,17 @@ STOP_GRACE_S = 10.0
 class FluxInstance:
     """One ``flux start`` child whose brokers advertise ``cores`` and ``gpus``, split evenly over ``brokers``."""
 
-    def __init__(self, name: str, cores: Sequence[int], gpus: Sequence[int] = (), brokers: int = 1) -> None:
+    def __init__(self, name: str, cores: Sequence[int], gpus: Sequence[int] = (), brokers: int = 1,
+                 spare: bool = False) -> None:
         self.name = name
         self.cores = tuple(cores)
         self.gpus = tuple(gpus)
         self.brokers = brokers
+        self.spare = spare
         self.per_broker_cores = len(self.cores) // brokers
         self.per_broker_gpus = len(self.gpus) // brokers
         self.process: subprocess.Popen | None = None
         self.log_path = ""
-        # (broker rank, core or GPU id in its R) -> our slot number
-        self.slot_of: dict[tuple[int, int], int] = {}
-        self.gpu_of: dict[tuple[int, int], int] = {}
 
     def launch(self, tmp: str, flux: str | None = None) -> None:
         """Write this instance's R and config under ``tmp`` and start ``flux start`` (returns at once)."""
@@ -58,9 +62,10 @@ class FluxInstance:
         c, g = self.per_broker_cores, self.per_broker_gpus
         for rank in range(self.brokers):
             cores, gpus = self.cores[rank * c:(rank + 1) * c], self.gpus[rank * g:(rank + 1) * g]
+            if self.spare:  # ids past every real one: Flux binds nothing to them (cpu and gpu affinity off)
+                cores = (*cores, *range(max(self.cores) + 1, max(self.cores) + 1 + len(cores)))
+                gpus = (*gpus, *range(max(self.gpus, default=-1) + 1, max(self.gpus, default=-1) + 1 + len(gpus)))
             ranks.append(_encode_r(flux, rank, cores, gpus, host))
-            self.slot_of.update({(rank, core): core for core in cores})
-            self.gpu_of.update({(rank, gpu): gpu for gpu in gpus})
         r_text = ranks[0] if len(ranks) == 1 else _run([flux, "R", "append"], "\n".join(ranks))
         with open(r_path, "w") as f:
             f.write(r_text)

@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol
 from ..errors import BackendBroken
 from ..slots import Placement, SlotView, cuda_visible_devices, task_processes
 from ..task import Task
+from .admission import admit
 from .base import STDERR_TAIL_BYTES, Submission, file_tail, signal_name, with_stderr
 
 
@@ -64,16 +65,17 @@ class PartitionConfig:
         return cores <= self.per_broker_cores and gpus <= self.per_broker_gpus
 
 
-ADMIT_WINDOW = 256  # waiting tasks looked at per admission pass (backfill behind a wide one)
-
-
 def _guarded(callback: Any) -> Any:
-    """A reactor callback that raises must not leave tasks waiting forever (Flux's reactor would carry
-    on): fail everything this partition holds, with the bug as the reason, and stop the reactor."""
+    """Every reactor callback is a turn: it ends with an admission pass, so slots this partition gave
+    back in it are used at once (its own give-backs wake nobody: see :mod:`.admission`). A callback
+    that raises must not leave tasks waiting forever (Flux's reactor would carry on): fail everything
+    this partition holds, with the bug as the reason, and stop the reactor."""
     @functools.wraps(callback)
     def run(self: "Reactor", *args: Any) -> Any:
         try:
-            return callback(self, *args)
+            result = callback(self, *args)
+            self._admit()
+            return result
         except Exception as exc:  # noqa: BLE001 - reported through every task's failure
             self.stopping = True
             self._abandon(f"flux partition {self.config.name} failed: {type(exc).__name__}: {exc}")
@@ -276,29 +278,20 @@ class Reactor:
         self._maybe_done()
 
     def _submit(self, sub: Submission) -> None:
-        self.waiting.append(sub)
-        self._admit()
+        self.waiting.append(sub)  # admitted at the end of this turn (every callback ends with a pass)
 
     def _admit(self) -> None:
         """Hand Flux the waiting tasks whose slots the pilot can lend now, in order (with backfill)."""
-        if not self.waiting:
-            self.part.slots.schedule_pass_ends(False)
-            return
         slots = self.part.slots
-        slots.schedule_pass_begins()
-        skipped: list[Submission] = []
-        for _ in range(min(len(self.waiting), ADMIT_WINDOW)):
-            sub = self.waiting.popleft()
-            task = sub.task
-            placement = slots.place(task_processes(task.ranks, task.cores_per_rank, task.gpus_per_rank, task.mpi))
-            if placement is None:
-                skipped.append(sub)
-                if not slots.free_cores:
-                    break
-            else:
-                self._launch(sub, placement)
-        self.waiting.extendleft(reversed(skipped))
-        slots.schedule_pass_ends(bool(self.waiting))
+        admit(self.waiting, self._place, slots, lambda: bool(slots.free_cores))
+
+    def _place(self, sub: Submission) -> bool:
+        task = sub.task
+        placement = self.part.slots.place(task_processes(task.ranks, task.cores_per_rank, task.gpus_per_rank, task.mpi))
+        if placement is None:
+            return False
+        self._launch(sub, placement)
+        return True
 
     def _launch(self, sub: Submission, placement: Placement) -> None:
         job = _Job(sub)
@@ -384,6 +377,8 @@ class Reactor:
         elif job.note(event, self.config.name) and job.cancel_reason is None:  # canceled by the caller meanwhile
             job.cancel_reason = "canceled before it started"
             self.flux.job.cancel_async(self.h, jobid, job.cancel_reason)
+        elif event.name == "finish" and self.config.existing_uri is None:
+            self._give_back(job)  # its processes have ended: the slots are the pilot's again (see flux_instance)
 
     def _final(self, job: _Job, when: float) -> None:
         del self.jobs[job.jobid]  # type: ignore[index]
@@ -430,7 +425,7 @@ class Reactor:
 
     def _maybe_done(self) -> None:
         if self.stopping and not self.by_uid and not self.waiting and not self.part.inbox:
-            self.part.slots.schedule_pass_ends(False)
+            self.part.slots.schedule_pass_ends(0)
             self.h.reactor_stop()
 
     def _abandon(self, reason: str) -> None:

@@ -37,10 +37,8 @@ from typing import Any, Protocol
 from ..errors import BackendBroken
 from ..slots import SlotView
 from ..task import TaskKind
+from .admission import admit
 from .base import Backend, Submission
-
-# a pending task is looked at most this far down the queue when the head does not fit (backfill window)
-BACKFILL_WINDOW = 256
 
 
 class Runner(Protocol):
@@ -51,6 +49,9 @@ class Runner(Protocol):
 
     def has_room(self) -> bool:
         """Whether a one-core task could be placed now (lets the scheduler stop scanning early)."""
+
+    def can_use_slots(self) -> bool:
+        """Whether it could start a task now if slots were free (no cap of its own reached)."""
 
     def flush(self) -> None:
         """End of a loop turn: send whatever was queued during it."""
@@ -129,6 +130,7 @@ class Dispatcher:
         self.slots = backend.slots
         self.slots.wake = self.wake  # slots freed by another runtime while we wait: schedule again
         self.runners: dict[TaskKind, Runner] = {}
+        self._distinct_runners: list[Runner] = []
         self.pending: collections.deque[Submission] = collections.deque()
         self.deadlines: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
@@ -139,10 +141,7 @@ class Dispatcher:
     def serve(self, kinds: Sequence[TaskKind], runner: Runner) -> None:
         for kind in kinds:
             self.runners[kind] = runner
-
-    @property
-    def _distinct_runners(self) -> list[Runner]:
-        return list({id(r): r for r in self.runners.values()}.values())
+        self._distinct_runners = list({id(r): r for r in self.runners.values()}.values())
 
     # ------------------------------------------------------------ the loop
     def run(self) -> None:
@@ -152,13 +151,7 @@ class Dispatcher:
             while True:
                 for key, _ in select(self._timeout()):
                     key.data(key.fileobj)
-                if self.deadlines:
-                    self._expire(time.time())
-                for runner in runners:
-                    runner.after_events()
-                self._schedule()
-                for runner in runners:
-                    runner.flush()
+                self.end_turn()
                 if self.stopping and not self.pending and all(r.drained() for r in runners):
                     break
             for runner in runners:
@@ -169,30 +162,29 @@ class Dispatcher:
             raise
         finally:
             self.slots.wake = None
-            self.slots.schedule_pass_ends(False)  # no claim on slots once stopped
+            self.slots.schedule_pass_ends(0)  # no claim on slots once stopped
             for runner in runners:
                 runner.teardown()
             self.selector.close()
 
+    def end_turn(self) -> None:
+        """After a round of events: expire deadlines, schedule pending tasks on free slots, send what
+        the runners queued. Every turn schedules, so a runtime's own events never need a wake-up."""
+        if self.deadlines:
+            self._expire(time.time())
+        runners = self._distinct_runners
+        for runner in runners:
+            runner.after_events()
+        self._schedule()
+        for runner in runners:
+            runner.flush()
+
     def _schedule(self) -> None:
         """Place pending tasks in order; one that does not fit yet lets smaller ones behind it go (backfill)."""
-        pending = self.pending
-        if not pending:
-            self.slots.schedule_pass_ends(False)  # nothing to place: no claim on slots (cheap when none)
-            return
-        self.slots.schedule_pass_begins()
-        skipped: list[Submission] = []
-        scanned = 0
-        while pending and scanned < BACKFILL_WINDOW:
-            sub = pending.popleft()
-            scanned += 1
-            if not self.runners[sub.task.kind].place(sub):
-                skipped.append(sub)
-                if not any(r.has_room() for r in self._distinct_runners):
-                    break
-        if skipped:
-            pending.extendleft(reversed(skipped))
-        self.slots.schedule_pass_ends(bool(pending))
+        runners = self.runners
+        distinct = self._distinct_runners
+        admit(self.pending, lambda sub: runners[sub.task.kind].place(sub), self.slots,
+              lambda: any(r.has_room() for r in distinct), lambda sub: runners[sub.task.kind].can_use_slots())
 
     def _on_wake(self, fd: int) -> None:
         os.eventfd_read(fd)

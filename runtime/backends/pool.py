@@ -123,10 +123,13 @@ class FunctionPool:
         self.idle.append(worker)
 
     def _lease(self, n_cores: int, n_gpus: int) -> PoolWorker | None:
-        """Slots from the pilot's pool and an idle worker on their node (started if the pool may grow)."""
-        if not (self.idle or self.transport.can_grow()):
-            return None
-        taken = self.host.slots.take(n_cores, n_gpus)
+        """Slots and an idle worker on their node (started if the pool may grow). Whenever a worker could
+        take the call, the broker is asked, with no "is there room?" check: a refusal is a claim."""
+        grow = self.transport.can_grow()
+        if not (self.idle or grow):
+            return None  # every worker is leased: one of them finishing is this runtime's own event
+        nodes = None if grow else {w.node for w in self.idle}
+        taken = self.host.slots.take(n_cores, n_gpus, nodes)
         if taken is None:
             return None
         node = self.host.slots.broker.node_of_core(taken[0][0])
@@ -146,7 +149,7 @@ class FunctionPool:
     def place(self, sub: Submission) -> bool:
         task = sub.task
         if task.cores_per_rank == 1 and task.gpus == 0:
-            worker = self._lease(1, 0) if self.host.slots.free_cores else None
+            worker = self._lease(1, 0)
             if worker is not None:
                 worker.exclusive = False
             else:
@@ -166,6 +169,9 @@ class FunctionPool:
             return True
         self._enqueue(worker, sub, now)
         return True
+
+    def can_use_slots(self) -> bool:
+        return bool(self.idle) or self.transport.can_grow()
 
     def has_room(self) -> bool:
         if self.host.slots.free_cores and (self.idle or self.transport.can_grow()):

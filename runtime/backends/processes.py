@@ -72,6 +72,9 @@ class ProcessRunner:
             self.host.slots.give_back(cores, gpus)
         return True
 
+    def can_use_slots(self) -> bool:
+        return len(self.children) < self.max_running
+
     def has_room(self) -> bool:
         return bool(self.host.slots.free_cores) and len(self.children) < self.max_running
 
@@ -162,6 +165,10 @@ class ProcessRunner:
             self._read_stderr(child)
             if child.stderr_fd >= 0 and len(child.stderr_tail) == before:
                 self._close_stderr(child)
+        self._ended(child, code, finished)
+
+    def _ended(self, child: _Child, code: int, finished: float) -> None:
+        """The process is gone: its slots go back, then the task settles."""
         del self.children[child.sub.task.uid]
         self.host.slots.give_back(child.cores, child.gpus)
         self._settle(child, code, finished)
@@ -211,8 +218,11 @@ class ProcessRunner:
         if child is None:
             return False
         child.canceled = True
-        signal_group(child.popen.pid, signal.SIGKILL)
+        self._kill(child)
         return True
+
+    def _kill(self, child: _Child) -> None:
+        signal_group(child.popen.pid, signal.SIGKILL)  # its exit is reported through its pidfd
 
     def cancel_everything(self) -> None:
         for uid in list(self.children):

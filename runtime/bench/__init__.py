@@ -10,6 +10,7 @@ strongest baseline. Figures come from task records (see ``metrics``).
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import platform
 import resource
@@ -21,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..metrics import summarize
+from ..metrics import summarize, utilisation_losses
 from ..pilot import Pilot
 from ..resources import Allocation
 from ..task import Task, TaskKind, executable_task, function_task
@@ -87,6 +88,11 @@ class RunResult:
     metrics: dict[str, Any]
     startup_s: float
     cpu: dict[str, float]
+    stalls: list[dict[str, Any]]
+
+
+class BenchStuck(RuntimeError):
+    """The pilot's watchdog found a runtime that nothing can wake: the run stops with its dump."""
 
 
 class CpuMeter:
@@ -145,33 +151,48 @@ def run_pilot(backend: str, workload: str, n_tasks: int, cores: int, duration_s:
         startup = time.perf_counter() - t0
         try:
             for phase in phases:
-                for future in pilot.submit_many(phase):
-                    future.exception()  # wait; failures are counted from the records
+                _wait(pilot, pilot.submit_many(phase))  # failures are counted from the records
         finally:
-            pilot.shutdown()
+            pilot.shutdown(cancel_pending=pilot.stuck)
+    if pilot.stuck:
+        raise BenchStuck("the benchmark stopped: " + "; ".join(e.describe() for e in pilot.stalls))
     metrics = summarize(pilot.records, cores).to_dict()
+    metrics["losses"] = utilisation_losses(pilot.records, cores, _phase_of)
     if len(pilot.backends) > 1:
         metrics["per_backend"] = {
             name: {**summarize([r for r in pilot.records if r.backend == name], view.n_cores).to_dict(),
                    "serves": sorted(k.value for k in pilot.backends[name].serves)}
             for name, view in pilot.slots.items()
         }
-    return RunResult(metrics=metrics, startup_s=startup, cpu=meter.figures(n))
+    return RunResult(metrics=metrics, startup_s=startup, cpu=meter.figures(n),
+                     stalls=[e.to_dict() for e in pilot.stalls])
+
+
+def _phase_of(record: Any) -> str:
+    """A phased workload's uids start with their phase ("phase2sleep-func.0000007")."""
+    return record.uid.split("sleep")[0] if record.uid.startswith("phase") else ""
+
+
+def _wait(pilot: Pilot, futures: list[Any]) -> None:
+    """Until every future is done, or the watchdog says the pilot is stuck (then never hang: stop)."""
+    pending = set(futures)
+    while pending and not pilot.stuck:
+        _, pending = concurrent.futures.wait(pending, timeout=1.0)
 
 
 def bench(backend: str, workload: str, n_tasks: int, cores: int, duration_s: float = 1.0, repeat: int = 3,
           options: Mapping[str, Mapping[str, Any]] | None = None, raw: bool = True, nodes: int = 1,
-          exclusive: bool = False) -> dict[str, Any]:
+          exclusive: bool = False, static: bool = False) -> dict[str, Any]:
     """Median figures over ``repeat`` interleaved runs of ours and the raw baselines.
 
-    ``hybrid`` with the ``phased`` workload compares lent cores (one pool) with static shares
-    (``exclusive``), interleaved in the same invocation: the figures are the lent run's, and
-    ``static`` holds the fenced run's.
+    ``static`` (``hybrid`` with the ``phased`` workload) also runs static shares (``exclusive``),
+    interleaved in the same invocation: the figures are the lent run's, and ``static`` holds the
+    fenced run's.
     """
     from .raw import raw_baselines
 
     workload_phases(backend, workload, 3, duration_s)  # validates the pair
-    compare_static = backend == "hybrid" and workload == PHASED and not exclusive
+    compare_static = static and backend == "hybrid" and workload == PHASED and not exclusive
     ours: list[RunResult] = []
     static: list[RunResult] = []
     raws: dict[str, list[float]] = {}
@@ -201,6 +222,7 @@ def bench(backend: str, workload: str, n_tasks: int, cores: int, duration_s: flo
         "startup_s": statistics.median(r.startup_s for r in ours),
         **{k: statistics.median(r.cpu[k] for r in ours) for k in ours[0].cpu},
         "runs_throughput_tasks_per_s": [r.metrics["throughput_tasks_per_s"] for r in ours],
+        "runs_utilization": [r.metrics["utilization"] for r in ours],
         "static": {**_medians(static), "runs_utilization": [r.metrics["utilization"] for r in static]} if static else None,
         "raw_throughput_tasks_per_s": raw_median,  # the strongest baseline's median
         "raw_baseline": strongest,
@@ -208,6 +230,7 @@ def bench(backend: str, workload: str, n_tasks: int, cores: int, duration_s: flo
         "ratios_to_raw": {name: throughput / value for name, value in baselines.items() if value},
         "runs_raw_throughput_tasks_per_s": raws,
         "ratio_to_raw": (throughput / raw_median) if raw_median else None,
+        "stall_events": [event for run in ours + static for event in run.stalls],
         "machine": machine_info(),
     }
 
@@ -215,11 +238,12 @@ def bench(backend: str, workload: str, n_tasks: int, cores: int, duration_s: flo
 def _medians(runs: list[RunResult]) -> dict[str, Any]:
     if not runs:
         return {}
-    keys = [k for k in runs[0].metrics if k != "per_backend"]
+    keys = [k for k in runs[0].metrics if k not in ("per_backend", "losses")]
     med: dict[str, Any] = {k: statistics.median(r.metrics[k] for r in runs) for k in keys}
-    if "per_backend" in runs[0].metrics:  # from the run with the median throughput
-        ranked = sorted(runs, key=lambda r: r.metrics["throughput_tasks_per_s"])
-        med["per_backend"] = ranked[len(ranked) // 2].metrics["per_backend"]
+    ranked = sorted(runs, key=lambda r: r.metrics["throughput_tasks_per_s"])
+    for key in ("per_backend", "losses"):  # from the run with the median throughput
+        if key in runs[0].metrics:
+            med[key] = ranked[len(ranked) // 2].metrics[key]
     return med
 
 

@@ -1,0 +1,49 @@
+"""A run's stall events (see ``impeccable.runtime.stall``), kept in ``RUN/stalls.jsonl``.
+
+The pilot's watchdog reports from a runtime's thread, while the campaign's own
+thread owns the store, so each event is appended as one JSON line at once:
+``impeccable status`` and the report read them, for a running session too.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .runtime.stall import StallEvent
+
+FILE = "stalls.jsonl"
+
+
+class StallLog:
+    """Appends a session's stall events to the run directory, and says so on stderr."""
+
+    def __init__(self, run_dir: Path, session: int) -> None:
+        self.path = Path(run_dir) / FILE
+        self.session = session
+
+    def append(self, event: StallEvent) -> None:
+        line = json.dumps({"session": self.session, **event.to_dict()})
+        with open(self.path, "a", encoding="utf-8") as out:
+            out.write(line + "\n")
+        print(f"impeccable: stall watchdog: {event.describe()} (recorded in {self.path})", file=sys.stderr)
+
+
+def read_stalls(run_dir: Path) -> list[dict[str, Any]]:
+    """Every stall event of the run, oldest first (a torn last line, from a kill, is skipped)."""
+    path = Path(run_dir) / FILE
+    if not path.is_file():
+        return []
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events
+
+
+def describe(event: dict[str, Any]) -> str:
+    return f"session {event['session']}: " + StallEvent(**{k: v for k, v in event.items() if k != "session"}).describe()
