@@ -17,7 +17,10 @@ the end of the round every compound of the final top-M has MD: streaming costs
 at most a few speculative MD runs, never a missed hit.
 
 Durability. Every result is committed with the mark that its unit of work is
-done (see ``store``); a resumed run recomputes nothing that was committed.
+done (see ``store``); a resumed run recomputes nothing that was committed. A
+docking task's compounds are kept one by one, however the task ends (its ranks
+write a line per compound), and a resumed run first stores what a killed
+session's tasks left on disk (:func:`store_left_on_disk`).
 
 Who does what: this module decides what runs when; :mod:`.stagetasks` builds
 each stage's task and reads its outcome; :mod:`.tasks` runs the handlers;

@@ -102,15 +102,24 @@ def load(path: Path, *, cores: int | None = None, backend: str | None = None, ov
 
 
 def _run(args: argparse.Namespace) -> int:
+    """A SIGTERM (a batch system's time limit) before or after the task loop stops the command as Ctrl-C
+    does, not by the default action, which skips every cleanup (the task loop keeps results either way)."""
     import signal
+    import threading
 
+    if threading.current_thread() is not threading.main_thread():
+        return _run_campaign(args)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return _run_campaign(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_campaign(args: argparse.Namespace) -> int:
     from .campaign import CampaignInputError, CampaignInterrupted, CampaignRunner
     from .lock import RunDirBusy
     from .progress import ProgressView
-
-    # a SIGTERM (a batch system's time limit) before or after the task loop stops the command as Ctrl-C does,
-    # not by the default action (which skips every cleanup); the task loop keeps results either way
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     campaign = load(args.campaign, cores=args.cores, backend=args.backend, oversubscribe=args.oversubscribe)
     run_dir = campaign.run_dir(args.run_dir)

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 DOCK_S = 0.12  # per compound
-TRAIN_S = 0.3
-INFER_S = 0.15
+TRAIN_S = 0.4
+INFER_S = 0.3
 MD_STEP_S = 0.3
-COMBINE_S = 0.05
+COMBINE_S = 0.2
 
 
 def log(path: str, event: str, kind: str, key: str) -> None:

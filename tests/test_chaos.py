@@ -120,19 +120,19 @@ class Run:
 
 def alive_with(tag: str) -> list[str]:
     """Processes (not zombies) whose environment holds CHAOS_TAG=tag: the command lines."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if f"CHAOS_TAG={tag}".encode() not in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
-                continue
-            if Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue
-            found.append(Path(f"/proc/{entry}/cmdline").read_text().replace("\0", " ").strip())
-        except OSError:
-            continue
-    return found
+    marker = f"CHAOS_TAG={tag}".encode()
+    return [cmd for proc in Path("/proc").glob("[0-9]*") if (cmd := _tagged_command(proc, marker))]
+
+
+def _tagged_command(proc: Path, marker: bytes) -> str:
+    try:
+        if marker not in (proc / "environ").read_bytes().split(b"\0"):
+            return ""
+        if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return ""
+        return (proc / "cmdline").read_text().replace("\0", " ").strip() or f"pid {proc.name}"
+    except OSError:
+        return ""
 
 
 def plan_kills(reference: list[tuple[str, str, str]], rng: random.Random) -> list[tuple[str, int, int, float, int]]:
@@ -153,7 +153,7 @@ def plan_kills(reference: list[tuple[str, str, str]], rng: random.Random) -> lis
     for i, at in enumerate(sorted(slices)):
         kind = starts[at][0]
         n = len({key for k, key in starts[: at + 1] if k == kind})
-        plan.append((kind, n, at + 1, rng.uniform(0.0, 0.3), signals[i]))
+        plan.append((kind, n, at + 1, rng.uniform(0.0, 0.12), signals[i]))
     return plan
 
 
@@ -182,7 +182,7 @@ def strike(run: Run, kind: str, n: int, total: int, delay: float, sig: int,
         return None, 0.0, ""
     time.sleep(delay)
     state: dict[tuple[str, str], str] = {}
-    for event, k, key in run.events():
+    for event, k, key in run.events()[seen:]:  # this session's work (a unit killed before may never come back)
         state[k, key] = event
     running = ",".join(sorted({k for (k, _), event in state.items() if event == "start"})) or "-"
     sent = time.monotonic()
