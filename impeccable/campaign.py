@@ -267,7 +267,7 @@ class CampaignRunner:
             picked = nominate_batch(ids, result.scores, docked, quota(batch, self.n_batches, self.c.redock.top_k))
             nominees = [(ids[i], smiles[i], float(result.scores[i])) for i in picked]
             self.store.add_predictions(r, batch, ids, result.scores, result.counts, result.failures, nominees,
-                                       result.filtered)
+                                       result.filtered if r == 0 else ())  # the same filters every round
             self.progress.tick(f"infer r{r}", done=result.accounted, failed=len(result.failures))
             self._redock_batch(r, batch, docked)
         self._feed_inference()
