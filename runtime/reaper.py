@@ -187,7 +187,8 @@ def _live_groups(groups: set[int]) -> set[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
             except (OSError, IndexError):
                 continue
             if fields[0] != "Z" and int(fields[2]) in groups:
