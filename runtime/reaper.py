@@ -118,7 +118,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     pilot = os.getppid()  # it holds the marker too, and may still be finishing its exit when we read EOF
     groups: set[int] = set()
-    processes: set[int] = set()
+    processes: dict[int, str | None] = {}  # pid -> its start time: a pid used again is not the same process
     paths: list[str] = []
     marker = ""
     for line in sys.stdin.buffer:
@@ -130,16 +130,14 @@ def main() -> int:
         elif text.startswith("-"):
             groups.discard(int(text[1:]))
         elif text.startswith("p+"):
-            processes.add(int(text[2:]))
+            processes[int(text[2:])] = _start_time(int(text[2:]))
         elif text.startswith("p-"):
-            processes.discard(int(text[2:]))
+            processes.pop(int(text[2:]), None)
         elif text.startswith("rm "):
             paths.append(text[3:])
-    for pid in processes:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    for pid, started in processes.items():
+        if started is not None and _start_time(pid) == started:
+            _kill(pid)
     _kill_tasks(groups, marker, spare=pilot)
     for path in paths:
         if os.path.isdir(path):
@@ -212,6 +210,15 @@ def marked(marker: str, spare: int) -> set[int]:
         except OSError:  # gone, or not ours to look at
             continue
     return found
+
+
+def _start_time(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks since boot, /proc/PID/stat field 22), None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def _leads_group(pid: int) -> bool:

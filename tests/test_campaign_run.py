@@ -236,15 +236,16 @@ def test_ctrl_c_just_after_a_rank_file_appears_loses_nothing(tmp_path, delay_ms)
         run_dir = tmp_path / f"run{attempt}"
         cmd = [sys.executable, "-m", "impeccable.cli", "run", str(tiny(tmp_path, per_task=1)), "--run-dir",
                str(run_dir), "--no-progress", "--no-report"]
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        log = tmp_path / f"run{attempt}.out"  # not a pipe: the forkserver holds the output while it imports torch
+        with open(log, "w") as out:
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.time() + 300
         while not list(run_dir.glob("work/dock/*/out/dock.rank*.jsonl")) and time.time() < deadline:
-            assert proc.poll() is None, proc.stdout.read()
+            assert proc.poll() is None, log.read_text()
             time.sleep(0.002)
         time.sleep(delay_ms / 1000)
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
-        assert proc.returncode == 130, out
+        assert proc.wait(timeout=120) == 130, log.read_text()
         on_disk = _rank_lines(run_dir)
         store = Store.open_existing(run_dir, readonly=True)
         stored = dict(store.db.execute("SELECT id, score FROM docking").fetchall())
@@ -278,7 +279,7 @@ def test_a_library_of_bad_rows_accounts_for_every_row(tmp_path):
         assert f"1 {category} (seed dock)" in message, message
     assert "2 empty (library)" in message, message
     store = Store.open_existing(tmp_path / "run", readonly=True)
-    skipped = {cid: (category, reason) for cid, _, category, reason in skipped(store)}
+    left_out = {cid: (category, reason) for cid, _, category, reason in skipped(store)}
     for cid, (_, expected) in bad.items():
-        assert skipped[cid][0] == expected, (cid, skipped[cid])
-    assert skipped["BAD-empty"][0] == "empty" and any(cid.startswith("line ") for cid in skipped)
+        assert left_out[cid][0] == expected, (cid, left_out[cid])
+    assert left_out["BAD-empty"][0] == "empty" and any(cid.startswith("line ") for cid in left_out)
