@@ -97,6 +97,21 @@ def load(path: Path, *, cores: int | None = None, backend: str | None = None, ov
 
 
 def _run(args: argparse.Namespace) -> int:
+    """A SIGTERM (a batch system's time limit) before or after the task loop stops the command as Ctrl-C
+    does, not by the default action, which skips every cleanup (the task loop keeps results either way)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return _run_campaign(args)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return _run_campaign(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_campaign(args: argparse.Namespace) -> int:
     from .campaign import CampaignInputError, CampaignInterrupted, CampaignRunner
     from .lock import RunDirBusy
     from .progress import ProgressView
@@ -128,6 +143,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from .results import print_status
+    from .store import store_errors
 
     if args.watch:
         from .watch import watch
@@ -139,7 +155,8 @@ def _status(args: argparse.Namespace) -> int:
         return 0
     store = _open(args.run_dir)
     try:
-        print_status(store, args.run_dir)
+        with store_errors(store.path):
+            print_status(store, args.run_dir)
     finally:
         store.close()
     return 0
@@ -147,22 +164,27 @@ def _status(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
+    from .store import store_errors
 
     store = _open(args.run_dir)
     try:
         _hit_settings(store, args)  # a bad --hinge is refused before any work
     finally:
         store.close()
-    print(f"wrote {write_report(args.run_dir, args.out, hinge=args.hinge, require_hinge=args.require_hinge)}")
+    with store_errors(store.path):
+        print(f"wrote {write_report(args.run_dir, args.out, hinge=args.hinge, require_hinge=args.require_hinge)}")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
     from .picks import export_picks
+    from .store import store_errors
 
     store = _open(args.run_dir)
     try:
-        paths, n, panel = export_picks(store, args.out or args.run_dir / "export", args.top, _hit_settings(store, args))
+        with store_errors(store.path):
+            paths, n, panel = export_picks(store, args.out or args.run_dir / "export", args.top,
+                                           _hit_settings(store, args))
     finally:
         store.close()
     print(f"wrote {n} ranked compounds to {paths[0]} and {paths[1]}")

@@ -114,6 +114,12 @@ class LibrarySection(_Section):
             raise ValueError("library.tautomer needs library.standardize = true")
         return self
 
+    def describe(self) -> str:
+        """The library as a message names it: its path (or paths), or its named sources."""
+        if self.sources:
+            return "sources " + ", ".join(f"{s.name} ({s.path})" for s in self.sources)
+        return ", ".join(map(str, self.path)) if isinstance(self.path, list) else str(self.path)
+
     def source_list(self) -> list[tuple[str, Path | list[Path], str, str]]:
         """(name, path spec, id column, SMILES column) of each source; one unnamed library is named after its file."""
         if self.sources:

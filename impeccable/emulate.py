@@ -34,7 +34,7 @@ from .config import Campaign, Filters
 from .emulate_payloads import emulated_infer, emulated_md_combine, emulated_train, placeholder_score, stable_hash
 from .measure import run_figures
 from .runtime import Task, TaskFuture, executable_task, function_task
-from .stagetasks import DockBatch, MDJob, StageTasks
+from .stagetasks import DockBatch, MDJob, StageTasks, folder_name
 from .stages.library import LibraryRecord, write_library
 from .store import DockRow, Store
 
@@ -111,7 +111,10 @@ class EmulatedStageTasks(StageTasks):
         return executable_task(["sleep", f"{seconds:.3f}"], name=f"dock {batch.key}", ranks=self.c.dock.ranks,
                                mpi=self.c.dock.ranks > 1, tags=self._tags(batch.task_stage, batch.round))
 
-    def dock_rows(self, batch: DockBatch) -> list[DockRow]:
+    def dock_rows(self, batch: DockBatch, complete: bool = True) -> list[DockRow]:
+        """Placeholders for a task that ended DONE; none for one that did not (its compounds run again)."""
+        if not complete:
+            return []
         return [DockRow(rec.id, rec.smiles, batch.round, batch.origin, placeholder_score(rec.id, "dock"), "", None)
                 for rec in batch.records]
 
@@ -129,7 +132,7 @@ class EmulatedStageTasks(StageTasks):
                              gpus_per_rank=self._gpus("infer"), tags=self._tags("infer", r))
 
     def md_job(self, r: int, cid: str, pose_sdf: str) -> MDJob:
-        return MDJob(r, cid, self.work / "md" / cid, self.c.md.replicas, "emulation")
+        return MDJob(r, cid, self.work / "md" / folder_name(cid), self.c.md.replicas, "emulation")
 
     def md_prepared(self, job: MDJob) -> bool:
         return False

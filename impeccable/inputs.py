@@ -67,6 +67,25 @@ def validate_inputs(campaign: Campaign, store: Store) -> LibraryScan:
     return scan
 
 
+def size_warnings(campaign: Campaign, count: int) -> list[str]:
+    """Settings that ask for more compounds than the library holds, with the numbers: the run still goes
+    (it docks what there is), but a user who meant another library or another setting sees it at once."""
+    seed, top_k, top_m, rounds = (campaign.dock.seed_sample, campaign.redock.top_k, campaign.md.top_m,
+                                  campaign.campaign.rounds)
+    source, out = campaign.library.describe(), []
+    if seed > count:
+        out.append(f"dock.seed_sample = {seed} but {source} has {count} compounds: the seed sample is all of them")
+    left = count - min(seed, count)
+    if top_k > left:
+        out.append(f"redock.top_k = {top_k} but {left} compounds of {source} are left after the seed sample "
+                   f"({count} - {min(seed, count)}): re-docking takes all of them")
+    dockable = min(count, seed + top_k * rounds)
+    if top_m > dockable:
+        out.append(f"md.top_m = {top_m} but at most {dockable} compounds are docked (seed sample {min(seed, count)}"
+                   f" + top_k {top_k} x {rounds} round(s), library {count}): MD runs on all of them")
+    return out
+
+
 def _library_signature(campaign: Campaign, sources: list[Any]) -> dict[str, object]:
     """What identifies one scan of the library: its files (path, size, modification time) and how they are read."""
     lib = campaign.library

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .campaign import CampaignRunner
+from .events import InterruptGuard
 from .emulate import EmulatedStageTasks, RecordedDurations, emulated_campaign, recorded_campaign, scaled_library
 from .measure import run_figures
 from .gpuplan import requests, shares_per_device
@@ -176,6 +177,7 @@ class _ModelLoop:
         self.handlers: dict[int, Any] = {}
         self.draining = False
         self.failed: list[str] = []
+        self.guard = InterruptGuard()  # the runner defers Ctrl-C through it; never entered here: no handler
 
     def submit(self, task: Task, handler: Any) -> None:
         future = self.sim.submit(task)

@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from .leftout import skip_counts, skipped
 from .store import Store
 
 
@@ -148,6 +149,18 @@ def print_status(store: Store, run_dir: Path) -> None:
         table.add_row(stage, str(done), str(failed))
     rows = store.task_state_counts()
     console.print(table)
+    counts = skip_counts(store)
+    if counts:
+        left = Table(title="compounds left out (each one: impeccable export -> skipped.csv)")
+        for col in ("stage", "reason", "compounds"):
+            left.add_column(col)
+        for stage, category, n in counts:
+            left.add_row(stage, category, str(n))
+        console.print(left)
+    unlisted = _unlisted_library_skips(store)
+    if unlisted:
+        console.print(f"{unlisted} more library rows skipped for an empty id or SMILES (only the first 1,000 "
+                      "are listed one by one)")
     tasks = Table(title="task records")
     for col in ("stage", "state", "tasks"):
         tasks.add_column(col)
@@ -158,6 +171,22 @@ def print_status(store: Store, run_dir: Path) -> None:
 
     for event in read_stalls(run_dir):
         console.print(f"[bold red]stall watchdog[/]: {describe(event)}", highlight=False)
+
+
+def _unlisted_library_skips(store: Store) -> int:
+    scan = json.loads(store.get_meta("library_scan") or "{}")
+    listed = sum(1 for _, stage, _, _ in skipped(store) if stage == "library")
+    return max(0, int(scan.get("skipped_count", 0)) - listed)
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A text cell a spreadsheet shows as text: one that starts like a formula (``=``, ``+``, ``-``, ``@``,
+    tab, carriage return; OWASP's list) gets a leading ``'``, so that a hostile id such as
+    ``=HYPERLINK(...)`` is never evaluated. Numbers are written by us and are not text cells."""
+    return "'" + text if text.startswith(FORMULA_START) else text
 
 
 def export(store: Store, folder: Path, top: int | None = None, check_poses: int = 20,
@@ -186,11 +215,12 @@ def export(store: Store, folder: Path, top: int | None = None, check_poses: int 
                          "mmgbsa_kcal_mol", "mmgbsa_stderr_kcal_mol", "origin", "state_smiles", "pose_check",
                          "source", "source_ids", *extra_columns])
         for h in hits:
-            writer.writerow([h.rank, h.id, h.smiles, f"{h.dock_score:.3f}",
+            writer.writerow([h.rank, spreadsheet_safe(h.id), spreadsheet_safe(h.smiles), f"{h.dock_score:.3f}",
                              "" if h.predicted is None else f"{h.predicted:.3f}",
                              "" if h.mmgbsa is None else f"{h.mmgbsa:.3f}",
                              "" if h.mmgbsa_stderr is None else f"{h.mmgbsa_stderr:.3f}", h.origin,
-                             h.state_smiles or "", h.pose_check, *sources[h.id], *extra.get(h.id, {}).values()])
+                             spreadsheet_safe(h.state_smiles or ""), spreadsheet_safe(h.pose_check),
+                             *map(spreadsheet_safe, [*sources[h.id], *extra.get(h.id, {}).values()])])
     writer = Chem.SDWriter(str(tmp_sdf))
     for h in hits:
         block = store.pose(h.id)
@@ -210,6 +240,7 @@ def export(store: Store, folder: Path, top: int | None = None, check_poses: int 
     os.replace(tmp_csv, csv_path)
     os.replace(tmp_sdf, sdf_path)
     export_dropped(store, folder / "library_dropped.csv")
+    write_skipped(store, folder / "skipped.csv")
     return csv_path, sdf_path, len(hits)
 
 
@@ -227,7 +258,21 @@ def export_dropped(store: Store, path: Path) -> int:
         writer = csv.writer(fh)
         writer.writerow(["id", "dropped_as", "reason"])
         for row in lib.dropped():
-            writer.writerow(row)
+            writer.writerow([spreadsheet_safe(cell) for cell in row])
+            n += 1
+    os.replace(tmp, path)
+    return n
+
+
+def write_skipped(store: Store, path: Path) -> int:
+    """Every compound left out (id, stage, category, reason) as CSV; returns how many."""
+    tmp = path.with_suffix(".csv.tmp")
+    n = 0
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "stage", "category", "reason"])
+        for row in skipped(store):
+            writer.writerow([spreadsheet_safe(cell) for cell in row])
             n += 1
     os.replace(tmp, path)
     return n

@@ -33,6 +33,8 @@ def infer_batch(model_path: str, smiles: Sequence[str], filters: dict[str, Any],
     from .stages import surrogate
     from .stages.device import device_label, torch_device
     from .stages.filters import FilterRules, check
+    from .stages.ligands import unusable_reason
+    from .stages.skips import is_filter
 
     torch = surrogate._torch()
     device, note = torch_device(torch)
@@ -48,11 +50,11 @@ def infer_batch(model_path: str, smiles: Sequence[str], filters: dict[str, Any],
     if keep:
         kept = smiles if len(keep) == len(smiles) else [smiles[i] for i in keep]
         scores[keep], seconds = surrogate.predict_timed(model_path, kept, threads=threads, device=device)
-    # an unparsable SMILES is a failure, not a filter decision
+    # an unusable SMILES (unparsable, impossible valence ...) is a failure, not a filter decision
     unparsable = np.asarray(keep, dtype=np.int64)[np.isnan(scores[keep])]
-    failed = [(int(i), f"unparsable SMILES {smiles[i]!r}") for i in unparsable]
-    failed += [(i, reason) for i, reason in filtered if reason.startswith("unparsable")]
-    filtered = [(i, reason) for i, reason in filtered if not reason.startswith("unparsable")]
+    failed = [(int(i), unusable_reason(smiles[i]) or f"unparsable SMILES {smiles[i]!r}") for i in unparsable]
+    failed += [(i, reason) for i, reason in filtered if not is_filter(reason)]
+    filtered = [(i, reason) for i, reason in filtered if is_filter(reason)]
     return {"scores": scores, "filtered": filtered, "failed": failed, "device": device_label(torch, device),
             "device_note": note, "seconds": seconds}
 

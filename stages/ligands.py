@@ -63,6 +63,7 @@ __all__ = [
     "scored_states",
     "parent_molecule",
     "strip_salts",
+    "unusable_reason",
     "stereoisomers",
     "protomers",
     "DEFAULT_SEED",
@@ -220,7 +221,7 @@ def parent_molecule(smiles: str) -> Chem.Mol:
     with quiet_rdkit():
         mol = Chem.MolFromSmiles(smiles)
         if mol is None:
-            raise _Failed(f"unparsable SMILES {smiles!r} (RDKit could not read or sanitise it)")
+            raise _Failed(_unreadable(smiles))
         if mol.GetNumAtoms() == 0:
             raise _Failed("SMILES has no atoms")
         try:
@@ -234,6 +235,27 @@ def parent_molecule(smiles: str) -> Chem.Mol:
         raise _Failed(f"{heavy} heavy atoms, more than the {MAX_HEAVY_ATOMS} allowed for a drug-like ligand")
     _check_organic(mol)
     return mol
+
+
+def unusable_reason(smiles: str) -> str | None:
+    """Why :func:`parent_molecule` refuses ``smiles`` (unparsable, impossible valence, metal, too large ...),
+    or None if it does not."""
+    try:
+        parent_molecule(smiles)
+    except _Failed as failure:
+        return str(failure)
+    return None
+
+
+def _unreadable(smiles: str) -> str:
+    """Whether RDKit cannot read the SMILES at all, or reads it and cannot sanitise it (say which)."""
+    raw = Chem.MolFromSmiles(smiles, sanitize=False)
+    if raw is not None:
+        try:
+            Chem.SanitizeMol(raw)
+        except Exception as exc:  # AtomValenceException, KekulizeException ...
+            return f"impossible valence or aromaticity in SMILES {smiles!r} (RDKit cannot sanitise it: {exc})"
+    return f"unparsable SMILES {smiles!r} (RDKit cannot read it)"
 
 
 # elements of drug-like organic molecules that docking (Vina, meeko) and GAFF2 can type
