@@ -16,8 +16,10 @@ where it stopped. Molecules that cannot be prepared or docked go to
 ``<out stem>.failures.csv`` with the reason.
 
 Output columns: id, smiles (as in the library), state_smiles (the best state,
-with stereo and charges), score_kcal_mol, n_states, state_scores_kcal_mol
-(every state's score, ';'-separated, in enumeration order), exhaustiveness, seed.
+with stereo and charges), score_kcal_mol (the best state's Vina score plus its
+microstate penalty), n_states, state_scores_kcal_mol (every state's Vina score,
+';'-separated, in enumeration order), state_penalties_kcal_mol (each state's
+penalty, same order; 0 for the dominant microstate), exhaustiveness, seed.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ RECEPTOR = DATA / "receptors" / "4jsv"
 OUT = DATA / "scores" / "4jsv_vina_states.csv"
 SAMPLE_SEED = 7
 COLUMNS = ["id", "smiles", "state_smiles", "score_kcal_mol", "n_states", "state_scores_kcal_mol",
-           "exhaustiveness", "seed"]
+           "state_penalties_kcal_mol", "exhaustiveness", "seed"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 n_states += result.n_states
                 out.writerow([record.id, record.smiles, result.state_smiles, f"{result.score_kcal_mol:.3f}",
                               result.n_states, ";".join(f"{x:.3f}" for x in result.state_scores_kcal_mol),
-                              a.exhaustiveness, a.seed])
+                              ";".join(f"{x:.3f}" for x in result.state_penalties_kcal_mol), a.exhaustiveness, a.seed])
             else:
                 failed.writerow([record.id, record.smiles, result.reason])
             if i % 50 == 0:

@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .campaign import CampaignLibrary, CampaignRunner
+from .campaign import CampaignRunner
+from .library_stage import CampaignLibrary, raw_records
 from .config import Campaign, load_campaign
 from .emulate import EmulatedStageTasks
 from .emulate_payloads import placeholder_predictions
@@ -203,7 +204,7 @@ def run_once(tasks: int, cores: int = 16, routes: dict[str, str] | None = None) 
 def _library_pass_s(campaign: Campaign) -> float:
     """Main-thread CPU of one pass over the library as the manager reads it."""
     t0 = time.thread_time()
-    for _ in CampaignLibrary(campaign).records():
+    for _ in raw_records(campaign):
         pass
     return time.thread_time() - t0
 

@@ -41,7 +41,8 @@ def register(sub: Any) -> None:
     _add_hit_options(p)
     p.set_defaults(handler=_report)
 
-    p = sub.add_parser("export", help="write the ranked hits as CSV and SDF, and the diverse picks (diverse.csv/.sdf)")
+    p = sub.add_parser("export", help="write the ranked hits as CSV and SDF, the diverse picks (diverse.csv/.sdf), "
+                       "and the compounds the library preparation dropped, with the rule (library_dropped.csv)")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path, help="folder (default: RUN_DIR/export)")
     p.add_argument("--top", type=int, default=None, help="only the best N")
@@ -57,12 +58,14 @@ def register(sub: Any) -> None:
 
     from .compare import register as register_compare
     from .emulate import register as register_emulate
+    from .library_cli import register as register_library
     from .model import register as register_model
     from .resources_cmd import register as register_resources
 
     register_resources(sub)
     register_compare(sub)
     register_emulate(sub)
+    register_library(sub)
     register_model(sub)
 
 
@@ -84,6 +87,21 @@ def load(path: Path, *, cores: int | None = None, backend: str | None = None, ov
 
 
 def _run(args: argparse.Namespace) -> int:
+    """A SIGTERM (a batch system's time limit) before or after the task loop stops the command as Ctrl-C
+    does, not by the default action, which skips every cleanup (the task loop keeps results either way)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return _run_campaign(args)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return _run_campaign(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_campaign(args: argparse.Namespace) -> int:
     from .api import run_campaign
     from .campaign import CampaignInputError, CampaignInterrupted
     from .lock import RunDirBusy
@@ -111,6 +129,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from .results import print_status
+    from .store import store_errors
 
     run = _open(args.run_dir)
     if args.watch:
@@ -120,19 +139,26 @@ def _status(args: argparse.Namespace) -> int:
             raise UserError("--every and --window must be > 0 seconds")
         watch(args.run_dir, args.every, args.window)
         return 0
-    print_status(run.status())
+    with store_errors(run.run_dir / "campaign.db"):
+        print_status(run.status())
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
+    from .store import store_errors
+
     run = _open(args.run_dir)
-    print(f"wrote {_hit_options(run.report, args, args.out)}")
+    with store_errors(run.run_dir / "campaign.db"):
+        print(f"wrote {_hit_options(run.report, args, args.out)}")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
+    from .store import store_errors
+
     run = _open(args.run_dir)
-    done = _hit_options(run.export, args, args.out, top=args.top)
+    with store_errors(run.run_dir / "campaign.db"):
+        done = _hit_options(run.export, args, args.out, top=args.top)
     print(f"wrote {done.n_hits} ranked compounds to {done.hits_csv} and {done.hits_sdf}")
     print(f"wrote {done.n_diverse} diverse picks (one per ECFP4 cluster) to {done.diverse_csv} and {done.diverse_sdf}")
     for note in done.notes:

@@ -51,21 +51,88 @@ class CampaignMeta(_Section):
 class ReceptorSection(_Section):
     path: FilePath  # folder with receptor.pdb, receptor.pdbqt, site.toml
     site: FilePath | None = None  # another site.toml
+    # metal ions of the folder's heterogens.toml the docking receptor keeps (stages/metals.py): auto keeps
+    # those held by >= 2 protein residues within 2.8 A, keep all, remove none
+    metals: Literal["auto", "keep", "remove"] = "auto"
+
+
+PropertyName = Literal["mw", "clogp", "tpsa", "hbd", "hba", "rotatable_bonds", "heavy_atoms", "formal_charge", "rings",
+                       "aromatic_rings", "fsp3"]
+AlertSet = Literal["pains", "pains_a", "pains_b", "pains_c", "brenk", "nih", "zinc", "chembl", "chembl_glaxo",
+                   "chembl_dundee", "chembl_bms", "chembl_mlsmr", "chembl_inpharmatica", "chembl_lint",
+                   "chembl_surechembl"]
 
 
 class Filters(_Section):
-    max_molecular_weight: float | None = Field(default=None, gt=0)  # daltons, of the parent (salts stripped)
-    max_rotatable_bonds: int | None = Field(default=None, ge=0)  # drop compounds with more
-    max_heavy_atoms: int | None = Field(default=None, gt=0)  # drop compounds with more
-    pains: bool = False  # drop compounds matching the RDKit PAINS A/B/C catalogue
+    """Rules a compound must pass to be screened (stages/medfilters.py defines each); the first it breaks is
+    recorded. Applied by the library stage's function tasks, to the standardised parent where standardised."""
+
+    presets: list[Literal["ro5", "veber", "lead-like", "ro3"]] = Field(default_factory=list)  # published rule sets
+    min: dict[PropertyName, float] = Field(default_factory=dict)  # e.g. {mw = 250, fsp3 = 0.2}
+    max: dict[PropertyName, float] = Field(default_factory=dict)  # e.g. {clogp = 3.5, formal_charge = 1}
+    alerts: list[AlertSet] = Field(default_factory=list)  # RDKit FilterCatalog sets, e.g. ["pains", "brenk"]
+    include_smarts: list[str] = Field(default_factory=list)  # keep only compounds matching at least one
+    exclude_smarts: list[str] = Field(default_factory=list)  # drop compounds matching any
+    max_molecular_weight: float | None = Field(default=None, gt=0)  # = max.mw
+    max_rotatable_bonds: int | None = Field(default=None, ge=0)  # = max.rotatable_bonds
+    max_heavy_atoms: int | None = Field(default=None, gt=0)  # = max.heavy_atoms
+    pains: bool = False  # = alerts ["pains"] (PAINS A/B/C)
+
+
+SourceName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class LibrarySource(_Section):
+    """One named source of ``[[library.sources]]``: a file, a glob, a folder, or a list of them."""
+
+    name: SourceName
+    path: FilePath | list[FilePath]
+    id_column: str = "id"  # for SDF: the property holding the id (default: the title line)
+    smiles_column: str = "smiles"  # CSV column with the SMILES
 
 
 class LibrarySection(_Section):
-    path: FilePath  # CSV with an id and a SMILES column, or a .smi file; .gz works; streamed, never read whole
-    id_column: str = "id"  # CSV column with the compound ids
+    path: FilePath | list[FilePath] | None = None  # one library: a file, a glob, a folder, or a list of them
+    sources: list[LibrarySource] = Field(default_factory=list)  # or several named sources (ids become name:id)
+    id_column: str = "id"  # CSV column with the compound ids (for SDF: the property; default the title line)
     smiles_column: str = "smiles"  # CSV column with the SMILES
     limit: int | None = Field(default=None, gt=0)  # screen only the first N compounds
+    standardize: bool = False  # largest organic fragment, neutralised (RDKit MolStandardize)
+    tautomer: bool = False  # and the canonical tautomer (slow); needs standardize
+    deduplicate: bool = False  # one compound per InChIKey across all sources; the first kept, every id noted
+    batch_size: int = Field(default=2000, ge=1)  # compounds per library-preparation task
+    seed_strategy: Literal["random", "diverse", "stratified"] = "random"  # how the seed sample is drawn
     filters: Filters = Filters()
+
+    @model_validator(mode="after")
+    def _one_kind_of_source(self) -> "LibrarySection":
+        if (self.path is None) == (not self.sources):
+            raise ValueError("give either library.path or [[library.sources]] (not both, not neither)")
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"library.sources: every source needs its own name (got {', '.join(names)})")
+        if self.tautomer and not self.standardize:
+            raise ValueError("library.tautomer needs library.standardize = true")
+        return self
+
+    def describe(self) -> str:
+        """The library as a message names it: its path (or paths), or its named sources."""
+        if self.sources:
+            return "sources " + ", ".join(f"{s.name} ({s.path})" for s in self.sources)
+        return ", ".join(map(str, self.path)) if isinstance(self.path, list) else str(self.path)
+
+    def source_list(self) -> list[tuple[str, Path | list[Path], str, str]]:
+        """(name, path spec, id column, SMILES column) of each source; one unnamed library is named after its file."""
+        if self.sources:
+            return [(s.name, s.path, s.id_column, s.smiles_column) for s in self.sources]
+        path = self.path if isinstance(self.path, Path) else Path(str(self.path[0]))  # type: ignore[index]
+        name = (path.parent.name if any(c in path.name for c in "*?[") else path.name.split(".")[0]) or "library"
+        return [(name, self.path, self.id_column, self.smiles_column)]  # type: ignore[list-item]
+
+    def preparation(self) -> dict[str, Any]:
+        """What the library stage's tasks need to know, as plain data."""
+        return {"standardize": self.standardize, "tautomer": self.tautomer, "deduplicate": self.deduplicate,
+                "filters": self.filters.model_dump(mode="json")}
 
 
 class LigandsSection(_Section):
@@ -262,17 +329,45 @@ def _resolve_paths(campaign: Campaign, base: Path) -> Campaign:
     receptor = campaign.receptor.model_copy(
         update={"path": absolute(campaign.receptor.path), "site": absolute(campaign.receptor.site)}
     )
-    library = campaign.library.model_copy(update={"path": absolute(campaign.library.path)})
+    def spec(p: Path | list[Path] | None) -> Path | list[Path] | None:
+        return [absolute(q) for q in p] if isinstance(p, list) else absolute(p)  # type: ignore[misc]
+
+    lib = campaign.library
+    sources = [s.model_copy(update={"path": spec(s.path)}) for s in lib.sources]
+    library = lib.model_copy(update={"path": spec(lib.path), "sources": sources})
     return campaign.model_copy(update={"receptor": receptor, "library": library})
 
 
 def _check_files(campaign: Campaign, source: Path | str) -> None:
-    if not campaign.library.path.is_file():
-        raise CampaignError(f"{source}: library.path: file {campaign.library.path} not found")
+    from .stages.errors import StageInputError
+    from .stages.library_sources import expand_paths
+
+    lib = campaign.library
+    for i, (_, spec, _, _) in enumerate(lib.source_list()):
+        try:
+            expand_paths(spec)
+        except StageInputError as exc:
+            key = f"library.sources[{i}].path" if lib.sources else "library.path"
+            raise CampaignError(f"{source}: {key}: {exc}") from None
     if not campaign.receptor.path.is_dir():
         raise CampaignError(f"{source}: receptor.path: folder {campaign.receptor.path} not found")
     if campaign.receptor.site is not None and not campaign.receptor.site.is_file():
         raise CampaignError(f"{source}: receptor.site: file {campaign.receptor.site} not found")
+    _check_md_metals(campaign, source)
+
+
+def _check_md_metals(campaign: Campaign, source: Path) -> None:
+    """MD simulates a kept metal ion only with Li/Merz 12-6 parameters (stages/metals.py): refuse any other."""
+    from .stages.metals import MD_PARAMETERISED, kept_metals, read_provenance
+
+    kept = kept_metals(read_provenance(campaign.receptor.path / "heterogens.toml"), campaign.receptor.metals)
+    missing = [h.label for h in kept if h.resname not in MD_PARAMETERISED]
+    if missing and campaign.md.top_m > 0:
+        raise CampaignError(
+            f"{source}: receptor.metals = {campaign.receptor.metals!r} keeps {', '.join(missing)} for docking, but "
+            f"the MD stage has no parameters for it (Li/Merz 12-6 ions through tleap: "
+            f"{', '.join(sorted(MD_PARAMETERISED))}): set md.top_m = 0, or receptor.metals = 'remove' to dock "
+            "and simulate the metal-free protein")
 
 
 def load_with_overrides(path: Path, *, cores: int | None = None, backend: str | None = None,

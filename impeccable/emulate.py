@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Campaign
+from .config import Campaign, Filters
 from .emulate_payloads import emulated_infer, emulated_md_combine, emulated_train, placeholder_score, stable_hash
 from .measure import run_figures
 from .runtime import Task, TaskFuture, executable_task, function_task
-from .stagetasks import DockBatch, MDJob, StageTasks
-from .stages.library import LibraryRecord, read_library, write_library
+from .stagetasks import DockBatch, MDJob, StageTasks, folder_name
+from .stages.library import LibraryRecord, write_library
 from .store import DockRow, Store
 
 STAGES = ("dock", "train", "infer", "md prepare", "md replica", "md combine")
@@ -111,7 +111,10 @@ class EmulatedStageTasks(StageTasks):
         return executable_task(["sleep", f"{seconds:.3f}"], name=f"dock {batch.key}", ranks=self.c.dock.ranks,
                                mpi=self.c.dock.ranks > 1, tags=self._tags(batch.task_stage, batch.round))
 
-    def dock_rows(self, batch: DockBatch) -> list[DockRow]:
+    def dock_rows(self, batch: DockBatch, complete: bool = True) -> list[DockRow]:
+        """Placeholders for a task that ended DONE; none for one that did not (its compounds run again)."""
+        if not complete:
+            return []
         return [DockRow(rec.id, rec.smiles, batch.round, batch.origin, placeholder_score(rec.id, "dock"), "", None)
                 for rec in batch.records]
 
@@ -129,7 +132,7 @@ class EmulatedStageTasks(StageTasks):
                              gpus_per_rank=self._gpus("infer"), tags=self._tags("infer", r))
 
     def md_job(self, r: int, cid: str, pose_sdf: str) -> MDJob:
-        return MDJob(r, cid, self.work / "md" / cid, self.c.md.replicas, "emulation")
+        return MDJob(r, cid, self.work / "md" / folder_name(cid), self.c.md.replicas, "emulation")
 
     def md_prepared(self, job: MDJob) -> bool:
         return False
@@ -170,8 +173,10 @@ def emulated_campaign(recorded: Campaign, library: Path, cores: int, scale: int,
     if srun_max_running is not None:
         options.setdefault("srun", {})["max_running"] = srun_max_running
     update = {
-        "library": c.library.model_copy(update={"path": library, "limit": None, "id_column": "id",
-                                                 "smiles_column": "smiles"}),
+        # the recorded library as one CSV, screened as it is: the library stage is not emulated
+        "library": c.library.model_copy(update={"path": library, "sources": [], "limit": None, "id_column": "id",
+                                                 "smiles_column": "smiles", "standardize": False, "tautomer": False,
+                                                 "deduplicate": False, "filters": Filters()}),
         "dock": c.dock.model_copy(update={"seed_sample": c.dock.seed_sample * scale,
                                           "ligands_per_task": 1 if granularity == "ligand" else c.dock.ligands_per_task}),
         "redock": c.redock.model_copy(update={"top_k": c.redock.top_k * scale}),
@@ -186,12 +191,9 @@ def emulated_campaign(recorded: Campaign, library: Path, cores: int, scale: int,
 
 def scaled_library(recorded: Campaign, scale: int, path: Path) -> Path:
     """The recorded library's screened compounds, ``scale`` times over with new ids (E<copy>-<id>)."""
-    lib = recorded.library
-    rows: list[LibraryRecord] = []
-    for i, rec in enumerate(read_library(lib.path, id_column=lib.id_column, smiles_column=lib.smiles_column)):
-        if lib.limit is not None and i >= lib.limit:
-            break
-        rows.append(rec)
+    from .library_stage import raw_records
+
+    rows = [LibraryRecord(rec.id, rec.smiles) for rec in raw_records(recorded)]
     write_library((LibraryRecord(f"E{copy}-{rec.id}", rec.smiles) for copy in range(scale) for rec in rows), path)
     return path
 
@@ -256,10 +258,10 @@ def _cpu_s() -> float:
 
 def _library_cpu_s_per_compound(campaign: Campaign) -> float:
     """Main-thread CPU of reading one compound of the library, as the manager streams it."""
-    from .campaign import CampaignLibrary
+    from .library_stage import raw_records
 
     t0, n = time.thread_time(), 0
-    for _ in CampaignLibrary(campaign).records():
+    for _ in raw_records(campaign):
         n += 1
     return (time.thread_time() - t0) / max(n, 1)
 

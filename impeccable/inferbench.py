@@ -46,7 +46,7 @@ class InferenceOnly(StageTasks):
         return function_task("builtins:len", batch.records, name=f"no-dock {batch.key}",
                              tags=self._tags(batch.task_stage, batch.round))
 
-    def dock_rows(self, batch: DockBatch) -> list[DockRow]:
+    def dock_rows(self, batch: DockBatch, complete: bool = True) -> list[DockRow]:
         return []
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from .config import Campaign
 from .gpuplan import requests, shares_per_device
@@ -28,8 +29,10 @@ def validate_inputs(campaign: Campaign, store: Store) -> LibraryScan:
     rather than as failed tasks (or not at all). Rows skipped for an empty id or SMILES are stored with
     their reason. Returns the library's scan (record count). A resumed run whose library file is unchanged
     (path, size, modification time) reuses the stored scan instead of reading a million rows again."""
+    from .library_stage import campaign_sources
     from .stages.errors import StageInputError
-    from .stages.library import scan_library
+    from .stages.library_sources import scan_sources
+    from .stages.medfilters import compile_rules
     from .stages.receptor import load_receptor
 
     source = campaign.source or "campaign"
@@ -38,14 +41,20 @@ def validate_inputs(campaign: Campaign, store: Store) -> LibraryScan:
     except StageInputError as exc:
         raise CampaignInputError(f"{source}: receptor: {exc}") from None
     lib = campaign.library
-    signature = _library_signature(campaign)
+    try:
+        compile_rules(lib.filters.model_dump(mode="json"))  # a bad SMARTS is an input error, not a failed task
+        sources, prefix = campaign_sources(campaign)
+    except StageInputError as exc:
+        raise CampaignInputError(f"{source}: library.{exc}" if str(exc).startswith("filters.")
+                                 else f"{source}: library: {exc}") from None
+    signature = _library_signature(campaign, sources)
     cached = json.loads(store.get_meta("library_scan") or "{}")
     if cached.get("signature") == signature:  # the same file, unchanged since it was scanned: no second pass
         scan = LibraryScan(count=cached["count"], skipped=[tuple(cached["first_skip"])] if cached["first_skip"] else [],
                            skipped_count=cached["skipped_count"])
     else:
         try:
-            scan = scan_library(lib.path, id_column=lib.id_column, smiles_column=lib.smiles_column, limit=lib.limit)
+            scan = scan_sources(sources, prefix=prefix, limit=lib.limit)
         except StageInputError as exc:
             raise CampaignInputError(f"{source}: library: {exc}") from None
         store.add_failures("library", [(cid or f"line {line}", reason) for line, cid, reason in scan.skipped])
@@ -58,12 +67,31 @@ def validate_inputs(campaign: Campaign, store: Store) -> LibraryScan:
     return scan
 
 
-def _library_signature(campaign: Campaign) -> dict[str, object]:
-    """What identifies one scan of the library: the file (path, size, modification time) and how it is read."""
+def size_warnings(campaign: Campaign, count: int) -> list[str]:
+    """Settings that ask for more compounds than the library holds, with the numbers: the run still goes
+    (it docks what there is), but a user who meant another library or another setting sees it at once."""
+    seed, top_k, top_m, rounds = (campaign.dock.seed_sample, campaign.redock.top_k, campaign.md.top_m,
+                                  campaign.campaign.rounds)
+    source, out = campaign.library.describe(), []
+    if seed > count:
+        out.append(f"dock.seed_sample = {seed} but {source} has {count} compounds: the seed sample is all of them")
+    left = count - min(seed, count)
+    if top_k > left:
+        out.append(f"redock.top_k = {top_k} but {left} compounds of {source} are left after the seed sample "
+                   f"({count} - {min(seed, count)}): re-docking takes all of them")
+    dockable = min(count, seed + top_k * rounds)
+    if top_m > dockable:
+        out.append(f"md.top_m = {top_m} but at most {dockable} compounds are docked (seed sample {min(seed, count)}"
+                   f" + top_k {top_k} x {rounds} round(s), library {count}): MD runs on all of them")
+    return out
+
+
+def _library_signature(campaign: Campaign, sources: list[Any]) -> dict[str, object]:
+    """What identifies one scan of the library: its files (path, size, modification time) and how they are read."""
     lib = campaign.library
-    stat = lib.path.stat()
-    return {"path": str(lib.path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "limit": lib.limit,
-            "id_column": lib.id_column, "smiles_column": lib.smiles_column}
+    files = [[str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns, s.name, s.id_column, s.smiles_column]
+             for s in sources for path in s.paths]
+    return {"files": files, "limit": lib.limit, "named_sources": bool(lib.sources)}
 
 
 # how tasks run, not what they compute: free to change between sessions (a resumed run may find other GPUs)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .campaign import CampaignRunner
+from .events import InterruptGuard
 from .emulate import EmulatedStageTasks, RecordedDurations, emulated_campaign, recorded_campaign, scaled_library
 from .measure import run_figures
 from .gpuplan import requests, shares_per_device
@@ -176,6 +177,7 @@ class _ModelLoop:
         self.handlers: dict[int, Any] = {}
         self.draining = False
         self.failed: list[str] = []
+        self.guard = InterruptGuard()  # the runner defers Ctrl-C through it; never entered here: no handler
 
     def submit(self, task: Task, handler: Any) -> None:
         future = self.sim.submit(task)
@@ -199,7 +201,7 @@ class _ModelRunner(CampaignRunner):
 
     def _run_session(self, session: int) -> None:
         self.tasks = _ModelLoop(self.sim, session)  # type: ignore[assignment]
-        self._plan()
+        self.library.prepare(self.tasks, self.pilot.allocation.cores, then=self._plan)
         self.tasks.run()
         self.store.add_task_records(session, self.sim.records)
         self.store.end_session(session, "done")
@@ -486,8 +488,7 @@ def _tasks_at_scale_one(run_dir: Path) -> int:
     """Tasks of the recorded campaign at scale 1 with one ligand per docking task (seed + re-dock + batches +
     training + MD: prepare, replicas and combine per compound)."""
     c = recorded_campaign(run_dir)
-    from .stages.library import count_records
+    from .library_stage import raw_records
 
-    library = count_records(c.library.path, id_column=c.library.id_column, smiles_column=c.library.smiles_column)
-    library = min(library, c.library.limit or library)
+    library = sum(1 for _ in raw_records(c))  # the first library.limit
     return c.dock.seed_sample + c.redock.top_k + c.md.top_m * (c.md.replicas + 2) + -(-library // c.infer.batch_size) + 1

@@ -141,3 +141,24 @@ def distributions(series: dict[str, Sequence[float]]) -> bytes:
     ax.legend(fontsize=8)
     ax.set_title("score distributions")
     return _png(fig)
+
+
+def histogram_grid(histograms: dict[str, dict[str, list[float]]], title: str) -> bytes:
+    """One bar chart per property from precomputed (edges, counts), four to a row."""
+    names = list(histograms)
+    rows = max(1, -(-len(names) // 4))
+    fig, axes = plt.subplots(rows, 4, figsize=(12, 2.6 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        edges, counts = histograms[name]["edges"], histograms[name]["counts"]
+        ax.bar(edges[:-1], counts, width=[b - a for a, b in zip(edges[:-1], edges[1:])], align="edge",
+               color=STAGE_COLOURS[0])
+        used = [i for i, n in enumerate(counts) if n]
+        if used:  # the range the library occupies, one bin either side
+            ax.set_xlim(edges[max(used[0] - 1, 0)], edges[min(used[-1] + 2, len(edges) - 1)])
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _png(fig)

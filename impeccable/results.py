@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from .leftout import skip_counts, skipped
 from .store import Store
 
 
@@ -103,7 +104,11 @@ def print_top(hits: Sequence[Hit]) -> None:
 
 def stage_counts(store: Store) -> list[tuple[str, int, int, int]]:
     """(stage, done, failed, tasks) from the results and task records."""
-    out = []
+    from .library_store import LibraryStore
+
+    lib = LibraryStore(store).counts()
+    out = [(f"library (kept {lib.kept}, filtered {lib.filtered}, duplicates {lib.duplicates})",
+            lib.rows - lib.failed, lib.failed, lib.batches)] if lib.batches else []
     for origin, label in (("seed", "seed dock"), ("redock", "re-dock")):
         ok, bad = store.dock_counts(origin)
         out.append((f"{label} (compounds)", ok, bad, 0))
@@ -150,6 +155,8 @@ class RunStatus:
     task_states: list[tuple[str, str, int]]  # (stage, state, tasks) over every session
     failed_tasks: list[str]  # "stage name: reason" of the tasks of the last session that ended FAILED
     stalls: list[str]  # what the stall watchdog reported, one line each
+    left_out: list[tuple[str, str, int]]  # (stage, reason category, compounds) left out (`export` -> skipped.csv)
+    unlisted_library_rows: int  # library rows skipped for an empty id or SMILES beyond the first 1,000 listed
 
     @property
     def state(self) -> str:
@@ -168,7 +175,8 @@ def run_status(store: Store, run_dir: Path) -> RunStatus:
     return RunStatus(name=store.get_meta("name") or Path(run_dir).name, run_dir=Path(run_dir), sessions=sessions,
                      stages=[StageCount(stage, done, bad) for stage, done, bad, _ in stage_counts(store)],
                      task_states=store.task_state_counts(), failed_tasks=failed,
-                     stalls=[describe(event) for event in read_stalls(run_dir)])
+                     stalls=[describe(event) for event in read_stalls(run_dir)], left_out=skip_counts(store),
+                     unlisted_library_rows=_unlisted_library_skips(store))
 
 
 def print_status(status: RunStatus) -> None:
@@ -182,6 +190,16 @@ def print_status(status: RunStatus) -> None:
     for count in status.stages:
         table.add_row(count.stage, str(count.done), str(count.failed))
     console.print(table)
+    if status.left_out:
+        left = Table(title="compounds left out (each one: impeccable export -> skipped.csv)")
+        for col in ("stage", "reason", "compounds"):
+            left.add_column(col)
+        for stage, category, n in status.left_out:
+            left.add_row(stage, category, str(n))
+        console.print(left)
+    if status.unlisted_library_rows:
+        console.print(f"{status.unlisted_library_rows} more library rows skipped for an empty id or SMILES (only the first 1,000 "
+                      "are listed one by one)")
     tasks = Table(title="task records")
     for col in ("stage", "state", "tasks"):
         tasks.add_column(col)
@@ -190,6 +208,22 @@ def print_status(status: RunStatus) -> None:
     console.print(tasks)
     for line in status.stalls:
         console.print(f"[bold red]stall watchdog[/]: {line}", highlight=False)
+
+
+def _unlisted_library_skips(store: Store) -> int:
+    scan = json.loads(store.get_meta("library_scan") or "{}")
+    listed = sum(1 for _, stage, _, _ in skipped(store) if stage == "library")
+    return max(0, int(scan.get("skipped_count", 0)) - listed)
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A text cell a spreadsheet shows as text: one that starts like a formula (``=``, ``+``, ``-``, ``@``,
+    tab, carriage return; OWASP's list) gets a leading ``'``, so that a hostile id such as
+    ``=HYPERLINK(...)`` is never evaluated. Numbers are written by us and are not text cells."""
+    return "'" + text if text.startswith(FORMULA_START) else text
 
 
 def export(store: Store, folder: Path, top: int | None = None, check_poses: int = 20,
@@ -202,9 +236,12 @@ def export(store: Store, folder: Path, top: int | None = None, check_poses: int 
     """
     from rdkit import Chem
 
+    from .library_store import compound_sources
+
     folder.mkdir(parents=True, exist_ok=True)
     hits = ranked_hits(store)[:top] if top else ranked_hits(store)
     hits = check_top_poses(store, hits, check_poses)
+    sources = compound_sources(store, [h.id for h in hits])
     csv_path, sdf_path = folder / "hits.csv", folder / "hits.sdf"
     tmp_csv, tmp_sdf = csv_path.with_suffix(".csv.tmp"), sdf_path.with_suffix(".sdf.tmp")
     extra = {h.id: annotate(h.id) for h in hits} if annotate else {}
@@ -213,13 +250,14 @@ def export(store: Store, folder: Path, top: int | None = None, check_poses: int 
         writer = csv.writer(fh)
         writer.writerow(["rank", "id", "smiles", "dock_score_kcal_mol", "surrogate_prediction",
                          "mmgbsa_kcal_mol", "mmgbsa_stderr_kcal_mol", "origin", "state_smiles", "pose_check",
-                         *extra_columns])
+                         "source", "source_ids", *extra_columns])
         for h in hits:
-            writer.writerow([h.rank, h.id, h.smiles, f"{h.dock_score:.3f}",
+            writer.writerow([h.rank, spreadsheet_safe(h.id), spreadsheet_safe(h.smiles), f"{h.dock_score:.3f}",
                              "" if h.predicted is None else f"{h.predicted:.3f}",
                              "" if h.mmgbsa is None else f"{h.mmgbsa:.3f}",
                              "" if h.mmgbsa_stderr is None else f"{h.mmgbsa_stderr:.3f}", h.origin,
-                             h.state_smiles or "", h.pose_check, *extra.get(h.id, {}).values()])
+                             spreadsheet_safe(h.state_smiles or ""), spreadsheet_safe(h.pose_check),
+                             *map(spreadsheet_safe, [*sources[h.id], *extra.get(h.id, {}).values()])])
     writer = Chem.SDWriter(str(tmp_sdf))
     for h in hits:
         block = store.pose(h.id)
@@ -230,6 +268,7 @@ def export(store: Store, folder: Path, top: int | None = None, check_poses: int 
         for key, value in (("rank", h.rank), ("smiles", h.smiles), ("dock_score_kcal_mol", h.dock_score),
                            ("mmgbsa_kcal_mol", h.mmgbsa), ("mmgbsa_stderr_kcal_mol", h.mmgbsa_stderr),
                            ("state_smiles", h.state_smiles), ("pose_check", h.pose_check or None),
+                           ("source", sources[h.id][0]), ("source_ids", sources[h.id][1]),
                            *extra.get(h.id, {}).items()):
             if value is not None and value != "":
                 mol.SetProp(key, str(value))
@@ -237,4 +276,40 @@ def export(store: Store, folder: Path, top: int | None = None, check_poses: int 
     writer.close()
     os.replace(tmp_csv, csv_path)
     os.replace(tmp_sdf, sdf_path)
+    export_dropped(store, folder / "library_dropped.csv")
+    write_skipped(store, folder / "skipped.csv")
     return csv_path, sdf_path, len(hits)
+
+
+def export_dropped(store: Store, path: Path) -> int:
+    """Every compound the library stage did not keep, with why (``failed``, ``filtered`` naming the rule and the
+    value, ``duplicate`` naming the compound kept), streamed to CSV; nothing is written for a library screened
+    as it is. Returns the rows written."""
+    from .library_store import LibraryStore
+
+    lib = LibraryStore(store)
+    if not lib.counts().batches:
+        return 0
+    n, tmp = 0, path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "dropped_as", "reason"])
+        for row in lib.dropped():
+            writer.writerow([spreadsheet_safe(cell) for cell in row])
+            n += 1
+    os.replace(tmp, path)
+    return n
+
+
+def write_skipped(store: Store, path: Path) -> int:
+    """Every compound left out (id, stage, category, reason) as CSV; returns how many."""
+    tmp = path.with_suffix(".csv.tmp")
+    n = 0
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "stage", "category", "reason"])
+        for row in skipped(store):
+            writer.writerow([spreadsheet_safe(cell) for cell in row])
+            n += 1
+    os.replace(tmp, path)
+    return n

@@ -63,9 +63,10 @@ class TaskLoop:
             self.first_submit = (time.thread_time(), time.perf_counter())
         batch, self._to_submit = self._to_submit, []
         put = self.events.put
-        futures = self.pilot.submit_many([task for task, _ in batch])
-        for future, (_, handler) in zip(futures, batch):
-            future.add_done_callback(lambda f, h=handler: put((f, h)))
+        with self.guard.deferred():  # a submitted task always reaches its handler, even on Ctrl-C
+            futures = self.pilot.submit_many([task for task, _ in batch])
+            for future, (_, handler) in zip(futures, batch):
+                future.add_done_callback(lambda f, h=handler: put((f, h)))
 
     def run(self) -> None:
         """Handle finished tasks until none is outstanding."""
@@ -107,17 +108,21 @@ class TaskLoop:
                 self.record_cpu_s += time.thread_time() - t1
 
     def drain(self) -> None:
-        """After Ctrl-C: stop the pilot, then keep the results of every task that finished."""
+        """After Ctrl-C: stop the pilot, then hand every task's outcome to its handler: a finished task's
+        results are kept, and so is what a canceled one finished before it was stopped (a docking task's
+        complete lines); nothing new starts (:meth:`submit` is off)."""
         self.draining = True
         self._to_submit.clear()
         self.pilot.shutdown(cancel_pending=True)  # every future is final now: its event is queued
         while (item := self.events.pop()) is not None:
             future, handler = item
-            if future.record.state is TaskState.DONE:
-                try:
-                    handler(future)
-                except Exception as exc:  # noqa: BLE001 - keep draining the others
-                    print(f"warning: could not keep the result of {future.record.name}: {exc}", file=sys.stderr)
+            self.outstanding -= 1
+            try:
+                handler(future)
+            except Exception as exc:  # noqa: BLE001 - keep draining the others
+                print(f"warning: could not keep the result of {future.record.name}: {exc}", file=sys.stderr)
+            finally:
+                self.store.add_task_records(self.session, [future.record])
 
     def failed_task(self, future: TaskFuture, stage: str) -> bool:
         """True (and noted, with a warning) if the task did not end DONE; a canceled one is redone on resume."""

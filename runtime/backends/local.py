@@ -113,6 +113,7 @@ class PipeTransport:
         """Start the workers, spread evenly over the nodes, and wait until each says it is ready, so
         that the first calls do not wait for interpreters to start (that is start-up, not task time).
         Raise if one dies first."""
+        _watch_forkserver()
         n_nodes = self.host.slots.broker.n_nodes
         workers = [self._new_worker(i * n_nodes // self.max_workers) for i in range(self.max_workers)]
         for worker in workers:
@@ -198,6 +199,18 @@ class PipeTransport:
             handle.process.join(timeout=5)
             reaper.forget_process(handle.process.pid)
             self.pool.on_worker_died(worker, None, handle.process.exitcode)
+
+
+def _watch_forkserver() -> None:
+    """The forkserver imports the preload modules (torch: seconds) before it first looks at its pilot's
+    pipe, and exits only then: a pilot killed meanwhile left it alive for seconds. The reaper kills it with
+    the pilot (it is this interpreter's, started once; the reaper checks it is still the same process)."""
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)  # no public accessor
+    if pid:
+        reaper.watch_process(pid)
 
 
 def _wait_ready(handles: list[_Process], timeout_s: float) -> None:

@@ -57,6 +57,7 @@ class ProcessRunner:
         self.children: dict[str, _Child] = {}
         self._base_env = dict(os.environ)
         self._gpu_table = node_table(host.slots.broker.allocation)
+        self._marker = reaper.task_marker()  # starts the reaper before the first task is forked
 
     # ------------------------------------------------------------ placement (Runner)
     def place(self, sub: Submission) -> bool:
@@ -98,8 +99,10 @@ class ProcessRunner:
         stdout = open(task.stdout, "ab") if task.stdout else subprocess.DEVNULL
         stderr = open(task.stderr, "ab") if task.stderr else subprocess.PIPE
         try:
+            # the marker goes with it from the fork on: if the pilot dies before watch() below, even before
+            # the exec, the reaper still finds this process by it (see runtime.reaper)
             popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                                     cwd=task.cwd, env=env, start_new_session=True)
+                                     cwd=task.cwd, env=env, start_new_session=True, pass_fds=(self._marker,))
         except OSError as exc:
             self._failed_to_start(sub, cores, gpus, f"could not start {argv[0]!r}: {exc}")
             return
@@ -175,9 +178,9 @@ class ProcessRunner:
         sub = child.sub
         # a function run as a process leaves its result in a file; read (and remove) it in every case
         outcome = self.launcher.outcome(sub.task, code) if sub.task.kind is TaskKind.FUNCTION else None
-        if child.canceled:
+        if child.canceled and not (outcome is not None and outcome[0]):
             sub.cancel("canceled while running (killed)", when=finished)
-            return
+            return  # a function that had returned before the kill keeps its result (below)
         if outcome is not None and not child.timed_out:
             ok, value, started = outcome
             if started is not None:
