@@ -33,7 +33,7 @@ def skipped(store: Store) -> Iterator[tuple[str, str, str, str]]:
                             "SELECT id, origin || ' dock', NULL, error FROM docking WHERE score IS NULL ORDER BY 2, 1")
     for cid, stage, cat, reason in rows:
         yield cid, stage, cat or category(reason or ""), reason or ""
-    library = LibraryStore(store)
+    library = LibraryStore(store, create=False)  # may be called inside the task loop's open group
     for cid, kind, why in library.dropped() if library.present else ():  # the library stage's own accounting
         yield cid, "library stage", _library_category(kind, why), why
 

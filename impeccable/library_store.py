@@ -75,10 +75,12 @@ class LibraryCounts:
 class LibraryStore:
     """Typed access to the library tables of a campaign store."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, create: bool = True) -> None:
+        """``create``: make the tables where missing (executescript: it commits an open transaction, so a
+        reader inside a group of the task loop passes False)."""
         self.store = store
         self.db = store.db
-        if not store.readonly:
+        if create and not store.readonly:
             self.db.executescript(SCHEMA)
         self.present = bool(self.db.execute(
             "SELECT 1 FROM sqlite_master WHERE name='library_batches'").fetchone())

@@ -231,7 +231,8 @@ class Store:
     def commit_group(self) -> None:
         if self._grouped:
             self._grouped = False
-            self.db.execute("COMMIT")
+            if self.db.in_transaction:  # (an executescript in between would have committed it already)
+                self.db.execute("COMMIT")
 
     # meta and sessions --------------------------------------------------------
     def get_meta(self, key: str) -> str | None:

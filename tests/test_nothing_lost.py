@@ -228,3 +228,14 @@ def test_export_neutralises_cells_a_spreadsheet_would_run(tmp_path):
     export(store, tmp_path / "out", check_poses=0)
     (row,) = list(csv.DictReader(open(tmp_path / "out" / "hits.csv")))
     assert row["id"] == "'=cmd|' /C calc'!A0" and row["dock_score_kcal_mol"] == "-7.250"  # numbers stay numbers
+
+
+def test_counting_what_was_left_out_inside_a_group_leaves_the_group_open(tmp_path):
+    """The too-few-to-train error counts the left-out compounds from a handler, inside the task loop's open
+    group: reading the library stage's drops made its tables (executescript), which committed the group."""
+    store = Store(tmp_path / "campaign.db")
+    store.group()
+    store.add_failures("filter", [("a", "PAINS: ene_one_ene")])
+    assert [row[0] for row in skipped(store)] == ["a"]
+    assert store.db.in_transaction
+    store.commit_group()
