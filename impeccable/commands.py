@@ -49,10 +49,12 @@ def register(sub: Any) -> None:
     p.add_argument("run_dir", type=Path)
     p.set_defaults(handler=_prune)
 
+    from .benchmark import register as register_benchmark
     from .compare import register as register_compare
     from .emulate import register as register_emulate
     from .model import register as register_model
 
+    register_benchmark(sub)
     register_compare(sub)
     register_emulate(sub)
     register_model(sub)

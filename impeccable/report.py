@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import plots
 from .htmlparts import img, stage_table, table
-from .results import check_top_poses, ranked_hits, stage_counts
+from .results import ORDER_NOTE, check_top_poses, md_cell, ranked_hits, stage_counts
 from .runtime.metrics import summarize
 from .store import Store
 
@@ -77,21 +77,23 @@ def _body(store: Store, run_dir: Path, top: int) -> str:
     # hits
     hits = check_top_poses(store, ranked_hits(store)[:top], top)
     rows = [[h.rank, html.escape(h.id), _depiction(h.state_smiles or h.smiles), f"{h.dock_score:.2f}",
-             "" if h.predicted is None else f"{h.predicted:.2f}",
-             "" if h.mmgbsa is None else f"{h.mmgbsa:.1f} ± {h.mmgbsa_stderr or 0:.1f}", h.origin,
+             "" if h.ligand_efficiency is None else f"{h.ligand_efficiency:.2f}",
+             "" if h.predicted is None else f"{h.predicted:.2f}", html.escape(h.mmgbsa_text), md_cell(h), h.origin,
              _pose_cell(h.pose_check),
              f"<code>{html.escape(h.smiles)}</code><br>docked as <code>{html.escape(h.state_smiles or '?')}</code>"]
             for h in hits]
     n_bad, n_checked = sum(h.implausible for h in hits), sum(bool(h.pose_check) for h in hits)
-    parts.append("<h2>Top compounds</h2><p class='note'>Ranked by MM/GBSA where it was computed (ensemble mean ± "
-                 "standard error over replicas; single-trajectory, no entropy: a ranking score, not an absolute "
-                 "free energy), then by Vina score. Each compound was docked as each of its states (stereoisomers "
+    parts.append(f"<h2>Top compounds</h2><p class='note'>{ORDER_NOTE} LE: ligand efficiency, -Vina score per heavy "
+                 "atom (kcal/mol). MM/GBSA: ensemble mean with its Student-t 95% interval over replicas from 3 "
+                 "replicas on, else the replica values (single-trajectory, no entropy: a ranking score, not an "
+                 "absolute free energy). MD: the ligand's mean heavy-atom RMSD from its docked pose over the "
+                 "frames, and the fraction of frames with the hinge H-bond. Each compound was docked as each of its states (stereoisomers "
                  "of unassigned centres, protonation states at the campaign pH) and scores as its best state, "
                  "which is drawn and named here. Pose: PoseBusters' <code>dock</code> checks (geometry, internal "
                  f"energy, clashes and overlap with the protein) on these poses: {n_bad} of the {n_checked} checked "
                  "failed one and are flagged as implausible.</p>")
-    parts.append(table(["rank", "id", "docked state", "Vina (kcal/mol)", "surrogate", "MM/GBSA (kcal/mol)",
-                         "origin", "pose", "SMILES"], rows, left=3))
+    parts.append(table(["rank", "id", "docked state", "Vina (kcal/mol)", "LE", "surrogate", "MM/GBSA (kcal/mol)",
+                         "MD", "origin", "pose", "SMILES"], rows, left=3))
     # progress
     parts.append("<h2>Stages</h2>" + table(["stage", "done", "failed"],
                                              [[html.escape(s), d, f] for s, d, f, _ in stage_counts(store)], left=1))

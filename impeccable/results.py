@@ -6,7 +6,7 @@ import csv
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,13 @@ from rich.console import Console
 from rich.table import Table
 
 from .store import Store
+
+
+RANK_ORDERS = ("vina", "ligand_efficiency", "surrogate", "mmgbsa")
+DEFAULT_ORDER = "vina"
+ORDER_NOTE = ("Ranked by Vina score (best state), the one score every docked compound has, computed the same way "
+              "for all. Separate ranks by ligand efficiency, surrogate prediction and MM/GBSA stand beside it; "
+              "MM/GBSA ranks only the compounds that had MD, and having MD never moves a compound up.")
 
 
 @dataclass(frozen=True)
@@ -28,32 +35,89 @@ class Hit:
     origin: str
     state_smiles: str | None = None  # the docked state that gave the score (stereo and charges)
     pose_check: str = ""  # PoseBusters: "passed", "failed: <checks>", or "" where not checked
+    ligand_efficiency: float | None = None  # -Vina score / heavy atoms, kcal/mol per heavy atom
+    ranks: dict[str, int] = field(default_factory=dict)  # order name -> rank (1 = best), where it has a value
+    md: dict[str, Any] | None = None  # Store.md_details: replica means, ligand RMSD, hinge occupancy
 
     @property
     def implausible(self) -> bool:
         return self.pose_check.startswith("failed")
 
+    @property
+    def mmgbsa_text(self) -> str:
+        """The MM/GBSA mean with its t interval from 3 replicas on, else the replica values (never a bare +/-)."""
+        from .stages.intervals import describe_replicas
 
-def ranked_hits(store: Store) -> list[Hit]:
-    """Docked compounds, best first: those with an MM/GBSA energy by that energy, then the rest by docking score.
+        if self.mmgbsa is None:
+            return ""
+        means = (self.md or {}).get("replica_means_kcal_mol")
+        return describe_replicas(means) if means else f"{self.mmgbsa:.1f} (replicas not stored)"
 
-    MM/GBSA is the more expensive and more physical estimate, so where it exists it decides the order.
+    @property
+    def mmgbsa_ci95(self) -> tuple[float, float] | None:
+        from .stages.intervals import t_interval
+
+        got = t_interval((self.md or {}).get("replica_means_kcal_mol") or [])
+        return None if got is None else (got[1], got[2])
+
+
+def ranked_hits(store: Store, order: str = DEFAULT_ORDER) -> list[Hit]:
+    """Docked compounds, best first by ``order`` (default: Vina score; see ORDER_NOTE), each with every rank.
+
+    Compounds without a value for ``order`` (no MM/GBSA, no prediction) follow those with one, by Vina
+    score. Ties go by id.
     """
-    md = store.md_results()
+    if order not in RANK_ORDERS:
+        raise ValueError(f"order: one of {', '.join(RANK_ORDERS)}, got {order!r}")
+    md, details = store.md_results(), store.md_details()
     scores = store.dock_scores()
     # a compound's first prediction (for a re-docked one: before it was docked), read batch by batch
     predicted = store.first_predictions(cid for cid, _, _ in scores)
     origins = store.dock_origins()
     states = store.state_smiles()
     checks = store.pose_checks()
-    rows = []
-    for cid, smiles, score in scores:
-        dg, se, _ = md.get(cid, (None, None, None))
-        rows.append((0 if dg is not None else 1, dg if dg is not None else score, score, cid, smiles, se))
-    rows.sort()
-    return [Hit(i + 1, cid, smi, score, predicted.get(cid), key if has == 0 else None, se, origins.get(cid, ""),
-                states.get(cid), _verdict(checks.get(cid)))
-            for i, (has, key, score, cid, smi, se) in enumerate(rows)]
+    le = {cid: _ligand_efficiency(score, states.get(cid) or smi) for cid, smi, score in scores}
+    values = {  # lower is better for each
+        "vina": {cid: score for cid, _, score in scores},
+        "ligand_efficiency": {cid: -v for cid, v in le.items() if v is not None},
+        "surrogate": {cid: predicted[cid] for cid, _, _ in scores if cid in predicted},
+        "mmgbsa": {cid: md[cid][0] for cid, _, _ in scores if cid in md and md[cid][0] is not None},
+    }
+    ranks = {name: {cid: i + 1 for i, cid in enumerate(sorted(v, key=lambda c: (v[c], c)))}
+             for name, v in values.items()}
+    first, vina = ranks[order], ranks["vina"]
+    ordered = sorted(scores, key=lambda row: (row[0] not in first, first.get(row[0], 0), vina[row[0]]))
+    return [Hit(i + 1, cid, smi, score, predicted.get(cid), values["mmgbsa"].get(cid),
+                md[cid][1] if cid in md else None, origins.get(cid, ""), states.get(cid),
+                _verdict(checks.get(cid)), le[cid], {n: r[cid] for n, r in ranks.items() if cid in r},
+                details.get(cid))
+            for i, (cid, smi, score) in enumerate(ordered)]
+
+
+def md_cell(h: Hit) -> str:
+    """The MD observables of a hit in words: ligand RMSD over the frames, hinge H-bond occupancy."""
+    md = h.md or {}
+    parts = []
+    if md.get("ligand_rmsd_mean_angstrom") is not None:
+        parts.append(f"ligand RMSD {md['ligand_rmsd_mean_angstrom']:.1f} A")
+    if md.get("hinge_hbond_occupancy") is not None:
+        parts.append(f"{md.get('hinge_residue') or 'hinge'} H-bond {100 * md['hinge_hbond_occupancy']:.0f}%")
+    return ", ".join(parts)
+
+
+def _ligand_efficiency(score: float, smiles: str) -> float | None:
+    """-score / heavy atoms of the docked state (or the library SMILES): kcal/mol per heavy atom."""
+    from rdkit import Chem
+
+    from .stages.quiet import quiet_rdkit
+
+    with quiet_rdkit():
+        mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return None
+    frags = Chem.GetMolFrags(mol, asMols=True)
+    heavy = max(f.GetNumHeavyAtoms() for f in frags) if frags else 0  # a counterion is not docked
+    return -score / heavy if heavy else None
 
 
 def check_top_poses(store: Store, hits: Sequence[Hit], n: int) -> list[Hit]:
@@ -92,12 +156,12 @@ def _receptor_pdb(store: Store) -> Path | None:
 
 def print_top(store: Store, n: int = 10) -> None:
     table = Table(title=f"top {n} compounds")
-    for col in ("rank", "id", "dock (kcal/mol)", "surrogate", "MM/GBSA (kcal/mol)", "SMILES"):
+    for col in ("rank", "id", "dock (kcal/mol)", "LE", "surrogate", "MM/GBSA (kcal/mol)", "SMILES"):
         table.add_column(col)
     for hit in ranked_hits(store)[:n]:
-        mm = "" if hit.mmgbsa is None else f"{hit.mmgbsa:.1f} ± {hit.mmgbsa_stderr or 0:.1f}"
         pred = "" if hit.predicted is None else f"{hit.predicted:.2f}"
-        table.add_row(str(hit.rank), hit.id, f"{hit.dock_score:.2f}", pred, mm, hit.smiles)
+        le = "" if hit.ligand_efficiency is None else f"{hit.ligand_efficiency:.2f}"
+        table.add_row(str(hit.rank), hit.id, f"{hit.dock_score:.2f}", le, pred, hit.mmgbsa_text, hit.smiles)
     Console().print(table)
 
 
@@ -152,6 +216,26 @@ def print_status(store: Store, run_dir: Path) -> None:
     console.print(tasks)
 
 
+EXTRA_COLUMNS = ("ligand_efficiency", "rank_vina", "rank_ligand_efficiency", "rank_surrogate", "rank_mmgbsa",
+                 "mmgbsa_replicas_kcal_mol", "mmgbsa_ci95_low_kcal_mol", "mmgbsa_ci95_high_kcal_mol",
+                 "md_ligand_rmsd_angstrom", "md_hinge_hbond_occupancy", "md_hinge_residue")
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def _extra(h: Hit) -> list[str]:
+    """The export's columns after pose_check: ligand efficiency, each rank, the MD replicas and observables."""
+    md = h.md or {}
+    ci = h.mmgbsa_ci95
+    return [_num(h.ligand_efficiency), *[str(h.ranks.get(n, "")) for n in RANK_ORDERS],
+            ";".join(f"{v:.3f}" for v in md.get("replica_means_kcal_mol") or []),
+            _num(ci[0] if ci else None), _num(ci[1] if ci else None),
+            _num(md.get("ligand_rmsd_mean_angstrom")), _num(md.get("hinge_hbond_occupancy")),
+            md.get("hinge_residue") or ""]
+
+
 def export(store: Store, folder: Path, top: int | None = None, check_poses: int = 20) -> tuple[Path, Path, int]:
     """Ranked hits as CSV (scores from every stage) and SDF (docked poses with the scores as properties).
 
@@ -167,13 +251,11 @@ def export(store: Store, folder: Path, top: int | None = None, check_poses: int 
     with open(tmp_csv, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["rank", "id", "smiles", "dock_score_kcal_mol", "surrogate_prediction",
-                         "mmgbsa_kcal_mol", "mmgbsa_stderr_kcal_mol", "origin", "state_smiles", "pose_check"])
+                         "mmgbsa_kcal_mol", "mmgbsa_stderr_kcal_mol", "origin", "state_smiles", "pose_check",
+                         *EXTRA_COLUMNS])
         for h in hits:
-            writer.writerow([h.rank, h.id, h.smiles, f"{h.dock_score:.3f}",
-                             "" if h.predicted is None else f"{h.predicted:.3f}",
-                             "" if h.mmgbsa is None else f"{h.mmgbsa:.3f}",
-                             "" if h.mmgbsa_stderr is None else f"{h.mmgbsa_stderr:.3f}", h.origin,
-                             h.state_smiles or "", h.pose_check])
+            writer.writerow([h.rank, h.id, h.smiles, f"{h.dock_score:.3f}", _num(h.predicted), _num(h.mmgbsa),
+                             _num(h.mmgbsa_stderr), h.origin, h.state_smiles or "", h.pose_check, *_extra(h)])
     writer = Chem.SDWriter(str(tmp_sdf))
     for h in hits:
         block = store.pose(h.id)
@@ -183,7 +265,8 @@ def export(store: Store, folder: Path, top: int | None = None, check_poses: int 
         mol.SetProp("_Name", h.id)
         for key, value in (("rank", h.rank), ("smiles", h.smiles), ("dock_score_kcal_mol", h.dock_score),
                            ("mmgbsa_kcal_mol", h.mmgbsa), ("mmgbsa_stderr_kcal_mol", h.mmgbsa_stderr),
-                           ("state_smiles", h.state_smiles), ("pose_check", h.pose_check or None)):
+                           ("state_smiles", h.state_smiles), ("pose_check", h.pose_check or None),
+                           *zip(EXTRA_COLUMNS, (v or None for v in _extra(h)))):
             if value is not None:
                 mol.SetProp(key, str(value))
         writer.write(mol)
