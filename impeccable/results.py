@@ -16,6 +16,7 @@ from rich.table import Table
 from .store import Store
 
 
+MD_FIELDS = ("replica_means_kcal_mol", "ligand_rmsd_mean_angstrom", "hinge_hbond_occupancy", "hinge_residue")
 RANK_ORDERS = ("vina", "ligand_efficiency", "surrogate", "mmgbsa")
 DEFAULT_ORDER = "vina"
 ORDER_NOTE = ("Ranked by Vina score (best state), the one score every docked compound has, computed the same way "
@@ -37,7 +38,7 @@ class Hit:
     pose_check: str = ""  # PoseBusters: "passed", "failed: <checks>", or "" where not checked
     ligand_efficiency: float | None = None  # -Vina score / heavy atoms, kcal/mol per heavy atom
     ranks: dict[str, int] = field(default_factory=dict)  # order name -> rank (1 = best), where it has a value
-    md: dict[str, Any] | None = None  # Store.md_details: replica means, ligand RMSD, hinge occupancy
+    md: dict[str, Any] | None = None  # MD_FIELDS of the MD result: replica means, ligand RMSD, hinge occupancy
 
     @property
     def implausible(self) -> bool:
@@ -69,7 +70,8 @@ def ranked_hits(store: Store, order: str = DEFAULT_ORDER) -> list[Hit]:
     """
     if order not in RANK_ORDERS:
         raise ValueError(f"order: one of {', '.join(RANK_ORDERS)}, got {order!r}")
-    md, details = store.md_results(), store.md_details()
+    md = store.md_results()
+    details = {cid: {k: doc.get(k) for k in MD_FIELDS} for cid, doc in store.md_documents().items()}
     scores = store.dock_scores()
     # a compound's first prediction (for a re-docked one: before it was docked), read batch by batch
     predicted = store.first_predictions(cid for cid, _, _ in scores)

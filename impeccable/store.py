@@ -374,15 +374,9 @@ class Store:
     def md_results(self) -> dict[str, tuple[float | None, float | None, str | None]]:
         return {i: (dg, se, err) for i, dg, se, err in self.db.execute("SELECT id, dg, stderr, error FROM md")}
 
-    def md_details(self) -> dict[str, dict[str, Any]]:
-        """id -> what the report and export show of a finished MD ensemble: the replica means, the ligand's
-        RMSD over the frames and the hinge H-bond occupancy (None where a run predates them)."""
-        out = {}
-        for cid, text in self.db.execute("SELECT id, result FROM md WHERE result IS NOT NULL"):
-            doc = json.loads(text)
-            out[cid] = {key: doc.get(key) for key in ("replica_means_kcal_mol", "ligand_rmsd_mean_angstrom",
-                                                       "hinge_hbond_occupancy", "hinge_residue")}
-        return out
+    def md_documents(self) -> dict[str, dict[str, Any]]:
+        """id -> the stored result document of each finished MD ensemble (``MDResult.to_json``)."""
+        return {i: json.loads(t) for i, t in self.db.execute("SELECT id, result FROM md WHERE result IS NOT NULL")}
 
     def add_failures(self, stage: str, failures: Iterable[tuple[str, str]]) -> None:
         with self.transaction() as db:

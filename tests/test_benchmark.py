@@ -73,3 +73,36 @@ def test_surrogate_and_campaign_view(tmp_path):
     view = result["campaign_view"]
     assert view["top_n"] == 4 and set(view["budgets"]) == {"0.05", "0.1", "0.2"}
     assert len(view["budgets"]["0.1"]["active_learning"]["values"]) == 2
+
+
+@pytest.mark.slow
+def test_docking_through_the_pilot_is_resumable(tmp_path):
+    """No score file: the set is docked in pilot tasks; a second run docks nothing and gives the same numbers."""
+    actives, decoys, _ = write_set(tmp_path, n_act=2, n_dec=6)
+    args = ["benchmark", "--actives", str(actives), "--decoys", str(decoys), "--receptor",
+            str(Path(__file__).resolve().parents[1] / "data" / "receptors" / "4jsv"), "--out-dir", str(tmp_path / "d"),
+            "--no-surrogate", "--resamples", "50", "--cores", "2"]
+    assert main([*args, "--json", str(tmp_path / "a.json")]) == 0
+    first = json.loads((tmp_path / "a.json").read_text())
+    rows = list(csv.DictReader(open(tmp_path / "d" / "scores.csv")))
+    assert len(rows) + first["n_failed_docking"]["actives"] + first["n_failed_docking"]["decoys"] == 8
+    assert {r["set"] for r in rows} <= {"active", "decoy"} and all(float(r["score_kcal_mol"]) < 0 for r in rows)
+    stamp = (tmp_path / "d" / "tasks" / "dock-00000" / "out" / "dock.rank0.jsonl").stat().st_mtime
+    assert main([*args, "--json", str(tmp_path / "b.json")]) == 0
+    assert (tmp_path / "d" / "tasks" / "dock-00000" / "out" / "dock.rank0.jsonl").stat().st_mtime == stamp
+    assert json.loads((tmp_path / "b.json").read_text())["roc_auc"] == first["roc_auc"]
+
+
+def test_benchmark_over_a_campaign_run_uses_its_scores_and_ranking(tmp_path):
+    from test_store_report import make_run
+
+    make_run(tmp_path).close()  # Vina a -5, b -6, c -7, d -8; MM/GBSA on c; a prediction for a
+    (tmp_path / "act.smi").write_text("CCN d\nCC(=O)Nc1ccccc1 c\n")
+    (tmp_path / "dec.smi").write_text("CCO a\nc1ccccc1O b\nCCCC e\n")  # e: never docked by the campaign
+    out = tmp_path / "bench.json"
+    assert main(["benchmark", "--actives", str(tmp_path / "act.smi"), "--decoys", str(tmp_path / "dec.smi"),
+                 "--run-dir", str(tmp_path), "--json", str(out), "--no-surrogate", "--resamples", "50"]) == 0
+    result = json.loads(out.read_text())
+    assert result["roc_auc"] == 1.0  # both actives have the best Vina scores
+    assert {"vina", "surrogate", "campaign_final_rank", "mmgbsa"} <= set(result["scores"])
+    assert result["scores"]["mmgbsa"]["n_scored"] == 1 and result["n_failed_docking"]["decoys"] == 1

@@ -69,3 +69,22 @@ def test_redocking_tipiracil_gives_rmsd_checks_and_no_hinge():
     r = dock_complex(c, exhaustiveness=1, seed=1)
     assert r["rmsd_angstrom"] >= 0 and isinstance(r["posebusters_passed"], bool) and "hinge_hbond" not in r
     assert Path(RECEPTORS / "1uou" / "receptor.pdb").is_file()
+
+
+def test_md_observables_count_hinge_frames_and_ligand_drift():
+    """Frames in nm: a hinge N-H pointing at a ligand N 2.9 A away in the first frame, 8 A away in the second."""
+    from impeccable.stages.md_analysis import Observables
+
+    n, h, o = [0.0, 0, 0], [0.1, 0, 0], [-0.3, 0.5, 0]  # receptor atoms 0-2 (nm): N, H, O
+    lig_near = [[0.29, 0, 0], [0.4, 0.1, 0]]  # ligand atoms 3-4: an acceptor N, a carbon
+    start = np.array([n, h, o, *lig_near])
+    moved = start.copy()
+    moved[3:] += [0.8, 0, 0]
+    hinge = {"label": "VAL2240", "n": 0, "h": 1, "o": 2, "acceptors": [3], "donors": []}
+    obs = Observables(start, 3, 5, np.array([True, True]), hinge)
+    obs.add(start)
+    obs.add(moved)
+    got = obs.summary()
+    assert got["hinge_hbond_occupancy"] == 0.5 and got["hinge_residue"] == "VAL2240"
+    assert got["ligand_rmsd_mean_angstrom"] == pytest.approx(4.0) and got["ligand_rmsd_max_angstrom"] == 8.0
+    assert Observables(start, 3, 5, np.array([True, True]), None).summary()["hinge_hbond_occupancy"] is None
