@@ -19,7 +19,7 @@ One seed per complex by default: a campaign docks each compound once. With sever
 of one complex are not independent trials, so the interval is computed over complexes, each counted
 a success when most of its seeds succeed.
 
-    python -m impeccable.stages.posepanel --exhaustiveness 1,2,4,8 --json panel.json
+    python -m impeccable.stages.posepanel --exhaustiveness 1,8,2,4 --json panel.json --runs panel.jsonl
 """
 
 from __future__ import annotations
@@ -142,15 +142,33 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_panel(exhaustiveness: tuple[int, ...], seeds: tuple[int, ...] = (1,), workers: int = 2,
-              panel: tuple[PanelComplex, ...] = PANEL) -> dict[str, Any]:
-    """Dock every complex at every exhaustiveness and seed (in ``workers`` processes); runs and summary."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+              panel: tuple[PanelComplex, ...] = PANEL, runs_file: Path | None = None) -> dict[str, Any]:
+    """Dock every complex at every exhaustiveness and seed (in ``workers`` processes); runs and summary.
 
-    jobs = [(c, e, s) for e in exhaustiveness for c in panel for s in seeds]
+    With ``runs_file`` every run is appended to it (JSON lines) as it finishes, and runs already there
+    are not docked again: an interrupted panel resumes.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    done = _read_runs(runs_file)
+    have = {(r["complex"], r["exhaustiveness"], r["seed"]) for r in done}
+    jobs = [(c, e, s) for e in exhaustiveness for c in panel for s in seeds if (c.name, e, s) not in have]
+    runs = [r for r in done if r["complex"] in {c.name for c in panel} and r["exhaustiveness"] in exhaustiveness
+            and r["seed"] in seeds]
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        runs = list(pool.map(_run_job, jobs))
+        for future in as_completed([pool.submit(_run_job, job) for job in jobs]):
+            runs.append(future.result())
+            if runs_file is not None:
+                with open(runs_file, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(runs[-1]) + "\n")
     return panel_result(runs, seeds, len(panel))
+
+
+def _read_runs(path: Path | None) -> list[dict[str, Any]]:
+    if path is None or not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip().endswith("}")]
 
 
 def panel_result(runs: list[dict[str, Any]], seeds: tuple[int, ...], size: int = len(PANEL)) -> dict[str, Any]:
@@ -170,13 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="1", help="comma-separated Vina seeds")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", type=Path, required=True)
+    p.add_argument("--runs", type=Path, help="append each run here (JSON lines) and skip runs already in it")
     a = p.parse_args(argv)
 
     def body() -> None:
         from ..fileio import write_json
 
         result = run_panel(tuple(int(x) for x in a.exhaustiveness.split(",")),
-                           tuple(int(x) for x in a.seeds.split(",")), a.workers)
+                           tuple(int(x) for x in a.seeds.split(",")), a.workers, runs_file=a.runs)
         write_json(a.json, result)
         print(json.dumps(result["by_exhaustiveness"], indent=1))
 
