@@ -62,6 +62,7 @@ LIGAND_RESNAME = "ADP"
 LIGAND_RESID = 2601
 ADP_SMILES = "Nc1ncnc2c1ncn2[C@@H]1O[C@H](COP(=O)(O)OP(=O)(O)O)[C@@H](O)[C@H]1O"  # PDB CCD ADP
 PH = 7.4
+HINGE_RESIDUE = 2240  # Val2240: the hinge backbone ATP-site inhibitors H-bond to (stages/hinge.py)
 BOX_PADDING_ANGSTROM = 5.0  # added on each side of the ligand's extent
 RECEPTOR_OUT = DATA / "receptors" / "4jsv"
 
@@ -177,6 +178,7 @@ def build_receptor(padding_angstrom: float) -> None:
     _write_site(ligand, padding_angstrom, RECEPTOR_OUT / "site.toml", {
         "pdb_id": PDB_ID, "chain": CHAIN, "residue_range": list(RESIDUE_RANGE), "ligand_resname": LIGAND_RESNAME,
         "ligand_resid": LIGAND_RESID, "reference_ligand": ligand_out.name,
+        "hinge_residue": HINGE_RESIDUE,
     }, "the mTOR ATP site, from the co-crystal ADP", "receptor")
     write_heterogens()
     for f in sorted(RECEPTOR_OUT.iterdir()):

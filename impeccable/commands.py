@@ -56,6 +56,7 @@ def register(sub: Any) -> None:
     p.add_argument("run_dir", type=Path)
     p.set_defaults(handler=_prune)
 
+    from .benchmark import register as register_benchmark
     from .compare import register as register_compare
     from .emulate import register as register_emulate
     from .library_cli import register as register_library
@@ -63,6 +64,7 @@ def register(sub: Any) -> None:
     from .resources_cmd import register as register_resources
 
     register_resources(sub)
+    register_benchmark(sub)
     register_compare(sub)
     register_emulate(sub)
     register_library(sub)

@@ -19,7 +19,7 @@ from .htmlparts import img, page, stage_table, table
 from .library_store import compound_sources
 from .picks import hit_panel, hits_settings, ligand_efficiency
 from .report_hits import diverse_html, hit_columns, interactions_html, le_cell, viewer_html
-from .results import check_top_poses, ranked_hits, stage_counts
+from .results import ORDER_NOTE, check_top_poses, md_cell, ranked_hits, stage_counts
 from .runtime.metrics import summarize
 from .stalls import describe, read_stalls
 from .store import Store
@@ -112,26 +112,25 @@ def _body(store: Store, run_dir: Path, top: int, settings: HitsSection, report_d
     has_le = any(ligand_efficiency(h) is not None for h in hits)
     rows = [[h.rank, html.escape(h.id), _depiction(h.state_smiles or h.smiles), f"{h.dock_score:.2f}",
              *([le_cell(h)] if has_le else []),
-             "" if h.predicted is None else f"{h.predicted:.2f}",
-             "" if h.mmgbsa is None else f"{h.mmgbsa:.1f} ± {h.mmgbsa_stderr or 0:.1f}", *hit_columns(panel, h),
-             h.origin, _pose_cell(h.pose_check), html.escape(sources[h.id][1]).replace(";", "<br>"),
+             "" if h.predicted is None else f"{h.predicted:.2f}", html.escape(h.mmgbsa_text), *hit_columns(panel, h),
+             md_cell(h), h.origin, _pose_cell(h.pose_check), html.escape(sources[h.id][1]).replace(";", "<br>"),
              f"<code>{html.escape(h.smiles)}</code><br>docked as <code>{html.escape(h.state_smiles or '?')}</code>"]
             for h in hits]
     n_bad, n_checked = sum(h.implausible for h in hits), sum(bool(h.pose_check) for h in hits)
-    parts.append("<h2>Top compounds</h2><p class='note'>Ranked by MM/GBSA where it was computed (ensemble mean ± "
-                 "standard error over replicas; single-trajectory, no entropy: a ranking score, not an absolute "
-                 "free energy), then by Vina score. Each compound was docked as each of its states (stereoisomers "
+    parts.append(f"<h2>Top compounds</h2><p class='note'>{ORDER_NOTE} LE: ligand efficiency, -Vina score per heavy "
+                 "atom (kcal/mol). MM/GBSA: ensemble mean with its Student-t 95% interval over replicas from 3 "
+                 "replicas on, else the replica values (single-trajectory, no entropy: a ranking score, not an "
+                 "absolute free energy). MD: the ligand's mean heavy-atom RMSD from its docked pose over the "
+                 "frames, and the fraction of frames with the hinge H-bond. Each compound was docked as each of its states (stereoisomers "
                  "of unassigned centres, protonation states at the campaign pH) and scores as its best state, "
                  "which is drawn and named here. Pose: PoseBusters' <code>dock</code> checks (geometry, internal "
                  f"energy, clashes and overlap with the protein) on these poses: {n_bad} of the {n_checked} checked "
                  "failed one and are flagged as implausible.</p>")
-    parts.append("<p class='note'>MD spread: the 95 % interval of the MD estimate over its replicas where there "
-                 "are at least 3, else the replica means (too few for an interval). The surrogate is one network: "
-                 "it gives no per-compound spread (its held-out error is under Surrogate). Cluster: the compound's "
-                 "ECFP4 Butina cluster (see Diverse top N); hinge: whether the pose makes a hinge backbone H-bond "
-                 "(see Interactions).</p>")
+    parts.append("<p class='note'>The surrogate is one network: it gives no per-compound spread (its held-out "
+                 "error is under Surrogate). Cluster: the compound's ECFP4 Butina cluster (see Diverse top N); hinge: "
+                 "whether the pose makes a hinge backbone H-bond (see Interactions).</p>")
     parts.append(table(["rank", "id", "docked state", "Vina (kcal/mol)", *(["LE"] if has_le else []), "surrogate",
-                        "MM/GBSA (kcal/mol)", "cluster", "hinge H-bond", "MD spread", "origin", "pose", "source ids",
+                        "MM/GBSA (kcal/mol)", "cluster", "hinge H-bond", "MD", "origin", "pose", "source ids",
                         "SMILES"],
                        rows, left=3))
     parts.append(interactions_html(panel))

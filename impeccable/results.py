@@ -6,7 +6,7 @@ import csv
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,15 @@ from rich.console import Console
 from rich.table import Table
 
 from .leftout import skip_counts, skipped
-from .store import Store
+from .store import Store, md_details
+
+
+MD_FIELDS = ("replica_means_kcal_mol", "ligand_rmsd_mean_angstrom", "hinge_hbond_occupancy", "hinge_residue")
+RANK_ORDERS = ("vina", "ligand_efficiency", "surrogate", "mmgbsa")
+DEFAULT_ORDER = "vina"
+ORDER_NOTE = ("Ranked by Vina score (best state), the one score every docked compound has, computed the same way "
+              "for all. Separate ranks by ligand efficiency, surrogate prediction and MM/GBSA stand beside it; "
+              "MM/GBSA ranks only the compounds that had MD, and having MD never moves a compound up.")
 
 
 @dataclass(frozen=True)
@@ -29,32 +37,90 @@ class Hit:
     origin: str
     state_smiles: str | None = None  # the docked state that gave the score (stereo and charges)
     pose_check: str = ""  # PoseBusters: "passed", "failed: <checks>", or "" where not checked
+    ligand_efficiency: float | None = None  # -Vina score / heavy atoms, kcal/mol per heavy atom
+    ranks: dict[str, int] = field(default_factory=dict)  # order name -> rank (1 = best), where it has a value
+    md: dict[str, Any] | None = None  # MD_FIELDS of the MD result: replica means, ligand RMSD, hinge occupancy
 
     @property
     def implausible(self) -> bool:
         return self.pose_check.startswith("failed")
 
+    @property
+    def mmgbsa_text(self) -> str:
+        """The MM/GBSA mean with its t interval from 3 replicas on, else the replica values (never a bare +/-)."""
+        from .stages.intervals import describe_replicas
 
-def ranked_hits(store: Store) -> list[Hit]:
-    """Docked compounds, best first: those with an MM/GBSA energy by that energy, then the rest by docking score.
+        if self.mmgbsa is None:
+            return ""
+        means = (self.md or {}).get("replica_means_kcal_mol")
+        return describe_replicas(means) if means else f"{self.mmgbsa:.1f} (replicas not stored)"
 
-    MM/GBSA is the more expensive and more physical estimate, so where it exists it decides the order.
+    @property
+    def mmgbsa_ci95(self) -> tuple[float, float] | None:
+        from .stages.intervals import t_interval
+
+        got = t_interval((self.md or {}).get("replica_means_kcal_mol") or [])
+        return None if got is None else (got[1], got[2])
+
+
+def ranked_hits(store: Store, order: str = DEFAULT_ORDER) -> list[Hit]:
+    """Docked compounds, best first by ``order`` (default: Vina score; see ORDER_NOTE), each with every rank.
+
+    Compounds without a value for ``order`` (no MM/GBSA, no prediction) follow those with one, by Vina
+    score. Ties go by id.
     """
+    if order not in RANK_ORDERS:
+        raise ValueError(f"order: one of {', '.join(RANK_ORDERS)}, got {order!r}")
     md = store.md_results()
+    details = {cid: {k: doc.get(k) for k in MD_FIELDS} for cid, doc in md_details(store).items()}
     scores = store.dock_scores()
     # a compound's first prediction (for a re-docked one: before it was docked), read batch by batch
     predicted = store.first_predictions(cid for cid, _, _ in scores)
     origins = store.dock_origins()
     states = store.state_smiles()
     checks = store.pose_checks()
-    rows = []
-    for cid, smiles, score in scores:
-        dg, se, _ = md.get(cid, (None, None, None))
-        rows.append((0 if dg is not None else 1, dg if dg is not None else score, score, cid, smiles, se))
-    rows.sort()
-    return [Hit(i + 1, cid, smi, score, predicted.get(cid), key if has == 0 else None, se, origins.get(cid, ""),
-                states.get(cid), _verdict(checks.get(cid)))
-            for i, (has, key, score, cid, smi, se) in enumerate(rows)]
+    le = {cid: _ligand_efficiency(score, states.get(cid) or smi) for cid, smi, score in scores}
+    values = {  # lower is better for each
+        "vina": {cid: score for cid, _, score in scores},
+        "ligand_efficiency": {cid: -v for cid, v in le.items() if v is not None},
+        "surrogate": {cid: predicted[cid] for cid, _, _ in scores if cid in predicted},
+        "mmgbsa": {cid: md[cid][0] for cid, _, _ in scores if cid in md and md[cid][0] is not None},
+    }
+    ranks = {name: {cid: i + 1 for i, cid in enumerate(sorted(v, key=lambda c: (v[c], c)))}
+             for name, v in values.items()}
+    first, vina = ranks[order], ranks["vina"]
+    ordered = sorted(scores, key=lambda row: (row[0] not in first, first.get(row[0], 0), vina[row[0]]))
+    return [Hit(i + 1, cid, smi, score, predicted.get(cid), values["mmgbsa"].get(cid),
+                md[cid][1] if cid in md else None, origins.get(cid, ""), states.get(cid),
+                _verdict(checks.get(cid)), le[cid], {n: r[cid] for n, r in ranks.items() if cid in r},
+                details.get(cid))
+            for i, (cid, smi, score) in enumerate(ordered)]
+
+
+def md_cell(h: Hit) -> str:
+    """The MD observables of a hit in words: ligand RMSD over the frames, hinge H-bond occupancy."""
+    md = h.md or {}
+    parts = []
+    if md.get("ligand_rmsd_mean_angstrom") is not None:
+        parts.append(f"ligand RMSD {md['ligand_rmsd_mean_angstrom']:.1f} A")
+    if md.get("hinge_hbond_occupancy") is not None:
+        parts.append(f"{md.get('hinge_residue') or 'hinge'} H-bond {100 * md['hinge_hbond_occupancy']:.0f}%")
+    return ", ".join(parts)
+
+
+def _ligand_efficiency(score: float, smiles: str) -> float | None:
+    """-score / heavy atoms of the docked state (or the library SMILES): kcal/mol per heavy atom."""
+    from rdkit import Chem
+
+    from .stages.quiet import quiet_rdkit
+
+    with quiet_rdkit():
+        mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return None
+    frags = Chem.GetMolFrags(mol, asMols=True)
+    heavy = max(f.GetNumHeavyAtoms() for f in frags) if frags else 0  # a counterion is not docked
+    return -score / heavy if heavy else None
 
 
 def check_top_poses(store: Store, hits: Sequence[Hit], n: int) -> list[Hit]:
@@ -91,14 +157,14 @@ def _receptor_pdb(store: Store) -> Path | None:
     return path if path.is_file() else None
 
 
-def print_top(hits: Sequence[Hit]) -> None:
-    table = Table(title=f"top {len(hits)} compounds")
-    for col in ("rank", "id", "dock (kcal/mol)", "surrogate", "MM/GBSA (kcal/mol)", "SMILES"):
+def print_top(store: Store, n: int = 10) -> None:
+    table = Table(title=f"top {n} compounds")
+    for col in ("rank", "id", "dock (kcal/mol)", "LE", "surrogate", "MM/GBSA (kcal/mol)", "SMILES"):
         table.add_column(col)
-    for hit in hits:
-        mm = "" if hit.mmgbsa is None else f"{hit.mmgbsa:.1f} ± {hit.mmgbsa_stderr or 0:.1f}"
+    for hit in ranked_hits(store)[:n]:
         pred = "" if hit.predicted is None else f"{hit.predicted:.2f}"
-        table.add_row(str(hit.rank), hit.id, f"{hit.dock_score:.2f}", pred, mm, hit.smiles)
+        le = "" if hit.ligand_efficiency is None else f"{hit.ligand_efficiency:.2f}"
+        table.add_row(str(hit.rank), hit.id, f"{hit.dock_score:.2f}", le, pred, hit.mmgbsa_text, hit.smiles)
     Console().print(table)
 
 
@@ -226,6 +292,26 @@ def spreadsheet_safe(text: str) -> str:
     return "'" + text if text.startswith(FORMULA_START) else text
 
 
+EXTRA_COLUMNS = ("ligand_efficiency", "rank_vina", "rank_ligand_efficiency", "rank_surrogate", "rank_mmgbsa",
+                 "mmgbsa_replicas_kcal_mol", "mmgbsa_ci95_low_kcal_mol", "mmgbsa_ci95_high_kcal_mol",
+                 "md_ligand_rmsd_angstrom", "md_hinge_hbond_occupancy", "md_hinge_residue")
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def _extra(h: Hit) -> list[str]:
+    """The export's columns after pose_check: ligand efficiency, each rank, the MD replicas and observables."""
+    md = h.md or {}
+    ci = h.mmgbsa_ci95
+    return [_num(h.ligand_efficiency), *[str(h.ranks.get(n, "")) for n in RANK_ORDERS],
+            ";".join(f"{v:.3f}" for v in md.get("replica_means_kcal_mol") or []),
+            _num(ci[0] if ci else None), _num(ci[1] if ci else None),
+            _num(md.get("ligand_rmsd_mean_angstrom")), _num(md.get("hinge_hbond_occupancy")),
+            md.get("hinge_residue") or ""]
+
+
 def export(store: Store, folder: Path, top: int | None = None, check_poses: int = 20,
            annotate: Callable[[str], dict[str, str]] | None = None) -> tuple[Path, Path, int]:
     """Ranked hits as CSV (scores from every stage) and SDF (docked poses with the scores as properties).
@@ -250,13 +336,11 @@ def export(store: Store, folder: Path, top: int | None = None, check_poses: int 
         writer = csv.writer(fh)
         writer.writerow(["rank", "id", "smiles", "dock_score_kcal_mol", "surrogate_prediction",
                          "mmgbsa_kcal_mol", "mmgbsa_stderr_kcal_mol", "origin", "state_smiles", "pose_check",
-                         "source", "source_ids", *extra_columns])
+                         *EXTRA_COLUMNS, "source", "source_ids", *extra_columns])
         for h in hits:
             writer.writerow([h.rank, spreadsheet_safe(h.id), spreadsheet_safe(h.smiles), f"{h.dock_score:.3f}",
-                             "" if h.predicted is None else f"{h.predicted:.3f}",
-                             "" if h.mmgbsa is None else f"{h.mmgbsa:.3f}",
-                             "" if h.mmgbsa_stderr is None else f"{h.mmgbsa_stderr:.3f}", h.origin,
-                             spreadsheet_safe(h.state_smiles or ""), spreadsheet_safe(h.pose_check),
+                             _num(h.predicted), _num(h.mmgbsa), _num(h.mmgbsa_stderr), h.origin,
+                             spreadsheet_safe(h.state_smiles or ""), spreadsheet_safe(h.pose_check), *_extra(h),
                              *map(spreadsheet_safe, [*sources[h.id], *extra.get(h.id, {}).values()])])
     writer = Chem.SDWriter(str(tmp_sdf))
     for h in hits:
@@ -268,6 +352,7 @@ def export(store: Store, folder: Path, top: int | None = None, check_poses: int 
         for key, value in (("rank", h.rank), ("smiles", h.smiles), ("dock_score_kcal_mol", h.dock_score),
                            ("mmgbsa_kcal_mol", h.mmgbsa), ("mmgbsa_stderr_kcal_mol", h.mmgbsa_stderr),
                            ("state_smiles", h.state_smiles), ("pose_check", h.pose_check or None),
+                           *zip(EXTRA_COLUMNS, _extra(h)),
                            ("source", sources[h.id][0]), ("source_ids", sources[h.id][1]),
                            *extra.get(h.id, {}).items()):
             if value is not None and value != "":

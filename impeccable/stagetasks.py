@@ -200,13 +200,14 @@ class StageTasks:
     def md_job(self, r: int, cid: str, pose_sdf: str) -> MDJob:
         """One compound's MD ensemble: its folder holds the pose and settings its steps read."""
         from .stages import md_tasks
-        from .stages.md import MDSettings
+        from .stages.md import MDSettings, compound_seed
 
         folder = self.work / "md" / folder_name(cid)
         folder.mkdir(parents=True, exist_ok=True)
         m = self.c.md
         settings = MDSettings(replicas=m.replicas, length_ps=m.length_ps, equilibration_ps=m.equilibration_ps,
-                              frame_interval_ps=m.frame_interval_ps, seed=self.c.campaign.seed, threads=m.cores,
+                              frame_interval_ps=m.frame_interval_ps, seed=compound_seed(self.c.campaign.seed, cid),
+                              threads=m.cores,
                               solvent=m.solvent, ligand_forcefield=m.ligand_forcefield, mmpbsa_py=m.mmpbsa_py,
                               platform=m.platform, precision=m.precision)
         receptor = self._md_receptor()

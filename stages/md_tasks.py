@@ -79,7 +79,7 @@ def prepare_step(folder: Path, receptor_pdb: Path, param_cache: Path | None) -> 
     with open(folder / START, "wb") as fh:  # before the JSON: the JSON is the mark that both are complete
         np.savez(fh, start_nm=p.start_nm, start_box_nm=box, positions_nm=p.positions_nm)
     write_json(folder / PREPARED, {"fingerprint": key, "inputs": _inputs_json(inputs),
-                                   "n_solute": p.n_solute, "heavy_ligand": p.heavy_ligand.tolist()})
+                                   "n_solute": p.n_solute, "heavy_ligand": p.heavy_ligand.tolist(), "hinge": p.hinge})
 
 
 def replica_step(folder: Path, index: int) -> None:
@@ -122,7 +122,8 @@ def load_prepared(folder: Path, **overrides: Any) -> Any:
     start_box = tuple(openmm.Vec3(*row) * unit.nanometer for row in box_nm) if len(box_nm) else None
     return md.Prepared(inputs.name, inputs.receptor, s, None, build, system, positions_nm, start_box,  # type: ignore[arg-type]
                        meta["n_solute"], np.array(meta["heavy_ligand"], dtype=bool), mmgbsa.Scorer(build, platform, props),
-                       inputs.n_receptor_residues, inputs.notes, inputs.seconds, start_nm=start_nm, start_box=start_box)
+                       inputs.n_receptor_residues, inputs.notes, inputs.seconds, start_nm=start_nm, start_box=start_box,
+                       hinge=meta.get("hinge"))
 
 
 def combine_step(folder: Path) -> dict[str, Any]:

@@ -17,6 +17,10 @@ What it measures, each against its reference and baseline (see stages/evaluate.p
 - **Ligand states**: the 25-drug panel (``stages/state_panel.py``):
   ``state_panel_correct`` of ``state_panel_size`` with the literature's dominant
   microstate at pH 7.4 first.
+- **Pose panel** (``posepanel``): eight complexes -- Torin2 and PP242 cross-docked into
+  4JSV and redocked into their own structures, and PoseBusters' four example complexes --
+  at the exhaustiveness shipped campaigns use and at 8: success rate at <= 2.0 A with a
+  Clopper-Pearson interval, median RMSD, PoseBusters checks, the Val2240 hinge H-bond per pose.
 - **Surrogate CV**: k-fold cross-validated Spearman and RMSE of the MLP,
   beside the 3-descriptor linear baseline and the mean predictor, same folds;
   early stopping never sees the test fold.
@@ -89,6 +93,8 @@ def run_validation(
     workers: int = 2,
     limit: int | None = None,
     native_metals: bool = True,
+    pose_exhaustiveness: tuple[int, ...] | None = None,
+    pose_seeds: tuple[int, ...] = (1,),
 ) -> dict[str, Any]:
     """Run every measurement; return the JSON-ready result (see the module doc)."""
     from .evaluate import BUDGETS, _n_init, read_reference, summarise_retrieval
@@ -110,10 +116,13 @@ def run_validation(
     second = [] if second_receptor is None else [("redock", (str(second_receptor), seed, exhaustiveness))
                                                  for seed in redock_seeds]
     from .metals import kept_metals, read_provenance
+    from .posepanel import CAMPAIGN_EXHAUSTIVENESS, PANEL, panel_result
 
     has_metals = native_metals and kept_metals(read_provenance(receptor / "heterogens.toml"), "keep")
     native = [("redock", (str(receptor), seed, exhaustiveness, "keep")) for seed in redock_seeds] if has_metals else []
-    jobs = ([("redock", (str(receptor), seed, exhaustiveness)) for seed in redock_seeds] + second + native
+    pose_exh = pose_exhaustiveness or tuple(sorted({CAMPAIGN_EXHAUSTIVENESS, 8}))
+    poses = [("pose", (i, e, s)) for e in pose_exh for i in range(len(PANEL)) for s in pose_seeds]
+    jobs = (poses + [("redock", (str(receptor), seed, exhaustiveness)) for seed in redock_seeds] + second + native
             + [("cv", (str(scores), limit, folds, epochs))]
             + [("retrieval", (str(scores), limit, chunk, epochs)) for chunk in chunks])
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -132,6 +141,8 @@ def run_validation(
                 for b, values in by_budget.items():
                     runs.setdefault(strategy, {}).setdefault(b, []).extend(values)
     retrieval = summarise_retrieval(ref, runs, epochs=epochs)
+    pose_panel = panel_result([r for kind, r in results if kind == "pose"], pose_seeds)
+    shipped = pose_panel["by_exhaustiveness"].get(str(CAMPAIGN_EXHAUSTIVENESS), {})
     rmsds = [r["rmsd_angstrom"] for r in redocks]
     out: dict[str, Any] = {
         "redock_rmsd_angstrom_median": statistics.median(rmsds),
@@ -142,6 +153,11 @@ def run_validation(
         "top1pct_recall_at_10pct": retrieval["active_top1pct_recall_at_10pct"],
         "random_top1pct_recall_at_10pct": retrieval["random_top1pct_recall_at_10pct"],
         "reference_set_size": len(ref),
+        "pose_panel_size": pose_panel["size"],
+        "pose_success_rate": shipped.get("success_rate"),
+        "pose_success_rate_ci95": shipped.get("success_rate_ci95"),
+        "pose_median_rmsd_angstrom": shipped.get("median_rmsd_angstrom"),
+        "pose_panel": pose_panel,
         "redock": {"receptor": str(receptor), "exhaustiveness": exhaustiveness, "runs": redocks,
                    "criterion_angstrom": 2.0, "rmsd": "symmetry-corrected heavy-atom RMSD (spyrmsd), no fitting"},
         "redock_second_complex": None if not redocks_second else {
@@ -177,6 +193,11 @@ def _job(job: tuple[str, tuple[Any, ...]]) -> tuple[str, Any]:
 
     torch.set_num_threads(1)
     kind, args = job
+    if kind == "pose":
+        from .posepanel import PANEL, dock_complex
+
+        index, e, seed = args
+        return kind, dock_complex(PANEL[index], e, seed)
     if kind == "redock":
         from .dock import redock_reference
         from .receptor import load_receptor
@@ -223,6 +244,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replicates", type=int, default=10, help="retrieval replicates (seed samples)")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--workers", type=int, default=2, help="processes (one core each)")
+    p.add_argument("--pose-exhaustiveness", help="pose panel exhaustiveness values, comma-separated "
+                   "(default: the campaign default and 8)")
 
 
 def run_from_args(a: argparse.Namespace) -> int:
@@ -234,7 +257,7 @@ def run_from_args(a: argparse.Namespace) -> int:
     result = run_validation(a.scores, a.receptor, second_receptor=None if a.no_second_receptor else a.second_receptor,
                             redock_seeds=seeds, exhaustiveness=a.exhaustiveness,
                             folds=a.folds, replicates=a.replicates, epochs=a.epochs, workers=a.workers,
-                            limit=a.limit)
+                            limit=a.limit, pose_exhaustiveness=_ints(a.pose_exhaustiveness, "--pose-exhaustiveness"))
     a.json.parent.mkdir(parents=True, exist_ok=True)
     tmp = a.json.with_name(f".{a.json.name}.tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
@@ -244,12 +267,22 @@ def run_from_args(a: argparse.Namespace) -> int:
     print(f"{'state_panel_correct':34s} {result['state_panel_correct']}/{result['state_panel_size']}")
     for key in ("redock_rmsd_angstrom_median", "surrogate_cv_spearman", "baseline_cv_spearman",
                 "top1pct_recall_at_2pct", "top1pct_recall_at_5pct", "top1pct_recall_at_10pct",
-                "random_top1pct_recall_at_10pct", "reference_set_size"):
+                "random_top1pct_recall_at_10pct", "reference_set_size", "pose_panel_size", "pose_success_rate",
+                "pose_median_rmsd_angstrom"):
         value = result[key]
         print(f"{key:34s} {value:.3f}" if isinstance(value, float) else f"{key:34s} {value}")
     print(f"reference set: {result['reference_set_choice']}")
     print(f"wrote {a.json} in {result['seconds']:.0f} s")
     return 0
+
+
+def _ints(text: str | None, option: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise StageInputError(f"{option}: comma-separated integers, got {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,9 +49,9 @@ def test_open_run_reads_status_hits_report_and_export(tmp_path):
     assert {s.stage: (s.done, s.failed) for s in status.stages}["seed dock (compounds)"] == (5, 0)
     assert ("seed dock", "DONE", 3) in status.task_states
     frame = run.hits()
-    assert list(frame.index) == ["p1", "adp", "p2", "q1", "q2"]  # MM/GBSA first, then Vina
+    assert list(frame.index) == ["adp", "p1", "p2", "q1", "q2"]  # by Vina; MD never moves a compound up
     assert frame.equals(impeccable.hits(tmp_path)) and len(run.hits(top=2)) == 2
-    assert [h.id for h in run.ranked(3)] == ["p1", "adp", "p2"]
+    assert [h.id for h in run.ranked(3)] == ["adp", "p1", "p2"]
     done = run.export(tmp_path / "out", top=4)
     assert done.n_hits == 4 and done.hits_csv == tmp_path / "out" / "hits.csv" and done.diverse_sdf.is_file()
     assert len(done.hits_csv.read_text().splitlines()) == 5
