@@ -313,7 +313,7 @@ class CampaignRunner:
         ``md.top_m`` speculative runs; the round end makes sure the final top-M all have MD. Streaming thus
         costs at most top-M extra MD runs per round and never misses a hit.
         """
-        top = set(self._top_docked(r))
+        top = self.top.ids if self.last_docked_round <= r else set(self._top_docked(r))  # O(1), not O(top-M)
         if r not in self.speculative:  # survives a resume: the budget is not spent twice
             self.speculative[r] = self.store.speculative_md(r)
         started = self.speculative[r]
