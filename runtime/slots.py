@@ -290,32 +290,7 @@ class SlotBroker:
         return len(self._free_cores[node]) >= n_cores and self._gpu_pick(node, n_gpus) is not None
 
     def _gpu_pick(self, node: int, n: int) -> list[int] | None:
-        """``n`` free GPU slots of ``node`` that a task can use together: with several slots per device
-        (shares), whole free devices for a whole-GPU request, and for a fraction, slots of one device
-        (the fullest that has room, so that whole devices stay free); None when there are none."""
-        free = self._free_gpus[node]
-        if n == 0:
-            return []
-        if len(free) < n:
-            return None
-        k = self.gpu_shares
-        if k == 1:
-            return sorted(free)[:n]
-        by_device: dict[int, list[int]] = {}
-        for g in free:
-            by_device.setdefault(g // k, []).append(g)
-        whole = sorted(d for d, slots in by_device.items() if len(slots) == k)
-        n_whole, part = divmod(n, k)
-        if len(whole) < n_whole:
-            return None
-        picked = [g for d in whole[:n_whole] for g in sorted(by_device[d])]
-        if part:
-            rest = [(len(slots), d) for d, slots in by_device.items() if d not in whole[:n_whole] and len(slots) >= part]
-            if not rest:
-                return None
-            _, d = min(rest)
-            picked += sorted(by_device[d])[:part]
-        return picked
+        return pick_gpu_slots(self._free_gpus[node], n, self.gpu_shares)
 
     def _take_gpus(self, node: int, slots: list[int]) -> tuple[int, ...]:
         stack = self._free_gpus[node]
@@ -330,6 +305,34 @@ class SlotBroker:
         taken = stack[-n:]
         del stack[-n:]
         return tuple(reversed(taken))
+
+
+def pick_gpu_slots(free: Sequence[int], n: int, shares: int) -> list[int] | None:
+    """``n`` of the ``free`` GPU slots that a task can use together: with ``shares`` slots per device, whole
+    free devices for a whole-GPU request, and for a fraction, slots of one device (the fullest that has room,
+    so that whole devices stay free); None when there are none."""
+    if n == 0:
+        return []
+    if len(free) < n:
+        return None
+    k = shares
+    if k == 1:
+        return sorted(free)[:n]
+    by_device: dict[int, list[int]] = {}
+    for g in free:
+        by_device.setdefault(g // k, []).append(g)
+    whole = sorted(d for d, slots in by_device.items() if len(slots) == k)
+    n_whole, part = divmod(n, k)
+    if len(whole) < n_whole:
+        return None
+    picked = [g for d in whole[:n_whole] for g in sorted(by_device[d])]
+    if part:
+        rest = [(len(slots), d) for d, slots in by_device.items() if d not in whole[:n_whole] and len(slots) >= part]
+        if not rest:
+            return None
+        _, d = min(rest)
+        picked += sorted(by_device[d])[:part]
+    return picked
 
 
 class SlotView:
