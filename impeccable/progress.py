@@ -13,12 +13,15 @@ class ProgressView:
 
     def __init__(self) -> None:
         self.progress = Progress(
-            TextColumn("[bold]{task.description:<14}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[failed]}"), TimeElapsedColumn(),
+            TextColumn("[bold]{task.description:<14}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[failed]}"),
+            TimeElapsedColumn(),
         )
         self.bars: dict[str, Any] = {}
 
-    def __enter__(self) -> "ProgressView":
+    def __enter__(self) -> ProgressView:
         self.progress.start()
         return self
 
@@ -29,8 +32,9 @@ class ProgressView:
         failed = f"[red]{p.failed} failed" if p.failed else ""
         if stage not in self.bars:
             self.bars[stage] = self.progress.add_task(stage, total=p.total or None, failed=failed)
-        self.progress.update(self.bars[stage], total=max(p.total, p.done + p.failed) or None,
-                             completed=p.done + p.failed, failed=failed)
+        self.progress.update(
+            self.bars[stage], total=max(p.total, p.done + p.failed) or None, completed=p.done + p.failed, failed=failed
+        )
 
 
 @dataclasses.dataclass
@@ -58,7 +62,7 @@ class CampaignProgress:
     def as_dict(self) -> dict[str, dict[str, int]]:
         return {name: dataclasses.asdict(p) for name, p in self.stages.items()}
 
-    def __enter__(self) -> "CampaignProgress":
+    def __enter__(self) -> CampaignProgress:
         if self.view is not None:
             self.view.__enter__()
         return self

@@ -17,14 +17,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from .errors import BackendUnavailable
 from .backends import backend_class, is_available
 from .backends.base import Backend, Submission, TaskFuture
+from .errors import BackendUnavailable, TaskError
 from .records import TaskRecord, TaskState
 from .resources import Allocation, split_allocation
 from .slots import SlotBroker, SlotView
 from .stall import DEFAULT_AFTER_S, StallEvent, StallWatch
-from .errors import TaskError
 from .task import Task, TaskKind
 
 DEFAULT_ROUTES: dict[str, str] = {"executable": "local", "function": "local"}
@@ -92,7 +91,9 @@ class Pilot:
         self.records: list[TaskRecord] = []
         self._brokers = list({id(v.broker): v.broker for v in self.slots.values()}.values())
         self.on_stall = on_stall  # may be set later (a campaign sets it once its session is known)
-        self._watch = StallWatch(self._brokers, stall_after_s, self._stalled, self._has_pending) if stall_after_s else None
+        self._watch = (
+            StallWatch(self._brokers, stall_after_s, self._stalled, self._has_pending) if stall_after_s else None
+        )
         self._started = False
         self._closed = False
 
@@ -102,17 +103,18 @@ class Pilot:
             broker = SlotBroker(self.allocation)
             return {name: broker.view(name, weight) for name, weight in weights.items()}
         shares = split_allocation(self.allocation, weights)
-        return {name: SlotBroker(self.allocation, shares[name].cores, shares[name].gpus).view(name)
-                for name in weights}
+        return {name: SlotBroker(self.allocation, shares[name].cores, shares[name].gpus).view(name) for name in weights}
 
     # lifecycle ---------------------------------------------------------------
-    def start(self) -> "Pilot":
+    def start(self) -> Pilot:
         """Start every backend side by side (Dragon's runtime takes seconds to come up, Flux's too)."""
         if self._started:
             return self
         errors: list[BaseException] = []
-        threads = [threading.Thread(target=_start, args=(b, errors), name=f"start-{b.name}", daemon=True)
-                   for b in self.backends.values()]
+        threads = [
+            threading.Thread(target=_start, args=(b, errors), name=f"start-{b.name}", daemon=True)
+            for b in self.backends.values()
+        ]
         for thread in threads:
             thread.start()
         try:
@@ -165,7 +167,7 @@ class Pilot:
         if errors:
             raise errors[0]
 
-    def __enter__(self) -> "Pilot":
+    def __enter__(self) -> Pilot:
         return self.start()
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
@@ -200,8 +202,14 @@ class Pilot:
             backend = self.backend_for(task)
             backend.check(task)
             record = TaskRecord(
-                uid=task.uid, name=task.name, kind=task.kind.value, cores=task.cores, gpus=task.gpus,
-                tags=dict(task.tags), submitted=now, backend=backend.name,
+                uid=task.uid,
+                name=task.name,
+                kind=task.kind.value,
+                cores=task.cores,
+                gpus=task.gpus,
+                tags=dict(task.tags),
+                submitted=now,
+                backend=backend.name,
             )
             future = TaskFuture(task, record)
             planned.append((backend, Submission(task, record, future)))

@@ -88,7 +88,7 @@ class ThreadedBackend(Backend):
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def _run_dispatcher(self, loop: "Dispatcher") -> None:
+    def _run_dispatcher(self, loop: Dispatcher) -> None:
         self._thread = threading.Thread(target=loop.run, name=f"impeccable-{self.name}", daemon=True)
         self._thread.start()
 
@@ -183,8 +183,13 @@ class Dispatcher:
         """Place pending tasks in order; one that does not fit yet lets smaller ones behind it go (backfill)."""
         runners = self.runners
         distinct = self._distinct_runners
-        admit(self.pending, lambda sub: runners[sub.task.kind].place(sub), self.slots,
-              lambda: any(r.has_room() for r in distinct), lambda sub: runners[sub.task.kind].can_use_slots())
+        admit(
+            self.pending,
+            lambda sub: runners[sub.task.kind].place(sub),
+            self.slots,
+            lambda: any(r.has_room() for r in distinct),
+            lambda sub: runners[sub.task.kind].can_use_slots(),
+        )
 
     def _on_wake(self, fd: int) -> None:
         os.eventfd_read(fd)
