@@ -18,29 +18,19 @@ from .runtime.backends import BACKEND_NAMES
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "compare",
-        help="run a campaign through the pilot and through srun; compare makespans",
-        description="Runs the campaign twice on the same allocation (pilot with its configured or "
-        "best available backends, then every task as its own srun step) and reports makespan, "
-        "throughput per stage, utilisation and the pilot/srun ratio.",
-    )
+    p = sub.add_parser("compare", help="run a campaign through the pilot and through srun; compare makespans",
+                       description="Runs the campaign twice on the same allocation (pilot with its configured or "
+                       "best available backends, then every task as its own srun step) and reports makespan, "
+                       "throughput per stage, utilisation and the pilot/srun ratio.")
     p.add_argument("campaign", type=Path)
     p.add_argument("--baseline", default="srun", choices=("srun", "local"), help="backend for every task kind")
-    p.add_argument(
-        "--pilot-backend",
-        default=None,
-        choices=("auto", *(n for n in BACKEND_NAMES if n != "srun")),
-        help="serve both kinds with this backend (default: the campaign's pilot.routes)",
-    )
+    p.add_argument("--pilot-backend", default=None, choices=("auto", *(n for n in BACKEND_NAMES if n != "srun")),
+                   help="serve both kinds with this backend (default: the campaign's pilot.routes)")
     p.add_argument("--cores", type=int, help="override pilot.cores for both runs")
     p.add_argument("--oversubscribe", action="store_true", help="allow more cores than this machine has")
-    p.add_argument(
-        "--local-slurm",
-        action="store_true",
-        help="no Slurm here? start a throwaway single-node Slurm for the srun run, and stop it after "
-        "(needs root; installs Debian's slurmctld/slurmd if missing)",
-    )
+    p.add_argument("--local-slurm", action="store_true",
+                   help="no Slurm here? start a throwaway single-node Slurm for the srun run, and stop it after "
+                   "(needs root; installs Debian's slurmctld/slurmd if missing)")
     p.add_argument("--out", type=Path, help="folder for both runs and the comparison (default runs/<name>-compare)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the figures here")
     p.set_defaults(handler=_compare)
@@ -62,10 +52,8 @@ def _compare(args: argparse.Namespace) -> int:
         if not ok:
             hint = ""
             if args.baseline == "srun":
-                hint = (
-                    "; run the comparison inside a Slurm allocation (salloc/sbatch), or add --local-slurm to "
-                    "start a throwaway single-node Slurm on this machine for it (needs root)"
-                )
+                hint = ("; run the comparison inside a Slurm allocation (salloc/sbatch), or add --local-slurm to "
+                        "start a throwaway single-node Slurm on this machine for it (needs root)")
             raise UserError(f"the {args.baseline} baseline cannot run here: {why}{hint}")
         return _compare_runs(args)
     finally:
@@ -88,9 +76,8 @@ def _compare_runs(args: argparse.Namespace) -> int:
         routes = routes or args.pilot_backend
         campaign = base
         if routes:
-            campaign = base.model_copy(
-                update={"pilot": base.pilot.model_copy(update={"routes": {"executable": routes, "function": routes}})}
-            )
+            campaign = base.model_copy(update={"pilot": base.pilot.model_copy(
+                update={"routes": {"executable": routes, "function": routes}})})
         run_dir = out / label
         shutil.rmtree(run_dir, ignore_errors=True)  # a comparison always starts from nothing
         print(f"== {label}: {campaign.name} into {run_dir}")
@@ -136,30 +123,17 @@ def _print(result: dict[str, Any]) -> None:
     t = Table(title=f"pilot vs {base}")
     for col in ("figure", "pilot", base):
         t.add_column(col)
-    t.add_row(
-        "routes",
-        ", ".join(f"{k}: {v}" for k, v in p["routes"].items()),
-        ", ".join(f"{k}: {v}" for k, v in b["routes"].items()),
-    )
+    t.add_row("routes", ", ".join(f"{k}: {v}" for k, v in p["routes"].items()),
+              ", ".join(f"{k}: {v}" for k, v in b["routes"].items()))
     t.add_row("makespan (s)", f"{p['makespan_s']:.1f}", f"{b['makespan_s']:.1f}")
     t.add_row("tasks", str(p["tasks"]), str(b["tasks"]))
     t.add_row("throughput (tasks/s)", f"{p['throughput_tasks_per_s']:.2f}", f"{b['throughput_tasks_per_s']:.2f}")
     t.add_row("utilisation", f"{100 * p['utilization']:.1f} %", f"{100 * b['utilization']:.1f} %")
     if p.get("gpu_utilization") is not None or b.get("gpu_utilization") is not None:
-        t.add_row(
-            "GPU utilisation",
-            *(
-                f"{100 * f['gpu_utilization']:.1f} % of {f['gpus']:g}"
-                if f.get("gpu_utilization") is not None
-                else "no GPU"
-                for f in (p, b)
-            ),
-        )
-    t.add_row(
-        "median launch overhead (ms)",
-        f"{1e3 * p['launch_overhead_median_s']:.1f}",
-        f"{1e3 * b['launch_overhead_median_s']:.1f}",
-    )
+        t.add_row("GPU utilisation", *(f"{100 * f['gpu_utilization']:.1f} % of {f['gpus']:g}"
+                                       if f.get("gpu_utilization") is not None else "no GPU" for f in (p, b)))
+    t.add_row("median launch overhead (ms)", f"{1e3 * p['launch_overhead_median_s']:.1f}",
+              f"{1e3 * b['launch_overhead_median_s']:.1f}")
     Console().print(t)
     ratio = result["makespan_ratio"]
     print(f"makespan ratio pilot/{base}: {ratio:.2f}" if ratio else "makespan ratio: n/a")
@@ -168,17 +142,11 @@ def _print(result: dict[str, Any]) -> None:
 
 def write_compare_report(out: Path, result: dict[str, Any], runs: dict[str, dict[str, Any]]) -> Path:
     base = result["baseline"]
-    summary = (
-        f"<p>makespan ratio pilot/{base}: <b>{result['makespan_ratio']:.2f}</b>; docking scores "
-        f"{'agree' if result['docking_scores_agree'] else 'DISAGREE'} "
-        f"({result['docked_compounds']['common']} compounds in both runs)</p>"
-    )
+    summary = (f"<p>makespan ratio pilot/{base}: <b>{result['makespan_ratio']:.2f}</b>; docking scores "
+               f"{'agree' if result['docking_scores_agree'] else 'DISAGREE'} "
+               f"({result['docked_compounds']['common']} compounds in both runs)</p>")
     from .sidebyside import explain, write_side_by_side
 
-    return write_side_by_side(
-        out / "compare.html",
-        f"Pilot vs {base}",
-        summary,
-        [(label, result[label], runs[label]["store"]) for label in ("pilot", base)],
-        explain(result),
-    )
+    return write_side_by_side(out / "compare.html", f"Pilot vs {base}", summary,
+                              [(label, result[label], runs[label]["store"]) for label in ("pilot", base)],
+                              explain(result))

@@ -71,18 +71,15 @@ def queue_sizes(n_workers: int, inbox_size: int) -> dict[str, int]:
     fits = INBOXES_POOL_BYTES // max(1, n_workers * inbox_size)
     block = min(DRAGON_BLOCK_BYTES, max(MIN_INBOX_BLOCK_BYTES, 1 << (max(fits, 1).bit_length() - 1)))
     outbox = min(MAX_OUTBOX_SLOTS, max(1024, OUTBOX_SLOTS_PER_WORKER * n_workers))
-    return {
-        "inbox_capacity": inbox_size,
-        "inbox_block_bytes": block,
-        "outbox_capacity": outbox,
-        "outbox_block_bytes": DRAGON_BLOCK_BYTES,
-    }
+    return {"inbox_capacity": inbox_size, "inbox_block_bytes": block,
+            "outbox_capacity": outbox, "outbox_block_bytes": DRAGON_BLOCK_BYTES}
 
 
 def pool_bytes(n_workers: int, inbox_size: int) -> int:
     """What the queues reserve in Dragon's managed memory pool."""
     q = queue_sizes(n_workers, inbox_size)
-    return n_workers * q["inbox_capacity"] * q["inbox_block_bytes"] + q["outbox_capacity"] * q["outbox_block_bytes"]
+    return (n_workers * q["inbox_capacity"] * q["inbox_block_bytes"]
+            + q["outbox_capacity"] * q["outbox_block_bytes"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,27 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     os.unlink(args.keyfile)
     conn = connect(args.socket, key)
     del key
-    server = _Server(
-        conn,
-        os.path.dirname(args.socket),
-        args.workers,
-        args.inbox_size,
-        tuple(m for m in args.preload.split(",") if m),
-        json.loads(args.worker_env),
-    )
+    server = _Server(conn, os.path.dirname(args.socket), args.workers, args.inbox_size,
+                     tuple(m for m in args.preload.split(",") if m), json.loads(args.worker_env))
     return server.run()
 
 
 class _Server:
-    def __init__(
-        self,
-        conn: Any,
-        directory: str,
-        n_workers: int,
-        inbox_size: int,
-        preload: tuple[str, ...] = (),
-        worker_env: dict[str, str] | None = None,
-    ) -> None:
+    def __init__(self, conn: Any, directory: str, n_workers: int, inbox_size: int,
+                 preload: tuple[str, ...] = (), worker_env: dict[str, str] | None = None) -> None:
         self.preload = preload
         self.worker_env = dict(worker_env or {})
         from dragon.native.queue import Queue
@@ -134,12 +118,10 @@ class _Server:
         self.sizes = queue_sizes(n_workers, inbox_size)
         pool, need = int(os.environ.get("DRAGON_DEFAULT_SEG_SZ", DEFAULT_POOL_BYTES)), pool_bytes(n_workers, inbox_size)
         if need > 0.75 * pool:
-            raise RuntimeError(
-                f"{n_workers} workers with inboxes of {inbox_size} messages need "
-                f"{need / 2**30:.1f} GiB of Dragon's {pool / 2**30:.1f} GiB "
-                "managed memory pool: give the pilot fewer cores per Dragon runtime, a smaller "
-                "max_pipeline, or a larger pool (DRAGON_DEFAULT_SEG_SZ)"
-            )
+            raise RuntimeError(f"{n_workers} workers with inboxes of {inbox_size} messages need "
+                               f"{need / 2**30:.1f} GiB of Dragon's {pool / 2**30:.1f} GiB "
+                               "managed memory pool: give the pilot fewer cores per Dragon runtime, a smaller "
+                               "max_pipeline, or a larger pool (DRAGON_DEFAULT_SEG_SZ)")
         self.outbox = Queue(maxsize=self.sizes["outbox_capacity"], block_size=self.sizes["outbox_block_bytes"])
         self.workers: dict[int, tuple[Any, Any]] = {}  # wid -> (process, inbox)
         self.lock = threading.Lock()
@@ -233,7 +215,7 @@ class _Server:
                 future.result()
         pids: dict[int, int] = {}
         while len(pids) < n:
-            _, wid, pid = pickle.loads(self.outbox.get()[len(CONTROL) :])
+            _, wid, pid = pickle.loads(self.outbox.get()[len(CONTROL):])
             pids[wid] = pid
         return pids
 
@@ -247,13 +229,13 @@ class _Server:
         progress = os.path.join(self.directory, f"progress.{wid}")
         with open(progress, "wb") as handle:
             handle.write(TOKEN.pack(-1))
-        process = Process(target=worker_main, args=(wid, inbox, self.outbox, progress, self.preload, self.worker_env))
+        process = Process(target=worker_main, args=(wid, inbox, self.outbox, progress, self.preload,
+                                                      self.worker_env))
         process.start()
         with self.lock:
             self.workers[wid] = (process, inbox)
-        threading.Thread(
-            target=self._watch, args=(wid, process, inbox, progress), name=f"watch-{wid}", daemon=True
-        ).start()
+        threading.Thread(target=self._watch, args=(wid, process, inbox, progress), name=f"watch-{wid}",
+                         daemon=True).start()
         return wid
 
     def _watch(self, wid: int, process: Any, inbox: Any, progress: str) -> None:
@@ -304,14 +286,8 @@ class _Server:
                 pass
 
 
-def worker_main(
-    wid: int,
-    inbox: Any,
-    outbox: Any,
-    progress_path: str,
-    preload: tuple[str, ...] = (),
-    env: dict[str, str] | None = None,
-) -> None:
+def worker_main(wid: int, inbox: Any, outbox: Any, progress_path: str, preload: tuple[str, ...] = (),
+                env: dict[str, str] | None = None) -> None:
     """One Dragon-managed worker: run batches of calls, send their results in order.
 
     Results are sent in batches: at the end of each input batch, and by a flusher

@@ -91,9 +91,7 @@ class Pilot:
         self.records: list[TaskRecord] = []
         self._brokers = list({id(v.broker): v.broker for v in self.slots.values()}.values())
         self.on_stall = on_stall  # may be set later (a campaign sets it once its session is known)
-        self._watch = (
-            StallWatch(self._brokers, stall_after_s, self._stalled, self._has_pending) if stall_after_s else None
-        )
+        self._watch = StallWatch(self._brokers, stall_after_s, self._stalled, self._has_pending) if stall_after_s else None
         self._started = False
         self._closed = False
 
@@ -103,7 +101,8 @@ class Pilot:
             broker = SlotBroker(self.allocation)
             return {name: broker.view(name, weight) for name, weight in weights.items()}
         shares = split_allocation(self.allocation, weights)
-        return {name: SlotBroker(self.allocation, shares[name].cores, shares[name].gpus).view(name) for name in weights}
+        return {name: SlotBroker(self.allocation, shares[name].cores, shares[name].gpus).view(name)
+                for name in weights}
 
     # lifecycle ---------------------------------------------------------------
     def start(self) -> Pilot:
@@ -111,10 +110,8 @@ class Pilot:
         if self._started:
             return self
         errors: list[BaseException] = []
-        threads = [
-            threading.Thread(target=_start, args=(b, errors), name=f"start-{b.name}", daemon=True)
-            for b in self.backends.values()
-        ]
+        threads = [threading.Thread(target=_start, args=(b, errors), name=f"start-{b.name}", daemon=True)
+                   for b in self.backends.values()]
         for thread in threads:
             thread.start()
         try:
@@ -202,14 +199,8 @@ class Pilot:
             backend = self.backend_for(task)
             backend.check(task)
             record = TaskRecord(
-                uid=task.uid,
-                name=task.name,
-                kind=task.kind.value,
-                cores=task.cores,
-                gpus=task.gpus,
-                tags=dict(task.tags),
-                submitted=now,
-                backend=backend.name,
+                uid=task.uid, name=task.name, kind=task.kind.value, cores=task.cores, gpus=task.gpus,
+                tags=dict(task.tags), submitted=now, backend=backend.name,
             )
             future = TaskFuture(task, record)
             planned.append((backend, Submission(task, record, future)))

@@ -40,23 +40,18 @@ class Allocation:
         if not self.nodes:
             raise ValueError("an allocation needs at least one node")
         if self.cores % len(self.nodes) or self.gpus % len(self.nodes):
-            raise ValueError(
-                f"{self.cores} cores and {self.gpus} GPUs do not split evenly over "
-                f"{len(self.nodes)} nodes: give each node the same number"
-            )
+            raise ValueError(f"{self.cores} cores and {self.gpus} GPUs do not split evenly over "
+                             f"{len(self.nodes)} nodes: give each node the same number")
         if self.gpu_shares < 1 or self.gpus_per_node % self.gpu_shares:
-            raise ValueError(
-                f"gpu_shares must be >= 1 and divide the {self.gpus_per_node} GPU slots per node, got {self.gpu_shares}"
-            )
+            raise ValueError(f"gpu_shares must be >= 1 and divide the {self.gpus_per_node} GPU slots per node, "
+                             f"got {self.gpu_shares}")
         if self.gpu_devices and len(self.gpu_devices) != self.devices_per_node:
-            raise ValueError(
-                f"gpu_devices names {len(self.gpu_devices)} devices, each node has {self.devices_per_node}"
-            )
+            raise ValueError(f"gpu_devices names {len(self.gpu_devices)} devices, each node has "
+                             f"{self.devices_per_node}")
 
     @classmethod
-    def emulated(
-        cls, cores: int, nodes: int = 1, gpus: int = 0, gpu_shares: int = 1, gpu_devices: tuple[str, ...] = ()
-    ) -> Allocation:
+    def emulated(cls, cores: int, nodes: int = 1, gpus: int = 0, gpu_shares: int = 1,
+                 gpu_devices: tuple[str, ...] = ()) -> Allocation:
         """``nodes`` nodes (node0, node1, ...) sharing this machine: multi-node placement, emulated."""
         if nodes < 1:
             raise ValueError(f"nodes must be >= 1, got {nodes}")
@@ -133,9 +128,7 @@ def split_allocation(allocation: Allocation, weights: dict[str, int]) -> dict[st
     if not names:
         raise ValueError("no backends to share the allocation between")
     if len(names) > allocation.cores:
-        raise ValueError(
-            f"{len(names)} backends need at least {len(names)} cores, the allocation has {allocation.cores}"
-        )
+        raise ValueError(f"{len(names)} backends need at least {len(names)} cores, the allocation has {allocation.cores}")
     core_counts = _apportion(allocation.cores, [weights[n] for n in names], minimum=1)
     gpu_counts = _apportion(allocation.gpus, [weights[n] for n in names], minimum=0)
     shares: dict[str, ResourceShare] = {}

@@ -120,7 +120,9 @@ def _build(**fields: Any) -> Task:
     try:
         return Task(**fields)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'task'}: {err['msg']}" for err in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'task'}: {err['msg']}" for err in exc.errors()
+        )
         raise TaskError(f"task {name!r} is invalid: {problems}") from None
 
 
@@ -137,7 +139,8 @@ def function_reference(fn: Callable[..., Any] | str) -> str:
         )
     if module == "__main__":
         raise TaskError(
-            f"function {qualname!r} is defined in __main__, which workers cannot import: move it into a module"
+            f"function {qualname!r} is defined in __main__, which workers cannot import: "
+            "move it into a module"
         )
     return f"{module}:{qualname}"
 

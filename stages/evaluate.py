@@ -47,18 +47,8 @@ from .errors import StageInputError, exit_code
 from .features import featurise
 from .surrogate import _spearman, fit, nominate
 
-__all__ = [
-    "ReferenceSet",
-    "read_reference",
-    "descriptors",
-    "cross_validate",
-    "retrieval",
-    "retrieval_runs",
-    "seed_strategies",
-    "summarise_retrieval",
-    "bootstrap_mean_ci",
-    "main",
-]
+__all__ = ["ReferenceSet", "read_reference", "descriptors", "cross_validate", "retrieval", "retrieval_runs",
+           "seed_strategies", "summarise_retrieval", "bootstrap_mean_ci", "main"]
 
 BUDGETS = (0.02, 0.05, 0.10)  # fractions of the reference set docked
 TOP_FRACTION = 0.01  # "the best compounds": the true top 1%
@@ -97,9 +87,8 @@ def read_reference(path: str | Path, limit: int | None = None) -> ReferenceSet:
             try:
                 value = float(row["score_kcal_mol"])
             except (TypeError, ValueError):
-                raise StageInputError(
-                    f"{path}, line {line}: score_kcal_mol {row['score_kcal_mol']!r} is not a number"
-                ) from None
+                raise StageInputError(f"{path}, line {line}: score_kcal_mol {row['score_kcal_mol']!r} "
+                                      "is not a number") from None
             ids.append(row["id"])
             smiles.append(row["smiles"])
             scores.append(value)
@@ -118,17 +107,13 @@ def descriptors(smiles: Sequence[str]) -> np.ndarray:
     for i, s in enumerate(smiles):
         mol = strip_salts(s)
         if mol is not None:
-            out[i] = (
-                mol.GetNumHeavyAtoms(),
-                rdMolDescriptors.CalcNumAromaticRings(mol),
-                rdMolDescriptors.CalcNumRotatableBonds(mol),
-            )
+            out[i] = (mol.GetNumHeavyAtoms(), rdMolDescriptors.CalcNumAromaticRings(mol),
+                      rdMolDescriptors.CalcNumRotatableBonds(mol))
     return out
 
 
-def cross_validate(
-    ref: ReferenceSet, *, folds: int = 5, seed: int = 0, epochs: int = 60, val_fraction: float = 0.2
-) -> dict[str, Any]:
+def cross_validate(ref: ReferenceSet, *, folds: int = 5, seed: int = 0, epochs: int = 60,
+                   val_fraction: float = 0.2) -> dict[str, Any]:
     """k-fold CV of the surrogate, the 3-descriptor linear baseline and the mean predictor (same folds).
 
     Returns per-model mean and standard deviation over folds of Spearman and RMSE, and the per-fold values.
@@ -139,9 +124,8 @@ def cross_validate(
     x, d, y = x[ok], d[ok], ref.scores[ok]
     order = np.random.default_rng(seed).permutation(len(y))
     parts = np.array_split(order, folds)
-    per_fold: dict[str, dict[str, list[float]]] = {
-        m: {"spearman": [], "rmse": []} for m in ("surrogate", "baseline", "mean")
-    }
+    per_fold: dict[str, dict[str, list[float]]] = {m: {"spearman": [], "rmse": []}
+                                                   for m in ("surrogate", "baseline", "mean")}
     del per_fold["mean"]["spearman"]
     for k, test in enumerate(parts):
         train = np.concatenate([p for j, p in enumerate(parts) if j != k])
@@ -155,14 +139,8 @@ def cross_validate(
             if name != "mean":  # a constant has no ranking
                 per_fold[name]["spearman"].append(_spearman(p, y[test]))
             per_fold[name]["rmse"].append(float(np.sqrt(np.mean((p - y[test]) ** 2))))
-    summary: dict[str, Any] = {
-        "n": int(len(y)),
-        "n_unparsable": int((~ok).sum()),
-        "folds": folds,
-        "epochs": epochs,
-        "inner_val_fraction": val_fraction,
-        "per_fold": per_fold,
-    }
+    summary: dict[str, Any] = {"n": int(len(y)), "n_unparsable": int((~ok).sum()), "folds": folds,
+                               "epochs": epochs, "inner_val_fraction": val_fraction, "per_fold": per_fold}
     for name, metrics in per_fold.items():
         for metric, values in metrics.items():
             if not values:
@@ -172,43 +150,23 @@ def cross_validate(
     return summary
 
 
-def retrieval(
-    ref: ReferenceSet,
-    *,
-    replicates: int = 10,
-    seed: int = 0,
-    epochs: int = 60,
-    init_fraction: float = 0.01,
-    batch_fraction: float = 0.01,
-    budgets: Sequence[float] = BUDGETS,
-    top_fraction: float = TOP_FRACTION,
-) -> dict[str, Any]:
+def retrieval(ref: ReferenceSet, *, replicates: int = 10, seed: int = 0, epochs: int = 60,
+              init_fraction: float = 0.01, batch_fraction: float = 0.01,
+              budgets: Sequence[float] = BUDGETS, top_fraction: float = TOP_FRACTION) -> dict[str, Any]:
     """Top-1% recall after docking each budget, for active learning, one-shot and random selection.
 
     Offline: every score is already known, nothing is docked; "docking" a compound reveals its score.
     """
-    settings = dict(
-        epochs=epochs,
-        init_fraction=init_fraction,
-        batch_fraction=batch_fraction,
-        budgets=tuple(budgets),
-        top_fraction=top_fraction,
-    )
+    settings = dict(epochs=epochs, init_fraction=init_fraction, batch_fraction=batch_fraction,
+                    budgets=tuple(budgets), top_fraction=top_fraction)
     runs = retrieval_runs(ref, range(seed, seed + replicates), **settings)  # type: ignore[arg-type]
     return summarise_retrieval(ref, runs, **settings)  # type: ignore[arg-type]
 
 
-def retrieval_runs(
-    ref: ReferenceSet,
-    replicate_seeds: Sequence[int],
-    *,
-    epochs: int = 60,
-    init_fraction: float = 0.01,
-    batch_fraction: float = 0.01,
-    budgets: Sequence[float] = BUDGETS,
-    top_fraction: float = TOP_FRACTION,
-    seed_strategy: str = "random",
-) -> dict[str, dict[float, list[float]]]:
+def retrieval_runs(ref: ReferenceSet, replicate_seeds: Sequence[int], *, epochs: int = 60,
+                   init_fraction: float = 0.01, batch_fraction: float = 0.01,
+                   budgets: Sequence[float] = BUDGETS, top_fraction: float = TOP_FRACTION,
+                   seed_strategy: str = "random") -> dict[str, dict[float, list[float]]]:
     """The raw recalls: strategy -> budget -> one value per replicate seed (see :func:`retrieval`).
 
     ``seed_strategy`` picks the first docked compounds as a campaign's ``library.seed_strategy`` does
@@ -220,14 +178,12 @@ def retrieval_runs(
     n = len(ref)
     x, valid = featurise(ref.smiles)
     y = ref.scores
-    top = set(np.argsort(y, kind="stable")[: _n_top(n, top_fraction)].tolist())
+    top = set(np.argsort(y, kind="stable")[:_n_top(n, top_fraction)].tolist())
     n_init, n_batch = _n_init(n, init_fraction), max(1, int(round(batch_fraction * n)))
     sizes = {b: int(round(b * n)) for b in budgets}
     if min(sizes.values()) <= n_init:
-        raise StageInputError(
-            f"the smallest budget ({min(sizes.values())} compounds) is not above the seed "
-            f"sample ({n_init}); use a larger reference set"
-        )
+        raise StageInputError(f"the smallest budget ({min(sizes.values())} compounds) is not above the seed "
+                              f"sample ({n_init}); use a larger reference set")
     runs: dict[str, dict[float, list[float]]] = {s: {b: [] for b in budgets} for s in ("active", "oneshot", "random")}
     usable = np.flatnonzero(valid)
     for rep in replicate_seeds:
@@ -253,19 +209,14 @@ def retrieval_runs(
     return runs
 
 
-def seed_strategies(
-    ref: ReferenceSet, *, replicates: int = 10, seed: int = 0, epochs: int = 60, strategies: Sequence[str] | None = None
-) -> dict[str, Any]:
+def seed_strategies(ref: ReferenceSet, *, replicates: int = 10, seed: int = 0, epochs: int = 60,
+                    strategies: Sequence[str] | None = None) -> dict[str, Any]:
     """Active-learning top-1% recall at each budget when the seed sample is random, diverse or stratified
     (``library.seed_strategy``), the same replicate seeds for each; means with bootstrap intervals."""
     from .seedsample import STRATEGIES
 
-    out: dict[str, Any] = {
-        "reference_set_size": len(ref),
-        "replicates": replicates,
-        "epochs": epochs,
-        "interval": "95% bootstrap interval of the mean over replicates",
-    }
+    out: dict[str, Any] = {"reference_set_size": len(ref), "replicates": replicates, "epochs": epochs,
+                           "interval": "95% bootstrap interval of the mean over replicates"}
     for strategy in strategies or STRATEGIES:
         runs = retrieval_runs(ref, range(seed, seed + replicates), epochs=epochs, seed_strategy=strategy)
         for b, values in runs["active"].items():
@@ -275,24 +226,14 @@ def seed_strategies(
     return out
 
 
-def summarise_retrieval(
-    ref: ReferenceSet,
-    runs: dict[str, dict[float, list[float]]],
-    *,
-    epochs: int = 60,
-    init_fraction: float = 0.01,
-    batch_fraction: float = 0.01,
-    budgets: Sequence[float] = BUDGETS,
-    top_fraction: float = TOP_FRACTION,
-) -> dict[str, Any]:
+def summarise_retrieval(ref: ReferenceSet, runs: dict[str, dict[float, list[float]]], *, epochs: int = 60,
+                        init_fraction: float = 0.01, batch_fraction: float = 0.01,
+                        budgets: Sequence[float] = BUDGETS, top_fraction: float = TOP_FRACTION) -> dict[str, Any]:
     """Means, bootstrap intervals and the raw values of :func:`retrieval_runs`, keyed by strategy and budget."""
     n = len(ref)
     result: dict[str, Any] = {
-        "reference_set_size": n,
-        "top_compounds": _n_top(n, top_fraction),
-        "seed_sample": _n_init(n, init_fraction),
-        "batch": max(1, int(round(batch_fraction * n))),
-        "replicates": len(runs["random"][budgets[0]]),
+        "reference_set_size": n, "top_compounds": _n_top(n, top_fraction), "seed_sample": _n_init(n, init_fraction),
+        "batch": max(1, int(round(batch_fraction * n))), "replicates": len(runs["random"][budgets[0]]),
         "epochs": epochs,
         "interval": "95% bootstrap interval of the mean over replicates (different seed samples and network seeds)",
     }
@@ -353,12 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             c.add_argument("--replicates", type=int, default=10)
         if name == "seeds":
-            c.add_argument(
-                "--strategy",
-                action="append",
-                choices=("random", "diverse", "stratified"),
-                help="only these seed strategies (repeat the option; default all three)",
-            )
+            c.add_argument("--strategy", action="append", choices=("random", "diverse", "stratified"),
+                           help="only these seed strategies (repeat the option; default all three)")
     a = p.parse_args(argv)
     import torch
 

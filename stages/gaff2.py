@@ -90,14 +90,8 @@ def cache_key(mol: Chem.Mol, charge: int) -> tuple[str, str]:
     heavy = Chem.RemoveHs(mol)
     Chem.AssignStereochemistryFrom3D(heavy)
     smiles = Chem.MolToSmiles(heavy, isomericSmiles=True)
-    recipe = {
-        "smiles": smiles,
-        "net_charge": charge,
-        "forcefield": FORCEFIELD,
-        "charges": CHARGE_MODEL,
-        "amber": amber.version(),
-        "recipe": _RECIPE,
-    }
+    recipe = {"smiles": smiles, "net_charge": charge, "forcefield": FORCEFIELD, "charges": CHARGE_MODEL,
+              "amber": amber.version(), "recipe": _RECIPE}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:24], smiles
 
 
@@ -115,28 +109,15 @@ def parameterise(mol: Chem.Mol, name: str, cache_dir: Path | None = None) -> Lig
         entry = cache_dir / key
         if all((entry / f).is_file() for f in _FILES):
             info = json.loads((entry / "info.json").read_text())
-            return LigandParameters(
-                name, entry, key, charge, smiles, True, info["am1bcc_cpu_seconds"], info["am1bcc_wall_seconds"]
-            )
+            return LigandParameters(name, entry, key, charge, smiles, True, info["am1bcc_cpu_seconds"],
+                                    info["am1bcc_wall_seconds"])
     work = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache_dir))
     try:
         cost = _make(mol, name, charge, work)
-        (work / "info.json").write_text(
-            json.dumps(
-                {
-                    "smiles": smiles,
-                    "net_charge": charge,
-                    "forcefield": FORCEFIELD,
-                    "charges": CHARGE_MODEL,
-                    "amber": amber.version(),
-                    "recipe": _RECIPE,
-                    "am1bcc_cpu_seconds": round(cost.cpu_seconds, 2),
-                    "am1bcc_wall_seconds": round(cost.wall_seconds, 2),
-                    "first_compound": name,
-                },
-                indent=1,
-            )
-        )
+        (work / "info.json").write_text(json.dumps(
+            {"smiles": smiles, "net_charge": charge, "forcefield": FORCEFIELD, "charges": CHARGE_MODEL,
+             "amber": amber.version(), "recipe": _RECIPE, "am1bcc_cpu_seconds": round(cost.cpu_seconds, 2),
+             "am1bcc_wall_seconds": round(cost.wall_seconds, 2), "first_compound": name}, indent=1))
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -176,32 +157,9 @@ def _make(mol: Chem.Mol, name: str, charge: int, work: Path) -> amber.ToolRun:
 def _run_tools(mol: Chem.Mol, name: str, charge: int, work: Path) -> amber.ToolRun:
     Chem.MolToMolFile(mol, str(work / "ligand.mol"), kekulize=True)
     what = f"ligand {name}"
-    cost = amber.run(
-        "antechamber",
-        [
-            "-i",
-            "ligand.mol",
-            "-fi",
-            "mdl",
-            "-o",
-            "ligand.mol2",
-            "-fo",
-            "mol2",
-            "-c",
-            "bcc",
-            "-at",
-            FORCEFIELD,
-            "-nc",
-            str(charge),
-            "-rn",
-            RESIDUE,
-            "-pf",
-            "y",
-        ],
-        work,
-        what,
-        logs=("sqm.out",),
-    )
+    cost = amber.run("antechamber", ["-i", "ligand.mol", "-fi", "mdl", "-o", "ligand.mol2", "-fo", "mol2",
+                              "-c", "bcc", "-at", FORCEFIELD, "-nc", str(charge), "-rn", RESIDUE, "-pf", "y"],
+              work, what, logs=("sqm.out",))
     types, charges = _mol2_atoms(work / "ligand.mol2", what)
     if len(types) != mol.GetNumAtoms():
         raise LigandParameterError(f"{what}: antechamber wrote {len(types)} atoms for {mol.GetNumAtoms()}")
@@ -229,9 +187,8 @@ def parmchk(folder: Path, what: str) -> None:
     same, right, file in every run.
     """
     gaff2_dat = amber.data_file(f"leap/parm/{FORCEFIELD}.dat")
-    amber.run(
-        "parmchk2", ["-i", "ligand.mol2", "-f", "mol2", "-o", "ligand.frcmod", "-p", str(gaff2_dat)], folder, what
-    )
+    amber.run("parmchk2", ["-i", "ligand.mol2", "-f", "mol2", "-o", "ligand.frcmod", "-p", str(gaff2_dat)],
+              folder, what)
     missing = [ln.split("  ")[0] for ln in (folder / "ligand.frcmod").read_text().splitlines() if "ATTN" in ln]
     if missing:
         raise LigandParameterError(f"{what}: parmchk2 found no GAFF2 parameters for {', '.join(missing[:5])}")

@@ -82,40 +82,15 @@ def test_validate_rejects_bad_inputs_with_one_line(tmp_path, capsys):
 def test_validate_writes_every_headline_number(tmp_path):
     """End to end on shipped data, shrunk to a minute: the keys the issue names, finite where they must be."""
     out = tmp_path / "v.json"
-    code = validate.main(
-        [
-            "--json",
-            str(out),
-            "--scores",
-            str(REPO / "data" / "scores" / "4jsv_vina_sample.csv"),
-            "--limit",
-            "500",
-            "--redock-seeds",
-            "1",
-            "--exhaustiveness",
-            "1",
-            "--folds",
-            "2",
-            "--replicates",
-            "2",
-            "--epochs",
-            "3",
-            "--no-second-receptor",
-            "--pose-exhaustiveness",
-            "1",
-        ]
-    )  # the panel's 8 complexes once, at the cheapest setting
+    code = validate.main(["--json", str(out), "--scores", str(REPO / "data" / "scores" / "4jsv_vina_sample.csv"),
+                          "--limit", "500", "--redock-seeds", "1", "--exhaustiveness", "1", "--folds", "2",
+                          "--replicates", "2", "--epochs", "3", "--no-second-receptor",
+                          "--pose-exhaustiveness", "1"])  # the panel's 8 complexes once, at the cheapest setting
     assert code == 0
     data = json.loads(out.read_text())
-    for key in (
-        "redock_rmsd_angstrom_median",
-        "surrogate_cv_spearman",
-        "baseline_cv_spearman",
-        "top1pct_recall_at_2pct",
-        "top1pct_recall_at_5pct",
-        "top1pct_recall_at_10pct",
-        "random_top1pct_recall_at_10pct",
-    ):
+    for key in ("redock_rmsd_angstrom_median", "surrogate_cv_spearman", "baseline_cv_spearman",
+                "top1pct_recall_at_2pct", "top1pct_recall_at_5pct", "top1pct_recall_at_10pct",
+                "random_top1pct_recall_at_10pct"):
         assert isinstance(data[key], float), key
     assert data["reference_set_size"] == 500 and data["redock_second_complex"] is None
     assert 0 < data["redock_rmsd_angstrom_median"] < 20 and -1 <= data["surrogate_cv_spearman"] <= 1

@@ -112,15 +112,9 @@ class DragonBackend(ThreadedBackend):
         if self._launcher is None:
             raise BackendUnavailable(f"the dragon backend cannot start: {NOT_INSTALLED}")
         self._started = True
-        self._runtime = DragonRuntime.launch(
-            self._launcher,
-            self._launcher_args,
-            self.slots.n_cores,
-            inbox_messages(self._max_pipeline, self._queue_ahead),
-            self._start_timeout_s,
-            list(self.options.get("preload") or ()),
-            self._worker_env(),
-        )
+        self._runtime = DragonRuntime.launch(self._launcher, self._launcher_args, self.slots.n_cores,
+                                             inbox_messages(self._max_pipeline, self._queue_ahead), self._start_timeout_s,
+                                             list(self.options.get("preload") or ()), self._worker_env())
         loop = Dispatcher(self)
         transport = DragonTransport(loop, self._runtime)
         pool = FunctionPool(loop, transport, self._pipeline_s, self._max_pipeline, queue_ahead=self._queue_ahead)
@@ -288,38 +282,15 @@ class DragonRuntime:
         self.stop_timeout_s = STOP_TIMEOUT_S
 
     @classmethod
-    def launch(
-        cls,
-        launcher: str,
-        extra_args: list[str],
-        n_workers: int,
-        inbox_size: int,
-        timeout_s: float,
-        preload: list[str] | None = None,
-        worker_env: dict[str, str] | None = None,
-    ) -> DragonRuntime:
+    def launch(cls, launcher: str, extra_args: list[str], n_workers: int, inbox_size: int,
+               timeout_s: float, preload: list[str] | None = None,
+               worker_env: dict[str, str] | None = None) -> DragonRuntime:
         channel = Channel()
         log_path = os.path.join(channel.directory, "dragon.log")
         # the launcher runs PROG with ARGS: this interpreter, -m the server module
-        argv = launcher_argv(
-            launcher,
-            extra_args,
-            sys.executable,
-            "-m",
-            SERVER_MODULE,
-            "--socket",
-            channel.path,
-            "--keyfile",
-            channel.keyfile,
-            "--workers",
-            str(n_workers),
-            "--inbox-size",
-            str(inbox_size),
-            "--preload",
-            ",".join(preload or ()),
-            "--worker-env",
-            json.dumps(worker_env or {}),
-        )
+        argv = launcher_argv(launcher, extra_args, sys.executable, "-m", SERVER_MODULE, "--socket", channel.path,
+                             "--keyfile", channel.keyfile, "--workers", str(n_workers), "--inbox-size", str(inbox_size),
+                             "--preload", ",".join(preload or ()), "--worker-env", json.dumps(worker_env or {}))
         env = launcher_env(launcher)
         # workers import the same modules as this process (test helpers, the user's packages)
         env["PYTHONPATH"] = os.pathsep.join(_import_path())
@@ -327,9 +298,8 @@ class DragonRuntime:
             with open(log_path, "wb") as log:
                 # its own process group (Ctrl-C in the terminal reaches the pilot only, which stops it
                 # in order); not its own session: the launcher hangs when started with setsid
-                popen = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, process_group=0
-                )
+                popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         env=env, process_group=0)
         except OSError as exc:
             channel.remove()
             raise RuntimeError(f"could not start the Dragon launcher {launcher!r}: {exc}") from exc
@@ -420,12 +390,13 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+
 def _remove_shm(prefixes: set[str]) -> None:
     """After a forced stop: the runtime's shared-memory pools, which it had no chance to remove."""
     if not prefixes:
         return
     for name in os.listdir("/dev/shm"):
-        if any(name.startswith(p) and name[len(p) :].startswith(("def", "inf", "log_")) for p in prefixes):
+        if any(name.startswith(p) and name[len(p):].startswith(("def", "inf", "log_")) for p in prefixes):
             try:
                 os.unlink(os.path.join("/dev/shm", name))
             except OSError:

@@ -76,35 +76,25 @@ class FluxBackend(Backend):
         if use_existing and not existing:
             raise ValueError("flux backend: use_existing=True but FLUX_URI is not set (not inside a Flux instance)")
         if "test_size" in options:
-            raise ValueError(
-                "flux backend: test_size is gone: each node of the allocation is one broker "
-                "(emulate nodes on one machine with Allocation.emulated(cores, nodes=N) / --nodes N)"
-            )
+            raise ValueError("flux backend: test_size is gone: each node of the allocation is one broker "
+                             "(emulate nodes on one machine with Allocation.emulated(cores, nodes=N) / --nodes N)")
         nodes = slots.node_indices
         n = 1 if use_existing else int(options.get("partitions") or 1)
         if n < 1 or n > len(nodes):
-            raise ValueError(
-                f"flux backend: partitions must be between 1 and the {len(nodes)} node(s) it may use, "
-                f"got {n} (each partition is a Flux instance over whole nodes; emulate more nodes with "
-                "--nodes)"
-            )
+            raise ValueError(f"flux backend: partitions must be between 1 and the {len(nodes)} node(s) it may use, "
+                             f"got {n} (each partition is a Flux instance over whole nodes; emulate more nodes with "
+                             "--nodes)")
         self._start_timeout_s = float(options.get("start_timeout_s", 60))
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("FLUX_")}
         self._lock = threading.Lock()
         self._partitions = []
         for i, group in enumerate(_split(nodes, n)):
             config = PartitionConfig(
-                name=str(i),
-                nodes=group,
-                cores=sum((slots.node_cores(g) for g in group), ()),
-                gpus=sum((slots.node_gpus(g) for g in group), ()),
-                gpus_per_node=slots.broker.gpus_per_node,
+                name=str(i), nodes=group, cores=sum((slots.node_cores(g) for g in group), ()),
+                gpus=sum((slots.node_gpus(g) for g in group), ()), gpus_per_node=slots.broker.gpus_per_node,
                 gpu_table=node_table(slots.broker.allocation),
-                validate=bool(options.get("validate", False)),
-                cpu_affinity=str(options.get("cpu_affinity", "off")),
-                base_env=base_env,
-                existing_uri=existing if use_existing else None,
-            )
+                validate=bool(options.get("validate", False)), cpu_affinity=str(options.get("cpu_affinity", "off")),
+                base_env=base_env, existing_uri=existing if use_existing else None)
             self._partitions.append(_Partition(config, slots.subview(group), self._lock))
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._closed = False
@@ -130,10 +120,8 @@ class FluxBackend(Backend):
         if task.partition is not None:
             parts = [p for p in parts if p.name == task.partition]
             if not parts:
-                raise TaskError(
-                    f"task {task.label}: no flux partition {task.partition!r}; "
-                    f"this backend has {', '.join(self.partitions)}"
-                )
+                raise TaskError(f"task {task.label}: no flux partition {task.partition!r}; "
+                                f"this backend has {', '.join(self.partitions)}")
         if not any(p.fits(task) for p in parts):
             biggest = max(parts, key=lambda p: len(p.cores))
             ranks, cores, gpus = job_shape(task)
@@ -168,11 +156,8 @@ class FluxBackend(Backend):
         batches: dict[int, list[Submission]] = collections.defaultdict(list)
         with self._lock:
             for sub in submissions:
-                candidates = [
-                    i
-                    for i, p in enumerate(parts)
-                    if p.config.fits(sub.task) and (sub.task.partition is None or p.config.name == sub.task.partition)
-                ]
+                candidates = [i for i, p in enumerate(parts) if p.config.fits(sub.task)
+                              and (sub.task.partition is None or p.config.name == sub.task.partition)]
                 # least loaded: outstanding cores relative to the partition's size
                 best = min(candidates, key=lambda i: (parts[i].load + sub.task.cores) / len(parts[i].config.cores))
                 parts[best].load += sub.task.cores
@@ -223,25 +208,21 @@ class _Partition:
         self.slots.wake = lambda: os.eventfd_write(self.wake_fd, 1)
 
     def launch(self, flux: str | None, tmp: str) -> None:
-        self.instance = FluxInstance(
-            self.config.name, self.config.cores, self.config.gpus, self.config.brokers, spare=True
-        )
+        self.instance = FluxInstance(self.config.name, self.config.cores, self.config.gpus, self.config.brokers,
+                                     spare=True)
         self.instance.launch(tmp, flux)
 
     def connect(self, flux: Any, uri: str) -> None:
         self.uri = uri
         ready = threading.Event()
         failure: list[BaseException] = []
-        self.thread = threading.Thread(
-            target=Reactor(self, flux, ready, failure).run, name=f"impeccable-flux-{self.config.name}", daemon=True
-        )
+        self.thread = threading.Thread(target=Reactor(self, flux, ready, failure).run,
+                                       name=f"impeccable-flux-{self.config.name}", daemon=True)
         self.thread.start()
         ready.wait()
         if failure:
             self.thread.join()
-            raise BackendUnavailable(
-                f"flux partition {self.config.name}: cannot connect to {uri}: {failure[0]}"
-            ) from failure[0]
+            raise BackendUnavailable(f"flux partition {self.config.name}: cannot connect to {uri}: {failure[0]}") from failure[0]
 
     def post(self, what: str, payload: Any) -> None:
         if self.thread is None or not self.thread.is_alive():

@@ -39,9 +39,8 @@ STOP_GRACE_S = 10.0
 class FluxInstance:
     """One ``flux start`` child whose brokers advertise ``cores`` and ``gpus``, split evenly over ``brokers``."""
 
-    def __init__(
-        self, name: str, cores: Sequence[int], gpus: Sequence[int] = (), brokers: int = 1, spare: bool = False
-    ) -> None:
+    def __init__(self, name: str, cores: Sequence[int], gpus: Sequence[int] = (), brokers: int = 1,
+                 spare: bool = False) -> None:
         self.name = name
         self.cores = tuple(cores)
         self.gpus = tuple(gpus)
@@ -62,7 +61,7 @@ class FluxInstance:
         ranks = []
         c, g = self.per_broker_cores, self.per_broker_gpus
         for rank in range(self.brokers):
-            cores, gpus = self.cores[rank * c : (rank + 1) * c], self.gpus[rank * g : (rank + 1) * g]
+            cores, gpus = self.cores[rank * c:(rank + 1) * c], self.gpus[rank * g:(rank + 1) * g]
             if self.spare:  # ids past every real one: Flux binds nothing to them (cpu and gpu affinity off)
                 cores = (*cores, *range(max(self.cores) + 1, max(self.cores) + 1 + len(cores)))
                 gpus = (*gpus, *range(max(self.gpus, default=-1) + 1, max(self.gpus, default=-1) + 1 + len(gpus)))
@@ -76,9 +75,7 @@ class FluxInstance:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [flux, "start", f"--test-size={self.brokers}", "-c", confdir, "sh", "-c", 'echo "$FLUX_URI"; exec cat'],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                 start_new_session=True,  # Ctrl-C reaches the pilot, which stops the instance in order
             )
 
@@ -91,10 +88,8 @@ class FluxInstance:
             ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
             chunk = os.read(fd, 4096) if ready else b""
             if not chunk:
-                raise BackendUnavailable(
-                    f"flux partition {self.name} did not start "
-                    f"({'timed out' if not ready else 'exited'}): {self.log_tail()}"
-                )
+                raise BackendUnavailable(f"flux partition {self.name} did not start "
+                                   f"({'timed out' if not ready else 'exited'}): {self.log_tail()}")
             line += chunk
         return line.decode().strip()
 
@@ -146,7 +141,6 @@ def import_flux() -> Any:
     try:
         import flux
         import flux.job  # noqa: F401
-
         return flux
     except ImportError as first:
         command = flux_command()
@@ -159,7 +153,6 @@ def import_flux() -> Any:
         sys.path.append(site)
         import flux
         import flux.job  # noqa: F401
-
         return flux
 
 

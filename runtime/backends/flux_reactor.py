@@ -72,7 +72,6 @@ def _guarded(callback: Any) -> Any:
     back in it are used at once (its own give-backs wake nobody: see :mod:`.admission`). A callback
     that raises must not leave tasks waiting forever (Flux's reactor would carry on): fail everything
     this partition holds, with the bug as the reason, and stop the reactor."""
-
     @functools.wraps(callback)
     def run(self: Reactor, *args: Any) -> Any:
         try:
@@ -83,7 +82,6 @@ def _guarded(callback: Any) -> Any:
             self.stopping = True
             self._abandon(f"flux partition {self.config.name} failed: {type(exc).__name__}: {exc}")
             self.h.reactor_stop()
-
     return run
 
 
@@ -108,13 +106,8 @@ class JobOutcome:
     exit_code: int | None
 
 
-def job_outcome(
-    exception: tuple[str, str] | None,
-    status: int | None,
-    cancel_reason: str | None,
-    began: bool,
-    timeout_s: float | None,
-) -> JobOutcome:
+def job_outcome(exception: tuple[str, str] | None, status: int | None, cancel_reason: str | None,
+                began: bool, timeout_s: float | None) -> JobOutcome:
     """How a finished Flux job ends as a task: from its severity-0 exception (type, note), its wait
     status, whether we canceled it (and why) and whether it had been allocated."""
     exc_type, note = exception or ("", "")
@@ -154,9 +147,8 @@ def jobspec_for(task: Task, config: PartitionConfig, flux: Any, placement: Place
     ranks, cores, gpus = job_shape(task)
     nodes = sorted(set(placement.nodes))
     spread = {"num_nodes": len(nodes), "exclusive": True} if len(nodes) > 1 else {}
-    jobspec = flux.job.JobspecV1.from_command(
-        list(task.argv), num_tasks=ranks, cores_per_task=cores, gpus_per_task=gpus or None, **spread
-    )
+    jobspec = flux.job.JobspecV1.from_command(list(task.argv), num_tasks=ranks, cores_per_task=cores,
+                                              gpus_per_task=gpus or None, **spread)
     broker_of = {node: rank for rank, node in enumerate(config.nodes)}
     jobspec.setattr("system.constraints", {"ranks": [str(broker_of[n]) for n in nodes]})
     env = dict(config.base_env)
@@ -201,9 +193,8 @@ class _Job:
         name, context = event.name, event.context
         if name == "alloc":
             assert self.placement is not None
-            self.began = self.sub.begin(
-                self.placement.cores, self.placement.gpus, partition=partition, when=event.timestamp
-            )
+            self.began = self.sub.begin(self.placement.cores, self.placement.gpus, partition=partition,
+                                        when=event.timestamp)
             return not self.began
         if name == "start" and self.began:
             self.sub.started(event.timestamp)
@@ -213,6 +204,7 @@ class _Job:
             self.status = context.get("status")
             self.ended = event.timestamp
         return False
+
 
 
 class Reactor:
@@ -427,9 +419,8 @@ class Reactor:
         else:
             if not job.began:
                 sub.begin(partition=self.config.name, when=when)  # counts the attempt
-            if sub.fail(
-                with_stderr(outcome.reason, tail), when=when, exit_code=outcome.exit_code, traceback=tail or None
-            ):
+            if sub.fail(with_stderr(outcome.reason, tail), when=when, exit_code=outcome.exit_code,
+                        traceback=tail or None):
                 self.part.add_load(job.cores)
                 self._submit(sub)
 

@@ -102,16 +102,8 @@ class ProcessRunner:
         try:
             # the marker goes with it from the fork on: if the pilot dies before watch() below, even before
             # the exec, the reaper still finds this process by it (see runtime.reaper)
-            popen = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                cwd=task.cwd,
-                env=env,
-                start_new_session=True,
-                pass_fds=(self._marker,),
-            )
+            popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                                     cwd=task.cwd, env=env, start_new_session=True, pass_fds=(self._marker,))
         except OSError as exc:
             self._failed_to_start(sub, cores, gpus, f"could not start {argv[0]!r}: {exc}")
             return
@@ -134,9 +126,8 @@ class ProcessRunner:
         if task.timeout_s:
             self.host.arm(time.time() + task.timeout_s, functools.partial(self._timed_out, child))
 
-    def _failed_to_start(
-        self, sub: Submission, cores: tuple[int, ...], gpus: tuple[int, ...], reason: str, final: bool = False
-    ) -> None:
+    def _failed_to_start(self, sub: Submission, cores: tuple[int, ...], gpus: tuple[int, ...], reason: str,
+                         final: bool = False) -> None:
         self.host.slots.give_back(cores, gpus)
         if sub.fail(reason, final=final):
             self.host.requeue(sub)
@@ -221,9 +212,7 @@ class ProcessRunner:
             return
         child.timed_out = True
         signal_group(child.popen.pid, signal.SIGTERM)
-        self.host.arm(
-            time.time() + KILL_GRACE_S, lambda: None if child.done else signal_group(child.popen.pid, signal.SIGKILL)
-        )
+        self.host.arm(time.time() + KILL_GRACE_S, lambda: None if child.done else signal_group(child.popen.pid, signal.SIGKILL))
 
     def cancel(self, uid: str) -> bool:
         child = self.children.get(uid)

@@ -81,8 +81,7 @@ class SrunBackend(ThreadedBackend):
         allocation = slots.broker.allocation
         self._gpu_shares = allocation.gpu_shares
         self._allocation = SlurmAllocation(
-            cores=slots.n_cores,
-            gpus=slots.n_gpus // allocation.gpu_shares,
+            cores=slots.n_cores, gpus=slots.n_gpus // allocation.gpu_shares,
             flags=[str(f) for f in options.get("salloc_flags") or ()],
             timeout_s=float(options.get("allocation_timeout_s", 300)),
         )
@@ -206,14 +205,8 @@ class SlurmAllocation:
         argv = self.salloc_argv()
         self._holder: subprocess.Popen[str] | None
         try:
-            self._holder = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-                start_new_session=True,
-            )
+            self._holder = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.PIPE, text=True, start_new_session=True)
         except OSError as exc:
             raise BackendUnavailable(f"srun backend: `{' '.join(argv)}` failed: {exc}") from None
         said = ""  # raw reads: a buffered readline could hold the "Granted" line while select() waits
@@ -235,27 +228,15 @@ class SlurmAllocation:
         self._stop_holder()
         message = " ".join(said.split()) or "no answer"
         if "Pending job allocation" in said or not said:
-            message = (
-                f"not granted within {self.timeout_s:g} s (the cluster is busy: raise the srun "
-                f"backend's allocation_timeout_s option); salloc said: {message}"
-            )
-        raise BackendUnavailable(
-            f"srun backend: could not get an allocation of {self.cores} cores with `{' '.join(argv)}`: {message}"
-        )
+            message = (f"not granted within {self.timeout_s:g} s (the cluster is busy: raise the srun "
+                       f"backend's allocation_timeout_s option); salloc said: {message}")
+        raise BackendUnavailable(f"srun backend: could not get an allocation of {self.cores} cores "
+                           f"with `{' '.join(argv)}`: {message}")
 
     def salloc_argv(self) -> list[str]:
         """The allocation this backend requests: its cores, its GPUs (whole devices), held by ``cat``."""
-        return [
-            "salloc",
-            "-n",
-            str(self.cores),
-            *([f"--gpus={self.gpus}"] if self.gpus else []),
-            "-J",
-            "impeccable",
-            f"--immediate={max(1, int(self.timeout_s))}",
-            *self.flags,
-            "cat",
-        ]
+        return ["salloc", "-n", str(self.cores), *([f"--gpus={self.gpus}"] if self.gpus else []), "-J", "impeccable",
+                f"--immediate={max(1, int(self.timeout_s))}", *self.flags, "cat"]
 
     def _stop_holder(self) -> None:
         holder = getattr(self, "_holder", None)
@@ -290,9 +271,8 @@ def slurm_available() -> tuple[bool, str]:
     if shutil.which("srun") is None:
         return False, "srun is not on PATH (no Slurm client installed)"
     try:
-        done = subprocess.run(
-            ["sinfo", "-h", "-o", "%a"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20
-        )
+        done = subprocess.run(["sinfo", "-h", "-o", "%a"], stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"sinfo failed: {exc}"
     if done.returncode != 0:
@@ -306,9 +286,8 @@ def slurm_available() -> tuple[bool, str]:
 def mpi_plugins() -> set[str]:
     """The ``--mpi=`` types this srun knows."""
     try:
-        done = subprocess.run(
-            ["srun", "--mpi=list"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20
-        )
+        done = subprocess.run(["srun", "--mpi=list"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return set()
     text = done.stdout + done.stderr
