@@ -42,7 +42,7 @@ from .runtime import Pilot, Task, TaskFuture, TaskState
 from .stagetasks import DockBatch, MDJob, StageTasks
 from .stages.library import LibraryRecord, read_library, sample_records
 from .stages.surrogate import nominate_batch
-from .stalls import StallLog
+from .node_events import log_pilot_events
 from .store import Store
 from .tasks import TaskLoop
 
@@ -100,9 +100,9 @@ class CampaignRunner:
             self.n_batches = max(1, -(-self.library_size // self.c.infer.batch_size))
             check_same_campaign(self.c, self.store, self.run_dir)
             self.pilot = self._pilot or make_pilot(self.c)
-            session = self.store.begin_session(self.pilot.allocation.cores,
-                                               {k.value: v for k, v in self.pilot.routes.items()})
-            self.pilot.on_stall = StallLog(self.run_dir, session).append
+            session = self.store.begin_session(self.pilot.allocation.cores, {k.value: v for k, v in self.pilot.routes.items()},
+                                               self.pilot.allocation.nodes)
+            log_pilot_events(self.pilot, self.run_dir, session)
             self._run_session(session)
         return self.summary()
 

@@ -11,8 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from .config import Campaign
+from .config import Campaign, PilotSection
 from .runtime import Allocation, Pilot
+from .runtime.nodes import discover as discover_nodes
 from .runtime.resources import machine_cores
 from .stages.library import LibraryScan
 from .store import Store
@@ -90,7 +91,26 @@ def check_same_campaign(campaign: Campaign, store: Store, run_dir: Path) -> None
 def make_pilot(campaign: Campaign) -> Pilot:
     """The pilot of ``[pilot]``: its cores (never more than the machine's unless oversubscribe), nodes, routes."""
     p = campaign.pilot
-    source = campaign.source or "campaign"
+    allocation = make_allocation(p, str(campaign.source or "campaign"))
+    from .work import PRELOAD, PRELOAD_FORKED
+
+    # function workers start with the stage modules imported (torch, RDKit), unless the campaign says otherwise
+    preload = {"local": [*PRELOAD_FORKED, *PRELOAD], "dragon": list(PRELOAD)}
+    options = {name: {"preload": preload[name], **p.options.get(name, {})} for name in ("local", "dragon")}
+    options.update({name: dict(value) for name, value in p.options.items() if name not in options})
+    return Pilot(allocation, routes=dict(p.routes), shares=p.shares or None, options=options, exclusive=p.exclusive)
+
+
+def make_allocation(p: PilotSection, source: str) -> Allocation:
+    """``pilot.nodes`` > 1 inside a Slurm job or Flux instance of that many nodes or more: its first ``nodes``
+    real nodes, found in the job's environment (default cores: all the job gives on them); elsewhere that many
+    nodes emulated on this machine."""
+    try:
+        found = discover_nodes() if p.nodes > 1 else None
+        if found is not None and len(found.names) > 1:
+            return Allocation.on_nodes(found, p.nodes, p.cores, p.gpus)
+    except ValueError as exc:
+        raise CampaignInputError(f"{source}: pilot: {exc}") from None
     cores = p.cores or Allocation.detect().cores
     available = machine_cores()
     if cores > available and not p.oversubscribe:
@@ -99,13 +119,6 @@ def make_pilot(campaign: Campaign) -> Pilot:
             f"would share {available} cores. Set pilot.cores to the allocation, or pilot.oversubscribe = true "
             "(--oversubscribe) to advertise more, e.g. for an emulation")
     try:
-        allocation = Allocation.emulated(cores, nodes=p.nodes, gpus=p.gpus)
+        return Allocation.emulated(cores, nodes=p.nodes, gpus=p.gpus)
     except ValueError as exc:
         raise CampaignInputError(f"{source}: pilot: {exc}") from None
-    from .work import PRELOAD, PRELOAD_FORKED
-
-    # function workers start with the stage modules imported (torch, RDKit), unless the campaign says otherwise
-    preload = {"local": [*PRELOAD_FORKED, *PRELOAD], "dragon": list(PRELOAD)}
-    options = {name: {"preload": preload[name], **p.options.get(name, {})} for name in ("local", "dragon")}
-    options.update({name: dict(value) for name, value in p.options.items() if name not in options})
-    return Pilot(allocation, routes=dict(p.routes), shares=p.shares or None, options=options, exclusive=p.exclusive)

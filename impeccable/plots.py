@@ -26,8 +26,10 @@ def _ran(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r.get("started") is not None and r.get("finished") is not None]
 
 
-def timeline(rows: Sequence[dict[str, Any]], cores: int, title: str = "task timeline") -> bytes:
-    """Gantt-like: one line per core slot, a bar per task on each slot it held, coloured by stage."""
+def timeline(rows: Sequence[dict[str, Any]], cores: int, title: str = "task timeline",
+             nodes: Sequence[str] = ()) -> bytes:
+    """Gantt-like: one line per core slot, a bar per task on each slot it held, coloured by stage; with
+    several ``nodes`` (slot i on node i // (cores / nodes)) the slots are grouped and labelled by node."""
     ran = _ran(rows)
     fig, ax = plt.subplots(figsize=(10, max(2.5, min(12, 0.25 * cores + 1.5))))
     if ran:
@@ -46,6 +48,12 @@ def timeline(rows: Sequence[dict[str, Any]], cores: int, title: str = "task time
         ax.legend(loc="upper right", fontsize=8, ncol=min(4, len(stages)))
     ax.set_xlabel("time since first submission (s)")
     ax.set_ylabel("core slot")
+    if len(nodes) > 1:
+        per = cores // len(nodes)
+        for i in range(1, len(nodes)):
+            ax.axhline(i * per - 0.5, color="k", linewidth=0.8)
+        ax.set_yticks([i * per + (per - 1) / 2 for i in range(len(nodes))], list(nodes))
+        ax.set_ylabel("node (its core slots)")
     ax.set_ylim(-0.6, max(cores, 1) - 0.4)
     ax.set_title(title)
     return _png(fig)

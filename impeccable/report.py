@@ -19,6 +19,7 @@ from .picks import hit_panel, hits_settings, ligand_efficiency
 from .report_hits import diverse_html, hit_columns, interactions_html, le_cell, viewer_html
 from .results import check_top_poses, ranked_hits, stage_counts
 from .runtime.metrics import summarize
+from .node_events import describe as describe_node, read_node_events
 from .stalls import describe, read_stalls
 from .store import Store
 
@@ -157,11 +158,19 @@ def _body(store: Store, run_dir: Path, top: int, settings: HitsSection, report_d
         parts.append(f"<p>{m.tasks} tasks, makespan {m.makespan_s:.1f} s, utilisation {100 * m.utilization:.1f} %, "
                      f"throughput {m.throughput_tasks_per_s:.2f} tasks/s, median queue wait "
                      f"{m.queue_wait_median_s:.3f} s, median launch overhead {1e3 * m.launch_overhead_median_s:.1f} ms</p>")
-        parts.append(img(plots.timeline(rows_s, cores, "task timeline per core"), "timeline"))
+        nodes = json.loads(session.get("nodes") or "[]")
+        parts.append(img(plots.timeline(rows_s, cores, "task timeline per core", nodes), "timeline"))
         parts.append(img(plots.concurrency(rows_s, cores), "concurrency"))
         png, per_stage = plots.stage_throughput(rows_s)
         parts.append(img(png, "throughput per stage"))
         parts.append(stage_table(per_stage))
+    node_events = read_node_events(run_dir)
+    if node_events:
+        rows_all = store.task_rows()
+        parts.append(f"<h2>Nodes lost ({len(node_events)})</h2><p>The pilot's node watch found these nodes gone; "
+                     "their slots left the pool and the tasks that ran there ran again on the other nodes (see "
+                     "<code>nodes.jsonl</code>; nothing committed is lost):</p><ul>"
+                     + "".join(f"<li>{html.escape(describe_node(e, rows_all))}</li>" for e in node_events) + "</ul>")
     stalls = read_stalls(run_dir)
     if stalls:
         parts.append(f"<h2>Stall events ({len(stalls)})</h2><p>The pilot's watchdog found a runtime with work "

@@ -34,7 +34,7 @@ from .runtime.records import TaskRecord, TaskState
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (
-    session INTEGER PRIMARY KEY, started REAL, finished REAL, cores INTEGER, routes TEXT, status TEXT);
+    session INTEGER PRIMARY KEY, started REAL, finished REAL, cores INTEGER, routes TEXT, status TEXT, nodes TEXT);
 CREATE TABLE IF NOT EXISTS docking (
     id TEXT PRIMARY KEY, smiles TEXT NOT NULL, round INTEGER NOT NULL, origin TEXT NOT NULL,
     score REAL, pose_sdf TEXT, runtime_s REAL, error TEXT, task TEXT, state_smiles TEXT);
@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS failures (id TEXT NOT NULL, stage TEXT NOT NULL, reas
 CREATE TABLE IF NOT EXISTS tasks (
     uid TEXT NOT NULL, session INTEGER NOT NULL, name TEXT, kind TEXT, stage TEXT, round INTEGER, state TEXT,
     cores INTEGER, gpus INTEGER, submitted REAL, scheduled REAL, started REAL, finished REAL, backend TEXT,
-    partition TEXT, slots TEXT, attempts INTEGER, exit_code INTEGER, error TEXT,
+    partition TEXT, slots TEXT, attempts INTEGER, exit_code INTEGER, error TEXT, node TEXT,
     PRIMARY KEY (session, uid));
 """
 
@@ -108,7 +108,8 @@ class Store:
 
     def _migrate(self) -> None:
         """Columns added after a store was first written (older run directories stay readable)."""
-        added = {"docking": ["state_smiles TEXT"], "selections": ["smiles TEXT", "score REAL"]}
+        added = {"docking": ["state_smiles TEXT"], "selections": ["smiles TEXT", "score REAL"], "tasks": ["node TEXT"],
+                 "sessions": ["nodes TEXT"]}
         for table, columns in added.items():
             present = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
             for column in columns:
@@ -145,11 +146,9 @@ class Store:
     def set_meta(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
-    def begin_session(self, cores: int, routes: dict[str, str]) -> int:
-        cur = self.db.execute(
-            "INSERT INTO sessions (started, cores, routes, status) VALUES (?, ?, ?, 'running')",
-            (time.time(), cores, json.dumps(routes)),
-        )
+    def begin_session(self, cores: int, routes: dict[str, str], nodes: Sequence[str] = ()) -> int:
+        cur = self.db.execute("INSERT INTO sessions (started, cores, routes, status, nodes) VALUES (?, ?, ?, 'running', ?)",
+                              (time.time(), cores, json.dumps(routes), json.dumps(list(nodes))))
         return int(cur.lastrowid)
 
     def end_session(self, session: int, status: str) -> None:
@@ -161,8 +160,8 @@ class Store:
                    for table in ("docking", "models", "prediction_batches", "predictions", "md"))
 
     def sessions(self) -> list[dict[str, Any]]:
-        cur = self.db.execute("SELECT session, started, finished, cores, routes, status FROM sessions ORDER BY session")
-        return [dict(zip(("session", "started", "finished", "cores", "routes", "status"), row)) for row in cur]
+        cur = self.db.execute("SELECT session, started, finished, cores, routes, status, nodes FROM sessions ORDER BY session")
+        return [dict(zip(("session", "started", "finished", "cores", "routes", "status", "nodes"), row)) for row in cur]
 
     # docking -----------------------------------------------------------------
     def add_docking(self, rows: Sequence[DockRow], task: str) -> None:
@@ -386,11 +385,11 @@ class Store:
         rows = [
             (r.uid, session, r.name, r.kind, r.tags.get("stage"), int(r.tags.get("round", 0)), r.state.value,
              r.cores, r.gpus, r.submitted, r.scheduled, r.started, r.finished, r.backend, r.partition,
-             json.dumps(list(r.slots)), r.attempts, r.exit_code, r.error)
+             json.dumps(list(r.slots)), r.attempts, r.exit_code, r.error, r.node)
             for r in records
         ]
         with self.transaction() as db:
-            db.executemany(f"INSERT OR REPLACE INTO tasks VALUES ({','.join('?' * 19)})", rows)
+            db.executemany(f"INSERT OR REPLACE INTO tasks VALUES ({','.join('?' * 20)})", rows)
 
     def done_task_durations(self) -> list[tuple[str, str, float]]:
         """(stage, task name, seconds from start to finish) of every task that ended DONE."""
@@ -414,7 +413,8 @@ class Store:
 
     def task_rows(self, session: int | None = None) -> list[dict[str, Any]]:
         cols = ("uid", "session", "name", "kind", "stage", "round", "state", "cores", "gpus", "submitted",
-                "scheduled", "started", "finished", "backend", "partition", "slots", "attempts", "exit_code", "error")
+                "scheduled", "started", "finished", "backend", "partition", "slots", "attempts", "exit_code", "error",
+                "node")
         sql = f"SELECT {', '.join(cols)} FROM tasks"
         args: tuple[Any, ...] = ()
         if session is not None:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from .nodes import NodeList, cpus_per_node
 
 
 @dataclass(frozen=True)
@@ -19,11 +22,15 @@ class Allocation:
 
     ``cores`` may exceed the machine's (an advertised allocation); :meth:`emulated` names N nodes
     that all live on this machine, to try multi-node placement where only one node exists.
+    ``manager`` is "" for this machine (and emulated nodes), or "slurm"/"flux" when ``nodes`` are
+    real hosts of a job that manager started (:meth:`on_nodes`): only then do backends start
+    processes on other nodes (srun steps, Flux brokers, Dragon's Slurm launch).
     """
 
     cores: int
     gpus: int = 0
     nodes: tuple[str, ...] = field(default_factory=lambda: (socket.gethostname(),))
+    manager: str = ""
 
     def __post_init__(self) -> None:
         if self.cores < 1:
@@ -43,6 +50,28 @@ class Allocation:
             raise ValueError(f"nodes must be >= 1, got {nodes}")
         names = (socket.gethostname(),) if nodes == 1 else tuple(f"node{i}" for i in range(nodes))
         return cls(cores=cores, gpus=gpus, nodes=names)
+
+    @classmethod
+    def on_nodes(cls, found: NodeList, nodes: int, cores: int | None = None, gpus: int = 0) -> "Allocation":
+        """The first ``nodes`` nodes of a real allocation (:func:`.nodes.discover`), with ``cores`` over all of
+        them (default: every core the allocation gives on each)."""
+        if nodes > len(found.names):
+            raise ValueError(f"{nodes} nodes asked for, but the {found.manager} allocation has {len(found.names)} "
+                             f"({', '.join(found.names)})")
+        cores = found.cores_per_node * nodes if cores is None else cores
+        if cores > found.cores_per_node * nodes:
+            raise ValueError(f"{cores} cores asked for on {nodes} nodes, but the {found.manager} allocation gives "
+                             f"{found.cores_per_node} per node")
+        return cls(cores=cores, gpus=gpus, nodes=found.names[:nodes], manager=found.manager)
+
+    @property
+    def real_nodes(self) -> bool:
+        """Whether the nodes are hosts of their own (processes reach them through ``manager``)."""
+        return bool(self.manager) and len(self.nodes) > 1
+
+    def hosts(self, cores: Iterable[int]) -> str:
+        """The names of the nodes these core slots are on (slot i on node i // cores per node), comma-separated."""
+        return ",".join(dict.fromkeys(self.nodes[c // self.cores_per_node] for c in cores))
 
     @property
     def cores_per_node(self) -> int:
@@ -64,14 +93,10 @@ class Allocation:
 def machine_cores() -> int:
     """The cores this process may really use: inside a Slurm job, the job's CPUs on all its nodes
     (``SLURM_JOB_CPUS_PER_NODE``, e.g. ``36(x2),4``); otherwise this process's affinity mask."""
-    per_node = os.environ.get("SLURM_JOB_CPUS_PER_NODE", "")
-    total = 0
-    for part in filter(None, per_node.split(",")):
-        count, _, repeat = part.partition("(x")
-        if not count.isdigit() or (repeat and not repeat.rstrip(")").isdigit()):
-            total = 0
-            break
-        total += int(count) * (int(repeat.rstrip(")")) if repeat else 1)
+    try:
+        total = sum(cpus_per_node(os.environ.get("SLURM_JOB_CPUS_PER_NODE", "")))
+    except ValueError:
+        total = 0
     return total or len(os.sched_getaffinity(0))
 
 

@@ -56,6 +56,7 @@ class Placement:
     cores: tuple[int, ...]
     gpus: tuple[int, ...]
     nodes: tuple[int, ...]  # one per process
+    hosts: str = ""  # the names of its nodes, comma-separated (what the task's record says)
 
 
 class SlotBroker:
@@ -82,6 +83,7 @@ class SlotBroker:
         self._gpu_members = frozenset(gpus)
         self._node_cores = [len(f) for f in self._free_cores]  # what each node has in this pool
         self._node_gpus = [len(f) for f in self._free_gpus]
+        self._down: set[int] = set()  # nodes lost (mark_down): their slots never come back
         self._lock = threading.Lock()
         self._used: dict[str, int] = {}
         self._weight: dict[str, float] = {}
@@ -97,6 +99,15 @@ class SlotBroker:
 
     def node_of_core(self, slot: int) -> int:
         return slot // self.cores_per_node
+
+    def mark_down(self, node: int) -> None:
+        """Node ``node`` is lost: its slots leave the pool, busy ones included (they are not given back)."""
+        with self._lock:
+            self._down.add(node)
+            self.capacity_cores, self.capacity_gpus = (self.capacity_cores - self._node_cores[node],
+                                                       self.capacity_gpus - self._node_gpus[node])
+            self._node_cores[node] = self._node_gpus[node] = 0
+            del self._free_cores[node][:], self._free_gpus[node][:]
 
     def node_of_gpu(self, slot: int) -> int:
         return slot // self.gpus_per_node if self.gpus_per_node else 0
@@ -200,6 +211,9 @@ class SlotBroker:
             view._freed_in_pass = True  # slots it skipped earlier in this pass may fit now
         with self._lock:
             self.activity += 1
+            self._used[view.runtime] -= len(cores)
+            cores = [c for c in cores if self.node_of_core(c) not in self._down]  # a lost node's slots stay lost
+            gpus = [g for g in gpus if self.node_of_gpu(g) not in self._down]
             for c in sorted(cores, reverse=True):
                 node = self.node_of_core(c)
                 self._free_cores[node].append(c)
@@ -207,7 +221,6 @@ class SlotBroker:
                     raise RuntimeError(f"core slot {c} returned twice: core accounting is broken")
             for g in sorted(gpus, reverse=True):
                 self._free_gpus[self.node_of_gpu(g)].append(g)
-            self._used[view.runtime] -= len(cores)
             wake = [v.wake for v in self._hungry.union(self._waiting) if v is not view and v.wake is not None]
         for callback in wake:
             callback()
@@ -257,7 +270,7 @@ class SlotBroker:
             fit = chosen[0]
             cores = self._pop(self._free_cores[fit], sum(c for c, _ in processes))
             gpus = self._pop(self._free_gpus[fit], sum(g for _, g in processes))
-            return Placement(cores, gpus, (fit,) * len(processes))
+            return Placement(cores, gpus, (fit,) * len(processes), self.allocation.nodes[fit])
         # wider than a node: whole free nodes, nothing else runs there, processes spread evenly
         cores: tuple[int, ...] = ()
         gpus: tuple[int, ...] = ()
@@ -265,7 +278,7 @@ class SlotBroker:
             cores += self._pop(self._free_cores[n], len(self._free_cores[n]))
             gpus += self._pop(self._free_gpus[n], len(self._free_gpus[n]))
         per_node = -(-len(processes) // len(chosen))
-        return Placement(cores, gpus, tuple(chosen[i // per_node] for i in range(len(processes))))
+        return Placement(cores, gpus, tuple(chosen[i // per_node] for i in range(len(processes))), self.allocation.hosts(cores))
 
     def _plan(self, nodes: Sequence[int], processes: Sequence[tuple[int, int]]) -> list[int] | None:
         """The node a task fits on (first fit), or the whole free nodes a task wider than a node takes;

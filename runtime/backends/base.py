@@ -47,7 +47,7 @@ class Submission:
         self.future = future
 
     def begin(self, slots: tuple[int, ...] = (), gpu_slots: tuple[int, ...] = (), partition: str = "",
-              when: float | None = None) -> bool:
+              when: float | None = None, node: str = "") -> bool:
         """Resources were assigned. False if the caller canceled the future meanwhile (record CANCELED)."""
         future = self.future
         if not future.running() and not future.set_running_or_notify_cancel():
@@ -59,6 +59,7 @@ class Submission:
         record.slots = slots
         record.gpu_slots = gpu_slots
         record.partition = partition
+        record.node = node
         record.started = None
         return True
 
@@ -94,6 +95,15 @@ class Submission:
         self.future.set_exception(failure)
         return False
 
+    def lost(self, reason: str, when: float | None = None) -> None:
+        """The task's node was lost while it ran: back to PENDING without spending a retry (the caller requeues
+        it; another node runs it). ``error`` keeps the reason, so the record shows it even once DONE."""
+        record = self.record
+        record.attempts -= 1
+        record.error = reason
+        record.state = TaskState.PENDING
+        record.finished = time.time() if when is None else when
+
     def cancel(self, reason: str = "canceled", when: float | None = None) -> None:
         self._finalize(TaskState.CANCELED, when, error=reason)
         future = self.future
@@ -124,6 +134,9 @@ class Backend(abc.ABC):
 
     name: ClassVar[str]
     kinds: ClassVar[frozenset[TaskKind]]
+    # whether it starts tasks on other hosts of a real multi-node allocation (srun, Flux, Dragon); one that
+    # does not (local) is lent only the node of the host the pilot runs on
+    spans_nodes: ClassVar[bool] = False
 
     def __init__(self, slots: SlotView, **options: Any) -> None:
         self.slots = slots
@@ -165,6 +178,11 @@ class Backend(abc.ABC):
     def cancel(self, submission: Submission) -> None:
         """Best effort: end a queued or running task as CANCELED. Default: only queued futures."""
         submission.future.cancel()
+
+    def node_lost(self, node: int, reason: str) -> None:
+        """Node ``node`` of the allocation is gone (the pilot has taken its slots out of the pool). A backend
+        that can, ends its tasks there at once and runs them again elsewhere; default: they fail as they
+        die, and are retried as their retry budget allows."""
 
     @abc.abstractmethod
     def shutdown(self, cancel_pending: bool = False) -> None:

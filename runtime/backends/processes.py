@@ -31,7 +31,8 @@ KILL_GRACE_S = 2.0
 class _Child:
     """A running task process."""
 
-    __slots__ = ("sub", "popen", "pidfd", "stderr_fd", "stderr_tail", "cores", "gpus", "timed_out", "canceled", "done")
+    __slots__ = ("sub", "popen", "pidfd", "stderr_fd", "stderr_tail", "cores", "gpus", "timed_out", "canceled", "done",
+                 "lost")
 
     def __init__(self, sub: Submission, popen: subprocess.Popen, cores: tuple[int, ...], gpus: tuple[int, ...]) -> None:
         self.sub = sub
@@ -44,6 +45,7 @@ class _Child:
         self.timed_out = False
         self.canceled = False
         self.done = False
+        self.lost = ""  # why: its node was lost (it runs again elsewhere, no retry spent)
 
 
 class ProcessRunner:
@@ -65,7 +67,7 @@ class ProcessRunner:
         if placement is None:
             return False
         cores, gpus = placement.cores, placement.gpus
-        if sub.begin(cores, gpus):
+        if sub.begin(cores, gpus, node=placement.hosts):
             self._launch(sub, cores, gpus)
         else:
             self.host.slots.give_back(cores, gpus)
@@ -178,6 +180,10 @@ class ProcessRunner:
         if child.canceled:
             sub.cancel("canceled while running (killed)", when=finished)
             return
+        if child.lost:
+            sub.lost(child.lost, when=finished)
+            self.host.requeue(sub, front=True)
+            return
         if outcome is not None and not child.timed_out:
             ok, value, started = outcome
             if started is not None:
@@ -220,6 +226,14 @@ class ProcessRunner:
 
     def _kill(self, child: _Child) -> None:
         signal_group(child.popen.pid, signal.SIGKILL)  # its exit is reported through its pidfd
+
+    def node_lost(self, node: int, reason: str) -> None:
+        """Kill the tasks that run on ``node`` (their launcher: srun ends its step there); they run again."""
+        broker = self.host.slots.broker
+        for child in self.children.values():
+            if not child.done and any(broker.node_of_core(c) == node for c in child.cores):
+                child.lost = reason
+                self._kill(child)
 
     def cancel_everything(self) -> None:
         for uid in list(self.children):
