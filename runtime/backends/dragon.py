@@ -74,6 +74,7 @@ class DragonBackend(ThreadedBackend):
     """
 
     name = "dragon"
+    spans_nodes = True
     kinds = frozenset({TaskKind.FUNCTION})
 
     def __init__(self, slots: SlotView, **options: Any) -> None:
@@ -111,9 +112,16 @@ class DragonBackend(ThreadedBackend):
         if self._launcher is None:
             raise BackendUnavailable(f"the dragon backend cannot start: {NOT_INSTALLED}")
         self._started = True
-        self._runtime = DragonRuntime.launch(self._launcher, self._launcher_args, self.slots.n_cores,
+        allocation = self.slots.broker.allocation
+        hosts: list[str] = []
+        extra = list(self._launcher_args)
+        if allocation.real_nodes and allocation.manager == "slurm":  # Dragon's Slurm launch over the job's nodes
+            hosts = worker_hosts(allocation.nodes, self.slots.n_cores)
+            if "-N" not in extra and "--nodes" not in extra:
+                extra += ["-N", str(len(allocation.nodes))]
+        self._runtime = DragonRuntime.launch(self._launcher, extra, self.slots.n_cores,
                                              inbox_messages(self._max_pipeline, self._queue_ahead), self._start_timeout_s,
-                                             list(self.options.get("preload") or ()))
+                                             list(self.options.get("preload") or ()), hosts)
         loop = Dispatcher(self)
         transport = DragonTransport(loop, self._runtime)
         pool = FunctionPool(loop, transport, self._pipeline_s, self._max_pipeline, queue_ahead=self._queue_ahead)
@@ -124,6 +132,12 @@ class DragonBackend(ThreadedBackend):
     def _after_stop(self) -> None:
         if self._runtime is not None:
             self._runtime.close()
+
+
+def worker_hosts(nodes: tuple[str, ...], n_workers: int) -> list[str]:
+    """The node of each worker: spread evenly, in order (worker i on node i * nodes // workers), as the
+    transport counts them."""
+    return [nodes[i * len(nodes) // n_workers] for i in range(n_workers)]
 
 
 def find_launcher() -> str | None:
@@ -172,8 +186,15 @@ class DragonTransport:
         self.pool = pool
         wids = sorted(self.runtime.worker_pids)
         n_nodes = self.host.slots.broker.n_nodes
-        for i, wid in reversed(list(enumerate(wids))):  # spread evenly over the nodes
-            self._add_worker(wid, i * n_nodes // len(wids))
+        for i, wid in reversed(list(enumerate(wids))):  # spread evenly over the nodes, or where each says it is
+            self._add_worker(wid, self._node_of(self.runtime.worker_hosts.get(wid), i * n_nodes // len(wids)))
+
+    def _node_of(self, host: str | None, otherwise: int) -> int:
+        """The node a worker reported running on, when the nodes are real hosts; else ``otherwise``."""
+        allocation = self.host.slots.broker.allocation
+        if host and allocation.real_nodes and host in allocation.nodes:
+            return allocation.nodes.index(host)
+        return otherwise
 
     def _add_worker(self, wid: int, node: int) -> None:
         worker = PoolWorker(wid, node)
@@ -250,7 +271,8 @@ class DragonTransport:
                 self.replacing.append(worker.node)  # the server starts its replacement
                 self.pool.on_worker_died(worker, running, code)
         elif message[0] == "up":
-            self._add_worker(message[1], self.replacing.pop(0) if self.replacing else 0)
+            node = self.replacing.pop(0) if self.replacing else 0
+            self._add_worker(message[1], self._node_of(message[3] if len(message) > 3 else None, node))
 
     def _lost(self) -> None:
         if not self.broken:
@@ -271,19 +293,20 @@ class DragonRuntime:
         self.log_path = log_path
         self.conn: Connection | None = None
         self.worker_pids: dict[int, int] = {}
+        self.worker_hosts: dict[int, str] = {}  # wid -> the host its worker runs on (as it reported)
         self.shm_prefixes: set[str] = set()
         self.forced = False
         self.stop_timeout_s = STOP_TIMEOUT_S
 
     @classmethod
     def launch(cls, launcher: str, extra_args: list[str], n_workers: int, inbox_size: int,
-               timeout_s: float, preload: list[str] | None = None) -> "DragonRuntime":
+               timeout_s: float, preload: list[str] | None = None, hosts: list[str] | None = None) -> "DragonRuntime":
         channel = Channel()
         log_path = os.path.join(channel.directory, "dragon.log")
         # the launcher runs PROG with ARGS: this interpreter, -m the server module
         argv = launcher_argv(launcher, extra_args, sys.executable, "-m", SERVER_MODULE, "--socket", channel.path,
                              "--keyfile", channel.keyfile, "--workers", str(n_workers), "--inbox-size", str(inbox_size),
-                             "--preload", ",".join(preload or ()))
+                             "--preload", ",".join(preload or ()), "--hosts", ",".join(hosts or ()))
         env = launcher_env(launcher)
         # workers import the same modules as this process (test helpers, the user's packages)
         env["PYTHONPATH"] = os.pathsep.join(_import_path())
@@ -306,6 +329,7 @@ class DragonRuntime:
             if message[0] != "ready":
                 raise RuntimeError(f"unexpected first message from the Dragon server: {message[0]!r}")
             runtime.worker_pids = dict(message[1])
+            runtime.worker_hosts = dict(message[2]) if len(message) > 2 else {}
         except BaseException as exc:
             tail = runtime.log_tail()
             runtime.close(force=True)

@@ -25,6 +25,7 @@ srun command and reads function results. Limits that come with srun:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
@@ -34,9 +35,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import BackendUnavailable
+from ..nodes import NodeList, discover as discover_nodes, from_slurm
 from ..slots import SlotView
 from ..task import Task, TaskKind
 from .launchers import LaunchError
@@ -61,6 +64,7 @@ class SrunBackend(ThreadedBackend):
     """
 
     name = "srun"
+    spans_nodes = True
     kinds = frozenset({TaskKind.EXECUTABLE, TaskKind.FUNCTION})
 
     def __init__(self, slots: SlotView, **options: Any) -> None:
@@ -93,7 +97,9 @@ class SrunBackend(ThreadedBackend):
         try:
             mpi = self._mpi if self._mpi is not None else ("pmi2" if "pmi2" in mpi_plugins() else "")
             workdir = tempfile.mkdtemp(prefix=f"impeccable-srun-{job_id}-", dir=self._workdir_parent)
-            self.launcher = SrunLauncher(job_id, workdir, mpi, self._step_flags)
+            allocation = self.slots.broker.allocation
+            hosts = allocation.nodes if allocation.manager == "slurm" else ()
+            self.launcher = SrunLauncher(job_id, workdir, mpi, self._step_flags, hosts, allocation.cores_per_node)
             loop = Dispatcher(self)
             loop.serve([TaskKind.EXECUTABLE, TaskKind.FUNCTION], ProcessRunner(loop, self.launcher, self._max_running))
             self._run_dispatcher(loop)
@@ -109,11 +115,18 @@ class SrunBackend(ThreadedBackend):
 
 class SrunLauncher:
     """Every task a job step: ``srun --jobid=J --exact -Q -n RANKS -c CORES ...``; a function task is
-    ``python -m impeccable.runtime.run_function`` in its step, arguments and result in pickle files."""
+    ``python -m impeccable.runtime.run_function`` in its step, arguments and result in pickle files.
 
-    def __init__(self, job_id: str, workdir: str, mpi: str, step_flags: list[str]) -> None:
+    With ``hosts`` (the job's nodes, slot i on ``hosts[i // (slots per node)]``) a step goes where the pilot
+    placed the task, ``-N K -w NODES``, so the record's node is where it ran; without (one node, or nodes
+    emulated on one machine) Slurm picks."""
+
+    def __init__(self, job_id: str, workdir: str, mpi: str, step_flags: list[str],
+                 hosts: tuple[str, ...] = (), cores_per_node: int = 0) -> None:
         self.workdir = workdir
         self.mpi = mpi
+        self.hosts = hosts
+        self.cores_per_node = cores_per_node
         self.prefix = [shutil.which("srun") or "srun", f"--jobid={job_id}", "--exact", "-Q", *step_flags]
 
     def check(self, task: Task) -> None:
@@ -133,6 +146,9 @@ class SrunLauncher:
             shape = ["-n", "1", "-c", str(task.cores)]
             if task.gpus:
                 shape.append(f"--gpus-per-task={task.gpus}")
+        if self.hosts and cores:
+            nodes = list(dict.fromkeys(self.hosts[c // self.cores_per_node] for c in cores))
+            shape += ["-N", str(len(nodes)), "-w", ",".join(nodes)]
         if task.kind is TaskKind.EXECUTABLE:
             return [*self.prefix, *shape, *task.argv]
         return [*self.prefix, *shape, *self._function_command(task)]
@@ -249,6 +265,48 @@ class SlurmAllocation:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+JOB_VARIABLES = ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_JOB_CPUS_PER_NODE", "SLURM_JOB_NUM_NODES")
+
+
+@contextlib.contextmanager
+def job_of_nodes(n_nodes: int) -> Iterator[NodeList]:
+    """A Slurm job of at least ``n_nodes`` nodes: the one this process runs in, else a fresh allocation of
+    whole nodes (``salloc -N N --exclusive --no-kill``: it outlives a lost node), whose ``SLURM_JOB_*``
+    variables this process has while it is held, as a batch script would; released after."""
+    found = discover_nodes()
+    if os.environ.get("SLURM_JOB_ID"):
+        if found is None or len(found.names) < n_nodes:
+            raise BackendUnavailable(f"{n_nodes} nodes asked for, but this Slurm job (SLURM_JOB_ID="
+                                     f"{os.environ['SLURM_JOB_ID']}) has {len(found.names) if found else 1}")
+        yield found
+        return
+    allocation = SlurmAllocation(n_nodes, ["-N", str(n_nodes), "--exclusive", "--no-kill"])
+    job_id = allocation.acquire()
+    saved = {name: os.environ.get(name) for name in JOB_VARIABLES}
+    try:
+        os.environ.update(job_environment(job_id))
+        yield from_slurm(os.environ)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        allocation.release()
+
+
+def job_environment(job_id: str) -> dict[str, str]:
+    """The ``SLURM_JOB_*`` variables of a running job, from ``squeue`` (node list, CPUs, nodes)."""
+    done = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%N|%C|%D"], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=30)
+    fields = done.stdout.strip().split("|")
+    if done.returncode != 0 or len(fields) != 3 or not fields[2].isdigit():
+        raise BackendUnavailable(f"squeue cannot describe job {job_id}: {done.stderr.strip() or done.stdout.strip()}")
+    nodelist, cpus, n_nodes = fields[0], int(fields[1]), int(fields[2])
+    return {"SLURM_JOB_ID": job_id, "SLURM_JOB_NODELIST": nodelist, "SLURM_JOB_NUM_NODES": str(n_nodes),
+            "SLURM_JOB_CPUS_PER_NODE": f"{cpus // n_nodes}(x{n_nodes})"}
 
 
 def slurm_available() -> tuple[bool, str]:
