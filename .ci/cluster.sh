@@ -12,9 +12,11 @@
 #   .ci/cluster.sh status         daemons, namespaces, sinfo, squeue (exit 1 if not running)
 #   .ci/cluster.sh exec CMD...    run CMD on the cluster's login node (its own namespace) with SLURM_CONF
 #                                 set: srun/salloc/sbatch listen for replies, so clients run there, never
-#                                 on the host's network
+#                                 on the host's network; IMPECCABLE_DRAGON_LAUNCHER_ARGS says how Dragon
+#                                 reaches these nodes (-t tcp --network-prefix eth0)
 #   .ci/cluster.sh on NODE CMD... run CMD inside node NODE's namespace (as if logged in to it)
 #   .ci/cluster.sh kill-node NODE lose a node: SIGKILL its slurmd and every process in its namespace
+#   .ci/cluster.sh revive NODE    a lost node back: its slurmd started again, the node resumed
 #   .ci/cluster.sh reap           kill processes left on the nodes by jobs that ended (orphans whose parent
 #                                 died: Dragon's services after a failed start, say), which hold a job in
 #                                 COMPLETING; a site's cgroup proctrack does this, linuxproc here cannot
@@ -47,6 +49,9 @@ PREFIX=impcl
 CTLD_HOST=slurmctld   # its own host name (UTS namespace): slurmctld runs only where SlurmctldHost matches
 BRIDGE=$PREFIX-br0
 export SLURM_CONF=$CONF
+# Dragon over these nodes: its TCP transport (its default, HSTA, needs a high-speed fabric's libfabric) on the
+# nodes' bridge link (its default prefix matches only Cray/InfiniBand interface names)
+DRAGON_ARGS="-t tcp --network-prefix eth0"
 
 log() { echo "[cluster] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -287,6 +292,17 @@ do_stop() {
   [ -n "$quiet" ] || log "stopped"
 }
 
+do_revive() {  # NODE: a lost node back (its slurmd started again; Slurm returns it to service)
+  local node=${1:-} i
+  need_root revive
+  nodes | grep -qx "$node" || die "no node '$node' in the running cluster (nodes: $(nodes | tr '\n' ' '))"
+  alive "$BASE/run/slurmd-$node.pid" && { log "$node is up"; return 0; }
+  in_ns "$PREFIX-$node" "$node" slurmd -N "$node" -f "$CONF" || die "slurmd of $node failed to start"
+  scontrol update NodeName="$node" State=RESUME >/dev/null 2>&1 || true
+  wait_idle "$(now)" || die "$node did not come back (logs under $BASE/log)"
+  log "$node back"
+}
+
 do_reap() {  # processes that outlived their job on the nodes (orphans: their parent is gone) are killed
   local node ns pid keep n=0
   for node in $(nodes); do
@@ -330,13 +346,15 @@ case "${1:-}" in
   stop)      do_stop;;
   status)    do_status;;
   exec)      shift; [ $# -gt 0 ] || die "exec: give a command"
-             in_ns "$PREFIX-login" login env SLURM_CONF="$CONF" "$@";;
+             in_ns "$PREFIX-login" login env SLURM_CONF="$CONF" \
+               IMPECCABLE_DRAGON_LAUNCHER_ARGS="${IMPECCABLE_DRAGON_LAUNCHER_ARGS-$DRAGON_ARGS}" "$@";;
   on)        shift; node=${1:-}; shift || true
              alive "$BASE/run/slurmd-$node.pid" || die "no node '$node' running (nodes: $(nodes | tr '\n' ' '))"
              # the namespaces of the node's slurmd: the same /dev/shm and hostname as its jobs
              nsenter -t "$(cat "$BASE/run/slurmd-$node.pid")" --net --mount --uts env SLURM_CONF="$CONF" "$@";;
   kill-node) do_kill_node "${2:-}";;
   reap)      need_root reap; do_reap;;
+  revive)    do_revive "${2:-}";;
   env)       echo "export SLURM_CONF=$CONF";;
-  *) sed -n '2,35p' "$0" >&2; exit 2;;
+  *) sed -n '2,38p' "$0" >&2; exit 2;;
 esac

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -351,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     except StageInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"rank {rank}/{size}: {n_ok} docked, {n_fail} failed in {time.perf_counter() - t0:.1f} s -> {out}")
+    print(f"rank {rank}/{size} on {socket.gethostname()}: {n_ok} docked, {n_fail} failed in "
+          f"{time.perf_counter() - t0:.1f} s -> {out}")
     return 0
 
 

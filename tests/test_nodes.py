@@ -163,3 +163,20 @@ def test_a_store_keeps_each_tasks_node_and_each_sessions_nodes(tmp_path):
     assert store.task_rows(session)[0]["node"] == "node1"
     assert store.sessions()[-1]["nodes"] == '["node0", "node1"]'
     assert os.path.exists(tmp_path / "campaign.db")
+
+
+def test_the_model_and_the_emulation_are_scored_against_the_real_multi_node_run(tmp_path):
+    from impeccable.model import against_real_runs
+    from impeccable.store import Store
+
+    store = Store(tmp_path / "real" / "campaign.db")
+    session = store.begin_session(8, {"executable": "srun", "function": "srun"}, ("n0", "n1"))
+    store.add_task_records(session, [TaskRecord(uid="u", name="dock x", kind="executable", cores=1, gpus=0,
+                                                state=TaskState.DONE, submitted=0.0, scheduled=0.0, started=0.0,
+                                                finished=100.0, slots=(0,), node="n0")])
+    store.close()
+    row = {"pilot": {"measured_makespan_s": 110.0, "predicted_makespan_s": 90.0}}
+    against_real_runs(row, [tmp_path / "real"])
+    real = row["pilot"]["real_run"]
+    assert real["makespan_s"] == 100.0 and real["nodes"] == ["n0", "n1"]
+    assert real["emulation_error"] == pytest.approx(0.10) and real["model_error"] == pytest.approx(-0.10)

@@ -27,6 +27,7 @@ import importlib.util
 import os
 import pickle
 import selectors
+import shlex
 import shutil
 import signal
 import struct
@@ -47,6 +48,7 @@ from .loop import Dispatcher, ThreadedBackend
 from .pool import FunctionPool, PoolWorker
 
 NOT_INSTALLED = "dragonhpc not installed (pip install 'impeccable[dragon]')"
+LAUNCHER_ARGS_ENV = "IMPECCABLE_DRAGON_LAUNCHER_ARGS"  # launcher_args when the options give none
 SERVER_MODULE = "impeccable.runtime.dragon_server"
 STOP_TIMEOUT_S = 30.0  # an orderly stop: Dragon's own services wind down (seconds on a loaded node)
 ABORT_TIMEOUT_S = 5.0  # Ctrl-C or a cancelling shutdown: then the process group is signalled
@@ -63,14 +65,17 @@ def inbox_messages(max_pipeline: int, queue_ahead: int) -> int:
 
 
 class DragonBackend(ThreadedBackend):
-    """Python functions on Dragon-managed worker processes, one per core the pilot may lend it.
+    """Python functions on Dragon-managed worker processes, one per core the pilot may lend it (or ``workers``).
 
     Options: ``launcher`` (path of ``dragon``, default: next to this Python or on PATH),
-    ``launcher_args`` (extra launcher arguments), ``start_timeout_s`` (default 120),
+    ``launcher_args`` (extra launcher arguments; default ``$IMPECCABLE_DRAGON_LAUNCHER_ARGS``, split as a
+    shell would), ``start_timeout_s`` (default 120),
     ``pipeline_s`` (estimated work queued in a busy worker, default 20 ms),
     ``max_pipeline`` (calls in flight per worker, default 512), ``queue_ahead`` (calls kept queued
     behind a running one however long calls are, so that a worker starts its next call without waiting
-    for a round trip through the runtime; default 1), ``preload`` (modules each worker imports before it is up).
+    for a round trip through the runtime; default 1), ``preload`` (modules each worker imports before it is up),
+    ``workers`` (persistent workers, spread evenly over the nodes; default one per core it may use: each
+    costs a Dragon process start, seconds apiece on a busy multi-node runtime).
     """
 
     name = "dragon"
@@ -80,11 +85,15 @@ class DragonBackend(ThreadedBackend):
     def __init__(self, slots: SlotView, **options: Any) -> None:
         super().__init__(slots, **options)
         self._launcher = options.get("launcher") or find_launcher()
-        self._launcher_args = list(options.get("launcher_args") or ())
+        # a site's (or a test cluster's) launcher settings, e.g. "-t tcp --network-prefix eth0"
+        self._launcher_args = list(options.get("launcher_args") or shlex.split(os.environ.get(LAUNCHER_ARGS_ENV, "")))
         self._start_timeout_s = float(options.get("start_timeout_s", 120.0))
         self._pipeline_s = float(options.get("pipeline_s", 0.02))
         self._max_pipeline = int(options.get("max_pipeline", 512))
         self._queue_ahead = int(options.get("queue_ahead", 1))
+        self._workers = int(options.get("workers") or slots.n_cores)
+        if self._workers < 1:
+            raise ValueError(f"backend {self.name!r}: workers must be at least 1, got {options.get('workers')!r}")
         self._runtime: DragonRuntime | None = None
         self._started = False
 
@@ -116,10 +125,10 @@ class DragonBackend(ThreadedBackend):
         hosts: list[str] = []
         extra = list(self._launcher_args)
         if allocation.real_nodes and allocation.manager == "slurm":  # Dragon's Slurm launch over the job's nodes
-            hosts = worker_hosts(allocation.nodes, self.slots.n_cores)
+            hosts = worker_hosts(allocation.nodes, self._workers)
             if "-N" not in extra and "--nodes" not in extra:
                 extra += ["-N", str(len(allocation.nodes))]
-        self._runtime = DragonRuntime.launch(self._launcher, extra, self.slots.n_cores,
+        self._runtime = DragonRuntime.launch(self._launcher, extra, self._workers,
                                              inbox_messages(self._max_pipeline, self._queue_ahead), self._start_timeout_s,
                                              list(self.options.get("preload") or ()), hosts)
         loop = Dispatcher(self)
