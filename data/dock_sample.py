@@ -16,8 +16,10 @@ where it stopped. Molecules that cannot be prepared or docked go to
 ``<out stem>.failures.csv`` with the reason.
 
 Output columns: id, smiles (as in the library), state_smiles (the best state,
-with stereo and charges), score_kcal_mol, n_states, state_scores_kcal_mol
-(every state's score, ';'-separated, in enumeration order), exhaustiveness, seed.
+with stereo and charges), score_kcal_mol (the best state's Vina score plus its
+microstate penalty), n_states, state_scores_kcal_mol (every state's Vina score,
+';'-separated, in enumeration order), state_penalties_kcal_mol (each state's
+penalty, same order; 0 for the dominant microstate), exhaustiveness, seed.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ RECEPTOR = DATA / "receptors" / "4jsv"
 OUT = DATA / "scores" / "4jsv_vina_states.csv"
 SAMPLE_SEED = 7
 COLUMNS = ["id", "smiles", "state_smiles", "score_kcal_mol", "n_states", "state_scores_kcal_mol",
-           "exhaustiveness", "seed"]
+           "state_penalties_kcal_mol", "exhaustiveness", "seed"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,41 +62,55 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     states = StateOptions(max_stereoisomers=a.max_stereoisomers, max_protomers=a.max_protomers)
 
-    failures_path = a.out.with_name(a.out.stem + ".failures.csv")
-    done = _ids(a.out) | _ids(failures_path)
+    done = _ids(a.out) | _ids(a.out.with_name(a.out.stem + ".failures.csv"))
     todo = [r for r in sample_library(LIBRARY, a.n, seed=a.sample_seed) if r.id not in done]
     print(f"{len(done)} already done, {len(todo)} to dock -> {a.out}", flush=True)
     if not todo:
         return 0
-    settings = (a.seed, a.exhaustiveness, states)
-    with _appender(a.out, COLUMNS) as out, _appender(failures_path, ["id", "smiles", "reason"]) as failed:
+    dock_and_append(todo, a.out, (a.seed, a.exhaustiveness, states), a.workers)
+    return 0
+
+
+def dock_and_append(
+    todo: list[LibraryRecord], out_path: Path, settings: tuple[int, int, StateOptions], workers: int,
+    *, receptor: Path = RECEPTOR, extra: dict[str, dict[str, str]] | None = None,
+) -> None:
+    """Dock ``todo`` and append one row per compound (``COLUMNS`` plus ``extra``'s columns) in ``todo`` order.
+
+    ``extra`` maps a column name to {id: value}; failures go to ``<out stem>.failures.csv``.
+    """
+    extra = extra or {}
+    seed, exhaustiveness, _ = settings
+    failures_path = out_path.with_name(out_path.stem + ".failures.csv")
+    with _appender(out_path, COLUMNS + list(extra)) as out, \
+            _appender(failures_path, ["id", "smiles", "reason"]) as failed:
         t0 = time.perf_counter()
         n_states = 0
-        for i, (record, result) in enumerate(_dock_all(todo, settings, a.workers), start=1):
+        for i, (record, result) in enumerate(_dock_all(todo, settings, workers, receptor), start=1):
             if isinstance(result, DockResult):
                 n_states += result.n_states
                 out.writerow([record.id, record.smiles, result.state_smiles, f"{result.score_kcal_mol:.3f}",
                               result.n_states, ";".join(f"{x:.3f}" for x in result.state_scores_kcal_mol),
-                              a.exhaustiveness, a.seed])
+                              ";".join(f"{x:.3f}" for x in result.state_penalties_kcal_mol), exhaustiveness, seed]
+                             + [values[record.id] for values in extra.values()])
             else:
                 failed.writerow([record.id, record.smiles, result.reason])
             if i % 50 == 0:
                 dt = time.perf_counter() - t0
                 print(f"{i}/{len(todo)} docked, {dt / i:.2f} s/compound wall, {n_states / i:.2f} states/compound, "
                       f"ETA {(len(todo) - i) * dt / i / 3600:.1f} h", flush=True)
-    return 0
 
 
 def _dock_all(
-    todo: list[LibraryRecord], settings: tuple[int, int, StateOptions], workers: int
+    todo: list[LibraryRecord], settings: tuple[int, int, StateOptions], workers: int, receptor: Path = RECEPTOR
 ) -> Iterator[tuple[LibraryRecord, DockResult | LigandFailure]]:
     """(record, result) in ``todo`` order; with workers > 1 docked in parallel, yielded in order."""
     if workers <= 1:
-        _start_worker(*settings)
+        _start_worker(*settings, receptor)
         yield from zip(todo, map(_dock_one, todo))
         return
     ctx = multiprocessing.get_context("spawn")  # no forked Vina/RDKit state
-    with ctx.Pool(workers, initializer=_start_worker, initargs=settings) as pool:
+    with ctx.Pool(workers, initializer=_start_worker, initargs=(*settings, receptor)) as pool:
         yield from zip(todo, pool.imap(_dock_one, todo, chunksize=1))
 
 
@@ -102,9 +118,9 @@ _docker: Docker | None = None
 _exhaustiveness = 1
 
 
-def _start_worker(seed: int, exhaustiveness: int, states: StateOptions) -> None:
+def _start_worker(seed: int, exhaustiveness: int, states: StateOptions, receptor: Path = RECEPTOR) -> None:
     global _docker, _exhaustiveness
-    _docker = Docker(load_receptor(RECEPTOR), seed=seed, cpu=1, states=states)
+    _docker = Docker(load_receptor(receptor), seed=seed, cpu=1, states=states)
     _exhaustiveness = exhaustiveness
 
 

@@ -62,13 +62,14 @@ LIGAND_RESNAME = "ADP"
 LIGAND_RESID = 2601
 ADP_SMILES = "Nc1ncnc2c1ncn2[C@@H]1O[C@H](COP(=O)(O)OP(=O)(O)O)[C@@H](O)[C@H]1O"  # PDB CCD ADP
 PH = 7.4
+HINGE_RESIDUE = 2240  # Val2240: the hinge backbone ATP-site inhibitors H-bond to (stages/hinge.py)
 BOX_PADDING_ANGSTROM = 5.0  # added on each side of the ligand's extent
 RECEPTOR_OUT = DATA / "receptors" / "4jsv"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["library", "library-full", "receptor", "receptor-1uou"],
+    parser.add_argument("--only", choices=["library", "library-full", "receptor", "receptor-1uou", "heterogens"],
                         help="rebuild one part only (library-full is built only when named)")
     parser.add_argument("--molsets-wheel", type=Path, help="a downloaded molsets wheel (skips pip download)")
     parser.add_argument("--library-size", type=int, default=LIBRARY_SIZE)
@@ -82,7 +83,22 @@ def main(argv: list[str] | None = None) -> int:
         build_receptor(args.padding)
     if args.only in (None, "receptor-1uou"):
         build_receptor_1uou(args.padding)
+    if args.only == "heterogens":  # the heterogen record alone, without rebuilding the protein
+        write_heterogens()
     return 0
+
+
+def write_heterogens() -> None:
+    """``receptors/4jsv/heterogens.toml``: every heterogen of chain B near the box and its fate per metals mode."""
+    from impeccable.stages.metals import survey, write_provenance
+    from impeccable.stages.receptor import load_site
+
+    site = load_site(RECEPTOR_OUT / "site.toml")
+    found = survey(_pdbfixer_test_file(f"{PDB_ID}.pdb").read_text(), site.center_angstrom, site.size_angstrom,
+                   chain=CHAIN)
+    write_provenance(RECEPTOR_OUT / "heterogens.toml", found, f"PDB {PDB_ID} chain {CHAIN}")
+    for h in found:
+        print(f"heterogens: {h.label}: auto {h.reason('auto')}")
 
 
 # --------------------------------------------------------------------------- library
@@ -162,7 +178,9 @@ def build_receptor(padding_angstrom: float) -> None:
     _write_site(ligand, padding_angstrom, RECEPTOR_OUT / "site.toml", {
         "pdb_id": PDB_ID, "chain": CHAIN, "residue_range": list(RESIDUE_RANGE), "ligand_resname": LIGAND_RESNAME,
         "ligand_resid": LIGAND_RESID, "reference_ligand": ligand_out.name,
+        "hinge_residue": HINGE_RESIDUE,
     }, "the mTOR ATP site, from the co-crystal ADP", "receptor")
+    write_heterogens()
     for f in sorted(RECEPTOR_OUT.iterdir()):
         print(f"receptor: {f.relative_to(REPO)} ({f.stat().st_size // 1024} KiB)")
 

@@ -17,7 +17,16 @@ the end of the round every compound of the final top-M has MD: streaming costs
 at most a few speculative MD runs, never a missed hit.
 
 Durability. Every result is committed with the mark that its unit of work is
-done (see ``store``); a resumed run recomputes nothing that was committed.
+done (see ``store``); a resumed run recomputes nothing that was committed. A
+docking task's compounds are kept one by one, however the task ends (its ranks
+write a line per compound), and a resumed run first stores what a killed
+session's tasks left on disk (:func:`store_left_on_disk`).
+
+Cost per task. What the runner asks of the store on every task is kept in
+memory, read once per session: the docked compounds, the best-M docked
+(:class:`TopDocked`), the MD compounds and each round's speculative MD; the
+store is written, never re-read, on the hot path, so the manager's cost per
+task does not grow with the campaign (``impeccable bench --workload campaign``).
 
 Who does what: this module decides what runs when; :mod:`.stagetasks` builds
 each stage's task and reads its outcome; :mod:`.tasks` runs the handlers;
@@ -26,24 +35,27 @@ each stage's task and reads its outcome; :mod:`.tasks` runs the handlers;
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
-import itertools
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from . import leftout
 from .config import Campaign
 from .events import InterruptGuard
-from .inputs import CampaignInputError, check_same_campaign, make_pilot, validate_inputs
+from .gpuplan import use_gpus
+from .inputs import CampaignInputError, check_same_campaign, make_pilot, size_warnings, validate_inputs
 from .lock import RunDirLock
 from .progress import CampaignProgress
 from .runtime import Pilot, Task, TaskFuture, TaskState
 from .stagetasks import DockBatch, MDJob, StageTasks
-from .stages.library import LibraryRecord, read_library, sample_records
+from .library_stage import CampaignLibrary
+from .stages.library import LibraryRecord
 from .stages.surrogate import nominate_batch
 from .node_events import log_pilot_events
-from .store import Store
+from .store import Store, store_errors
 from .tasks import TaskLoop
 
 __all__ = ["CampaignInputError", "CampaignInterrupted", "CampaignRunner", "quota"]
@@ -81,12 +93,18 @@ class CampaignRunner:
         self.store = Store(self.run_dir / "campaign.db")
         self.progress = CampaignProgress(progress)
         self.stages = stages or StageTasks(campaign, self.run_dir)
-        self.library = CampaignLibrary(campaign)
+        self.library = CampaignLibrary(campaign, self.store, self.stages, self.progress)
         self._pilot = pilot
         self.state: RoundState | None = None
         self.tasks: TaskLoop | None = None
         self.seed_shards_left = 0
         self.md_inflight: set[str] = set()
+        # the store's answers the runner needs per task, read once (see the module docstring)
+        self.docked: set[str] = set()
+        self.top = TopDocked(campaign.md.top_m)
+        self.md_done: set[str] = set()
+        self.speculative: dict[int, set[str]] = {}
+        self.last_docked_round = -1  # rounds after it have no docking yet: round r's top-M is the in-memory one
 
     # ------------------------------------------------------------------ run
     def run(self) -> dict[str, Any]:
@@ -95,14 +113,20 @@ class CampaignRunner:
         Raises CampaignInputError (nothing started) for unusable inputs, RunDirBusy when another run
         holds the directory, CampaignInterrupted on Ctrl-C/SIGTERM.
         """
-        with RunDirLock(self.run_dir):
-            self.library_size = validate_inputs(self.c, self.store).count
-            self.n_batches = max(1, -(-self.library_size // self.c.infer.batch_size))
+        with RunDirLock(self.run_dir), store_errors(self.store.path):
+            self.library.rows = validate_inputs(self.c, self.store).count
+            for text in size_warnings(self.c, self.library.rows):
+                leftout.warn(text)
             check_same_campaign(self.c, self.store, self.run_dir)
+            self.docked = self.store.docked_ids()
+            self.top.reset(self.store.best_docked_scored(self.c.md.top_m))
+            self.last_docked_round = self.store.last_docked_round()
+            self.md_done = self.store.md_ids()
             self.pilot = self._pilot or make_pilot(self.c)
-            session = self.store.begin_session(self.pilot.allocation.cores, {k.value: v for k, v in self.pilot.routes.items()},
-                                               self.pilot.allocation.nodes)
-            log_pilot_events(self.pilot, self.run_dir, session)
+            a = use_gpus(self.c, self.pilot.allocation, self.stages, self.store)  # each stage's GPUs in it
+            session = self.store.begin_session(a.cores, {k.value: v for k, v in self.pilot.routes.items()}, a.gpus,
+                                               a.gpu_shares, nodes=a.nodes)
+            log_pilot_events(self.pilot, self.run_dir, session)  # stalls and lost nodes, as they happen
             self._run_session(session)
         return self.summary()
 
@@ -113,7 +137,7 @@ class CampaignRunner:
         with guard:
             try:
                 self.pilot.start()
-                self._plan()
+                self.library.prepare(self.tasks, self.pilot.allocation.cores, then=self._plan)
                 self.tasks.run()
                 status = "done-with-failures" if self.tasks.failed else "done"
             except KeyboardInterrupt:
@@ -126,7 +150,8 @@ class CampaignRunner:
             finally:
                 with guard.deferred(raise_after=False):
                     self.pilot.shutdown(cancel_pending=status not in ("done", "done-with-failures"))
-                    self.store.add_task_records(session, self.pilot.records)
+                    self.store.add_task_records(session, [r for r in self.pilot.records
+                                                          if r.uid not in self.tasks.recorded])
                     self.store.end_session(session, status)
                     self.tasks.close()
 
@@ -136,7 +161,10 @@ class CampaignRunner:
 
     # ------------------------------------------------------------------ planning
     def _plan(self) -> None:
-        """Start the first round that is not complete (round 0 on a new run)."""
+        """Once the library is prepared: store what a killed session left on disk, then start the first round
+        that is not complete (round 0 on a new run)."""
+        store_left_on_disk(self.stages, self.store, self.tasks.guard, self._note_docked)
+        self.n_batches = max(1, -(-self.library.size // self.c.infer.batch_size))
         r = next((r for r in range(self.c.campaign.rounds) if not self._round_complete(r)), None)
         if r == 0:
             self._seed_docking()
@@ -146,15 +174,16 @@ class CampaignRunner:
     def _round_complete(self, r: int) -> bool:
         if self.store.model(r) is None or len(self.store.done_batches(r)) < self.n_batches:
             return False
-        docked, md = self.store.docked_ids(), self.store.md_ids()
-        return self.store.selected(r, "redock") <= docked and set(self._top_docked()) <= md
+        return self.store.selected(r, "redock") <= self.docked and set(self._top_docked(r)) <= self.md_done
 
     # ------------------------------------------------------------------ 1. seed docking
     def _seed_docking(self) -> None:
-        sample = self.library.seed_sample(self.store.selected_compounds(0, "seed"))
+        stored = self.store.selected_compounds(0, "seed")
+        sample = self.library.seed_sample(stored)
+        if not stored:
+            leftout.check_seed_sample(self.c, self.store, len(sample), self.library.size)
         self.store.select_compounds(0, "seed", sample)
-        docked = self.store.docked_ids()
-        todo = [rec for rec in sample if rec.id not in docked]
+        todo = [rec for rec in sample if rec.id not in self.docked]
         self.progress.tick("seed dock", total=len(sample), done=len(sample) - len(todo))
         shards = _chunks(todo, self.c.dock.ligands_per_task)
         self.seed_shards_left = len(shards)
@@ -165,18 +194,19 @@ class CampaignRunner:
 
     # ------------------------------------------------------------------ docking (seed and re-dock)
     def _dock(self, records: list[LibraryRecord], index: int, r: int, origin: str) -> None:
-        key = f"s{self.tasks.session}-r{r}-{origin}-{index:05d}"
-        batch = self.stages.dock_batch(records, key, index, r, origin)
+        batch = self.stages.dock_batch(records, self.tasks.session, index, r, origin)
         self.tasks.submit(self.stages.dock_task(batch), partial(self._docked, batch))
 
     def _docked(self, batch: DockBatch, future: TaskFuture) -> None:
-        if self.tasks.failed_task(future, batch.stage):
-            self.progress.tick(batch.stage, failed=len(batch.records))
-        else:
-            rows = self.stages.dock_rows(batch)
-            self.store.add_docking(rows, batch.key)
-            ok = sum(row.score is not None for row in rows)
-            self.progress.tick(batch.stage, done=ok, failed=len(rows) - ok)
+        """Keep every compound the task finished, however it ended: a rank writes each compound's line as
+        it finishes, so a task canceled or failed halfway still has results (the rest is docked again)."""
+        complete = not self.tasks.failed_task(future, batch.stage)
+        rows = self.stages.dock_rows(batch, complete=complete)
+        self.store.add_docking(rows, batch.key)
+        self.stages.dock_stored(batch)
+        self._note_docked(rows)
+        ok = sum(row.score is not None for row in rows)
+        self.progress.tick(batch.stage, done=ok, failed=len(batch.records) - ok)
         if batch.origin == "seed":
             self.seed_shards_left -= 1
             if self.seed_shards_left == 0:
@@ -197,15 +227,17 @@ class CampaignRunner:
             self._start_inference(r)
             return
         scores = [(smiles, score) for _, smiles, score in self.store.dock_scores()]
-        if len(scores) < 8:
-            raise RuntimeError(f"only {len(scores)} compounds docked successfully: too few to train the surrogate")
+        if len(scores) < leftout.MIN_TRAINING_SCORES:
+            raise leftout.too_few_to_train(self.c, self.store, len(scores), self.library.size, self.run_dir)
         self.progress.tick(f"train r{r}", total=1)
         self.tasks.submit(self.stages.train_task(r, scores), partial(self._trained, r, len(scores)))
 
     def _trained(self, r: int, n_scores: int, future: TaskFuture) -> None:
         if self.tasks.failed_task(future, "train"):
-            raise RuntimeError(f"surrogate training failed: {future.record.error}")
-        report = {**future.result(), "n_scores": n_scores}
+            if future.record.state is TaskState.FAILED:
+                raise RuntimeError(f"surrogate training failed: {future.record.error}")
+            return  # canceled (Ctrl-C): trained again on resume
+        report = {**self.stages.train_report(future), "n_scores": n_scores}
         self.store.add_model(r, str(self.stages.model_path(r)), report)
         self.progress.tick(f"train r{r}", done=1)
         self._start_inference(r)
@@ -218,10 +250,9 @@ class CampaignRunner:
             round=r, batches_left=left, batches=self.library.batches(left),
             redock_left={i for i in range(self.n_batches) if quota(i, self.n_batches, self.c.redock.top_k)})
         n, scored, filtered, failed = self.store.inference_counts(r)
-        self.progress.tick(f"infer r{r}", total=self.library_size, done=scored + filtered, failed=failed)
-        docked = self.store.docked_ids()
+        self.progress.tick(f"infer r{r}", total=self.library.size, done=scored + filtered, failed=failed)
         for batch in sorted(done):  # nominees of batches scored in an earlier session, not docked yet
-            self._redock_batch(r, batch, docked)
+            self._redock_batch(r, batch)
         self._feed_inference()
         self._maybe_round_end()
 
@@ -229,6 +260,8 @@ class CampaignRunner:
         """Keep a bounded number of batches in flight (a library of any size streams); ids wait here."""
         state = self.state
         assert state is not None
+        if self.tasks.draining:
+            return  # stopping: nothing new is submitted, so no batch is read
         limit = 4 * max(1, self.pilot.allocation.cores)
         model_path, _ = self.store.model(state.round)  # type: ignore[misc]
         while state.infer_inflight < limit and (item := next(state.batches, None)) is not None:
@@ -248,22 +281,22 @@ class CampaignRunner:
             state.redock_left.discard(batch)
         else:
             result = self.stages.infer_result(future, ids)
-            docked = self.store.docked_ids()
-            picked = nominate_batch(ids, result.scores, docked, quota(batch, self.n_batches, self.c.redock.top_k))
+            picked = nominate_batch(ids, result.scores, self.docked, quota(batch, self.n_batches, self.c.redock.top_k))
             nominees = [(ids[i], smiles[i], float(result.scores[i])) for i in picked]
-            self.store.add_predictions(r, batch, ids, result.scores, result.counts, result.failures, nominees)
+            self.store.add_predictions(r, batch, ids, result.scores, result.counts, result.failures, nominees,
+                                       result.filtered if r == 0 else ())  # the same filters every round
             self.progress.tick(f"infer r{r}", done=result.accounted, failed=len(result.failures))
-            self._redock_batch(r, batch, docked)
+            self._redock_batch(r, batch)
         self._feed_inference()
         self._maybe_round_end()
 
     # ------------------------------------------------------------------ 4. re-docking
-    def _redock_batch(self, r: int, batch: int, docked: set[str]) -> None:
+    def _redock_batch(self, r: int, batch: int) -> None:
         if not quota(batch, self.n_batches, self.c.redock.top_k):
             return
         stored = self.store.selected_compounds(r, "redock", batch)
         todo = [LibraryRecord(cid, smi) for cid, smi, _ in sorted(stored, key=lambda s: (s[2], s[0]))
-                if cid not in docked]
+                if cid not in self.docked]
         self.progress.tick(f"redock r{r}", total=len(stored), done=len(stored) - len(todo))
         if todo:
             self._dock(todo, batch, r, "redock")
@@ -280,19 +313,37 @@ class CampaignRunner:
         ``md.top_m`` speculative runs; the round end makes sure the final top-M all have MD. Streaming thus
         costs at most top-M extra MD runs per round and never misses a hit.
         """
-        top = set(self._top_docked())
-        started = self.store.speculative_md(r)  # survives a resume: the budget is not spent twice
+        top = self.top.ids if self.last_docked_round <= r else set(self._top_docked(r))  # O(1), not O(top-M)
+        if r not in self.speculative:  # survives a resume: the budget is not spent twice
+            self.speculative[r] = self.store.speculative_md(r)
+        started = self.speculative[r]
         mine = sorted(cid for cid in self.store.selected(r, "redock", batch) if cid in top)
         budget = max(self.c.md.top_m - len(started), 0)
         fresh = [cid for cid in mine if cid not in started][:budget]
         self._run_md(r, [cid for cid in mine if cid in started or cid in fresh], batch)
 
-    def _top_docked(self) -> list[str]:
-        return self.store.best_docked(self.c.md.top_m)
+    def _top_docked(self, r: int) -> list[str]:
+        """Round ``r``'s top-M: of compounds docked by round ``r`` (a resumed run may have docked later rounds'
+        compounds before round r's MD; then the store answers, otherwise the in-memory best-M)."""
+        if self.last_docked_round <= r:
+            return self.top.ranked()
+        return self.store.best_docked(self.c.md.top_m, max_round=r)
+
+    def _note_docked(self, rows: list[Any]) -> None:
+        for row in rows:
+            self.last_docked_round = max(self.last_docked_round, row.round)
+            if row.id not in self.docked:  # the store keeps the first result of a compound, so does this
+                self.docked.add(row.id)
+                if row.score is not None:
+                    self.top.add(row.score, row.id)
 
     def _run_md(self, r: int, ids: list[str], batch: int = -1) -> None:
+        if self.tasks.draining:
+            return  # stopping: the resumed run decides (and records) which compounds get MD
         self.store.select(r, "md", ids, batch)
-        done = self.store.md_ids()
+        if batch >= 0:
+            self.speculative.setdefault(r, set()).update(ids)
+        done = self.md_done
         self.progress.tick(f"md r{r}", total=len(ids), done=sum(cid in done for cid in ids))
         for cid in ids:
             if cid in done or cid in self.md_inflight:
@@ -327,6 +378,7 @@ class CampaignRunner:
         result = self.stages.md_result(future, job)
         self.store.add_md(job.cid, job.round, result["binding_energy_kcal_mol"], result.get("stderr_kcal_mol"),
                           result, None)
+        self.md_done.add(job.cid)
         self.progress.tick(f"md r{job.round}", done=1)
         self.md_inflight.discard(job.cid)
 
@@ -343,6 +395,7 @@ class CampaignRunner:
             self.tasks.failed_task(future, "md")
             job.error = future.record.error or "failed"
             self.store.add_md(job.cid, job.round, None, None, None, job.error)
+            self.md_done.add(job.cid)
             self.progress.tick(f"md r{job.round}", failed=1)
             self.md_inflight.discard(job.cid)
         self._maybe_round_end()
@@ -355,52 +408,51 @@ class CampaignRunner:
         if not state.md_checked:
             # every compound of the final top-M gets MD (those nominated while streaming already have it)
             state.md_checked = True
-            done = self.store.md_ids()
-            self._run_md(state.round, [cid for cid in self._top_docked() if cid not in done and cid not in self.md_inflight])
+            if not self.tasks.draining:
+                leftout.check_nominees(self.c, self.store, state.round)
+            self._run_md(state.round, [cid for cid in self._top_docked(state.round)
+                                       if cid not in self.md_done and cid not in self.md_inflight])
         if not state.trained_next and state.round + 1 < self.c.campaign.rounds:
             state.trained_next = True  # round r+1 trains on every docking score; round r's MD keeps running
             self._train(state.round + 1)
 
 
-class CampaignLibrary:
-    """The compounds a campaign screens (the first ``library.limit``), streamed: batches and the seed sample."""
+def store_left_on_disk(stages: StageTasks, store: Store, guard: InterruptGuard,
+                       on_rows: Callable[[list[Any]], None]) -> None:
+    """A session killed with its docking tasks (kill -9, a lost node) left their finished compounds on disk
+    only: a resumed run stores them (and hands them to ``on_rows``) before it decides what to dock, so none
+    is docked twice."""
+    for batch in stages.unstored_dock_batches():
+        with guard.deferred():  # a folder is stored and marked, or neither
+            rows = stages.dock_rows(batch, complete=False)
+            store.add_docking(rows, batch.key)
+            stages.dock_stored(batch)
+        on_rows(rows)
 
-    def __init__(self, campaign: Campaign) -> None:
-        self.c = campaign
 
-    def records(self) -> Iterator[LibraryRecord]:
-        lib = self.c.library
-        return itertools.islice(read_library(lib.path, id_column=lib.id_column, smiles_column=lib.smiles_column),
-                                lib.limit)
+class TopDocked:
+    """The ``m`` best docking scores so far (lowest first, ties broken by id, as ``Store.best_docked``)."""
 
-    def batches(self, wanted: set[int]) -> Iterator[tuple[int, list[LibraryRecord]]]:
-        """The inference batches numbered in ``wanted``, in library order."""
-        for batch, chunk in enumerate(_chunks_iter(self.records(), self.c.infer.batch_size)):
-            if batch in wanted:
-                yield batch, chunk
+    def __init__(self, m: int) -> None:
+        self.m = m
+        self._best: list[tuple[float, str]] = []
+        self.ids: set[str] = set()
 
-    def seed_sample(self, chosen: list[tuple[str, str | None, float | None]]) -> list[LibraryRecord]:
-        """A seeded sample of compounds that pass the filters; once ``chosen`` (stored), always that one
-        (read back from the store, or from the library for a store that kept only the ids)."""
-        from .stages.filters import FilterRules, check
+    def reset(self, scored: list[tuple[float, str]]) -> None:
+        self._best = sorted(scored)[: self.m]
+        self.ids = {cid for _, cid in self._best}
 
-        if chosen and all(smiles for _, smiles, _ in chosen):
-            return [LibraryRecord(cid, smiles) for cid, smiles, _ in chosen]  # type: ignore[arg-type]
-        if chosen:
-            ids = {cid for cid, _, _ in chosen}
-            return [rec for rec in self.records() if rec.id in ids]
-        rules = FilterRules(**self.c.library.filters.model_dump())
-        need = self.c.dock.seed_sample
-        picked = sample_records(self.records(), need * 3 if rules.active else need, seed=self.c.campaign.seed)
-        passing = [rec for rec in picked if check(rec.smiles, rules) is None] if rules.active else picked
-        return passing[:need]
+    def add(self, score: float, cid: str) -> None:
+        if self.m == 0 or (len(self._best) == self.m and (score, cid) >= self._best[-1]):
+            return
+        bisect.insort(self._best, (score, cid))
+        self.ids.add(cid)
+        if len(self._best) > self.m:
+            self.ids.discard(self._best.pop()[1])
+
+    def ranked(self) -> list[str]:
+        return [cid for _, cid in self._best]
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _chunks_iter(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
-    """Lists of ``size`` items (the last may be shorter), cut at C speed (itertools.batched is 3.12+)."""
-    items = iter(items)
-    return iter(lambda: list(itertools.islice(items, size)), [])

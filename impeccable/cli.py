@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     p = sub.add_parser("bench-inference", help="the campaign's surrogate inference alone over a library: "
                        "molecules/s, CPU, peak memory, store size (JSON)")
-    _add_inferbench_arguments(p)
+    from .inferbench import add_arguments as add_inferbench_arguments
+
+    add_inferbench_arguments(p)
     p.set_defaults(handler=_bench_inference)
     p = sub.add_parser("validate", help="measure redocking, surrogate CV and top-k retrieval on shipped data (JSON)")
     from .stages.validate import add_arguments
@@ -96,9 +98,14 @@ def _add_bench(sub: Any) -> None:
     )
     p.add_argument("--backend", default="local", choices=[*backend_names(), "hybrid"],
                    help="hybrid: half executables, half functions, routed auto (Flux + Dragon where found)")
-    p.add_argument("--workload", default="null-exec", choices=WORKLOADS)
+    p.add_argument("--workload", default="null-exec", choices=[*WORKLOADS, "campaign", "gpu"],
+                   help="campaign: the campaign manager itself, on a synthetic campaign of null tasks "
+                        "(at 10k, 50k and --tasks tasks); gpu: the surrogate, inference, MD and MM/GBSA on all "
+                        "CPU cores and on one GPU (impeccable/gpubench.py; the other options but --cores and "
+                        "--json do not apply)")
     p.add_argument("--tasks", type=int, default=1000, help="tasks per run (default 1000)")
-    p.add_argument("--cores", type=int, default=os.cpu_count(), help="cores the pilot owns (may exceed the machine's)")
+    p.add_argument("--cores", type=int, default=None,
+                   help="cores the pilot owns (may exceed the machine's; default: this machine's, 16 for campaign)")
     p.add_argument("--duration", type=float, default=1.0, help="seconds per task for sleep workloads (default 1)")
     p.add_argument("--repeat", type=int, default=3, help="runs of each; medians are reported (default 3)")
     p.add_argument("--partitions", type=int, default=None, help="Flux instances to split the nodes over")
@@ -109,19 +116,11 @@ def _add_bench(sub: Any) -> None:
                    help="phased hybrid: also run static shares (cores fenced), interleaved, for comparison")
     p.add_argument("--no-raw", action="store_true", help="skip the raw baseline")
     p.add_argument("--json", type=Path, metavar="OUT.json", help="write the figures and machine info here")
+    p.add_argument("--md-inputs", type=Path, metavar="DIR", help="gpu: MD systems prepared with --prepare-md")
+    p.add_argument("--prepare-md", type=Path, metavar="DIR",
+                   help="gpu: only prepare the MD systems into DIR (needs AmberTools; carry DIR to a GPU machine)")
+    p.add_argument("--quick", action="store_true", help="gpu: few epochs, molecules and steps (a check, not figures)")
     p.set_defaults(handler=_bench)
-
-
-def _add_inferbench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--library", type=Path, required=True)
-    p.add_argument("--run-dir", type=Path, required=True, help="a new folder (the model is trained beside it)")
-    p.add_argument("--model", type=Path, help="a surrogate model file (default: trained on the shipped scores)")
-    p.add_argument("--cores", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=10_000)
-    p.add_argument("--top-k", type=int, default=300)
-    p.add_argument("--repeat-library", type=int, metavar="N", help="first write N rows repeating the library")
-    p.add_argument("--steps", type=int, metavar="N",
-                   help="instead: CPU per molecule of each step, on N molecules in this process (one core)")
 
 
 def _bench_inference(args: argparse.Namespace) -> int:
@@ -136,6 +135,11 @@ def _bench_inference(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .runtime.bench import bench
 
+    if args.workload == "campaign":
+        return _bench_campaign(args)
+    if args.workload == "gpu":
+        return _bench_gpu(args)
+    args.cores = os.cpu_count() if args.cores is None else args.cores
     if args.tasks < 1 or args.cores is None or args.cores < 1 or args.repeat < 1 or args.nodes < 1:
         raise UserError("--tasks, --cores, --nodes and --repeat must be at least 1")
     if args.cores % args.nodes:
@@ -160,6 +164,43 @@ def _bench(args: argparse.Namespace) -> int:
     for event in result["stall_events"]:
         print(f"impeccable bench: stall watchdog: {event['kind']} in {event['runtime']}", file=sys.stderr)
     return 1 if result["stall_events"] else 0
+
+
+def _bench_campaign(args: argparse.Namespace) -> int:
+    from .campaignbench import bench_campaign
+
+    if args.tasks < 100:
+        raise UserError("--tasks: a campaign benchmark needs at least 100 tasks")
+    sizes = [s for s in (10_000, 50_000) if s < args.tasks] + [args.tasks]
+    result = bench_campaign(sizes, cores=16 if args.cores is None else args.cores, repeat=args.repeat)
+    for size, run in result["sizes"].items():
+        cpu = run["main_thread_cpu_s"]
+        print(f"{run['tasks']:>8,} tasks: manager {run['manager_ms_per_task']:.3f} ms/task (main thread: dispatch+record "
+              f"{cpu['dispatch_and_record']:.2f} s, of which handlers {cpu['handlers']:.2f} s and task records "
+              f"{cpu['task_records']:.2f} s; start-up {cpu['startup']:.2f} s; library {run['library_passes']} passes of "
+              f"{run['library_pass_s']:.2f} s), dispatcher {run['dispatcher_ms_per_task']:.3f} ms/task, "
+              f"{run['manager_tasks_per_s']:,.0f} tasks/s")
+    print(f"manager_ms_per_task {result['manager_ms_per_task']:.3f}, growth_ratio {result['growth_ratio']:.2f}, "
+          f"manager_tasks_per_s {result['manager_tasks_per_s']:,.0f}")
+    if args.json:
+        print(f"wrote {write_json(args.json, result)}")
+    return 0
+
+
+def _bench_gpu(args: argparse.Namespace) -> int:
+    if args.prepare_md:
+        import tempfile
+
+        from .gpubench_md import prepare_inputs
+
+        with tempfile.TemporaryDirectory(prefix="impeccable-md-prepare-") as work:
+            print(f"MD inputs in {prepare_inputs(args.prepare_md, Path(work))}")
+        return 0
+    from .gpubench import run
+
+    if args.cores is not None and args.cores < 1:
+        raise UserError("--cores must be at least 1")
+    return run(args)
 
 
 def _print_bench(result: dict[str, Any]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,8 @@ def register(sub: Any) -> None:
     _add_hit_options(p)
     p.set_defaults(handler=_report)
 
-    p = sub.add_parser("export", help="write the ranked hits as CSV and SDF, and the diverse picks (diverse.csv/.sdf)")
+    p = sub.add_parser("export", help="write the ranked hits as CSV and SDF, the diverse picks (diverse.csv/.sdf), "
+                       "and the compounds the library preparation dropped, with the rule (library_dropped.csv)")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path, help="folder (default: RUN_DIR/export)")
     p.add_argument("--top", type=int, default=None, help="only the best N")
@@ -56,12 +56,18 @@ def register(sub: Any) -> None:
     p.add_argument("run_dir", type=Path)
     p.set_defaults(handler=_prune)
 
+    from .benchmark import register as register_benchmark
     from .compare import register as register_compare
     from .emulate import register as register_emulate
+    from .library_cli import register as register_library
     from .model import register as register_model
+    from .resources_cmd import register as register_resources
 
+    register_resources(sub)
+    register_benchmark(sub)
     register_compare(sub)
     register_emulate(sub)
+    register_library(sub)
     register_model(sub)
 
 
@@ -72,116 +78,111 @@ def _add_hit_options(p: argparse.ArgumentParser) -> None:
                    help="the diverse picks must make a hinge backbone H-bond")
 
 
-def _hit_settings(store: Any, args: argparse.Namespace) -> Any:
-    from .picks import hits_settings
-
-    try:
-        return hits_settings(store, hinge_residues=args.hinge, require_hinge_hbond=args.require_hinge)
-    except ValueError as exc:  # pydantic's ValidationError is one
-        raise UserError(f"[hits] settings: {exc}") from None
-
-
 def load(path: Path, *, cores: int | None = None, backend: str | None = None, oversubscribe: bool = False) -> Any:
-    """The campaign file with the command line's overrides (pilot.cores, every route, oversubscribe)."""
-    from .config import CampaignError, load_campaign
+    """The campaign file with the command line's overrides; a bad file is a UserError (one clear line)."""
+    from .config import CampaignError, load_with_overrides
 
     try:
-        campaign = load_campaign(path)
+        return load_with_overrides(path, cores=cores, backend=backend, oversubscribe=oversubscribe)
     except CampaignError as exc:
         raise UserError(str(exc)) from None
-    update: dict[str, Any] = {}
-    if cores:
-        update["cores"] = cores
-    if backend:
-        update["routes"] = {"executable": backend, "function": backend}
-    if oversubscribe:
-        update["oversubscribe"] = True
-    if update:
-        campaign = campaign.model_copy(update={"pilot": campaign.pilot.model_copy(update=update)})
-    return campaign
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .campaign import CampaignInputError, CampaignInterrupted, CampaignRunner
+    """A SIGTERM (a batch system's time limit) before or after the task loop stops the command as Ctrl-C
+    does, not by the default action, which skips every cleanup (the task loop keeps results either way)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return _run_campaign(args)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return _run_campaign(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_campaign(args: argparse.Namespace) -> int:
+    from .api import run_campaign
+    from .campaign import CampaignInputError, CampaignInterrupted
     from .lock import RunDirBusy
-    from .progress import ProgressView
 
     campaign = load(args.campaign, cores=args.cores, backend=args.backend, oversubscribe=args.oversubscribe)
     run_dir = campaign.run_dir(args.run_dir)
-    view = None if args.no_progress else ProgressView()
-    runner = CampaignRunner(campaign, run_dir, progress=view)
     try:
-        with view or contextlib.nullcontext():
-            summary = runner.run()
+        run = run_campaign(campaign, run_dir, progress=not args.no_progress)
     except CampaignInterrupted as exc:
         print(str(exc))
         return 130
     except (CampaignInputError, RunDirBusy) as exc:
         raise UserError(str(exc)) from None
     print(f"campaign {campaign.name} finished: results in {run_dir}/campaign.db")
-    for failure in summary["failed_tasks"]:
+    failed = run.status().failed_tasks
+    for failure in failed:
         print(f"  failed: {failure}")
     from .results import print_top
 
-    print_top(runner.store, 10)
+    print_top(run.ranked(10))
     if not args.no_report:
-        from .report import write_report
-
-        print(f"report: {write_report(run_dir)}")
-    return 1 if summary["failed_tasks"] else 0
+        print(f"report: {run.report()}")
+    return 1 if failed else 0
 
 
 def _status(args: argparse.Namespace) -> int:
     from .results import print_status
+    from .store import store_errors
 
+    run = _open(args.run_dir)
     if args.watch:
         from .watch import watch
 
         if args.every <= 0 or args.window <= 0:
             raise UserError("--every and --window must be > 0 seconds")
-        _open(args.run_dir).close()
         watch(args.run_dir, args.every, args.window)
         return 0
-    store = _open(args.run_dir)
-    try:
-        print_status(store, args.run_dir)
-    finally:
-        store.close()
+    with store_errors(run.run_dir / "campaign.db"):
+        print_status(run.status())
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .store import store_errors
 
-    store = _open(args.run_dir)
-    try:
-        _hit_settings(store, args)  # a bad --hinge is refused before any work
-    finally:
-        store.close()
-    print(f"wrote {write_report(args.run_dir, args.out, hinge=args.hinge, require_hinge=args.require_hinge)}")
+    run = _open(args.run_dir)
+    with store_errors(run.run_dir / "campaign.db"):
+        print(f"wrote {_hit_options(run.report, args, args.out)}")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .picks import export_picks
+    from .store import store_errors
 
-    store = _open(args.run_dir)
-    try:
-        paths, n, panel = export_picks(store, args.out or args.run_dir / "export", args.top, _hit_settings(store, args))
-    finally:
-        store.close()
-    print(f"wrote {n} ranked compounds to {paths[0]} and {paths[1]}")
-    print(f"wrote {len(panel.diverse)} diverse picks (one per ECFP4 cluster) to {paths[2]} and {paths[3]}")
-    for note in panel.notes:
+    run = _open(args.run_dir)
+    with store_errors(run.run_dir / "campaign.db"):
+        done = _hit_options(run.export, args, args.out, top=args.top)
+    print(f"wrote {done.n_hits} ranked compounds to {done.hits_csv} and {done.hits_sdf}")
+    print(f"wrote {done.n_diverse} diverse picks (one per ECFP4 cluster) to {done.diverse_csv} and {done.diverse_sdf}")
+    for note in done.notes:
         print(f"note: {note}")
     return 0
+
+
+def _hit_options(write: Any, args: argparse.Namespace, *pos: Any, **kw: Any) -> Any:
+    """``run.report`` or ``run.export`` with --hinge/--require-hinge; bad ones are a UserError before any work."""
+    try:
+        return write(*pos, hinge=args.hinge, require_hinge=args.require_hinge, **kw)
+    except ValueError as exc:
+        if str(exc).startswith("[hits] settings:"):
+            raise UserError(str(exc)) from None
+        raise
 
 
 def _prune(args: argparse.Namespace) -> int:
     from .lock import RunDirBusy, RunDirLock
     from .store import Store
 
-    _open(args.run_dir).close()
+    _open(args.run_dir)
     db = args.run_dir / "campaign.db"
     before = _size_mb(db)
     try:
@@ -204,9 +205,10 @@ def _size_mb(db: Path) -> float:
 
 
 def _open(run_dir: Path) -> Any:
-    from .store import Store
+    """The run directory through the API; none there is a UserError."""
+    from .api import open_run
 
     try:
-        return Store.open_existing(run_dir, readonly=True)
+        return open_run(run_dir)
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from None

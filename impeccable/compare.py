@@ -8,14 +8,13 @@ same docking scores before it reports any timing.
 from __future__ import annotations
 
 import argparse
-import html
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .fileio import write_atomic, write_json
+from .fileio import write_json
 from .runtime.backends import BACKEND_NAMES
 
 
@@ -80,10 +79,13 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _compare_runs(args: argparse.Namespace) -> int:
     from .campaign import CampaignRunner
-    from .commands import load
+    from .config import CampaignError, load_with_overrides
     from .progress import ProgressView
 
-    base = load(args.campaign, cores=args.cores, oversubscribe=args.oversubscribe)
+    try:
+        base = load_with_overrides(args.campaign, cores=args.cores, oversubscribe=args.oversubscribe)
+    except CampaignError as exc:
+        raise UserError(str(exc)) from None
     if args.nodes:  # the job's cores on those nodes, unless --cores says otherwise
         base = base.model_copy(update={"pilot": base.pilot.model_copy(update={"nodes": args.nodes, "cores": args.cores})})
     out = args.out or Path("runs") / f"{base.name}-compare"
@@ -155,6 +157,9 @@ def _print(result: dict[str, Any]) -> None:
     t.add_row("tasks", str(p["tasks"]), str(b["tasks"]))
     t.add_row("throughput (tasks/s)", f"{p['throughput_tasks_per_s']:.2f}", f"{b['throughput_tasks_per_s']:.2f}")
     t.add_row("utilisation", f"{100 * p['utilization']:.1f} %", f"{100 * b['utilization']:.1f} %")
+    if p.get("gpu_utilization") is not None or b.get("gpu_utilization") is not None:
+        t.add_row("GPU utilisation", *(f"{100 * f['gpu_utilization']:.1f} % of {f['gpus']:g}"
+                                       if f.get("gpu_utilization") is not None else "no GPU" for f in (p, b)))
     t.add_row("median launch overhead (ms)", f"{1e3 * p['launch_overhead_median_s']:.1f}",
               f"{1e3 * b['launch_overhead_median_s']:.1f}")
     Console().print(t)
@@ -176,75 +181,8 @@ def write_compare_report(out: Path, result: dict[str, Any], runs: dict[str, dict
     summary = (f"<p>makespan ratio pilot/{base}: <b>{result['makespan_ratio']:.2f}</b>; docking scores "
                f"{'agree' if result['docking_scores_agree'] else 'DISAGREE'} "
                f"({result['docked_compounds']['common']} compounds in both runs)</p>")
+    from .sidebyside import explain, write_side_by_side
+
     return write_side_by_side(out / "compare.html", f"Pilot vs {base}", summary,
                               [(label, result[label], runs[label]["store"]) for label in ("pilot", base)],
                               explain(result))
-
-
-def write_side_by_side(path: Path, title: str, summary_html: str, sides: list[tuple[str, dict[str, Any], Any]],
-                       explanation: str) -> Path:
-    """One page: a summary, then for each side its figures, per-stage table, timeline and busy cores."""
-    from . import plots
-    from .htmlparts import img, stage_table
-
-    parts = [f"<h1>{html.escape(title)}</h1>", summary_html]
-    for label, fig, store in sides:
-        rows = store.task_rows(store.sessions()[-1]["session"])
-        parts.append(f"<h2>{html.escape(label)}: makespan {fig['makespan_s']:.1f} s, utilisation "
-                     f"{100 * fig['utilization']:.1f} %</h2>")
-        parts.append(stage_table(fig["stages"]))
-        parts.append(img(plots.timeline(rows, fig["cores"], f"{label}: task timeline", fig.get("nodes", ())), "timeline"))
-        parts.append(img(plots.concurrency(rows, fig["cores"], f"{label}: busy cores"), "concurrency"))
-    parts.append("<h2>Where the time goes</h2><p>" + html.escape(explanation) + "</p>")
-    page = ("<!doctype html><html><head><meta charset='utf-8'><style>body{font-family:sans-serif;"
-            "max-width:1100px;margin:2em auto}td,th{border:1px solid #ccc;padding:4px 8px}table{border-collapse:"
-            "collapse}img{max-width:100%}</style></head><body>" + "\n".join(parts) + "</body></html>")
-    return write_atomic(path, page)
-
-
-def explain(result: dict[str, Any]) -> str:
-    """Where the time goes, from the records: makespan = busy core-seconds / (cores x utilisation).
-
-    So the ratio splits exactly into a *work* factor (how many core-seconds each run's tasks
-    needed: process starts, imports, model loads) and an *idle* factor (how well each kept the
-    cores busy: launch latency, serialisation behind the launcher), and the per-stage
-    core-seconds say which stage makes the work factor.
-    """
-    base = result["baseline"]
-    p, b = result["pilot"], result[base]
-    work_p, work_b = busy_core_seconds(p), busy_core_seconds(b)
-    lines = []
-    if work_p and work_b and p["utilization"] and b["utilization"]:
-        work_factor = (work_p / p["cores"]) / (work_b / b["cores"])
-        idle_factor = b["utilization"] / p["utilization"]
-        lines.append(
-            f"Makespan is busy core-seconds / (cores x utilisation). The pilot's tasks kept the cores busy for "
-            f"{work_p:.0f} core-s at {100 * p['utilization']:.1f} % utilisation, the {base} run's for {work_b:.0f} "
-            f"core-s at {100 * b['utilization']:.1f} %. So the makespan ratio {result['makespan_ratio']:.2f} is a "
-            f"work factor of {work_factor:.2f} times an idle factor of {idle_factor:.2f}.")
-    stages_p = {s["stage"]: s for s in p["stages"]}
-    stages_b = {s["stage"]: s for s in b["stages"]}
-    rows = []
-    for name in sorted(set(stages_p) | set(stages_b)):
-        cp = stages_p.get(name, {}).get("core_s", 0.0)
-        cb = stages_b.get(name, {}).get("core_s", 0.0)
-        rp = stages_p.get(name, {}).get("median_runtime_s")
-        rb = stages_b.get(name, {}).get("median_runtime_s")
-        rows.append((cb - cp, name, cp, cb, rp, rb))
-    rows.sort(reverse=True)
-    if rows:
-        parts = [f"{name} {cp:.0f} vs {cb:.0f} core-s (median task {rp or 0:.1f} s vs {rb or 0:.1f} s)"
-                 for _, name, cp, cb, rp, rb in rows]
-        lines.append(f"Per stage, pilot vs {base}: " + "; ".join(parts) + ".")
-    lines.append(
-        f"Function tasks (training, inference) run in the pilot's persistent workers but as one `python -m` "
-        f"process each under {base}, which pays an interpreter start, the import of torch and RDKit and a model "
-        f"load every time: that is the work the pilot saves. Docking and MD run the same programs in both runs, "
-        f"so their core-seconds should match; a gap there means something else shared the machine. "
-        f"Launch overhead, median: {1e3 * p['launch_overhead_median_s']:.1f} ms (pilot) vs "
-        f"{1e3 * b['launch_overhead_median_s']:.0f} ms ({base}); it matters when tasks are short and many.")
-    return " ".join(lines)
-
-
-def busy_core_seconds(figures: dict[str, Any]) -> float:
-    return float(sum(stage["core_s"] for stage in figures["stages"]))

@@ -24,17 +24,18 @@ import json
 import random
 import resource
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Campaign
+from .config import Campaign, Filters
 from .emulate_payloads import emulated_infer, emulated_md_combine, emulated_train, placeholder_score, stable_hash
 from .measure import run_figures
 from .runtime import Task, TaskFuture, executable_task, function_task
-from .stagetasks import DockBatch, MDJob, StageTasks
-from .stages.library import LibraryRecord, read_library, write_library
+from .stagetasks import DockBatch, MDJob, StageTasks, folder_name
+from .stages.library import LibraryRecord, write_library
 from .store import DockRow, Store
 
 STAGES = ("dock", "train", "infer", "md prepare", "md replica", "md combine")
@@ -110,7 +111,10 @@ class EmulatedStageTasks(StageTasks):
         return executable_task(["sleep", f"{seconds:.3f}"], name=f"dock {batch.key}", ranks=self.c.dock.ranks,
                                mpi=self.c.dock.ranks > 1, tags=self._tags(batch.task_stage, batch.round))
 
-    def dock_rows(self, batch: DockBatch) -> list[DockRow]:
+    def dock_rows(self, batch: DockBatch, complete: bool = True) -> list[DockRow]:
+        """Placeholders for a task that ended DONE; none for one that did not (its compounds run again)."""
+        if not complete:
+            return []
         return [DockRow(rec.id, rec.smiles, batch.round, batch.origin, placeholder_score(rec.id, "dock"), "", None)
                 for rec in batch.records]
 
@@ -120,15 +124,15 @@ class EmulatedStageTasks(StageTasks):
         path.write_text("emulation: no model\n")
         seconds = self.durations.draw("train", str(r))
         return function_task(emulated_train, seconds, name=f"train r{r}", cores_per_rank=self.c.surrogate.cores,
-                             tags=self._tags("train", r))
+                             gpus_per_rank=self._gpus("train"), tags=self._tags("train", r))
 
     def infer_task(self, r: int, batch: int, model_path: str, ids: list[str], smiles: list[str]) -> Task:
         seconds = self.durations.draw("infer", f"{r}:{batch}")
         return function_task(emulated_infer, seconds, ids, name=f"infer r{r} b{batch:05d}",
-                             tags=self._tags("infer", r))
+                             gpus_per_rank=self._gpus("infer"), tags=self._tags("infer", r))
 
     def md_job(self, r: int, cid: str, pose_sdf: str) -> MDJob:
-        return MDJob(r, cid, self.work / "md" / cid, self.c.md.replicas, "emulation")
+        return MDJob(r, cid, self.work / "md" / folder_name(cid), self.c.md.replicas, "emulation")
 
     def md_prepared(self, job: MDJob) -> bool:
         return False
@@ -140,12 +144,12 @@ class EmulatedStageTasks(StageTasks):
         return self._md_sleep(job, "prepare", job.cid)
 
     def md_replica_task(self, job: MDJob, index: int) -> Task:
-        return self._md_sleep(job, f"replica {index}", f"{job.cid}:{index}")
+        return self._md_sleep(job, f"replica {index}", f"{job.cid}:{index}", self._gpus("md"))
 
-    def _md_sleep(self, job: MDJob, step: str, key: str) -> Task:
+    def _md_sleep(self, job: MDJob, step: str, key: str, gpus: int = 0) -> Task:
         seconds = self.durations.draw(f"md {step.split()[0]}", key)
         return executable_task(["sleep", f"{seconds:.3f}"], name=f"md {step} {job.cid}",
-                               cores_per_rank=self.c.md.cores, tags=self._tags("md", job.round))
+                               cores_per_rank=self.c.md.cores, gpus_per_rank=gpus, tags=self._tags("md", job.round))
 
     def md_combine_task(self, job: MDJob) -> Task:
         seconds = self.durations.draw("md combine", job.cid)
@@ -158,8 +162,10 @@ class EmulatedStageTasks(StageTasks):
 
 # ------------------------------------------------------------------ the emulated campaign
 def emulated_campaign(recorded: Campaign, library: Path, cores: int, scale: int, granularity: str,
-                      routes: dict[str, str], nodes: int = 1, srun_max_running: int | None = None) -> Campaign:
-    """The recorded campaign at ``scale``: library, seed sample, top-K and top-M multiplied; N cores."""
+                      routes: dict[str, str], nodes: int = 1, srun_max_running: int | None = None,
+                      gpus: int = 0) -> Campaign:
+    """The recorded campaign at ``scale``: library, seed sample, top-K and top-M multiplied; N cores and ``gpus``
+    emulated GPUs (GPU tasks hold their slots for their recorded time)."""
     if granularity not in ("task", "ligand"):
         raise ValueError(f"granularity: 'task' or 'ligand', got {granularity!r}")
     c = recorded
@@ -167,13 +173,16 @@ def emulated_campaign(recorded: Campaign, library: Path, cores: int, scale: int,
     if srun_max_running is not None:
         options.setdefault("srun", {})["max_running"] = srun_max_running
     update = {
-        "library": c.library.model_copy(update={"path": library, "limit": None, "id_column": "id",
-                                                 "smiles_column": "smiles"}),
+        # the recorded library as one CSV, screened as it is: the library stage is not emulated
+        "library": c.library.model_copy(update={"path": library, "sources": [], "limit": None, "id_column": "id",
+                                                 "smiles_column": "smiles", "standardize": False, "tautomer": False,
+                                                 "deduplicate": False, "filters": Filters()}),
         "dock": c.dock.model_copy(update={"seed_sample": c.dock.seed_sample * scale,
                                           "ligands_per_task": 1 if granularity == "ligand" else c.dock.ligands_per_task}),
         "redock": c.redock.model_copy(update={"top_k": c.redock.top_k * scale}),
         "md": c.md.model_copy(update={"top_m": c.md.top_m * scale}),
-        "pilot": c.pilot.model_copy(update={"cores": cores, "nodes": nodes, "oversubscribe": True, "routes": routes,
+        "pilot": c.pilot.model_copy(update={"cores": cores, "nodes": nodes, "gpus": gpus, "oversubscribe": True,
+                                            "routes": routes,
                                             "options": options, "exclusive": False}),
         "campaign": c.campaign.model_copy(update={"name": f"{c.name}-emulated"}),
     }
@@ -182,12 +191,9 @@ def emulated_campaign(recorded: Campaign, library: Path, cores: int, scale: int,
 
 def scaled_library(recorded: Campaign, scale: int, path: Path) -> Path:
     """The recorded library's screened compounds, ``scale`` times over with new ids (E<copy>-<id>)."""
-    lib = recorded.library
-    rows: list[LibraryRecord] = []
-    for i, rec in enumerate(read_library(lib.path, id_column=lib.id_column, smiles_column=lib.smiles_column)):
-        if lib.limit is not None and i >= lib.limit:
-            break
-        rows.append(rec)
+    from .library_stage import raw_records
+
+    rows = [LibraryRecord(rec.id, rec.smiles) for rec in raw_records(recorded)]
     write_library((LibraryRecord(f"E{copy}-{rec.id}", rec.smiles) for copy in range(scale) for rec in rows), path)
     return path
 
@@ -206,7 +212,7 @@ def recorded_campaign(run_dir: Path) -> Campaign:
 
 def run_emulation(run_dir: Path, out_dir: Path, *, cores: int, scale: int = 1, granularity: str = "task",
                   routes: dict[str, str] | None = None, nodes: int = 1, srun_max_running: int | None = None,
-                  progress: Any = None) -> dict[str, Any]:
+                  progress: Any = None, gpus: int = 0) -> dict[str, Any]:
     """One emulated campaign into ``out_dir`` (made afresh); its figures from the task records."""
     from .campaign import CampaignRunner
 
@@ -216,26 +222,48 @@ def run_emulation(run_dir: Path, out_dir: Path, *, cores: int, scale: int = 1, g
     out_dir.mkdir(parents=True)
     library = scaled_library(recorded, scale, out_dir / "library.csv")
     campaign = emulated_campaign(recorded, library, cores, scale, granularity,
-                                 routes or {"executable": "local", "function": "local"}, nodes, srun_max_running)
+                                 routes or {"executable": "local", "function": "local"}, nodes, srun_max_running, gpus)
     runner = CampaignRunner(campaign, out_dir / "run", progress=progress,
                             stages=EmulatedStageTasks(campaign, (out_dir / "run").resolve(), durations))
-    meta = {"recorded_run": durations.source, "scale": scale, "granularity": granularity, "cores": cores}
+    meta = {"recorded_run": durations.source, "scale": scale, "granularity": granularity, "cores": cores, "gpus": gpus}
     runner.store.set_meta("emulation", json.dumps(meta))
+    meta["library_cpu_s_per_compound"] = _library_cpu_s_per_compound(campaign)
     cpu = _cpu_s()
+    t0 = time.thread_time()
     with runner.progress:
         runner.run()
-    # the manager's own CPU per task (its handlers, the store, the pilot's dispatchers): the model's service time
-    meta["manager_cpu_s"] = _cpu_s() - cpu
+    # The manager's own time (the model's service time): main-thread CPU from its first task to the end
+    # (handlers, store, submissions), start-up apart; the dispatchers' CPU is the backends' launch cost,
+    # which the model charges through their launch rates, not here.
+    main = time.thread_time() - t0
+    first = runner.tasks.first_submit[0] if runner.tasks and runner.tasks.first_submit else t0
+    meta["manager_startup_cpu_s"] = first - t0
+    meta["manager_dispatch_cpu_s"] = main - (first - t0)
+    meta["process_cpu_s"] = _cpu_s() - cpu  # everything, dispatchers and progress included (not the model's)
     runner.store.set_meta("emulation", json.dumps(meta))
     result = run_figures(runner.store)
     result["durations"] = durations.summary()
-    result["manager_cpu_s_per_task"] = meta["manager_cpu_s"] / max(result["tasks"], 1)
+    tasks = max(result["tasks"], 1)
+    result["manager_cpu_s_per_task"] = meta["manager_dispatch_cpu_s"] / tasks
+    result["manager_startup_cpu_s"] = meta["manager_startup_cpu_s"]
+    result["library_cpu_s_per_compound"] = meta["library_cpu_s_per_compound"]
+    result["process_cpu_s_per_task"] = meta["process_cpu_s"] / tasks
     return result
 
 
 def _cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def _library_cpu_s_per_compound(campaign: Campaign) -> float:
+    """Main-thread CPU of reading one compound of the library, as the manager streams it."""
+    from .library_stage import raw_records
+
+    t0, n = time.thread_time(), 0
+    for _ in raw_records(campaign):
+        n += 1
+    return (time.thread_time() - t0) / max(n, 1)
 
 
 # ------------------------------------------------------------------ the command
@@ -249,6 +277,8 @@ def register(sub: Any) -> None:
     p.add_argument("run_dir", type=Path, help="a run directory made by `impeccable run` (its durations are drawn)")
     p.add_argument("--cores", type=int, required=True, help="cores to advertise (may far exceed the machine's)")
     p.add_argument("--nodes", type=int, default=1, help="nodes the cores spread over (emulated; default 1)")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs over all nodes (emulated: surrogate and MD tasks hold "
+                   "GPU slots for their recorded time; default 0)")
     p.add_argument("--scale", type=int, default=1, help="multiply library, seed sample, top-K and top-M (default 1)")
     p.add_argument("--granularity", choices=("task", "ligand"), default="task",
                    help="ligand: one ligand per docking task, as campaigns at scale dock (default: as recorded)")
@@ -267,10 +297,9 @@ def register(sub: Any) -> None:
 def _emulate(args: Any) -> int:
     import os
 
-    from .compare import explain, write_side_by_side
+    from .sidebyside import explain, write_side_by_side
     from .errors import UserError
     from .fileio import write_json
-    from .progress import ProgressView
 
     if args.cores < 1 or args.scale < 1 or args.nodes < 1:
         raise UserError("--cores, --scale and --nodes must be at least 1")
@@ -284,9 +313,9 @@ def _emulate(args: Any) -> int:
     except (FileNotFoundError, ValueError) as exc:
         raise UserError(str(exc)) from None
     sides: dict[str, dict[str, Any]] = {}
-    common = dict(cores=args.cores, scale=args.scale, granularity=args.granularity, nodes=args.nodes)
+    common = dict(cores=args.cores, scale=args.scale, granularity=args.granularity, nodes=args.nodes, gpus=args.gpus)
     print(f"== pilot ({args.routes}) on {args.cores} emulated cores into {out / 'pilot'}")
-    sides["pilot"] = run_emulation(args.run_dir, out / "pilot", routes=routes, progress=ProgressView(), **common)
+    sides["pilot"] = run_emulation(args.run_dir, out / "pilot", routes=routes, **common)
     if args.baseline:
         cluster = None
         if args.local_slurm:
@@ -300,7 +329,7 @@ def _emulate(args: Any) -> int:
             print(f"== {args.baseline} on {args.cores} emulated cores into {out / args.baseline}")
             sides["baseline"] = run_emulation(
                 args.run_dir, out / args.baseline, routes={"executable": args.baseline, "function": args.baseline},
-                srun_max_running=args.srun_max_running or args.cores, progress=ProgressView(), **common)
+                srun_max_running=args.srun_max_running or args.cores, **common)
         finally:
             if cluster is not None:
                 cluster.stop()
@@ -337,7 +366,7 @@ def emulation_result(sides: dict[str, dict[str, Any]], baseline: str | None, dur
         "makespan_ratio": pilot["makespan_s"] / base["makespan_s"] if base and base["makespan_s"] else None,
         "emulation": True,
         "recorded_run": durations.source,
-        "settings": {"cores": args.cores, "nodes": args.nodes, "scale": args.scale, "granularity": args.granularity,
+        "settings": {"cores": args.cores, "nodes": args.nodes, "gpus": args.gpus, "scale": args.scale, "granularity": args.granularity,
                      "routes": args.routes, "baseline": baseline, "srun_max_running": args.srun_max_running},
         "durations": durations.summary(),
         "pilot": pilot,

@@ -42,6 +42,9 @@ class EventQueue:
         except BlockingIOError:
             pass  # the pipe is full of wake-ups already: the consumer will wake
 
+    def __len__(self) -> int:
+        return len(self._items)
+
     def pop(self) -> Any | None:
         """The oldest item, or None when there is none (never blocks)."""
         try:
@@ -75,7 +78,7 @@ class InterruptGuard:
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self._deferring = False
+        self._deferring = 0  # depth: a deferred block may run inside another (a handler submits a task)
         self._pending: int | None = None
         self._previous: dict[int, Any] = {}
 
@@ -97,13 +100,14 @@ class InterruptGuard:
     @contextmanager
     def deferred(self, raise_after: bool = True) -> Iterator[None]:
         """Run the block to its end whatever signal arrives; then raise KeyboardInterrupt if one did
-        (unless ``raise_after`` is False: e.g. while keeping results after the first Ctrl-C)."""
-        self._deferring = True
+        (unless ``raise_after`` is False: e.g. while keeping results after the first Ctrl-C). Nested
+        blocks raise when the outermost one ends."""
+        self._deferring += 1
         try:
             yield
         finally:
-            self._deferring = False
-        if raise_after and self._pending is not None:
+            self._deferring -= 1
+        if raise_after and self._pending is not None and not self._deferring:
             raise KeyboardInterrupt(_name(self._pending))
 
     def _on_signal(self, signum: int, frame: object) -> None:

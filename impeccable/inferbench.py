@@ -46,7 +46,7 @@ class InferenceOnly(StageTasks):
         return function_task("builtins:len", batch.records, name=f"no-dock {batch.key}",
                              tags=self._tags(batch.task_stage, batch.round))
 
-    def dock_rows(self, batch: DockBatch) -> list[DockRow]:
+    def dock_rows(self, batch: DockBatch, complete: bool = True) -> list[DockRow]:
         return []
 
 
@@ -129,7 +129,7 @@ def profile_steps(library: Path, model: Path, n: int = 20_000, batch_size: int =
     from rdkit import Chem
 
     from .stages.features import featurise_sparse
-    from .stages.surrogate import _forward_sparse, _load, _torch, nominate_batch
+    from .stages.surrogate import _csr_tensors, _forward_sparse, _load, _torch, nominate_batch
 
     torch = _torch()
     torch.set_num_threads(1)
@@ -153,7 +153,7 @@ def profile_steps(library: Path, model: Path, n: int = 20_000, batch_size: int =
     def mlp() -> None:
         with torch.inference_mode():
             for f in features:
-                _forward_sparse(torch, net, f).numpy()
+                _forward_sparse(torch, net, *_csr_tensors(torch, f)).numpy()
 
     def transport() -> None:  # the task's SMILES out and the scores back, through pickle, as the pool does
         for c, sc in zip(chunks, scores):
@@ -236,11 +236,28 @@ def run(a: argparse.Namespace) -> int:
     return 0
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``impeccable bench-inference`` (and of ``python -m impeccable.inferbench``)."""
+    p.add_argument("--library", type=Path, required=True)
+    p.add_argument("--run-dir", type=Path, required=True, help="a new folder (the model is trained beside it)")
+    p.add_argument("--model", type=Path, help="a surrogate model file (default: trained on the shipped scores)")
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=10_000)
+    p.add_argument("--top-k", type=int, default=300)
+    p.add_argument("--repeat-library", type=int, metavar="N", help="first write N rows repeating the library")
+    p.add_argument("--steps", type=int, metavar="N",
+                   help="instead: CPU per molecule of each step, on N molecules in this process (one core)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m impeccable.inferbench ...`` is ``impeccable bench-inference ...``."""
-    from .cli import main as cli_main
-
-    return cli_main(["bench-inference", *(sys.argv[1:] if argv is None else argv)])
+    parser = argparse.ArgumentParser(prog="python -m impeccable.inferbench")
+    add_arguments(parser)
+    try:
+        return run(parser.parse_args(argv))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ def run_figures(store: Store) -> dict[str, Any]:
     nodes = json.loads(session.get("nodes") or "[]")
     records = store.task_records(session["session"])
     rows = store.task_rows(session["session"])
-    m = summarize(records, cores)
+    m = summarize(records, cores, session["gpus"], session["gpu_shares"])
     _, stages = stage_throughput(rows)
     chain = critical_path_s(rows, store.md_batches())
     ideal = max(m.busy_core_s / cores, chain)  # no schedule beats both the work and the chain
@@ -42,6 +42,7 @@ def run_figures(store: Store) -> dict[str, Any]:
         "greedy_bound_makespan_s": greedy, "makespan_over_ideal": m.makespan_s / ideal if ideal else None,
         "routes": json.loads(session["routes"] or "{}"), "stages": stages, "failed": m.failed,
         "nodes": nodes, "per_node_utilization": per_node_utilization(records, nodes, cores),
+        "gpus": m.gpus, "busy_gpu_s": m.busy_gpu_s, "gpu_utilization": m.gpu_utilization,
     }
 
 

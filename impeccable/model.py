@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from .campaign import CampaignRunner
+from .events import InterruptGuard
 from .emulate import EmulatedStageTasks, RecordedDurations, emulated_campaign, recorded_campaign, scaled_library
 from .measure import run_figures
+from .gpuplan import requests, shares_per_device
 from .runtime import Allocation, Task, TaskFuture, TaskKind, TaskState
 from .runtime.records import TaskRecord
 from .store import Store
@@ -71,13 +73,19 @@ class _Backend:
 
 
 class Simulator:
-    """Cores, backends, a virtual clock and the finish events of running tasks."""
+    """Cores and GPU slots, backends, a virtual clock and the finish events of running tasks.
 
-    def __init__(self, cores: int, routes: dict[TaskKind, BackendModel], manager_s_per_task: float = 0.0) -> None:
+    The manager handles one finished task at a time, for ``manager_s_per_task`` (its measured main-thread
+    time per task), plus ``library_s_per_compound`` for each compound of an inference batch it streams."""
+
+    def __init__(self, cores: int, routes: dict[TaskKind, BackendModel], manager_s_per_task: float = 0.0,
+                 gpus: int = 0, library_s_per_compound: float = 0.0) -> None:
         self.cores = cores
         self.manager_s_per_task = manager_s_per_task
+        self.library_s_per_compound = library_s_per_compound
         self.manager_free_at = 0.0
         self.free = cores
+        self.free_gpus = gpus
         self.clock = 0.0
         self.routes = routes
         self.backends = {m.name: _Backend(m) for m in routes.values()}
@@ -104,10 +112,11 @@ class Simulator:
         record = future.record
         record.finished, record.state = when, TaskState.DONE
         self.free += future.task.cores
+        self.free_gpus += future.task.gpus
         self.group_running[self.backends[record.backend].model.group] -= 1
         # the manager handles finished tasks one at a time: what its handler submits starts from then
         self.clock = max(when, self.manager_free_at)
-        self.manager_free_at = self.clock + self.manager_s_per_task
+        self.manager_free_at = self.clock + self.manager_s_per_task + self._streamed(future.task)
         future.set_result(record if future.task.kind is TaskKind.EXECUTABLE else _result(future.task))
         self._schedule()
         return future
@@ -117,23 +126,32 @@ class Simulator:
         while True:
             heads = [(b.queue[0][0], b) for b in self.backends.values() if b.queue
                      and (b.model.max_running is None or self.group_running[b.model.group] < b.model.max_running)
-                     and b.queue[0][1].task.cores <= self.free]
+                     and b.queue[0][1].task.cores <= self.free and b.queue[0][1].task.gpus <= self.free_gpus]
             if not heads:
                 return
             _, backend = min(heads, key=lambda h: h[0])
             _, future = backend.queue.pop(0)
             task, m = future.task, backend.model
             self.free -= task.cores
+            self.free_gpus -= task.gpus
             self.group_running[m.group] += 1
             launch = max(self.clock, backend.launcher_free_at)
             backend.launcher_free_at = launch + 1.0 / m.launch_rate
             start = launch + m.latency_s
             record = future.record
             record.scheduled, record.started, record.state = self.clock, start, TaskState.RUNNING
-            record.slots = tuple(range(task.cores))  # the model counts cores, not which ones
+            record.slots = tuple(range(task.cores))  # the model counts cores and GPU slots, not which ones
+            record.gpu_slots = tuple(range(task.gpus))
             future.set_running_or_notify_cancel()
             seconds = task_seconds(task) + (m.cold_start_s if task.kind is TaskKind.FUNCTION else 0.0)
             heapq.heappush(self.events, (start + seconds, next(self._seq), future))
+
+
+    def _streamed(self, task: Task) -> float:
+        """The library reading an inference batch's handler pays for the next batch it submits."""
+        if task.kind is TaskKind.FUNCTION and task.function.endswith(":emulated_infer"):
+            return self.library_s_per_compound * len(task.args[1])
+        return 0.0
 
 
 def task_seconds(task: Task) -> float:
@@ -159,6 +177,7 @@ class _ModelLoop:
         self.handlers: dict[int, Any] = {}
         self.draining = False
         self.failed: list[str] = []
+        self.guard = InterruptGuard()  # the runner defers Ctrl-C through it; never entered here: no handler
 
     def submit(self, task: Task, handler: Any) -> None:
         future = self.sim.submit(task)
@@ -182,7 +201,7 @@ class _ModelRunner(CampaignRunner):
 
     def _run_session(self, session: int) -> None:
         self.tasks = _ModelLoop(self.sim, session)  # type: ignore[assignment]
-        self._plan()
+        self.library.prepare(self.tasks, self.pilot.allocation.cores, then=self._plan)
         self.tasks.run()
         self.store.add_task_records(session, self.sim.records)
         self.store.end_session(session, "done")
@@ -191,8 +210,8 @@ class _ModelRunner(CampaignRunner):
 class _ModelPilot:
     """What the runner asks of a pilot before its session: the allocation and the routes."""
 
-    def __init__(self, cores: int, routes: dict[TaskKind, BackendModel]) -> None:
-        self.allocation = Allocation(cores=cores)
+    def __init__(self, cores: int, routes: dict[TaskKind, BackendModel], gpus: int = 0, gpu_shares: int = 1) -> None:
+        self.allocation = Allocation(cores=cores, gpus=gpus * gpu_shares, gpu_shares=gpu_shares)
         self.routes = {kind: m.name for kind, m in routes.items()}
 
 
@@ -203,15 +222,18 @@ class Calibration:
     routes: dict[TaskKind, BackendModel]
     manager_s_per_task: float = 0.0
     source: str = ""
+    library_s_per_compound: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"routes": {k.value: asdict(m) for k, m in self.routes.items()},
-                "manager_s_per_task": self.manager_s_per_task, "source": self.source}
+                "manager_s_per_task": self.manager_s_per_task,
+                "library_s_per_compound": self.library_s_per_compound, "source": self.source}
 
 
 def predict(run_dir: Path, *, cores: int, calibration: Calibration, scale: int = 1,
-            granularity: str = "task") -> dict[str, Any]:
-    """The campaign recorded in ``run_dir`` at ``scale`` on ``cores`` cores, simulated: run_figures of it."""
+            granularity: str = "task", gpus: int = 0) -> dict[str, Any]:
+    """The campaign recorded in ``run_dir`` at ``scale`` on ``cores`` cores and ``gpus`` GPUs (one node), simulated:
+    run_figures of it. GPU tasks hold their GPU slots (the campaign's shares) for their recorded time."""
     recorded = recorded_campaign(run_dir)
     durations = RecordedDurations.from_run(run_dir)
     with tempfile.TemporaryDirectory(prefix="impeccable-model-") as tmp:
@@ -219,10 +241,12 @@ def predict(run_dir: Path, *, cores: int, calibration: Calibration, scale: int =
         library = scaled_library(recorded, scale, work / "library.csv")
         routes = calibration.routes
         campaign = emulated_campaign(recorded, library, cores, scale, granularity,
-                                     {k.value: m.name for k, m in routes.items()})
-        sim = Simulator(cores, routes, calibration.manager_s_per_task)
+                                     {k.value: m.name for k, m in routes.items()}, gpus=gpus)
+        shares = shares_per_device(requests(campaign, cores, gpus)) if gpus else 1
+        sim = Simulator(cores, routes, calibration.manager_s_per_task, gpus * shares,
+                        calibration.library_s_per_compound)
         runner = _ModelRunner(campaign, work / "run", stages=EmulatedStageTasks(campaign, work / "run", durations),
-                              pilot=_ModelPilot(cores, routes), sim=sim)  # type: ignore[arg-type]
+                              pilot=_ModelPilot(cores, routes, gpus, shares), sim=sim)  # type: ignore[arg-type]
         runner.run()
         figures = run_figures(runner.store)
         runner.store.close()
@@ -244,7 +268,9 @@ def calibrate(emulation_dir: Path, rates: dict[TaskKind, float] | None = None) -
 
     Launch rate: ``rates`` (from :func:`launch_rate`), else the most starts in any one-second window of
     the records (a floor: the launcher may not have been the limit); latency: the median time from cores
-    to start; the manager's time per task: its CPU over the emulation (handlers, store, dispatchers) per task.
+    to start; the manager's time per task: its main thread's CPU from its first task to the end (handlers,
+    store, submissions) per task, start-up apart, and its library reading per compound. An emulation recorded
+    before these were kept apart gives its whole process's CPU per task (an overestimate, labelled).
     """
     store = Store.open_existing(emulation_dir, readonly=True)
     try:
@@ -263,8 +289,12 @@ def calibrate(emulation_dir: Path, rates: dict[TaskKind, float] | None = None) -
         how = "bench null tasks" if (rates or {}).get(kind) else "peak starts/s in the records"
         found[kind] = BackendModel(f"{backend}:{kind.value}", launch_rate=rate, latency_s=latency,
                                    source=f"measured: launch rate from {how}, latency from {emulation_dir}")
-    manager = meta.get("manager_cpu_s", 0.0) / max(len(rows), 1)
-    return Calibration(found, manager, source=f"measured on this machine: {emulation_dir}")
+    if "manager_dispatch_cpu_s" in meta:
+        manager, how = meta["manager_dispatch_cpu_s"] / max(len(rows), 1), "main-thread dispatch CPU per task"
+    else:
+        manager, how = meta.get("manager_cpu_s", 0.0) / max(len(rows), 1), "whole-process CPU per task (older record)"
+    return Calibration(found, manager, source=f"measured on this machine ({how}): {emulation_dir}",
+                       library_s_per_compound=meta.get("library_cpu_s_per_compound", 0.0))
 
 
 def cold_start(emulation_dir: Path, recorded: RecordedDurations) -> float:
@@ -459,7 +489,8 @@ def predict_scaling(run_dir: Path, costs_from: Path, nodes: list[int], cores_per
     measured = json.loads(costs_from.read_text())
     recorded = RecordedDurations.from_run(run_dir)
     pilot_run, base_run = Path(measured["runs"]["pilot"]), Path(measured["runs"]["baseline"])
-    manager = calibrate(pilot_run).manager_s_per_task
+    measured_costs = calibrate(pilot_run)
+    manager, library = measured_costs.manager_s_per_task, measured_costs.library_s_per_compound
     contended = cold_start(base_run, recorded)
     cold = uncontended_cold_start()  # at scale every step has a core of its own
     rows = []
@@ -467,10 +498,10 @@ def predict_scaling(run_dir: Path, costs_from: Path, nodes: list[int], cores_per
         cores = n * cores_per_node
         scale = max(1, round(tasks_per_core * cores / _tasks_at_scale_one(run_dir)))
         pilot = Calibration({TaskKind.EXECUTABLE: PUBLISHED["flux"], TaskKind.FUNCTION: PUBLISHED["dragon"]}, manager,
-                            "published rates (reference study), manager time measured here")
+                            "published rates (reference study), manager time measured here", library)
         srun = Calibration({TaskKind.EXECUTABLE: PUBLISHED["srun"],
                             TaskKind.FUNCTION: replace(PUBLISHED["srun"], cold_start_s=cold)}, manager,
-                            "published srun peak; function cold start measured here, uncontended")
+                            "published srun peak; function cold start measured here, uncontended", library)
         p = predict(run_dir, cores=cores, calibration=pilot, scale=scale, granularity="ligand")
         b = predict(run_dir, cores=cores, calibration=srun, scale=scale, granularity="ligand")
         rows.append({"nodes": n, "cores": cores, "scale": scale, "tasks": p["tasks"],
@@ -478,7 +509,7 @@ def predict_scaling(run_dir: Path, costs_from: Path, nodes: list[int], cores_per
                      "makespan_ratio": p["makespan_s"] / b["makespan_s"], "pilot_utilization": p["utilization"],
                      "srun_utilization": b["utilization"]})
     return {"predicted": True, "cores_per_node": cores_per_node, "tasks_per_core": tasks_per_core,
-            "manager_s_per_task": manager, "function_cold_start_s": cold,
+            "manager_s_per_task": manager, "library_s_per_compound": library, "function_cold_start_s": cold,
             "function_cold_start_contended_s": contended, "rows": rows}
 
 
@@ -486,8 +517,7 @@ def _tasks_at_scale_one(run_dir: Path) -> int:
     """Tasks of the recorded campaign at scale 1 with one ligand per docking task (seed + re-dock + batches +
     training + MD: prepare, replicas and combine per compound)."""
     c = recorded_campaign(run_dir)
-    from .stages.library import count_records
+    from .library_stage import raw_records
 
-    library = count_records(c.library.path, id_column=c.library.id_column, smiles_column=c.library.smiles_column)
-    library = min(library, c.library.limit or library)
+    library = sum(1 for _ in raw_records(c))  # the first library.limit
     return c.dock.seed_sample + c.redock.top_k + c.md.top_m * (c.md.replicas + 2) + -(-library // c.infer.batch_size) + 1

@@ -22,7 +22,7 @@ from .clusters import Membership, butina_clusters, diverse_pick
 from .config import HitsSection
 from .interactions import COLUMNS as INTERACTION_COLUMNS
 from .interactions import InteractionProfiler, PoseInteractions
-from .results import Hit, _receptor_pdb, export, ranked_hits
+from .results import Hit, _receptor_pdb, export, ranked_hits, spreadsheet_safe
 from .store import Store, md_details
 
 COLUMNS = (*INTERACTION_COLUMNS, "cluster", "cluster_size", "cluster_best", "diverse_pick", "md_spread")
@@ -157,7 +157,8 @@ def write_diverse(folder: Path, panel: HitPanel) -> tuple[Path, Path]:
     with open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
-        writer.writerows(by_id[cid] for cid in wanted if cid in by_id)
+        # hits.csv holds each id as a spreadsheet shows it safely (results.spreadsheet_safe)
+        writer.writerows(by_id[spreadsheet_safe(cid)] for cid in wanted if spreadsheet_safe(cid) in by_id)
     os.replace(tmp, csv_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

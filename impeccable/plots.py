@@ -26,12 +26,14 @@ def _ran(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r.get("started") is not None and r.get("finished") is not None]
 
 
-def timeline(rows: Sequence[dict[str, Any]], cores: int, title: str = "task timeline",
+def timeline(rows: Sequence[dict[str, Any]], cores: int, title: str = "task timeline", gpus: int = 0,
              nodes: Sequence[str] = ()) -> bytes:
-    """Gantt-like: one line per core slot, a bar per task on each slot it held, coloured by stage; with
-    several ``nodes`` (slot i on node i // (cores / nodes)) the slots are grouped and labelled by node."""
+    """Gantt-like: one line per core slot, a bar per task on each slot it held, coloured by stage; the ``gpus``
+    GPU slots are rows above the cores (hatched), so a GPU idle while cores are busy shows; with several
+    ``nodes`` (slot i on node i // (cores / nodes)) the core slots are grouped and labelled by node."""
     ran = _ran(rows)
-    fig, ax = plt.subplots(figsize=(10, max(2.5, min(12, 0.25 * cores + 1.5))))
+    lines = cores + gpus
+    fig, ax = plt.subplots(figsize=(10, max(2.5, min(12, 0.25 * lines + 1.5))))
     if ran:
         t0 = min(r["submitted"] or r["started"] for r in ran)
         stages = sorted({r.get("stage") or r.get("name") or "task" for r in ran})
@@ -39,22 +41,26 @@ def timeline(rows: Sequence[dict[str, Any]], cores: int, title: str = "task time
         spans: dict[tuple[int, str], list[tuple[float, float]]] = defaultdict(list)
         for r in ran:
             stage = r.get("stage") or r.get("name") or "task"
-            for slot in r.get("slots") or [0]:
+            for slot in [*(r.get("slots") or [0]), *(cores + g for g in (r.get("gpu_slots") or []) if gpus)]:
                 spans[(slot, stage)].append((r["started"] - t0, max(r["finished"] - r["started"], 1e-4)))
         for (slot, stage), bars in spans.items():
-            ax.broken_barh(bars, (slot - 0.4, 0.8), facecolors=colour[stage], edgecolor="none")
+            ax.broken_barh(bars, (slot - 0.4, 0.8), facecolors=colour[stage], edgecolor="none",
+                           hatch="///" if slot >= cores else None)
+        if gpus:
+            ax.axhline(cores - 0.5, color="k", linewidth=0.8)
+            ax.text(0, cores - 0.3, "GPU slots above", fontsize=8, va="bottom")
         for s in stages:
             ax.plot([], [], color=colour[s], linewidth=6, label=s)
         ax.legend(loc="upper right", fontsize=8, ncol=min(4, len(stages)))
     ax.set_xlabel("time since first submission (s)")
-    ax.set_ylabel("core slot")
+    ax.set_ylabel("core slot" + (f" (0-{cores - 1}), GPU slot ({cores}-{lines - 1})" if gpus else ""))
     if len(nodes) > 1:
         per = cores // len(nodes)
         for i in range(1, len(nodes)):
             ax.axhline(i * per - 0.5, color="k", linewidth=0.8)
         ax.set_yticks([i * per + (per - 1) / 2 for i in range(len(nodes))], list(nodes))
-        ax.set_ylabel("node (its core slots)")
-    ax.set_ylim(-0.6, max(cores, 1) - 0.4)
+        ax.set_ylabel("node (its core slots)" + (", GPU slots above" if gpus else ""))
+    ax.set_ylim(-0.6, max(lines, 1) - 0.4)
     ax.set_title(title)
     return _png(fig)
 
@@ -142,4 +148,25 @@ def distributions(series: dict[str, Sequence[float]]) -> bytes:
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
     ax.set_title("score distributions")
+    return _png(fig)
+
+
+def histogram_grid(histograms: dict[str, dict[str, list[float]]], title: str) -> bytes:
+    """One bar chart per property from precomputed (edges, counts), four to a row."""
+    names = list(histograms)
+    rows = max(1, -(-len(names) // 4))
+    fig, axes = plt.subplots(rows, 4, figsize=(12, 2.6 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        edges, counts = histograms[name]["edges"], histograms[name]["counts"]
+        ax.bar(edges[:-1], counts, width=[b - a for a, b in zip(edges[:-1], edges[1:])], align="edge",
+               color=STAGE_COLOURS[0])
+        used = [i for i, n in enumerate(counts) if n]
+        if used:  # the range the library occupies, one bin either side
+            ax.set_xlim(edges[max(used[0] - 1, 0)], edges[min(used[-1] + 2, len(edges) - 1)])
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return _png(fig)

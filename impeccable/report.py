@@ -14,10 +14,12 @@ from pathlib import Path
 
 from . import plots
 from .config import HitsSection
-from .htmlparts import img, stage_table, table
+from .htmlparts import depiction as _depiction
+from .htmlparts import img, page, stage_table, table
+from .library_store import compound_sources
 from .picks import hit_panel, hits_settings, ligand_efficiency
 from .report_hits import diverse_html, hit_columns, interactions_html, le_cell, viewer_html
-from .results import check_top_poses, ranked_hits, stage_counts
+from .results import ORDER_NOTE, check_top_poses, md_cell, ranked_hits, stage_counts
 from .runtime.metrics import summarize
 from .node_events import describe as describe_node, read_node_events
 from .stalls import describe, read_stalls
@@ -40,29 +42,11 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, top: int = 
         body = _body(store, run_dir, top, settings, out.parent)
     finally:
         store.close()
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(run_dir.name)} report</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
-table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
-td.l,th.l{{text-align:left}}img{{max-width:100%}}h2{{border-bottom:1px solid #ddd;margin-top:2em}}
-.note{{color:#555;font-size:90%}}td code{{display:inline-block;min-width:14em;word-break:break-all;text-align:left}}.poses button{{margin:2px;font-size:85%}}</style></head><body>{body}</body></html>"""
     tmp = out.with_suffix(".tmp")
-    tmp.write_text(page)
+    tmp.write_text(page(f"{run_dir.name} report", body, extra_style="td code{display:inline-block;min-width:14em;"
+                        "word-break:break-all;text-align:left}.poses button{margin:2px;font-size:85%}"))
     os.replace(tmp, out)
     return out
-
-
-def _depiction(smiles: str) -> str:
-    from rdkit import Chem
-    from rdkit.Chem.Draw import rdMolDraw2D
-
-    mol = Chem.MolFromSmiles(smiles)
-    if mol is None:
-        return ""
-    drawer = rdMolDraw2D.MolDraw2DSVG(220, 160)
-    drawer.DrawMolecule(mol)
-    drawer.FinishDrawing()
-    svg = drawer.GetDrawingText()
-    return svg[svg.find("<svg"):]
 
 
 def _pose_cell(verdict: str) -> str:
@@ -79,6 +63,43 @@ def _docked_after_model(store: Store, r: int) -> list[str]:
     return store.redocked_since(r)
 
 
+def _receptor_section(store: Store) -> str:
+    """Every heterogen near the docking box, and whether the campaign's receptor kept it (heterogens.toml)."""
+    from .stages.metals import read_provenance
+
+    receptor = json.loads(store.get_meta("campaign") or "{}").get("receptor") or {}
+    if not receptor.get("path"):
+        return ""
+    mode = receptor.get("metals", "auto")
+    found = read_provenance(Path(receptor["path"]) / "heterogens.toml")
+    if not found:
+        return (f"<h2>Receptor</h2><p class='note'>{html.escape(receptor['path'])}: no heterogens.toml, so no record "
+                "of the heterogens its source structure had near the box.</p>")
+    rows = [[html.escape(h.label), f"{h.distance_to_box_angstrom:.1f}", "kept" if h.kept(mode) else "removed",
+             html.escape(h.reason(mode))] for h in found]
+    return (f"<h2>Receptor</h2><p class='note'>{html.escape(receptor['path'])}, metals = {html.escape(mode)}: every "
+            "heterogen of the source structure within 8 A of the docking box, and why it was kept or removed "
+            "(auto keeps a metal ion held by at least two protein residues within 2.8 A).</p>"
+            + table(["heterogen", "A from box", "receptor", "why"], rows, left=4))
+
+
+def _library_section(store: Store) -> str:
+    """What the library stage kept and dropped, by rule (nothing for a library screened as it is)."""
+    from .library_store import LibraryStore, summary
+
+    counts = LibraryStore(store).counts()
+    if not counts.batches:
+        return ""
+    s = summary(counts)
+    return ("<h2>Library</h2><p class='note'>Prepared by function tasks before the seed docking (standardisation, "
+            "filters, InChIKey deduplication as the campaign file says); each dropped compound keeps the rule that "
+            "dropped it (<code>impeccable library inspect</code> profiles a library before a campaign).</p>"
+            + table(["rows", "failed", "duplicates", "filtered", "kept"],
+                    [[s["rows"], s["failed"], s["duplicates"], s["filtered"], s["kept"]]])
+            + table(["rule", "compounds it dropped"], [[html.escape(k), v] for k, v in s["filtered_by_rule"].items()],
+                    left=1))
+
+
 def _body(store: Store, run_dir: Path, top: int, settings: HitsSection, report_dir: Path) -> str:
     parts = [f"<h1>Campaign {html.escape(store.get_meta('name') or run_dir.name)}</h1>",
              f'<p class="note">run directory {html.escape(str(run_dir.resolve()))}; report written '
@@ -88,35 +109,38 @@ def _body(store: Store, run_dir: Path, top: int, settings: HitsSection, report_d
     panel = hit_panel(store, ranked, settings)
     parts.append(viewer_html(store, panel, report_dir))
     hits = check_top_poses(store, ranked[:top], top)
+    sources = compound_sources(store, [h.id for h in hits])
     has_le = any(ligand_efficiency(h) is not None for h in hits)
     rows = [[h.rank, html.escape(h.id), _depiction(h.state_smiles or h.smiles), f"{h.dock_score:.2f}",
              *([le_cell(h)] if has_le else []),
-             "" if h.predicted is None else f"{h.predicted:.2f}",
-             "" if h.mmgbsa is None else f"{h.mmgbsa:.1f} ± {h.mmgbsa_stderr or 0:.1f}", *hit_columns(panel, h),
-             h.origin, _pose_cell(h.pose_check),
+             "" if h.predicted is None else f"{h.predicted:.2f}", html.escape(h.mmgbsa_text), *hit_columns(panel, h),
+             md_cell(h), h.origin, _pose_cell(h.pose_check), html.escape(sources[h.id][1]).replace(";", "<br>"),
              f"<code>{html.escape(h.smiles)}</code><br>docked as <code>{html.escape(h.state_smiles or '?')}</code>"]
             for h in hits]
     n_bad, n_checked = sum(h.implausible for h in hits), sum(bool(h.pose_check) for h in hits)
-    parts.append("<h2>Top compounds</h2><p class='note'>Ranked by MM/GBSA where it was computed (ensemble mean ± "
-                 "standard error over replicas; single-trajectory, no entropy: a ranking score, not an absolute "
-                 "free energy), then by Vina score. Each compound was docked as each of its states (stereoisomers "
+    parts.append(f"<h2>Top compounds</h2><p class='note'>{ORDER_NOTE} LE: ligand efficiency, -Vina score per heavy "
+                 "atom (kcal/mol). MM/GBSA: ensemble mean with its Student-t 95% interval over replicas from 3 "
+                 "replicas on, else the replica values (single-trajectory, no entropy: a ranking score, not an "
+                 "absolute free energy). MD: the ligand's mean heavy-atom RMSD from its docked pose over the "
+                 "frames, and the fraction of frames with the hinge H-bond. Each compound was docked as each of its states (stereoisomers "
                  "of unassigned centres, protonation states at the campaign pH) and scores as its best state, "
                  "which is drawn and named here. Pose: PoseBusters' <code>dock</code> checks (geometry, internal "
                  f"energy, clashes and overlap with the protein) on these poses: {n_bad} of the {n_checked} checked "
                  "failed one and are flagged as implausible.</p>")
-    parts.append("<p class='note'>MD spread: the 95 % interval of the MD estimate over its replicas where there "
-                 "are at least 3, else the replica means (too few for an interval). The surrogate is one network: "
-                 "it gives no per-compound spread (its held-out error is under Surrogate). Cluster: the compound's "
-                 "ECFP4 Butina cluster (see Diverse top N); hinge: whether the pose makes a hinge backbone H-bond "
-                 "(see Interactions).</p>")
+    parts.append("<p class='note'>The surrogate is one network: it gives no per-compound spread (its held-out "
+                 "error is under Surrogate). Cluster: the compound's ECFP4 Butina cluster (see Diverse top N); hinge: "
+                 "whether the pose makes a hinge backbone H-bond (see Interactions).</p>")
     parts.append(table(["rank", "id", "docked state", "Vina (kcal/mol)", *(["LE"] if has_le else []), "surrogate",
-                        "MM/GBSA (kcal/mol)", "cluster", "hinge H-bond", "MD spread", "origin", "pose", "SMILES"],
+                        "MM/GBSA (kcal/mol)", "cluster", "hinge H-bond", "MD", "origin", "pose", "source ids",
+                        "SMILES"],
                        rows, left=3))
     parts.append(interactions_html(panel))
     parts.append(diverse_html(panel, _depiction))
+    parts.append(_receptor_section(store))
     # progress
     parts.append("<h2>Stages</h2>" + table(["stage", "done", "failed"],
                                              [[html.escape(s), d, f] for s, d, f, _ in stage_counts(store)], left=1))
+    parts.append(_library_section(store))
     # surrogate
     dock = store.dock_score_map()
     parts.append("<h2>Surrogate</h2><p class='note'>val Spearman/RMSE are measured on the split that picked the "
@@ -150,16 +174,19 @@ def _body(store: Store, run_dir: Path, top: int, settings: HitsSection, report_d
         rows_s = store.task_rows(session["session"])
         if not rows_s:
             continue
-        cores = session["cores"] or 1
-        m = summarize(store.task_records(session["session"]), cores)
+        cores, gpus = session["cores"] or 1, session["gpus"]
+        m = summarize(store.task_records(session["session"]), cores, gpus, session["gpu_shares"])
         routes = json.loads(session["routes"] or "{}")
-        parts.append(f"<h3>Session {session['session']} ({session['status']}; {cores} cores; routes "
+        devices = f"; {m.gpus:g} GPUs ({session['gpu_shares']} slots each)" if gpus else ""
+        parts.append(f"<h3>Session {session['session']} ({session['status']}; {cores} cores{devices}; routes "
                      f"{html.escape(', '.join(f'{k}: {v}' for k, v in routes.items()))})</h3>")
-        parts.append(f"<p>{m.tasks} tasks, makespan {m.makespan_s:.1f} s, utilisation {100 * m.utilization:.1f} %, "
+        gpu_use = f", GPU utilisation {100 * m.gpu_utilization:.1f} %" if m.gpu_utilization is not None else ""
+        parts.append(f"<p>{m.tasks} tasks, makespan {m.makespan_s:.1f} s, utilisation {100 * m.utilization:.1f} %{gpu_use}, "
                      f"throughput {m.throughput_tasks_per_s:.2f} tasks/s, median queue wait "
                      f"{m.queue_wait_median_s:.3f} s, median launch overhead {1e3 * m.launch_overhead_median_s:.1f} ms</p>")
         nodes = json.loads(session.get("nodes") or "[]")
-        parts.append(img(plots.timeline(rows_s, cores, "task timeline per core", nodes), "timeline"))
+        parts.append(img(plots.timeline(rows_s, cores, "task timeline per core and GPU slot" if gpus else
+                                        "task timeline per core", gpus, nodes), "timeline"))
         parts.append(img(plots.concurrency(rows_s, cores), "concurrency"))
         png, per_stage = plots.stage_throughput(rows_s)
         parts.append(img(png, "throughput per stage"))
@@ -171,6 +198,7 @@ def _body(store: Store, run_dir: Path, top: int, settings: HitsSection, report_d
                      "their slots left the pool and the tasks that ran there ran again on the other nodes (see "
                      "<code>nodes.jsonl</code>; nothing committed is lost):</p><ul>"
                      + "".join(f"<li>{html.escape(describe_node(e, rows_all))}</li>" for e in node_events) + "</ul>")
+    parts.append(_devices_html(store))
     stalls = read_stalls(run_dir)
     if stalls:
         parts.append(f"<h2>Stall events ({len(stalls)})</h2><p>The pilot's watchdog found a runtime with work "
@@ -182,3 +210,16 @@ def _body(store: Store, run_dir: Path, top: int, settings: HitsSection, report_d
         parts.append(table(["id", "stage", "reason"], [[html.escape(i), s, html.escape(r)] for i, s, r in failures[:200]],
                             left=3))
     return "\n".join(parts)
+
+
+def _devices_html(store: Store) -> str:
+    """What the GPU stages ran on: the plan (each stage's GPUs per task) and every fallback reason, once."""
+    plan = json.loads(store.get_meta("gpu_plan") or "null")
+    notes = json.loads(store.get_meta("device_notes") or "[]")
+    if plan is None:
+        return ""
+    asked = ", ".join(f"{stage} {wanted} GPU per task ({plan['slots'].get(stage, 0)} of {plan['shares']} slots "
+                      "per GPU)" for stage, wanted in plan["wanted"].items())
+    rows = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    return (f"<h2>Devices</h2><p>{plan['devices']} GPU(s) ({html.escape(plan['source'] or 'none')}); asked: "
+            f"{html.escape(asked)}.</p>" + (f"<ul>{rows}</ul>" if rows else ""))

@@ -105,7 +105,6 @@ def le_cell(h: Hit) -> str:
 
 
 def hit_columns(panel: HitPanel, h: Hit) -> list[str]:
-    """Cells the top-compounds table adds per hit: cluster, hinge verdict, MD spread."""
+    """Cells the top-compounds table adds per hit: cluster, hinge verdict (the MM/GBSA cell carries the spread)."""
     member, found = panel.clusters.get(h.id), panel.interactions.get(h.id)
-    return [f"{member.cluster}" if member else "", "" if found is None else _hinge_cell(found),
-            html.escape(panel.md_spread.get(h.id, ""))]
+    return [f"{member.cluster}" if member else "", "" if found is None else _hinge_cell(found)]

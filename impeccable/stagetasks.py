@@ -10,8 +10,12 @@ recorded time (see ``impeccable emulate``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import re
 import shutil
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +23,14 @@ from typing import Any
 import numpy as np
 
 from .config import Campaign
+from .gpuplan import DeviceLog, GpuPlan
 from .runtime import Task, TaskFuture, executable_task, function_task
-from .stages.library import LibraryRecord, write_library
+from .stages.library import LibraryRecord, read_library, write_library
 from .store import DockRow
+
+# a docking task's folder under work/dock/: unique per session, and it names the batch it docks
+DOCK_KEY = re.compile(r"s(?P<session>\d+)-r(?P<round>\d+)-(?P<origin>seed|redock)-(?P<index>\d+)")
+STORED = ".stored"  # in a docking task's folder: its results are in the store
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,7 @@ class InferOutcome:
     scores: np.ndarray  # float32, NaN where not scored
     counts: tuple[int, int, int, int]  # compounds, scored, filtered, failed
     failures: list[tuple[str, str]]  # (id, reason)
+    filtered: list[tuple[str, str]] = field(default_factory=list)  # (id, the filter that removed it)
 
     @property
     def accounted(self) -> int:
@@ -67,12 +77,23 @@ class StageTasks:
         self.c = campaign
         self.run_dir = run_dir
         self.work = run_dir / "work"
+        self.gpus: GpuPlan | None = None  # set by the runner once the pilot's allocation is known
+        self.devices = DeviceLog()
+
+    def use_gpus(self, plan: GpuPlan, say: Any = None) -> None:
+        """Ask for the plan's GPU slots from now on; ``say`` is called once per fallback reason (not per task)."""
+        self.gpus = plan
+        self.devices.say = say
+
+    def _gpus(self, stage: str) -> int:
+        return self.gpus.gpus(stage) if self.gpus is not None else 0
 
     def _tags(self, stage: str, r: int) -> dict[str, str]:
         return {"stage": stage, "round": str(r), "campaign": self.c.name}
 
     # ------------------------------------------------------------------ docking
-    def dock_batch(self, records: list[LibraryRecord], key: str, index: int, r: int, origin: str) -> DockBatch:
+    def dock_batch(self, records: list[LibraryRecord], session: int, index: int, r: int, origin: str) -> DockBatch:
+        key = f"s{session}-r{r}-{origin}-{index:05d}"
         return DockBatch(tuple(records), key, index, r, origin, self.work / "dock" / key)
 
     def dock_task(self, batch: DockBatch) -> Task:
@@ -85,25 +106,63 @@ class StageTasks:
         write_library(batch.records, ligands)  # quoted CSV: an id may hold a comma
         d = self.c.dock
         argv = dock.command(self.c.receptor.path, ligands, out, exhaustiveness=d.exhaustiveness, seed=d.seed,
-                            site=self.c.receptor.site, extra=self.c.ligands.dock_args())
+                            site=self.c.receptor.site,
+                            extra=[*self.c.ligands.dock_args(), "--metals", self.c.receptor.metals])
         return executable_task(argv, name=f"dock {batch.key}", ranks=d.ranks, mpi=d.ranks > 1, cwd=str(batch.folder),
                                tags=self._tags(batch.task_stage, batch.round), stderr=str(batch.folder / "stderr.log"))
 
-    def dock_rows(self, batch: DockBatch) -> list[DockRow]:
-        """One row per compound of the batch: its score and pose, or why there is none."""
-        from .stages.dock import read_dock_results
+    def dock_rows(self, batch: DockBatch, complete: bool = True) -> list[DockRow]:
+        """A row for every compound of the batch with a complete line in the task's rank files, whatever
+        the way the task ended (done, failed, canceled, killed with the manager). ``complete`` (the task
+        ended DONE): a compound without a line failed, and gets a row saying so; otherwise it has none
+        and is docked again by the next session."""
+        from .stages.rankfiles import read_rank_files
 
         by_id = {rec.id: rec for rec in batch.records}
-        rows = []
-        for item in read_dock_results(batch.folder / "out"):
-            cid = item["id"]
-            if cid in by_id:
+        rows, seen = [], set()
+        out = batch.folder / "out"
+        for item in read_rank_files(out) if out.is_dir() else ():
+            cid = item.get("id")
+            if cid in by_id and cid not in seen:
+                seen.add(cid)
                 rows.append(DockRow(cid, by_id[cid].smiles, batch.round, batch.origin, item.get("score_kcal_mol"),
                                     item.get("pose_sdf"), item.get("error"), item.get("state_smiles")))
-        missing = set(by_id) - {row.id for row in rows}
-        lost = f"the docking task wrote no result for it (see {batch.folder / 'stderr.log'})"
-        rows += [DockRow(cid, by_id[cid].smiles, batch.round, batch.origin, None, None, lost) for cid in sorted(missing)]
+        if complete:
+            lost = f"the docking task wrote no result for it (see {batch.folder / 'stderr.log'})"
+            rows += [DockRow(cid, by_id[cid].smiles, batch.round, batch.origin, None, None, lost)
+                     for cid in sorted(set(by_id) - seen)]
         return rows
+
+    # ------------------------------------------------------------------ library preparation
+    def prepare_task(self, batch: int, smiles: list[str], settings: dict[str, Any]) -> Task:
+        """Standardise, filter and key one batch of the library (stages/prepare.py); only SMILES travel."""
+        return function_task("impeccable.work:prepare_library", smiles, settings, name=f"library b{batch:05d}",
+                             tags=self._tags("library", 0))
+    def dock_stored(self, batch: DockBatch) -> None:
+        """Mark the batch's folder as read into the store (a resumed run does not read it again)."""
+        try:
+            (batch.folder / STORED).touch()
+        except OSError:
+            pass  # reading it again stores nothing twice
+
+    def unstored_dock_batches(self) -> Iterator[DockBatch]:
+        """The docking tasks of earlier sessions whose results never reached the store (the manager was
+        killed, or its task was canceled before its handler ran): a resumed run stores their complete
+        lines before it docks anything."""
+        root = self.work / "dock"
+        if not root.is_dir():
+            return
+        for folder in sorted(root.iterdir()):
+            match = DOCK_KEY.fullmatch(folder.name)
+            if match is None or (folder / STORED).exists() or not (folder / "out").is_dir():
+                continue
+            try:
+                records = tuple(read_library(folder / "ligands.csv"))
+            except Exception as exc:  # noqa: BLE001 - a folder we cannot read is docked again, not fatal
+                print(f"warning: {folder}: its docking results cannot be read back ({exc}); its compounds "
+                      "are docked again", file=sys.stderr)
+                continue
+            yield DockBatch(records, folder.name, int(match["index"]), int(match["round"]), match["origin"], folder)
 
     # ------------------------------------------------------------------ surrogate
     def model_path(self, r: int) -> Path:
@@ -115,34 +174,43 @@ class StageTasks:
         s = self.c.surrogate
         return function_task("impeccable.work:train_surrogate", scores, str(path), s.epochs, self.c.campaign.seed + r,
                              s.val_fraction, s.cores, name=f"train r{r}", cores_per_rank=s.cores,
-                             tags=self._tags("train", r))
+                             gpus_per_rank=self._gpus("train"), tags=self._tags("train", r))
+
+    def train_report(self, future: TaskFuture) -> dict[str, Any]:
+        """The training report; the device it trained on is logged."""
+        report = future.result()
+        self.devices.saw("train", report.get("device", "cpu"), report.get("device_note", ""))
+        return report
 
     def infer_task(self, r: int, batch: int, model_path: str, ids: list[str], smiles: list[str]) -> Task:
-        """Only the SMILES travel (the ids stay with the runner); an emulation scores by id instead."""
-        return function_task("impeccable.work:infer_batch", model_path, smiles,
-                             self.c.library.filters.model_dump(), name=f"infer r{r} b{batch:05d}",
-                             tags=self._tags("infer", r))
+        """Only the SMILES travel (the ids stay with the runner); an emulation scores by id instead. The library
+        stage has applied the filters already, so none travel."""
+        return function_task("impeccable.work:infer_batch", model_path, smiles, {}, name=f"infer r{r} b{batch:05d}",
+                             gpus_per_rank=self._gpus("infer"), tags=self._tags("infer", r))
 
     def infer_result(self, future: TaskFuture, ids: list[str]) -> InferOutcome:
         out = future.result()
+        self.devices.saw("infer", out.get("device", "cpu"), out.get("device_note", ""))
         filtered, failed = out["filtered"], out["failed"]
         counts = (len(ids), len(ids) - len(filtered) - len(failed), len(filtered), len(failed))
         return InferOutcome(np.asarray(out["scores"], dtype=np.float32), counts,
-                            [(ids[i], reason) for i, reason in failed])
+                            [(ids[i], reason) for i, reason in failed], [(ids[i], reason) for i, reason in filtered])
 
     # ------------------------------------------------------------------ MD
     def md_job(self, r: int, cid: str, pose_sdf: str) -> MDJob:
         """One compound's MD ensemble: its folder holds the pose and settings its steps read."""
         from .stages import md_tasks
-        from .stages.md import MDSettings
+        from .stages.md import MDSettings, compound_seed
 
-        folder = self.work / "md" / _safe(cid)
+        folder = self.work / "md" / folder_name(cid)
         folder.mkdir(parents=True, exist_ok=True)
         m = self.c.md
         settings = MDSettings(replicas=m.replicas, length_ps=m.length_ps, equilibration_ps=m.equilibration_ps,
-                              frame_interval_ps=m.frame_interval_ps, seed=self.c.campaign.seed, threads=m.cores,
-                              solvent=m.solvent, ligand_forcefield=m.ligand_forcefield, mmpbsa_py=m.mmpbsa_py)
-        receptor = self.c.receptor.path / "receptor.pdb"
+                              frame_interval_ps=m.frame_interval_ps, seed=compound_seed(self.c.campaign.seed, cid),
+                              threads=m.cores,
+                              solvent=m.solvent, ligand_forcefield=m.ligand_forcefield, mmpbsa_py=m.mmpbsa_py,
+                              platform=m.platform, precision=m.precision)
+        receptor = self._md_receptor()
         key = md_tasks.fingerprint(receptor, pose_sdf, settings)
         _write_if_changed(folder / "pose.sdf", pose_sdf)
         _write_if_changed(folder / "settings.json", json.dumps(dataclasses.asdict(settings), indent=1))
@@ -162,17 +230,31 @@ class StageTasks:
         """Ligand parameters (cached per compound in the run directory), tleap build, minimisation."""
         from .stages import md_tasks
 
-        argv = md_tasks.command("prepare", job.folder, self.c.receptor.path / "receptor.pdb", self.run_dir / "params")
+        argv = md_tasks.command("prepare", job.folder, self._md_receptor(), self.run_dir / "params")
         return self._md_executable(job, argv, "prepare")
+
+    def _md_receptor(self) -> Path:
+        """receptor.pdb, or a copy in the run directory with the metal ions [receptor] metals keeps."""
+        from .stages.metals import kept_metals, metal_pdb_lines, read_provenance
+
+        pdb = self.c.receptor.path / "receptor.pdb"
+        kept = kept_metals(read_provenance(self.c.receptor.path / "heterogens.toml"), self.c.receptor.metals)
+        if not kept:
+            return pdb
+        lines = [line for line in pdb.read_text().splitlines() if line.strip() not in ("END", "")]
+        out = self.work / "receptor_metals.pdb"
+        _write_if_changed(out, "\n".join([*lines, *metal_pdb_lines(kept), "END"]) + "\n")
+        return out
 
     def md_replica_task(self, job: MDJob, index: int) -> Task:
         from .stages import md_tasks
 
-        return self._md_executable(job, md_tasks.command("replica", job.folder, index=index), f"replica {index}")
+        return self._md_executable(job, md_tasks.command("replica", job.folder, index=index), f"replica {index}",
+                                   self._gpus("md"))
 
-    def _md_executable(self, job: MDJob, argv: list[str], step: str) -> Task:
+    def _md_executable(self, job: MDJob, argv: list[str], step: str, gpus: int = 0) -> Task:
         log = step.replace(" ", "_")
-        return executable_task(argv, name=f"md {step} {job.cid}", cores_per_rank=self.c.md.cores,
+        return executable_task(argv, name=f"md {step} {job.cid}", cores_per_rank=self.c.md.cores, gpus_per_rank=gpus,
                                cwd=str(job.folder), stdout=str(job.folder / f"{log}.stdout.log"),
                                stderr=str(job.folder / f"{log}.stderr.log"), tags=self._tags("md", job.round))
 
@@ -182,7 +264,10 @@ class StageTasks:
                              tags=self._tags("md", job.round))
 
     def md_result(self, future: TaskFuture, job: MDJob) -> dict[str, Any]:
-        return future.result()
+        result = future.result()
+        for replica in result.get("per_replica", []):
+            self.devices.saw("md", replica.get("platform", "CPU"), replica.get("platform_note", ""))
+        return result
 
 
 @dataclass
@@ -203,5 +288,19 @@ def _write_if_changed(path: Path, text: str) -> None:
         path.write_text(text)
 
 
-def _safe(cid: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in cid)
+_PLAIN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,79}")
+
+
+def folder_name(cid: str) -> str:
+    """A folder name for a compound id, unique per id and always a plain name inside its parent.
+
+    An id of ASCII letters, digits, ``_``, ``-`` and ``.`` (not first), at most 80 characters, is its own
+    name. Any other id (``..``, ``a/b``, ``a:b``, non-ASCII, very long) becomes its plain characters with
+    the rest replaced by ``_``, cut to 60, then ``~`` and 16 hex digits of the id's SHA-256: ``~`` never
+    appears in a name kept as is, so an encoded name cannot meet a plain one, and two ids that encode
+    alike differ in their hash.
+    """
+    if _PLAIN.fullmatch(cid):
+        return cid
+    stem = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_.") else "_" for ch in cid)[:60].lstrip(".")
+    return f"{stem}~{hashlib.sha256(cid.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"

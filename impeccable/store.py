@@ -6,6 +6,11 @@ committed together with the mark that says its unit of work is done, so a
 crash or Ctrl-C at any moment leaves a store from which a resumed run skips
 exactly what is finished and loses nothing.
 
+Commits are grouped (:meth:`Store.group`): the manager handles a burst of
+finished tasks in one transaction, each task's writes in a savepoint of their
+own, so a result still lands together with its done mark, all or nothing; a
+kill loses at most the group in flight, whose tasks a resumed run redoes.
+
 Predictions are the one table that grows with the library, so they are kept
 per inference batch, not per compound: one row holds the batch's ids (zlib)
 and scores (float32), about 6.5 bytes a compound (6.5 MB per million MOSES
@@ -18,6 +23,7 @@ are in ``selections``, so older rounds' predictions can be pruned
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 import zlib
@@ -29,12 +35,14 @@ from typing import Any
 
 import numpy as np
 
+from .errors import UserError
 from .runtime.records import TaskRecord, TaskState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (
-    session INTEGER PRIMARY KEY, started REAL, finished REAL, cores INTEGER, routes TEXT, status TEXT, nodes TEXT);
+    session INTEGER PRIMARY KEY, started REAL, finished REAL, cores INTEGER, routes TEXT, status TEXT,
+    gpus INTEGER, gpu_shares INTEGER, nodes TEXT);
 CREATE TABLE IF NOT EXISTS docking (
     id TEXT PRIMARY KEY, smiles TEXT NOT NULL, round INTEGER NOT NULL, origin TEXT NOT NULL,
     score REAL, pose_sdf TEXT, runtime_s REAL, error TEXT, task TEXT, state_smiles TEXT);
@@ -55,14 +63,77 @@ CREATE TABLE IF NOT EXISTS selections (
     smiles TEXT, score REAL, PRIMARY KEY (round, stage, id));
 CREATE TABLE IF NOT EXISTS md (
     id TEXT PRIMARY KEY, round INTEGER NOT NULL, dg REAL, stderr REAL, result TEXT, error TEXT);
+-- compounds a stage left out, and why; category: stages.skips (docking's own failures are in docking.error)
 CREATE TABLE IF NOT EXISTS failures (id TEXT NOT NULL, stage TEXT NOT NULL, reason TEXT NOT NULL,
-    PRIMARY KEY (id, stage));
+    category TEXT, PRIMARY KEY (id, stage));
 CREATE TABLE IF NOT EXISTS tasks (
     uid TEXT NOT NULL, session INTEGER NOT NULL, name TEXT, kind TEXT, stage TEXT, round INTEGER, state TEXT,
     cores INTEGER, gpus INTEGER, submitted REAL, scheduled REAL, started REAL, finished REAL, backend TEXT,
-    partition TEXT, slots TEXT, attempts INTEGER, exit_code INTEGER, error TEXT, node TEXT,
+    partition TEXT, slots TEXT, attempts INTEGER, exit_code INTEGER, error TEXT, gpu_slots TEXT, node TEXT,
     PRIMARY KEY (session, uid));
+CREATE INDEX IF NOT EXISTS selections_by_batch ON selections (round, stage, batch);
 """
+
+
+# columns added after a store was first written
+MIGRATIONS = {"docking": ["state_smiles TEXT"], "selections": ["smiles TEXT", "score REAL"],
+              "sessions": ["gpus INTEGER", "gpu_shares INTEGER", "nodes TEXT"], "tasks": ["gpu_slots TEXT", "node TEXT"],
+              "failures": ["category TEXT"]}
+# gpu_slots: the GPU slots a task held (a session's gpu_shares slots per device); node: the node(s) it ran on,
+# comma-separated; a session's nodes: its allocation's node names (JSON list)
+SESSION_COLUMNS = ("session", "started", "finished", "cores", "routes", "status", "gpus", "gpu_shares", "nodes")
+TASK_COLUMNS = ("uid", "session", "name", "kind", "stage", "round", "state", "cores", "gpus", "submitted", "scheduled",
+                "started", "finished", "backend", "partition", "slots", "attempts", "exit_code", "error", "gpu_slots",
+                "node")
+class StoreError(UserError):
+    """The store cannot be used (a damaged file, a read-only run directory); the message says what to do."""
+
+
+def store_error(path: Path, exc: BaseException) -> StoreError:
+    """What an SQLite error on ``path`` means for the user, and the way out."""
+    text = str(exc)
+    if any(word in text for word in ("malformed", "not a database", "encrypted", "corrupt")):
+        return StoreError(
+            f"{path} is damaged ({text}); the run directory's results cannot be read from it. Recover what it "
+            f"holds and resume: `mv {path} {path}.damaged && sqlite3 {path}.damaged .recover | sqlite3 {path}` "
+            "(the sqlite3 command-line tool, 3.29 or newer), then run the same command again: whatever the "
+            "recovery missed is computed again. Or start over in a new run directory (--run-dir)")
+    if any(word in text for word in ("readonly", "read-only", "unable to open")):
+        return StoreError(f"{path}: cannot write the campaign's store ({text}): "
+                          f"{_writable_problem(path.parent) or 'check its permissions'}")
+    if "full" in text:
+        return StoreError(f"{path}: disk full ({text}): free some space or move the run directory; "
+                          "everything committed so far is kept")
+    return StoreError(f"{path}: {text}")
+
+
+@contextmanager
+def store_errors(path: Path) -> Iterator[None]:
+    """Turn an SQLite error met while using the store at ``path`` into a StoreError that names the file."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        raise store_error(path, exc) from exc
+
+
+def _check_writable(folder: Path) -> None:
+    """``impeccable run`` writes its store, lock and task folders into the run directory."""
+    problem = _writable_problem(folder)
+    if problem:
+        raise StoreError(problem)
+
+
+def _writable_problem(folder: Path) -> str | None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return (f"{folder}: cannot create the run directory ({exc.strerror}): choose a writable place "
+                "with --run-dir")
+    if not os.access(folder, os.W_OK):
+        return (f"{folder}: the run directory is read-only: `impeccable run` writes its results there. Copy it "
+                "to a writable place and run there (--run-dir); `impeccable status`, `report` and `export` read "
+                "a read-only run directory as it is")
+    return None
 
 
 def _connect_readonly(path: Path) -> sqlite3.Connection:
@@ -94,22 +165,32 @@ class Store:
     """Typed access to ``campaign.db``; callers never write SQL."""
 
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+        """Raises StoreError, naming the file and what to do, for a damaged file or a run directory
+        that cannot be written (``readonly`` False)."""
         self.path = Path(path)
         self.readonly = readonly
-        if readonly:
-            self.db = _connect_readonly(self.path)
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
-        self._migrate()
+        self._grouped = False
+        try:
+            if readonly:
+                self.db = _connect_readonly(self.path)
+                self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # not a database: say so now
+                return
+            _check_writable(self.path.parent)
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            # a damaged page is found now, not by a query hours into the run (2-3 ms per MB of store)
+            problem = self.db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if problem != "ok":
+                raise sqlite3.DatabaseError(f"database disk image is malformed: {' '.join(problem.split())}")
+            self.db.executescript(SCHEMA)
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise store_error(self.path, exc) from exc
 
     def _migrate(self) -> None:
         """Columns added after a store was first written (older run directories stay readable)."""
-        added = {"docking": ["state_smiles TEXT"], "selections": ["smiles TEXT", "score REAL"], "tasks": ["node TEXT"],
-                 "sessions": ["nodes TEXT"]}
+        added = MIGRATIONS
         for table, columns in added.items():
             present = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
             for column in columns:
@@ -130,13 +211,30 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
+        """All of the block's writes or none; inside a :meth:`group`, a savepoint of the group's transaction."""
+        begin, commit, rollback = (("SAVEPOINT unit", "RELEASE unit", "ROLLBACK TO unit") if self._grouped
+                                   else ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"))
+        self.db.execute(begin)
         try:
             yield self.db
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self.db.execute(rollback)
+            if self._grouped:
+                self.db.execute(commit)
             raise
-        self.db.execute("COMMIT")
+        self.db.execute(commit)
+
+    def group(self) -> None:
+        """Open a group: writes from now on commit together at :meth:`commit_group` (one fsync for many)."""
+        if not self._grouped and not self.readonly:
+            self.db.execute("BEGIN IMMEDIATE")
+            self._grouped = True
+
+    def commit_group(self) -> None:
+        if self._grouped:
+            self._grouped = False
+            if self.db.in_transaction:  # (an executescript in between would have committed it already)
+                self.db.execute("COMMIT")
 
     # meta and sessions --------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -146,9 +244,13 @@ class Store:
     def set_meta(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
-    def begin_session(self, cores: int, routes: dict[str, str], nodes: Sequence[str] = ()) -> int:
-        cur = self.db.execute("INSERT INTO sessions (started, cores, routes, status, nodes) VALUES (?, ?, ?, 'running', ?)",
-                              (time.time(), cores, json.dumps(routes), json.dumps(list(nodes))))
+    def begin_session(self, cores: int, routes: dict[str, str], gpus: int = 0, gpu_shares: int = 1, *,
+                      nodes: Sequence[str] = ()) -> int:
+        cur = self.db.execute(
+            "INSERT INTO sessions (started, cores, routes, status, gpus, gpu_shares, nodes) "
+            "VALUES (?, ?, ?, 'running', ?, ?, ?)", (time.time(), cores, json.dumps(routes), gpus, gpu_shares,
+                                                    json.dumps(list(nodes))),
+        )
         return int(cur.lastrowid)
 
     def end_session(self, session: int, status: str) -> None:
@@ -160,8 +262,8 @@ class Store:
                    for table in ("docking", "models", "prediction_batches", "predictions", "md"))
 
     def sessions(self) -> list[dict[str, Any]]:
-        cur = self.db.execute("SELECT session, started, finished, cores, routes, status, nodes FROM sessions ORDER BY session")
-        return [dict(zip(("session", "started", "finished", "cores", "routes", "status", "nodes"), row)) for row in cur]
+        cur = self.db.execute(f"SELECT {_select(self.db, 'sessions', SESSION_COLUMNS)} FROM sessions ORDER BY session")
+        return [{**dict(zip(SESSION_COLUMNS, row)), "gpus": row[6] or 0, "gpu_shares": row[7] or 1} for row in cur]
 
     # docking -----------------------------------------------------------------
     def add_docking(self, rows: Sequence[DockRow], task: str) -> None:
@@ -176,6 +278,10 @@ class Store:
     def docked_ids(self) -> set[str]:
         return {row[0] for row in self.db.execute("SELECT id FROM docking")}
 
+    def last_docked_round(self) -> int:
+        """The latest round any compound was docked in (-1 before the first)."""
+        return self.db.execute("SELECT coalesce(max(round), -1) FROM docking").fetchone()[0]
+
     def dock_scores(self) -> list[tuple[str, str, float]]:
         """(id, smiles, score) of every successfully docked compound."""
         return list(self.db.execute("SELECT id, smiles, score FROM docking WHERE score IS NOT NULL ORDER BY id"))
@@ -183,10 +289,15 @@ class Store:
     def dock_score_map(self) -> dict[str, float]:
         return {i: s for i, _, s in self.dock_scores()}
 
-    def best_docked(self, n: int) -> list[str]:
-        """The ids of the ``n`` best docking scores (lowest first, ties broken by id)."""
-        return [cid for (cid,) in self.db.execute(
-            "SELECT id FROM docking WHERE score IS NOT NULL ORDER BY score, id LIMIT ?", (n,))]
+    def best_docked(self, n: int, max_round: int | None = None) -> list[str]:
+        """The ids of the ``n`` best docking scores (lowest first, ties broken by id), of compounds docked in
+        round ``max_round`` or earlier if given."""
+        return [cid for _, cid in self.best_docked_scored(n, max_round)]
+
+    def best_docked_scored(self, n: int, max_round: int | None = None) -> list[tuple[float, str]]:
+        """(score, id) of the ``n`` best docking scores, best first (of rounds up to ``max_round`` if given)."""
+        return list(self.db.execute("SELECT score, id FROM docking WHERE score IS NOT NULL AND round <= ? "
+                                    "ORDER BY score, id LIMIT ?", (1 << 62 if max_round is None else max_round, n)))
 
     def dock_origins(self) -> dict[str, str]:
         """id -> "seed" or "redock" for every docked compound."""
@@ -238,9 +349,11 @@ class Store:
 
     def add_predictions(self, round_: int, batch: int, ids: Sequence[str], scores: np.ndarray,
                         counts: tuple[int, int, int, int], failures: Iterable[tuple[str, str]],
-                        nominees: Sequence[tuple[str, str, float]]) -> None:
+                        nominees: Sequence[tuple[str, str, float]],
+                        filtered: Iterable[tuple[str, str]] = ()) -> None:
         """One inference batch in one transaction: its predictions (``scores[i]`` for ``ids[i]``, NaN where
-        not scored), failures, re-dock nominees (id, SMILES, predicted score) and its done mark."""
+        not scored), failures and filtered compounds (id, reason), re-dock nominees (id, SMILES, predicted
+        score) and its done mark."""
         if len(ids) != len(scores):
             raise ValueError(f"batch {batch}: {len(ids)} ids but {len(scores)} scores")
         blob = zlib.compress("\n".join(ids).encode(), 1)
@@ -249,7 +362,8 @@ class Store:
             db.executemany("INSERT OR IGNORE INTO selections VALUES (?, 'redock', ?, ?, ?, ?)",
                            [(round_, cid, batch, smi, score) for cid, smi, score in nominees])
             db.execute("INSERT OR REPLACE INTO prediction_batches VALUES (?, ?, ?, ?)", (round_, batch, blob, values))
-            db.executemany("INSERT OR IGNORE INTO failures VALUES (?, 'prepare', ?)", list(failures))
+            _insert_failures(db, "prepare", failures)
+            _insert_failures(db, "filter", filtered)
             db.execute("INSERT OR REPLACE INTO inference_batches VALUES (?, ?, ?, ?, ?, ?)", (round_, batch, *counts))
 
     def done_batches(self, round_: int) -> set[int]:
@@ -374,8 +488,9 @@ class Store:
         return {i: (dg, se, err) for i, dg, se, err in self.db.execute("SELECT id, dg, stderr, error FROM md")}
 
     def add_failures(self, stage: str, failures: Iterable[tuple[str, str]]) -> None:
+        """Compounds ``stage`` left out: (id, reason); the reason's category is stored beside it."""
         with self.transaction() as db:
-            db.executemany("INSERT OR IGNORE INTO failures VALUES (?, ?, ?)", [(i, stage, r) for i, r in failures])
+            _insert_failures(db, stage, failures)
 
     def failures(self) -> list[tuple[str, str, str]]:
         return list(self.db.execute("SELECT id, stage, reason FROM failures ORDER BY stage, id"))
@@ -385,11 +500,12 @@ class Store:
         rows = [
             (r.uid, session, r.name, r.kind, r.tags.get("stage"), int(r.tags.get("round", 0)), r.state.value,
              r.cores, r.gpus, r.submitted, r.scheduled, r.started, r.finished, r.backend, r.partition,
-             json.dumps(list(r.slots)), r.attempts, r.exit_code, r.error, r.node)
+             json.dumps(list(r.slots)), r.attempts, r.exit_code, r.error, json.dumps(list(r.gpu_slots)), r.node)
             for r in records
         ]
         with self.transaction() as db:
-            db.executemany(f"INSERT OR REPLACE INTO tasks VALUES ({','.join('?' * 20)})", rows)
+            db.executemany(f"INSERT OR REPLACE INTO tasks ({', '.join(TASK_COLUMNS)}) "
+                           f"VALUES ({', '.join('?' * len(TASK_COLUMNS))})", rows)
 
     def done_task_durations(self) -> list[tuple[str, str, float]]:
         """(stage, task name, seconds from start to finish) of every task that ended DONE."""
@@ -409,21 +525,31 @@ class Store:
         return [TaskRecord(uid=r["uid"], name=r["name"], kind=r["kind"], cores=r["cores"], gpus=r["gpus"] or 0,
                            tags={"stage": r["stage"] or ""}, state=TaskState(r["state"]), submitted=r["submitted"],
                            scheduled=r["scheduled"], started=r["started"], finished=r["finished"],
-                           backend=r["backend"] or "", slots=tuple(r["slots"])) for r in self.task_rows(session)]
+                           backend=r["backend"] or "", slots=tuple(r["slots"]), gpu_slots=tuple(r["gpu_slots"]))
+                for r in self.task_rows(session)]
 
     def task_rows(self, session: int | None = None) -> list[dict[str, Any]]:
-        cols = ("uid", "session", "name", "kind", "stage", "round", "state", "cores", "gpus", "submitted",
-                "scheduled", "started", "finished", "backend", "partition", "slots", "attempts", "exit_code", "error",
-                "node")
-        sql = f"SELECT {', '.join(cols)} FROM tasks"
+        sql = f"SELECT {_select(self.db, 'tasks', TASK_COLUMNS)} FROM tasks"
         args: tuple[Any, ...] = ()
         if session is not None:
             sql += " WHERE session=?"
             args = (session,)
-        rows = [dict(zip(cols, row)) for row in self.db.execute(sql + " ORDER BY submitted", args)]
+        rows = [dict(zip(TASK_COLUMNS, row)) for row in self.db.execute(sql + " ORDER BY submitted", args)]
         for row in rows:
             row["slots"] = json.loads(row["slots"] or "[]")
+            row["gpu_slots"] = json.loads(row["gpu_slots"] or "[]")
         return rows
+
+
+def _select(db: sqlite3.Connection, table: str, cols: Sequence[str]) -> str:
+    """``cols`` for a SELECT, NULL for those an older read-only store lacks (it was not migrated)."""
+    present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    return ", ".join(c if c in present else "NULL" for c in cols)
+def _insert_failures(db: sqlite3.Connection, stage: str, failures: Iterable[tuple[str, str]]) -> None:
+    from .stages.skips import category
+
+    db.executemany("INSERT OR IGNORE INTO failures (id, stage, reason, category) VALUES (?, ?, ?, ?)",
+                   [(cid, stage, reason, category(reason)) for cid, reason in failures])
 
 
 def md_details(store: Store) -> dict[str, dict[str, Any]]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
 import os
 import pickle
 import queue
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, required=True)
     parser.add_argument("--inbox-size", type=int, default=1024)
     parser.add_argument("--preload", default="", help="comma-separated modules each worker imports before it is up")
+    parser.add_argument("--worker-env", default="{}", help="JSON object of variables each worker sets when it starts")
     parser.add_argument("--hosts", default="", help="comma-separated: the node of each worker (several nodes)")
     args = parser.parse_args(argv)
 
@@ -102,14 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     conn = connect(args.socket, key)
     del key
     server = _Server(conn, os.path.dirname(args.socket), args.workers, args.inbox_size,
-                     tuple(m for m in args.preload.split(",") if m), tuple(h for h in args.hosts.split(",") if h))
+                     tuple(m for m in args.preload.split(",") if m), json.loads(args.worker_env),
+                     tuple(h for h in args.hosts.split(",") if h))
     return server.run()
 
 
 class _Server:
     def __init__(self, conn: Any, directory: str, n_workers: int, inbox_size: int,
-                 preload: tuple[str, ...] = (), hosts: tuple[str, ...] = ()) -> None:
+                 preload: tuple[str, ...] = (), worker_env: dict[str, str] | None = None,
+                 hosts: tuple[str, ...] = ()) -> None:
         self.preload = preload
+        self.worker_env = dict(worker_env or {})
         self.hosts = hosts  # worker i runs on hosts[i] (Dragon's HOST_NAME placement); () = where Dragon likes
         from dragon.native.queue import Queue
 
@@ -236,8 +241,8 @@ class _Server:
         with open(progress, "wb") as handle:
             handle.write(TOKEN.pack(-1))
         policy = Policy(placement=Policy.Placement.HOST_NAME, host_name=host) if host else None
-        process = Process(target=worker_main, args=(wid, inbox, self.outbox, progress, self.preload),
-                          policy=policy)
+        process = Process(target=worker_main, args=(wid, inbox, self.outbox, progress, self.preload,
+                                                      self.worker_env), policy=policy)
         process.start()
         with self.lock:
             self.workers[wid] = (process, inbox)
@@ -293,7 +298,8 @@ class _Server:
                 pass
 
 
-def worker_main(wid: int, inbox: Any, outbox: Any, progress_path: str, preload: tuple[str, ...] = ()) -> None:
+def worker_main(wid: int, inbox: Any, outbox: Any, progress_path: str, preload: tuple[str, ...] = (),
+                env: dict[str, str] | None = None) -> None:
     """One Dragon-managed worker: run batches of calls, send their results in order.
 
     Results are sent in batches: at the end of each input batch, and by a flusher
@@ -306,6 +312,7 @@ def worker_main(wid: int, inbox: Any, outbox: Any, progress_path: str, preload: 
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.update(env or {})  # which device each GPU slot is (runtime/gpus.py)
     import importlib
 
     from impeccable.runtime.task import resolve_function

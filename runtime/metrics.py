@@ -9,6 +9,9 @@ Definitions (all times wall-clock seconds):
 - utilisation: busy core-seconds / (cores x makespan), where a task is busy
   from ``started`` to ``finished`` on the core slots it held (its ``cores``,
   or more: an MPI task wider than a node holds its nodes whole).
+- GPU utilisation: busy GPU-seconds / (GPUs x makespan), the same for the GPU
+  slots a task held, counted in devices (``gpu_shares`` slots per device).
+  It says how long the GPUs were held, not how hard their cores worked.
 - queue wait: ``scheduled - submitted``; launch overhead: ``started - scheduled``.
 """
 
@@ -40,13 +43,16 @@ class Metrics:
     launch_overhead_p95_s: float
     runtime_median_s: float
     busy_core_s: float
+    gpus: float = 0  # devices
+    busy_gpu_s: float = 0.0
+    gpu_utilization: float | None = None  # None without GPUs
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def summarize(records: Sequence[TaskRecord], cores: int) -> Metrics:
-    """All figures for one set of records run on ``cores`` cores."""
+def summarize(records: Sequence[TaskRecord], cores: int, gpus: int = 0, gpu_shares: int = 1) -> Metrics:
+    """All figures for one set of records run on ``cores`` cores and ``gpus`` GPU slots (``gpu_shares`` per device)."""
     ran = [r for r in records if r.started is not None and r.finished is not None]
     finished = [r for r in records if r.finished is not None]
     submitted = [r.submitted for r in records if r.submitted is not None]
@@ -73,6 +79,7 @@ def summarize(records: Sequence[TaskRecord], cores: int) -> Metrics:
         launch_overhead_p95_s=_percentile(launches, 95),
         runtime_median_s=_median(runtimes),
         busy_core_s=busy,
+        **_gpu_figures(ran, makespan, gpus, gpu_shares),
     )
 
 
@@ -90,6 +97,18 @@ def per_node_utilization(records: Sequence[TaskRecord], nodes: Sequence[str], co
                 if slot // per_node < len(nodes):
                     busy[slot // per_node] += r.finished - r.started
     return {name: (b / (per_node * makespan) if makespan > 0 and per_node else 0.0) for name, b in zip(nodes, busy)}
+
+
+def _gpu_figures(ran: Sequence[TaskRecord], makespan: float, gpus: int, gpu_shares: int) -> dict[str, Any]:
+    devices = gpus / gpu_shares
+    busy = sum(held_gpus(r) * (r.finished - r.started) for r in ran) / gpu_shares  # type: ignore[operator]
+    return {"gpus": devices, "busy_gpu_s": busy,
+            "gpu_utilization": busy / (devices * makespan) if devices and makespan > 0 else None}
+
+
+def held_gpus(record: TaskRecord) -> int:
+    """GPU slots a task held (records written before GPU slots were kept: the ones it asked for)."""
+    return max(len(record.gpu_slots), record.gpus)
 
 
 def held(record: TaskRecord) -> int:

@@ -13,6 +13,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .gpus import discover
 from .nodes import NodeList, cpus_per_node
 
 
@@ -22,6 +23,9 @@ class Allocation:
 
     ``cores`` may exceed the machine's (an advertised allocation); :meth:`emulated` names N nodes
     that all live on this machine, to try multi-node placement where only one node exists.
+    ``gpus`` counts GPU *slots*: each device is ``gpu_shares`` slots, so that a task asking for a
+    fraction of a GPU holds one slot and several share the device (:mod:`.gpus`). ``gpu_devices``
+    are the IDs of each node's devices (default 0..n-1), what a task's ``CUDA_VISIBLE_DEVICES`` names.
     ``manager`` is "" for this machine (and emulated nodes), or "slurm"/"flux" when ``nodes`` are
     real hosts of a job that manager started (:meth:`on_nodes`): only then do backends start
     processes on other nodes (srun steps, Flux brokers, Dragon's Slurm launch).
@@ -30,6 +34,8 @@ class Allocation:
     cores: int
     gpus: int = 0
     nodes: tuple[str, ...] = field(default_factory=lambda: (socket.gethostname(),))
+    gpu_shares: int = 1
+    gpu_devices: tuple[str, ...] = ()
     manager: str = ""
 
     def __post_init__(self) -> None:
@@ -42,14 +48,21 @@ class Allocation:
         if self.cores % len(self.nodes) or self.gpus % len(self.nodes):
             raise ValueError(f"{self.cores} cores and {self.gpus} GPUs do not split evenly over "
                              f"{len(self.nodes)} nodes: give each node the same number")
+        if self.gpu_shares < 1 or self.gpus_per_node % self.gpu_shares:
+            raise ValueError(f"gpu_shares must be >= 1 and divide the {self.gpus_per_node} GPU slots per node, "
+                             f"got {self.gpu_shares}")
+        if self.gpu_devices and len(self.gpu_devices) != self.devices_per_node:
+            raise ValueError(f"gpu_devices names {len(self.gpu_devices)} devices, each node has "
+                             f"{self.devices_per_node}")
 
     @classmethod
-    def emulated(cls, cores: int, nodes: int = 1, gpus: int = 0) -> "Allocation":
+    def emulated(cls, cores: int, nodes: int = 1, gpus: int = 0, gpu_shares: int = 1,
+                 gpu_devices: tuple[str, ...] = ()) -> "Allocation":
         """``nodes`` nodes (node0, node1, ...) sharing this machine: multi-node placement, emulated."""
         if nodes < 1:
             raise ValueError(f"nodes must be >= 1, got {nodes}")
         names = (socket.gethostname(),) if nodes == 1 else tuple(f"node{i}" for i in range(nodes))
-        return cls(cores=cores, gpus=gpus, nodes=names)
+        return cls(cores=cores, gpus=gpus, nodes=names, gpu_shares=gpu_shares, gpu_devices=gpu_devices)
 
     @classmethod
     def on_nodes(cls, found: NodeList, nodes: int, cores: int | None = None, gpus: int = 0) -> "Allocation":
@@ -81,23 +94,36 @@ class Allocation:
     def gpus_per_node(self) -> int:
         return self.gpus // len(self.nodes)
 
+    @property
+    def devices_per_node(self) -> int:
+        """Physical GPUs per node (``gpus_per_node`` counts slots)."""
+        return self.gpus_per_node // self.gpu_shares
+
     @classmethod
     def detect(cls) -> "Allocation":
-        """The cores this process may use (affinity mask), the GPUs CUDA_VISIBLE_DEVICES lists."""
-        cores = len(os.sched_getaffinity(0))
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-        gpus = len([g for g in visible.split(",") if g.strip()]) if visible else 0
-        return cls(cores=cores, gpus=gpus)
+        """The cores this process may use (affinity mask) and the GPUs :func:`.gpus.discover` finds."""
+        found = discover()
+        return cls(cores=len(os.sched_getaffinity(0)), gpus=found.count, gpu_devices=found.ids)
 
 
 def machine_cores() -> int:
     """The cores this process may really use: inside a Slurm job, the job's CPUs on all its nodes
     (``SLURM_JOB_CPUS_PER_NODE``, e.g. ``36(x2),4``); otherwise this process's affinity mask."""
+    return _slurm_job_cores() or len(os.sched_getaffinity(0))
+
+
+def cores_source() -> str:
+    """Where :func:`machine_cores` takes its number from."""
+    if _slurm_job_cores():
+        return f"SLURM_JOB_CPUS_PER_NODE={os.environ['SLURM_JOB_CPUS_PER_NODE']}"
+    return "this process's CPU affinity mask (sched_getaffinity)"
+
+
+def _slurm_job_cores() -> int:
     try:
-        total = sum(cpus_per_node(os.environ.get("SLURM_JOB_CPUS_PER_NODE", "")))
+        return sum(cpus_per_node(os.environ.get("SLURM_JOB_CPUS_PER_NODE", "")))
     except ValueError:
-        total = 0
-    return total or len(os.sched_getaffinity(0))
+        return 0
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ class SlotBroker:
         self.allocation = allocation
         self.cores_per_node = allocation.cores_per_node
         self.gpus_per_node = allocation.gpus_per_node
+        self.gpu_shares = getattr(allocation, "gpu_shares", 1)  # GPU slots per device
         self.n_nodes = len(allocation.nodes)
         cores = sorted(range(allocation.cores) if cores is None else cores)
         gpus = sorted(range(allocation.gpus) if gpus is None else gpus)
@@ -269,7 +270,7 @@ class SlotBroker:
         if len(chosen) == 1:  # the whole task on one node
             fit = chosen[0]
             cores = self._pop(self._free_cores[fit], sum(c for c, _ in processes))
-            gpus = self._pop(self._free_gpus[fit], sum(g for _, g in processes))
+            gpus = self._take_gpus(fit, self._gpu_pick(fit, sum(g for _, g in processes)) or [])
             return Placement(cores, gpus, (fit,) * len(processes), self.allocation.nodes[fit])
         # wider than a node: whole free nodes, nothing else runs there, processes spread evenly
         cores: tuple[int, ...] = ()
@@ -299,7 +300,41 @@ class SlotBroker:
         return chosen
 
     def _fits(self, node: int, n_cores: int, n_gpus: int) -> bool:
-        return len(self._free_cores[node]) >= n_cores and len(self._free_gpus[node]) >= n_gpus
+        return len(self._free_cores[node]) >= n_cores and self._gpu_pick(node, n_gpus) is not None
+
+    def _gpu_pick(self, node: int, n: int) -> list[int] | None:
+        """``n`` free GPU slots of ``node`` that a task can use together: with several slots per device
+        (shares), whole free devices for a whole-GPU request, and for a fraction, slots of one device
+        (the fullest that has room, so that whole devices stay free); None when there are none."""
+        free = self._free_gpus[node]
+        if n == 0:
+            return []
+        if len(free) < n:
+            return None
+        k = self.gpu_shares
+        if k == 1:
+            return sorted(free)[:n]
+        by_device: dict[int, list[int]] = {}
+        for g in free:
+            by_device.setdefault(g // k, []).append(g)
+        whole = sorted(d for d, slots in by_device.items() if len(slots) == k)
+        n_whole, part = divmod(n, k)
+        if len(whole) < n_whole:
+            return None
+        picked = [g for d in whole[:n_whole] for g in sorted(by_device[d])]
+        if part:
+            rest = [(len(slots), d) for d, slots in by_device.items() if d not in whole[:n_whole] and len(slots) >= part]
+            if not rest:
+                return None
+            _, d = min(rest)
+            picked += sorted(by_device[d])[:part]
+        return picked
+
+    def _take_gpus(self, node: int, slots: list[int]) -> tuple[int, ...]:
+        stack = self._free_gpus[node]
+        for g in slots:
+            stack.remove(g)
+        return tuple(slots)
 
     @staticmethod
     def _pop(stack: list[int], n: int) -> tuple[int, ...]:

@@ -80,14 +80,16 @@ def _failure(token: Any, exc: BaseException, started: float, prefix: str = "") -
         return pickle.dumps((token, False, (None, text, trace), started, time.time()))
 
 
-def main(conn: Any, preload: tuple[str, ...] = ()) -> None:
-    """Process entry point: ignore Ctrl-C (the pilot decides when workers stop), import ``preload`` before
-    serving. Instant when the forkserver already imported them; the forkserver is one per interpreter and
-    takes its preload list only when it starts, so a later pool with other modules needs this."""
+def main(conn: Any, preload: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+    """Process entry point: ignore Ctrl-C (the pilot decides when workers stop), set ``env`` (which device each
+    GPU slot is: the forkserver's environment may predate this pilot), import ``preload`` before serving.
+    Instant when the forkserver already imported them; the forkserver is one per interpreter and takes its
+    preload list only when it starts, so a later pool with other modules needs this."""
     import importlib
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.update(env or {})
     for module in preload:
         try:
             importlib.import_module(module)

@@ -4,8 +4,9 @@ Why this shape: computing Vina's grid maps costs about as much as docking one
 small molecule, so one :class:`Docker` per receptor computes them once and
 docks every ligand of a batch against them. Each compound is docked as every
 one of its states (:func:`ligands.prepare_states`: salts stripped,
-stereoisomers of unassigned centres, protomers at pH 7.4, each embedded) and
-scores as its best state; the result names that state. Ligands are typed for
+stereoisomers of unassigned centres, microstates at pH 7.4, each embedded) and
+scores as its best state, each state's Vina score plus its microstate penalty
+(0 for the dominant microstate); the result names that state. Ligands are typed for
 Vina by meeko. A molecule that fails anywhere (SMILES, embedding, meeko, Vina)
 in every state is reported as a :class:`LigandFailure` and the batch goes on.
 With a fixed seed a ligand's result does not depend on which batch or rank
@@ -19,24 +20,26 @@ Command line, one process or many ranks (``mpiexec -n N``, ``srun -n N``, Flux):
 
 Rank ``r`` of ``n`` docks records ``r, r+n, ...`` of the library
 (:func:`library.iter_shard`) and writes ``OUT_DIR/dock.rank{r}.jsonl``
-atomically: one JSON object per molecule, ``{"id", "smiles",
+one line per molecule, flushed as each molecule ends (:mod:`.rankfiles`), so a
+rank killed at any instant leaves every molecule it finished: one JSON object per molecule, ``{"id", "smiles",
 "score_kcal_mol", "pose_sdf", "runtime_s", "state_smiles", "n_states",
-"state_scores_kcal_mol"}`` or ``{"id", "smiles", "error"}``. ``state_smiles``
-is the best state (stereo and charges), ``n_states`` how many states were
-docked, ``state_scores_kcal_mol`` their scores in enumeration order.
+"state_scores_kcal_mol", "state_penalties_kcal_mol", "penalty_kcal_mol"}`` or
+``{"id", "smiles", "error"}``. ``state_smiles`` is the best state (stereo and
+charges), ``n_states`` how many states were docked, ``state_scores_kcal_mol``
+their Vina scores in enumeration order and ``state_penalties_kcal_mol`` their
+microstate penalties (0 for the dominant state at the pH); a compound's
+``score_kcal_mol`` is its best state's Vina score plus that state's penalty.
 Ranks share nothing, so rank and size come from the launcher's environment
 and MPI is only initialised (mpi4py) if a launcher set a rank but no size.
-:func:`read_dock_results` reads every rank file back.
+:func:`read_dock_results` reads every complete line of every rank file back.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -49,6 +52,7 @@ from .errors import StageInputError
 from .quiet import quiet_rdkit
 from .library import iter_shard
 from .ligands import LigandFailure, PreparedLigand, StateOptions, prepare_states
+from .rankfiles import RankLines, rank_file, read_rank_files
 from .receptor import BindingSite, Receptor, load_receptor
 
 __all__ = [
@@ -84,7 +88,9 @@ class DockResult:
     runtime_s: float  # preparation + docking of every state of this ligand
     state_smiles: str = ""  # the best state: canonical isomeric SMILES with stereo and charges
     n_states: int = 1  # states docked (those that failed to embed or dock are not counted)
-    state_scores_kcal_mol: tuple[float, ...] = ()  # every docked state's score, in enumeration order
+    state_scores_kcal_mol: tuple[float, ...] = ()  # every docked state's Vina score, in enumeration order
+    state_penalties_kcal_mol: tuple[float, ...] = ()  # each state's microstate penalty, same order
+    penalty_kcal_mol: float = 0.0  # the best state's penalty: score_kcal_mol = its Vina score + this
 
 
 class Docker:
@@ -124,7 +130,7 @@ class Docker:
             states = prepare_states(cid, smiles, self.states)
             if isinstance(states, LigandFailure):
                 return states
-            docked: list[tuple[float, Chem.Mol, str]] = []
+            docked: list[tuple[float, Chem.Mol, str, float]] = []
             reason = ""
             for state in states:
                 try:
@@ -132,15 +138,18 @@ class Docker:
                 except Exception as exc:  # meeko/Vina raise assorted types for odd chemistry
                     reason = reason or f"docking failed for state {state.smiles}: {type(exc).__name__}: {exc}"
                     continue
-                docked.append((score, pose, state.smiles))
+                docked.append((score, pose, state.smiles, state.penalty_kcal_mol))
         if not docked:
             return LigandFailure(cid, smiles, reason)
-        score, pose, state_smiles = min(docked, key=lambda d: d[0])  # ties: the first state
+        score, pose, state_smiles, penalty = min(docked, key=lambda d: d[0] + d[3])  # ties: the first state
         pose.SetProp("_Name", cid)
         pose.SetProp("vina_score_kcal_mol", f"{score:.3f}")
+        pose.SetProp("state_penalty_kcal_mol", f"{penalty:.3f}")
         pose.SetProp("state_smiles", state_smiles)
-        return DockResult(cid, smiles, score, Chem.MolToMolBlock(pose), round(time.perf_counter() - t0, 4),
-                          state_smiles, len(docked), tuple(round(d[0], 3) for d in docked))
+        return DockResult(cid, smiles, score + penalty, Chem.MolToMolBlock(pose),
+                          round(time.perf_counter() - t0, 4), state_smiles, len(docked),
+                          tuple(round(d[0], 3) for d in docked), tuple(round(d[3], 3) for d in docked),
+                          round(penalty, 3))
 
     def dock_prepared(self, ligand: PreparedLigand, *, exhaustiveness: int | None = None) -> tuple[float, Chem.Mol]:
         """Dock one prepared ligand; return (best score in kcal/mol, best pose with hydrogens).
@@ -251,25 +260,10 @@ def heavy_atom_rmsd(pose: Chem.Mol, reference: Chem.Mol) -> float:
     ))
 
 
-def rank_file(out_dir: str | os.PathLike[str], rank: int) -> Path:
-    """The JSON-lines file of one rank: ``OUT_DIR/dock.rank{rank}.jsonl``."""
-    return Path(out_dir) / f"dock.rank{rank}.jsonl"
-
-
 def read_dock_results(out_dir: str | os.PathLike[str]) -> Iterator[dict]:
-    """Yield every record of every ``dock.rank*.jsonl`` in ``out_dir``, rank 0 first."""
-    out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        raise StageInputError(f"{out_dir}: docking output folder not found")
-    files = sorted(out_dir.glob("dock.rank*.jsonl"), key=_rank_of)
-    for path in files:
-        with open(path, encoding="utf-8") as handle:
-            for line_no, line in enumerate(handle, start=1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise StageInputError(f"{path}:{line_no}: not JSON: {exc}") from None
+    """Yield the record of every complete line of every ``dock.rank*.jsonl`` in ``out_dir``, rank 0 first
+    (a line cut short by a killed rank is left out: that molecule was not finished)."""
+    return read_rank_files(out_dir)
 
 
 def result_to_json(result: DockResult | LigandFailure) -> dict:
@@ -328,13 +322,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-protomers", type=int, default=StateOptions.max_protomers,
                    help="states per stereoisomer: protonation states, most probable first")
     p.add_argument("--ph", type=float, default=StateOptions.ph)
+    p.add_argument("--metals", choices=("auto", "keep", "remove"), default="auto",
+                   help="metal ions of the receptor folder's heterogens.toml to keep (stages/metals.py)")
     a = p.parse_args(argv)
     rank, size = mpi_rank_size()
     t0 = time.perf_counter()
     out = rank_file(a.out_dir, rank)
     n_ok = n_fail = 0
     try:
-        receptor = load_receptor(a.receptor, site_file=a.site)  # validates the box against the protein
+        receptor = load_receptor(a.receptor, site_file=a.site, metals=a.metals)  # validates the box too
         records = iter_shard(a.ligands, rank, size)
         first = next(records, None)  # an empty or malformed library fails here, before the maps are built
         try:
@@ -343,10 +339,10 @@ def main(argv: list[str] | None = None) -> int:
             raise StageInputError(f"--{str(exc).replace('_', '-')}") from None
         docker = Docker(receptor, exhaustiveness=a.exhaustiveness, n_poses=a.n_poses, seed=a.seed,
                         cpu=a.cpu, states=states)
-        with _AtomicLines(out) as sink:
+        with RankLines(out) as sink:
             for cid, smiles in _chain([first] if first else [], records):
                 result = docker.dock(cid, smiles)
-                sink.write(json.dumps(result_to_json(result)))
+                sink.write(result_to_json(result))
                 n_ok += isinstance(result, DockResult)
                 n_fail += isinstance(result, LigandFailure)
     except StageInputError as exc:
@@ -363,39 +359,6 @@ def main(argv: list[str] | None = None) -> int:
 def _chain(head: list, tail: Iterator) -> Iterator:
     yield from head
     yield from tail
-
-
-def _rank_of(path: Path) -> int:
-    digits = path.name.removeprefix("dock.rank").removesuffix(".jsonl")
-    return int(digits) if digits.isdigit() else -1
-
-
-class _AtomicLines:
-    """Write lines to a temporary file in the target's folder; fsync and rename only on success."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self) -> _AtomicLines:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        self.handle = os.fdopen(fd, "w", encoding="utf-8")
-        return self
-
-    def write(self, line: str) -> None:
-        self.handle.write(line + "\n")
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        try:
-            if exc_type is None:
-                self.handle.flush()
-                os.fsync(self.handle.fileno())
-            self.handle.close()
-            if exc_type is None:
-                os.chmod(self.tmp, 0o644)
-                os.replace(self.tmp, self.path)
-        finally:
-            Path(self.tmp).unlink(missing_ok=True)
 
 
 def _skeleton(mol: Chem.Mol) -> Chem.Mol:

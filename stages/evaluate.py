@@ -28,6 +28,7 @@ every compound docked, so the truth is known for all of them):
 
     python -m impeccable.stages.evaluate cv --scores data/scores/4jsv_vina_states.csv
     python -m impeccable.stages.evaluate retrieval --scores data/scores/4jsv_vina_states.csv
+    python -m impeccable.stages.evaluate seeds --scores data/scores/4jsv_vina_states.csv   # seed strategies
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from .features import featurise
 from .surrogate import _spearman, fit, nominate
 
 __all__ = ["ReferenceSet", "read_reference", "descriptors", "cross_validate", "retrieval", "retrieval_runs",
-           "summarise_retrieval", "bootstrap_mean_ci", "main"]
+           "seed_strategies", "summarise_retrieval", "bootstrap_mean_ci", "main"]
 
 BUDGETS = (0.02, 0.05, 0.10)  # fractions of the reference set docked
 TOP_FRACTION = 0.01  # "the best compounds": the true top 1%
@@ -164,12 +165,16 @@ def retrieval(ref: ReferenceSet, *, replicates: int = 10, seed: int = 0, epochs:
 
 def retrieval_runs(ref: ReferenceSet, replicate_seeds: Sequence[int], *, epochs: int = 60,
                    init_fraction: float = 0.01, batch_fraction: float = 0.01,
-                   budgets: Sequence[float] = BUDGETS, top_fraction: float = TOP_FRACTION
-                   ) -> dict[str, dict[float, list[float]]]:
+                   budgets: Sequence[float] = BUDGETS, top_fraction: float = TOP_FRACTION,
+                   seed_strategy: str = "random") -> dict[str, dict[float, list[float]]]:
     """The raw recalls: strategy -> budget -> one value per replicate seed (see :func:`retrieval`).
 
-    Replicates are independent, so callers may split the seeds over processes and concatenate.
+    ``seed_strategy`` picks the first docked compounds as a campaign's ``library.seed_strategy`` does
+    (stages/seedsample.py); the random baseline always starts from a random seed. Replicates are
+    independent, so callers may split the seeds over processes and concatenate.
     """
+    from .seedsample import pick_indices
+
     n = len(ref)
     x, valid = featurise(ref.smiles)
     y = ref.scores
@@ -187,6 +192,8 @@ def retrieval_runs(ref: ReferenceSet, replicate_seeds: Sequence[int], *, epochs:
         rest = np.setdiff1d(usable, init)
         for b, size in sizes.items():
             runs["random"][b].append(_recall(init + rng.choice(rest, size=size - n_init, replace=False).tolist(), top))
+        if seed_strategy != "random":
+            init = pick_indices(ref.smiles, n_init, seed=rep, strategy=seed_strategy, among=usable.tolist())
         docked = list(init)
         while len(docked) < max(sizes.values()):
             model = fit(x[docked], y[docked], epochs=epochs, seed=rep)
@@ -200,6 +207,23 @@ def retrieval_runs(ref: ReferenceSet, replicate_seeds: Sequence[int], *, epochs:
                 if len(docked) == size:
                     runs["active"][b].append(_recall(docked, top))
     return runs
+
+
+def seed_strategies(ref: ReferenceSet, *, replicates: int = 10, seed: int = 0, epochs: int = 60,
+                    strategies: Sequence[str] | None = None) -> dict[str, Any]:
+    """Active-learning top-1% recall at each budget when the seed sample is random, diverse or stratified
+    (``library.seed_strategy``), the same replicate seeds for each; means with bootstrap intervals."""
+    from .seedsample import STRATEGIES
+
+    out: dict[str, Any] = {"reference_set_size": len(ref), "replicates": replicates, "epochs": epochs,
+                           "interval": "95% bootstrap interval of the mean over replicates"}
+    for strategy in strategies or STRATEGIES:
+        runs = retrieval_runs(ref, range(seed, seed + replicates), epochs=epochs, seed_strategy=strategy)
+        for b, values in runs["active"].items():
+            key = f"{strategy}_seed_active_top{_pct(TOP_FRACTION)}_recall_at_{_pct(b)}"
+            out[key], out[key + "_runs"] = float(np.mean(values)), values
+            out[key + "_ci95"] = list(bootstrap_mean_ci(values))
+    return out
 
 
 def summarise_retrieval(ref: ReferenceSet, runs: dict[str, dict[float, list[float]]], *, epochs: int = 60,
@@ -258,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: print the CV or retrieval result as JSON; exit 2 for bad inputs."""
     p = argparse.ArgumentParser(prog="python -m impeccable.stages.evaluate", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("cv", "retrieval"):
+    for name in ("cv", "retrieval", "seeds"):
         c = sub.add_parser(name)
         c.add_argument("--scores", required=True, type=Path)
         c.add_argument("--limit", type=int, help="use only the first N rows (a fair subset: sample order)")
@@ -269,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
             c.add_argument("--folds", type=int, default=5)
         else:
             c.add_argument("--replicates", type=int, default=10)
+        if name == "seeds":
+            c.add_argument("--strategy", action="append", choices=("random", "diverse", "stratified"),
+                           help="only these seed strategies (repeat the option; default all three)")
     a = p.parse_args(argv)
     import torch
 
@@ -278,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         ref = read_reference(a.scores, a.limit)
         if a.command == "cv":
             out = cross_validate(ref, folds=a.folds, seed=a.seed, epochs=a.epochs)
+        elif a.command == "seeds":
+            out = seed_strategies(ref, replicates=a.replicates, seed=a.seed, epochs=a.epochs, strategies=a.strategy)
         else:
             out = retrieval(ref, replicates=a.replicates, seed=a.seed, epochs=a.epochs)
         print(json.dumps({"scores": ref.source, **out}, indent=1))

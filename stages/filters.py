@@ -16,7 +16,7 @@ from rdkit import Chem
 from rdkit.Chem import Descriptors, rdMolDescriptors
 from rdkit.Chem.FilterCatalog import FilterCatalog, FilterCatalogParams
 
-from .ligands import strip_salts
+from .ligands import strip_salts, unusable_reason
 from .quiet import quiet_rdkit
 
 
@@ -48,8 +48,8 @@ def check(smiles: str, rules: FilterRules, mol: Chem.Mol | None = None) -> str |
     if mol is None:
         with quiet_rdkit():
             mol = strip_salts(smiles) if "." in smiles else Chem.MolFromSmiles(smiles)
-    if mol is None:
-        return f"unparsable SMILES {smiles!r}"
+    if mol is None:  # unparsable, impossible valence, or (a salt's parent) metal or too large: say which
+        return unusable_reason(smiles) or f"unparsable SMILES {smiles!r}"
     if rules.max_heavy_atoms is not None and mol.GetNumHeavyAtoms() > rules.max_heavy_atoms:
         return f"heavy atoms {mol.GetNumHeavyAtoms()} > {rules.max_heavy_atoms}"
     if rules.max_molecular_weight is not None:

@@ -8,6 +8,12 @@ streams: it reads one line at a time and keeps at most the records it returns
   name (case-insensitive, ``id`` and ``smiles`` unless told otherwise).
 - ``.smi`` / ``.smi.gz``: ``SMILES<whitespace>ID`` per line; ``#`` comments and
   a first line starting with the word ``smiles`` are skipped.
+- ``.tsv`` / ``.cxsmiles`` (Enamine REAL): tab-separated with a header, read like
+  ``.csv``; a CXSMILES extension (``C[C@H](N)O |&1:1|``) stays with the SMILES.
+- ``.sdf`` and ``.parquet``: see :mod:`.library_formats` (bad SDF records are
+  skipped with their record number, never fatal).
+
+Any of them may be compressed: ``.gz``, ``.bz2`` (Enamine's), ``.zst``.
 
 A malformed row raises :class:`StageInputError` naming the file and line; a row
 with an empty id or SMILES is skipped with a reason (one bad row must not cost
@@ -17,6 +23,7 @@ a million-compound screen); an unparsable SMILES is *not* the reader's business
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -97,9 +104,16 @@ def numbered_records(
         if on_skip is not None:
             on_skip(line, cid, reason)
 
-    with _open_text(path) as handle:
-        rows = (_csv_rows(path, handle, id_column, smiles_column, skip) if kind == "csv"
-                else _smi_rows(path, handle, skip))
+    with contextlib.ExitStack() as stack:
+        if kind in ("sdf", "parquet"):
+            from .library_formats import parquet_rows, sdf_rows
+
+            read = sdf_rows if kind == "sdf" else parquet_rows
+            rows = ((n, LibraryRecord(cid, smi)) for n, cid, smi in read(path, id_column, smiles_column, skip))
+        else:
+            handle = stack.enter_context(_open_text(path))
+            rows = (_csv_rows(path, handle, id_column, smiles_column, skip, delimiter="\t" if kind == "tsv" else ",")
+                    if kind in ("csv", "tsv") else _smi_rows(path, handle, skip))
         first = next(rows, None)
         if first is not None:
             yield first
@@ -117,6 +131,23 @@ class LibraryScan:
     skipped: list[tuple[int, str, str]] = field(default_factory=list)  # (line, id, reason), the first 1,000
     skipped_count: int = 0
 
+    def skip(self, line: int, cid: str, reason: str) -> None:
+        """An ``on_skip`` handler: counts every skipped row, keeps the first 1,000."""
+        self.skipped_count += 1
+        if len(self.skipped) < 1000:
+            self.skipped.append((line, cid, reason))
+
+    def count_ids(self, ids: Iterable[str], limit: int | None = None) -> set[int]:
+        """Count ``ids`` (the first ``limit``); returns the hashes that occur more than once (8 bytes per id)."""
+        hashes = array("q")
+        for cid in ids:
+            if limit is not None and self.count >= limit:
+                break
+            hashes.append(hash(cid))
+            self.count += 1
+        ordered = np.sort(np.frombuffer(hashes, dtype=np.int64))
+        return set(ordered[1:][ordered[1:] == ordered[:-1]].tolist())
+
 
 def scan_library(
     path: str | os.PathLike[str],
@@ -132,21 +163,9 @@ def scan_library(
     hash of each id); the lines of a repeated id are found by a second pass.
     """
     scan = LibraryScan()
-
-    def on_skip(line: int, cid: str, reason: str) -> None:
-        scan.skipped_count += 1
-        if len(scan.skipped) < 1000:
-            scan.skipped.append((line, cid, reason))
-
-    hashes = array("q")
     columns = {"id_column": id_column, "smiles_column": smiles_column}
-    for _, record in numbered_records(path, on_skip=on_skip, **columns):
-        if limit is not None and scan.count >= limit:
-            break
-        hashes.append(hash(record.id))
-        scan.count += 1
-    sorted_hashes = np.sort(np.frombuffer(hashes, dtype=np.int64))
-    repeated = set(sorted_hashes[1:][sorted_hashes[1:] == sorted_hashes[:-1]].tolist())
+    repeated = scan.count_ids((record.id for _, record in numbered_records(path, on_skip=scan.skip, **columns)),
+                              limit)
     if repeated:
         _refuse_duplicates(Path(path), repeated, scan.count, columns)
     return scan
@@ -236,25 +255,36 @@ def write_library(records: Iterable[LibraryRecord], path: str | os.PathLike[str]
 # --------------------------------------------------------------------------- helpers
 
 
+LIBRARY_SUFFIXES = {".csv": "csv", ".smi": "smi", ".smiles": "smi", ".tsv": "tsv", ".cxsmiles": "tsv",
+                    ".cxsmi": "tsv", ".sdf": "sdf", ".sd": "sdf", ".parquet": "parquet", ".pq": "parquet"}
+COMPRESSIONS = (".gz", ".bz2", ".zst")
+
+
 def _library_kind(path: Path) -> str:
-    name = path.name.lower().removesuffix(".gz")
-    if name.endswith(".csv"):
-        return "csv"
-    if name.endswith((".smi", ".smiles")):
-        return "smi"
-    raise StageInputError(f"{path}: unknown library format (expected .csv, .csv.gz, .smi or .smi.gz)")
+    name = path.name.lower()
+    for suffix in COMPRESSIONS:
+        name = name.removesuffix(suffix)
+    kind = next((k for suffix, k in LIBRARY_SUFFIXES.items() if name.endswith(suffix)), None)
+    if kind is None:
+        raise StageInputError(f"{path}: unknown library format (expected {', '.join(LIBRARY_SUFFIXES)}, "
+                              f"optionally compressed as {', '.join(COMPRESSIONS)})")
+    return kind
 
 
 def _open_text(path: Path, mode: str = "r", *, gz: bool | None = None) -> TextIO:
     gz = path.name.endswith(".gz") if gz is None else gz
     if gz:
         return io.TextIOWrapper(gzip.open(path, mode + "b"), encoding="utf-8", newline="")
+    if mode == "r" and path.name.endswith((".bz2", ".zst")):
+        from .library_formats import open_binary
+
+        return io.TextIOWrapper(open_binary(path), encoding="utf-8", newline="")
     return open(path, mode, encoding="utf-8", newline="")
 
 
 def _csv_rows(path: Path, handle: TextIO, id_column: str, smiles_column: str,
-              skip: SkipHandler) -> Iterator[tuple[int, LibraryRecord]]:
-    reader = csv.reader(handle)
+              skip: SkipHandler, delimiter: str = ",") -> Iterator[tuple[int, LibraryRecord]]:
+    reader = csv.reader(handle, delimiter=delimiter)
     try:
         header = next(reader)
     except StopIteration:

@@ -13,26 +13,24 @@ them itself (``dock.Docker`` docks every state and keeps the best):
    over *unassigned* tetrahedral centres and double bonds only (assigned ones
    are kept); at most ``max_stereoisomers``. Above the cap a seeded random
    subset is taken, so the same input always gives the same isomers.
-3. **Protonation** (:func:`protomers`): dimorphite-dl (Apache-2.0, pKa-based
-   substructure rules with a Henderson-Hasselbalch ranking) at the campaign pH;
-   the dominant protomer first, then the next most probable ones up to
-   ``max_protomers``. Two supplements for known gaps of its rule table, both
-   documented where they are defined: 4-aminopyridines are basic (pKa ~9.2,
-   dimorphite treats them as pyridines, ~4.4), and two protonated amines at
-   most three bonds apart (piperazine, ethylenediamine) do not both keep their
-   proton (second pKa 5-7, dimorphite treats sites independently): each
-   monocation becomes a state instead of the dication.
+3. **Protonation and tautomer** (:func:`scored_states`, ``stages/protonation.py``):
+   pKasso (MolGpKa micro-pKa predictions, coupled into microstate populations
+   at the campaign pH; its preprocessing picks the tautomer) plus four measured
+   supplements. The dominant microstate is always docked (penalty 0); minor
+   ones within ``window_ph`` follow, up to ``max_protomers`` per stereoisomer,
+   each with its penalty 1.364 x |pH - pKa| kcal/mol per ionisation step
+   (RT ln of its population against the dominant one), which the docking
+   stage adds to the state's score.
 4. **3D** (:func:`prepare_state`): explicit hydrogens, ETKDGv3 embedding with a
    fixed seed (the same state always gives the same conformer), MMFF94
    optimisation (UFF where MMFF has no parameters).
 
-Tautomers are *not* enumerated: the input tautomer is kept. RDKit's canonical
-tautomer is a canonical form, not the dominant one (on MOSES it turns
-Biginelli dihydropyrimidinones and enamino esters into non-conjugated imines),
-and molscrub, which has curated tautomer rules, is GPL-3 (this project is MIT)
-and its pH 7.4 rules protonate 2,2,2-trifluoroethylamine and leave
-acylsulfonamides neutral. MOSES SMILES come from ZINC, which stores a
-dominant tautomer.
+Tautomers: the tautomer pKasso's preprocessing picks (RDKit's enumerator, its
+best-scored tautomers ranked by MMFF94 energy) is the one protonated; for the
+MOSES set that is the input tautomer in all of the first 80 compounds. Tautomers
+RDKit's rules cannot reach (MOSES-0852107 is written as a 4H-purine, a C-H to
+N-H shift across the ring) stay as written. dimorphite-dl and pKasso alone were measured on the
+25-drug panel; the README's ligand-state section says what each does.
 
 A molecule that fails comes back as a :class:`LigandFailure` with its id and
 the reason; a state that cannot be embedded is dropped and the others go on.
@@ -50,6 +48,7 @@ from rdkit.Chem import AllChem
 from rdkit.Chem.EnumerateStereoisomers import EnumerateStereoisomers, StereoEnumerationOptions
 from rdkit.Chem.MolStandardize import rdMolStandardize
 
+from .protonation import microstates
 from .quiet import quiet_rdkit
 
 __all__ = [
@@ -61,8 +60,10 @@ __all__ = [
     "prepare_states",
     "prepare_state",
     "enumerate_states",
+    "scored_states",
     "parent_molecule",
     "strip_salts",
+    "unusable_reason",
     "stereoisomers",
     "protomers",
     "DEFAULT_SEED",
@@ -80,10 +81,13 @@ class StateOptions:
     max_stereoisomers: int = 8  # per compound, over unassigned centres and double bonds
     max_protomers: int = 2  # per stereoisomer: the dominant one first
     seed: int = DEFAULT_SEED  # embedding, and the subset of stereoisomers above the cap
+    window_ph: float = 2.0  # minor states whose penalty is at most this many pH units (1.364 kcal/mol each)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ph <= 14.0:
             raise ValueError(f"ph: must be between 0 and 14, got {self.ph}")
+        if not 0.0 <= self.window_ph <= 14.0:
+            raise ValueError(f"window_ph: must be between 0 and 14, got {self.window_ph}")
         for name in ("max_stereoisomers", "max_protomers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
@@ -98,6 +102,7 @@ class PreparedLigand:
     smiles: str  # this state: canonical isomeric SMILES with stereo and charges
     formal_charge: int
     mol: Chem.Mol  # with explicit H and one conformer; coordinates in angstrom
+    penalty_kcal_mol: float = 0.0  # cost of this microstate against the dominant one at the pH (0: dominant)
 
     def to_molblock(self) -> str:
         """MDL molblock (V2000) with the ligand id as its title."""
@@ -122,14 +127,14 @@ def prepare_states(
     """
     with quiet_rdkit():
         try:
-            states = enumerate_states(smiles, options)
+            states = scored_states(smiles, options)
         except _Failed as failure:
             return LigandFailure(id, smiles, str(failure))
         except Exception as exc:  # an RDKit or dimorphite corner case must not end a batch of thousands
             return LigandFailure(id, smiles, f"unexpected {type(exc).__name__}: {exc}")
         prepared, reasons = [], []
-        for state in states:
-            result = prepare_state(id, smiles, state, seed=options.seed)
+        for state, penalty in states:
+            result = prepare_state(id, smiles, state, seed=options.seed, penalty_kcal_mol=penalty)
             (prepared if isinstance(result, PreparedLigand) else reasons).append(result)
     if not prepared:
         return LigandFailure(id, smiles, reasons[0].reason)
@@ -151,7 +156,7 @@ def prepare_ligand(
             parent = parent_molecule(smiles)
             state = Chem.MolToSmiles(stereoisomers(parent, 1, seed=seed)[0])
             if protonate:
-                state = protomers(state, ph=ph, max_protomers=1)[0]
+                state = microstates(state, ph=ph)[0].smiles
         except _Failed as failure:
             return LigandFailure(id, smiles, str(failure))
         except Exception as exc:
@@ -168,22 +173,28 @@ def prepare_ligands(
 
 
 def enumerate_states(smiles: str, options: StateOptions = StateOptions()) -> list[str]:
-    """The states of one compound as canonical isomeric SMILES (stereo and charges), in a fixed order.
+    """The states of one compound as canonical isomeric SMILES (stereo and charges), in a fixed order."""
+    return [state for state, _ in scored_states(smiles, options)]
 
-    Stereoisomer-major; within one stereoisomer the dominant protomer first.
-    Raises ``_Failed`` (a ValueError) with the reason for an unusable SMILES.
+
+def scored_states(smiles: str, options: StateOptions = StateOptions()) -> list[tuple[str, float]]:
+    """(state SMILES, penalty kcal/mol) of one compound, in a fixed order.
+
+    Stereoisomer-major; within one stereoisomer the dominant microstate (penalty 0) first, then minor ones
+    by rising penalty. Raises ``_Failed`` (a ValueError) with the reason for an unusable SMILES.
     """
     parent = parent_molecule(smiles)
-    states: list[str] = []
+    states: dict[str, float] = {}
     for isomer in stereoisomers(parent, options.max_stereoisomers, seed=options.seed):
-        for state in protomers(Chem.MolToSmiles(isomer), ph=options.ph, max_protomers=options.max_protomers):
-            if state not in states:
-                states.append(state)
-    return states
+        found = microstates(Chem.MolToSmiles(isomer), ph=options.ph, window_ph=options.window_ph)
+        for state in found[: options.max_protomers]:
+            states.setdefault(state.smiles, state.penalty_kcal_mol)
+    return list(states.items())
 
 
 def prepare_state(
-    id: str, input_smiles: str, state: str, *, seed: int = DEFAULT_SEED, optimise: bool = True
+    id: str, input_smiles: str, state: str, *, seed: int = DEFAULT_SEED, optimise: bool = True,
+    penalty_kcal_mol: float = 0.0,
 ) -> PreparedLigand | LigandFailure:
     """One state SMILES (from :func:`enumerate_states`) in 3D; never raises."""
     with quiet_rdkit():
@@ -200,7 +211,7 @@ def prepare_state(
         except Exception as exc:
             return LigandFailure(id, input_smiles, f"state {state}: unexpected {type(exc).__name__}: {exc}")
     mol.SetProp("_Name", id)
-    return PreparedLigand(id, input_smiles, state, Chem.GetFormalCharge(mol), mol)
+    return PreparedLigand(id, input_smiles, state, Chem.GetFormalCharge(mol), mol, penalty_kcal_mol)
 
 
 def parent_molecule(smiles: str) -> Chem.Mol:
@@ -210,7 +221,7 @@ def parent_molecule(smiles: str) -> Chem.Mol:
     with quiet_rdkit():
         mol = Chem.MolFromSmiles(smiles)
         if mol is None:
-            raise _Failed(f"unparsable SMILES {smiles!r} (RDKit could not read or sanitise it)")
+            raise _Failed(_unreadable(smiles))
         if mol.GetNumAtoms() == 0:
             raise _Failed("SMILES has no atoms")
         try:
@@ -224,6 +235,27 @@ def parent_molecule(smiles: str) -> Chem.Mol:
         raise _Failed(f"{heavy} heavy atoms, more than the {MAX_HEAVY_ATOMS} allowed for a drug-like ligand")
     _check_organic(mol)
     return mol
+
+
+def unusable_reason(smiles: str) -> str | None:
+    """Why :func:`parent_molecule` refuses ``smiles`` (unparsable, impossible valence, metal, too large ...),
+    or None if it does not."""
+    try:
+        parent_molecule(smiles)
+    except _Failed as failure:
+        return str(failure)
+    return None
+
+
+def _unreadable(smiles: str) -> str:
+    """Whether RDKit cannot read the SMILES at all, or reads it and cannot sanitise it (say which)."""
+    raw = Chem.MolFromSmiles(smiles, sanitize=False)
+    if raw is not None:
+        try:
+            Chem.SanitizeMol(raw)
+        except Exception as exc:  # AtomValenceException, KekulizeException ...
+            return f"impossible valence or aromaticity in SMILES {smiles!r} (RDKit cannot sanitise it: {exc})"
+    return f"unparsable SMILES {smiles!r} (RDKit cannot read it)"
 
 
 # elements of drug-like organic molecules that docking (Vina, meeko) and GAFF2 can type
@@ -270,87 +302,8 @@ def stereoisomers(mol: Chem.Mol, max_isomers: int, *, seed: int = DEFAULT_SEED) 
 
 
 def protomers(smiles: str, *, ph: float = 7.4, max_protomers: int = 2) -> list[str]:
-    """Protonation states at ``ph`` (dimorphite-dl plus the supplements above), most probable first.
-
-    Where dimorphite-dl returns nothing (it drops outputs it cannot validate) the molecule as given
-    (the neutral parent) is the one state, so a screen loses no compound to it.
-    """
-    ranked = _dimorphite(smiles, ph, 1) or [Chem.CanonSmiles(smiles)]
-    if max_protomers > 1:
-        ranked += [s for s in _dimorphite(smiles, ph, max_protomers) if s not in ranked]
-    states: list[str] = []
-    for state in ranked:
-        for split in _split_close_cations(state):
-            if split not in states:
-                states.append(split)
-    return states[:max_protomers]
-
-
-# --------------------------------------------------------------------------- dimorphite-dl and supplements
-
-# 4-aminopyridines and 4-aminoquinolines: the ring nitrogen para to an amino group whose other
-# neighbours are H or sp3 carbon. dimorphite-dl 2.1 has no entry for them, so the ring N falls to its
-# generic pyridine-type entry (pKa 4.35 +/- 2.07) and stays neutral. Measured aqueous pKaH:
-# 4-aminopyridine 9.17 and 4-aminoquinoline 9.17 (Albert A, Goldacre R, Phillips J (1948)
-# J Chem Soc 2240), 4-dimethylaminopyridine 9.6 (commonly quoted value); mean 9.3, spread 0.25.
-# The line uses dimorphite's own table format (name, SMARTS, site index, pKa mean, pKa sd) and is
-# inserted before the generic entry so it claims the atom first.
-_SUPPLEMENT_BEFORE = "Aromatic_nitrogen_unprotonated"
-_SUPPLEMENT = (
-    "Aminopyridine_4\t[n+0;X2;$(n1:c:c:c(-[NX3+0;$([NH2]),$([NH1]-[CX4]),$([NH0](-[CX4])-[CX4])]):c:c1):1]"
-    "\t0\t9.3\t0.25"
-)
-# Two cationic amine nitrogens at most this many bonds apart lower each other's pKa by 3-5 units
-# (piperazine 9.73/5.35, ethylenediamine 9.93/6.85; 1,3-diaminopropane 10.5/8.5 keeps both protons).
-_MAX_DICATION_BONDS = 3
-_CATIONIC_AMINE = Chem.MolFromSmarts("[NX4+;!H0;!$(N~[!#6;!#1])]")
-
-
-def _dimorphite(smiles: str, ph: float, max_variants: int) -> list[str]:
-    protonate = _dimorphite_protonate()
-    return list(protonate(smiles, ph_min=ph, ph_max=ph, precision=1.0, max_variants=max_variants))
-
-
-@lru_cache(maxsize=1)
-def _dimorphite_protonate():  # noqa: ANN202 -- dimorphite's function, imported on first use (~1 s)
-    from dimorphite_dl import protonate_smiles
-    from dimorphite_dl.protonate.data import PKaData
-
-    table = PKaData()._data  # dimorphite 2.1 has no public hook for extra rules; pinned in pyproject
-    names = [datum.name for datum in table]
-    if "Aminopyridine_4" not in names:
-        if _SUPPLEMENT_BEFORE not in names:
-            raise RuntimeError(f"dimorphite-dl's rule table has no {_SUPPLEMENT_BEFORE!r}: unsupported version")
-        table.insert(names.index(_SUPPLEMENT_BEFORE), PKaData._parse_substructure_line(_SUPPLEMENT))
-    return protonate_smiles
-
-
-def _split_close_cations(smiles: str) -> list[str]:
-    """The state itself, or, where two protonated amines are close, each monocation instead."""
-    mol = Chem.MolFromSmiles(smiles)
-    if mol is None:
-        return [smiles]
-    cations = [idx for (idx,) in mol.GetSubstructMatches(_CATIONIC_AMINE)]
-    for i, a in enumerate(cations):
-        for b in cations[i + 1:]:
-            if len(Chem.GetShortestPath(mol, a, b)) - 1 <= _MAX_DICATION_BONDS:
-                out: list[str] = []
-                for keep, drop in ((a, b), (b, a)):
-                    for s in _split_close_cations(_deprotonate(mol, drop)):
-                        if s not in out:
-                            out.append(s)
-                return out
-    return [smiles]
-
-
-def _deprotonate(mol: Chem.Mol, idx: int) -> str:
-    rw = Chem.RWMol(mol)
-    atom = rw.GetAtomWithIdx(idx)
-    atom.SetFormalCharge(0)
-    atom.SetNumExplicitHs(max(0, atom.GetTotalNumHs() - 1))
-    atom.SetNoImplicit(True)
-    Chem.SanitizeMol(rw)
-    return Chem.MolToSmiles(rw)
+    """Protonation states of one stereoisomer at ``ph`` (``stages/protonation.py``), most probable first."""
+    return [state.smiles for state in microstates(smiles, ph=ph)][:max_protomers]
 
 
 # --------------------------------------------------------------------------- helpers

@@ -20,18 +20,27 @@
 
 What the uncertainty means: the replica means are the independent samples.
 The result reports them, their mean, the standard error of the mean and a
-bootstrap 95% interval over replicas (percentile, seeded). Both describe the
-sampling spread of this protocol's replicas around one docked pose: not
-force-field error, not pose uncertainty, not the error of an absolute binding
-free energy (there is no entropy term; values rank compounds on one target).
-With few replicas the interval is narrow and unreliable (ESMACS uses 25).
+Student-t 95% interval of the mean (``intervals.t_interval``), only from 3
+replicas on: with 2 the values themselves are the honest report (a bootstrap
+over 2 values returns them). Both describe the sampling spread of this
+protocol's replicas around one docked pose: not force-field error, not pose
+uncertainty, not the error of an absolute binding free energy (there is no
+entropy term; values rank compounds on one target). ESMACS uses 25 replicas.
+Beside the energy each replica reports how far the ligand moved (heavy-atom
+RMSD per frame) and, where the receptor names a hinge residue, how often the
+hinge H-bond is made (``md_analysis``).
 
 Reproducibility: each replica gets a fresh OpenMM context whose integrator
 and barostat seeds are set before it is created (seeds derived from ``seed``
-and the replica index, never 0, which OpenMM takes as "pick one at random").
+and the replica index, never 0; a campaign derives ``seed`` from its own seed
+and the compound id, :func:`compound_seed`, so no two compounds share noise; which OpenMM takes as "pick one at random").
 On the CPU platform with a fixed thread count, the same inputs and seed give
 bitwise-identical energies; across thread counts or platforms the
 trajectories diverge (chaotically, from round-off) and only the statistics agree.
+On a GPU platform (``platform="auto"`` for a task holding a GPU, mixed precision by
+default) a replica is not bitwise reproducible run to run either (force sums are
+accumulated in whatever order the GPU's threads finish), and each replica records
+the platform it ran on; frames are scored in double precision.
 """
 
 from __future__ import annotations
@@ -50,13 +59,14 @@ import openmm
 from openmm import app, unit
 from rdkit import Chem
 
-from . import amber, gaff2, mmgbsa, pocket, tleap
+from . import amber, device, gaff2, mmgbsa, pocket, tleap
 from ..fileio import write_json
 from .errors import StageInputError
 
 __all__ = [
     "MDSettings", "ReplicaResult", "MDResult", "MDInstabilityError", "Prepared", "prepare", "run_replica",
     "refine_and_score", "run_ensemble", "EnsembleInputs", "ensemble_result", "md_system", "minimise", "time_steps", "read_ligand", "bootstrap_ci95", "replica_seed",
+    "compound_seed",
     "main",
 ]
 
@@ -95,8 +105,9 @@ class MDSettings:
     seed: int = 2013
     bootstrap_samples: int = 10000
     mmpbsa_py: str = "none"  # also run MMPBSA.py on the frames: "gb", "pb" or "gb+pb"
-    platform: str = "CPU"
+    platform: str = "CPU"  # "auto": CUDA, HIP or OpenCL when the task holds a GPU, else CPU (stages/device.py)
     threads: int | None = None
+    precision: str = "mixed"  # on a GPU platform (MM/GBSA scoring always uses double)
 
     def check(self) -> None:
         """Raise StageInputError naming the first unusable setting."""
@@ -119,6 +130,10 @@ class MDSettings:
             raise StageInputError("MDSettings.pocket_radius_angstrom: must be > 0 or None (whole receptor)")
         if self.threads is not None and self.threads < 1:
             raise StageInputError(f"MDSettings.threads: must be >= 1, got {self.threads!r}")
+        choices = {"platform": device.PLATFORMS, "precision": device.PRECISIONS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise StageInputError(f"MDSettings.{name}: {getattr(self, name)!r} is not one of {allowed}")
 
 
 @dataclass
@@ -131,6 +146,12 @@ class ReplicaResult:
     max_displacement_angstrom: float
     ligand_rmsd_angstrom: float  # last frame vs minimised pose, heavy atoms, no fitting
     md_seconds: float
+    platform: str = "CPU"  # the OpenMM platform the replica ran on, e.g. "CUDA (mixed)"
+    platform_note: str = ""  # why it is not the one asked for
+    ligand_rmsd_mean_angstrom: float | None = None  # over the production frames (md_analysis)
+    ligand_rmsd_max_angstrom: float | None = None
+    hinge_hbond_occupancy: float | None = None  # fraction of frames; None without a hinge residue
+    hinge_residue: str | None = None
 
 
 @dataclass
@@ -139,7 +160,7 @@ class MDResult:
 
     binding_energy_kcal_mol: float  # mean of the replica means
     stderr_kcal_mol: float | None  # standard error of the replica means; None for one replica
-    ci95_kcal_mol: list[float] | None  # bootstrap 95% interval of the mean over replicas
+    ci95_kcal_mol: list[float] | None  # Student-t 95% interval of the mean; None under 3 replicas
     replica_means_kcal_mol: list[float]
     per_replica: list[ReplicaResult]
     n_frames: int
@@ -157,6 +178,9 @@ class MDResult:
     mmpbsa_py: dict | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    ligand_rmsd_mean_angstrom: float | None = None  # over every replica's production frames
+    hinge_hbond_occupancy: float | None = None  # fraction of every replica's frames; None without a hinge
+    hinge_residue: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -182,6 +206,7 @@ class Prepared:
     seconds: dict[str, float]
     start_nm: np.ndarray | None = None  # set by ``minimise``: where every replica starts
     start_box: tuple | None = None
+    hinge: dict | None = None  # md_analysis.hinge_spec: atom indices of the hinge H-bond, if the site names one
 
 
 def prepare(
@@ -227,13 +252,16 @@ def prepare(
     if build.solvated:
         notes.append(f"explicit solvent: {build.n_waters} TIP3P waters, {build.n_cations} Na+, "
                      f"{build.n_anions} Cl- in a truncated octahedron ({settings.padding_angstrom} A padding)")
-    platform, props = _platform(settings)
+    platform, props = _platform(settings, scoring=True)
     scorer = mmgbsa.Scorer(build, platform, props)
     box = inpcrd.boxVectors if build.solvated else None
+    from .md_analysis import hinge_spec
+
     return Prepared(name, str(receptor_pdb), settings, params, build, system, positions, box,
                     build.n_receptor_atoms + build.n_ligand_atoms, heavy_ligand_atoms(build, complex_top), scorer,
                     rec_top.getNumResidues(), notes,
-                    {"ligand_parameters": round(t_params - t0, 3), "build": round(time.perf_counter() - t_params, 3)})
+                    {"ligand_parameters": round(t_params - t0, 3), "build": round(time.perf_counter() - t_params, 3)},
+                    hinge=hinge_spec(receptor_pdb, rec_top, complex_top, mol, build.n_receptor_atoms))
 
 
 def md_system(build: tleap.AmberBuild, settings: MDSettings, complex_top: app.Topology,
@@ -325,14 +353,19 @@ def ensemble_result(e: EnsembleInputs, replicas: list[ReplicaResult], frames: li
     s = e.settings
     t0 = time.perf_counter()
     amber_check = _mmpbsa_py(e, frames or [], replicas) if s.mmpbsa_py != "none" else None
+    from .intervals import MIN_REPLICAS_FOR_INTERVAL, t_interval
+
     means = [r.binding_energy_kcal_mol for r in replicas]
     stderr = float(np.std(means, ddof=1) / math.sqrt(len(means))) if len(means) > 1 else None
-    ci = bootstrap_ci95(means, s.seed, s.bootstrap_samples)
+    ci = t_interval(means)
     notes = list(e.notes)
-    if stderr is None:
-        notes.append("one replica: no standard error or interval")
+    if ci is None:
+        notes.append(f"{len(means)} replica(s): no interval below {MIN_REPLICAS_FOR_INTERVAL}; report the values")
     elif len(means) < 5:
-        notes.append(f"{len(means)} replicas: the standard error and bootstrap interval are rough (ESMACS uses 25)")
+        notes.append(f"{len(means)} replicas: the t interval is wide by design (ESMACS uses 25)")
+    frames = [len(r.frames_kcal_mol) for r in replicas]
+    rmsd = [r.ligand_rmsd_mean_angstrom for r in replicas]
+    hinge = [r.hinge_hbond_occupancy for r in replicas]
     md_s = sum(r.md_seconds for r in replicas)
     ps_total = s.replicas * (s.length_ps + s.equilibration_ps)
     components = {k: float(np.mean([r.components_kcal_mol[k] for r in replicas])) for k in ("vdw", "elec", "gb", "sa")}
@@ -340,7 +373,7 @@ def ensemble_result(e: EnsembleInputs, replicas: list[ReplicaResult], frames: li
     return MDResult(
         binding_energy_kcal_mol=float(np.mean(means)),
         stderr_kcal_mol=stderr,
-        ci95_kcal_mol=None if ci is None else [round(ci[0], 4), round(ci[1], 4)],
+        ci95_kcal_mol=None if ci is None else [round(ci[1], 4), round(ci[2], 4)],
         replica_means_kcal_mol=[round(m, 4) for m in means],
         per_replica=replicas,
         n_frames=sum(len(r.frames_kcal_mol) for r in replicas),
@@ -364,6 +397,9 @@ def ensemble_result(e: EnsembleInputs, replicas: list[ReplicaResult], frames: li
             "ns_per_day": round(ps_total / 1000.0 / (md_s / 86400.0), 3) if md_s > 0 else 0.0,
         },
         notes=notes,
+        ligand_rmsd_mean_angstrom=None if None in rmsd else round(float(np.average(rmsd, weights=frames)), 3),
+        hinge_hbond_occupancy=None if None in hinge else round(float(np.average(hinge, weights=frames)), 3),
+        hinge_residue=replicas[0].hinge_residue if replicas else None,
     )
 
 
@@ -384,10 +420,13 @@ def run_replica(p: Prepared, index: int) -> tuple[ReplicaResult, list]:
 
     Returns the result and the production frames (solute coordinates, nm, float32 as written to DCD).
     """
+    from .md_analysis import Observables
+
     s, seed, start_nm = p.settings, replica_seed(p.settings.seed, index), p.start_nm
     t0 = time.perf_counter()
     energies, components, xyz, max_disp = [], [], [], 0.0
     n_rec = p.build.n_receptor_atoms
+    observed = Observables(start_nm, n_rec, p.n_solute, p.heavy_ligand, p.hinge)
     for pos in _trajectory(p, seed):
         solute = pos[: p.n_solute].astype(np.float32).astype(np.float64)  # the precision MMPBSA.py will read
         disp = float(np.max(np.linalg.norm(solute - start_nm[: p.n_solute], axis=1))) * 10.0
@@ -401,6 +440,7 @@ def run_replica(p: Prepared, index: int) -> tuple[ReplicaResult, list]:
         energies.append(e.dg)
         components.append((e.vdw, e.elec, e.gb, e.sa))
         xyz.append(solute)
+        observed.add(solute)
     d = (xyz[-1][n_rec:] - start_nm[n_rec: p.n_solute])[p.heavy_ligand] * 10.0
     comp = np.mean(components, axis=0)
     return ReplicaResult(
@@ -412,6 +452,9 @@ def run_replica(p: Prepared, index: int) -> tuple[ReplicaResult, list]:
         max_displacement_angstrom=round(max_disp, 3),
         ligand_rmsd_angstrom=round(float(np.sqrt(np.mean(np.sum(d * d, axis=1)))), 3),
         md_seconds=round(time.perf_counter() - t0, 3),
+        platform=_choice(s).label,
+        platform_note=_choice(s).note,
+        **observed.summary(),
     ), xyz
 
 
@@ -434,6 +477,15 @@ def replica_seed(seed: int, replica: int) -> int:
     """A positive 31-bit seed per replica: OpenMM takes 0 as 'choose at random', so 0 never comes out."""
     state = np.random.SeedSequence([abs(seed), replica]).generate_state(1)[0]  # well mixed, deterministic
     return 1 + int(state) % (2**31 - 2)
+
+
+def compound_seed(campaign_seed: int, compound_id: str) -> int:
+    """The MD seed of one compound in a campaign: a positive 31-bit number from both, so replicas of
+    different compounds never share their random velocities and noise, and a rerun reproduces them."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{campaign_seed}\0{compound_id}".encode()).digest()
+    return 1 + int.from_bytes(digest[:8], "big") % (2**31 - 2)
 
 
 def bootstrap_ci95(values: list[float], seed: int, samples: int = 10000) -> tuple[float, float] | None:
@@ -514,14 +566,14 @@ def _add_restraints(system: openmm.System, atoms: list[int], pos_nm: np.ndarray,
     system.addForce(force)
 
 
-def _platform(s: MDSettings) -> tuple[openmm.Platform, dict[str, str]]:
-    try:
-        platform = openmm.Platform.getPlatformByName(s.platform)
-    except Exception as exc:
-        names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
-        raise StageInputError(f"MDSettings.platform: {s.platform!r} is not available (have {names})") from exc
-    props = {"Threads": str(s.threads)} if s.platform == "CPU" and s.threads else {}
-    return platform, props
+def _choice(s: MDSettings) -> device.PlatformChoice:
+    return device.openmm_platform(s.platform, s.precision, s.threads)
+
+
+def _platform(s: MDSettings, scoring: bool = False) -> tuple[openmm.Platform, dict[str, str]]:
+    """The platform and properties of this task's contexts (MM/GBSA scoring: double precision on a GPU)."""
+    choice = _choice(s)
+    return openmm.Platform.getPlatformByName(choice.name), choice.scoring_properties() if scoring else choice.properties
 
 
 def _context(p: Prepared, seed: int, start: bool = False) -> openmm.Context:
@@ -639,14 +691,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pocket-radius", type=float, default=d.pocket_radius_angstrom, help="angstrom")
     p.add_argument("--full-receptor", action="store_true", help="no trimming, no restraints")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--platform", default=d.platform)
+    p.add_argument("--platform", default=d.platform, choices=device.PLATFORMS,
+                   help="OpenMM platform (auto: CUDA, HIP or OpenCL where a GPU is visible)")
+    p.add_argument("--precision", default=d.precision, choices=device.PRECISIONS, help="on a GPU platform")
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
     settings = MDSettings(
         replicas=a.replicas, length_ps=a.length_ps, equilibration_ps=a.equilibration_ps,
         frame_interval_ps=a.frame_interval_ps, solvent=a.solvent, ligand_forcefield=a.ligand_forcefield,
         mmpbsa_py=a.mmpbsa_py, pocket_radius_angstrom=None if a.full_receptor else a.pocket_radius,
-        seed=a.seed, platform=a.platform, threads=a.threads,
+        seed=a.seed, platform=a.platform, threads=a.threads, precision=a.precision,
     )
     workdir = a.workdir or a.out.parent / "amber"
     try:
@@ -654,12 +708,11 @@ def main(argv: list[str] | None = None) -> int:
     except CLI_FAILURES as exc:
         return report_failure(exc, a.ligand, f"MD of {a.ligand}")
     write_json(a.out, result.to_json())
-    ci = result.ci95_kcal_mol
-    spread = "n/a" if result.stderr_kcal_mol is None else (
-        f"{result.stderr_kcal_mol:.2f} (95% CI {ci[0]:.2f} to {ci[1]:.2f})")
+    from .intervals import describe_replicas
+
     print(
-        f"MM/GBSA {result.binding_energy_kcal_mol:.2f} +/- {spread} kcal/mol "
-        f"({settings.replicas} replicas, {result.n_frames} frames, {settings.solvent} solvent, "
+        f"MM/GBSA {describe_replicas(result.replica_means_kcal_mol, 'kcal/mol')}, ligand RMSD "
+        f"{result.ligand_rmsd_mean_angstrom} A ({settings.replicas} replicas, {result.n_frames} frames, {settings.solvent} solvent, "
         f"{result.timings_s['total']:.1f} s) -> {a.out}"
     )
     return 0

@@ -79,11 +79,31 @@ def prepare_step(folder: Path, receptor_pdb: Path, param_cache: Path | None) -> 
     with open(folder / START, "wb") as fh:  # before the JSON: the JSON is the mark that both are complete
         np.savez(fh, start_nm=p.start_nm, start_box_nm=box, positions_nm=p.positions_nm)
     write_json(folder / PREPARED, {"fingerprint": key, "inputs": _inputs_json(inputs),
-                                   "n_solute": p.n_solute, "heavy_ligand": p.heavy_ligand.tolist()})
+                                   "n_solute": p.n_solute, "heavy_ligand": p.heavy_ligand.tolist(), "hinge": p.hinge})
 
 
 def replica_step(folder: Path, index: int) -> None:
     """Run replica ``index`` from the prepared complex in ``folder``; the same numbers as in one process."""
+    import numpy as np
+
+    from . import md
+
+    meta = json.loads((folder / PREPARED).read_text())
+    p = load_prepared(folder)
+    if not 0 <= index < p.settings.replicas:
+        raise StageInputError(f"replica {index}: the settings in {folder / PREPARED} have {p.settings.replicas} replicas")
+    result, frames = md.run_replica(p, index)
+    if p.settings.mmpbsa_py != "none":
+        np.save(folder / f"replica_{index}.frames.npy", np.asarray(frames, dtype=np.float32))
+    write_json(replica_file(folder, index), {"fingerprint": meta["fingerprint"], "replica": asdict(result)})
+
+
+def load_prepared(folder: Path, **overrides: Any) -> Any:
+    """The prepared complex of ``folder`` (``prepare``'s files) as an ``md.Prepared``, its system rebuilt from the
+    prmtop files in ``folder/amber`` (so a folder can be moved, e.g. to a GPU machine without AmberTools);
+    ``overrides`` replace MD settings (e.g. ``platform``, ``threads``: a benchmark of the same system)."""
+    import dataclasses
+
     import numpy as np
     import openmm
     from openmm import app, unit
@@ -92,22 +112,18 @@ def replica_step(folder: Path, index: int) -> None:
 
     meta = json.loads((folder / PREPARED).read_text())
     inputs = _inputs_from_json(meta["inputs"])
-    s, build = inputs.settings, inputs.build
-    if not 0 <= index < s.replicas:
-        raise StageInputError(f"replica {index}: the settings in {folder / PREPARED} have {s.replicas} replicas")
+    s = dataclasses.replace(inputs.settings, **overrides)
+    build = dataclasses.replace(inputs.build, folder=folder / "amber")
     with np.load(folder / START) as z:
         start_nm, box_nm, positions_nm = z["start_nm"], z["start_box_nm"], z["positions_nm"]
     complex_top = app.AmberPrmtopFile(str(build.prmtop("complex"))).topology
     system, _ = md.md_system(build, s, complex_top, positions_nm)
-    platform, props = md._platform(s)
+    platform, props = md._platform(s, scoring=True)
     start_box = tuple(openmm.Vec3(*row) * unit.nanometer for row in box_nm) if len(box_nm) else None
-    p = md.Prepared(inputs.name, inputs.receptor, s, None, build, system, positions_nm, start_box,  # type: ignore[arg-type]
-                    meta["n_solute"], np.array(meta["heavy_ligand"], dtype=bool), mmgbsa.Scorer(build, platform, props),
-                    inputs.n_receptor_residues, inputs.notes, inputs.seconds, start_nm=start_nm, start_box=start_box)
-    result, frames = md.run_replica(p, index)
-    if s.mmpbsa_py != "none":
-        np.save(folder / f"replica_{index}.frames.npy", np.asarray(frames, dtype=np.float32))
-    write_json(replica_file(folder, index), {"fingerprint": meta["fingerprint"], "replica": asdict(result)})
+    return md.Prepared(inputs.name, inputs.receptor, s, None, build, system, positions_nm, start_box,  # type: ignore[arg-type]
+                       meta["n_solute"], np.array(meta["heavy_ligand"], dtype=bool), mmgbsa.Scorer(build, platform, props),
+                       inputs.n_receptor_residues, inputs.notes, inputs.seconds, start_nm=start_nm, start_box=start_box,
+                       hinge=meta.get("hinge"))
 
 
 def combine_step(folder: Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from openmm import app, unit
 from rdkit import Chem
 
 from .errors import StageInputError
+from .metals import MD_PARAMETERISED, METAL_IONS
 
 __all__ = ["Protein", "read_protein", "check_contact", "trim", "restrained_atoms", "min_distances"]
 
@@ -54,10 +55,22 @@ def read_protein(path: str | Path, notes: list[str]) -> Protein:
     n_protein = sum(r.name in _PROTEIN_RESIDUES for r in pdb.topology.residues())
     if n_protein == 0:
         raise StageInputError(f"receptor {p}: no amino-acid residues, not a protein (found {other[:5]})")
+    metals = [r for r in pdb.topology.residues() if r.name in METAL_IONS]
+    unparameterised = sorted({f"{r.name} {r.chain.id}{r.id}" for r in metals if r.name not in MD_PARAMETERISED})
+    if unparameterised:
+        raise StageInputError(
+            f"receptor {p}: metal ion(s) {', '.join(unparameterised)} in the receptor have no MD parameters here "
+            f"(Li/Merz 12-6 ions through tleap: {', '.join(sorted(MD_PARAMETERISED))}), and the MD stage will not "
+            "drop one silently; give MD the metal-free protein (receptor.metals = 'remove', or a PDB without it)")
     modeller = app.Modeller(pdb.topology, pdb.positions)
+    other = sorted(set(other) - MD_PARAMETERISED)
     if other:
-        modeller.delete([r for r in modeller.topology.residues() if r.name not in _PROTEIN_RESIDUES])
+        modeller.delete([r for r in modeller.topology.residues()
+                         if r.name not in _PROTEIN_RESIDUES and r.name not in MD_PARAMETERISED])
         notes.append(f"removed non-protein residues from the receptor: {', '.join(other[:10])}")
+    if metals:
+        notes.append(f"kept metal ion(s) {', '.join(f'{r.name} {r.chain.id}{r.id}' for r in metals)}: Li/Merz 12-6 "
+                     "nonbonded parameters for TIP3P through tleap (no bonds to the protein)")
     if not any(a.element is not None and a.element.symbol == "H" for a in modeller.topology.atoms()):
         raise StageInputError(f"receptor {p}: has no hydrogens; protonate it first (pdbfixer addMissingHydrogens)")
     pos = np.array(modeller.positions.value_in_unit(unit.nanometer))

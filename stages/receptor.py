@@ -5,7 +5,11 @@ A receptor folder (see ``data/receptors/4jsv/``) holds
 - ``receptor.pdb``: the protein, fixed and hydrogenated (the MD stage loads it),
 - ``receptor.pdbqt``: the same protein with Vina atom types (the docking stage),
 - ``site.toml``: ``center = [x, y, z]`` and ``size = [x, y, z]`` in angstrom,
-  plus provenance keys, and optionally ``reference_ligand`` (an SDF file name).
+  plus provenance keys, and optionally ``reference_ligand`` (an SDF file name),
+- optionally ``heterogens.toml`` (``stages/metals.py``): every heterogen of the
+  source structure near the box and its fate under ``metals = auto|keep|remove``.
+  ``receptor.pdb``/``.pdbqt`` hold the protein alone; the metal ions a mode
+  keeps are added to the docking receptor at load time.
 
 Loading validates what would otherwise fail late and obscurely inside Vina or
 OpenMM: a file that is not a protein, or a box that does not touch the protein.
@@ -13,8 +17,10 @@ OpenMM: a file that is not a protein, or a box that does not touch the protein.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import StageInputError
+from .metals import Heterogen, kept_metals, metal_pdbqt_lines, read_provenance
 
 __all__ = ["BindingSite", "Receptor", "load_receptor", "load_site", "read_protein_coordinates"]
 
@@ -54,10 +61,17 @@ class Receptor:
     pdbqt_path: Path  # Vina-typed protein, for docking
     site: BindingSite
     reference_ligand_path: Path | None = None  # co-crystal ligand (SDF), for redocking checks
+    metals: str = "auto"  # the metals mode the docking receptor was built with
+    heterogens: tuple[Heterogen, ...] = ()  # everything near the box in the source structure (heterogens.toml)
+    kept_metals: tuple[Heterogen, ...] = ()  # the metal ions in pdbqt_path under ``metals``
 
 
-def load_receptor(directory: str | os.PathLike[str], *, site_file: str | os.PathLike[str] | None = None) -> Receptor:
+def load_receptor(directory: str | os.PathLike[str], *, site_file: str | os.PathLike[str] | None = None,
+                  metals: str = "auto") -> Receptor:
     """Load and validate a receptor folder; ``site_file`` overrides ``<directory>/site.toml``.
+
+    ``metals`` picks the metal ions of ``heterogens.toml`` the docking receptor keeps; when it keeps
+    any, ``pdbqt_path`` is a copy of ``receptor.pdbqt`` with them added (in the temporary folder).
 
     Raises StageInputError naming the file for a missing file, a PDB or PDBQT
     that is not a protein, or a box whose centre is far from every protein atom.
@@ -74,7 +88,25 @@ def load_receptor(directory: str | os.PathLike[str], *, site_file: str | os.Path
     reference_path = directory / str(reference) if reference else None
     if reference_path is not None and not reference_path.is_file():
         raise StageInputError(f"{site.source}: reference_ligand {reference!r} not found in {directory}")
-    return Receptor(directory.name, pdb, pdbqt, site, reference_path)
+    heterogens = read_provenance(directory / "heterogens.toml")
+    kept = kept_metals(heterogens, metals)
+    if kept:
+        pdbqt = _with_metals(pdbqt, kept)
+    return Receptor(directory.name, pdb, pdbqt, site, reference_path, metals, tuple(heterogens), tuple(kept))
+
+
+def _with_metals(pdbqt: Path, metals: list[Heterogen]) -> Path:
+    """``receptor.pdbqt`` plus the kept metal ions, written once per content in the temporary folder."""
+    text = pdbqt.read_text(encoding="utf-8").rstrip("\n")
+    text = "\n".join([*[line for line in text.splitlines() if line.strip() != "END"], *metal_pdbqt_lines(metals)])
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    out = Path(tempfile.gettempdir()) / "impeccable-receptors" / f"{pdbqt.parent.name}-metals-{digest}.pdbqt"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, out)
+    return out
 
 
 def load_site(path: str | os.PathLike[str]) -> BindingSite:

@@ -80,13 +80,17 @@ class Fitted:
 
 
 def fit(x: np.ndarray, y: np.ndarray, *, epochs: int = 60, seed: int = 0, val_fraction: float = 0.2,
-        hidden: Sequence[int] = (512, 128), dropout: float = 0.1, lr: float = 1e-3) -> Fitted:
+        hidden: Sequence[int] = (512, 128), dropout: float = 0.1, lr: float = 1e-3, device: Any = None) -> Fitted:
     """Train on feature rows ``x`` and scores ``y``; keep the epoch with the best RMSE on a validation split.
 
     The validation split (``val_fraction`` of the rows given, seeded) is carved out of what is passed
-    in, so a caller evaluating on other compounds never lets them pick the epoch.
+    in, so a caller evaluating on other compounds never lets them pick the epoch. ``device`` (a torch
+    device, default the CPU) holds the model and the rows while training; the fitted model is on the CPU.
+    The same seed gives the same model on one device; a GPU's kernels (and its dropout draws) differ from
+    the CPU's, so models trained on different devices differ slightly.
     """
     torch = _torch()
+    device = device or torch.device("cpu")
     t0 = time.perf_counter()
     if not np.all(np.isfinite(y)):
         raise StageInputError("training scores contain NaN or infinite values")
@@ -101,10 +105,10 @@ def fit(x: np.ndarray, y: np.ndarray, *, epochs: int = 60, seed: int = 0, val_fr
     val, tr = order[:n_val], order[n_val:]
     mean, std = float(y[tr].mean()), float(y[tr].std() or 1.0)
     torch.manual_seed(seed)
-    model = _build(x.shape[1], hidden, dropout)
+    model = _build(x.shape[1], hidden, dropout).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
-    xt, yt = torch.from_numpy(x[tr]), torch.from_numpy((y[tr] - mean) / std)
-    xv = torch.from_numpy(x[val])
+    xt, yt = torch.from_numpy(x[tr]).to(device), torch.from_numpy((y[tr] - mean) / std).to(device)
+    xv = torch.from_numpy(x[val]).to(device)
     best = (math.inf, None, 0)
     batch = 64
     gen = torch.Generator().manual_seed(seed)
@@ -112,20 +116,20 @@ def fit(x: np.ndarray, y: np.ndarray, *, epochs: int = 60, seed: int = 0, val_fr
         model.train()
         perm = torch.randperm(len(tr), generator=gen)
         for i in range(0, len(tr), batch):
-            idx = perm[i : i + batch]
+            idx = perm[i : i + batch].to(device)
             opt.zero_grad()
             loss = torch.nn.functional.mse_loss(model(xt[idx]).squeeze(1), yt[idx])
             loss.backward()
             opt.step()
         model.eval()
         with torch.no_grad():
-            pv = model(xv).squeeze(1).numpy() * std + mean
+            pv = model(xv).squeeze(1).cpu().numpy() * std + mean
         rmse = float(np.sqrt(np.mean((pv - y[val]) ** 2)))
         if rmse < best[0]:
             best = (rmse, {k: v.clone() for k, v in model.state_dict().items()}, epoch)
     model.load_state_dict(best[1])
     model.eval()
-    fitted = Fitted(model, mean, std, {})
+    fitted = Fitted(model.cpu(), mean, std, {})
     pv = fitted.predict(x[val])
     fitted.report = {
         "n_train": int(len(tr)), "n_val": int(n_val), "epochs": epochs, "best_epoch": best[2],
@@ -142,12 +146,16 @@ def train(records: Sequence[tuple[str, float]], model_path: str | os.PathLike[st
     """Featurise (smiles, score) pairs, :func:`fit`, save atomically; return the training report.
 
     Report: n_train, n_val, val_spearman and val_rmse (on the split that picked the epoch, so
-    optimistic), baseline_rmse (predicting the training mean), seconds.
+    optimistic), baseline_rmse (predicting the training mean), seconds, device (the GPU this task holds,
+    else the CPU) and device_note (why a GPU it holds was not used).
     """
+    from .device import device_label, torch_device
+
     torch = _torch()
     t0 = time.perf_counter()
     if threads:
         torch.set_num_threads(threads)
+    device, note = torch_device(torch)
     if not 0 < val_fraction < 1:
         raise StageInputError(f"val_fraction: must be between 0 and 1, got {val_fraction}")
     x, valid = featurise([s for s, _ in records], features)
@@ -155,8 +163,9 @@ def train(records: Sequence[tuple[str, float]], model_path: str | os.PathLike[st
     if not np.all(np.isfinite(y)):
         raise StageInputError("training scores contain NaN or infinite values")
     fitted = fit(x[valid], y[valid], epochs=epochs, seed=seed, val_fraction=val_fraction, hidden=hidden,
-                 dropout=dropout, lr=lr)
-    report = {**fitted.report, "n_invalid_smiles": int((~valid).sum()), "seconds": time.perf_counter() - t0}
+                 dropout=dropout, lr=lr, device=device)
+    report = {**fitted.report, "n_invalid_smiles": int((~valid).sum()), "seconds": time.perf_counter() - t0,
+              "device": device_label(torch, device), "device_note": note}
     payload = {"state_dict": fitted.model.state_dict(), "hidden": list(hidden), "dropout": dropout,
                "mean": fitted.mean, "std": fitted.std, "features": features.to_dict(), "report": report}
     _save_atomic(torch, payload, Path(model_path))
@@ -224,25 +233,76 @@ def predict(model_path: str | os.PathLike[str], records: Sequence[tuple[str, str
 
 
 def predict_scores(model_path: str | os.PathLike[str], smiles: Sequence[str], threads: int | None = 1) -> np.ndarray:
-    """Predicted scores (float32, NaN where a SMILES cannot be parsed), from sparse fingerprint rows."""
+    """Predicted scores (float32, NaN where a SMILES cannot be parsed), from sparse fingerprint rows, on the CPU."""
+    return predict_timed(model_path, smiles, threads)[0]
+
+
+def predict_timed(model_path: str | os.PathLike[str], smiles: Sequence[str], threads: int | None = 1,
+                  device: Any = None) -> tuple[np.ndarray, dict[str, float]]:
+    """:func:`predict_scores` on ``device`` (default the CPU), with the seconds spent featurising (CPU),
+    moving rows to the device and scores back (``transfer_s``), and in the model (``model_s``).
+
+    On a GPU the model stays resident in this process between calls (one copy per device), so a
+    persistent worker pays its transfer once per model, not once per batch.
+    """
     torch = _torch()
     if threads:
         torch.set_num_threads(threads)
     model, meta = _load(model_path)
+    device = device or torch.device("cpu")
+    t0 = time.perf_counter()
     features = featurise_sparse(smiles, meta["features"])
-    with torch.inference_mode():
-        out = _forward_sparse(torch, model, features).numpy() * np.float32(meta["std"]) + np.float32(meta["mean"])
+    t1 = time.perf_counter()
+    rows = _csr_tensors(torch, features)
+    if device.type == "cpu":
+        with torch.inference_mode():
+            out = _forward_sparse(torch, model, *rows).numpy()
+        t2 = t1
+        t3 = t4 = time.perf_counter()
+    else:
+        model = _resident(model, model_path, device)
+        rows = [a.to(device) for a in rows]
+        torch.cuda.synchronize(device)
+        t2 = time.perf_counter()
+        with torch.inference_mode():
+            raw = _forward_sparse(torch, model, *rows)
+        torch.cuda.synchronize(device)
+        t3 = time.perf_counter()
+        out = raw.cpu().numpy()
+        t4 = time.perf_counter()
+    out = out * np.float32(meta["std"]) + np.float32(meta["mean"])
     out[~features.valid] = np.nan
-    return out.astype(np.float32, copy=False)
+    seconds = {"featurise_s": t1 - t0, "transfer_s": (t2 - t1) + (t4 - t3), "model_s": t3 - t2}
+    return out.astype(np.float32, copy=False), seconds
 
 
-def _forward_sparse(torch: Any, model: Any, features: SparseFeatures) -> Any:
-    """The model on CSR rows: the first layer as a weighted sum of the weight rows of each row's non-zero
-    columns (``embedding_bag``), ~50x fewer multiply-adds than the dense product; then the other layers."""
+_on_device: dict[tuple[str, str], Any] = {}
+
+
+def _resident(model: Any, model_path: str | os.PathLike[str], device: Any) -> Any:
+    """This process's copy of the loaded model on ``device`` (made once; a new model replaces the old)."""
+    import copy
+
+    key = (str(Path(model_path).resolve()), str(device))
+    if key not in _on_device:
+        if any(k[0] != key[0] for k in _on_device):
+            _on_device.clear()
+        _on_device[key] = copy.deepcopy(model).to(device)
+    return _on_device[key]
+
+
+def _csr_tensors(torch: Any, features: SparseFeatures) -> list[Any]:
+    """The arguments of :func:`_forward_sparse` for ``features``, as CPU tensors (no copy)."""
+    return [torch.from_numpy(a) for a in (features.indices, features.indptr[:-1], features.values)]
+
+
+def _forward_sparse(torch: Any, model: Any, indices: Any, offsets: Any, values: Any) -> Any:
+    """The model on CSR rows (tensors on the model's device: columns, row starts, values): the first layer as
+    a weighted sum of the weight rows of each row's non-zero columns (``embedding_bag``), ~50x fewer
+    multiply-adds than the dense product; then the other layers."""
     first = model[0]
-    hidden = torch.nn.functional.embedding_bag(
-        torch.from_numpy(features.indices), _transposed(first), torch.from_numpy(features.indptr[:-1]), mode="sum",
-        per_sample_weights=torch.from_numpy(features.values)) + first.bias
+    hidden = torch.nn.functional.embedding_bag(indices, _transposed(first), offsets, mode="sum",
+                                               per_sample_weights=values) + first.bias
     return model[1:](hidden).squeeze(1)
 
 

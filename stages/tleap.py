@@ -69,6 +69,7 @@ def build(
     disulfides = [(a.residue.index, b.residue.index) for a, b in receptor.bonds() if a.name == b.name == "SG"]
     for res, name in zip(receptor.residues(), names):
         res.name = name
+    _name_n_terminal_hydrogens(receptor)
     with open(folder / "receptor.pdb", "w") as fh:
         app.PDBFile.writeFile(receptor, receptor_nm * 10.0 * unit.angstrom, fh)
     what = f"complex of {ligand.name}"
@@ -98,6 +99,17 @@ def build(
     _tleap(dry + solvate + ions + "saveamberparm com solvated.prmtop solvated.inpcrd\nquit\n", folder, what)
     names = [r.name for r in app.AmberPrmtopFile(str(folder / "solvated.prmtop")).topology.residues()]
     return AmberBuild(folder, n_rec, n_lig, True, sum(n in ("WAT", "HOH") for n in names), cations, anions)
+
+
+def _name_n_terminal_hydrogens(receptor: app.Topology) -> None:
+    """tleap's N-terminal templates (NASN, NALA ...) name the amine's hydrogens H1, H2, H3; pdbfixer and
+    OpenMM write H, H2, H3, which tleap could not type: a whole receptor (no ACE caps) failed to build."""
+    for chain in receptor.chains():
+        first = next(chain.residues(), None)
+        if first is not None and first.name not in ("ACE", "NME"):
+            for atom in first.atoms():
+                if atom.name == "H":
+                    atom.name = "H1"
 
 
 def build_ligand(ligand: LigandParameters, pose: Chem.Mol, folder: Path) -> Path:

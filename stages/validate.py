@@ -8,9 +8,19 @@ What it measures, each against its reference and baseline (see stages/evaluate.p
   receptor (Mg2+ removed) as a library compound is (state enumeration, then the
   best-scoring state), with ``--redock-seeds`` Vina seeds at ``--exhaustiveness``;
   symmetry-corrected heavy-atom RMSD to the crystal pose (spyrmsd, no fitting).
-  Reference: RMSD <= 2.0 A is the field's success criterion. The same for a
+  Reference: RMSD <= 2.0 A is the field's success criterion. The same again
+  into the native complex with its crystal metal ions (``metals = "keep"``: 4JSV's
+  two Mg2+) is reported apart (``redock_native_metals``): a check that the
+  native complex is reproduced, not the metal-free screening receptor. The same for a
   second complex, tipiracil in thymidine phosphorylase (PDB 1UOU, from
   PoseBusters' examples), reported beside it (``redock_second_complex``).
+- **Ligand states**: the 25-drug panel (``stages/state_panel.py``):
+  ``state_panel_correct`` of ``state_panel_size`` with the literature's dominant
+  microstate at pH 7.4 first.
+- **Pose panel** (``posepanel``): eight complexes -- Torin2 and PP242 cross-docked into
+  4JSV and redocked into their own structures, and PoseBusters' four example complexes --
+  at the exhaustiveness shipped campaigns use and at 8: success rate at <= 2.0 A with a
+  Clopper-Pearson interval, median RMSD, PoseBusters checks, the Val2240 hinge H-bond per pose.
 - **Surrogate CV**: k-fold cross-validated Spearman and RMSE of the MLP,
   beside the 3-descriptor linear baseline and the mean predictor, same folds;
   early stopping never sees the test fold.
@@ -19,8 +29,9 @@ What it measures, each against its reference and baseline (see stages/evaluate.p
   offline, one-shot selection and random selection, with bootstrap intervals.
 
 The reference set is ``data/scores/4jsv_vina_states.csv`` (docked with ligand
-states) once it holds 450 compounds, else the older 1,032 scores docked without
-states; ``reference_set_choice`` in the JSON says which.
+states) once it holds 450 compounds, else the same 5,000 compounds docked with
+the earlier states (dimorphite-dl, no penalties; 4jsv_vina_states_dimorphite.csv);
+``reference_set_choice`` in the JSON says which.
 
 Jobs (redock seeds, CV, retrieval replicates) run in ``--workers`` processes
 (one thread each). Targets (benchmarks, not pass/fail): redock median <= 2.0 A;
@@ -46,7 +57,8 @@ __all__ = ["DEFAULT_SCORES", "FALLBACK_SCORES", "DEFAULT_RECEPTOR", "default_sco
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SCORES = REPO / "data" / "scores" / "4jsv_vina_states.csv"  # docked with ligand states, growing to 5,000
-FALLBACK_SCORES = REPO / "data" / "scores" / "4jsv_vina_sample.csv"  # 1,032 compounds docked before states existed
+# the 5,000 as first docked (dimorphite-dl states, no penalties), while data/restate_reference.py re-states them
+FALLBACK_SCORES = REPO / "data" / "scores" / "4jsv_vina_states_dimorphite.csv"
 MIN_REFERENCE = 450  # 2% of the set must exceed the 8-compound seed sample of the retrieval loop
 DEFAULT_RECEPTOR = REPO / "data" / "receptors" / "4jsv"
 SECOND_RECEPTOR = REPO / "data" / "receptors" / "1uou"  # tipiracil in thymidine phosphorylase (PoseBusters' example)
@@ -64,8 +76,8 @@ def default_scores() -> tuple[Path, str]:
     if n >= MIN_REFERENCE:
         return DEFAULT_SCORES, f"{DEFAULT_SCORES.name}: {n} compounds docked with ligand states"
     return FALLBACK_SCORES, (f"{DEFAULT_SCORES.name} has {n} compounds, fewer than the {MIN_REFERENCE} retrieval "
-                             f"needs (data/dock_sample.py is still docking it); used {FALLBACK_SCORES.name}, "
-                             "docked without ligand states")
+                             f"needs (data/restate_reference.py is still re-stating it); used "
+                             f"{FALLBACK_SCORES.name}, docked with the earlier states (dimorphite-dl, no penalties)")
 
 
 def run_validation(
@@ -80,6 +92,9 @@ def run_validation(
     epochs: int = 60,
     workers: int = 2,
     limit: int | None = None,
+    native_metals: bool = True,
+    pose_exhaustiveness: tuple[int, ...] | None = None,
+    pose_seeds: tuple[int, ...] = (1,),
 ) -> dict[str, Any]:
     """Run every measurement; return the JSON-ready result (see the module doc)."""
     from .evaluate import BUDGETS, _n_init, read_reference, summarise_retrieval
@@ -92,7 +107,7 @@ def run_validation(
         raise StageInputError(
             f"{scores}: {len(ref)} compounds; top-k retrieval needs 2% of the set to exceed the "
             f"{_n_init(len(ref), 0.01)}-compound seed sample (about 450 compounds): let data/dock_sample.py "
-            f"dock more, or pass --scores {FALLBACK_SCORES} (1,032 compounds, docked without states)")
+            f"dock more, or pass --scores {FALLBACK_SCORES} (5,000 compounds, earlier states)")
     if not (receptor / "receptor.pdbqt").is_file():
         raise StageInputError(f"{receptor}: receptor folder with receptor.pdbqt not found")
     chunks = [list(range(i, replicates, max(1, workers))) for i in range(min(workers, replicates))]
@@ -100,13 +115,24 @@ def run_validation(
         raise StageInputError(f"{second_receptor}: receptor folder with receptor.pdbqt not found")
     second = [] if second_receptor is None else [("redock", (str(second_receptor), seed, exhaustiveness))
                                                  for seed in redock_seeds]
-    jobs = ([("redock", (str(receptor), seed, exhaustiveness)) for seed in redock_seeds] + second
+    from .metals import kept_metals, read_provenance
+    from .posepanel import CAMPAIGN_EXHAUSTIVENESS, PANEL, panel_result
+
+    has_metals = native_metals and kept_metals(read_provenance(receptor / "heterogens.toml"), "keep")
+    native = [("redock", (str(receptor), seed, exhaustiveness, "keep")) for seed in redock_seeds] if has_metals else []
+    pose_exh = pose_exhaustiveness or tuple(sorted({CAMPAIGN_EXHAUSTIVENESS, 8}))
+    poses = [("pose", (i, e, s)) for e in pose_exh for i in range(len(PANEL)) for s in pose_seeds]
+    jobs = (poses + [("redock", (str(receptor), seed, exhaustiveness)) for seed in redock_seeds] + second + native
             + [("cv", (str(scores), limit, folds, epochs))]
             + [("retrieval", (str(scores), limit, chunk, epochs)) for chunk in chunks])
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(_job, jobs))
-    redocks = [r for kind, r in results if kind == "redock" and r["receptor"] == str(receptor)]
+    from .state_panel import run_state_panel
+
+    panel = run_state_panel()
+    redocks = [r for kind, r in results if kind == "redock" and r["receptor"] == str(receptor) and not r["native"]]
     redocks_second = [r for kind, r in results if kind == "redock" and r["receptor"] != str(receptor)]
+    redocks_native = [r for kind, r in results if kind == "redock" and r["native"]]
     cv = next(r for kind, r in results if kind == "cv")
     runs: dict[str, dict[float, list[float]]] = {}
     for kind, part in results:
@@ -115,6 +141,8 @@ def run_validation(
                 for b, values in by_budget.items():
                     runs.setdefault(strategy, {}).setdefault(b, []).extend(values)
     retrieval = summarise_retrieval(ref, runs, epochs=epochs)
+    pose_panel = panel_result([r for kind, r in results if kind == "pose"], pose_seeds)
+    shipped = pose_panel["by_exhaustiveness"].get(str(CAMPAIGN_EXHAUSTIVENESS), {})
     rmsds = [r["rmsd_angstrom"] for r in redocks]
     out: dict[str, Any] = {
         "redock_rmsd_angstrom_median": statistics.median(rmsds),
@@ -125,11 +153,24 @@ def run_validation(
         "top1pct_recall_at_10pct": retrieval["active_top1pct_recall_at_10pct"],
         "random_top1pct_recall_at_10pct": retrieval["random_top1pct_recall_at_10pct"],
         "reference_set_size": len(ref),
+        "pose_panel_size": pose_panel["size"],
+        "pose_success_rate": shipped.get("success_rate"),
+        "pose_success_rate_ci95": shipped.get("success_rate_ci95"),
+        "pose_median_rmsd_angstrom": shipped.get("median_rmsd_angstrom"),
+        "pose_panel": pose_panel,
         "redock": {"receptor": str(receptor), "exhaustiveness": exhaustiveness, "runs": redocks,
                    "criterion_angstrom": 2.0, "rmsd": "symmetry-corrected heavy-atom RMSD (spyrmsd), no fitting"},
         "redock_second_complex": None if not redocks_second else {
             "receptor": str(second_receptor), "runs": redocks_second,
             "rmsd_angstrom_median": statistics.median(r["rmsd_angstrom"] for r in redocks_second)},
+        "redock_native_metals": None if not redocks_native else {
+            "receptor": str(receptor), "metals": "keep", "kept": redocks_native[0]["metals"], "runs": redocks_native,
+            "rmsd_angstrom_median": statistics.median(r["rmsd_angstrom"] for r in redocks_native),
+            "meaning": "the native complex reproduced with its crystal metal ions; a redock reference, not the "
+                       "screening receptor (which is 'redock', metals as loaded by default)"},
+        "state_panel_correct": panel["correct"],
+        "state_panel_size": panel["size"],
+        "state_panel": {k: panel[k] for k in ("ph", "failures", "panel")},
         "surrogate_cv": {k: v for k, v in cv.items()},
         "retrieval": retrieval,
         "reference_set": str(scores),
@@ -152,15 +193,21 @@ def _job(job: tuple[str, tuple[Any, ...]]) -> tuple[str, Any]:
 
     torch.set_num_threads(1)
     kind, args = job
+    if kind == "pose":
+        from .posepanel import PANEL, dock_complex
+
+        index, e, seed = args
+        return kind, dock_complex(PANEL[index], e, seed)
     if kind == "redock":
         from .dock import redock_reference
         from .receptor import load_receptor
 
-        receptor, seed, exhaustiveness = args
-        r = redock_reference(load_receptor(receptor), exhaustiveness=exhaustiveness, seed=seed)
+        receptor, seed, exhaustiveness, *metals = args
+        loaded = load_receptor(receptor, metals=metals[0] if metals else "auto")
+        r = redock_reference(loaded, exhaustiveness=exhaustiveness, seed=seed)
         return kind, {"receptor": receptor, "seed": seed, "rmsd_angstrom": round(r.rmsd_angstrom, 3),
                       "score_kcal_mol": round(r.score_kcal_mol, 3), "state_smiles": r.state_smiles,
-                      "n_states": r.n_states}
+                      "n_states": r.n_states, "native": bool(metals), "metals": [h.label for h in loaded.kept_metals]}
     from .evaluate import cross_validate, read_reference, retrieval_runs
 
     if kind == "cv":
@@ -197,6 +244,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replicates", type=int, default=10, help="retrieval replicates (seed samples)")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--workers", type=int, default=2, help="processes (one core each)")
+    p.add_argument("--pose-exhaustiveness", help="pose panel exhaustiveness values, comma-separated "
+                   "(default: the campaign default and 8)")
 
 
 def run_from_args(a: argparse.Namespace) -> int:
@@ -208,19 +257,32 @@ def run_from_args(a: argparse.Namespace) -> int:
     result = run_validation(a.scores, a.receptor, second_receptor=None if a.no_second_receptor else a.second_receptor,
                             redock_seeds=seeds, exhaustiveness=a.exhaustiveness,
                             folds=a.folds, replicates=a.replicates, epochs=a.epochs, workers=a.workers,
-                            limit=a.limit)
+                            limit=a.limit, pose_exhaustiveness=_ints(a.pose_exhaustiveness, "--pose-exhaustiveness"))
     a.json.parent.mkdir(parents=True, exist_ok=True)
     tmp = a.json.with_name(f".{a.json.name}.tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
     os.replace(tmp, a.json)
+    if result.get("redock_native_metals"):
+        print(f"{'redock native complex (metals kept)':34s} {result['redock_native_metals']['rmsd_angstrom_median']:.3f}")
+    print(f"{'state_panel_correct':34s} {result['state_panel_correct']}/{result['state_panel_size']}")
     for key in ("redock_rmsd_angstrom_median", "surrogate_cv_spearman", "baseline_cv_spearman",
                 "top1pct_recall_at_2pct", "top1pct_recall_at_5pct", "top1pct_recall_at_10pct",
-                "random_top1pct_recall_at_10pct", "reference_set_size"):
+                "random_top1pct_recall_at_10pct", "reference_set_size", "pose_panel_size", "pose_success_rate",
+                "pose_median_rmsd_angstrom"):
         value = result[key]
         print(f"{key:34s} {value:.3f}" if isinstance(value, float) else f"{key:34s} {value}")
     print(f"reference set: {result['reference_set_choice']}")
     print(f"wrote {a.json} in {result['seconds']:.0f} s")
     return 0
+
+
+def _ints(text: str | None, option: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise StageInputError(f"{option}: comma-separated integers, got {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

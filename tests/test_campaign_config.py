@@ -52,6 +52,10 @@ def test_defaults_and_relative_paths(tmp_path):
     ("[md]\ntop_m = 1000\n", r"md.top_m is larger than the number of docked compounds"),
     ("[ligands]\nmax_stereoisomers = 0\n", r"ligands.max_stereoisomers: Input should be greater than or equal to 1"),
     ("[ligands]\nph = 15\n", r"ligands.ph: Input should be less than or equal to 14"),
+    ("[library.filters]\npresets = ['lead_like']\n", r"library.filters.presets.0: Input should be 'ro5', 'veber', "
+     r"'lead-like' or 'ro3'"),
+    ("[library.filters]\nmax = {{logp = 3}}\n", r"library.filters.max.logp.\[key\]: Input should be 'mw', 'clogp'"),
+    ("[library.filters]\nalerts = ['brenck']\n", r"library.filters.alerts.0: Input should be 'pains'"),
 ])
 def test_bad_values_name_file_and_key(tmp_path, extra, message):
     path = write(tmp_path, MINIMAL + extra)
@@ -101,3 +105,25 @@ def test_values_are_not_coerced(tmp_path, text, message):
         base = MINIMAL + text + "\n"
     with pytest.raises(CampaignError, match=message):
         load_campaign(write(tmp_path, base))
+
+
+def test_library_sources_and_their_checks(tmp_path):
+    (tmp_path / "a.sdf").write_text("")
+    (tmp_path / "chunks").mkdir()
+    (tmp_path / "chunks" / "x.csv").write_text("id,smiles\na,CCO\n")
+    base = f'[campaign]\nname="t"\n[receptor]\npath="{ROOT}/data/receptors/4jsv"\n'
+    sources = '[[library.sources]]\nname="v"\npath="a.sdf"\n[[library.sources]]\nname="h"\npath="chunks/*.csv"\n'
+    (tmp_path / "c.toml").write_text(base + "[library]\nstandardize = true\n" + sources)
+    lib = load_campaign(tmp_path / "c.toml").library
+    assert [(name, spec) for name, spec, _, _ in lib.source_list()] == [
+        ("v", tmp_path / "a.sdf"), ("h", tmp_path / "chunks" / "*.csv")]
+    for library, message in [
+        ('[library]\npath = "a.sdf"\n' + sources, "give either library.path or \\[\\[library.sources\\]\\]"),
+        ("[library]\n", "give either library.path"),
+        ('[library]\ntautomer = true\npath = "a.sdf"\n', "library.tautomer needs library.standardize = true"),
+        (sources.replace('name="h"', 'name="v"'), "every source needs its own name"),
+        (sources.replace("chunks/*.csv", "chunks/*.sdf"), r"library.sources\[1\].path: .*no library files here"),
+    ]:
+        (tmp_path / "c.toml").write_text(base + library)
+        with pytest.raises(CampaignError, match=message):
+            load_campaign(tmp_path / "c.toml")

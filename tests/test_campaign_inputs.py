@@ -98,15 +98,15 @@ def test_skipped_rows_are_recorded_with_their_reason(tmp_path, capsys):
 def test_a_resumed_run_reuses_the_scan_of_an_unchanged_library(tmp_path, capsys, monkeypatch):
     import os
 
-    import impeccable.stages.library as library_module
+    import impeccable.stages.library_sources as library_module
 
     lib = library(tmp_path, "id,smiles\na,CCO\nb,\n" + "".join(f"c{i},CCO\n" for i in range(10)))
     campaign = load_campaign(campaign_file(tmp_path, lib))
     store = Store(tmp_path / "run" / "campaign.db")
     assert validate_inputs(campaign, store).count == 11
     scans = []
-    real_scan = library_module.scan_library
-    monkeypatch.setattr(library_module, "scan_library", lambda *a, **k: scans.append(a) or real_scan(*a, **k))
+    real_scan = library_module.scan_sources
+    monkeypatch.setattr(library_module, "scan_sources", lambda *a, **k: scans.append(a) or real_scan(*a, **k))
     again = validate_inputs(campaign, store)
     assert (again.count, again.skipped_count, scans) == (11, 1, [])  # no second pass over the file
     assert capsys.readouterr().err.count("1 library row(s) skipped (first: lib.csv:3: empty SMILES") == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import sqlite3
 import subprocess
@@ -16,6 +17,7 @@ from impeccable.campaign import CampaignRunner
 from impeccable.config import load_campaign
 from impeccable.results import export, ranked_hits
 from impeccable.report import write_report
+from impeccable.leftout import skipped
 from impeccable.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +79,10 @@ def test_tiny_campaign_end_to_end(tmp_path):
     assert len(md) == 1
     (dg, se, err), = md.values()
     assert err is None and dg is not None and se is not None and abs(dg) < 500
+    # GPUs asked for (the defaults) but none here: the stages ran on CPU and the run said why, once
+    notes = json.loads(store.get_meta("device_notes"))
+    assert len(notes) == 1 and notes[0].startswith("no GPU in this allocation") and "run on CPU" in notes[0]
+    assert all(not r["gpu_slots"] for r in store.task_rows())
     hits = ranked_hits(store)
     assert hits[0].mmgbsa is not None and len(hits) == 13
     assert all(h.state_smiles for h in hits)  # every score names the docked state that gave it
@@ -215,3 +221,71 @@ def test_ctrl_c_during_md_keeps_the_finished_steps_of_the_ensemble(tmp_path):
         assert f"md replica {name.split('_')[1].split('.')[0]}" not in {n.rsplit(' ', 1)[0] for n in second}
     ((dg, se, err),) = store.md_results().values()
     assert err is None and dg is not None and se is not None
+
+
+def _rank_lines(run_dir: Path) -> dict[str, dict]:
+    """id -> record of every complete line of every docking rank file of the run."""
+    from impeccable.stages.rankfiles import read_rank_files
+
+    found = {}
+    for out in run_dir.glob("work/dock/*/out"):
+        for record in read_rank_files(out):
+            found[record["id"]] = record
+    return found
+
+
+@pytest.mark.parametrize("delay_ms", [0, 10, 50])
+def test_ctrl_c_just_after_a_rank_file_appears_loses_nothing(tmp_path, delay_ms):
+    """The bug: a rank file written, its process still exiting (0.5 s with RDKit and Vina loaded), Ctrl-C: the
+    task was canceled and its finished compounds were neither stored nor kept. Five times in a row."""
+    for attempt in range(5):
+        run_dir = tmp_path / f"run{attempt}"
+        cmd = [sys.executable, "-m", "impeccable.cli", "run", str(tiny(tmp_path, per_task=1)), "--run-dir",
+               str(run_dir), "--no-progress", "--no-report"]
+        log = tmp_path / f"run{attempt}.out"  # not a pipe: the forkserver holds the output while it imports torch
+        with open(log, "w") as out:
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.time() + 300
+        while not list(run_dir.glob("work/dock/*/out/dock.rank*.jsonl")) and time.time() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.002)
+        time.sleep(delay_ms / 1000)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130, log.read_text()
+        on_disk = _rank_lines(run_dir)
+        store = Store.open_existing(run_dir, readonly=True)
+        stored = dict(store.db.execute("SELECT id, score FROM docking").fetchall())
+        store.close()
+        assert on_disk, "no rank line on disk"
+        lost = {cid: r.get("score_kcal_mol") for cid, r in on_disk.items() if stored.get(cid, "?") != r.get("score_kcal_mol")}
+        assert not lost, f"attempt {attempt}, {delay_ms} ms: finished on disk, not stored: {lost}"
+
+
+def test_a_library_of_bad_rows_accounts_for_every_row(tmp_path):
+    """Unparsable, impossible valence, metal, too large, empty: each bad id is listed with its reason, and the
+    run that cannot train names the library and the counts by reason."""
+    bad = {"BAD-parse": ("C1CC(", "parse"), "BAD-valence": ("C(C)(C)(C)(C)C", "valence"),
+           "BAD-metal": ("C[Hg]C", "element"), "BAD-huge": ("CC(N)C(=O)" + "NC(C)C(=O)" * 30 + "O", "size")}
+    good = [("MOSES-0000256", "CC1CCN(C(=O)c2cc(Cl)ccc2O)CC1"), ("MOSES-0000347", "O=C(Cc1ccccc1)Nc1ccccc1")]
+    library = tmp_path / "bad.csv"
+    rows = ["id,smiles", *(f"{cid},{smiles}" for cid, (smiles, _) in bad.items()), *(f"{c},{s}" for c, s in good),
+            "BAD-empty,", ",CCO"]
+    library.write_text("\n".join(rows) + "\n")
+    campaign = tiny(tmp_path).read_text().replace(f'path = "{ROOT}/data/library/moses_20k.csv"', f'path = "{library}"')
+    campaign = campaign.replace("max_molecular_weight = 420\nmax_rotatable_bonds = 7\n", "")
+    path = tmp_path / "bad.toml"
+    path.write_text(campaign.replace("ligands_per_task = 5", "ligands_per_task = 10"))
+    proc = subprocess.run([sys.executable, "-m", "impeccable.cli", "run", str(path), "--run-dir",
+                           str(tmp_path / "run"), "--no-progress", "--no-report"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    message = proc.stderr
+    assert "only 2 compounds docked successfully" in message and str(library) in message, message
+    for category in ("parse", "valence", "element", "size"):
+        assert f"1 {category} (seed dock)" in message, message
+    assert "2 empty (library)" in message, message
+    store = Store.open_existing(tmp_path / "run", readonly=True)
+    left_out = {cid: (category, reason) for cid, _, category, reason in skipped(store)}
+    for cid, (_, expected) in bad.items():
+        assert left_out[cid][0] == expected, (cid, left_out[cid])
+    assert left_out["BAD-empty"][0] == "empty" and any(cid.startswith("line ") for cid in left_out)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from impeccable.compare import busy_core_seconds, explain
+from impeccable.sidebyside import busy_core_seconds, explain
 
 from impeccable.runtime.backends.slurm_local import start as start_cluster
 from test_campaign_run import ROOT, tiny

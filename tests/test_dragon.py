@@ -207,3 +207,22 @@ def test_runtime_goes_away_with_the_pilot(tmp_path, sig):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def gpus_of_this_call() -> dict[str, str]:
+    from impeccable.runtime import gpus
+
+    return {"devices": ",".join(gpus.bind(prepare=False).devices), "mode": os.environ.get(gpus.GPUS_ENV, "unset")}
+
+
+def test_dragon_calls_reach_the_device_of_their_gpu_slot():
+    """Two emulated GPUs (IDs 3 and 5) of two slots each: every Dragon worker knows each slot's device."""
+    allocation = Allocation(cores=2, gpus=4, gpu_shares=2, gpu_devices=("3", "5"))
+    with Pilot(allocation, routes={"function": "dragon"}) as pilot:
+        futures = pilot.submit_many([function_task(gpus_of_this_call, name=f"f{i}", gpus_per_rank=1)
+                                     for i in range(4)])
+        wait_all(futures)
+    table = ("3", "3", "5", "5")
+    for future in futures:
+        (slot,) = future.record.gpu_slots
+        assert future.result() == {"devices": table[slot], "mode": "slots:3,3,5,5"}

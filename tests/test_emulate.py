@@ -203,8 +203,8 @@ def test_streaming_md_spends_at_most_top_m_speculative_runs_per_round(recorded, 
     class EachBetter(EmulatedStageTasks):
         better = itertools.count()
 
-        def dock_rows(self, batch):
-            rows = super().dock_rows(batch)
+        def dock_rows(self, batch, complete=True):
+            rows = super().dock_rows(batch, complete)
             if batch.origin == "redock":
                 rows = [dataclasses.replace(r, score=-20.0 - next(self.better)) for r in rows]
             return rows

@@ -185,3 +185,18 @@ def test_tasks_that_cannot_fit_are_rejected_at_submit():
             pilot.submit(executable_task([TRUE], ranks=3, mpi=True))
         with pytest.raises(TaskError, match="no flux partition 'x'"):
             pilot.submit(executable_task([TRUE], partition="x"))
+
+
+def test_gpu_shares_reach_a_flux_job_as_its_device_ids(tmp_path):
+    """Two emulated GPUs (IDs 3 and 5) of two slots each: a job holding a share or a whole GPU sees its device."""
+    seen = 'echo "${CUDA_VISIBLE_DEVICES:-unset} ${IMPECCABLE_GPUS:-unset}"; sleep 0.3'
+    tasks = [executable_task([SH, "-c", seen], name=f"g{i}", gpus_per_rank=n, stdout=str(tmp_path / f"g{i}.txt"))
+             for i, n in enumerate((2, 1, 1, 0))]
+    allocation = Allocation(cores=4, gpus=4, gpu_shares=2, gpu_devices=("3", "5"))
+    with Pilot(allocation, routes={"executable": "flux"}, options={"flux": {"use_existing": False}}) as pilot:
+        records = pilot.run(tasks, timeout=120)
+    table = ("3", "3", "5", "5")
+    for i, record in enumerate(records):
+        assert record.state is TaskState.DONE
+        expected = ",".join(dict.fromkeys(table[g] for g in record.gpu_slots)) or "-1"
+        assert (tmp_path / f"g{i}.txt").read_text().split() == [expected, "ids"]

@@ -176,3 +176,14 @@ def test_shutdown_with_cancel_while_calls_are_pipelined_in_workers(monkeypatch):
         states = {r.state for r in pilot.records}
         assert states <= {TaskState.DONE, TaskState.CANCELED}, [r.error for r in pilot.records if r.error][:3]
     assert not crashes, f"the dispatcher thread crashed: {crashes[0]!r}"
+
+
+def test_bench_medians_skip_figures_a_run_does_not_have():
+    """A figure that is None in every repeat (GPU utilisation without GPUs) stayed in the medians and made
+    `bench --repeat 3` fail with a TypeError; one missing in some runs is the median of the others."""
+    from impeccable.runtime.bench import RunResult, _medians
+
+    runs = [RunResult({"throughput_tasks_per_s": t, "gpu_utilization": None, "x": x}, 0.0, {}, [])
+            for t, x in ((1.0, None), (3.0, 2.0), (2.0, 4.0))]
+    med = _medians(runs)
+    assert med["throughput_tasks_per_s"] == 2.0 and med["gpu_utilization"] is None and med["x"] == 3.0

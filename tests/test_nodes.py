@@ -149,7 +149,7 @@ def test_the_timeline_groups_slots_by_node():
 
     rows = [{"name": "dock x", "stage": "dock", "submitted": 0.0, "started": 0.0, "finished": 1.0, "slots": [0, 5],
              "cores": 2}]
-    png = plots.timeline(rows, 8, "t", ("node0", "node1"))
+    png = plots.timeline(rows, 8, "t", nodes=("node0", "node1"))
     assert png[:4] == b"\x89PNG"
 
 
@@ -157,7 +157,7 @@ def test_a_store_keeps_each_tasks_node_and_each_sessions_nodes(tmp_path):
     from impeccable.store import Store
 
     store = Store(tmp_path / "campaign.db")
-    session = store.begin_session(8, {"executable": "srun"}, ("node0", "node1"))
+    session = store.begin_session(8, {"executable": "srun"}, nodes=("node0", "node1"))
     rec = TaskRecord(uid="u", name="t", kind="executable", cores=1, gpus=0, state=TaskState.DONE, node="node1")
     store.add_task_records(session, [rec])
     assert store.task_rows(session)[0]["node"] == "node1"
@@ -170,7 +170,7 @@ def test_the_model_and_the_emulation_are_scored_against_the_real_multi_node_run(
     from impeccable.store import Store
 
     store = Store(tmp_path / "real" / "campaign.db")
-    session = store.begin_session(8, {"executable": "srun", "function": "srun"}, ("n0", "n1"))
+    session = store.begin_session(8, {"executable": "srun", "function": "srun"}, nodes=("n0", "n1"))
     store.add_task_records(session, [TaskRecord(uid="u", name="dock x", kind="executable", cores=1, gpus=0,
                                                 state=TaskState.DONE, submitted=0.0, scheduled=0.0, started=0.0,
                                                 finished=100.0, slots=(0,), node="n0")])

@@ -94,3 +94,9 @@ def test_reading_commands_work_on_a_read_only_run(read_only_run, tmp_path, capsy
     assert main(["export", str(read_only_run), "--out", str(tmp_path / "exp")]) == 0
     assert (tmp_path / "exp" / "hits.csv").read_text().count("\n") == 2
     assert "error" not in capsys.readouterr().err
+
+
+def test_run_on_a_read_only_run_directory_says_so(read_only_run, capsys):
+    code = main(["run", str(ROOT / "campaigns" / "demo.toml"), "--run-dir", str(read_only_run), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "the run directory is read-only" in err and "--run-dir" in err, err

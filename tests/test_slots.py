@@ -61,3 +61,19 @@ def test_the_lower_usage_runtime_goes_first_and_an_idle_pass_drops_the_claim():
     assert dragon not in broker._waiting  # nothing left to wait for: no claim, no wake-ups
     dragon.give_back(*pair)
     assert woken.count("flux") == 1
+
+
+def test_a_whole_gpu_comes_from_one_device_and_fractions_share_the_fullest():
+    """GPU slots are shares of devices (4 per GPU here): a task asking a whole GPU gets one device's four
+    slots, never two halves; a fraction goes where fractions already run, keeping whole devices free."""
+    broker = SlotBroker(Allocation.emulated(8, nodes=1, gpus=8, gpu_shares=4))
+    view = broker.view("fn")
+    quarter = view.take(1, 1)
+    assert quarter is not None and quarter[1][0] // 4 == 0
+    whole = view.take(1, 4)
+    assert whole is not None and {g // 4 for g in whole[1]} == {1} and len(whole[1]) == 4
+    another = view.take(1, 1)
+    assert another is not None and another[1][0] // 4 == 0  # beside the first quarter, not on a free device
+    view.give_back(*whole)
+    assert view.take(1, 4) is not None  # device 1 whole again
+    assert view.take(1, 4) is None  # device 0 has two quarters out: no whole GPU left, though 2 slots are free

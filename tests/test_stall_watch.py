@@ -21,7 +21,7 @@ def _starved_runtime(broker: SlotBroker):
     fn.schedule_pass_begins()
     assert fn.take(1) is None
     fn.schedule_pass_ends(1, [(1, 0)])
-    fn_wake, fn.wake = fn.wake, None  # a regression: the give-back reaches nobody
+    fn.wake = None  # a regression: the give-back reaches nobody
     exe.give_back(*held)
     return exe, fn
 

@@ -46,11 +46,37 @@ def make_run(tmp_path):
     return store
 
 
-def test_ranking_puts_mmgbsa_first_then_vina(tmp_path):
+def test_ranking_is_by_vina_and_mmgbsa_never_outranks_by_presence(tmp_path):
+    """The old order put every compound with MM/GBSA first, whatever its numbers (issue 27)."""
     hits = ranked_hits(make_run(tmp_path))
-    assert [h.id for h in hits] == ["c", "d", "b", "a"]
-    assert hits[0].mmgbsa == -20.0 and hits[0].mmgbsa_stderr == 1.5 and hits[1].mmgbsa is None
-    assert hits[3].predicted == -5.5
+    assert [h.id for h in hits] == ["d", "c", "b", "a"]  # Vina -8, -7, -6, -5; c has MM/GBSA and stays second
+    c = hits[1]
+    assert c.mmgbsa == -20.0 and c.mmgbsa_stderr == 1.5 and hits[0].mmgbsa is None
+    assert c.ranks == {"vina": 2, "ligand_efficiency": 4, "mmgbsa": 1}  # no prediction: no surrogate rank
+    assert hits[3].predicted == -5.5 and hits[3].ranks["surrogate"] == 1
+    # ligand efficiency: -score / heavy atoms of the docked state; ethylamine (3 heavy atoms) is the most efficient
+    assert hits[0].ligand_efficiency == 8.0 / 3 and hits[0].ranks["ligand_efficiency"] == 1
+    by_mmgbsa = ranked_hits(make_run(tmp_path / "again"), order="mmgbsa")
+    assert [h.id for h in by_mmgbsa] == ["c", "d", "b", "a"]  # asked for: MM/GBSA first, the rest by Vina
+
+
+def test_mmgbsa_shows_values_under_three_replicas_and_a_t_interval_from_three(tmp_path):
+    store = make_run(tmp_path)
+    store.add_md("c", 0, -25.7, 0.0, {"binding_energy_kcal_mol": -25.7, "replica_means_kcal_mol": [-25.7, -25.7],
+                                      "ligand_rmsd_mean_angstrom": 1.24, "hinge_hbond_occupancy": 0.5,
+                                      "hinge_residue": "VAL2240"}, None)
+    store.add_md("d", 0, -20.0, 1.0, {"binding_energy_kcal_mol": -20.0,
+                                      "replica_means_kcal_mol": [-21.0, -20.0, -19.0]}, None)
+    hits = {h.id: h for h in ranked_hits(store)}
+    assert "+/-" not in hits["c"].mmgbsa_text and "±" not in hits["c"].mmgbsa_text
+    assert hits["c"].mmgbsa_text == "-25.7 (n=2: -25.7, -25.7; too few for an interval)"
+    assert hits["c"].mmgbsa_ci95 is None
+    assert hits["d"].mmgbsa_text == "-20.0 [-22.5, -17.5] (t 95%, n=3)"  # t(0.975, 2) = 4.30, s = 1
+    export(store, tmp_path / "out")
+    rows = {r["id"]: r for r in csv.DictReader(open(tmp_path / "out" / "hits.csv"))}
+    assert rows["c"]["md_ligand_rmsd_angstrom"] == "1.240" and rows["c"]["md_hinge_hbond_occupancy"] == "0.500"
+    assert rows["c"]["mmgbsa_ci95_low_kcal_mol"] == "" and rows["d"]["mmgbsa_ci95_low_kcal_mol"] == "-22.484"
+    assert rows["c"]["rank_mmgbsa"] == "1" and rows["d"]["rank_vina"] == "1"
 
 
 def test_redock_nominees_are_committed_with_their_batch(tmp_path):
@@ -105,8 +131,8 @@ def test_report_and_export(tmp_path):
     assert page.count("data:image/png;base64") >= 4 and page.count("<svg") == 4 + 4  # top 4, and 4 diverse picks
     csv_path, sdf_path, n = export(store, tmp_path / "export")
     rows = list(csv.DictReader(open(csv_path)))
-    assert n == 4 and rows[0]["id"] == "c" and rows[0]["mmgbsa_kcal_mol"] == "-20.000"
-    assert rows[1]["id"] == "d" and rows[1]["state_smiles"] == "CC[NH3+]" and "CC[NH3+]" in page
+    assert n == 4 and rows[1]["id"] == "c" and rows[1]["mmgbsa_kcal_mol"] == "-20.000"
+    assert rows[0]["id"] == "d" and rows[0]["state_smiles"] == "CC[NH3+]" and "CC[NH3+]" in page
     assert open(sdf_path).read().count("$$$$") == 4
     assert "<b>not trained on</b>" in page  # the parity plot says what it shows
 

@@ -24,6 +24,7 @@ run again without spending a retry. The server starts a replacement.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import pickle
 import selectors
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendUnavailable
+from ..gpus import node_table, worker_env
 from ..slots import SlotView
 from ..errors import TaskError
 from ..task import Task, TaskKind
@@ -130,13 +132,18 @@ class DragonBackend(ThreadedBackend):
                 extra += ["-N", str(len(allocation.nodes))]
         self._runtime = DragonRuntime.launch(self._launcher, extra, self._workers,
                                              inbox_messages(self._max_pipeline, self._queue_ahead), self._start_timeout_s,
-                                             list(self.options.get("preload") or ()), hosts)
+                                             list(self.options.get("preload") or ()), self._worker_env(), hosts)
         loop = Dispatcher(self)
         transport = DragonTransport(loop, self._runtime)
         pool = FunctionPool(loop, transport, self._pipeline_s, self._max_pipeline, queue_ahead=self._queue_ahead)
         transport.attach(pool)
         loop.serve([TaskKind.FUNCTION], pool)
         self._run_dispatcher(loop)
+
+    def _worker_env(self) -> dict[str, str]:
+        """Set in every worker before its first call: which device each GPU slot is (see ``runtime.gpus``)."""
+        allocation = self.slots.broker.allocation
+        return worker_env(allocation.gpus_per_node, node_table(allocation))
 
     def _after_stop(self) -> None:
         if self._runtime is not None:
@@ -309,13 +316,15 @@ class DragonRuntime:
 
     @classmethod
     def launch(cls, launcher: str, extra_args: list[str], n_workers: int, inbox_size: int,
-               timeout_s: float, preload: list[str] | None = None, hosts: list[str] | None = None) -> "DragonRuntime":
+               timeout_s: float, preload: list[str] | None = None,
+               worker_env: dict[str, str] | None = None, hosts: list[str] | None = None) -> "DragonRuntime":
         channel = Channel()
         log_path = os.path.join(channel.directory, "dragon.log")
         # the launcher runs PROG with ARGS: this interpreter, -m the server module
         argv = launcher_argv(launcher, extra_args, sys.executable, "-m", SERVER_MODULE, "--socket", channel.path,
                              "--keyfile", channel.keyfile, "--workers", str(n_workers), "--inbox-size", str(inbox_size),
-                             "--preload", ",".join(preload or ()), "--hosts", ",".join(hosts or ()))
+                             "--preload", ",".join(preload or ()), "--worker-env", json.dumps(worker_env or {}),
+                             "--hosts", ",".join(hosts or ()))
         env = launcher_env(launcher)
         # workers import the same modules as this process (test helpers, the user's packages)
         env["PYTHONPATH"] = os.pathsep.join(_import_path())

@@ -54,6 +54,7 @@ from ..slots import SlotView
 from ..errors import TaskError
 from ..task import Task, TaskKind
 from .base import Backend, Submission
+from ..gpus import node_table
 from .flux_instance import NOT_FOUND, FluxInstance, flux_command, import_flux
 from .flux_reactor import PartitionConfig, Reactor, job_shape
 
@@ -93,6 +94,7 @@ class FluxBackend(Backend):
             config = PartitionConfig(
                 name=str(i), nodes=group, cores=sum((slots.node_cores(g) for g in group), ()),
                 gpus=sum((slots.node_gpus(g) for g in group), ()), gpus_per_node=slots.broker.gpus_per_node,
+                gpu_table=node_table(slots.broker.allocation),
                 validate=bool(options.get("validate", False)), cpu_affinity=str(options.get("cpu_affinity", "off")),
                 base_env=base_env, existing_uri=existing if use_existing else None)
             self._partitions.append(_Partition(config, slots.subview(group), self._lock))

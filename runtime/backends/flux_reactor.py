@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ..errors import BackendBroken
-from ..slots import Placement, SlotView, cuda_visible_devices, task_processes
+from ..gpus import launch_env
+from ..slots import Placement, SlotView, task_processes
 from ..task import Task
 from .admission import admit
 from .base import STDERR_TAIL_BYTES, Submission, file_tail, signal_name, with_stderr
@@ -40,6 +41,7 @@ class PartitionConfig:
     cores: tuple[int, ...]  # the core slots of those nodes that the pilot may lend here
     gpus: tuple[int, ...] = ()
     gpus_per_node: int = 0  # to turn a GPU slot into its index on the node (CUDA_VISIBLE_DEVICES)
+    gpu_table: tuple[str, ...] = ()  # the device of each GPU slot of a node (gpus.node_table)
     validate: bool = False  # run Flux's jobspec validator on each job (costs broker time per job)
     cpu_affinity: str = "off"  # the job shell's cpu-affinity option (advertised cores need not exist)
     base_env: Mapping[str, str] = field(default_factory=dict)
@@ -153,9 +155,7 @@ def jobspec_for(task: Task, config: PartitionConfig, flux: Any, placement: Place
     env.update(task.env)
     env["OMP_NUM_THREADS"] = str(task.cores_per_rank)
     env["IMPECCABLE_TASK_UID"] = task.uid
-    visible = cuda_visible_devices(placement.gpus, config.gpus_per_node)  # the pilot's (Flux's GPU affinity is off)
-    if visible:
-        env["CUDA_VISIBLE_DEVICES"] = visible
+    env.update(launch_env(placement.gpus, config.gpus_per_node, config.gpu_table))  # the pilot's (Flux's is off)
     jobspec.environment = env
     jobspec.cwd = task.cwd or os.getcwd()
     if task.timeout_s:

@@ -27,6 +27,7 @@ from typing import Any
 from ..errors import BackendUnavailable
 from .. import reaper
 from ..framing import FramedPipe
+from ..gpus import node_table, worker_env
 from ..slots import SlotView
 from ..task import Task, TaskKind
 from .base import exit_description
@@ -104,12 +105,15 @@ class PipeTransport:
         # modules imported once by the forkserver, so that every worker starts with them (torch, RDKit ...)
         self._mp.set_forkserver_preload(["impeccable.runtime.worker", *preload])
         self._preload = tuple(preload)  # and each worker makes sure of them (the forkserver may predate this pool)
+        allocation = host.slots.broker.allocation
+        self._env = worker_env(allocation.gpus_per_node, node_table(allocation))  # which device each GPU slot is
         reaper.remove_on_death(multiprocessing.util.get_temp_dir())  # the forkserver's pymp-* folder
 
     def start(self, timeout_s: float) -> None:
         """Start the workers, spread evenly over the nodes, and wait until each says it is ready, so
         that the first calls do not wait for interpreters to start (that is start-up, not task time).
         Raise if one dies first."""
+        _watch_forkserver()
         n_nodes = self.host.slots.broker.n_nodes
         workers = [self._new_worker(i * n_nodes // self.max_workers) for i in range(self.max_workers)]
         for worker in workers:
@@ -120,7 +124,7 @@ class PipeTransport:
         from .. import worker as worker_module
 
         parent, child = self._mp.Pipe(duplex=True)
-        process = self._mp.Process(target=worker_module.main, args=(child, self._preload), daemon=True,
+        process = self._mp.Process(target=worker_module.main, args=(child, self._preload, self._env), daemon=True,
                                     name="impeccable-worker")
         process.start()
         reaper.watch_process(process.pid)  # a worker busy in a long call must not outlive the pilot
@@ -195,6 +199,18 @@ class PipeTransport:
             handle.process.join(timeout=5)
             reaper.forget_process(handle.process.pid)
             self.pool.on_worker_died(worker, None, handle.process.exitcode)
+
+
+def _watch_forkserver() -> None:
+    """The forkserver imports the preload modules (torch: seconds) before it first looks at its pilot's
+    pipe, and exits only then: a pilot killed meanwhile left it alive for seconds. The reaper kills it with
+    the pilot (it is this interpreter's, started once; the reaper checks it is still the same process)."""
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)  # no public accessor
+    if pid:
+        reaper.watch_process(pid)
 
 
 def _wait_ready(handles: list[_Process], timeout_s: float) -> None:

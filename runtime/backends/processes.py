@@ -19,7 +19,8 @@ import time
 
 from ..errors import BackendBroken
 from .. import reaper
-from ..slots import cuda_visible_devices, task_processes
+from ..gpus import launch_env, node_table
+from ..slots import task_processes
 from ..task import TaskKind
 from .base import STDERR_TAIL_BYTES, Submission, file_tail, signal_group, signal_name, with_stderr
 from .launchers import Launcher, LaunchError
@@ -57,6 +58,8 @@ class ProcessRunner:
         self.max_running = max_running or 1 << 62
         self.children: dict[str, _Child] = {}
         self._base_env = dict(os.environ)
+        self._gpu_table = node_table(host.slots.broker.allocation)
+        self._marker = reaper.task_marker()  # starts the reaper before the first task is forked
 
     # ------------------------------------------------------------ placement (Runner)
     def place(self, sub: Submission) -> bool:
@@ -94,14 +97,14 @@ class ProcessRunner:
         env.update(task.env)
         env["OMP_NUM_THREADS"] = str(task.cores_per_rank)
         env["IMPECCABLE_TASK_UID"] = task.uid
-        visible = cuda_visible_devices(gpus, self.host.slots.broker.gpus_per_node)
-        if visible:
-            env["CUDA_VISIBLE_DEVICES"] = visible
+        env.update(launch_env(gpus, self.host.slots.broker.gpus_per_node, self._gpu_table))
         stdout = open(task.stdout, "ab") if task.stdout else subprocess.DEVNULL
         stderr = open(task.stderr, "ab") if task.stderr else subprocess.PIPE
         try:
+            # the marker goes with it from the fork on: if the pilot dies before watch() below, even before
+            # the exec, the reaper still finds this process by it (see runtime.reaper)
             popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                                     cwd=task.cwd, env=env, start_new_session=True)
+                                     cwd=task.cwd, env=env, start_new_session=True, pass_fds=(self._marker,))
         except OSError as exc:
             self._failed_to_start(sub, cores, gpus, f"could not start {argv[0]!r}: {exc}")
             return
@@ -177,9 +180,9 @@ class ProcessRunner:
         sub = child.sub
         # a function run as a process leaves its result in a file; read (and remove) it in every case
         outcome = self.launcher.outcome(sub.task, code) if sub.task.kind is TaskKind.FUNCTION else None
-        if child.canceled:
+        if child.canceled and not (outcome is not None and outcome[0]):
             sub.cancel("canceled while running (killed)", when=finished)
-            return
+            return  # a function that had returned before the kill keeps its result (below)
         if child.lost:
             sub.lost(child.lost, when=finished)
             self.host.requeue(sub, front=True)

@@ -6,6 +6,12 @@ at start and cancels at shutdown. Each task becomes
 
     srun --jobid=J --exact -n RANKS -c CORES_PER_RANK -Q [--mpi=pmi2] [--gpus-per-task=G] ARGV
 
+where G is whole GPUs: a task holding a share of a GPU in the pilot (``gpu_shares`` slots per device)
+asks for a whole one, since a plain step cannot hold part of a GPU (a site with Slurm's ``shard``
+GRES can add its own flags through ``step_flags``). Slurm binds the step's GPUs itself (its
+``CUDA_VISIBLE_DEVICES`` replaces the pilot's). An allocation this backend requests asks for the
+pilot's GPUs (``salloc --gpus=N``).
+
 and a function task runs as ``python -m impeccable.runtime.run_function
 module:qualname`` in such a step (a fresh interpreter per task; arguments and
 result travel as pickle files in a private directory).
@@ -76,8 +82,10 @@ class SrunBackend(ThreadedBackend):
         self._step_flags = [str(f) for f in options.get("step_flags") or ()]
         self._mpi = options.get("mpi")
         self._workdir_parent = options.get("workdir")
+        allocation = slots.broker.allocation
+        self._gpu_shares = allocation.gpu_shares
         self._allocation = SlurmAllocation(
-            cores=slots.n_cores,
+            cores=slots.n_cores, gpus=slots.n_gpus // allocation.gpu_shares,
             flags=[str(f) for f in options.get("salloc_flags") or ()],
             timeout_s=float(options.get("allocation_timeout_s", 300)),
         )
@@ -99,7 +107,8 @@ class SrunBackend(ThreadedBackend):
             workdir = tempfile.mkdtemp(prefix=f"impeccable-srun-{job_id}-", dir=self._workdir_parent)
             allocation = self.slots.broker.allocation
             hosts = allocation.nodes if allocation.manager == "slurm" else ()
-            self.launcher = SrunLauncher(job_id, workdir, mpi, self._step_flags, hosts, allocation.cores_per_node)
+            self.launcher = SrunLauncher(job_id, workdir, mpi, self._step_flags, self._gpu_shares, hosts,
+                                         allocation.cores_per_node)
             loop = Dispatcher(self)
             loop.serve([TaskKind.EXECUTABLE, TaskKind.FUNCTION], ProcessRunner(loop, self.launcher, self._max_running))
             self._run_dispatcher(loop)
@@ -121,10 +130,11 @@ class SrunLauncher:
     placed the task, ``-N K -w NODES``, so the record's node is where it ran; without (one node, or nodes
     emulated on one machine) Slurm picks."""
 
-    def __init__(self, job_id: str, workdir: str, mpi: str, step_flags: list[str],
+    def __init__(self, job_id: str, workdir: str, mpi: str, step_flags: list[str], gpu_shares: int = 1,
                  hosts: tuple[str, ...] = (), cores_per_node: int = 0) -> None:
         self.workdir = workdir
         self.mpi = mpi
+        self.gpu_shares = gpu_shares  # GPU slots per device in the pilot: a step asks for whole devices
         self.hosts = hosts
         self.cores_per_node = cores_per_node
         self.prefix = [shutil.which("srun") or "srun", f"--jobid={job_id}", "--exact", "-Q", *step_flags]
@@ -141,11 +151,11 @@ class SrunLauncher:
             if self.mpi:
                 shape.append(f"--mpi={self.mpi}")
             if task.gpus_per_rank:
-                shape.append(f"--gpus-per-task={task.gpus_per_rank}")
+                shape.append(f"--gpus-per-task={-(-task.gpus_per_rank // self.gpu_shares)}")
         else:  # one process on all the task's cores, as the local backend runs it
             shape = ["-n", "1", "-c", str(task.cores)]
             if task.gpus:
-                shape.append(f"--gpus-per-task={task.gpus}")
+                shape.append(f"--gpus-per-task={-(-task.gpus // self.gpu_shares)}")
         if self.hosts and cores:
             nodes = list(dict.fromkeys(self.hosts[c // self.cores_per_node] for c in cores))
             shape += ["-N", str(len(nodes)), "-w", ",".join(nodes)]
@@ -194,8 +204,9 @@ class SrunLauncher:
 class SlurmAllocation:
     """The job the steps run in: ``SLURM_JOB_ID`` if set, else one from ``salloc --no-shell``."""
 
-    def __init__(self, cores: int, flags: list[str] | None = None, timeout_s: float = 300.0) -> None:
+    def __init__(self, cores: int, flags: list[str] | None = None, timeout_s: float = 300.0, gpus: int = 0) -> None:
         self.cores = cores
+        self.gpus = gpus
         self.flags = flags or []
         self.timeout_s = timeout_s
         self.job_id: str | None = None
@@ -208,8 +219,7 @@ class SlurmAllocation:
             return inherited
         # salloc holds the allocation while its command runs; the command is `cat` on a pipe from this
         # process, so the allocation ends when the pilot does, even if the pilot is killed (SIGKILL).
-        argv = ["salloc", "-n", str(self.cores), "-J", "impeccable", f"--immediate={max(1, int(self.timeout_s))}",
-                *self.flags, "cat"]
+        argv = self.salloc_argv()
         try:
             self._holder = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                             stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -238,6 +248,11 @@ class SlurmAllocation:
                        f"backend's allocation_timeout_s option); salloc said: {message}")
         raise BackendUnavailable(f"srun backend: could not get an allocation of {self.cores} cores "
                            f"with `{' '.join(argv)}`: {message}")
+
+    def salloc_argv(self) -> list[str]:
+        """The allocation this backend requests: its cores, its GPUs (whole devices), held by ``cat``."""
+        return ["salloc", "-n", str(self.cores), *([f"--gpus={self.gpus}"] if self.gpus else []), "-J", "impeccable",
+                f"--immediate={max(1, int(self.timeout_s))}", *self.flags, "cat"]
 
     def _stop_holder(self) -> None:
         holder = getattr(self, "_holder", None)

@@ -235,11 +235,17 @@ def bench(backend: str, workload: str, n_tasks: int, cores: int, duration_s: flo
     }
 
 
+def _median(values: list[Any]) -> Any:
+    """The median of the runs that have the figure (a GPU figure is None on a machine without GPUs)."""
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
 def _medians(runs: list[RunResult]) -> dict[str, Any]:
     if not runs:
         return {}
     keys = [k for k in runs[0].metrics if k not in ("per_backend", "losses")]
-    med: dict[str, Any] = {k: statistics.median(r.metrics[k] for r in runs) for k in keys}
+    med: dict[str, Any] = {k: _median([r.metrics[k] for r in runs]) for k in keys}
     ranked = sorted(runs, key=lambda r: r.metrics["throughput_tasks_per_s"])
     for key in ("per_backend", "losses"):  # from the run with the median throughput
         if key in runs[0].metrics:
