@@ -26,17 +26,19 @@ import json
 import os
 import sqlite3
 import time
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .errors import UserError
-from .runtime.records import TaskRecord, TaskState
+from .store_parts import (
+    PredictionTables,
+    TaskTables,
+    _insert_failures,
+    _select,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -79,12 +81,12 @@ CREATE INDEX IF NOT EXISTS selections_by_batch ON selections (round, stage, batc
 MIGRATIONS = {"docking": ["state_smiles TEXT"], "selections": ["smiles TEXT", "score REAL"],
               "sessions": ["gpus INTEGER", "gpu_shares INTEGER", "nodes TEXT"], "tasks": ["gpu_slots TEXT", "node TEXT"],
               "failures": ["category TEXT"]}
-# gpu_slots: the GPU slots a task held (a session's gpu_shares slots per device); node: the node(s) it ran on,
-# comma-separated; a session's nodes: its allocation's node names (JSON list)
+# gpu_slots: the GPU slots a task held (a session's gpu_shares slots per device); a session's nodes: its
+# allocation's node names (JSON list)
 SESSION_COLUMNS = ("session", "started", "finished", "cores", "routes", "status", "gpus", "gpu_shares", "nodes")
-TASK_COLUMNS = ("uid", "session", "name", "kind", "stage", "round", "state", "cores", "gpus", "submitted", "scheduled",
-                "started", "finished", "backend", "partition", "slots", "attempts", "exit_code", "error", "gpu_slots",
-                "node")
+
+
+
 class StoreError(UserError):
     """The store cannot be used (a damaged file, a read-only run directory); the message says what to do."""
 
@@ -161,7 +163,7 @@ class DockRow:
     state_smiles: str | None = None  # the docked state that gave the score (stereo and charges)
 
 
-class Store:
+class Store(PredictionTables, TaskTables):
     """Typed access to ``campaign.db``; callers never write SQL."""
 
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
@@ -335,101 +337,6 @@ class Store:
         return {cid: (bool(ok), json.loads(failed))
                 for cid, ok, failed in self.db.execute("SELECT id, passed, failed FROM pose_checks")}
 
-    # surrogate ---------------------------------------------------------------
-    def add_model(self, round_: int, path: str, report: dict[str, Any]) -> None:
-        with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO models VALUES (?, ?, ?)", (round_, path, json.dumps(report)))
-
-    def model(self, round_: int) -> tuple[str, dict[str, Any]] | None:
-        row = self.db.execute("SELECT path, report FROM models WHERE round=?", (round_,)).fetchone()
-        return (row[0], json.loads(row[1])) if row else None
-
-    def models(self) -> list[tuple[int, dict[str, Any]]]:
-        return [(r, json.loads(rep)) for r, rep in self.db.execute("SELECT round, report FROM models ORDER BY round")]
-
-    def add_predictions(self, round_: int, batch: int, ids: Sequence[str], scores: np.ndarray,
-                        counts: tuple[int, int, int, int], failures: Iterable[tuple[str, str]],
-                        nominees: Sequence[tuple[str, str, float]],
-                        filtered: Iterable[tuple[str, str]] = ()) -> None:
-        """One inference batch in one transaction: its predictions (``scores[i]`` for ``ids[i]``, NaN where
-        not scored), failures and filtered compounds (id, reason), re-dock nominees (id, SMILES, predicted
-        score) and its done mark."""
-        if len(ids) != len(scores):
-            raise ValueError(f"batch {batch}: {len(ids)} ids but {len(scores)} scores")
-        blob = zlib.compress("\n".join(ids).encode(), 1)
-        values = np.ascontiguousarray(scores, dtype="<f4").tobytes()
-        with self.transaction() as db:
-            db.executemany("INSERT OR IGNORE INTO selections VALUES (?, 'redock', ?, ?, ?, ?)",
-                           [(round_, cid, batch, smi, score) for cid, smi, score in nominees])
-            db.execute("INSERT OR REPLACE INTO prediction_batches VALUES (?, ?, ?, ?)", (round_, batch, blob, values))
-            _insert_failures(db, "prepare", failures)
-            _insert_failures(db, "filter", filtered)
-            db.execute("INSERT OR REPLACE INTO inference_batches VALUES (?, ?, ?, ?, ?, ?)", (round_, batch, *counts))
-
-    def done_batches(self, round_: int) -> set[int]:
-        return {b for (b,) in self.db.execute("SELECT batch FROM inference_batches WHERE round=?", (round_,))}
-
-    def _prediction_batches(self, round_: int | None = None) -> Iterator[tuple[int, list[str], np.ndarray]]:
-        """(round, ids, scores) of every stored batch of ``round_`` (default: all), rounds in order; one batch
-        in memory at a time. A store written before batches were kept has one row per compound instead."""
-        rounds = [round_] if round_ is not None else [r for (r,) in self.db.execute(
-            "SELECT round FROM prediction_batches UNION SELECT round FROM predictions ORDER BY round")]
-        for r in rounds:
-            for ids, scores in self.db.execute("SELECT ids, scores FROM prediction_batches WHERE round=? "
-                                               "ORDER BY batch", (r,)):
-                text = zlib.decompress(ids).decode()
-                yield r, text.split("\n") if text else [], np.frombuffer(scores, dtype="<f4")
-            rows = self.db.execute("SELECT id, score FROM predictions WHERE round=?", (r,)).fetchall()
-            if rows:
-                yield r, [cid for cid, _ in rows], np.array([score for _, score in rows], dtype=np.float32)
-
-    def prediction_scores(self, round_: int) -> np.ndarray:
-        """Every predicted score of a round (float32, library order), read one batch at a time."""
-        parts = [scores[~np.isnan(scores)] for _, _, scores in self._prediction_batches(round_)]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-
-    def first_predictions(self, ids: Iterable[str]) -> dict[str, float]:
-        """id -> its prediction in the earliest round that predicted it (and was not pruned), for ``ids``.
-
-        One pass over the stored batches; memory holds one batch and the answer.
-        """
-        return _first_found(ids, self._prediction_batches())
-
-    def predictions_of(self, round_: int, ids: Iterable[str]) -> dict[str, float]:
-        """id -> its round-``round_`` prediction, for those of ``ids`` that have one."""
-        return _first_found(ids, self._prediction_batches(round_))
-
-    def prune_predictions(self) -> list[int]:
-        """Drop the per-compound predictions of every round before the newest that has any (its nominees,
-        with their SMILES and scores, stay in ``selections``); returns the rounds pruned. Call
-        :meth:`vacuum` to hand the space back to the file system."""
-        newest = self.db.execute("SELECT max(round) FROM (SELECT round FROM prediction_batches "
-                                 "UNION ALL SELECT round FROM predictions)").fetchone()[0]
-        if newest is None:
-            return []
-        rounds = [r for (r,) in self.db.execute(
-            "SELECT round FROM prediction_batches WHERE round<? UNION SELECT round FROM predictions WHERE round<? "
-            "ORDER BY round", (newest, newest))]
-        with self.transaction() as db:
-            db.execute("UPDATE selections SET smiles=(SELECT p.smiles FROM predictions p WHERE p.round=selections.round "
-                       "AND p.id=selections.id) WHERE smiles IS NULL AND stage='redock' AND round<?", (newest,))
-            db.execute("UPDATE selections SET score=(SELECT p.score FROM predictions p WHERE p.round=selections.round "
-                       "AND p.id=selections.id) WHERE score IS NULL AND stage='redock' AND round<?", (newest,))
-            db.execute("DELETE FROM prediction_batches WHERE round<?", (newest,))
-            db.execute("DELETE FROM predictions WHERE round<?", (newest,))
-        return rounds
-
-    def vacuum(self) -> None:
-        """Rewrite the file without its free pages (after a prune) and empty the write-ahead log, so the
-        space goes back to the file system; needs no other connection writing."""
-        self.db.execute("VACUUM")
-        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-    def inference_counts(self, round_: int) -> tuple[int, int, int, int]:
-        row = self.db.execute("SELECT count(*), coalesce(sum(n_scored),0), coalesce(sum(n_filtered),0), "
-                              "coalesce(sum(n_failed),0) FROM inference_batches WHERE round=?", (round_,)).fetchone()
-        return tuple(row)  # type: ignore[return-value]
-
     # selections (which compounds a stage picked, so a resumed run picks the same) --
     def select(self, round_: int, stage: str, ids: Iterable[str], batch: int = -1) -> None:
         with self.transaction() as db:
@@ -495,78 +402,9 @@ class Store:
     def failures(self) -> list[tuple[str, str, str]]:
         return list(self.db.execute("SELECT id, stage, reason FROM failures ORDER BY stage, id"))
 
-    # task records --------------------------------------------------------------
-    def add_task_records(self, session: int, records: Iterable[TaskRecord]) -> None:
-        rows = [
-            (r.uid, session, r.name, r.kind, r.tags.get("stage"), int(r.tags.get("round", 0)), r.state.value,
-             r.cores, r.gpus, r.submitted, r.scheduled, r.started, r.finished, r.backend, r.partition,
-             json.dumps(list(r.slots)), r.attempts, r.exit_code, r.error, json.dumps(list(r.gpu_slots)), r.node)
-            for r in records
-        ]
-        with self.transaction() as db:
-            db.executemany(f"INSERT OR REPLACE INTO tasks ({', '.join(TASK_COLUMNS)}) "
-                           f"VALUES ({', '.join('?' * len(TASK_COLUMNS))})", rows)
-
-    def done_task_durations(self) -> list[tuple[str, str, float]]:
-        """(stage, task name, seconds from start to finish) of every task that ended DONE."""
-        return list(self.db.execute("SELECT stage, name, finished - started FROM tasks WHERE state='DONE' AND "
-                                    "started IS NOT NULL AND finished IS NOT NULL ORDER BY session, started"))
-
-    def dock_task_sizes(self) -> dict[str, int]:
-        """Docking task key -> compounds it docked."""
-        return dict(self.db.execute("SELECT task, count(*) FROM docking GROUP BY task"))
-
-    def task_state_counts(self) -> list[tuple[str, str, int]]:
-        """(stage, state, tasks) over every session."""
-        return list(self.db.execute("SELECT stage, state, count(*) FROM tasks GROUP BY stage, state ORDER BY stage"))
-
-    def task_records(self, session: int) -> list[TaskRecord]:
-        """One session's task records, rebuilt for the runtime's metrics."""
-        return [TaskRecord(uid=r["uid"], name=r["name"], kind=r["kind"], cores=r["cores"], gpus=r["gpus"] or 0,
-                           tags={"stage": r["stage"] or ""}, state=TaskState(r["state"]), submitted=r["submitted"],
-                           scheduled=r["scheduled"], started=r["started"], finished=r["finished"],
-                           backend=r["backend"] or "", slots=tuple(r["slots"]), gpu_slots=tuple(r["gpu_slots"]))
-                for r in self.task_rows(session)]
-
-    def task_rows(self, session: int | None = None) -> list[dict[str, Any]]:
-        sql = f"SELECT {_select(self.db, 'tasks', TASK_COLUMNS)} FROM tasks"
-        args: tuple[Any, ...] = ()
-        if session is not None:
-            sql += " WHERE session=?"
-            args = (session,)
-        rows = [dict(zip(TASK_COLUMNS, row)) for row in self.db.execute(sql + " ORDER BY submitted", args)]
-        for row in rows:
-            row["slots"] = json.loads(row["slots"] or "[]")
-            row["gpu_slots"] = json.loads(row["gpu_slots"] or "[]")
-        return rows
-
-
-def _select(db: sqlite3.Connection, table: str, cols: Sequence[str]) -> str:
-    """``cols`` for a SELECT, NULL for those an older read-only store lacks (it was not migrated)."""
-    present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-    return ", ".join(c if c in present else "NULL" for c in cols)
-def _insert_failures(db: sqlite3.Connection, stage: str, failures: Iterable[tuple[str, str]]) -> None:
-    from .stages.skips import category
-
-    db.executemany("INSERT OR IGNORE INTO failures (id, stage, reason, category) VALUES (?, ?, ?, ?)",
-                   [(cid, stage, reason, category(reason)) for cid, reason in failures])
 
 
 def md_details(store: Store) -> dict[str, dict[str, Any]]:
     """id -> the MD stage's result document (replica means, intervals) of each scored compound (read by the
     report and export only; kept out of :class:`Store`, which is long enough)."""
     return {i: json.loads(doc) for i, doc in store.db.execute("SELECT id, result FROM md WHERE result IS NOT NULL")}
-
-
-def _first_found(ids: Iterable[str], batches: Iterator[tuple[int, list[str], np.ndarray]]) -> dict[str, float]:
-    """id -> the first scored value met for it in ``batches`` (rounds in order), for ``ids``; stops early
-    once every id is found."""
-    wanted, found = set(ids), {}
-    for _, batch_ids, scores in batches:
-        if not wanted:
-            break
-        for i, cid in enumerate(batch_ids):
-            if cid in wanted and not np.isnan(scores[i]):
-                found[cid] = float(scores[i])
-                wanted.discard(cid)
-    return found

@@ -59,7 +59,35 @@ class Placement:
     hosts: str = ""  # the names of its nodes, comma-separated (what the task's record says)
 
 
-class SlotBroker:
+class NodeLoss:
+    """A lost node (see ``runtime.node_watch``) leaves the pool for good: its free slots at once, its busy ones
+    when their tasks end (they are not given back). Part of :class:`SlotBroker`, which holds the state."""
+
+    _lock: threading.Lock
+    _free_cores: list[list[int]]
+    _free_gpus: list[list[int]]
+    _node_cores: list[int]  # what each node has in the pool: 0 once it is lost
+    _node_gpus: list[int]
+    capacity_cores: int
+    capacity_gpus: int
+    node_of_core: Callable[[int], int]
+    node_of_gpu: Callable[[int], int]
+
+    def mark_down(self, node: int) -> None:
+        """Node ``node`` is lost: its slots leave the pool, busy ones included (they are not given back)."""
+        with self._lock:
+            self.capacity_cores -= self._node_cores[node]
+            self.capacity_gpus -= self._node_gpus[node]
+            self._node_cores[node] = self._node_gpus[node] = 0
+            del self._free_cores[node][:], self._free_gpus[node][:]
+
+    def _still_up(self, cores: Sequence[int], gpus: Sequence[int]) -> tuple[list[int], list[int]]:
+        """Those of these slots whose node is still in the pool (a lost node has none there)."""
+        return ([c for c in cores if self._node_cores[self.node_of_core(c)]],
+                [g for g in gpus if self._node_gpus[self.node_of_gpu(g)]])
+
+
+class SlotBroker(NodeLoss):
     """The free core and GPU slots of an allocation (or of a fenced share of it), per node."""
 
     def __init__(self, allocation: Allocation, cores: Iterable[int] | None = None,
@@ -84,7 +112,6 @@ class SlotBroker:
         self._gpu_members = frozenset(gpus)
         self._node_cores = [len(f) for f in self._free_cores]  # what each node has in this pool
         self._node_gpus = [len(f) for f in self._free_gpus]
-        self._down: set[int] = set()  # nodes lost (mark_down): their slots never come back
         self._lock = threading.Lock()
         self._used: dict[str, int] = {}
         self._weight: dict[str, float] = {}
@@ -100,15 +127,6 @@ class SlotBroker:
 
     def node_of_core(self, slot: int) -> int:
         return slot // self.cores_per_node
-
-    def mark_down(self, node: int) -> None:
-        """Node ``node`` is lost: its slots leave the pool, busy ones included (they are not given back)."""
-        with self._lock:
-            self._down.add(node)
-            self.capacity_cores, self.capacity_gpus = (self.capacity_cores - self._node_cores[node],
-                                                       self.capacity_gpus - self._node_gpus[node])
-            self._node_cores[node] = self._node_gpus[node] = 0
-            del self._free_cores[node][:], self._free_gpus[node][:]
 
     def node_of_gpu(self, slot: int) -> int:
         return slot // self.gpus_per_node if self.gpus_per_node else 0
@@ -213,8 +231,7 @@ class SlotBroker:
         with self._lock:
             self.activity += 1
             self._used[view.runtime] -= len(cores)
-            cores = [c for c in cores if self.node_of_core(c) not in self._down]  # a lost node's slots stay lost
-            gpus = [g for g in gpus if self.node_of_gpu(g) not in self._down]
+            cores, gpus = self._still_up(cores, gpus)  # a lost node's slots stay lost
             for c in sorted(cores, reverse=True):
                 node = self.node_of_core(c)
                 self._free_cores[node].append(c)
@@ -303,32 +320,7 @@ class SlotBroker:
         return len(self._free_cores[node]) >= n_cores and self._gpu_pick(node, n_gpus) is not None
 
     def _gpu_pick(self, node: int, n: int) -> list[int] | None:
-        """``n`` free GPU slots of ``node`` that a task can use together: with several slots per device
-        (shares), whole free devices for a whole-GPU request, and for a fraction, slots of one device
-        (the fullest that has room, so that whole devices stay free); None when there are none."""
-        free = self._free_gpus[node]
-        if n == 0:
-            return []
-        if len(free) < n:
-            return None
-        k = self.gpu_shares
-        if k == 1:
-            return sorted(free)[:n]
-        by_device: dict[int, list[int]] = {}
-        for g in free:
-            by_device.setdefault(g // k, []).append(g)
-        whole = sorted(d for d, slots in by_device.items() if len(slots) == k)
-        n_whole, part = divmod(n, k)
-        if len(whole) < n_whole:
-            return None
-        picked = [g for d in whole[:n_whole] for g in sorted(by_device[d])]
-        if part:
-            rest = [(len(slots), d) for d, slots in by_device.items() if d not in whole[:n_whole] and len(slots) >= part]
-            if not rest:
-                return None
-            _, d = min(rest)
-            picked += sorted(by_device[d])[:part]
-        return picked
+        return pick_gpu_slots(self._free_gpus[node], n, self.gpu_shares)
 
     def _take_gpus(self, node: int, slots: list[int]) -> tuple[int, ...]:
         stack = self._free_gpus[node]
@@ -343,6 +335,34 @@ class SlotBroker:
         taken = stack[-n:]
         del stack[-n:]
         return tuple(reversed(taken))
+
+
+def pick_gpu_slots(free: Sequence[int], n: int, shares: int) -> list[int] | None:
+    """``n`` of the ``free`` GPU slots that a task can use together: with ``shares`` slots per device, whole
+    free devices for a whole-GPU request, and for a fraction, slots of one device (the fullest that has room,
+    so that whole devices stay free); None when there are none."""
+    if n == 0:
+        return []
+    if len(free) < n:
+        return None
+    k = shares
+    if k == 1:
+        return sorted(free)[:n]
+    by_device: dict[int, list[int]] = {}
+    for g in free:
+        by_device.setdefault(g // k, []).append(g)
+    whole = sorted(d for d, slots in by_device.items() if len(slots) == k)
+    n_whole, part = divmod(n, k)
+    if len(whole) < n_whole:
+        return None
+    picked = [g for d in whole[:n_whole] for g in sorted(by_device[d])]
+    if part:
+        rest = [(len(slots), d) for d, slots in by_device.items() if d not in whole[:n_whole] and len(slots) >= part]
+        if not rest:
+            return None
+        _, d = min(rest)
+        picked += sorted(by_device[d])[:part]
+    return picked
 
 
 class SlotView:

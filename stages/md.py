@@ -45,7 +45,6 @@ the platform it ran on; frames are scored in double precision.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import tempfile
@@ -60,14 +59,12 @@ from openmm import app, unit
 from rdkit import Chem
 
 from . import amber, device, gaff2, mmgbsa, pocket, tleap
-from ..fileio import write_json
 from .errors import StageInputError
 
 __all__ = [
     "MDSettings", "ReplicaResult", "MDResult", "MDInstabilityError", "Prepared", "prepare", "run_replica",
     "refine_and_score", "run_ensemble", "EnsembleInputs", "ensemble_result", "md_system", "minimise", "time_steps", "read_ligand", "bootstrap_ci95", "replica_seed",
     "compound_seed",
-    "main",
 ]
 
 SOLVENTS = ("implicit", "explicit")
@@ -660,63 +657,5 @@ def report_failure(exc: BaseException, subject: object, simulation: str) -> int:
     return code
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m impeccable.stages.md --receptor R.pdb --ligand pose.sdf --out result.json``; ``... validate``;
-    ``... prepare`` / ``... replica`` (the steps of a campaign's MD, see ``md_tasks``)."""
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["validate"]:
-        from . import md_validate
-
-        return md_validate.main(argv[1:])
-    if argv[:1] in (["prepare"], ["replica"]):  # one step of an ensemble run as separate tasks
-        from . import md_tasks
-
-        return md_tasks.main(argv[0], argv[1:])
-    p = argparse.ArgumentParser(prog="python -m impeccable.stages.md", description=__doc__.split("\n\n")[0])
-    p.add_argument("--receptor", required=True, type=Path, help="protonated protein PDB")
-    p.add_argument("--ligand", required=True, type=Path, help="pose SDF: hydrogens, 3D, title = compound id")
-    p.add_argument("--out", required=True, type=Path, help="result JSON (written atomically)")
-    p.add_argument("--param-cache", type=Path, default=None,
-                   help="folder of cached GAFF2/AM1-BCC parameters, shared by all compounds of a run")
-    p.add_argument("--workdir", type=Path, default=None, help="tleap files and frames (default: amber/ beside --out)")
-    d = MDSettings()
-    p.add_argument("--replicas", type=int, default=d.replicas)
-    p.add_argument("--length-ps", type=float, default=d.length_ps, help="production per replica")
-    p.add_argument("--equilibration-ps", type=float, default=d.equilibration_ps)
-    p.add_argument("--frame-interval-ps", type=float, default=d.frame_interval_ps)
-    p.add_argument("--solvent", choices=SOLVENTS, default=d.solvent)
-    p.add_argument("--ligand-forcefield", choices=LIGAND_FORCEFIELDS, default=d.ligand_forcefield)
-    p.add_argument("--mmpbsa-py", choices=MMPBSA_METHODS, default=d.mmpbsa_py,
-                   help="also score the frames with AmberTools' MMPBSA.py")
-    p.add_argument("--pocket-radius", type=float, default=d.pocket_radius_angstrom, help="angstrom")
-    p.add_argument("--full-receptor", action="store_true", help="no trimming, no restraints")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--platform", default=d.platform, choices=device.PLATFORMS,
-                   help="OpenMM platform (auto: CUDA, HIP or OpenCL where a GPU is visible)")
-    p.add_argument("--precision", default=d.precision, choices=device.PRECISIONS, help="on a GPU platform")
-    p.add_argument("--threads", type=int, default=None)
-    a = p.parse_args(argv)
-    settings = MDSettings(
-        replicas=a.replicas, length_ps=a.length_ps, equilibration_ps=a.equilibration_ps,
-        frame_interval_ps=a.frame_interval_ps, solvent=a.solvent, ligand_forcefield=a.ligand_forcefield,
-        mmpbsa_py=a.mmpbsa_py, pocket_radius_angstrom=None if a.full_receptor else a.pocket_radius,
-        seed=a.seed, platform=a.platform, threads=a.threads, precision=a.precision,
-    )
-    workdir = a.workdir or a.out.parent / "amber"
-    try:
-        result = refine_and_score(a.receptor, a.ligand, settings, a.param_cache, workdir)
-    except CLI_FAILURES as exc:
-        return report_failure(exc, a.ligand, f"MD of {a.ligand}")
-    write_json(a.out, result.to_json())
-    from .intervals import describe_replicas
-
-    print(
-        f"MM/GBSA {describe_replicas(result.replica_means_kcal_mol, 'kcal/mol')}, ligand RMSD "
-        f"{result.ligand_rmsd_mean_angstrom} A ({settings.replicas} replicas, {result.n_frames} frames, {settings.solvent} solvent, "
-        f"{result.timings_s['total']:.1f} s) -> {a.out}"
-    )
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit("the MD command is `python -m impeccable.stages.md_cli` (validate, prepare and replica included)")

@@ -180,7 +180,7 @@ def _inputs_from_json(doc: dict[str, Any]) -> Any:
 def command(step: str, folder: Path, receptor_pdb: Path | None = None, param_cache: Path | None = None,
             index: int | None = None) -> list[str]:
     """The command line of an executable step (``prepare`` or ``replica``) on ``folder``."""
-    argv = [sys.executable, "-m", "impeccable.stages.md", step, "--folder", str(folder)]
+    argv = [sys.executable, "-m", "impeccable.stages.md_cli", step, "--folder", str(folder)]
     if step == "prepare":
         argv += ["--receptor", str(receptor_pdb)]
         if param_cache is not None:
@@ -193,10 +193,10 @@ def command(step: str, folder: Path, receptor_pdb: Path | None = None, param_cac
 
 
 def main(step: str, argv: list[str]) -> int:
-    """``python -m impeccable.stages.md prepare|replica --folder F ...``; exit 2 for bad input, 1 for a failed run."""
+    """``python -m impeccable.stages.md_cli prepare|replica --folder F ...``; exit 2 for bad input, 1 for a failed run."""
     from . import md
 
-    p = argparse.ArgumentParser(prog=f"python -m impeccable.stages.md {step}", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=f"python -m impeccable.stages.md_cli {step}", description=__doc__.split("\n\n")[0])
     p.add_argument("--folder", required=True, type=Path, help="the compound's folder: pose.sdf and settings.json")
     if step == "prepare":
         p.add_argument("--receptor", required=True, type=Path, help="protonated protein PDB")

@@ -1,4 +1,4 @@
-"""``python -m impeccable.stages.md validate --json FILE``: the MD stage checked against AmberTools.
+"""``python -m impeccable.stages.md_cli validate --json FILE``: the MD stage checked against AmberTools.
 
 Every conversion between programs is checked by computing the same energy in
 both (tleap writes the topologies; OpenMM and sander/MMPBSA.py read them):
@@ -246,8 +246,8 @@ def validate(threads: int = 1, cache: Path | None = None, work: Path | None = No
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m impeccable.stages.md validate --json FILE [--threads N] [--param-cache DIR]``."""
-    p = argparse.ArgumentParser(prog="python -m impeccable.stages.md validate", description=__doc__.split("\n\n")[0])
+    """``python -m impeccable.stages.md_cli validate --json FILE [--threads N] [--param-cache DIR]``."""
+    p = argparse.ArgumentParser(prog="python -m impeccable.stages.md_cli validate", description=__doc__.split("\n\n")[0])
     p.add_argument("--json", required=True, type=Path, help="where the results go")
     p.add_argument("--threads", type=int, default=1, help="OpenMM CPU threads (speed figures depend on it)")
     p.add_argument("--param-cache", type=Path, default=None, help="reuse AM1-BCC parameters (default: made afresh)")

@@ -14,12 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from impeccable.stages import amber, gaff2, md, md_cli, md_tasks, md_validate, tleap
+from impeccable.stages.errors import StageInputError
+from impeccable.stages.md import (
+    MDSettings,
+    bootstrap_ci95,
+    refine_and_score,
+    replica_seed,
+)
 from rdkit import Chem
 from rdkit.Chem import AllChem
-
-from impeccable.stages import amber, gaff2, md, md_tasks, md_validate, tleap
-from impeccable.stages.errors import StageInputError
-from impeccable.stages.md import MDSettings, bootstrap_ci95, refine_and_score, replica_seed
 
 REPO = Path(__file__).resolve().parents[1]
 RECEPTOR_DIR = REPO / "data" / "receptors" / "4jsv"
@@ -34,7 +38,7 @@ TINY = dict(replicas=1, equilibration_ps=0.02, length_ps=0.1, frame_interval_ps=
 
 
 def _run(tmp_path: Path, receptor: Path, ligand: Path, capsys, *extra: str) -> tuple[int, str]:
-    code = md.main(["--receptor", str(receptor), "--ligand", str(ligand), "--out", str(tmp_path / "r.json"), *extra])
+    code = md_cli.main(["--receptor", str(receptor), "--ligand", str(ligand), "--out", str(tmp_path / "r.json"), *extra])
     return code, capsys.readouterr().err
 
 
@@ -142,7 +146,7 @@ def test_cache_key_depends_on_the_molecule_not_the_pose_or_atom_order():
 
 
 def test_validate_subcommand_names_a_missing_receptor_folder(tmp_path, capsys):
-    code = md.main(["validate", "--json", str(tmp_path / "v.json"), "--receptor-dir", str(tmp_path)])
+    code = md_cli.main(["validate", "--json", str(tmp_path / "v.json"), "--receptor-dir", str(tmp_path)])
     err = capsys.readouterr().err
     if amber.available():
         assert code == 2 and f"--receptor-dir {tmp_path}: no receptor.pdb" in err
@@ -248,10 +252,10 @@ def test_ensemble_as_separate_tasks_gives_the_numbers_of_one_process(docked_pose
     folder.mkdir()
     (folder / "pose.sdf").write_text(docked_pose.read_text())
     (folder / "settings.json").write_text(json.dumps(dataclasses.asdict(settings)))
-    assert md.main(["prepare", "--folder", str(folder), "--receptor", str(RECEPTOR_PDB),
+    assert md_cli.main(["prepare", "--folder", str(folder), "--receptor", str(RECEPTOR_PDB),
                     "--param-cache", str(param_cache)]) == 0
     for i in (1, 0):  # any order: the replicas are independent
-        assert md.main(["replica", "--folder", str(folder), "--index", str(i)]) == 0
+        assert md_cli.main(["replica", "--folder", str(folder), "--index", str(i)]) == 0
     steps = md_tasks.combine_step(folder)
     assert steps["replica_means_kcal_mol"] == whole.replica_means_kcal_mol
     assert [r["frames_kcal_mol"] for r in steps["per_replica"]] == [r.frames_kcal_mol for r in whole.per_replica]
@@ -265,7 +269,7 @@ def test_ensemble_as_separate_tasks_gives_the_numbers_of_one_process(docked_pose
     (folder / "replica_1.json").write_text(json.dumps({"fingerprint": other, "replica": {}}))
     with pytest.raises(StageInputError, match="replica_1.json: made from other inputs"):
         md_tasks.combine_step(folder)
-    assert md.main(["replica", "--folder", str(folder), "--index", "2"]) == 2  # only 2 replicas: a named error
+    assert md_cli.main(["replica", "--folder", str(folder), "--index", "2"]) == 2  # only 2 replicas: a named error
 
 
 @pytest.mark.slow
