@@ -157,11 +157,12 @@ def _receptor_pdb(store: Store) -> Path | None:
     return path if path.is_file() else None
 
 
-def print_top(store: Store, n: int = 10) -> None:
-    table = Table(title=f"top {n} compounds")
+def print_top(hits: Sequence[Hit]) -> None:
+    """The top table `impeccable run` prints (``hits``: e.g. ``Run.ranked(10)``)."""
+    table = Table(title=f"top {len(hits)} compounds")
     for col in ("rank", "id", "dock (kcal/mol)", "LE", "surrogate", "MM/GBSA (kcal/mol)", "SMILES"):
         table.add_column(col)
-    for hit in ranked_hits(store)[:n]:
+    for hit in hits:
         pred = "" if hit.predicted is None else f"{hit.predicted:.2f}"
         le = "" if hit.ligand_efficiency is None else f"{hit.ligand_efficiency:.2f}"
         table.add_row(str(hit.rank), hit.id, f"{hit.dock_score:.2f}", le, pred, hit.mmgbsa_text, hit.smiles)

@@ -124,3 +124,14 @@ def test_run_campaign_hands_its_pilot_and_progress_to_the_runner(tmp_path, monke
     assert seen["campaign"].name == "demo" and run.run_dir == tmp_path / "r"
     impeccable.run_campaign(DEMO)  # no run_dir: the campaign's own (runs/demo)
     assert seen["run_dir"] == Path("runs/demo") and seen["progress"] is None
+
+
+def test_run_prints_the_top_table_from_the_ranked_hits(tmp_path, capsys):
+    """`impeccable run` prints `print_top(run.ranked(10))`; the merge of issue 27 left print_top taking a
+    store, and every finished `impeccable run` ended with "'list' object has no attribute 'md_results'"."""
+    from impeccable.results import print_top
+
+    finished_run(tmp_path)
+    print_top(impeccable.open_run(tmp_path).ranked(3))
+    out = capsys.readouterr().out
+    assert "top 3 compounds" in out and "adp" in out
