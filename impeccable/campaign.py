@@ -181,7 +181,7 @@ class CampaignRunner(MDRescoring):
     def _round_complete(self, r: int) -> bool:
         if self.store.model(r) is None or len(self.store.done_batches(r)) < self.n_batches:
             return False
-        return self.store.selected(r, "redock") <= self.docked and set(self._top_docked(r)) <= self.md_done
+        return self.store.selected(r, "redock") <= self.docked and self._top_ids(r) <= self.md_done
 
     # ------------------------------------------------------------------ 1. seed docking
     def _seed_docking(self) -> None:

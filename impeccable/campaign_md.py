@@ -37,7 +37,7 @@ class MDRescoring:
         ``md.top_m`` speculative runs; the round end makes sure the final top-M all have MD. Streaming thus
         costs at most top-M extra MD runs per round and never misses a hit.
         """
-        top = self.top.ids if self.last_docked_round <= r else set(self._top_docked(r))  # O(1), not O(top-M)
+        top = self._top_ids(r)
         if r not in self.speculative:  # survives a resume: the budget is not spent twice
             self.speculative[r] = self.store.speculative_md(r)
         started = self.speculative[r]
@@ -52,6 +52,10 @@ class MDRescoring:
         if self.last_docked_round <= r:
             return self.top.ranked()
         return self.store.best_docked(self.c.md.top_m, max_round=r)
+
+    def _top_ids(self, r: int) -> set[str]:
+        """:meth:`_top_docked` as a set: the in-memory one where it answers from memory (O(1), not O(top-M))."""
+        return self.top.ids if self.last_docked_round <= r else set(self._top_docked(r))
 
     def _note_docked(self, rows: list[Any]) -> None:
         for row in rows:
