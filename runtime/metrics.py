@@ -58,7 +58,7 @@ def summarize(records: Sequence[TaskRecord], cores: int, gpus: int = 0, gpu_shar
     submitted = [r.submitted for r in records if r.submitted is not None]
     makespan = (max(r.finished for r in finished) - min(submitted)) if finished and submitted else 0.0  # type: ignore[type-var,operator]
     done = sum(1 for r in records if r.state is TaskState.DONE)
-    busy = sum(held(r) * (r.finished - r.started) for r in ran)  # type: ignore[operator]
+    busy = sum(held(r) * (r.finished - r.started) for r in ran)  # type: ignore[operator,misc]
     queue_waits = [r.scheduled - r.submitted for r in records if r.scheduled is not None and r.submitted is not None]
     launches = [r.started - r.scheduled for r in ran if r.scheduled is not None]  # type: ignore[operator]
     runtimes = [r.finished - r.started for r in ran]  # type: ignore[operator]
@@ -101,7 +101,7 @@ def per_node_utilization(records: Sequence[TaskRecord], nodes: Sequence[str], co
 
 def _gpu_figures(ran: Sequence[TaskRecord], makespan: float, gpus: int, gpu_shares: int) -> dict[str, Any]:
     devices = gpus / gpu_shares
-    busy = sum(held_gpus(r) * (r.finished - r.started) for r in ran) / gpu_shares  # type: ignore[operator]
+    busy = sum(held_gpus(r) * (r.finished - r.started) for r in ran) / gpu_shares  # type: ignore[operator,misc]
     return {"gpus": devices, "busy_gpu_s": busy,
             "gpu_utilization": busy / (devices * makespan) if devices and makespan > 0 else None}
 
@@ -188,24 +188,26 @@ def utilisation_losses(records: Sequence[TaskRecord], cores: int,
     if not ran:
         return {}
     t0 = min(r.submitted for r in records if r.submitted is not None)
-    t1 = max(r.finished for r in ran)  # type: ignore[type-var]
+    t1: float = max(r.finished for r in ran)  # type: ignore[type-var,assignment]
     capacity = cores * (t1 - t0)
     if capacity <= 0:
         return {}
-    busy = sum(held(r) * (r.finished - r.started) for r in ran)  # type: ignore[operator]
-    launching = sum(held(r) * (r.started - r.scheduled) for r in ran)  # type: ignore[operator]
+    busy = sum(held(r) * (r.finished - r.started) for r in ran)  # type: ignore[operator,misc]
+    launching = sum(held(r) * (r.started - r.scheduled) for r in ran)  # type: ignore[operator,misc]
     phases: dict[str, list[TaskRecord]] = {}
     for r in sorted(ran, key=lambda r: r.submitted or 0.0):
         phases.setdefault(phase_of(r), []).append(r)
     windows: list[tuple[float, float, str]] = []  # (from, to, category) of the phases' tails and gaps
-    spans = [(max(r.scheduled for r in rs), max(r.finished for r in rs), min(r.scheduled for r in rs))  # type: ignore[type-var]
+    spans: list[tuple[float, float, float]] = [
+        (max(r.scheduled for r in rs), max(r.finished for r in rs), min(r.scheduled for r in rs))  # type: ignore[type-var,misc]
              for rs in phases.values()]
     for i, (last_placed, last_finished, _) in enumerate(spans):
         windows.append((last_placed, last_finished, "phase_tail"))
         if i + 1 < len(spans):
             windows.append((last_finished, spans[i + 1][2], "between_phases"))
     idle = {"phase_tail": 0.0, "between_phases": 0.0, "waiting": 0.0}
-    events = sorted([(r.scheduled, held(r)) for r in ran] + [(r.finished, -held(r)) for r in ran])  # type: ignore[misc]
+    events: list[tuple[float, int]] = sorted(
+        [(r.scheduled, held(r)) for r in ran] + [(r.finished, -held(r)) for r in ran])  # type: ignore[arg-type,misc]
     holding, last = 0, t0
     for when, delta in [*events, (t1, 0)]:
         _add_idle(idle, windows, last, when, cores - holding)

@@ -193,7 +193,7 @@ class SlotBroker(NodeLoss):
               only: Iterable[int] | None = None) -> Placement | None:
         stall = None
         with self._lock:
-            nodes = view.nodes if view.nodes is not None else range(self.n_nodes)
+            nodes: Sequence[int] = view.nodes if view.nodes is not None else range(self.n_nodes)
             if only is not None:
                 allowed = set(only)
                 nodes = [n for n in nodes if n in allowed]
@@ -286,9 +286,9 @@ class SlotBroker(NodeLoss):
             return None
         if len(chosen) == 1:  # the whole task on one node
             fit = chosen[0]
-            cores = self._pop(self._free_cores[fit], sum(c for c, _ in processes))
-            gpus = self._take_gpus(fit, self._gpu_pick(fit, sum(g for _, g in processes)) or [])
-            return Placement(cores, gpus, (fit,) * len(processes), self.allocation.nodes[fit])
+            on_one = self._pop(self._free_cores[fit], sum(c for c, _ in processes))
+            gpus_on_one = self._take_gpus(fit, self._gpu_pick(fit, sum(g for _, g in processes)) or [])
+            return Placement(on_one, gpus_on_one, (fit,) * len(processes), self.allocation.nodes[fit])
         # wider than a node: whole free nodes, nothing else runs there, processes spread evenly
         cores: tuple[int, ...] = ()
         gpus: tuple[int, ...] = ()

@@ -381,7 +381,8 @@ class Reactor:
             self._give_back(job)  # its processes have ended: the slots are the pilot's again (see flux_instance)
 
     def _final(self, job: _Job, when: float) -> None:
-        del self.jobs[job.jobid]  # type: ignore[index]
+        assert job.jobid is not None  # only submitted jobs reach their end
+        del self.jobs[job.jobid]
         sub = job.sub
         outcome = job_outcome(job.exception, job.status, job.cancel_reason, job.began, sub.task.timeout_s)
         when = job.ended or when

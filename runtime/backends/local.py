@@ -127,6 +127,7 @@ class PipeTransport:
         process = self._mp.Process(target=worker_module.main, args=(child, self._preload, self._env), daemon=True,
                                     name="impeccable-worker")
         process.start()
+        assert process.pid is not None  # started above
         reaper.watch_process(process.pid)  # a worker busy in a long call must not outlive the pilot
         child.close()
         pipe = FramedPipe(os.dup(parent.fileno()))

@@ -11,6 +11,7 @@ tail, for the failure reason); nothing polls.
 
 from __future__ import annotations
 
+import functools
 import os
 import selectors
 import signal
@@ -125,7 +126,7 @@ class ProcessRunner:
             os.set_blocking(child.stderr_fd, False)
             selector.register(child.stderr_fd, selectors.EVENT_READ, lambda fd, c=child: self._read_stderr(c))
         if task.timeout_s:
-            self.host.arm(time.time() + task.timeout_s, lambda c=child: self._timed_out(c))
+            self.host.arm(time.time() + task.timeout_s, functools.partial(self._timed_out, child))
 
     def _failed_to_start(self, sub: Submission, cores: tuple[int, ...], gpus: tuple[int, ...], reason: str,
                          final: bool = False) -> None:

@@ -220,6 +220,7 @@ class SlurmAllocation:
         # salloc holds the allocation while its command runs; the command is `cat` on a pipe from this
         # process, so the allocation ends when the pilot does, even if the pilot is killed (SIGKILL).
         argv = self.salloc_argv()
+        self._holder: subprocess.Popen[str] | None
         try:
             self._holder = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                             stderr=subprocess.PIPE, text=True, start_new_session=True)

@@ -194,12 +194,12 @@ def bench(backend: str, workload: str, n_tasks: int, cores: int, duration_s: flo
     workload_phases(backend, workload, 3, duration_s)  # validates the pair
     compare_static = static and backend == "hybrid" and workload == PHASED and not exclusive
     ours: list[RunResult] = []
-    static: list[RunResult] = []
+    static_runs: list[RunResult] = []  # the fenced runs (compare_static)
     raws: dict[str, list[float]] = {}
     for _ in range(repeat):
         ours.append(run_pilot(backend, workload, n_tasks, cores, duration_s, options, nodes, exclusive))
         if compare_static:
-            static.append(run_pilot(backend, workload, n_tasks, cores, duration_s, options, nodes, True))
+            static_runs.append(run_pilot(backend, workload, n_tasks, cores, duration_s, options, nodes, True))
         if raw and backend != "hybrid":
             for name, value in raw_baselines(backend, workload, n_tasks, cores, duration_s).items():
                 raws.setdefault(name, []).append(value)
@@ -223,14 +223,15 @@ def bench(backend: str, workload: str, n_tasks: int, cores: int, duration_s: flo
         **{k: statistics.median(r.cpu[k] for r in ours) for k in ours[0].cpu},
         "runs_throughput_tasks_per_s": [r.metrics["throughput_tasks_per_s"] for r in ours],
         "runs_utilization": [r.metrics["utilization"] for r in ours],
-        "static": {**_medians(static), "runs_utilization": [r.metrics["utilization"] for r in static]} if static else None,
+        "static": ({**_medians(static_runs), "runs_utilization": [r.metrics["utilization"] for r in static_runs]}
+                   if static_runs else None),
         "raw_throughput_tasks_per_s": raw_median,  # the strongest baseline's median
         "raw_baseline": strongest,
         "raw_baselines_tasks_per_s": baselines,
         "ratios_to_raw": {name: throughput / value for name, value in baselines.items() if value},
         "runs_raw_throughput_tasks_per_s": raws,
         "ratio_to_raw": (throughput / raw_median) if raw_median else None,
-        "stall_events": [event for run in ours + static for event in run.stalls],
+        "stall_events": [event for run in ours + static_runs for event in run.stalls],
         "machine": machine_info(),
     }
 

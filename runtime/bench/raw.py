@@ -56,10 +56,10 @@ def raw_subprocess(argv: list[str], n_tasks: int, cores: int) -> float:
             running[p.pid] = p
             launched += 1
         pid, status = os.wait()
-        p = running.pop(pid, None)
-        if p is not None:
-            p.returncode = os.waitstatus_to_exitcode(status)
-            p.stderr.close()  # type: ignore[union-attr]
+        ended = running.pop(pid, None)
+        if ended is not None:
+            ended.returncode = os.waitstatus_to_exitcode(status)
+            ended.stderr.close()  # type: ignore[union-attr]
     return n_tasks / (time.perf_counter() - t0)
 
 
