@@ -37,8 +37,8 @@
 # slurmstepd and every client listen inside their namespace, which has only lo and its bridge link; the
 # namespaces have no default route.
 set -euo pipefail
-# the slurm.conf settings shared with the single-node cluster (runtime/backends/slurm-local.sh)
-source "$(dirname "${BASH_SOURCE[0]}")/../runtime/backends/slurm-conf-shared.sh"
+# the slurm.conf core and stop_pids, shared with the single-node cluster (runtime/backends/slurm-local.sh)
+source "$(dirname "${BASH_SOURCE[0]}")/../runtime/backends/slurm-common.sh"
 
 BASE=${IMPECCABLE_CLUSTER_DIR:-/tmp/impeccable-cluster}
 CPUS=${IMPECCABLE_CLUSTER_CPUS:-4}
@@ -57,7 +57,6 @@ DRAGON_ARGS="-t tcp --network-prefix eth0"
 
 log() { echo "[cluster] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}'; }
 
@@ -225,20 +224,6 @@ do_start() {
 }
 
 # ------------------------------------------------------------------ stop
-stop_pids() {  # pidfile... : TERM all at once (each daemon takes ~2 s), KILL what stays
-  local pf pid i left pids=()
-  for pf in "$@"; do
-    if alive "$pf"; then pid=$(cat "$pf"); kill "$pid" 2>/dev/null || true; pids+=("$pid"); fi
-  done
-  for i in $(seq 100); do
-    left=0
-    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && left=1; done
-    [ "$left" = 0 ] && break
-    sleep 0.1
-  done
-  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  rm -f "$@"
-}
 
 kill_namespace() {  # NS: SIGKILL every process inside it (all of them were started into it by this script)
   local ns=$1 pids
@@ -255,11 +240,7 @@ do_stop() {
     return 0
   fi
   need_root stop
-  if alive "$BASE/run/slurmctld.pid"; then   # end jobs cleanly first
-    squeue -h -o %i 2>/dev/null | xargs -r scancel 2>/dev/null || true
-    local i
-    for i in $(seq 30); do [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break; sleep 0.1; done
-  fi
+  cancel_jobs "$BASE/run/slurmctld.pid" 30   # end jobs cleanly first
   stop_pids "$BASE"/run/slurmd-*.pid
   for ns in $(our_namespaces); do kill_namespace "$ns"; done
   stop_pids "$BASE/run/slurmctld.pid" "$BASE/run/munged.pid"

@@ -43,6 +43,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -174,30 +175,21 @@ class Docker:
         return score, mols[0]
 
 
-def dock_ligands(
-    receptor: Receptor,
-    records: Iterable[tuple[str, str]],
-    *,
-    site: BindingSite | None = None,
-    exhaustiveness: int = 8,
-    n_poses: int = 1,
-    seed: int = DEFAULT_DOCK_SEED,
-    cpu: int = 1,
-    states: StateOptions = StateOptions(),
-) -> Iterator[DockResult | LigandFailure]:
+def dock_ligands(receptor: Receptor, records: Iterable[tuple[str, str]],
+                 **options: Any) -> Iterator[DockResult | LigandFailure]:
     """Dock each (id, smiles) record into the site box; one result or failure per record, in order.
 
-    ``site`` overrides the receptor's own box. Maps are computed when the first record is requested.
+    ``options`` are :class:`Docker`'s (``site``, ``exhaustiveness``, ``n_poses``, ``seed``, ``cpu``,
+    ``states``). Maps are computed when the first record is requested.
     """
-    docker = Docker(receptor, site=site, exhaustiveness=exhaustiveness, n_poses=n_poses, seed=seed, cpu=cpu,
-                    states=states)
+    docker = Docker(receptor, **options)
     for cid, smiles in records:
         yield docker.dock(cid, smiles)
 
 
 def dock_one(receptor: Receptor, cid: str, smiles: str, **options: object) -> DockResult | LigandFailure:
     """Dock a single molecule (computes the maps: for batches use :func:`dock_ligands`)."""
-    return next(dock_ligands(receptor, [(cid, smiles)], **options))  # type: ignore[arg-type]
+    return next(dock_ligands(receptor, [(cid, smiles)], **options))
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@
 # real file is kept aside as slurm.conf.orig-impeccable and put back by 'stop'),
 # so plain srun/sinfo work without SLURM_CONF.
 set -euo pipefail
-# the slurm.conf settings shared with .ci/cluster.sh
-source "$(dirname "${BASH_SOURCE[0]}")/slurm-conf-shared.sh"
+# the slurm.conf core and stop_pids, shared with .ci/cluster.sh
+source "$(dirname "${BASH_SOURCE[0]}")/slurm-common.sh"
 
 BASE=${IMPECCABLE_SLURM_DIR:-/tmp/impeccable-slurm}
 CPUS=${IMPECCABLE_SLURM_CPUS:-16}
@@ -38,7 +38,6 @@ export SLURM_CONF=$CONF
 
 log() { echo "[slurm-local] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 case "$AUTH" in munge|none) ;; *) die "IMPECCABLE_SLURM_AUTH must be 'munge' or 'none', got '$AUTH'";; esac
 case "$BASE" in /*) ;; *) die "IMPECCABLE_SLURM_DIR must be an absolute path (the daemons chdir away), got '$BASE'";; esac
@@ -159,22 +158,6 @@ do_up() {
 }
 
 # ------------------------------------------------------------------ stop
-stop_pids() {  # pidfile... : TERM all at once (each daemon takes ~2 s), KILL what stays
-  local pf pid i left pids=()
-  for pf in "$@"; do
-    if alive "$pf"; then pid=$(cat "$pf"); kill "$pid" 2>/dev/null || true; pids+=("$pid"); fi
-  done
-  for i in $(seq 150); do
-    left=0
-    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && left=1; done
-    [ "$left" = 0 ] && break
-    sleep 0.1
-  done
-  for pid in "${pids[@]}"; do
-    if kill -0 "$pid" 2>/dev/null; then log "pid $pid ignores TERM: KILL"; kill -9 "$pid" 2>/dev/null || true; fi
-  done
-  rm -f "$@"
-}
 
 do_stop() {
   local quiet=${1:-}
@@ -183,11 +166,7 @@ do_stop() {
     return 0
   fi
   need_root stop
-  if alive "$BASE/run/slurmctld.pid"; then   # end jobs cleanly first
-    squeue -h -o %i 2>/dev/null | xargs -r scancel 2>/dev/null || true
-    local i
-    for i in $(seq 50); do [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break; sleep 0.1; done
-  fi
+  cancel_jobs "$BASE/run/slurmctld.pid" 50   # end jobs cleanly first
   stop_pids "$BASE/run/slurmd.pid" "$BASE/run/slurmctld.pid"
   stop_pids "$BASE/run/munged.pid"   # only a munged this script started
   if [ -L "$ETC_CONF" ] && [ "$(readlink "$ETC_CONF")" = "$CONF" ]; then
