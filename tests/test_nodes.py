@@ -106,6 +106,17 @@ def test_srun_steps_go_where_the_pilot_placed_them():
     assert "-w" not in free  # one node or emulated nodes: Slurm picks
 
 
+def test_after_a_node_loss_srun_steps_overlap():
+    """Slurm 22.05 keeps the cores of steps that end after a job lost a node (job resizing): an exact step
+    waited forever for them (seen in the node-loss test). After a loss, steps overlap; the pilot keeps them apart."""
+    launcher = SrunLauncher("7", "/tmp", "", [], hosts=("n0", "n1"), cores_per_node=4)
+    assert "--overlap" not in launcher.command(executable_task(["true"]), (0,), ())
+    launcher.node_lost(1)
+    launcher.node_lost(1)
+    argv = launcher.command(executable_task(["true"]), (0,), ())
+    assert argv.count("--overlap") == 1 and argv.index("--overlap") == argv.index("--exact") + 1
+
+
 def test_dragon_workers_spread_over_the_nodes_as_the_transport_counts_them():
     assert worker_hosts(("a", "b"), 4) == ["a", "a", "b", "b"]
     assert worker_hosts(("a", "b", "c"), 3) == ["a", "b", "c"]

@@ -43,6 +43,9 @@ class Launcher(Protocol):
         (e.g. the process was killed): the exit code and stderr explain the failure.
         """
 
+    def node_lost(self, node: int) -> None:
+        """Node ``node`` of the allocation is gone: adjust how later tasks are launched, if need be."""
+
 
 class LocalLauncher:
     """This node: a task's argv as it is; an MPI task as ``mpiexec -n RANKS argv`` on loopback."""
@@ -67,6 +70,9 @@ class LocalLauncher:
 
     def outcome(self, task: Task, exit_code: int) -> None:
         return None  # function tasks run in persistent workers here, not as processes
+
+    def node_lost(self, node: int) -> None:
+        pass  # one node: nothing to adjust
 
 
 def default_mpiexec() -> str:

@@ -233,6 +233,7 @@ class ProcessRunner:
 
     def node_lost(self, node: int, reason: str) -> None:
         """Kill the tasks that run on ``node`` (their launcher: srun ends its step there); they run again."""
+        self.launcher.node_lost(node)
         broker = self.host.slots.broker
         for child in self.children.values():
             if not child.done and any(broker.node_of_core(c) == node for c in child.cores):

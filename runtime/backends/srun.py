@@ -187,6 +187,14 @@ class SrunLauncher:
             return False, (None, f"result cannot be unpickled in the pilot: {type(exc).__name__}: {exc}", None), None
         return ok, value, started
 
+    def node_lost(self, node: int) -> None:
+        """Once Slurm removes a lost node from the job, Slurm 22.05 no longer gives back the cores of the steps
+        that end ("unable to update job's core use information due to job resizing", slurmctld): an exact
+        step would wait forever for cores that are free. Later steps overlap; the pilot's slots, which never
+        lend a core twice, keep them apart."""
+        if "--overlap" not in self.prefix:
+            self.prefix.insert(self.prefix.index("--exact") + 1, "--overlap")
+
     def _function_command(self, task: Task) -> list[str]:
         base = os.path.join(self.workdir, task.uid)
         command = [sys.executable, "-m", RUN_FUNCTION, task.function]
