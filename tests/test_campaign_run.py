@@ -46,7 +46,7 @@ batch_size = 40
 [redock]
 top_k = 3
 [md]
-top_m = 1
+top_m = {top_m}
 replicas = 2
 length_ps = 0.4
 equilibration_ps = 0.1
@@ -59,9 +59,9 @@ function = "local"
 """
 
 
-def tiny(tmp_path: Path, limit: int = 120, per_task: int = 5) -> Path:
+def tiny(tmp_path: Path, limit: int = 120, per_task: int = 5, top_m: int = 1) -> Path:
     path = tmp_path / "tiny.toml"
-    path.write_text(TINY.format(root=ROOT, limit=limit, per_task=per_task))
+    path.write_text(TINY.format(root=ROOT, limit=limit, per_task=per_task, top_m=top_m))
     return path
 
 
@@ -147,7 +147,8 @@ def run_until_docked(campaign: Path, run_dir: Path, n: int) -> tuple[list[str], 
 
 def test_interrupted_run_resumes_without_recomputing(tmp_path):
     run_dir = tmp_path / "run"
-    cmd, proc = run_until_docked(tiny(tmp_path, per_task=2), run_dir, 2)
+    # no MD: what is checked is docking resumed mid-stage (test_ctrl_c_during_md_... resumes an MD ensemble)
+    cmd, proc = run_until_docked(tiny(tmp_path, per_task=2, top_m=0), run_dir, 2)
     proc.send_signal(signal.SIGINT)  # Ctrl-C in the middle of the seed docking stage
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out

@@ -33,13 +33,15 @@ def test_explanation_splits_the_ratio_into_work_and_idle_factors():
 
 @pytest.mark.slow
 def test_compare_tiny_campaign_against_srun(tmp_path):
+    """Both sides of a tiny campaign (docking, training, inference; no MD, which test_campaign_run covers): the
+    same docking scores, each side on its own routes, the side-by-side report."""
     cluster = start_cluster()
     if not cluster.ok:
         pytest.skip(f"no Slurm cluster: {cluster.reason}")
     try:
         out, data = tmp_path / "cmp", tmp_path / "cmp.json"
         proc = subprocess.run(
-            [sys.executable, "-m", "impeccable.cli", "compare", str(tiny(tmp_path, limit=80)), "--baseline", "srun",
+            [sys.executable, "-m", "impeccable.cli", "compare", str(tiny(tmp_path, limit=80, top_m=0)), "--baseline", "srun",
              "--out", str(out), "--json", str(data)],
             cwd=ROOT, capture_output=True, text=True, timeout=1200)
     finally:

@@ -18,11 +18,31 @@ ACTIVES = [
 ]
 
 
+# MOSES compounds that match the actives (found by make_decoys over the first 800 rows and, for the amine, over
+# the library's aliphatic amines), placed among the first rows so that each search stops early: net charge is
+# ~0.3 s per compound, and a search that cannot fill its quota charges every compound in every window.
+MATCHES = {"MOSES-0003686", "MOSES-0300260", "MOSES-0294988", "MOSES-0300259",  # +1, like the amine
+           "MOSES-0062378", "MOSES-0025711", "MOSES-0019152"}  # -1, like the acid
+
+
 @pytest.fixture(scope="module")
 def decoys():
-    pool = list(itertools.islice(read_library(LIBRARY), 800))
+    rows = list(read_library(LIBRARY))
+    pool = rows[:60] + [r for r in rows if r.id in MATCHES]
     pool.append(LibraryRecord("analogue", "CCN1CCN(c2ccc(NC(=O)c3ccccc3Br)cc2)CC1"))  # too similar to an active
     return make_decoys(ACTIVES, pool, per_active=3)
+
+
+def test_net_charge_is_computed_only_until_the_quota_is_filled(monkeypatch):
+    from impeccable.stages import decoys as module
+
+    calls = []
+    monkeypatch.setattr(module, "net_charge", lambda mol: calls.append(mol) or 0)
+    neutral = LibraryRecord("neutral", "CC(C)Cc1ccc(cc1)C(C)C(=O)N")
+    pool = list(itertools.islice(read_library(LIBRARY), 200))
+    chosen = make_decoys([neutral], pool, per_active=3)
+    assert len(chosen.decoys["neutral"]) == 3
+    assert len(calls) == 4  # the active's own charge, then one per candidate visited: all three match
 
 
 def test_charges_match_and_properties_are_close(decoys):

@@ -84,7 +84,8 @@ def test_validate_writes_every_headline_number(tmp_path):
     out = tmp_path / "v.json"
     code = validate.main(["--json", str(out), "--scores", str(REPO / "data" / "scores" / "4jsv_vina_sample.csv"),
                           "--limit", "500", "--redock-seeds", "1", "--exhaustiveness", "1", "--folds", "2",
-                          "--replicates", "2", "--epochs", "3", "--no-second-receptor"])
+                          "--replicates", "2", "--epochs", "3", "--no-second-receptor",
+                          "--pose-exhaustiveness", "1"])  # the panel's 8 complexes once, at the cheapest setting
     assert code == 0
     data = json.loads(out.read_text())
     for key in ("redock_rmsd_angstrom_median", "surrogate_cv_spearman", "baseline_cv_spearman",
@@ -93,6 +94,7 @@ def test_validate_writes_every_headline_number(tmp_path):
         assert isinstance(data[key], float), key
     assert data["reference_set_size"] == 500 and data["redock_second_complex"] is None
     assert 0 < data["redock_rmsd_angstrom_median"] < 20 and -1 <= data["surrogate_cv_spearman"] <= 1
+    assert data["pose_panel_size"] == 8 and "1" in data["pose_panel"]["by_exhaustiveness"]
 
 
 def test_validate_uses_the_states_set_only_once_it_is_large_enough(tmp_path, monkeypatch):
