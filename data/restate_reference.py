@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = multiprocessing.get_context("spawn")
     t0, anew, same = time.perf_counter(), 0, 0
     with _appender(NEW, COLUMNS) as out, ctx.Pool(a.workers, initializer=_start, initargs=(old_source,)) as pool:
-        for i, (row, result) in enumerate(zip(todo, pool.imap(_restate, todo, chunksize=1)), start=1):
+        for i, (_row, result) in enumerate(zip(todo, pool.imap(_restate, todo, chunksize=1)), start=1):
             out.writerow(result["row"])
             anew += result["docked_anew"]
             same += result["docked_anew"] == 0

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from .campaign import CampaignRunner
-from .library_stage import CampaignLibrary, raw_records
 from .config import Campaign, load_campaign
 from .emulate import EmulatedStageTasks
 from .emulate_payloads import placeholder_predictions
+from .library_stage import CampaignLibrary, raw_records
 from .runtime import Allocation, Pilot, Task, function_task
 from .stages.library import LibraryRecord, write_library
 from .stagetasks import DockBatch, MDJob
@@ -133,7 +133,7 @@ class _ThreadClocks:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-clocks", daemon=True)
 
-    def __enter__(self) -> "_ThreadClocks":
+    def __enter__(self) -> _ThreadClocks:
         self._thread.start()
         return self
 

@@ -17,6 +17,7 @@ from . import __version__
 from .errors import UserError
 from .fileio import write_json
 
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -173,7 +174,7 @@ def _bench_campaign(args: argparse.Namespace) -> int:
         raise UserError("--tasks: a campaign benchmark needs at least 100 tasks")
     sizes = [s for s in (10_000, 50_000) if s < args.tasks] + [args.tasks]
     result = bench_campaign(sizes, cores=16 if args.cores is None else args.cores, repeat=args.repeat)
-    for size, run in result["sizes"].items():
+    for _size, run in result["sizes"].items():
         cpu = run["main_thread_cpu_s"]
         print(f"{run['tasks']:>8,} tasks: manager {run['manager_ms_per_task']:.3f} ms/task (main thread: dispatch+record "
               f"{cpu['dispatch_and_record']:.2f} s, of which handlers {cpu['handlers']:.2f} s and task records "

@@ -11,7 +11,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .runtime.backends import BACKEND_NAMES
 
@@ -105,7 +114,7 @@ class LibrarySection(_Section):
     filters: Filters = Filters()
 
     @model_validator(mode="after")
-    def _one_kind_of_source(self) -> "LibrarySection":
+    def _one_kind_of_source(self) -> LibrarySection:
         if (self.path is None) == (not self.sources):
             raise ValueError("give either library.path or [[library.sources]] (not both, not neither)")
         names = [s.name for s in self.sources]
@@ -190,7 +199,7 @@ class MDSection(_Section):
     mmpbsa_py: Literal["none", "gb", "pb", "gb+pb"] = "none"  # also score the frames with AmberTools' MMPBSA.py
 
     @model_validator(mode="after")
-    def _frames_fit(self) -> "MDSection":
+    def _frames_fit(self) -> MDSection:
         if self.frame_interval_ps > self.length_ps:
             raise ValueError("frame_interval_ps is longer than length_ps: no frame would be scored")
         return self
@@ -216,7 +225,7 @@ class HitsSection(_Section):
         return check_residue_ids(ids)
 
     @model_validator(mode="after")
-    def _hinge_named(self) -> "HitsSection":
+    def _hinge_named(self) -> HitsSection:
         if self.require_hinge_hbond and not self.hinge_residues:
             raise ValueError("require_hinge_hbond = true needs hinge_residues (e.g. [\"VAL2240.B\"])")
         return self
@@ -260,7 +269,7 @@ class Campaign(_Section):
     source: FilePath | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
-    def _sizes_agree(self) -> "Campaign":
+    def _sizes_agree(self) -> Campaign:
         if self.md.top_m > self.redock.top_k + self.dock.seed_sample:
             raise ValueError("md.top_m is larger than the number of docked compounds (dock.seed_sample + redock.top_k)")
         for kind in ("executable", "function"):

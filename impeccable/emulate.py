@@ -34,8 +34,8 @@ from .config import Campaign, Filters
 from .emulate_payloads import emulated_infer, emulated_md_combine, emulated_train, placeholder_score, stable_hash
 from .measure import run_figures
 from .runtime import Task, TaskFuture, executable_task, function_task
-from .stagetasks import DockBatch, MDJob, StageTasks, folder_name
 from .stages.library import LibraryRecord, write_library
+from .stagetasks import DockBatch, MDJob, StageTasks, folder_name
 from .store import DockRow, Store
 
 STAGES = ("dock", "train", "infer", "md prepare", "md replica", "md combine")
@@ -53,7 +53,7 @@ class RecordedDurations:
     md_steps: dict[str, list[float]] = field(default_factory=lambda: {step: [] for step in MD_STEPS})
 
     @classmethod
-    def from_run(cls, run_dir: Path) -> "RecordedDurations":
+    def from_run(cls, run_dir: Path) -> RecordedDurations:
         store = Store.open_existing(run_dir, readonly=True)
         try:
             sizes = store.dock_task_sizes()
@@ -297,16 +297,16 @@ def register(sub: Any) -> None:
 def _emulate(args: Any) -> int:
     import os
 
-    from .sidebyside import explain, write_side_by_side
     from .errors import UserError
     from .fileio import write_json
+    from .sidebyside import explain, write_side_by_side
 
     if args.cores < 1 or args.scale < 1 or args.nodes < 1:
         raise UserError("--cores, --scale and --nodes must be at least 1")
     try:
         routes = dict(part.split("=", 1) for part in args.routes.split(","))
     except ValueError:
-        raise UserError(f"--routes {args.routes!r}: write kind=backend pairs, e.g. executable=flux,function=dragon")
+        raise UserError(f"--routes {args.routes!r}: write kind=backend pairs, e.g. executable=flux,function=dragon") from None
     out = args.out or args.run_dir / "emulations" / f"{args.cores}x{args.scale}-{args.granularity}"
     try:
         durations = RecordedDurations.from_run(args.run_dir)

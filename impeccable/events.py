@@ -82,7 +82,7 @@ class InterruptGuard:
         self._pending: int | None = None
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "InterruptGuard":
+    def __enter__(self) -> InterruptGuard:
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._on_signal)

@@ -98,7 +98,7 @@ def _plain_share(path: str, settings: dict[str, Any], share: int, shares: int) -
     with open(path, newline="") as fh:
         reader = csv.reader(fh)
         next(reader)
-        for i, (cid, smiles) in enumerate(reader):
+        for i, (_cid, smiles) in enumerate(reader):
             if i % shares != share:
                 continue
             counts["rows"] += 1

@@ -131,8 +131,7 @@ class LibraryStore:
     def dropped(self) -> Iterator[tuple[str, str, str]]:
         """(id, kind, why) of every record the stage did not keep: failed, filtered (why names the rule), duplicate."""
         for (blob,) in self.db.execute("SELECT dropped FROM library_batches ORDER BY batch"):
-            for cid, kind, why in _unpack(blob):
-                yield cid, kind, why
+            yield from _unpack(blob)
 
     def counts(self) -> LibraryCounts:
         out = LibraryCounts()

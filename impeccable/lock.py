@@ -43,7 +43,7 @@ class RunDirLock:
             holder = _read(fd)
             os.close(fd)
             raise RunDirBusy(f"{self.path.parent}: another `impeccable run` is using this run directory "
-                             f"({describe(holder)}); wait for it to end or stop it, or use another --run-dir")
+                             f"({describe(holder)}); wait for it to end or stop it, or use another --run-dir") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}).encode(), 0)
         self._fd = fd
@@ -53,7 +53,7 @@ class RunDirLock:
             os.close(self._fd)  # drops the lock
             self._fd = -1
 
-    def __enter__(self) -> "RunDirLock":
+    def __enter__(self) -> RunDirLock:
         self.acquire()
         return self
 

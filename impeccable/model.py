@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from .campaign import CampaignRunner
-from .events import InterruptGuard
 from .emulate import EmulatedStageTasks, RecordedDurations, emulated_campaign, recorded_campaign, scaled_library
-from .measure import run_figures
+from .events import InterruptGuard
 from .gpuplan import requests, shares_per_device
+from .measure import run_figures
 from .runtime import Allocation, Task, TaskFuture, TaskKind, TaskState
 from .runtime.records import TaskRecord
 from .store import Store

@@ -44,7 +44,7 @@ class TreeWatch:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "TreeWatch":
+    def __enter__(self) -> TreeWatch:
         self._thread = threading.Thread(target=self._loop, name="procwatch", daemon=True)
         self._thread.start()
         return self

@@ -18,7 +18,7 @@ class ProgressView:
         )
         self.bars: dict[str, Any] = {}
 
-    def __enter__(self) -> "ProgressView":
+    def __enter__(self) -> ProgressView:
         self.progress.start()
         return self
 
@@ -58,7 +58,7 @@ class CampaignProgress:
     def as_dict(self) -> dict[str, dict[str, int]]:
         return {name: dataclasses.asdict(p) for name, p in self.stages.items()}
 
-    def __enter__(self) -> "CampaignProgress":
+    def __enter__(self) -> CampaignProgress:
         if self.view is not None:
             self.view.__enter__()
         return self

@@ -17,11 +17,12 @@ from .config import HitsSection
 from .htmlparts import depiction as _depiction
 from .htmlparts import img, page, stage_table, table
 from .library_store import compound_sources
+from .node_events import describe as describe_node
+from .node_events import read_node_events
 from .picks import hit_panel, hits_settings, ligand_efficiency
 from .report_hits import diverse_html, hit_columns, interactions_html, le_cell, viewer_html
 from .results import ORDER_NOTE, check_top_poses, md_cell, ranked_hits, stage_counts
 from .runtime.metrics import summarize
-from .node_events import describe as describe_node, read_node_events
 from .stalls import describe, read_stalls
 from .store import Store
 

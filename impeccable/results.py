@@ -16,7 +16,6 @@ from rich.table import Table
 from .leftout import skip_counts, skipped
 from .store import Store, md_details
 
-
 MD_FIELDS = ("replica_means_kcal_mol", "ligand_rmsd_mean_angstrom", "hinge_hbond_occupancy", "hinge_residue")
 RANK_ORDERS = ("vina", "ligand_efficiency", "surrogate", "mmgbsa")
 DEFAULT_ORDER = "vina"

@@ -200,7 +200,7 @@ class Store(PredictionTables, TaskTables):
                     self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     @classmethod
-    def open_existing(cls, run_dir: str | Path, *, readonly: bool = False) -> "Store":
+    def open_existing(cls, run_dir: str | Path, *, readonly: bool = False) -> Store:
         """The store of a run directory; ``readonly`` for commands that only read (status, report, export),
         which then work on a finished run on a read-only mount too."""
         path = Path(run_dir) / "campaign.db"

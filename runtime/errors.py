@@ -26,7 +26,7 @@ class TaskError(ValueError):
 class TaskFailed(Exception):
     """Raised by ``future.result()`` for a task that ended FAILED; ``.record`` has the details."""
 
-    def __init__(self, record: "TaskRecord") -> None:
+    def __init__(self, record: TaskRecord) -> None:
         self.record = record
         reason = record.error or "failed"
         super().__init__(f"task {record.name or record.uid!r} failed: {reason}")

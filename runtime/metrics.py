@@ -156,7 +156,7 @@ def slot_overlaps(records: Iterable[TaskRecord]) -> list[tuple[int, str, str]]:
     clashes = []
     for slot, spans in by_slot.items():
         spans.sort()
-        for (s1, f1, u1), (s2, f2, u2) in zip(spans, spans[1:]):
+        for (_s1, f1, u1), (s2, _f2, u2) in zip(spans, spans[1:]):
             if s2 < f1:
                 clashes.append((slot, u1, u2))
     return clashes

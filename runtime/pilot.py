@@ -18,16 +18,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from .errors import BackendUnavailable
 from .backends import backend_class, is_available
 from .backends.base import Backend, Submission, TaskFuture
+from .errors import BackendUnavailable, TaskError
 from .node_watch import DEFAULT_INTERVAL_S, NodeEvent, NodeWatch
 from .nodes import host_index
 from .records import TaskRecord, TaskState
 from .resources import Allocation, split_allocation
 from .slots import SlotBroker, SlotView
 from .stall import DEFAULT_AFTER_S, StallEvent, StallWatch
-from .errors import TaskError
 from .task import Task, TaskKind
 
 DEFAULT_ROUTES: dict[str, str] = {"executable": "local", "function": "local"}
@@ -129,7 +128,7 @@ class Pilot:
         return (here,)
 
     # lifecycle ---------------------------------------------------------------
-    def start(self) -> "Pilot":
+    def start(self) -> Pilot:
         """Start every backend side by side (Dragon's runtime takes seconds to come up, Flux's too)."""
         if self._started:
             return self
@@ -204,7 +203,7 @@ class Pilot:
         if errors:
             raise errors[0]
 
-    def __enter__(self) -> "Pilot":
+    def __enter__(self) -> Pilot:
         return self.start()
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:

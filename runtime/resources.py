@@ -57,7 +57,7 @@ class Allocation:
 
     @classmethod
     def emulated(cls, cores: int, nodes: int = 1, gpus: int = 0, gpu_shares: int = 1,
-                 gpu_devices: tuple[str, ...] = ()) -> "Allocation":
+                 gpu_devices: tuple[str, ...] = ()) -> Allocation:
         """``nodes`` nodes (node0, node1, ...) sharing this machine: multi-node placement, emulated."""
         if nodes < 1:
             raise ValueError(f"nodes must be >= 1, got {nodes}")
@@ -65,7 +65,7 @@ class Allocation:
         return cls(cores=cores, gpus=gpus, nodes=names, gpu_shares=gpu_shares, gpu_devices=gpu_devices)
 
     @classmethod
-    def on_nodes(cls, found: NodeList, nodes: int, cores: int | None = None, gpus: int = 0) -> "Allocation":
+    def on_nodes(cls, found: NodeList, nodes: int, cores: int | None = None, gpus: int = 0) -> Allocation:
         """The first ``nodes`` nodes of a real allocation (:func:`.nodes.discover`), with ``cores`` over all of
         them (default: every core the allocation gives on each)."""
         if nodes > len(found.names):
@@ -100,7 +100,7 @@ class Allocation:
         return self.gpus_per_node // self.gpu_shares
 
     @classmethod
-    def detect(cls) -> "Allocation":
+    def detect(cls) -> Allocation:
         """The cores this process may use (affinity mask) and the GPUs :func:`.gpus.discover` finds."""
         found = discover()
         return cls(cores=len(os.sched_getaffinity(0)), gpus=found.count, gpu_devices=found.ids)

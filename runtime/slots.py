@@ -131,7 +131,7 @@ class SlotBroker(NodeLoss):
     def node_of_gpu(self, slot: int) -> int:
         return slot // self.gpus_per_node if self.gpus_per_node else 0
 
-    def view(self, runtime: str, weight: float = 1.0, nodes: Iterable[int] | None = None) -> "SlotView":
+    def view(self, runtime: str, weight: float = 1.0, nodes: Iterable[int] | None = None) -> SlotView:
         """A runtime's handle; ``nodes`` restricts it to some nodes (a Flux partition's)."""
         if weight <= 0:
             raise ValueError(f"the weight of {runtime!r} must be > 0, got {weight}")
@@ -181,7 +181,7 @@ class SlotBroker(NodeLoss):
         return {"activity": self.activity, "free_cores_per_node": [len(f) for f in self._free_cores],
                 "free_gpus_per_node": [len(f) for f in self._free_gpus], "views": views}
 
-    def _could_place(self, view: "SlotView") -> bool:
+    def _could_place(self, view: SlotView) -> bool:
         """Whether ``view``'s smallest wanted task fits now and it may take (lock held)."""
         if not view.wanted or not self._may_take(view):
             return False
@@ -383,7 +383,7 @@ class SlotView:
         self._took = False  # took slots during this pass
         self._held_off = False  # refused during this pass because another runtime's claim ranks first
 
-    def subview(self, nodes: Iterable[int]) -> "SlotView":
+    def subview(self, nodes: Iterable[int]) -> SlotView:
         """The same runtime restricted to some nodes (a Flux partition), counted under the same weight."""
         return self.broker.view(self.runtime, self.broker._weight[self.runtime], nodes)
 

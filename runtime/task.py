@@ -70,7 +70,7 @@ class Task(BaseModel):
         return argv
 
     @model_validator(mode="after")
-    def _kind_matches_fields(self) -> "Task":
+    def _kind_matches_fields(self) -> Task:
         if self.kind is TaskKind.EXECUTABLE:
             if not self.argv:
                 raise ValueError("an executable task needs a non-empty argv")

@@ -43,16 +43,16 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rdkit import Chem
 
 from .errors import StageInputError
-from .quiet import quiet_rdkit
 from .library import iter_shard
 from .ligands import LigandFailure, PreparedLigand, StateOptions, prepare_states
+from .quiet import quiet_rdkit
 from .rankfiles import RankLines, rank_file, read_rank_files
 from .receptor import BindingSite, Receptor, load_receptor
 

@@ -35,7 +35,7 @@ class LibrarySource:
 
     @classmethod
     def from_spec(cls, name: str, spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-                  id_column: str = "id", smiles_column: str = "smiles") -> "LibrarySource":
+                  id_column: str = "id", smiles_column: str = "smiles") -> LibrarySource:
         return cls(name, tuple(expand_paths(spec)), id_column, smiles_column)
 
 

@@ -49,9 +49,9 @@ import math
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import openmm
@@ -335,7 +335,7 @@ class EnsembleInputs:
     seconds: dict[str, float]  # ligand_parameters, build, minimise
 
     @classmethod
-    def of(cls, p: Prepared, dg_min: float, minimise_s: float) -> "EnsembleInputs":
+    def of(cls, p: Prepared, dg_min: float, minimise_s: float) -> EnsembleInputs:
         lig = p.ligand
         return cls(p.name, p.receptor, p.settings,
                    {"cache_key": lig.key, "from_cache": lig.from_cache, "smiles": lig.smiles,
@@ -629,7 +629,7 @@ def _mmpbsa_py(e: EnsembleInputs, frames: list[np.ndarray], replicas: list[Repli
         diff = ours - np.array([f["gas_plus_polar"] for f in out["gb"]["frames"]])
         out["gb"]["openmm_minus_mmpbsa_py_gas_plus_polar_kcal_mol"] = {
             "mean": round(float(diff.mean()), 4), "max_abs": round(float(np.abs(diff).max()), 4)}
-    for method, res in out.items():
+    for _method, res in out.items():
         totals = np.array([f["total"] for f in res["frames"]])
         bounds = np.cumsum([0, *sizes])
         res["replica_means_kcal_mol"] = [round(float(totals[a:b].mean()), 4) for a, b in zip(bounds, bounds[1:])]

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 from rdkit import Chem
@@ -202,7 +202,7 @@ def _alert_rule(name: str) -> Rule:
     return Rule(f"alerts: {label}", test)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _catalog(name: str) -> FilterCatalog:
     params = FilterCatalogParams()
     params.AddCatalog(ALERT_SETS[name][1])

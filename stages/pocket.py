@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 from openmm import app, unit
-
 from rdkit import Chem
 
 from .errors import StageInputError

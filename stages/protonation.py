@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from rdkit import Chem
 
@@ -208,7 +208,7 @@ def _onto(parent: Chem.Mol, state: Chem.Mol | None) -> Chem.Mol | None:
 # --------------------------------------------------------------------------- supplements
 
 
-@lru_cache(maxsize=None)
+@cache
 def _rule_query(smarts: str) -> Chem.Mol:
     query = Chem.MolFromSmarts(smarts)
     if query is None:

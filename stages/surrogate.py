@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import io
+import math
 import os
 import sys
 import tempfile

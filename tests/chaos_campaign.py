@@ -14,13 +14,13 @@ import signal
 import sys
 from pathlib import Path
 
+import chaos_payloads
+
 from impeccable.campaign import CampaignInterrupted, CampaignRunner
 from impeccable.config import load_campaign
 from impeccable.runtime import Task, executable_task, function_task
 from impeccable.stages.library import write_library
 from impeccable.stagetasks import DockBatch, MDJob, StageTasks
-
-import chaos_payloads
 
 PAYLOADS = str(Path(chaos_payloads.__file__).resolve())
 

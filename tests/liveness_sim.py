@@ -141,7 +141,7 @@ class SimFailure(Exception):
 class _Runtime:
     """One runtime of the simulation: its view(s), its queue(s) and its pending events."""
 
-    def __init__(self, sim: "Sim", index: int, kind: str, weight: int) -> None:
+    def __init__(self, sim: Sim, index: int, kind: str, weight: int) -> None:
         self.sim = sim
         self.index = index
         self.kind = kind
@@ -176,7 +176,7 @@ class _SimBackend:
 class _SimProcessRunner(ProcessRunner):
     """The real runner; launching and killing are the simulation's."""
 
-    def __init__(self, host: Dispatcher, sim: "Sim", owner: "_DispatcherRuntime") -> None:
+    def __init__(self, host: Dispatcher, sim: Sim, owner: _DispatcherRuntime) -> None:
         super().__init__(host, launcher=None)  # type: ignore[arg-type]
         self.sim = sim
         self.owner = owner
@@ -197,7 +197,7 @@ class _SimProcessRunner(ProcessRunner):
 class _SimTransport:
     """Calls to simulated workers; grows like the local pool or replaces dead workers like Dragon."""
 
-    def __init__(self, sim: "Sim", owner: "_DispatcherRuntime", max_workers: int, grows: bool) -> None:
+    def __init__(self, sim: Sim, owner: _DispatcherRuntime, max_workers: int, grows: bool) -> None:
         self.sim = sim
         self.owner = owner
         self.max_workers = max_workers
@@ -239,7 +239,7 @@ class _SimTransport:
 class _DispatcherRuntime(_Runtime):
     """The local dispatcher (exe, fn, local and dragon runtimes): the real Dispatcher and runners."""
 
-    def __init__(self, sim: "Sim", index: int, kind: str, weight: int) -> None:
+    def __init__(self, sim: Sim, index: int, kind: str, weight: int) -> None:
         super().__init__(sim, index, kind, weight)
         self.view = sim.broker.view(self.name, weight)
         self.backend = _SimBackend(self.name, self.view)
@@ -357,7 +357,7 @@ class _FakeJobspec:
         self.stdout = self.stderr = ""
 
     @classmethod
-    def from_command(cls, argv: list[str], **kwargs: Any) -> "_FakeJobspec":
+    def from_command(cls, argv: list[str], **kwargs: Any) -> _FakeJobspec:
         return cls(argv=argv, **kwargs)
 
     def setattr(self, key: str, value: Any) -> None:
@@ -371,7 +371,7 @@ class _FakeJobspec:
 
 
 class _FakeFuture:
-    def __init__(self, flux: "_FakeFlux", kind: str, jobid: int | None = None) -> None:
+    def __init__(self, flux: _FakeFlux, kind: str, jobid: int | None = None) -> None:
         self.flux = flux
         self.kind = kind
         self.jobid = jobid
@@ -392,7 +392,7 @@ class _FakeFuture:
 class _FakeJobModule:
     JobspecV1 = _FakeJobspec
 
-    def __init__(self, flux: "_FakeFlux") -> None:
+    def __init__(self, flux: _FakeFlux) -> None:
         self.flux = flux
 
     def submit_async(self, handle: Any, spec: str, novalidate: bool = True) -> _FakeFuture:
@@ -450,7 +450,7 @@ class _FluxRuntime(_Runtime):
 
     STEPS = ("alloc", "start", "finish", "clean")
 
-    def __init__(self, sim: "Sim", index: int, kind: str, weight: int, partitions: int) -> None:
+    def __init__(self, sim: Sim, index: int, kind: str, weight: int, partitions: int) -> None:
         super().__init__(sim, index, kind, weight)
         broker = sim.broker
         main = broker.view(self.name, weight)
@@ -684,7 +684,7 @@ class Sim:
         held_gpus: list[int] = []
         used: collections.Counter = collections.Counter()
         for runtime in self.runtimes:
-            for who, cores, gpus in runtime.held():
+            for _who, cores, gpus in runtime.held():
                 held_cores += cores
                 held_gpus += gpus
                 used[runtime.name] += len(cores)

@@ -15,8 +15,16 @@ import time
 
 import pytest
 
-from impeccable.runtime import Allocation, Pilot, TaskFailed, TaskKind, TaskState, executable_task, function_task
-from impeccable.runtime import probes
+from impeccable.runtime import (
+    Allocation,
+    Pilot,
+    TaskFailed,
+    TaskKind,
+    TaskState,
+    executable_task,
+    function_task,
+    probes,
+)
 from impeccable.runtime.backends import backend_class
 from impeccable.runtime.metrics import concurrency_series, slot_overlaps
 

@@ -15,9 +15,9 @@ import pytest
 
 from impeccable.campaign import CampaignRunner
 from impeccable.config import load_campaign
-from impeccable.results import export, ranked_hits
-from impeccable.report import write_report
 from impeccable.leftout import skipped
+from impeccable.report import write_report
+from impeccable.results import export, ranked_hits
 from impeccable.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent

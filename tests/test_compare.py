@@ -7,11 +7,10 @@ import subprocess
 import sys
 
 import pytest
-
-from impeccable.sidebyside import busy_core_seconds, explain
+from test_campaign_run import ROOT, tiny
 
 from impeccable.runtime.backends.slurm_local import start as start_cluster
-from test_campaign_run import ROOT, tiny
+from impeccable.sidebyside import busy_core_seconds, explain
 
 
 def figures(makespan: float, utilization: float, stages: list[tuple[str, float, float]]) -> dict:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from impeccable.stages.decoys import PROPERTIES, _window, make_decoys, properties
 from impeccable.stages.library import LibraryRecord, read_library
-from pathlib import Path
 
 LIBRARY = Path(__file__).resolve().parents[1] / "data" / "library" / "moses_20k.csv"
 ACTIVES = [

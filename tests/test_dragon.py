@@ -15,14 +15,16 @@ import pytest
 
 pytest.importorskip("dragon", reason="dragonhpc not installed (pip install 'impeccable[dragon]')")
 
-from impeccable.runtime import probes  # noqa: E402
+from impeccable.runtime import (
+    TaskError,
+    TaskFailed,  # noqa: E402
+    probes,  # noqa: E402
+)
 from impeccable.runtime.backends import dragon as dragon_backend  # noqa: E402
-from impeccable.runtime import TaskFailed  # noqa: E402
 from impeccable.runtime.backends.dragon import DragonBackend, group_members  # noqa: E402
 from impeccable.runtime.pilot import Pilot  # noqa: E402
 from impeccable.runtime.records import TaskState  # noqa: E402
 from impeccable.runtime.resources import Allocation, ResourceShare  # noqa: E402
-from impeccable.runtime import TaskError
 from impeccable.runtime.task import executable_task, function_task  # noqa: E402
 
 ok, why = DragonBackend.available()

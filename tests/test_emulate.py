@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from test_campaign_run import tiny
 
 from impeccable.cli import main
 from impeccable.config import load_campaign
@@ -14,7 +15,6 @@ from impeccable.inputs import check_same_campaign
 from impeccable.runtime import executable_task
 from impeccable.runtime.records import TaskRecord, TaskState
 from impeccable.store import DockRow, Store
-from test_campaign_run import tiny
 
 
 @pytest.fixture

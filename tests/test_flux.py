@@ -13,12 +13,12 @@ import time
 
 import pytest
 
+from impeccable.runtime import TaskError
 from impeccable.runtime.backends.flux import NOT_FOUND, FluxBackend, flux_command
 from impeccable.runtime.metrics import slot_overlaps
 from impeccable.runtime.pilot import Pilot
 from impeccable.runtime.records import TaskState
 from impeccable.runtime.resources import Allocation
-from impeccable.runtime import TaskError
 from impeccable.runtime.task import executable_task
 
 _ok, _why = FluxBackend.available()

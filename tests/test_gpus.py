@@ -9,8 +9,7 @@ import sys
 import pytest
 
 from impeccable.cli import main
-from impeccable.runtime import Allocation, Pilot, TaskState, executable_task, function_task
-from impeccable.runtime import gpus
+from impeccable.runtime import Allocation, Pilot, TaskState, executable_task, function_task, gpus
 from impeccable.runtime.backends.srun import SlurmAllocation, SrunLauncher
 from impeccable.runtime.metrics import summarize
 from impeccable.runtime.records import TaskRecord
@@ -172,8 +171,9 @@ def test_gpu_utilisation_counts_devices_held_over_the_makespan():
 
 
 def campaign(tmp_path, pilot: str = "", stages: str = ""):
-    from impeccable.config import load_campaign
     from test_campaign_run import tiny
+
+    from impeccable.config import load_campaign
 
     path = tiny(tmp_path)
     text = path.read_text().replace("[pilot]\ncores = 2", f"[pilot]\ncores = 16\noversubscribe = true\n{pilot}")
@@ -213,10 +213,9 @@ def test_more_gpus_than_are_here_is_refused_unless_emulating(tmp_path, monkeypat
 
 
 def test_a_gpu_request_must_be_whole_or_one_nth(tmp_path):
-    from impeccable.config import CampaignError
-
-    from impeccable.config import load_campaign
     from test_campaign_run import tiny
+
+    from impeccable.config import CampaignError, load_campaign
 
     path = tiny(tmp_path)
     path.write_text(path.read_text().replace("[md]\n", "[md]\ngpus = 0.3\n"))
@@ -225,9 +224,10 @@ def test_a_gpu_request_must_be_whole_or_one_nth(tmp_path):
 
 
 def test_an_emulated_gpu_node_holds_gpu_slots_and_a_cpu_run_says_why_once(tmp_path):
+    from test_emulate import recorded as recorded_fixture
+
     from impeccable.emulate import run_emulation
     from impeccable.store import Store
-    from test_emulate import recorded as recorded_fixture
 
     run_dir = recorded_fixture.__wrapped__(tmp_path)
     cpu = run_emulation(run_dir, tmp_path / "cpu", cores=8, scale=2)
@@ -245,9 +245,10 @@ def test_an_emulated_gpu_node_holds_gpu_slots_and_a_cpu_run_says_why_once(tmp_pa
 
 
 def test_the_model_holds_gpu_slots_too(tmp_path):
+    from test_emulate import recorded as recorded_fixture
+
     from impeccable.model import BackendModel, Calibration, predict
     from impeccable.runtime import TaskKind
-    from test_emulate import recorded as recorded_fixture
 
     run_dir = recorded_fixture.__wrapped__(tmp_path)
     calibration = Calibration({kind: BackendModel(f"local:{kind.value}", launch_rate=1000.0) for kind in TaskKind})

@@ -13,8 +13,16 @@ import shutil
 
 import pytest
 
-from impeccable.runtime import Allocation, Pilot, TaskError, TaskState, backend_class, executable_task, function_task
-from impeccable.runtime import probes
+from impeccable.runtime import (
+    Allocation,
+    Pilot,
+    TaskError,
+    TaskState,
+    backend_class,
+    executable_task,
+    function_task,
+    probes,
+)
 from impeccable.runtime.backends.dragon import group_members
 from impeccable.runtime.metrics import slot_overlaps
 

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+from test_campaign_run import ROOT, tiny
+from test_library_prepare import TWO_SOURCES
 
 from impeccable.campaign import CampaignRunner
 from impeccable.cli import main
@@ -16,8 +18,6 @@ from impeccable.library_store import LibraryStore, compound_sources
 from impeccable.results import export
 from impeccable.stages.library import read_library
 from impeccable.store import Store
-from test_campaign_run import ROOT, tiny
-from test_library_prepare import TWO_SOURCES
 
 pytestmark = pytest.mark.slow
 

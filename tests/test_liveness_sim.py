@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from liveness_sim import Scenario, SimTask, minimal_failure, replay_text, run, scenario
 
 SEEDS = int(os.environ.get("SIM_SEEDS", "2000"))

@@ -9,8 +9,7 @@ import sys
 
 import pytest
 
-from impeccable.runtime import probes
-from impeccable.runtime import TaskFailed
+from impeccable.runtime import TaskFailed, probes
 from impeccable.runtime.bench import null_function
 from impeccable.runtime.pilot import Pilot
 from impeccable.runtime.records import TaskState

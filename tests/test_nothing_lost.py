@@ -10,24 +10,24 @@ import time
 
 import numpy as np
 import pytest
+from test_campaign_run import tiny
 
 from impeccable.config import load_campaign
 from impeccable.events import InterruptGuard
 from impeccable.inputs import size_warnings
+from impeccable.leftout import skip_counts, skipped
 from impeccable.results import export, spreadsheet_safe
 from impeccable.runtime import executable_task
 from impeccable.runtime.pilot import Pilot
 from impeccable.runtime.records import TaskState
-from impeccable.stagetasks import STORED, StageTasks, folder_name
 from impeccable.stages.errors import StageInputError
 from impeccable.stages.filters import FilterRules, check
 from impeccable.stages.library import LibraryRecord
 from impeccable.stages.rankfiles import RankLines, rank_file, read_rank_files
 from impeccable.stages.skips import category
-from impeccable.leftout import skip_counts, skipped
+from impeccable.stagetasks import STORED, StageTasks, folder_name
 from impeccable.store import DockRow, Store, StoreError
 from impeccable.tasks import TaskLoop
-from test_campaign_run import tiny
 
 # ------------------------------------------------------------------ finished means kept
 

@@ -11,16 +11,15 @@ import time
 import pytest
 
 from impeccable.runtime import probes
+from impeccable.runtime.backends.slurm_local import start as start_cluster
 from impeccable.runtime.backends.srun import SrunBackend
-from impeccable.runtime.bench.raw import raw_srun
 from impeccable.runtime.bench import run_pilot
+from impeccable.runtime.bench.raw import raw_srun
 from impeccable.runtime.metrics import concurrency_series
 from impeccable.runtime.pilot import Pilot
 from impeccable.runtime.records import TaskState
 from impeccable.runtime.resources import Allocation
 from impeccable.runtime.task import executable_task, function_task
-
-from impeccable.runtime.backends.slurm_local import start as start_cluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

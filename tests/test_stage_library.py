@@ -9,12 +9,12 @@ import pytest
 
 from impeccable.stages.errors import StageInputError
 from impeccable.stages.library import (
-    scan_library,
     LibraryRecord,
     count_records,
     iter_shard,
     read_library,
     sample_library,
+    scan_library,
     write_library,
 )
 

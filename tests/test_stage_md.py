@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rdkit import Chem
+from rdkit.Chem import AllChem
+
 from impeccable.stages import amber, gaff2, md, md_cli, md_tasks, md_validate, tleap
 from impeccable.stages.errors import StageInputError
 from impeccable.stages.md import (
@@ -22,8 +25,6 @@ from impeccable.stages.md import (
     refine_and_score,
     replica_seed,
 )
-from rdkit import Chem
-from rdkit.Chem import AllChem
 
 REPO = Path(__file__).resolve().parents[1]
 RECEPTOR_DIR = REPO / "data" / "receptors" / "4jsv"

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from impeccable.runtime import probes
-from impeccable.runtime import Allocation
+from impeccable.runtime import Allocation, TaskError, probes
 from impeccable.runtime.pilot import Pilot
-from impeccable.runtime import TaskError
 from impeccable.runtime.task import TaskKind, executable_task, function_task
 
 

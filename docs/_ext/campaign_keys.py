@@ -10,7 +10,6 @@ keep ``#`` comments). Needs no Sphinx: ``tests/test_docs.py`` checks it without 
 from __future__ import annotations
 
 import ast
-import inspect
 import io
 import tokenize
 import types

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from concurrent.futures import CancelledError, Future
 from typing import Any, ClassVar
 
+from ..errors import TaskError, TaskFailed
 from ..records import TaskRecord, TaskState
 from ..slots import SlotView
-from ..errors import TaskError, TaskFailed
 from ..task import Task, TaskKind
 
 
@@ -179,7 +179,7 @@ class Backend(abc.ABC):
         """Best effort: end a queued or running task as CANCELED. Default: only queued futures."""
         submission.future.cancel()
 
-    def node_lost(self, node: int, reason: str) -> None:
+    def node_lost(self, node: int, reason: str) -> None:  # noqa: B027 - an optional hook; default: nothing
         """Node ``node`` of the allocation is gone (the pilot has taken its slots out of the pool). A backend
         that can, ends its tasks there at once and runs them again elsewhere; default: they fail as they
         die, and are retried as their retry budget allows."""

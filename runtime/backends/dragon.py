@@ -39,10 +39,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, TaskError
 from ..gpus import node_table, worker_env
 from ..slots import SlotView
-from ..errors import TaskError
 from ..task import Task, TaskKind
 from .base import signal_group
 from .dragon_channel import Channel
@@ -187,7 +186,7 @@ def launcher_env(launcher: str) -> dict[str, str]:
 class DragonTransport:
     """Batches of calls to the server over the channel; results, deaths and replacements back."""
 
-    def __init__(self, host: Dispatcher, runtime: "DragonRuntime") -> None:
+    def __init__(self, host: Dispatcher, runtime: DragonRuntime) -> None:
         self.host = host
         self.runtime = runtime
         self.conn: Connection = runtime.conn  # type: ignore[assignment]
@@ -317,7 +316,7 @@ class DragonRuntime:
     @classmethod
     def launch(cls, launcher: str, extra_args: list[str], n_workers: int, inbox_size: int,
                timeout_s: float, preload: list[str] | None = None,
-               worker_env: dict[str, str] | None = None, hosts: list[str] | None = None) -> "DragonRuntime":
+               worker_env: dict[str, str] | None = None, hosts: list[str] | None = None) -> DragonRuntime:
         channel = Channel()
         log_path = os.path.join(channel.directory, "dragon.log")
         # the launcher runs PROG with ARGS: this interpreter, -m the server module

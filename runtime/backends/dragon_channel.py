@@ -55,7 +55,7 @@ class Channel:
                 raise RuntimeError("the Dragon runtime exited before it connected")
             try:
                 peer, _ = self.sock.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             conn = self._authenticate(peer)
             if conn is not None:

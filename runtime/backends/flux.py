@@ -49,12 +49,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, TaskError
+from ..gpus import node_table
 from ..slots import SlotView
-from ..errors import TaskError
 from ..task import Task, TaskKind
 from .base import Backend, Submission
-from ..gpus import node_table
 from .flux_instance import NOT_FOUND, FluxInstance, flux_command, import_flux
 from .flux_reactor import PartitionConfig, Reactor, job_shape
 

@@ -73,7 +73,7 @@ def _guarded(callback: Any) -> Any:
     that raises must not leave tasks waiting forever (Flux's reactor would carry on): fail everything
     this partition holds, with the bug as the reason, and stop the reactor."""
     @functools.wraps(callback)
-    def run(self: "Reactor", *args: Any) -> Any:
+    def run(self: Reactor, *args: Any) -> Any:
         try:
             result = callback(self, *args)
             self._admit()
@@ -210,7 +210,7 @@ class _Job:
 class Reactor:
     """The partition's thread: a Flux handle, the journal, and every job of this instance."""
 
-    def __init__(self, part: "PartitionLink", flux: Any, ready: threading.Event, failure: list[BaseException]) -> None:
+    def __init__(self, part: PartitionLink, flux: Any, ready: threading.Event, failure: list[BaseException]) -> None:
         self.part = part
         self.config = part.config
         self.flux = flux
@@ -395,7 +395,7 @@ class Reactor:
         self._settle(job, when, outcome, file_tail(sub.task.stderr) if failed else "")
 
     @_guarded
-    def _on_output(self, future: Any, job: _Job, when: float, outcome: "JobOutcome") -> None:
+    def _on_output(self, future: Any, job: _Job, when: float, outcome: JobOutcome) -> None:
         try:
             tail = _stderr_tail(future.get().get("guest.output", ""))
         except (OSError, ValueError, AttributeError):
@@ -403,7 +403,7 @@ class Reactor:
         self._settle(job, when, outcome, tail)
         self._maybe_done()
 
-    def _settle(self, job: _Job, when: float, outcome: "JobOutcome", tail: str) -> None:
+    def _settle(self, job: _Job, when: float, outcome: JobOutcome, tail: str) -> None:
         """The task's final state (or its retry), once everything about the job is known."""
         del self.by_uid[job.sub.task.uid]
         self.part.release(job.cores)

@@ -24,8 +24,8 @@ import sys
 import time
 from typing import Any
 
-from ..errors import BackendUnavailable
 from .. import reaper
+from ..errors import BackendUnavailable
 from ..framing import FramedPipe
 from ..gpus import node_table, worker_env
 from ..slots import SlotView

@@ -88,7 +88,7 @@ class ThreadedBackend(Backend):
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def _run_dispatcher(self, loop: "Dispatcher") -> None:
+    def _run_dispatcher(self, loop: Dispatcher) -> None:
         self._thread = threading.Thread(target=loop.run, name=f"impeccable-{self.name}", daemon=True)
         self._thread.start()
 

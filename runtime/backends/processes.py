@@ -18,8 +18,8 @@ import signal
 import subprocess
 import time
 
-from ..errors import BackendBroken
 from .. import reaper
+from ..errors import BackendBroken
 from ..gpus import launch_env, node_table
 from ..slots import task_processes
 from ..task import TaskKind

@@ -45,7 +45,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import BackendUnavailable
-from ..nodes import NodeList, discover as discover_nodes, from_slurm
+from ..nodes import NodeList, from_slurm
+from ..nodes import discover as discover_nodes
 from ..slots import SlotView
 from ..task import Task, TaskKind
 from .launchers import LaunchError

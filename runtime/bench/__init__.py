@@ -103,7 +103,7 @@ class CpuMeter:
     whether a backend is bound by the machine's cores or by its own design.
     """
 
-    def __enter__(self) -> "CpuMeter":
+    def __enter__(self) -> CpuMeter:
         self._wall = time.perf_counter()
         self._self = cpu_seconds(resource.RUSAGE_SELF)
         self._children = cpu_seconds(resource.RUSAGE_CHILDREN)
