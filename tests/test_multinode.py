@@ -47,7 +47,7 @@ max_stereoisomers = 1
 max_protomers = 1
 [dock]
 seed_sample = 16
-exhaustiveness = 1
+exhaustiveness = {exhaustiveness}
 ligands_per_task = 1
 [surrogate]
 epochs = 10
@@ -309,7 +309,7 @@ def test_compare_on_four_nodes_both_sides_agree_and_report_per_node(four_nodes, 
     step. (Dragon across the nodes has its own test: its start-up costs minutes on this busy machine.)"""
     routes = ("flux", "local") if (FLUX_PREFIX / "bin" / "flux").exists() else ("srun", "local")
     campaign = tmp_path / "multinode.toml"
-    campaign.write_text(CAMPAIGN.format(root=ROOT, executable="local", function="local"))
+    campaign.write_text(CAMPAIGN.format(root=ROOT, executable="local", function="local", exhaustiveness=1))
     cluster("reap")
     out, data = tmp_path / "cmp", tmp_path / "cmp.json"
     job = tmp_path / "compare.sh"
@@ -335,7 +335,8 @@ def test_losing_a_node_mid_campaign_reruns_its_tasks_and_keeps_every_result(four
     """node3 is killed (its slurmd and every process on it) while it runs docking tasks; the pilot, on node0
     in the batch job, takes it out and runs its tasks again on the other three; the campaign completes."""
     campaign = tmp_path / "multinode.toml"
-    campaign.write_text(CAMPAIGN.format(root=ROOT, executable="srun", function="srun"))
+    # exhaustiveness 4: docking steps long enough that the kill, seconds behind squeue, lands while node3 docks
+    campaign.write_text(CAMPAIGN.format(root=ROOT, executable="srun", function="srun", exhaustiveness=4))
     run_dir = tmp_path / "run"
     job = tmp_path / "run.sh"
     job.write_text(f"#!/bin/sh\ncd {ROOT}\nexec {sys.executable} -m impeccable.cli run {campaign} --run-dir {run_dir} "

@@ -117,6 +117,17 @@ def test_after_a_node_loss_srun_steps_overlap():
     assert argv.count("--overlap") == 1 and argv.index("--overlap") == argv.index("--exact") + 1
 
 
+def test_a_step_whose_node_failed_is_known_although_srun_exited_0(tmp_path):
+    """srun exits 0 when its step's node fails (seen in the node-loss test: 'srun: error: Node failure on node3' in
+    the task's stderr file, the docking never finished); the launcher names the node so the task runs again."""
+    launcher = SrunLauncher("7", "/tmp", "", [], hosts=("n0", "n1"), cores_per_node=4)
+    err = tmp_path / "stderr.log"
+    err.write_text("srun: error: Node failure on node3\n")
+    assert launcher.node_failure(executable_task(["true"], stderr=str(err)), "") == "node3"
+    assert launcher.node_failure(executable_task(["true"]), "srun: error: Node failure on n1\n") == "n1"
+    assert launcher.node_failure(executable_task(["true"]), "some other warning") is None
+
+
 def test_dragon_workers_spread_over_the_nodes_as_the_transport_counts_them():
     assert worker_hosts(("a", "b"), 4) == ["a", "a", "b", "b"]
     assert worker_hosts(("a", "b", "c"), 3) == ["a", "b", "c"]

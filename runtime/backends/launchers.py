@@ -46,6 +46,9 @@ class Launcher(Protocol):
     def node_lost(self, node: int) -> None:
         """Node ``node`` of the allocation is gone: adjust how later tasks are launched, if need be."""
 
+    def node_failure(self, task: Task, stderr_tail: str) -> str | None:
+        """The node the launcher says failed under ``task`` although its process exited 0, or None."""
+
 
 class LocalLauncher:
     """This node: a task's argv as it is; an MPI task as ``mpiexec -n RANKS argv`` on loopback."""
@@ -73,6 +76,9 @@ class LocalLauncher:
 
     def node_lost(self, node: int) -> None:
         pass  # one node: nothing to adjust
+
+    def node_failure(self, task: Task, stderr_tail: str) -> str | None:
+        return None  # the task's process ran here
 
 
 def default_mpiexec() -> str:

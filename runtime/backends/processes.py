@@ -200,6 +200,14 @@ class ProcessRunner:
                 self.host.requeue(sub)
             return
         if code == 0 and not child.timed_out:
+            failed = self.launcher.node_failure(sub.task, child.stderr_tail.decode(errors="replace"))
+            if failed is not None:  # srun's step lost its node before the pilot's node watch saw it go
+                broker = self.host.slots.broker
+                if failed in broker.allocation.nodes:  # its slots leave the pool now, so the retry goes elsewhere
+                    broker.mark_down(broker.allocation.nodes.index(failed))
+                sub.lost(f"node {failed} lost (srun: node failure under the running step)", when=finished)
+                self.host.requeue(sub, front=True)
+                return
             sub.complete(when=finished, exit_code=0)
             return
         if child.timed_out:

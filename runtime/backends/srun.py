@@ -49,6 +49,7 @@ from ..nodes import NodeList, from_slurm
 from ..nodes import discover as discover_nodes
 from ..slots import SlotView
 from ..task import Task, TaskKind
+from .base import file_tail
 from .launchers import LaunchError
 from .loop import Dispatcher, ThreadedBackend
 from .processes import ProcessRunner
@@ -123,6 +124,8 @@ class SrunBackend(ThreadedBackend):
             shutil.rmtree(self.launcher.workdir, ignore_errors=True)
 
 
+_NODE_FAILURE = re.compile(r"srun: error: Node failure on (\S+)")
+
 class SrunLauncher:
     """Every task a job step: ``srun --jobid=J --exact -Q -n RANKS -c CORES ...``; a function task is
     ``python -m impeccable.runtime.run_function`` in its step, arguments and result in pickle files.
@@ -195,6 +198,12 @@ class SrunLauncher:
         lend a core twice, keep them apart."""
         if "--overlap" not in self.prefix:
             self.prefix.insert(self.prefix.index("--exact") + 1, "--overlap")
+
+    def node_failure(self, task: Task, stderr_tail: str) -> str | None:
+        """srun exits 0 when a node of its step fails under it, saying "srun: error: Node failure on NODE" on its
+        stderr (the task's stderr file, or the pipe); its tasks were killed, not finished."""
+        found = _NODE_FAILURE.search(f"{stderr_tail}\n{file_tail(task.stderr)}")
+        return found.group(1) if found else None
 
     def _function_command(self, task: Task) -> list[str]:
         base = os.path.join(self.workdir, task.uid)
