@@ -93,6 +93,7 @@ class Pilot:
                 raise BackendUnavailable(f"backend {name!r} is not available here: {why}")
             backend = cls(self.slots[name], **dict((options or {}).get(name, {})))
             backend.serves = frozenset(kind for kind, routed in self.routes.items() if routed == name)
+            backend.on_node_failure = self._node_lost
             self.backends[name] = backend
         self.records: list[TaskRecord] = []
         self._brokers = list({id(v.broker): v.broker for v in self.slots.values()}.values())
@@ -100,6 +101,8 @@ class Pilot:
         self._watch = StallWatch(self._brokers, stall_after_s, self._stalled, self._has_pending) if stall_after_s else None
         self.node_events: list[NodeEvent] = []
         self.on_node_lost: Callable[[NodeEvent], None] | None = None  # a campaign records them in its run
+        self._lost_nodes: set[str] = set()
+        self._node_lock = threading.Lock()
         self._node_watch = (NodeWatch(self.allocation.nodes, self._node_lost, node_watch_s)
                             if node_watch_s and self.allocation.real_nodes and self.allocation.manager == "slurm" else None)
         self._started = False
@@ -156,7 +159,14 @@ class Pilot:
         return self
 
     def _node_lost(self, node: str, state: str) -> None:
-        """A node of the allocation is gone: no slot of it is lent again, and the backends hear of it."""
+        """A node of the allocation is gone: no slot of it is lent again, and the backends hear of it. Once per
+        node, whoever saw it first: the node watch (Slurm says down) or a backend (srun's node failure)."""
+        with self._node_lock:
+            if node in self._lost_nodes:
+                return
+            self._lost_nodes.add(node)
+            if self._node_watch is not None:
+                self._node_watch.lost.add(node)
         index = self.allocation.nodes.index(node)
         event = NodeEvent(node, state, time.time())
         self.node_events.append(event)

@@ -128,6 +128,29 @@ def test_a_step_whose_node_failed_is_known_although_srun_exited_0(tmp_path):
     assert launcher.node_failure(executable_task(["true"]), "some other warning") is None
 
 
+def test_a_node_failure_a_launcher_sees_takes_the_node_out_once_before_the_task_runs_again(monkeypatch):
+    """srun reported the node failure before the node watch saw it (the node-loss test): the retry must not go
+    back to that node (it did: exit 1), the node leaves every pool once, and the run's node events say so once."""
+    from impeccable.runtime.backends.launchers import LocalLauncher
+
+    seen: list[str] = []
+
+    def node_failure(self, task, stderr_tail):
+        seen.append(task.name)
+        return "node1" if seen.count("t1") == 1 and task.name == "t1" else None
+
+    monkeypatch.setattr(LocalLauncher, "node_failure", node_failure)
+    tasks = [executable_task([sys.executable, "-c", "pass"], cores_per_rank=2, name=f"t{i}") for i in range(2)]
+    with Pilot(Allocation.emulated(4, nodes=2), routes={"executable": "local"}) as pilot:
+        records = pilot.run(tasks, timeout=60)
+        pilot._node_lost("node1", "down*")  # the node watch, later: nothing more happens
+    assert [(e.node, e.state) for e in pilot.node_events] == [("node1", "failed (srun: node failure)")]
+    by_name = {r.name: r for r in records}
+    assert all(r.state is TaskState.DONE for r in records) and by_name["t1"].node == "node0"
+    assert by_name["t1"].error.startswith("node node1 lost") and seen.count("t1") == 2
+    assert pilot.slots["local"].broker.capacity_cores == 2
+
+
 def test_dragon_workers_spread_over_the_nodes_as_the_transport_counts_them():
     assert worker_hosts(("a", "b"), 4) == ["a", "a", "b", "b"]
     assert worker_hosts(("a", "b", "c"), 3) == ["a", "b", "c"]

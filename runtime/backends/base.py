@@ -17,7 +17,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
 from typing import Any, ClassVar
 
@@ -146,6 +146,9 @@ class Backend(abc.ABC):
         # function tasks already found runnable, by (function, cores, gpus): thousands of tasks
         # calling one function are checked once, not once each
         self._checked_functions: set[tuple[str, int, int]] = set()
+        # the pilot's hand for a node lost as the backend found it (e.g. srun's "Node failure" under a step),
+        # before the pilot's node watch: ``(node name, what was seen)``; set by the pilot
+        self.on_node_failure: Callable[[str, str], None] | None = None
 
     @classmethod
     def available(cls) -> tuple[bool, str]:

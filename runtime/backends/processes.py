@@ -173,8 +173,26 @@ class ProcessRunner:
     def _ended(self, child: _Child, code: int, finished: float) -> None:
         """The process is gone: its slots go back, then the task settles."""
         del self.children[child.sub.task.uid]
+        if code == 0 and not (child.lost or child.canceled or child.timed_out):
+            failed = self.launcher.node_failure(child.sub.task, child.stderr_tail.decode(errors="replace"))
+            if failed is not None:  # before its slots go back: the node leaves the pool first
+                child.lost = f"node {failed} lost (srun: node failure under the running step); run again elsewhere"
+                self._node_failed(failed, child.lost)
         self.host.slots.give_back(child.cores, child.gpus)
         self._settle(child, code, finished)
+
+    def _node_failed(self, node: str, reason: str) -> None:
+        """The launcher saw ``node`` fail (srun exits 0 then), possibly before the pilot's node watch: the same
+        steps as a node loss the pilot reports, at once, so no retry is launched the old way or placed there."""
+        broker = self.host.slots.broker
+        if node not in broker.allocation.nodes:
+            return
+        index = broker.allocation.nodes.index(node)
+        broker.mark_down(index)
+        self.node_lost(index, reason)
+        report = self.host.backend.on_node_failure
+        if report is not None:
+            report(node, "failed (srun: node failure)")
 
     def _settle(self, child: _Child, code: int, finished: float) -> None:
         """The task's final state (or its retry) from how its process ended."""
@@ -200,14 +218,6 @@ class ProcessRunner:
                 self.host.requeue(sub)
             return
         if code == 0 and not child.timed_out:
-            failed = self.launcher.node_failure(sub.task, child.stderr_tail.decode(errors="replace"))
-            if failed is not None:  # srun's step lost its node before the pilot's node watch saw it go
-                broker = self.host.slots.broker
-                if failed in broker.allocation.nodes:  # its slots leave the pool now, so the retry goes elsewhere
-                    broker.mark_down(broker.allocation.nodes.index(failed))
-                sub.lost(f"node {failed} lost (srun: node failure under the running step)", when=finished)
-                self.host.requeue(sub, front=True)
-                return
             sub.complete(when=finished, exit_code=0)
             return
         if child.timed_out:
