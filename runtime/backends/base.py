@@ -286,14 +286,15 @@ def signal_name(number: int) -> str:
 STDERR_TAIL_BYTES = 2048
 
 
-def file_tail(path: str | None, nbytes: int = STDERR_TAIL_BYTES) -> str:
-    """The last ``nbytes`` of a task's stderr file ('' if there is none): read only when a task failed."""
+def file_tail(path: str | None, nbytes: int = STDERR_TAIL_BYTES, start: int = 0) -> str:
+    """The last ``nbytes`` of a task's stderr file after byte ``start`` (what one attempt wrote to a file that
+    every attempt appends to); '' if there is none. Read only when a task ended oddly."""
     if not path:
         return ""
     try:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - nbytes))
+            handle.seek(max(start, handle.tell() - nbytes))
             return handle.read().decode(errors="replace").strip()
     except OSError:
         return ""

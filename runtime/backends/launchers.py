@@ -46,8 +46,9 @@ class Launcher(Protocol):
     def node_lost(self, node: int) -> None:
         """Node ``node`` of the allocation is gone: adjust how later tasks are launched, if need be."""
 
-    def node_failure(self, task: Task, stderr_tail: str) -> str | None:
-        """The node the launcher says failed under ``task`` although its process exited 0, or None."""
+    def node_failure(self, stderr: str) -> str | None:
+        """The node the launcher says (on one attempt's ``stderr``) failed under a task whose process exited 0,
+        or None."""
 
 
 class LocalLauncher:
@@ -77,7 +78,7 @@ class LocalLauncher:
     def node_lost(self, node: int) -> None:
         pass  # one node: nothing to adjust
 
-    def node_failure(self, task: Task, stderr_tail: str) -> str | None:
+    def node_failure(self, stderr: str) -> str | None:
         return None  # the task's process ran here
 
 

@@ -49,7 +49,6 @@ from ..nodes import NodeList, from_slurm
 from ..nodes import discover as discover_nodes
 from ..slots import SlotView
 from ..task import Task, TaskKind
-from .base import file_tail
 from .launchers import LaunchError
 from .loop import Dispatcher, ThreadedBackend
 from .processes import ProcessRunner
@@ -199,10 +198,10 @@ class SrunLauncher:
         if "--overlap" not in self.prefix:
             self.prefix.insert(self.prefix.index("--exact") + 1, "--overlap")
 
-    def node_failure(self, task: Task, stderr_tail: str) -> str | None:
+    def node_failure(self, stderr: str) -> str | None:
         """srun exits 0 when a node of its step fails under it, saying "srun: error: Node failure on NODE" on its
-        stderr (the task's stderr file, or the pipe); its tasks were killed, not finished."""
-        found = _NODE_FAILURE.search(f"{stderr_tail}\n{file_tail(task.stderr)}")
+        stderr; its tasks were killed, not finished."""
+        found = _NODE_FAILURE.search(stderr)
         return found.group(1) if found else None
 
     def _function_command(self, task: Task) -> list[str]:
