@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -297,12 +298,16 @@ from impeccable.runtime import Pilot, function_task
 from impeccable.runtime.nodes import discover
 from impeccable.runtime.resources import Allocation
 with Pilot(Allocation.on_nodes(discover(), 4), routes={"function": "dragon"},
-           options={"dragon": {"start_timeout_s": 900, "workers": 4}}) as pilot:
+           options={"dragon": {"start_timeout_s": 900, "workers": 4, "start_attempts": 2}}) as pilot:
     futures = pilot.submit_many([function_task(socket.gethostname, name=f"f{i}") for i in range(48)])
     hosts = [f.result(timeout=300) for f in futures]
-print(json.dumps([[h, f.record.node] for h, f in zip(hosts, futures)]))
+    failures = pilot.backends["dragon"].start_failures
+print(json.dumps({"pairs": [[h, f.record.node] for h, f in zip(hosts, futures)], "start_failures": failures}))
 """, timeout=900)
-    pairs = json.loads(out.splitlines()[-1])
+    result = json.loads(out.splitlines()[-1])
+    pairs = result["pairs"]
+    for failure in result["start_failures"]:  # said, not hidden: a start over TCP on this busy machine can fail
+        warnings.warn(f"Dragon's first start on the 4 nodes failed, the second started: {failure[-600:]}", stacklevel=1)
     assert all(host == node for host, node in pairs)  # each call ran on the node its record names
     assert sorted({host for host, _ in pairs}) == list(NODES)
 

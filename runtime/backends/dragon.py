@@ -54,6 +54,8 @@ SERVER_MODULE = "impeccable.runtime.dragon_server"
 STOP_TIMEOUT_S = 30.0  # an orderly stop: Dragon's own services wind down (seconds on a loaded node)
 ABORT_TIMEOUT_S = 5.0  # Ctrl-C or a cancelling shutdown: then the process group is signalled
 KILL_GRACE_S = 5.0
+# what the Dragon launcher says once its start failed, before it spends minutes cleaning up
+ABNORMAL_EXIT = b"Abnormal Exit detected"
 _CONTROL = b"\xff" * 8  # prefix of a server notice; a result starts with its call's token
 _TOKEN = struct.Struct("<q")
 
@@ -70,7 +72,9 @@ class DragonBackend(ThreadedBackend):
 
     Options: ``launcher`` (path of ``dragon``, default: next to this Python or on PATH),
     ``launcher_args`` (extra launcher arguments; default ``$IMPECCABLE_DRAGON_LAUNCHER_ARGS``, split as a
-    shell would), ``start_timeout_s`` (default 120),
+    shell would), ``start_timeout_s`` (default 120), ``start_attempts`` (launches tried before the backend
+    gives up, default 1: a multi-node start over TCP can fail now and then, each failure is in
+    :attr:`start_failures` and on stderr),
     ``pipeline_s`` (estimated work queued in a busy worker, default 20 ms),
     ``max_pipeline`` (calls in flight per worker, default 512), ``queue_ahead`` (calls kept queued
     behind a running one however long calls are, so that a worker starts its next call without waiting
@@ -89,6 +93,8 @@ class DragonBackend(ThreadedBackend):
         # a site's (or a test cluster's) launcher settings, e.g. "-t tcp --network-prefix eth0"
         self._launcher_args = list(options.get("launcher_args") or shlex.split(os.environ.get(LAUNCHER_ARGS_ENV, "")))
         self._start_timeout_s = float(options.get("start_timeout_s", 120.0))
+        self._start_attempts = max(1, int(options.get("start_attempts", 1)))
+        self.start_failures: list[str] = []  # why earlier launches failed, when a later one started
         self._pipeline_s = float(options.get("pipeline_s", 0.02))
         self._max_pipeline = int(options.get("max_pipeline", 512))
         self._queue_ahead = int(options.get("queue_ahead", 1))
@@ -129,9 +135,18 @@ class DragonBackend(ThreadedBackend):
             hosts = worker_hosts(allocation.nodes, self._workers)
             if "-N" not in extra and "--nodes" not in extra:
                 extra += ["-N", str(len(allocation.nodes))]
-        self._runtime = DragonRuntime.launch(self._launcher, extra, self._workers,
-                                             inbox_messages(self._max_pipeline, self._queue_ahead), self._start_timeout_s,
-                                             list(self.options.get("preload") or ()), self._worker_env(), hosts)
+        for attempt in range(1, self._start_attempts + 1):
+            try:
+                self._runtime = DragonRuntime.launch(
+                    self._launcher, extra, self._workers, inbox_messages(self._max_pipeline, self._queue_ahead),
+                    self._start_timeout_s, list(self.options.get("preload") or ()), self._worker_env(), hosts)
+                break
+            except BackendUnavailable as exc:
+                if attempt == self._start_attempts:
+                    raise
+                self.start_failures.append(str(exc))
+                print(f"impeccable: Dragon start {attempt} of {self._start_attempts} failed, trying again: {exc}",
+                      file=sys.stderr, flush=True)
         loop = Dispatcher(self)
         transport = DragonTransport(loop, self._runtime)
         pool = FunctionPool(loop, transport, self._pipeline_s, self._max_pipeline, queue_ahead=self._queue_ahead)
@@ -312,6 +327,8 @@ class DragonRuntime:
         self.shm_prefixes: set[str] = set()
         self.forced = False
         self.stop_timeout_s = STOP_TIMEOUT_S
+        self._log_seen = -1  # the launcher log's size when last read (during start)
+        self._abnormal = False
 
     @classmethod
     def launch(cls, launcher: str, extra_args: list[str], n_workers: int, inbox_size: int,
@@ -339,7 +356,7 @@ class DragonRuntime:
         runtime = cls(channel, popen, log_path)
         runtime._note_shm_prefixes()
         try:
-            runtime.conn = channel.accept(timeout_s, alive=lambda: popen.poll() is None)
+            runtime.conn = channel.accept(timeout_s, alive=runtime.starting)
             if not runtime.conn.poll(max(1.0, timeout_s)):
                 raise TimeoutError("the Dragon server connected but its workers did not start")
             message = pickle.loads(runtime.conn.recv_bytes())
@@ -354,6 +371,21 @@ class DragonRuntime:
                 raise
             raise BackendUnavailable(f"the Dragon runtime did not start: {exc}; launcher output: {tail}") from exc
         return runtime
+
+    def starting(self) -> bool:
+        """The launcher is still coming up: not exited, and not past Dragon's "Abnormal Exit detected", after
+        which it cleans up for minutes (over ssh, where a site has it) before it exits. Polled during start only."""
+        if self.popen.poll() is not None:
+            return False
+        try:
+            size = os.path.getsize(self.log_path)
+        except OSError:
+            return True
+        if size != self._log_seen:
+            self._log_seen = size
+            with open(self.log_path, "rb") as log:
+                self._abnormal = ABNORMAL_EXIT in log.read()
+        return not self._abnormal
 
     def log_tail(self, lines: int = 15) -> str:
         try:
