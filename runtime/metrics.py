@@ -200,7 +200,7 @@ def utilisation_losses(records: Sequence[TaskRecord], cores: int,
     windows: list[tuple[float, float, str]] = []  # (from, to, category) of the phases' tails and gaps
     spans: list[tuple[float, float, float]] = [
         (max(r.scheduled for r in rs), max(r.finished for r in rs), min(r.scheduled for r in rs))  # type: ignore[type-var,misc]
-             for rs in phases.values()]
+        for rs in phases.values()]
     for i, (last_placed, last_finished, _) in enumerate(spans):
         windows.append((last_placed, last_finished, "phase_tail"))
         if i + 1 < len(spans):

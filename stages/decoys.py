@@ -37,7 +37,7 @@ __all__ = ["PROPERTIES", "DecoySet", "properties", "make_decoys", "main"]
 
 PROPERTIES = ("mw", "logp", "rotatable_bonds", "hbd", "hba", "net_charge")
 WINDOWS = np.array([20.0, 0.4, 1, 1, 1, 0])  # first window, per property (charge must be equal)
-SCALE = np.array([20.0, 0.4, 1, 1, 1, 1])  # the property distance is Euclidean in these units
+SCALE = np.array([20.0, 0.4, 1, 1, 1])  # the distance is Euclidean over the five fast properties in these units
 WIDEN = 1.5
 MAX_TC = 0.3
 
@@ -157,7 +157,7 @@ def _closest_with_charge(props: np.ndarray, charged: np.ndarray, mols: list[Any]
     charging every compound in the window; ``props``/``charged`` keep what was computed for later actives.
     """
     near = np.flatnonzero(np.all(np.abs(props[:, :-1] - target[:-1]) <= window[:-1] + 1e-9, axis=1) & ~used)
-    dist = np.sqrt(np.sum(((props[near, :-1] - target[:-1]) / SCALE[:-1]) ** 2, axis=1))
+    dist = np.sqrt(np.sum(((props[near, :-1] - target[:-1]) / SCALE) ** 2, axis=1))
     picks: list[int] = []
     for i in near[np.argsort(dist, kind="stable")]:
         if not charged[i]:

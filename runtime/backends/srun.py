@@ -228,6 +228,7 @@ class SlurmAllocation:
         self.timeout_s = timeout_s
         self.job_id: str | None = None
         self.owned = False
+        self._holder: subprocess.Popen[str] | None = None  # the salloc that holds an allocation we requested
 
     def acquire(self) -> str:
         inherited = os.environ.get("SLURM_JOB_ID")
@@ -237,7 +238,6 @@ class SlurmAllocation:
         # salloc holds the allocation while its command runs; the command is `cat` on a pipe from this
         # process, so the allocation ends when the pilot does, even if the pilot is killed (SIGKILL).
         argv = self.salloc_argv()
-        self._holder: subprocess.Popen[str] | None
         try:
             self._holder = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                             stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -273,7 +273,7 @@ class SlurmAllocation:
                 f"--immediate={max(1, int(self.timeout_s))}", *self.flags, "cat"]
 
     def _stop_holder(self) -> None:
-        holder = getattr(self, "_holder", None)
+        holder = self._holder
         if holder is None:
             return
         try:
