@@ -135,9 +135,10 @@ class DragonBackend(ThreadedBackend):
             hosts = worker_hosts(allocation.nodes, self._workers)
             if "-N" not in extra and "--nodes" not in extra:
                 extra += ["-N", str(len(allocation.nodes))]
+        runtime: DragonRuntime | None = None
         for attempt in range(1, self._start_attempts + 1):
             try:
-                self._runtime = DragonRuntime.launch(
+                runtime = DragonRuntime.launch(
                     self._launcher, extra, self._workers, inbox_messages(self._max_pipeline, self._queue_ahead),
                     self._start_timeout_s, list(self.options.get("preload") or ()), self._worker_env(), hosts)
                 break
@@ -147,8 +148,10 @@ class DragonBackend(ThreadedBackend):
                 self.start_failures.append(str(exc))
                 print(f"impeccable: Dragon start {attempt} of {self._start_attempts} failed, trying again: {exc}",
                       file=sys.stderr, flush=True)
+        assert runtime is not None  # the last attempt returned or raised
+        self._runtime = runtime
         loop = Dispatcher(self)
-        transport = DragonTransport(loop, self._runtime)
+        transport = DragonTransport(loop, runtime)
         pool = FunctionPool(loop, transport, self._pipeline_s, self._max_pipeline, queue_ahead=self._queue_ahead)
         transport.attach(pool)
         loop.serve([TaskKind.FUNCTION], pool)
