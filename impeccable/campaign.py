@@ -56,12 +56,12 @@ from .inputs import (
 )
 from .library_stage import CampaignLibrary
 from .lock import RunDirLock
+from .node_events import log_pilot_events
 from .progress import CampaignProgress
 from .runtime import Pilot, TaskFuture, TaskState
 from .stages.library import LibraryRecord
 from .stages.surrogate import nominate_batch
 from .stagetasks import DockBatch, StageTasks
-from .stalls import StallLog
 from .store import Store, store_errors
 from .tasks import TaskLoop
 
@@ -132,8 +132,8 @@ class CampaignRunner(MDRescoring):
             self.pilot = self._pilot or make_pilot(self.c)
             a = use_gpus(self.c, self.pilot.allocation, self.stages, self.store)  # each stage's GPUs in it
             session = self.store.begin_session(a.cores, {k.value: v for k, v in self.pilot.routes.items()}, a.gpus,
-                                               a.gpu_shares)
-            self.pilot.on_stall = StallLog(self.run_dir, session).append
+                                               a.gpu_shares, nodes=a.nodes)
+            log_pilot_events(self.pilot, self.run_dir, session)  # stalls and lost nodes, as they happen
             self._run_session(session)
         return self.summary()
 

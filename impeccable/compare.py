@@ -8,6 +8,7 @@ same docking scores before it reports any timing.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,12 @@ def register(sub: Any) -> None:
     p.add_argument("--pilot-backend", default=None, choices=("auto", *(n for n in BACKEND_NAMES if n != "srun")),
                    help="serve both kinds with this backend (default: the campaign's pilot.routes)")
     p.add_argument("--cores", type=int, help="override pilot.cores for both runs")
+    p.add_argument("--nodes", type=int, help="both runs on this many nodes of a Slurm job: the one this runs in, "
+                   "else (srun baseline) a fresh `salloc -N NODES --exclusive --no-kill` held for both; "
+                   "cores default to all the job gives on them")
+    p.add_argument("--pilot-routes", metavar="KIND=BACKEND,...", type=_routes,
+                   help="the pilot's routes, e.g. executable=flux,function=dragon (several nodes: backends "
+                   "that start tasks on every node)")
     p.add_argument("--oversubscribe", action="store_true", help="allow more cores than this machine has")
     p.add_argument("--local-slurm", action="store_true",
                    help="no Slurm here? start a throwaway single-node Slurm for the srun run, and stop it after "
@@ -39,6 +46,8 @@ def register(sub: Any) -> None:
 def _compare(args: argparse.Namespace) -> int:
     from .runtime.backends import is_available
 
+    if args.nodes is not None and args.nodes < 1:
+        raise UserError(f"--nodes must be at least 1, got {args.nodes}")
     cluster = None
     if args.baseline == "srun" and args.local_slurm:
         from .runtime.backends.slurm_local import start as start_local_slurm
@@ -55,6 +64,13 @@ def _compare(args: argparse.Namespace) -> int:
                 hint = ("; run the comparison inside a Slurm allocation (salloc/sbatch), or add --local-slurm to "
                         "start a throwaway single-node Slurm on this machine for it (needs root)")
             raise UserError(f"the {args.baseline} baseline cannot run here: {why}{hint}")
+        if args.nodes and args.nodes > 1 and args.baseline == "srun":
+            from .runtime.backends.srun import job_of_nodes
+
+            with job_of_nodes(args.nodes) as job:
+                print(f"both runs on nodes {', '.join(job.names)} ({job.cores_per_node} cores each) of Slurm job "
+                      f"{os.environ['SLURM_JOB_ID']}")
+                return _compare_runs(args)
         return _compare_runs(args)
     finally:
         if cluster is not None:
@@ -70,14 +86,16 @@ def _compare_runs(args: argparse.Namespace) -> int:
         base = load_with_overrides(args.campaign, cores=args.cores, oversubscribe=args.oversubscribe)
     except CampaignError as exc:
         raise UserError(str(exc)) from None
+    if args.nodes:  # the job's cores on those nodes, unless --cores says otherwise
+        base = base.model_copy(update={"pilot": base.pilot.model_copy(update={"nodes": args.nodes, "cores": args.cores})})
     out = args.out or Path("runs") / f"{base.name}-compare"
     runs: dict[str, dict[str, Any]] = {}
     for label, routes in (("pilot", None), (args.baseline, args.baseline)):
         routes = routes or args.pilot_backend
         campaign = base
-        if routes:
+        if routes or (label == "pilot" and args.pilot_routes):
             campaign = base.model_copy(update={"pilot": base.pilot.model_copy(
-                update={"routes": {"executable": routes, "function": routes}})})
+                update={"routes": {"executable": routes, "function": routes} if routes else args.pilot_routes})})
         run_dir = out / label
         shutil.rmtree(run_dir, ignore_errors=True)  # a comparison always starts from nothing
         print(f"== {label}: {campaign.name} into {run_dir}")
@@ -96,6 +114,14 @@ def _compare_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _routes(text: str) -> dict[str, str]:
+    """``executable=flux,function=dragon`` -> the routes mapping (both kinds named)."""
+    routes = dict(part.split("=", 1) for part in text.split(",") if "=" in part)
+    if set(routes) != {"executable", "function"} or not all(routes.values()):
+        raise argparse.ArgumentTypeError(f"give both kinds, e.g. executable=flux,function=dragon; got {text!r}")
+    return routes
+
+
 def compare_runs(pilot_store: Any, base_store: Any, baseline: str) -> dict[str, Any]:
     from .measure import run_figures
 
@@ -111,6 +137,8 @@ def compare_runs(pilot_store: Any, base_store: Any, baseline: str) -> dict[str, 
         "docked_compounds": {"pilot": len(a), baseline: len(b), "common": len(common)},
         "docking_scores_agree": bool(common) and not mismatched and set(a) == set(b),
         "docking_mismatches": mismatched[:20],
+        "nodes": pilot["nodes"],
+        "per_node_utilization": {"pilot": pilot["per_node_utilization"], baseline: base["per_node_utilization"]},
     }
 
 
@@ -135,6 +163,14 @@ def _print(result: dict[str, Any]) -> None:
     t.add_row("median launch overhead (ms)", f"{1e3 * p['launch_overhead_median_s']:.1f}",
               f"{1e3 * b['launch_overhead_median_s']:.1f}")
     Console().print(t)
+    if len(result["nodes"]) > 1:
+        per_node = Table(title="utilisation per node")
+        for col in ("node", "pilot", base):
+            per_node.add_column(col)
+        for node in result["nodes"]:
+            per_node.add_row(node, *(f"{100 * result['per_node_utilization'][side].get(node, 0.0):.1f} %"
+                                     for side in ("pilot", base)))
+        Console().print(per_node)
     ratio = result["makespan_ratio"]
     print(f"makespan ratio pilot/{base}: {ratio:.2f}" if ratio else "makespan ratio: n/a")
     print("docking scores agree" if result["docking_scores_agree"] else "docking scores DISAGREE")

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from .config import Campaign
 from .gpuplan import requests, shares_per_device
 from .runtime import Allocation, Pilot
+from .runtime.nodes import discover as discover_nodes
 from .runtime.resources import machine_cores
 from .stages.library import LibraryScan
 from .store import Store
@@ -122,22 +124,7 @@ def check_same_campaign(campaign: Campaign, store: Store, run_dir: Path) -> None
 def make_pilot(campaign: Campaign) -> Pilot:
     """The pilot of ``[pilot]``: its cores (never more than the machine's unless oversubscribe), nodes, routes."""
     p = campaign.pilot
-    source = campaign.source or "campaign"
-    cores = p.cores or Allocation.detect().cores
-    available = machine_cores()
-    if cores > available and not p.oversubscribe:
-        raise CampaignInputError(
-            f"{source}: pilot.cores = {cores} but this machine (or Slurm job) has {available}: {cores} tasks "
-            f"would share {available} cores. Set pilot.cores to the allocation, or pilot.oversubscribe = true "
-            "(--oversubscribe) to advertise more, e.g. for an emulation")
-    devices, ids = pilot_gpus(campaign)
-    cores_per_node, devices_per_node = cores // p.nodes, devices // p.nodes
-    shares = shares_per_device(requests(campaign, cores_per_node, devices_per_node)) if devices else 1
-    try:
-        allocation = Allocation.emulated(cores, nodes=p.nodes, gpus=devices * shares, gpu_shares=shares,
-                                         gpu_devices=ids if len(ids) == devices_per_node and p.nodes == 1 else ())
-    except ValueError as exc:
-        raise CampaignInputError(f"{source}: pilot: {exc}") from None
+    allocation = make_allocation(campaign)
     from .work import PRELOAD, PRELOAD_FORKED
 
     # function workers start with the stage modules imported (torch, RDKit), unless the campaign says otherwise
@@ -147,18 +134,51 @@ def make_pilot(campaign: Campaign) -> Pilot:
     return Pilot(allocation, routes=dict(p.routes), shares=p.shares or None, options=options, exclusive=p.exclusive)
 
 
-def pilot_gpus(campaign: Campaign) -> tuple[int, tuple[str, ...]]:
+def make_allocation(campaign: Campaign) -> Allocation:
+    """``pilot.nodes`` > 1 inside a Slurm job or Flux instance of that many nodes or more: its first ``nodes``
+    real nodes, found in the job's environment (default cores: all the job gives on them); elsewhere that many
+    nodes emulated on this machine. GPUs: :func:`pilot_gpus`, in slots of ``gpu_shares`` per device."""
+    p = campaign.pilot
+    source = campaign.source or "campaign"
+    try:
+        found = discover_nodes() if p.nodes > 1 else None
+        job = Allocation.on_nodes(found, p.nodes, p.cores) if found is not None and len(found.names) > 1 else None
+    except ValueError as exc:
+        raise CampaignInputError(f"{source}: pilot: {exc}") from None
+    cores = job.cores if job is not None else p.cores or Allocation.detect().cores
+    available = machine_cores()
+    if job is None and cores > available and not p.oversubscribe:
+        raise CampaignInputError(
+            f"{source}: pilot.cores = {cores} but this machine (or Slurm job) has {available}: {cores} tasks "
+            f"would share {available} cores. Set pilot.cores to the allocation, or pilot.oversubscribe = true "
+            "(--oversubscribe) to advertise more, e.g. for an emulation")
+    devices, ids = pilot_gpus(campaign, hosts=p.nodes if job is not None else 1)
+    cores_per_node, devices_per_node = cores // p.nodes, devices // p.nodes
+    shares = shares_per_device(requests(campaign, cores_per_node, devices_per_node)) if devices else 1
+    # device IDs only where all nodes are this machine's one: another host's IDs (UUIDs) are not these
+    names = ids if len(ids) == devices_per_node and p.nodes == 1 else ()
+    try:
+        if job is not None:
+            return replace(job, gpus=devices * shares, gpu_shares=shares)
+        return Allocation.emulated(cores, nodes=p.nodes, gpus=devices * shares, gpu_shares=shares, gpu_devices=names)
+    except ValueError as exc:
+        raise CampaignInputError(f"{source}: pilot: {exc}") from None
+
+
+def pilot_gpus(campaign: Campaign, hosts: int = 1) -> tuple[int, tuple[str, ...]]:
     """The GPUs of ``[pilot]`` (all nodes) and this node's device IDs: ``auto`` finds them here; an explicit
-    count above what is here is refused unless the campaign oversubscribes (an emulation)."""
+    count above what is here is refused unless the campaign oversubscribes (an emulation). ``hosts``: the
+    real nodes the allocation spans, each taken to have the GPUs found here (a job's nodes are alike)."""
     from .runtime.gpus import discover
 
     p = campaign.pilot
     found = discover()
+    here = found.count * hosts
     if p.gpus == "auto":
-        return found.count, found.ids
-    if p.gpus > found.count and not p.oversubscribe:
+        return here, found.ids
+    if p.gpus > here and not p.oversubscribe:
         raise CampaignInputError(
-            f"{campaign.source or 'campaign'}: pilot.gpus = {p.gpus} but {found.count} GPU(s) are here "
+            f"{campaign.source or 'campaign'}: pilot.gpus = {p.gpus} but {here} GPU(s) are here "
             f"({found.source}; `impeccable resources` says what was checked). Set pilot.gpus = \"auto\", or "
             "pilot.oversubscribe = true to advertise GPUs that are not here (an emulation)")
     return p.gpus, found.ids

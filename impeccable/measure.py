@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .runtime import summarize
+from .runtime.metrics import per_node_utilization
 from .store import Store
 
 
@@ -21,6 +22,7 @@ def run_figures(store: Store) -> dict[str, Any]:
 
     session = store.sessions()[-1]
     cores = session["cores"]
+    nodes = json.loads(session.get("nodes") or "[]")
     records = store.task_records(session["session"])
     rows = store.task_rows(session["session"])
     m = summarize(records, cores, session["gpus"], session["gpu_shares"])
@@ -39,6 +41,7 @@ def run_figures(store: Store) -> dict[str, Any]:
         "busy_core_s": m.busy_core_s, "critical_path_s": chain, "ideal_makespan_s": ideal,
         "greedy_bound_makespan_s": greedy, "makespan_over_ideal": m.makespan_s / ideal if ideal else None,
         "routes": json.loads(session["routes"] or "{}"), "stages": stages, "failed": m.failed,
+        "nodes": nodes, "per_node_utilization": per_node_utilization(records, nodes, cores),
         "gpus": m.gpus, "busy_gpu_s": m.busy_gpu_s, "gpu_utilization": m.gpu_utilization,
     }
 

@@ -367,6 +367,10 @@ def register(sub: Any) -> None:
     p.add_argument("--calibrate-from", type=Path, metavar="EMULATION.json",
                    help="with --validate: calibrate on this emulation (e.g. a smaller one) and predict the others, "
                    "instead of calibrating each on itself")
+    p.add_argument("--measured", type=Path, nargs="+", metavar="RUN_DIR",
+                   help="with --validate: real runs of the same campaign at the emulation's size (the pilot's, then "
+                   "the baseline's), e.g. the two sides of `compare --nodes 4` that an emulation at 4 x the "
+                   "per-node cores replays: the emulation's and the model's makespan error against them")
     p.add_argument("--costs-from", type=Path, metavar="EMULATION.json",
                    help="a measured emulation against srun: its manager time per task and function cold start")
     p.add_argument("--json", type=Path, metavar="FILE")
@@ -383,12 +387,17 @@ def _model(args: Any) -> int:
     if args.validate:
         result["validation"] = [validate_one(args.run_dir, path, args.calibrate_from) for path in args.validate]
         for row in result["validation"]:
+            against_real_runs(row, args.measured or [])
             for side in ("pilot", "baseline"):
                 if row.get(side):
                     v = row[side]
                     print(f"{row['cores']} cores (calibrated at {row['calibration_cores']}), {side}: measured "
                           f"{v['measured_makespan_s']:.1f} s, predicted {v['predicted_makespan_s']:.1f} s "
                           f"(error {100 * v['error']:+.1f} %)")
+                    if "real_run" in v:
+                        r = v["real_run"]
+                        print(f"  against the real run {r['run_dir']} ({r['makespan_s']:.1f} s on {', '.join(r['nodes'])}): "
+                              f"emulation {100 * r['emulation_error']:+.1f} %, model {100 * r['model_error']:+.1f} %")
     if args.nodes:
         if args.costs_from is None:
             raise UserError("--nodes needs --costs-from EMULATION.json (a measured emulation against srun)")
@@ -428,6 +437,26 @@ def validate_one(run_dir: Path, emulation_json: Path, calibrate_from: Path | Non
                      "error": (predicted["makespan_s"] - m) / m, "measured_tasks": measured[side]["tasks"],
                      "predicted_tasks": predicted["tasks"], "calibration": calibration.as_dict()}
     return row
+
+
+def against_real_runs(row: dict[str, Any], runs: list[Path]) -> None:
+    """Add to each side of a validation row the real run of that side (``runs``: the pilot's, then the
+    baseline's): its makespan and nodes, and the emulation's and the model's relative error against it."""
+    from .measure import run_figures
+    from .store import Store
+
+    for side, run in zip(("pilot", "baseline"), runs):
+        if not row.get(side):
+            continue
+        store = Store.open_existing(run, readonly=True)
+        try:
+            real = run_figures(store)
+        finally:
+            store.close()
+        v, m = row[side], real["makespan_s"]
+        v["real_run"] = {"run_dir": str(run), "makespan_s": m, "nodes": real["nodes"], "cores": real["cores"],
+                         "emulation_error": (v["measured_makespan_s"] - m) / m,
+                         "model_error": (v["predicted_makespan_s"] - m) / m}
 
 
 def _calibrate_side(run_dir: Path, emulation: dict[str, Any], side: str, srun_ceiling: int) -> Calibration:

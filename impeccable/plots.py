@@ -26,9 +26,11 @@ def _ran(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r.get("started") is not None and r.get("finished") is not None]
 
 
-def timeline(rows: Sequence[dict[str, Any]], cores: int, title: str = "task timeline", gpus: int = 0) -> bytes:
+def timeline(rows: Sequence[dict[str, Any]], cores: int, title: str = "task timeline", gpus: int = 0,
+             nodes: Sequence[str] = ()) -> bytes:
     """Gantt-like: one line per core slot, a bar per task on each slot it held, coloured by stage; the ``gpus``
-    GPU slots are rows above the cores (hatched), so a GPU idle while cores are busy shows."""
+    GPU slots are rows above the cores (hatched), so a GPU idle while cores are busy shows; with several
+    ``nodes`` (slot i on node i // (cores / nodes)) the core slots are grouped and labelled by node."""
     ran = _ran(rows)
     lines = cores + gpus
     fig, ax = plt.subplots(figsize=(10, max(2.5, min(12, 0.25 * lines + 1.5))))
@@ -52,6 +54,12 @@ def timeline(rows: Sequence[dict[str, Any]], cores: int, title: str = "task time
         ax.legend(loc="upper right", fontsize=8, ncol=min(4, len(stages)))
     ax.set_xlabel("time since first submission (s)")
     ax.set_ylabel("core slot" + (f" (0-{cores - 1}), GPU slot ({cores}-{lines - 1})" if gpus else ""))
+    if len(nodes) > 1:
+        per = cores // len(nodes)
+        for i in range(1, len(nodes)):
+            ax.axhline(i * per - 0.5, color="k", linewidth=0.8)
+        ax.set_yticks([i * per + (per - 1) / 2 for i in range(len(nodes))], list(nodes))
+        ax.set_ylabel("node (its core slots)" + (", GPU slots above" if gpus else ""))
     ax.set_ylim(-0.6, max(lines, 1) - 0.4)
     ax.set_title(title)
     return _png(fig)

@@ -17,6 +17,8 @@ from .config import HitsSection
 from .htmlparts import depiction as _depiction
 from .htmlparts import img, page, stage_table, table
 from .library_store import compound_sources
+from .node_events import describe as describe_node
+from .node_events import read_node_events
 from .picks import hit_panel, hits_settings, ligand_efficiency
 from .report_hits import diverse_html, hit_columns, interactions_html, le_cell, viewer_html
 from .results import ORDER_NOTE, check_top_poses, md_cell, ranked_hits, stage_counts
@@ -183,12 +185,20 @@ def _body(store: Store, run_dir: Path, top: int, settings: HitsSection, report_d
         parts.append(f"<p>{m.tasks} tasks, makespan {m.makespan_s:.1f} s, utilisation {100 * m.utilization:.1f} %{gpu_use}, "
                      f"throughput {m.throughput_tasks_per_s:.2f} tasks/s, median queue wait "
                      f"{m.queue_wait_median_s:.3f} s, median launch overhead {1e3 * m.launch_overhead_median_s:.1f} ms</p>")
+        nodes = json.loads(session.get("nodes") or "[]")
         parts.append(img(plots.timeline(rows_s, cores, "task timeline per core and GPU slot" if gpus else
-                                        "task timeline per core", gpus), "timeline"))
+                                        "task timeline per core", gpus, nodes), "timeline"))
         parts.append(img(plots.concurrency(rows_s, cores), "concurrency"))
         png, per_stage = plots.stage_throughput(rows_s)
         parts.append(img(png, "throughput per stage"))
         parts.append(stage_table(per_stage))
+    node_events = read_node_events(run_dir)
+    if node_events:
+        rows_all = store.task_rows()
+        parts.append(f"<h2>Nodes lost ({len(node_events)})</h2><p>The pilot's node watch found these nodes gone; "
+                     "their slots left the pool and the tasks that ran there ran again on the other nodes (see "
+                     "<code>nodes.jsonl</code>; nothing committed is lost):</p><ul>"
+                     + "".join(f"<li>{html.escape(describe_node(e, rows_all))}</li>" for e in node_events) + "</ul>")
     parts.append(_devices_html(store))
     stalls = read_stalls(run_dir)
     if stalls:

@@ -27,7 +27,8 @@ def write_side_by_side(path: Path, title: str, summary_html: str, sides: list[tu
         parts.append(f"<h2>{html.escape(label)}: makespan {fig['makespan_s']:.1f} s, utilisation "
                      f"{100 * fig['utilization']:.1f} %{gpu_use}</h2>")
         parts.append(stage_table(fig["stages"]))
-        parts.append(img(plots.timeline(rows, fig["cores"], f"{label}: task timeline", session["gpus"]), "timeline"))
+        parts.append(img(plots.timeline(rows, fig["cores"], f"{label}: task timeline", session["gpus"],
+                                        fig.get("nodes", ())), "timeline"))
         parts.append(img(plots.concurrency(rows, fig["cores"], f"{label}: busy cores"), "concurrency"))
     parts.append("<h2>Where the time goes</h2><p>" + html.escape(explanation) + "</p>")
     page = ("<!doctype html><html><head><meta charset='utf-8'><style>body{font-family:sans-serif;"

@@ -32,8 +32,12 @@ class StallLog:
 
 
 def read_stalls(run_dir: Path) -> list[dict[str, Any]]:
-    """Every stall event of the run, oldest first (a torn last line, from a kill, is skipped)."""
-    path = Path(run_dir) / FILE
+    """Every stall event of the run, oldest first."""
+    return read_jsonl(Path(run_dir) / FILE)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The events appended to ``path``, oldest first (a torn last line, from a kill, is skipped)."""
     if not path.is_file():
         return []
     events = []

@@ -44,7 +44,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (
     session INTEGER PRIMARY KEY, started REAL, finished REAL, cores INTEGER, routes TEXT, status TEXT,
-    gpus INTEGER, gpu_shares INTEGER);
+    gpus INTEGER, gpu_shares INTEGER, nodes TEXT);
 CREATE TABLE IF NOT EXISTS docking (
     id TEXT PRIMARY KEY, smiles TEXT NOT NULL, round INTEGER NOT NULL, origin TEXT NOT NULL,
     score REAL, pose_sdf TEXT, runtime_s REAL, error TEXT, task TEXT, state_smiles TEXT);
@@ -71,7 +71,7 @@ CREATE TABLE IF NOT EXISTS failures (id TEXT NOT NULL, stage TEXT NOT NULL, reas
 CREATE TABLE IF NOT EXISTS tasks (
     uid TEXT NOT NULL, session INTEGER NOT NULL, name TEXT, kind TEXT, stage TEXT, round INTEGER, state TEXT,
     cores INTEGER, gpus INTEGER, submitted REAL, scheduled REAL, started REAL, finished REAL, backend TEXT,
-    partition TEXT, slots TEXT, attempts INTEGER, exit_code INTEGER, error TEXT, gpu_slots TEXT,
+    partition TEXT, slots TEXT, attempts INTEGER, exit_code INTEGER, error TEXT, gpu_slots TEXT, node TEXT,
     PRIMARY KEY (session, uid));
 CREATE INDEX IF NOT EXISTS selections_by_batch ON selections (round, stage, batch);
 """
@@ -79,10 +79,11 @@ CREATE INDEX IF NOT EXISTS selections_by_batch ON selections (round, stage, batc
 
 # columns added after a store was first written
 MIGRATIONS = {"docking": ["state_smiles TEXT"], "selections": ["smiles TEXT", "score REAL"],
-              "sessions": ["gpus INTEGER", "gpu_shares INTEGER"], "tasks": ["gpu_slots TEXT"],
+              "sessions": ["gpus INTEGER", "gpu_shares INTEGER", "nodes TEXT"], "tasks": ["gpu_slots TEXT", "node TEXT"],
               "failures": ["category TEXT"]}
-# gpu_slots: the GPU slots a task held (a session's gpu_shares slots per device)
-SESSION_COLUMNS = ("session", "started", "finished", "cores", "routes", "status", "gpus", "gpu_shares")
+# gpu_slots: the GPU slots a task held (a session's gpu_shares slots per device); a session's nodes: its
+# allocation's node names (JSON list)
+SESSION_COLUMNS = ("session", "started", "finished", "cores", "routes", "status", "gpus", "gpu_shares", "nodes")
 
 
 
@@ -245,10 +246,12 @@ class Store(PredictionTables, TaskTables):
     def set_meta(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
-    def begin_session(self, cores: int, routes: dict[str, str], gpus: int = 0, gpu_shares: int = 1) -> int:
+    def begin_session(self, cores: int, routes: dict[str, str], gpus: int = 0, gpu_shares: int = 1, *,
+                      nodes: Sequence[str] = ()) -> int:
         cur = self.db.execute(
-            "INSERT INTO sessions (started, cores, routes, status, gpus, gpu_shares) VALUES (?, ?, ?, 'running', ?, ?)",
-            (time.time(), cores, json.dumps(routes), gpus, gpu_shares),
+            "INSERT INTO sessions (started, cores, routes, status, gpus, gpu_shares, nodes) "
+            "VALUES (?, ?, ?, 'running', ?, ?, ?)", (time.time(), cores, json.dumps(routes), gpus, gpu_shares,
+                                                    json.dumps(list(nodes))),
         )
         return int(cur.lastrowid)
 

@@ -14,8 +14,10 @@ import numpy as np
 
 from .runtime.records import TaskRecord, TaskState
 
+# node: the node(s) a task ran on, comma-separated (an MPI task may span several)
 TASK_COLUMNS = ("uid", "session", "name", "kind", "stage", "round", "state", "cores", "gpus", "submitted", "scheduled",
-                "started", "finished", "backend", "partition", "slots", "attempts", "exit_code", "error", "gpu_slots")
+                "started", "finished", "backend", "partition", "slots", "attempts", "exit_code", "error", "gpu_slots",
+                "node")
 
 
 class PredictionTables:
@@ -131,11 +133,12 @@ class TaskTables:
         rows = [
             (r.uid, session, r.name, r.kind, r.tags.get("stage"), int(r.tags.get("round", 0)), r.state.value,
              r.cores, r.gpus, r.submitted, r.scheduled, r.started, r.finished, r.backend, r.partition,
-             json.dumps(list(r.slots)), r.attempts, r.exit_code, r.error, json.dumps(list(r.gpu_slots)))
+             json.dumps(list(r.slots)), r.attempts, r.exit_code, r.error, json.dumps(list(r.gpu_slots)), r.node)
             for r in records
         ]
         with self.transaction() as db:
-            db.executemany(f"INSERT OR REPLACE INTO tasks ({', '.join(TASK_COLUMNS)}) VALUES ({', '.join('?' * 20)})", rows)
+            db.executemany(f"INSERT OR REPLACE INTO tasks ({', '.join(TASK_COLUMNS)}) "
+                           f"VALUES ({', '.join('?' * len(TASK_COLUMNS))})", rows)
 
     def done_task_durations(self) -> list[tuple[str, str, float]]:
         """(stage, task name, seconds from start to finish) of every task that ended DONE."""

@@ -14,10 +14,12 @@ Pilot -> server (pickled tuples):
     ("stop", kill)             stop the workers (kill: at once, else after their queued calls),
                                send what is left, say "bye" and exit
 Server -> pilot (pickled tuples):
-    ("ready", {wid: pid}) once, then ("out", [item_bytes, ...]) where an item is the call's
+    ("ready", {wid: pid}, {wid: host}) once, then ("out", [item_bytes, ...]) where an item is the call's
     token (8 bytes, little-endian) and the pickled (token, ok, payload, started, finished)
     result from a worker (the format of ``worker.py``), or 8 bytes of 0xff and a pickled
-    ("died", wid, exitcode) or ("up", wid, pid) notice (a replacement worker); finally ("bye",).
+    ("died", wid, exitcode) or ("up", wid, pid, host) notice (a replacement worker); finally ("bye",).
+    ``host`` is the host name the worker itself reports; with ``--hosts`` each worker is placed on
+    its node (Dragon's HOST_NAME policy), a replacement on its predecessor's.
 
 The server never unpickles results: it forwards the workers' bytes in batches,
 so one socket message carries many results. It exits when the pilot's socket
@@ -33,6 +35,7 @@ import json
 import os
 import pickle
 import queue
+import socket
 import struct
 import sys
 import threading
@@ -90,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inbox-size", type=int, default=1024)
     parser.add_argument("--preload", default="", help="comma-separated modules each worker imports before it is up")
     parser.add_argument("--worker-env", default="{}", help="JSON object of variables each worker sets when it starts")
+    parser.add_argument("--hosts", default="", help="comma-separated: the node of each worker (several nodes)")
     args = parser.parse_args(argv)
 
     from impeccable.runtime.backends.dragon_channel import connect
@@ -100,15 +104,18 @@ def main(argv: list[str] | None = None) -> int:
     conn = connect(args.socket, key)
     del key
     server = _Server(conn, os.path.dirname(args.socket), args.workers, args.inbox_size,
-                     tuple(m for m in args.preload.split(",") if m), json.loads(args.worker_env))
+                     tuple(m for m in args.preload.split(",") if m), json.loads(args.worker_env),
+                     tuple(h for h in args.hosts.split(",") if h))
     return server.run()
 
 
 class _Server:
     def __init__(self, conn: Any, directory: str, n_workers: int, inbox_size: int,
-                 preload: tuple[str, ...] = (), worker_env: dict[str, str] | None = None) -> None:
+                 preload: tuple[str, ...] = (), worker_env: dict[str, str] | None = None,
+                 hosts: tuple[str, ...] = ()) -> None:
         self.preload = preload
         self.worker_env = dict(worker_env or {})
+        self.hosts = hosts  # worker i runs on hosts[i] (Dragon's HOST_NAME placement); () = where Dragon likes
         from dragon.native.queue import Queue
 
         self.conn = conn
@@ -126,12 +133,13 @@ class _Server:
         self.workers: dict[int, tuple[Any, Any]] = {}  # wid -> (process, inbox)
         self.lock = threading.Lock()
         self.next_wid = 0
+        self.worker_hosts: dict[int, str] = {}  # wid -> the host name its worker reported
         self.stopping = False
         self.kill_on_stop = False
 
     def run(self) -> int:
         pids = self._start_workers(self.n_workers)
-        self.conn.send_bytes(pickle.dumps(("ready", pids)))
+        self.conn.send_bytes(pickle.dumps(("ready", pids, self.worker_hosts)))
         forwarder = threading.Thread(target=self._forward, name="forward", daemon=True)
         forwarder.start()
         orderly = self._read()
@@ -215,30 +223,34 @@ class _Server:
                 future.result()
         pids: dict[int, int] = {}
         while len(pids) < n:
-            _, wid, pid = pickle.loads(self.outbox.get()[len(CONTROL):])
+            _, wid, pid, host = pickle.loads(self.outbox.get()[len(CONTROL):])
             pids[wid] = pid
+            self.worker_hosts[wid] = host
         return pids
 
-    def _start_worker(self) -> int:
+    def _start_worker(self, host: str = "") -> int:
+        from dragon.infrastructure.policy import Policy
         from dragon.native.process import Process
 
         with self.lock:
             wid = self.next_wid
             self.next_wid += 1
+        host = host or (self.hosts[wid] if wid < len(self.hosts) else "")
         inbox = self._Queue(maxsize=self.sizes["inbox_capacity"], block_size=self.sizes["inbox_block_bytes"])
         progress = os.path.join(self.directory, f"progress.{wid}")
         with open(progress, "wb") as handle:
             handle.write(TOKEN.pack(-1))
+        policy = Policy(placement=Policy.Placement.HOST_NAME, host_name=host) if host else None
         process = Process(target=worker_main, args=(wid, inbox, self.outbox, progress, self.preload,
-                                                      self.worker_env))
+                                                      self.worker_env), policy=policy)
         process.start()
         with self.lock:
             self.workers[wid] = (process, inbox)
-        threading.Thread(target=self._watch, args=(wid, process, inbox, progress), name=f"watch-{wid}",
+        threading.Thread(target=self._watch, args=(wid, process, inbox, progress, host), name=f"watch-{wid}",
                          daemon=True).start()
         return wid
 
-    def _watch(self, wid: int, process: Any, inbox: Any, progress: str) -> None:
+    def _watch(self, wid: int, process: Any, inbox: Any, progress: str, host: str = "") -> None:
         """Wait for the worker to exit; if it was not asked to, report it and start a replacement."""
         try:
             code = process.join()
@@ -259,7 +271,7 @@ class _Server:
         self.outbox.put(CONTROL + pickle.dumps(("died", wid, code, running)))
         _destroy(inbox)
         if not self.stopping:
-            self._start_worker()  # its ("up", wid, pid) notice tells the pilot
+            self._start_worker(host)  # on the same node; its ("up", wid, pid, host) notice tells the pilot
 
     def _stop(self, orderly: bool) -> None:
         self.stopping = True
@@ -313,7 +325,7 @@ def worker_main(wid: int, inbox: Any, outbox: Any, progress_path: str, preload: 
         progress = mmap.mmap(handle.fileno(), TOKEN.size)
     results = _Results(outbox)
     loads, dumps, now, pack, pack_into = pickle.loads, pickle.dumps, time.time, TOKEN.pack, TOKEN.pack_into
-    outbox.put(CONTROL + dumps(("up", wid, os.getpid())))
+    outbox.put(CONTROL + dumps(("up", wid, os.getpid(), socket.gethostname())))  # the node it really runs on
     add = results.add
     while True:
         data = inbox.get()

@@ -83,6 +83,22 @@ def summarize(records: Sequence[TaskRecord], cores: int, gpus: int = 0, gpu_shar
     )
 
 
+def per_node_utilization(records: Sequence[TaskRecord], nodes: Sequence[str], cores: int) -> dict[str, float]:
+    """Each node's busy core-seconds (from the slots its tasks held there) over its cores times the makespan of
+    all ``records``: where the whole run's utilisation was lost. Slot i is on node i // (cores / nodes)."""
+    finished = [r.finished for r in records if r.finished is not None]
+    submitted = [r.submitted for r in records if r.submitted is not None]
+    makespan = max(finished) - min(submitted) if finished and submitted else 0.0
+    per_node = cores // len(nodes) if nodes else 0
+    busy = [0.0] * len(nodes)
+    for r in records:
+        if r.started is not None and r.finished is not None:
+            for slot in r.slots:
+                if slot // per_node < len(nodes):
+                    busy[slot // per_node] += r.finished - r.started
+    return {name: (b / (per_node * makespan) if makespan > 0 and per_node else 0.0) for name, b in zip(nodes, busy)}
+
+
 def _gpu_figures(ran: Sequence[TaskRecord], makespan: float, gpus: int, gpu_shares: int) -> dict[str, Any]:
     devices = gpus / gpu_shares
     busy = sum(held_gpus(r) * (r.finished - r.started) for r in ran) / gpu_shares  # type: ignore[operator,misc]

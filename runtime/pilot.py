@@ -12,6 +12,7 @@ submit tasks and get futures back; they never learn which backend ran what.
 from __future__ import annotations
 
 import concurrent.futures
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -20,6 +21,8 @@ from typing import Any
 from .backends import backend_class, is_available
 from .backends.base import Backend, Submission, TaskFuture
 from .errors import BackendUnavailable, TaskError
+from .node_watch import DEFAULT_INTERVAL_S, NodeEvent, NodeWatch
+from .nodes import host_index
 from .records import TaskRecord, TaskState
 from .resources import Allocation, split_allocation
 from .slots import SlotBroker, SlotView
@@ -58,6 +61,8 @@ class Pilot:
     to each backend by name, e.g. ``{"local": {"function_workers": 4}}``. A stall watchdog
     (:mod:`.stall`) reports, in :attr:`stalls` and through ``on_stall``, any runtime left with work
     that fits free slots while nothing happens for ``stall_after_s`` seconds (None: no watchdog).
+    On the nodes of a real Slurm allocation a node watch (:mod:`.node_watch`, every ``node_watch_s``
+    seconds) takes a lost node out of the pool; :attr:`node_events` and ``on_node_lost`` say so.
     """
 
     def __init__(
@@ -69,6 +74,7 @@ class Pilot:
         exclusive: bool = False,
         stall_after_s: float | None = DEFAULT_AFTER_S,
         on_stall: Callable[[StallEvent], None] | None = None,
+        node_watch_s: float | None = DEFAULT_INTERVAL_S,
     ) -> None:
         self.allocation = allocation if isinstance(allocation, Allocation) else Allocation(cores=allocation)
         self.routes = resolve_routes(routes)
@@ -87,11 +93,18 @@ class Pilot:
                 raise BackendUnavailable(f"backend {name!r} is not available here: {why}")
             backend = cls(self.slots[name], **dict((options or {}).get(name, {})))
             backend.serves = frozenset(kind for kind, routed in self.routes.items() if routed == name)
+            backend.on_node_failure = self._node_lost
             self.backends[name] = backend
         self.records: list[TaskRecord] = []
         self._brokers = list({id(v.broker): v.broker for v in self.slots.values()}.values())
         self.on_stall = on_stall  # may be set later (a campaign sets it once its session is known)
         self._watch = StallWatch(self._brokers, stall_after_s, self._stalled, self._has_pending) if stall_after_s else None
+        self.node_events: list[NodeEvent] = []
+        self.on_node_lost: Callable[[NodeEvent], None] | None = None  # a campaign records them in its run
+        self._lost_nodes: set[str] = set()
+        self._node_lock = threading.Lock()
+        self._node_watch = (NodeWatch(self.allocation.nodes, self._node_lost, node_watch_s)
+                            if node_watch_s and self.allocation.real_nodes and self.allocation.manager == "slurm" else None)
         self._started = False
         self._closed = False
 
@@ -99,10 +112,23 @@ class Pilot:
         """One pool for all (weights for contention only), or fenced slices (``exclusive``)."""
         if not self.exclusive:
             broker = SlotBroker(self.allocation)
-            return {name: broker.view(name, weight) for name, weight in weights.items()}
+            return {name: broker.view(name, weight, self._reach(name)) for name, weight in weights.items()}
         shares = split_allocation(self.allocation, weights)
-        return {name: SlotBroker(self.allocation, shares[name].cores, shares[name].gpus).view(name)
+        return {name: SlotBroker(self.allocation, shares[name].cores, shares[name].gpus).view(name, 1.0, self._reach(name))
                 for name in weights}
+
+    def _reach(self, name: str) -> tuple[int, ...] | None:
+        """The nodes backend ``name`` may use: all of them, unless the nodes are real hosts and it starts
+        processes on this host only; then this host's node, and none if the pilot runs elsewhere (a login node)."""
+        if not self.allocation.real_nodes or backend_class(name).spans_nodes:
+            return None
+        here = host_index(self.allocation.nodes)
+        if here is None:
+            raise BackendUnavailable(
+                f"backend {name!r} runs tasks on this host only, and this host ({socket.gethostname()}) is not one "
+                f"of the allocation's nodes ({', '.join(self.allocation.nodes)}): run the pilot on one of them (a "
+                "batch script does), or route its tasks to srun, flux or dragon, which start them on every node")
+        return (here,)
 
     # lifecycle ---------------------------------------------------------------
     def start(self) -> Pilot:
@@ -128,7 +154,28 @@ class Pilot:
         self._started = True
         if self._watch is not None:
             self._watch.start()
+        if self._node_watch is not None:
+            self._node_watch.start()
         return self
+
+    def _node_lost(self, node: str, state: str) -> None:
+        """A node of the allocation is gone: no slot of it is lent again, and the backends hear of it. Once per
+        node, whoever saw it first: the node watch (Slurm says down) or a backend (srun's node failure)."""
+        with self._node_lock:
+            if node in self._lost_nodes:
+                return
+            self._lost_nodes.add(node)
+            if self._node_watch is not None:
+                self._node_watch.lost.add(node)
+        index = self.allocation.nodes.index(node)
+        event = NodeEvent(node, state, time.time())
+        self.node_events.append(event)
+        for broker in self._brokers:
+            broker.mark_down(index)
+        for backend in self.backends.values():
+            backend.node_lost(index, f"node {node} lost (Slurm: {state}); run again on another node")
+        if self.on_node_lost is not None:
+            self.on_node_lost(event)
 
     def _stalled(self, event: StallEvent) -> None:
         if self.on_stall is not None:
@@ -161,6 +208,8 @@ class Pilot:
                 errors.append(exc)
         if self._watch is not None:
             self._watch.stop()
+        if self._node_watch is not None:
+            self._node_watch.stop()
         if errors:
             raise errors[0]
 

@@ -46,6 +46,7 @@ class TaskRecord:
     finished: float | None = None
     backend: str = ""
     partition: str = ""
+    node: str = ""  # the node(s) it ran on, comma-separated (an MPI task may span several)
     slots: tuple[int, ...] = ()
     gpu_slots: tuple[int, ...] = ()
     attempts: int = 0

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .gpus import discover
+from .nodes import NodeList, cpus_per_node
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,9 @@ class Allocation:
     ``gpus`` counts GPU *slots*: each device is ``gpu_shares`` slots, so that a task asking for a
     fraction of a GPU holds one slot and several share the device (:mod:`.gpus`). ``gpu_devices``
     are the IDs of each node's devices (default 0..n-1), what a task's ``CUDA_VISIBLE_DEVICES`` names.
+    ``manager`` is "" for this machine (and emulated nodes), or "slurm"/"flux" when ``nodes`` are
+    real hosts of a job that manager started (:meth:`on_nodes`): only then do backends start
+    processes on other nodes (srun steps, Flux brokers, Dragon's Slurm launch).
     """
 
     cores: int
@@ -31,6 +36,7 @@ class Allocation:
     nodes: tuple[str, ...] = field(default_factory=lambda: (socket.gethostname(),))
     gpu_shares: int = 1
     gpu_devices: tuple[str, ...] = ()
+    manager: str = ""
 
     def __post_init__(self) -> None:
         if self.cores < 1:
@@ -57,6 +63,28 @@ class Allocation:
             raise ValueError(f"nodes must be >= 1, got {nodes}")
         names = (socket.gethostname(),) if nodes == 1 else tuple(f"node{i}" for i in range(nodes))
         return cls(cores=cores, gpus=gpus, nodes=names, gpu_shares=gpu_shares, gpu_devices=gpu_devices)
+
+    @classmethod
+    def on_nodes(cls, found: NodeList, nodes: int, cores: int | None = None, gpus: int = 0) -> Allocation:
+        """The first ``nodes`` nodes of a real allocation (:func:`.nodes.discover`), with ``cores`` over all of
+        them (default: every core the allocation gives on each)."""
+        if nodes > len(found.names):
+            raise ValueError(f"{nodes} nodes asked for, but the {found.manager} allocation has {len(found.names)} "
+                             f"({', '.join(found.names)})")
+        cores = found.cores_per_node * nodes if cores is None else cores
+        if cores > found.cores_per_node * nodes:
+            raise ValueError(f"{cores} cores asked for on {nodes} nodes, but the {found.manager} allocation gives "
+                             f"{found.cores_per_node} per node")
+        return cls(cores=cores, gpus=gpus, nodes=found.names[:nodes], manager=found.manager)
+
+    @property
+    def real_nodes(self) -> bool:
+        """Whether the nodes are hosts of their own (processes reach them through ``manager``)."""
+        return bool(self.manager) and len(self.nodes) > 1
+
+    def hosts(self, cores: Iterable[int]) -> str:
+        """The names of the nodes these core slots are on (slot i on node i // cores per node), comma-separated."""
+        return ",".join(dict.fromkeys(self.nodes[c // self.cores_per_node] for c in cores))
 
     @property
     def cores_per_node(self) -> int:
@@ -92,14 +120,10 @@ def cores_source() -> str:
 
 
 def _slurm_job_cores() -> int:
-    per_node = os.environ.get("SLURM_JOB_CPUS_PER_NODE", "")
-    total = 0
-    for part in filter(None, per_node.split(",")):
-        count, _, repeat = part.partition("(x")
-        if not count.isdigit() or (repeat and not repeat.rstrip(")").isdigit()):
-            return 0
-        total += int(count) * (int(repeat.rstrip(")")) if repeat else 1)
-    return total
+    try:
+        return sum(cpus_per_node(os.environ.get("SLURM_JOB_CPUS_PER_NODE", "")))
+    except ValueError:
+        return 0
 
 
 @dataclass(frozen=True)

@@ -56,9 +56,38 @@ class Placement:
     cores: tuple[int, ...]
     gpus: tuple[int, ...]
     nodes: tuple[int, ...]  # one per process
+    hosts: str = ""  # the names of its nodes, comma-separated (what the task's record says)
 
 
-class SlotBroker:
+class NodeLoss:
+    """A lost node (see ``runtime.node_watch``) leaves the pool for good: its free slots at once, its busy ones
+    when their tasks end (they are not given back). Part of :class:`SlotBroker`, which holds the state."""
+
+    _lock: threading.Lock
+    _free_cores: list[list[int]]
+    _free_gpus: list[list[int]]
+    _node_cores: list[int]  # what each node has in the pool: 0 once it is lost
+    _node_gpus: list[int]
+    capacity_cores: int
+    capacity_gpus: int
+    node_of_core: Callable[[int], int]
+    node_of_gpu: Callable[[int], int]
+
+    def mark_down(self, node: int) -> None:
+        """Node ``node`` is lost: its slots leave the pool, busy ones included (they are not given back)."""
+        with self._lock:
+            self.capacity_cores -= self._node_cores[node]
+            self.capacity_gpus -= self._node_gpus[node]
+            self._node_cores[node] = self._node_gpus[node] = 0
+            del self._free_cores[node][:], self._free_gpus[node][:]
+
+    def _still_up(self, cores: Sequence[int], gpus: Sequence[int]) -> tuple[list[int], list[int]]:
+        """Those of these slots whose node is still in the pool (a lost node has none there)."""
+        return ([c for c in cores if self._node_cores[self.node_of_core(c)]],
+                [g for g in gpus if self._node_gpus[self.node_of_gpu(g)]])
+
+
+class SlotBroker(NodeLoss):
     """The free core and GPU slots of an allocation (or of a fenced share of it), per node."""
 
     def __init__(self, allocation: Allocation, cores: Iterable[int] | None = None,
@@ -201,6 +230,8 @@ class SlotBroker:
             view._freed_in_pass = True  # slots it skipped earlier in this pass may fit now
         with self._lock:
             self.activity += 1
+            self._used[view.runtime] -= len(cores)
+            cores, gpus = self._still_up(cores, gpus)  # a lost node's slots stay lost
             for c in sorted(cores, reverse=True):
                 node = self.node_of_core(c)
                 self._free_cores[node].append(c)
@@ -208,7 +239,6 @@ class SlotBroker:
                     raise RuntimeError(f"core slot {c} returned twice: core accounting is broken")
             for g in sorted(gpus, reverse=True):
                 self._free_gpus[self.node_of_gpu(g)].append(g)
-            self._used[view.runtime] -= len(cores)
             wake = [v.wake for v in self._hungry.union(self._waiting) if v is not view and v.wake is not None]
         for callback in wake:
             callback()
@@ -258,7 +288,7 @@ class SlotBroker:
             fit = chosen[0]
             on_one = self._pop(self._free_cores[fit], sum(c for c, _ in processes))
             gpus_on_one = self._take_gpus(fit, self._gpu_pick(fit, sum(g for _, g in processes)) or [])
-            return Placement(on_one, gpus_on_one, (fit,) * len(processes))
+            return Placement(on_one, gpus_on_one, (fit,) * len(processes), self.allocation.nodes[fit])
         # wider than a node: whole free nodes, nothing else runs there, processes spread evenly
         cores: tuple[int, ...] = ()
         gpus: tuple[int, ...] = ()
@@ -266,7 +296,7 @@ class SlotBroker:
             cores += self._pop(self._free_cores[n], len(self._free_cores[n]))
             gpus += self._pop(self._free_gpus[n], len(self._free_gpus[n]))
         per_node = -(-len(processes) // len(chosen))
-        return Placement(cores, gpus, tuple(chosen[i // per_node] for i in range(len(processes))))
+        return Placement(cores, gpus, tuple(chosen[i // per_node] for i in range(len(processes))), self.allocation.hosts(cores))
 
     def _plan(self, nodes: Sequence[int], processes: Sequence[tuple[int, int]]) -> list[int] | None:
         """The node a task fits on (first fit), or the whole free nodes a task wider than a node takes;

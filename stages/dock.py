@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -339,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     except StageInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"rank {rank}/{size}: {n_ok} docked, {n_fail} failed in {time.perf_counter() - t0:.1f} s -> {out}")
+    print(f"rank {rank}/{size} on {socket.gethostname()}: {n_ok} docked, {n_fail} failed in "
+          f"{time.perf_counter() - t0:.1f} s -> {out}")
     return 0
 
 

@@ -173,11 +173,18 @@ class _SimBackend:
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
 
+class _SimLauncher:
+    """What the runner asks a launcher after a process ended: no node fails under a simulated task."""
+
+    def node_failure(self, stderr: str) -> None:
+        return None
+
+
 class _SimProcessRunner(ProcessRunner):
     """The real runner; launching and killing are the simulation's."""
 
     def __init__(self, host: Dispatcher, sim: Sim, owner: _DispatcherRuntime) -> None:
-        super().__init__(host, launcher=None)  # type: ignore[arg-type]
+        super().__init__(host, launcher=_SimLauncher())  # type: ignore[arg-type]
         self.sim = sim
         self.owner = owner
 

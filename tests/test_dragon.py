@@ -228,3 +228,22 @@ def test_dragon_calls_reach_the_device_of_their_gpu_slot():
     for future in futures:
         (slot,) = future.record.gpu_slots
         assert future.result() == {"devices": table[slot], "mode": "slots:3,3,5,5"}
+
+
+def test_a_start_the_launcher_reports_as_failed_ends_without_waiting_for_its_cleanup(tmp_path):
+    """On the 4-node cluster a failed Dragon start ("Expected TAUp ... Abnormal Exit detected") was followed by the
+    launcher's cleanup over ssh, which hung for minutes (no sshd on the nodes); the pilot waited out its start
+    timeout. It stops waiting at the launcher's own verdict."""
+    from impeccable.runtime.backends.dragon import DragonRuntime
+
+    class Running:
+        def poll(self):
+            return None
+
+    log = tmp_path / "dragon.log"
+    log.write_text("srun: cluster configuration lacks support for cpu binding\n")
+    runtime = DragonRuntime(None, Running(), str(log))  # type: ignore[arg-type]
+    assert runtime.starting() and runtime.starting()
+    with log.open("a") as handle:
+        handle.write("RuntimeError: Expected TAUp during startup\nAbnormal Exit detected. Attempting to clean up\n")
+    assert not runtime.starting()

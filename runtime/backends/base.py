@@ -17,7 +17,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
 from typing import Any, ClassVar
 
@@ -47,7 +47,7 @@ class Submission:
         self.future = future
 
     def begin(self, slots: tuple[int, ...] = (), gpu_slots: tuple[int, ...] = (), partition: str = "",
-              when: float | None = None) -> bool:
+              when: float | None = None, node: str = "") -> bool:
         """Resources were assigned. False if the caller canceled the future meanwhile (record CANCELED)."""
         future = self.future
         if not future.running() and not future.set_running_or_notify_cancel():
@@ -59,6 +59,7 @@ class Submission:
         record.slots = slots
         record.gpu_slots = gpu_slots
         record.partition = partition
+        record.node = node
         record.started = None
         return True
 
@@ -94,6 +95,15 @@ class Submission:
         self.future.set_exception(failure)
         return False
 
+    def lost(self, reason: str, when: float | None = None) -> None:
+        """The task's node was lost while it ran: back to PENDING without spending a retry (the caller requeues
+        it; another node runs it). ``error`` keeps the reason, so the record shows it even once DONE."""
+        record = self.record
+        record.attempts -= 1
+        record.error = reason
+        record.state = TaskState.PENDING
+        record.finished = time.time() if when is None else when
+
     def cancel(self, reason: str = "canceled", when: float | None = None) -> None:
         self._finalize(TaskState.CANCELED, when, error=reason)
         future = self.future
@@ -124,6 +134,9 @@ class Backend(abc.ABC):
 
     name: ClassVar[str]
     kinds: ClassVar[frozenset[TaskKind]]
+    # whether it starts tasks on other hosts of a real multi-node allocation (srun, Flux, Dragon); one that
+    # does not (local) is lent only the node of the host the pilot runs on
+    spans_nodes: ClassVar[bool] = False
 
     def __init__(self, slots: SlotView, **options: Any) -> None:
         self.slots = slots
@@ -133,6 +146,9 @@ class Backend(abc.ABC):
         # function tasks already found runnable, by (function, cores, gpus): thousands of tasks
         # calling one function are checked once, not once each
         self._checked_functions: set[tuple[str, int, int]] = set()
+        # the pilot's hand for a node lost as the backend found it (e.g. srun's "Node failure" under a step),
+        # before the pilot's node watch: ``(node name, what was seen)``; set by the pilot
+        self.on_node_failure: Callable[[str, str], None] | None = None
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -165,6 +181,11 @@ class Backend(abc.ABC):
     def cancel(self, submission: Submission) -> None:
         """Best effort: end a queued or running task as CANCELED. Default: only queued futures."""
         submission.future.cancel()
+
+    def node_lost(self, node: int, reason: str) -> None:  # noqa: B027 - an optional hook; default: nothing
+        """Node ``node`` of the allocation is gone (the pilot has taken its slots out of the pool). A backend
+        that can, ends its tasks there at once and runs them again elsewhere; default: they fail as they
+        die, and are retried as their retry budget allows."""
 
     @abc.abstractmethod
     def shutdown(self, cancel_pending: bool = False) -> None:
@@ -265,14 +286,15 @@ def signal_name(number: int) -> str:
 STDERR_TAIL_BYTES = 2048
 
 
-def file_tail(path: str | None, nbytes: int = STDERR_TAIL_BYTES) -> str:
-    """The last ``nbytes`` of a task's stderr file ('' if there is none): read only when a task failed."""
+def file_tail(path: str | None, nbytes: int = STDERR_TAIL_BYTES, start: int = 0) -> str:
+    """The last ``nbytes`` of a task's stderr file after byte ``start`` (what one attempt wrote to a file that
+    every attempt appends to); '' if there is none. Read only when a task ended oddly."""
     if not path:
         return ""
     try:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - nbytes))
+            handle.seek(max(start, handle.tell() - nbytes))
             return handle.read().decode(errors="replace").strip()
     except OSError:
         return ""

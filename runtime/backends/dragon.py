@@ -28,6 +28,7 @@ import json
 import os
 import pickle
 import selectors
+import shlex
 import shutil
 import signal
 import struct
@@ -48,10 +49,13 @@ from .loop import Dispatcher, ThreadedBackend
 from .pool import FunctionPool, PoolWorker
 
 NOT_INSTALLED = "dragonhpc not installed (pip install 'impeccable[dragon]')"
+LAUNCHER_ARGS_ENV = "IMPECCABLE_DRAGON_LAUNCHER_ARGS"  # launcher_args when the options give none
 SERVER_MODULE = "impeccable.runtime.dragon_server"
 STOP_TIMEOUT_S = 30.0  # an orderly stop: Dragon's own services wind down (seconds on a loaded node)
 ABORT_TIMEOUT_S = 5.0  # Ctrl-C or a cancelling shutdown: then the process group is signalled
 KILL_GRACE_S = 5.0
+# what the Dragon launcher says once its start failed, before it spends minutes cleaning up
+ABNORMAL_EXIT = b"Abnormal Exit detected"
 _CONTROL = b"\xff" * 8  # prefix of a server notice; a result starts with its call's token
 _TOKEN = struct.Struct("<q")
 
@@ -64,27 +68,39 @@ def inbox_messages(max_pipeline: int, queue_ahead: int) -> int:
 
 
 class DragonBackend(ThreadedBackend):
-    """Python functions on Dragon-managed worker processes, one per core the pilot may lend it.
+    """Python functions on Dragon-managed worker processes, one per core the pilot may lend it (or ``workers``).
 
     Options: ``launcher`` (path of ``dragon``, default: next to this Python or on PATH),
-    ``launcher_args`` (extra launcher arguments), ``start_timeout_s`` (default 120),
+    ``launcher_args`` (extra launcher arguments; default ``$IMPECCABLE_DRAGON_LAUNCHER_ARGS``, split as a
+    shell would), ``start_timeout_s`` (default 120), ``start_attempts`` (launches tried before the backend
+    gives up, default 1: a multi-node start over TCP can fail now and then, each failure is in
+    :attr:`start_failures` and on stderr),
     ``pipeline_s`` (estimated work queued in a busy worker, default 20 ms),
     ``max_pipeline`` (calls in flight per worker, default 512), ``queue_ahead`` (calls kept queued
     behind a running one however long calls are, so that a worker starts its next call without waiting
-    for a round trip through the runtime; default 1), ``preload`` (modules each worker imports before it is up).
+    for a round trip through the runtime; default 1), ``preload`` (modules each worker imports before it is up),
+    ``workers`` (persistent workers, spread evenly over the nodes; default one per core it may use: each
+    costs a Dragon process start, seconds apiece on a busy multi-node runtime).
     """
 
     name = "dragon"
+    spans_nodes = True
     kinds = frozenset({TaskKind.FUNCTION})
 
     def __init__(self, slots: SlotView, **options: Any) -> None:
         super().__init__(slots, **options)
         self._launcher = options.get("launcher") or find_launcher()
-        self._launcher_args = list(options.get("launcher_args") or ())
+        # a site's (or a test cluster's) launcher settings, e.g. "-t tcp --network-prefix eth0"
+        self._launcher_args = list(options.get("launcher_args") or shlex.split(os.environ.get(LAUNCHER_ARGS_ENV, "")))
         self._start_timeout_s = float(options.get("start_timeout_s", 120.0))
+        self._start_attempts = max(1, int(options.get("start_attempts", 1)))
+        self.start_failures: list[str] = []  # why earlier launches failed, when a later one started
         self._pipeline_s = float(options.get("pipeline_s", 0.02))
         self._max_pipeline = int(options.get("max_pipeline", 512))
         self._queue_ahead = int(options.get("queue_ahead", 1))
+        self._workers = int(options.get("workers") or slots.n_cores)
+        if self._workers < 1:
+            raise ValueError(f"backend {self.name!r}: workers must be at least 1, got {options.get('workers')!r}")
         self._runtime: DragonRuntime | None = None
         self._started = False
 
@@ -112,11 +128,30 @@ class DragonBackend(ThreadedBackend):
         if self._launcher is None:
             raise BackendUnavailable(f"the dragon backend cannot start: {NOT_INSTALLED}")
         self._started = True
-        self._runtime = DragonRuntime.launch(self._launcher, self._launcher_args, self.slots.n_cores,
-                                             inbox_messages(self._max_pipeline, self._queue_ahead), self._start_timeout_s,
-                                             list(self.options.get("preload") or ()), self._worker_env())
+        allocation = self.slots.broker.allocation
+        hosts: list[str] = []
+        extra = list(self._launcher_args)
+        if allocation.real_nodes and allocation.manager == "slurm":  # Dragon's Slurm launch over the job's nodes
+            hosts = worker_hosts(allocation.nodes, self._workers)
+            if "-N" not in extra and "--nodes" not in extra:
+                extra += ["-N", str(len(allocation.nodes))]
+        runtime: DragonRuntime | None = None
+        for attempt in range(1, self._start_attempts + 1):
+            try:
+                runtime = DragonRuntime.launch(
+                    self._launcher, extra, self._workers, inbox_messages(self._max_pipeline, self._queue_ahead),
+                    self._start_timeout_s, list(self.options.get("preload") or ()), self._worker_env(), hosts)
+                break
+            except BackendUnavailable as exc:
+                if attempt == self._start_attempts:
+                    raise
+                self.start_failures.append(str(exc))
+                print(f"impeccable: Dragon start {attempt} of {self._start_attempts} failed, trying again: {exc}",
+                      file=sys.stderr, flush=True)
+        assert runtime is not None  # the last attempt returned or raised
+        self._runtime = runtime
         loop = Dispatcher(self)
-        transport = DragonTransport(loop, self._runtime)
+        transport = DragonTransport(loop, runtime)
         pool = FunctionPool(loop, transport, self._pipeline_s, self._max_pipeline, queue_ahead=self._queue_ahead)
         transport.attach(pool)
         loop.serve([TaskKind.FUNCTION], pool)
@@ -130,6 +165,12 @@ class DragonBackend(ThreadedBackend):
     def _after_stop(self) -> None:
         if self._runtime is not None:
             self._runtime.close()
+
+
+def worker_hosts(nodes: tuple[str, ...], n_workers: int) -> list[str]:
+    """The node of each worker: spread evenly, in order (worker i on node i * nodes // workers), as the
+    transport counts them."""
+    return [nodes[i * len(nodes) // n_workers] for i in range(n_workers)]
 
 
 def find_launcher() -> str | None:
@@ -178,8 +219,15 @@ class DragonTransport:
         self.pool = pool
         wids = sorted(self.runtime.worker_pids)
         n_nodes = self.host.slots.broker.n_nodes
-        for i, wid in reversed(list(enumerate(wids))):  # spread evenly over the nodes
-            self._add_worker(wid, i * n_nodes // len(wids))
+        for i, wid in reversed(list(enumerate(wids))):  # spread evenly over the nodes, or where each says it is
+            self._add_worker(wid, self._node_of(self.runtime.worker_hosts.get(wid), i * n_nodes // len(wids)))
+
+    def _node_of(self, host: str | None, otherwise: int) -> int:
+        """The node a worker reported running on, when the nodes are real hosts; else ``otherwise``."""
+        allocation = self.host.slots.broker.allocation
+        if host and allocation.real_nodes and host in allocation.nodes:
+            return allocation.nodes.index(host)
+        return otherwise
 
     def _add_worker(self, wid: int, node: int) -> None:
         worker = PoolWorker(wid, node)
@@ -256,7 +304,8 @@ class DragonTransport:
                 self.replacing.append(worker.node)  # the server starts its replacement
                 self.pool.on_worker_died(worker, running, code)
         elif message[0] == "up":
-            self._add_worker(message[1], self.replacing.pop(0) if self.replacing else 0)
+            node = self.replacing.pop(0) if self.replacing else 0
+            self._add_worker(message[1], self._node_of(message[3] if len(message) > 3 else None, node))
 
     def _lost(self) -> None:
         if not self.broken:
@@ -277,20 +326,24 @@ class DragonRuntime:
         self.log_path = log_path
         self.conn: Connection | None = None
         self.worker_pids: dict[int, int] = {}
+        self.worker_hosts: dict[int, str] = {}  # wid -> the host its worker runs on (as it reported)
         self.shm_prefixes: set[str] = set()
         self.forced = False
         self.stop_timeout_s = STOP_TIMEOUT_S
+        self._log_seen = -1  # the launcher log's size when last read (during start)
+        self._abnormal = False
 
     @classmethod
     def launch(cls, launcher: str, extra_args: list[str], n_workers: int, inbox_size: int,
                timeout_s: float, preload: list[str] | None = None,
-               worker_env: dict[str, str] | None = None) -> DragonRuntime:
+               worker_env: dict[str, str] | None = None, hosts: list[str] | None = None) -> DragonRuntime:
         channel = Channel()
         log_path = os.path.join(channel.directory, "dragon.log")
         # the launcher runs PROG with ARGS: this interpreter, -m the server module
         argv = launcher_argv(launcher, extra_args, sys.executable, "-m", SERVER_MODULE, "--socket", channel.path,
                              "--keyfile", channel.keyfile, "--workers", str(n_workers), "--inbox-size", str(inbox_size),
-                             "--preload", ",".join(preload or ()), "--worker-env", json.dumps(worker_env or {}))
+                             "--preload", ",".join(preload or ()), "--worker-env", json.dumps(worker_env or {}),
+                             "--hosts", ",".join(hosts or ()))
         env = launcher_env(launcher)
         # workers import the same modules as this process (test helpers, the user's packages)
         env["PYTHONPATH"] = os.pathsep.join(_import_path())
@@ -306,13 +359,14 @@ class DragonRuntime:
         runtime = cls(channel, popen, log_path)
         runtime._note_shm_prefixes()
         try:
-            runtime.conn = channel.accept(timeout_s, alive=lambda: popen.poll() is None)
+            runtime.conn = channel.accept(timeout_s, alive=runtime.starting)
             if not runtime.conn.poll(max(1.0, timeout_s)):
                 raise TimeoutError("the Dragon server connected but its workers did not start")
             message = pickle.loads(runtime.conn.recv_bytes())
             if message[0] != "ready":
                 raise RuntimeError(f"unexpected first message from the Dragon server: {message[0]!r}")
             runtime.worker_pids = dict(message[1])
+            runtime.worker_hosts = dict(message[2]) if len(message) > 2 else {}
         except BaseException as exc:
             tail = runtime.log_tail()
             runtime.close(force=True)
@@ -320,6 +374,21 @@ class DragonRuntime:
                 raise
             raise BackendUnavailable(f"the Dragon runtime did not start: {exc}; launcher output: {tail}") from exc
         return runtime
+
+    def starting(self) -> bool:
+        """The launcher is still coming up: not exited, and not past Dragon's "Abnormal Exit detected", after
+        which it cleans up for minutes (over ssh, where a site has it) before it exits. Polled during start only."""
+        if self.popen.poll() is not None:
+            return False
+        try:
+            size = os.path.getsize(self.log_path)
+        except OSError:
+            return True
+        if size != self._log_seen:
+            self._log_seen = size
+            with open(self.log_path, "rb") as log:
+                self._abnormal = ABNORMAL_EXIT in log.read()
+        return not self._abnormal
 
     def log_tail(self, lines: int = 15) -> str:
         try:

@@ -64,6 +64,7 @@ class FluxBackend(Backend):
     """Executable (and MPI) tasks as Flux jobs, spread least-loaded over one or more Flux instances."""
 
     name = "flux"
+    spans_nodes = True
     kinds = frozenset({TaskKind.EXECUTABLE})
 
     def __init__(self, slots: SlotView, **options: Any) -> None:
@@ -208,8 +209,10 @@ class _Partition:
         self.slots.wake = lambda: os.eventfd_write(self.wake_fd, 1)
 
     def launch(self, flux: str | None, tmp: str) -> None:
+        allocation = self.slots.broker.allocation  # real Slurm nodes: one broker on each, started by srun
+        hosts = [allocation.nodes[n] for n in self.config.nodes] if allocation.manager == "slurm" else []
         self.instance = FluxInstance(self.config.name, self.config.cores, self.config.gpus, self.config.brokers,
-                                     spare=True)
+                                     spare=True, hosts=hosts)
         self.instance.launch(tmp, flux)
 
     def connect(self, flux: Any, uri: str) -> None:

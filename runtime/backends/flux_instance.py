@@ -37,15 +37,23 @@ STOP_GRACE_S = 10.0
 
 
 class FluxInstance:
-    """One ``flux start`` child whose brokers advertise ``cores`` and ``gpus``, split evenly over ``brokers``."""
+    """One ``flux start`` child whose brokers advertise ``cores`` and ``gpus``, split evenly over ``brokers``.
+
+    With ``hosts`` (nodes of the Slurm job this runs in, one broker each) the brokers are started there by
+    ``srun -N K --mpi=pmi2 --overlap flux start`` and bootstrap through Slurm's PMI, as ``srun flux start``
+    does on a cluster; without, all brokers run on this machine (``--test-size``).
+    """
 
     def __init__(self, name: str, cores: Sequence[int], gpus: Sequence[int] = (), brokers: int = 1,
-                 spare: bool = False) -> None:
+                 spare: bool = False, hosts: Sequence[str] = ()) -> None:
         self.name = name
         self.cores = tuple(cores)
         self.gpus = tuple(gpus)
         self.brokers = brokers
         self.spare = spare
+        self.hosts = tuple(hosts)
+        if self.hosts and len(self.hosts) != brokers:
+            raise ValueError(f"flux partition {name}: {brokers} brokers but {len(self.hosts)} hosts")
         self.per_broker_cores = len(self.cores) // brokers
         self.per_broker_gpus = len(self.gpus) // brokers
         self.process: subprocess.Popen | None = None
@@ -65,16 +73,23 @@ class FluxInstance:
             if self.spare:  # ids past every real one: Flux binds nothing to them (cpu and gpu affinity off)
                 cores = (*cores, *range(max(self.cores) + 1, max(self.cores) + 1 + len(cores)))
                 gpus = (*gpus, *range(max(self.gpus, default=-1) + 1, max(self.gpus, default=-1) + 1 + len(gpus)))
-            ranks.append(_encode_r(flux, rank, cores, gpus, host))
+            ranks.append(_encode_r(flux, rank, cores, gpus, self.hosts[rank] if self.hosts else host))
         r_text = ranks[0] if len(ranks) == 1 else _run([flux, "R", "append"], "\n".join(ranks))
         with open(r_path, "w") as f:
             f.write(r_text)
         with open(os.path.join(confdir, "resource.toml"), "w") as f:
             f.write(f'[resource]\npath = "{r_path}"\nnoverify = true\n')
         self.log_path = os.path.join(tmp, f"partition-{self.name}.log")
+        initial = ["sh", "-c", 'echo "$FLUX_URI"; exec cat']
+        if self.hosts:  # one broker per node of the job; the job step overlaps the tasks' steps
+            n = str(self.brokers)
+            argv = [shutil.which("srun") or "srun", "-N", n, "-n", n, "--ntasks-per-node=1", "-w", ",".join(self.hosts),
+                    "--mpi=pmi2", "--overlap", "-Q", flux, "start", "-c", confdir, *initial]
+        else:
+            argv = [flux, "start", f"--test-size={self.brokers}", "-c", confdir, *initial]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [flux, "start", f"--test-size={self.brokers}", "-c", confdir, "sh", "-c", 'echo "$FLUX_URI"; exec cat'],
+                argv,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                 start_new_session=True,  # Ctrl-C reaches the pilot, which stops the instance in order
             )
@@ -168,17 +183,6 @@ def ranges(ids: Sequence[int]) -> str:
         else:
             out.append(str(i))
     return ",".join(out)
-
-
-def idset(text: str) -> list[int]:
-    """``"0-2,5"`` -> ``[0, 1, 2, 5]``."""
-    ids: list[int] = []
-    for part in str(text).split(","):
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        ids.extend(range(int(lo), int(hi or lo) + 1))
-    return ids
 
 
 def _encode_r(flux: str, rank: int, cores: Sequence[int], gpus: Sequence[int], host: str) -> str:

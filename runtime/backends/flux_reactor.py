@@ -194,7 +194,7 @@ class _Job:
         if name == "alloc":
             assert self.placement is not None
             self.began = self.sub.begin(self.placement.cores, self.placement.gpus, partition=partition,
-                                        when=event.timestamp)
+                                        when=event.timestamp, node=self.placement.hosts)
             return not self.began
         if name == "start" and self.began:
             self.sub.started(event.timestamp)

@@ -43,6 +43,13 @@ class Launcher(Protocol):
         (e.g. the process was killed): the exit code and stderr explain the failure.
         """
 
+    def node_lost(self, node: int) -> None:
+        """Node ``node`` of the allocation is gone: adjust how later tasks are launched, if need be."""
+
+    def node_failure(self, stderr: str) -> str | None:
+        """The node the launcher says (on one attempt's ``stderr``) failed under a task whose process exited 0,
+        or None."""
+
 
 class LocalLauncher:
     """This node: a task's argv as it is; an MPI task as ``mpiexec -n RANKS argv`` on loopback."""
@@ -67,6 +74,12 @@ class LocalLauncher:
 
     def outcome(self, task: Task, exit_code: int) -> None:
         return None  # function tasks run in persistent workers here, not as processes
+
+    def node_lost(self, node: int) -> None:
+        pass  # one node: nothing to adjust
+
+    def node_failure(self, stderr: str) -> str | None:
+        return None  # the task's process ran here
 
 
 def default_mpiexec() -> str:

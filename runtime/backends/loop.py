@@ -98,6 +98,10 @@ class ThreadedBackend(Backend):
     def cancel(self, submission: Submission) -> None:
         self._post("cancel", submission.task.uid)
 
+    def node_lost(self, node: int, reason: str) -> None:
+        if self._thread is not None and not self._closed:
+            self._post("node_lost", (node, reason))
+
     def shutdown(self, cancel_pending: bool = False) -> None:
         if self._closed:
             return
@@ -195,6 +199,10 @@ class Dispatcher:
                 self.pending.extend(payload)
             elif what == "cancel":
                 self._cancel(payload)
+            elif what == "node_lost":  # a runner that can ends what ran there and runs it again elsewhere; a
+                for runner in self._distinct_runners:  # function pool's workers die with the node, which requeues
+                    if hasattr(runner, "node_lost"):
+                        runner.node_lost(*payload)
             elif what == "stop":
                 self.stopping = True
                 if payload:  # cancel_pending

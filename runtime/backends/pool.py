@@ -163,7 +163,7 @@ class FunctionPool:
                 return False
             worker.exclusive = True
         now = time.time()
-        if not sub.begin(worker.cores, worker.gpus, when=now):
+        if not sub.begin(worker.cores, worker.gpus, when=now, node=self.host.slots.broker.allocation.hosts(worker.cores)):
             if not worker.outstanding:
                 self._idle(worker)
             return True

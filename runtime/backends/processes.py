@@ -33,7 +33,8 @@ KILL_GRACE_S = 2.0
 class _Child:
     """A running task process."""
 
-    __slots__ = ("sub", "popen", "pidfd", "stderr_fd", "stderr_tail", "cores", "gpus", "timed_out", "canceled", "done")
+    __slots__ = ("sub", "popen", "pidfd", "stderr_fd", "stderr_tail", "stderr_start", "cores", "gpus", "timed_out",
+                 "canceled", "done", "lost")
 
     def __init__(self, sub: Submission, popen: subprocess.Popen, cores: tuple[int, ...], gpus: tuple[int, ...]) -> None:
         self.sub = sub
@@ -41,11 +42,13 @@ class _Child:
         self.pidfd = -1
         self.stderr_fd = -1
         self.stderr_tail = bytearray()
+        self.stderr_start = 0  # the size of the task's stderr file before this attempt (attempts append to it)
         self.cores = cores
         self.gpus = gpus
         self.timed_out = False
         self.canceled = False
         self.done = False
+        self.lost = ""  # why: its node was lost (it runs again elsewhere, no retry spent)
 
 
 class ProcessRunner:
@@ -69,7 +72,7 @@ class ProcessRunner:
         if placement is None:
             return False
         cores, gpus = placement.cores, placement.gpus
-        if sub.begin(cores, gpus):
+        if sub.begin(cores, gpus, node=placement.hosts):
             self._launch(sub, cores, gpus)
         else:
             self.host.slots.give_back(cores, gpus)
@@ -99,6 +102,7 @@ class ProcessRunner:
         env.update(launch_env(gpus, self.host.slots.broker.gpus_per_node, self._gpu_table))
         stdout = open(task.stdout, "ab") if task.stdout else subprocess.DEVNULL
         stderr = open(task.stderr, "ab") if task.stderr else subprocess.PIPE
+        stderr_start = stderr.tell() if task.stderr else 0  # type: ignore[union-attr]
         try:
             # the marker goes with it from the fork on: if the pilot dies before watch() below, even before
             # the exec, the reaper still finds this process by it (see runtime.reaper)
@@ -115,6 +119,8 @@ class ProcessRunner:
         reaper.watch(popen.pid)  # its process group dies with the pilot, even a pilot killed by SIGKILL
         sub.started()
         child = _Child(sub, popen, cores, gpus)
+        if task.stderr:
+            child.stderr_start = stderr_start
         self.children[task.uid] = child
         child.pidfd = os.pidfd_open(popen.pid)
         selector = self.host.selector
@@ -171,8 +177,34 @@ class ProcessRunner:
     def _ended(self, child: _Child, code: int, finished: float) -> None:
         """The process is gone: its slots go back, then the task settles."""
         del self.children[child.sub.task.uid]
+        if code == 0 and not (child.lost or child.canceled or child.timed_out):
+            failed = self.launcher.node_failure(self._attempt_stderr(child))
+            if failed is not None and self._ran_on(child, failed):  # before its slots go back: the node leaves first
+                child.lost = f"node {failed} lost (srun: node failure under the running step); run again elsewhere"
+                self._node_failed(failed, child.lost)
         self.host.slots.give_back(child.cores, child.gpus)
         self._settle(child, code, finished)
+
+    def _attempt_stderr(self, child: _Child) -> str:
+        """What this attempt wrote to stderr: the pipe's tail, or the task's file after the attempt began."""
+        return (child.stderr_tail.decode(errors="replace")
+                or file_tail(child.sub.task.stderr, start=child.stderr_start))
+
+    def _ran_on(self, child: _Child, node: str) -> bool:
+        broker = self.host.slots.broker
+        nodes = broker.allocation.nodes
+        return node in nodes and nodes.index(node) in {broker.node_of_core(c) for c in child.cores}
+
+    def _node_failed(self, node: str, reason: str) -> None:
+        """The launcher saw ``node`` fail (srun exits 0 then), possibly before the pilot's node watch: the same
+        steps as a node loss the pilot reports, at once, so no retry is launched the old way or placed there."""
+        broker = self.host.slots.broker
+        index = broker.allocation.nodes.index(node)
+        broker.mark_down(index)
+        self.node_lost(index, reason)
+        report = self.host.backend.on_node_failure
+        if report is not None:
+            report(node, "failed (srun: node failure)")
 
     def _settle(self, child: _Child, code: int, finished: float) -> None:
         """The task's final state (or its retry) from how its process ended."""
@@ -182,6 +214,10 @@ class ProcessRunner:
         if child.canceled and not (outcome is not None and outcome[0]):
             sub.cancel("canceled while running (killed)", when=finished)
             return  # a function that had returned before the kill keeps its result (below)
+        if child.lost:
+            sub.lost(child.lost, when=finished)
+            self.host.requeue(sub, front=True)
+            return
         if outcome is not None and not child.timed_out:
             ok, value, started = outcome
             if started is not None:
@@ -202,7 +238,7 @@ class ProcessRunner:
             reason = f"killed by signal {signal_name(-code)}"
         else:
             reason = f"exit code {code}"
-        tail = child.stderr_tail.decode(errors="replace").strip() or file_tail(sub.task.stderr)
+        tail = self._attempt_stderr(child).strip()
         if sub.fail(with_stderr(reason, tail), when=finished, exit_code=code, traceback=tail or None):
             self.host.requeue(sub)
 
@@ -224,6 +260,15 @@ class ProcessRunner:
 
     def _kill(self, child: _Child) -> None:
         signal_group(child.popen.pid, signal.SIGKILL)  # its exit is reported through its pidfd
+
+    def node_lost(self, node: int, reason: str) -> None:
+        """Kill the tasks that run on ``node`` (their launcher: srun ends its step there); they run again."""
+        self.launcher.node_lost(node)
+        broker = self.host.slots.broker
+        for child in self.children.values():
+            if not child.done and any(broker.node_of_core(c) == node for c in child.cores):
+                child.lost = reason
+                self._kill(child)
 
     def cancel_everything(self) -> None:
         for uid in list(self.children):

@@ -31,6 +31,7 @@ srun command and reads function results. Limits that come with srun:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
@@ -40,9 +41,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import BackendUnavailable
+from ..nodes import NodeList, from_slurm
+from ..nodes import discover as discover_nodes
 from ..slots import SlotView
 from ..task import Task, TaskKind
 from .launchers import LaunchError
@@ -67,6 +71,7 @@ class SrunBackend(ThreadedBackend):
     """
 
     name = "srun"
+    spans_nodes = True
     kinds = frozenset({TaskKind.EXECUTABLE, TaskKind.FUNCTION})
 
     def __init__(self, slots: SlotView, **options: Any) -> None:
@@ -101,7 +106,10 @@ class SrunBackend(ThreadedBackend):
         try:
             mpi = self._mpi if self._mpi is not None else ("pmi2" if "pmi2" in mpi_plugins() else "")
             workdir = tempfile.mkdtemp(prefix=f"impeccable-srun-{job_id}-", dir=self._workdir_parent)
-            self.launcher = SrunLauncher(job_id, workdir, mpi, self._step_flags, self._gpu_shares)
+            allocation = self.slots.broker.allocation
+            hosts = allocation.nodes if allocation.manager == "slurm" else ()
+            self.launcher = SrunLauncher(job_id, workdir, mpi, self._step_flags, self._gpu_shares, hosts,
+                                         allocation.cores_per_node)
             loop = Dispatcher(self)
             loop.serve([TaskKind.EXECUTABLE, TaskKind.FUNCTION], ProcessRunner(loop, self.launcher, self._max_running))
             self._run_dispatcher(loop)
@@ -115,14 +123,23 @@ class SrunBackend(ThreadedBackend):
             shutil.rmtree(self.launcher.workdir, ignore_errors=True)
 
 
+_NODE_FAILURE = re.compile(r"srun: error: Node failure on (\S+)")
+
 class SrunLauncher:
     """Every task a job step: ``srun --jobid=J --exact -Q -n RANKS -c CORES ...``; a function task is
-    ``python -m impeccable.runtime.run_function`` in its step, arguments and result in pickle files."""
+    ``python -m impeccable.runtime.run_function`` in its step, arguments and result in pickle files.
 
-    def __init__(self, job_id: str, workdir: str, mpi: str, step_flags: list[str], gpu_shares: int = 1) -> None:
+    With ``hosts`` (the job's nodes, slot i on ``hosts[i // (slots per node)]``) a step goes where the pilot
+    placed the task, ``-N K -w NODES``, so the record's node is where it ran; without (one node, or nodes
+    emulated on one machine) Slurm picks."""
+
+    def __init__(self, job_id: str, workdir: str, mpi: str, step_flags: list[str], gpu_shares: int = 1,
+                 hosts: tuple[str, ...] = (), cores_per_node: int = 0) -> None:
         self.workdir = workdir
         self.mpi = mpi
         self.gpu_shares = gpu_shares  # GPU slots per device in the pilot: a step asks for whole devices
+        self.hosts = hosts
+        self.cores_per_node = cores_per_node
         self.prefix = [shutil.which("srun") or "srun", f"--jobid={job_id}", "--exact", "-Q", *step_flags]
 
     def check(self, task: Task) -> None:
@@ -142,6 +159,9 @@ class SrunLauncher:
             shape = ["-n", "1", "-c", str(task.cores)]
             if task.gpus:
                 shape.append(f"--gpus-per-task={-(-task.gpus // self.gpu_shares)}")
+        if self.hosts and cores:
+            nodes = list(dict.fromkeys(self.hosts[c // self.cores_per_node] for c in cores))
+            shape += ["-N", str(len(nodes)), "-w", ",".join(nodes)]
         if task.kind is TaskKind.EXECUTABLE:
             return [*self.prefix, *shape, *task.argv]
         return [*self.prefix, *shape, *self._function_command(task)]
@@ -169,6 +189,20 @@ class SrunLauncher:
         except Exception as exc:  # noqa: BLE001 - e.g. a result class the pilot cannot import
             return False, (None, f"result cannot be unpickled in the pilot: {type(exc).__name__}: {exc}", None), None
         return ok, value, started
+
+    def node_lost(self, node: int) -> None:
+        """Once Slurm removes a lost node from the job, Slurm 22.05 no longer gives back the cores of the steps
+        that end ("unable to update job's core use information due to job resizing", slurmctld): an exact
+        step would wait forever for cores that are free. Later steps overlap; the pilot's slots, which never
+        lend a core twice, keep them apart."""
+        if "--overlap" not in self.prefix:
+            self.prefix.insert(self.prefix.index("--exact") + 1, "--overlap")
+
+    def node_failure(self, stderr: str) -> str | None:
+        """srun exits 0 when a node of its step fails under it, saying "srun: error: Node failure on NODE" on its
+        stderr; its tasks were killed, not finished."""
+        found = _NODE_FAILURE.search(stderr)
+        return found.group(1) if found else None
 
     def _function_command(self, task: Task) -> list[str]:
         base = os.path.join(self.workdir, task.uid)
@@ -264,6 +298,48 @@ class SlurmAllocation:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+JOB_VARIABLES = ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_JOB_CPUS_PER_NODE", "SLURM_JOB_NUM_NODES")
+
+
+@contextlib.contextmanager
+def job_of_nodes(n_nodes: int) -> Iterator[NodeList]:
+    """A Slurm job of at least ``n_nodes`` nodes: the one this process runs in, else a fresh allocation of
+    whole nodes (``salloc -N N --exclusive --no-kill``: it outlives a lost node), whose ``SLURM_JOB_*``
+    variables this process has while it is held, as a batch script would; released after."""
+    found = discover_nodes()
+    if os.environ.get("SLURM_JOB_ID"):
+        if found is None or len(found.names) < n_nodes:
+            raise BackendUnavailable(f"{n_nodes} nodes asked for, but this Slurm job (SLURM_JOB_ID="
+                                     f"{os.environ['SLURM_JOB_ID']}) has {len(found.names) if found else 1}")
+        yield found
+        return
+    allocation = SlurmAllocation(n_nodes, ["-N", str(n_nodes), "--exclusive", "--no-kill"])
+    job_id = allocation.acquire()
+    saved = {name: os.environ.get(name) for name in JOB_VARIABLES}
+    try:
+        os.environ.update(job_environment(job_id))
+        yield from_slurm(os.environ)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        allocation.release()
+
+
+def job_environment(job_id: str) -> dict[str, str]:
+    """The ``SLURM_JOB_*`` variables of a running job, from ``squeue`` (node list, CPUs, nodes)."""
+    done = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%N|%C|%D"], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=30)
+    fields = done.stdout.strip().split("|")
+    if done.returncode != 0 or len(fields) != 3 or not fields[2].isdigit():
+        raise BackendUnavailable(f"squeue cannot describe job {job_id}: {done.stderr.strip() or done.stdout.strip()}")
+    nodelist, cpus, n_nodes = fields[0], int(fields[1]), int(fields[2])
+    return {"SLURM_JOB_ID": job_id, "SLURM_JOB_NODELIST": nodelist, "SLURM_JOB_NUM_NODES": str(n_nodes),
+            "SLURM_JOB_CPUS_PER_NODE": f"{cpus // n_nodes}(x{n_nodes})"}
 
 
 def slurm_available() -> tuple[bool, str]:
