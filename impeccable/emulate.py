@@ -77,6 +77,8 @@ class RecordedDurations:
             store.close()
         missing = [s for s, v in zip(STAGES, (found.dock_per_ligand, found.train, found.infer_per_batch,
                                               *found.md_steps.values())) if not v]
+        if missing and all(s.startswith("md ") for s in missing) and recorded_campaign(run_dir).md.top_m == 0:
+            missing = []  # a campaign without MD (top_m = 0) has none to record, and its emulation runs none
         if missing:
             raise ValueError(f"{run_dir}: no finished {', '.join(missing)} task recorded: run the campaign "
                              "there first (impeccable run), or resume it until every stage has run")
@@ -90,8 +92,8 @@ class RecordedDurations:
         return sum(rng.choice(pool) for _ in range(n))
 
     def summary(self) -> dict[str, Any]:
-        def med(v: Sequence[float]) -> float:
-            return sorted(v)[len(v) // 2]
+        def med(v: Sequence[float]) -> float | None:
+            return sorted(v)[len(v) // 2] if v else None  # None: a stage the campaign did not run (no MD)
 
         pools = {"dock_per_ligand": self.dock_per_ligand, "train": self.train, "infer_per_batch": self.infer_per_batch,
                  **{f"md_{step}": v for step, v in self.md_steps.items()}}

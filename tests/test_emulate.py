@@ -20,8 +20,12 @@ from impeccable.store import DockRow, Store
 @pytest.fixture
 def recorded(tmp_path: Path) -> Path:
     """A run directory as `impeccable run` leaves it, with short recorded durations for every stage."""
+    return record_run(tmp_path)
+
+
+def record_run(tmp_path: Path, top_m: int = 1) -> Path:
     run_dir = tmp_path / "recorded"
-    campaign = load_campaign(tiny(tmp_path, limit=120, per_task=5))
+    campaign = load_campaign(tiny(tmp_path, limit=120, per_task=5, top_m=top_m))
     store = Store(run_dir / "campaign.db")
     check_same_campaign(campaign, store, run_dir)
     session = store.begin_session(2, {"executable": "local", "function": "local"})
@@ -36,7 +40,7 @@ def recorded(tmp_path: Path) -> Path:
         records.append(TaskRecord(uid=f"t{i}", name=name, kind=kind, cores=1, gpus=0, tags={"stage": stage},
                                   state=TaskState.DONE, submitted=t, scheduled=t, started=t, finished=t + seconds,
                                   slots=(0,)))
-    store.add_task_records(session, records)
+    store.add_task_records(session, [r for r in records if top_m or not r.name.startswith("md ")])
     for key, n in (("s1-r0-seed-00000", 5), ("s1-r0-seed-00001", 5), ("s1-r0-redock-00000", 2)):
         store.add_docking([DockRow(f"{key}-{j}", "CCO", 0, "seed", -5.0, "", None) for j in range(n)], key)
     store.end_session(session, "done")
@@ -51,6 +55,15 @@ def test_recorded_durations_per_unit_of_work(recorded):
     assert {k: [round(x, 6) for x in v] for k, v in d.md_steps.items()} == {
         "prepare": [0.03], "replica": [0.05, 0.06], "combine": [0.01]}
     assert d.draw("dock", "k", 3) == d.draw("dock", "k", 3)  # the same key, the same draw on both sides
+
+
+def test_a_campaign_without_md_is_emulated_without_md(tmp_path):
+    """The 4-node compare's campaign has no MD (top_m = 0); emulating it was refused for want of MD records."""
+    d = RecordedDurations.from_run(record_run(tmp_path, top_m=0))
+    assert d.md_steps == {"prepare": [], "replica": [], "combine": []} and len(d.dock_per_ligand) == 3
+    assert d.summary()["median_s"]["md_replica"] is None
+    fig = run_emulation(tmp_path / "recorded", tmp_path / "emu", cores=4)
+    assert fig["failed"] == 0
 
 
 def test_a_run_without_every_stage_is_refused(tmp_path):
