@@ -8,35 +8,20 @@ the run goes on, and a run killed later keeps it.
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .runtime.node_watch import NodeEvent
-from .stalls import StallLog, read_jsonl
+from .stalls import EventLog, read_jsonl
 
 FILE = "nodes.jsonl"
 
 
-class NodeLog:
-    """Appends a session's node losses to the run directory, and says so on stderr."""
-
-    def __init__(self, run_dir: Path, session: int) -> None:
-        self.path = Path(run_dir) / FILE
-        self.session = session
-
-    def append(self, event: NodeEvent) -> None:
-        with open(self.path, "a", encoding="utf-8") as out:
-            out.write(json.dumps({"session": self.session, **event.to_dict()}) + "\n")
-        print(f"impeccable: {event.describe()} (recorded in {self.path})", file=sys.stderr)
-
-
 def log_pilot_events(pilot: Any, run_dir: Path, session: int) -> None:
     """Record the pilot's stall and node-loss events in the run directory, as they happen."""
-    pilot.on_stall = StallLog(run_dir, session).append
-    pilot.on_node_lost = NodeLog(run_dir, session).append
+    pilot.on_stall = EventLog(run_dir, session).append
+    pilot.on_node_lost = EventLog(run_dir, session, FILE, says="").append
 
 
 def read_node_events(run_dir: Path) -> list[dict[str, Any]]:

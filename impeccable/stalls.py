@@ -10,25 +10,33 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .runtime.stall import StallEvent
 
 FILE = "stalls.jsonl"
 
 
-class StallLog:
-    """Appends a session's stall events to the run directory, and says so on stderr."""
+class Event(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
 
-    def __init__(self, run_dir: Path, session: int) -> None:
-        self.path = Path(run_dir) / FILE
+    def describe(self) -> str: ...
+
+
+class EventLog:
+    """Appends a session's pilot events (stalls, lost nodes) to a JSON-lines file of the run directory, one line
+    each, and says so on stderr after ``says``."""
+
+    def __init__(self, run_dir: Path, session: int, file: str = FILE, says: str = "stall watchdog: ") -> None:
+        self.path = Path(run_dir) / file
         self.session = session
+        self.says = says
 
-    def append(self, event: StallEvent) -> None:
+    def append(self, event: Event) -> None:
         line = json.dumps({"session": self.session, **event.to_dict()})
         with open(self.path, "a", encoding="utf-8") as out:
             out.write(line + "\n")
-        print(f"impeccable: stall watchdog: {event.describe()} (recorded in {self.path})", file=sys.stderr)
+        print(f"impeccable: {self.says}{event.describe()} (recorded in {self.path})", file=sys.stderr)
 
 
 def read_stalls(run_dir: Path) -> list[dict[str, Any]]:
