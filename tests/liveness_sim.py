@@ -176,8 +176,7 @@ class _SimBackend:
 class _SimLauncher:
     """What the runner asks a launcher after a process ended: no node fails under a simulated task."""
 
-    def node_failure(self, stderr: str) -> None:
-        return None
+    reports_node_failures = False
 
 
 class _SimProcessRunner(ProcessRunner):

@@ -133,6 +133,7 @@ def test_a_node_failure_srun_reports_takes_the_node_out_once_and_the_task_runs_a
     from impeccable.runtime.backends.launchers import LocalLauncher
 
     monkeypatch.setattr(LocalLauncher, "node_failure", SrunLauncher.node_failure)
+    monkeypatch.setattr(LocalLauncher, "reports_node_failures", True)
     first = tmp_path / "first-attempt"
     fails_once = ("import pathlib, sys\n"
                   f"p = pathlib.Path({str(first)!r})\n"
@@ -149,6 +150,20 @@ def test_a_node_failure_srun_reports_takes_the_node_out_once_and_the_task_runs_a
     assert all(r.state is TaskState.DONE for r in records) and by_name["t1"].node == "node0"
     assert by_name["t1"].error.startswith("node node1 lost") and first.exists()
     assert pilot.slots["local"].broker.capacity_cores == 2
+
+
+def test_a_launcher_that_cannot_report_node_failures_is_not_asked(tmp_path, monkeypatch):
+    """Only srun exits 0 over a failed node: a local task that succeeds costs no read of its stderr file."""
+    from impeccable.runtime.backends.launchers import LocalLauncher
+
+    def asked(self, stderr):
+        raise AssertionError("node_failure asked of a launcher whose processes cannot outlive their node")
+
+    monkeypatch.setattr(LocalLauncher, "node_failure", asked)
+    with Pilot(Allocation.emulated(2), routes={"executable": "local"}) as pilot:
+        record, = pilot.run([executable_task([sys.executable, "-c", "pass"], stderr=str(tmp_path / "e.log"))],
+                            timeout=60)
+    assert record.state is TaskState.DONE
 
 
 def test_dragon_workers_spread_over_the_nodes_as_the_transport_counts_them():

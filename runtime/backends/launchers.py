@@ -46,6 +46,10 @@ class Launcher(Protocol):
     def node_lost(self, node: int) -> None:
         """Node ``node`` of the allocation is gone: adjust how later tasks are launched, if need be."""
 
+    # whether a task's process can exit 0 although its node failed under it (srun): only then does the runner
+    # read an attempt's stderr after a success and ask node_failure
+    reports_node_failures: bool
+
     def node_failure(self, stderr: str) -> str | None:
         """The node the launcher says (on one attempt's ``stderr``) failed under a task whose process exited 0,
         or None."""
@@ -53,6 +57,8 @@ class Launcher(Protocol):
 
 class LocalLauncher:
     """This node: a task's argv as it is; an MPI task as ``mpiexec -n RANKS argv`` on loopback."""
+
+    reports_node_failures = False
 
     def __init__(self, mpiexec: str | None = None) -> None:
         self.mpiexec = mpiexec or default_mpiexec()

@@ -119,8 +119,7 @@ class ProcessRunner:
         reaper.watch(popen.pid)  # its process group dies with the pilot, even a pilot killed by SIGKILL
         sub.started()
         child = _Child(sub, popen, cores, gpus)
-        if task.stderr:
-            child.stderr_start = stderr_start
+        child.stderr_start = stderr_start
         self.children[task.uid] = child
         child.pidfd = os.pidfd_open(popen.pid)
         selector = self.host.selector
@@ -177,7 +176,7 @@ class ProcessRunner:
     def _ended(self, child: _Child, code: int, finished: float) -> None:
         """The process is gone: its slots go back, then the task settles."""
         del self.children[child.sub.task.uid]
-        if code == 0 and not (child.lost or child.canceled or child.timed_out):
+        if code == 0 and self.launcher.reports_node_failures and not (child.lost or child.canceled or child.timed_out):
             failed = self.launcher.node_failure(self._attempt_stderr(child))
             if failed is not None and self._ran_on(child, failed):  # before its slots go back: the node leaves first
                 child.lost = f"node {failed} lost (srun: node failure under the running step); run again elsewhere"

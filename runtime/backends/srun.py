@@ -133,6 +133,8 @@ class SrunLauncher:
     placed the task, ``-N K -w NODES``, so the record's node is where it ran; without (one node, or nodes
     emulated on one machine) Slurm picks."""
 
+    reports_node_failures = True  # srun exits 0 when its step's node fails
+
     def __init__(self, job_id: str, workdir: str, mpi: str, step_flags: list[str], gpu_shares: int = 1,
                  hosts: tuple[str, ...] = (), cores_per_node: int = 0) -> None:
         self.workdir = workdir
