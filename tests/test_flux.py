@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import shutil
+import subprocess
 import time
 
 import pytest
@@ -93,12 +94,65 @@ def test_null_executables_done_with_records():
     assert all(r.submitted <= r.scheduled <= r.started <= r.finished for r in records)
 
 
+def flux_jobs(pilot: Pilot) -> list[dict[str, str]]:
+    """Every job of the pilot's (only) Flux instance, as ``flux jobs -a`` lists it."""
+    fields = ("id", "name", "urgency", "state", "result")
+    out = subprocess.run([flux_command(), "jobs", "-a", "-n", "-o", "|".join(f"{{{f}}}" for f in fields)],
+                         env={**os.environ, "FLUX_URI": pilot.backends["flux"]._partitions[0].uri},
+                         capture_output=True, text=True, check=True).stdout
+    return [dict(zip(fields, (v.strip() for v in line.split("|")))) for line in out.splitlines()]
 
 
+def held(pilot: Pilot) -> list[dict[str, str]]:
+    return [job for job in flux_jobs(pilot) if job["urgency"] == "0" and job["state"] == "SCHED"]
 
 
+def test_held_jobs_run_each_task_once_and_none_is_left_held():
+    with flux_pilot(2) as pilot:
+        futures = pilot.submit_many([executable_task([SLEEP, "0.05"], name=f"s{i}") for i in range(30)])
+        wait_all(futures)
+        jobs = flux_jobs(pilot)
+    assert all(f.record.state is TaskState.DONE and f.record.attempts == 1 for f in futures)
+    assert len(jobs) == 30 and all(job["result"] == "COMPLETED" for job in jobs)
+    assert all(job["urgency"] == "16" for job in jobs)  # every one was let go (or submitted as usual)
 
 
+def test_a_task_canceled_while_its_job_is_held_ends_canceled_and_its_job_never_runs():
+    with flux_pilot(1, ahead=4) as pilot:
+        blocker = pilot.submit(executable_task([SLEEP, "1"], name="blocker"))
+        behind = pilot.submit_many([executable_task([TRUE], name=f"behind{i}") for i in range(3)])
+        wait_for(lambda: len(held(pilot)) == 3)  # the blocker has the core
+        pilot.cancel(behind[1])
+        wait_all([blocker, *behind])
+        jobs = {job["name"]: job["result"] for job in flux_jobs(pilot)}
+    assert blocker.record.state is TaskState.DONE
+    assert [f.record.state for f in behind] == [TaskState.DONE, TaskState.CANCELED, TaskState.DONE]
+    assert jobs["behind1"] == "CANCELED" and jobs["behind0"] == jobs["behind2"] == "COMPLETED"
+
+
+def test_a_held_job_canceled_in_flux_by_someone_else_is_submitted_again():
+    with flux_pilot(1) as pilot:
+        blocker = pilot.submit(executable_task([SLEEP, "1"], name="blocker"))
+        behind = pilot.submit(executable_task([TRUE], name="behind"))
+        wait_for(lambda: len(held(pilot)) == 1)
+        subprocess.run([flux_command(), "cancel", held(pilot)[0]["id"]], check=True,
+                       env={**os.environ, "FLUX_URI": pilot.backends["flux"]._partitions[0].uri})
+        wait_all([blocker, behind])
+        results = sorted(job["result"] for job in flux_jobs(pilot) if job["name"] == "behind")
+    assert behind.record.state is TaskState.DONE and behind.record.attempts == 1
+    assert results == ["CANCELED", "COMPLETED"]  # the held job, then the one submitted when placed
+
+
+def test_without_held_jobs_tasks_are_submitted_when_placed():
+    with flux_pilot(1, ahead=0) as pilot:
+        blocker = pilot.submit(executable_task([SLEEP, "0.5"], name="blocker"))
+        behind = pilot.submit(executable_task([TRUE], name="behind"))
+        wait_for(lambda: blocker.record.state is TaskState.RUNNING)
+        assert [job["name"] for job in flux_jobs(pilot)] == ["blocker"]  # the waiting task is not in Flux yet
+        wait_all([blocker, behind])
+    assert behind.record.state is TaskState.DONE
+    with pytest.raises(ValueError, match="ahead must be a whole number"):
+        flux_pilot(1, ahead=-1)
 
 
 def test_two_partitions_have_disjoint_slots_and_share_the_work():

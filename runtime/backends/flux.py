@@ -22,6 +22,10 @@ Options:
 - ``cpu_affinity``: the job shell's ``cpu-affinity`` option (default ``"off"``:
   advertised cores need not exist on this machine).
 - ``start_timeout_s``: how long an instance may take to start (default 60).
+- ``ahead``: waiting tasks per partition submitted ahead of their slots, held at urgency 0 and let go
+  when the pilot places them, so that Flux's ingest is off the critical path (:mod:`.flux_ahead`;
+  default: the partition's cores, at most 64; 0 turns it off). Partitions of one broker only, tasks
+  without GPUs only.
 
 The ``flux`` command is found on PATH, or at ``$IMPECCABLE_FLUX`` (the command
 itself or its ``bin`` directory, e.g. ``/opt/flux/bin``); if ``import flux``
@@ -86,12 +90,16 @@ class FluxBackend(Backend):
                              f"got {n} (each partition is a Flux instance over whole nodes; emulate more nodes with "
                              "--nodes)")
         self._start_timeout_s = float(options.get("start_timeout_s", 60))
+        ahead = options.get("ahead")
+        if ahead is not None and (not isinstance(ahead, int) or isinstance(ahead, bool) or ahead < 0):
+            raise ValueError(f"flux backend: ahead must be a whole number of tasks >= 0, got {ahead!r}")
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("FLUX_")}
         self._lock = threading.Lock()
         self._partitions = []
         for i, group in enumerate(_split(nodes, n)):
+            cores = sum((slots.node_cores(g) for g in group), ())
             config = PartitionConfig(
-                name=str(i), nodes=group, cores=sum((slots.node_cores(g) for g in group), ()),
+                name=str(i), nodes=group, cores=cores, ahead=min(len(cores), 64) if ahead is None else ahead,
                 gpus=sum((slots.node_gpus(g) for g in group), ()), gpus_per_node=slots.broker.gpus_per_node,
                 gpu_table=node_table(slots.broker.allocation),
                 validate=bool(options.get("validate", False)), cpu_affinity=str(options.get("cpu_affinity", "off")),

@@ -20,7 +20,7 @@ import functools
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -30,6 +30,7 @@ from ..slots import Placement, SlotView, task_processes
 from ..task import Task
 from .admission import admit
 from .base import STDERR_TAIL_BYTES, Submission, file_tail, signal_name, with_stderr
+from .flux_ahead import RELEASED_URGENCY, HeldJobs
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class PartitionConfig:
     cpu_affinity: str = "off"  # the job shell's cpu-affinity option (advertised cores need not exist)
     base_env: Mapping[str, str] = field(default_factory=dict)
     existing_uri: str | None = None  # an enclosing instance used as is (its ranks are our nodes)
+    ahead: int = 0  # waiting tasks submitted ahead, held until placed (see flux_ahead; one broker only)
 
     @property
     def brokers(self) -> int:
@@ -175,7 +177,8 @@ def jobspec_for(task: Task, config: PartitionConfig, flux: Any, placement: Place
 class _Job:
     """A task on its way through one Flux instance."""
 
-    __slots__ = ("sub", "jobid", "began", "exception", "status", "ended", "cancel_reason", "cores", "placement")
+    __slots__ = ("sub", "jobid", "began", "exception", "status", "ended", "cancel_reason", "cores", "placement",
+                 "held", "discarded")
 
     def __init__(self, sub: Submission) -> None:
         self.sub = sub
@@ -187,6 +190,8 @@ class _Job:
         self.cancel_reason: str | None = None
         self.cores = sub.task.cores
         self.placement: Placement | None = None  # the pilot's slots, held from admission to the end
+        self.held = False  # submitted at urgency 0, not yet let go (see flux_ahead)
+        self.discarded = False  # canceled in Flux as no longer wanted: its events are ignored
 
     def note(self, event: Any, partition: str) -> bool:
         """Follow a journal event (all but ``clean``); True when the allocation found the future canceled."""
@@ -207,7 +212,128 @@ class _Job:
 
 
 
-class Reactor:
+class _Intake:
+    """How a task's job gets into Flux (submitted when placed, or held ahead and let go when placed) and how
+    its slots go back: the submission half of :class:`Reactor`, which runs it on the reactor thread."""
+
+    h: Any
+    flux: Any
+    config: PartitionConfig
+    part: PartitionLink
+    jobs: dict[int, _Job]  # by Flux job id
+    by_uid: dict[str, _Job]  # the tasks placed here, until they end
+    early: dict[int, list[Any]]
+    submitting: int
+    stopping: bool
+    waiting: collections.deque[Submission]
+    ahead: HeldJobs[_Job]
+    anywhere: Placement
+    _on_event: Callable[[Any], Any]  # the journal's callback (events that came before the submit reply)
+
+    def _submit(self, sub: Submission) -> None:
+        self.waiting.append(sub)  # admitted at the end of this turn (every callback ends with a pass)
+
+    def _launch(self, sub: Submission, placement: Placement) -> None:
+        job = self.ahead.take(sub)
+        if job is None:
+            self.submit_job(sub, placement)
+            return
+        job.placement = placement
+        self.by_uid[sub.task.uid] = job
+        if job.jobid is not None:
+            self._release(job)  # else once Flux answers the submission
+
+    def submit_job(self, sub: Submission, placement: Placement | None) -> _Job | None:
+        """Submit ``sub``'s job: placed (it runs when Flux allocates it), or held (``placement`` None, urgency
+        0) until the pilot places it. None when no job was submitted."""
+        job = _Job(sub)
+        job.placement = placement
+        job.held = placement is None
+        if placement is not None:
+            self.by_uid[sub.task.uid] = job
+        try:
+            spec = jobspec_for(sub.task, self.config, self.flux, placement or self.anywhere)
+        except (ValueError, TypeError, OSError) as exc:
+            if placement is not None:  # a held one fails the same way once placed, as its task's failure
+                self._finish_unsubmitted(job, f"cannot build a jobspec: {exc}")
+            return None
+        future = self.flux.job.submit_async(self.h, spec, urgency=0 if job.held else RELEASED_URGENCY,
+                                            novalidate=not self.config.validate)
+        self.submitting += 1
+        future.then(self._on_submitted, job)
+        return job
+
+    def _release(self, job: _Job) -> None:
+        """Let a held job go now that its task has slots (:meth:`on_released` follows up)."""
+        assert job.jobid is not None
+        self.h.rpc("job-manager.urgency", {"id": job.jobid, "urgency": RELEASED_URGENCY}).then(self.on_released, job)
+
+    @_guarded
+    def _on_submitted(self, future: Any, job: _Job) -> None:
+        self.submitting -= 1
+        try:
+            jobid = int(future.get_id())
+        except OSError as exc:
+            if self.ahead.is_held(job) or job.discarded:  # its task is submitted afresh when placed
+                self.ahead.forget(job)
+            else:
+                self._finish_unsubmitted(job, f"flux rejected the job: {exc.strerror or exc}")
+                self._maybe_done()
+            return
+        job.jobid = jobid
+        self.jobs[jobid] = job
+        if job.discarded:
+            self.discard(job)
+        elif job.cancel_reason is not None:
+            self.flux.job.cancel_async(self.h, jobid, job.cancel_reason)
+        elif job.held and job.placement is not None:
+            self._release(job)  # placed while Flux was still answering
+        for event in self.early.pop(jobid, ()):
+            self._on_event(event)
+        if not self.submitting:
+            self.early.clear()  # what is left belongs to other users' jobs (an existing instance)
+
+    def _finish_unsubmitted(self, job: _Job, reason: str) -> None:
+        del self.by_uid[job.sub.task.uid]
+        self._give_back(job)
+        sub = job.sub
+        if job.cancel_reason is not None:
+            sub.cancel(job.cancel_reason)
+        elif sub.begin(partition=self.config.name) and sub.fail(reason):
+            self._submit(sub)
+            return
+        self.part.release(job.cores)
+
+    @_guarded
+    def on_released(self, future: Any, job: _Job) -> None:
+        """A held job was let go; if Flux refused (the job is gone), the task runs as a fresh job."""
+        try:
+            future.get()
+            job.held = False
+        except OSError:
+            if self.by_uid.get(job.sub.task.uid) is job:  # not settled meanwhile
+                placement, job.placement = job.placement, None
+                self.discard(job)
+                self.submit_job(job.sub, placement)
+
+    def discard(self, job: _Job) -> None:
+        """Cancel a job in Flux that no task waits for any more (its events are then ignored)."""
+        job.discarded = True
+        if job.jobid is not None:
+            self.flux.job.cancel_async(self.h, job.jobid, "no longer wanted")
+
+    def _give_back(self, job: _Job) -> None:
+        if job.placement is not None:
+            self.part.slots.give_back(job.placement.cores, job.placement.gpus)
+            job.placement = None
+
+    def _maybe_done(self) -> None:
+        if self.stopping and not self.by_uid and not self.waiting and not self.part.inbox:
+            self.part.slots.schedule_pass_ends(0)
+            self.h.reactor_stop()
+
+
+class Reactor(_Intake):
     """The partition's thread: a Flux handle, the journal, and every job of this instance."""
 
     def __init__(self, part: PartitionLink, flux: Any, ready: threading.Event, failure: list[BaseException]) -> None:
@@ -222,6 +348,9 @@ class Reactor:
         self.submitting = 0
         self.stopping = False
         self.waiting: collections.deque[Submission] = collections.deque()  # for the pilot's slots
+        self.ahead: HeldJobs[_Job] = HeldJobs(self.config.ahead, self.config.brokers,
+                                              lambda sub: self.submit_job(sub, None), self.discard)
+        self.anywhere = Placement((), (), (self.config.nodes[0],))  # what a held job's jobspec is built for
 
     def run(self) -> None:
         flux = self.flux
@@ -253,6 +382,7 @@ class Reactor:
             self.waker.stop()
 
     # ------------------------------------------------------------ inbox
+
     @_guarded
     def _on_wake(self, *_: Any) -> None:
         try:
@@ -277,13 +407,11 @@ class Reactor:
         self._admit()
         self._maybe_done()
 
-    def _submit(self, sub: Submission) -> None:
-        self.waiting.append(sub)  # admitted at the end of this turn (every callback ends with a pass)
-
     def _admit(self) -> None:
         """Hand Flux the waiting tasks whose slots the pilot can lend now, in order (with backfill)."""
         slots = self.part.slots
         admit(self.waiting, self._place, slots, lambda: bool(slots.free_cores))
+        self.ahead.top_up(self.waiting)
 
     def _place(self, sub: Submission) -> bool:
         task = sub.task
@@ -293,57 +421,11 @@ class Reactor:
         self._launch(sub, placement)
         return True
 
-    def _launch(self, sub: Submission, placement: Placement) -> None:
-        job = _Job(sub)
-        job.placement = placement
-        self.by_uid[sub.task.uid] = job
-        try:
-            spec = jobspec_for(sub.task, self.config, self.flux, placement)
-        except (ValueError, TypeError, OSError) as exc:
-            self._finish_unsubmitted(job, f"cannot build a jobspec: {exc}")
-            return
-        future = self.flux.job.submit_async(self.h, spec, novalidate=not self.config.validate)
-        self.submitting += 1
-        future.then(self._on_submitted, job)
-
-    @_guarded
-    def _on_submitted(self, future: Any, job: _Job) -> None:
-        self.submitting -= 1
-        try:
-            jobid = int(future.get_id())
-        except OSError as exc:
-            self._finish_unsubmitted(job, f"flux rejected the job: {exc.strerror or exc}")
-            self._maybe_done()
-            return
-        job.jobid = jobid
-        self.jobs[jobid] = job
-        if job.cancel_reason is not None:
-            self.flux.job.cancel_async(self.h, jobid, job.cancel_reason)
-        for event in self.early.pop(jobid, ()):
-            self._on_event(event)
-        if not self.submitting:
-            self.early.clear()  # what is left belongs to other users' jobs (an existing instance)
-
-    def _finish_unsubmitted(self, job: _Job, reason: str) -> None:
-        del self.by_uid[job.sub.task.uid]
-        self._give_back(job)
-        sub = job.sub
-        if job.cancel_reason is not None:
-            sub.cancel(job.cancel_reason)
-        elif sub.begin(partition=self.config.name) and sub.fail(reason):
-            self._submit(sub)
-            return
-        self.part.release(job.cores)
-
     def _not_admitted(self, sub: Submission, reason: str) -> None:
-        """Canceled while it waited for slots: Flux never saw it."""
+        """Canceled while it waited for slots: Flux never ran it."""
+        self.ahead.discard(sub.task.uid)
         self.part.release(sub.task.cores)
         sub.cancel(reason)
-
-    def _give_back(self, job: _Job) -> None:
-        if job.placement is not None:
-            self.part.slots.give_back(job.placement.cores, job.placement.gpus)
-            job.placement = None
 
     def _cancel(self, uid: str, reason: str) -> None:
         waiting = next((sub for sub in self.waiting if sub.task.uid == uid), None)
@@ -359,6 +441,7 @@ class Reactor:
             self.flux.job.cancel_async(self.h, job.jobid, reason)
 
     # ------------------------------------------------------------ journal
+
     @_guarded
     def _on_event(self, event: Any) -> None:
         if event is None:  # the journal ended: the instance is going away
@@ -370,6 +453,11 @@ class Reactor:
         if job is None:
             if self.submitting:  # the submit reply has not arrived yet
                 self.early[jobid].append(event)
+            return
+        if job.discarded or self.ahead.is_held(job):  # not running for any task (yet)
+            if event.name == "clean":  # gone: a held one's task is submitted afresh when placed
+                del self.jobs[jobid]
+                self.ahead.forget(job)
             return
         if event.name == "clean":
             self._final(job, event.timestamp)
@@ -424,23 +512,18 @@ class Reactor:
                 self.part.add_load(job.cores)
                 self._submit(sub)
 
-    def _maybe_done(self) -> None:
-        if self.stopping and not self.by_uid and not self.waiting and not self.part.inbox:
-            self.part.slots.schedule_pass_ends(0)
-            self.h.reactor_stop()
-
     def _abandon(self, reason: str) -> None:
         broken = BackendBroken(reason)
         subs = list(self.waiting) + [job.sub for job in self.by_uid.values()]
         for job in self.by_uid.values():
             self._give_back(job)
         self.waiting.clear()
+        self.ahead.clear()
         self.by_uid.clear()
         self.jobs.clear()
         for sub in subs:
             if not sub.future.done():
                 sub.fail(reason, final=True, exception=broken)
-
 
 def _stderr_tail(eventlog: str) -> str:
     """The last STDERR_TAIL_BYTES of the stderr in a job's output eventlog (RFC 24)."""
