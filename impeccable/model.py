@@ -96,8 +96,7 @@ class Simulator:
 
     def submit(self, task: Task) -> TaskFuture:
         backend = self.backends[self.routes[task.kind].name]
-        record = TaskRecord(uid=task.uid, name=task.name, kind=task.kind.value, cores=task.cores, gpus=task.gpus,
-                            tags=dict(task.tags), submitted=self.clock, backend=backend.model.name)
+        record = task.new_record(self.clock, backend.model.name)
         future = TaskFuture(task, record)
         self.records.append(record)
         backend.queue.append((next(self._seq), future))

@@ -247,10 +247,7 @@ class Pilot:
         for task in tasks:
             backend = self.backend_for(task)
             backend.check(task)
-            record = TaskRecord(
-                uid=task.uid, name=task.name, kind=task.kind.value, cores=task.cores, gpus=task.gpus,
-                tags=dict(task.tags), submitted=now, backend=backend.name,
-            )
+            record = task.new_record(now, backend.name)
             future = TaskFuture(task, record)
             planned.append((backend, Submission(task, record, future)))
             futures.append(future)

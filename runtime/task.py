@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import TaskError
+from .records import TaskRecord
 from .run_function import resolve
 
 
@@ -97,6 +98,11 @@ class Task(BaseModel):
     def label(self) -> str:
         """How messages name this task: its name if it has one, with its uid."""
         return f"{self.name!r} ({self.uid})" if self.name else self.uid
+
+    def new_record(self, submitted: float, backend: str) -> TaskRecord:
+        """Its record as a pilot (or a model of one) takes it for ``backend``."""
+        return TaskRecord(uid=self.uid, name=self.name, kind=self.kind.value, cores=self.cores, gpus=self.gpus,
+                          tags=dict(self.tags), submitted=submitted, backend=backend)
 
 
 def executable_task(argv: Sequence[str] | str, **fields: Any) -> Task:

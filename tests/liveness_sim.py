@@ -37,7 +37,6 @@ from impeccable.runtime.backends.flux_reactor import PartitionConfig, Reactor
 from impeccable.runtime.backends.loop import Dispatcher
 from impeccable.runtime.backends.pool import FunctionPool, PoolWorker
 from impeccable.runtime.backends.processes import ProcessRunner, _Child
-from impeccable.runtime.records import TaskRecord
 from impeccable.runtime.resources import Allocation
 from impeccable.runtime.slots import SlotBroker
 from impeccable.runtime.task import Task, TaskKind, executable_task, function_task
@@ -76,11 +75,13 @@ class Scenario:
     gates: tuple[int | None, ...] = ()  # per batch: the batch that must be final before it is submitted
     flux_partitions: int = 1
     faults: bool = True  # launch failures, worker crashes and Flux rejections happen now and then
+    flux_ahead: int = 0  # Flux jobs submitted ahead, held until placed (PartitionConfig.ahead)
 
     def describe(self) -> str:
         lines = [f"Scenario(seed={self.seed}, nodes={self.nodes}, cores_per_node={self.cores_per_node}, "
                  f"gpus_per_node={self.gpus_per_node}, runtimes={self.runtimes}, "
-                 f"flux_partitions={self.flux_partitions}, faults={self.faults}, gates={self.gates}, tasks=("]
+                 f"flux_partitions={self.flux_partitions}, faults={self.faults}, flux_ahead={self.flux_ahead}, "
+                 f"gates={self.gates}, tasks=("]
         lines += [f"    {t!r}," for t in self.tasks]
         return "\n".join(lines + ["))"])
 
@@ -114,7 +115,7 @@ def scenario(seed: int) -> Scenario:
                              retries=rng.choice((0, 1)), cancel=rng.random() < 0.1,
                              batch=rng.randrange(n_batches)))
     gates = tuple(None if b == 0 or rng.random() < 0.5 else rng.randrange(b) for b in range(n_batches))
-    return Scenario(seed, nodes, cpn, gpn, runtimes, tuple(tasks), gates, partitions)
+    return Scenario(seed, nodes, cpn, gpn, runtimes, tuple(tasks), gates, partitions, flux_ahead=rng.choice((0, 1, 3)))
 
 
 # ---------------------------------------------------------------------- outcome
@@ -392,6 +393,11 @@ class _FakeFuture:
         return self.jobid  # type: ignore[return-value]
 
     def get(self) -> dict:
+        if self.kind == "urgency":  # the job-manager refuses a job that is gone (or, as a fault, at random)
+            if self.rejected or self.jobid in self.flux.gone:
+                raise OSError(2, "simulated: no such job")
+            self.flux.held.discard(self.jobid)
+            return {}
         return {"guest.output": ""}
 
 
@@ -401,8 +407,11 @@ class _FakeJobModule:
     def __init__(self, flux: _FakeFlux) -> None:
         self.flux = flux
 
-    def submit_async(self, handle: Any, spec: str, novalidate: bool = True) -> _FakeFuture:
-        return _FakeFuture(self.flux, "submit", next(self.flux.ids))
+    def submit_async(self, handle: Any, spec: str, urgency: int = 16, novalidate: bool = True) -> _FakeFuture:
+        future = _FakeFuture(self.flux, "submit", next(self.flux.ids))
+        if urgency == 0:
+            self.flux.held.add(future.jobid)  # type: ignore[arg-type]
+        return future
 
     def cancel_async(self, handle: Any, jobid: int, reason: str) -> None:
         self.flux.cancels.add(jobid)
@@ -418,14 +427,23 @@ class _FakeFlux:
         self.ids = itertools.count(1)
         self.rpcs: list[tuple[_FakeFuture, Any, tuple]] = []
         self.cancels: set[int] = set()
+        self.held: set[int] = set()  # submitted at urgency 0 and not let go: Flux does not allocate them
+        self.gone: set[int] = set()  # cleaned
         self.job = _FakeJobModule(self)
 
 
 class _FakeHandle:
     stopped = False
 
+    def __init__(self, flux: _FakeFlux) -> None:
+        self.flux = flux
+
     def reactor_stop(self) -> None:
         self.stopped = True
+
+    def rpc(self, topic: str, payload: dict) -> _FakeFuture:
+        assert topic == "job-manager.urgency", topic
+        return _FakeFuture(self.flux, "urgency", payload["id"])
 
 
 @dataclass
@@ -469,11 +487,11 @@ class _FluxRuntime(_Runtime):
             view = main.subview(nodes)
             cores = tuple(c for n in nodes for c in view.node_cores(n))
             gpus = tuple(g for n in nodes for g in view.node_gpus(n))
-            config = PartitionConfig(f"p{p}", nodes, cores, gpus, broker.gpus_per_node)
+            config = PartitionConfig(f"p{p}", nodes, cores, gpus, broker.gpus_per_node, ahead=sim.sc.flux_ahead)
             part = _SimPartition(config, view)
             view.wake = lambda part=part: sim.wake(self, part)
             reactor = Reactor(part, self.flux, None, [])  # type: ignore[arg-type]
-            reactor.h = _FakeHandle()
+            reactor.h = _FakeHandle(self.flux)
             self.parts.append(part)
             self.reactors.append(reactor)
         self.progress: dict[int, int] = {}  # jobid -> index of its next lifecycle step
@@ -518,7 +536,8 @@ class _FluxRuntime(_Runtime):
         ev: list[tuple[str, Any]] = [("rpc", i) for i in range(len(self.flux.rpcs))]
         for reactor in self.reactors:
             for jobid in reactor.jobs:
-                ev.append(("journal", (reactor, jobid)))
+                if jobid not in self.flux.held or jobid in self.flux.cancels:  # a held job only ends canceled
+                    ev.append(("journal", (reactor, jobid)))
         return ev
 
     def fire(self, event: tuple[str, Any]) -> None:
@@ -527,7 +546,7 @@ class _FluxRuntime(_Runtime):
         if what == "rpc":
             future, callback, args = self.flux.rpcs.pop(obj)
             reactor = next(r for r in self.reactors if getattr(callback, "__self__", None) is r)
-            if future.kind == "submit" and sim.sc.faults and sim.rng.random() < 0.05:
+            if future.kind in ("submit", "urgency") and sim.sc.faults and sim.rng.random() < 0.05:
                 future.rejected = True
             sim.note(f"{self.name}: flux replies to {future.kind} (job {future.jobid}"
                      f"{', rejected' if future.rejected else ''})")
@@ -565,6 +584,8 @@ class _FluxRuntime(_Runtime):
     def _forget(self, jobid: int) -> None:
         self.progress.pop(jobid, None)
         self.flux.cancels.discard(jobid)
+        self.flux.held.discard(jobid)
+        self.flux.gone.add(jobid)
 
     def close(self) -> None:
         for part in self.parts:
@@ -627,8 +648,7 @@ class Sim:
             if spec.batch != batch:
                 continue
             task = self._task(spec)
-            record = TaskRecord(uid=task.uid, name=task.name, kind=task.kind.value, cores=task.cores,
-                                gpus=task.gpus, submitted=self.clock(), backend=self.runtimes[spec.runtime].name)
+            record = task.new_record(self.clock(), self.runtimes[spec.runtime].name)
             sub = Submission(task, record, TaskFuture(task, record))
             self.subs[spec.uid] = sub
             per_runtime[spec.runtime].append(sub)
