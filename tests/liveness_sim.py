@@ -37,6 +37,7 @@ from impeccable.runtime.backends.flux_reactor import PartitionConfig, Reactor
 from impeccable.runtime.backends.loop import Dispatcher
 from impeccable.runtime.backends.pool import FunctionPool, PoolWorker
 from impeccable.runtime.backends.processes import ProcessRunner, _Child
+from impeccable.runtime.records import TaskState
 from impeccable.runtime.resources import Allocation
 from impeccable.runtime.slots import SlotBroker
 from impeccable.runtime.task import Task, TaskKind, executable_task, function_task
@@ -394,7 +395,7 @@ class _FakeFuture:
 
     def get(self) -> dict:
         if self.kind == "urgency":  # the job-manager refuses a job that is gone (or, as a fault, at random)
-            if self.rejected or self.jobid in self.flux.gone:
+            if self.rejected or self.jobid in self.flux.gone or self.jobid in self.flux.cancels:
                 raise OSError(2, "simulated: no such job")
             self.flux.held.discard(self.jobid)
             return {}
@@ -538,6 +539,8 @@ class _FluxRuntime(_Runtime):
             for jobid in reactor.jobs:
                 if jobid not in self.flux.held or jobid in self.flux.cancels:  # a held job only ends canceled
                     ev.append(("journal", (reactor, jobid)))
+                elif self.sim.sc.faults and reactor.ahead.is_held(reactor.jobs[jobid]):
+                    ev.append(("outside-cancel", (reactor, jobid)))  # `flux cancel` by someone else
         return ev
 
     def fire(self, event: tuple[str, Any]) -> None:
@@ -555,6 +558,10 @@ class _FluxRuntime(_Runtime):
             return
         reactor, jobid = obj
         job = reactor.jobs[jobid]
+        if what == "outside-cancel":
+            sim.note(f"{self.name}: someone cancels held job {jobid} ({job.sub.task.uid}) in flux")
+            self.flux.cancels.add(jobid)
+            return
         step = self.progress.get(jobid, 0)
         canceled = jobid in self.flux.cancels
         now = sim.clock()
@@ -705,6 +712,16 @@ class Sim:
         else:
             event[1].fire(event[2])
 
+    def check_outcomes(self) -> None:
+        """A task ends canceled only if the scenario cancels it, and fails only with a reason (a held job lost
+        in Flux is not a failure of its task)."""
+        for uid, sub in self.subs.items():
+            record = sub.record
+            if record.state is TaskState.CANCELED and not self.by_uid[uid].cancel:
+                raise SimFailure("outcome", f"{uid} ended canceled, never asked: {record.error}")
+            if record.state is TaskState.FAILED and "exit code None" in (record.error or ""):
+                raise SimFailure("outcome", f"{uid} failed with no failure: {record.error}")
+
     def check_slots(self) -> None:
         held_cores: list[int] = []
         held_gpus: list[int] = []
@@ -787,6 +804,7 @@ class Sim:
             if unfinished or len(self.subs) < len(self.sc.tasks):
                 raise SimFailure("unfinished", f"no event left, tasks not final: {unfinished}, "
                                                f"never submitted: {len(self.sc.tasks) - len(self.subs)}")
+            self.check_outcomes()
         except SimFailure as exc:
             return Outcome(self.sc, str(exc), exc.kind, self.trace, steps)
         except Exception as exc:  # noqa: BLE001 - a crash of the real code is a finding too

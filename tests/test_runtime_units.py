@@ -80,6 +80,53 @@ def test_flux_job_outcome(exception, status, cancel, began, expected):
     assert (outcome.state, outcome.reason, outcome.exit_code) == expected
 
 
+def _held_jobs(limit: int = 2, brokers: int = 1):
+    import collections
+    from types import SimpleNamespace
+
+    from impeccable.runtime.backends.flux_ahead import HeldJobs
+
+    submitted, discarded = [], []
+
+    def submit(sub):
+        submitted.append(sub.task.uid)
+        return SimpleNamespace(sub=sub)
+
+    held = HeldJobs(limit, brokers, submit, discarded.append)
+    tasks = [executable_task(["true"], name=f"t{i}") for i in range(4)] + [executable_task(["true"], gpus_per_rank=1)]
+    waiting = collections.deque(SimpleNamespace(task=t) for t in tasks)
+    return held, waiting, submitted, discarded
+
+
+def test_held_jobs_are_kept_for_the_first_waiting_tasks_up_to_the_limit():
+    held, waiting, submitted, _ = _held_jobs(limit=2)
+    held.top_up(waiting)
+    held.top_up(waiting)
+    assert submitted == [waiting[0].task.uid, waiting[1].task.uid]  # once each, in queue order
+    placed = waiting.popleft()  # admitted: out of the queue, its held job let go
+    assert held.take(placed) is not None and held.take(placed) is None
+    held.top_up(waiting)
+    assert submitted[-1] == waiting[1].task.uid  # the next one in line
+    assert _held_jobs(brokers=2)[0].limit == 0  # several brokers: the rank constraint depends on placement
+
+
+def test_a_held_job_flux_refused_is_not_held_again():
+    held, waiting, submitted, _ = _held_jobs(limit=1)
+    held.top_up(waiting)
+    held.forget(held.held[waiting[0].task.uid])  # rejected, or canceled in Flux by someone else
+    held.top_up(waiting)
+    assert submitted == [waiting[0].task.uid, waiting[1].task.uid]  # the next task, never the refused one again
+    assert not held.qualifies(waiting[4])  # a GPU task's devices come from its placement
+
+
+def test_a_task_canceled_while_held_has_its_job_discarded():
+    held, waiting, _, discarded = _held_jobs(limit=1)
+    held.top_up(waiting)
+    job = held.held[waiting[0].task.uid]
+    held.discard(waiting[0].task.uid)
+    assert discarded == [job] and not held.held
+
+
 def test_flux_partition_fits_per_broker():
     config = PartitionConfig(name="0", nodes=(0, 1), cores=tuple(range(8)))
     assert config.fits(executable_task(["true"], cores_per_rank=4))

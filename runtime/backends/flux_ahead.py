@@ -41,9 +41,10 @@ class HeldJobs(Generic[Job]):
         self._submit = submit
         self._discard = discard
         self.held: dict[str, Job] = {}
+        self.refused: set[str] = set()  # tasks whose held job Flux refused or lost: submitted when placed
 
     def qualifies(self, sub: Submission) -> bool:
-        return self.limit > 0 and sub.task.gpus == 0
+        return self.limit > 0 and sub.task.gpus == 0 and sub.task.uid not in self.refused
 
     def top_up(self, waiting: collections.deque[Submission]) -> None:
         """Submit held jobs for the first waiting tasks that qualify and have none, up to the limit."""
@@ -54,11 +55,14 @@ class HeldJobs(Generic[Job]):
                 return
             if sub.task.uid not in self.held and self.qualifies(sub):
                 job = self._submit(sub)
-                if job is not None:
+                if job is None:  # its jobspec cannot be built: it fails as a task once placed
+                    self.refused.add(sub.task.uid)
+                else:
                     self.held[sub.task.uid] = job
 
     def take(self, sub: Submission) -> Job | None:
         """The held job of ``sub``, no longer held: the pilot has placed the task."""
+        self.refused.discard(sub.task.uid)
         return self.held.pop(sub.task.uid, None)
 
     def is_held(self, job: Job) -> bool:
@@ -66,15 +70,23 @@ class HeldJobs(Generic[Job]):
 
     def discard(self, uid: str) -> None:
         """The task will not run here (canceled while it waited): cancel its held job in Flux."""
+        self.refused.discard(uid)
         job = self.held.pop(uid, None)
         if job is not None:
             self._discard(job)
 
     def forget(self, job: Job) -> None:
         """The held job is gone from Flux (rejected, or canceled by someone else): its task is submitted
-        the ordinary way when placed."""
+        the ordinary way when placed, not held again (a refusal that persists must not loop)."""
         if self.is_held(job):
             del self.held[job.sub.task.uid]
+            self.refused.add(job.sub.task.uid)
 
-    def clear(self) -> None:
-        self.held.clear()
+    def discard_all(self) -> None:
+        """Cancel every held job (the partition is failing): none stays behind in an instance it does not own."""
+        held, self.held = list(self.held.values()), {}
+        for job in held:
+            try:
+                self._discard(job)
+            except Exception:  # noqa: BLE001 - the instance may be gone
+                pass

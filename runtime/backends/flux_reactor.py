@@ -311,10 +311,16 @@ class _Intake:
             future.get()
             job.held = False
         except OSError:
-            if self.by_uid.get(job.sub.task.uid) is job:  # not settled meanwhile
-                placement, job.placement = job.placement, None
-                self.discard(job)
-                self.submit_job(job.sub, placement)
+            # not settled meanwhile, nor canceled by the caller (then the cancel sent ends the job, and the task)
+            if self.by_uid.get(job.sub.task.uid) is job and job.cancel_reason is None:
+                self._resubmit(job)
+
+    def _resubmit(self, job: _Job) -> None:
+        """A held job lost in Flux after its task was placed (canceled by someone else): the task runs as a
+        fresh job on the same slots; the lost one is canceled and its events ignored."""
+        placement, job.placement = job.placement, None
+        self.discard(job)
+        self.submit_job(job.sub, placement)
 
     def discard(self, job: _Job) -> None:
         """Cancel a job in Flux that no task waits for any more (its events are then ignored)."""
@@ -328,7 +334,8 @@ class _Intake:
             job.placement = None
 
     def _maybe_done(self) -> None:
-        if self.stopping and not self.by_uid and not self.waiting and not self.part.inbox:
+        # every submit answered: a held job discarded before its reply is canceled by then (an existing instance)
+        if self.stopping and not self.by_uid and not self.waiting and not self.part.inbox and not self.submitting:
             self.part.slots.schedule_pass_ends(0)
             self.h.reactor_stop()
 
@@ -454,10 +461,18 @@ class Reactor(_Intake):
             if self.submitting:  # the submit reply has not arrived yet
                 self.early[jobid].append(event)
             return
+        ends = event.name == "clean" or (event.name == "exception" and event.context.get("severity", 0) == 0)
         if job.discarded or self.ahead.is_held(job):  # not running for any task (yet)
-            if event.name == "clean":  # gone: a held one's task is submitted afresh when placed
-                del self.jobs[jobid]
+            if ends and not job.discarded:  # canceled in Flux by someone else: its task is submitted when placed
                 self.ahead.forget(job)
+                job.discarded = True
+            if event.name == "clean":
+                del self.jobs[jobid]
+            return
+        if ends and job.held and job.cancel_reason is None:  # let go by us, lost before Flux took it
+            self._resubmit(job)
+            if event.name == "clean":
+                del self.jobs[jobid]
             return
         if event.name == "clean":
             self._final(job, event.timestamp)
@@ -518,7 +533,7 @@ class Reactor(_Intake):
         for job in self.by_uid.values():
             self._give_back(job)
         self.waiting.clear()
-        self.ahead.clear()
+        self.ahead.discard_all()
         self.by_uid.clear()
         self.jobs.clear()
         for sub in subs:
