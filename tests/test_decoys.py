@@ -45,6 +45,7 @@ def test_net_charge_is_computed_only_until_the_quota_is_filled(monkeypatch):
     assert len(calls) == 4  # the active's own charge, then one per candidate visited: all three match
 
 
+@pytest.mark.slow  # the decoy search over the library (net charges, 14 s)
 def test_charges_match_and_properties_are_close(decoys):
     charge = PROPERTIES.index("net_charge")
     widest = _window(4)
@@ -58,6 +59,7 @@ def test_charges_match_and_properties_are_close(decoys):
     assert decoys.active_properties["amine"][charge] == 1 and decoys.active_properties["acid"][charge] == -1
 
 
+@pytest.mark.slow  # the decoy search over the library (net charges, 14 s)
 def test_decoys_are_dissimilar_and_unique(decoys):
     from rdkit import DataStructs
 

@@ -84,6 +84,7 @@ def test_a_run_recorded_with_whole_md_ensembles_is_refused_with_the_reason(recor
         RecordedDurations.from_run(recorded)
 
 
+@pytest.mark.slow  # an emulated campaign end to end (5-30 s)
 def test_small_emulation_on_many_advertised_cores(recorded, tmp_path):
     fig = run_emulation(recorded, tmp_path / "emu", cores=32, scale=10, granularity="ligand",
                         routes={"executable": "local", "function": "local"})
@@ -96,6 +97,7 @@ def test_small_emulation_on_many_advertised_cores(recorded, tmp_path):
     assert json.loads(store.get_meta("emulation"))["recorded_run"] == str(recorded.resolve())
 
 
+@pytest.mark.slow  # an emulated campaign end to end (5-30 s)
 def test_emulate_command_writes_the_json_a_comparison_needs(recorded, tmp_path, capsys):
     out = tmp_path / "emu.json"
     assert main(["emulate", str(recorded), "--cores", "8", "--routes", "executable=local,function=local",
@@ -147,6 +149,7 @@ def test_emulation_against_srun(recorded, tmp_path):
     assert 0 < prediction["function_cold_start_s"] and prediction["function_cold_start_contended_s"] > 0
 
 
+@pytest.mark.slow  # an emulated campaign end to end (5-30 s)
 def test_model_predicts_the_emulation_it_was_calibrated_on(recorded, tmp_path):
     from impeccable.model import calibrate, launch_rate, predict
     from impeccable.runtime import TaskKind
@@ -165,6 +168,7 @@ def test_model_predicts_the_emulation_it_was_calibrated_on(recorded, tmp_path):
     assert predicted["makespan_s"] >= predicted["ideal_makespan_s"] * 0.999
 
 
+@pytest.mark.slow  # an emulated campaign end to end (5-30 s)
 def test_model_calibrated_at_one_size_predicts_another(recorded, tmp_path, capsys):
     """Cross-size validation: the parameters come from the 8-core emulation, the prediction is of the 16-core one."""
     emulations = {}
@@ -252,6 +256,7 @@ def _emulated_runner(recorded: Path, out: Path, stages_class: type, cores: int =
     return CampaignRunner(campaign, out / "run", stages=stages)
 
 
+@pytest.mark.slow  # an emulated campaign end to end (5-30 s)
 def test_md_replicas_run_side_by_side_and_combine_waits_for_all(recorded, tmp_path):
     runner = _emulated_runner(recorded, tmp_path / "emu", EmulatedStageTasks)
     runner.run()
@@ -277,6 +282,7 @@ class _OneReplicaFails(EmulatedStageTasks):
         return task
 
 
+@pytest.mark.slow  # an emulated campaign end to end (5-30 s)
 def test_a_failed_replica_fails_its_compound_once_and_is_not_retried_on_resume(recorded, tmp_path):
     runner = _emulated_runner(recorded, tmp_path / "emu", _OneReplicaFails)
     summary = runner.run()

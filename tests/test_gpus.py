@@ -223,6 +223,7 @@ def test_a_gpu_request_must_be_whole_or_one_nth(tmp_path):
         load_campaign(path)
 
 
+@pytest.mark.slow  # an emulated campaign end to end (5-30 s)
 def test_an_emulated_gpu_node_holds_gpu_slots_and_a_cpu_run_says_why_once(tmp_path):
     from test_emulate import recorded as recorded_fixture
 

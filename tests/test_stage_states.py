@@ -10,6 +10,7 @@ from impeccable.stages.protonation import KCAL_PER_PH_UNIT, RULES, microstates
 from impeccable.stages.state_panel import run_state_panel, same_state
 
 
+@pytest.mark.slow  # 25 drugs through the state enumeration (12 s)
 def test_drug_panel_puts_the_literature_dominant_state_first():
     result = run_state_panel()
     assert result["size"] == 25
