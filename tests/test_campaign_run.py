@@ -235,7 +235,7 @@ def _rank_lines(run_dir: Path) -> dict[str, dict]:
     return found
 
 
-@pytest.mark.parametrize("delay_ms", [0, 10, 50])
+@pytest.mark.parametrize("delay_ms", [0, 50])  # 10 ms as well until 2026-12-07 (CI time: 49 s each)
 def test_ctrl_c_just_after_a_rank_file_appears_loses_nothing(tmp_path, delay_ms):
     """The bug: a rank file written, its process still exiting (0.5 s with RDKit and Vina loaded), Ctrl-C: the
     task was canceled and its finished compounds were neither stored nor kept. Five times in a row."""
