@@ -94,12 +94,16 @@ def test_null_executables_done_with_records():
     assert all(r.submitted <= r.scheduled <= r.started <= r.finished for r in records)
 
 
+def in_instance(pilot: Pilot) -> dict[str, str]:
+    """The environment of a flux command aimed at the pilot's (only) Flux instance."""
+    return {**os.environ, "FLUX_URI": pilot.backends["flux"]._partitions[0].uri}
+
+
 def flux_jobs(pilot: Pilot) -> list[dict[str, str]]:
     """Every job of the pilot's (only) Flux instance, as ``flux jobs -a`` lists it."""
     fields = ("id", "name", "urgency", "state", "result")
     out = subprocess.run([flux_command(), "jobs", "-a", "-n", "-o", "|".join(f"{{{f}}}" for f in fields)],
-                         env={**os.environ, "FLUX_URI": pilot.backends["flux"]._partitions[0].uri},
-                         capture_output=True, text=True, check=True).stdout
+                         env=in_instance(pilot), capture_output=True, text=True, check=True).stdout
     return [dict(zip(fields, (v.strip() for v in line.split("|")))) for line in out.splitlines()]
 
 
@@ -135,8 +139,7 @@ def test_a_held_job_canceled_in_flux_by_someone_else_is_submitted_again():
         blocker = pilot.submit(executable_task([SLEEP, "1"], name="blocker"))
         behind = pilot.submit(executable_task([TRUE], name="behind"))
         wait_for(lambda: len(held(pilot)) == 1)
-        subprocess.run([flux_command(), "cancel", held(pilot)[0]["id"]], check=True,
-                       env={**os.environ, "FLUX_URI": pilot.backends["flux"]._partitions[0].uri})
+        subprocess.run([flux_command(), "cancel", held(pilot)[0]["id"]], check=True, env=in_instance(pilot))
         wait_all([blocker, behind])
         results = sorted(job["result"] for job in flux_jobs(pilot) if job["name"] == "behind")
     assert behind.record.state is TaskState.DONE and behind.record.attempts == 1

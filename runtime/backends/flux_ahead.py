@@ -33,7 +33,7 @@ Job = TypeVar("Job", bound=_HasSub)
 
 class HeldJobs(Generic[Job]):
     """A partition's held jobs, by task uid. ``submit`` submits a task's job held (None if it could not),
-    ``discard`` cancels one in Flux; the reactor lets them go (:func:`release`)."""
+    ``discard`` cancels one in Flux; the reactor lets a taken one go (its ``_release``)."""
 
     def __init__(self, limit: int, brokers: int, submit: Callable[[Submission], Job | None],
                  discard: Callable[[Job], None]) -> None:

@@ -211,7 +211,6 @@ class _Job:
         return False
 
 
-
 class _Intake:
     """How a task's job gets into Flux (submitted when placed, or held ahead and let go when placed) and how
     its slots go back: the submission half of :class:`Reactor`, which runs it on the reactor thread."""
@@ -389,7 +388,6 @@ class Reactor(_Intake):
             self.waker.stop()
 
     # ------------------------------------------------------------ inbox
-
     @_guarded
     def _on_wake(self, *_: Any) -> None:
         try:
@@ -448,7 +446,6 @@ class Reactor(_Intake):
             self.flux.job.cancel_async(self.h, job.jobid, reason)
 
     # ------------------------------------------------------------ journal
-
     @_guarded
     def _on_event(self, event: Any) -> None:
         if event is None:  # the journal ended: the instance is going away
@@ -469,7 +466,7 @@ class Reactor(_Intake):
             if event.name == "clean":
                 del self.jobs[jobid]
             return
-        if ends and job.held and job.cancel_reason is None:  # let go by us, lost before Flux took it
+        if ends and job.held and not job.began and job.cancel_reason is None:  # let go by us, lost before alloc
             self._resubmit(job)
             if event.name == "clean":
                 del self.jobs[jobid]
@@ -539,6 +536,7 @@ class Reactor(_Intake):
         for sub in subs:
             if not sub.future.done():
                 sub.fail(reason, final=True, exception=broken)
+
 
 def _stderr_tail(eventlog: str) -> str:
     """The last STDERR_TAIL_BYTES of the stderr in a job's output eventlog (RFC 24)."""
