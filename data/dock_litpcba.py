@@ -34,9 +34,17 @@ from impeccable.stages.library import LibraryRecord, read_library  # noqa: E402
 from impeccable.stages.ligands import StateOptions  # noqa: E402
 
 # ../shared/benchmarks beside the main checkout (and two levels up from a worktree in wt/N)
-SET_DIR = next((d for d in (DATA.parents[1] / "shared" / "benchmarks" / "litpcba-mtorc1",
-                            DATA.parents[2] / "shared" / "benchmarks" / "litpcba-mtorc1") if d.is_dir()),
-               DATA.parents[1] / "shared" / "benchmarks" / "litpcba-mtorc1")
+SET_DIR = next(
+    (
+        d
+        for d in (
+            DATA.parents[1] / "shared" / "benchmarks" / "litpcba-mtorc1",
+            DATA.parents[2] / "shared" / "benchmarks" / "litpcba-mtorc1",
+        )
+        if d.is_dir()
+    ),
+    DATA.parents[1] / "shared" / "benchmarks" / "litpcba-mtorc1",
+)
 OUT = DATA / "scores" / "4jsv_litpcba_mtorc1.csv"
 INACTIVE_SEED = 20200918  # any fixed number; documented in data/README.md
 RATIO = 20
@@ -69,8 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     todo = [(r, label) for r, label in order if r.id not in done]
     print(f"{len(done)} already done, {len(todo)} to dock -> {a.out}", flush=True)
     if todo:
-        dock_and_append([r for r, _ in todo], a.out, (a.seed, a.exhaustiveness, StateOptions()), a.workers,
-                        receptor=a.receptor, extra={"set": {r.id: label for r, label in todo}})
+        dock_and_append(
+            [r for r, _ in todo],
+            a.out,
+            (a.seed, a.exhaustiveness, StateOptions()),
+            a.workers,
+            receptor=a.receptor,
+            extra={"set": {r.id: label for r, label in todo}},
+        )
     return 0
 
 

@@ -45,8 +45,8 @@ LIBRARY = DATA / "library" / "moses_20k.csv"
 RECEPTOR = DATA / "receptors" / "4jsv"
 OUT = DATA / "scores" / "4jsv_vina_states.csv"
 SAMPLE_SEED = 7
-COLUMNS = ["id", "smiles", "state_smiles", "score_kcal_mol", "n_states", "state_scores_kcal_mol",
-           "state_penalties_kcal_mol", "exhaustiveness", "seed"]
+COLUMNS = ["id", "smiles", "state_smiles", "score_kcal_mol", "n_states", "state_scores_kcal_mol"]
+COLUMNS += ["state_penalties_kcal_mol", "exhaustiveness", "seed"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,8 +72,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dock_and_append(
-    todo: list[LibraryRecord], out_path: Path, settings: tuple[int, int, StateOptions], workers: int,
-    *, receptor: Path = RECEPTOR, extra: dict[str, dict[str, str]] | None = None,
+    todo: list[LibraryRecord],
+    out_path: Path,
+    settings: tuple[int, int, StateOptions],
+    workers: int,
+    *,
+    receptor: Path = RECEPTOR,
+    extra: dict[str, dict[str, str]] | None = None,
 ) -> None:
     """Dock ``todo`` and append one row per compound (``COLUMNS`` plus ``extra``'s columns) in ``todo`` order.
 
@@ -82,23 +87,38 @@ def dock_and_append(
     extra = extra or {}
     seed, exhaustiveness, _ = settings
     failures_path = out_path.with_name(out_path.stem + ".failures.csv")
-    with _appender(out_path, COLUMNS + list(extra)) as out, \
-            _appender(failures_path, ["id", "smiles", "reason"]) as failed:
+    with (
+        _appender(out_path, COLUMNS + list(extra)) as out,
+        _appender(failures_path, ["id", "smiles", "reason"]) as failed,
+    ):
         t0 = time.perf_counter()
         n_states = 0
         for i, (record, result) in enumerate(_dock_all(todo, settings, workers, receptor), start=1):
             if isinstance(result, DockResult):
                 n_states += result.n_states
-                out.writerow([record.id, record.smiles, result.state_smiles, f"{result.score_kcal_mol:.3f}",
-                              result.n_states, ";".join(f"{x:.3f}" for x in result.state_scores_kcal_mol),
-                              ";".join(f"{x:.3f}" for x in result.state_penalties_kcal_mol), exhaustiveness, seed]
-                             + [values[record.id] for values in extra.values()])
+                out.writerow(
+                    [
+                        record.id,
+                        record.smiles,
+                        result.state_smiles,
+                        f"{result.score_kcal_mol:.3f}",
+                        result.n_states,
+                        ";".join(f"{x:.3f}" for x in result.state_scores_kcal_mol),
+                        ";".join(f"{x:.3f}" for x in result.state_penalties_kcal_mol),
+                        exhaustiveness,
+                        seed,
+                    ]
+                    + [values[record.id] for values in extra.values()]
+                )
             else:
                 failed.writerow([record.id, record.smiles, result.reason])
             if i % 50 == 0:
                 dt = time.perf_counter() - t0
-                print(f"{i}/{len(todo)} docked, {dt / i:.2f} s/compound wall, {n_states / i:.2f} states/compound, "
-                      f"ETA {(len(todo) - i) * dt / i / 3600:.1f} h", flush=True)
+                print(
+                    f"{i}/{len(todo)} docked, {dt / i:.2f} s/compound wall, {n_states / i:.2f} states/compound, "
+                    f"ETA {(len(todo) - i) * dt / i / 3600:.1f} h",
+                    flush=True,
+                )
 
 
 def _dock_all(

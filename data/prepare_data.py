@@ -69,8 +69,11 @@ RECEPTOR_OUT = DATA / "receptors" / "4jsv"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["library", "library-full", "receptor", "receptor-1uou", "heterogens"],
-                        help="rebuild one part only (library-full is built only when named)")
+    parser.add_argument(
+        "--only",
+        choices=["library", "library-full", "receptor", "receptor-1uou", "heterogens"],
+        help="rebuild one part only (library-full is built only when named)",
+    )
     parser.add_argument("--molsets-wheel", type=Path, help="a downloaded molsets wheel (skips pip download)")
     parser.add_argument("--library-size", type=int, default=LIBRARY_SIZE)
     parser.add_argument("--padding", type=float, default=BOX_PADDING_ANGSTROM, help="box padding, angstrom")
@@ -94,8 +97,9 @@ def write_heterogens() -> None:
     from impeccable.stages.receptor import load_site
 
     site = load_site(RECEPTOR_OUT / "site.toml")
-    found = survey(_pdbfixer_test_file(f"{PDB_ID}.pdb").read_text(), site.center_angstrom, site.size_angstrom,
-                   chain=CHAIN)
+    found = survey(
+        _pdbfixer_test_file(f"{PDB_ID}.pdb").read_text(), site.center_angstrom, site.size_angstrom, chain=CHAIN
+    )
     write_provenance(RECEPTOR_OUT / "heterogens.toml", found, f"PDB {PDB_ID} chain {CHAIN}")
     for h in found:
         print(f"heterogens: {h.label}: auto {h.reason('auto')}")
@@ -163,8 +167,10 @@ def build_receptor(padding_angstrom: float) -> None:
     RECEPTOR_OUT.mkdir(parents=True, exist_ok=True)
 
     pdb_out = RECEPTOR_OUT / "receptor.pdb"
-    header = [f"REMARK   1 {PDB_ID} CHAIN {CHAIN} RESIDUES {RESIDUE_RANGE[0]}-{RESIDUE_RANGE[1]} (CHAIN BREAKS = TER)",
-              "REMARK   1 REBUILD: python data/prepare_data.py --only receptor"]
+    header = [
+        f"REMARK   1 {PDB_ID} CHAIN {CHAIN} RESIDUES {RESIDUE_RANGE[0]}-{RESIDUE_RANGE[1]} (CHAIN BREAKS = TER)",
+        "REMARK   1 REBUILD: python data/prepare_data.py --only receptor",
+    ]
     _fix_protein(_crop_chain(lines, CHAIN, RESIDUE_RANGE), pdb_out, header)
     _check_amber(pdb_out)
     _write_pdbqt(pdb_out, RECEPTOR_OUT / "receptor.pdbqt")
@@ -175,11 +181,22 @@ def build_receptor(padding_angstrom: float) -> None:
 
     with Chem.SDWriter(str(ligand_out)) as writer:
         writer.write(ligand)
-    _write_site(ligand, padding_angstrom, RECEPTOR_OUT / "site.toml", {
-        "pdb_id": PDB_ID, "chain": CHAIN, "residue_range": list(RESIDUE_RANGE), "ligand_resname": LIGAND_RESNAME,
-        "ligand_resid": LIGAND_RESID, "reference_ligand": ligand_out.name,
-        "hinge_residue": HINGE_RESIDUE,
-    }, "the mTOR ATP site, from the co-crystal ADP", "receptor")
+    _write_site(
+        ligand,
+        padding_angstrom,
+        RECEPTOR_OUT / "site.toml",
+        {
+            "pdb_id": PDB_ID,
+            "chain": CHAIN,
+            "residue_range": list(RESIDUE_RANGE),
+            "ligand_resname": LIGAND_RESNAME,
+            "ligand_resid": LIGAND_RESID,
+            "reference_ligand": ligand_out.name,
+            "hinge_residue": HINGE_RESIDUE,
+        },
+        "the mTOR ATP site, from the co-crystal ADP",
+        "receptor",
+    )
     write_heterogens()
     for f in sorted(RECEPTOR_OUT.iterdir()):
         print(f"receptor: {f.relative_to(REPO)} ({f.stat().st_size // 1024} KiB)")
@@ -202,8 +219,10 @@ def build_receptor_1uou(padding_angstrom: float) -> None:
     lines = (folder / "1uou_protein_one_lig_removed.pdb").read_text().splitlines()
     SECOND_OUT.mkdir(parents=True, exist_ok=True)
     pdb_out = SECOND_OUT / "receptor.pdb"
-    header = [f"REMARK   1 {SECOND_ID} CHAIN A (THYMIDINE PHOSPHORYLASE, CHAIN BREAKS = TER), FROM POSEBUSTERS' EXAMPLES",
-              "REMARK   1 REBUILD: python data/prepare_data.py --only receptor-1uou"]
+    header = [
+        f"REMARK   1 {SECOND_ID} CHAIN A (THYMIDINE PHOSPHORYLASE, CHAIN BREAKS = TER), FROM POSEBUSTERS' EXAMPLES",
+        "REMARK   1 REBUILD: python data/prepare_data.py --only receptor-1uou",
+    ]
     _fix_protein(_crop_chain(lines, "A", (1, 9999)), pdb_out, header)
     _check_amber(pdb_out)
     _write_pdbqt(pdb_out, SECOND_OUT / "receptor.pdbqt")
@@ -217,9 +236,14 @@ def build_receptor_1uou(padding_angstrom: float) -> None:
     ligand_out = SECOND_OUT / "ligand_CMU.sdf"
     with Chem.SDWriter(str(ligand_out)) as writer:
         writer.write(ligand)
-    _write_site(ligand, padding_angstrom, SECOND_OUT / "site.toml", {
-        "pdb_id": SECOND_ID, "chain": "A", "ligand_resname": "CMU", "reference_ligand": ligand_out.name,
-    }, "the thymidine phosphorylase active site, from the co-crystal tipiracil", "receptor-1uou")
+    _write_site(
+        ligand,
+        padding_angstrom,
+        SECOND_OUT / "site.toml",
+        {"pdb_id": SECOND_ID, "chain": "A", "ligand_resname": "CMU", "reference_ligand": ligand_out.name},
+        "the thymidine phosphorylase active site, from the co-crystal tipiracil",
+        "receptor-1uou",
+    )
     for f in sorted(SECOND_OUT.iterdir()):
         print(f"receptor: {f.relative_to(REPO)} ({f.stat().st_size // 1024} KiB)")
 
@@ -312,8 +336,10 @@ def _relax(topology, positions, crystal: set[tuple[str, str]]):
     relaxed = context.getState(getPositions=True).getPositions(asNumpy=True)
     before = np.array(positions.value_in_unit(unit.angstrom))[held]
     shift = np.sqrt(((relaxed.value_in_unit(unit.angstrom)[held] - before) ** 2).sum(axis=1))
-    print(f"receptor: restrained minimisation, {len(held)} crystal heavy atoms held, "
-          f"RMSD {np.sqrt((shift**2).mean()):.2f} A, max shift {shift.max():.2f} A")
+    print(
+        f"receptor: restrained minimisation, {len(held)} crystal heavy atoms held, "
+        f"RMSD {np.sqrt((shift**2).mean()):.2f} A, max shift {shift.max():.2f} A"
+    )
     return relaxed
 
 
@@ -333,7 +359,8 @@ def _write_pdbqt(pdb: Path, out: Path) -> None:
     basename = out.with_suffix("")
     subprocess.run(
         [sys.executable, str(script), "--read_pdb", str(pdb), "-o", str(basename), "-p"],
-        check=True, stdout=subprocess.DEVNULL,
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     if not out.is_file():
         raise SystemExit(f"meeko wrote no {out}")
@@ -345,9 +372,12 @@ def _reference_ligand(lines: list[str]):
     from rdkit.Chem import AllChem
 
     block = [
-        line for line in lines
-        if line.startswith("HETATM") and line[17:20] == LIGAND_RESNAME
-        and line[21] == CHAIN and int(line[22:26]) == LIGAND_RESID
+        line
+        for line in lines
+        if line.startswith("HETATM")
+        and line[17:20] == LIGAND_RESNAME
+        and line[21] == CHAIN
+        and int(line[22:26]) == LIGAND_RESID
     ]
     raw = Chem.MolFromPDBBlock("\n".join(block) + "\nEND\n", removeHs=True, sanitize=True)
     if raw is None:

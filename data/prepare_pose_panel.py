@@ -48,8 +48,11 @@ SMILES = {
     "NDP": "NC(=O)C1=CN(C=CC1)C1OC(COP(O)(=O)OP(O)(=O)OCC2OC(C(OP(O)(O)=O)C2O)n2cnc3c(N)ncnc23)C(O)C1O",
 }
 MTOR = {"4jsx": ("4JSX", "17G", "Torin2", "B"), "4jt5": ("4JT5", "P2X", "PP242", "A")}  # mTOR's chain in the mol2
-POSEBUSTERS = {"1ia1": ("1IA1", "TQ3", ["B"], ("NDP", "B", 195)), "1of6": ("1OF6", "DTY", ["A", "B"], None),
-               "1s3v": ("1S3V", "TQD", ["A"], None)}
+POSEBUSTERS = {
+    "1ia1": ("1IA1", "TQ3", ["B"], ("NDP", "B", 195)),
+    "1of6": ("1OF6", "DTY", ["A", "B"], None),
+    "1s3v": ("1S3V", "TQD", ["A"], None),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,8 +125,13 @@ def build_mtor(key: str) -> None:
     lines = _mol2_protein_pdb(SET_DIR / f"{key}_protein.mol2", chain=chain)
     _receptor(lines, ligand, out, pdb_id, f"{pdb_id} MTOR (LIT-PCBA MTORC1 TEMPLATE), CROPPED", f"--only {key}")
     _write_sdf(ligand, out / f"ligand_{code}.sdf")
-    _site(ligand, out, {"pdb_id": pdb_id, "ligand_resname": code, "reference_ligand": f"ligand_{code}.sdf",
-                        "hinge_residue": 2240}, f"the mTOR ATP site, from the co-crystal {drug}", key)
+    _site(
+        ligand,
+        out,
+        {"pdb_id": pdb_id, "ligand_resname": code, "reference_ligand": f"ligand_{code}.sdf", "hinge_residue": 2240},
+        f"the mTOR ATP site, from the co-crystal {drug}",
+        key,
+    )
     # cross-docking reference: the same ligand in the 4JSV frame
     rot, shift, rmsd, n = superpose_ca(out / "receptor.pdb", RECEPTORS / "4jsv" / "receptor.pdb", KINASE_CA)
     moved = Chem.Mol(ligand)
@@ -132,8 +140,10 @@ def build_mtor(key: str) -> None:
     for i, p in enumerate(xyz):
         conf.SetAtomPosition(i, p.tolist())
     moved.SetProp("_Name", f"{pdb_id}_{code}_in_4JSV")
-    moved.SetProp("superposition", f"{n} kinase C-alpha atoms ({KINASE_CA[0]}-{KINASE_CA[1]}) onto 4JSV chain B, "
-                                   f"RMSD {rmsd:.2f} A")
+    moved.SetProp(
+        "superposition",
+        f"{n} kinase C-alpha atoms ({KINASE_CA[0]}-{KINASE_CA[1]}) onto 4JSV chain B, RMSD {rmsd:.2f} A",
+    )
     cross = RECEPTORS / "4jsv" / "crossdock"
     cross.mkdir(exist_ok=True)
     _write_sdf(moved, cross / f"ligand_{code}_from_{key}.sdf")
@@ -153,13 +163,16 @@ def _mol2_protein_pdb(path: Path, chain: str) -> list[str]:
             continue
         resname, resid = f[7][:3], int(f[7][3:])
         name = f[1] if len(f[1]) == 4 else f" {f[1]}"
-        out.append(f"ATOM  {len(out) + 1:5d} {name:<4s} {resname} {chain}{resid:4d}    "
-                   f"{float(f[2]):8.3f}{float(f[3]):8.3f}{float(f[4]):8.3f}  1.00  0.00          {f[5][0]:>2s}")
+        out.append(
+            f"ATOM  {len(out) + 1:5d} {name:<4s} {resname} {chain}{resid:4d}    "
+            f"{float(f[2]):8.3f}{float(f[3]):8.3f}{float(f[4]):8.3f}  1.00  0.00          {f[5][0]:>2s}"
+        )
     return out
 
 
-def superpose_ca(mobile_pdb: Path, target_pdb: Path, residues: tuple[int, int]) -> tuple[np.ndarray, np.ndarray,
-                                                                                          float, int]:
+def superpose_ca(
+    mobile_pdb: Path, target_pdb: Path, residues: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, float, int]:
     """Rotation and shift taking ``mobile`` onto ``target`` by their C-alpha atoms in ``residues``."""
     a, b = _ca(mobile_pdb, residues), _ca(target_pdb, residues)
     common = sorted(set(a) & set(b))
@@ -210,15 +223,30 @@ def build_posebusters(key: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     lines = (folder / f"{key}_protein_one_lig_removed.pdb").read_text().splitlines()
     protein = [ln for ln in lines if ln.startswith("ATOM") and ln[21] in chains]
-    _receptor(protein, ligand, out, pdb_id, f"{pdb_id} CHAINS {''.join(chains)} FROM POSEBUSTERS' EXAMPLES, CROPPED",
-              f"--only {key}")
+    _receptor(
+        protein,
+        ligand,
+        out,
+        pdb_id,
+        f"{pdb_id} CHAINS {''.join(chains)} FROM POSEBUSTERS' EXAMPLES, CROPPED",
+        f"--only {key}",
+    )
     if cofactor is not None:
         _add_cofactor(lines, cofactor, out)
     _write_sdf(ligand, out / f"ligand_{code}.sdf")
-    _site(ligand, out, {"pdb_id": pdb_id, "chains": chains, "ligand_resname": code,
-                        "reference_ligand": f"ligand_{code}.sdf",
-                        **({"cofactor": f"{cofactor[0]} {cofactor[1]}{cofactor[2]}"} if cofactor else {})},
-          f"the {pdb_id} ligand site, from the co-crystal {code}", key)
+    _site(
+        ligand,
+        out,
+        {
+            "pdb_id": pdb_id,
+            "chains": chains,
+            "ligand_resname": code,
+            "reference_ligand": f"ligand_{code}.sdf",
+            **({"cofactor": f"{cofactor[0]} {cofactor[1]}{cofactor[2]}"} if cofactor else {}),
+        },
+        f"the {pdb_id} ligand site, from the co-crystal {code}",
+        key,
+    )
     print(f"{pdb_id}: receptor {out}")
 
 
@@ -249,8 +277,10 @@ def _receptor(atom_lines: list[str], ligand, out: Path, pdb_id: str, title: str,
     for seg in segments:
         if len(seg) >= 3:  # a lone residue or dipeptide has no amber14 terminal templates worth having
             kept += [line for key in seg for line in residues[key]] + ["TER"]
-    header = [f"REMARK   1 {title} TO RESIDUES WITHIN {CROP_ANGSTROM:.0f} A OF THE LIGAND (BREAKS = TER)",
-              f"REMARK   1 REBUILD: python data/prepare_pose_panel.py {only}"]
+    header = [
+        f"REMARK   1 {title} TO RESIDUES WITHIN {CROP_ANGSTROM:.0f} A OF THE LIGAND (BREAKS = TER)",
+        f"REMARK   1 REBUILD: python data/prepare_pose_panel.py {only}",
+    ]
     _fix_protein("\n".join(kept + ["END"]) + "\n", out / "receptor.pdb", header)
     _place_oxt(out / "receptor.pdb")
     _write_pdbqt(out / "receptor.pdb", out / "receptor.pdbqt")
@@ -282,21 +312,32 @@ def _add_cofactor(lines: list[str], cofactor: tuple[str, str, int], out: Path) -
     from rdkit import Chem
 
     name, chain, resid = cofactor
-    block = [ln for ln in lines if ln.startswith("HETATM") and ln[17:20] == name and ln[21] == chain
-             and int(ln[22:26]) == resid]
+    block = [
+        ln
+        for ln in lines
+        if ln.startswith("HETATM") and ln[17:20] == name and ln[21] == chain and int(ln[22:26]) == resid
+    ]
     raw = Chem.MolFromPDBBlock("\n".join(block) + "\nEND\n", removeHs=True, sanitize=False)
     mol = ligand_from(raw, name, f"{name}_{chain}{resid}", "cofactor")
     setup = MoleculePreparation().prepare(mol)[0]
     pdbqt, ok, err = PDBQTWriterLegacy.write_string(setup)
     if not ok:
         raise SystemExit(f"{name}: meeko cannot type the cofactor: {err}")
-    rigid = [ln[:17] + f"{name} {chain}{resid:4d}" + ln[26:] for ln in pdbqt.splitlines()
-             if ln.startswith(("ATOM", "HETATM"))]
+    rigid = [
+        ln[:17] + f"{name} {chain}{resid:4d}" + ln[26:]
+        for ln in pdbqt.splitlines()
+        if ln.startswith(("ATOM", "HETATM"))
+    ]
     with open(out / "receptor.pdbqt", "a") as fh:
         fh.write("\n".join(rigid) + "\n")
     for atom in mol.GetAtoms():
-        info = Chem.AtomPDBResidueInfo(f"{atom.GetSymbol()}{atom.GetIdx() + 1}"[:4].ljust(4), residueName=name,
-                                       residueNumber=resid, chainId=chain, isHeteroAtom=True)
+        info = Chem.AtomPDBResidueInfo(
+            f"{atom.GetSymbol()}{atom.GetIdx() + 1}"[:4].ljust(4),
+            residueName=name,
+            residueNumber=resid,
+            chainId=chain,
+            isHeteroAtom=True,
+        )
         atom.SetMonomerInfo(info)
     het = [ln for ln in Chem.MolToPDBBlock(mol, flavor=4).splitlines() if ln.startswith("HETATM")]
     pdb = (out / "receptor.pdb").read_text().splitlines()

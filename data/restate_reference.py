@@ -56,8 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(done)} already re-stated, {len(todo)} to go -> {NEW}", flush=True)
     if not todo:
         return 0
-    old_source = subprocess.run(["git", "-C", str(DATA.parent), "show", f"{OLD_COMMIT}:stages/ligands.py"],
-                                check=True, capture_output=True, text=True).stdout
+    old_source = subprocess.run(
+        ["git", "-C", str(DATA.parent), "show", f"{OLD_COMMIT}:stages/ligands.py"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     ctx = multiprocessing.get_context("spawn")
     t0, anew, same = time.perf_counter(), 0, 0
     with _appender(NEW, COLUMNS) as out, ctx.Pool(a.workers, initializer=_start, initargs=(old_source,)) as pool:
@@ -67,8 +71,11 @@ def main(argv: list[str] | None = None) -> int:
             same += result["docked_anew"] == 0
             if i % 25 == 0 or i == len(todo):
                 dt = time.perf_counter() - t0
-                print(f"{i}/{len(todo)} re-stated ({same} without new docking, {anew} states docked anew), "
-                      f"{dt / i:.2f} s/compound", flush=True)
+                print(
+                    f"{i}/{len(todo)} re-stated ({same} without new docking, {anew} states docked anew), "
+                    f"{dt / i:.2f} s/compound",
+                    flush=True,
+                )
     return 0
 
 
@@ -79,16 +86,20 @@ def summary() -> int:
     phenolate = Chem.MolFromSmarts("[OX1-]-c")
     new = {r["id"]: r for r in csv.DictReader(open(NEW, newline="", encoding="utf-8"))}
     old = [r for r in csv.DictReader(open(OLD, newline="", encoding="utf-8")) if r["id"] in new]
-    for label, rows in (("before (dimorphite-dl, no penalty)", old), ("after (pKasso + rules, penalties)",
-                                                                        [new[r["id"]] for r in old])):
+    for label, rows in (
+        ("before (dimorphite-dl, no penalty)", old),
+        ("after (pKasso + rules, penalties)", [new[r["id"]] for r in old]),
+    ):
         mols = [Chem.MolFromSmiles(r["state_smiles"]) for r in rows]
         ranked = sorted(range(len(rows)), key=lambda i: float(rows[i]["score_kcal_mol"]))
         top = set(ranked[: max(1, round(0.01 * len(rows)))])
         dications = [i for i, m in enumerate(mols) if abs(Chem.GetFormalCharge(m)) >= 2]
         phenolates = [i for i, m in enumerate(mols) if m.HasSubstructMatch(phenolate)]
-        print(f"{label}: {len(rows)} compounds; best state |q| >= 2: {len(dications)} "
-              f"({len(top & set(dications))} in the top 1 %); phenolates: {len(phenolates)} "
-              f"({len(top & set(phenolates))} in the top 1 %, {len(top)} compounds)")
+        print(
+            f"{label}: {len(rows)} compounds; best state |q| >= 2: {len(dications)} "
+            f"({len(top & set(dications))} in the top 1 %); phenolates: {len(phenolates)} "
+            f"({len(top & set(phenolates))} in the top 1 %, {len(top)} compounds)"
+        )
     changed = sum(new[r["id"]]["state_smiles"] != r["state_smiles"] for r in old)
     print(f"best state changed for {changed} of {len(old)} compounds")
     return 0
@@ -132,9 +143,20 @@ def _restate(row: dict[str, str]) -> dict[str, object]:
     if not scores:  # nothing new could be docked: keep the old row's best state, unpenalised
         kept, scores, penalties = [row["state_smiles"]], [float(row["score_kcal_mol"])], [0.0]
     best = min(range(len(scores)), key=lambda k: scores[k] + penalties[k])
-    return {"docked_anew": anew, "row": [
-        row["id"], row["smiles"], kept[best], f"{scores[best] + penalties[best]:.3f}", len(scores),
-        ";".join(f"{x:.3f}" for x in scores), ";".join(f"{x:.3f}" for x in penalties), exhaustiveness, row["seed"]]}
+    return {
+        "docked_anew": anew,
+        "row": [
+            row["id"],
+            row["smiles"],
+            kept[best],
+            f"{scores[best] + penalties[best]:.3f}",
+            len(scores),
+            ";".join(f"{x:.3f}" for x in scores),
+            ";".join(f"{x:.3f}" for x in penalties),
+            exhaustiveness,
+            row["seed"],
+        ],
+    }
 
 
 if __name__ == "__main__":

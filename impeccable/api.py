@@ -73,8 +73,13 @@ def load_campaign(source: CampaignSource, *, base_dir: str | os.PathLike[str] | 
     return _load_campaign_file(source)
 
 
-def run_campaign(campaign: CampaignSource, run_dir: str | os.PathLike[str] | None = None, *,
-                 pilot: Pilot | None = None, progress: ProgressSink | bool | None = None) -> Run:
+def run_campaign(
+    campaign: CampaignSource,
+    run_dir: str | os.PathLike[str] | None = None,
+    *,
+    pilot: Pilot | None = None,
+    progress: ProgressSink | bool | None = None,
+) -> Run:
     """Run (or resume) ``campaign`` into ``run_dir`` and return the finished :class:`Run`.
 
     ``run_dir`` defaults to the campaign's ``campaign.run_dir`` (else ``runs/<name>``). ``pilot``: a
@@ -162,8 +167,13 @@ class Run:
         with self._reading() as store:
             return self._settings(store, hinge, require_hinge)
 
-    def report(self, out: str | os.PathLike[str] | None = None, *, hinge: list[str] | None = None,
-               require_hinge: bool | None = None) -> Path:
+    def report(
+        self,
+        out: str | os.PathLike[str] | None = None,
+        *,
+        hinge: list[str] | None = None,
+        require_hinge: bool | None = None,
+    ) -> Path:
         """Write the HTML report (default ``RUN_DIR/report/index.html``) and return its path; ``hinge`` and
         ``require_hinge`` override the run's ``[hits]`` settings for this report only."""
         from .report import write_report
@@ -171,8 +181,14 @@ class Run:
         self.hit_settings(hinge, require_hinge)  # bad overrides are refused before any work
         return write_report(self.run_dir, out, hinge=hinge, require_hinge=require_hinge)
 
-    def export(self, out: str | os.PathLike[str] | None = None, *, top: int | None = None,
-               hinge: list[str] | None = None, require_hinge: bool | None = None) -> Exported:
+    def export(
+        self,
+        out: str | os.PathLike[str] | None = None,
+        *,
+        top: int | None = None,
+        hinge: list[str] | None = None,
+        require_hinge: bool | None = None,
+    ) -> Exported:
         """Write the ranked hits (``hits.csv``/``hits.sdf``: scores, poses, interactions, clusters) and the
         diverse picks (``diverse.csv``/``diverse.sdf``) into ``out`` (default ``RUN_DIR/export``)."""
         from .picks import export_picks
@@ -204,4 +220,3 @@ class Run:
             return hits_settings(store, hinge_residues=hinge, require_hinge_hbond=require_hinge)
         except ValueError as exc:  # pydantic's ValidationError is one
             raise ValueError(f"[hits] settings: {exc}") from None
-

@@ -42,7 +42,7 @@ SCORE_NOTES = {
     "heavy_atoms": "heavy-atom count alone, larger first: the size baseline Vina has to beat",
     "surrogate": "the campaign's surrogate, out-of-fold (5-fold cross-fitting on the set's Vina scores)",
     "campaign_rank": "the active-learning campaign replayed: 10% docked (ranked by Vina) above the rest "
-                     "(ranked by the last model's prediction); replicate 0",
+    "(ranked by the last model's prediction); replicate 0",
     "mmgbsa": "MM/GBSA ensemble mean (campaign run only; lower first; compounds without it rank last)",
     "campaign_final_rank": "the campaign run's own default ranking (impeccable export), the rest by prediction",
 }
@@ -77,7 +77,9 @@ def read_score_file(path: Path) -> dict[str, float]:
             try:
                 out[row["id"]] = float(row["score_kcal_mol"])
             except (TypeError, ValueError):
-                raise UserError(f"{path}, line {line}: score_kcal_mol {row['score_kcal_mol']!r} is not a number") from None
+                raise UserError(
+                    f"{path}, line {line}: score_kcal_mol {row['score_kcal_mol']!r} is not a number"
+                ) from None
     if failures.is_file():
         with open(failures, newline="", encoding="utf-8") as fh:
             for row in csv.DictReader(fh):
@@ -85,21 +87,34 @@ def read_score_file(path: Path) -> dict[str, float]:
     return out
 
 
-def evaluate(smiles: list[str], labels: np.ndarray, vina: np.ndarray, *, extra: dict[str, np.ndarray] | None = None,
-             surrogate: bool = True, replicates: int = 5, resamples: int = 1000, seed: int = 0,
-             epochs: int = 60) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def evaluate(
+    smiles: list[str],
+    labels: np.ndarray,
+    vina: np.ndarray,
+    *,
+    extra: dict[str, np.ndarray] | None = None,
+    surrogate: bool = True,
+    replicates: int = 5,
+    resamples: int = 1000,
+    seed: int = 0,
+    epochs: int = 60,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Every metric for every score, and the campaign view; with the score arrays (higher first) it used."""
     from .stages.enrichment import METRICS, max_enrichment_factor, score_table
     from .stages.retrospective import crossfit_predictions, heavy_atoms, ligand_efficiency
 
     n_heavy = heavy_atoms(smiles)
-    ranked: dict[str, np.ndarray] = {"vina": -vina, "ligand_efficiency": ligand_efficiency(vina, n_heavy),
-                                     "heavy_atoms": n_heavy}
+    ranked: dict[str, np.ndarray] = {
+        "vina": -vina,
+        "ligand_efficiency": ligand_efficiency(vina, n_heavy),
+        "heavy_atoms": n_heavy,
+    }
     view: dict[str, Any] | None = None
     if surrogate:
         ranked["surrogate"] = -crossfit_predictions(smiles, vina, epochs=epochs, seed=seed)
-        view, ranked["campaign_rank"] = campaign_view(smiles, labels, vina, replicates=replicates, seed=seed,
-                                                      epochs=epochs)
+        view, ranked["campaign_rank"] = campaign_view(
+            smiles, labels, vina, replicates=replicates, seed=seed, epochs=epochs
+        )
     ranked.update(extra or {})
     table = score_table(labels, ranked, resamples=resamples, seed=seed)
     n, n_act = len(labels), int(labels.sum())
@@ -107,16 +122,25 @@ def evaluate(smiles: list[str], labels: np.ndarray, vina: np.ndarray, *, extra: 
     out: dict[str, Any] = {"default_score": "vina"}
     for metric in METRICS:
         out[metric], out[f"{metric}_ci"] = default[metric], default[f"{metric}_ci"]
-    out.update({"n_actives": n_act, "n_decoys": n - n_act, "ef1_max": max_enrichment_factor(n_act, n, 0.01),
-                "ef5_max": max_enrichment_factor(n_act, n, 0.05), "random": {"roc_auc": 0.5, "ef1": 1.0, "ef5": 1.0},
-                "scores": table, "score_notes": {k: SCORE_NOTES.get(k, "") for k in table},
-                "campaign_view": view,
-                "interval": f"95% stratified percentile bootstrap over compounds ({resamples} resamples, seed {seed})"})
+    out.update(
+        {
+            "n_actives": n_act,
+            "n_decoys": n - n_act,
+            "ef1_max": max_enrichment_factor(n_act, n, 0.01),
+            "ef5_max": max_enrichment_factor(n_act, n, 0.05),
+            "random": {"roc_auc": 0.5, "ef1": 1.0, "ef5": 1.0},
+            "scores": table,
+            "score_notes": {k: SCORE_NOTES.get(k, "") for k in table},
+            "campaign_view": view,
+            "interval": f"95% stratified percentile bootstrap over compounds ({resamples} resamples, seed {seed})",
+        }
+    )
     return out, ranked
 
 
-def campaign_view(smiles: list[str], labels: np.ndarray, vina: np.ndarray, *, replicates: int, seed: int,
-                  epochs: int) -> tuple[dict[str, Any], np.ndarray]:
+def campaign_view(
+    smiles: list[str], labels: np.ndarray, vina: np.ndarray, *, replicates: int, seed: int, epochs: int
+) -> tuple[dict[str, Any], np.ndarray]:
     """Actives in the final top 1% after docking each budget (active learning, random) vs docking everything."""
     from .stages.enrichment import enrichment_metrics
     from .stages.retrospective import campaign_replay
@@ -125,13 +149,21 @@ def campaign_view(smiles: list[str], labels: np.ndarray, vina: np.ndarray, *, re
     n_top = max(1, int(round(0.01 * n)))
     hits = lambda ranking: enrichment_metrics(labels, ranking)["top1pct_recall"] * n_act  # noqa: E731
     runs = campaign_replay(smiles, vina, BUDGETS, replicates=replicates, seed=seed, epochs=epochs)
-    view: dict[str, Any] = {"top_n": n_top, "replicates": replicates, "dock_everything": hits(-vina),
-                            "random_expectation": n_top * n_act / n, "budgets": {}}
+    view: dict[str, Any] = {
+        "top_n": n_top,
+        "replicates": replicates,
+        "dock_everything": hits(-vina),
+        "random_expectation": n_top * n_act / n,
+        "budgets": {},
+    }
     for b, reps in runs.items():
         view["budgets"][f"{b:g}"] = {
             strategy: {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v)), "values": v}
-            for strategy, v in (("active_learning", [hits(r["active"]) for r in reps]),
-                                ("random_docking", [hits(r["random"]) for r in reps]))}
+            for strategy, v in (
+                ("active_learning", [hits(r["active"]) for r in reps]),
+                ("random_docking", [hits(r["random"]) for r in reps]),
+            )
+        }
     return view, runs[REPLAY_BUDGET][0]["active"]
 
 
@@ -153,8 +185,9 @@ def _campaign_scores(run_dir: Path, ids: list[str]) -> tuple[np.ndarray, dict[st
     nan = float("nan")
     vina = np.array([dock.get(i, nan) for i in ids])
     pred = np.array([predicted.get(i, nan) for i in ids])
-    final = np.array([-rank[i] if i in rank else -1e9 - (pred[k] if np.isfinite(pred[k]) else 1e3)
-                      for k, i in enumerate(ids)])
+    final = np.array(
+        [-rank[i] if i in rank else -1e9 - (pred[k] if np.isfinite(pred[k]) else 1e3) for k, i in enumerate(ids)]
+    )
     mmgbsa = np.array([-(md[i][0]) if i in md and md[i][0] is not None else nan for i in ids])
     extra = {"surrogate": -pred, "campaign_final_rank": final}
     if np.isfinite(mmgbsa).any():
@@ -167,8 +200,11 @@ def register(sub: Any) -> None:
     """``impeccable benchmark`` and ``impeccable decoys``."""
     from .stages.dock import DEFAULT_DOCK_SEED
 
-    p = sub.add_parser("benchmark", help="retrospective enrichment: known actives vs decoys (ROC-AUC, EF, BEDROC)",
-                       description=__doc__.split("\n\n")[0])
+    p = sub.add_parser(
+        "benchmark",
+        help="retrospective enrichment: known actives vs decoys (ROC-AUC, EF, BEDROC)",
+        description=__doc__.split("\n\n")[0],
+    )
     p.add_argument("--actives", type=Path, required=True, help="actives (.smi: SMILES id per line, or id,smiles CSV)")
     p.add_argument("--decoys", type=Path, required=True, help="decoys or confirmed inactives (same formats)")
     p.add_argument("--receptor", type=Path, default=Path("data/receptors/4jsv"), help="receptor folder")
@@ -198,8 +234,18 @@ def register(sub: Any) -> None:
 def _decoys(args: argparse.Namespace) -> int:
     from .stages.decoys import main
 
-    return main(["--actives", str(args.actives), "--pool", str(args.pool), "--per-active", str(args.per_active),
-                 "--out", str(args.out)])
+    return main(
+        [
+            "--actives",
+            str(args.actives),
+            "--pool",
+            str(args.pool),
+            "--per-active",
+            str(args.per_active),
+            "--out",
+            str(args.out),
+        ]
+    )
 
 
 def _benchmark(args: argparse.Namespace) -> int:
@@ -225,13 +271,26 @@ def _benchmark(args: argparse.Namespace) -> int:
     if not keep[labels].any() or not keep[~labels].any():
         raise UserError(f"no scored actives or no scored decoys among {args.actives} and {args.decoys}")
     sel = np.flatnonzero(keep)
-    result, ranked = evaluate([records[i].smiles for i in sel], labels[sel], vina[sel],
-                      extra={k: v[sel] for k, v in extra.items()}, surrogate=not args.no_surrogate,
-                      replicates=args.replicates, resamples=args.resamples, seed=args.seed)
-    result.update(source=source, n_actives_in_file=int(labels.sum()), n_decoys_in_file=int((~labels).sum()),
-                  n_failed_docking={"actives": int(np.isnan(vina[sel][labels[sel]]).sum()),
-                                    "decoys": int(np.isnan(vina[sel][~labels[sel]]).sum())},
-                  seconds=round(time.perf_counter() - t0, 1))
+    result, ranked = evaluate(
+        [records[i].smiles for i in sel],
+        labels[sel],
+        vina[sel],
+        extra={k: v[sel] for k, v in extra.items()},
+        surrogate=not args.no_surrogate,
+        replicates=args.replicates,
+        resamples=args.resamples,
+        seed=args.seed,
+    )
+    result.update(
+        source=source,
+        n_actives_in_file=int(labels.sum()),
+        n_decoys_in_file=int((~labels).sum()),
+        n_failed_docking={
+            "actives": int(np.isnan(vina[sel][labels[sel]]).sum()),
+            "decoys": int(np.isnan(vina[sel][~labels[sel]]).sum()),
+        },
+        seconds=round(time.perf_counter() - t0, 1),
+    )
     write_json(args.json, _finite(result))
     html = write_page(result, labels[sel], ranked, args.html or args.json.with_suffix(".html"))
     print_summary(result)
@@ -244,9 +303,18 @@ def _dock(args: argparse.Namespace, records: list[Any], labels: np.ndarray) -> P
 
     if not (args.receptor / "receptor.pdbqt").is_file():
         raise UserError(f"{args.receptor}: receptor folder with receptor.pdbqt not found")
-    path, failed = dock_set(records, {r.id: bool(y) for r, y in zip(records, labels)}, args.receptor, args.out_dir,
-                            cores=args.cores, exhaustiveness=args.exhaustiveness, seed=args.vina_seed)
+    path, failed = dock_set(
+        records,
+        {r.id: bool(y) for r, y in zip(records, labels)},
+        args.receptor,
+        args.out_dir,
+        cores=args.cores,
+        exhaustiveness=args.exhaustiveness,
+        seed=args.vina_seed,
+    )
     if failed:
-        raise UserError(f"{failed} compounds are in docking tasks that failed (see {args.out_dir}/tasks/*/stderr.log); "
-                        "run the same command to retry them")
+        raise UserError(
+            f"{failed} compounds are in docking tasks that failed (see {args.out_dir}/tasks/*/stderr.log); "
+            "run the same command to retry them"
+        )
     return path

@@ -47,13 +47,7 @@ from .campaign_md import MDRescoring
 from .config import Campaign
 from .events import InterruptGuard
 from .gpuplan import use_gpus
-from .inputs import (
-    CampaignInputError,
-    check_same_campaign,
-    make_pilot,
-    size_warnings,
-    validate_inputs,
-)
+from .inputs import CampaignInputError, check_same_campaign, make_pilot, size_warnings, validate_inputs
 from .library_stage import CampaignLibrary
 from .lock import RunDirLock
 from .node_events import log_pilot_events
@@ -93,8 +87,15 @@ class RoundState:
 class CampaignRunner(MDRescoring):
     """Runs one campaign into one run directory; ``run()`` resumes whatever is already there."""
 
-    def __init__(self, campaign: Campaign, run_dir: Path, *, progress: Any = None, pilot: Pilot | None = None,
-                 stages: StageTasks | None = None) -> None:
+    def __init__(
+        self,
+        campaign: Campaign,
+        run_dir: Path,
+        *,
+        progress: Any = None,
+        pilot: Pilot | None = None,
+        stages: StageTasks | None = None,
+    ) -> None:
         self.c = campaign
         self.run_dir = Path(run_dir).resolve()  # tasks run in their own folders: no relative paths
         self.store = Store(self.run_dir / "campaign.db")
@@ -131,8 +132,9 @@ class CampaignRunner(MDRescoring):
             self.md_done = self.store.md_ids()
             self.pilot = self._pilot or make_pilot(self.c)
             a = use_gpus(self.c, self.pilot.allocation, self.stages, self.store)  # each stage's GPUs in it
-            session = self.store.begin_session(a.cores, {k.value: v for k, v in self.pilot.routes.items()}, a.gpus,
-                                               a.gpu_shares, nodes=a.nodes)
+            session = self.store.begin_session(
+                a.cores, {k.value: v for k, v in self.pilot.routes.items()}, a.gpus, a.gpu_shares, nodes=a.nodes
+            )
             log_pilot_events(self.pilot, self.run_dir, session)  # stalls and lost nodes, as they happen
             self._run_session(session)
         return self.summary()
@@ -157,14 +159,18 @@ class CampaignRunner(MDRescoring):
             finally:
                 with guard.deferred(raise_after=False):
                     self.pilot.shutdown(cancel_pending=status not in ("done", "done-with-failures"))
-                    self.store.add_task_records(session, [r for r in self.pilot.records
-                                                          if r.uid not in self.tasks.recorded])
+                    self.store.add_task_records(
+                        session, [r for r in self.pilot.records if r.uid not in self.tasks.recorded]
+                    )
                     self.store.end_session(session, status)
                     self.tasks.close()
 
     def summary(self) -> dict[str, Any]:
-        return {"run_dir": str(self.run_dir), "stages": self.progress.as_dict(),
-                "failed_tasks": list(self.tasks.failed) if self.tasks else []}
+        return {
+            "run_dir": str(self.run_dir),
+            "stages": self.progress.as_dict(),
+            "failed_tasks": list(self.tasks.failed) if self.tasks else [],
+        }
 
     # ------------------------------------------------------------------ planning
     def _plan(self) -> None:
@@ -254,8 +260,11 @@ class CampaignRunner(MDRescoring):
         done = self.store.done_batches(r)
         left = set(range(self.n_batches)) - done
         self.state = RoundState(
-            round=r, batches_left=left, batches=self.library.batches(left),
-            redock_left={i for i in range(self.n_batches) if quota(i, self.n_batches, self.c.redock.top_k)})
+            round=r,
+            batches_left=left,
+            batches=self.library.batches(left),
+            redock_left={i for i in range(self.n_batches) if quota(i, self.n_batches, self.c.redock.top_k)},
+        )
         n, scored, filtered, failed = self.store.inference_counts(r)
         self.progress.tick(f"infer r{r}", total=self.library.size, done=scored + filtered, failed=failed)
         for batch in sorted(done):  # nominees of batches scored in an earlier session, not docked yet
@@ -290,8 +299,16 @@ class CampaignRunner(MDRescoring):
             result = self.stages.infer_result(future, ids)
             picked = nominate_batch(ids, result.scores, self.docked, quota(batch, self.n_batches, self.c.redock.top_k))
             nominees = [(ids[i], smiles[i], float(result.scores[i])) for i in picked]
-            self.store.add_predictions(r, batch, ids, result.scores, result.counts, result.failures, nominees,
-                                       result.filtered if r == 0 else ())  # the same filters every round
+            self.store.add_predictions(
+                r,
+                batch,
+                ids,
+                result.scores,
+                result.counts,
+                result.failures,
+                nominees,
+                result.filtered if r == 0 else (),
+            )  # the same filters every round
             self.progress.tick(f"infer r{r}", done=result.accounted, failed=len(result.failures))
             self._redock_batch(r, batch)
         self._feed_inference()
@@ -302,8 +319,11 @@ class CampaignRunner(MDRescoring):
         if not quota(batch, self.n_batches, self.c.redock.top_k):
             return
         stored = self.store.selected_compounds(r, "redock", batch)
-        todo = [LibraryRecord(cid, smi) for cid, smi, _ in sorted(stored, key=lambda s: (s[2], s[0]))
-                if cid not in self.docked]
+        todo = [
+            LibraryRecord(cid, smi)
+            for cid, smi, _ in sorted(stored, key=lambda s: (s[2], s[0]))
+            if cid not in self.docked
+        ]
         self.progress.tick(f"redock r{r}", total=len(stored), done=len(stored) - len(todo))
         if todo:
             self._dock(todo, batch, r, "redock")
@@ -321,15 +341,22 @@ class CampaignRunner(MDRescoring):
             state.md_checked = True
             if not self.tasks.draining:
                 leftout.check_nominees(self.c, self.store, state.round)
-            self._run_md(state.round, [cid for cid in self._top_docked(state.round)
-                                       if cid not in self.md_done and cid not in self.md_inflight])
+            self._run_md(
+                state.round,
+                [
+                    cid
+                    for cid in self._top_docked(state.round)
+                    if cid not in self.md_done and cid not in self.md_inflight
+                ],
+            )
         if not state.trained_next and state.round + 1 < self.c.campaign.rounds:
             state.trained_next = True  # round r+1 trains on every docking score; round r's MD keeps running
             self._train(state.round + 1)
 
 
-def store_left_on_disk(stages: StageTasks, store: Store, guard: InterruptGuard,
-                       on_rows: Callable[[list[Any]], None]) -> None:
+def store_left_on_disk(
+    stages: StageTasks, store: Store, guard: InterruptGuard, on_rows: Callable[[list[Any]], None]
+) -> None:
     """A session killed with its docking tasks (kill -9, a lost node) left their finished compounds on disk
     only: a resumed run stores them (and hands them to ``on_rows``) before it decides what to dock, so none
     is docked twice."""

@@ -104,8 +104,9 @@ class MDRescoring:
 
     def _md_combined(self, job: MDJob, future: TaskFuture) -> None:
         result = self.stages.md_result(future, job)
-        self.store.add_md(job.cid, job.round, result["binding_energy_kcal_mol"], result.get("stderr_kcal_mol"),
-                          result, None)
+        self.store.add_md(
+            job.cid, job.round, result["binding_energy_kcal_mol"], result.get("stderr_kcal_mol"), result, None
+        )
         self.md_done.add(job.cid)
         self.progress.tick(f"md r{job.round}", done=1)
         self.md_inflight.discard(job.cid)

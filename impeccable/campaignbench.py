@@ -93,12 +93,12 @@ def plan(tasks: int) -> dict[str, int]:
     top_m = max(1, int(0.01 * tasks))
     batch = 10
     library = max(seed + top_k, int(0.35 * tasks) * batch)
-    return {"library": library, "seed_sample": seed, "top_k": top_k, "top_m": top_m, "replicas": 3,
-            "batch_size": batch}
+    return {"library": library, "seed_sample": seed, "top_k": top_k, "top_m": top_m, "replicas": 3, "batch_size": batch}
 
 
 def synthetic_library(n: int, path: Path) -> Path:
     """``n`` distinct small molecules (a carbon chain whose substituents spell the index)."""
+
     def smiles(i: int) -> str:
         return "C" + "".join(f"C({_ATOMS[int(d)]})" for d in f"{i:07d}")
 
@@ -110,18 +110,30 @@ def synthetic_campaign(tasks: int, folder: Path, cores: int) -> Campaign:
     p = plan(tasks)
     c = load_campaign(DEMO)
     library = synthetic_library(p["library"], folder / "library.csv")
-    return c.model_copy(update={
-        "campaign": c.campaign.model_copy(update={"name": f"bench-{tasks}", "rounds": 1}),
-        "library": c.library.model_copy(update={"path": library, "limit": None,
-                                                 "filters": c.library.filters.model_copy(
-                                                     update={"pains": False, "max_molecular_weight": None,
-                                                             "max_rotatable_bonds": None, "max_heavy_atoms": None})}),
-        "dock": c.dock.model_copy(update={"seed_sample": p["seed_sample"], "ligands_per_task": 1}),
-        "infer": c.infer.model_copy(update={"batch_size": p["batch_size"]}),
-        "redock": c.redock.model_copy(update={"top_k": p["top_k"]}),
-        "md": c.md.model_copy(update={"top_m": p["top_m"], "replicas": p["replicas"]}),
-        "pilot": c.pilot.model_copy(update={"cores": cores, "oversubscribe": True}),
-    })
+    return c.model_copy(
+        update={
+            "campaign": c.campaign.model_copy(update={"name": f"bench-{tasks}", "rounds": 1}),
+            "library": c.library.model_copy(
+                update={
+                    "path": library,
+                    "limit": None,
+                    "filters": c.library.filters.model_copy(
+                        update={
+                            "pains": False,
+                            "max_molecular_weight": None,
+                            "max_rotatable_bonds": None,
+                            "max_heavy_atoms": None,
+                        }
+                    ),
+                }
+            ),
+            "dock": c.dock.model_copy(update={"seed_sample": p["seed_sample"], "ligands_per_task": 1}),
+            "infer": c.infer.model_copy(update={"batch_size": p["batch_size"]}),
+            "redock": c.redock.model_copy(update={"top_k": p["top_k"]}),
+            "md": c.md.model_copy(update={"top_m": p["top_m"], "replicas": p["replicas"]}),
+            "pilot": c.pilot.model_copy(update={"cores": cores, "oversubscribe": True}),
+        }
+    )
 
 
 # ------------------------------------------------------------------ measuring
@@ -187,7 +199,9 @@ def run_once(tasks: int, cores: int = 16, routes: dict[str, str] | None = None) 
             "manager_tasks_per_s": n / max(wall_s - startup_wall_s, 1e-9),
             "wall_s": wall_s,
             "main_thread_cpu_s": {
-                "total": main_s, "startup": startup_s, "library_reading": library_in_run_s,
+                "total": main_s,
+                "startup": startup_s,
+                "library_reading": library_in_run_s,
                 "dispatch_and_record": dispatch_s,
                 "handlers": loop.handler_cpu_s if loop is not None else 0.0,
                 "task_records": loop.record_cpu_s if loop is not None else 0.0,
@@ -229,8 +243,10 @@ def bench_campaign(sizes: Sequence[int] = SIZES, cores: int = 16, repeat: int = 
     for size in sizes:
         results = [run_once(size, cores) for _ in range(repeat)]
         results.sort(key=lambda r: r["manager_ms_per_task"])
-        runs[str(size)] = {**results[len(results) // 2],
-                           "runs_manager_ms_per_task": [r["manager_ms_per_task"] for r in results]}
+        runs[str(size)] = {
+            **results[len(results) // 2],
+            "runs_manager_ms_per_task": [r["manager_ms_per_task"] for r in results],
+        }
     smallest, largest = runs[str(min(sizes))], runs[str(max(sizes))]
     return {
         "workload": "campaign",

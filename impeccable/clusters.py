@@ -27,8 +27,7 @@ class Membership:
     representative: bool  # the best-ranked member of its cluster
 
 
-def butina_clusters(ranked: Sequence[tuple[str, str]], similarity: float = DEFAULT_SIMILARITY
-                    ) -> dict[str, Membership]:
+def butina_clusters(ranked: Sequence[tuple[str, str]], similarity: float = DEFAULT_SIMILARITY) -> dict[str, Membership]:
     """id -> cluster for each (id, SMILES), given best first; unparsable SMILES get a cluster of their own."""
     from rdkit import Chem, DataStructs
     from rdkit.Chem import rdFingerprintGenerator
@@ -46,8 +45,10 @@ def butina_clusters(ranked: Sequence[tuple[str, str]], similarity: float = DEFAU
     for n in range(1, len(valid)):
         sims = DataStructs.BulkTanimotoSimilarity(fps[valid[n]], [fps[valid[m]] for m in range(n)])
         distances.extend(1.0 - s for s in sims)
-    groups = [[valid[i] for i in g] for g in Butina.ClusterData(distances, len(valid), 1.0 - similarity,
-                                                                  isDistData=True, reordering=True)]
+    groups = [
+        [valid[i] for i in g]
+        for g in Butina.ClusterData(distances, len(valid), 1.0 - similarity, isDistData=True, reordering=True)
+    ]
     groups += [[i] for i, fp in enumerate(fps) if fp is None]
     groups.sort(key=min)  # numbered by their best-ranked member
     out: dict[str, Membership] = {}
@@ -58,8 +59,9 @@ def butina_clusters(ranked: Sequence[tuple[str, str]], similarity: float = DEFAU
     return out
 
 
-def diverse_pick(ranked_ids: Sequence[str], clusters: dict[str, Membership], n: int,
-                 keep: set[str] | None = None) -> list[str]:
+def diverse_pick(
+    ranked_ids: Sequence[str], clusters: dict[str, Membership], n: int, keep: set[str] | None = None
+) -> list[str]:
     """The best-ranked compound of each cluster, in rank order, at most ``n``; with ``keep``, only those
     ids are eligible (e.g. poses that make the hinge H-bond), so a cluster is represented by its best
     eligible member."""

@@ -9,30 +9,54 @@ from typing import Any
 from .errors import UserError
 from .runtime.backends import BACKEND_NAMES
 
+RUN_HELP = "run (or resume) a campaign file"
+RUN_DESCRIPTION = (
+    "Runs the campaign into its run directory; run the same command again "
+    "after a crash or Ctrl-C to resume: nothing already computed runs again."
+)
+
+PRUNE_HELP = "drop per-compound predictions of rounds older than the newest"
+PRUNE_DESCRIPTION = (
+    "Keeps every result a stage reads (each re-dock nominee with its SMILES and "
+    "predicted score, the inference counts) and the newest round's predictions; older rounds' "
+    "predictions go, and the file shrinks. Refused while a run uses the directory."
+)
+
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("run", help="run (or resume) a campaign file",
-                       description="Runs the campaign into its run directory; run the same command again "
-                       "after a crash or Ctrl-C to resume: nothing already computed runs again.")
+    p = sub.add_parser("run", help=RUN_HELP, description=RUN_DESCRIPTION)
     p.add_argument("campaign", type=Path, help="campaign TOML, e.g. campaigns/demo.toml")
-    p.add_argument("--run-dir", type=Path, help="where results go (default: the file's campaign.run_dir "
-                   "or runs/<name>)")
+    p.add_argument(
+        "--run-dir", type=Path, help="where results go (default: the file's campaign.run_dir or runs/<name>)"
+    )
     p.add_argument("--cores", type=int, help="override pilot.cores")
-    p.add_argument("--oversubscribe", action="store_true",
-                   help="allow more cores than this machine has (sets pilot.oversubscribe)")
-    p.add_argument("--backend", choices=("auto", *BACKEND_NAMES),
-                   help="serve every task kind with this backend (overrides pilot.routes)")
+    p.add_argument(
+        "--oversubscribe", action="store_true", help="allow more cores than this machine has (sets pilot.oversubscribe)"
+    )
+    p.add_argument(
+        "--backend",
+        choices=("auto", *BACKEND_NAMES),
+        help="serve every task kind with this backend (overrides pilot.routes)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in batch logs)")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
     p.set_defaults(handler=_run)
 
     p = sub.add_parser("status", help="progress of a run directory, per stage")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--watch", action="store_true",
-                   help="redraw every --every seconds while the campaign runs: stage counts, tasks/s, busy cores")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="redraw every --every seconds while the campaign runs: stage counts, tasks/s, busy cores",
+    )
     p.add_argument("--every", type=float, default=5.0, metavar="S", help="seconds between redraws (default 5)")
-    p.add_argument("--window", type=float, default=60.0, metavar="S",
-                   help="tasks/s and busy cores over the last S seconds (default 60)")
+    p.add_argument(
+        "--window",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="tasks/s and busy cores over the last S seconds (default 60)",
+    )
     p.set_defaults(handler=_status)
 
     p = sub.add_parser("report", help="write the HTML report of a run directory")
@@ -41,18 +65,18 @@ def register(sub: Any) -> None:
     _add_hit_options(p)
     p.set_defaults(handler=_report)
 
-    p = sub.add_parser("export", help="write the ranked hits as CSV and SDF, the diverse picks (diverse.csv/.sdf), "
-                       "and the compounds the library preparation dropped, with the rule (library_dropped.csv)")
+    p = sub.add_parser(
+        "export",
+        help="write the ranked hits as CSV and SDF, the diverse picks (diverse.csv/.sdf), "
+        "and the compounds the library preparation dropped, with the rule (library_dropped.csv)",
+    )
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path, help="folder (default: RUN_DIR/export)")
     p.add_argument("--top", type=int, default=None, help="only the best N")
     _add_hit_options(p)
     p.set_defaults(handler=_export)
 
-    p = sub.add_parser("prune", help="drop per-compound predictions of rounds older than the newest",
-                       description="Keeps every result a stage reads (each re-dock nominee with its SMILES and "
-                       "predicted score, the inference counts) and the newest round's predictions; older rounds' "
-                       "predictions go, and the file shrinks. Refused while a run uses the directory.")
+    p = sub.add_parser("prune", help=PRUNE_HELP, description=PRUNE_DESCRIPTION)
     p.add_argument("run_dir", type=Path)
     p.set_defaults(handler=_prune)
 
@@ -72,10 +96,15 @@ def register(sub: Any) -> None:
 
 
 def _add_hit_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hinge", action="append", metavar="RES", help="a hinge residue, e.g. VAL2240.B (repeat for "
-                   "more; default: the campaign's [hits] hinge_residues)")
-    p.add_argument("--require-hinge", action="store_true", default=None,
-                   help="the diverse picks must make a hinge backbone H-bond")
+    p.add_argument(
+        "--hinge",
+        action="append",
+        metavar="RES",
+        help="a hinge residue, e.g. VAL2240.B (repeat for more; default: the campaign's [hits] hinge_residues)",
+    )
+    p.add_argument(
+        "--require-hinge", action="store_true", default=None, help="the diverse picks must make a hinge backbone H-bond"
+    )
 
 
 def load(path: Path, *, cores: int | None = None, backend: str | None = None, oversubscribe: bool = False) -> Any:

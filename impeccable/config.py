@@ -65,11 +65,36 @@ class ReceptorSection(_Section):
     metals: Literal["auto", "keep", "remove"] = "auto"
 
 
-PropertyName = Literal["mw", "clogp", "tpsa", "hbd", "hba", "rotatable_bonds", "heavy_atoms", "formal_charge", "rings",
-                       "aromatic_rings", "fsp3"]
-AlertSet = Literal["pains", "pains_a", "pains_b", "pains_c", "brenk", "nih", "zinc", "chembl", "chembl_glaxo",
-                   "chembl_dundee", "chembl_bms", "chembl_mlsmr", "chembl_inpharmatica", "chembl_lint",
-                   "chembl_surechembl"]
+PropertyName = Literal[
+    "mw",
+    "clogp",
+    "tpsa",
+    "hbd",
+    "hba",
+    "rotatable_bonds",
+    "heavy_atoms",
+    "formal_charge",
+    "rings",
+    "aromatic_rings",
+    "fsp3",
+]
+AlertSet = Literal[
+    "pains",
+    "pains_a",
+    "pains_b",
+    "pains_c",
+    "brenk",
+    "nih",
+    "zinc",
+    "chembl",
+    "chembl_glaxo",
+    "chembl_dundee",
+    "chembl_bms",
+    "chembl_mlsmr",
+    "chembl_inpharmatica",
+    "chembl_lint",
+    "chembl_surechembl",
+]
 
 
 class Filters(_Section):
@@ -140,8 +165,12 @@ class LibrarySection(_Section):
 
     def preparation(self) -> dict[str, Any]:
         """What the library stage's tasks need to know, as plain data."""
-        return {"standardize": self.standardize, "tautomer": self.tautomer, "deduplicate": self.deduplicate,
-                "filters": self.filters.model_dump(mode="json")}
+        return {
+            "standardize": self.standardize,
+            "tautomer": self.tautomer,
+            "deduplicate": self.deduplicate,
+            "filters": self.filters.model_dump(mode="json"),
+        }
 
 
 class LigandsSection(_Section):
@@ -153,8 +182,14 @@ class LigandsSection(_Section):
 
     def dock_args(self) -> list[str]:
         """The docking stage's command-line options for these settings."""
-        return ["--ph", str(self.ph), "--max-stereoisomers", str(self.max_stereoisomers),
-                "--max-protomers", str(self.max_protomers)]
+        return [
+            "--ph",
+            str(self.ph),
+            "--max-stereoisomers",
+            str(self.max_stereoisomers),
+            "--max-protomers",
+            str(self.max_protomers),
+        ]
 
 
 class DockSection(_Section):
@@ -227,7 +262,7 @@ class HitsSection(_Section):
     @model_validator(mode="after")
     def _hinge_named(self) -> HitsSection:
         if self.require_hinge_hbond and not self.hinge_residues:
-            raise ValueError("require_hinge_hbond = true needs hinge_residues (e.g. [\"VAL2240.B\"])")
+            raise ValueError('require_hinge_hbond = true needs hinge_residues (e.g. ["VAL2240.B"])')
         return self
 
 
@@ -338,6 +373,7 @@ def _resolve_paths(campaign: Campaign, base: Path) -> Campaign:
     receptor = campaign.receptor.model_copy(
         update={"path": absolute(campaign.receptor.path), "site": absolute(campaign.receptor.site)}
     )
+
     def spec(p: Path | list[Path] | None) -> Path | list[Path] | None:
         return [absolute(q) for q in p] if isinstance(p, list) else absolute(p)  # type: ignore[misc]
 
@@ -376,11 +412,13 @@ def _check_md_metals(campaign: Campaign, source: Path) -> None:
             f"{source}: receptor.metals = {campaign.receptor.metals!r} keeps {', '.join(missing)} for docking, but "
             f"the MD stage has no parameters for it (Li/Merz 12-6 ions through tleap: "
             f"{', '.join(sorted(MD_PARAMETERISED))}): set md.top_m = 0, or receptor.metals = 'remove' to dock "
-            "and simulate the metal-free protein")
+            "and simulate the metal-free protein"
+        )
 
 
-def load_with_overrides(path: Path, *, cores: int | None = None, backend: str | None = None,
-                        oversubscribe: bool = False) -> Campaign:
+def load_with_overrides(
+    path: Path, *, cores: int | None = None, backend: str | None = None, oversubscribe: bool = False
+) -> Campaign:
     """The campaign file with a command line's overrides (pilot.cores, every route, oversubscribe)."""
     campaign = load_campaign(path)
     update: dict[str, Any] = {}

@@ -42,6 +42,15 @@ STAGES = ("dock", "train", "infer", "md prepare", "md replica", "md combine")
 MD_STEPS = ("prepare", "replica", "combine")
 
 
+EMULATE_HELP = "the recorded campaign on a large allocation, every task taking its recorded time"
+EMULATE_DESCRIPTION = (
+    "Runs the campaign recorded in RUN_DIR again through the real runner on N advertised cores, "
+    "with each task's payload replaced by a sleep of its recorded duration (placeholders for results), "
+    "through the pilot and, with --baseline srun, with every task an srun step; reports makespans, "
+    "utilisation, launch rates and the ratio. An emulation measures time, not science."
+)
+
+
 @dataclass
 class RecordedDurations:
     """Seconds per unit of work, per stage, as a recorded campaign measured them."""
@@ -70,24 +79,37 @@ class RecordedDurations:
                 elif stage == "md":
                     step = name.split(" ")[1]
                     if step not in MD_STEPS:
-                        raise ValueError(f"{run_dir}: its MD ran each ensemble as one task ({name!r}), recorded "
-                                         "before replicas were separate tasks: record a new run to emulate from")
+                        raise ValueError(
+                            f"{run_dir}: its MD ran each ensemble as one task ({name!r}), recorded "
+                            "before replicas were separate tasks: record a new run to emulate from"
+                        )
                     found.md_steps[step].append(seconds)
         finally:
             store.close()
-        missing = [s for s, v in zip(STAGES, (found.dock_per_ligand, found.train, found.infer_per_batch,
-                                              *found.md_steps.values())) if not v]
+        missing = [
+            s
+            for s, v in zip(
+                STAGES, (found.dock_per_ligand, found.train, found.infer_per_batch, *found.md_steps.values())
+            )
+            if not v
+        ]
         if missing and all(s.startswith("md ") for s in missing) and recorded_campaign(run_dir).md.top_m == 0:
             missing = []  # a campaign without MD (top_m = 0) has none to record, and its emulation runs none
         if missing:
-            raise ValueError(f"{run_dir}: no finished {', '.join(missing)} task recorded: run the campaign "
-                             "there first (impeccable run), or resume it until every stage has run")
+            raise ValueError(
+                f"{run_dir}: no finished {', '.join(missing)} task recorded: run the campaign "
+                "there first (impeccable run), or resume it until every stage has run"
+            )
         return found
 
     def draw(self, stage: str, key: str, n: int = 1) -> float:
         """The duration of a task of ``stage`` with ``n`` units, drawn for ``key`` (the same key, the same draw)."""
-        pool = {"dock": self.dock_per_ligand, "train": self.train, "infer": self.infer_per_batch,
-                **{f"md {step}": v for step, v in self.md_steps.items()}}[stage]
+        pool = {
+            "dock": self.dock_per_ligand,
+            "train": self.train,
+            "infer": self.infer_per_batch,
+            **{f"md {step}": v for step, v in self.md_steps.items()},
+        }[stage]
         rng = random.Random(stable_hash(f"{stage}:{key}"))
         return sum(rng.choice(pool) for _ in range(n))
 
@@ -95,10 +117,17 @@ class RecordedDurations:
         def med(v: Sequence[float]) -> float | None:
             return sorted(v)[len(v) // 2] if v else None  # None: a stage the campaign did not run (no MD)
 
-        pools = {"dock_per_ligand": self.dock_per_ligand, "train": self.train, "infer_per_batch": self.infer_per_batch,
-                 **{f"md_{step}": v for step, v in self.md_steps.items()}}
-        return {"source": self.source, "median_s": {k: med(v) for k, v in pools.items()},
-                "samples": {k: len(v) for k, v in pools.items()}}
+        pools = {
+            "dock_per_ligand": self.dock_per_ligand,
+            "train": self.train,
+            "infer_per_batch": self.infer_per_batch,
+            **{f"md_{step}": v for step, v in self.md_steps.items()},
+        }
+        return {
+            "source": self.source,
+            "median_s": {k: med(v) for k, v in pools.items()},
+            "samples": {k: len(v) for k, v in pools.items()},
+        }
 
 
 class EmulatedStageTasks(StageTasks):
@@ -110,28 +139,47 @@ class EmulatedStageTasks(StageTasks):
 
     def dock_task(self, batch: DockBatch) -> Task:
         seconds = self.durations.draw("dock", batch.key, len(batch.records))
-        return executable_task(["sleep", f"{seconds:.3f}"], name=f"dock {batch.key}", ranks=self.c.dock.ranks,
-                               mpi=self.c.dock.ranks > 1, tags=self._tags(batch.task_stage, batch.round))
+        return executable_task(
+            ["sleep", f"{seconds:.3f}"],
+            name=f"dock {batch.key}",
+            ranks=self.c.dock.ranks,
+            mpi=self.c.dock.ranks > 1,
+            tags=self._tags(batch.task_stage, batch.round),
+        )
 
     def dock_rows(self, batch: DockBatch, complete: bool = True) -> list[DockRow]:
         """Placeholders for a task that ended DONE; none for one that did not (its compounds run again)."""
         if not complete:
             return []
-        return [DockRow(rec.id, rec.smiles, batch.round, batch.origin, placeholder_score(rec.id, "dock"), "", None)
-                for rec in batch.records]
+        return [
+            DockRow(rec.id, rec.smiles, batch.round, batch.origin, placeholder_score(rec.id, "dock"), "", None)
+            for rec in batch.records
+        ]
 
     def train_task(self, r: int, scores: list[tuple[str, float]]) -> Task:
         path = self.model_path(r)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("emulation: no model\n")
         seconds = self.durations.draw("train", str(r))
-        return function_task(emulated_train, seconds, name=f"train r{r}", cores_per_rank=self.c.surrogate.cores,
-                             gpus_per_rank=self._gpus("train"), tags=self._tags("train", r))
+        return function_task(
+            emulated_train,
+            seconds,
+            name=f"train r{r}",
+            cores_per_rank=self.c.surrogate.cores,
+            gpus_per_rank=self._gpus("train"),
+            tags=self._tags("train", r),
+        )
 
     def infer_task(self, r: int, batch: int, model_path: str, ids: list[str], smiles: list[str]) -> Task:
         seconds = self.durations.draw("infer", f"{r}:{batch}")
-        return function_task(emulated_infer, seconds, ids, name=f"infer r{r} b{batch:05d}",
-                             gpus_per_rank=self._gpus("infer"), tags=self._tags("infer", r))
+        return function_task(
+            emulated_infer,
+            seconds,
+            ids,
+            name=f"infer r{r} b{batch:05d}",
+            gpus_per_rank=self._gpus("infer"),
+            tags=self._tags("infer", r),
+        )
 
     def md_job(self, r: int, cid: str, pose_sdf: str) -> MDJob:
         return MDJob(r, cid, self.work / "md" / folder_name(cid), self.c.md.replicas, "emulation")
@@ -150,22 +198,36 @@ class EmulatedStageTasks(StageTasks):
 
     def _md_sleep(self, job: MDJob, step: str, key: str, gpus: int = 0) -> Task:
         seconds = self.durations.draw(f"md {step.split()[0]}", key)
-        return executable_task(["sleep", f"{seconds:.3f}"], name=f"md {step} {job.cid}",
-                               cores_per_rank=self.c.md.cores, gpus_per_rank=gpus, tags=self._tags("md", job.round))
+        return executable_task(
+            ["sleep", f"{seconds:.3f}"],
+            name=f"md {step} {job.cid}",
+            cores_per_rank=self.c.md.cores,
+            gpus_per_rank=gpus,
+            tags=self._tags("md", job.round),
+        )
 
     def md_combine_task(self, job: MDJob) -> Task:
         seconds = self.durations.draw("md combine", job.cid)
-        return function_task(emulated_md_combine, seconds, name=f"md combine {job.cid}", tags=self._tags("md", job.round))
+        return function_task(
+            emulated_md_combine, seconds, name=f"md combine {job.cid}", tags=self._tags("md", job.round)
+        )
 
     def md_result(self, future: TaskFuture, job: MDJob) -> dict[str, Any]:
-        return {"binding_energy_kcal_mol": placeholder_score(job.cid, "md"), "stderr_kcal_mol": 0.0,
-                "emulation": True}
+        return {"binding_energy_kcal_mol": placeholder_score(job.cid, "md"), "stderr_kcal_mol": 0.0, "emulation": True}
 
 
 # ------------------------------------------------------------------ the emulated campaign
-def emulated_campaign(recorded: Campaign, library: Path, cores: int, scale: int, granularity: str,
-                      routes: dict[str, str], nodes: int = 1, srun_max_running: int | None = None,
-                      gpus: int = 0) -> Campaign:
+def emulated_campaign(
+    recorded: Campaign,
+    library: Path,
+    cores: int,
+    scale: int,
+    granularity: str,
+    routes: dict[str, str],
+    nodes: int = 1,
+    srun_max_running: int | None = None,
+    gpus: int = 0,
+) -> Campaign:
     """The recorded campaign at ``scale``: library, seed sample, top-K and top-M multiplied; N cores and ``gpus``
     emulated GPUs (GPU tasks hold their slots for their recorded time)."""
     if granularity not in ("task", "ligand"):
@@ -176,16 +238,38 @@ def emulated_campaign(recorded: Campaign, library: Path, cores: int, scale: int,
         options.setdefault("srun", {})["max_running"] = srun_max_running
     update = {
         # the recorded library as one CSV, screened as it is: the library stage is not emulated
-        "library": c.library.model_copy(update={"path": library, "sources": [], "limit": None, "id_column": "id",
-                                                 "smiles_column": "smiles", "standardize": False, "tautomer": False,
-                                                 "deduplicate": False, "filters": Filters()}),
-        "dock": c.dock.model_copy(update={"seed_sample": c.dock.seed_sample * scale,
-                                          "ligands_per_task": 1 if granularity == "ligand" else c.dock.ligands_per_task}),
+        "library": c.library.model_copy(
+            update={
+                "path": library,
+                "sources": [],
+                "limit": None,
+                "id_column": "id",
+                "smiles_column": "smiles",
+                "standardize": False,
+                "tautomer": False,
+                "deduplicate": False,
+                "filters": Filters(),
+            }
+        ),
+        "dock": c.dock.model_copy(
+            update={
+                "seed_sample": c.dock.seed_sample * scale,
+                "ligands_per_task": 1 if granularity == "ligand" else c.dock.ligands_per_task,
+            }
+        ),
         "redock": c.redock.model_copy(update={"top_k": c.redock.top_k * scale}),
         "md": c.md.model_copy(update={"top_m": c.md.top_m * scale}),
-        "pilot": c.pilot.model_copy(update={"cores": cores, "nodes": nodes, "gpus": gpus, "oversubscribe": True,
-                                            "routes": routes,
-                                            "options": options, "exclusive": False}),
+        "pilot": c.pilot.model_copy(
+            update={
+                "cores": cores,
+                "nodes": nodes,
+                "gpus": gpus,
+                "oversubscribe": True,
+                "routes": routes,
+                "options": options,
+                "exclusive": False,
+            }
+        ),
         "campaign": c.campaign.model_copy(update={"name": f"{c.name}-emulated"}),
     }
     return c.model_copy(update=update)
@@ -212,9 +296,19 @@ def recorded_campaign(run_dir: Path) -> Campaign:
     return Campaign.model_validate(json.loads(settings), strict=False)
 
 
-def run_emulation(run_dir: Path, out_dir: Path, *, cores: int, scale: int = 1, granularity: str = "task",
-                  routes: dict[str, str] | None = None, nodes: int = 1, srun_max_running: int | None = None,
-                  progress: Any = None, gpus: int = 0) -> dict[str, Any]:
+def run_emulation(
+    run_dir: Path,
+    out_dir: Path,
+    *,
+    cores: int,
+    scale: int = 1,
+    granularity: str = "task",
+    routes: dict[str, str] | None = None,
+    nodes: int = 1,
+    srun_max_running: int | None = None,
+    progress: Any = None,
+    gpus: int = 0,
+) -> dict[str, Any]:
     """One emulated campaign into ``out_dir`` (made afresh); its figures from the task records."""
     from .campaign import CampaignRunner
 
@@ -223,10 +317,23 @@ def run_emulation(run_dir: Path, out_dir: Path, *, cores: int, scale: int = 1, g
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     library = scaled_library(recorded, scale, out_dir / "library.csv")
-    campaign = emulated_campaign(recorded, library, cores, scale, granularity,
-                                 routes or {"executable": "local", "function": "local"}, nodes, srun_max_running, gpus)
-    runner = CampaignRunner(campaign, out_dir / "run", progress=progress,
-                            stages=EmulatedStageTasks(campaign, (out_dir / "run").resolve(), durations))
+    campaign = emulated_campaign(
+        recorded,
+        library,
+        cores,
+        scale,
+        granularity,
+        routes or {"executable": "local", "function": "local"},
+        nodes,
+        srun_max_running,
+        gpus,
+    )
+    runner = CampaignRunner(
+        campaign,
+        out_dir / "run",
+        progress=progress,
+        stages=EmulatedStageTasks(campaign, (out_dir / "run").resolve(), durations),
+    )
     meta = {"recorded_run": durations.source, "scale": scale, "granularity": granularity, "cores": cores, "gpus": gpus}
     runner.store.set_meta("emulation", json.dumps(meta))
     meta["library_cpu_s_per_compound"] = _library_cpu_s_per_compound(campaign)
@@ -270,27 +377,28 @@ def _library_cpu_s_per_compound(campaign: Campaign) -> float:
 
 # ------------------------------------------------------------------ the command
 def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "emulate", help="the recorded campaign on a large allocation, every task taking its recorded time",
-        description="Runs the campaign recorded in RUN_DIR again through the real runner on N advertised cores, "
-        "with each task's payload replaced by a sleep of its recorded duration (placeholders for results), "
-        "through the pilot and, with --baseline srun, with every task an srun step; reports makespans, "
-        "utilisation, launch rates and the ratio. An emulation measures time, not science.")
+    p = sub.add_parser("emulate", help=EMULATE_HELP, description=EMULATE_DESCRIPTION)
     p.add_argument("run_dir", type=Path, help="a run directory made by `impeccable run` (its durations are drawn)")
     p.add_argument("--cores", type=int, required=True, help="cores to advertise (may far exceed the machine's)")
     p.add_argument("--nodes", type=int, default=1, help="nodes the cores spread over (emulated; default 1)")
-    p.add_argument("--gpus", type=int, default=0, help="GPUs over all nodes (emulated: surrogate and MD tasks hold "
-                   "GPU slots for their recorded time; default 0)")
+    gpus = "GPUs over all nodes (emulated: surrogate and MD tasks hold GPU slots for their recorded time; default 0)"
+    p.add_argument("--gpus", type=int, default=0, help=gpus)
     p.add_argument("--scale", type=int, default=1, help="multiply library, seed sample, top-K and top-M (default 1)")
-    p.add_argument("--granularity", choices=("task", "ligand"), default="task",
-                   help="ligand: one ligand per docking task, as campaigns at scale dock (default: as recorded)")
-    p.add_argument("--routes", default="executable=auto,function=auto",
-                   help="the pilot's routes, e.g. executable=flux,function=dragon (default auto)")
+    p.add_argument(
+        "--granularity",
+        choices=("task", "ligand"),
+        default="task",
+        help="ligand: one ligand per docking task, as campaigns at scale dock (default: as recorded)",
+    )
+    p.add_argument(
+        "--routes",
+        default="executable=auto,function=auto",
+        help="the pilot's routes, e.g. executable=flux,function=dragon (default auto)",
+    )
     p.add_argument("--baseline", choices=("srun",), default=None, help="also run every task as an srun step")
-    p.add_argument("--srun-max-running", type=int, default=None,
-                   help="outstanding srun steps at once, a site's ceiling (default: none beyond the cores)")
-    p.add_argument("--local-slurm", action="store_true", help="start a throwaway single-node Slurm advertising "
-                   "--cores CPUs for the baseline, and stop it after (needs root)")
+    ceiling = "outstanding srun steps at once, a site's ceiling (default: none beyond the cores)"
+    p.add_argument("--srun-max-running", type=int, default=None, help=ceiling)
+    p.add_argument("--local-slurm", action="store_true", help="a throwaway one-node Slurm of --cores CPUs (root)")
     p.add_argument("--out", type=Path, help="folder for the emulated runs (default RUN_DIR/emulations/<cores>x<scale>)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the figures here")
     p.set_defaults(handler=_emulate)
@@ -308,7 +416,9 @@ def _emulate(args: Any) -> int:
     try:
         routes = dict(part.split("=", 1) for part in args.routes.split(","))
     except ValueError:
-        raise UserError(f"--routes {args.routes!r}: write kind=backend pairs, e.g. executable=flux,function=dragon") from None
+        raise UserError(
+            f"--routes {args.routes!r}: write kind=backend pairs, e.g. executable=flux,function=dragon"
+        ) from None
     out = args.out or args.run_dir / "emulations" / f"{args.cores}x{args.scale}-{args.granularity}"
     try:
         durations = RecordedDurations.from_run(args.run_dir)
@@ -330,30 +440,47 @@ def _emulate(args: Any) -> int:
         try:
             print(f"== {args.baseline} on {args.cores} emulated cores into {out / args.baseline}")
             sides["baseline"] = run_emulation(
-                args.run_dir, out / args.baseline, routes={"executable": args.baseline, "function": args.baseline},
-                srun_max_running=args.srun_max_running or args.cores, **common)
+                args.run_dir,
+                out / args.baseline,
+                routes={"executable": args.baseline, "function": args.baseline},
+                srun_max_running=args.srun_max_running or args.cores,
+                **common,
+            )
         finally:
             if cluster is not None:
                 cluster.stop()
     result = emulation_result(sides, args.baseline, durations, args)
-    result["runs"] = {"pilot": str((out / "pilot" / "run").resolve()),
-                      "baseline": str((out / args.baseline / "run").resolve()) if args.baseline else None}
+    result["runs"] = {
+        "pilot": str((out / "pilot" / "run").resolve()),
+        "baseline": str((out / args.baseline / "run").resolve()) if args.baseline else None,
+    }
     if args.baseline:
-        compare_form = {"baseline": args.baseline, "pilot": sides["pilot"], args.baseline: sides["baseline"],
-                        "makespan_ratio": result["makespan_ratio"]}
-        summary = (f"<p><b>EMULATION</b>: every task took a duration drawn from those recorded in "
-                   f"{durations.source}; results are placeholders. makespan ratio pilot/{args.baseline}: "
-                   f"<b>{result['makespan_ratio']:.2f}</b></p>")
-        stores = {label: Store.open_existing(out / label / "run", readonly=True)
-                  for label in ("pilot", args.baseline)}
-        page = write_side_by_side(out / "emulation.html", f"Emulated campaign: pilot vs {args.baseline}", summary,
-                                  [(label, compare_form[label], stores[label]) for label in ("pilot", args.baseline)],
-                                  explain(compare_form))
+        compare_form = {
+            "baseline": args.baseline,
+            "pilot": sides["pilot"],
+            args.baseline: sides["baseline"],
+            "makespan_ratio": result["makespan_ratio"],
+        }
+        summary = (
+            f"<p><b>EMULATION</b>: every task took a duration drawn from those recorded in "
+            f"{durations.source}; results are placeholders. makespan ratio pilot/{args.baseline}: "
+            f"<b>{result['makespan_ratio']:.2f}</b></p>"
+        )
+        stores = {label: Store.open_existing(out / label / "run", readonly=True) for label in ("pilot", args.baseline)}
+        page = write_side_by_side(
+            out / "emulation.html",
+            f"Emulated campaign: pilot vs {args.baseline}",
+            summary,
+            [(label, compare_form[label], stores[label]) for label in ("pilot", args.baseline)],
+            explain(compare_form),
+        )
         print(f"report: {page}")
     for label, fig in sides.items():
-        print(f"{label}: makespan {fig['makespan_s']:.1f} s (ideal {fig['ideal_makespan_s']:.1f} s), utilisation "
-              f"{100 * fig['utilization']:.1f} %, {fig['tasks']} tasks, launch rate "
-              f"{fig['launch_rate_tasks_per_s']:.1f}/s")
+        print(
+            f"{label}: makespan {fig['makespan_s']:.1f} s (ideal {fig['ideal_makespan_s']:.1f} s), utilisation "
+            f"{100 * fig['utilization']:.1f} %, {fig['tasks']} tasks, launch rate "
+            f"{fig['launch_rate_tasks_per_s']:.1f}/s"
+        )
     if result["makespan_ratio"]:
         print(f"makespan ratio pilot/{args.baseline}: {result['makespan_ratio']:.3f}")
     if args.json:
@@ -361,15 +488,24 @@ def _emulate(args: Any) -> int:
     return 0
 
 
-def emulation_result(sides: dict[str, dict[str, Any]], baseline: str | None, durations: RecordedDurations,
-                     args: Any) -> dict[str, Any]:
+def emulation_result(
+    sides: dict[str, dict[str, Any]], baseline: str | None, durations: RecordedDurations, args: Any
+) -> dict[str, Any]:
     pilot, base = sides["pilot"], sides.get("baseline")
     return {
         "makespan_ratio": pilot["makespan_s"] / base["makespan_s"] if base and base["makespan_s"] else None,
         "emulation": True,
         "recorded_run": durations.source,
-        "settings": {"cores": args.cores, "nodes": args.nodes, "gpus": args.gpus, "scale": args.scale, "granularity": args.granularity,
-                     "routes": args.routes, "baseline": baseline, "srun_max_running": args.srun_max_running},
+        "settings": {
+            "cores": args.cores,
+            "nodes": args.nodes,
+            "gpus": args.gpus,
+            "scale": args.scale,
+            "granularity": args.granularity,
+            "routes": args.routes,
+            "baseline": baseline,
+            "srun_max_running": args.srun_max_running,
+        },
         "durations": durations.summary(),
         "pilot": pilot,
         "baseline": base,

@@ -23,8 +23,9 @@ class DiskFullError(OSError):
 
 
 @contextmanager
-def atomic_writer(path: str | os.PathLike[str], mode: int = 0o644, fsync: bool = True,
-                  binary: bool = False) -> Iterator[IO[Any]]:
+def atomic_writer(
+    path: str | os.PathLike[str], mode: int = 0o644, fsync: bool = True, binary: bool = False
+) -> Iterator[IO[Any]]:
     """A file handle whose content appears at ``path`` only when the block ends without error.
 
     For results written a piece at a time (a docking rank's lines, a library); DiskFullError names the file.
@@ -33,7 +34,7 @@ def atomic_writer(path: str | os.PathLike[str], mode: int = 0o644, fsync: bool =
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as handle:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             yield handle
             handle.flush()
             if fsync:
@@ -43,8 +44,9 @@ def atomic_writer(path: str | os.PathLike[str], mode: int = 0o644, fsync: bool =
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(exc.errno, f"disk full: cannot write {path} in {path.parent}: "
-                                "free some space or move the run directory") from None
+            raise DiskFullError(
+                exc.errno, f"disk full: cannot write {path} in {path.parent}: free some space or move the run directory"
+            ) from None
         raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -37,9 +37,19 @@ BATCH = 1000  # the campaign's default inference batch
 def run(args: argparse.Namespace) -> int:
     """The ``bench --workload gpu`` command: measure, print, write the JSON."""
     result = gpu_bench(args.md_inputs, quick=args.quick, cores=args.cores)
-    for key in ("gpus_found", "train_s_cpu", "train_s_gpu", "infer_mol_per_s_cpu", "infer_mol_per_s_gpu",
-                "featurise_mol_per_s", "infer_model_only_mol_per_s_gpu", "md_ns_per_day_cpu", "md_ns_per_day_gpu",
-                "md_gpu_over_cpu", "reason"):
+    for key in (
+        "gpus_found",
+        "train_s_cpu",
+        "train_s_gpu",
+        "infer_mol_per_s_cpu",
+        "infer_mol_per_s_gpu",
+        "featurise_mol_per_s",
+        "infer_model_only_mol_per_s_gpu",
+        "md_ns_per_day_cpu",
+        "md_ns_per_day_gpu",
+        "md_gpu_over_cpu",
+        "reason",
+    ):
         print(f"{key:32s} {result.get(key)}")
     if args.json:
         print(f"wrote {write_json(args.json, result)}")
@@ -61,8 +71,15 @@ def gpu_bench(md_inputs: Path | None = None, quick: bool = False, cores: int | N
     elif not torch.cuda.is_available():
         reasons.append(f"{found.count} GPU(s) found ({found.source}) but torch {torch.__version__} sees none")
     out: dict[str, Any] = {
-        "gpus_found": found.count, "gpu_names": list(found.names), "gpus_source": found.source, "cores": cores,
-        "host": platform.node(), "torch": torch.__version__, "quick": quick, "load_average_before": os.getloadavg()}
+        "gpus_found": found.count,
+        "gpu_names": list(found.names),
+        "gpus_source": found.source,
+        "cores": cores,
+        "host": platform.node(),
+        "torch": torch.__version__,
+        "quick": quick,
+        "load_average_before": os.getloadavg(),
+    }
     with tempfile.TemporaryDirectory(prefix="impeccable-gpubench-") as tmp:
         model = Path(tmp) / "model.pt"
         out.update(_training(model, cores, gpu, epochs=5 if quick else 40, compounds=500 if quick else None))
@@ -90,8 +107,9 @@ def _training(model: Path, cores: int, gpu: bool, epochs: int, compounds: int | 
             continue
         with task_gpus(side == "gpu"):
             t0 = time.perf_counter()
-            report = train(records, model if side == "cpu" else model.with_suffix(".gpu.pt"), epochs=epochs,
-                           seed=0, threads=cores)
+            report = train(
+                records, model if side == "cpu" else model.with_suffix(".gpu.pt"), epochs=epochs, seed=0, threads=cores
+            )
             out[f"train_s_{side}"] = round(time.perf_counter() - t0, 3)
             out[f"train_device_{side}"] = report["device"]
             out[f"train_val_rmse_{side}"] = round(report["val_rmse"], 4)
@@ -103,7 +121,7 @@ def _inference(model: Path, cores: int, gpu: bool, n: int) -> dict[str, Any]:
 
     library = [rec.smiles for rec in read_library(LIBRARY)]
     smiles = [library[i % len(library)] for i in range(n)]
-    batches = [smiles[i:i + BATCH] for i in range(0, n, BATCH)]
+    batches = [smiles[i : i + BATCH] for i in range(0, n, BATCH)]
     out: dict[str, Any] = {"infer_molecules": n, "infer_batch": BATCH, "infer_processes": cores}
     with task_gpus(False):
         out["featurise_mol_per_s"] = _pooled(cores, "featurise", str(model), batches)[0]
@@ -203,8 +221,10 @@ def _md(inputs: Path | None, cores: int, gpu: bool, quick: bool, reasons: list[s
 
     out: dict[str, Any] = {"md_ns_per_day_cpu": None, "md_ns_per_day_gpu": None, "md_gpu_over_cpu": None}
     if inputs is None or not all((inputs / s / "prepared.json").is_file() for s in gpubench_md.SYSTEMS):
-        reasons.append(f"no prepared MD inputs ({inputs}): make them where AmberTools is with "
-                       "`impeccable bench --workload gpu --prepare-md DIR`")
+        reasons.append(
+            f"no prepared MD inputs ({inputs}): make them where AmberTools is with "
+            "`impeccable bench --workload gpu --prepare-md DIR`"
+        )
         return out
     with task_gpus(gpu):
         md = gpubench_md.md_figures(inputs, cores, gpu, 0.1 if quick else 1.0)

@@ -83,12 +83,19 @@ def _side_by_side(folder: Path, platform: str, replicas: int, steps: int, thread
     with ctx.Manager() as manager:
         barrier = manager.Barrier(replicas)
         with ctx.Pool(replicas) as pool:
-            runs = pool.starmap(replica_speed, [(str(folder), platform, steps, threads, barrier, i)
-                                                for i in range(replicas)])
-    return {"ns_per_day": round(sum(r["ns_per_day"] for r in runs), 3), "replicas": replicas,
-            "ns_per_day_each": [round(r["ns_per_day"], 3) for r in runs], "atoms": runs[0]["atoms"],
-            "steps": steps, "threads": threads, "platform": runs[0]["platform"],
-            "mmgbsa_frames_per_s": round(sum(r["frames_per_s"] for r in runs), 2)}
+            runs = pool.starmap(
+                replica_speed, [(str(folder), platform, steps, threads, barrier, i) for i in range(replicas)]
+            )
+    return {
+        "ns_per_day": round(sum(r["ns_per_day"] for r in runs), 3),
+        "replicas": replicas,
+        "ns_per_day_each": [round(r["ns_per_day"], 3) for r in runs],
+        "atoms": runs[0]["atoms"],
+        "steps": steps,
+        "threads": threads,
+        "platform": runs[0]["platform"],
+        "mmgbsa_frames_per_s": round(sum(r["frames_per_s"] for r in runs), 2),
+    }
 
 
 def replica_speed(folder: str, platform: str, steps: int, threads: int, barrier: Any, index: int) -> dict[str, Any]:
@@ -115,5 +122,9 @@ def replica_speed(folder: str, platform: str, steps: int, threads: int, barrier:
         p.scorer.score(frame)
     scoring = time.perf_counter() - t1
     ns = steps * p.settings.timestep_fs * 1e-6
-    return {"ns_per_day": ns / (wall / 86400.0), "atoms": p.system.getNumParticles(),
-            "platform": md._choice(p.settings).label, "frames_per_s": frames / scoring}
+    return {
+        "ns_per_day": ns / (wall / 86400.0),
+        "atoms": p.system.getNumParticles(),
+        "platform": md._choice(p.settings).label,
+        "frames_per_s": frames / scoring,
+    }

@@ -70,10 +70,19 @@ def plan_for(campaign: Campaign, allocation: Any, source: str = "") -> GpuPlan:
     asked = [stage for stage, f in wanted.items() if f > 0]
     reason = ""
     if asked and not allocation.gpus:
-        reason = (f"no GPU in this allocation ({source or 'pilot.gpus = 0'}): "
-                  f"{', '.join(_STAGE_NAMES[s] for s in asked)} run on CPU")
-    return GpuPlan(k, slots, {s: str(f) for s, f in wanted.items()}, devices_per_node * len(allocation.nodes),
-                   source, reason, notes)
+        reason = (
+            f"no GPU in this allocation ({source or 'pilot.gpus = 0'}): "
+            f"{', '.join(_STAGE_NAMES[s] for s in asked)} run on CPU"
+        )
+    return GpuPlan(
+        k,
+        slots,
+        {s: str(f) for s, f in wanted.items()},
+        devices_per_node * len(allocation.nodes),
+        source,
+        reason,
+        notes,
+    )
 
 
 _STAGE_NAMES = {"train": "surrogate training", "infer": "inference", "md": "MD"}

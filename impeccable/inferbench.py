@@ -43,8 +43,9 @@ class InferenceOnly(StageTasks):
     def dock_task(self, batch: DockBatch) -> Any:
         from .runtime import function_task
 
-        return function_task("builtins:len", batch.records, name=f"no-dock {batch.key}",
-                             tags=self._tags(batch.task_stage, batch.round))
+        return function_task(
+            "builtins:len", batch.records, name=f"no-dock {batch.key}", tags=self._tags(batch.task_stage, batch.round)
+        )
 
     def dock_rows(self, batch: DockBatch, complete: bool = True) -> list[DockRow]:
         return []
@@ -62,13 +63,36 @@ def train_model(out: Path, epochs: int = 5) -> Path:
     """A surrogate trained on the shipped Vina scores (the benchmark needs a model, not a good one), in a
     process of its own so that training's memory does not count as the manager's."""
     if not out.is_file():
-        subprocess.run([sys.executable, "-m", "impeccable.stages.surrogate", "train", "--scores", str(SCORES),
-                        "--model", str(out), "--epochs", str(epochs), "--threads", "1"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "impeccable.stages.surrogate",
+                "train",
+                "--scores",
+                str(SCORES),
+                "--model",
+                str(out),
+                "--epochs",
+                str(epochs),
+                "--threads",
+                "1",
+            ],
+            check=True,
+        )
     return out
 
 
-def bench_inference(library: Path, run_dir: Path, *, model: Path | None = None, cores: int = 2,
-                    batch_size: int = 10_000, top_k: int = 300, interval_s: float = 0.25) -> dict[str, Any]:
+def bench_inference(
+    library: Path,
+    run_dir: Path,
+    *,
+    model: Path | None = None,
+    cores: int = 2,
+    batch_size: int = 10_000,
+    top_k: int = 300,
+    interval_s: float = 0.25,
+) -> dict[str, Any]:
     """Run the inference stage over ``library`` into a new ``run_dir``; returns the measurements."""
     from .campaign import CampaignRunner
     from .config import Campaign
@@ -77,16 +101,18 @@ def bench_inference(library: Path, run_dir: Path, *, model: Path | None = None, 
     if (run_dir / "campaign.db").exists():
         raise SystemExit(f"{run_dir}: already holds a campaign.db; give a new --run-dir")
     model = train_model(model or run_dir.parent / "inferbench-model.pt")
-    campaign = Campaign.model_validate({
-        "campaign": {"name": "inferbench", "seed": 1},
-        "receptor": {"path": RECEPTOR},
-        "library": {"path": library.resolve()},
-        "dock": {"seed_sample": SEEDS},
-        "infer": {"batch_size": batch_size},
-        "redock": {"top_k": top_k},
-        "md": {"top_m": 0},
-        "pilot": {"cores": cores, "oversubscribe": True, "routes": {"executable": "local", "function": "local"}},
-    })
+    campaign = Campaign.model_validate(
+        {
+            "campaign": {"name": "inferbench", "seed": 1},
+            "receptor": {"path": RECEPTOR},
+            "library": {"path": library.resolve()},
+            "dock": {"seed_sample": SEEDS},
+            "infer": {"batch_size": batch_size},
+            "redock": {"top_k": top_k},
+            "md": {"top_m": 0},
+            "pilot": {"cores": cores, "oversubscribe": True, "routes": {"executable": "local", "function": "local"}},
+        }
+    )
     _start_at_inference(run_dir, library, model)
     runner = CampaignRunner(campaign, run_dir, stages=InferenceOnly(campaign, run_dir))
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
@@ -103,9 +129,16 @@ def bench_inference(library: Path, run_dir: Path, *, model: Path | None = None, 
     compounds = scored + filtered + failed
     memory = watch.summary()
     return {
-        "library": str(library), "compounds": compounds, "scored": scored, "batches": n, "cores": cores,
-        "batch_size": batch_size, "inference_span_s": round(span, 2), "mol_per_s": round(compounds / span),
-        "run_wall_s": round(wall, 2), "manager_cpu_s": round(manager_cpu, 2),
+        "library": str(library),
+        "compounds": compounds,
+        "scored": scored,
+        "batches": n,
+        "cores": cores,
+        "batch_size": batch_size,
+        "inference_span_s": round(span, 2),
+        "mol_per_s": round(compounds / span),
+        "run_wall_s": round(wall, 2),
+        "manager_cpu_s": round(manager_cpu, 2),
         "worker_cpu_s": memory.get("worker_cpu_s"),
         "manager_peak_rss_mib": round(_peak_rss_self() / 2**20, 1),
         "worker_peak_rss_mib": memory.get("worker_peak_rss_mib"),
@@ -114,8 +147,9 @@ def bench_inference(library: Path, run_dir: Path, *, model: Path | None = None, 
     }
 
 
-def profile_steps(library: Path, model: Path, n: int = 20_000, batch_size: int = 10_000,
-                  repeat: int = 3) -> dict[str, float]:
+def profile_steps(
+    library: Path, model: Path, n: int = 20_000, batch_size: int = 10_000, repeat: int = 3
+) -> dict[str, float]:
     """CPU microseconds per molecule of each step of inference, on one core (median of ``repeat`` passes).
 
     Each step runs alone over the same ``n`` molecules, so their sum is the CPU one molecule costs end to
@@ -166,27 +200,40 @@ def profile_steps(library: Path, model: Path, n: int = 20_000, batch_size: int =
         def store_and_select() -> None:
             for b, (c, sc) in enumerate(zip(chunks, scores)):
                 picked = nominate_batch(ids[c], sc, set(), 2)
-                store.add_predictions(0, b, ids[c], sc, (len(sc), len(sc), 0, 0), [],
-                                      [(ids[c][i], smiles[c][i], float(sc[i])) for i in picked])
+                store.add_predictions(
+                    0,
+                    b,
+                    ids[c],
+                    sc,
+                    (len(sc), len(sc), 0, 0),
+                    [],
+                    [(ids[c][i], smiles[c][i], float(sc[i])) for i in picked],
+                )
 
         steps = {
             "library read (manager)": read,
             "SMILES parse": lambda: [Chem.MolFromSmiles(s, sanitize=False) for s in smiles],
             "valences + rings": prepare,
-            "featurise (parse + valences + rings + Morgan counts + CSR)":
-                lambda: [featurise_sparse(smiles[c], meta["features"]) for c in chunks],
+            "featurise (parse + valences + rings + Morgan counts + CSR)": lambda: [
+                featurise_sparse(smiles[c], meta["features"]) for c in chunks
+            ],
             "MLP (sparse first layer)": mlp,
             "pickle both ways (manager + worker)": transport,
             "store + selection (manager)": store_and_select,
         }
-        cost = {name: statistics.median(_cpu_of(step) for _ in range(repeat)) * 1e6 / len(records)
-                for name, step in steps.items()}
+        cost = {
+            name: statistics.median(_cpu_of(step) for _ in range(repeat)) * 1e6 / len(records)
+            for name, step in steps.items()
+        }
         store.close()
     out = {name: round(us, 2) for name, us in cost.items()}
     total = sum(us for name, us in cost.items() if name not in ("SMILES parse", "valences + rings"))
     out["Morgan counts + CSR (featurise - parse - valences/rings)"] = round(
-        cost["featurise (parse + valences + rings + Morgan counts + CSR)"] - cost["SMILES parse"]
-        - cost["valences + rings"], 2)
+        cost["featurise (parse + valences + rings + Morgan counts + CSR)"]
+        - cost["SMILES parse"]
+        - cost["valences + rings"],
+        2,
+    )
     out["total per molecule"] = round(total, 2)
     out["ceiling on 2 cores (mol/s)"] = round(2e6 / total)
     return out
@@ -204,8 +251,9 @@ def _start_at_inference(run_dir: Path, library: Path, model: Path) -> None:
     store = Store(run_dir / "campaign.db")
     try:
         store.select_compounds(0, "seed", seeds)
-        store.add_docking([DockRow(rec.id, rec.smiles, 0, "seed", None, None, "benchmark: not docked")
-                           for rec in seeds], "inferbench")
+        store.add_docking(
+            [DockRow(rec.id, rec.smiles, 0, "seed", None, None, "benchmark: not docked") for rec in seeds], "inferbench"
+        )
         store.add_model(0, str(model.resolve()), {"note": "inferbench"})
     finally:
         store.close()
@@ -220,8 +268,9 @@ def run(a: argparse.Namespace) -> int:
     if a.cores < 1 or a.batch_size < 1 or a.top_k < 0:
         raise ValueError("--cores and --batch-size must be at least 1, --top-k at least 0")
     if not a.library.is_file():
-        raise FileNotFoundError(f"{a.library}: library not found (the full MOSES set: "
-                                "python data/prepare_data.py --only library-full)")
+        raise FileNotFoundError(
+            f"{a.library}: library not found (the full MOSES set: python data/prepare_data.py --only library-full)"
+        )
     if a.steps:
         model = train_model(a.model or a.run_dir / "inferbench-model.pt")
         print(json.dumps(profile_steps(a.library, model, a.steps), indent=1))
@@ -230,8 +279,7 @@ def run(a: argparse.Namespace) -> int:
     if a.repeat_library:
         a.run_dir.mkdir(parents=True, exist_ok=True)
         library = repeat_library(a.library, a.repeat_library, a.run_dir / f"library_{a.repeat_library}.csv.gz")
-    result = bench_inference(library, a.run_dir, model=a.model, cores=a.cores, batch_size=a.batch_size,
-                             top_k=a.top_k)
+    result = bench_inference(library, a.run_dir, model=a.model, cores=a.cores, batch_size=a.batch_size, top_k=a.top_k)
     print(json.dumps(result, indent=1))
     return 0
 
@@ -245,8 +293,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=10_000)
     p.add_argument("--top-k", type=int, default=300)
     p.add_argument("--repeat-library", type=int, metavar="N", help="first write N rows repeating the library")
-    p.add_argument("--steps", type=int, metavar="N",
-                   help="instead: CPU per molecule of each step, on N molecules in this process (one core)")
+    steps = "instead: CPU per molecule of each step, on N molecules in this process (one core)"
+    p.add_argument("--steps", type=int, metavar="N", help=steps)
 
 
 def main(argv: list[str] | None = None) -> int:

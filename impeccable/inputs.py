@@ -47,52 +47,78 @@ def validate_inputs(campaign: Campaign, store: Store) -> LibraryScan:
         compile_rules(lib.filters.model_dump(mode="json"))  # a bad SMARTS is an input error, not a failed task
         sources, prefix = campaign_sources(campaign)
     except StageInputError as exc:
-        raise CampaignInputError(f"{source}: library.{exc}" if str(exc).startswith("filters.")
-                                 else f"{source}: library: {exc}") from None
+        raise CampaignInputError(
+            f"{source}: library.{exc}" if str(exc).startswith("filters.") else f"{source}: library: {exc}"
+        ) from None
     signature = _library_signature(campaign, sources)
     cached = json.loads(store.get_meta("library_scan") or "{}")
     if cached.get("signature") == signature:  # the same file, unchanged since it was scanned: no second pass
-        scan = LibraryScan(count=cached["count"], skipped=[tuple(cached["first_skip"])] if cached["first_skip"] else [],
-                           skipped_count=cached["skipped_count"])
+        scan = LibraryScan(
+            count=cached["count"],
+            skipped=[tuple(cached["first_skip"])] if cached["first_skip"] else [],
+            skipped_count=cached["skipped_count"],
+        )
     else:
         try:
             scan = scan_sources(sources, prefix=prefix, limit=lib.limit)
         except StageInputError as exc:
             raise CampaignInputError(f"{source}: library: {exc}") from None
         store.add_failures("library", [(cid or f"line {line}", reason) for line, cid, reason in scan.skipped])
-        store.set_meta("library_scan", json.dumps({"signature": signature, "count": scan.count,
-                                                   "skipped_count": scan.skipped_count,
-                                                   "first_skip": scan.skipped[0] if scan.skipped else None}))
+        store.set_meta(
+            "library_scan",
+            json.dumps(
+                {
+                    "signature": signature,
+                    "count": scan.count,
+                    "skipped_count": scan.skipped_count,
+                    "first_skip": scan.skipped[0] if scan.skipped else None,
+                }
+            ),
+        )
     if scan.skipped_count:
-        print(f"warning: {scan.skipped_count} library row(s) skipped (first: {scan.skipped[0][2]}); "
-              "`impeccable status` lists them", file=sys.stderr)
+        print(
+            f"warning: {scan.skipped_count} library row(s) skipped (first: {scan.skipped[0][2]}); "
+            "`impeccable status` lists them",
+            file=sys.stderr,
+        )
     return scan
 
 
 def size_warnings(campaign: Campaign, count: int) -> list[str]:
     """Settings that ask for more compounds than the library holds, with the numbers: the run still goes
     (it docks what there is), but a user who meant another library or another setting sees it at once."""
-    seed, top_k, top_m, rounds = (campaign.dock.seed_sample, campaign.redock.top_k, campaign.md.top_m,
-                                  campaign.campaign.rounds)
+    seed, top_k, top_m, rounds = (
+        campaign.dock.seed_sample,
+        campaign.redock.top_k,
+        campaign.md.top_m,
+        campaign.campaign.rounds,
+    )
     source, out = campaign.library.describe(), []
     if seed > count:
         out.append(f"dock.seed_sample = {seed} but {source} has {count} compounds: the seed sample is all of them")
     left = count - min(seed, count)
     if top_k > left:
-        out.append(f"redock.top_k = {top_k} but {left} compounds of {source} are left after the seed sample "
-                   f"({count} - {min(seed, count)}): re-docking takes all of them")
+        out.append(
+            f"redock.top_k = {top_k} but {left} compounds of {source} are left after the seed sample "
+            f"({count} - {min(seed, count)}): re-docking takes all of them"
+        )
     dockable = min(count, seed + top_k * rounds)
     if top_m > dockable:
-        out.append(f"md.top_m = {top_m} but at most {dockable} compounds are docked (seed sample {min(seed, count)}"
-                   f" + top_k {top_k} x {rounds} round(s), library {count}): MD runs on all of them")
+        out.append(
+            f"md.top_m = {top_m} but at most {dockable} compounds are docked (seed sample {min(seed, count)}"
+            f" + top_k {top_k} x {rounds} round(s), library {count}): MD runs on all of them"
+        )
     return out
 
 
 def _library_signature(campaign: Campaign, sources: list[Any]) -> dict[str, object]:
     """What identifies one scan of the library: its files (path, size, modification time) and how they are read."""
     lib = campaign.library
-    files = [[str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns, s.name, s.id_column, s.smiles_column]
-             for s in sources for path in s.paths]
+    files = [
+        [str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns, s.name, s.id_column, s.smiles_column]
+        for s in sources
+        for path in s.paths
+    ]
     return {"files": files, "limit": lib.limit, "named_sources": bool(lib.sources)}
 
 
@@ -113,11 +139,13 @@ def check_same_campaign(campaign: Campaign, store: Store, run_dir: Path) -> None
         store.set_meta("name", campaign.name)
     elif previous != fingerprint:
         old, new = json.loads(previous), json.loads(fingerprint)
-        changed = sorted(f"{s}.{k}" for s in new for k in set(old.get(s, {})) | set(new[s])
-                         if old.get(s, {}).get(k) != new[s].get(k))
+        changed = sorted(
+            f"{s}.{k}" for s in new for k in set(old.get(s, {})) | set(new[s]) if old.get(s, {}).get(k) != new[s].get(k)
+        )
         raise CampaignInputError(
             f"{run_dir}: this run directory holds campaign results made with other settings "
-            f"({', '.join(changed) or 'changed sections'}); use a new --run-dir or restore the settings")
+            f"({', '.join(changed) or 'changed sections'}); use a new --run-dir or restore the settings"
+        )
     store.set_meta("hits", campaign.hits.model_dump_json())  # presentation only: the newest settings win
 
 
@@ -151,7 +179,8 @@ def make_allocation(campaign: Campaign) -> Allocation:
         raise CampaignInputError(
             f"{source}: pilot.cores = {cores} but this machine (or Slurm job) has {available}: {cores} tasks "
             f"would share {available} cores. Set pilot.cores to the allocation, or pilot.oversubscribe = true "
-            "(--oversubscribe) to advertise more, e.g. for an emulation")
+            "(--oversubscribe) to advertise more, e.g. for an emulation"
+        )
     devices, ids = pilot_gpus(campaign, hosts=p.nodes if job is not None else 1)
     cores_per_node, devices_per_node = cores // p.nodes, devices // p.nodes
     shares = shares_per_device(requests(campaign, cores_per_node, devices_per_node)) if devices else 1
@@ -179,6 +208,7 @@ def pilot_gpus(campaign: Campaign, hosts: int = 1) -> tuple[int, tuple[str, ...]
     if p.gpus > here and not p.oversubscribe:
         raise CampaignInputError(
             f"{campaign.source or 'campaign'}: pilot.gpus = {p.gpus} but {here} GPU(s) are here "
-            f"({found.source}; `impeccable resources` says what was checked). Set pilot.gpus = \"auto\", or "
-            "pilot.oversubscribe = true to advertise GPUs that are not here (an emulation)")
+            f'({found.source}; `impeccable resources` says what was checked). Set pilot.gpus = "auto", or '
+            "pilot.oversubscribe = true to advertise GPUs that are not here (an emulation)"
+        )
     return p.gpus, found.ids

@@ -69,17 +69,20 @@ class PoseInteractions:
     def residues(self, kinds: Iterable[str]) -> list[str]:
         """Residues making any of ``kinds``, each once, in the order the contacts are listed."""
         wanted = set(kinds)
-        return list(dict.fromkeys(c.residue + (" (bb)" if c.backbone else "") for c in self.contacts
-                                  if c.kind in wanted))
+        return list(
+            dict.fromkeys(c.residue + (" (bb)" if c.backbone else "") for c in self.contacts if c.kind in wanted)
+        )
 
     def columns(self) -> dict[str, str]:
         """The export's interaction columns (residue lists, ';'-separated; bb = backbone)."""
-        return {"hinge_hbond": "" if self.hinge_hbond is None else ("yes" if self.hinge_hbond else "no"),
-                "hbond_residues": ";".join(self.residues(HBONDS)),
-                "salt_bridge_residues": ";".join(self.residues(("Cationic", "Anionic"))),
-                "pi_residues": ";".join(self.residues(("PiStacking", "PiCation", "CationPi"))),
-                "halogen_bond_residues": ";".join(self.residues(("XBDonor",))),
-                "hydrophobic_residues": ";".join(self.residues(("Hydrophobic",)))}
+        return {
+            "hinge_hbond": "" if self.hinge_hbond is None else ("yes" if self.hinge_hbond else "no"),
+            "hbond_residues": ";".join(self.residues(HBONDS)),
+            "salt_bridge_residues": ";".join(self.residues(("Cationic", "Anionic"))),
+            "pi_residues": ";".join(self.residues(("PiStacking", "PiCation", "CationPi"))),
+            "halogen_bond_residues": ";".join(self.residues(("XBDonor",))),
+            "hydrophobic_residues": ";".join(self.residues(("Hydrophobic",))),
+        }
 
 
 COLUMNS = tuple(PoseInteractions("").columns())
@@ -121,9 +124,12 @@ class InteractionProfiler:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.fingerprint.run_from_iterable([ligand], self.protein, n_jobs=1, progress=False)
-        contacts = [self._contact(str(pres), kind, meta, mol)
-                    for (_, pres), found in self.fingerprint.ifp[0].items()
-                    for kind, metas in found.items() for meta in metas]
+        contacts = [
+            self._contact(str(pres), kind, meta, mol)
+            for (_, pres), found in self.fingerprint.ifp[0].items()
+            for kind, metas in found.items()
+            for meta in metas
+        ]
         contacts.sort(key=_order)
         hinge = None if not self.hinge else any(c.hinge for c in contacts)
         return PoseInteractions(cid, tuple(contacts), hinge, pocket=tuple(self._pocket(mol)))
@@ -132,9 +138,15 @@ class InteractionProfiler:
         prot_atoms = meta["parent_indices"]["protein"]
         lig_atoms = meta["parent_indices"]["ligand"]
         backbone = kind in HBONDS and self._atom_name(prot_atoms[0]) in BACKBONE_ATOMS
-        return Contact(residue, kind, round(float(meta["distance"]), 2), backbone,
-                       backbone and _matches(residue, self.hinge),
-                       _centre(mol, lig_atoms), _centre(self.protein, prot_atoms))
+        return Contact(
+            residue,
+            kind,
+            round(float(meta["distance"]), 2),
+            backbone,
+            backbone and _matches(residue, self.hinge),
+            _centre(mol, lig_atoms),
+            _centre(self.protein, prot_atoms),
+        )
 
     def _atom_name(self, index: int) -> str:
         return self.protein.GetAtomWithIdx(int(index)).GetPDBResidueInfo().GetName().strip()
@@ -147,7 +159,7 @@ class InteractionProfiler:
         prot = self.protein.GetConformer().GetPositions()
         near = np.zeros(len(prot), dtype=bool)
         for start in range(0, len(lig), 16):  # bounded memory: 16 ligand atoms x all protein atoms at a time
-            d = np.linalg.norm(prot[None, :, :] - lig[start:start + 16, None, :], axis=2)
+            d = np.linalg.norm(prot[None, :, :] - lig[start : start + 16, None, :], axis=2)
             near |= (d <= cutoff).any(axis=0)
         residues: dict[str, None] = {}
         for i in np.flatnonzero(near):
@@ -156,8 +168,9 @@ class InteractionProfiler:
         return list(residues)
 
 
-def profile_poses(receptor_pdb: str | Path, poses: Iterable[tuple[str, str | None]],
-                  hinge: Sequence[str] = ()) -> dict[str, PoseInteractions]:
+def profile_poses(
+    receptor_pdb: str | Path, poses: Iterable[tuple[str, str | None]], hinge: Sequence[str] = ()
+) -> dict[str, PoseInteractions]:
     """id -> interactions for each (id, pose SDF)."""
     profiler = InteractionProfiler(receptor_pdb, hinge)
     return {cid: profiler.profile(cid, sdf) for cid, sdf in poses}
@@ -179,5 +192,8 @@ def _centre(mol: Any, atoms: Sequence[int]) -> tuple[float, float, float]:
     conf = mol.GetConformer()
     heavy = [i for i in atoms if mol.GetAtomWithIdx(int(i)).GetAtomicNum() > 1] or list(atoms)
     pts = [conf.GetAtomPosition(int(i)) for i in heavy]
-    return (round(sum(p.x for p in pts) / len(pts), 3), round(sum(p.y for p in pts) / len(pts), 3),
-            round(sum(p.z for p in pts) / len(pts), 3))
+    return (
+        round(sum(p.x for p in pts) / len(pts), 3),
+        round(sum(p.y for p in pts) / len(pts), 3),
+        round(sum(p.z for p in pts) / len(pts), 3),
+    )

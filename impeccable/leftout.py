@@ -29,8 +29,10 @@ def skipped(store: Store) -> Iterator[tuple[str, str, str, str]]:
 
     columns = {row[1] for row in store.db.execute("PRAGMA table_info(failures)")}
     cat_column = "category" if "category" in columns else "NULL"  # a store older than categories
-    rows = store.db.execute(f"SELECT id, stage, {cat_column}, reason FROM failures UNION ALL "
-                            "SELECT id, origin || ' dock', NULL, error FROM docking WHERE score IS NULL ORDER BY 2, 1")
+    rows = store.db.execute(
+        f"SELECT id, stage, {cat_column}, reason FROM failures UNION ALL "
+        "SELECT id, origin || ' dock', NULL, error FROM docking WHERE score IS NULL ORDER BY 2, 1"
+    )
     for cid, stage, cat, reason in rows:
         yield cid, stage, cat or category(reason or ""), reason or ""
     library = LibraryStore(store, create=False)  # may be called inside the task loop's open group
@@ -71,19 +73,24 @@ def too_few_to_train(c: Campaign, store: Store, n_scores: int, library_size: int
         f"only {n_scores} compounds docked successfully, too few to train the surrogate (it needs "
         f"{MIN_TRAINING_SCORES}): library {c.library.describe()}, {library_size} compounds, seed sample of "
         f"{len(store.selected(0, 'seed'))}; compounds left out, by reason (stage): {summary(store)}. "
-        f"`impeccable export {run_dir}` lists each one (skipped.csv)")
+        f"`impeccable export {run_dir}` lists each one (skipped.csv)"
+    )
 
 
 def check_seed_sample(c: Campaign, store: Store, sampled: int, library_size: int) -> None:
     """Warn when the filters left fewer compounds than ``dock.seed_sample`` asked for (and the library has)."""
     if sampled < min(c.dock.seed_sample, library_size):
-        warn(f"dock.seed_sample = {c.dock.seed_sample} but only {sampled} compounds of {c.library.describe()} could be "
-             f"sampled ({library_size} compounds; left out: {summary(store)})")
+        warn(
+            f"dock.seed_sample = {c.dock.seed_sample} but only {sampled} compounds of {c.library.describe()} could be "
+            f"sampled ({library_size} compounds; left out: {summary(store)})"
+        )
 
 
 def check_nominees(c: Campaign, store: Store, r: int) -> None:
     """Warn when round ``r`` found fewer compounds to re-dock than ``redock.top_k``."""
     nominated = len(store.selected(r, "redock"))
     if nominated < c.redock.top_k:
-        warn(f"round {r}: redock.top_k = {c.redock.top_k} but only {nominated} compounds of {c.library.describe()} "
-             f"were scored and not docked yet (left out: {summary(store)})")
+        warn(
+            f"round {r}: redock.top_k = {c.redock.top_k} but only {nominated} compounds of {c.library.describe()} "
+            f"were scored and not docked yet (left out: {summary(store)})"
+        )

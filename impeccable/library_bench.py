@@ -26,8 +26,9 @@ from typing import Any
 from .stages.library import LibraryRecord, read_library, write_library
 
 
-def run_bench(library: Path, copies: int, repeat: int, cores: int, work_dir: Path,
-              settings: dict[str, Any]) -> dict[str, Any]:
+def run_bench(
+    library: Path, copies: int, repeat: int, cores: int, work_dir: Path, settings: dict[str, Any]
+) -> dict[str, Any]:
     """Medians of ``repeat`` side-by-side runs of inspect and the plain loop on ``copies`` x the library."""
     from .library_inspect import inspect_library
     from .stages.library_sources import LibrarySource
@@ -43,25 +44,40 @@ def run_bench(library: Path, copies: int, repeat: int, cores: int, work_dir: Pat
     for _ in range(repeat):
         t = time.perf_counter()
         report = inspect_library([LibrarySource.from_spec("bench", big)], False, settings, cores=cores)
-        runs["inspect"].append({"s": time.perf_counter() - t, "kept": report["kept"], "rows": report["rows"],
-                                "steps": report["steps"]})
+        runs["inspect"].append(
+            {"s": time.perf_counter() - t, "kept": report["kept"], "rows": report["rows"], "steps": report["steps"]}
+        )
         t = time.perf_counter()
         plain = plain_loop(big, settings, cores)
         runs["plain"].append({"s": time.perf_counter() - t, **plain})
         with open(work_dir / "runs.jsonl", "a") as log:  # each pair as it ends: a long benchmark shows progress
-            log.write(json.dumps({"rows": report["rows"], "inspect": runs["inspect"][-1],
-                                  "plain": runs["plain"][-1]}) + "\n")
+            log.write(
+                json.dumps({"rows": report["rows"], "inspect": runs["inspect"][-1], "plain": runs["plain"][-1]}) + "\n"
+            )
     rows = runs["inspect"][0]["rows"]
     med = {k: statistics.median(r["s"] for r in v) for k, v in runs.items()}
     agree = all(r["kept"] == runs["plain"][0]["kept"] for v in runs.values() for r in v)
-    cpu = {"inspect": statistics.median(r["steps"]["manager_cpu_s"] + r["steps"]["worker_process_cpu_s"]
-                                        for r in runs["inspect"]),
-           "plain": statistics.median(r["cpu_s"] for r in runs["plain"])}
-    return {"library": str(big), "rows": rows, "cores": cores, "repeat": repeat, "settings": settings,
-            "inspect_mol_per_s": rows / med["inspect"], "plain_mol_per_s": rows / med["plain"],
-            "ratio": med["plain"] / med["inspect"], "same_counts": agree,
-            "cpu_s": cpu, "cpu_ratio": cpu["plain"] / cpu["inspect"],
-            "inspect_steps_first_run": runs["inspect"][0]["steps"], "runs": runs}
+    cpu = {
+        "inspect": statistics.median(
+            r["steps"]["manager_cpu_s"] + r["steps"]["worker_process_cpu_s"] for r in runs["inspect"]
+        ),
+        "plain": statistics.median(r["cpu_s"] for r in runs["plain"]),
+    }
+    return {
+        "library": str(big),
+        "rows": rows,
+        "cores": cores,
+        "repeat": repeat,
+        "settings": settings,
+        "inspect_mol_per_s": rows / med["inspect"],
+        "plain_mol_per_s": rows / med["plain"],
+        "ratio": med["plain"] / med["inspect"],
+        "same_counts": agree,
+        "cpu_s": cpu,
+        "cpu_ratio": cpu["plain"] / cpu["inspect"],
+        "inspect_steps_first_run": runs["inspect"][0]["steps"],
+        "runs": runs,
+    }
 
 
 def plain_loop(path: Path, settings: dict[str, Any], cores: int) -> dict[str, Any]:

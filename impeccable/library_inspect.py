@@ -30,9 +30,14 @@ from .stages.library_sources import LibrarySource, SourcedRecord, iter_sources
 
 # histogram bins of each profiled property (stages/prepare.PROFILE_PROPERTIES)
 BINS: dict[str, np.ndarray] = {
-    "mw": np.arange(0, 1001, 25.0), "clogp": np.arange(-6, 10.01, 0.5), "tpsa": np.arange(0, 301, 10.0),
-    "hbd": np.arange(-0.5, 15.6, 1.0), "hba": np.arange(-0.5, 20.6, 1.0), "rotatable_bonds": np.arange(-0.5, 20.6, 1.0),
-    "heavy_atoms": np.arange(-0.5, 80.6, 2.0), "fsp3": np.arange(0, 1.01, 0.05),
+    "mw": np.arange(0, 1001, 25.0),
+    "clogp": np.arange(-6, 10.01, 0.5),
+    "tpsa": np.arange(0, 301, 10.0),
+    "hbd": np.arange(-0.5, 15.6, 1.0),
+    "hba": np.arange(-0.5, 20.6, 1.0),
+    "rotatable_bonds": np.arange(-0.5, 20.6, 1.0),
+    "heavy_atoms": np.arange(-0.5, 80.6, 2.0),
+    "fsp3": np.arange(0, 1.01, 0.05),
 }
 # Docking cost per compound on this machine: data/dock_sample.py docked the 5,000-compound reference set into
 # 4JSV at exhaustiveness 1 with ligand states in 2.0-2.2 s per compound on one core (data/README.md).
@@ -48,16 +53,25 @@ class Profile(LibraryCounts):
     parsed: int = 0
     failed_by_reason: Counter = field(default_factory=Counter)
     passing_rule: Counter = field(default_factory=Counter)
-    histograms: dict[str, np.ndarray] = field(default_factory=lambda: {k: np.zeros(len(v) - 1, np.int64)
-                                                                       for k, v in BINS.items()})
+    histograms: dict[str, np.ndarray] = field(
+        default_factory=lambda: {k: np.zeros(len(v) - 1, np.int64) for k, v in BINS.items()}
+    )
     scaffolds: Counter = field(default_factory=Counter)
     sample: list[tuple[str, str]] = field(default_factory=list)
     worker_cpu: dict[int, float] = field(default_factory=dict)  # pid -> its process CPU at its last batch
     first_failures: list[str] = field(default_factory=list)
 
 
-def inspect_library(sources: list[LibrarySource], prefix: bool, settings: dict[str, Any], *, limit: int | None = None,
-                    cores: int = 2, batch_size: int = 2000, seed: int = 0) -> dict[str, Any]:
+def inspect_library(
+    sources: list[LibrarySource],
+    prefix: bool,
+    settings: dict[str, Any],
+    *,
+    limit: int | None = None,
+    cores: int = 2,
+    batch_size: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Profile the library through a local pilot of ``cores``; returns the JSON-ready report."""
     from .runtime import Allocation, Pilot, function_task
 
@@ -65,14 +79,19 @@ def inspect_library(sources: list[LibrarySource], prefix: bool, settings: dict[s
     clock = {"read": 0.0, "fold": 0.0, "cpu": time.process_time()}
     t0 = time.perf_counter()
     options = {"local": {"preload": ["impeccable.stages.prepare"], "function_workers": cores}}
-    with Pilot(Allocation.emulated(cores), routes={"function": "local", "executable": "local"},
-               options=options) as pilot:
+    with Pilot(
+        Allocation.emulated(cores), routes={"function": "local", "executable": "local"}, options=options
+    ) as pilot:
         started = time.perf_counter()
         window: list[tuple[list[SourcedRecord], Any]] = []
         stream = iter_sources(sources, prefix=prefix, on_skip=partial(_unreadable, profile))
         for index, records in enumerate(_timed_batches(stream, batch_size, limit, clock)):
-            task = function_task("impeccable.library_inspect:profile_batch", [r.smiles for r in records], settings,
-                                 name=f"inspect b{index:05d}")
+            task = function_task(
+                "impeccable.library_inspect:profile_batch",
+                [r.smiles for r in records],
+                settings,
+                name=f"inspect b{index:05d}",
+            )
             window.append((records, pilot.submit(task)))
             if len(window) >= 4 * cores:  # fold the oldest: results in library order, bounded memory
                 _fold(profile, keys, rng, *window.pop(0), clock)
@@ -104,8 +123,9 @@ def _unreadable(p: Profile, line: int, cid: str, reason: str) -> None:
         p.first_failures.append(reason)
 
 
-def _timed_batches(records: Iterator[SourcedRecord], size: int, limit: int | None,
-                   clock: dict[str, float]) -> Iterator[list[SourcedRecord]]:
+def _timed_batches(
+    records: Iterator[SourcedRecord], size: int, limit: int | None, clock: dict[str, float]
+) -> Iterator[list[SourcedRecord]]:
     import itertools
 
     records = itertools.islice(records, limit)
@@ -118,8 +138,9 @@ def _timed_batches(records: Iterator[SourcedRecord], size: int, limit: int | Non
         yield chunk
 
 
-def _fold(p: Profile, keys: set[int], rng: random.Random, records: list[SourcedRecord], future: Any,
-          clock: dict[str, float]) -> None:
+def _fold(
+    p: Profile, keys: set[int], rng: random.Random, records: list[SourcedRecord], future: Any, clock: dict[str, float]
+) -> None:
     try:
         out = future.result()
     except Exception as exc:  # noqa: BLE001 - a failed task fails its records; the profile goes on
@@ -166,24 +187,39 @@ def _fold(p: Profile, keys: set[int], rng: random.Random, records: list[SourcedR
     clock["fold"] += time.perf_counter() - t
 
 
-def _report(p: Profile, settings: dict[str, Any], total_s: float, run_s: float, clock: dict[str, float],
-            cores: int) -> dict[str, Any]:
+def _report(
+    p: Profile, settings: dict[str, Any], total_s: float, run_s: float, clock: dict[str, float], cores: int
+) -> dict[str, Any]:
     worker = {k: round(v, 3) for k, v in p.seconds.items()}
     return {
-        "rows": p.rows, "parsed": p.parsed, "failed": p.failed, "duplicates": p.duplicates, "filtered": p.filtered,
-        "filtered_by_rule": dict(p.filtered_by_rule.most_common()), "kept": p.kept,
+        "rows": p.rows,
+        "parsed": p.parsed,
+        "failed": p.failed,
+        "duplicates": p.duplicates,
+        "filtered": p.filtered,
+        "filtered_by_rule": dict(p.filtered_by_rule.most_common()),
+        "kept": p.kept,
         "adds_up": p.rows == p.failed + p.duplicates + p.filtered + p.kept,
-        "failed_by_reason": dict(p.failed_by_reason.most_common()), "first_failures": p.first_failures,
-        "passing_each_rule": dict(p.passing_rule), "passing_all_rules": p.rows - p.failed - p.filtered,
-        "mol_per_s": p.rows / total_s if total_s else 0.0, "seconds": round(total_s, 3),
-        "steps": {"pilot_start_and_stop_s": round(total_s - run_s, 3), "manager_read_s": round(clock["read"], 3),
-                  "manager_fold_s": round(clock["fold"], 3), "manager_cpu_s": round(clock["cpu"], 3),
-                  "worker_cpu_s": worker, "worker_process_cpu_s": round(sum(p.worker_cpu.values()), 3),
-                  "cores": cores},
+        "failed_by_reason": dict(p.failed_by_reason.most_common()),
+        "first_failures": p.first_failures,
+        "passing_each_rule": dict(p.passing_rule),
+        "passing_all_rules": p.rows - p.failed - p.filtered,
+        "mol_per_s": p.rows / total_s if total_s else 0.0,
+        "seconds": round(total_s, 3),
+        "steps": {
+            "pilot_start_and_stop_s": round(total_s - run_s, 3),
+            "manager_read_s": round(clock["read"], 3),
+            "manager_fold_s": round(clock["fold"], 3),
+            "manager_cpu_s": round(clock["cpu"], 3),
+            "worker_cpu_s": worker,
+            "worker_process_cpu_s": round(sum(p.worker_cpu.values()), 3),
+            "cores": cores,
+        },
         "histograms": {k: {"edges": BINS[k].tolist(), "counts": v.tolist()} for k, v in p.histograms.items()},
         "top_scaffolds": [{"scaffold": s, "count": n} for s, n in p.scaffolds.most_common(20)],
         "distinct_scaffolds": len(p.scaffolds),
-        "sample": [{"id": cid, "smiles": smi} for cid, smi in p.sample], "settings": settings,
+        "sample": [{"id": cid, "smiles": smi} for cid, smi in p.sample],
+        "settings": settings,
     }
 
 
@@ -195,9 +231,15 @@ def campaign_cost(kept: int, campaign: Any) -> dict[str, Any]:
     tasks = -(-d.seed_sample // d.ligands_per_task) + r * min(campaign.redock.top_k, batches)
     dock_s = docked * DOCK_S_PER_COMPOUND_EX1 * d.exhaustiveness
     infer_s = r * kept * INFER_CORE_S_PER_MOLECULE
-    return {"estimate": True, "compounds_screened": kept, "compounds_docked": docked, "docking_tasks": tasks,
-            "docking_core_hours": round(dock_s / 3600, 2), "inference_core_hours": round(infer_s / 3600, 3),
-            "basis": f"{DOCK_S_PER_COMPOUND_EX1} s per compound at exhaustiveness 1 (ligand states, measured on this "
-                     "machine by data/dock_sample.py, data/README.md), taken as proportional to exhaustiveness "
-                     f"({d.exhaustiveness}); inference 31,457 molecules/s on 2 cores (README); MD not included "
-                     f"({campaign.md.top_m} compounds x {campaign.md.replicas} replicas per round)"}
+    return {
+        "estimate": True,
+        "compounds_screened": kept,
+        "compounds_docked": docked,
+        "docking_tasks": tasks,
+        "docking_core_hours": round(dock_s / 3600, 2),
+        "inference_core_hours": round(infer_s / 3600, 3),
+        "basis": f"{DOCK_S_PER_COMPOUND_EX1} s per compound at exhaustiveness 1 (ligand states, measured on this "
+        "machine by data/dock_sample.py, data/README.md), taken as proportional to exhaustiveness "
+        f"({d.exhaustiveness}); inference 31,457 molecules/s on 2 cores (README); MD not included "
+        f"({campaign.md.top_m} compounds x {campaign.md.replicas} replicas per round)",
+    }

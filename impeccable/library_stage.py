@@ -34,8 +34,9 @@ STAGE = "library"
 def campaign_sources(campaign: Campaign) -> tuple[list[LibrarySource], bool]:
     """The campaign's sources with their files, and whether ids carry the source name (named sources)."""
     lib = campaign.library
-    sources = [LibrarySource.from_spec(name, spec, id_col, smi_col) for name, spec, id_col, smi_col in
-               lib.source_list()]
+    sources = [
+        LibrarySource.from_spec(name, spec, id_col, smi_col) for name, spec, id_col, smi_col in lib.source_list()
+    ]
     return sources, bool(lib.sources)
 
 
@@ -70,8 +71,9 @@ class CampaignLibrary:
     def _ready(self, then: Callable[[], None]) -> None:
         self.size = self.store.counts().kept if self.prepared else self.rows
         if self.size == 0:
-            raise RuntimeError("the library preparation kept no compound: `impeccable library inspect` shows "
-                               "which rules removed them")
+            raise RuntimeError(
+                "the library preparation kept no compound: `impeccable library inspect` shows which rules removed them"
+            )
         then()
 
     def records(self) -> Iterator[LibraryRecord]:
@@ -95,15 +97,24 @@ class CampaignLibrary:
         if chosen:
             ids = {cid for cid, _, _ in chosen}
             return [rec for rec in self.records() if rec.id in ids]
-        return seed_sample(self.records(), self.c.dock.seed_sample, seed=self.c.campaign.seed,
-                           strategy=self.c.library.seed_strategy)
+        return seed_sample(
+            self.records(), self.c.dock.seed_sample, seed=self.c.campaign.seed, strategy=self.c.library.seed_strategy
+        )
 
 
 class LibraryStage:
     """Prepares the library through the pilot; calls ``on_done`` once every batch is committed."""
 
-    def __init__(self, library: CampaignLibrary, stages: Any, tasks: Any, progress: CampaignProgress,
-                 rows: int, cores: int, on_done: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        library: CampaignLibrary,
+        stages: Any,
+        tasks: Any,
+        progress: CampaignProgress,
+        rows: int,
+        cores: int,
+        on_done: Callable[[], None],
+    ) -> None:
         self.lib = library
         self.stages = stages
         self.tasks = tasks
@@ -119,8 +130,9 @@ class LibraryStage:
     def complete(self) -> bool:
         """Whether every batch is committed, for these settings and these files (else they are forgotten)."""
         library = self.lib.c.library.model_dump(mode="json", exclude={"seed_strategy"})
-        self.lib.store.keep_only(json.dumps({"library": library, "scan": self.lib.store.store.get_meta("library_scan")},
-                                            sort_keys=True))
+        self.lib.store.keep_only(
+            json.dumps({"library": library, "scan": self.lib.store.store.get_meta("library_scan")}, sort_keys=True)
+        )
         return self.lib.store.counts().rows >= self.rows
 
     def start(self) -> None:

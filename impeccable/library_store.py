@@ -82,8 +82,7 @@ class LibraryStore:
         self.db = store.db
         if create and not store.readonly:
             self.db.executescript(SCHEMA)
-        self.present = bool(self.db.execute(
-            "SELECT 1 FROM sqlite_master WHERE name='library_batches'").fetchone())
+        self.present = bool(self.db.execute("SELECT 1 FROM sqlite_master WHERE name='library_batches'").fetchone())
 
     def add_batch(self, b: PreparedBatch) -> None:
         """Commit one batch with its done mark (its row), its keys and its duplicates, all or nothing."""
@@ -91,9 +90,21 @@ class LibraryStore:
         with self.store.transaction() as db:
             db.executemany("INSERT OR IGNORE INTO library_keys VALUES (?, ?)", b.keys)
             db.executemany("INSERT OR IGNORE INTO library_duplicates VALUES (?, ?, ?)", b.duplicates)
-            db.execute("INSERT OR REPLACE INTO library_batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (b.batch, b.rows, b.count("failed"), b.count("duplicate"), b.count("filtered"), len(b.kept),
-                        json.dumps(b.by_rule), json.dumps(b.seconds), kept, dropped))
+            db.execute(
+                "INSERT OR REPLACE INTO library_batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    b.batch,
+                    b.rows,
+                    b.count("failed"),
+                    b.count("duplicate"),
+                    b.count("filtered"),
+                    len(b.kept),
+                    json.dumps(b.by_rule),
+                    json.dumps(b.seconds),
+                    kept,
+                    dropped,
+                ),
+            )
 
     def keep_only(self, made_for: str) -> None:
         """Forget a preparation made for anything other than ``made_for`` (the settings and files it used).
@@ -117,9 +128,10 @@ class LibraryStore:
         found: dict[int, str] = {}
         keys = list(keys)
         for i in range(0, len(keys), 900):  # SQLite's limit on parameters
-            chunk = keys[i: i + 900]
-            found.update(self.db.execute(f"SELECT key, id FROM library_keys WHERE key IN ({','.join('?' * len(chunk))})",
-                                         chunk))
+            chunk = keys[i : i + 900]
+            found.update(
+                self.db.execute(f"SELECT key, id FROM library_keys WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+            )
         return found
 
     def records(self) -> Iterator[tuple[str, str]]:
@@ -138,7 +150,8 @@ class LibraryStore:
         if not self.present:
             return out
         for rows, failed, dup, filtered, kept, by_rule, seconds in self.db.execute(
-                "SELECT n_rows, n_failed, n_duplicates, n_filtered, n_kept, by_rule, seconds FROM library_batches"):
+            "SELECT n_rows, n_failed, n_duplicates, n_filtered, n_kept, by_rule, seconds FROM library_batches"
+        ):
             out.batches += 1
             out.rows, out.failed, out.duplicates = out.rows + rows, out.failed + failed, out.duplicates + dup
             out.filtered, out.kept = out.filtered + filtered, out.kept + kept
@@ -159,8 +172,9 @@ class LibraryStore:
                     wanted.discard(cid)
             if not wanted:
                 break
-        for cid, source, source_id in self.db.execute("SELECT id, source, source_id FROM library_duplicates "
-                                                      "ORDER BY rowid"):
+        for cid, source, source_id in self.db.execute(
+            "SELECT id, source, source_id FROM library_duplicates ORDER BY rowid"
+        ):
             if cid in found:
                 found[cid][1].append(f"{source}:{source_id}")
         return found
@@ -176,11 +190,15 @@ def _unpack(blob: bytes) -> list[list[str]]:
 
 def summary(counts: LibraryCounts) -> dict[str, Any]:
     """The counts as JSON-ready data with the check that they add up."""
-    return {"rows": counts.rows, "failed": counts.failed, "duplicates": counts.duplicates,
-            "filtered": counts.filtered, "filtered_by_rule": dict(sorted(counts.filtered_by_rule.items(),
-                                                                         key=lambda kv: -kv[1])),
-            "kept": counts.kept,
-            "adds_up": counts.rows == counts.failed + counts.duplicates + counts.filtered + counts.kept}
+    return {
+        "rows": counts.rows,
+        "failed": counts.failed,
+        "duplicates": counts.duplicates,
+        "filtered": counts.filtered,
+        "filtered_by_rule": dict(sorted(counts.filtered_by_rule.items(), key=lambda kv: -kv[1])),
+        "kept": counts.kept,
+        "adds_up": counts.rows == counts.failed + counts.duplicates + counts.filtered + counts.kept,
+    }
 
 
 def compound_sources(store: Store, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
@@ -192,8 +210,7 @@ def compound_sources(store: Store, ids: Sequence[str]) -> dict[str, tuple[str, s
 
     found = LibraryStore(store).sources_of(ids)
     try:
-        section = LibrarySection.model_validate(json.loads(store.get_meta("campaign") or "{}")["library"],
-                                                strict=False)
+        section = LibrarySection.model_validate(json.loads(store.get_meta("campaign") or "{}")["library"], strict=False)
         names = [name for name, _, _, _ in section.source_list()]
         named = bool(section.sources)
     except (KeyError, ValueError, TypeError):

@@ -42,10 +42,14 @@ class RunDirLock:
         except BlockingIOError:
             holder = _read(fd)
             os.close(fd)
-            raise RunDirBusy(f"{self.path.parent}: another `impeccable run` is using this run directory "
-                             f"({describe(holder)}); wait for it to end or stop it, or use another --run-dir") from None
+            raise RunDirBusy(
+                f"{self.path.parent}: another `impeccable run` is using this run directory "
+                f"({describe(holder)}); wait for it to end or stop it, or use another --run-dir"
+            ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}).encode(), 0)
+        os.pwrite(
+            fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}).encode(), 0
+        )
         self._fd = fd
 
     def release(self) -> None:

@@ -33,16 +33,28 @@ def run_figures(store: Store) -> dict[str, Any]:
     starts = sorted(r.started for r in records if r.started)
     span = (starts[-1] - starts[0]) if len(starts) > 1 else 0.0
     return {
-        "makespan_s": m.makespan_s, "utilization": m.utilization, "tasks": m.tasks, "cores": cores,
+        "makespan_s": m.makespan_s,
+        "utilization": m.utilization,
+        "tasks": m.tasks,
+        "cores": cores,
         "launch_rate_tasks_per_s": (len(starts) - 1) / span if span > 0 else 0.0,
         "throughput_tasks_per_s": m.throughput_tasks_per_s,
-        "queue_wait_median_s": m.queue_wait_median_s, "queue_wait_p95_s": m.queue_wait_p95_s,
+        "queue_wait_median_s": m.queue_wait_median_s,
+        "queue_wait_p95_s": m.queue_wait_p95_s,
         "launch_overhead_median_s": m.launch_overhead_median_s,
-        "busy_core_s": m.busy_core_s, "critical_path_s": chain, "ideal_makespan_s": ideal,
-        "greedy_bound_makespan_s": greedy, "makespan_over_ideal": m.makespan_s / ideal if ideal else None,
-        "routes": json.loads(session["routes"] or "{}"), "stages": stages, "failed": m.failed,
-        "nodes": nodes, "per_node_utilization": per_node_utilization(records, nodes, cores),
-        "gpus": m.gpus, "busy_gpu_s": m.busy_gpu_s, "gpu_utilization": m.gpu_utilization,
+        "busy_core_s": m.busy_core_s,
+        "critical_path_s": chain,
+        "ideal_makespan_s": ideal,
+        "greedy_bound_makespan_s": greedy,
+        "makespan_over_ideal": m.makespan_s / ideal if ideal else None,
+        "routes": json.loads(session["routes"] or "{}"),
+        "stages": stages,
+        "failed": m.failed,
+        "nodes": nodes,
+        "per_node_utilization": per_node_utilization(records, nodes, cores),
+        "gpus": m.gpus,
+        "busy_gpu_s": m.busy_gpu_s,
+        "gpu_utilization": m.gpu_utilization,
     }
 
 

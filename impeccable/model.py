@@ -39,6 +39,13 @@ from .runtime import Allocation, Task, TaskFuture, TaskKind, TaskState
 from .runtime.records import TaskRecord
 from .store import Store
 
+MODEL_HELP = "predict the makespan of a recorded campaign on large allocations (a model, not a measurement)"
+MODEL_DESCRIPTION = (
+    "Validates the model against measured emulations (--validate), or predicts the pilot and the "
+    "srun baseline from 8 to 1,024 nodes (--nodes) with launch rates published for Frontier and the costs "
+    "measured here; every figure it writes is labelled as predicted."
+)
+
 
 @dataclass(frozen=True)
 class BackendModel:
@@ -59,9 +66,21 @@ class BackendModel:
 
 # Figures from the reference study (Frontier), for sizes this machine cannot reach; labelled as such.
 PUBLISHED = {
-    "srun": BackendModel("srun", launch_rate=152.0, latency_s=0.03, source="published: srun peak 152 tasks/s (reference study, Frontier)"),
-    "flux": BackendModel("flux", launch_rate=930.0, latency_s=0.01, source="published: RP+Flux 930 tasks/s with partitions (reference study)"),
-    "dragon": BackendModel("dragon", launch_rate=1500.0, latency_s=0.002, source="published: Flux+Dragon over 1,500 tasks/s (reference study)"),
+    "srun": BackendModel(
+        "srun", launch_rate=152.0, latency_s=0.03, source="published: srun peak 152 tasks/s (reference study, Frontier)"
+    ),
+    "flux": BackendModel(
+        "flux",
+        launch_rate=930.0,
+        latency_s=0.01,
+        source="published: RP+Flux 930 tasks/s with partitions (reference study)",
+    ),
+    "dragon": BackendModel(
+        "dragon",
+        launch_rate=1500.0,
+        latency_s=0.002,
+        source="published: Flux+Dragon over 1,500 tasks/s (reference study)",
+    ),
 }
 
 
@@ -78,8 +97,14 @@ class Simulator:
     The manager handles one finished task at a time, for ``manager_s_per_task`` (its measured main-thread
     time per task), plus ``library_s_per_compound`` for each compound of an inference batch it streams."""
 
-    def __init__(self, cores: int, routes: dict[TaskKind, BackendModel], manager_s_per_task: float = 0.0,
-                 gpus: int = 0, library_s_per_compound: float = 0.0) -> None:
+    def __init__(
+        self,
+        cores: int,
+        routes: dict[TaskKind, BackendModel],
+        manager_s_per_task: float = 0.0,
+        gpus: int = 0,
+        library_s_per_compound: float = 0.0,
+    ) -> None:
         self.cores = cores
         self.manager_s_per_task = manager_s_per_task
         self.library_s_per_compound = library_s_per_compound
@@ -123,9 +148,14 @@ class Simulator:
     def _schedule(self) -> None:
         """Start queued tasks, oldest first across backends, while cores (and each launcher) allow."""
         while True:
-            heads = [(b.queue[0][0], b) for b in self.backends.values() if b.queue
-                     and (b.model.max_running is None or self.group_running[b.model.group] < b.model.max_running)
-                     and b.queue[0][1].task.cores <= self.free and b.queue[0][1].task.gpus <= self.free_gpus]
+            heads = [
+                (b.queue[0][0], b)
+                for b in self.backends.values()
+                if b.queue
+                and (b.model.max_running is None or self.group_running[b.model.group] < b.model.max_running)
+                and b.queue[0][1].task.cores <= self.free
+                and b.queue[0][1].task.gpus <= self.free_gpus
+            ]
             if not heads:
                 return
             _, backend = min(heads, key=lambda h: h[0])
@@ -144,7 +174,6 @@ class Simulator:
             future.set_running_or_notify_cancel()
             seconds = task_seconds(task) + (m.cold_start_s if task.kind is TaskKind.FUNCTION else 0.0)
             heapq.heappush(self.events, (start + seconds, next(self._seq), future))
-
 
     def _streamed(self, task: Task) -> float:
         """The library reading an inference batch's handler pays for the next batch it submits."""
@@ -224,13 +253,17 @@ class Calibration:
     library_s_per_compound: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"routes": {k.value: asdict(m) for k, m in self.routes.items()},
-                "manager_s_per_task": self.manager_s_per_task,
-                "library_s_per_compound": self.library_s_per_compound, "source": self.source}
+        return {
+            "routes": {k.value: asdict(m) for k, m in self.routes.items()},
+            "manager_s_per_task": self.manager_s_per_task,
+            "library_s_per_compound": self.library_s_per_compound,
+            "source": self.source,
+        }
 
 
-def predict(run_dir: Path, *, cores: int, calibration: Calibration, scale: int = 1,
-            granularity: str = "task", gpus: int = 0) -> dict[str, Any]:
+def predict(
+    run_dir: Path, *, cores: int, calibration: Calibration, scale: int = 1, granularity: str = "task", gpus: int = 0
+) -> dict[str, Any]:
     """The campaign recorded in ``run_dir`` at ``scale`` on ``cores`` cores and ``gpus`` GPUs (one node), simulated:
     run_figures of it. GPU tasks hold their GPU slots (the campaign's shares) for their recorded time."""
     recorded = recorded_campaign(run_dir)
@@ -239,13 +272,20 @@ def predict(run_dir: Path, *, cores: int, calibration: Calibration, scale: int =
         work = Path(tmp)
         library = scaled_library(recorded, scale, work / "library.csv")
         routes = calibration.routes
-        campaign = emulated_campaign(recorded, library, cores, scale, granularity,
-                                     {k.value: m.name for k, m in routes.items()}, gpus=gpus)
+        campaign = emulated_campaign(
+            recorded, library, cores, scale, granularity, {k.value: m.name for k, m in routes.items()}, gpus=gpus
+        )
         shares = shares_per_device(requests(campaign, cores, gpus)) if gpus else 1
-        sim = Simulator(cores, routes, calibration.manager_s_per_task, gpus * shares,
-                        calibration.library_s_per_compound)
-        runner = _ModelRunner(campaign, work / "run", stages=EmulatedStageTasks(campaign, work / "run", durations),
-                              pilot=_ModelPilot(cores, routes, gpus, shares), sim=sim)  # type: ignore[arg-type]
+        sim = Simulator(
+            cores, routes, calibration.manager_s_per_task, gpus * shares, calibration.library_s_per_compound
+        )
+        runner = _ModelRunner(
+            campaign,
+            work / "run",
+            stages=EmulatedStageTasks(campaign, work / "run", durations),
+            pilot=_ModelPilot(cores, routes, gpus, shares),  # type: ignore[arg-type]
+            sim=sim,
+        )
         runner.run()
         figures = run_figures(runner.store)
         runner.store.close()
@@ -286,14 +326,22 @@ def calibrate(emulation_dir: Path, rates: dict[TaskKind, float] | None = None) -
         latency = _median([r["started"] - r["scheduled"] for r in mine])
         rate = (rates or {}).get(kind) or _peak_rate(sorted(r["started"] for r in mine))
         how = "bench null tasks" if (rates or {}).get(kind) else "peak starts/s in the records"
-        found[kind] = BackendModel(f"{backend}:{kind.value}", launch_rate=rate, latency_s=latency,
-                                   source=f"measured: launch rate from {how}, latency from {emulation_dir}")
+        found[kind] = BackendModel(
+            f"{backend}:{kind.value}",
+            launch_rate=rate,
+            latency_s=latency,
+            source=f"measured: launch rate from {how}, latency from {emulation_dir}",
+        )
     if "manager_dispatch_cpu_s" in meta:
         manager, how = meta["manager_dispatch_cpu_s"] / max(len(rows), 1), "main-thread dispatch CPU per task"
     else:
         manager, how = meta.get("manager_cpu_s", 0.0) / max(len(rows), 1), "whole-process CPU per task (older record)"
-    return Calibration(found, manager, source=f"measured on this machine ({how}): {emulation_dir}",
-                       library_s_per_compound=meta.get("library_cpu_s_per_compound", 0.0))
+    return Calibration(
+        found,
+        manager,
+        source=f"measured on this machine ({how}): {emulation_dir}",
+        library_s_per_compound=meta.get("library_cpu_s_per_compound", 0.0),
+    )
 
 
 def cold_start(emulation_dir: Path, recorded: RecordedDurations) -> float:
@@ -305,8 +353,11 @@ def cold_start(emulation_dir: Path, recorded: RecordedDurations) -> float:
     finally:
         store.close()
     base = _median(recorded.infer_per_batch)
-    extra = [r["finished"] - r["started"] - base for r in rows if r["kind"] == "function" and r["stage"] == "infer"
-             and r["started"] and r["finished"]]
+    extra = [
+        r["finished"] - r["started"] - base
+        for r in rows
+        if r["kind"] == "function" and r["stage"] == "infer" and r["started"] and r["finished"]
+    ]
     return max(0.0, _median(extra))
 
 
@@ -327,8 +378,19 @@ def uncontended_cold_start(runs: int = 3) -> float:
         args.write_bytes(pickle.dumps(((0.0, []), {})))
         for _ in range(runs):
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", RUN_FUNCTION, "impeccable.emulate_payloads:emulated_infer",
-                            "--args", str(args), "--result", str(Path(tmp) / "out.pkl")], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    RUN_FUNCTION,
+                    "impeccable.emulate_payloads:emulated_infer",
+                    "--args",
+                    str(args),
+                    "--result",
+                    str(Path(tmp) / "out.pkl"),
+                ],
+                check=True,
+            )
             seconds.append(time.perf_counter() - t0)
     return _median(seconds)
 
@@ -348,30 +410,43 @@ def _median(values: list[float]) -> float:
     return values[len(values) // 2] if values else 0.0
 
 
-
 # ------------------------------------------------------------------ the command
 def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "model", help="predict the makespan of a recorded campaign on large allocations (a model, not a measurement)",
-        description="Validates the model against measured emulations (--validate), or predicts the pilot and the "
-        "srun baseline from 8 to 1,024 nodes (--nodes) with launch rates published for Frontier and the costs "
-        "measured here; every figure it writes is labelled as predicted.")
+    p = sub.add_parser("model", help=MODEL_HELP, description=MODEL_DESCRIPTION)
     p.add_argument("run_dir", type=Path, help="the recorded run the emulations drew their durations from")
-    p.add_argument("--validate", type=Path, nargs="+", metavar="EMULATION.json",
-                   help="emulations (from impeccable emulate --json) to predict and compare with")
+    p.add_argument(
+        "--validate",
+        type=Path,
+        nargs="+",
+        metavar="EMULATION.json",
+        help="emulations (from impeccable emulate --json) to predict and compare with",
+    )
     p.add_argument("--nodes", default="", help="node counts to predict, e.g. 8,16,32,64,128,256,512,1024")
     p.add_argument("--cores-per-node", type=int, default=56, help="default 56 (Frontier)")
-    p.add_argument("--tasks-per-core", type=float, default=1.0,
-                   help="campaign size at each node count, in ligand-granularity tasks per core (default 1)")
-    p.add_argument("--calibrate-from", type=Path, metavar="EMULATION.json",
-                   help="with --validate: calibrate on this emulation (e.g. a smaller one) and predict the others, "
-                   "instead of calibrating each on itself")
-    p.add_argument("--measured", type=Path, nargs="+", metavar="RUN_DIR",
-                   help="with --validate: real runs of the same campaign at the emulation's size (the pilot's, then "
-                   "the baseline's), e.g. the two sides of `compare --nodes 4` that an emulation at 4 x the "
-                   "per-node cores replays: the emulation's and the model's makespan error against them")
-    p.add_argument("--costs-from", type=Path, metavar="EMULATION.json",
-                   help="a measured emulation against srun: its manager time per task and function cold start")
+    size = "campaign size at each node count, in ligand-granularity tasks per core (default 1)"
+    p.add_argument("--tasks-per-core", type=float, default=1.0, help=size)
+    p.add_argument(
+        "--calibrate-from",
+        type=Path,
+        metavar="EMULATION.json",
+        help="with --validate: calibrate on this emulation (e.g. a smaller one) and predict the others, "
+        "instead of calibrating each on itself",
+    )
+    p.add_argument(
+        "--measured",
+        type=Path,
+        nargs="+",
+        metavar="RUN_DIR",
+        help="with --validate: real runs of the same campaign at the emulation's size (the pilot's, then "
+        "the baseline's), e.g. the two sides of `compare --nodes 4` that an emulation at 4 x the "
+        "per-node cores replays: the emulation's and the model's makespan error against them",
+    )
+    p.add_argument(
+        "--costs-from",
+        type=Path,
+        metavar="EMULATION.json",
+        help="a measured emulation against srun: its manager time per task and function cold start",
+    )
     p.add_argument("--json", type=Path, metavar="FILE")
     p.set_defaults(handler=_model)
 
@@ -390,22 +465,29 @@ def _model(args: Any) -> int:
             for side in ("pilot", "baseline"):
                 if row.get(side):
                     v = row[side]
-                    print(f"{row['cores']} cores (calibrated at {row['calibration_cores']}), {side}: measured "
-                          f"{v['measured_makespan_s']:.1f} s, predicted {v['predicted_makespan_s']:.1f} s "
-                          f"(error {100 * v['error']:+.1f} %)")
+                    print(
+                        f"{row['cores']} cores (calibrated at {row['calibration_cores']}), {side}: measured "
+                        f"{v['measured_makespan_s']:.1f} s, predicted {v['predicted_makespan_s']:.1f} s "
+                        f"(error {100 * v['error']:+.1f} %)"
+                    )
                     if "real_run" in v:
                         r = v["real_run"]
-                        print(f"  against the real run {r['run_dir']} ({r['makespan_s']:.1f} s on {', '.join(r['nodes'])}): "
-                              f"emulation {100 * r['emulation_error']:+.1f} %, model {100 * r['model_error']:+.1f} %")
+                        print(
+                            f"  against the real run {r['run_dir']} ({r['makespan_s']:.1f} s on {', '.join(r['nodes'])}): "
+                            f"emulation {100 * r['emulation_error']:+.1f} %, model {100 * r['model_error']:+.1f} %"
+                        )
     if args.nodes:
         if args.costs_from is None:
             raise UserError("--nodes needs --costs-from EMULATION.json (a measured emulation against srun)")
         nodes = [int(n) for n in args.nodes.split(",") if n]
-        result["prediction"] = predict_scaling(args.run_dir, args.costs_from, nodes, args.cores_per_node,
-                                               args.tasks_per_core)
+        result["prediction"] = predict_scaling(
+            args.run_dir, args.costs_from, nodes, args.cores_per_node, args.tasks_per_core
+        )
         for row in result["prediction"]["rows"]:
-            print(f"{row['nodes']:5d} nodes: pilot {row['pilot_makespan_s']:.0f} s, srun {row['srun_makespan_s']:.0f} s, "
-                  f"ratio {row['makespan_ratio']:.2f} (predicted)")
+            print(
+                f"{row['nodes']:5d} nodes: pilot {row['pilot_makespan_s']:.0f} s, srun {row['srun_makespan_s']:.0f} s, "
+                f"ratio {row['makespan_ratio']:.2f} (predicted)"
+            )
     if args.json:
         print(f"wrote {write_json(args.json, result)}")
     return 0
@@ -421,20 +503,34 @@ def validate_one(run_dir: Path, emulation_json: Path, calibrate_from: Path | Non
     measured = json.loads(emulation_json.read_text())
     source = json.loads(calibrate_from.read_text()) if calibrate_from else measured
     settings = measured["settings"]
-    row: dict[str, Any] = {"emulation": str(emulation_json), "cores": settings["cores"], "scale": settings["scale"],
-                           "calibrated_on": str(calibrate_from or emulation_json),
-                           "calibration_cores": source["settings"]["cores"]}
+    row: dict[str, Any] = {
+        "emulation": str(emulation_json),
+        "cores": settings["cores"],
+        "scale": settings["scale"],
+        "calibrated_on": str(calibrate_from or emulation_json),
+        "calibration_cores": source["settings"]["cores"],
+    }
     srun_ceiling = settings.get("srun_max_running") or settings["cores"]  # as the predicted run had it
     for side in ("pilot", "baseline"):
         if not (measured.get("runs") or {}).get(side) or not (source.get("runs") or {}).get(side):
             continue
         calibration = _calibrate_side(run_dir, source, side, srun_ceiling=srun_ceiling)
-        predicted = predict(run_dir, cores=settings["cores"], calibration=calibration, scale=settings["scale"],
-                            granularity=settings["granularity"])
+        predicted = predict(
+            run_dir,
+            cores=settings["cores"],
+            calibration=calibration,
+            scale=settings["scale"],
+            granularity=settings["granularity"],
+        )
         m = measured[side]["makespan_s"]
-        row[side] = {"measured_makespan_s": m, "predicted_makespan_s": predicted["makespan_s"],
-                     "error": (predicted["makespan_s"] - m) / m, "measured_tasks": measured[side]["tasks"],
-                     "predicted_tasks": predicted["tasks"], "calibration": calibration.as_dict()}
+        row[side] = {
+            "measured_makespan_s": m,
+            "predicted_makespan_s": predicted["makespan_s"],
+            "error": (predicted["makespan_s"] - m) / m,
+            "measured_tasks": measured[side]["tasks"],
+            "predicted_tasks": predicted["tasks"],
+            "calibration": calibration.as_dict(),
+        }
     return row
 
 
@@ -453,9 +549,14 @@ def against_real_runs(row: dict[str, Any], runs: list[Path]) -> None:
         finally:
             store.close()
         v, m = row[side], real["makespan_s"]
-        v["real_run"] = {"run_dir": str(run), "makespan_s": m, "nodes": real["nodes"], "cores": real["cores"],
-                         "emulation_error": (v["measured_makespan_s"] - m) / m,
-                         "model_error": (v["predicted_makespan_s"] - m) / m}
+        v["real_run"] = {
+            "run_dir": str(run),
+            "makespan_s": m,
+            "nodes": real["nodes"],
+            "cores": real["cores"],
+            "emulation_error": (v["measured_makespan_s"] - m) / m,
+            "model_error": (v["predicted_makespan_s"] - m) / m,
+        }
 
 
 def _calibrate_side(run_dir: Path, emulation: dict[str, Any], side: str, srun_ceiling: int) -> Calibration:
@@ -471,17 +572,30 @@ def _calibrate_side(run_dir: Path, emulation: dict[str, Any], side: str, srun_ce
     rates = {kind: launch_rate(backends[kind.value], kind, cores) for kind in TaskKind if kind not in srun_kinds}
     calibration = calibrate(Path(emulation["runs"][side]), rates)
     # a function step is a fresh `python -m`: it pays the cold start measured in these records
-    cold = (cold_start(Path(emulation["runs"][side]), RecordedDurations.from_run(run_dir))
-            if TaskKind.FUNCTION in srun_kinds else 0.0)
-    routes = {kind: (replace(m, max_running=srun_ceiling, ceiling_group="srun",
-                             cold_start_s=cold if kind is TaskKind.FUNCTION else m.cold_start_s)
-                     if kind in srun_kinds else m)
-              for kind, m in calibration.routes.items()}
+    cold = (
+        cold_start(Path(emulation["runs"][side]), RecordedDurations.from_run(run_dir))
+        if TaskKind.FUNCTION in srun_kinds
+        else 0.0
+    )
+    routes = {
+        kind: (
+            replace(
+                m,
+                max_running=srun_ceiling,
+                ceiling_group="srun",
+                cold_start_s=cold if kind is TaskKind.FUNCTION else m.cold_start_s,
+            )
+            if kind in srun_kinds
+            else m
+        )
+        for kind, m in calibration.routes.items()
+    }
     return replace(calibration, routes=routes)
 
 
-def predict_scaling(run_dir: Path, costs_from: Path, nodes: list[int], cores_per_node: int,
-                    tasks_per_core: float) -> dict[str, Any]:
+def predict_scaling(
+    run_dir: Path, costs_from: Path, nodes: list[int], cores_per_node: int, tasks_per_core: float
+) -> dict[str, Any]:
     """Pilot (Flux + Dragon, published rates) and srun (published peak, site ceiling) from ``nodes``;
     the manager's time per task (from ``costs_from``) and the function cold start (uncontended, measured now;
     the contended one of ``costs_from`` is reported beside it) measured here. Predicted, not measured."""
@@ -496,20 +610,43 @@ def predict_scaling(run_dir: Path, costs_from: Path, nodes: list[int], cores_per
     for n in nodes:
         cores = n * cores_per_node
         scale = max(1, round(tasks_per_core * cores / _tasks_at_scale_one(run_dir)))
-        pilot = Calibration({TaskKind.EXECUTABLE: PUBLISHED["flux"], TaskKind.FUNCTION: PUBLISHED["dragon"]}, manager,
-                            "published rates (reference study), manager time measured here", library)
-        srun = Calibration({TaskKind.EXECUTABLE: PUBLISHED["srun"],
-                            TaskKind.FUNCTION: replace(PUBLISHED["srun"], cold_start_s=cold)}, manager,
-                            "published srun peak; function cold start measured here, uncontended", library)
+        pilot = Calibration(
+            {TaskKind.EXECUTABLE: PUBLISHED["flux"], TaskKind.FUNCTION: PUBLISHED["dragon"]},
+            manager,
+            "published rates (reference study), manager time measured here",
+            library,
+        )
+        srun = Calibration(
+            {TaskKind.EXECUTABLE: PUBLISHED["srun"], TaskKind.FUNCTION: replace(PUBLISHED["srun"], cold_start_s=cold)},
+            manager,
+            "published srun peak; function cold start measured here, uncontended",
+            library,
+        )
         p = predict(run_dir, cores=cores, calibration=pilot, scale=scale, granularity="ligand")
         b = predict(run_dir, cores=cores, calibration=srun, scale=scale, granularity="ligand")
-        rows.append({"nodes": n, "cores": cores, "scale": scale, "tasks": p["tasks"],
-                     "pilot_makespan_s": p["makespan_s"], "srun_makespan_s": b["makespan_s"],
-                     "makespan_ratio": p["makespan_s"] / b["makespan_s"], "pilot_utilization": p["utilization"],
-                     "srun_utilization": b["utilization"]})
-    return {"predicted": True, "cores_per_node": cores_per_node, "tasks_per_core": tasks_per_core,
-            "manager_s_per_task": manager, "library_s_per_compound": library, "function_cold_start_s": cold,
-            "function_cold_start_contended_s": contended, "rows": rows}
+        rows.append(
+            {
+                "nodes": n,
+                "cores": cores,
+                "scale": scale,
+                "tasks": p["tasks"],
+                "pilot_makespan_s": p["makespan_s"],
+                "srun_makespan_s": b["makespan_s"],
+                "makespan_ratio": p["makespan_s"] / b["makespan_s"],
+                "pilot_utilization": p["utilization"],
+                "srun_utilization": b["utilization"],
+            }
+        )
+    return {
+        "predicted": True,
+        "cores_per_node": cores_per_node,
+        "tasks_per_core": tasks_per_core,
+        "manager_s_per_task": manager,
+        "library_s_per_compound": library,
+        "function_cold_start_s": cold,
+        "function_cold_start_contended_s": contended,
+        "rows": rows,
+    }
 
 
 def _tasks_at_scale_one(run_dir: Path) -> int:
@@ -519,4 +656,6 @@ def _tasks_at_scale_one(run_dir: Path) -> int:
     from .library_stage import raw_records
 
     library = sum(1 for _ in raw_records(c))  # the first library.limit
-    return c.dock.seed_sample + c.redock.top_k + c.md.top_m * (c.md.replicas + 2) + -(-library // c.infer.batch_size) + 1
+    return (
+        c.dock.seed_sample + c.redock.top_k + c.md.top_m * (c.md.replicas + 2) + -(-library // c.infer.batch_size) + 1
+    )

@@ -32,8 +32,13 @@ def read_node_events(run_dir: Path) -> list[dict[str, Any]]:
 def describe(event: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
     """One loss in words, with the tasks that ran there and ran again (their records keep the reason)."""
     text = NodeEvent(event["node"], event["state"], event["when"]).describe()
-    rerun = [r for r in rows if r.get("session") == event["session"]
-             and (r.get("error") or "").startswith(f"node {event['node']} lost")]
+    rerun = [
+        r
+        for r in rows
+        if r.get("session") == event["session"] and (r.get("error") or "").startswith(f"node {event['node']} lost")
+    ]
     done = sum(1 for r in rerun if r.get("state") == "DONE")
-    return (f"session {event['session']}: {text}: {len(rerun)} task(s) were running there and went back to the "
-            f"queue, {done} of them then finished elsewhere")
+    return (
+        f"session {event['session']}: {text}: {len(rerun)} task(s) were running there and went back to the "
+        f"queue, {done} of them then finished elsewhere"
+    )

@@ -54,10 +54,15 @@ class HitPanel:
         found = self.interactions.get(cid)
         member = self.clusters.get(cid)
         row = found.columns() if found else dict.fromkeys(INTERACTION_COLUMNS, "")
-        row.update({"cluster": str(member.cluster) if member else "", "cluster_size": str(member.size) if member else "",
-                    "cluster_best": ("yes" if member.representative else "no") if member else "",
-                    "diverse_pick": "yes" if cid in {h.id for h in self.diverse} else "",
-                    "md_spread": self.md_spread.get(cid, "")})
+        row.update(
+            {
+                "cluster": str(member.cluster) if member else "",
+                "cluster_size": str(member.size) if member else "",
+                "cluster_best": ("yes" if member.representative else "no") if member else "",
+                "diverse_pick": "yes" if cid in {h.id for h in self.diverse} else "",
+                "md_spread": self.md_spread.get(cid, ""),
+            }
+        )
         return row
 
 
@@ -65,12 +70,12 @@ def hit_panel(store: Store, ranked: Sequence[Hit], settings: HitsSection) -> Hit
     """Clusters of the first ``cluster_pool`` hits, interactions of the first ``interactions_top`` poses and of
     every diverse pick, and the diverse top N (hinge binders only if ``require_hinge_hbond``)."""
     panel = HitPanel(list(ranked), settings, receptor=_receptor_pdb(store))
-    pool = panel.ranked[:settings.cluster_pool]
+    pool = panel.ranked[: settings.cluster_pool]
     panel.clusters = butina_clusters([(h.id, h.smiles) for h in pool], settings.cluster_similarity)
     panel.md_spread = {cid: md_spread(doc) for cid, doc in md_details(store).items()}
     profiler = _profiler(panel)
     if profiler is not None:
-        for h in pool[:settings.interactions_top]:
+        for h in pool[: settings.interactions_top]:
             panel.interactions[h.id] = profiler.profile(h.id, store.pose(h.id))
     ids = [h.id for h in pool]
     if settings.require_hinge_hbond and profiler is not None:
@@ -134,7 +139,9 @@ def ligand_efficiency(hit: Hit) -> float | None:
     return None if value is None else float(value)
 
 
-def export_picks(store: Store, folder: Path, top: int | None, settings: HitsSection) -> tuple[list[Path], int, HitPanel]:
+def export_picks(
+    store: Store, folder: Path, top: int | None, settings: HitsSection
+) -> tuple[list[Path], int, HitPanel]:
     """``hits.csv``/``hits.sdf`` with the interaction and cluster columns, then ``diverse.csv``/``diverse.sdf``
     (the diverse picks among the exported hits); returns the four paths, the hits exported, and the panel."""
     ranked = ranked_hits(store)

@@ -26,8 +26,9 @@ def _ran(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r.get("started") is not None and r.get("finished") is not None]
 
 
-def timeline(rows: Sequence[dict[str, Any]], cores: int, title: str = "task timeline", gpus: int = 0,
-             nodes: Sequence[str] = ()) -> bytes:
+def timeline(
+    rows: Sequence[dict[str, Any]], cores: int, title: str = "task timeline", gpus: int = 0, nodes: Sequence[str] = ()
+) -> bytes:
     """Gantt-like: one line per core slot, a bar per task on each slot it held, coloured by stage; the ``gpus``
     GPU slots are rows above the cores (hatched), so a GPU idle while cores are busy shows; with several
     ``nodes`` (slot i on node i // (cores / nodes)) the core slots are grouped and labelled by node."""
@@ -44,8 +45,13 @@ def timeline(rows: Sequence[dict[str, Any]], cores: int, title: str = "task time
             for slot in [*(r.get("slots") or [0]), *(cores + g for g in (r.get("gpu_slots") or []) if gpus)]:
                 spans[(slot, stage)].append((r["started"] - t0, max(r["finished"] - r["started"], 1e-4)))
         for (slot, stage), bars in spans.items():
-            ax.broken_barh(bars, (slot - 0.4, 0.8), facecolors=colour[stage], edgecolor="none",
-                           hatch="///" if slot >= cores else None)
+            ax.broken_barh(
+                bars,
+                (slot - 0.4, 0.8),
+                facecolors=colour[stage],
+                edgecolor="none",
+                hatch="///" if slot >= cores else None,
+            )
         if gpus:
             ax.axhline(cores - 0.5, color="k", linewidth=0.8)
             ax.text(0, cores - 0.3, "GPU slots above", fontsize=8, va="bottom")
@@ -115,10 +121,16 @@ def stage_throughput(rows: Sequence[dict[str, Any]]) -> tuple[bytes, list[dict[s
     for stage, rs in sorted(by_stage.items()):
         span = max(r["finished"] for r in rs) - min(r["started"] for r in rs)
         runtimes = sorted(r["finished"] - r["started"] for r in rs)
-        table.append({"stage": stage, "tasks": len(rs), "span_s": span,
-                      "tasks_per_s": len(rs) / span if span > 0 else float("nan"),
-                      "median_runtime_s": runtimes[len(runtimes) // 2],
-                      "core_s": sum(r["cores"] * (r["finished"] - r["started"]) for r in rs)})
+        table.append(
+            {
+                "stage": stage,
+                "tasks": len(rs),
+                "span_s": span,
+                "tasks_per_s": len(rs) / span if span > 0 else float("nan"),
+                "median_runtime_s": runtimes[len(runtimes) // 2],
+                "core_s": sum(r["cores"] * (r["finished"] - r["started"]) for r in rs),
+            }
+        )
     fig, ax = plt.subplots(figsize=(7, 3))
     ax.bar([t["stage"] for t in table], [t["tasks_per_s"] for t in table], color=STAGE_COLOURS[: len(table)])
     ax.set_ylabel("tasks/s while the stage ran")
@@ -158,14 +170,19 @@ def histogram_grid(histograms: dict[str, dict[str, list[float]]], title: str) ->
     fig, axes = plt.subplots(rows, 4, figsize=(12, 2.6 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names):
         edges, counts = histograms[name]["edges"], histograms[name]["counts"]
-        ax.bar(edges[:-1], counts, width=[b - a for a, b in zip(edges[:-1], edges[1:])], align="edge",
-               color=STAGE_COLOURS[0])
+        ax.bar(
+            edges[:-1],
+            counts,
+            width=[b - a for a, b in zip(edges[:-1], edges[1:])],
+            align="edge",
+            color=STAGE_COLOURS[0],
+        )
         used = [i for i, n in enumerate(counts) if n]
         if used:  # the range the library occupies, one bin either side
             ax.set_xlim(edges[max(used[0] - 1, 0)], edges[min(used[-1] + 2, len(edges) - 1)])
         ax.set_title(name, fontsize=9)
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

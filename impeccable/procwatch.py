@@ -149,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     while watch.sample():
         if a.out:
-            a.out.write_text(json.dumps({"pid": a.pid, "watched_s": round(time.time() - started), **watch.summary()},
-                                        indent=1))
+            a.out.write_text(
+                json.dumps({"pid": a.pid, "watched_s": round(time.time() - started), **watch.summary()}, indent=1)
+            )
         time.sleep(a.interval)
     print(json.dumps(watch.summary(), indent=1))
     return 0 if watch.seen else 1

@@ -13,8 +13,11 @@ class ProgressView:
 
     def __init__(self) -> None:
         self.progress = Progress(
-            TextColumn("[bold]{task.description:<14}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[failed]}"), TimeElapsedColumn(),
+            TextColumn("[bold]{task.description:<14}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[failed]}"),
+            TimeElapsedColumn(),
         )
         self.bars: dict[str, Any] = {}
 
@@ -29,8 +32,9 @@ class ProgressView:
         failed = f"[red]{p.failed} failed" if p.failed else ""
         if stage not in self.bars:
             self.bars[stage] = self.progress.add_task(stage, total=p.total or None, failed=failed)
-        self.progress.update(self.bars[stage], total=max(p.total, p.done + p.failed) or None,
-                             completed=p.done + p.failed, failed=failed)
+        self.progress.update(
+            self.bars[stage], total=max(p.total, p.done + p.failed) or None, completed=p.done + p.failed, failed=failed
+        )
 
 
 @dataclasses.dataclass

@@ -10,13 +10,17 @@ from typing import Any
 
 from .fileio import write_json
 
+RESOURCES_HELP = "the cores and GPUs a pilot would hold here, and where each number came from"
+RESOURCES_DESCRIPTION = (
+    "Prints this node's cores and GPUs as a pilot with pilot.cores and pilot.gpus left "
+    "to their defaults would find them: the Slurm job's CPUs or this process's affinity mask; "
+    "GPUs from CUDA_VISIBLE_DEVICES / ROCR_VISIBLE_DEVICES / HIP_VISIBLE_DEVICES, Flux's R, "
+    "Slurm's variables, NVML, nvidia-smi or rocm-smi, the first that answers."
+)
+
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("resources", help="the cores and GPUs a pilot would hold here, and where each number came from",
-                       description="Prints this node's cores and GPUs as a pilot with pilot.cores and pilot.gpus left "
-                       "to their defaults would find them: the Slurm job's CPUs or this process's affinity mask; "
-                       "GPUs from CUDA_VISIBLE_DEVICES / ROCR_VISIBLE_DEVICES / HIP_VISIBLE_DEVICES, Flux's R, "
-                       "Slurm's variables, NVML, nvidia-smi or rocm-smi, the first that answers.")
+    p = sub.add_parser("resources", help=RESOURCES_HELP, description=RESOURCES_DESCRIPTION)
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
     p.set_defaults(handler=_resources)
 
@@ -27,11 +31,23 @@ def resources_here() -> dict[str, Any]:
     from .runtime.resources import cores_source, machine_cores
 
     found = discover()
-    node = {"name": socket.gethostname(), "cores": machine_cores(), "cores_source": cores_source(),
-            "gpus": found.count, "gpu_ids": list(found.ids), "gpu_names": list(found.names),
-            "gpu_vendor": found.vendor, "gpus_source": found.source, "gpus_checked": list(found.checked)}
-    return {"nodes": [node], "cores": node["cores"], "gpus": node["gpus"],
-            "note": "this node only; a pilot over several nodes gives each the same number (pilot.nodes)"}
+    node = {
+        "name": socket.gethostname(),
+        "cores": machine_cores(),
+        "cores_source": cores_source(),
+        "gpus": found.count,
+        "gpu_ids": list(found.ids),
+        "gpu_names": list(found.names),
+        "gpu_vendor": found.vendor,
+        "gpus_source": found.source,
+        "gpus_checked": list(found.checked),
+    }
+    return {
+        "nodes": [node],
+        "cores": node["cores"],
+        "gpus": node["gpus"],
+        "note": "this node only; a pilot over several nodes gives each the same number (pilot.nodes)",
+    }
 
 
 def _resources(args: argparse.Namespace) -> int:

@@ -19,9 +19,11 @@ from .store import Store, md_details
 MD_FIELDS = ("replica_means_kcal_mol", "ligand_rmsd_mean_angstrom", "hinge_hbond_occupancy", "hinge_residue")
 RANK_ORDERS = ("vina", "ligand_efficiency", "surrogate", "mmgbsa")
 DEFAULT_ORDER = "vina"
-ORDER_NOTE = ("Ranked by Vina score (best state), the one score every docked compound has, computed the same way "
-              "for all. Separate ranks by ligand efficiency, surrogate prediction and MM/GBSA stand beside it; "
-              "MM/GBSA ranks only the compounds that had MD, and having MD never moves a compound up.")
+ORDER_NOTE = (
+    "Ranked by Vina score (best state), the one score every docked compound has, computed the same way "
+    "for all. Separate ranks by ligand efficiency, surrogate prediction and MM/GBSA stand beside it; "
+    "MM/GBSA ranks only the compounds that had MD, and having MD never moves a compound up."
+)
 
 
 @dataclass(frozen=True)
@@ -85,15 +87,29 @@ def ranked_hits(store: Store, order: str = DEFAULT_ORDER) -> list[Hit]:
         "surrogate": {cid: predicted[cid] for cid, _, _ in scores if cid in predicted},
         "mmgbsa": {cid: md[cid][0] for cid, _, _ in scores if cid in md and md[cid][0] is not None},
     }
-    ranks = {name: {cid: i + 1 for i, cid in enumerate(sorted(v, key=lambda c: (v[c], c)))}
-             for name, v in values.items()}
+    ranks = {
+        name: {cid: i + 1 for i, cid in enumerate(sorted(v, key=lambda c: (v[c], c)))} for name, v in values.items()
+    }
     first, vina = ranks[order], ranks["vina"]
     ordered = sorted(scores, key=lambda row: (row[0] not in first, first.get(row[0], 0), vina[row[0]]))
-    return [Hit(i + 1, cid, smi, score, predicted.get(cid), values["mmgbsa"].get(cid),
-                md[cid][1] if cid in md else None, origins.get(cid, ""), states.get(cid),
-                _verdict(checks.get(cid)), le[cid], {n: r[cid] for n, r in ranks.items() if cid in r},
-                details.get(cid))
-            for i, (cid, smi, score) in enumerate(ordered)]
+    return [
+        Hit(
+            i + 1,
+            cid,
+            smi,
+            score,
+            predicted.get(cid),
+            values["mmgbsa"].get(cid),
+            md[cid][1] if cid in md else None,
+            origins.get(cid, ""),
+            states.get(cid),
+            _verdict(checks.get(cid)),
+            le[cid],
+            {n: r[cid] for n, r in ranks.items() if cid in r},
+            details.get(cid),
+        )
+        for i, (cid, smi, score) in enumerate(ordered)
+    ]
 
 
 def md_cell(h: Hit) -> str:
@@ -173,8 +189,18 @@ def stage_counts(store: Store) -> list[tuple[str, int, int, int]]:
     from .library_store import LibraryStore
 
     lib = LibraryStore(store).counts()
-    out = [(f"library (kept {lib.kept}, filtered {lib.filtered}, duplicates {lib.duplicates})",
-            lib.rows - lib.failed, lib.failed, lib.batches)] if lib.batches else []
+    out = (
+        [
+            (
+                f"library (kept {lib.kept}, filtered {lib.filtered}, duplicates {lib.duplicates})",
+                lib.rows - lib.failed,
+                lib.failed,
+                lib.batches,
+            )
+        ]
+        if lib.batches
+        else []
+    )
     for origin, label in (("seed", "seed dock"), ("redock", "re-dock")):
         ok, bad = store.dock_counts(origin)
         out.append((f"{label} (compounds)", ok, bad, 0))
@@ -236,19 +262,27 @@ def run_status(store: Store, run_dir: Path) -> RunStatus:
     from .stalls import describe, read_stalls
 
     sessions = sessions_with_liveness(store, run_dir)
-    failed = [f"{r['stage']} {r['name']}: {r['error']}" for r in
-              (store.task_rows(sessions[-1]["session"]) if sessions else []) if r["state"] == "FAILED"]
-    return RunStatus(name=store.get_meta("name") or Path(run_dir).name, run_dir=Path(run_dir), sessions=sessions,
-                     stages=[StageCount(stage, done, bad) for stage, done, bad, _ in stage_counts(store)],
-                     task_states=store.task_state_counts(), failed_tasks=failed,
-                     stalls=[describe(event) for event in read_stalls(run_dir)], left_out=skip_counts(store),
-                     unlisted_library_rows=_unlisted_library_skips(store))
+    failed = [
+        f"{r['stage']} {r['name']}: {r['error']}"
+        for r in (store.task_rows(sessions[-1]["session"]) if sessions else [])
+        if r["state"] == "FAILED"
+    ]
+    return RunStatus(
+        name=store.get_meta("name") or Path(run_dir).name,
+        run_dir=Path(run_dir),
+        sessions=sessions,
+        stages=[StageCount(stage, done, bad) for stage, done, bad, _ in stage_counts(store)],
+        task_states=store.task_state_counts(),
+        failed_tasks=failed,
+        stalls=[describe(event) for event in read_stalls(run_dir)],
+        left_out=skip_counts(store),
+        unlisted_library_rows=_unlisted_library_skips(store),
+    )
 
 
 def print_status(status: RunStatus) -> None:
     console = Console()
-    console.print(f"[bold]{status.name}[/] in {status.run_dir}: "
-                  f"{len(status.sessions)} session(s), last {status.state}")
+    console.print(f"[bold]{status.name}[/] in {status.run_dir}: {len(status.sessions)} session(s), last {status.state}")
     table = Table()
     table.add_column("stage")
     table.add_column("done", justify="right")
@@ -264,8 +298,10 @@ def print_status(status: RunStatus) -> None:
             left.add_row(stage, category, str(n))
         console.print(left)
     if status.unlisted_library_rows:
-        console.print(f"{status.unlisted_library_rows} more library rows skipped for an empty id or SMILES (only the first 1,000 "
-                      "are listed one by one)")
+        console.print(
+            f"{status.unlisted_library_rows} more library rows skipped for an empty id or SMILES (only the first 1,000 "
+            "are listed one by one)"
+        )
     tasks = Table(title="task records")
     for col in ("stage", "state", "tasks"):
         tasks.add_column(col)
@@ -292,9 +328,19 @@ def spreadsheet_safe(text: str) -> str:
     return "'" + text if text.startswith(FORMULA_START) else text
 
 
-EXTRA_COLUMNS = ("ligand_efficiency", "rank_vina", "rank_ligand_efficiency", "rank_surrogate", "rank_mmgbsa",
-                 "mmgbsa_replicas_kcal_mol", "mmgbsa_ci95_low_kcal_mol", "mmgbsa_ci95_high_kcal_mol",
-                 "md_ligand_rmsd_angstrom", "md_hinge_hbond_occupancy", "md_hinge_residue")
+EXTRA_COLUMNS = (
+    "ligand_efficiency",
+    "rank_vina",
+    "rank_ligand_efficiency",
+    "rank_surrogate",
+    "rank_mmgbsa",
+    "mmgbsa_replicas_kcal_mol",
+    "mmgbsa_ci95_low_kcal_mol",
+    "mmgbsa_ci95_high_kcal_mol",
+    "md_ligand_rmsd_angstrom",
+    "md_hinge_hbond_occupancy",
+    "md_hinge_residue",
+)
 
 
 def _num(value: float | None) -> str:
@@ -305,15 +351,25 @@ def _extra(h: Hit) -> list[str]:
     """The export's columns after pose_check: ligand efficiency, each rank, the MD replicas and observables."""
     md = h.md or {}
     ci = h.mmgbsa_ci95
-    return [_num(h.ligand_efficiency), *[str(h.ranks.get(n, "")) for n in RANK_ORDERS],
-            ";".join(f"{v:.3f}" for v in md.get("replica_means_kcal_mol") or []),
-            _num(ci[0] if ci else None), _num(ci[1] if ci else None),
-            _num(md.get("ligand_rmsd_mean_angstrom")), _num(md.get("hinge_hbond_occupancy")),
-            md.get("hinge_residue") or ""]
+    return [
+        _num(h.ligand_efficiency),
+        *[str(h.ranks.get(n, "")) for n in RANK_ORDERS],
+        ";".join(f"{v:.3f}" for v in md.get("replica_means_kcal_mol") or []),
+        _num(ci[0] if ci else None),
+        _num(ci[1] if ci else None),
+        _num(md.get("ligand_rmsd_mean_angstrom")),
+        _num(md.get("hinge_hbond_occupancy")),
+        md.get("hinge_residue") or "",
+    ]
 
 
-def export(store: Store, folder: Path, top: int | None = None, check_poses: int = 20,
-           annotate: Callable[[str], dict[str, str]] | None = None) -> tuple[Path, Path, int]:
+def export(
+    store: Store,
+    folder: Path,
+    top: int | None = None,
+    check_poses: int = 20,
+    annotate: Callable[[str], dict[str, str]] | None = None,
+) -> tuple[Path, Path, int]:
     """Ranked hits as CSV (scores from every stage) and SDF (docked poses with the scores as properties).
 
     The first ``check_poses`` poses are checked with PoseBusters; ``pose_check`` names the failed checks.
@@ -334,14 +390,41 @@ def export(store: Store, folder: Path, top: int | None = None, check_poses: int 
     extra_columns = list(next(iter(extra.values()), {}))
     with open(tmp_csv, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["rank", "id", "smiles", "dock_score_kcal_mol", "surrogate_prediction",
-                         "mmgbsa_kcal_mol", "mmgbsa_stderr_kcal_mol", "origin", "state_smiles", "pose_check",
-                         *EXTRA_COLUMNS, "source", "source_ids", *extra_columns])
+        writer.writerow(
+            [
+                "rank",
+                "id",
+                "smiles",
+                "dock_score_kcal_mol",
+                "surrogate_prediction",
+                "mmgbsa_kcal_mol",
+                "mmgbsa_stderr_kcal_mol",
+                "origin",
+                "state_smiles",
+                "pose_check",
+                *EXTRA_COLUMNS,
+                "source",
+                "source_ids",
+                *extra_columns,
+            ]
+        )
         for h in hits:
-            writer.writerow([h.rank, spreadsheet_safe(h.id), spreadsheet_safe(h.smiles), f"{h.dock_score:.3f}",
-                             _num(h.predicted), _num(h.mmgbsa), _num(h.mmgbsa_stderr), h.origin,
-                             spreadsheet_safe(h.state_smiles or ""), spreadsheet_safe(h.pose_check), *_extra(h),
-                             *map(spreadsheet_safe, [*sources[h.id], *extra.get(h.id, {}).values()])])
+            writer.writerow(
+                [
+                    h.rank,
+                    spreadsheet_safe(h.id),
+                    spreadsheet_safe(h.smiles),
+                    f"{h.dock_score:.3f}",
+                    _num(h.predicted),
+                    _num(h.mmgbsa),
+                    _num(h.mmgbsa_stderr),
+                    h.origin,
+                    spreadsheet_safe(h.state_smiles or ""),
+                    spreadsheet_safe(h.pose_check),
+                    *_extra(h),
+                    *map(spreadsheet_safe, [*sources[h.id], *extra.get(h.id, {}).values()]),
+                ]
+            )
     writer = Chem.SDWriter(str(tmp_sdf))
     for h in hits:
         block = store.pose(h.id)
@@ -349,12 +432,19 @@ def export(store: Store, folder: Path, top: int | None = None, check_poses: int 
         if mol is None:
             continue
         mol.SetProp("_Name", h.id)
-        for key, value in (("rank", h.rank), ("smiles", h.smiles), ("dock_score_kcal_mol", h.dock_score),
-                           ("mmgbsa_kcal_mol", h.mmgbsa), ("mmgbsa_stderr_kcal_mol", h.mmgbsa_stderr),
-                           ("state_smiles", h.state_smiles), ("pose_check", h.pose_check or None),
-                           *zip(EXTRA_COLUMNS, _extra(h)),
-                           ("source", sources[h.id][0]), ("source_ids", sources[h.id][1]),
-                           *extra.get(h.id, {}).items()):
+        for key, value in (
+            ("rank", h.rank),
+            ("smiles", h.smiles),
+            ("dock_score_kcal_mol", h.dock_score),
+            ("mmgbsa_kcal_mol", h.mmgbsa),
+            ("mmgbsa_stderr_kcal_mol", h.mmgbsa_stderr),
+            ("state_smiles", h.state_smiles),
+            ("pose_check", h.pose_check or None),
+            *zip(EXTRA_COLUMNS, _extra(h)),
+            ("source", sources[h.id][0]),
+            ("source_ids", sources[h.id][1]),
+            *extra.get(h.id, {}).items(),
+        ):
             if value is not None and value != "":
                 mol.SetProp(key, str(value))
         writer.write(mol)

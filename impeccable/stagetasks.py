@@ -105,11 +105,24 @@ class StageTasks:
         ligands = batch.folder / "ligands.csv"
         write_library(batch.records, ligands)  # quoted CSV: an id may hold a comma
         d = self.c.dock
-        argv = dock.command(self.c.receptor.path, ligands, out, exhaustiveness=d.exhaustiveness, seed=d.seed,
-                            site=self.c.receptor.site,
-                            extra=[*self.c.ligands.dock_args(), "--metals", self.c.receptor.metals])
-        return executable_task(argv, name=f"dock {batch.key}", ranks=d.ranks, mpi=d.ranks > 1, cwd=str(batch.folder),
-                               tags=self._tags(batch.task_stage, batch.round), stderr=str(batch.folder / "stderr.log"))
+        argv = dock.command(
+            self.c.receptor.path,
+            ligands,
+            out,
+            exhaustiveness=d.exhaustiveness,
+            seed=d.seed,
+            site=self.c.receptor.site,
+            extra=[*self.c.ligands.dock_args(), "--metals", self.c.receptor.metals],
+        )
+        return executable_task(
+            argv,
+            name=f"dock {batch.key}",
+            ranks=d.ranks,
+            mpi=d.ranks > 1,
+            cwd=str(batch.folder),
+            tags=self._tags(batch.task_stage, batch.round),
+            stderr=str(batch.folder / "stderr.log"),
+        )
 
     def dock_rows(self, batch: DockBatch, complete: bool = True) -> list[DockRow]:
         """A row for every compound of the batch with a complete line in the task's rank files, whatever
@@ -125,19 +138,37 @@ class StageTasks:
             cid = item.get("id")
             if cid in by_id and cid not in seen:
                 seen.add(cid)
-                rows.append(DockRow(cid, by_id[cid].smiles, batch.round, batch.origin, item.get("score_kcal_mol"),
-                                    item.get("pose_sdf"), item.get("error"), item.get("state_smiles")))
+                rows.append(
+                    DockRow(
+                        cid,
+                        by_id[cid].smiles,
+                        batch.round,
+                        batch.origin,
+                        item.get("score_kcal_mol"),
+                        item.get("pose_sdf"),
+                        item.get("error"),
+                        item.get("state_smiles"),
+                    )
+                )
         if complete:
             lost = f"the docking task wrote no result for it (see {batch.folder / 'stderr.log'})"
-            rows += [DockRow(cid, by_id[cid].smiles, batch.round, batch.origin, None, None, lost)
-                     for cid in sorted(set(by_id) - seen)]
+            rows += [
+                DockRow(cid, by_id[cid].smiles, batch.round, batch.origin, None, None, lost)
+                for cid in sorted(set(by_id) - seen)
+            ]
         return rows
 
     # ------------------------------------------------------------------ library preparation
     def prepare_task(self, batch: int, smiles: list[str], settings: dict[str, Any]) -> Task:
         """Standardise, filter and key one batch of the library (stages/prepare.py); only SMILES travel."""
-        return function_task("impeccable.work:prepare_library", smiles, settings, name=f"library b{batch:05d}",
-                             tags=self._tags("library", 0))
+        return function_task(
+            "impeccable.work:prepare_library",
+            smiles,
+            settings,
+            name=f"library b{batch:05d}",
+            tags=self._tags("library", 0),
+        )
+
     def dock_stored(self, batch: DockBatch) -> None:
         """Mark the batch's folder as read into the store (a resumed run does not read it again)."""
         try:
@@ -159,8 +190,11 @@ class StageTasks:
             try:
                 records = tuple(read_library(folder / "ligands.csv"))
             except Exception as exc:  # noqa: BLE001 - a folder we cannot read is docked again, not fatal
-                print(f"warning: {folder}: its docking results cannot be read back ({exc}); its compounds "
-                      "are docked again", file=sys.stderr)
+                print(
+                    f"warning: {folder}: its docking results cannot be read back ({exc}); its compounds "
+                    "are docked again",
+                    file=sys.stderr,
+                )
                 continue
             yield DockBatch(records, folder.name, int(match["index"]), int(match["round"]), match["origin"], folder)
 
@@ -172,9 +206,19 @@ class StageTasks:
         path = self.model_path(r)
         path.parent.mkdir(parents=True, exist_ok=True)
         s = self.c.surrogate
-        return function_task("impeccable.work:train_surrogate", scores, str(path), s.epochs, self.c.campaign.seed + r,
-                             s.val_fraction, s.cores, name=f"train r{r}", cores_per_rank=s.cores,
-                             gpus_per_rank=self._gpus("train"), tags=self._tags("train", r))
+        return function_task(
+            "impeccable.work:train_surrogate",
+            scores,
+            str(path),
+            s.epochs,
+            self.c.campaign.seed + r,
+            s.val_fraction,
+            s.cores,
+            name=f"train r{r}",
+            cores_per_rank=s.cores,
+            gpus_per_rank=self._gpus("train"),
+            tags=self._tags("train", r),
+        )
 
     def train_report(self, future: TaskFuture) -> dict[str, Any]:
         """The training report; the device it trained on is logged."""
@@ -185,16 +229,27 @@ class StageTasks:
     def infer_task(self, r: int, batch: int, model_path: str, ids: list[str], smiles: list[str]) -> Task:
         """Only the SMILES travel (the ids stay with the runner); an emulation scores by id instead. The library
         stage has applied the filters already, so none travel."""
-        return function_task("impeccable.work:infer_batch", model_path, smiles, {}, name=f"infer r{r} b{batch:05d}",
-                             gpus_per_rank=self._gpus("infer"), tags=self._tags("infer", r))
+        return function_task(
+            "impeccable.work:infer_batch",
+            model_path,
+            smiles,
+            {},
+            name=f"infer r{r} b{batch:05d}",
+            gpus_per_rank=self._gpus("infer"),
+            tags=self._tags("infer", r),
+        )
 
     def infer_result(self, future: TaskFuture, ids: list[str]) -> InferOutcome:
         out = future.result()
         self.devices.saw("infer", out.get("device", "cpu"), out.get("device_note", ""))
         filtered, failed = out["filtered"], out["failed"]
         counts = (len(ids), len(ids) - len(filtered) - len(failed), len(filtered), len(failed))
-        return InferOutcome(np.asarray(out["scores"], dtype=np.float32), counts,
-                            [(ids[i], reason) for i, reason in failed], [(ids[i], reason) for i, reason in filtered])
+        return InferOutcome(
+            np.asarray(out["scores"], dtype=np.float32),
+            counts,
+            [(ids[i], reason) for i, reason in failed],
+            [(ids[i], reason) for i, reason in filtered],
+        )
 
     # ------------------------------------------------------------------ MD
     def md_job(self, r: int, cid: str, pose_sdf: str) -> MDJob:
@@ -205,11 +260,19 @@ class StageTasks:
         folder = self.work / "md" / folder_name(cid)
         folder.mkdir(parents=True, exist_ok=True)
         m = self.c.md
-        settings = MDSettings(replicas=m.replicas, length_ps=m.length_ps, equilibration_ps=m.equilibration_ps,
-                              frame_interval_ps=m.frame_interval_ps, seed=compound_seed(self.c.campaign.seed, cid),
-                              threads=m.cores,
-                              solvent=m.solvent, ligand_forcefield=m.ligand_forcefield, mmpbsa_py=m.mmpbsa_py,
-                              platform=m.platform, precision=m.precision)
+        settings = MDSettings(
+            replicas=m.replicas,
+            length_ps=m.length_ps,
+            equilibration_ps=m.equilibration_ps,
+            frame_interval_ps=m.frame_interval_ps,
+            seed=compound_seed(self.c.campaign.seed, cid),
+            threads=m.cores,
+            solvent=m.solvent,
+            ligand_forcefield=m.ligand_forcefield,
+            mmpbsa_py=m.mmpbsa_py,
+            platform=m.platform,
+            precision=m.precision,
+        )
         receptor = self._md_receptor()
         key = md_tasks.fingerprint(receptor, pose_sdf, settings)
         _write_if_changed(folder / "pose.sdf", pose_sdf)
@@ -249,19 +312,31 @@ class StageTasks:
     def md_replica_task(self, job: MDJob, index: int) -> Task:
         from .stages import md_tasks
 
-        return self._md_executable(job, md_tasks.command("replica", job.folder, index=index), f"replica {index}",
-                                   self._gpus("md"))
+        return self._md_executable(
+            job, md_tasks.command("replica", job.folder, index=index), f"replica {index}", self._gpus("md")
+        )
 
     def _md_executable(self, job: MDJob, argv: list[str], step: str, gpus: int = 0) -> Task:
         log = step.replace(" ", "_")
-        return executable_task(argv, name=f"md {step} {job.cid}", cores_per_rank=self.c.md.cores, gpus_per_rank=gpus,
-                               cwd=str(job.folder), stdout=str(job.folder / f"{log}.stdout.log"),
-                               stderr=str(job.folder / f"{log}.stderr.log"), tags=self._tags("md", job.round))
+        return executable_task(
+            argv,
+            name=f"md {step} {job.cid}",
+            cores_per_rank=self.c.md.cores,
+            gpus_per_rank=gpus,
+            cwd=str(job.folder),
+            stdout=str(job.folder / f"{log}.stdout.log"),
+            stderr=str(job.folder / f"{log}.stderr.log"),
+            tags=self._tags("md", job.round),
+        )
 
     def md_combine_task(self, job: MDJob) -> Task:
         """Replica means, standard error, bootstrap interval (and MMPBSA.py if asked): a call, no process start."""
-        return function_task("impeccable.work:md_combine", str(job.folder), name=f"md combine {job.cid}",
-                             tags=self._tags("md", job.round))
+        return function_task(
+            "impeccable.work:md_combine",
+            str(job.folder),
+            name=f"md combine {job.cid}",
+            tags=self._tags("md", job.round),
+        )
 
     def md_result(self, future: TaskFuture, job: MDJob) -> dict[str, Any]:
         result = future.result()

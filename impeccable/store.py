@@ -33,12 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .store_parts import (
-    PredictionTables,
-    TaskTables,
-    _insert_failures,
-    _select,
-)
+from .store_parts import PredictionTables, TaskTables, _insert_failures, _select
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -78,13 +73,16 @@ CREATE INDEX IF NOT EXISTS selections_by_batch ON selections (round, stage, batc
 
 
 # columns added after a store was first written
-MIGRATIONS = {"docking": ["state_smiles TEXT"], "selections": ["smiles TEXT", "score REAL"],
-              "sessions": ["gpus INTEGER", "gpu_shares INTEGER", "nodes TEXT"], "tasks": ["gpu_slots TEXT", "node TEXT"],
-              "failures": ["category TEXT"]}
+MIGRATIONS = {
+    "docking": ["state_smiles TEXT"],
+    "selections": ["smiles TEXT", "score REAL"],
+    "sessions": ["gpus INTEGER", "gpu_shares INTEGER", "nodes TEXT"],
+    "tasks": ["gpu_slots TEXT", "node TEXT"],
+    "failures": ["category TEXT"],
+}
 # gpu_slots: the GPU slots a task held (a session's gpu_shares slots per device); a session's nodes: its
 # allocation's node names (JSON list)
 SESSION_COLUMNS = ("session", "started", "finished", "cores", "routes", "status", "gpus", "gpu_shares", "nodes")
-
 
 
 class StoreError(UserError):
@@ -99,13 +97,18 @@ def store_error(path: Path, exc: BaseException) -> StoreError:
             f"{path} is damaged ({text}); the run directory's results cannot be read from it. Recover what it "
             f"holds and resume: `mv {path} {path}.damaged && sqlite3 {path}.damaged .recover | sqlite3 {path}` "
             "(the sqlite3 command-line tool, 3.29 or newer), then run the same command again: whatever the "
-            "recovery missed is computed again. Or start over in a new run directory (--run-dir)")
+            "recovery missed is computed again. Or start over in a new run directory (--run-dir)"
+        )
     if any(word in text for word in ("readonly", "read-only", "unable to open")):
-        return StoreError(f"{path}: cannot write the campaign's store ({text}): "
-                          f"{_writable_problem(path.parent) or 'check its permissions'}")
+        return StoreError(
+            f"{path}: cannot write the campaign's store ({text}): "
+            f"{_writable_problem(path.parent) or 'check its permissions'}"
+        )
     if "full" in text:
-        return StoreError(f"{path}: disk full ({text}): free some space or move the run directory; "
-                          "everything committed so far is kept")
+        return StoreError(
+            f"{path}: disk full ({text}): free some space or move the run directory; "
+            "everything committed so far is kept"
+        )
     return StoreError(f"{path}: {text}")
 
 
@@ -129,12 +132,13 @@ def _writable_problem(folder: Path) -> str | None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        return (f"{folder}: cannot create the run directory ({exc.strerror}): choose a writable place "
-                "with --run-dir")
+        return f"{folder}: cannot create the run directory ({exc.strerror}): choose a writable place with --run-dir"
     if not os.access(folder, os.W_OK):
-        return (f"{folder}: the run directory is read-only: `impeccable run` writes its results there. Copy it "
-                "to a writable place and run there (--run-dir); `impeccable status`, `report` and `export` read "
-                "a read-only run directory as it is")
+        return (
+            f"{folder}: the run directory is read-only: `impeccable run` writes its results there. Copy it "
+            "to a writable place and run there (--run-dir); `impeccable status`, `report` and `export` read "
+            "a read-only run directory as it is"
+        )
     return None
 
 
@@ -205,7 +209,9 @@ class Store(PredictionTables, TaskTables):
         which then work on a finished run on a read-only mount too."""
         path = Path(run_dir) / "campaign.db"
         if not path.is_file():
-            raise FileNotFoundError(f"{run_dir}: no campaign.db here (is this a run directory made by `impeccable run`?)")
+            raise FileNotFoundError(
+                f"{run_dir}: no campaign.db here (is this a run directory made by `impeccable run`?)"
+            )
         return cls(path, readonly=readonly)
 
     def close(self) -> None:
@@ -214,8 +220,11 @@ class Store(PredictionTables, TaskTables):
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """All of the block's writes or none; inside a :meth:`group`, a savepoint of the group's transaction."""
-        begin, commit, rollback = (("SAVEPOINT unit", "RELEASE unit", "ROLLBACK TO unit") if self._grouped
-                                   else ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"))
+        begin, commit, rollback = (
+            ("SAVEPOINT unit", "RELEASE unit", "ROLLBACK TO unit")
+            if self._grouped
+            else ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
+        )
         self.db.execute(begin)
         try:
             yield self.db
@@ -246,12 +255,13 @@ class Store(PredictionTables, TaskTables):
     def set_meta(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
-    def begin_session(self, cores: int, routes: dict[str, str], gpus: int = 0, gpu_shares: int = 1, *,
-                      nodes: Sequence[str] = ()) -> int:
+    def begin_session(
+        self, cores: int, routes: dict[str, str], gpus: int = 0, gpu_shares: int = 1, *, nodes: Sequence[str] = ()
+    ) -> int:
         cur = self.db.execute(
             "INSERT INTO sessions (started, cores, routes, status, gpus, gpu_shares, nodes) "
-            "VALUES (?, ?, ?, 'running', ?, ?, ?)", (time.time(), cores, json.dumps(routes), gpus, gpu_shares,
-                                                    json.dumps(list(nodes))),
+            "VALUES (?, ?, ?, 'running', ?, ?, ?)",
+            (time.time(), cores, json.dumps(routes), gpus, gpu_shares, json.dumps(list(nodes))),
         )
         return int(cur.lastrowid)
 
@@ -260,8 +270,10 @@ class Store(PredictionTables, TaskTables):
 
     def has_results(self) -> bool:
         """Whether anything was computed here (a score, a model, a prediction, an MD result)."""
-        return any(self.db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
-                   for table in ("docking", "models", "prediction_batches", "predictions", "md"))
+        return any(
+            self.db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
+            for table in ("docking", "models", "prediction_batches", "predictions", "md")
+        )
 
     def sessions(self) -> list[dict[str, Any]]:
         cur = self.db.execute(f"SELECT {_select(self.db, 'sessions', SESSION_COLUMNS)} FROM sessions ORDER BY session")
@@ -273,8 +285,7 @@ class Store(PredictionTables, TaskTables):
             db.executemany(
                 "INSERT OR IGNORE INTO docking (id, smiles, round, origin, score, pose_sdf, error, task, state_smiles) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(r.id, r.smiles, r.round, r.origin, r.score, r.pose_sdf, r.error, task, r.state_smiles)
-                 for r in rows],
+                [(r.id, r.smiles, r.round, r.origin, r.score, r.pose_sdf, r.error, task, r.state_smiles) for r in rows],
             )
 
     def docked_ids(self) -> set[str]:
@@ -298,8 +309,12 @@ class Store(PredictionTables, TaskTables):
 
     def best_docked_scored(self, n: int, max_round: int | None = None) -> list[tuple[float, str]]:
         """(score, id) of the ``n`` best docking scores, best first (of rounds up to ``max_round`` if given)."""
-        return list(self.db.execute("SELECT score, id FROM docking WHERE score IS NOT NULL AND round <= ? "
-                                    "ORDER BY score, id LIMIT ?", (1 << 62 if max_round is None else max_round, n)))
+        return list(
+            self.db.execute(
+                "SELECT score, id FROM docking WHERE score IS NOT NULL AND round <= ? ORDER BY score, id LIMIT ?",
+                (1 << 62 if max_round is None else max_round, n),
+            )
+        )
 
     def dock_origins(self) -> dict[str, str]:
         """id -> "seed" or "redock" for every docked compound."""
@@ -307,17 +322,22 @@ class Store(PredictionTables, TaskTables):
 
     def dock_counts(self, origin: str) -> tuple[int, int]:
         """(scored, failed) compounds docked as ``origin``."""
-        return tuple(self.db.execute("SELECT count(score), count(*) - count(score) FROM docking WHERE origin=?",
-                                     (origin,)).fetchone())  # type: ignore[return-value]
+        query = "SELECT count(score), count(*) - count(score) FROM docking WHERE origin=?"
+        return tuple(self.db.execute(query, (origin,)).fetchone())  # type: ignore[return-value]
 
     def origin_scores(self, origin: str) -> list[float]:
-        return [s for (s,) in self.db.execute("SELECT score FROM docking WHERE score IS NOT NULL AND origin=?",
-                                              (origin,))]
+        return [
+            s for (s,) in self.db.execute("SELECT score FROM docking WHERE score IS NOT NULL AND origin=?", (origin,))
+        ]
 
     def redocked_since(self, round_: int) -> list[str]:
         """Compounds re-docked (with a score) in round ``round_`` or later, by id."""
-        return [cid for (cid,) in self.db.execute(
-            "SELECT id FROM docking WHERE origin='redock' AND round>=? AND score IS NOT NULL ORDER BY id", (round_,))]
+        return [
+            cid
+            for (cid,) in self.db.execute(
+                "SELECT id FROM docking WHERE origin='redock' AND round>=? AND score IS NOT NULL ORDER BY id", (round_,)
+            )
+        ]
 
     def pose(self, cid: str) -> str | None:
         row = self.db.execute("SELECT pose_sdf FROM docking WHERE id=?", (cid,)).fetchone()
@@ -330,24 +350,32 @@ class Store(PredictionTables, TaskTables):
     def add_pose_checks(self, checks: dict[str, tuple[bool, list[str]]]) -> None:
         """PoseBusters verdicts: id -> (passed, names of the failed checks)."""
         with self.transaction() as db:
-            db.executemany("INSERT OR REPLACE INTO pose_checks VALUES (?, ?, ?)",
-                           [(cid, int(ok), json.dumps(failed)) for cid, (ok, failed) in checks.items()])
+            db.executemany(
+                "INSERT OR REPLACE INTO pose_checks VALUES (?, ?, ?)",
+                [(cid, int(ok), json.dumps(failed)) for cid, (ok, failed) in checks.items()],
+            )
 
     def pose_checks(self) -> dict[str, tuple[bool, list[str]]]:
-        return {cid: (bool(ok), json.loads(failed))
-                for cid, ok, failed in self.db.execute("SELECT id, passed, failed FROM pose_checks")}
+        return {
+            cid: (bool(ok), json.loads(failed))
+            for cid, ok, failed in self.db.execute("SELECT id, passed, failed FROM pose_checks")
+        }
 
     # selections (which compounds a stage picked, so a resumed run picks the same) --
     def select(self, round_: int, stage: str, ids: Iterable[str], batch: int = -1) -> None:
         with self.transaction() as db:
-            db.executemany("INSERT OR IGNORE INTO selections (round, stage, id, batch) VALUES (?, ?, ?, ?)",
-                           [(round_, stage, i, batch) for i in ids])
+            db.executemany(
+                "INSERT OR IGNORE INTO selections (round, stage, id, batch) VALUES (?, ?, ?, ?)",
+                [(round_, stage, i, batch) for i in ids],
+            )
 
     def select_compounds(self, round_: int, stage: str, compounds: Iterable[tuple[str, str]]) -> None:
         """Like :meth:`select`, keeping each compound's SMILES, so a resumed stage needs no library pass."""
         with self.transaction() as db:
-            db.executemany("INSERT OR IGNORE INTO selections VALUES (?, ?, ?, -1, ?, NULL)",
-                           [(round_, stage, cid, smi) for cid, smi in compounds])
+            db.executemany(
+                "INSERT OR IGNORE INTO selections VALUES (?, ?, ?, -1, ?, NULL)",
+                [(round_, stage, cid, smi) for cid, smi in compounds],
+            )
 
     def selected(self, round_: int, stage: str, batch: int | None = None) -> set[str]:
         sql, args = "SELECT id FROM selections WHERE round=? AND stage=?", [round_, stage]
@@ -356,12 +384,15 @@ class Store(PredictionTables, TaskTables):
             args.append(batch)
         return {i for (i,) in self.db.execute(sql, args)}
 
-    def selected_compounds(self, round_: int, stage: str, batch: int | None = None
-                           ) -> list[tuple[str, str | None, float | None]]:
+    def selected_compounds(
+        self, round_: int, stage: str, batch: int | None = None
+    ) -> list[tuple[str, str | None, float | None]]:
         """(id, SMILES, predicted score) of a stage's picks in the order they were picked; SMILES and score
         from the per-compound predictions where an older store kept them only there, else None."""
-        sql = ("SELECT s.id, coalesce(s.smiles, p.smiles), coalesce(s.score, p.score) FROM selections s "
-               "LEFT JOIN predictions p ON p.round=s.round AND p.id=s.id WHERE s.round=? AND s.stage=?")
+        sql = (
+            "SELECT s.id, coalesce(s.smiles, p.smiles), coalesce(s.score, p.score) FROM selections s "
+            "LEFT JOIN predictions p ON p.round=s.round AND p.id=s.id WHERE s.round=? AND s.stage=?"
+        )
         args: list[Any] = [round_, stage]
         if batch is not None:
             sql += " AND s.batch=?"
@@ -369,16 +400,29 @@ class Store(PredictionTables, TaskTables):
         return list(self.db.execute(sql + " ORDER BY s.rowid", args))
 
     # MD ----------------------------------------------------------------------
-    def add_md(self, cid: str, round_: int, dg: float | None, stderr: float | None,
-               result: dict[str, Any] | None, error: str | None) -> None:
+    def add_md(
+        self,
+        cid: str,
+        round_: int,
+        dg: float | None,
+        stderr: float | None,
+        result: dict[str, Any] | None,
+        error: str | None,
+    ) -> None:
         with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO md VALUES (?, ?, ?, ?, ?, ?)",
-                       (cid, round_, dg, stderr, json.dumps(result) if result else None, error))
+            db.execute(
+                "INSERT OR REPLACE INTO md VALUES (?, ?, ?, ?, ?, ?)",
+                (cid, round_, dg, stderr, json.dumps(result) if result else None, error),
+            )
 
     def speculative_md(self, round_: int) -> set[str]:
         """Compounds a round sent to MD while it streamed (picked by an inference batch, not the round end)."""
-        return {i for (i,) in self.db.execute(
-            "SELECT id FROM selections WHERE round=? AND stage='md' AND batch >= 0", (round_,))}
+        return {
+            i
+            for (i,) in self.db.execute(
+                "SELECT id FROM selections WHERE round=? AND stage='md' AND batch >= 0", (round_,)
+            )
+        }
 
     def md_ids(self) -> set[str]:
         return {i for (i,) in self.db.execute("SELECT id FROM md")}
@@ -401,7 +445,6 @@ class Store(PredictionTables, TaskTables):
 
     def failures(self) -> list[tuple[str, str, str]]:
         return list(self.db.execute("SELECT id, stage, reason FROM failures ORDER BY stage, id"))
-
 
 
 def md_details(store: Store) -> dict[str, dict[str, Any]]:

@@ -15,9 +15,29 @@ import numpy as np
 from .runtime.records import TaskRecord, TaskState
 
 # node: the node(s) a task ran on, comma-separated (an MPI task may span several)
-TASK_COLUMNS = ("uid", "session", "name", "kind", "stage", "round", "state", "cores", "gpus", "submitted", "scheduled",
-                "started", "finished", "backend", "partition", "slots", "attempts", "exit_code", "error", "gpu_slots",
-                "node")
+TASK_COLUMNS = (
+    "uid",
+    "session",
+    "name",
+    "kind",
+    "stage",
+    "round",
+    "state",
+    "cores",
+    "gpus",
+    "submitted",
+    "scheduled",
+    "started",
+    "finished",
+    "backend",
+    "partition",
+    "slots",
+    "attempts",
+    "exit_code",
+    "error",
+    "gpu_slots",
+    "node",
+)
 
 
 class PredictionTables:
@@ -38,10 +58,17 @@ class PredictionTables:
     def models(self) -> list[tuple[int, dict[str, Any]]]:
         return [(r, json.loads(rep)) for r, rep in self.db.execute("SELECT round, report FROM models ORDER BY round")]
 
-    def add_predictions(self, round_: int, batch: int, ids: Sequence[str], scores: np.ndarray,
-                        counts: tuple[int, int, int, int], failures: Iterable[tuple[str, str]],
-                        nominees: Sequence[tuple[str, str, float]],
-                        filtered: Iterable[tuple[str, str]] = ()) -> None:
+    def add_predictions(
+        self,
+        round_: int,
+        batch: int,
+        ids: Sequence[str],
+        scores: np.ndarray,
+        counts: tuple[int, int, int, int],
+        failures: Iterable[tuple[str, str]],
+        nominees: Sequence[tuple[str, str, float]],
+        filtered: Iterable[tuple[str, str]] = (),
+    ) -> None:
         """One inference batch in one transaction: its predictions (``scores[i]`` for ``ids[i]``, NaN where
         not scored), failures and filtered compounds (id, reason), re-dock nominees (id, SMILES, predicted
         score) and its done mark."""
@@ -50,8 +77,10 @@ class PredictionTables:
         blob = zlib.compress("\n".join(ids).encode(), 1)
         values = np.ascontiguousarray(scores, dtype="<f4").tobytes()
         with self.transaction() as db:
-            db.executemany("INSERT OR IGNORE INTO selections VALUES (?, 'redock', ?, ?, ?, ?)",
-                           [(round_, cid, batch, smi, score) for cid, smi, score in nominees])
+            db.executemany(
+                "INSERT OR IGNORE INTO selections VALUES (?, 'redock', ?, ?, ?, ?)",
+                [(round_, cid, batch, smi, score) for cid, smi, score in nominees],
+            )
             db.execute("INSERT OR REPLACE INTO prediction_batches VALUES (?, ?, ?, ?)", (round_, batch, blob, values))
             _insert_failures(db, "prepare", failures)
             _insert_failures(db, "filter", filtered)
@@ -63,11 +92,20 @@ class PredictionTables:
     def _prediction_batches(self, round_: int | None = None) -> Iterator[tuple[int, list[str], np.ndarray]]:
         """(round, ids, scores) of every stored batch of ``round_`` (default: all), rounds in order; one batch
         in memory at a time. A store written before batches were kept has one row per compound instead."""
-        rounds = [round_] if round_ is not None else [r for (r,) in self.db.execute(
-            "SELECT round FROM prediction_batches UNION SELECT round FROM predictions ORDER BY round")]
+        rounds = (
+            [round_]
+            if round_ is not None
+            else [
+                r
+                for (r,) in self.db.execute(
+                    "SELECT round FROM prediction_batches UNION SELECT round FROM predictions ORDER BY round"
+                )
+            ]
+        )
         for r in rounds:
-            for ids, scores in self.db.execute("SELECT ids, scores FROM prediction_batches WHERE round=? "
-                                               "ORDER BY batch", (r,)):
+            for ids, scores in self.db.execute(
+                "SELECT ids, scores FROM prediction_batches WHERE round=? ORDER BY batch", (r,)
+            ):
                 text = zlib.decompress(ids).decode()
                 yield r, text.split("\n") if text else [], np.frombuffer(scores, dtype="<f4")
             rows = self.db.execute("SELECT id, score FROM predictions WHERE round=?", (r,)).fetchall()
@@ -94,18 +132,30 @@ class PredictionTables:
         """Drop the per-compound predictions of every round before the newest that has any (its nominees,
         with their SMILES and scores, stay in ``selections``); returns the rounds pruned. Call
         :meth:`vacuum` to hand the space back to the file system."""
-        newest = self.db.execute("SELECT max(round) FROM (SELECT round FROM prediction_batches "
-                                 "UNION ALL SELECT round FROM predictions)").fetchone()[0]
+        newest = self.db.execute(
+            "SELECT max(round) FROM (SELECT round FROM prediction_batches UNION ALL SELECT round FROM predictions)"
+        ).fetchone()[0]
         if newest is None:
             return []
-        rounds = [r for (r,) in self.db.execute(
-            "SELECT round FROM prediction_batches WHERE round<? UNION SELECT round FROM predictions WHERE round<? "
-            "ORDER BY round", (newest, newest))]
+        rounds = [
+            r
+            for (r,) in self.db.execute(
+                "SELECT round FROM prediction_batches WHERE round<? UNION SELECT round FROM predictions WHERE round<? "
+                "ORDER BY round",
+                (newest, newest),
+            )
+        ]
         with self.transaction() as db:
-            db.execute("UPDATE selections SET smiles=(SELECT p.smiles FROM predictions p WHERE p.round=selections.round "
-                       "AND p.id=selections.id) WHERE smiles IS NULL AND stage='redock' AND round<?", (newest,))
-            db.execute("UPDATE selections SET score=(SELECT p.score FROM predictions p WHERE p.round=selections.round "
-                       "AND p.id=selections.id) WHERE score IS NULL AND stage='redock' AND round<?", (newest,))
+            db.execute(
+                "UPDATE selections SET smiles=(SELECT p.smiles FROM predictions p WHERE p.round=selections.round "
+                "AND p.id=selections.id) WHERE smiles IS NULL AND stage='redock' AND round<?",
+                (newest,),
+            )
+            db.execute(
+                "UPDATE selections SET score=(SELECT p.score FROM predictions p WHERE p.round=selections.round "
+                "AND p.id=selections.id) WHERE score IS NULL AND stage='redock' AND round<?",
+                (newest,),
+            )
             db.execute("DELETE FROM prediction_batches WHERE round<?", (newest,))
             db.execute("DELETE FROM predictions WHERE round<?", (newest,))
         return rounds
@@ -117,8 +167,11 @@ class PredictionTables:
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def inference_counts(self, round_: int) -> tuple[int, int, int, int]:
-        row = self.db.execute("SELECT count(*), coalesce(sum(n_scored),0), coalesce(sum(n_filtered),0), "
-                              "coalesce(sum(n_failed),0) FROM inference_batches WHERE round=?", (round_,)).fetchone()
+        row = self.db.execute(
+            "SELECT count(*), coalesce(sum(n_scored),0), coalesce(sum(n_filtered),0), "
+            "coalesce(sum(n_failed),0) FROM inference_batches WHERE round=?",
+            (round_,),
+        ).fetchone()
         return tuple(row)  # type: ignore[return-value]
 
 
@@ -131,19 +184,46 @@ class TaskTables:
     # task records --------------------------------------------------------------
     def add_task_records(self, session: int, records: Iterable[TaskRecord]) -> None:
         rows = [
-            (r.uid, session, r.name, r.kind, r.tags.get("stage"), int(r.tags.get("round", 0)), r.state.value,
-             r.cores, r.gpus, r.submitted, r.scheduled, r.started, r.finished, r.backend, r.partition,
-             json.dumps(list(r.slots)), r.attempts, r.exit_code, r.error, json.dumps(list(r.gpu_slots)), r.node)
+            (
+                r.uid,
+                session,
+                r.name,
+                r.kind,
+                r.tags.get("stage"),
+                int(r.tags.get("round", 0)),
+                r.state.value,
+                r.cores,
+                r.gpus,
+                r.submitted,
+                r.scheduled,
+                r.started,
+                r.finished,
+                r.backend,
+                r.partition,
+                json.dumps(list(r.slots)),
+                r.attempts,
+                r.exit_code,
+                r.error,
+                json.dumps(list(r.gpu_slots)),
+                r.node,
+            )
             for r in records
         ]
         with self.transaction() as db:
-            db.executemany(f"INSERT OR REPLACE INTO tasks ({', '.join(TASK_COLUMNS)}) "
-                           f"VALUES ({', '.join('?' * len(TASK_COLUMNS))})", rows)
+            db.executemany(
+                f"INSERT OR REPLACE INTO tasks ({', '.join(TASK_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(TASK_COLUMNS))})",
+                rows,
+            )
 
     def done_task_durations(self) -> list[tuple[str, str, float]]:
         """(stage, task name, seconds from start to finish) of every task that ended DONE."""
-        return list(self.db.execute("SELECT stage, name, finished - started FROM tasks WHERE state='DONE' AND "
-                                    "started IS NOT NULL AND finished IS NOT NULL ORDER BY session, started"))
+        return list(
+            self.db.execute(
+                "SELECT stage, name, finished - started FROM tasks WHERE state='DONE' AND "
+                "started IS NOT NULL AND finished IS NOT NULL ORDER BY session, started"
+            )
+        )
 
     def dock_task_sizes(self) -> dict[str, int]:
         """Docking task key -> compounds it docked."""
@@ -155,11 +235,25 @@ class TaskTables:
 
     def task_records(self, session: int) -> list[TaskRecord]:
         """One session's task records, rebuilt for the runtime's metrics."""
-        return [TaskRecord(uid=r["uid"], name=r["name"], kind=r["kind"], cores=r["cores"], gpus=r["gpus"] or 0,
-                           tags={"stage": r["stage"] or ""}, state=TaskState(r["state"]), submitted=r["submitted"],
-                           scheduled=r["scheduled"], started=r["started"], finished=r["finished"],
-                           backend=r["backend"] or "", slots=tuple(r["slots"]), gpu_slots=tuple(r["gpu_slots"]))
-                for r in self.task_rows(session)]
+        return [
+            TaskRecord(
+                uid=r["uid"],
+                name=r["name"],
+                kind=r["kind"],
+                cores=r["cores"],
+                gpus=r["gpus"] or 0,
+                tags={"stage": r["stage"] or ""},
+                state=TaskState(r["state"]),
+                submitted=r["submitted"],
+                scheduled=r["scheduled"],
+                started=r["started"],
+                finished=r["finished"],
+                backend=r["backend"] or "",
+                slots=tuple(r["slots"]),
+                gpu_slots=tuple(r["gpu_slots"]),
+            )
+            for r in self.task_rows(session)
+        ]
 
     def task_rows(self, session: int | None = None) -> list[dict[str, Any]]:
         sql = f"SELECT {_select(self.db, 'tasks', TASK_COLUMNS)} FROM tasks"
@@ -183,8 +277,10 @@ def _select(db: sqlite3.Connection, table: str, cols: Sequence[str]) -> str:
 def _insert_failures(db: sqlite3.Connection, stage: str, failures: Iterable[tuple[str, str]]) -> None:
     from .stages.skips import category
 
-    db.executemany("INSERT OR IGNORE INTO failures (id, stage, reason, category) VALUES (?, ?, ?, ?)",
-                   [(cid, stage, reason, category(reason)) for cid, reason in failures])
+    db.executemany(
+        "INSERT OR IGNORE INTO failures (id, stage, reason, category) VALUES (?, ?, ?, ?)",
+        [(cid, stage, reason, category(reason)) for cid, reason in failures],
+    )
 
 
 def _first_found(ids: Iterable[str], batches: Iterator[tuple[int, list[str], np.ndarray]]) -> dict[str, float]:

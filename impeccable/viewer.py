@@ -35,9 +35,17 @@ VERSION = "2.5.5"
 INTEGRITY = "sha512-kqNHouGqq3YfW58174tdERvm0XYTmP0tavQKOqIw1ouc2OJ7epkXEFrtEkVXV0clBZT2Ze2xHRC/qxX0u0qCdw=="
 SCRIPT = "3Dmol-min.js"
 LICENSE = "3Dmol-LICENSE.txt"
-CONTACT_COLOURS = {"HBAcceptor": "#1f77b4", "HBDonor": "#1f77b4", "XBDonor": "#17becf", "Cationic": "#d62728",
-                   "Anionic": "#d62728", "PiStacking": "#9467bd", "PiCation": "#9467bd", "CationPi": "#9467bd",
-                   "Hydrophobic": "#b8860b"}
+CONTACT_COLOURS = {
+    "HBAcceptor": "#1f77b4",
+    "HBDonor": "#1f77b4",
+    "XBDonor": "#17becf",
+    "Cationic": "#d62728",
+    "Anionic": "#d62728",
+    "PiStacking": "#9467bd",
+    "PiCation": "#9467bd",
+    "CationPi": "#9467bd",
+    "Hydrophobic": "#b8860b",
+}
 
 
 class ViewerUnavailable(RuntimeError):
@@ -73,13 +81,20 @@ def _fetch(folder: Path) -> None:
     """``npm pack 3dmol@VERSION``, checked against INTEGRITY, unpacked into ``folder`` (atomically)."""
     npm = shutil.which("npm")
     if npm is None:
-        raise ViewerUnavailable(f"npm not found: install Node.js, or download 3dmol@{VERSION} from the npm "
-                                f"registry and set IMPECCABLE_3DMOL_JS to its build/{SCRIPT}")
+        raise ViewerUnavailable(
+            f"npm not found: install Node.js, or download 3dmol@{VERSION} from the npm "
+            f"registry and set IMPECCABLE_3DMOL_JS to its build/{SCRIPT}"
+        )
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         try:
-            done = subprocess.run([npm, "pack", f"3dmol@{VERSION}", "--pack-destination", tmp, "--silent"],
-                                  capture_output=True, text=True, timeout=120, cwd=tmp)
+            done = subprocess.run(
+                [npm, "pack", f"3dmol@{VERSION}", "--pack-destination", tmp, "--silent"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                cwd=tmp,
+            )
         except subprocess.TimeoutExpired:
             raise ViewerUnavailable(f"npm pack 3dmol@{VERSION}: no answer from the registry in 120 s") from None
         tarballs = list(Path(tmp).glob("*.tgz"))
@@ -126,22 +141,36 @@ def receptor_text(receptor_pdb: Path) -> str:
 
 def viewer_section(receptor_pdb: Path, poses: Sequence[ShownPose], script: str) -> str:
     """The viewer's HTML: a canvas, one button per pose, the contact list of the pose shown."""
-    data = {"receptor": receptor_text(receptor_pdb), "colours": CONTACT_COLOURS,
-            "hits": [_pose_json(p) for p in poses]}
-    buttons = "".join(f'<button type="button" data-pose="{i}">{html.escape(p.label)}</button>'
-                      for i, p in enumerate(poses))
+    data = {"receptor": receptor_text(receptor_pdb), "colours": CONTACT_COLOURS, "hits": [_pose_json(p) for p in poses]}
+    buttons = "".join(
+        f'<button type="button" data-pose="{i}">{html.escape(p.label)}</button>' for i, p in enumerate(poses)
+    )
     payload = json.dumps(data).replace("</", "<\\/")  # never closes the script element
-    return (f'<div id="viewer3d" style="width:100%;height:520px;position:relative;border:1px solid #ccc"></div>'
-            f'<div id="viewer-poses" class="poses">{buttons}</div><p id="viewer-contacts" class="note"></p>'
-            f'<script src="{html.escape(script)}"></script>'
-            f'<script type="application/json" id="pose-data">{payload}</script><script>{_JS}</script>')
+    return (
+        f'<div id="viewer3d" style="width:100%;height:520px;position:relative;border:1px solid #ccc"></div>'
+        f'<div id="viewer-poses" class="poses">{buttons}</div><p id="viewer-contacts" class="note"></p>'
+        f'<script src="{html.escape(script)}"></script>'
+        f'<script type="application/json" id="pose-data">{payload}</script><script>{_JS}</script>'
+    )
 
 
 def _pose_json(p: ShownPose) -> dict[str, object]:
     found = p.interactions
-    contacts = [] if found is None else [
-        {"residue": c.residue, "kind": c.kind, "label": c.label, "hinge": c.hinge, "l": c.ligand_xyz,
-         "p": c.protein_xyz} for c in found.contacts]
+    contacts = (
+        []
+        if found is None
+        else [
+            {
+                "residue": c.residue,
+                "kind": c.kind,
+                "label": c.label,
+                "hinge": c.hinge,
+                "l": c.ligand_xyz,
+                "p": c.protein_xyz,
+            }
+            for c in found.contacts
+        ]
+    )
     return {"label": p.label, "sdf": p.sdf, "pocket": list(found.pocket) if found else [], "contacts": contacts}
 
 

@@ -33,10 +33,19 @@ def activity(rows: list[dict[str, Any]], now: float, window_s: float) -> dict[st
         held = len(r["slots"]) or r["cores"] or 1
         stage["core_s"] += held * max(0.0, min(r["finished"], now) - max(r["started"], start))
     total = sum(s["finished"] for s in per_stage.values())
-    return {"window_s": window_s, "tasks_per_s": total / window_s,
-            "busy_cores": sum(s["core_s"] for s in per_stage.values()) / window_s,
-            "per_stage": {k: {"finished": v["finished"], "tasks_per_s": v["finished"] / window_s,
-                              "busy_cores": v["core_s"] / window_s} for k, v in sorted(per_stage.items())}}
+    return {
+        "window_s": window_s,
+        "tasks_per_s": total / window_s,
+        "busy_cores": sum(s["core_s"] for s in per_stage.values()) / window_s,
+        "per_stage": {
+            k: {
+                "finished": v["finished"],
+                "tasks_per_s": v["finished"] / window_s,
+                "busy_cores": v["core_s"] / window_s,
+            }
+            for k, v in sorted(per_stage.items())
+        },
+    }
 
 
 def snapshot(store: Store, run_dir: Path, window_s: float = 60.0, now: float | None = None) -> Any:
@@ -66,8 +75,13 @@ def snapshot(store: Store, run_dir: Path, window_s: float = 60.0, now: float | N
     for stage, a in act["per_stage"].items():
         recent.add_row(stage, str(a["finished"]), f"{a['tasks_per_s']:.2f}", f"{a['busy_cores']:.1f}")
     cores = f" of {last['cores']}" if last else ""
-    recent.add_row("all", str(sum(a["finished"] for a in act["per_stage"].values())), f"{act['tasks_per_s']:.2f}",
-                   f"{act['busy_cores']:.1f}{cores}", style="bold")
+    recent.add_row(
+        "all",
+        str(sum(a["finished"] for a in act["per_stage"].values())),
+        f"{act['tasks_per_s']:.2f}",
+        f"{act['busy_cores']:.1f}{cores}",
+        style="bold",
+    )
     return Group(head, stages, recent)
 
 

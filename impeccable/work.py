@@ -55,8 +55,14 @@ def infer_batch(model_path: str, smiles: Sequence[str], filters: dict[str, Any],
     failed = [(int(i), unusable_reason(smiles[i]) or f"unparsable SMILES {smiles[i]!r}") for i in unparsable]
     failed += [(i, reason) for i, reason in filtered if not is_filter(reason)]
     filtered = [(i, reason) for i, reason in filtered if is_filter(reason)]
-    return {"scores": scores, "filtered": filtered, "failed": failed, "device": device_label(torch, device),
-            "device_note": note, "seconds": seconds}
+    return {
+        "scores": scores,
+        "filtered": filtered,
+        "failed": failed,
+        "device": device_label(torch, device),
+        "device_note": note,
+        "seconds": seconds,
+    }
 
 
 def prepare_library(smiles: Sequence[str], settings: dict[str, Any]) -> dict[str, Any]:
@@ -66,8 +72,9 @@ def prepare_library(smiles: Sequence[str], settings: dict[str, Any]) -> dict[str
     return prepare_batch(smiles, settings)
 
 
-def train_surrogate(records: Sequence[tuple[str, float]], model_path: str, epochs: int, seed: int,
-                    val_fraction: float, threads: int) -> dict[str, Any]:
+def train_surrogate(
+    records: Sequence[tuple[str, float]], model_path: str, epochs: int, seed: int, val_fraction: float, threads: int
+) -> dict[str, Any]:
     """Train the surrogate on (smiles, docking score) pairs; returns the training report."""
     from .stages import surrogate
 

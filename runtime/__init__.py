@@ -20,11 +20,23 @@ from typing import Any
 # impeccable.runtime.run_function`` (the srun baseline's per-task process) does not pay
 # for the pilot, pydantic and the backends it never uses
 _EXPORTS = {
-    "BACKEND_NAMES": ".backends", "backend_class": ".backends", "is_available": ".backends",
-    "TaskFuture": ".backends.base", "summarize": ".metrics", "Pilot": ".pilot", "Allocation": ".resources",
-    "TaskRecord": ".records", "TaskState": ".records",
-    "BackendBroken": ".errors", "BackendUnavailable": ".errors", "TaskError": ".errors", "TaskFailed": ".errors",
-    "Task": ".task", "TaskKind": ".task", "executable_task": ".task", "function_task": ".task",
+    "BACKEND_NAMES": ".backends",
+    "backend_class": ".backends",
+    "is_available": ".backends",
+    "TaskFuture": ".backends.base",
+    "summarize": ".metrics",
+    "Pilot": ".pilot",
+    "Allocation": ".resources",
+    "TaskRecord": ".records",
+    "TaskState": ".records",
+    "BackendBroken": ".errors",
+    "BackendUnavailable": ".errors",
+    "TaskError": ".errors",
+    "TaskFailed": ".errors",
+    "Task": ".task",
+    "TaskKind": ".task",
+    "executable_task": ".task",
+    "function_task": ".task",
 }
 __all__ = sorted(_EXPORTS)
 

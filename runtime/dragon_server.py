@@ -74,15 +74,18 @@ def queue_sizes(n_workers: int, inbox_size: int) -> dict[str, int]:
     fits = INBOXES_POOL_BYTES // max(1, n_workers * inbox_size)
     block = min(DRAGON_BLOCK_BYTES, max(MIN_INBOX_BLOCK_BYTES, 1 << (max(fits, 1).bit_length() - 1)))
     outbox = min(MAX_OUTBOX_SLOTS, max(1024, OUTBOX_SLOTS_PER_WORKER * n_workers))
-    return {"inbox_capacity": inbox_size, "inbox_block_bytes": block,
-            "outbox_capacity": outbox, "outbox_block_bytes": DRAGON_BLOCK_BYTES}
+    return {
+        "inbox_capacity": inbox_size,
+        "inbox_block_bytes": block,
+        "outbox_capacity": outbox,
+        "outbox_block_bytes": DRAGON_BLOCK_BYTES,
+    }
 
 
 def pool_bytes(n_workers: int, inbox_size: int) -> int:
     """What the queues reserve in Dragon's managed memory pool."""
     q = queue_sizes(n_workers, inbox_size)
-    return (n_workers * q["inbox_capacity"] * q["inbox_block_bytes"]
-            + q["outbox_capacity"] * q["outbox_block_bytes"])
+    return n_workers * q["inbox_capacity"] * q["inbox_block_bytes"] + q["outbox_capacity"] * q["outbox_block_bytes"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,16 +106,29 @@ def main(argv: list[str] | None = None) -> int:
     os.unlink(args.keyfile)
     conn = connect(args.socket, key)
     del key
-    server = _Server(conn, os.path.dirname(args.socket), args.workers, args.inbox_size,
-                     tuple(m for m in args.preload.split(",") if m), json.loads(args.worker_env),
-                     tuple(h for h in args.hosts.split(",") if h))
+    server = _Server(
+        conn,
+        os.path.dirname(args.socket),
+        args.workers,
+        args.inbox_size,
+        tuple(m for m in args.preload.split(",") if m),
+        json.loads(args.worker_env),
+        tuple(h for h in args.hosts.split(",") if h),
+    )
     return server.run()
 
 
 class _Server:
-    def __init__(self, conn: Any, directory: str, n_workers: int, inbox_size: int,
-                 preload: tuple[str, ...] = (), worker_env: dict[str, str] | None = None,
-                 hosts: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        conn: Any,
+        directory: str,
+        n_workers: int,
+        inbox_size: int,
+        preload: tuple[str, ...] = (),
+        worker_env: dict[str, str] | None = None,
+        hosts: tuple[str, ...] = (),
+    ) -> None:
         self.preload = preload
         self.worker_env = dict(worker_env or {})
         self.hosts = hosts  # worker i runs on hosts[i] (Dragon's HOST_NAME placement); () = where Dragon likes
@@ -125,10 +141,12 @@ class _Server:
         self.sizes = queue_sizes(n_workers, inbox_size)
         pool, need = int(os.environ.get("DRAGON_DEFAULT_SEG_SZ", DEFAULT_POOL_BYTES)), pool_bytes(n_workers, inbox_size)
         if need > 0.75 * pool:
-            raise RuntimeError(f"{n_workers} workers with inboxes of {inbox_size} messages need "
-                               f"{need / 2**30:.1f} GiB of Dragon's {pool / 2**30:.1f} GiB "
-                               "managed memory pool: give the pilot fewer cores per Dragon runtime, a smaller "
-                               "max_pipeline, or a larger pool (DRAGON_DEFAULT_SEG_SZ)")
+            raise RuntimeError(
+                f"{n_workers} workers with inboxes of {inbox_size} messages need "
+                f"{need / 2**30:.1f} GiB of Dragon's {pool / 2**30:.1f} GiB "
+                "managed memory pool: give the pilot fewer cores per Dragon runtime, a smaller "
+                "max_pipeline, or a larger pool (DRAGON_DEFAULT_SEG_SZ)"
+            )
         self.outbox = Queue(maxsize=self.sizes["outbox_capacity"], block_size=self.sizes["outbox_block_bytes"])
         self.workers: dict[int, tuple[Any, Any]] = {}  # wid -> (process, inbox)
         self.lock = threading.Lock()
@@ -223,7 +241,7 @@ class _Server:
                 future.result()
         pids: dict[int, int] = {}
         while len(pids) < n:
-            _, wid, pid, host = pickle.loads(self.outbox.get()[len(CONTROL):])
+            _, wid, pid, host = pickle.loads(self.outbox.get()[len(CONTROL) :])
             pids[wid] = pid
             self.worker_hosts[wid] = host
         return pids
@@ -241,13 +259,15 @@ class _Server:
         with open(progress, "wb") as handle:
             handle.write(TOKEN.pack(-1))
         policy = Policy(placement=Policy.Placement.HOST_NAME, host_name=host) if host else None
-        process = Process(target=worker_main, args=(wid, inbox, self.outbox, progress, self.preload,
-                                                      self.worker_env), policy=policy)
+        process = Process(
+            target=worker_main, args=(wid, inbox, self.outbox, progress, self.preload, self.worker_env), policy=policy
+        )
         process.start()
         with self.lock:
             self.workers[wid] = (process, inbox)
-        threading.Thread(target=self._watch, args=(wid, process, inbox, progress, host), name=f"watch-{wid}",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._watch, args=(wid, process, inbox, progress, host), name=f"watch-{wid}", daemon=True
+        ).start()
         return wid
 
     def _watch(self, wid: int, process: Any, inbox: Any, progress: str, host: str = "") -> None:
@@ -298,8 +318,14 @@ class _Server:
                 pass
 
 
-def worker_main(wid: int, inbox: Any, outbox: Any, progress_path: str, preload: tuple[str, ...] = (),
-                env: dict[str, str] | None = None) -> None:
+def worker_main(
+    wid: int,
+    inbox: Any,
+    outbox: Any,
+    progress_path: str,
+    preload: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> None:
     """One Dragon-managed worker: run batches of calls, send their results in order.
 
     Results are sent in batches: at the end of each input batch, and by a flusher

@@ -61,7 +61,7 @@ class FramedPipe:
                 start += 8
             if end - start < size:
                 break
-            frames.append(bytes(buffer[start:start + size]))
+            frames.append(bytes(buffer[start : start + size]))
             pos = start + size
         if pos:
             del buffer[:pos]

@@ -62,8 +62,9 @@ class GpuInventory:
         return asdict(self)
 
 
-def discover(env: Mapping[str, str] | None = None, run: Runner | None = None,
-             hostname: str | None = None) -> GpuInventory:
+def discover(
+    env: Mapping[str, str] | None = None, run: Runner | None = None, hostname: str | None = None
+) -> GpuInventory:
     """This node's GPUs, from the first source that answers (see the module docstring)."""
     env = os.environ if env is None else env
     run = run or _run
@@ -245,8 +246,9 @@ def _run(argv: Sequence[str]) -> str | None:
     if shutil.which(argv[0]) is None:
         return None
     try:
-        done = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=PROBE_TIMEOUT_S)
+        done = subprocess.run(
+            list(argv), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout if done.returncode == 0 else None
@@ -300,7 +302,7 @@ def bind(env: Mapping[str, str] | None = None, prepare: bool = True) -> Binding:
     if mode == "none":
         return Binding((), (), "the pilot's allocation has no GPU")
     if mode is not None and mode.startswith("slots:"):
-        table = mode[len("slots:"):].split(",")
+        table = mode[len("slots:") :].split(",")
         try:
             devices = tuple(dict.fromkeys(table[int(s)] for s in parse_visible(visible or "")))
         except (ValueError, IndexError):

@@ -102,8 +102,11 @@ def per_node_utilization(records: Sequence[TaskRecord], nodes: Sequence[str], co
 def _gpu_figures(ran: Sequence[TaskRecord], makespan: float, gpus: int, gpu_shares: int) -> dict[str, Any]:
     devices = gpus / gpu_shares
     busy = sum(held_gpus(r) * (r.finished - r.started) for r in ran) / gpu_shares  # type: ignore[operator,misc]
-    return {"gpus": devices, "busy_gpu_s": busy,
-            "gpu_utilization": busy / (devices * makespan) if devices and makespan > 0 else None}
+    return {
+        "gpus": devices,
+        "busy_gpu_s": busy,
+        "gpu_utilization": busy / (devices * makespan) if devices and makespan > 0 else None,
+    }
 
 
 def held_gpus(record: TaskRecord) -> int:
@@ -173,8 +176,9 @@ def _percentile(values: Sequence[float], pct: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
 
 
-def utilisation_losses(records: Sequence[TaskRecord], cores: int,
-                       phase_of: Callable[[TaskRecord], str] = lambda r: "") -> dict[str, float]:
+def utilisation_losses(
+    records: Sequence[TaskRecord], cores: int, phase_of: Callable[[TaskRecord], str] = lambda r: ""
+) -> dict[str, float]:
     """Where a run's core-seconds went, as fractions of ``cores x makespan`` (they add up to 1).
 
     ``busy`` is the utilisation; ``launching``: slots held between ``scheduled`` and ``started`` (a
@@ -200,14 +204,15 @@ def utilisation_losses(records: Sequence[TaskRecord], cores: int,
     windows: list[tuple[float, float, str]] = []  # (from, to, category) of the phases' tails and gaps
     spans: list[tuple[float, float, float]] = [
         (max(r.scheduled for r in rs), max(r.finished for r in rs), min(r.scheduled for r in rs))  # type: ignore[type-var,misc]
-        for rs in phases.values()]
+        for rs in phases.values()
+    ]
     for i, (last_placed, last_finished, _) in enumerate(spans):
         windows.append((last_placed, last_finished, "phase_tail"))
         if i + 1 < len(spans):
             windows.append((last_finished, spans[i + 1][2], "between_phases"))
     idle = {"phase_tail": 0.0, "between_phases": 0.0, "waiting": 0.0}
-    events: list[tuple[float, int]] = sorted(
-        [(r.scheduled, held(r)) for r in ran] + [(r.finished, -held(r)) for r in ran])  # type: ignore[arg-type,misc]
+    marks = [(r.scheduled, held(r)) for r in ran] + [(r.finished, -held(r)) for r in ran]
+    events: list[tuple[float, int]] = sorted(marks)  # type: ignore[arg-type]
     holding, last = 0, t0
     for when, delta in [*events, (t1, 0)]:
         _add_idle(idle, windows, last, when, cores - holding)
@@ -218,8 +223,9 @@ def utilisation_losses(records: Sequence[TaskRecord], cores: int,
     return out
 
 
-def _add_idle(idle: dict[str, float], windows: list[tuple[float, float, str]], start: float, end: float,
-              free: int) -> None:
+def _add_idle(
+    idle: dict[str, float], windows: list[tuple[float, float, str]], start: float, end: float, free: int
+) -> None:
     """Charge ``free`` idle slots over [start, end) to the windows it overlaps, the rest to ``waiting``."""
     if end <= start or free <= 0:
         return

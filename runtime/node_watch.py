@@ -37,8 +37,10 @@ class NodeEvent:
         return asdict(self)
 
     def describe(self) -> str:
-        return (f"node {self.node} lost at {time.strftime('%H:%M:%S', time.localtime(self.when))} "
-                f"(Slurm: {self.state}); its tasks ran again on the other nodes")
+        return (
+            f"node {self.node} lost at {time.strftime('%H:%M:%S', time.localtime(self.when))} "
+            f"(Slurm: {self.state}); its tasks ran again on the other nodes"
+        )
 
 
 def slurm_node_states(nodes: Sequence[str]) -> dict[str, str]:
@@ -48,8 +50,13 @@ def slurm_node_states(nodes: Sequence[str]) -> dict[str, str]:
     if sinfo is None:
         return {}
     try:
-        done = subprocess.run([sinfo, "-h", "-N", "-n", ",".join(nodes), "-o", "%N %T"], stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=20)
+        done = subprocess.run(
+            [sinfo, "-h", "-N", "-n", ",".join(nodes), "-o", "%N %T"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return {}
     if done.returncode != 0:
@@ -69,9 +76,13 @@ def is_lost(state: str) -> bool:
 class NodeWatch:
     """Reports each node of ``nodes`` that the manager says is lost, once, through ``on_lost(node, state)``."""
 
-    def __init__(self, nodes: Sequence[str], on_lost: Callable[[str, str], None],
-                 interval_s: float = DEFAULT_INTERVAL_S,
-                 states: Callable[[Sequence[str]], dict[str, str]] = slurm_node_states) -> None:
+    def __init__(
+        self,
+        nodes: Sequence[str],
+        on_lost: Callable[[str, str], None],
+        interval_s: float = DEFAULT_INTERVAL_S,
+        states: Callable[[Sequence[str]], dict[str, str]] = slurm_node_states,
+    ) -> None:
         self.nodes = tuple(nodes)
         self.on_lost = on_lost
         self.interval_s = interval_s

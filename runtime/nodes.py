@@ -61,8 +61,10 @@ def from_slurm(environ: Mapping[str, str]) -> NodeList:
     names = slurm_hostnames(text)
     cpus = cpus_per_node(environ.get("SLURM_JOB_CPUS_PER_NODE", ""))
     if cpus and len(cpus) != len(names):
-        raise ValueError(f"SLURM_JOB_CPUS_PER_NODE={environ.get('SLURM_JOB_CPUS_PER_NODE')!r} describes {len(cpus)} "
-                         f"nodes but SLURM_JOB_NODELIST={text!r} names {len(names)}")
+        raise ValueError(
+            f"SLURM_JOB_CPUS_PER_NODE={environ.get('SLURM_JOB_CPUS_PER_NODE')!r} describes {len(cpus)} "
+            f"nodes but SLURM_JOB_NODELIST={text!r} names {len(names)}"
+        )
     return NodeList(tuple(names), min(cpus) if cpus else len(os.sched_getaffinity(0)), "slurm")
 
 
@@ -70,8 +72,13 @@ def slurm_hostnames(text: str) -> list[str]:
     """A Slurm hostlist expanded: by ``scontrol show hostnames`` where it runs, else :func:`expand_hostlist`."""
     if shutil.which("scontrol"):
         try:
-            done = subprocess.run(["scontrol", "show", "hostnames", text], stdin=subprocess.DEVNULL,
-                                  capture_output=True, text=True, timeout=_COMMAND_TIMEOUT_S)
+            done = subprocess.run(
+                ["scontrol", "show", "hostnames", text],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=_COMMAND_TIMEOUT_S,
+            )
         except (OSError, subprocess.TimeoutExpired):
             done = None
         if done is not None and done.returncode == 0 and done.stdout.split():
@@ -85,8 +92,14 @@ def from_flux(environ: Mapping[str, str]) -> NodeList | None:
     if flux is None:
         return None
     try:
-        done = subprocess.run([flux, "resource", "R"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=_COMMAND_TIMEOUT_S, env=dict(environ))
+        done = subprocess.run(
+            [flux, "resource", "R"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=_COMMAND_TIMEOUT_S,
+            env=dict(environ),
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if done.returncode != 0 or not done.stdout.strip():
@@ -123,7 +136,7 @@ def expand_hostlist(text: str) -> list[str]:
         if match is None:
             names.append(part)
             continue
-        head, tail = part[:match.start()], part[match.end():]
+        head, tail = part[: match.start()], part[match.end() :]
         for item in match.group(1).split(","):
             lo, _, hi = item.partition("-")
             if not lo.isdigit() or (hi and not hi.isdigit()):

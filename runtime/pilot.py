@@ -98,13 +98,18 @@ class Pilot:
         self.records: list[TaskRecord] = []
         self._brokers = list({id(v.broker): v.broker for v in self.slots.values()}.values())
         self.on_stall = on_stall  # may be set later (a campaign sets it once its session is known)
-        self._watch = StallWatch(self._brokers, stall_after_s, self._stalled, self._has_pending) if stall_after_s else None
+        self._watch = (
+            StallWatch(self._brokers, stall_after_s, self._stalled, self._has_pending) if stall_after_s else None
+        )
         self.node_events: list[NodeEvent] = []
         self.on_node_lost: Callable[[NodeEvent], None] | None = None  # a campaign records them in its run
         self._lost_nodes: set[str] = set()
         self._node_lock = threading.Lock()
-        self._node_watch = (NodeWatch(self.allocation.nodes, self._node_lost, node_watch_s)
-                            if node_watch_s and self.allocation.real_nodes and self.allocation.manager == "slurm" else None)
+        self._node_watch = (
+            NodeWatch(self.allocation.nodes, self._node_lost, node_watch_s)
+            if node_watch_s and self.allocation.real_nodes and self.allocation.manager == "slurm"
+            else None
+        )
         self._started = False
         self._closed = False
 
@@ -114,8 +119,10 @@ class Pilot:
             broker = SlotBroker(self.allocation)
             return {name: broker.view(name, weight, self._reach(name)) for name, weight in weights.items()}
         shares = split_allocation(self.allocation, weights)
-        return {name: SlotBroker(self.allocation, shares[name].cores, shares[name].gpus).view(name, 1.0, self._reach(name))
-                for name in weights}
+        return {
+            name: SlotBroker(self.allocation, shares[name].cores, shares[name].gpus).view(name, 1.0, self._reach(name))
+            for name in weights
+        }
 
     def _reach(self, name: str) -> tuple[int, ...] | None:
         """The nodes backend ``name`` may use: all of them, unless the nodes are real hosts and it starts
@@ -127,7 +134,8 @@ class Pilot:
             raise BackendUnavailable(
                 f"backend {name!r} runs tasks on this host only, and this host ({socket.gethostname()}) is not one "
                 f"of the allocation's nodes ({', '.join(self.allocation.nodes)}): run the pilot on one of them (a "
-                "batch script does), or route its tasks to srun, flux or dragon, which start them on every node")
+                "batch script does), or route its tasks to srun, flux or dragon, which start them on every node"
+            )
         return (here,)
 
     # lifecycle ---------------------------------------------------------------
@@ -136,8 +144,10 @@ class Pilot:
         if self._started:
             return self
         errors: list[BaseException] = []
-        threads = [threading.Thread(target=_start, args=(b, errors), name=f"start-{b.name}", daemon=True)
-                   for b in self.backends.values()]
+        threads = [
+            threading.Thread(target=_start, args=(b, errors), name=f"start-{b.name}", daemon=True)
+            for b in self.backends.values()
+        ]
         for thread in threads:
             thread.start()
         try:

@@ -97,8 +97,11 @@ def _send(line: str) -> None:
     with _lock:
         if _process is None or _process.poll() is not None:
             _process = subprocess.Popen(
-                [sys.executable, "-m", "impeccable.runtime.reaper"], stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL, start_new_session=True)
+                [sys.executable, "-m", "impeccable.runtime.reaper"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             if _marker >= 0:  # a new watchdog (the last one died): it needs the marker too
                 line = f"mark {_marker_name()}\n{line}"
         try:

@@ -46,18 +46,23 @@ class Allocation:
         if not self.nodes:
             raise ValueError("an allocation needs at least one node")
         if self.cores % len(self.nodes) or self.gpus % len(self.nodes):
-            raise ValueError(f"{self.cores} cores and {self.gpus} GPUs do not split evenly over "
-                             f"{len(self.nodes)} nodes: give each node the same number")
+            raise ValueError(
+                f"{self.cores} cores and {self.gpus} GPUs do not split evenly over "
+                f"{len(self.nodes)} nodes: give each node the same number"
+            )
         if self.gpu_shares < 1 or self.gpus_per_node % self.gpu_shares:
-            raise ValueError(f"gpu_shares must be >= 1 and divide the {self.gpus_per_node} GPU slots per node, "
-                             f"got {self.gpu_shares}")
+            raise ValueError(
+                f"gpu_shares must be >= 1 and divide the {self.gpus_per_node} GPU slots per node, got {self.gpu_shares}"
+            )
         if self.gpu_devices and len(self.gpu_devices) != self.devices_per_node:
-            raise ValueError(f"gpu_devices names {len(self.gpu_devices)} devices, each node has "
-                             f"{self.devices_per_node}")
+            raise ValueError(
+                f"gpu_devices names {len(self.gpu_devices)} devices, each node has {self.devices_per_node}"
+            )
 
     @classmethod
-    def emulated(cls, cores: int, nodes: int = 1, gpus: int = 0, gpu_shares: int = 1,
-                 gpu_devices: tuple[str, ...] = ()) -> Allocation:
+    def emulated(
+        cls, cores: int, nodes: int = 1, gpus: int = 0, gpu_shares: int = 1, gpu_devices: tuple[str, ...] = ()
+    ) -> Allocation:
         """``nodes`` nodes (node0, node1, ...) sharing this machine: multi-node placement, emulated."""
         if nodes < 1:
             raise ValueError(f"nodes must be >= 1, got {nodes}")
@@ -69,12 +74,16 @@ class Allocation:
         """The first ``nodes`` nodes of a real allocation (:func:`.nodes.discover`), with ``cores`` over all of
         them (default: every core the allocation gives on each)."""
         if nodes > len(found.names):
-            raise ValueError(f"{nodes} nodes asked for, but the {found.manager} allocation has {len(found.names)} "
-                             f"({', '.join(found.names)})")
+            raise ValueError(
+                f"{nodes} nodes asked for, but the {found.manager} allocation has {len(found.names)} "
+                f"({', '.join(found.names)})"
+            )
         cores = found.cores_per_node * nodes if cores is None else cores
         if cores > found.cores_per_node * nodes:
-            raise ValueError(f"{cores} cores asked for on {nodes} nodes, but the {found.manager} allocation gives "
-                             f"{found.cores_per_node} per node")
+            raise ValueError(
+                f"{cores} cores asked for on {nodes} nodes, but the {found.manager} allocation gives "
+                f"{found.cores_per_node} per node"
+            )
         return cls(cores=cores, gpus=gpus, nodes=found.names[:nodes], manager=found.manager)
 
     @property
@@ -152,16 +161,16 @@ def split_allocation(allocation: Allocation, weights: dict[str, int]) -> dict[st
     if not names:
         raise ValueError("no backends to share the allocation between")
     if len(names) > allocation.cores:
-        raise ValueError(f"{len(names)} backends need at least {len(names)} cores, the allocation has {allocation.cores}")
+        raise ValueError(
+            f"{len(names)} backends need at least {len(names)} cores, the allocation has {allocation.cores}"
+        )
     core_counts = _apportion(allocation.cores, [weights[n] for n in names], minimum=1)
     gpu_counts = _apportion(allocation.gpus, [weights[n] for n in names], minimum=0)
     shares: dict[str, ResourceShare] = {}
     core, gpu = 0, 0
     for name, n_cores, n_gpus in zip(names, core_counts, gpu_counts):
         shares[name] = ResourceShare(
-            cores=tuple(range(core, core + n_cores)),
-            gpus=tuple(range(gpu, gpu + n_gpus)),
-            nodes=allocation.nodes,
+            cores=tuple(range(core, core + n_cores)), gpus=tuple(range(gpu, gpu + n_gpus)), nodes=allocation.nodes
         )
         core += n_cores
         gpu += n_gpus

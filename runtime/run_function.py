@@ -37,8 +37,9 @@ def main(argv: list[str]) -> int:
     try:
         args, kwargs = _load_arguments(args_path)
     except Exception as exc:  # noqa: BLE001 - reported as a usage error with the reason
-        print(f"run_function: cannot read the arguments from {args_path!r}: {type(exc).__name__}: {exc}",
-              file=sys.stderr)
+        print(
+            f"run_function: cannot read the arguments from {args_path!r}: {type(exc).__name__}: {exc}", file=sys.stderr
+        )
         return 2
     started = time.time()
     try:

@@ -83,15 +83,18 @@ class NodeLoss:
 
     def _still_up(self, cores: Sequence[int], gpus: Sequence[int]) -> tuple[list[int], list[int]]:
         """Those of these slots whose node is still in the pool (a lost node has none there)."""
-        return ([c for c in cores if self._node_cores[self.node_of_core(c)]],
-                [g for g in gpus if self._node_gpus[self.node_of_gpu(g)]])
+        return (
+            [c for c in cores if self._node_cores[self.node_of_core(c)]],
+            [g for g in gpus if self._node_gpus[self.node_of_gpu(g)]],
+        )
 
 
 class SlotBroker(NodeLoss):
     """The free core and GPU slots of an allocation (or of a fenced share of it), per node."""
 
-    def __init__(self, allocation: Allocation, cores: Iterable[int] | None = None,
-                 gpus: Iterable[int] | None = None) -> None:
+    def __init__(
+        self, allocation: Allocation, cores: Iterable[int] | None = None, gpus: Iterable[int] | None = None
+    ) -> None:
         self.allocation = allocation
         self.cores_per_node = allocation.cores_per_node
         self.gpus_per_node = allocation.gpus_per_node
@@ -173,13 +176,26 @@ class SlotBroker(NodeLoss):
             return self._state()
 
     def _state(self) -> dict:
-        views = [{"runtime": v.runtime, "nodes": list(v.nodes) if v.nodes is not None else "all",
-                  "pending": v.pending, "wanted": [list(p) for p in v.wanted] if v.wanted else None,
-                  "hungry": v in self._hungry, "waiting_for_slots": self._waiting.get(v) is not None,
-                  "held_cores": self._used[v.runtime], "could_place_now": self._could_place(v),
-                  "wake_callback": v.wake is not None} for v in self._views]
-        return {"activity": self.activity, "free_cores_per_node": [len(f) for f in self._free_cores],
-                "free_gpus_per_node": [len(f) for f in self._free_gpus], "views": views}
+        views = [
+            {
+                "runtime": v.runtime,
+                "nodes": list(v.nodes) if v.nodes is not None else "all",
+                "pending": v.pending,
+                "wanted": [list(p) for p in v.wanted] if v.wanted else None,
+                "hungry": v in self._hungry,
+                "waiting_for_slots": self._waiting.get(v) is not None,
+                "held_cores": self._used[v.runtime],
+                "could_place_now": self._could_place(v),
+                "wake_callback": v.wake is not None,
+            }
+            for v in self._views
+        ]
+        return {
+            "activity": self.activity,
+            "free_cores_per_node": [len(f) for f in self._free_cores],
+            "free_gpus_per_node": [len(f) for f in self._free_gpus],
+            "views": views,
+        }
 
     def _could_place(self, view: SlotView) -> bool:
         """Whether ``view``'s smallest wanted task fits now and it may take (lock held)."""
@@ -189,8 +205,9 @@ class SlotBroker(NodeLoss):
         return self._plan(nodes, view.wanted) is not None
 
     # ------------------------------------------------------------ used by views
-    def _take(self, view: SlotView, processes: Sequence[tuple[int, int]],
-              only: Iterable[int] | None = None) -> Placement | None:
+    def _take(
+        self, view: SlotView, processes: Sequence[tuple[int, int]], only: Iterable[int] | None = None
+    ) -> Placement | None:
         stall = None
         with self._lock:
             nodes: Sequence[int] = view.nodes if view.nodes is not None else range(self.n_nodes)
@@ -277,8 +294,10 @@ class SlotBroker(NodeLoss):
     def _may_take(self, view: SlotView) -> bool:
         """Unless a view of another runtime, blocked now, ranks before this one (a strict order: no cycles)."""
         mine = self._rank(view)
-        return not any(other.runtime != view.runtime and since is not None and self._rank(other) < mine
-                       for other, since in self._waiting.items())
+        return not any(
+            other.runtime != view.runtime and since is not None and self._rank(other) < mine
+            for other, since in self._waiting.items()
+        )
 
     def _place(self, nodes: list[int], processes: Sequence[tuple[int, int]]) -> Placement | None:
         chosen = self._plan(nodes, processes)
@@ -296,7 +315,9 @@ class SlotBroker(NodeLoss):
             cores += self._pop(self._free_cores[n], len(self._free_cores[n]))
             gpus += self._pop(self._free_gpus[n], len(self._free_gpus[n]))
         per_node = -(-len(processes) // len(chosen))
-        return Placement(cores, gpus, tuple(chosen[i // per_node] for i in range(len(processes))), self.allocation.hosts(cores))
+        return Placement(
+            cores, gpus, tuple(chosen[i // per_node] for i in range(len(processes))), self.allocation.hosts(cores)
+        )
 
     def _plan(self, nodes: Sequence[int], processes: Sequence[tuple[int, int]]) -> list[int] | None:
         """The node a task fits on (first fit), or the whole free nodes a task wider than a node takes;
@@ -309,8 +330,12 @@ class SlotBroker(NodeLoss):
         if len(processes) == 1:
             return None  # one process cannot span nodes
         n_needed = -(-total_cores // self.cores_per_node)
-        free_nodes = [n for n in nodes if len(self._free_cores[n]) == self._node_cores[n] == self.cores_per_node
-                      and len(self._free_gpus[n]) == self._node_gpus[n]]
+        free_nodes = [
+            n
+            for n in nodes
+            if len(self._free_cores[n]) == self._node_cores[n] == self.cores_per_node
+            and len(self._free_gpus[n]) == self._node_gpus[n]
+        ]
         chosen = free_nodes[:n_needed]
         if len(chosen) < n_needed or total_gpus > sum(self._node_gpus[n] for n in chosen):
             return None
@@ -420,8 +445,9 @@ class SlotView:
         nodes = self.nodes if self.nodes is not None else range(self.broker.n_nodes)
         return sum(len(self.broker._free_cores[n]) for n in nodes)
 
-    def take(self, n_cores: int, n_gpus: int = 0,
-             nodes: Iterable[int] | None = None) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    def take(
+        self, n_cores: int, n_gpus: int = 0, nodes: Iterable[int] | None = None
+    ) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
         """Slots for one process (all on one node; on one of ``nodes`` if given), or None."""
         placement = self.place([(n_cores, n_gpus)], nodes)
         return None if placement is None else (placement.cores, placement.gpus)
@@ -445,8 +471,9 @@ class SlotView:
         self._listed = True
         self.broker._pass_begins(self)
 
-    def schedule_pass_ends(self, still_pending: int | bool,
-                           wanted: Sequence[tuple[int, int]] | None = None, claim: bool = True) -> None:
+    def schedule_pass_ends(
+        self, still_pending: int | bool, wanted: Sequence[tuple[int, int]] | None = None, claim: bool = True
+    ) -> None:
         """A runtime that no longer waits for slots (nothing pending, or nothing refused) keeps no claim;
         one with tasks it could not place keeps it, even if it placed others after them in this pass.
         ``still_pending``: how many tasks are left; ``wanted``: the (cores, gpus) of each process of the

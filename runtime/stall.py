@@ -48,12 +48,16 @@ class StallEvent:
         return asdict(self)
 
     def describe(self) -> str:
-        views = "; ".join(f"{v['runtime']}: {v['pending']} pending, holds {v['held_cores']} cores"
-                          f"{', waiting for slots' if v['waiting_for_slots'] else ''}"
-                          f"{', could place now' if v['could_place_now'] else ''}"
-                          for v in self.state.get("views", ()))
-        return (f"{self.kind} in runtime {self.runtime!r} after {self.idle_s:.1f} s without activity "
-                f"(free cores per node {self.state.get('free_cores_per_node')}; {views})")
+        views = "; ".join(
+            f"{v['runtime']}: {v['pending']} pending, holds {v['held_cores']} cores"
+            f"{', waiting for slots' if v['waiting_for_slots'] else ''}"
+            f"{', could place now' if v['could_place_now'] else ''}"
+            for v in self.state.get("views", ())
+        )
+        return (
+            f"{self.kind} in runtime {self.runtime!r} after {self.idle_s:.1f} s without activity "
+            f"(free cores per node {self.state.get('free_cores_per_node')}; {views})"
+        )
 
 
 RECORDED: list[StallEvent] = []  # every event in this process (tests fail on any)
@@ -62,9 +66,13 @@ RECORDED: list[StallEvent] = []  # every event in this process (tests fail on an
 class StallWatch:
     """A timer thread watching the pilot's slot pools for stalls (see the module docstring)."""
 
-    def __init__(self, brokers: Sequence[SlotBroker], after_s: float = DEFAULT_AFTER_S,
-                 on_event: Callable[[StallEvent], None] | None = None,
-                 pending: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        brokers: Sequence[SlotBroker],
+        after_s: float = DEFAULT_AFTER_S,
+        on_event: Callable[[StallEvent], None] | None = None,
+        pending: Callable[[], bool] | None = None,
+    ) -> None:
         """``pending``: whether the caller has tasks not started yet, independent of the pool's own
         bookkeeping (the pilot looks at its records), so a runtime that never told the pool is seen."""
         if after_s <= 0:

@@ -101,8 +101,16 @@ class Task(BaseModel):
 
     def new_record(self, submitted: float, backend: str) -> TaskRecord:
         """Its record as a pilot (or a model of one) takes it for ``backend``."""
-        return TaskRecord(uid=self.uid, name=self.name, kind=self.kind.value, cores=self.cores, gpus=self.gpus,
-                          tags=dict(self.tags), submitted=submitted, backend=backend)
+        return TaskRecord(
+            uid=self.uid,
+            name=self.name,
+            kind=self.kind.value,
+            cores=self.cores,
+            gpus=self.gpus,
+            tags=dict(self.tags),
+            submitted=submitted,
+            backend=backend,
+        )
 
 
 def executable_task(argv: Sequence[str] | str, **fields: Any) -> Task:
@@ -126,9 +134,7 @@ def _build(**fields: Any) -> Task:
     try:
         return Task(**fields)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'task'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'task'}: {err['msg']}" for err in exc.errors())
         raise TaskError(f"task {name!r} is invalid: {problems}") from None
 
 
@@ -145,8 +151,7 @@ def function_reference(fn: Callable[..., Any] | str) -> str:
         )
     if module == "__main__":
         raise TaskError(
-            f"function {qualname!r} is defined in __main__, which workers cannot import: "
-            "move it into a module"
+            f"function {qualname!r} is defined in __main__, which workers cannot import: move it into a module"
         )
     return f"{module}:{qualname}"
 

@@ -94,8 +94,9 @@ def version() -> str:
         return "AmberTools (not found)"
 
 
-def run(program: str, args: list[str], cwd: Path, what: str, timeout_s: float = 3600.0,
-        logs: tuple[str, ...] = ()) -> ToolRun:
+def run(
+    program: str, args: list[str], cwd: Path, what: str, timeout_s: float = 3600.0, logs: tuple[str, ...] = ()
+) -> ToolRun:
     """Run one program in ``cwd``; return its output and cost, or raise AmberToolError with its last words.
 
     ``logs`` names files in ``cwd`` where the program (or one it calls) writes

@@ -54,13 +54,19 @@ class DecoySet:
 
     def summary(self) -> dict[str, object]:
         """Median absolute property difference between each decoy and its active, and the counts."""
-        diffs = [np.abs(np.array(self.decoy_properties[d.id]) - np.array(self.active_properties[a]))
-                 for a, ds in self.decoys.items() for d in ds]
+        diffs = [
+            np.abs(np.array(self.decoy_properties[d.id]) - np.array(self.active_properties[a]))
+            for a, ds in self.decoys.items()
+            for d in ds
+        ]
         med = np.median(diffs, axis=0) if diffs else np.full(len(PROPERTIES), np.nan)
-        return {"actives": len(self.decoys), "decoys": sum(len(d) for d in self.decoys.values()),
-                "median_abs_difference": dict(zip(PROPERTIES, (round(float(x), 3) for x in med))),
-                "max_ecfp4_tanimoto_to_any_active": round(self.max_tanimoto, 3),
-                "actives_with_fewer_decoys": self.unmatched}
+        return {
+            "actives": len(self.decoys),
+            "decoys": sum(len(d) for d in self.decoys.values()),
+            "median_abs_difference": dict(zip(PROPERTIES, (round(float(x), 3) for x in med))),
+            "max_ecfp4_tanimoto_to_any_active": round(self.max_tanimoto, 3),
+            "actives_with_fewer_decoys": self.unmatched,
+        }
 
 
 def properties(smiles: str) -> tuple[tuple[float, ...], object] | None:
@@ -81,8 +87,13 @@ def _neutral_properties(smiles: str) -> tuple[tuple[float, ...], object, object]
     mol = strip_salts(smiles)
     if mol is None:
         return None
-    values = (Descriptors.MolWt(mol), Crippen.MolLogP(mol), Lipinski.NumRotatableBonds(mol),
-              Lipinski.NumHDonors(mol), Lipinski.NumHAcceptors(mol))
+    values = (
+        Descriptors.MolWt(mol),
+        Crippen.MolLogP(mol),
+        Lipinski.NumRotatableBonds(mol),
+        Lipinski.NumHDonors(mol),
+        Lipinski.NumHAcceptors(mol),
+    )
     fp = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048).GetFingerprint(mol)
     return tuple(float(v) for v in values), fp, mol
 
@@ -100,8 +111,9 @@ def net_charge(mol: object) -> int:
     return Chem.GetFormalCharge(charged if charged is not None else mol)
 
 
-def make_decoys(actives: Sequence[LibraryRecord], pool: Sequence[LibraryRecord], *, per_active: int = 50,
-                max_widening: int = 4) -> DecoySet:
+def make_decoys(
+    actives: Sequence[LibraryRecord], pool: Sequence[LibraryRecord], *, per_active: int = 50, max_widening: int = 4
+) -> DecoySet:
     """Pick up to ``per_active`` property-matched, dissimilar decoys for every active from ``pool``.
 
     The pool's net charges (the slow property) are computed only for the compounds a search visits.
@@ -148,8 +160,15 @@ def make_decoys(actives: Sequence[LibraryRecord], pool: Sequence[LibraryRecord],
     return DecoySet(chosen, act_props, decoy_props, unmatched, max_tc)
 
 
-def _closest_with_charge(props: np.ndarray, charged: np.ndarray, mols: list[Any], target: np.ndarray,
-                         window: np.ndarray, used: np.ndarray, wanted: int) -> list[int]:
+def _closest_with_charge(
+    props: np.ndarray,
+    charged: np.ndarray,
+    mols: list[Any],
+    target: np.ndarray,
+    window: np.ndarray,
+    used: np.ndarray,
+    wanted: int,
+) -> list[int]:
     """The ``wanted`` unused candidates inside ``window`` closest to ``target`` with its net charge.
 
     Candidates are visited by distance on the five fast properties and their net charge (the slow one,

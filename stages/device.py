@@ -29,12 +29,15 @@ def torch_device(torch: Any) -> tuple[Any, str]:
     if not binding.devices:
         return torch.device("cpu"), ""
     if not torch.cuda.is_available():
-        return torch.device("cpu"), (f"GPU {','.join(binding.devices)} visible but torch {torch.__version__} sees "
-                                     "none (a CPU-only build, or no driver): ran on CPU")
+        return torch.device("cpu"), (
+            f"GPU {','.join(binding.devices)} visible but torch {torch.__version__} sees "
+            "none (a CPU-only build, or no driver): ran on CPU"
+        )
     ordinal = binding.ordinals[0]
     if ordinal >= torch.cuda.device_count():
-        return torch.device("cpu"), (f"held GPU {binding.devices[0]} but this process sees "
-                                     f"{torch.cuda.device_count()} GPU(s): ran on CPU")
+        return torch.device("cpu"), (
+            f"held GPU {binding.devices[0]} but this process sees {torch.cuda.device_count()} GPU(s): ran on CPU"
+        )
     return torch.device("cuda", ordinal), ""
 
 
@@ -93,8 +96,11 @@ def openmm_platform(requested: str, precision: str = "mixed", threads: int | Non
     if requested != "auto":
         raise StageInputError(f"MDSettings.platform: {requested} does not work here ({'; '.join(tried)})")
     held = ",".join(binding.devices)
-    return PlatformChoice(cpu.name, cpu.properties, f"GPU {held} visible but no OpenMM GPU platform works "
-                                                     f"({'; '.join(tried)}): ran on CPU")
+    return PlatformChoice(
+        cpu.name,
+        cpu.properties,
+        f"GPU {held} visible but no OpenMM GPU platform works ({'; '.join(tried)}): ran on CPU",
+    )
 
 
 def _try_platform(name: str, properties: dict[str, str]) -> str:

@@ -147,10 +147,18 @@ class Docker:
         pose.SetProp("vina_score_kcal_mol", f"{score:.3f}")
         pose.SetProp("state_penalty_kcal_mol", f"{penalty:.3f}")
         pose.SetProp("state_smiles", state_smiles)
-        return DockResult(cid, smiles, score + penalty, Chem.MolToMolBlock(pose),
-                          round(time.perf_counter() - t0, 4), state_smiles, len(docked),
-                          tuple(round(d[0], 3) for d in docked), tuple(round(d[3], 3) for d in docked),
-                          round(penalty, 3))
+        return DockResult(
+            cid,
+            smiles,
+            score + penalty,
+            Chem.MolToMolBlock(pose),
+            round(time.perf_counter() - t0, 4),
+            state_smiles,
+            len(docked),
+            tuple(round(d[0], 3) for d in docked),
+            tuple(round(d[3], 3) for d in docked),
+            round(penalty, 3),
+        )
 
     def dock_prepared(self, ligand: PreparedLigand, *, exhaustiveness: int | None = None) -> tuple[float, Chem.Mol]:
         """Dock one prepared ligand; return (best score in kcal/mol, best pose with hydrogens).
@@ -175,8 +183,9 @@ class Docker:
         return score, mols[0]
 
 
-def dock_ligands(receptor: Receptor, records: Iterable[tuple[str, str]],
-                 **options: Any) -> Iterator[DockResult | LigandFailure]:
+def dock_ligands(
+    receptor: Receptor, records: Iterable[tuple[str, str]], **options: Any
+) -> Iterator[DockResult | LigandFailure]:
     """Dock each (id, smiles) record into the site box; one result or failure per record, in order.
 
     ``options`` are :class:`Docker`'s (``site``, ``exhaustiveness``, ``n_poses``, ``seed``, ``cpu``,
@@ -228,8 +237,9 @@ def redock_reference(
     if isinstance(result, LigandFailure):
         raise StageInputError(f"{receptor.reference_ligand_path}: {result.reason}")
     pose = Chem.MolFromMolBlock(result.pose_sdf, removeHs=False, sanitize=False)
-    return RedockResult(seed, result.score_kcal_mol, heavy_atom_rmsd(pose, crystal), result.state_smiles,
-                        result.n_states)
+    return RedockResult(
+        seed, result.score_kcal_mol, heavy_atom_rmsd(pose, crystal), result.state_smiles, result.n_states
+    )
 
 
 def heavy_atom_rmsd(pose: Chem.Mol, reference: Chem.Mol) -> float:
@@ -245,11 +255,18 @@ def heavy_atom_rmsd(pose: Chem.Mol, reference: Chem.Mol) -> float:
     a, b = _skeleton(pose), _skeleton(reference)
     if a.GetNumAtoms() != b.GetNumAtoms():
         raise StageInputError(f"pose has {a.GetNumAtoms()} heavy atoms, reference {b.GetNumAtoms()}")
-    return float(symmrmsd(
-        b.GetConformer().GetPositions(), a.GetConformer().GetPositions(),
-        np.array([x.GetAtomicNum() for x in b.GetAtoms()]), np.array([x.GetAtomicNum() for x in a.GetAtoms()]),
-        Chem.GetAdjacencyMatrix(b), Chem.GetAdjacencyMatrix(a), center=False, minimize=False,
-    ))
+    return float(
+        symmrmsd(
+            b.GetConformer().GetPositions(),
+            a.GetConformer().GetPositions(),
+            np.array([x.GetAtomicNum() for x in b.GetAtoms()]),
+            np.array([x.GetAtomicNum() for x in a.GetAtoms()]),
+            Chem.GetAdjacencyMatrix(b),
+            Chem.GetAdjacencyMatrix(a),
+            center=False,
+            minimize=False,
+        )
+    )
 
 
 def read_dock_results(out_dir: str | os.PathLike[str]) -> Iterator[dict]:
@@ -286,13 +303,36 @@ def mpi_rank_size() -> tuple[int, int]:
 # --------------------------------------------------------------------------- CLI
 
 
-def command(receptor: str | os.PathLike[str], ligands: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
-            exhaustiveness: int, seed: int, cpu: int = 1, site: str | os.PathLike[str] | None = None,
-            extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+def command(
+    receptor: str | os.PathLike[str],
+    ligands: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    exhaustiveness: int,
+    seed: int,
+    cpu: int = 1,
+    site: str | os.PathLike[str] | None = None,
+    extra: list[str] | tuple[str, ...] = (),
+) -> list[str]:
     """The command line of :func:`main` for one docking task (each MPI rank runs it on its shard)."""
-    argv = [sys.executable, "-m", "impeccable.stages.dock", "--receptor", str(receptor), "--ligands", str(ligands),
-            "--out-dir", str(out_dir), "--exhaustiveness", str(exhaustiveness), "--seed", str(seed),
-            "--cpu", str(cpu), *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "impeccable.stages.dock",
+        "--receptor",
+        str(receptor),
+        "--ligands",
+        str(ligands),
+        "--out-dir",
+        str(out_dir),
+        "--exhaustiveness",
+        str(exhaustiveness),
+        "--seed",
+        str(seed),
+        "--cpu",
+        str(cpu),
+        *extra,
+    ]
     if site is not None:
         argv += ["--site", str(site)]
     return argv
@@ -309,13 +349,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-poses", type=int, default=1)
     p.add_argument("--seed", type=int, default=DEFAULT_DOCK_SEED)
     p.add_argument("--cpu", type=int, default=1, help="Vina threads per rank")
-    p.add_argument("--max-stereoisomers", type=int, default=StateOptions.max_stereoisomers,
-                   help="states per compound: stereoisomers of unassigned centres, at most")
-    p.add_argument("--max-protomers", type=int, default=StateOptions.max_protomers,
-                   help="states per stereoisomer: protonation states, most probable first")
+    p.add_argument(
+        "--max-stereoisomers",
+        type=int,
+        default=StateOptions.max_stereoisomers,
+        help="states per compound: stereoisomers of unassigned centres, at most",
+    )
+    p.add_argument(
+        "--max-protomers",
+        type=int,
+        default=StateOptions.max_protomers,
+        help="states per stereoisomer: protonation states, most probable first",
+    )
     p.add_argument("--ph", type=float, default=StateOptions.ph)
-    p.add_argument("--metals", choices=("auto", "keep", "remove"), default="auto",
-                   help="metal ions of the receptor folder's heterogens.toml to keep (stages/metals.py)")
+    p.add_argument(
+        "--metals",
+        choices=("auto", "keep", "remove"),
+        default="auto",
+        help="metal ions of the receptor folder's heterogens.toml to keep (stages/metals.py)",
+    )
     a = p.parse_args(argv)
     rank, size = mpi_rank_size()
     t0 = time.perf_counter()
@@ -329,8 +381,9 @@ def main(argv: list[str] | None = None) -> int:
             states = StateOptions(ph=a.ph, max_stereoisomers=a.max_stereoisomers, max_protomers=a.max_protomers)
         except ValueError as exc:
             raise StageInputError(f"--{str(exc).replace('_', '-')}") from None
-        docker = Docker(receptor, exhaustiveness=a.exhaustiveness, n_poses=a.n_poses, seed=a.seed,
-                        cpu=a.cpu, states=states)
+        docker = Docker(
+            receptor, exhaustiveness=a.exhaustiveness, n_poses=a.n_poses, seed=a.seed, cpu=a.cpu, states=states
+        )
         with RankLines(out) as sink:
             for cid, smiles in _chain([first] if first else [], records):
                 result = docker.dock(cid, smiles)
@@ -340,8 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     except StageInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"rank {rank}/{size} on {socket.gethostname()}: {n_ok} docked, {n_fail} failed in "
-          f"{time.perf_counter() - t0:.1f} s -> {out}")
+    print(
+        f"rank {rank}/{size} on {socket.gethostname()}: {n_ok} docked, {n_fail} failed in "
+        f"{time.perf_counter() - t0:.1f} s -> {out}"
+    )
     return 0
 
 

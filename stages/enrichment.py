@@ -50,8 +50,9 @@ def _n_top(n: int, fraction: float) -> int:
     return max(1, int(round(fraction * n)))
 
 
-def enrichment_metrics(labels: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray,
-                       *, alpha: float = BEDROC_ALPHA) -> dict[str, float]:
+def enrichment_metrics(
+    labels: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray, *, alpha: float = BEDROC_ALPHA
+) -> dict[str, float]:
     """ROC-AUC, EF1%, EF5%, BEDROC(alpha) and top-1% recall of one ranking (higher score first).
 
     ``labels``: True for an active. Needs at least one active and one decoy.
@@ -98,8 +99,9 @@ def max_enrichment_factor(n_actives: int, n: int, fraction: float) -> float:
     return (min(n_top, n_actives) / n_top) / (n_actives / n)
 
 
-def bootstrap_metrics(labels: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray, *,
-                      resamples: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
+def bootstrap_metrics(
+    labels: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray, *, resamples: int = 1000, seed: int = 0
+) -> dict[str, tuple[float, float]]:
     """Stratified percentile-bootstrap 95% interval of every metric of :func:`enrichment_metrics`."""
     y = np.asarray(labels, dtype=bool)
     s = np.asarray(scores, dtype=np.float64)
@@ -113,15 +115,19 @@ def bootstrap_metrics(labels: Sequence[bool] | np.ndarray, scores: Sequence[floa
     return {k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for k, v in values.items()}
 
 
-def score_table(labels: Sequence[bool] | np.ndarray, scores: Mapping[str, Sequence[float] | np.ndarray], *,
-                resamples: int = 1000, seed: int = 0) -> dict[str, dict[str, Any]]:
+def score_table(
+    labels: Sequence[bool] | np.ndarray,
+    scores: Mapping[str, Sequence[float] | np.ndarray],
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
     """Every metric with its interval for each named score (higher = better), plus how many have a value."""
     y = np.asarray(labels, dtype=bool)
     table: dict[str, dict[str, Any]] = {}
     for name, values in scores.items():
         s = np.asarray(values, dtype=np.float64)
-        row: dict[str, Any] = {"n_scored": int(np.isfinite(s).sum()),
-                               "n_actives_scored": int(np.isfinite(s[y]).sum())}
+        row: dict[str, Any] = {"n_scored": int(np.isfinite(s).sum()), "n_actives_scored": int(np.isfinite(s[y]).sum())}
         row.update(enrichment_metrics(y, s))
         for key, ci in bootstrap_metrics(y, s, resamples=resamples, seed=seed).items():
             row[f"{key}_ci"] = [ci[0], ci[1]]

@@ -47,8 +47,19 @@ from .errors import StageInputError, exit_code
 from .features import featurise
 from .surrogate import _spearman, fit, nominate
 
-__all__ = ["ReferenceSet", "read_reference", "descriptors", "cross_validate", "retrieval", "retrieval_runs",
-           "seed_strategies", "summarise_retrieval", "bootstrap_mean_ci", "main"]
+__all__ = [
+    "ReferenceSet",
+    "read_reference",
+    "descriptors",
+    "cross_validate",
+    "retrieval",
+    "retrieval_runs",
+    "seed_strategies",
+    "RetrievalSettings",
+    "summarise_retrieval",
+    "bootstrap_mean_ci",
+    "main",
+]
 
 BUDGETS = (0.02, 0.05, 0.10)  # fractions of the reference set docked
 TOP_FRACTION = 0.01  # "the best compounds": the true top 1%
@@ -87,8 +98,9 @@ def read_reference(path: str | Path, limit: int | None = None) -> ReferenceSet:
             try:
                 value = float(row["score_kcal_mol"])
             except (TypeError, ValueError):
-                raise StageInputError(f"{path}, line {line}: score_kcal_mol {row['score_kcal_mol']!r} "
-                                      "is not a number") from None
+                raise StageInputError(
+                    f"{path}, line {line}: score_kcal_mol {row['score_kcal_mol']!r} is not a number"
+                ) from None
             ids.append(row["id"])
             smiles.append(row["smiles"])
             scores.append(value)
@@ -107,13 +119,17 @@ def descriptors(smiles: Sequence[str]) -> np.ndarray:
     for i, s in enumerate(smiles):
         mol = strip_salts(s)
         if mol is not None:
-            out[i] = (mol.GetNumHeavyAtoms(), rdMolDescriptors.CalcNumAromaticRings(mol),
-                      rdMolDescriptors.CalcNumRotatableBonds(mol))
+            out[i] = (
+                mol.GetNumHeavyAtoms(),
+                rdMolDescriptors.CalcNumAromaticRings(mol),
+                rdMolDescriptors.CalcNumRotatableBonds(mol),
+            )
     return out
 
 
-def cross_validate(ref: ReferenceSet, *, folds: int = 5, seed: int = 0, epochs: int = 60,
-                   val_fraction: float = 0.2) -> dict[str, Any]:
+def cross_validate(
+    ref: ReferenceSet, *, folds: int = 5, seed: int = 0, epochs: int = 60, val_fraction: float = 0.2
+) -> dict[str, Any]:
     """k-fold CV of the surrogate, the 3-descriptor linear baseline and the mean predictor (same folds).
 
     Returns per-model mean and standard deviation over folds of Spearman and RMSE, and the per-fold values.
@@ -124,8 +140,9 @@ def cross_validate(ref: ReferenceSet, *, folds: int = 5, seed: int = 0, epochs: 
     x, d, y = x[ok], d[ok], ref.scores[ok]
     order = np.random.default_rng(seed).permutation(len(y))
     parts = np.array_split(order, folds)
-    per_fold: dict[str, dict[str, list[float]]] = {m: {"spearman": [], "rmse": []}
-                                                   for m in ("surrogate", "baseline", "mean")}
+    per_fold: dict[str, dict[str, list[float]]] = {
+        m: {"spearman": [], "rmse": []} for m in ("surrogate", "baseline", "mean")
+    }
     del per_fold["mean"]["spearman"]
     for k, test in enumerate(parts):
         train = np.concatenate([p for j, p in enumerate(parts) if j != k])
@@ -139,8 +156,14 @@ def cross_validate(ref: ReferenceSet, *, folds: int = 5, seed: int = 0, epochs: 
             if name != "mean":  # a constant has no ranking
                 per_fold[name]["spearman"].append(_spearman(p, y[test]))
             per_fold[name]["rmse"].append(float(np.sqrt(np.mean((p - y[test]) ** 2))))
-    summary: dict[str, Any] = {"n": int(len(y)), "n_unparsable": int((~ok).sum()), "folds": folds,
-                               "epochs": epochs, "inner_val_fraction": val_fraction, "per_fold": per_fold}
+    summary: dict[str, Any] = {
+        "n": int(len(y)),
+        "n_unparsable": int((~ok).sum()),
+        "folds": folds,
+        "epochs": epochs,
+        "inner_val_fraction": val_fraction,
+        "per_fold": per_fold,
+    }
     for name, metrics in per_fold.items():
         for metric, values in metrics.items():
             if not values:
@@ -150,23 +173,36 @@ def cross_validate(ref: ReferenceSet, *, folds: int = 5, seed: int = 0, epochs: 
     return summary
 
 
-def retrieval(ref: ReferenceSet, *, replicates: int = 10, seed: int = 0, epochs: int = 60,
-              init_fraction: float = 0.01, batch_fraction: float = 0.01,
-              budgets: Sequence[float] = BUDGETS, top_fraction: float = TOP_FRACTION) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RetrievalSettings:
+    """How a campaign is replayed on a reference set: surrogate epochs, seed sample and batch as fractions of
+    the set, the docking budgets recall is read at, and the fraction of best compounds counted as hits."""
+
+    epochs: int = 60
+    init_fraction: float = 0.01
+    batch_fraction: float = 0.01
+    budgets: tuple[float, ...] = BUDGETS
+    top_fraction: float = TOP_FRACTION
+
+
+def retrieval(
+    ref: ReferenceSet, *, replicates: int = 10, seed: int = 0, settings: RetrievalSettings = RetrievalSettings()
+) -> dict[str, Any]:
     """Top-1% recall after docking each budget, for active learning, one-shot and random selection.
 
     Offline: every score is already known, nothing is docked; "docking" a compound reveals its score.
     """
-    settings = dict(epochs=epochs, init_fraction=init_fraction, batch_fraction=batch_fraction,
-                    budgets=tuple(budgets), top_fraction=top_fraction)
-    runs = retrieval_runs(ref, range(seed, seed + replicates), **settings)  # type: ignore[arg-type]
-    return summarise_retrieval(ref, runs, **settings)  # type: ignore[arg-type]
+    runs = retrieval_runs(ref, range(seed, seed + replicates), settings)
+    return summarise_retrieval(ref, runs, settings)
 
 
-def retrieval_runs(ref: ReferenceSet, replicate_seeds: Sequence[int], *, epochs: int = 60,
-                   init_fraction: float = 0.01, batch_fraction: float = 0.01,
-                   budgets: Sequence[float] = BUDGETS, top_fraction: float = TOP_FRACTION,
-                   seed_strategy: str = "random") -> dict[str, dict[float, list[float]]]:
+def retrieval_runs(
+    ref: ReferenceSet,
+    replicate_seeds: Sequence[int],
+    settings: RetrievalSettings = RetrievalSettings(),
+    *,
+    seed_strategy: str = "random",
+) -> dict[str, dict[float, list[float]]]:
     """The raw recalls: strategy -> budget -> one value per replicate seed (see :func:`retrieval`).
 
     ``seed_strategy`` picks the first docked compounds as a campaign's ``library.seed_strategy`` does
@@ -175,15 +211,19 @@ def retrieval_runs(ref: ReferenceSet, replicate_seeds: Sequence[int], *, epochs:
     """
     from .seedsample import pick_indices
 
+    epochs, budgets, top_fraction = settings.epochs, settings.budgets, settings.top_fraction
+    init_fraction, batch_fraction = settings.init_fraction, settings.batch_fraction
     n = len(ref)
     x, valid = featurise(ref.smiles)
     y = ref.scores
-    top = set(np.argsort(y, kind="stable")[:_n_top(n, top_fraction)].tolist())
+    top = set(np.argsort(y, kind="stable")[: _n_top(n, top_fraction)].tolist())
     n_init, n_batch = _n_init(n, init_fraction), max(1, int(round(batch_fraction * n)))
     sizes = {b: int(round(b * n)) for b in budgets}
     if min(sizes.values()) <= n_init:
-        raise StageInputError(f"the smallest budget ({min(sizes.values())} compounds) is not above the seed "
-                              f"sample ({n_init}); use a larger reference set")
+        raise StageInputError(
+            f"the smallest budget ({min(sizes.values())} compounds) is not above the seed "
+            f"sample ({n_init}); use a larger reference set"
+        )
     runs: dict[str, dict[float, list[float]]] = {s: {b: [] for b in budgets} for s in ("active", "oneshot", "random")}
     usable = np.flatnonzero(valid)
     for rep in replicate_seeds:
@@ -209,16 +249,23 @@ def retrieval_runs(ref: ReferenceSet, replicate_seeds: Sequence[int], *, epochs:
     return runs
 
 
-def seed_strategies(ref: ReferenceSet, *, replicates: int = 10, seed: int = 0, epochs: int = 60,
-                    strategies: Sequence[str] | None = None) -> dict[str, Any]:
+def seed_strategies(
+    ref: ReferenceSet, *, replicates: int = 10, seed: int = 0, epochs: int = 60, strategies: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Active-learning top-1% recall at each budget when the seed sample is random, diverse or stratified
     (``library.seed_strategy``), the same replicate seeds for each; means with bootstrap intervals."""
     from .seedsample import STRATEGIES
 
-    out: dict[str, Any] = {"reference_set_size": len(ref), "replicates": replicates, "epochs": epochs,
-                           "interval": "95% bootstrap interval of the mean over replicates"}
+    out: dict[str, Any] = {
+        "reference_set_size": len(ref),
+        "replicates": replicates,
+        "epochs": epochs,
+        "interval": "95% bootstrap interval of the mean over replicates",
+    }
     for strategy in strategies or STRATEGIES:
-        runs = retrieval_runs(ref, range(seed, seed + replicates), epochs=epochs, seed_strategy=strategy)
+        runs = retrieval_runs(
+            ref, range(seed, seed + replicates), RetrievalSettings(epochs=epochs), seed_strategy=strategy
+        )
         for b, values in runs["active"].items():
             key = f"{strategy}_seed_active_top{_pct(TOP_FRACTION)}_recall_at_{_pct(b)}"
             out[key], out[key + "_runs"] = float(np.mean(values)), values
@@ -226,15 +273,19 @@ def seed_strategies(ref: ReferenceSet, *, replicates: int = 10, seed: int = 0, e
     return out
 
 
-def summarise_retrieval(ref: ReferenceSet, runs: dict[str, dict[float, list[float]]], *, epochs: int = 60,
-                        init_fraction: float = 0.01, batch_fraction: float = 0.01,
-                        budgets: Sequence[float] = BUDGETS, top_fraction: float = TOP_FRACTION) -> dict[str, Any]:
+def summarise_retrieval(
+    ref: ReferenceSet, runs: dict[str, dict[float, list[float]]], settings: RetrievalSettings = RetrievalSettings()
+) -> dict[str, Any]:
     """Means, bootstrap intervals and the raw values of :func:`retrieval_runs`, keyed by strategy and budget."""
+    budgets, top_fraction, batch_fraction = settings.budgets, settings.top_fraction, settings.batch_fraction
     n = len(ref)
     result: dict[str, Any] = {
-        "reference_set_size": n, "top_compounds": _n_top(n, top_fraction), "seed_sample": _n_init(n, init_fraction),
-        "batch": max(1, int(round(batch_fraction * n))), "replicates": len(runs["random"][budgets[0]]),
-        "epochs": epochs,
+        "reference_set_size": n,
+        "top_compounds": _n_top(n, top_fraction),
+        "seed_sample": _n_init(n, settings.init_fraction),
+        "batch": max(1, int(round(batch_fraction * n))),
+        "replicates": len(runs["random"][budgets[0]]),
+        "epochs": settings.epochs,
         "interval": "95% bootstrap interval of the mean over replicates (different seed samples and network seeds)",
     }
     for strategy, by_budget in runs.items():
@@ -294,8 +345,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             c.add_argument("--replicates", type=int, default=10)
         if name == "seeds":
-            c.add_argument("--strategy", action="append", choices=("random", "diverse", "stratified"),
-                           help="only these seed strategies (repeat the option; default all three)")
+            c.add_argument(
+                "--strategy",
+                action="append",
+                choices=("random", "diverse", "stratified"),
+                help="only these seed strategies (repeat the option; default all three)",
+            )
     a = p.parse_args(argv)
     import torch
 
@@ -308,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         elif a.command == "seeds":
             out = seed_strategies(ref, replicates=a.replicates, seed=a.seed, epochs=a.epochs, strategies=a.strategy)
         else:
-            out = retrieval(ref, replicates=a.replicates, seed=a.seed, epochs=a.epochs)
+            out = retrieval(ref, replicates=a.replicates, seed=a.seed, settings=RetrievalSettings(epochs=a.epochs))
         print(json.dumps({"scores": ref.source, **out}, indent=1))
 
     return exit_code(body)

@@ -49,8 +49,7 @@ from rdkit.Chem import rdFingerprintGenerator
 
 from .quiet import quiet_rdkit
 
-__all__ = ["FingerprintSettings", "SparseFeatures", "featurise", "featurise_sparse", "parse_smiles", "RADIUS",
-           "N_BITS"]
+__all__ = ["FingerprintSettings", "SparseFeatures", "featurise", "featurise_sparse", "parse_smiles", "RADIUS", "N_BITS"]
 
 RADIUS = 2
 N_BITS = 2048
@@ -127,9 +126,13 @@ def featurise_sparse(smiles: Sequence[str], settings: FingerprintSettings = Fing
     out = np.frombuffer(values, dtype=np.float32).copy() if values else np.zeros(0, dtype=np.float32)
     if counts:
         np.minimum(out, 255.0, out=out)
-    return SparseFeatures(np.frombuffer(indptr, dtype=np.int64).copy(),
-                          np.frombuffer(indices, dtype=np.int64).copy() if indices else np.zeros(0, dtype=np.int64),
-                          out, valid, settings.n_bits)
+    return SparseFeatures(
+        np.frombuffer(indptr, dtype=np.int64).copy(),
+        np.frombuffer(indices, dtype=np.int64).copy() if indices else np.zeros(0, dtype=np.int64),
+        out,
+        valid,
+        settings.n_bits,
+    )
 
 
 def parse_smiles(smiles: str, *, full: bool = False) -> Chem.Mol | None:

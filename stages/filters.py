@@ -29,8 +29,10 @@ class FilterRules:
 
     @property
     def active(self) -> bool:
-        return any(v not in (None, False) for v in (self.max_molecular_weight, self.max_rotatable_bonds,
-                                                    self.max_heavy_atoms, self.pains))
+        return any(
+            v not in (None, False)
+            for v in (self.max_molecular_weight, self.max_rotatable_bonds, self.max_heavy_atoms, self.pains)
+        )
 
 
 @lru_cache(maxsize=1)

@@ -90,9 +90,19 @@ def cache_key(mol: Chem.Mol, charge: int) -> tuple[str, str]:
     heavy = Chem.RemoveHs(mol)
     Chem.AssignStereochemistryFrom3D(heavy)
     smiles = Chem.MolToSmiles(heavy, isomericSmiles=True)
-    recipe = {"smiles": smiles, "net_charge": charge, "forcefield": FORCEFIELD, "charges": CHARGE_MODEL,
-              "amber": amber.version(), "recipe": _RECIPE}
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:24], smiles
+    return hashlib.sha256(json.dumps(_recipe(smiles, charge), sort_keys=True).encode()).hexdigest()[:24], smiles
+
+
+def _recipe(smiles: str, charge: int) -> dict[str, object]:
+    """Everything the parameters of a molecule depend on: hashed into its cache key, and kept in info.json."""
+    return {
+        "smiles": smiles,
+        "net_charge": charge,
+        "forcefield": FORCEFIELD,
+        "charges": CHARGE_MODEL,
+        "amber": amber.version(),
+        "recipe": _RECIPE,
+    }
 
 
 def parameterise(mol: Chem.Mol, name: str, cache_dir: Path | None = None) -> LigandParameters:
@@ -109,15 +119,23 @@ def parameterise(mol: Chem.Mol, name: str, cache_dir: Path | None = None) -> Lig
         entry = cache_dir / key
         if all((entry / f).is_file() for f in _FILES):
             info = json.loads((entry / "info.json").read_text())
-            return LigandParameters(name, entry, key, charge, smiles, True, info["am1bcc_cpu_seconds"],
-                                    info["am1bcc_wall_seconds"])
+            return LigandParameters(
+                name, entry, key, charge, smiles, True, info["am1bcc_cpu_seconds"], info["am1bcc_wall_seconds"]
+            )
     work = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache_dir))
     try:
         cost = _make(mol, name, charge, work)
-        (work / "info.json").write_text(json.dumps(
-            {"smiles": smiles, "net_charge": charge, "forcefield": FORCEFIELD, "charges": CHARGE_MODEL,
-             "amber": amber.version(), "recipe": _RECIPE, "am1bcc_cpu_seconds": round(cost.cpu_seconds, 2),
-             "am1bcc_wall_seconds": round(cost.wall_seconds, 2), "first_compound": name}, indent=1))
+        (work / "info.json").write_text(
+            json.dumps(
+                {
+                    **_recipe(smiles, charge),
+                    "am1bcc_cpu_seconds": round(cost.cpu_seconds, 2),
+                    "am1bcc_wall_seconds": round(cost.wall_seconds, 2),
+                    "first_compound": name,
+                },
+                indent=1,
+            )
+        )
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -157,9 +175,32 @@ def _make(mol: Chem.Mol, name: str, charge: int, work: Path) -> amber.ToolRun:
 def _run_tools(mol: Chem.Mol, name: str, charge: int, work: Path) -> amber.ToolRun:
     Chem.MolToMolFile(mol, str(work / "ligand.mol"), kekulize=True)
     what = f"ligand {name}"
-    cost = amber.run("antechamber", ["-i", "ligand.mol", "-fi", "mdl", "-o", "ligand.mol2", "-fo", "mol2",
-                              "-c", "bcc", "-at", FORCEFIELD, "-nc", str(charge), "-rn", RESIDUE, "-pf", "y"],
-              work, what, logs=("sqm.out",))
+    cost = amber.run(
+        "antechamber",
+        [
+            "-i",
+            "ligand.mol",
+            "-fi",
+            "mdl",
+            "-o",
+            "ligand.mol2",
+            "-fo",
+            "mol2",
+            "-c",
+            "bcc",
+            "-at",
+            FORCEFIELD,
+            "-nc",
+            str(charge),
+            "-rn",
+            RESIDUE,
+            "-pf",
+            "y",
+        ],
+        work,
+        what,
+        logs=("sqm.out",),
+    )
     types, charges = _mol2_atoms(work / "ligand.mol2", what)
     if len(types) != mol.GetNumAtoms():
         raise LigandParameterError(f"{what}: antechamber wrote {len(types)} atoms for {mol.GetNumAtoms()}")
@@ -187,8 +228,9 @@ def parmchk(folder: Path, what: str) -> None:
     same, right, file in every run.
     """
     gaff2_dat = amber.data_file(f"leap/parm/{FORCEFIELD}.dat")
-    amber.run("parmchk2", ["-i", "ligand.mol2", "-f", "mol2", "-o", "ligand.frcmod", "-p", str(gaff2_dat)],
-              folder, what)
+    amber.run(
+        "parmchk2", ["-i", "ligand.mol2", "-f", "mol2", "-o", "ligand.frcmod", "-p", str(gaff2_dat)], folder, what
+    )
     missing = [ln.split("  ")[0] for ln in (folder / "ligand.frcmod").read_text().splitlines() if "ATTN" in ln]
     if missing:
         raise LigandParameterError(f"{what}: parmchk2 found no GAFF2 parameters for {', '.join(missing[:5])}")

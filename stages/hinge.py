@@ -18,8 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MAX_DISTANCE", "MIN_ANGLE", "HingeResidue", "LigandHBondAtoms", "hinge_residue", "ligand_hbond_atoms",
-           "hinge_hbonds"]
+__all__ = [
+    "MAX_DISTANCE",
+    "MIN_ANGLE",
+    "HingeResidue",
+    "LigandHBondAtoms",
+    "hinge_residue",
+    "ligand_hbond_atoms",
+    "hinge_hbonds",
+]
 
 MAX_DISTANCE = 3.5  # angstrom, donor to acceptor
 MIN_ANGLE = 120.0  # degrees, donor-H...acceptor
@@ -82,8 +89,12 @@ def _angle(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
 
 
-def hinge_hbonds(xyz: np.ndarray, atoms: LigandHBondAtoms, hinge: HingeResidue,
-                 hinge_xyz: tuple[np.ndarray, np.ndarray | None, np.ndarray] | None = None) -> list[str]:
+def hinge_hbonds(
+    xyz: np.ndarray,
+    atoms: LigandHBondAtoms,
+    hinge: HingeResidue,
+    hinge_xyz: tuple[np.ndarray, np.ndarray | None, np.ndarray] | None = None,
+) -> list[str]:
     """The H-bonds between ligand coordinates ``xyz`` (angstrom) and the hinge backbone, as short labels.
 
     ``hinge_xyz`` overrides the hinge's (N, H, O) coordinates, for an MD frame. Without the hinge H

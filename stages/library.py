@@ -80,8 +80,7 @@ def read_library(
     there is one) for a missing file, a missing column, a malformed row, or a library
     with no records at all (raised when the stream ends).
     """
-    return map(itemgetter(1), numbered_records(path, id_column=id_column, smiles_column=smiles_column,
-                                               on_skip=on_skip))
+    return map(itemgetter(1), numbered_records(path, id_column=id_column, smiles_column=smiles_column, on_skip=on_skip))
 
 
 def numbered_records(
@@ -112,8 +111,11 @@ def numbered_records(
             rows = ((n, LibraryRecord(cid, smi)) for n, cid, smi in read(path, id_column, smiles_column, skip))
         else:
             handle = stack.enter_context(_open_text(path))
-            rows = (_csv_rows(path, handle, id_column, smiles_column, skip, delimiter="\t" if kind == "tsv" else ",")
-                    if kind in ("csv", "tsv") else _smi_rows(path, handle, skip))
+            rows = (
+                _csv_rows(path, handle, id_column, smiles_column, skip, delimiter="\t" if kind == "tsv" else ",")
+                if kind in ("csv", "tsv")
+                else _smi_rows(path, handle, skip)
+            )
         first = next(rows, None)
         if first is not None:
             yield first
@@ -150,11 +152,7 @@ class LibraryScan:
 
 
 def scan_library(
-    path: str | os.PathLike[str],
-    *,
-    id_column: str = "id",
-    smiles_column: str = "smiles",
-    limit: int | None = None,
+    path: str | os.PathLike[str], *, id_column: str = "id", smiles_column: str = "smiles", limit: int | None = None
 ) -> LibraryScan:
     """Count the records (the first ``limit`` only, if given) and refuse duplicate ids.
 
@@ -164,8 +162,7 @@ def scan_library(
     """
     scan = LibraryScan()
     columns = {"id_column": id_column, "smiles_column": smiles_column}
-    repeated = scan.count_ids((record.id for _, record in numbered_records(path, on_skip=scan.skip, **columns)),
-                              limit)
+    repeated = scan.count_ids((record.id for _, record in numbered_records(path, on_skip=scan.skip, **columns)), limit)
     if repeated:
         _refuse_duplicates(Path(path), repeated, scan.count, columns)
     return scan
@@ -182,7 +179,8 @@ def _refuse_duplicates(path: Path, repeated: set[int], count: int, columns: dict
         if record.id in first_line:
             raise StageInputError(
                 f"{path}:{line}: id {record.id!r} is also on line {first_line[record.id]}: every compound needs "
-                "its own id (results are stored by id); rename or remove one of the two rows")
+                "its own id (results are stored by id); rename or remove one of the two rows"
+            )
         first_line[record.id] = line
 
 
@@ -218,9 +216,7 @@ def sample_library(path: str | os.PathLike[str], n: int, *, seed: int = 0, **col
     return sample_records(read_library(path, **columns), n, seed=seed)
 
 
-def iter_shard(
-    path: str | os.PathLike[str], shard: int, n_shards: int, **columns: str
-) -> Iterator[LibraryRecord]:
+def iter_shard(path: str | os.PathLike[str], shard: int, n_shards: int, **columns: str) -> Iterator[LibraryRecord]:
     """Yield shard ``shard`` of ``n_shards``: the records whose index modulo n_shards is shard.
 
     Round-robin assignment needs no count of the file beforehand, so every MPI
@@ -255,8 +251,18 @@ def write_library(records: Iterable[LibraryRecord], path: str | os.PathLike[str]
 # --------------------------------------------------------------------------- helpers
 
 
-LIBRARY_SUFFIXES = {".csv": "csv", ".smi": "smi", ".smiles": "smi", ".tsv": "tsv", ".cxsmiles": "tsv",
-                    ".cxsmi": "tsv", ".sdf": "sdf", ".sd": "sdf", ".parquet": "parquet", ".pq": "parquet"}
+LIBRARY_SUFFIXES = {
+    ".csv": "csv",
+    ".smi": "smi",
+    ".smiles": "smi",
+    ".tsv": "tsv",
+    ".cxsmiles": "tsv",
+    ".cxsmi": "tsv",
+    ".sdf": "sdf",
+    ".sd": "sdf",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 COMPRESSIONS = (".gz", ".bz2", ".zst")
 
 
@@ -266,8 +272,10 @@ def _library_kind(path: Path) -> str:
         name = name.removesuffix(suffix)
     kind = next((k for suffix, k in LIBRARY_SUFFIXES.items() if name.endswith(suffix)), None)
     if kind is None:
-        raise StageInputError(f"{path}: unknown library format (expected {', '.join(LIBRARY_SUFFIXES)}, "
-                              f"optionally compressed as {', '.join(COMPRESSIONS)})")
+        raise StageInputError(
+            f"{path}: unknown library format (expected {', '.join(LIBRARY_SUFFIXES)}, "
+            f"optionally compressed as {', '.join(COMPRESSIONS)})"
+        )
     return kind
 
 
@@ -282,8 +290,9 @@ def _open_text(path: Path, mode: str = "r", *, gz: bool | None = None) -> TextIO
     return open(path, mode, encoding="utf-8", newline="")
 
 
-def _csv_rows(path: Path, handle: TextIO, id_column: str, smiles_column: str,
-              skip: SkipHandler, delimiter: str = ",") -> Iterator[tuple[int, LibraryRecord]]:
+def _csv_rows(
+    path: Path, handle: TextIO, id_column: str, smiles_column: str, skip: SkipHandler, delimiter: str = ","
+) -> Iterator[tuple[int, LibraryRecord]]:
     reader = csv.reader(handle, delimiter=delimiter)
     try:
         header = next(reader)
@@ -295,9 +304,7 @@ def _csv_rows(path: Path, handle: TextIO, id_column: str, smiles_column: str,
     columns = {}
     for role, name in (("id", id_column), ("SMILES", smiles_column)):
         if name.lower() not in lowered:
-            raise StageInputError(
-                f"{path}:1: no {role} column {name!r} in the header (columns: {', '.join(header)})"
-            )
+            raise StageInputError(f"{path}:1: no {role} column {name!r} in the header (columns: {', '.join(header)})")
         columns[role] = lowered.index(name.lower())
     i_id, i_smi = columns["id"], columns["SMILES"]
     width = max(i_id, i_smi) + 1
@@ -314,8 +321,10 @@ def _csv_rows(path: Path, handle: TextIO, id_column: str, smiles_column: str,
             if len(row) < width:
                 raise StageInputError(f"{path}:{line}: expected at least {width} fields, found {len(row)}")
             if "\n" in cid or "\r" in cid:
-                raise StageInputError(f"{path}:{line}: id {cid!r} holds a line break (a quoted field): ids are "
-                                      "stored one per line, so an id must be one line")
+                raise StageInputError(
+                    f"{path}:{line}: id {cid!r} holds a line break (a quoted field): ids are "
+                    "stored one per line, so an id must be one line"
+                )
             if not cid:
                 skip(line, "", f"{path.name}:{line}: empty id (SMILES {smiles!r})")
             else:

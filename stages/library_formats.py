@@ -42,8 +42,9 @@ def open_binary(path: Path) -> BinaryIO:
         try:
             import zstandard
         except ImportError:
-            raise StageInputError(f"{path}: reading .zst needs the zstandard package "
-                                  "(pip install zstandard, part of impeccable[science])") from None
+            raise StageInputError(
+                f"{path}: reading .zst needs the zstandard package (pip install zstandard, part of impeccable[science])"
+            ) from None
         raw = open(path, "rb")
         return _ZstdErrorsAsOSError(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
     return open(path, "rb")
@@ -118,14 +119,14 @@ def _sdf_id(mol: object, id_column: str) -> str:
     return ""
 
 
-def parquet_rows(path: Path, id_column: str, smiles_column: str, skip: SkipHandler
-                 ) -> Iterator[tuple[int, str, str]]:
+def parquet_rows(path: Path, id_column: str, smiles_column: str, skip: SkipHandler) -> Iterator[tuple[int, str, str]]:
     """(row number, id, SMILES) of each Parquet row, the header counted as row 1 like a CSV's."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise StageInputError(f"{path}: reading Parquet needs the pyarrow package "
-                              "(pip install pyarrow, part of impeccable[science])") from None
+        raise StageInputError(
+            f"{path}: reading Parquet needs the pyarrow package (pip install pyarrow, part of impeccable[science])"
+        ) from None
     try:
         table = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow.ArrowInvalid and friends

@@ -34,8 +34,13 @@ class LibrarySource:
     smiles_column: str = "smiles"
 
     @classmethod
-    def from_spec(cls, name: str, spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-                  id_column: str = "id", smiles_column: str = "smiles") -> LibrarySource:
+    def from_spec(
+        cls,
+        name: str,
+        spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        id_column: str = "id",
+        smiles_column: str = "smiles",
+    ) -> LibrarySource:
         return cls(name, tuple(expand_paths(spec)), id_column, smiles_column)
 
 
@@ -66,8 +71,10 @@ def expand_paths(spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
         else:
             raise StageInputError(f"file {path} not found")
         if not found:
-            raise StageInputError(f"{path}: no library files here (expected {', '.join(LIBRARY_SUFFIXES)}, "
-                                  f"optionally {', '.join(COMPRESSIONS)})")
+            raise StageInputError(
+                f"{path}: no library files here (expected {', '.join(LIBRARY_SUFFIXES)}, "
+                f"optionally {', '.join(COMPRESSIONS)})"
+            )
         files.extend(found)
     return files
 
@@ -79,21 +86,24 @@ def _is_library_file(path: Path) -> bool:
     return name.endswith(tuple(LIBRARY_SUFFIXES))
 
 
-def iter_sources(sources: Sequence[LibrarySource], *, prefix: bool,
-                 on_skip: SkipHandler | None = None) -> Iterator[SourcedRecord]:
+def iter_sources(
+    sources: Sequence[LibrarySource], *, prefix: bool, on_skip: SkipHandler | None = None
+) -> Iterator[SourcedRecord]:
     """Every record of every source in order; ids are ``<source>:<id>`` when ``prefix``."""
     for _, _, record in numbered_sources(sources, prefix=prefix, on_skip=on_skip):
         yield record
 
 
-def numbered_sources(sources: Sequence[LibrarySource], *, prefix: bool, on_skip: SkipHandler | None = None
-                     ) -> Iterator[tuple[Path, int, SourcedRecord]]:
+def numbered_sources(
+    sources: Sequence[LibrarySource], *, prefix: bool, on_skip: SkipHandler | None = None
+) -> Iterator[tuple[Path, int, SourcedRecord]]:
     """:func:`iter_sources` with each record's file and line (or SDF record) number."""
     for source in sources:
         head = f"{source.name}:" if prefix else ""
         for path in source.paths:
-            for line, rec in numbered_records(path, id_column=source.id_column, smiles_column=source.smiles_column,
-                                              on_skip=on_skip):
+            for line, rec in numbered_records(
+                path, id_column=source.id_column, smiles_column=source.smiles_column, on_skip=on_skip
+            ):
                 yield path, line, SourcedRecord(head + rec.id, rec.smiles, source.name, rec.id)
 
 
@@ -103,8 +113,9 @@ def scan_sources(sources: Sequence[LibrarySource], *, prefix: bool, limit: int |
     Memory: 8 bytes per record, as :func:`.library.scan_library`.
     """
     scan = LibraryScan()
-    repeated = scan.count_ids((rec.id for _, _, rec in numbered_sources(sources, prefix=prefix, on_skip=scan.skip)),
-                              limit)
+    repeated = scan.count_ids(
+        (rec.id for _, _, rec in numbered_sources(sources, prefix=prefix, on_skip=scan.skip)), limit
+    )
     if repeated:
         seen: dict[str, tuple[Path, int]] = {}
         for i, (path, line, record) in enumerate(numbered_sources(sources, prefix=prefix)):
@@ -114,7 +125,9 @@ def scan_sources(sources: Sequence[LibrarySource], *, prefix: bool, limit: int |
                 if record.id in seen:
                     first, first_line = seen[record.id]
                     where = f"line {first_line}" if first == path else f"{first}:{first_line}"
-                    raise StageInputError(f"{path}:{line}: id {record.id!r} is also on {where}: every compound needs "
-                                          "its own id (results are stored by id); rename or remove one of the two")
+                    raise StageInputError(
+                        f"{path}:{line}: id {record.id!r} is also on {where}: every compound needs "
+                        "its own id (results are stored by id); rename or remove one of the two"
+                    )
                 seen[record.id] = (path, line)
     return scan

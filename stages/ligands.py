@@ -142,13 +142,7 @@ def prepare_states(
 
 
 def prepare_ligand(
-    id: str,
-    smiles: str,
-    *,
-    seed: int = DEFAULT_SEED,
-    protonate: bool = True,
-    optimise: bool = True,
-    ph: float = 7.4,
+    id: str, smiles: str, *, seed: int = DEFAULT_SEED, protonate: bool = True, optimise: bool = True, ph: float = 7.4
 ) -> PreparedLigand | LigandFailure:
     """One state: the dominant protomer of the first stereoisomer (or the neutral parent); never raises."""
     with quiet_rdkit():
@@ -164,9 +158,7 @@ def prepare_ligand(
         return prepare_state(id, smiles, state, seed=seed, optimise=optimise)
 
 
-def prepare_ligands(
-    records: Iterable[tuple[str, str]], **options: object
-) -> Iterator[PreparedLigand | LigandFailure]:
+def prepare_ligands(records: Iterable[tuple[str, str]], **options: object) -> Iterator[PreparedLigand | LigandFailure]:
     """Prepare each (id, smiles) record in turn (one state each), yielding a result or a failure."""
     for cid, smiles in records:
         yield prepare_ligand(cid, smiles, **options)  # type: ignore[arg-type]
@@ -193,7 +185,12 @@ def scored_states(smiles: str, options: StateOptions = StateOptions()) -> list[t
 
 
 def prepare_state(
-    id: str, input_smiles: str, state: str, *, seed: int = DEFAULT_SEED, optimise: bool = True,
+    id: str,
+    input_smiles: str,
+    state: str,
+    *,
+    seed: int = DEFAULT_SEED,
+    optimise: bool = True,
     penalty_kcal_mol: float = 0.0,
 ) -> PreparedLigand | LigandFailure:
     """One state SMILES (from :func:`enumerate_states`) in 3D; never raises."""
@@ -270,8 +267,10 @@ def _check_organic(mol: Chem.Mol) -> None:
         raise _Failed(f"{what} ({Chem.MolToSmiles(mol)}), not an organic ligand: no carbon atom")
     others = sorted(symbols - ORGANIC_ELEMENTS)
     if others:
-        raise _Failed(f"contains {', '.join(others)}: metal and other inorganic elements are outside the "
-                      "docking and force-field parameters")
+        raise _Failed(
+            f"contains {', '.join(others)}: metal and other inorganic elements are outside the "
+            "docking and force-field parameters"
+        )
 
 
 def strip_salts(smiles: str) -> Chem.Mol | None:
@@ -291,7 +290,9 @@ def stereoisomers(mol: Chem.Mol, max_isomers: int, *, seed: int = DEFAULT_SEED) 
     mol, pinned = _pin_resonance_centres(mol)
     total = _stereo_count(mol)
     opts = StereoEnumerationOptions(
-        onlyUnassigned=True, unique=True, maxIsomers=max_isomers if total > max_isomers else 0,
+        onlyUnassigned=True,
+        unique=True,
+        maxIsomers=max_isomers if total > max_isomers else 0,
         rand=random.Random(seed) if total > max_isomers else None,
     )
     isomers = list(EnumerateStereoisomers(mol, options=opts)) or [mol]

@@ -62,8 +62,23 @@ from . import amber, device, gaff2, mmgbsa, pocket, tleap
 from .errors import StageInputError
 
 __all__ = [
-    "MDSettings", "ReplicaResult", "MDResult", "MDInstabilityError", "Prepared", "prepare", "run_replica",
-    "refine_and_score", "run_ensemble", "EnsembleInputs", "ensemble_result", "md_system", "minimise", "time_steps", "read_ligand", "bootstrap_ci95", "replica_seed",
+    "MDSettings",
+    "ReplicaResult",
+    "MDResult",
+    "MDInstabilityError",
+    "Prepared",
+    "prepare",
+    "run_replica",
+    "refine_and_score",
+    "run_ensemble",
+    "EnsembleInputs",
+    "ensemble_result",
+    "md_system",
+    "minimise",
+    "time_steps",
+    "read_ligand",
+    "bootstrap_ci95",
+    "replica_seed",
     "compound_seed",
 ]
 
@@ -108,8 +123,16 @@ class MDSettings:
 
     def check(self) -> None:
         """Raise StageInputError naming the first unusable setting."""
-        positive = ("length_ps", "frame_interval_ps", "timestep_fs", "temperature_k", "max_displacement_angstrom",
-                    "padding_angstrom", "pme_cutoff_angstrom", "pressure_bar")
+        positive = (
+            "length_ps",
+            "frame_interval_ps",
+            "timestep_fs",
+            "temperature_k",
+            "max_displacement_angstrom",
+            "padding_angstrom",
+            "pme_cutoff_angstrom",
+            "pressure_bar",
+        )
         for name in positive:
             if not getattr(self, name) > 0:
                 raise StageInputError(f"MDSettings.{name}: must be > 0, got {getattr(self, name)!r}")
@@ -225,8 +248,9 @@ def prepare(
     mol = _with_hydrogens(mol, name, notes)
     lig_nm = mol.GetConformer().GetPositions() / 10.0
     protein = pocket.read_protein(receptor_pdb, notes)
-    pocket.check_contact(protein, lig_nm, mol, name if isinstance(ligand, Chem.Mol) else f"{name} ({ligand})",
-                         receptor_pdb)
+    pocket.check_contact(
+        protein, lig_nm, mol, name if isinstance(ligand, Chem.Mol) else f"{name} ({ligand})", receptor_pdb
+    )
     if settings.pocket_radius_angstrom is None:
         rec_top, rec_nm = protein.topology, protein.positions_nm
     else:
@@ -234,8 +258,9 @@ def prepare(
     params = gaff2.parameterise(mol, name, param_cache)
     t_params = time.perf_counter()
     workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="impeccable-md-"))
-    build = tleap.build(rec_top, rec_nm, params, mol, workdir, settings.solvent, settings.padding_angstrom,
-                        settings.ion_molar)
+    build = tleap.build(
+        rec_top, rec_nm, params, mol, workdir, settings.solvent, settings.padding_angstrom, settings.ion_molar
+    )
     complex_top = app.AmberPrmtopFile(str(build.prmtop("complex"))).topology
     part = "solvated" if build.solvated else "complex"
     inpcrd = app.AmberInpcrdFile(str(build.inpcrd(part)))
@@ -247,38 +272,59 @@ def prepare(
             f"of the ligand (ACE/NME caps), {held} atoms restrained beyond {settings.flexible_radius_angstrom} A"
         )
     if build.solvated:
-        notes.append(f"explicit solvent: {build.n_waters} TIP3P waters, {build.n_cations} Na+, "
-                     f"{build.n_anions} Cl- in a truncated octahedron ({settings.padding_angstrom} A padding)")
+        notes.append(
+            f"explicit solvent: {build.n_waters} TIP3P waters, {build.n_cations} Na+, "
+            f"{build.n_anions} Cl- in a truncated octahedron ({settings.padding_angstrom} A padding)"
+        )
     platform, props = _platform(settings, scoring=True)
     scorer = mmgbsa.Scorer(build, platform, props)
     box = inpcrd.boxVectors if build.solvated else None
     from .md_analysis import hinge_spec
 
-    return Prepared(name, str(receptor_pdb), settings, params, build, system, positions, box,
-                    build.n_receptor_atoms + build.n_ligand_atoms, heavy_ligand_atoms(build, complex_top), scorer,
-                    rec_top.getNumResidues(), notes,
-                    {"ligand_parameters": round(t_params - t0, 3), "build": round(time.perf_counter() - t_params, 3)},
-                    hinge=hinge_spec(receptor_pdb, rec_top, complex_top, mol, build.n_receptor_atoms))
+    return Prepared(
+        name,
+        str(receptor_pdb),
+        settings,
+        params,
+        build,
+        system,
+        positions,
+        box,
+        build.n_receptor_atoms + build.n_ligand_atoms,
+        heavy_ligand_atoms(build, complex_top),
+        scorer,
+        rec_top.getNumResidues(),
+        notes,
+        {"ligand_parameters": round(t_params - t0, 3), "build": round(time.perf_counter() - t_params, 3)},
+        hinge=hinge_spec(receptor_pdb, rec_top, complex_top, mol, build.n_receptor_atoms),
+    )
 
 
-def md_system(build: tleap.AmberBuild, settings: MDSettings, complex_top: app.Topology,
-              positions_nm: np.ndarray) -> tuple[openmm.System, int]:
+def md_system(
+    build: tleap.AmberBuild, settings: MDSettings, complex_top: app.Topology, positions_nm: np.ndarray
+) -> tuple[openmm.System, int]:
     """The simulated system of a built complex (pocket restraints held at ``positions_nm``, tleap's coordinates),
     and how many atoms are restrained. Deterministic: a replica task rebuilds the same system from the same files."""
     n_solute = build.n_receptor_atoms + build.n_ligand_atoms
     system = _explicit_system(build, settings) if build.solvated else mmgbsa.implicit_system(build.prmtop("complex"))
     if settings.pocket_radius_angstrom is None:
         return system, 0
-    held = pocket.restrained_atoms(complex_top, positions_nm[:n_solute], positions_nm[build.n_receptor_atoms:n_solute],
-                                   settings.flexible_radius_angstrom, build.n_receptor_atoms)
+    held = pocket.restrained_atoms(
+        complex_top,
+        positions_nm[:n_solute],
+        positions_nm[build.n_receptor_atoms : n_solute],
+        settings.flexible_radius_angstrom,
+        build.n_receptor_atoms,
+    )
     _add_restraints(system, held, positions_nm, settings.restraint_kcal_mol_a2, periodic=build.solvated)
     return system, len(held)
 
 
 def heavy_ligand_atoms(build: tleap.AmberBuild, complex_top: app.Topology) -> np.ndarray:
     """Mask over the ligand's atoms: True for heavy atoms (the ligand RMSD's atoms)."""
-    return np.array([a.element is not None and a.element.symbol != "H"
-                     for a in list(complex_top.atoms())[build.n_receptor_atoms:]])
+    return np.array(
+        [a.element is not None and a.element.symbol != "H" for a in list(complex_top.atoms())[build.n_receptor_atoms :]]
+    )
 
 
 def refine_and_score(
@@ -337,12 +383,26 @@ class EnsembleInputs:
     @classmethod
     def of(cls, p: Prepared, dg_min: float, minimise_s: float) -> EnsembleInputs:
         lig = p.ligand
-        return cls(p.name, p.receptor, p.settings,
-                   {"cache_key": lig.key, "from_cache": lig.from_cache, "smiles": lig.smiles,
-                    "am1bcc_cpu_seconds": round(lig.am1bcc_cpu_seconds, 2),
-                    "am1bcc_wall_seconds": round(lig.am1bcc_wall_seconds, 2), "folder": str(lig.folder)},
-                   p.build, p.system.getNumParticles(),
-                   p.n_receptor_residues, lig.net_charge, dg_min, list(p.notes), {**p.seconds, "minimise": minimise_s})
+        return cls(
+            p.name,
+            p.receptor,
+            p.settings,
+            {
+                "cache_key": lig.key,
+                "from_cache": lig.from_cache,
+                "smiles": lig.smiles,
+                "am1bcc_cpu_seconds": round(lig.am1bcc_cpu_seconds, 2),
+                "am1bcc_wall_seconds": round(lig.am1bcc_wall_seconds, 2),
+                "folder": str(lig.folder),
+            },
+            p.build,
+            p.system.getNumParticles(),
+            p.n_receptor_residues,
+            lig.net_charge,
+            dg_min,
+            list(p.notes),
+            {**p.seconds, "minimise": minimise_s},
+        )
 
 
 def ensemble_result(e: EnsembleInputs, replicas: list[ReplicaResult], frames: list[np.ndarray] | None) -> MDResult:
@@ -438,7 +498,7 @@ def run_replica(p: Prepared, index: int) -> tuple[ReplicaResult, list]:
         components.append((e.vdw, e.elec, e.gb, e.sa))
         xyz.append(solute)
         observed.add(solute)
-    d = (xyz[-1][n_rec:] - start_nm[n_rec: p.n_solute])[p.heavy_ligand] * 10.0
+    d = (xyz[-1][n_rec:] - start_nm[n_rec : p.n_solute])[p.heavy_ligand] * 10.0
     comp = np.mean(components, axis=0)
     return ReplicaResult(
         seed=seed,
@@ -502,7 +562,7 @@ def forcefield_description(solvent: str) -> dict[str, str]:
         "protein": "ff14SB (tleap)",
         "ligand": f"GAFF2 + AM1-BCC (antechamber, parmchk2; {amber.version()})",
         "scoring": "single-trajectory MM/GBSA: OBC2 (igb=5), mbondi2 radii, eps 1/78.5, no salt, "
-                   "ACE non-polar 0.0054 kcal/mol/A^2; no entropy",
+        "ACE non-polar 0.0054 kcal/mol/A^2; no entropy",
         "engine": f"OpenMM {openmm.__version__}",
     }
     if solvent == "explicit":
@@ -544,14 +604,19 @@ def _with_hydrogens(mol: Chem.Mol, name: str, notes: list[str]) -> Chem.Mol:
 def _explicit_system(build: tleap.AmberBuild, s: MDSettings) -> openmm.System:
     """PME system of the solvated complex with a Monte Carlo barostat (seeded per replica in ``_context``)."""
     system = app.AmberPrmtopFile(str(build.prmtop("solvated"))).createSystem(
-        nonbondedMethod=app.PME, nonbondedCutoff=s.pme_cutoff_angstrom / 10.0 * unit.nanometer,
-        constraints=app.HBonds, rigidWater=True, ewaldErrorTolerance=5e-4)
+        nonbondedMethod=app.PME,
+        nonbondedCutoff=s.pme_cutoff_angstrom / 10.0 * unit.nanometer,
+        constraints=app.HBonds,
+        rigidWater=True,
+        ewaldErrorTolerance=5e-4,
+    )
     system.addForce(openmm.MonteCarloBarostat(s.pressure_bar * unit.bar, s.temperature_k * unit.kelvin, 25))
     return system
 
 
-def _add_restraints(system: openmm.System, atoms: list[int], pos_nm: np.ndarray, k_kcal_mol_a2: float,
-                    periodic: bool) -> None:
+def _add_restraints(
+    system: openmm.System, atoms: list[int], pos_nm: np.ndarray, k_kcal_mol_a2: float, periodic: bool
+) -> None:
     d2 = "periodicdistance(x,y,z,x0,y0,z0)^2" if periodic else "(x-x0)^2+(y-y0)^2+(z-z0)^2"
     force = openmm.CustomExternalForce(f"0.5*k_restraint*({d2})")
     force.addGlobalParameter("k_restraint", k_kcal_mol_a2 * _KCAL * 100.0)  # kJ/mol/nm^2
@@ -582,7 +647,8 @@ def _context(p: Prepared, seed: int, start: bool = False) -> openmm.Context:
     """
     s = p.settings
     integrator = openmm.LangevinMiddleIntegrator(
-        s.temperature_k * unit.kelvin, s.friction_per_ps / unit.picosecond, s.timestep_fs * unit.femtosecond)
+        s.temperature_k * unit.kelvin, s.friction_per_ps / unit.picosecond, s.timestep_fs * unit.femtosecond
+    )
     integrator.setRandomNumberSeed(seed)
     for force in p.system.getForces():
         if isinstance(force, openmm.MonteCarloBarostat):
@@ -628,7 +694,9 @@ def _mmpbsa_py(e: EnsembleInputs, frames: list[np.ndarray], replicas: list[Repli
         ours = np.array([e - sa for r in replicas for e, sa in zip(r.frames_kcal_mol, r.frames_nonpolar_kcal_mol)])
         diff = ours - np.array([f["gas_plus_polar"] for f in out["gb"]["frames"]])
         out["gb"]["openmm_minus_mmpbsa_py_gas_plus_polar_kcal_mol"] = {
-            "mean": round(float(diff.mean()), 4), "max_abs": round(float(np.abs(diff).max()), 4)}
+            "mean": round(float(diff.mean()), 4),
+            "max_abs": round(float(np.abs(diff).max()), 4),
+        }
     for _method, res in out.items():
         totals = np.array([f["total"] for f in res["frames"]])
         bounds = np.cumsum([0, *sizes])

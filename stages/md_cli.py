@@ -13,15 +13,7 @@ from pathlib import Path
 
 from ..fileio import write_json
 from . import device
-from .md import (
-    CLI_FAILURES,
-    LIGAND_FORCEFIELDS,
-    MMPBSA_METHODS,
-    SOLVENTS,
-    MDSettings,
-    refine_and_score,
-    report_failure,
-)
+from .md import CLI_FAILURES, LIGAND_FORCEFIELDS, MMPBSA_METHODS, SOLVENTS, MDSettings, refine_and_score, report_failure
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,8 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--receptor", required=True, type=Path, help="protonated protein PDB")
     p.add_argument("--ligand", required=True, type=Path, help="pose SDF: hydrogens, 3D, title = compound id")
     p.add_argument("--out", required=True, type=Path, help="result JSON (written atomically)")
-    p.add_argument("--param-cache", type=Path, default=None,
-                   help="folder of cached GAFF2/AM1-BCC parameters, shared by all compounds of a run")
+    p.add_argument("--param-cache", type=Path, help="folder of GAFF2/AM1-BCC parameters shared by a run's compounds")
     p.add_argument("--workdir", type=Path, default=None, help="tleap files and frames (default: amber/ beside --out)")
     d = MDSettings()
     p.add_argument("--replicas", type=int, default=d.replicas)
@@ -50,21 +41,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frame-interval-ps", type=float, default=d.frame_interval_ps)
     p.add_argument("--solvent", choices=SOLVENTS, default=d.solvent)
     p.add_argument("--ligand-forcefield", choices=LIGAND_FORCEFIELDS, default=d.ligand_forcefield)
-    p.add_argument("--mmpbsa-py", choices=MMPBSA_METHODS, default=d.mmpbsa_py,
-                   help="also score the frames with AmberTools' MMPBSA.py")
+    p.add_argument(
+        "--mmpbsa-py",
+        choices=MMPBSA_METHODS,
+        default=d.mmpbsa_py,
+        help="also score the frames with AmberTools' MMPBSA.py",
+    )
     p.add_argument("--pocket-radius", type=float, default=d.pocket_radius_angstrom, help="angstrom")
     p.add_argument("--full-receptor", action="store_true", help="no trimming, no restraints")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--platform", default=d.platform, choices=device.PLATFORMS,
-                   help="OpenMM platform (auto: CUDA, HIP or OpenCL where a GPU is visible)")
+    p.add_argument(
+        "--platform",
+        default=d.platform,
+        choices=device.PLATFORMS,
+        help="OpenMM platform (auto: CUDA, HIP or OpenCL where a GPU is visible)",
+    )
     p.add_argument("--precision", default=d.precision, choices=device.PRECISIONS, help="on a GPU platform")
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
     settings = MDSettings(
-        replicas=a.replicas, length_ps=a.length_ps, equilibration_ps=a.equilibration_ps,
-        frame_interval_ps=a.frame_interval_ps, solvent=a.solvent, ligand_forcefield=a.ligand_forcefield,
-        mmpbsa_py=a.mmpbsa_py, pocket_radius_angstrom=None if a.full_receptor else a.pocket_radius,
-        seed=a.seed, platform=a.platform, threads=a.threads, precision=a.precision,
+        replicas=a.replicas,
+        length_ps=a.length_ps,
+        equilibration_ps=a.equilibration_ps,
+        frame_interval_ps=a.frame_interval_ps,
+        solvent=a.solvent,
+        ligand_forcefield=a.ligand_forcefield,
+        mmpbsa_py=a.mmpbsa_py,
+        pocket_radius_angstrom=None if a.full_receptor else a.pocket_radius,
+        seed=a.seed,
+        platform=a.platform,
+        threads=a.threads,
+        precision=a.precision,
     )
     workdir = a.workdir or a.out.parent / "amber"
     try:

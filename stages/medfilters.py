@@ -63,17 +63,29 @@ PRESETS: dict[str, list[tuple[str, str, float]]] = {
     "ro5": [("mw", "<=", 500), ("clogp", "<=", 5), ("hbd", "<=", 5), ("hba", "<=", 10)],
     "veber": [("rotatable_bonds", "<=", 10), ("tpsa", "<=", 140)],
     "lead-like": [("mw", ">=", 250), ("mw", "<=", 350), ("clogp", "<=", 3.5), ("rotatable_bonds", "<=", 7)],
-    "ro3": [("mw", "<=", 300), ("clogp", "<=", 3), ("hbd", "<=", 3), ("hba", "<=", 3), ("rotatable_bonds", "<=", 3),
-            ("tpsa", "<=", 60)],
+    "ro3": [
+        ("mw", "<=", 300),
+        ("clogp", "<=", 3),
+        ("hbd", "<=", 3),
+        ("hba", "<=", 3),
+        ("rotatable_bonds", "<=", 3),
+        ("tpsa", "<=", 60),
+    ],
 }
 
 _CATALOGS = FilterCatalogParams.FilterCatalogs
 ALERT_SETS: dict[str, tuple[str, Any]] = {
-    "pains": ("PAINS", _CATALOGS.PAINS), "pains_a": ("PAINS A", _CATALOGS.PAINS_A),
-    "pains_b": ("PAINS B", _CATALOGS.PAINS_B), "pains_c": ("PAINS C", _CATALOGS.PAINS_C),
-    "brenk": ("Brenk", _CATALOGS.BRENK), "nih": ("NIH", _CATALOGS.NIH), "zinc": ("ZINC", _CATALOGS.ZINC),
-    "chembl": ("ChEMBL", _CATALOGS.CHEMBL), "chembl_glaxo": ("ChEMBL Glaxo", _CATALOGS.CHEMBL_Glaxo),
-    "chembl_dundee": ("ChEMBL Dundee", _CATALOGS.CHEMBL_Dundee), "chembl_bms": ("ChEMBL BMS", _CATALOGS.CHEMBL_BMS),
+    "pains": ("PAINS", _CATALOGS.PAINS),
+    "pains_a": ("PAINS A", _CATALOGS.PAINS_A),
+    "pains_b": ("PAINS B", _CATALOGS.PAINS_B),
+    "pains_c": ("PAINS C", _CATALOGS.PAINS_C),
+    "brenk": ("Brenk", _CATALOGS.BRENK),
+    "nih": ("NIH", _CATALOGS.NIH),
+    "zinc": ("ZINC", _CATALOGS.ZINC),
+    "chembl": ("ChEMBL", _CATALOGS.CHEMBL),
+    "chembl_glaxo": ("ChEMBL Glaxo", _CATALOGS.CHEMBL_Glaxo),
+    "chembl_dundee": ("ChEMBL Dundee", _CATALOGS.CHEMBL_Dundee),
+    "chembl_bms": ("ChEMBL BMS", _CATALOGS.CHEMBL_BMS),
     "chembl_mlsmr": ("ChEMBL MLSMR", _CATALOGS.CHEMBL_MLSMR),
     "chembl_inpharmatica": ("ChEMBL Inpharmatica", _CATALOGS.CHEMBL_Inpharmatica),
     "chembl_lint": ("ChEMBL LINT", _CATALOGS.CHEMBL_LINT),
@@ -186,8 +198,9 @@ def _smarts_rules(include: list[str], exclude: list[str]) -> list[Rule]:
         rules.append(Rule(f"include: one of {len(patterns)} SMARTS", matches_one))
     for smarts in exclude:
         pattern = parse("exclude_smarts", smarts)
-        rules.append(Rule(f"exclude: {smarts}", lambda mol, _, p=pattern: "matches" if mol.HasSubstructMatch(p)
-                          else None))
+        rules.append(
+            Rule(f"exclude: {smarts}", lambda mol, _, p=pattern: "matches" if mol.HasSubstructMatch(p) else None)
+        )
     return rules
 
 

@@ -27,17 +27,41 @@ import numpy as np
 
 from .errors import StageInputError
 
-__all__ = ["METAL_MODES", "METAL_IONS", "MD_PARAMETERISED", "Heterogen", "survey", "write_provenance",
-           "read_provenance", "kept_metals", "metal_pdbqt_lines", "metal_pdb_lines"]
+__all__ = [
+    "METAL_MODES",
+    "METAL_IONS",
+    "MD_PARAMETERISED",
+    "Heterogen",
+    "survey",
+    "write_provenance",
+    "read_provenance",
+    "kept_metals",
+    "metal_pdbqt_lines",
+    "metal_pdb_lines",
+]
 
 METAL_MODES = ("auto", "keep", "remove")
 DONOR_CUTOFF_ANGSTROM = 2.8  # metal-donor bond lengths are 1.9-2.6 A; 2.8 allows crystal error
 NEAR_BOX_ANGSTROM = 8.0
 # residue name -> (element, charge) for the ions a crystal structure carries
 METAL_IONS: dict[str, tuple[str, int]] = {
-    "MG": ("Mg", 2), "ZN": ("Zn", 2), "CA": ("Ca", 2), "MN": ("Mn", 2), "FE2": ("Fe", 2), "FE": ("Fe", 3),
-    "CO": ("Co", 2), "NI": ("Ni", 2), "CU": ("Cu", 2), "CU1": ("Cu", 1), "CD": ("Cd", 2), "HG": ("Hg", 2),
-    "NA": ("Na", 1), "K": ("K", 1), "LI": ("Li", 1), "SR": ("Sr", 2), "BA": ("Ba", 2),
+    "MG": ("Mg", 2),
+    "ZN": ("Zn", 2),
+    "CA": ("Ca", 2),
+    "MN": ("Mn", 2),
+    "FE2": ("Fe", 2),
+    "FE": ("Fe", 3),
+    "CO": ("Co", 2),
+    "NI": ("Ni", 2),
+    "CU": ("Cu", 2),
+    "CU1": ("Cu", 1),
+    "CD": ("Cd", 2),
+    "HG": ("Hg", 2),
+    "NA": ("Na", 1),
+    "K": ("K", 1),
+    "LI": ("Li", 1),
+    "SR": ("Sr", 2),
+    "BA": ("Ba", 2),
 }
 WATERS = frozenset({"HOH", "WAT", "DOD", "H2O"})
 # Metal ions the MD stage can simulate: tleap's leaprc.water.tip3p loads them from atomic_ions.lib with the
@@ -78,8 +102,10 @@ class Heterogen:
             if self.resname in WATERS:
                 return f"removed: {self.n_atoms} crystal waters (docking uses no explicit water)"
             return "removed: ligand or cofactor, not part of the receptor"
-        donors = (f"{len(self.protein_donors)} protein donor atom(s) from {len(_residues(self.protein_donors))} "
-                  f"residue(s) within {DONOR_CUTOFF_ANGSTROM} A ({', '.join(self.protein_donors) or 'none'})")
+        donors = (
+            f"{len(self.protein_donors)} protein donor atom(s) from {len(_residues(self.protein_donors))} "
+            f"residue(s) within {DONOR_CUTOFF_ANGSTROM} A ({', '.join(self.protein_donors) or 'none'})"
+        )
         others = f"; also bound by {', '.join(self.other_contacts)}" if self.other_contacts else ""
         if mode != "auto":
             return f"{'kept' if mode == 'keep' else 'removed'} (metals = {mode!r}): {donors}{others}"
@@ -87,8 +113,13 @@ class Heterogen:
         return f"{verdict} ({donors}{others})"
 
 
-def survey(pdb_text: str, center: tuple[float, float, float], size: tuple[float, float, float],
-           chain: str | None = None, radius: float = NEAR_BOX_ANGSTROM) -> list[Heterogen]:
+def survey(
+    pdb_text: str,
+    center: tuple[float, float, float],
+    size: tuple[float, float, float],
+    chain: str | None = None,
+    radius: float = NEAR_BOX_ANGSTROM,
+) -> list[Heterogen]:
     """Every HETATM residue (of ``chain``, or all) with an atom within ``radius`` of the box."""
     protein: list[tuple[str, np.ndarray]] = []
     hets: dict[tuple[str, str, int], list[tuple[str, np.ndarray]]] = {}
@@ -117,29 +148,54 @@ def survey(pdb_text: str, center: tuple[float, float, float], size: tuple[float,
         if metal:
             where = atoms[0][1]
             donors = tuple(f"{name} {d:.2f}" for name, d in _within(where, protein))
-            others = [(f"{rn}{ri} {an}", xyz) for (rn, c, ri), ats in hets.items()
-                      if (rn, c, ri) != (resname, ch, resid) and rn not in WATERS for an, xyz in ats]
+            others = [
+                (f"{rn}{ri} {an}", xyz)
+                for (rn, c, ri), ats in hets.items()
+                if (rn, c, ri) != (resname, ch, resid) and rn not in WATERS
+                for an, xyz in ats
+            ]
             contacts = tuple(f"{name} {d:.2f}" for name, d in _within(where, others))
-        out.append(Heterogen(resname, ch, resid, len(atoms), round(distance, 2), metal, donors, contacts,
-                             None if where is None else tuple(round(float(v), 3) for v in where)))
+        out.append(
+            Heterogen(
+                resname,
+                ch,
+                resid,
+                len(atoms),
+                round(distance, 2),
+                metal,
+                donors,
+                contacts,
+                None if where is None else tuple(round(float(v), 3) for v in where),
+            )
+        )
     waters = [h for h in out if h.resname in WATERS]
     merged = [h for h in out if h.resname not in WATERS]
     if waters:
-        merged.append(Heterogen("HOH", waters[0].chain, 0, len(waters), min(w.distance_to_box_angstrom
-                                                                          for w in waters), False))
+        merged.append(
+            Heterogen("HOH", waters[0].chain, 0, len(waters), min(w.distance_to_box_angstrom for w in waters), False)
+        )
     return sorted(merged, key=lambda h: (h.distance_to_box_angstrom, h.chain, h.resid))
 
 
 def write_provenance(path: Path, heterogens: list[Heterogen], source: str) -> None:
     """``heterogens.toml``: every heterogen near the box with its fate under each mode."""
-    lines = [f"# Heterogens within {NEAR_BOX_ANGSTROM} A of the docking box of {source}: what the receptor keeps",
-             "# under metals = auto | keep | remove, and why (stages/metals.py). Waters are one entry.", ""]
+    lines = [
+        f"# Heterogens within {NEAR_BOX_ANGSTROM} A of the docking box of {source}: what the receptor keeps",
+        "# under metals = auto | keep | remove, and why (stages/metals.py). Waters are one entry.",
+        "",
+    ]
     for h in heterogens:
-        lines += ["[[heterogen]]", f'resname = "{h.resname}"', f'chain = "{h.chain}"', f"resid = {h.resid}",
-                  f"n_atoms = {h.n_atoms}", f"distance_to_box_angstrom = {h.distance_to_box_angstrom}",
-                  f"is_metal = {str(h.is_metal).lower()}",
-                  "protein_donors = [" + ", ".join(f'"{d}"' for d in h.protein_donors) + "]",
-                  "other_contacts = [" + ", ".join(f'"{c}"' for c in h.other_contacts) + "]"]
+        lines += [
+            "[[heterogen]]",
+            f'resname = "{h.resname}"',
+            f'chain = "{h.chain}"',
+            f"resid = {h.resid}",
+            f"n_atoms = {h.n_atoms}",
+            f"distance_to_box_angstrom = {h.distance_to_box_angstrom}",
+            f"is_metal = {str(h.is_metal).lower()}",
+            "protein_donors = [" + ", ".join(f'"{d}"' for d in h.protein_donors) + "]",
+            "other_contacts = [" + ", ".join(f'"{c}"' for c in h.other_contacts) + "]",
+        ]
         if h.xyz is not None:
             lines.append("xyz = [" + ", ".join(f"{v:.3f}" for v in h.xyz) + "]")
         lines += [f'auto = "{h.reason("auto")}"', ""]
@@ -152,10 +208,20 @@ def read_provenance(path: Path) -> list[Heterogen]:
         return []
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-        return [Heterogen(h["resname"], h["chain"], int(h["resid"]), int(h["n_atoms"]),
-                          float(h["distance_to_box_angstrom"]), bool(h["is_metal"]), tuple(h["protein_donors"]),
-                          tuple(h["other_contacts"]), tuple(h["xyz"]) if "xyz" in h else None)
-                for h in data.get("heterogen", [])]
+        return [
+            Heterogen(
+                h["resname"],
+                h["chain"],
+                int(h["resid"]),
+                int(h["n_atoms"]),
+                float(h["distance_to_box_angstrom"]),
+                bool(h["is_metal"]),
+                tuple(h["protein_donors"]),
+                tuple(h["other_contacts"]),
+                tuple(h["xyz"]) if "xyz" in h else None,
+            )
+            for h in data.get("heterogen", [])
+        ]
     except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
         raise StageInputError(f"{path}: not a heterogen record: {exc}") from None
 
@@ -175,8 +241,10 @@ def metal_pdbqt_lines(metals: list[Heterogen]) -> list[str]:
         if element not in _VINA_METAL_TYPES or h.xyz is None:
             raise StageInputError(f"{h.label}: Vina has no atom type for {element}; use metals = 'remove'")
         x, y, z = h.xyz
-        lines.append(f"HETATM{90000 + i:5d} {element.upper():<4s} {h.resname:>3s} {h.chain}{h.resid:4d}    "
-                     f"{x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00    {charge:+6.3f} {_VINA_METAL_TYPES[element]:<2s}")
+        lines.append(
+            f"HETATM{90000 + i:5d} {element.upper():<4s} {h.resname:>3s} {h.chain}{h.resid:4d}    "
+            f"{x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00    {charge:+6.3f} {_VINA_METAL_TYPES[element]:<2s}"
+        )
     return lines
 
 
@@ -188,8 +256,10 @@ def metal_pdb_lines(metals: list[Heterogen]) -> list[str]:
             raise StageInputError(f"{h.label}: no coordinates in heterogens.toml")
         x, y, z = h.xyz
         element = METAL_IONS[h.resname][0].upper()
-        lines.append(f"HETATM{90000 + i:5d} {h.resname:<4s} {h.resname:>3s} {h.chain}{h.resid:4d}    "
-                     f"{x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00          {element:>2s}")
+        lines.append(
+            f"HETATM{90000 + i:5d} {h.resname:<4s} {h.resname:>3s} {h.chain}{h.resid:4d}    "
+            f"{x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00          {element:>2s}"
+        )
     return lines
 
 

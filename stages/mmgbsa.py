@@ -75,8 +75,13 @@ def implicit_system(prmtop: Path, constraints=app.HBonds, split_sa: bool = False
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Non-optimal GB parameters")
         system = app.AmberPrmtopFile(str(prmtop)).createSystem(
-            nonbondedMethod=app.NoCutoff, constraints=constraints, implicitSolvent=app.OBC2,
-            soluteDielectric=1.0, solventDielectric=SOLVENT_DIELECTRIC, gbsaModel="ACE")
+            nonbondedMethod=app.NoCutoff,
+            constraints=constraints,
+            implicitSolvent=app.OBC2,
+            soluteDielectric=1.0,
+            solventDielectric=SOLVENT_DIELECTRIC,
+            gbsaModel="ACE",
+        )
     for force in system.getForces():
         force.setForceGroup(GROUP["bonded"])
         if isinstance(force, openmm.NonbondedForce):
@@ -104,7 +109,7 @@ class Scorer:
         """Binding-energy terms of one frame (complex coordinates in nm, solvent already removed)."""
         c = self._terms("complex", complex_nm)
         r = self._terms("receptor", complex_nm[: self.n_receptor])
-        lig = self._terms("ligand", complex_nm[self.n_receptor:])
+        lig = self._terms("ligand", complex_nm[self.n_receptor :])
         d = {k: c[k] - r[k] - lig[k] for k in c}
         return FrameEnergy(vdw=d["vdw"], elec=d["nonbonded"] - d["vdw"], gb=d["gb"], sa=d["sa"], bonded=d["bonded"])
 
@@ -143,16 +148,32 @@ def mmpbsa_py(build: AmberBuild, dcd: Path, folder: Path, methods: tuple[str, ..
     if "pb" in methods:
         blocks.append("&pb\n  istrng=0.0, radiopt=0, inp=1,\n/\n")
     (folder / "mmpbsa.in").write_text("MM/GBSA cross-check of OpenMM\n" + "".join(blocks))
-    args = ["-O", "-i", "mmpbsa.in", "-cp", str(build.prmtop("complex")), "-rp", str(build.prmtop("receptor")),
-            "-lp", str(build.prmtop("ligand")), "-y", str(dcd)]
+    args = [
+        "-O",
+        "-i",
+        "mmpbsa.in",
+        "-cp",
+        str(build.prmtop("complex")),
+        "-rp",
+        str(build.prmtop("receptor")),
+        "-lp",
+        str(build.prmtop("ligand")),
+        "-y",
+        str(dcd),
+    ]
     what = f"MMPBSA.py on {dcd}"
     amber.run("MMPBSA", [*args, "-make-mdins"], folder, what)
     gb_mdin = folder / "_MMPBSA_gb.mdin"
     if gb_mdin.is_file():
         text = re.sub(r"extdiel\s*=\s*[\d.]+", "extdiel=78.5", gb_mdin.read_text())
         gb_mdin.write_text(text.replace("&cntrl", "&cntrl\n  rgbmax=999.0,", 1))
-    amber.run("MMPBSA", [*args, "-use-mdins", "-eo", "frames.csv", "-o", "FINAL_RESULTS_MMPBSA.dat"],
-              folder, what, logs=("FINAL_RESULTS_MMPBSA.dat",))
+    amber.run(
+        "MMPBSA",
+        [*args, "-use-mdins", "-eo", "frames.csv", "-o", "FINAL_RESULTS_MMPBSA.dat"],
+        folder,
+        what,
+        logs=("FINAL_RESULTS_MMPBSA.dat",),
+    )
     return _read_frames_csv((folder / "frames.csv").read_text(), methods)
 
 
@@ -200,8 +221,16 @@ def _read_frames_csv(text: str, methods: tuple[str, ...]) -> dict:
         frames = []
         for row in rows:
             vdw, elec, p = float(row["VDWAALS"]), float(row["EEL"]), float(row[polar])
-            frames.append({"vdw": vdw, "elec": elec, "polar": p, "nonpolar": float(row.get(nonpolar) or 0.0),
-                           "gas_plus_polar": vdw + elec + p, "total": float(row["DELTA TOTAL"])})
+            frames.append(
+                {
+                    "vdw": vdw,
+                    "elec": elec,
+                    "polar": p,
+                    "nonpolar": float(row.get(nonpolar) or 0.0),
+                    "gas_plus_polar": vdw + elec + p,
+                    "total": float(row["DELTA TOTAL"]),
+                }
+            )
         by_method[method] = {
             "frames": frames,
             "mean_total": float(np.mean([f["total"] for f in frames])),

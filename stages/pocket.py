@@ -60,16 +60,24 @@ def read_protein(path: str | Path, notes: list[str]) -> Protein:
         raise StageInputError(
             f"receptor {p}: metal ion(s) {', '.join(unparameterised)} in the receptor have no MD parameters here "
             f"(Li/Merz 12-6 ions through tleap: {', '.join(sorted(MD_PARAMETERISED))}), and the MD stage will not "
-            "drop one silently; give MD the metal-free protein (receptor.metals = 'remove', or a PDB without it)")
+            "drop one silently; give MD the metal-free protein (receptor.metals = 'remove', or a PDB without it)"
+        )
     modeller = app.Modeller(pdb.topology, pdb.positions)
     other = sorted(set(other) - MD_PARAMETERISED)
     if other:
-        modeller.delete([r for r in modeller.topology.residues()
-                         if r.name not in _PROTEIN_RESIDUES and r.name not in MD_PARAMETERISED])
+        modeller.delete(
+            [
+                r
+                for r in modeller.topology.residues()
+                if r.name not in _PROTEIN_RESIDUES and r.name not in MD_PARAMETERISED
+            ]
+        )
         notes.append(f"removed non-protein residues from the receptor: {', '.join(other[:10])}")
     if metals:
-        notes.append(f"kept metal ion(s) {', '.join(f'{r.name} {r.chain.id}{r.id}' for r in metals)}: Li/Merz 12-6 "
-                     "nonbonded parameters for TIP3P through tleap (no bonds to the protein)")
+        notes.append(
+            f"kept metal ion(s) {', '.join(f'{r.name} {r.chain.id}{r.id}' for r in metals)}: Li/Merz 12-6 "
+            "nonbonded parameters for TIP3P through tleap (no bonds to the protein)"
+        )
     if not any(a.element is not None and a.element.symbol == "H" for a in modeller.topology.atoms()):
         raise StageInputError(f"receptor {p}: has no hydrogens; protonate it first (pdbfixer addMissingHydrogens)")
     pos = np.array(modeller.positions.value_in_unit(unit.nanometer))
@@ -146,8 +154,9 @@ def trim(protein: Protein, lig_nm: np.ndarray, radius_angstrom: float) -> tuple[
     return new, np.array(new_pos)
 
 
-def restrained_atoms(top: app.Topology, pos_nm: np.ndarray, lig_nm: np.ndarray, flexible_radius_angstrom: float,
-                     n_receptor: int) -> list[int]:
+def restrained_atoms(
+    top: app.Topology, pos_nm: np.ndarray, lig_nm: np.ndarray, flexible_radius_angstrom: float, n_receptor: int
+) -> list[int]:
     """Atoms to hold in place in a trimmed pocket: every cap atom, and heavy atoms of far residues.
 
     Works on any topology whose first ``n_receptor`` atoms are the trimmed
@@ -182,7 +191,9 @@ def _peptide_bonded(prev: app.Residue, nxt: app.Residue, pos: np.ndarray) -> boo
     return c is not None and n is not None and float(np.linalg.norm(pos[c.index] - pos[n.index])) < 0.2
 
 
-def _add_cap(add_atom, cap: app.Residue, src: app.Residue, pos: np.ndarray, top: app.Topology, kind: str, extra) -> None:
+def _add_cap(
+    add_atom, cap: app.Residue, src: app.Residue, pos: np.ndarray, top: app.Topology, kind: str, extra
+) -> None:
     """ACE from CA, C, O of the residue before a cut; NME from N, H, CA of the residue after.
 
     The methyl hydrogens point along CA's other bonds (to N/C, CB, HA), 1.09 A
@@ -224,5 +235,3 @@ def _new_atom_of(residue: app.Residue, name: str) -> app.Atom:
 
 def _bonded(top: app.Topology, atom: app.Atom) -> list[tuple[app.Atom, app.Atom]]:
     return [(a, b) if a is atom else (b, a) for a, b in top.bonds() if atom in (a, b)]
-
-

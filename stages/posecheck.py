@@ -60,8 +60,7 @@ def check_poses(
         readable = [m for _, m in mols if m is not None]
         if not readable:
             return [PoseCheck(cid, False, ("unreadable",)) for cid, _ in mols]
-        pocket = _pocket(receptor_pdb, np.vstack([m.GetConformer().GetPositions() for m in readable]),
-                         pocket_angstrom)
+        pocket = _pocket(receptor_pdb, np.vstack([m.GetConformer().GetPositions() for m in readable]), pocket_angstrom)
         from posebusters import PoseBusters  # imports pandas: about 1.5 s, so only here
 
         table = PoseBusters(config="dock").bust(readable, None, pocket)
@@ -113,8 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         if not a.poses.is_file():
             raise StageInputError(f"{a.poses}: poses file not found")
         supplier = Chem.SDMolSupplier(str(a.poses), removeHs=False)
-        poses = [((m.GetProp("_Name") if m is not None else f"record {i + 1}"),
-                  Chem.MolToMolBlock(m) if m is not None else "") for i, m in enumerate(supplier)]
+        poses = [
+            (
+                (m.GetProp("_Name") if m is not None else f"record {i + 1}"),
+                Chem.MolToMolBlock(m) if m is not None else "",
+            )
+            for i, m in enumerate(supplier)
+        ]
         for check in check_poses(a.receptor, poses):
             print(json.dumps({"id": check.id, "passed": check.passed, "failed": list(check.failed)}))
 

@@ -33,8 +33,17 @@ from typing import Any
 
 from .errors import exit_code
 
-__all__ = ["PanelComplex", "PANEL", "CRITERION_ANGSTROM", "CAMPAIGN_EXHAUSTIVENESS", "dock_complex", "summarise",
-           "run_panel", "panel_result", "main"]
+__all__ = [
+    "PanelComplex",
+    "PANEL",
+    "CRITERION_ANGSTROM",
+    "CAMPAIGN_EXHAUSTIVENESS",
+    "dock_complex",
+    "summarise",
+    "run_panel",
+    "panel_result",
+    "main",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 RECEPTORS = REPO / "data" / "receptors"
@@ -82,8 +91,9 @@ def dock_complex(c: PanelComplex, exhaustiveness: int, seed: int, receptors: Pat
     reference = receptors / c.reference if c.reference else receptor.reference_ligand_path
     crystal = Chem.MolFromMolFile(str(reference), removeHs=True) if reference else None
     if crystal is None:
-        raise StageInputError(f"{c.name}: reference ligand {reference} missing or unreadable "
-                              "(run data/prepare_pose_panel.py)")
+        raise StageInputError(
+            f"{c.name}: reference ligand {reference} missing or unreadable (run data/prepare_pose_panel.py)"
+        )
     result = Docker(receptor, exhaustiveness=exhaustiveness, seed=seed, cpu=1).dock(c.name, Chem.MolToSmiles(crystal))
     if isinstance(result, LigandFailure):
         raise StageInputError(f"{c.name}: {result.reason}")
@@ -93,10 +103,16 @@ def dock_complex(c: PanelComplex, exhaustiveness: int, seed: int, receptors: Pat
     check = check_poses(receptor.pdb_path, [(c.name, result.pose_sdf)])[0]
     rmsd = heavy_atom_rmsd(pose, crystal)
     out: dict[str, Any] = {
-        "complex": c.name, "kind": c.kind, "exhaustiveness": exhaustiveness, "seed": seed,
-        "rmsd_angstrom": round(rmsd, 3), "success": rmsd <= CRITERION_ANGSTROM,
-        "score_kcal_mol": round(result.score_kcal_mol, 3), "state_smiles": result.state_smiles,
-        "posebusters_passed": check.passed, "posebusters_failed": list(check.failed),
+        "complex": c.name,
+        "kind": c.kind,
+        "exhaustiveness": exhaustiveness,
+        "seed": seed,
+        "rmsd_angstrom": round(rmsd, 3),
+        "success": rmsd <= CRITERION_ANGSTROM,
+        "score_kcal_mol": round(result.score_kcal_mol, 3),
+        "state_smiles": result.state_smiles,
+        "posebusters_passed": check.passed,
+        "posebusters_failed": list(check.failed),
     }
     if c.hinge_residue is not None:
         out.update(_hinge(pose, crystal, receptor.pdb_path, c.hinge_residue))
@@ -133,7 +149,10 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         n, k = len(ok), sum(ok)
         lo, hi = clopper_pearson(k, n)
         out[str(e)] = {
-            "complexes": n, "successes": k, "success_rate": k / n, "success_rate_ci95": [lo, hi],
+            "complexes": n,
+            "successes": k,
+            "success_rate": k / n,
+            "success_rate_ci95": [lo, hi],
             "median_rmsd_angstrom": statistics.median(r["rmsd_angstrom"] for rs in by_complex.values() for r in rs),
             "posebusters_valid_success_rate": sum(valid) / n,
             "hinge_hbond_poses": f"{sum(hinge)} of {len(hinge)}",
@@ -142,8 +161,13 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run_panel(exhaustiveness: tuple[int, ...], seeds: tuple[int, ...] = (1,), workers: int = 2,
-              panel: tuple[PanelComplex, ...] = PANEL, runs_file: Path | None = None) -> dict[str, Any]:
+def run_panel(
+    exhaustiveness: tuple[int, ...],
+    seeds: tuple[int, ...] = (1,),
+    workers: int = 2,
+    panel: tuple[PanelComplex, ...] = PANEL,
+    runs_file: Path | None = None,
+) -> dict[str, Any]:
     """Dock every complex at every exhaustiveness and seed (in ``workers`` processes); runs and summary.
 
     With ``runs_file`` every run is appended to it (JSON lines) as it finishes, and runs already there
@@ -155,8 +179,11 @@ def run_panel(exhaustiveness: tuple[int, ...], seeds: tuple[int, ...] = (1,), wo
     done = _read_runs(runs_file)
     have = {(r["complex"], r["exhaustiveness"], r["seed"]) for r in done}
     jobs = [(c, e, s) for e in exhaustiveness for c in panel for s in seeds if (c.name, e, s) not in have]
-    runs = [r for r in done if r["complex"] in {c.name for c in panel} and r["exhaustiveness"] in exhaustiveness
-            and r["seed"] in seeds]
+    runs = [
+        r
+        for r in done
+        if r["complex"] in {c.name for c in panel} and r["exhaustiveness"] in exhaustiveness and r["seed"] in seeds
+    ]
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         for future in as_completed([pool.submit(_run_job, job) for job in jobs]):
             runs.append(future.result())
@@ -174,9 +201,15 @@ def _read_runs(path: Path | None) -> list[dict[str, Any]]:
 
 def panel_result(runs: list[dict[str, Any]], seeds: tuple[int, ...], size: int = len(PANEL)) -> dict[str, Any]:
     """The panel's JSON: every run and the summary per exhaustiveness."""
-    return {"size": size, "criterion_angstrom": CRITERION_ANGSTROM, "seeds": list(seeds),
-            "campaign_exhaustiveness": CAMPAIGN_EXHAUSTIVENESS, "by_exhaustiveness": summarise(runs), "runs": runs,
-            "rmsd": "symmetry-corrected heavy-atom RMSD (spyrmsd), no fitting; interval: Clopper-Pearson 95%"}
+    return {
+        "size": size,
+        "criterion_angstrom": CRITERION_ANGSTROM,
+        "seeds": list(seeds),
+        "campaign_exhaustiveness": CAMPAIGN_EXHAUSTIVENESS,
+        "by_exhaustiveness": summarise(runs),
+        "runs": runs,
+        "rmsd": "symmetry-corrected heavy-atom RMSD (spyrmsd), no fitting; interval: Clopper-Pearson 95%",
+    }
 
 
 def _run_job(job: tuple[PanelComplex, int, int]) -> dict[str, Any]:
@@ -195,8 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         from ..fileio import write_json
 
-        result = run_panel(tuple(int(x) for x in a.exhaustiveness.split(",")),
-                           tuple(int(x) for x in a.seeds.split(",")), a.workers, runs_file=a.runs)
+        result = run_panel(
+            tuple(int(x) for x in a.exhaustiveness.split(",")),
+            tuple(int(x) for x in a.seeds.split(",")),
+            a.workers,
+            runs_file=a.runs,
+        )
         write_json(a.json, result)
         print(json.dumps(result["by_exhaustiveness"], indent=1))
 

@@ -154,8 +154,13 @@ class _Batch:
         return broken[0] if broken else None
 
     def result(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"smiles": self.smiles, "keys": self.keys, "failed": self.failed,
-                               "filtered": self.filtered, "seconds": self.seconds}
+        out: dict[str, Any] = {
+            "smiles": self.smiles,
+            "keys": self.keys,
+            "failed": self.failed,
+            "filtered": self.filtered,
+            "seconds": self.seconds,
+        }
         if self.profile:
             out.update(rule_passes=self.passes, properties=self.props, scaffolds=self.scaffolds)
         return out

@@ -74,23 +74,34 @@ class GroupRule:
 
 RULES: tuple[GroupRule, ...] = (
     GroupRule(
-        "biguanide, second proton", "[#7]~[#6](~[#7])~[#7]~[#6](~[#7])~[#7]", +2, 2.9,
+        "biguanide, second proton",
+        "[#7]~[#6](~[#7])~[#7]~[#6](~[#7])~[#7]",
+        +2,
+        2.9,
         "metformin pKa 12.4 (Glucophage label); biguanide second pKa 2.9 (Ray P (1961) Chem Rev 61:313): "
         "pKasso gives metformin and cycloguanil as dications",
     ),
     GroupRule(
-        "uracil N-H", "[#7;H1;R;$([#7]1-,:[#6](=O)-,:[#7]-,:[#6](=O)-,:[#6]=,:[#6]1),"
-        "$([#7]1-,:[#6](=O)-,:[#7]-,:[#6]=,:[#6]-,:[#6]1=O)]", -1, 8.0,
+        "uracil N-H",
+        "[#7;H1;R;$([#7]1-,:[#6](=O)-,:[#7]-,:[#6](=O)-,:[#6]=,:[#6]1),"
+        "$([#7]1-,:[#6](=O)-,:[#7]-,:[#6]=,:[#6]-,:[#6]1=O)]",
+        -1,
+        8.0,
         "5-fluorouracil 8.0 (Rudy BC, Senkowski BZ (1973) Anal Profiles Drug Subst 2:221), the most acidic "
         "common uracil (uracil 9.5, thymine 9.9): pKasso gives 5-FU as its N1 anion",
     ),
     GroupRule(
         "4-aminopyridine ring N",
-        "[n;X2;$(n1:c:c:c(-[NX3;$([NH2]),$([NH1]-[CX4]),$([NH0](-[CX4])-[CX4])]):c:c1)]", +1, 9.2,
+        "[n;X2;$(n1:c:c:c(-[NX3;$([NH2]),$([NH1]-[CX4]),$([NH0](-[CX4])-[CX4])]):c:c1)]",
+        +1,
+        9.2,
         "4-aminopyridine 9.17 (Albert A, Goldacre R, Phillips J (1948) J Chem Soc 2240): pKasso leaves it neutral",
     ),
     GroupRule(
-        "N-cyanoguanidine/amidine", "[#7]~[#6](~[#6,#7])~[#7]-C#N", +1, 0.0,
+        "N-cyanoguanidine/amidine",
+        "[#7]~[#6](~[#6,#7])~[#7]-C#N",
+        +1,
+        0.0,
         "cimetidine titrates with one basic pKa, 6.8, its imidazole (Jantratid E et al. (2006) J Pharm Sci "
         "95:974), so its cyanoguanidine is not protonated above pH 1: pKasso protonates it",
     ),

@@ -66,8 +66,9 @@ class Receptor:
     kept_metals: tuple[Heterogen, ...] = ()  # the metal ions in pdbqt_path under ``metals``
 
 
-def load_receptor(directory: str | os.PathLike[str], *, site_file: str | os.PathLike[str] | None = None,
-                  metals: str = "auto") -> Receptor:
+def load_receptor(
+    directory: str | os.PathLike[str], *, site_file: str | os.PathLike[str] | None = None, metals: str = "auto"
+) -> Receptor:
     """Load and validate a receptor folder; ``site_file`` overrides ``<directory>/site.toml``.
 
     ``metals`` picks the metal ions of ``heterogens.toml`` the docking receptor keeps; when it keeps

@@ -43,8 +43,9 @@ def ligand_efficiency(scores_kcal_mol: np.ndarray, n_heavy: np.ndarray) -> np.nd
         return np.where(n_heavy > 0, -np.asarray(scores_kcal_mol, dtype=float) / n_heavy, np.nan)
 
 
-def crossfit_predictions(smiles: Sequence[str], scores_kcal_mol: np.ndarray, *, folds: int = 5, epochs: int = 60,
-                         seed: int = 0) -> np.ndarray:
+def crossfit_predictions(
+    smiles: Sequence[str], scores_kcal_mol: np.ndarray, *, folds: int = 5, epochs: int = 60, seed: int = 0
+) -> np.ndarray:
     """Out-of-fold surrogate predictions (kcal/mol, lower is better); NaN for unparsable or unscored compounds."""
     x, valid = featurise(list(smiles))
     y = np.asarray(scores_kcal_mol, dtype=float)
@@ -70,9 +71,17 @@ def final_ranking(docked: Sequence[int], scores_kcal_mol: np.ndarray, predicted:
     return rank_score
 
 
-def campaign_replay(smiles: Sequence[str], scores_kcal_mol: np.ndarray, budgets: Sequence[float], *,
-                    replicates: int = 5, seed: int = 0, epochs: int = 60, init_fraction: float = 0.01,
-                    batch_fraction: float = 0.01) -> dict[float, list[dict[str, np.ndarray]]]:
+def campaign_replay(
+    smiles: Sequence[str],
+    scores_kcal_mol: np.ndarray,
+    budgets: Sequence[float],
+    *,
+    replicates: int = 5,
+    seed: int = 0,
+    epochs: int = 60,
+    init_fraction: float = 0.01,
+    batch_fraction: float = 0.01,
+) -> dict[float, list[dict[str, np.ndarray]]]:
     """For each budget (fraction docked) and replicate: the active-learning and random rankings.
 
     Returns ``{budget: [{"active": ranking, "random": ranking}, ...]}`` with rankings as from
@@ -103,6 +112,7 @@ def campaign_replay(smiles: Sequence[str], scores_kcal_mol: np.ndarray, budgets:
                 step = min(n_batch, size - len(docked))
                 docked += [int(c) for c in nominate(scored, {ids[i] for i in docked}, step)]
             random_docked = init + rng.choice(rest, size=size - n_init, replace=False).tolist()
-            out[b].append({"active": final_ranking(docked, y, predicted),
-                           "random": final_ranking(random_docked, y, None)})
+            out[b].append(
+                {"active": final_ranking(docked, y, predicted), "random": final_ranking(random_docked, y, None)}
+            )
     return out

@@ -49,8 +49,9 @@ def seed_sample(records: Iterable[R], n: int, *, seed: int, strategy: str = "ran
     return [pool[i] for i in sorted(picked)]  # type: ignore[misc]
 
 
-def pick_indices(smiles: Sequence[str], n: int, *, seed: int, strategy: str,
-                 among: Sequence[int] | None = None) -> list[int]:
+def pick_indices(
+    smiles: Sequence[str], n: int, *, seed: int, strategy: str, among: Sequence[int] | None = None
+) -> list[int]:
     """Indices of ``n`` of ``smiles`` (restricted to ``among`` if given) picked by ``strategy``."""
     candidates = list(range(len(smiles))) if among is None else list(among)
     if n >= len(candidates):

@@ -26,8 +26,12 @@ import re
 __all__ = ["category", "is_filter", "FILTERS"]
 
 # the first words of each filter's reason (stages.filters.check), and the category it gets
-FILTERS = {"molecular weight ": "filter: molecular weight", "rotatable bonds ": "filter: rotatable bonds",
-           "heavy atoms ": "filter: heavy atoms", "PAINS": "filter: PAINS"}
+FILTERS = {
+    "molecular weight ": "filter: molecular weight",
+    "rotatable bonds ": "filter: rotatable bonds",
+    "heavy atoms ": "filter: heavy atoms",
+    "PAINS": "filter: PAINS",
+}
 
 _RULES = [  # (pattern searched in the reason, category), first match wins
     (re.compile(r"empty id|empty SMILES|no id after the SMILES"), "empty"),

@@ -50,13 +50,26 @@ def run_state_panel(path: Path = DEFAULT_PANEL, options: StateOptions = StateOpt
         states = scored_states(row["smiles"], options)
         top = states[0][0]
         expected = row["expected_at_7_4"].split()
-        drugs.append({"name": row["name"], "class": row["class"], "top_state": top,
-                      "states": [[s, p] for s, p in states], "expected": expected,
-                      "pka_literature": row["pka_literature"], "source": row["source"],
-                      "correct": any(same_state(top, e) for e in expected)})
-    return {"correct": sum(d["correct"] for d in drugs), "size": len(drugs), "ph": options.ph,
-            "failures": [{k: d[k] for k in ("name", "top_state", "expected")} for d in drugs if not d["correct"]],
-            "drugs": drugs, "panel": str(path)}
+        drugs.append(
+            {
+                "name": row["name"],
+                "class": row["class"],
+                "top_state": top,
+                "states": [[s, p] for s, p in states],
+                "expected": expected,
+                "pka_literature": row["pka_literature"],
+                "source": row["source"],
+                "correct": any(same_state(top, e) for e in expected),
+            }
+        )
+    return {
+        "correct": sum(d["correct"] for d in drugs),
+        "size": len(drugs),
+        "ph": options.ph,
+        "failures": [{k: d[k] for k in ("name", "top_state", "expected")} for d in drugs if not d["correct"]],
+        "drugs": drugs,
+        "panel": str(path),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

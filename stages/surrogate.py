@@ -35,8 +35,18 @@ import numpy as np
 from .errors import StageInputError
 from .features import FingerprintSettings, SparseFeatures, featurise, featurise_sparse
 
-__all__ = ["Fitted", "fit", "train", "nominate", "nominate_batch", "predict", "predict_scores", "benchmark_inference",
-           "learning_curve", "main"]
+__all__ = [
+    "Fitted",
+    "fit",
+    "train",
+    "nominate",
+    "nominate_batch",
+    "predict",
+    "predict_scores",
+    "benchmark_inference",
+    "learning_curve",
+    "main",
+]
 
 
 def _torch() -> Any:
@@ -79,8 +89,18 @@ class Fitted:
             return self.model(torch.from_numpy(x)).squeeze(1).numpy() * self.std + self.mean
 
 
-def fit(x: np.ndarray, y: np.ndarray, *, epochs: int = 60, seed: int = 0, val_fraction: float = 0.2,
-        hidden: Sequence[int] = (512, 128), dropout: float = 0.1, lr: float = 1e-3, device: Any = None) -> Fitted:
+def fit(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int = 60,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    hidden: Sequence[int] = (512, 128),
+    dropout: float = 0.1,
+    lr: float = 1e-3,
+    device: Any = None,
+) -> Fitted:
     """Train on feature rows ``x`` and scores ``y``; keep the epoch with the best RMSE on a validation split.
 
     The validation split (``val_fraction`` of the rows given, seeded) is carved out of what is passed
@@ -132,17 +152,31 @@ def fit(x: np.ndarray, y: np.ndarray, *, epochs: int = 60, seed: int = 0, val_fr
     fitted = Fitted(model.cpu(), mean, std, {})
     pv = fitted.predict(x[val])
     fitted.report = {
-        "n_train": int(len(tr)), "n_val": int(n_val), "epochs": epochs, "best_epoch": best[2],
-        "val_spearman": _spearman(pv, y[val]), "val_rmse": best[0],
-        "baseline_rmse": float(np.sqrt(np.mean((mean - y[val]) ** 2))), "seconds": time.perf_counter() - t0,
+        "n_train": int(len(tr)),
+        "n_val": int(n_val),
+        "epochs": epochs,
+        "best_epoch": best[2],
+        "val_spearman": _spearman(pv, y[val]),
+        "val_rmse": best[0],
+        "baseline_rmse": float(np.sqrt(np.mean((mean - y[val]) ** 2))),
+        "seconds": time.perf_counter() - t0,
     }
     return fitted
 
 
-def train(records: Sequence[tuple[str, float]], model_path: str | os.PathLike[str], *, epochs: int = 60,
-          seed: int = 0, val_fraction: float = 0.2, threads: int | None = None,
-          hidden: Sequence[int] = (512, 128), dropout: float = 0.1, lr: float = 1e-3,
-          features: FingerprintSettings = FingerprintSettings()) -> dict[str, Any]:
+def train(
+    records: Sequence[tuple[str, float]],
+    model_path: str | os.PathLike[str],
+    *,
+    epochs: int = 60,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    threads: int | None = None,
+    hidden: Sequence[int] = (512, 128),
+    dropout: float = 0.1,
+    lr: float = 1e-3,
+    features: FingerprintSettings = FingerprintSettings(),
+) -> dict[str, Any]:
     """Featurise (smiles, score) pairs, :func:`fit`, save atomically; return the training report.
 
     Report: n_train, n_val, val_spearman and val_rmse (on the split that picked the epoch, so
@@ -162,12 +196,33 @@ def train(records: Sequence[tuple[str, float]], model_path: str | os.PathLike[st
     y = np.array([float(v) for _, v in records], dtype=np.float32)
     if not np.all(np.isfinite(y)):
         raise StageInputError("training scores contain NaN or infinite values")
-    fitted = fit(x[valid], y[valid], epochs=epochs, seed=seed, val_fraction=val_fraction, hidden=hidden,
-                 dropout=dropout, lr=lr, device=device)
-    report = {**fitted.report, "n_invalid_smiles": int((~valid).sum()), "seconds": time.perf_counter() - t0,
-              "device": device_label(torch, device), "device_note": note}
-    payload = {"state_dict": fitted.model.state_dict(), "hidden": list(hidden), "dropout": dropout,
-               "mean": fitted.mean, "std": fitted.std, "features": features.to_dict(), "report": report}
+    fitted = fit(
+        x[valid],
+        y[valid],
+        epochs=epochs,
+        seed=seed,
+        val_fraction=val_fraction,
+        hidden=hidden,
+        dropout=dropout,
+        lr=lr,
+        device=device,
+    )
+    report = {
+        **fitted.report,
+        "n_invalid_smiles": int((~valid).sum()),
+        "seconds": time.perf_counter() - t0,
+        "device": device_label(torch, device),
+        "device_note": note,
+    }
+    payload = {
+        "state_dict": fitted.model.state_dict(),
+        "hidden": list(hidden),
+        "dropout": dropout,
+        "mean": fitted.mean,
+        "std": fitted.std,
+        "features": features.to_dict(),
+        "report": report,
+    }
     _save_atomic(torch, payload, Path(model_path))
     return report
 
@@ -225,8 +280,9 @@ def _load(model_path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
     return _loaded[key]
 
 
-def predict(model_path: str | os.PathLike[str], records: Sequence[tuple[str, str]],
-            threads: int | None = 1) -> list[tuple[str, float | None]]:
+def predict(
+    model_path: str | os.PathLike[str], records: Sequence[tuple[str, str]], threads: int | None = 1
+) -> list[tuple[str, float | None]]:
     """Predicted score for each (id, smiles); None where the SMILES cannot be parsed."""
     scores = predict_scores(model_path, [s for _, s in records], threads=threads)
     return [(cid, None if np.isnan(v) else float(v)) for (cid, _), v in zip(records, scores)]
@@ -237,8 +293,9 @@ def predict_scores(model_path: str | os.PathLike[str], smiles: Sequence[str], th
     return predict_timed(model_path, smiles, threads)[0]
 
 
-def predict_timed(model_path: str | os.PathLike[str], smiles: Sequence[str], threads: int | None = 1,
-                  device: Any = None) -> tuple[np.ndarray, dict[str, float]]:
+def predict_timed(
+    model_path: str | os.PathLike[str], smiles: Sequence[str], threads: int | None = 1, device: Any = None
+) -> tuple[np.ndarray, dict[str, float]]:
     """:func:`predict_scores` on ``device`` (default the CPU), with the seconds spent featurising (CPU),
     moving rows to the device and scores back (``transfer_s``), and in the model (``model_s``).
 
@@ -301,8 +358,10 @@ def _forward_sparse(torch: Any, model: Any, indices: Any, offsets: Any, values: 
     a weighted sum of the weight rows of each row's non-zero columns (``embedding_bag``), ~50x fewer
     multiply-adds than the dense product; then the other layers."""
     first = model[0]
-    hidden = torch.nn.functional.embedding_bag(indices, _transposed(first), offsets, mode="sum",
-                                               per_sample_weights=values) + first.bias
+    hidden = (
+        torch.nn.functional.embedding_bag(indices, _transposed(first), offsets, mode="sum", per_sample_weights=values)
+        + first.bias
+    )
     return model[1:](hidden).squeeze(1)
 
 
@@ -328,8 +387,9 @@ def _batches(path: Path, size: int) -> Iterator[list[tuple[str, str]]]:
         yield batch
 
 
-def benchmark_inference(model_path: str | os.PathLike[str], library: str | os.PathLike[str], n: int = 20000,
-                        batch: int = 2048) -> dict[str, Any]:
+def benchmark_inference(
+    model_path: str | os.PathLike[str], library: str | os.PathLike[str], n: int = 20000, batch: int = 2048
+) -> dict[str, Any]:
     """Molecules/s on one core, featurisation and inference together (the model load is excluded)."""
     _load(model_path)
     done, t0 = 0, time.perf_counter()
@@ -343,8 +403,9 @@ def benchmark_inference(model_path: str | os.PathLike[str], library: str | os.Pa
     return {"molecules": done, "seconds": seconds, "mol_per_s": done / seconds if seconds else float("nan")}
 
 
-def learning_curve(records: Sequence[tuple[str, float]], sizes: Sequence[int], *, n_test: int = 100,
-                   epochs: int = 40, seed: int = 0) -> list[dict[str, Any]]:
+def learning_curve(
+    records: Sequence[tuple[str, float]], sizes: Sequence[int], *, n_test: int = 100, epochs: int = 40, seed: int = 0
+) -> list[dict[str, Any]]:
     """Spearman and RMSE on the last ``n_test`` records (never trained on, nor used to pick an epoch)
     for models trained on the first n of the rest, for each n in ``sizes``.
 
@@ -364,9 +425,16 @@ def learning_curve(records: Sequence[tuple[str, float]], sizes: Sequence[int], *
             p = np.array([v for _, v in pred if v is not None])
             mean = float(np.mean([v for _, v in pool[:n]]))
             rmse = float(np.sqrt(np.mean((p - y[ok]) ** 2)))
-            rows.append({"n": n, "test_spearman": _spearman(p, y[ok]), "test_rmse": rmse,
-                         "baseline_rmse": float(np.sqrt(np.mean((mean - y[ok]) ** 2))), "n_test": int(ok.sum()),
-                         "train_seconds": report["seconds"]})
+            rows.append(
+                {
+                    "n": n,
+                    "test_spearman": _spearman(p, y[ok]),
+                    "test_rmse": rmse,
+                    "baseline_rmse": float(np.sqrt(np.mean((mean - y[ok]) ** 2))),
+                    "n_test": int(ok.sum()),
+                    "train_seconds": report["seconds"],
+                }
+            )
     return rows
 
 
@@ -446,12 +514,16 @@ def main(argv: list[str] | None = None) -> int:
         elif a.command == "curve":
             sizes = [int(x) for x in a.sizes.split(",")]
             for row in learning_curve(_read_scores(a.scores), sizes, n_test=a.n_test):
-                print(f"n={row['n']:5d} test Spearman {row['test_spearman']:.3f}  RMSE {row['test_rmse']:.3f} "
-                      f"(predict-the-mean {row['baseline_rmse']:.3f}) on {row['n_test']} held-out compounds")
+                print(
+                    f"n={row['n']:5d} test Spearman {row['test_spearman']:.3f}  RMSE {row['test_rmse']:.3f} "
+                    f"(predict-the-mean {row['baseline_rmse']:.3f}) on {row['n_test']} held-out compounds"
+                )
         else:
             result = benchmark_inference(a.model, a.library, a.n)
-            print(f"{result['molecules']} molecules in {result['seconds']:.2f} s: {result['mol_per_s']:,.0f} mol/s "
-                  "(one core, featurisation + inference)")
+            print(
+                f"{result['molecules']} molecules in {result['seconds']:.2f} s: {result['mol_per_s']:,.0f} mol/s "
+                "(one core, featurisation + inference)"
+            )
     except StageInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

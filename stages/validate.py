@@ -62,6 +62,16 @@ FALLBACK_SCORES = REPO / "data" / "scores" / "4jsv_vina_states_dimorphite.csv"
 MIN_REFERENCE = 450  # 2% of the set must exceed the 8-compound seed sample of the retrieval loop
 DEFAULT_RECEPTOR = REPO / "data" / "receptors" / "4jsv"
 SECOND_RECEPTOR = REPO / "data" / "receptors" / "1uou"  # tipiracil in thymidine phosphorylase (PoseBusters' example)
+# the headline figures every run measures (floats), printed first
+MEASURED = (
+    "redock_rmsd_angstrom_median",
+    "surrogate_cv_spearman",
+    "baseline_cv_spearman",
+    "top1pct_recall_at_2pct",
+    "top1pct_recall_at_5pct",
+    "top1pct_recall_at_10pct",
+    "random_top1pct_recall_at_10pct",
+)
 TARGETS = {"redock_rmsd_angstrom_median": 2.0, "top1pct_recall_at_10pct": 0.60, "recall_over_random_at_10pct": 4.0}
 
 
@@ -75,9 +85,11 @@ def default_scores() -> tuple[Path, str]:
         n = 0
     if n >= MIN_REFERENCE:
         return DEFAULT_SCORES, f"{DEFAULT_SCORES.name}: {n} compounds docked with ligand states"
-    return FALLBACK_SCORES, (f"{DEFAULT_SCORES.name} has {n} compounds, fewer than the {MIN_REFERENCE} retrieval "
-                             f"needs (data/restate_reference.py is still re-stating it); used "
-                             f"{FALLBACK_SCORES.name}, docked with the earlier states (dimorphite-dl, no penalties)")
+    return FALLBACK_SCORES, (
+        f"{DEFAULT_SCORES.name} has {n} compounds, fewer than the {MIN_REFERENCE} retrieval "
+        f"needs (data/restate_reference.py is still re-stating it); used "
+        f"{FALLBACK_SCORES.name}, docked with the earlier states (dimorphite-dl, no penalties)"
+    )
 
 
 def run_validation(
@@ -97,7 +109,7 @@ def run_validation(
     pose_seeds: tuple[int, ...] = (1,),
 ) -> dict[str, Any]:
     """Run every measurement; return the JSON-ready result (see the module doc)."""
-    from .evaluate import BUDGETS, _n_init, read_reference, summarise_retrieval
+    from .evaluate import BUDGETS, RetrievalSettings, _n_init, read_reference, summarise_retrieval
 
     t0 = time.perf_counter()
     scores, why = default_scores() if scores is None else (scores, "named on the command line")
@@ -107,14 +119,18 @@ def run_validation(
         raise StageInputError(
             f"{scores}: {len(ref)} compounds; top-k retrieval needs 2% of the set to exceed the "
             f"{_n_init(len(ref), 0.01)}-compound seed sample (about 450 compounds): let data/dock_sample.py "
-            f"dock more, or pass --scores {FALLBACK_SCORES} (5,000 compounds, earlier states)")
+            f"dock more, or pass --scores {FALLBACK_SCORES} (5,000 compounds, earlier states)"
+        )
     if not (receptor / "receptor.pdbqt").is_file():
         raise StageInputError(f"{receptor}: receptor folder with receptor.pdbqt not found")
     chunks = [list(range(i, replicates, max(1, workers))) for i in range(min(workers, replicates))]
     if second_receptor is not None and not (second_receptor / "receptor.pdbqt").is_file():
         raise StageInputError(f"{second_receptor}: receptor folder with receptor.pdbqt not found")
-    second = [] if second_receptor is None else [("redock", (str(second_receptor), seed, exhaustiveness))
-                                                 for seed in redock_seeds]
+    second = (
+        []
+        if second_receptor is None
+        else [("redock", (str(second_receptor), seed, exhaustiveness)) for seed in redock_seeds]
+    )
     from .metals import kept_metals, read_provenance
     from .posepanel import CAMPAIGN_EXHAUSTIVENESS, PANEL, panel_result
 
@@ -122,9 +138,14 @@ def run_validation(
     native = [("redock", (str(receptor), seed, exhaustiveness, "keep")) for seed in redock_seeds] if has_metals else []
     pose_exh = pose_exhaustiveness or (CAMPAIGN_EXHAUSTIVENESS,)
     poses = [("pose", (i, e, s)) for e in pose_exh for i in range(len(PANEL)) for s in pose_seeds]
-    jobs = (poses + [("redock", (str(receptor), seed, exhaustiveness)) for seed in redock_seeds] + second + native
-            + [("cv", (str(scores), limit, folds, epochs))]
-            + [("retrieval", (str(scores), limit, chunk, epochs)) for chunk in chunks])
+    jobs = (
+        poses
+        + [("redock", (str(receptor), seed, exhaustiveness)) for seed in redock_seeds]
+        + second
+        + native
+        + [("cv", (str(scores), limit, folds, epochs))]
+        + [("retrieval", (str(scores), limit, chunk, epochs)) for chunk in chunks]
+    )
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(_job, jobs))
     from .state_panel import run_state_panel
@@ -140,7 +161,7 @@ def run_validation(
             for strategy, by_budget in part.items():
                 for b, values in by_budget.items():
                     runs.setdefault(strategy, {}).setdefault(b, []).extend(values)
-    retrieval = summarise_retrieval(ref, runs, epochs=epochs)
+    retrieval = summarise_retrieval(ref, runs, RetrievalSettings(epochs=epochs))
     pose_panel = panel_result([r for kind, r in results if kind == "pose"], pose_seeds)
     shipped = pose_panel["by_exhaustiveness"].get(str(CAMPAIGN_EXHAUSTIVENESS), {})
     rmsds = [r["rmsd_angstrom"] for r in redocks]
@@ -158,16 +179,31 @@ def run_validation(
         "pose_success_rate_ci95": shipped.get("success_rate_ci95"),
         "pose_median_rmsd_angstrom": shipped.get("median_rmsd_angstrom"),
         "pose_panel": pose_panel,
-        "redock": {"receptor": str(receptor), "exhaustiveness": exhaustiveness, "runs": redocks,
-                   "criterion_angstrom": 2.0, "rmsd": "symmetry-corrected heavy-atom RMSD (spyrmsd), no fitting"},
-        "redock_second_complex": None if not redocks_second else {
-            "receptor": str(second_receptor), "runs": redocks_second,
-            "rmsd_angstrom_median": statistics.median(r["rmsd_angstrom"] for r in redocks_second)},
-        "redock_native_metals": None if not redocks_native else {
-            "receptor": str(receptor), "metals": "keep", "kept": redocks_native[0]["metals"], "runs": redocks_native,
+        "redock": {
+            "receptor": str(receptor),
+            "exhaustiveness": exhaustiveness,
+            "runs": redocks,
+            "criterion_angstrom": 2.0,
+            "rmsd": "symmetry-corrected heavy-atom RMSD (spyrmsd), no fitting",
+        },
+        "redock_second_complex": None
+        if not redocks_second
+        else {
+            "receptor": str(second_receptor),
+            "runs": redocks_second,
+            "rmsd_angstrom_median": statistics.median(r["rmsd_angstrom"] for r in redocks_second),
+        },
+        "redock_native_metals": None
+        if not redocks_native
+        else {
+            "receptor": str(receptor),
+            "metals": "keep",
+            "kept": redocks_native[0]["metals"],
+            "runs": redocks_native,
             "rmsd_angstrom_median": statistics.median(r["rmsd_angstrom"] for r in redocks_native),
             "meaning": "the native complex reproduced with its crystal metal ions; a redock reference, not the "
-                       "screening receptor (which is 'redock', metals as loaded by default)"},
+            "screening receptor (which is 'redock', metals as loaded by default)",
+        },
         "state_panel_correct": panel["correct"],
         "state_panel_size": panel["size"],
         "state_panel": {k: panel[k] for k in ("ph", "failures", "panel")},
@@ -205,16 +241,23 @@ def _job(job: tuple[str, tuple[Any, ...]]) -> tuple[str, Any]:
         receptor, seed, exhaustiveness, *metals = args
         loaded = load_receptor(receptor, metals=metals[0] if metals else "auto")
         r = redock_reference(loaded, exhaustiveness=exhaustiveness, seed=seed)
-        return kind, {"receptor": receptor, "seed": seed, "rmsd_angstrom": round(r.rmsd_angstrom, 3),
-                      "score_kcal_mol": round(r.score_kcal_mol, 3), "state_smiles": r.state_smiles,
-                      "n_states": r.n_states, "native": bool(metals), "metals": [h.label for h in loaded.kept_metals]}
-    from .evaluate import cross_validate, read_reference, retrieval_runs
+        return kind, {
+            "receptor": receptor,
+            "seed": seed,
+            "rmsd_angstrom": round(r.rmsd_angstrom, 3),
+            "score_kcal_mol": round(r.score_kcal_mol, 3),
+            "state_smiles": r.state_smiles,
+            "n_states": r.n_states,
+            "native": bool(metals),
+            "metals": [h.label for h in loaded.kept_metals],
+        }
+    from .evaluate import RetrievalSettings, cross_validate, read_reference, retrieval_runs
 
     if kind == "cv":
         scores, limit, folds, epochs = args
         return kind, cross_validate(read_reference(scores, limit), folds=folds, epochs=epochs)
     scores, limit, seeds, epochs = args
-    return kind, retrieval_runs(read_reference(scores, limit), seeds, epochs=epochs)
+    return kind, retrieval_runs(read_reference(scores, limit), seeds, RetrievalSettings(epochs=epochs))
 
 
 def _finite(value: Any) -> Any:
@@ -231,12 +274,16 @@ def _finite(value: Any) -> Any:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``impeccable validate`` and ``python -m impeccable.stages.validate``."""
     p.add_argument("--json", type=Path, required=True, help="write the result here")
-    p.add_argument("--scores", type=Path, help="fully docked reference set (CSV); default: "
-                   f"{DEFAULT_SCORES.name} once it has {MIN_REFERENCE} compounds, else {FALLBACK_SCORES.name}")
+    p.add_argument(
+        "--scores",
+        type=Path,
+        help="fully docked reference set (CSV); default: "
+        f"{DEFAULT_SCORES.name} once it has {MIN_REFERENCE} compounds, else {FALLBACK_SCORES.name}",
+    )
     p.add_argument("--limit", type=int, help="use only the first N reference compounds (sample order)")
     p.add_argument("--receptor", type=Path, default=DEFAULT_RECEPTOR, help="receptor folder with a reference ligand")
-    p.add_argument("--second-receptor", type=Path, default=SECOND_RECEPTOR,
-                   help="a second complex to redock (receptor folder with a reference ligand)")
+    second = "a second complex to redock (receptor folder with a reference ligand)"
+    p.add_argument("--second-receptor", type=Path, default=SECOND_RECEPTOR, help=second)
     p.add_argument("--no-second-receptor", action="store_true", help="redock the first complex only")
     p.add_argument("--redock-seeds", default="1,2,3", help="Vina seeds for redocking, comma-separated")
     p.add_argument("--exhaustiveness", type=int, default=8, help="Vina exhaustiveness for redocking")
@@ -244,8 +291,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replicates", type=int, default=10, help="retrieval replicates (seed samples)")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--workers", type=int, default=2, help="processes (one core each)")
-    p.add_argument("--pose-exhaustiveness", help="pose panel exhaustiveness values, comma-separated "
-                   "(default: 8, the [dock] default; the panel's poses are the same from 1 to 8)")
+    p.add_argument(
+        "--pose-exhaustiveness",
+        help="pose panel exhaustiveness values, comma-separated "
+        "(default: 8, the [dock] default; the panel's poses are the same from 1 to 8)",
+    )
 
 
 def run_from_args(a: argparse.Namespace) -> int:
@@ -254,21 +304,29 @@ def run_from_args(a: argparse.Namespace) -> int:
         seeds = tuple(int(s) for s in a.redock_seeds.split(","))
     except ValueError:
         raise StageInputError(f"--redock-seeds: comma-separated integers, got {a.redock_seeds!r}") from None
-    result = run_validation(a.scores, a.receptor, second_receptor=None if a.no_second_receptor else a.second_receptor,
-                            redock_seeds=seeds, exhaustiveness=a.exhaustiveness,
-                            folds=a.folds, replicates=a.replicates, epochs=a.epochs, workers=a.workers,
-                            limit=a.limit, pose_exhaustiveness=_ints(a.pose_exhaustiveness, "--pose-exhaustiveness"))
+    result = run_validation(
+        a.scores,
+        a.receptor,
+        second_receptor=None if a.no_second_receptor else a.second_receptor,
+        redock_seeds=seeds,
+        exhaustiveness=a.exhaustiveness,
+        folds=a.folds,
+        replicates=a.replicates,
+        epochs=a.epochs,
+        workers=a.workers,
+        limit=a.limit,
+        pose_exhaustiveness=_ints(a.pose_exhaustiveness, "--pose-exhaustiveness"),
+    )
     a.json.parent.mkdir(parents=True, exist_ok=True)
     tmp = a.json.with_name(f".{a.json.name}.tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
     os.replace(tmp, a.json)
     if result.get("redock_native_metals"):
-        print(f"{'redock native complex (metals kept)':34s} {result['redock_native_metals']['rmsd_angstrom_median']:.3f}")
+        print(
+            f"{'redock native complex (metals kept)':34s} {result['redock_native_metals']['rmsd_angstrom_median']:.3f}"
+        )
     print(f"{'state_panel_correct':34s} {result['state_panel_correct']}/{result['state_panel_size']}")
-    for key in ("redock_rmsd_angstrom_median", "surrogate_cv_spearman", "baseline_cv_spearman",
-                "top1pct_recall_at_2pct", "top1pct_recall_at_5pct", "top1pct_recall_at_10pct",
-                "random_top1pct_recall_at_10pct", "reference_set_size", "pose_panel_size", "pose_success_rate",
-                "pose_median_rmsd_angstrom"):
+    for key in (*MEASURED, "reference_set_size", "pose_panel_size", "pose_success_rate", "pose_median_rmsd_angstrom"):
         value = result[key]
         print(f"{key:34s} {value:.3f}" if isinstance(value, float) else f"{key:34s} {value}")
     print(f"reference set: {result['reference_set_choice']}")

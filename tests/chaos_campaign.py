@@ -39,30 +39,53 @@ class ChaosStageTasks(StageTasks):
         ligands = batch.folder / "ligands.csv"
         write_library(batch.records, ligands)
         argv = [sys.executable, PAYLOADS, "dock", str(ligands), str(out), self.log, f"dock-{batch.origin}"]
-        return executable_task(argv, name=f"dock {batch.key}", cwd=str(batch.folder),
-                               tags=self._tags(batch.task_stage, batch.round), stderr=str(batch.folder / "stderr.log"))
+        return executable_task(
+            argv,
+            name=f"dock {batch.key}",
+            cwd=str(batch.folder),
+            tags=self._tags(batch.task_stage, batch.round),
+            stderr=str(batch.folder / "stderr.log"),
+        )
 
     def train_task(self, r: int, scores: list[tuple[str, float]]) -> Task:
         path = self.model_path(r)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return function_task(chaos_payloads.train, scores, str(path), self.log, r, name=f"train r{r}",
-                             tags=self._tags("train", r))
+        return function_task(
+            chaos_payloads.train, scores, str(path), self.log, r, name=f"train r{r}", tags=self._tags("train", r)
+        )
 
     def infer_task(self, r: int, batch: int, model_path: str, ids: list[str], smiles: list[str]) -> Task:
-        return function_task(chaos_payloads.infer, model_path, smiles, self.log, f"r{r}b{batch}",
-                             name=f"infer r{r} b{batch:05d}", tags=self._tags("infer", r))
+        return function_task(
+            chaos_payloads.infer,
+            model_path,
+            smiles,
+            self.log,
+            f"r{r}b{batch}",
+            name=f"infer r{r} b{batch:05d}",
+            tags=self._tags("infer", r),
+        )
 
     def md_prepare_task(self, job: MDJob) -> Task:
-        return self._md_executable(job, [sys.executable, PAYLOADS, "prepare", str(job.folder), job.key, self.log,
-                                         "-1"], "prepare")
+        return self._md_executable(
+            job, [sys.executable, PAYLOADS, "prepare", str(job.folder), job.key, self.log, "-1"], "prepare"
+        )
 
     def md_replica_task(self, job: MDJob, index: int) -> Task:
-        return self._md_executable(job, [sys.executable, PAYLOADS, "replica", str(job.folder), job.key, self.log,
-                                         str(index)], f"replica {index}")
+        return self._md_executable(
+            job,
+            [sys.executable, PAYLOADS, "replica", str(job.folder), job.key, self.log, str(index)],
+            f"replica {index}",
+        )
 
     def md_combine_task(self, job: MDJob) -> Task:
-        return function_task(chaos_payloads.combine, str(job.folder), job.cid, self.log, name=f"md combine {job.cid}",
-                             tags=self._tags("md", job.round))
+        return function_task(
+            chaos_payloads.combine,
+            str(job.folder),
+            job.cid,
+            self.log,
+            name=f"md combine {job.cid}",
+            tags=self._tags("md", job.round),
+        )
 
 
 def main(argv: list[str]) -> int:

@@ -57,8 +57,15 @@ def dock(ligands: Path, out_dir: Path, log_path: str, kind: str) -> int:
             if "#" in smiles:  # the library's triple-bond compounds stand in for molecules docking cannot score
                 sink.write({"id": cid, "smiles": smiles, "error": "docking failed for every state (chaos payload)"})
             else:
-                sink.write({"id": cid, "smiles": smiles, "score_kcal_mol": value("dock", cid),
-                            "pose_sdf": f"{cid}\n  chaos pose\n", "state_smiles": smiles})
+                sink.write(
+                    {
+                        "id": cid,
+                        "smiles": smiles,
+                        "score_kcal_mol": value("dock", cid),
+                        "pose_sdf": f"{cid}\n  chaos pose\n",
+                        "state_smiles": smiles,
+                    }
+                )
             log(log_path, "done", kind, cid)
     return 0
 
@@ -73,8 +80,10 @@ def md_step(step: str, folder: Path, key: str, log_path: str, index: int = -1) -
     if step == "prepare":
         write_json(folder / md_tasks.PREPARED, {"fingerprint": key})
     else:
-        write_json(md_tasks.replica_file(folder, index),
-                   {"fingerprint": key, "replica": {"mean": value("replica", folder.name, str(index))}})
+        write_json(
+            md_tasks.replica_file(folder, index),
+            {"fingerprint": key, "replica": {"mean": value("replica", folder.name, str(index))}},
+        )
     log(log_path, "done", f"md-{step}", unit)
     return 0
 
@@ -112,8 +121,12 @@ def combine(folder: str, cid: str, log_path: str) -> dict[str, Any]:
     replicas = sorted(Path(folder).glob("replica_*.json"))
     means = [json.loads(p.read_text())["replica"]["mean"] for p in replicas]
     log(log_path, "done", "md-combine", Path(folder).name)
-    return {"binding_energy_kcal_mol": value("md", cid), "stderr_kcal_mol": 0.1, "replica_means_kcal_mol": means,
-            "fingerprint": meta["fingerprint"]}
+    return {
+        "binding_energy_kcal_mol": value("md", cid),
+        "stderr_kcal_mol": 0.1,
+        "replica_means_kcal_mol": means,
+        "fingerprint": meta["fingerprint"],
+    }
 
 
 if __name__ == "__main__":

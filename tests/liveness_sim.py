@@ -79,10 +79,12 @@ class Scenario:
     flux_ahead: int = 0  # Flux jobs submitted ahead, held until placed (PartitionConfig.ahead)
 
     def describe(self) -> str:
-        lines = [f"Scenario(seed={self.seed}, nodes={self.nodes}, cores_per_node={self.cores_per_node}, "
-                 f"gpus_per_node={self.gpus_per_node}, runtimes={self.runtimes}, "
-                 f"flux_partitions={self.flux_partitions}, faults={self.faults}, flux_ahead={self.flux_ahead}, "
-                 f"gates={self.gates}, tasks=("]
+        lines = [
+            f"Scenario(seed={self.seed}, nodes={self.nodes}, cores_per_node={self.cores_per_node}, "
+            f"gpus_per_node={self.gpus_per_node}, runtimes={self.runtimes}, "
+            f"flux_partitions={self.flux_partitions}, faults={self.faults}, flux_ahead={self.flux_ahead}, "
+            f"gates={self.gates}, tasks=("
+        ]
         lines += [f"    {t!r}," for t in self.tasks]
         return "\n".join(lines + ["))"])
 
@@ -112,9 +114,21 @@ def scenario(seed: int) -> Scenario:
         if mpi and ranks * cores > span * cpn:
             mpi, ranks = False, 1
         fails = rng.choice((0, 0, 0, 1))
-        tasks.append(SimTask(f"t{i}", r, task_kind, cores, gpus if not mpi else 0, ranks, mpi, fails,
-                             retries=rng.choice((0, 1)), cancel=rng.random() < 0.1,
-                             batch=rng.randrange(n_batches)))
+        tasks.append(
+            SimTask(
+                f"t{i}",
+                r,
+                task_kind,
+                cores,
+                gpus if not mpi else 0,
+                ranks,
+                mpi,
+                fails,
+                retries=rng.choice((0, 1)),
+                cancel=rng.random() < 0.1,
+                batch=rng.randrange(n_batches),
+            )
+        )
     gates = tuple(None if b == 0 or rng.random() < 0.5 else rng.randrange(b) for b in range(n_batches))
     return Scenario(seed, nodes, cpn, gpn, runtimes, tuple(tasks), gates, partitions, flux_ahead=rng.choice((0, 1, 3)))
 
@@ -264,8 +278,9 @@ class _DispatcherRuntime(_Runtime):
         if kind in ("fn", "local", "dragon"):
             n = self.view.n_cores
             self.transport = _SimTransport(sim, self, n, grows=kind != "dragon")
-            self.pool = FunctionPool(self.loop, self.transport, pipeline_s=0.02, max_pipeline=4,
-                                     queue_ahead=1 if kind == "dragon" else 0)
+            self.pool = FunctionPool(
+                self.loop, self.transport, pipeline_s=0.02, max_pipeline=4, queue_ahead=1 if kind == "dragon" else 0
+            )
             self.transport.pool = self.pool
             self.loop.serve([TaskKind.FUNCTION], self.pool)
             n_start = n if kind == "dragon" else sim.rng.randint(0, n)
@@ -287,8 +302,11 @@ class _DispatcherRuntime(_Runtime):
         return out
 
     def busy(self) -> bool:
-        return bool((self.runner and self.runner.children) or (self.pool and any(w.outstanding for w in self.pool.workers))
-                    or (self.transport and self.transport.replacing))
+        return bool(
+            (self.runner and self.runner.children)
+            or (self.pool and any(w.outstanding for w in self.pool.workers))
+            or (self.transport and self.transport.replacing)
+        )
 
     def deliver_inbox(self, what: str, payload: Any) -> None:
         self.backend._inbox.append((what, payload))
@@ -479,8 +497,11 @@ class _FluxRuntime(_Runtime):
         super().__init__(sim, index, kind, weight)
         broker = sim.broker
         main = broker.view(self.name, weight)
-        groups = [tuple(range(broker.n_nodes))] if partitions == 1 else [
-            tuple(n for n in range(broker.n_nodes) if n % partitions == p) for p in range(partitions)]
+        groups = (
+            [tuple(range(broker.n_nodes))]
+            if partitions == 1
+            else [tuple(n for n in range(broker.n_nodes) if n % partitions == p) for p in range(partitions)]
+        )
         self.flux = _FakeFlux()
         self.parts: list[_SimPartition] = []
         self.reactors: list[Reactor] = []
@@ -504,8 +525,12 @@ class _FluxRuntime(_Runtime):
         return sum(len(r.waiting) for r in self.reactors)
 
     def held(self) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
-        return [(f"{self.name}:{uid}", j.placement.cores, j.placement.gpus)
-                for r in self.reactors for uid, j in r.by_uid.items() if j.placement is not None]
+        return [
+            (f"{self.name}:{uid}", j.placement.cores, j.placement.gpus)
+            for r in self.reactors
+            for uid, j in r.by_uid.items()
+            if j.placement is not None
+        ]
 
     def busy(self) -> bool:
         return any(r.by_uid for r in self.reactors) or bool(self.flux.rpcs)
@@ -529,8 +554,7 @@ class _FluxRuntime(_Runtime):
     def _check(self, reactor: Reactor) -> None:
         if reactor.h.stopped and not reactor.stopping:
             raise SimFailure("crash", f"{self.name}: the reactor stopped")
-        if reactor.stopping and any(s.record.error and "failed:" in (s.record.error or "")
-                                    for s in reactor.waiting):
+        if reactor.stopping and any(s.record.error and "failed:" in (s.record.error or "") for s in reactor.waiting):
             raise SimFailure("crash", f"{self.name}: the reactor crashed")
 
     def events(self) -> list[tuple[str, Any]]:
@@ -551,8 +575,10 @@ class _FluxRuntime(_Runtime):
             reactor = next(r for r in self.reactors if getattr(callback, "__self__", None) is r)
             if future.kind in ("submit", "urgency") and sim.sc.faults and sim.rng.random() < 0.05:
                 future.rejected = True
-            sim.note(f"{self.name}: flux replies to {future.kind} (job {future.jobid}"
-                     f"{', rejected' if future.rejected else ''})")
+            sim.note(
+                f"{self.name}: flux replies to {future.kind} (job {future.jobid}"
+                f"{', rejected' if future.rejected else ''})"
+            )
             callback(future, *args)
             self._check(reactor)
             return
@@ -642,11 +668,24 @@ class Sim:
     # ------------------------------------------------------------ tasks
     def _task(self, spec: SimTask) -> Task:
         if spec.kind == "exe":
-            return executable_task(["true"], name=spec.uid, uid=spec.uid, cores_per_rank=spec.cores_per_rank,
-                                   gpus_per_rank=spec.gpus_per_rank, ranks=spec.ranks, mpi=spec.mpi,
-                                   retries=spec.retries)
-        return function_task(noop, name=spec.uid, uid=spec.uid, cores_per_rank=spec.cores_per_rank,
-                             gpus_per_rank=spec.gpus_per_rank, retries=spec.retries)
+            return executable_task(
+                ["true"],
+                name=spec.uid,
+                uid=spec.uid,
+                cores_per_rank=spec.cores_per_rank,
+                gpus_per_rank=spec.gpus_per_rank,
+                ranks=spec.ranks,
+                mpi=spec.mpi,
+                retries=spec.retries,
+            )
+        return function_task(
+            noop,
+            name=spec.uid,
+            uid=spec.uid,
+            cores_per_rank=spec.cores_per_rank,
+            gpus_per_rank=spec.gpus_per_rank,
+            retries=spec.retries,
+        )
 
     def submit_batch(self, batch: int) -> None:
         self.batches_sent.add(batch)
@@ -659,8 +698,10 @@ class Sim:
             sub = Submission(task, record, TaskFuture(task, record))
             self.subs[spec.uid] = sub
             per_runtime[spec.runtime].append(sub)
-        self.note(f"submit batch {batch}: " + ", ".join(f"{s.task.uid}->{self.runtimes[r].name}"
-                                                         for r, subs in per_runtime.items() for s in subs))
+        self.note(
+            f"submit batch {batch}: "
+            + ", ".join(f"{s.task.uid}->{self.runtimes[r].name}" for r, subs in per_runtime.items() for s in subs)
+        )
         for r, subs in per_runtime.items():
             runtime = self.runtimes[r]
             if isinstance(runtime, _FluxRuntime):
@@ -680,8 +721,11 @@ class Sim:
         return gate in self.batches_sent and all(self.subs[t.uid].future.done() for t in gated_on)
 
     def _cancelable(self) -> list[str]:
-        return [t.uid for t in self.sc.tasks if t.cancel and t.uid in self.subs and t.uid not in self.cancels_sent
-                and not self.subs[t.uid].future.done()]
+        return [
+            t.uid
+            for t in self.sc.tasks
+            if t.cancel and t.uid in self.subs and t.uid not in self.cancels_sent and not self.subs[t.uid].future.done()
+        ]
 
     # ------------------------------------------------------------ the run
     def events(self) -> list[tuple[Any, ...]]:
@@ -739,11 +783,16 @@ class Sim:
             lost = sorted(set(range(self.broker.capacity_cores)) - set(all_cores))
             raise SimFailure("slots", f"core slots held twice {dup} or lost {lost}")
         if sorted(held_gpus + free_gpus) != list(range(self.broker.capacity_gpus)):
-            raise SimFailure("slots", f"GPU slots held twice or lost: held {sorted(held_gpus)}, free {sorted(free_gpus)}")
+            raise SimFailure(
+                "slots", f"GPU slots held twice or lost: held {sorted(held_gpus)}, free {sorted(free_gpus)}"
+            )
         for runtime in self.runtimes:
             if self.broker._used[runtime.name] != used[runtime.name]:
-                raise SimFailure("slots", f"{runtime.name}: the broker counts {self.broker._used[runtime.name]} "
-                                          f"cores used, it holds {used[runtime.name]}")
+                raise SimFailure(
+                    "slots",
+                    f"{runtime.name}: the broker counts {self.broker._used[runtime.name]} "
+                    f"cores used, it holds {used[runtime.name]}",
+                )
 
     def check_settled(self) -> None:
         """No wake-up or message in flight: waking every runtime by hand must not place anything."""
@@ -757,11 +806,17 @@ class Sim:
             else:
                 runtime.turn()  # type: ignore[attr-defined]
             if runtime.queued() < before:
-                raise SimFailure("lost-wakeup", f"{runtime.name} had {before} tasks pending and placed "
-                                                f"{before - runtime.queued()} when woken by hand: a wake-up was lost")
+                raise SimFailure(
+                    "lost-wakeup",
+                    f"{runtime.name} had {before} tasks pending and placed "
+                    f"{before - runtime.queued()} when woken by hand: a wake-up was lost",
+                )
         if any(r.queued() for r in self.runtimes) and not any(r.busy() for r in self.runtimes):
-            raise SimFailure("deadlock", "tasks pending, nothing running or in flight: " + ", ".join(
-                f"{r.name}: {r.queued()} pending" for r in self.runtimes if r.queued()))
+            raise SimFailure(
+                "deadlock",
+                "tasks pending, nothing running or in flight: "
+                + ", ".join(f"{r.name}: {r.queued()} pending" for r in self.runtimes if r.queued()),
+            )
 
     @staticmethod
     def name_of(event: tuple[Any, ...]) -> str:
@@ -802,8 +857,11 @@ class Sim:
                 self.check_slots()
             unfinished = [uid for uid, sub in self.subs.items() if not sub.future.done()]
             if unfinished or len(self.subs) < len(self.sc.tasks):
-                raise SimFailure("unfinished", f"no event left, tasks not final: {unfinished}, "
-                                               f"never submitted: {len(self.sc.tasks) - len(self.subs)}")
+                raise SimFailure(
+                    "unfinished",
+                    f"no event left, tasks not final: {unfinished}, "
+                    f"never submitted: {len(self.sc.tasks) - len(self.subs)}",
+                )
             self.check_outcomes()
         except SimFailure as exc:
             return Outcome(self.sc, str(exc), exc.kind, self.trace, steps)
@@ -837,5 +895,11 @@ def minimal_failure(outcome: Outcome) -> Outcome:
 
 
 def replay_text(outcome: Outcome) -> str:
-    return "\n".join([f"{outcome.kind}: {outcome.failure}", outcome.scenario.describe(),
-                      "events:", *(f"  {i:3d} {line}" for i, line in enumerate(outcome.trace))])
+    return "\n".join(
+        [
+            f"{outcome.kind}: {outcome.failure}",
+            outcome.scenario.describe(),
+            "events:",
+            *(f"  {i:3d} {line}" for i, line in enumerate(outcome.trace)),
+        ]
+    )

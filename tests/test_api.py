@@ -20,8 +20,10 @@ DEMO = ROOT / "campaigns" / "demo.toml"
 
 
 def test_import_impeccable_loads_nothing_heavy_and_names_the_api():
-    code = ("import impeccable, sys; heavy = [m for m in ('pydantic', 'numpy', 'pandas', 'rich', 'impeccable.api') "
-            "if m in sys.modules]; print(heavy, sorted(dir(impeccable)))")
+    code = (
+        "import impeccable, sys; heavy = [m for m in ('pydantic', 'numpy', 'pandas', 'rich', 'impeccable.api') "
+        "if m in sys.modules]; print(heavy, sorted(dir(impeccable)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.startswith("[] ") and all(name in out for name in ("load_campaign", "run_campaign", "open_run", "hits"))
 
@@ -61,8 +63,10 @@ def test_open_run_reads_status_hits_report_and_export(tmp_path):
 
 def test_the_issues_one_liner_after_a_run(tmp_path):
     finished_run(tmp_path)
-    code = ("import impeccable; c = impeccable.load_campaign('campaigns/demo.toml'); "
-            f"print(impeccable.open_run({str(tmp_path)!r}).hits().head())")
+    code = (
+        "import impeccable; c = impeccable.load_campaign('campaigns/demo.toml'); "
+        f"print(impeccable.open_run({str(tmp_path)!r}).hits().head())"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[0] == "rank" and "p1" in proc.stdout and "q1" in proc.stdout
@@ -72,10 +76,26 @@ def test_failed_tasks_of_the_last_session_are_listed_and_run_exits_non_zero(tmp_
     store = finished_run(tmp_path)
     session = store.begin_session(2, {"executable": "local", "function": "local"})
     now = time.time()
-    store.add_task_records(session, [TaskRecord(
-        uid="f1", name="md replica 0 p2", kind="executable", cores=1, gpus=0, tags={"stage": "md", "round": "0"},
-        state=TaskState.FAILED, submitted=now, scheduled=now, started=now, finished=now + 1, backend="local",
-        error="exit code 1: sqm failed")])
+    store.add_task_records(
+        session,
+        [
+            TaskRecord(
+                uid="f1",
+                name="md replica 0 p2",
+                kind="executable",
+                cores=1,
+                gpus=0,
+                tags={"stage": "md", "round": "0"},
+                state=TaskState.FAILED,
+                submitted=now,
+                scheduled=now,
+                started=now,
+                finished=now + 1,
+                backend="local",
+                error="exit code 1: sqm failed",
+            )
+        ],
+    )
     store.end_session(session, "done-with-failures")
     status = impeccable.open_run(tmp_path).status()
     assert status.failed_tasks == ["md md replica 0 p2: exit code 1: sqm failed"]

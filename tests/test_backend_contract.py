@@ -91,9 +91,15 @@ def wait_placed(future, timeout=60):
 def test_executable_runs_with_its_environment_cwd_and_output(pilot, tmp_path):
     serves(pilot, TaskKind.EXECUTABLE)
     out, err = tmp_path / "out.txt", tmp_path / "err.txt"
-    task = executable_task([SH, "-c", 'echo "$GREETING $OMP_NUM_THREADS $(pwd)"; echo oops >&2'], name="env",
-                           env={"GREETING": "hello"}, cwd=str(tmp_path), cores_per_rank=2,
-                           stdout=str(out), stderr=str(err))
+    task = executable_task(
+        [SH, "-c", 'echo "$GREETING $OMP_NUM_THREADS $(pwd)"; echo oops >&2'],
+        name="env",
+        env={"GREETING": "hello"},
+        cwd=str(tmp_path),
+        cores_per_rank=2,
+        stdout=str(out),
+        stderr=str(err),
+    )
     record = pilot.submit(task).result(timeout=120)
     assert record.state is TaskState.DONE and record.exit_code == 0 and len(record.slots) == 2
     assert record.submitted <= record.scheduled <= record.started <= record.finished
@@ -132,8 +138,10 @@ def test_executable_timeout(pilot):
 
 def test_mpi_task_runs_its_ranks(pilot, tmp_path):
     serves(pilot, TaskKind.EXECUTABLE)
-    code = ("import os, sys; rank = next(os.environ[v] for v in ('PMI_RANK', 'SLURM_PROCID', 'FLUX_TASK_RANK',"
-            " 'OMPI_COMM_WORLD_RANK') if v in os.environ); open(os.path.join(sys.argv[1], rank), 'w').close()")
+    code = (
+        "import os, sys; rank = next(os.environ[v] for v in ('PMI_RANK', 'SLURM_PROCID', 'FLUX_TASK_RANK',"
+        " 'OMPI_COMM_WORLD_RANK') if v in os.environ); open(os.path.join(sys.argv[1], rank), 'w').close()"
+    )
     task = executable_task([sys.executable, "-c", code, str(tmp_path)], name="mpi", mpi=True, ranks=2)
     record = pilot.submit(task).result(timeout=120)
     assert record.state is TaskState.DONE and record.cores == 2 and len(record.slots) == 2
@@ -235,9 +243,11 @@ def test_core_accounting_never_exceeds_the_allocation(pilot):
     for kind in kinds_of(pilot):
         for i in range(12):
             cores = (1, 2, 4)[i % 3]
-            tasks.append(executable_task([SLEEP, "0.2"], name=f"t{i}", cores_per_rank=cores)
-                         if kind is TaskKind.EXECUTABLE else
-                         function_task(probes.sleep, 0.1, name=f"f{i}", cores_per_rank=cores))
+            tasks.append(
+                executable_task([SLEEP, "0.2"], name=f"t{i}", cores_per_rank=cores)
+                if kind is TaskKind.EXECUTABLE
+                else function_task(probes.sleep, 0.1, name=f"f{i}", cores_per_rank=cores)
+            )
     futures = pilot.submit_many(tasks)
     wait_all(futures)
     records = [f.record for f in futures]
@@ -249,8 +259,9 @@ def test_core_accounting_never_exceeds_the_allocation(pilot):
 
 def test_shutdown_with_cancel_ends_every_task():
     pilot = Pilot(1).start()
-    futures = pilot.submit_many([executable_task([SLEEP, "30"]) for _ in range(3)] +
-                                [function_task(probes.sleep, 30) for _ in range(2)])
+    futures = pilot.submit_many(
+        [executable_task([SLEEP, "30"]) for _ in range(3)] + [function_task(probes.sleep, 30) for _ in range(2)]
+    )
     pilot.shutdown(cancel_pending=True)
     assert all(f.done() for f in futures)
     assert {f.record.state for f in futures} == {TaskState.CANCELED}

@@ -28,8 +28,13 @@ def write_set(tmp_path: Path, n_act: int = 12, n_dec: int = 120, shift: float = 
         w = csv.writer(fh)
         w.writerow(["id", "smiles", "score_kcal_mol"])
         for i, r in enumerate(records[1:], start=1):  # the first active failed to dock: see the failures file
-            w.writerow([f"A{r.id}" if i < n_act else r.id, r.smiles,
-                        f"{rng.normal(-7.0, 1.0) - (shift if i < n_act else 0):.3f}"])
+            w.writerow(
+                [
+                    f"A{r.id}" if i < n_act else r.id,
+                    r.smiles,
+                    f"{rng.normal(-7.0, 1.0) - (shift if i < n_act else 0):.3f}",
+                ]
+            )
     (tmp_path / "scores.failures.csv").write_text(f"id,smiles,reason\nA{records[0].id},{records[0].smiles},test\n")
     return actives, decoys, scores
 
@@ -37,8 +42,25 @@ def write_set(tmp_path: Path, n_act: int = 12, n_dec: int = 120, shift: float = 
 def test_benchmark_from_scores_writes_every_metric_with_intervals(tmp_path, capsys):
     actives, decoys, scores = write_set(tmp_path)
     out = tmp_path / "bench.json"
-    assert main(["benchmark", "--actives", str(actives), "--decoys", str(decoys), "--scores", str(scores),
-                 "--json", str(out), "--no-surrogate", "--resamples", "200"]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "--actives",
+                str(actives),
+                "--decoys",
+                str(decoys),
+                "--scores",
+                str(scores),
+                "--json",
+                str(out),
+                "--no-surrogate",
+                "--resamples",
+                "200",
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     for key in ("roc_auc", "ef1", "bedroc", "ef5", "top1pct_recall"):
         assert isinstance(result[key], float)
@@ -57,8 +79,23 @@ def test_benchmark_from_scores_writes_every_metric_with_intervals(tmp_path, caps
 def test_an_id_in_both_files_is_refused(tmp_path, capsys):
     actives, decoys, scores = write_set(tmp_path)
     decoys.write_text(decoys.read_text() + actives.read_text().splitlines()[0] + "\n")
-    assert main(["benchmark", "--actives", str(actives), "--decoys", str(decoys), "--scores", str(scores),
-                 "--json", str(tmp_path / "b.json"), "--no-surrogate"]) == 2
+    assert (
+        main(
+            [
+                "benchmark",
+                "--actives",
+                str(actives),
+                "--decoys",
+                str(decoys),
+                "--scores",
+                str(scores),
+                "--json",
+                str(tmp_path / "b.json"),
+                "--no-surrogate",
+            ]
+        )
+        == 2
+    )
     assert "in both" in capsys.readouterr().err
 
 
@@ -66,8 +103,26 @@ def test_an_id_in_both_files_is_refused(tmp_path, capsys):
 def test_surrogate_and_campaign_view(tmp_path):
     actives, decoys, scores = write_set(tmp_path, n_act=20, n_dec=380)
     out = tmp_path / "bench.json"
-    assert main(["benchmark", "--actives", str(actives), "--decoys", str(decoys), "--scores", str(scores),
-                 "--json", str(out), "--resamples", "100", "--replicates", "2"]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "--actives",
+                str(actives),
+                "--decoys",
+                str(decoys),
+                "--scores",
+                str(scores),
+                "--json",
+                str(out),
+                "--resamples",
+                "100",
+                "--replicates",
+                "2",
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert {"surrogate", "campaign_rank"} <= set(result["scores"])
     view = result["campaign_view"]
@@ -79,9 +134,22 @@ def test_surrogate_and_campaign_view(tmp_path):
 def test_docking_through_the_pilot_is_resumable(tmp_path):
     """No score file: the set is docked in pilot tasks; a second run docks nothing and gives the same numbers."""
     actives, decoys, _ = write_set(tmp_path, n_act=2, n_dec=6)
-    args = ["benchmark", "--actives", str(actives), "--decoys", str(decoys), "--receptor",
-            str(Path(__file__).resolve().parents[1] / "data" / "receptors" / "4jsv"), "--out-dir", str(tmp_path / "d"),
-            "--no-surrogate", "--resamples", "50", "--cores", "2"]
+    args = [
+        "benchmark",
+        "--actives",
+        str(actives),
+        "--decoys",
+        str(decoys),
+        "--receptor",
+        str(Path(__file__).resolve().parents[1] / "data" / "receptors" / "4jsv"),
+        "--out-dir",
+        str(tmp_path / "d"),
+        "--no-surrogate",
+        "--resamples",
+        "50",
+        "--cores",
+        "2",
+    ]
     assert main([*args, "--json", str(tmp_path / "a.json")]) == 0
     first = json.loads((tmp_path / "a.json").read_text())
     rows = list(csv.DictReader(open(tmp_path / "d" / "scores.csv")))
@@ -100,8 +168,25 @@ def test_benchmark_over_a_campaign_run_uses_its_scores_and_ranking(tmp_path):
     (tmp_path / "act.smi").write_text("CCN d\nCC(=O)Nc1ccccc1 c\n")
     (tmp_path / "dec.smi").write_text("CCO a\nc1ccccc1O b\nCCCC e\n")  # e: never docked by the campaign
     out = tmp_path / "bench.json"
-    assert main(["benchmark", "--actives", str(tmp_path / "act.smi"), "--decoys", str(tmp_path / "dec.smi"),
-                 "--run-dir", str(tmp_path), "--json", str(out), "--no-surrogate", "--resamples", "50"]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "--actives",
+                str(tmp_path / "act.smi"),
+                "--decoys",
+                str(tmp_path / "dec.smi"),
+                "--run-dir",
+                str(tmp_path),
+                "--json",
+                str(out),
+                "--no-surrogate",
+                "--resamples",
+                "50",
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert result["roc_auc"] == 1.0  # both actives have the best Vina scores
     assert {"vina", "surrogate", "campaign_final_rank", "mmgbsa"} <= set(result["scores"])

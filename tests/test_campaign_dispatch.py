@@ -49,8 +49,11 @@ CampaignRunner(c, run, pilot=Pilot(Allocation(cores=8), routes={"executable": "l
 def _run(folder: Path, tasks: int = 1500) -> Path:
     c = synthetic_campaign(tasks, folder, 8)
     run = folder / "run"
-    pilot = Pilot(Allocation(cores=8), routes={"executable": "local", "function": "local"},
-                  options={"local": {"function_workers": 2}})
+    pilot = Pilot(
+        Allocation(cores=8),
+        routes={"executable": "local", "function": "local"},
+        options={"local": {"function_workers": 2}},
+    )
     CampaignRunner(c, run, pilot=pilot, stages=NullStageTasks(c, run.resolve())).run()
     return run / "campaign.db"
 
@@ -60,8 +63,12 @@ def _results(db: Path) -> dict[str, list]:
     try:
         return {
             "docking": con.execute("SELECT id, round, origin, score FROM docking ORDER BY id").fetchall(),
-            "selections": con.execute("SELECT round, stage, id, batch FROM selections ORDER BY round, stage, id").fetchall(),
-            "batches": con.execute("SELECT round, batch, n_in, n_scored FROM inference_batches ORDER BY round, batch").fetchall(),
+            "selections": con.execute(
+                "SELECT round, stage, id, batch FROM selections ORDER BY round, stage, id"
+            ).fetchall(),
+            "batches": con.execute(
+                "SELECT round, batch, n_in, n_scored FROM inference_batches ORDER BY round, batch"
+            ).fetchall(),
             "md": con.execute("SELECT id, dg FROM md ORDER BY id").fetchall(),
         }
     finally:

@@ -90,8 +90,10 @@ def test_skipped_rows_are_recorded_with_their_reason(tmp_path, capsys):
     lib = library(tmp_path, "id,smiles\na,CCO\nb,\n,CCC\n" + "".join(f"c{i},CCO\n" for i in range(10)))
     store = Store(tmp_path / "run" / "campaign.db")
     assert validate_inputs(load_campaign(campaign_file(tmp_path, lib)), store).count == 11
-    assert store.failures() == [("b", "library", "lib.csv:3: empty SMILES for id 'b'"),
-                                       ("line 4", "library", "lib.csv:4: empty id (SMILES 'CCC')")]
+    assert store.failures() == [
+        ("b", "library", "lib.csv:3: empty SMILES for id 'b'"),
+        ("line 4", "library", "lib.csv:4: empty id (SMILES 'CCC')"),
+    ]
     assert "2 library row(s) skipped" in capsys.readouterr().err
 
 

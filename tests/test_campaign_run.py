@@ -77,7 +77,7 @@ def test_tiny_campaign_end_to_end(tmp_path):
     assert n == 3 and scored + filtered + failed == 120 and scored > 50
     md = store.md_results()
     assert len(md) == 1
-    (dg, se, err), = md.values()
+    ((dg, se, err),) = md.values()
     assert err is None and dg is not None and se is not None and abs(dg) < 500
     # GPUs asked for (the defaults) but none here: the stages ran on CPU and the run said why, once
     notes = json.loads(store.get_meta("device_notes"))
@@ -108,8 +108,9 @@ def test_two_rounds_of_active_learning(tmp_path):
     summary = CampaignRunner(campaign, tmp_path / "run").run()
     assert summary["failed_tasks"] == []
     store = Store.open_existing(tmp_path / "run")
-    by_round = dict(store.db.execute(
-        "SELECT round || ' ' || origin, count(*) FROM docking GROUP BY round, origin").fetchall())
+    by_round = dict(
+        store.db.execute("SELECT round || ' ' || origin, count(*) FROM docking GROUP BY round, origin").fetchall()
+    )
     # round 1 re-docks 3 compounds round 0 had not docked: the surrogate learns from new scores each round
     assert by_round == {"0 seed": 10, "0 redock": 3, "1 redock": 3}
     assert store.db.execute("SELECT count(DISTINCT id) FROM docking").fetchone() == (16,)
@@ -135,8 +136,17 @@ def docked_count(db: Path) -> int:
 
 def run_until_docked(campaign: Path, run_dir: Path, n: int) -> tuple[list[str], subprocess.Popen]:
     """`impeccable run` in a child process, returned once ``n`` compounds are docked (still running)."""
-    cmd = [sys.executable, "-m", "impeccable.cli", "run", str(campaign), "--run-dir", str(run_dir), "--no-progress",
-           "--no-report"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "impeccable.cli",
+        "run",
+        str(campaign),
+        "--run-dir",
+        str(run_dir),
+        "--no-progress",
+        "--no-report",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
     while docked_count(run_dir / "campaign.db") < n and time.time() < deadline and proc.poll() is None:
@@ -200,8 +210,17 @@ def test_ctrl_c_during_md_keeps_the_finished_steps_of_the_ensemble(tmp_path):
     """MD replicas are separate tasks: after Ctrl-C the prepared complex (and any finished replica) is kept, and
     the resumed run does not prepare it again."""
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "impeccable.cli", "run", str(tiny(tmp_path)), "--run-dir", str(run_dir),
-           "--no-progress", "--no-report"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "impeccable.cli",
+        "run",
+        str(tiny(tmp_path)),
+        "--run-dir",
+        str(run_dir),
+        "--no-progress",
+        "--no-report",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 600
     while not list(run_dir.glob("work/md/*/prepared.json")) and time.time() < deadline and proc.poll() is None:
@@ -219,7 +238,7 @@ def test_ctrl_c_during_md_keeps_the_finished_steps_of_the_ensemble(tmp_path):
     second = [name for (name,) in store.db.execute("SELECT name FROM tasks WHERE session=2 AND stage='md'")]
     assert second and not [n for n in second if n.startswith("md prepare")], second
     for name in kept:  # a replica finished before Ctrl-C is not run again
-        assert f"md replica {name.split('_')[1].split('.')[0]}" not in {n.rsplit(' ', 1)[0] for n in second}
+        assert f"md replica {name.split('_')[1].split('.')[0]}" not in {n.rsplit(" ", 1)[0] for n in second}
     ((dg, se, err),) = store.md_results().values()
     assert err is None and dg is not None and se is not None
 
@@ -241,8 +260,17 @@ def test_ctrl_c_just_after_a_rank_file_appears_loses_nothing(tmp_path, delay_ms)
     task was canceled and its finished compounds were neither stored nor kept. Five times in a row."""
     for attempt in range(5):
         run_dir = tmp_path / f"run{attempt}"
-        cmd = [sys.executable, "-m", "impeccable.cli", "run", str(tiny(tmp_path, per_task=1)), "--run-dir",
-               str(run_dir), "--no-progress", "--no-report"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "impeccable.cli",
+            "run",
+            str(tiny(tmp_path, per_task=1)),
+            "--run-dir",
+            str(run_dir),
+            "--no-progress",
+            "--no-report",
+        ]
         log = tmp_path / f"run{attempt}.out"  # not a pipe: the forkserver holds the output while it imports torch
         with open(log, "w") as out:
             proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
@@ -258,27 +286,54 @@ def test_ctrl_c_just_after_a_rank_file_appears_loses_nothing(tmp_path, delay_ms)
         stored = dict(store.db.execute("SELECT id, score FROM docking").fetchall())
         store.close()
         assert on_disk, "no rank line on disk"
-        lost = {cid: r.get("score_kcal_mol") for cid, r in on_disk.items() if stored.get(cid, "?") != r.get("score_kcal_mol")}
+        lost = {
+            cid: r.get("score_kcal_mol")
+            for cid, r in on_disk.items()
+            if stored.get(cid, "?") != r.get("score_kcal_mol")
+        }
         assert not lost, f"attempt {attempt}, {delay_ms} ms: finished on disk, not stored: {lost}"
 
 
 def test_a_library_of_bad_rows_accounts_for_every_row(tmp_path):
     """Unparsable, impossible valence, metal, too large, empty: each bad id is listed with its reason, and the
     run that cannot train names the library and the counts by reason."""
-    bad = {"BAD-parse": ("C1CC(", "parse"), "BAD-valence": ("C(C)(C)(C)(C)C", "valence"),
-           "BAD-metal": ("C[Hg]C", "element"), "BAD-huge": ("CC(N)C(=O)" + "NC(C)C(=O)" * 30 + "O", "size")}
+    bad = {
+        "BAD-parse": ("C1CC(", "parse"),
+        "BAD-valence": ("C(C)(C)(C)(C)C", "valence"),
+        "BAD-metal": ("C[Hg]C", "element"),
+        "BAD-huge": ("CC(N)C(=O)" + "NC(C)C(=O)" * 30 + "O", "size"),
+    }
     good = [("MOSES-0000256", "CC1CCN(C(=O)c2cc(Cl)ccc2O)CC1"), ("MOSES-0000347", "O=C(Cc1ccccc1)Nc1ccccc1")]
     library = tmp_path / "bad.csv"
-    rows = ["id,smiles", *(f"{cid},{smiles}" for cid, (smiles, _) in bad.items()), *(f"{c},{s}" for c, s in good),
-            "BAD-empty,", ",CCO"]
+    rows = [
+        "id,smiles",
+        *(f"{cid},{smiles}" for cid, (smiles, _) in bad.items()),
+        *(f"{c},{s}" for c, s in good),
+        "BAD-empty,",
+        ",CCO",
+    ]
     library.write_text("\n".join(rows) + "\n")
     campaign = tiny(tmp_path).read_text().replace(f'path = "{ROOT}/data/library/moses_20k.csv"', f'path = "{library}"')
     campaign = campaign.replace("max_molecular_weight = 420\nmax_rotatable_bonds = 7\n", "")
     path = tmp_path / "bad.toml"
     path.write_text(campaign.replace("ligands_per_task = 5", "ligands_per_task = 10"))
-    proc = subprocess.run([sys.executable, "-m", "impeccable.cli", "run", str(path), "--run-dir",
-                           str(tmp_path / "run"), "--no-progress", "--no-report"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "impeccable.cli",
+            "run",
+            str(path),
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--no-progress",
+            "--no-report",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     message = proc.stderr
     assert "only 2 compounds docked successfully" in message and str(library) in message, message

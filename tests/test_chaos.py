@@ -66,7 +66,7 @@ COMPARED = {
     "predictions": "SELECT round, batch, ids, scores FROM prediction_batches ORDER BY round, batch",
     "inference": "SELECT * FROM inference_batches ORDER BY round, batch",
     "selections": "SELECT round, stage, id, batch, smiles, score FROM selections WHERE stage IN ('seed', 'redock') "
-                  "ORDER BY round, stage, id",
+    "ORDER BY round, stage, id",
     "models": "SELECT round, report FROM models ORDER BY round",
     "failures": "SELECT id, stage, reason, category FROM failures ORDER BY id, stage",
 }
@@ -80,14 +80,16 @@ class Run:
         self.log = folder.parent / f"{folder.name}.log"
         self.tag = uuid.uuid4().hex  # in the environment of every process the run starts
         self.cmd = [sys.executable, str(TESTS / "chaos_campaign.py"), str(campaign), str(folder), str(self.log)]
-        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-                        CHAOS_TAG=self.tag)
+        self.env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), CHAOS_TAG=self.tag
+        )
 
     def start(self) -> subprocess.Popen:
         """A session of the run; its output goes to RUN.out (a pipe would wait for every process holding it)."""
         with open(self.folder.parent / f"{self.folder.name}.out", "a") as out:
-            return subprocess.Popen(self.cmd, env=self.env, cwd=ROOT, start_new_session=True, stdout=out,
-                                    stderr=subprocess.STDOUT)
+            return subprocess.Popen(
+                self.cmd, env=self.env, cwd=ROOT, start_new_session=True, stdout=out, stderr=subprocess.STDOUT
+            )
 
     def output(self) -> str:
         return (self.folder.parent / f"{self.folder.name}.out").read_text()[-5000:]
@@ -161,8 +163,9 @@ def started(events: list[tuple[str, str, str]], kind: str) -> int:
     return len({key for event, k, key in events if event == "start" and k == kind})
 
 
-def strike(run: Run, kind: str, n: int, total: int, delay: float, sig: int,
-           grace: float = 2.0) -> tuple[int | None, float, str]:
+def strike(
+    run: Run, kind: str, n: int, total: int, delay: float, sig: int, grace: float = 2.0
+) -> tuple[int | None, float, str]:
     """One session of the run, killed with ``sig`` once the trigger is reached (or at its first new unit of
     work, if an earlier session went past the trigger), and no process of it alive ``grace`` s after the
     signal; returns (exit code, seconds, the kinds of work running when it struck), exit code None
@@ -217,14 +220,19 @@ def test_killed_twenty_times_ends_as_an_uninterrupted_run(tmp_path):
     hit: list[str] = []
     for kind, n, total, delay, sig in plan_kills(reference.events(), rng):
         before = chaos.committed()
-        done_before = {(k, key) for event, k, key in chaos.events() if event == "done" and not k.startswith(
-            ("train", "infer", "md-combine"))}  # executables' results: on disk once logged done
+        done_before = {
+            (k, key)
+            for event, k, key in chaos.events()
+            if event == "done" and not k.startswith(("train", "infer", "md-combine"))
+        }  # executables' results: on disk once logged done
         seen = len(chaos.events())
         code, gone, running = strike(chaos, kind, n, total, delay, sig)
         if code is None:
             break  # the run finished before this trigger
-        hit.append(f"{signal.Signals(sig).name} during {running} (trigger {kind} #{n}, +{delay:.2f} s): "
-                   f"exit {code}, every process gone in {gone:.2f} s")
+        hit.append(
+            f"{signal.Signals(sig).name} during {running} (trigger {kind} #{n}, +{delay:.2f} s): "
+            f"exit {code}, every process gone in {gone:.2f} s"
+        )
         new = chaos.events()[seen:]
         # nothing committed before this session, and no executable's finished output, was computed again
         for event, k, key in new:
@@ -235,16 +243,22 @@ def test_killed_twenty_times_ends_as_an_uninterrupted_run(tmp_path):
             assert k not in ("infer", "train", "md-combine") or key not in before[k], f"{k} {key} was committed"
         if sig != signal.SIGKILL and code == 130:  # a graceful stop stores every compound its ranks finished
             finished = {key for event, k, key in new if event == "done" and k.startswith("dock")}
-            assert finished <= chaos.committed()["docked"], f"finished on disk, not stored: {finished - chaos.committed()['docked']}"
+            assert finished <= chaos.committed()["docked"], (
+                f"finished on disk, not stored: {finished - chaos.committed()['docked']}"
+            )
     print("\n".join(hit))
     assert len(hit) == KILLS, hit
 
     assert chaos.start().wait(timeout=300) == 0, chaos.output()
     for table, sql in COMPARED.items():
         assert chaos.query(sql) == reference.query(sql), f"{table} differs from the uninterrupted run"
-    ref_md, chaos_md = dict((r[0], r) for r in reference.query("SELECT * FROM md")), dict(
-        (r[0], r) for r in chaos.query("SELECT * FROM md"))
-    final_top = {cid for (cid,) in reference.query("SELECT id FROM docking WHERE score IS NOT NULL ORDER BY score, id LIMIT 3")}
+    ref_md, chaos_md = (
+        dict((r[0], r) for r in reference.query("SELECT * FROM md")),
+        dict((r[0], r) for r in chaos.query("SELECT * FROM md")),
+    )
+    final_top = {
+        cid for (cid,) in reference.query("SELECT id FROM docking WHERE score IS NOT NULL ORDER BY score, id LIMIT 3")
+    }
     assert final_top <= set(chaos_md), "a compound of the final top-M has no MD"
     differ = {cid: (chaos_md[cid], ref_md[cid]) for cid in set(chaos_md) & set(ref_md) if chaos_md[cid] != ref_md[cid]}
     for cid, (ours, theirs) in differ.items():
@@ -253,8 +267,10 @@ def test_killed_twenty_times_ends_as_an_uninterrupted_run(tmp_path):
     kinds = {k for line in hit for k in line.split(" during ")[1].split(" ")[0].split(",")}
     assert {"dock-seed", "train", "infer", "dock-redock", "md-prepare", "md-replica", "md-combine"} <= kinds, kinds
     cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(f"CPU: {cpu.ru_utime + cpu.ru_stime - cpu0.ru_utime - cpu0.ru_stime:.0f} s for the reference, "
-          f"{len(hit)} kills and the final resume")
+    print(
+        f"CPU: {cpu.ru_utime + cpu.ru_stime - cpu0.ru_utime - cpu0.ru_stime:.0f} s for the reference, "
+        f"{len(hit)} kills and the final resume"
+    )
 
 
 @pytest.mark.dragon
@@ -272,8 +288,10 @@ def test_kill_9_on_the_dragon_route_leaves_nothing_and_resumes_exactly(tmp_path)
     local = tmp_path / "local.toml"
     local.write_text(CAMPAIGN.format(root=ROOT))
     on_dragon = tmp_path / "dragon.toml"
-    on_dragon.write_text(CAMPAIGN.format(root=ROOT).replace('function = "local"', 'function = "dragon"')
-                         + "[pilot.options.dragon]\npreload = []\n")
+    on_dragon.write_text(
+        CAMPAIGN.format(root=ROOT).replace('function = "local"', 'function = "dragon"')
+        + "[pilot.options.dragon]\npreload = []\n"
+    )
     reference = Run(tmp_path / "reference", local)
     assert reference.start().wait(timeout=300) == 0, reference.output()
     chaos = Run(tmp_path / "chaos", on_dragon)

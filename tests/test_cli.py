@@ -22,11 +22,23 @@ def test_version(capsys):
 def test_bench_writes_comparable_json(tmp_path):
     out = tmp_path / "bench.json"
     for workload in ("null-exec", "null-func"):
-        proc = run_cli("bench", "--workload", workload, "--tasks", "200", "--cores", "2", "--repeat", "1", "--json", str(out))
+        proc = run_cli(
+            "bench", "--workload", workload, "--tasks", "200", "--cores", "2", "--repeat", "1", "--json", str(out)
+        )
         assert proc.returncode == 0, proc.stderr
         data = json.loads(out.read_text())
-        for key in ("backend", "workload", "tasks", "cores", "throughput_tasks_per_s", "raw_throughput_tasks_per_s",
-                    "ratio_to_raw", "utilization", "makespan_s", "machine"):
+        for key in (
+            "backend",
+            "workload",
+            "tasks",
+            "cores",
+            "throughput_tasks_per_s",
+            "raw_throughput_tasks_per_s",
+            "ratio_to_raw",
+            "utilization",
+            "makespan_s",
+            "machine",
+        ):
             assert key in data, key
         assert data["workload"] == workload and data["done"] == 200 and data["ratio_to_raw"] > 0
         # CPU accounting says whether the machine or the design bounds throughput

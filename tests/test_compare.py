@@ -14,8 +14,13 @@ from impeccable.sidebyside import busy_core_seconds, explain
 
 
 def figures(makespan: float, utilization: float, stages: list[tuple[str, float, float]]) -> dict:
-    return {"makespan_s": makespan, "utilization": utilization, "cores": 2, "launch_overhead_median_s": 0.01,
-            "stages": [{"stage": s, "core_s": c, "median_runtime_s": r} for s, c, r in stages]}
+    return {
+        "makespan_s": makespan,
+        "utilization": utilization,
+        "cores": 2,
+        "launch_overhead_median_s": 0.01,
+        "stages": [{"stage": s, "core_s": c, "median_runtime_s": r} for s, c, r in stages],
+    }
 
 
 def test_explanation_splits_the_ratio_into_work_and_idle_factors():
@@ -40,9 +45,24 @@ def test_compare_tiny_campaign_against_srun(tmp_path):
     try:
         out, data = tmp_path / "cmp", tmp_path / "cmp.json"
         proc = subprocess.run(
-            [sys.executable, "-m", "impeccable.cli", "compare", str(tiny(tmp_path, limit=80, top_m=0)), "--baseline", "srun",
-             "--out", str(out), "--json", str(data)],
-            cwd=ROOT, capture_output=True, text=True, timeout=1200)
+            [
+                sys.executable,
+                "-m",
+                "impeccable.cli",
+                "compare",
+                str(tiny(tmp_path, limit=80, top_m=0)),
+                "--baseline",
+                "srun",
+                "--out",
+                str(out),
+                "--json",
+                str(data),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
     finally:
         cluster.stop()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -60,8 +80,11 @@ def test_no_slurm_says_what_to_do_instead(monkeypatch, capsys):
     from impeccable.cli import main
     from impeccable.runtime import backends
 
-    monkeypatch.setattr(backends, "is_available", lambda name: (False, "no Slurm cluster answers (sinfo: "
-                                                                "resolve_ctls_from_dns_srv: res_nsearch error)"))
+    monkeypatch.setattr(
+        backends,
+        "is_available",
+        lambda name: (False, "no Slurm cluster answers (sinfo: resolve_ctls_from_dns_srv: res_nsearch error)"),
+    )
     assert main(["compare", str(ROOT / "campaigns" / "demo.toml"), "--baseline", "srun"]) == 2
     err = capsys.readouterr().err
     assert "inside a Slurm allocation" in err and "--local-slurm" in err

@@ -21,8 +21,15 @@ ACTIVES = [
 # MOSES compounds that match the actives (found by make_decoys over the first 800 rows and, for the amine, over
 # the library's aliphatic amines), placed among the first rows so that each search stops early: net charge is
 # ~0.3 s per compound, and a search that cannot fill its quota charges every compound in every window.
-MATCHES = {"MOSES-0003686", "MOSES-0300260", "MOSES-0294988", "MOSES-0300259",  # +1, like the amine
-           "MOSES-0062378", "MOSES-0025711", "MOSES-0019152"}  # -1, like the acid
+MATCHES = {
+    "MOSES-0003686",
+    "MOSES-0300260",
+    "MOSES-0294988",
+    "MOSES-0300259",  # +1, like the amine
+    "MOSES-0062378",
+    "MOSES-0025711",
+    "MOSES-0019152",
+}  # -1, like the acid
 
 
 @pytest.fixture(scope="module")

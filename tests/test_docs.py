@@ -26,9 +26,12 @@ def test_the_campaign_reference_has_every_key_with_a_type_a_default_and_a_commen
         elif line.startswith("| `"):
             cells = [c.strip() for c in line.split("|")[1:-1]]
             rows[f"{section}.{cells[0].strip('`')}"] = cells[1:]
-    keys = [f"{path}.{name}" for path, model in _sections(config.Campaign)
-            for name, field in model.model_fields.items()
-            if not field.exclude and not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel))]
+    keys = [
+        f"{path}.{name}"
+        for path, model in _sections(config.Campaign)
+        for name, field in model.model_fields.items()
+        if not field.exclude and not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel))
+    ]
     assert sorted(rows) == sorted(keys)
     for key in keys:
         type_, default, _, comment = rows[key]
@@ -43,15 +46,21 @@ def test_the_campaign_reference_has_every_key_with_a_type_a_default_and_a_commen
 @pytest.mark.slow
 def test_the_python_example_runs_and_its_run_reads_back(tmp_path):
     """docs/examples/screen_from_python.py, as a user runs it (real docking and surrogate; about a minute of CPU)."""
-    proc = subprocess.run([sys.executable, str(ROOT / "docs" / "examples" / "screen_from_python.py"),
-                           str(tmp_path / "run")], capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "examples" / "screen_from_python.py"), str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "example: last session done" in out and "seed dock (compounds): 12 done, 0 failed" in out
     assert "re-dock (compounds): 3 done" in out and "infer r0 (compounds): 60 done" in out
     assert (tmp_path / "run" / "report" / "index.html").is_file()
     assert (tmp_path / "run" / "export" / "hits.csv").is_file()
-    code = ("import impeccable; c = impeccable.load_campaign('campaigns/demo.toml'); "
-            f"print(impeccable.open_run({str(tmp_path / 'run')!r}).hits().head())")
+    code = (
+        "import impeccable; c = impeccable.load_campaign('campaigns/demo.toml'); "
+        f"print(impeccable.open_run({str(tmp_path / 'run')!r}).hits().head())"
+    )
     check = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert check.returncode == 0 and "MOSES-" in check.stdout, check.stderr

@@ -191,8 +191,12 @@ def test_runtime_goes_away_with_the_pilot(tmp_path, sig):
     script.write_text(textwrap.dedent(PILOT_SCRIPT))
     # SIGINT back to its default in the child: a test runner started in the background of a non-interactive
     # shell ignores SIGINT, its children inherit that, and Python then installs no KeyboardInterrupt handler
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         line = proc.stdout.readline().split()
         assert line, "the pilot did not start"
@@ -221,8 +225,7 @@ def test_dragon_calls_reach_the_device_of_their_gpu_slot():
     """Two emulated GPUs (IDs 3 and 5) of two slots each: every Dragon worker knows each slot's device."""
     allocation = Allocation(cores=2, gpus=4, gpu_shares=2, gpu_devices=("3", "5"))
     with Pilot(allocation, routes={"function": "dragon"}) as pilot:
-        futures = pilot.submit_many([function_task(gpus_of_this_call, name=f"f{i}", gpus_per_rank=1)
-                                     for i in range(4)])
+        futures = pilot.submit_many([function_task(gpus_of_this_call, name=f"f{i}", gpus_per_rank=1) for i in range(4)])
         wait_all(futures)
     table = ("3", "3", "5", "5")
     for future in futures:

@@ -63,6 +63,7 @@ def test_payload_from_an_unauthenticated_peer_is_never_unpickled(tmp_path):
     payload = pickle.dumps(_Marker())
     channel = Channel()
     try:
+
         def raw_peer():
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.connect(channel.path)

@@ -30,16 +30,37 @@ def record_run(tmp_path: Path, top_m: int = 1) -> Path:
     check_same_campaign(campaign, store, run_dir)
     session = store.begin_session(2, {"executable": "local", "function": "local"})
     records, t = [], 1000.0
-    for i, (stage, name, seconds) in enumerate([
-            ("seed dock", "dock s1-r0-seed-00000", 0.10), ("seed dock", "dock s1-r0-seed-00001", 0.15),
-            ("train", "train r0", 0.05), ("infer", "infer r0 b00000", 0.02), ("infer", "infer r0 b00001", 0.03),
-            ("redock", "dock s1-r0-redock-00000", 0.04), ("md", "md prepare MOSES-1", 0.03),
-            ("md", "md replica 0 MOSES-1", 0.05), ("md", "md replica 1 MOSES-1", 0.06),
-            ("md", "md combine MOSES-1", 0.01)]):
+    for i, (stage, name, seconds) in enumerate(
+        [
+            ("seed dock", "dock s1-r0-seed-00000", 0.10),
+            ("seed dock", "dock s1-r0-seed-00001", 0.15),
+            ("train", "train r0", 0.05),
+            ("infer", "infer r0 b00000", 0.02),
+            ("infer", "infer r0 b00001", 0.03),
+            ("redock", "dock s1-r0-redock-00000", 0.04),
+            ("md", "md prepare MOSES-1", 0.03),
+            ("md", "md replica 0 MOSES-1", 0.05),
+            ("md", "md replica 1 MOSES-1", 0.06),
+            ("md", "md combine MOSES-1", 0.01),
+        ]
+    ):
         kind = "function" if stage in ("train", "infer") or name.startswith("md combine") else "executable"
-        records.append(TaskRecord(uid=f"t{i}", name=name, kind=kind, cores=1, gpus=0, tags={"stage": stage},
-                                  state=TaskState.DONE, submitted=t, scheduled=t, started=t, finished=t + seconds,
-                                  slots=(0,)))
+        records.append(
+            TaskRecord(
+                uid=f"t{i}",
+                name=name,
+                kind=kind,
+                cores=1,
+                gpus=0,
+                tags={"stage": stage},
+                state=TaskState.DONE,
+                submitted=t,
+                scheduled=t,
+                started=t,
+                finished=t + seconds,
+                slots=(0,),
+            )
+        )
     store.add_task_records(session, [r for r in records if top_m or not r.name.startswith("md ")])
     for key, n in (("s1-r0-seed-00000", 5), ("s1-r0-seed-00001", 5), ("s1-r0-redock-00000", 2)):
         store.add_docking([DockRow(f"{key}-{j}", "CCO", 0, "seed", -5.0, "", None) for j in range(n)], key)
@@ -53,7 +74,10 @@ def test_recorded_durations_per_unit_of_work(recorded):
     assert sorted(d.dock_per_ligand) == pytest.approx([0.02, 0.02, 0.03])  # per ligand: task time / its ligands
     assert d.train == pytest.approx([0.05]) and len(d.infer_per_batch) == 2
     assert {k: [round(x, 6) for x in v] for k, v in d.md_steps.items()} == {
-        "prepare": [0.03], "replica": [0.05, 0.06], "combine": [0.01]}
+        "prepare": [0.03],
+        "replica": [0.05, 0.06],
+        "combine": [0.01],
+    }
     assert d.draw("dock", "k", 3) == d.draw("dock", "k", 3)  # the same key, the same draw on both sides
 
 
@@ -76,9 +100,25 @@ def test_a_run_without_every_stage_is_refused(tmp_path):
 def test_a_run_recorded_with_whole_md_ensembles_is_refused_with_the_reason(recorded):
     store = Store.open_existing(recorded)
     session = store.begin_session(2, {"executable": "local", "function": "local"})
-    store.add_task_records(session, [TaskRecord(uid="old", name="md MOSES-2", kind="executable", cores=1, gpus=0,
-                                                tags={"stage": "md"}, state=TaskState.DONE, submitted=1.0,
-                                                scheduled=1.0, started=1.0, finished=2.0, slots=(0,))])
+    store.add_task_records(
+        session,
+        [
+            TaskRecord(
+                uid="old",
+                name="md MOSES-2",
+                kind="executable",
+                cores=1,
+                gpus=0,
+                tags={"stage": "md"},
+                state=TaskState.DONE,
+                submitted=1.0,
+                scheduled=1.0,
+                started=1.0,
+                finished=2.0,
+                slots=(0,),
+            )
+        ],
+    )
     store.close()
     with pytest.raises(ValueError, match="each ensemble as one task .'md MOSES-2'., recorded before replicas"):
         RecordedDurations.from_run(recorded)
@@ -86,8 +126,14 @@ def test_a_run_recorded_with_whole_md_ensembles_is_refused_with_the_reason(recor
 
 @pytest.mark.slow  # an emulated campaign end to end (5-30 s)
 def test_small_emulation_on_many_advertised_cores(recorded, tmp_path):
-    fig = run_emulation(recorded, tmp_path / "emu", cores=32, scale=10, granularity="ligand",
-                        routes={"executable": "local", "function": "local"})
+    fig = run_emulation(
+        recorded,
+        tmp_path / "emu",
+        cores=32,
+        scale=10,
+        granularity="ligand",
+        routes={"executable": "local", "function": "local"},
+    )
     # scale 10: a 100-compound seed sample, one ligand per docking task, 30 re-dockings, 10 MD runs
     assert fig["tasks"] > 150 and fig["failed"] == 0
     assert fig["utilization"] == pytest.approx(fig["busy_core_s"] / (fig["cores"] * fig["makespan_s"]))
@@ -100,8 +146,23 @@ def test_small_emulation_on_many_advertised_cores(recorded, tmp_path):
 @pytest.mark.slow  # an emulated campaign end to end (5-30 s)
 def test_emulate_command_writes_the_json_a_comparison_needs(recorded, tmp_path, capsys):
     out = tmp_path / "emu.json"
-    assert main(["emulate", str(recorded), "--cores", "8", "--routes", "executable=local,function=local",
-                 "--out", str(tmp_path / "runs"), "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "emulate",
+                str(recorded),
+                "--cores",
+                "8",
+                "--routes",
+                "executable=local,function=local",
+                "--out",
+                str(tmp_path / "runs"),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert result["emulation"] is True and result["baseline"] is None and result["makespan_ratio"] is None
     for key in ("makespan_s", "utilization", "launch_rate_tasks_per_s", "tasks", "cores"):
@@ -118,9 +179,29 @@ def test_emulation_against_srun(recorded, tmp_path):
         pytest.skip(f"no Slurm cluster: {cluster.reason}")
     try:
         out = tmp_path / "emu.json"
-        assert main(["emulate", str(recorded), "--cores", "8", "--scale", "2", "--routes",
-                     "executable=local,function=local", "--baseline", "srun", "--srun-max-running", "4",
-                     "--out", str(tmp_path / "runs"), "--json", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "emulate",
+                    str(recorded),
+                    "--cores",
+                    "8",
+                    "--scale",
+                    "2",
+                    "--routes",
+                    "executable=local,function=local",
+                    "--baseline",
+                    "srun",
+                    "--srun-max-running",
+                    "4",
+                    "--out",
+                    str(tmp_path / "runs"),
+                    "--json",
+                    str(out),
+                ]
+            )
+            == 0
+        )
     finally:
         cluster.stop()
     result = json.loads(out.read_text())
@@ -142,8 +223,23 @@ def test_emulation_against_srun(recorded, tmp_path):
     assert row["baseline"]["predicted_tasks"] == row["baseline"]["measured_tasks"]
 
     # Predictions at scale use the manager cost of these records and a cold start measured uncontended
-    assert main(["model", str(recorded), "--nodes", "1,2", "--cores-per-node", "8", "--costs-from", str(out),
-                 "--json", str(model_json)]) == 0
+    assert (
+        main(
+            [
+                "model",
+                str(recorded),
+                "--nodes",
+                "1,2",
+                "--cores-per-node",
+                "8",
+                "--costs-from",
+                str(out),
+                "--json",
+                str(model_json),
+            ]
+        )
+        == 0
+    )
     prediction = json.loads(model_json.read_text())["prediction"]
     assert [r["nodes"] for r in prediction["rows"]] == [1, 2] and prediction["predicted"] is True
     assert 0 < prediction["function_cold_start_s"] and prediction["function_cold_start_contended_s"] > 0
@@ -154,8 +250,14 @@ def test_model_predicts_the_emulation_it_was_calibrated_on(recorded, tmp_path):
     from impeccable.model import calibrate, launch_rate, predict
     from impeccable.runtime import TaskKind
 
-    measured = run_emulation(recorded, tmp_path / "emu", cores=32, scale=10, granularity="ligand",
-                             routes={"executable": "local", "function": "local"})
+    measured = run_emulation(
+        recorded,
+        tmp_path / "emu",
+        cores=32,
+        scale=10,
+        granularity="ligand",
+        routes={"executable": "local", "function": "local"},
+    )
     rates = {kind: launch_rate("local", kind, 32, tasks=500) for kind in TaskKind}
     calibration = calibrate(tmp_path / "emu" / "run", rates)
     assert calibration.manager_s_per_task > 0
@@ -174,12 +276,43 @@ def test_model_calibrated_at_one_size_predicts_another(recorded, tmp_path, capsy
     emulations = {}
     for cores in (8, 16):
         emulations[cores] = tmp_path / f"emu{cores}.json"
-        assert main(["emulate", str(recorded), "--cores", str(cores), "--scale", "2", "--granularity", "ligand",
-                     "--routes", "executable=local,function=local", "--out", str(tmp_path / f"runs{cores}"),
-                     "--json", str(emulations[cores])]) == 0
+        assert (
+            main(
+                [
+                    "emulate",
+                    str(recorded),
+                    "--cores",
+                    str(cores),
+                    "--scale",
+                    "2",
+                    "--granularity",
+                    "ligand",
+                    "--routes",
+                    "executable=local,function=local",
+                    "--out",
+                    str(tmp_path / f"runs{cores}"),
+                    "--json",
+                    str(emulations[cores]),
+                ]
+            )
+            == 0
+        )
     out = tmp_path / "model.json"
-    assert main(["model", str(recorded), "--validate", str(emulations[16]), "--calibrate-from", str(emulations[8]),
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "model",
+                str(recorded),
+                "--validate",
+                str(emulations[16]),
+                "--calibrate-from",
+                str(emulations[8]),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     (row,) = json.loads(out.read_text())["validation"]
     assert (row["cores"], row["calibration_cores"], row["calibrated_on"]) == (16, 8, str(emulations[8]))
     assert "baseline" not in row  # neither emulation ran srun
@@ -227,13 +360,23 @@ def test_streaming_md_spends_at_most_top_m_speculative_runs_per_round(recorded, 
             return rows
 
     recorded_c = recorded_campaign(recorded)
-    campaign = emulated_campaign(recorded_c, scaled_library(recorded_c, 4, tmp_path / "lib.csv"), 8, 4, "ligand",
-                                 {"executable": "local", "function": "local"})
+    campaign = emulated_campaign(
+        recorded_c,
+        scaled_library(recorded_c, 4, tmp_path / "lib.csv"),
+        8,
+        4,
+        "ligand",
+        {"executable": "local", "function": "local"},
+    )
     routes = {kind: BackendModel(f"local:{kind.value}", launch_rate=1000.0) for kind in TaskKind}
     sim = Simulator(8, routes)
-    runner = _ModelRunner(campaign, tmp_path / "run", stages=EachBetter(campaign, tmp_path / "run",
-                                                                        RecordedDurations.from_run(recorded)),
-                          pilot=_ModelPilot(8, routes), sim=sim)
+    runner = _ModelRunner(
+        campaign,
+        tmp_path / "run",
+        stages=EachBetter(campaign, tmp_path / "run", RecordedDurations.from_run(recorded)),
+        pilot=_ModelPilot(8, routes),
+        sim=sim,
+    )
     runner.run()
     store = runner.store
     top_m, redocked = campaign.md.top_m, store.db.execute("SELECT count(*) FROM docking WHERE origin='redock'")
@@ -249,9 +392,14 @@ def _emulated_runner(recorded: Path, out: Path, stages_class: type, cores: int =
     from impeccable.emulate import emulated_campaign, recorded_campaign, scaled_library
 
     out.mkdir(parents=True)
-    campaign = emulated_campaign(recorded_campaign(recorded), scaled_library(recorded_campaign(recorded), scale,
-                                 out / "library.csv"), cores, scale, "ligand", {"executable": "local",
-                                                                                "function": "local"})
+    campaign = emulated_campaign(
+        recorded_campaign(recorded),
+        scaled_library(recorded_campaign(recorded), scale, out / "library.csv"),
+        cores,
+        scale,
+        "ligand",
+        {"executable": "local", "function": "local"},
+    )
     stages = stages_class(campaign, (out / "run").resolve(), RecordedDurations.from_run(recorded))
     return CampaignRunner(campaign, out / "run", stages=stages)
 
@@ -308,9 +456,11 @@ def test_an_emulated_function_step_imports_what_the_real_one_imports():
     import subprocess
     import sys
 
-    code = ("import sys; from impeccable.emulate_payloads import emulated_infer, emulated_md_combine; "
-            "emulated_infer(0.0, []); assert 'torch' in sys.modules and 'rdkit' in sys.modules; "
-            "emulated_md_combine(0.0); assert 'openmm' in sys.modules")
+    code = (
+        "import sys; from impeccable.emulate_payloads import emulated_infer, emulated_md_combine; "
+        "emulated_infer(0.0, []); assert 'torch' in sys.modules and 'rdkit' in sys.modules; "
+        "emulated_md_combine(0.0); assert 'openmm' in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -320,10 +470,18 @@ def test_critical_path_counts_md_as_prepare_then_the_longest_replica_then_combin
     def row(name: str, start: float, seconds: float) -> dict:
         return {"name": name, "started": 1000 + start, "finished": 1000 + start + seconds, "state": "DONE"}
 
-    base = [row("dock s1-r0-seed-00000", 0, 10), row("train r0", 10, 5), row("infer r0 b00000", 15, 1),
-            row("dock s1-r0-redock-00000", 16, 4)]  # re-docked at 20
-    steps = [row("md prepare C1", 20, 30), row("md replica 0 C1", 50, 20), row("md replica 1 C1", 50, 25),
-             row("md combine C1", 75, 1)]
+    base = [
+        row("dock s1-r0-seed-00000", 0, 10),
+        row("train r0", 10, 5),
+        row("infer r0 b00000", 15, 1),
+        row("dock s1-r0-redock-00000", 16, 4),
+    ]  # re-docked at 20
+    steps = [
+        row("md prepare C1", 20, 30),
+        row("md replica 0 C1", 50, 20),
+        row("md replica 1 C1", 50, 25),
+        row("md combine C1", 75, 1),
+    ]
     assert critical_path_s(base + steps, {"C1": 0}) == pytest.approx(20 + 30 + 25 + 1)
     # a run recorded before MD steps existed: each ensemble one task, each its own chain
     old = [row("md C1", 20, 40), row("md C2", 20, 50)]

@@ -14,8 +14,9 @@ from impeccable.stages.intervals import clopper_pearson, t_interval
 def ranking(n_act: int, n_dec: int, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Labels and scores (higher first) with the actives on top, at the bottom, or everyone tied."""
     y = np.r_[np.ones(n_act, bool), np.zeros(n_dec, bool)]
-    s = {"top": -np.arange(len(y), dtype=float), "bottom": np.arange(len(y), dtype=float),
-         "tied": np.zeros(len(y))}[where]
+    s = {"top": -np.arange(len(y), dtype=float), "bottom": np.arange(len(y), dtype=float), "tied": np.zeros(len(y))}[
+        where
+    ]
     return y, s
 
 

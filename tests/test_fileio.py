@@ -14,8 +14,10 @@ def tiny_disk(tmp_path):
     """A 64 KiB file system (tmpfs), to fill for real (needs root, as CI has)."""
     mount = tmp_path / "tiny"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a tmpfs here (needs root): a full disk is not tested")
     try:
         yield mount

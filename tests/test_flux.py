@@ -36,8 +36,9 @@ def flux_pilot(cores: int, gpus: int = 0, nodes: int = 1, **options) -> Pilot:
     """A pilot whose allocation has ``nodes`` emulated nodes (one Flux broker each)."""
     if "partitions" not in options and "use_existing" not in options:
         options["use_existing"] = False  # always a fresh instance, even when the tests run inside Flux
-    return Pilot(Allocation.emulated(cores, nodes=nodes, gpus=gpus), routes={"executable": "flux"},
-                 options={"flux": options})
+    return Pilot(
+        Allocation.emulated(cores, nodes=nodes, gpus=gpus), routes={"executable": "flux"}, options={"flux": options}
+    )
 
 
 def wait_all(futures, timeout=120):
@@ -102,8 +103,13 @@ def in_instance(pilot: Pilot) -> dict[str, str]:
 def flux_jobs(pilot: Pilot) -> list[dict[str, str]]:
     """Every job of the pilot's (only) Flux instance, as ``flux jobs -a`` lists it."""
     fields = ("id", "name", "urgency", "state", "result")
-    out = subprocess.run([flux_command(), "jobs", "-a", "-n", "-o", "|".join(f"{{{f}}}" for f in fields)],
-                         env=in_instance(pilot), capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [flux_command(), "jobs", "-a", "-n", "-o", "|".join(f"{{{f}}}" for f in fields)],
+        env=in_instance(pilot),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [dict(zip(fields, (v.strip() for v in line.split("|")))) for line in out.splitlines()]
 
 
@@ -174,13 +180,17 @@ def test_two_partitions_have_disjoint_slots_and_share_the_work():
     assert slot_overlaps(records) == []
 
 
-
-
 def test_an_mpi_task_wider_than_a_node_gets_whole_nodes_one_broker_each(tmp_path):
     out = tmp_path / "ranks.txt"
-    task = executable_task([SH, "-c", 'echo "$FLUX_TASK_RANK $(flux getattr rank)"'], name="span",
-                           mpi=True, ranks=2, cores_per_rank=2, stdout=str(out),
-                           env={"PATH": os.path.dirname(flux_command()) + os.pathsep + os.environ["PATH"]})
+    task = executable_task(
+        [SH, "-c", 'echo "$FLUX_TASK_RANK $(flux getattr rank)"'],
+        name="span",
+        mpi=True,
+        ranks=2,
+        cores_per_rank=2,
+        stdout=str(out),
+        env={"PATH": os.path.dirname(flux_command()) + os.pathsep + os.environ["PATH"]},
+    )
     with flux_pilot(4, nodes=2) as pilot:
         with pytest.raises(TaskError, match="one process needs 3 cores"):  # a process cannot span nodes
             pilot.submit(executable_task([TRUE], cores_per_rank=3, mpi=True))
@@ -188,8 +198,11 @@ def test_an_mpi_task_wider_than_a_node_gets_whole_nodes_one_broker_each(tmp_path
             pilot.submit(executable_task([TRUE], ranks=2, cores_per_rank=2))
         record = pilot.submit(task).result(timeout=60)
         # pinned: a one-node task runs on the broker of the node the pilot chose
-        pinned = pilot.submit(executable_task([SH, "-c", "flux getattr rank"], cores_per_rank=2,
-                                              stdout=str(tmp_path / "pinned.txt"), env=task.env)).result(timeout=60)
+        pinned = pilot.submit(
+            executable_task(
+                [SH, "-c", "flux getattr rank"], cores_per_rank=2, stdout=str(tmp_path / "pinned.txt"), env=task.env
+            )
+        ).result(timeout=60)
     assert record.state is TaskState.DONE and record.slots == (0, 1, 2, 3)
     lines = sorted(tuple(line.split()) for line in out.read_text().splitlines())
     assert lines == [("0", "0"), ("1", "1")]  # task rank 0 on broker 0, task rank 1 on broker 1
@@ -198,12 +211,19 @@ def test_an_mpi_task_wider_than_a_node_gets_whole_nodes_one_broker_each(tmp_path
 
 def test_each_task_sees_only_its_own_gpus(tmp_path):
     tasks = [
-        executable_task([SH, "-c", 'echo "${CUDA_VISIBLE_DEVICES:-none}"; sleep 0.3'], name=f"g{i}",
-                        gpus_per_rank=1, stdout=str(tmp_path / f"g{i}.txt"))
+        executable_task(
+            [SH, "-c", 'echo "${CUDA_VISIBLE_DEVICES:-none}"; sleep 0.3'],
+            name=f"g{i}",
+            gpus_per_rank=1,
+            stdout=str(tmp_path / f"g{i}.txt"),
+        )
         for i in range(8)
     ]
-    tasks.append(executable_task([SH, "-c", 'echo "${CUDA_VISIBLE_DEVICES:-none}"'], name="nogpu",
-                                 stdout=str(tmp_path / "nogpu.txt")))
+    tasks.append(
+        executable_task(
+            [SH, "-c", 'echo "${CUDA_VISIBLE_DEVICES:-none}"'], name="nogpu", stdout=str(tmp_path / "nogpu.txt")
+        )
+    )
     with flux_pilot(4, gpus=4, nodes=2, partitions=2) as pilot:
         futures = pilot.submit_many(tasks)
         wait_all(futures)
@@ -247,8 +267,10 @@ def test_tasks_that_cannot_fit_are_rejected_at_submit():
 def test_gpu_shares_reach_a_flux_job_as_its_device_ids(tmp_path):
     """Two emulated GPUs (IDs 3 and 5) of two slots each: a job holding a share or a whole GPU sees its device."""
     seen = 'echo "${CUDA_VISIBLE_DEVICES:-unset} ${IMPECCABLE_GPUS:-unset}"; sleep 0.3'
-    tasks = [executable_task([SH, "-c", seen], name=f"g{i}", gpus_per_rank=n, stdout=str(tmp_path / f"g{i}.txt"))
-             for i, n in enumerate((2, 1, 1, 0))]
+    tasks = [
+        executable_task([SH, "-c", seen], name=f"g{i}", gpus_per_rank=n, stdout=str(tmp_path / f"g{i}.txt"))
+        for i, n in enumerate((2, 1, 1, 0))
+    ]
     allocation = Allocation(cores=4, gpus=4, gpu_shares=2, gpu_devices=("3", "5"))
     with Pilot(allocation, routes={"executable": "flux"}, options={"flux": {"use_existing": False}}) as pilot:
         records = pilot.run(tasks, timeout=120)

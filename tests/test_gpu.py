@@ -66,8 +66,12 @@ def test_an_md_replica_runs_on_a_gpu_platform(pilot, tmp_path):
     meta = json.loads((folder / md_tasks.PREPARED).read_text())
     meta["inputs"]["settings"].update(platform="auto", replicas=1, length_ps=0.2, equilibration_ps=0.1)
     (folder / md_tasks.PREPARED).write_text(json.dumps(meta))
-    task = executable_task(md_tasks.command("replica", folder, index=0), name="md replica 0", gpus_per_rank=4,
-                           stderr=str(tmp_path / "replica.err"))
+    task = executable_task(
+        md_tasks.command("replica", folder, index=0),
+        name="md replica 0",
+        gpus_per_rank=4,
+        stderr=str(tmp_path / "replica.err"),
+    )
     record = pilot.run([task], timeout=600)[0]
     assert record.state is TaskState.DONE, (tmp_path / "replica.err").read_text()[-2000:]
     replica = json.loads(md_tasks.replica_file(folder, 0).read_text())["replica"]

@@ -40,8 +40,12 @@ def test_a_visible_devices_variable_wins_and_none_means_none():
     # ROCR renumbers what HIP sees, and children inherit it: they count from 0
     assert gpus.discover({"ROCR_VISIBLE_DEVICES": "4,5"}, hardware).ids == ("0", "1")
     found = gpus.discover({}, hardware)
-    assert (found.count, found.source, found.vendor, found.names[0]) == (2, "nvidia-smi -L", "nvidia",
-                                                                         "NVIDIA H100 80GB HBM3")
+    assert (found.count, found.source, found.vendor, found.names[0]) == (
+        2,
+        "nvidia-smi -L",
+        "nvidia",
+        "NVIDIA H100 80GB HBM3",
+    )
 
 
 def test_slurm_job_gpus_and_a_job_without_gpus():
@@ -57,8 +61,15 @@ def test_slurm_job_gpus_and_a_job_without_gpus():
 
 
 def test_flux_r_gpus_of_this_broker():
-    r = {"version": 1, "execution": {"R_lite": [{"rank": "0-1", "children": {"core": "0-3", "gpu": "0-1"}},
-                                                {"rank": "2", "children": {"core": "0-3"}}]}}
+    r = {
+        "version": 1,
+        "execution": {
+            "R_lite": [
+                {"rank": "0-1", "children": {"core": "0-3", "gpu": "0-1"}},
+                {"rank": "2", "children": {"core": "0-3"}},
+            ]
+        },
+    }
     assert gpus.parse_flux_r(r) == {0: ("0", "1"), 1: ("0", "1"), 2: ()}
     answers = {"resource": json.dumps(r), "getattr": "1\n"}
     found = gpus.discover({"FLUX_URI": "local:///x"}, lambda argv: answers.get(argv[1]))
@@ -114,8 +125,12 @@ def shared_gpus() -> Allocation:
 
 
 def test_local_executables_see_the_devices_they_hold(tmp_path):
-    tasks = [executable_task([SH, "-c", SEEN + "; sleep 0.3"], name=f"g{i}", gpus_per_rank=n,
-                             stdout=str(tmp_path / f"g{i}.txt")) for i, n in enumerate((2, 1, 1, 0))]
+    tasks = [
+        executable_task(
+            [SH, "-c", SEEN + "; sleep 0.3"], name=f"g{i}", gpus_per_rank=n, stdout=str(tmp_path / f"g{i}.txt")
+        )
+        for i, n in enumerate((2, 1, 1, 0))
+    ]
     with Pilot(shared_gpus(), routes={"executable": "local", "function": "local"}) as pilot:
         records = pilot.run(tasks, timeout=60)
     table = ("3", "3", "5", "5")
@@ -159,9 +174,23 @@ def test_srun_steps_ask_for_whole_gpus_and_the_allocation_for_the_pilots():
 
 
 def test_gpu_utilisation_counts_devices_held_over_the_makespan():
-    records = [TaskRecord(uid=str(i), name="t", kind="executable", cores=1, gpus=g, state=TaskState.DONE,
-                          submitted=0.0, scheduled=0.0, started=0.0, finished=10.0, slots=(i,),
-                          gpu_slots=tuple(range(g))) for i, g in enumerate((2, 1, 0))]
+    records = [
+        TaskRecord(
+            uid=str(i),
+            name="t",
+            kind="executable",
+            cores=1,
+            gpus=g,
+            state=TaskState.DONE,
+            submitted=0.0,
+            scheduled=0.0,
+            started=0.0,
+            finished=10.0,
+            slots=(i,),
+            gpu_slots=tuple(range(g)),
+        )
+        for i, g in enumerate((2, 1, 0))
+    ]
     m = summarize(records, cores=4, gpus=4, gpu_shares=2)
     assert (m.gpus, m.busy_gpu_s) == (2, 15.0) and m.gpu_utilization == pytest.approx(0.75)
     assert summarize(records, cores=4).gpu_utilization is None
@@ -237,7 +266,8 @@ def test_an_emulated_gpu_node_holds_gpu_slots_and_a_cpu_run_says_why_once(tmp_pa
     assert gpu["gpus"] == 2 and 0 < gpu["gpu_utilization"] <= 1
     store = Store.open_existing(tmp_path / "cpu" / "run", readonly=True)
     assert json.loads(store.get_meta("device_notes")) == [
-        "no GPU in this allocation (pilot.gpus = 0): surrogate training, inference, MD run on CPU"]
+        "no GPU in this allocation (pilot.gpus = 0): surrogate training, inference, MD run on CPU"
+    ]
     store = Store.open_existing(tmp_path / "gpu" / "run", readonly=True)
     rows = store.task_rows()
     held = {r["stage"]: len(r["gpu_slots"]) for r in rows if r["gpu_slots"]}

@@ -38,8 +38,11 @@ NODES, CORES = 4, 16  # 4 cores per node
 
 @pytest.fixture(scope="module")
 def pilot():
-    p = Pilot(Allocation.emulated(CORES, nodes=NODES), routes={"executable": "flux", "function": "dragon"},
-              options={"flux": {"use_existing": False, "partitions": 2}})
+    p = Pilot(
+        Allocation.emulated(CORES, nodes=NODES),
+        routes={"executable": "flux", "function": "dragon"},
+        options={"flux": {"use_existing": False, "partitions": 2}},
+    )
     p.start()
     try:
         yield p
@@ -75,8 +78,9 @@ def test_mixed_random_workload_never_oversubscribes_a_node(pilot):
     futures = pilot.submit_many(tasks)
     concurrent.futures.wait(futures, timeout=300)
     records = [f.record for f in futures]
-    assert all(r.state is TaskState.DONE for r in records), [(r.name, r.backend, r.state.value, r.error)
-                                                             for r in records if r.state is not TaskState.DONE]
+    assert all(r.state is TaskState.DONE for r in records), [
+        (r.name, r.backend, r.state.value, r.error) for r in records if r.state is not TaskState.DONE
+    ]
     assert {r.backend for r in records} == {"flux", "dragon"}
     assert slot_overlaps(records) == []  # no core slot held by two tasks at once, across runtimes
     assert busy_per_node(records) <= CORES // NODES
@@ -103,8 +107,11 @@ def test_a_task_larger_than_the_allocation_is_refused(pilot):
 
 
 def test_shutdown_leaves_no_broker_dragon_process_or_shared_memory():
-    p = Pilot(Allocation.emulated(4, nodes=2), routes={"executable": "flux", "function": "dragon"},
-              options={"flux": {"use_existing": False}})
+    p = Pilot(
+        Allocation.emulated(4, nodes=2),
+        routes={"executable": "flux", "function": "dragon"},
+        options={"flux": {"use_existing": False}},
+    )
     with p:
         runtime = p.backends["dragon"]._runtime
         group, prefixes = runtime.popen.pid, set(runtime.shm_prefixes)

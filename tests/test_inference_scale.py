@@ -19,9 +19,27 @@ pytestmark = pytest.mark.slow
 
 def bench(library: Path, run_dir: Path, model: Path) -> dict:
     """One inference stage in a fresh process, so that its peak memory is its own."""
-    out = subprocess.run([sys.executable, "-m", "impeccable.inferbench", "--library", str(library), "--run-dir",
-                          str(run_dir), "--model", str(model), "--batch-size", "10000", "--top-k", "300"],
-                         check=True, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "impeccable.inferbench",
+            "--library",
+            str(library),
+            "--run-dir",
+            str(run_dir),
+            "--model",
+            str(model),
+            "--batch-size",
+            "10000",
+            "--top-k",
+            "300",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return json.loads(out.stdout)
 
 

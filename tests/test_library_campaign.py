@@ -40,8 +40,11 @@ def _write_sources(tmp_path: Path) -> str:
         writer.write(mol)
     writer.close()
     rows = [(f"H-{rec.id}", rec.smiles) for rec in moses[40:]]
-    rows += [("H-dup-salt", moses[keeper].smiles + ".Cl"), ("H-rhodanine", "S=C1SC(=Cc2ccc(OC)c(OC)c2)C(=O)N1"),
-             ("H-bad", "C1CC")]
+    rows += [
+        ("H-dup-salt", moses[keeper].smiles + ".Cl"),
+        ("H-rhodanine", "S=C1SC(=Cc2ccc(OC)c(OC)c2)C(=O)N1"),
+        ("H-bad", "C1CC"),
+    ]
     with open(tmp_path / "house.csv", "w", newline="") as fh:
         csv.writer(fh).writerows([("id", "smiles"), *rows])
     return f"vendor:V-{moses[keeper].id}"
@@ -50,7 +53,7 @@ def _write_sources(tmp_path: Path) -> str:
 def test_two_sources_lead_like_pains_brenk_end_to_end(tmp_path):
     merged = _write_sources(tmp_path)
     text = tiny(tmp_path).read_text()  # the tiny campaign, its library replaced by the two sources, no MD
-    library = text[text.index("[library]"):text.index("[dock]")]
+    library = text[text.index("[library]") : text.index("[dock]")]
     text = text.replace(library, TWO_SOURCES.format(batch_size=25, presets='"lead-like"'))
     (tmp_path / "c.toml").write_text(text.replace("top_m = 1", "top_m = 0"))
     campaign = load_campaign(tmp_path / "c.toml")
@@ -73,13 +76,32 @@ def test_two_sources_lead_like_pains_brenk_end_to_end(tmp_path):
     assert len(dropped) == counts.rows - counts.kept and dropped["house:H-bad"]["dropped_as"] == "failed"
     assert dropped["house:H-rhodanine"]["reason"].startswith("alerts: PAINS (ene_rhod")
     out = tmp_path / "inspect.json"
-    assert main(["library", "inspect", str(tmp_path / "c.toml"), "--json", str(out), "--html",
-                 str(tmp_path / "inspect.html"), "--cores", "2"]) == 0
+    assert (
+        main(
+            [
+                "library",
+                "inspect",
+                str(tmp_path / "c.toml"),
+                "--json",
+                str(out),
+                "--html",
+                str(tmp_path / "inspect.html"),
+                "--cores",
+                "2",
+            ]
+        )
+        == 0
+    )
     profile = json.loads(out.read_text())
     assert {"rows", "parsed", "failed", "duplicates", "filtered_by_rule", "kept", "mol_per_s"} <= set(profile)
     assert (profile["rows"], profile["failed"], profile["duplicates"], profile["kept"]) == (
-        counts.rows, counts.failed, counts.duplicates, counts.kept)
-    assert profile["rows"] == profile["failed"] + profile["duplicates"] + sum(profile["filtered_by_rule"].values()) \
-        + profile["kept"]
+        counts.rows,
+        counts.failed,
+        counts.duplicates,
+        counts.kept,
+    )
+    assert (
+        profile["rows"]
+        == profile["failed"] + profile["duplicates"] + sum(profile["filtered_by_rule"].values()) + profile["kept"]
+    )
     assert profile["cost"]["estimate"] is True and profile["cost"]["docking_tasks"] >= 2
-

@@ -74,8 +74,11 @@ def test_parquet_with_configured_columns(tmp_path):
     path = tmp_path / "house.parquet"
     pq.write_table(pa.table({"Compound": ["h1", "h2", None], "Structure": ["CCO", "", "CCC"], "x": [1, 2, 3]}), path)
     skipped = []
-    records = list(read_library(path, id_column="compound", smiles_column="structure",
-                                on_skip=lambda n, cid, why: skipped.append(why)))
+    records = list(
+        read_library(
+            path, id_column="compound", smiles_column="structure", on_skip=lambda n, cid, why: skipped.append(why)
+        )
+    )
     assert records == [LibraryRecord("h1", "CCO")]
     assert skipped == ["house.parquet:3: empty SMILES for id 'h2'", "house.parquet:4: empty id (SMILES 'CCC')"]
     with pytest.raises(StageInputError, match="no SMILES column 'smiles'"):
@@ -100,11 +103,16 @@ def test_lists_globs_and_folders_are_one_library(tmp_path):
 def test_named_sources_keep_their_name_and_ids(tmp_path):
     (tmp_path / "v.sdf").write_text(_sdf_text(MOLS[:2]))
     (tmp_path / "h.csv").write_text("code,smi\nZ1,CCCC\n")
-    sources = [LibrarySource.from_spec("vendor", tmp_path / "v.sdf"),
-               LibrarySource.from_spec("house", tmp_path / "h.csv", "code", "smi")]
+    sources = [
+        LibrarySource.from_spec("vendor", tmp_path / "v.sdf"),
+        LibrarySource.from_spec("house", tmp_path / "h.csv", "code", "smi"),
+    ]
     records = list(iter_sources(sources, prefix=True))
     assert [(r.id, r.source, r.source_id) for r in records] == [
-        ("vendor:Z1", "vendor", "Z1"), ("vendor:Z2", "vendor", "Z2"), ("house:Z1", "house", "Z1")]
+        ("vendor:Z1", "vendor", "Z1"),
+        ("vendor:Z2", "vendor", "Z2"),
+        ("house:Z1", "house", "Z1"),
+    ]
     assert scan_sources(sources, prefix=True).count == 3  # one catalogue id in two sources: two compounds
     with pytest.raises(StageInputError, match=r"h\.csv:2: id 'Z1' is also on .*v\.sdf:1"):
         scan_sources(sources, prefix=False)

@@ -51,8 +51,10 @@ def test_bad_rules_name_their_key():
 
 
 def test_a_salt_is_screened_as_its_neutral_parent_and_records_the_rule_that_dropped_it():
-    out = prepare_batch([IBUPROFEN_NA, "C1CC", RHODANINE, IBUPROFEN],
-                        {"standardize": True, "deduplicate": True, "filters": {"alerts": ["pains"]}})
+    out = prepare_batch(
+        [IBUPROFEN_NA, "C1CC", RHODANINE, IBUPROFEN],
+        {"standardize": True, "deduplicate": True, "filters": {"alerts": ["pains"]}},
+    )
     assert out["smiles"][0] == "CC(C)Cc1ccc(C(C)C(=O)O)cc1" and out["keys"][0] == out["keys"][3]
     assert out["failed"] == [(1, "unparsable SMILES 'C1CC'")]
     assert [(i, rule) for i, rule, _ in out["filtered"]] == [(2, "alerts: PAINS")]
@@ -98,8 +100,7 @@ def test_inspect_counts_a_library_of_known_composition(tmp_path):
 
     sdf, csv = _two_sources(tmp_path)
     sources = [LibrarySource.from_spec("vendor", sdf), LibrarySource.from_spec("house", csv)]
-    settings = {"standardize": True, "deduplicate": True,
-                "filters": {"presets": ["ro5"], "alerts": ["pains", "brenk"]}}
+    settings = {"standardize": True, "deduplicate": True, "filters": {"presets": ["ro5"], "alerts": ["pains", "brenk"]}}
     r = inspect_library(sources, True, settings, cores=1, batch_size=3)
     assert (r["rows"], r["parsed"], r["failed"], r["duplicates"], r["filtered"], r["kept"]) == (8, 7, 1, 1, 3, 3)
     assert r["filtered_by_rule"] == {"alerts: PAINS": 1, "alerts: Brenk": 1, "ro5: mw <= 500": 1}
@@ -137,8 +138,11 @@ path = "{root}/data/receptors/4jsv"
     library = CampaignLibrary(campaign, store, StageTasks(campaign, tmp_path / "run"), CampaignProgress())
     library.rows = 8
     done = []
-    with Pilot(Allocation.emulated(2), routes={"executable": "local", "function": "local"},
-               options={"local": {"preload": ["impeccable.stages.prepare"]}}) as pilot:
+    with Pilot(
+        Allocation.emulated(2),
+        routes={"executable": "local", "function": "local"},
+        options={"local": {"preload": ["impeccable.stages.prepare"]}},
+    ) as pilot:
         loop = TaskLoop(pilot, store, store.begin_session(2, {}), InterruptGuard())
         library.prepare(loop, 2, then=lambda: done.append(library.size))
         loop.run()
@@ -167,8 +171,10 @@ path = "{root}/data/receptors/4jsv"
         library.prepare(loop, 2, then=lambda: done.append(library.size))
         loop.run()
     assert done == [3, 3, 3] and (list(library.store.records()), list(LibraryStore(store).dropped())) == before
-    assert [name for name, in store.db.execute("SELECT name FROM tasks WHERE session=2 ORDER BY name")] == [
-        "library b00001", "library b00002"]
+    assert [name for (name,) in store.db.execute("SELECT name FROM tasks WHERE session=2 ORDER BY name")] == [
+        "library b00001",
+        "library b00002",
+    ]
 
 
 def test_a_failed_preparation_task_fails_its_records_with_the_reason(tmp_path):
@@ -184,8 +190,10 @@ def test_a_failed_preparation_task_fails_its_records_with_the_reason(tmp_path):
 
     _two_sources(tmp_path)
     root = Path(__file__).resolve().parents[1]
-    (tmp_path / "c.toml").write_text(f'[campaign]\nname = "t"\n[receptor]\npath = "{root}/data/receptors/4jsv"\n'
-                                     + TWO_SOURCES.format(batch_size=4, presets='"ro5"'))
+    (tmp_path / "c.toml").write_text(
+        f'[campaign]\nname = "t"\n[receptor]\npath = "{root}/data/receptors/4jsv"\n'
+        + TWO_SOURCES.format(batch_size=4, presets='"ro5"')
+    )
     campaign = load_campaign(tmp_path / "c.toml")
     store = Store(tmp_path / "run" / "campaign.db")
     library = CampaignLibrary(campaign, store, StageTasks(campaign, tmp_path / "run"), CampaignProgress())
@@ -198,5 +206,7 @@ def test_a_failed_preparation_task_fails_its_records_with_the_reason(tmp_path):
             loop.run()
     counts = LibraryStore(store).counts()
     assert (counts.rows, counts.failed, counts.batches) == (8, 8, 2) and len(loop.failed) == 2
-    assert all("library preparation task failed" in why and "not valid SMARTS" in why
-               for _, _, why in LibraryStore(store).dropped())
+    assert all(
+        "library preparation task failed" in why and "not valid SMARTS" in why
+        for _, _, why in LibraryStore(store).dropped()
+    )

@@ -42,13 +42,25 @@ def test_functions_arriving_while_another_runtime_holds_every_core_run_when_it_f
     """The hang of issue 34: executables take every core, then function calls arrive, then the cores
     free. With the old "is a core free?" check before asking the broker, the function runtime was
     never registered as waiting and nobody woke it."""
-    tasks = (SimTask("x0", 0, "exe", batch=0), SimTask("x1", 0, "exe", batch=0),
-             SimTask("f0", 1, "fn", batch=1), SimTask("f1", 1, "fn", batch=1))
+    tasks = (
+        SimTask("x0", 0, "exe", batch=0),
+        SimTask("x1", 0, "exe", batch=0),
+        SimTask("f0", 1, "fn", batch=1),
+        SimTask("f1", 1, "fn", batch=1),
+    )
     script = ["batch 0", "wake 0", "batch 1", "wake 1", "exit exe0", "exit exe0"]
     for fn_kind in ("dragon", "fn", "local"):
         for seed in range(20):
-            sc = Scenario(seed=seed, nodes=1, cores_per_node=2, gpus_per_node=0,
-                          runtimes=(("exe", 1), (fn_kind, 1)), tasks=tasks, gates=(None, None), faults=False)
+            sc = Scenario(
+                seed=seed,
+                nodes=1,
+                cores_per_node=2,
+                gpus_per_node=0,
+                runtimes=(("exe", 1), (fn_kind, 1)),
+                tasks=tasks,
+                gates=(None, None),
+                faults=False,
+            )
             outcome = run(sc, script)
             assert "exe0: x1 starts on cores" in " ".join(outcome.trace)  # the script ran as written
             _check(outcome)
@@ -59,5 +71,16 @@ def test_a_flux_launch_rejected_after_its_pass_admits_the_next_task():
     reactor must admit what waits (every callback ends with an admission pass)."""
     tasks = tuple(SimTask(f"x{i}", 0, "exe", cores_per_rank=2) for i in range(4))
     for seed in range(200):
-        _check(run(Scenario(seed=seed, nodes=1, cores_per_node=2, gpus_per_node=0, runtimes=(("flux", 1), ("fn", 1)),
-                            tasks=tasks + (SimTask("f", 1, "fn"),), gates=(None,))))
+        _check(
+            run(
+                Scenario(
+                    seed=seed,
+                    nodes=1,
+                    cores_per_node=2,
+                    gpus_per_node=0,
+                    runtimes=(("flux", 1), ("fn", 1)),
+                    tasks=tasks + (SimTask("f", 1, "fn"),),
+                    gates=(None,),
+                )
+            )
+        )

@@ -24,19 +24,12 @@ def wait_all(futures, timeout=60):
     assert not not_done, f"{len(not_done)} tasks still running after {timeout} s"
 
 
-
-
-
-
-
-
-
-
 def test_failing_executable_with_a_stderr_file_names_its_last_line(local_pilot, tmp_path):
     """Stage tasks write stderr to a file; its last line (the stage's own error message) goes into the error."""
     log = tmp_path / "stderr.log"
-    task = executable_task(["sh", "-c", "echo warming up >&2; echo 'error: box is 61.0 angstrom away' >&2; exit 2"],
-                           stderr=str(log))
+    task = executable_task(
+        ["sh", "-c", "echo warming up >&2; echo 'error: box is 61.0 angstrom away' >&2; exit 2"], stderr=str(log)
+    )
     future = local_pilot.submit(task)
     with pytest.raises(TaskFailed):
         future.result(timeout=30)
@@ -49,26 +42,6 @@ def test_executable_killed_by_signal(local_pilot):
     with pytest.raises(TaskFailed, match="killed by signal SIGKILL"):
         future.result(timeout=30)
     assert future.record.exit_code == -9
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 LISTENERS = r"""
@@ -142,8 +115,9 @@ def test_workers_that_cannot_start_fail_the_pilot_start_with_the_reason(tmp_path
     )
     import subprocess
 
-    result = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True,
-                            cwd=tmp_path, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-"], input=script, capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
     assert result.returncode != 0
     assert "exited before it was ready" in result.stderr
     assert "piped on stdin" in result.stderr
@@ -182,7 +156,9 @@ def test_bench_medians_skip_figures_a_run_does_not_have():
     `bench --repeat 3` fail with a TypeError; one missing in some runs is the median of the others."""
     from impeccable.runtime.bench import RunResult, _medians
 
-    runs = [RunResult({"throughput_tasks_per_s": t, "gpu_utilization": None, "x": x}, 0.0, {}, [])
-            for t, x in ((1.0, None), (3.0, 2.0), (2.0, 4.0))]
+    runs = [
+        RunResult({"throughput_tasks_per_s": t, "gpu_utilization": None, "x": x}, 0.0, {}, [])
+        for t, x in ((1.0, None), (3.0, 2.0), (2.0, 4.0))
+    ]
     med = _medians(runs)
     assert med["throughput_tasks_per_s"] == 2.0 and med["gpu_utilization"] is None and med["x"] == 3.0

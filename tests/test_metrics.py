@@ -9,8 +9,10 @@ from impeccable.runtime.records import TaskRecord, TaskState
 
 
 def record(uid, start, finish, cores=1, slots=(0,), state=TaskState.DONE, submitted=0.0):
-    return TaskRecord(uid=uid, name=uid, kind="executable", cores=cores, gpus=0, tags={}, state=state,
-                      submitted=submitted, scheduled=start, started=start, finished=finish, slots=slots)
+    times = dict(submitted=submitted, scheduled=start, started=start, finished=finish)
+    return TaskRecord(
+        uid=uid, name=uid, kind="executable", cores=cores, gpus=0, tags={}, state=state, slots=slots, **times
+    )
 
 
 def test_utilisation_makespan_and_throughput():
@@ -23,7 +25,11 @@ def test_utilisation_makespan_and_throughput():
 
 
 def test_failed_and_canceled_are_counted():
-    records = [record("a", 0, 1), record("b", 1, 2, state=TaskState.FAILED), record("c", 2, 2, state=TaskState.CANCELED)]
+    records = [
+        record("a", 0, 1),
+        record("b", 1, 2, state=TaskState.FAILED),
+        record("c", 2, 2, state=TaskState.CANCELED),
+    ]
     m = summarize(records, cores=1)
     assert (m.done, m.failed, m.canceled) == (1, 1, 1)
 

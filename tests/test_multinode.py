@@ -83,8 +83,14 @@ def environment() -> dict[str, str]:
 
 
 def cluster(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run([str(CLUSTER), *args], capture_output=True, text=True, timeout=timeout, env=environment(),
-                          stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [str(CLUSTER), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment(),
+        stdin=subprocess.DEVNULL,
+    )
     if check:
         assert done.returncode == 0, f"cluster.sh {' '.join(args)}: {done.stdout[-3000:]}{done.stderr[-3000:]}"
     return done
@@ -94,8 +100,20 @@ def in_job(tmp_path: Path, code: str, nodes: int = 4, timeout: float = 600) -> s
     """Run ``code`` (Python) on the login node inside ``salloc -N nodes --exclusive --no-kill``; its stdout."""
     script = tmp_path / f"job{time.monotonic_ns()}.py"
     script.write_text(code)
-    done = cluster("exec", "salloc", "-N", str(nodes), "--exclusive", "--no-kill", "-J", "impeccable-test",
-                   sys.executable, str(script), timeout=timeout, check=False)
+    done = cluster(
+        "exec",
+        "salloc",
+        "-N",
+        str(nodes),
+        "--exclusive",
+        "--no-kill",
+        "-J",
+        "impeccable-test",
+        sys.executable,
+        str(script),
+        timeout=timeout,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     return done.stdout
 
@@ -199,7 +217,9 @@ def test_four_nodes_answer_each_with_its_own_host(four_nodes):
 
 
 def test_pilot_finds_the_nodes_and_srun_steps_run_where_it_placed_them(four_nodes, tmp_path):
-    out = in_job(tmp_path, f"""
+    out = in_job(
+        tmp_path,
+        f"""
 import json
 from impeccable.runtime import Pilot, executable_task
 from impeccable.runtime.nodes import discover
@@ -211,7 +231,8 @@ with Pilot(allocation, routes={{"executable": "srun"}}) as pilot:
                          for i in range({4 * CPUS})], timeout=300)
 print(json.dumps({{"found": list(found.names), "per_node": found.cores_per_node,
                    "records": [[r.uid, r.state.value, r.node] for r in records]}}))
-""")
+""",
+    )
     result = json.loads(out.strip().splitlines()[-1])
     assert result["found"] == list(NODES) and result["per_node"] == CPUS
     for uid, state, node in result["records"]:
@@ -223,7 +244,9 @@ def test_mpi_docking_with_ranks_on_two_nodes_gives_the_one_node_scores(four_node
     ligands = tmp_path / "ligands.csv"
     lines = (ROOT / "data" / "library" / "moses_20k.csv").read_text().splitlines()
     ligands.write_text("\n".join(lines[:5]) + "\n")  # header + 4 compounds: 2 per rank
-    out = in_job(tmp_path, f"""
+    out = in_job(
+        tmp_path,
+        f"""
 import json, sys
 from impeccable.runtime import Pilot, executable_task
 from impeccable.runtime.nodes import discover
@@ -242,11 +265,15 @@ with Pilot(Allocation.on_nodes(discover(), 2), routes={{"executable": "srun"}}) 
                          executable_task(hello, ranks=2, cores_per_rank={CPUS}, mpi=True, stdout="{tmp_path}/hello.out")],
                         timeout=600)
 print(json.dumps([[r.state.value, r.node, r.error] for r in records]))
-""", nodes=2)
+""",
+        nodes=2,
+    )
     (two_state, two_node, _), (one_state, one_node, _), (hello_state, hello_node, _) = json.loads(out.splitlines()[-1])
     assert two_state == one_state == hello_state == "DONE"
     assert two_node == hello_node == "node0,node1" and one_node in ("node0", "node1")
-    ranks = sorted(line.split(":")[0] for line in (tmp_path / "two.out").read_text().splitlines() if line.startswith("rank"))
+    ranks = sorted(
+        line.split(":")[0] for line in (tmp_path / "two.out").read_text().splitlines() if line.startswith("rank")
+    )
     assert ranks == ["rank 0/2 on node0", "rank 1/2 on node1"]  # the ranks' own host names
     hello_lines = sorted((tmp_path / "hello.out").read_text().split("\n")[:2])
     assert hello_lines == ["0 node0 3", "1 node1 3"]  # MPI_Allreduce across the two hosts
@@ -262,7 +289,9 @@ print(json.dumps([[r.state.value, r.node, r.error] for r in records]))
 def test_flux_brokers_on_four_nodes_place_jobs_on_each(four_nodes, tmp_path):
     if not (FLUX_PREFIX / "bin" / "flux").exists() and not shutil.which("flux"):
         pytest.skip(f"no Flux build (looked for {FLUX_PREFIX}/bin/flux and flux on PATH)")
-    out = in_job(tmp_path, f"""
+    out = in_job(
+        tmp_path,
+        f"""
 import json, sys
 from impeccable.runtime import Pilot, executable_task
 from impeccable.runtime.nodes import discover
@@ -275,7 +304,8 @@ with Pilot(Allocation.on_nodes(discover(), 4), routes={{"executable": "flux"}}) 
     tasks.append(executable_task(hello, ranks=2, cores_per_rank={CPUS}, mpi=True, stdout="{tmp_path}/hello.out"))
     records = pilot.run(tasks, timeout=300)
 print(json.dumps([[r.uid, r.state.value, r.node] for r in records]))
-""")
+""",
+    )
     records = json.loads(out.splitlines()[-1])
     for uid, state, node in records[:-1]:
         assert state == "DONE" and node == (tmp_path / f"host.{uid}").read_text().strip()
@@ -292,7 +322,9 @@ def test_dragon_runs_function_tasks_on_all_four_nodes(four_nodes, tmp_path):
     if not ok:
         pytest.skip(why)
     cluster("reap")
-    out = in_job(tmp_path, """
+    out = in_job(
+        tmp_path,
+        """
 import json, socket
 from impeccable.runtime import Pilot, function_task
 from impeccable.runtime.nodes import discover
@@ -303,7 +335,9 @@ with Pilot(Allocation.on_nodes(discover(), 4), routes={"function": "dragon"},
     hosts = [f.result(timeout=300) for f in futures]
     failures = pilot.backends["dragon"].start_failures
 print(json.dumps({"pairs": [[h, f.record.node] for h, f in zip(hosts, futures)], "start_failures": failures}))
-""", timeout=900)
+""",
+        timeout=900,
+    )
     result = json.loads(out.splitlines()[-1])
     pairs = result["pairs"]
     for failure in result["start_failures"]:  # said, not hidden: a start over TCP on this busy machine can fail
@@ -318,16 +352,32 @@ def test_compare_on_four_nodes_both_sides_agree_and_report_per_node(four_nodes, 
     step. (Dragon across the nodes has its own test: its start-up costs minutes on this busy machine.)"""
     routes = ("flux", "local") if (FLUX_PREFIX / "bin" / "flux").exists() else ("srun", "local")
     campaign = tmp_path / "multinode.toml"
-    campaign.write_text(CAMPAIGN.format(root=ROOT, executable="local", function="local", exhaustiveness=1,
-                                        seed_sample=4 * CPUS))
+    campaign.write_text(
+        CAMPAIGN.format(root=ROOT, executable="local", function="local", exhaustiveness=1, seed_sample=4 * CPUS)
+    )
     cluster("reap")
     out, data = tmp_path / "cmp", tmp_path / "cmp.json"
     job = tmp_path / "compare.sh"
-    job.write_text(f"#!/bin/sh\ncd {ROOT}\nexec {sys.executable} -m impeccable.cli compare {campaign} --nodes 4 "
-                   f"--pilot-routes executable={routes[0]},function={routes[1]} --out {out} --json {data}\n")
+    job.write_text(
+        f"#!/bin/sh\ncd {ROOT}\nexec {sys.executable} -m impeccable.cli compare {campaign} --nodes 4 "
+        f"--pilot-routes executable={routes[0]},function={routes[1]} --out {out} --json {data}\n"
+    )
     log = tmp_path / "compare.log"
-    done = cluster("exec", "sbatch", "--wait", "-N4", "--exclusive", "--no-kill", "-J", "impeccable-compare", "-o",
-                   str(log), str(job), timeout=1800, check=False)
+    done = cluster(
+        "exec",
+        "sbatch",
+        "--wait",
+        "-N4",
+        "--exclusive",
+        "--no-kill",
+        "-J",
+        "impeccable-compare",
+        "-o",
+        str(log),
+        str(job),
+        timeout=1800,
+        check=False,
+    )
     text = log.read_text() if log.exists() else ""
     assert done.returncode == 0, text[-4000:] + done.stderr[-2000:]
     result = json.loads(data.read_text())
@@ -346,16 +396,37 @@ def test_losing_a_node_mid_campaign_reruns_its_tasks_and_keeps_every_result(four
     in the batch job, takes it out and runs its tasks again on the other three; the campaign completes."""
     campaign = tmp_path / "multinode.toml"
     # exhaustiveness 4: docking steps long enough that the kill, seconds behind squeue, lands while node3 docks
-    campaign.write_text(CAMPAIGN.format(root=ROOT, executable="srun", function="srun", exhaustiveness=4,
-                                        seed_sample=4 * CPUS))
+    campaign.write_text(
+        CAMPAIGN.format(root=ROOT, executable="srun", function="srun", exhaustiveness=4, seed_sample=4 * CPUS)
+    )
     run_dir = tmp_path / "run"
     job = tmp_path / "run.sh"
-    job.write_text(f"#!/bin/sh\ncd {ROOT}\nexec {sys.executable} -m impeccable.cli run {campaign} --run-dir {run_dir} "
-                   "--no-progress\n")
+    job.write_text(
+        f"#!/bin/sh\ncd {ROOT}\nexec {sys.executable} -m impeccable.cli run {campaign} --run-dir {run_dir} "
+        "--no-progress\n"
+    )
     log = tmp_path / "run.log"
-    batch = subprocess.Popen([str(CLUSTER), "exec", "sbatch", "--wait", "-N4", "--exclusive", "--no-kill", "-J",
-                              "impeccable-loss", "-o", str(log), str(job)], env=environment(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    batch = subprocess.Popen(
+        [
+            str(CLUSTER),
+            "exec",
+            "sbatch",
+            "--wait",
+            "-N4",
+            "--exclusive",
+            "--no-kill",
+            "-J",
+            "impeccable-loss",
+            "-o",
+            str(log),
+            str(job),
+        ],
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 600
         while not _steps_on("node3"):  # a docking step runs on node3
@@ -385,8 +456,13 @@ def test_losing_a_node_mid_campaign_reruns_its_tasks_and_keeps_every_result(four
 
 
 def _steps_on(node: str) -> bool:
-    done = subprocess.run([str(CLUSTER), "exec", "squeue", "-h", "-s", "-o", "%N %j"], capture_output=True,
-                          text=True, timeout=60, env=environment())
+    done = subprocess.run(
+        [str(CLUSTER), "exec", "squeue", "-h", "-s", "-o", "%N %j"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment(),
+    )
     return any(line.split()[0] == node and "python" in line for line in done.stdout.splitlines() if line.split())
 
 

@@ -58,9 +58,13 @@ def test_scontrol_expands_when_there_is_one(tmp_path, monkeypatch):
 
 
 def test_a_flux_resource_set_gives_nodes_and_cores_per_rank():
-    r = {"version": 1, "execution": {"R_lite": [{"rank": "0-1", "children": {"core": "0-3"}},
-                                                {"rank": "2", "children": {"core": "0-1"}}],
-                                     "nodelist": ["node[0-2]"]}}
+    r = {
+        "version": 1,
+        "execution": {
+            "R_lite": [{"rank": "0-1", "children": {"core": "0-3"}}, {"rank": "2", "children": {"core": "0-1"}}],
+            "nodelist": ["node[0-2]"],
+        },
+    }
     found = nodes_from_r(r)
     assert found.names == ("node0", "node1", "node2") and found.cores_per_node == 2 and found.manager == "flux"
 
@@ -80,8 +84,10 @@ def test_an_allocation_on_found_nodes_checks_what_it_asks_for():
 def test_records_carry_the_node_their_task_ran_on(tmp_path):
     """Emulated nodes on this machine: the record names the node the pilot placed the task on."""
     with Pilot(Allocation.emulated(4, nodes=2), routes={"executable": "local"}) as pilot:
-        records = pilot.run([executable_task([sys.executable, "-c", "pass"], cores_per_rank=2, name=f"t{i}")
-                             for i in range(2)], timeout=60)
+        records = pilot.run(
+            [executable_task([sys.executable, "-c", "pass"], cores_per_rank=2, name=f"t{i}") for i in range(2)],
+            timeout=60,
+        )
     assert sorted(r.node for r in records) == ["node0", "node1"]
     assert all(r.node == ("node0" if r.slots[0] < 2 else "node1") for r in records)
 
@@ -135,13 +141,18 @@ def test_a_node_failure_srun_reports_takes_the_node_out_once_and_the_task_runs_a
     monkeypatch.setattr(LocalLauncher, "node_failure", SrunLauncher.node_failure)
     monkeypatch.setattr(LocalLauncher, "reports_node_failures", True)
     first = tmp_path / "first-attempt"
-    fails_once = ("import pathlib, sys\n"
-                  f"p = pathlib.Path({str(first)!r})\n"
-                  "if not p.exists():\n"
-                  "    p.touch(); print('srun: error: Node failure on node1', file=sys.stderr)\n")
-    tasks = [executable_task([sys.executable, "-c", "pass"], cores_per_rank=2, name="t0"),
-             executable_task([sys.executable, "-c", fails_once], cores_per_rank=2, name="t1",
-                             stderr=str(tmp_path / "t1.err"))]
+    fails_once = (
+        "import pathlib, sys\n"
+        f"p = pathlib.Path({str(first)!r})\n"
+        "if not p.exists():\n"
+        "    p.touch(); print('srun: error: Node failure on node1', file=sys.stderr)\n"
+    )
+    tasks = [
+        executable_task([sys.executable, "-c", "pass"], cores_per_rank=2, name="t0"),
+        executable_task(
+            [sys.executable, "-c", fails_once], cores_per_rank=2, name="t1", stderr=str(tmp_path / "t1.err")
+        ),
+    ]
     with Pilot(Allocation.emulated(4, nodes=2), routes={"executable": "local"}) as pilot:
         records = pilot.run(tasks, timeout=60)
         pilot._node_lost("node1", "down*")  # the node watch, later: nothing more happens
@@ -161,8 +172,9 @@ def test_a_launcher_that_cannot_report_node_failures_is_not_asked(tmp_path, monk
 
     monkeypatch.setattr(LocalLauncher, "node_failure", asked)
     with Pilot(Allocation.emulated(2), routes={"executable": "local"}) as pilot:
-        record, = pilot.run([executable_task([sys.executable, "-c", "pass"], stderr=str(tmp_path / "e.log"))],
-                            timeout=60)
+        (record,) = pilot.run(
+            [executable_task([sys.executable, "-c", "pass"], stderr=str(tmp_path / "e.log"))], timeout=60
+        )
     assert record.state is TaskState.DONE
 
 
@@ -196,9 +208,19 @@ def test_the_node_watch_reports_each_lost_node_once():
 
 def test_per_node_utilization_counts_the_slots_each_task_held():
     def record(slots, start, end):
-        return TaskRecord(uid=str(start), name="t", kind="executable", cores=len(slots), gpus=0,
-                          state=TaskState.DONE, submitted=0.0, scheduled=start, started=start, finished=end,
-                          slots=tuple(slots))
+        return TaskRecord(
+            uid=str(start),
+            name="t",
+            kind="executable",
+            cores=len(slots),
+            gpus=0,
+            state=TaskState.DONE,
+            submitted=0.0,
+            scheduled=start,
+            started=start,
+            finished=end,
+            slots=tuple(slots),
+        )
 
     records = [record((0, 1), 0.0, 10.0), record((2,), 0.0, 5.0)]
     assert per_node_utilization(records, ("a", "b"), 4) == {"a": 1.0, "b": 0.25}
@@ -207,8 +229,17 @@ def test_per_node_utilization_counts_the_slots_each_task_held():
 def test_the_timeline_groups_slots_by_node():
     from impeccable import plots
 
-    rows = [{"name": "dock x", "stage": "dock", "submitted": 0.0, "started": 0.0, "finished": 1.0, "slots": [0, 5],
-             "cores": 2}]
+    rows = [
+        {
+            "name": "dock x",
+            "stage": "dock",
+            "submitted": 0.0,
+            "started": 0.0,
+            "finished": 1.0,
+            "slots": [0, 5],
+            "cores": 2,
+        }
+    ]
     png = plots.timeline(rows, 8, "t", nodes=("node0", "node1"))
     assert png[:4] == b"\x89PNG"
 
@@ -231,9 +262,25 @@ def test_the_model_and_the_emulation_are_scored_against_the_real_multi_node_run(
 
     store = Store(tmp_path / "real" / "campaign.db")
     session = store.begin_session(8, {"executable": "srun", "function": "srun"}, nodes=("n0", "n1"))
-    store.add_task_records(session, [TaskRecord(uid="u", name="dock x", kind="executable", cores=1, gpus=0,
-                                                state=TaskState.DONE, submitted=0.0, scheduled=0.0, started=0.0,
-                                                finished=100.0, slots=(0,), node="n0")])
+    store.add_task_records(
+        session,
+        [
+            TaskRecord(
+                uid="u",
+                name="dock x",
+                kind="executable",
+                cores=1,
+                gpus=0,
+                state=TaskState.DONE,
+                submitted=0.0,
+                scheduled=0.0,
+                started=0.0,
+                finished=100.0,
+                slots=(0,),
+                node="n0",
+            )
+        ],
+    )
     store.close()
     row = {"pilot": {"measured_makespan_s": 110.0, "predicted_makespan_s": 90.0}}
     against_real_runs(row, [tmp_path / "real"])

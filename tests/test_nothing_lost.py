@@ -85,8 +85,10 @@ def test_drain_hands_a_canceled_task_to_its_handler(tmp_path):
     flag = tmp_path / "line"
     with InterruptGuard() as guard:
         loop = TaskLoop(pilot, store, store.begin_session(2, {}), guard)
-        loop.submit(executable_task(["sh", "-c", f"echo done > {flag}; sleep 60"], name="dock x"),
-                    lambda future: seen.append(future.record.state))
+        loop.submit(
+            executable_task(["sh", "-c", f"echo done > {flag}; sleep 60"], name="dock x"),
+            lambda future: seen.append(future.record.state),
+        )
         loop.flush()  # handed to the pilot (run() does this first)
         while not flag.exists():
             time.sleep(0.01)
@@ -112,8 +114,29 @@ def test_nested_deferred_blocks_raise_once_when_the_outermost_ends():
 
 
 def test_folder_names_from_hostile_ids_are_unique_and_contained(tmp_path):
-    ids = ["..", ".", "a/b", "a_b", "a:b", "a\\b", "x" * 300, "x" * 301, "é", "e", "分子-1", ".hidden", "-dash",
-           "MOSES-0000256", "CHEMBL25", "a.b", "~x", "a b", "/etc/passwd", "", " "]
+    ids = [
+        "..",
+        ".",
+        "a/b",
+        "a_b",
+        "a:b",
+        "a\\b",
+        "x" * 300,
+        "x" * 301,
+        "é",
+        "e",
+        "分子-1",
+        ".hidden",
+        "-dash",
+        "MOSES-0000256",
+        "CHEMBL25",
+        "a.b",
+        "~x",
+        "a b",
+        "/etc/passwd",
+        "",
+        " ",
+    ]
     names = [folder_name(cid) for cid in ids]
     assert len(set(names)) == len(ids)  # unique
     for cid, name in zip(ids, names):
@@ -166,25 +189,55 @@ def test_filter_reasons_and_stage_reasons_have_their_categories():
 def test_the_store_counts_every_compound_left_out_by_stage_and_reason(tmp_path):
     store = Store(tmp_path / "campaign.db")
     store.add_failures("library", [("line 3", "lib.csv:3: empty SMILES for id 'x'")])
-    store.add_predictions(0, 0, ["a", "b", "c", "d"], np.array([-5, np.nan, np.nan, -6], dtype=np.float32),
-                          (4, 2, 1, 1), [("b", "unparsable SMILES 'C1CC('")], [],
-                          filtered=[("c", "molecular weight 600.1 > 450")])
-    store.add_docking([DockRow("d", "CC", 0, "seed", None, None, "contains Fe: metal and other inorganic elements "
-                                                                    "are outside the docking parameters")], "k")
-    assert skip_counts(store) == [("filter", "filter: molecular weight", 1), ("library", "empty", 1),
-                                   ("prepare", "parse", 1), ("seed dock", "element", 1)]
+    store.add_predictions(
+        0,
+        0,
+        ["a", "b", "c", "d"],
+        np.array([-5, np.nan, np.nan, -6], dtype=np.float32),
+        (4, 2, 1, 1),
+        [("b", "unparsable SMILES 'C1CC('")],
+        [],
+        filtered=[("c", "molecular weight 600.1 > 450")],
+    )
+    store.add_docking(
+        [
+            DockRow(
+                "d",
+                "CC",
+                0,
+                "seed",
+                None,
+                None,
+                "contains Fe: metal and other inorganic elements are outside the docking parameters",
+            )
+        ],
+        "k",
+    )
+    assert skip_counts(store) == [
+        ("filter", "filter: molecular weight", 1),
+        ("library", "empty", 1),
+        ("prepare", "parse", 1),
+        ("seed dock", "element", 1),
+    ]
     export(store, tmp_path / "export")
     rows = list(csv.DictReader(open(tmp_path / "export" / "skipped.csv")))
-    assert {r["id"]: r["category"] for r in rows} == {"line 3": "empty", "b": "parse", "c": "filter: molecular weight",
-                                                      "d": "element"}
+    assert {r["id"]: r["category"] for r in rows} == {
+        "line 3": "empty",
+        "b": "parse",
+        "c": "filter: molecular weight",
+        "d": "element",
+    }
 
 
 def test_a_store_made_before_categories_still_lists_its_failures(tmp_path):
     db = sqlite3.connect(tmp_path / "campaign.db")
-    db.execute("CREATE TABLE failures (id TEXT NOT NULL, stage TEXT NOT NULL, reason TEXT NOT NULL, "
-               "PRIMARY KEY (id, stage))")
-    db.execute("CREATE TABLE docking (id TEXT PRIMARY KEY, smiles TEXT, round INTEGER, origin TEXT, score REAL, "
-               "pose_sdf TEXT, runtime_s REAL, error TEXT, task TEXT)")
+    db.execute(
+        "CREATE TABLE failures (id TEXT NOT NULL, stage TEXT NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (id, stage))"
+    )
+    db.execute(
+        "CREATE TABLE docking (id TEXT PRIMARY KEY, smiles TEXT, round INTEGER, origin TEXT, score REAL, "
+        "pose_sdf TEXT, runtime_s REAL, error TEXT, task TEXT)"
+    )
     db.execute("INSERT INTO failures VALUES ('x', 'prepare', 'unparsable SMILES ''Q''')")
     db.commit()
     db.close()
@@ -210,7 +263,7 @@ def test_a_damaged_store_names_the_file_and_the_way_out(tmp_path):
     store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     store.close()
     data = bytearray((tmp_path / "campaign.db").read_bytes())
-    data[len(data) // 2: len(data) // 2 + 8192] = b"\x55" * 8192  # a damaged page deep in the file
+    data[len(data) // 2 : len(data) // 2 + 8192] = b"\x55" * 8192  # a damaged page deep in the file
     (tmp_path / "campaign.db").write_bytes(data)
     with pytest.raises(StoreError, match=r"campaign.db is damaged .*sqlite3 .*\.recover.*new run directory"):
         Store(tmp_path / "campaign.db")
@@ -220,9 +273,15 @@ def test_a_damaged_store_names_the_file_and_the_way_out(tmp_path):
 
 
 def test_export_neutralises_cells_a_spreadsheet_would_run(tmp_path):
-    assert spreadsheet_safe("=HYPERLINK(\"http://x\")") == "'=HYPERLINK(\"http://x\")"
+    assert spreadsheet_safe('=HYPERLINK("http://x")') == '\'=HYPERLINK("http://x")'
     assert [spreadsheet_safe(t) for t in ("+1", "-cmd", "@SUM(A1)", "\tx", "CCO", "MOSES-1")] == [
-        "'+1", "'-cmd", "'@SUM(A1)", "'\tx", "CCO", "MOSES-1"]
+        "'+1",
+        "'-cmd",
+        "'@SUM(A1)",
+        "'\tx",
+        "CCO",
+        "MOSES-1",
+    ]
     store = Store(tmp_path / "campaign.db")
     store.add_docking([DockRow("=cmd|' /C calc'!A0", "CCO", 0, "seed", -7.25, None, None)], "k")
     export(store, tmp_path / "out", check_poses=0)

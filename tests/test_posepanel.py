@@ -14,8 +14,15 @@ from impeccable.stages.posepanel import PANEL, RECEPTORS, dock_complex, summaris
 
 
 def run(name: str, rmsd: float, exhaustiveness: int = 8, passed: bool = True, seed: int = 1) -> dict:
-    return {"complex": name, "exhaustiveness": exhaustiveness, "seed": seed, "rmsd_angstrom": rmsd,
-            "success": rmsd <= 2.0, "posebusters_passed": passed, "hinge_hbond": None}
+    return {
+        "complex": name,
+        "exhaustiveness": exhaustiveness,
+        "seed": seed,
+        "rmsd_angstrom": rmsd,
+        "success": rmsd <= 2.0,
+        "posebusters_passed": passed,
+        "hinge_hbond": None,
+    }
 
 
 def test_summary_counts_complexes_with_an_exact_interval():
@@ -31,8 +38,14 @@ def test_summary_counts_complexes_with_an_exact_interval():
 
 
 def test_several_seeds_count_a_complex_once_by_majority():
-    runs = [run("a", 1.0, seed=1), run("a", 1.5, seed=2), run("a", 5.0, seed=3), run("b", 5.0, seed=1),
-            run("b", 1.0, seed=2), run("b", 6.0, seed=3)]
+    runs = [
+        run("a", 1.0, seed=1),
+        run("a", 1.5, seed=2),
+        run("a", 5.0, seed=3),
+        run("b", 5.0, seed=1),
+        run("b", 1.0, seed=2),
+        run("b", 6.0, seed=3),
+    ]
     s = summarise(runs)["8"]
     assert s["complexes"] == 2 and s["successes"] == 1
 

@@ -131,5 +131,7 @@ def test_sigkill_at_any_instant_of_a_launch_burst_leaves_no_task_process():
 
 if __name__ == "__main__":  # the measurement: python tests/test_reaper.py [TRIALS]
     runs = kill_during_a_launch_burst(int(sys.argv[1]) if len(sys.argv) > 1 else 20, seed=7)
-    print(f"{sum(left > 0 for _, left in runs)}/{len(runs)} kills left task processes alive 2 s later "
-          f"({sum(left for _, left in runs)} processes; {sorted(n for n, _ in runs)} launched at the kill)")
+    print(
+        f"{sum(left > 0 for _, left in runs)}/{len(runs)} kills left task processes alive 2 s later "
+        f"({sum(left for _, left in runs)} processes; {sorted(n for n, _ in runs)} launched at the kill)"
+    )

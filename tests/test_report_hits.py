@@ -33,8 +33,16 @@ from impeccable.watch import activity, hits, snapshot
 ROOT = Path(__file__).resolve().parents[1]
 RECEPTOR = ROOT / "data" / "receptors" / "4jsv"
 SITE_CENTRE = np.array([-19.448, -31.629, -58.726])
-SECTIONS = ("Poses in 3D", "Top compounds", "Interactions", "Diverse top", "Stages", "Surrogate",
-            "Score distributions", "Where the time went")
+SECTIONS = (
+    "Poses in 3D",
+    "Top compounds",
+    "Interactions",
+    "Diverse top",
+    "Stages",
+    "Surrogate",
+    "Score distributions",
+    "Where the time went",
+)
 
 
 def _at_site(smiles: str) -> str:
@@ -57,18 +65,47 @@ def finished_run(folder: Path, hits_meta: dict | None = None) -> Store:
     session = store.begin_session(2, {"executable": "local", "function": "local"})
     adp = Chem.MolFromMolFile(str(RECEPTOR / "ligand_ADP.sdf"), removeHs=False)
     rows = [DockRow("adp", Chem.MolToSmiles(Chem.RemoveHs(adp)), 0, "seed", -9.0, Chem.MolToMolBlock(adp), None)]
-    for i, (cid, smi) in enumerate([("p1", "c1ccc2[nH]ccc2c1"), ("p2", "Cc1ccc2[nH]ccc2c1"),
-                                    ("q1", "CC(=O)Nc1ccc(O)cc1"), ("q2", "CC(=O)Nc1ccc(OC)cc1")]):
+    for i, (cid, smi) in enumerate(
+        [
+            ("p1", "c1ccc2[nH]ccc2c1"),
+            ("p2", "Cc1ccc2[nH]ccc2c1"),
+            ("q1", "CC(=O)Nc1ccc(O)cc1"),
+            ("q2", "CC(=O)Nc1ccc(OC)cc1"),
+        ]
+    ):
         rows.append(DockRow(cid, smi, 0, "seed", -8.0 + 0.5 * i, _at_site(smi), None))
     store.add_docking(rows, task="s1-r0-seed-0000")
     store.add_pose_checks({r.id: (True, []) for r in rows})  # PoseBusters is tested elsewhere
-    store.add_md("p1", 0, -21.0, 1.0, {"binding_energy_kcal_mol": -21.0, "replica_means_kcal_mol": [-22.0, -20.0],
-                                       "ci95_kcal_mol": [-22.0, -20.0]}, None)
+    store.add_md(
+        "p1",
+        0,
+        -21.0,
+        1.0,
+        {"binding_energy_kcal_mol": -21.0, "replica_means_kcal_mol": [-22.0, -20.0], "ci95_kcal_mol": [-22.0, -20.0]},
+        None,
+    )
     now = time.time()
-    store.add_task_records(session, [
-        TaskRecord(uid=f"t{i}", name=f"dock {i}", kind="executable", cores=1, gpus=0,
-                   tags={"stage": "seed dock", "round": "0"}, state=TaskState.DONE, submitted=now, scheduled=now,
-                   started=now + i, finished=now + i + 1, backend="local", slots=(i % 2,)) for i in range(3)])
+    store.add_task_records(
+        session,
+        [
+            TaskRecord(
+                uid=f"t{i}",
+                name=f"dock {i}",
+                kind="executable",
+                cores=1,
+                gpus=0,
+                tags={"stage": "seed dock", "round": "0"},
+                state=TaskState.DONE,
+                submitted=now,
+                scheduled=now,
+                started=now + i,
+                finished=now + i + 1,
+                backend="local",
+                slots=(i % 2,),
+            )
+            for i in range(3)
+        ],
+    )
     store.end_session(session, "done")
     return store
 
@@ -88,8 +125,13 @@ def test_adp_makes_the_hinge_hbond_and_it_is_listed_first():
 
 
 def test_butina_clusters_analogues_and_the_diverse_pick_takes_each_clusters_best():
-    ranked = [("a1", "c1ccc2[nH]ccc2c1"), ("b1", "CC(=O)Nc1ccc(O)cc1"), ("a2", "Cc1ccc2[nH]ccc2c1"),
-              ("b2", "CC(=O)Nc1ccc(OC)cc1"), ("x", "not smiles")]
+    ranked = [
+        ("a1", "c1ccc2[nH]ccc2c1"),
+        ("b1", "CC(=O)Nc1ccc(O)cc1"),
+        ("a2", "Cc1ccc2[nH]ccc2c1"),
+        ("b2", "CC(=O)Nc1ccc(OC)cc1"),
+        ("x", "not smiles"),
+    ]
     clusters = butina_clusters(ranked, similarity=0.3)
     assert clusters["a1"].cluster == clusters["a2"].cluster == 1 and clusters["b1"].cluster == clusters["b2"].cluster
     assert clusters["a1"].representative and not clusters["a2"].representative and clusters["a1"].size == 2
@@ -104,18 +146,25 @@ def test_butina_clusters_analogues_and_the_diverse_pick_takes_each_clusters_best
 
 
 def test_md_spread_gives_an_interval_only_from_three_replicas():
-    assert md_spread({"replica_means_kcal_mol": [-22.0, -20.0], "ci95_kcal_mol": [-22.0, -20.0]}) == \
-        "replicas -22.0, -20.0"
-    assert md_spread({"replica_means_kcal_mol": [-1.0, -2.0, -3.0], "ci95_kcal_mol": [-2.9, -1.1]}) == \
-        "95 % CI [-2.9, -1.1] over 3 replicas"
+    assert (
+        md_spread({"replica_means_kcal_mol": [-22.0, -20.0], "ci95_kcal_mol": [-22.0, -20.0]})
+        == "replicas -22.0, -20.0"
+    )
+    assert (
+        md_spread({"replica_means_kcal_mol": [-1.0, -2.0, -3.0], "ci95_kcal_mol": [-2.9, -1.1]})
+        == "95 % CI [-2.9, -1.1] over 3 replicas"
+    )
     assert md_spread({}) == ""
 
 
 def test_hits_section_is_checked_and_changing_it_does_not_block_a_resume(tmp_path):
     text = (ROOT / "campaigns" / "demo.toml").read_text().replace('"../data/', f'"{ROOT}/data/')
     bad = tmp_path / "bad.toml"
-    bad.write_text(text.replace('hinge_residues = ["VAL2240.B"]', "hinge_residues = []")
-                   .replace("require_hinge_hbond = false", "require_hinge_hbond = true"))
+    bad.write_text(
+        text.replace('hinge_residues = ["VAL2240.B"]', "hinge_residues = []").replace(
+            "require_hinge_hbond = false", "require_hinge_hbond = true"
+        )
+    )
     with pytest.raises(CampaignError, match="hits: .*require_hinge_hbond = true needs hinge_residues"):
         load_campaign(bad)
     bad.write_text(text.replace('["VAL2240.B"]', '["Val 2240"]'))
@@ -146,16 +195,25 @@ def test_report_of_a_small_finished_run_has_every_section_and_a_local_viewer(tmp
     assert scripts == [SCRIPT] and (tmp_path / "report" / SCRIPT).stat().st_size > 100_000
     assert (tmp_path / "report" / "3Dmol-LICENSE.txt").is_file()
     assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing loaded from the network
-    data = json.loads(re.search(r'<script type="application/json" id="pose-data">(.*?)</script>', page,
-                                re.S).group(1).replace("<\\/", "</"))
-    assert [h["label"].split()[1] for h in data["hits"]] == ["adp", "p1", "p2", "q1", "q2"]  # by Vina: having MD never moves a compound up
+    data = json.loads(
+        re.search(r'<script type="application/json" id="pose-data">(.*?)</script>', page, re.S)
+        .group(1)
+        .replace("<\\/", "</")
+    )
+    assert [h["label"].split()[1] for h in data["hits"]] == [
+        "adp",
+        "p1",
+        "p2",
+        "q1",
+        "q2",
+    ]  # by Vina: having MD never moves a compound up
     adp = data["hits"][0]
     assert adp["contacts"][0]["residue"] == "VAL2240.B" and adp["contacts"][0]["hinge"]
     assert "VAL2240.B" in adp["pocket"] and "ATOM" in data["receptor"]
     assert "VAL2240.B (bb)" in page and "<b>yes</b>" in page  # the interaction list and its hinge verdict
     assert "replicas -22.0, -20.0" in page  # MD spread of p1
     start = page.index(">Diverse top")
-    diverse = page[start:page.index("<h2", start)]  # up to the next section, whichever follows
+    diverse = page[start : page.index("<h2", start)]  # up to the next section, whichever follows
     assert diverse.count("<tr>") == 1 + 3  # header + adp, indole pair, acetanilide pair (Tanimoto >= 0.4)
 
 
@@ -177,10 +235,12 @@ def test_export_carries_interaction_and_cluster_columns_and_the_diverse_set(tmp_
 
 
 def test_activity_counts_finished_tasks_inside_the_window():
-    rows = [{"stage": "dock", "started": 90.0, "finished": 100.0, "cores": 1, "slots": [0]},
-            {"stage": "dock", "started": 40.0, "finished": 50.0, "cores": 1, "slots": [1]},  # before the window
-            {"stage": "md", "started": 30.0, "finished": 95.0, "cores": 2, "slots": [0, 1]},
-            {"stage": "md", "started": 99.0, "finished": None, "cores": 1, "slots": []}]  # still running
+    rows = [
+        {"stage": "dock", "started": 90.0, "finished": 100.0, "cores": 1, "slots": [0]},
+        {"stage": "dock", "started": 40.0, "finished": 50.0, "cores": 1, "slots": [1]},  # before the window
+        {"stage": "md", "started": 30.0, "finished": 95.0, "cores": 2, "slots": [0, 1]},
+        {"stage": "md", "started": 99.0, "finished": None, "cores": 1, "slots": []},
+    ]  # still running
     a = activity(rows, now=100.0, window_s=40.0)
     assert a["per_stage"]["dock"] == {"finished": 1, "tasks_per_s": 1 / 40, "busy_cores": 10 / 40}
     assert a["per_stage"]["md"]["busy_cores"] == pytest.approx(2 * 35 / 40)  # clipped to the window
@@ -205,8 +265,16 @@ def test_status_watch_and_hits_on_a_finished_run(tmp_path, capsys):
     assert len(hits(tmp_path, top=2)) == 2
 
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.mark.slow
@@ -221,9 +289,20 @@ def test_the_viewer_draws_the_pose_in_headless_chromium(tmp_path):
     finished_run(tmp_path)
     page = write_report(tmp_path)
     shot = tmp_path / "shot.png"
-    subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1000",
-                    "--virtual-time-budget=10000", f"--screenshot={shot}", page.as_uri()],
-                   capture_output=True, timeout=180, check=True)
+    subprocess.run(
+        [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1200,1000",
+            "--virtual-time-budget=10000",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        timeout=180,
+        check=True,
+    )
     from PIL import Image
 
     pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)

@@ -28,7 +28,9 @@ def hold(run_dir: Path) -> subprocess.Popen:
 def test_a_second_run_is_refused_naming_the_live_process_and_a_stale_lock_is_taken_over(tmp_path):
     holder = hold(tmp_path)
     try:
-        with pytest.raises(RunDirBusy, match=rf"another `impeccable run` is using this run directory \(pid {holder.pid} on "):
+        with pytest.raises(
+            RunDirBusy, match=rf"another `impeccable run` is using this run directory \(pid {holder.pid} on "
+        ):
             RunDirLock(tmp_path).acquire()
         assert live_holder(tmp_path)["pid"] == holder.pid
     finally:

@@ -65,16 +65,24 @@ def test_machine_cores_reads_a_slurm_job_over_all_its_nodes(monkeypatch):
     assert machine_cores() == len(os.sched_getaffinity(0))
 
 
-@pytest.mark.parametrize("exception, status, cancel, began, expected", [
-    (None, 0, None, True, ("done", "", 0)),
-    (None, 3 << 8, None, True, ("failed", "exit code 3", 3)),
-    (None, signal.SIGKILL, None, True, ("failed", "killed by signal SIGKILL", -9)),
-    (("timeout", "resource allocation expired"), signal.SIGKILL, None, True,
-     ("failed", "timed out after 2 s (flux: resource allocation expired)", -9)),
-    (("cancel", ""), None, "canceled", True, ("canceled", "canceled while running (flux job canceled)", None)),
-    (("cancel", "by admin"), None, None, False, ("canceled", "canceled in flux: by admin", None)),
-    (("exec", "cannot execute"), None, None, True, ("failed", "flux exec exception: cannot execute", None)),
-])
+@pytest.mark.parametrize(
+    "exception, status, cancel, began, expected",
+    [
+        (None, 0, None, True, ("done", "", 0)),
+        (None, 3 << 8, None, True, ("failed", "exit code 3", 3)),
+        (None, signal.SIGKILL, None, True, ("failed", "killed by signal SIGKILL", -9)),
+        (
+            ("timeout", "resource allocation expired"),
+            signal.SIGKILL,
+            None,
+            True,
+            ("failed", "timed out after 2 s (flux: resource allocation expired)", -9),
+        ),
+        (("cancel", ""), None, "canceled", True, ("canceled", "canceled while running (flux job canceled)", None)),
+        (("cancel", "by admin"), None, None, False, ("canceled", "canceled in flux: by admin", None)),
+        (("exec", "cannot execute"), None, None, True, ("failed", "flux exec exception: cannot execute", None)),
+    ],
+)
 def test_flux_job_outcome(exception, status, cancel, began, expected):
     outcome = job_outcome(exception, status, cancel, began, timeout_s=2)
     assert (outcome.state, outcome.reason, outcome.exit_code) == expected

@@ -68,15 +68,17 @@ def test_not_available_without_srun(monkeypatch):
 
 def test_executables_done_with_exit_codes(srun_pilot, tmp_path):
     out = tmp_path / "out.txt"
-    good = executable_task([SH, "-c", 'echo "$SLURM_JOB_ID $SLURM_STEP_ID $GREETING" > out.txt'], name="good",
-                           env={"GREETING": "hello"}, cwd=str(tmp_path))
+    good = executable_task(
+        [SH, "-c", 'echo "$SLURM_JOB_ID $SLURM_STEP_ID $GREETING" > out.txt'],
+        name="good",
+        env={"GREETING": "hello"},
+        cwd=str(tmp_path),
+    )
     record = srun_pilot.submit(good).result(timeout=60)
     assert record.state is TaskState.DONE and record.exit_code == 0 and record.backend == "srun"
     job, step, greeting = out.read_text().split()
     assert job == srun_pilot.backends["srun"].job_id and step.isdigit() and greeting == "hello"
     assert record.submitted <= record.scheduled <= record.started <= record.finished
-
-
 
 
 def test_function_tasks_return_results_via_python_m(srun_pilot, tmp_path):
@@ -91,12 +93,6 @@ def test_function_tasks_return_results_via_python_m(srun_pilot, tmp_path):
     assert all(r.scheduled <= r.started <= r.finished for r in records)
 
 
-
-
-
-
-
-
 def test_max_running_caps_outstanding_sruns(slurm):
     tasks = [executable_task([SLEEP, "0.4"], name=f"s{i}") for i in range(8)]
     with Pilot(Allocation(cores=8), routes={"executable": "srun"}, options={"srun": {"max_running": 2}}) as pilot:
@@ -106,12 +102,6 @@ def test_max_running_caps_outstanding_sruns(slurm):
     assert max(busy for _, busy in concurrency_series(records)) <= 2
     makespan = max(r.finished for r in records) - min(r.submitted for r in records)
     assert makespan >= 4 * 0.4  # 8 tasks, 2 at a time
-
-
-
-
-
-
 
 
 def test_allocation_is_released_at_shutdown(slurm):
@@ -135,8 +125,6 @@ def test_bench_style_run_of_null_tasks(slurm):
     assert raw_srun("null-exec", 20, 4, 0.0) > 0
 
 
-
-
 def test_runs_inside_an_existing_allocation(slurm, tmp_path):
     """With SLURM_JOB_ID set (a batch script's case), steps go into that job and no salloc is made."""
     script = tmp_path / "inner.py"
@@ -149,7 +137,8 @@ def test_runs_inside_an_existing_allocation(slurm, tmp_path):
         "    assert pilot.backends['srun'].job_id == os.environ['SLURM_JOB_ID']\n"
         "print('inner', record.state.value, os.environ['SLURM_JOB_ID'])\n"
     )
-    done = subprocess.run(["salloc", "-n", "2", sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        ["salloc", "-n", "2", sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "inner DONE" in done.stdout

@@ -17,8 +17,12 @@ def fake(tmp_path, name, body):
 
 def test_granted_line_arriving_with_others_in_one_write(tmp_path, monkeypatch):
     """Regression: a buffered readline kept "Granted" in its buffer while select() waited for more (a hang)."""
-    fake(tmp_path, "salloc", 'printf "salloc: Pending job allocation 5\\nsalloc: job 5 queued and waiting for '
-                             'resources\\nsalloc: Granted job allocation 5\\n" >&2\nexec cat\n')
+    fake(
+        tmp_path,
+        "salloc",
+        'printf "salloc: Pending job allocation 5\\nsalloc: job 5 queued and waiting for '
+        'resources\\nsalloc: Granted job allocation 5\\n" >&2\nexec cat\n',
+    )
     fake(tmp_path, "scancel", "exit 0\n")
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)

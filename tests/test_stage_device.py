@@ -13,8 +13,18 @@ from impeccable.stages.errors import StageInputError
 from impeccable.work import infer_batch
 
 ROOT = Path(__file__).resolve().parent.parent
-SMILES = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "not a smiles", "CCN(CC)CC", "OC(=O)c1ccccc1",
-          "Cc1ccccc1", "CCCCCC", "c1ccncc1", "CC(C)O"]
+SMILES = [
+    "CCO",
+    "c1ccccc1O",
+    "CC(=O)Nc1ccc(O)cc1",
+    "not a smiles",
+    "CCN(CC)CC",
+    "OC(=O)c1ccccc1",
+    "Cc1ccccc1",
+    "CCCCCC",
+    "c1ccncc1",
+    "CC(C)O",
+]
 
 
 @pytest.fixture
@@ -31,8 +41,11 @@ def test_a_task_holding_no_gpu_runs_on_cpu_without_a_note(model, monkeypatch):
     report = surrogate.train([(s, -float(i)) for i, s in enumerate(SMILES * 2)], model, epochs=1, threads=1)
     assert (report["device"], report["device_note"]) == ("cpu", "")
     out = infer_batch(str(model), SMILES, {})
-    assert out["device"] == "cpu" and out["device_note"] == "" and set(out["seconds"]) == {
-        "featurise_s", "transfer_s", "model_s"}
+    assert (
+        out["device"] == "cpu"
+        and out["device_note"] == ""
+        and set(out["seconds"]) == {"featurise_s", "transfer_s", "model_s"}
+    )
     assert device.openmm_platform("auto") == device.PlatformChoice("CPU")
 
 
@@ -66,4 +79,6 @@ def test_unknown_platform_or_precision_is_an_input_error():
     with pytest.raises(StageInputError, match="MDSettings.precision"):
         MDSettings(precision="half").check()
     assert device.PlatformChoice("CUDA", {"DeviceIndex": "0", "Precision": "mixed"}).scoring_properties() == {
-        "DeviceIndex": "0", "Precision": "double"}
+        "DeviceIndex": "0",
+        "Precision": "double",
+    }

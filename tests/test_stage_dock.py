@@ -81,8 +81,10 @@ def test_cli_bad_inputs_exit_2_with_one_line_error(tmp_path, capsys):
     assert "empty.csv: library is empty" in capsys.readouterr().err
     far = tmp_path / "far.toml"
     far.write_text("center = [80.0, 80.0, 80.0]\nsize = [20.0, 20.0, 20.0]\n")
-    assert dock.main(["--receptor", str(RECEPTOR), "--site", str(far), "--ligands", str(lib),
-                      "--out-dir", str(tmp_path)]) == 2
+    assert (
+        dock.main(["--receptor", str(RECEPTOR), "--site", str(far), "--ligands", str(lib), "--out-dir", str(tmp_path)])
+        == 2
+    )
     assert "far.toml: box centre" in capsys.readouterr().err
     assert not list(tmp_path.glob("dock.rank*.jsonl"))
 
@@ -100,8 +102,22 @@ def test_mpi_entry_point_writes_one_file_per_rank(tmp_path):
     lib = _library(tmp_path, LIGANDS)
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_"))}
-    cmd = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "impeccable.stages.dock", "--receptor", str(RECEPTOR),
-           "--ligands", str(lib), "--out-dir", str(out), "--exhaustiveness", "1"]
+    cmd = [
+        str(MPIEXEC),
+        "-n",
+        "2",
+        sys.executable,
+        "-m",
+        "impeccable.stages.dock",
+        "--receptor",
+        str(RECEPTOR),
+        "--ligands",
+        str(lib),
+        "--out-dir",
+        str(out),
+        "--exhaustiveness",
+        "1",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["dock.rank0.jsonl", "dock.rank1.jsonl"]
@@ -111,11 +127,22 @@ def test_mpi_entry_point_writes_one_file_per_rank(tmp_path):
     assert set(by_id) == {i for i, _ in LIGANDS}
     assert "error" in by_id["BAD-1"] and by_id["MOSES-0000347"]["score_kcal_mol"] < 0
     good = by_id["MOSES-0000347"]
-    assert {"id", "smiles", "score_kcal_mol", "pose_sdf", "runtime_s", "state_smiles", "n_states",
-            "state_scores_kcal_mol", "state_penalties_kcal_mol", "penalty_kcal_mol"} <= set(good)
+    assert {
+        "id",
+        "smiles",
+        "score_kcal_mol",
+        "pose_sdf",
+        "runtime_s",
+        "state_smiles",
+        "n_states",
+        "state_scores_kcal_mol",
+        "state_penalties_kcal_mol",
+        "penalty_kcal_mol",
+    } <= set(good)
     assert good["n_states"] == len(good["state_scores_kcal_mol"]) == len(good["state_penalties_kcal_mol"])
-    assert good["score_kcal_mol"] == pytest.approx(min(
-        s + p for s, p in zip(good["state_scores_kcal_mol"], good["state_penalties_kcal_mol"])), abs=2e-3)
+    assert good["score_kcal_mol"] == pytest.approx(
+        min(s + p for s, p in zip(good["state_scores_kcal_mol"], good["state_penalties_kcal_mol"])), abs=2e-3
+    )
 
 
 @pytest.mark.slow
@@ -125,8 +152,9 @@ def test_a_compound_scores_as_its_best_state_and_names_it():
     result = docker.dock("two-centres", "CC(C)NC(=O)C1CCCN(C1)C(=O)C(C)c1ccccc1")
     assert isinstance(result, DockResult) and result.n_states == 4
     # a state's score is its Vina score plus its microstate penalty; the compound takes the best
-    assert result.score_kcal_mol == pytest.approx(min(
-        s + p for s, p in zip(result.state_scores_kcal_mol, result.state_penalties_kcal_mol)), abs=2e-3)
+    assert result.score_kcal_mol == pytest.approx(
+        min(s + p for s, p in zip(result.state_scores_kcal_mol, result.state_penalties_kcal_mol)), abs=2e-3
+    )
     centres = Chem.FindMolChiralCenters(Chem.MolFromSmiles(result.state_smiles), useLegacyImplementation=False)
     assert len(centres) == 2 and result.state_smiles in enumerate_states(result.smiles)
 
@@ -191,8 +219,10 @@ def test_posebusters_passes_the_crystal_pose_and_flags_a_stretched_one():
     conf = stretched.GetConformer()
     p = conf.GetAtomPosition(0)
     conf.SetAtomPosition(0, (p.x + 1.5, p.y, p.z))
-    verdicts = check_poses(RECEPTOR / "receptor.pdb", [("crystal", Chem.MolToMolBlock(crystal)),
-                                                       ("stretched", Chem.MolToMolBlock(stretched)), ("empty", "")])
+    verdicts = check_poses(
+        RECEPTOR / "receptor.pdb",
+        [("crystal", Chem.MolToMolBlock(crystal)), ("stretched", Chem.MolToMolBlock(stretched)), ("empty", "")],
+    )
     assert [v.id for v in verdicts] == ["crystal", "stretched", "empty"]
     assert verdicts[0].passed, verdicts[0].failed
     assert not verdicts[1].passed and "bond_lengths" in verdicts[1].failed

@@ -79,7 +79,10 @@ def test_rows_with_an_empty_id_or_smiles_are_skipped_with_a_reason(tmp_path):
     path = _csv(tmp_path, "id,smiles\na,CCO\nb,\n,CCN\nc,CCC\n", "holes.csv")
     ids = [r.id for r in read_library(path, on_skip=lambda line, cid, why: skipped.append((line, cid, why)))]
     assert ids == ["a", "c"]
-    assert skipped == [(3, "b", "holes.csv:3: empty SMILES for id 'b'"), (4, "", "holes.csv:4: empty id (SMILES 'CCN')")]
+    assert skipped == [
+        (3, "b", "holes.csv:3: empty SMILES for id 'b'"),
+        (4, "", "holes.csv:4: empty id (SMILES 'CCN')"),
+    ]
     with pytest.raises(StageInputError, match=r"library is empty \(no compound records; 1 row\(s\) skipped"):
         list(read_library(_csv(tmp_path, "id,smiles\nb,\n", "none.csv")))
 
@@ -92,7 +95,7 @@ def test_duplicate_ids_are_refused_naming_both_lines(tmp_path):
 
 
 def test_scan_counts_and_reports_skips(tmp_path):
-    path = _csv(tmp_path, "id,smiles\n\"x,1\",CCO\nb,\nc,CCC\n", "ok.csv")
+    path = _csv(tmp_path, 'id,smiles\n"x,1",CCO\nb,\nc,CCC\n', "ok.csv")
     scan = scan_library(path)
     assert scan.count == 2 and scan.skipped_count == 1 and scan.skipped[0][:2] == (3, "b")
     assert [r.id for r in read_library(path)] == ["x,1", "c"]  # a quoted id may hold a comma

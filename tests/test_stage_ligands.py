@@ -47,7 +47,8 @@ def test_dominant_protomer_at_ph74(smiles, charge):
 def test_protonated_sites_are_the_right_atoms():
     assert enumerate_states("Nc1ccncc1", StateOptions(max_protomers=1)) == ["Nc1cc[nH+]cc1"]
     assert enumerate_states("CC(=O)NS(=O)(=O)c1ccccc1", StateOptions(max_protomers=1)) == [
-        "CC(=O)[N-]S(=O)(=O)c1ccccc1"]
+        "CC(=O)[N-]S(=O)(=O)c1ccccc1"
+    ]
 
 
 def test_two_unassigned_centres_give_four_stereoisomers():
@@ -58,7 +59,8 @@ def test_two_unassigned_centres_give_four_stereoisomers():
         centres = Chem.FindMolChiralCenters(mol, includeUnassigned=True, useLegacyImplementation=False)
         assert len(centres) == 2 and all(label in ("R", "S") for _, label in centres)
     assert {Chem.MolToSmiles(Chem.MolFromSmiles(s), isomericSmiles=False) for s in states} == {
-        "CC(O)C([NH3+])CC(=O)[O-]"}
+        "CC(O)C([NH3+])CC(=O)[O-]"
+    }
 
 
 def test_stereo_cap_is_reproducible_and_assigned_stereo_is_kept():
@@ -111,12 +113,15 @@ def test_one_bad_molecule_does_not_stop_a_batch():
     assert results[1].id == "b"
 
 
-@pytest.mark.parametrize("smiles, reason", [
-    ("[Na+]", "a bare ion or atom ([Na+]), not an organic ligand: no carbon atom"),
-    ("[Zn+2]", "a bare ion or atom"),
-    ("O=S(=O)([O-])[O-].[Na+].[Na+]", "an inorganic fragment"),
-    ("C[Hg]C", "contains Hg"),
-])
+@pytest.mark.parametrize(
+    "smiles, reason",
+    [
+        ("[Na+]", "a bare ion or atom ([Na+]), not an organic ligand: no carbon atom"),
+        ("[Zn+2]", "a bare ion or atom"),
+        ("O=S(=O)([O-])[O-].[Na+].[Na+]", "an inorganic fragment"),
+        ("C[Hg]C", "contains Hg"),
+    ],
+)
 def test_ions_and_inorganic_fragments_are_refused_with_a_reason(smiles, reason):
     from impeccable.stages.ligands import parent_molecule
 

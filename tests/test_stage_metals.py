@@ -17,19 +17,27 @@ RECEPTOR_4JSV = REPO / "data" / "receptors" / "4jsv"
 
 def _atom(serial, name, resname, resid, xyz, element, record="ATOM", chain="A"):
     x, y, z = xyz
-    return (f"{record:<6s}{serial:5d} {name:<4s} {resname:>3s} {chain}{resid:4d}    "
-            f"{x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00          {element:>2s}")
+    return (
+        f"{record:<6s}{serial:5d} {name:<4s} {resname:>3s} {chain}{resid:4d}    "
+        f"{x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00          {element:>2s}"
+    )
 
 
 def _zinc_site(metal: str = "ZN") -> str:
     """A structural zinc held by three cysteines and a histidine, and a Mg held only by a ligand's oxygens."""
-    lines = [_atom(1, "SG", "CYS", 10, (2.3, 0, 0), "S"), _atom(2, "SG", "CYS", 13, (-2.3, 0, 0), "S"),
-             _atom(3, "SG", "CYS", 30, (0, 2.3, 0), "S"), _atom(4, "NE2", "HIS", 34, (0, -2.1, 0), "N"),
-             _atom(5, metal, metal, 101, (0, 0, 0), metal, "HETATM"),
-             _atom(6, "O1", "LIG", 102, (10, 0, 0), "O", "HETATM"), _atom(7, "O2", "LIG", 102, (10, 4.2, 0), "O", "HETATM"),
-             _atom(8, "MG", "MG", 103, (10, 2.1, 0), "MG", "HETATM"),
-             _atom(9, "OD1", "ASP", 50, (12.2, 2.1, 0), "O"), _atom(10, "OD2", "ASP", 50, (10, 2.1, 2.3), "O"),
-             _atom(11, "O", "HOH", 201, (3, 3, 3), "O", "HETATM")]
+    lines = [
+        _atom(1, "SG", "CYS", 10, (2.3, 0, 0), "S"),
+        _atom(2, "SG", "CYS", 13, (-2.3, 0, 0), "S"),
+        _atom(3, "SG", "CYS", 30, (0, 2.3, 0), "S"),
+        _atom(4, "NE2", "HIS", 34, (0, -2.1, 0), "N"),
+        _atom(5, metal, metal, 101, (0, 0, 0), metal, "HETATM"),
+        _atom(6, "O1", "LIG", 102, (10, 0, 0), "O", "HETATM"),
+        _atom(7, "O2", "LIG", 102, (10, 4.2, 0), "O", "HETATM"),
+        _atom(8, "MG", "MG", 103, (10, 2.1, 0), "MG", "HETATM"),
+        _atom(9, "OD1", "ASP", 50, (12.2, 2.1, 0), "O"),
+        _atom(10, "OD2", "ASP", 50, (10, 2.1, 2.3), "O"),
+        _atom(11, "O", "HOH", 201, (3, 3, 3), "O", "HETATM"),
+    ]
     return "\n".join(lines) + "\nEND\n"
 
 
@@ -63,8 +71,10 @@ def test_4jsv_screens_metal_free_and_keep_adds_its_two_mg(tmp_path):
 def _campaign(tmp_path, receptor: Path, metals: str, top_m: int) -> Path:
     (tmp_path / "lib.csv").write_text("id,smiles\na,CCO\n")
     path = tmp_path / "c.toml"
-    path.write_text(f'[campaign]\nname = "m"\n[receptor]\npath = "{receptor}"\nmetals = "{metals}"\n'
-                    f'[library]\npath = "lib.csv"\n[md]\ntop_m = {top_m}\n')
+    path.write_text(
+        f'[campaign]\nname = "m"\n[receptor]\npath = "{receptor}"\nmetals = "{metals}"\n'
+        f'[library]\npath = "lib.csv"\n[md]\ntop_m = {top_m}\n'
+    )
     return path
 
 
@@ -123,12 +133,19 @@ def test_md_system_holds_the_kept_magnesium_with_li_merz_parameters(tmp_path):
         p = conf.GetAtomPosition(i)
         conf.SetAtomPosition(i, [p.x - o.x + mg[0] + 2.4, p.y - o.y + mg[1], p.z - o.z + mg[2]])
     mol.SetProp("_Name", "nma")
-    prepared = prepare(_receptor_with(tmp_path, "MG"), mol, MDSettings(replicas=1, minimise_max_iterations=10),
-                       tmp_path / "params", tmp_path / "amber")
+    prepared = prepare(
+        _receptor_with(tmp_path, "MG"),
+        mol,
+        MDSettings(replicas=1, minimise_max_iterations=10),
+        tmp_path / "params",
+        tmp_path / "amber",
+    )
     assert any("kept metal ion(s) MG B900" in n for n in prepared.notes)
     force = next(f for f in prepared.system.getForces() if isinstance(f, NonbondedForce))
     charges = [force.getParticleParameters(i)[0]._value for i in range(force.getNumParticles())]
     assert sum(abs(q - 2.0) < 1e-6 for q in charges) == 1  # exactly one +2 particle: the Mg
+
+
 def test_report_lists_each_heterogen_with_its_fate():
     import json
 

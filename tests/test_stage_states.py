@@ -18,12 +18,15 @@ def test_drug_panel_puts_the_literature_dominant_state_first():
     assert result["correct"] >= 23, f"{result['correct']}/25 correct; wrong: {failures}"
 
 
-@pytest.mark.parametrize(("name", "smiles", "dominant"), [
-    ("metformin", "CN(C)C(=N)NC(=N)N", +1),  # biguanide: one proton, not two (pKasso alone: +2)
-    ("5-fluorouracil", "O=c1[nH]cc(F)c(=O)[nH]1", 0),  # pKa 8.0: neutral (pKasso alone: N1 anion)
-    ("dalfampridine", "Nc1ccncc1", +1),  # 4-aminopyridine 9.2 (pKasso alone: neutral)
-    ("cimetidine", "CN=C(NCCSCc1[nH]cnc1C)NC#N", 0),  # cyanoguanidine is not basic (pKasso alone: +1)
-])
+@pytest.mark.parametrize(
+    ("name", "smiles", "dominant"),
+    [
+        ("metformin", "CN(C)C(=N)NC(=N)N", +1),  # biguanide: one proton, not two (pKasso alone: +2)
+        ("5-fluorouracil", "O=c1[nH]cc(F)c(=O)[nH]1", 0),  # pKa 8.0: neutral (pKasso alone: N1 anion)
+        ("dalfampridine", "Nc1ccncc1", +1),  # 4-aminopyridine 9.2 (pKasso alone: neutral)
+        ("cimetidine", "CN=C(NCCSCc1[nH]cnc1C)NC#N", 0),  # cyanoguanidine is not basic (pKasso alone: +1)
+    ],
+)
 def test_each_supplement_fixes_its_measured_case(name, smiles, dominant):
     states = microstates(Chem.CanonSmiles(smiles))
     assert Chem.GetFormalCharge(Chem.MolFromSmiles(states[0].smiles)) == dominant, (name, states)
@@ -58,5 +61,6 @@ def test_states_keep_the_stereo_asked_for():
 
 def test_prepared_states_carry_penalties():
     prepared = prepare_states("lido", "CCN(CC)CC(=O)Nc1c(C)cccc1C")
-    assert [round(p.penalty_kcal_mol, 3) for p in prepared] == [round(p, 3) for _, p in scored_states(
-        "CCN(CC)CC(=O)Nc1c(C)cccc1C")]
+    assert [round(p.penalty_kcal_mol, 3) for p in prepared] == [
+        round(p, 3) for _, p in scored_states("CCN(CC)CC(=O)Nc1c(C)cccc1C")
+    ]

@@ -45,8 +45,15 @@ def test_fingerprints_are_float32_with_a_validity_mask():
     assert np.array_equal(full[0], x[3])
 
 
-@pytest.mark.parametrize("smiles", ["CC(=O)Nc1ccc(O)cc1", "Cc1ccc(S(=O)(=O)N2CCN(c3ncccn3)CC2)cc1",
-                                    "O=C(Cc1noc2ccccc12)NCc1ccccc1", "c1ccc2[nH]ccc2c1"])
+@pytest.mark.parametrize(
+    "smiles",
+    [
+        "CC(=O)Nc1ccc(O)cc1",
+        "Cc1ccc(S(=O)(=O)N2CCN(c3ncccn3)CC2)cc1",
+        "O=C(Cc1noc2ccccc12)NCc1ccccc1",
+        "c1ccc2[nH]ccc2c1",
+    ],
+)
 def test_the_same_molecule_written_three_ways_gives_one_fingerprint(smiles):
     from rdkit import Chem
 
@@ -100,8 +107,9 @@ def test_infer_cli_streams_the_library_in_batches(trained, tmp_path):
     lib = tmp_path / "lib.csv"
     lib.write_text("id,smiles\n" + "".join(f"m{i},{'C' * (i % 7 + 1)}O\n" for i in range(25)) + "x,C1CC(\n")
     out = tmp_path / "preds.csv"
-    code = surrogate.main(["infer", "--model", str(trained[0]), "--library", str(lib), "--out", str(out),
-                           "--batch", "4"])
+    code = surrogate.main(
+        ["infer", "--model", str(trained[0]), "--library", str(lib), "--out", str(out), "--batch", "4"]
+    )
     assert code == 0
     rows = list(csv.DictReader(open(out)))
     assert len(rows) == 26 and rows[-1] == {"id": "x", "predicted_score_kcal_mol": ""}

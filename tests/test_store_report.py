@@ -29,18 +29,44 @@ def make_run(tmp_path):
     session = store.begin_session(2, {"executable": "local", "function": "local"})
     smiles = {"a": "CCO", "b": "c1ccccc1O", "c": "CC(=O)Nc1ccccc1", "d": "CCN"}
     states = {"d": "CC[NH3+]"}  # the docked state, where it differs from the library SMILES
-    store.add_docking([DockRow(c, s, 0, "seed", -5.0 - i, pose(s), None, states.get(c, s))
-                       for i, (c, s) in enumerate(smiles.items())], task="s1-r0-seed-0000")
+    store.add_docking(
+        [
+            DockRow(c, s, 0, "seed", -5.0 - i, pose(s), None, states.get(c, s))
+            for i, (c, s) in enumerate(smiles.items())
+        ],
+        task="s1-r0-seed-0000",
+    )
     store.add_docking([DockRow("bad", "C1CC", 0, "seed", None, None, "unparsable")], task="s1-r0-seed-0001")
     store.add_model(0, str(tmp_path / "m.pt"), {"val_spearman": 0.6, "n_train": 3})
-    store.add_predictions(0, 0, ["a", "e", "f"], np.array([-5.5, -4.0, np.nan], dtype=np.float32), (3, 2, 0, 1),
-                          [("f", "unparsable")], [("e", "CCCC", -4.0)])
+    store.add_predictions(
+        0,
+        0,
+        ["a", "e", "f"],
+        np.array([-5.5, -4.0, np.nan], dtype=np.float32),
+        (3, 2, 0, 1),
+        [("f", "unparsable")],
+        [("e", "CCCC", -4.0)],
+    )
     store.add_md("c", 0, -20.0, 1.5, {"binding_energy_kcal_mol": -20.0}, None)
     now = time.time()
-    records = [TaskRecord(uid=f"t{i}", name=f"dock {i}", kind="executable", cores=1, gpus=0,
-                          tags={"stage": "seed dock", "round": "0"}, state=TaskState.DONE, submitted=now,
-                          scheduled=now, started=now + i, finished=now + i + 1, backend="local", slots=(i % 2,))
-               for i in range(4)]
+    records = [
+        TaskRecord(
+            uid=f"t{i}",
+            name=f"dock {i}",
+            kind="executable",
+            cores=1,
+            gpus=0,
+            tags={"stage": "seed dock", "round": "0"},
+            state=TaskState.DONE,
+            submitted=now,
+            scheduled=now,
+            started=now + i,
+            finished=now + i + 1,
+            backend="local",
+            slots=(i % 2,),
+        )
+        for i in range(4)
+    ]
     store.add_task_records(session, records)
     store.end_session(session, "done")
     return store
@@ -62,11 +88,23 @@ def test_ranking_is_by_vina_and_mmgbsa_never_outranks_by_presence(tmp_path):
 
 def test_mmgbsa_shows_values_under_three_replicas_and_a_t_interval_from_three(tmp_path):
     store = make_run(tmp_path)
-    store.add_md("c", 0, -25.7, 0.0, {"binding_energy_kcal_mol": -25.7, "replica_means_kcal_mol": [-25.7, -25.7],
-                                      "ligand_rmsd_mean_angstrom": 1.24, "hinge_hbond_occupancy": 0.5,
-                                      "hinge_residue": "VAL2240"}, None)
-    store.add_md("d", 0, -20.0, 1.0, {"binding_energy_kcal_mol": -20.0,
-                                      "replica_means_kcal_mol": [-21.0, -20.0, -19.0]}, None)
+    store.add_md(
+        "c",
+        0,
+        -25.7,
+        0.0,
+        {
+            "binding_energy_kcal_mol": -25.7,
+            "replica_means_kcal_mol": [-25.7, -25.7],
+            "ligand_rmsd_mean_angstrom": 1.24,
+            "hinge_hbond_occupancy": 0.5,
+            "hinge_residue": "VAL2240",
+        },
+        None,
+    )
+    store.add_md(
+        "d", 0, -20.0, 1.0, {"binding_energy_kcal_mol": -20.0, "replica_means_kcal_mol": [-21.0, -20.0, -19.0]}, None
+    )
     hits = {h.id: h for h in ranked_hits(store)}
     assert "+/-" not in hits["c"].mmgbsa_text and "±" not in hits["c"].mmgbsa_text
     assert hits["c"].mmgbsa_text == "-25.7 (n=2: -25.7, -25.7; too few for an interval)"
@@ -108,10 +146,14 @@ def test_predictions_are_kept_per_batch_and_older_rounds_can_be_pruned(tmp_path)
 
 def test_a_store_with_per_compound_predictions_stays_readable_and_resumable(tmp_path):
     db = sqlite3.connect(tmp_path / "campaign.db")
-    db.execute("CREATE TABLE predictions (round INTEGER NOT NULL, id TEXT NOT NULL, smiles TEXT NOT NULL, "
-               "score REAL NOT NULL, PRIMARY KEY (round, id))")
-    db.execute("CREATE TABLE selections (round INTEGER NOT NULL, stage TEXT NOT NULL, id TEXT NOT NULL, "
-               "batch INTEGER NOT NULL, PRIMARY KEY (round, stage, id))")
+    db.execute(
+        "CREATE TABLE predictions (round INTEGER NOT NULL, id TEXT NOT NULL, smiles TEXT NOT NULL, "
+        "score REAL NOT NULL, PRIMARY KEY (round, id))"
+    )
+    db.execute(
+        "CREATE TABLE selections (round INTEGER NOT NULL, stage TEXT NOT NULL, id TEXT NOT NULL, "
+        "batch INTEGER NOT NULL, PRIMARY KEY (round, stage, id))"
+    )
     db.executemany("INSERT INTO predictions VALUES (0, ?, ?, ?)", [("x", "CCO", -6.0), ("y", "CCN", -5.0)])
     db.execute("INSERT INTO selections VALUES (0, 'redock', 'x', 3)")
     db.commit()
@@ -150,8 +192,10 @@ def test_pose_checks_flag_implausible_poses_in_export_and_report(tmp_path):
 
 def test_a_store_written_before_ligand_states_gains_the_column(tmp_path):
     db = sqlite3.connect(tmp_path / "campaign.db")
-    db.execute("CREATE TABLE docking (id TEXT PRIMARY KEY, smiles TEXT NOT NULL, round INTEGER NOT NULL, "
-               "origin TEXT NOT NULL, score REAL, pose_sdf TEXT, runtime_s REAL, error TEXT, task TEXT)")
+    db.execute(
+        "CREATE TABLE docking (id TEXT PRIMARY KEY, smiles TEXT NOT NULL, round INTEGER NOT NULL, "
+        "origin TEXT NOT NULL, score REAL, pose_sdf TEXT, runtime_s REAL, error TEXT, task TEXT)"
+    )
     db.execute("INSERT INTO docking VALUES ('old', 'CCO', 0, 'seed', -4.0, NULL, NULL, NULL, 't')")
     db.commit()
     db.close()

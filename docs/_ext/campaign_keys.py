@@ -20,8 +20,15 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-BOUNDS = {"ge": ">= {}", "gt": "> {}", "le": "<= {}", "lt": "< {}", "min_length": "at least {} characters",
-          "max_length": "at most {} items", "pattern": "matches `{}`"}
+BOUNDS = {
+    "ge": ">= {}",
+    "gt": "> {}",
+    "le": "<= {}",
+    "lt": "< {}",
+    "min_length": "at least {} characters",
+    "max_length": "at most {} items",
+    "pattern": "matches `{}`",
+}
 
 
 def reference_markdown(root: type[BaseModel], source: Path) -> str:
@@ -34,14 +41,28 @@ def reference_markdown(root: type[BaseModel], source: Path) -> str:
         out.append(f"### `[{path}]`" if path else "### Checks across sections")
         if model.__doc__:  # the section's own docstring (a class's __doc__ is not inherited)
             out += ["", " ".join(model.__doc__.split())]
-        rows = [(name, field) for name, field in model.model_fields.items()
-                if not field.exclude and not _is_section(field.annotation)]
+        rows = [
+            (name, field)
+            for name, field in model.model_fields.items()
+            if not field.exclude and not _is_section(field.annotation)
+        ]
         if rows:
             out += ["", "| key | type | default | allowed | what it does |", "|---|---|---|---|---|"]
             for name, field in rows:
-                out.append("| " + " | ".join(_cell(x) for x in (
-                    f"`{name}`", _type_name(field.annotation), _default(field), _bounds(field),
-                    comments.get((model.__name__, name), ""))) + " |")
+                out.append(
+                    "| "
+                    + " | ".join(
+                        _cell(x)
+                        for x in (
+                            f"`{name}`",
+                            _type_name(field.annotation),
+                            _default(field),
+                            _bounds(field),
+                            comments.get((model.__name__, name), ""),
+                        )
+                    )
+                    + " |"
+                )
         for message in checks.get(model.__name__, []):
             out += ["", f"Checked across keys: {_text(message)}"]
         out.append("")
@@ -172,7 +193,8 @@ def _validator_messages(source: Path) -> dict[str, list[str]]:
             continue
         for fn in cls.body:
             if not isinstance(fn, ast.FunctionDef) or not any(
-                    isinstance(d, ast.Call) and getattr(d.func, "id", "") == "model_validator" for d in fn.decorator_list):
+                isinstance(d, ast.Call) and getattr(d.func, "id", "") == "model_validator" for d in fn.decorator_list
+            ):
                 continue
             for node in ast.walk(fn):
                 if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and node.exc.args:
@@ -184,6 +206,12 @@ def _message(node: ast.expr) -> str:
     if isinstance(node, ast.Constant):
         return str(node.value)
     if isinstance(node, ast.JoinedStr):  # a named value reads <name>, an expression "..."
-        return "".join(str(v.value) if isinstance(v, ast.Constant) else
-                       f"<{v.value.id}>" if isinstance(v.value, ast.Name) else "..." for v in node.values)
+        return "".join(
+            str(v.value)
+            if isinstance(v, ast.Constant)
+            else f"<{v.value.id}>"
+            if isinstance(v.value, ast.Name)
+            else "..."
+            for v in node.values
+        )
     return ast.unparse(node)

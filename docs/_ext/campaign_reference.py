@@ -23,8 +23,12 @@ class CampaignReference(SphinxDirective):
         self.env.note_dependency(inspect.getsourcefile(config))
         text = reference_markdown(config.Campaign, Path(inspect.getsourcefile(config)))
         container = nodes.container()
-        self.state.nested_parse(StringList(text.splitlines(), source="impeccable/config.py"), self.content_offset,
-                                container, match_titles=True)
+        self.state.nested_parse(
+            StringList(text.splitlines(), source="impeccable/config.py"),
+            self.content_offset,
+            container,
+            match_titles=True,
+        )
         return container.children
 
 

@@ -26,9 +26,14 @@ from .base import Submission
 BACKFILL_WINDOW = 256
 
 
-def admit(queue: collections.deque[Submission], place: Callable[[Submission], bool], slots: SlotView,
-          has_room: Callable[[], bool], can_use_slots: Callable[[Submission], bool] | None = None,
-          window: int = BACKFILL_WINDOW) -> None:
+def admit(
+    queue: collections.deque[Submission],
+    place: Callable[[Submission], bool],
+    slots: SlotView,
+    has_room: Callable[[], bool],
+    can_use_slots: Callable[[Submission], bool] | None = None,
+    window: int = BACKFILL_WINDOW,
+) -> None:
     """Place queued tasks in order (``place`` takes slots and starts or hands over the task, False when
     it cannot now); one that does not fit lets the ones behind it go, up to ``window`` looked at, and
     the scan stops early once ``has_room()`` says not even a one-core task could be placed.

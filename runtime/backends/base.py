@@ -46,8 +46,14 @@ class Submission:
         self.record = record
         self.future = future
 
-    def begin(self, slots: tuple[int, ...] = (), gpu_slots: tuple[int, ...] = (), partition: str = "",
-              when: float | None = None, node: str = "") -> bool:
+    def begin(
+        self,
+        slots: tuple[int, ...] = (),
+        gpu_slots: tuple[int, ...] = (),
+        partition: str = "",
+        when: float | None = None,
+        node: str = "",
+    ) -> bool:
         """Resources were assigned. False if the caller canceled the future meanwhile (record CANCELED)."""
         future = self.future
         if not future.running() and not future.set_running_or_notify_cancel():
@@ -73,8 +79,15 @@ class Submission:
         self._finalize(TaskState.DONE, when)
         self.future.set_result(self.record if self.task.kind is TaskKind.EXECUTABLE else result)
 
-    def fail(self, error: str, when: float | None = None, exit_code: int | None = None,
-             traceback: str | None = None, exception: BaseException | None = None, final: bool = False) -> bool:
+    def fail(
+        self,
+        error: str,
+        when: float | None = None,
+        exit_code: int | None = None,
+        traceback: str | None = None,
+        exception: BaseException | None = None,
+        final: bool = False,
+    ) -> bool:
         """Record a failed attempt. True if the retry budget allows another attempt (the caller requeues).
 
         ``final``: no retry whatever the budget, for failures that another attempt cannot cure
@@ -257,12 +270,16 @@ def check_function(task: Task) -> None:
         else:
             reason = "no such module"
         if spec is None:
-            raise TaskError(f"task {task.label}: function {task.function!r} is not importable: module {module_name!r}: {reason}")
+            raise TaskError(
+                f"task {task.label}: function {task.function!r} is not importable: module {module_name!r}: {reason}"
+            )
         return
     obj: Any = module
     for part in qualname.split("."):
         if not hasattr(obj, part):
-            raise TaskError(f"task {task.label}: function {task.function!r} is not importable: {module_name!r} has no {qualname!r}")
+            raise TaskError(
+                f"task {task.label}: function {task.function!r} is not importable: {module_name!r} has no {qualname!r}"
+            )
         obj = getattr(obj, part)
     if not callable(obj):
         raise TaskError(f"task {task.label}: {task.function!r} is not callable")

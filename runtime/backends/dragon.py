@@ -139,15 +139,25 @@ class DragonBackend(ThreadedBackend):
         for attempt in range(1, self._start_attempts + 1):
             try:
                 runtime = DragonRuntime.launch(
-                    self._launcher, extra, self._workers, inbox_messages(self._max_pipeline, self._queue_ahead),
-                    self._start_timeout_s, list(self.options.get("preload") or ()), self._worker_env(), hosts)
+                    self._launcher,
+                    extra,
+                    self._workers,
+                    inbox_messages(self._max_pipeline, self._queue_ahead),
+                    self._start_timeout_s,
+                    list(self.options.get("preload") or ()),
+                    self._worker_env(),
+                    hosts,
+                )
                 break
             except BackendUnavailable as exc:
                 if attempt == self._start_attempts:
                     raise
                 self.start_failures.append(str(exc))
-                print(f"impeccable: Dragon start {attempt} of {self._start_attempts} failed, trying again: {exc}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"impeccable: Dragon start {attempt} of {self._start_attempts} failed, trying again: {exc}",
+                    file=sys.stderr,
+                    flush=True,
+                )
         assert runtime is not None  # the last attempt returned or raised
         self._runtime = runtime
         loop = Dispatcher(self)
@@ -334,16 +344,41 @@ class DragonRuntime:
         self._abnormal = False
 
     @classmethod
-    def launch(cls, launcher: str, extra_args: list[str], n_workers: int, inbox_size: int,
-               timeout_s: float, preload: list[str] | None = None,
-               worker_env: dict[str, str] | None = None, hosts: list[str] | None = None) -> DragonRuntime:
+    def launch(
+        cls,
+        launcher: str,
+        extra_args: list[str],
+        n_workers: int,
+        inbox_size: int,
+        timeout_s: float,
+        preload: list[str] | None = None,
+        worker_env: dict[str, str] | None = None,
+        hosts: list[str] | None = None,
+    ) -> DragonRuntime:
         channel = Channel()
         log_path = os.path.join(channel.directory, "dragon.log")
         # the launcher runs PROG with ARGS: this interpreter, -m the server module
-        argv = launcher_argv(launcher, extra_args, sys.executable, "-m", SERVER_MODULE, "--socket", channel.path,
-                             "--keyfile", channel.keyfile, "--workers", str(n_workers), "--inbox-size", str(inbox_size),
-                             "--preload", ",".join(preload or ()), "--worker-env", json.dumps(worker_env or {}),
-                             "--hosts", ",".join(hosts or ()))
+        argv = launcher_argv(
+            launcher,
+            extra_args,
+            sys.executable,
+            "-m",
+            SERVER_MODULE,
+            "--socket",
+            channel.path,
+            "--keyfile",
+            channel.keyfile,
+            "--workers",
+            str(n_workers),
+            "--inbox-size",
+            str(inbox_size),
+            "--preload",
+            ",".join(preload or ()),
+            "--worker-env",
+            json.dumps(worker_env or {}),
+            "--hosts",
+            ",".join(hosts or ()),
+        )
         env = launcher_env(launcher)
         # workers import the same modules as this process (test helpers, the user's packages)
         env["PYTHONPATH"] = os.pathsep.join(_import_path())
@@ -351,8 +386,9 @@ class DragonRuntime:
             with open(log_path, "wb") as log:
                 # its own process group (Ctrl-C in the terminal reaches the pilot only, which stops it
                 # in order); not its own session: the launcher hangs when started with setsid
-                popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         env=env, process_group=0)
+                popen = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, process_group=0
+                )
         except OSError as exc:
             channel.remove()
             raise RuntimeError(f"could not start the Dragon launcher {launcher!r}: {exc}") from exc
@@ -459,13 +495,12 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
-
 def _remove_shm(prefixes: set[str]) -> None:
     """After a forced stop: the runtime's shared-memory pools, which it had no chance to remove."""
     if not prefixes:
         return
     for name in os.listdir("/dev/shm"):
-        if any(name.startswith(p) and name[len(p):].startswith(("def", "inf", "log_")) for p in prefixes):
+        if any(name.startswith(p) and name[len(p) :].startswith(("def", "inf", "log_")) for p in prefixes):
             try:
                 os.unlink(os.path.join("/dev/shm", name))
             except OSError:

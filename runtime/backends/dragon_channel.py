@@ -52,7 +52,9 @@ class Channel:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no authenticated peer on {self.path} within {timeout_s:g} s")
             if not alive():
-                raise RuntimeError("the Dragon runtime exited (or its launcher reported a failed start) before it connected")
+                raise RuntimeError(
+                    "the Dragon runtime exited (or its launcher reported a failed start) before it connected"
+                )
             try:
                 peer, _ = self.sock.accept()
             except TimeoutError:

@@ -81,14 +81,18 @@ class FluxBackend(Backend):
         if use_existing and not existing:
             raise ValueError("flux backend: use_existing=True but FLUX_URI is not set (not inside a Flux instance)")
         if "test_size" in options:
-            raise ValueError("flux backend: test_size is gone: each node of the allocation is one broker "
-                             "(emulate nodes on one machine with Allocation.emulated(cores, nodes=N) / --nodes N)")
+            raise ValueError(
+                "flux backend: test_size is gone: each node of the allocation is one broker "
+                "(emulate nodes on one machine with Allocation.emulated(cores, nodes=N) / --nodes N)"
+            )
         nodes = slots.node_indices
         n = 1 if use_existing else int(options.get("partitions") or 1)
         if n < 1 or n > len(nodes):
-            raise ValueError(f"flux backend: partitions must be between 1 and the {len(nodes)} node(s) it may use, "
-                             f"got {n} (each partition is a Flux instance over whole nodes; emulate more nodes with "
-                             "--nodes)")
+            raise ValueError(
+                f"flux backend: partitions must be between 1 and the {len(nodes)} node(s) it may use, "
+                f"got {n} (each partition is a Flux instance over whole nodes; emulate more nodes with "
+                "--nodes)"
+            )
         self._start_timeout_s = float(options.get("start_timeout_s", 60))
         ahead = options.get("ahead")
         if ahead is not None and (not isinstance(ahead, int) or isinstance(ahead, bool) or ahead < 0):
@@ -99,11 +103,18 @@ class FluxBackend(Backend):
         for i, group in enumerate(_split(nodes, n)):
             cores = sum((slots.node_cores(g) for g in group), ())
             config = PartitionConfig(
-                name=str(i), nodes=group, cores=cores, ahead=min(len(cores), 64) if ahead is None else ahead,
-                gpus=sum((slots.node_gpus(g) for g in group), ()), gpus_per_node=slots.broker.gpus_per_node,
+                name=str(i),
+                nodes=group,
+                cores=cores,
+                ahead=min(len(cores), 64) if ahead is None else ahead,
+                gpus=sum((slots.node_gpus(g) for g in group), ()),
+                gpus_per_node=slots.broker.gpus_per_node,
                 gpu_table=node_table(slots.broker.allocation),
-                validate=bool(options.get("validate", False)), cpu_affinity=str(options.get("cpu_affinity", "off")),
-                base_env=base_env, existing_uri=existing if use_existing else None)
+                validate=bool(options.get("validate", False)),
+                cpu_affinity=str(options.get("cpu_affinity", "off")),
+                base_env=base_env,
+                existing_uri=existing if use_existing else None,
+            )
             self._partitions.append(_Partition(config, slots.subview(group), self._lock))
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._closed = False
@@ -129,8 +140,10 @@ class FluxBackend(Backend):
         if task.partition is not None:
             parts = [p for p in parts if p.name == task.partition]
             if not parts:
-                raise TaskError(f"task {task.label}: no flux partition {task.partition!r}; "
-                                f"this backend has {', '.join(self.partitions)}")
+                raise TaskError(
+                    f"task {task.label}: no flux partition {task.partition!r}; "
+                    f"this backend has {', '.join(self.partitions)}"
+                )
         if not any(p.fits(task) for p in parts):
             biggest = max(parts, key=lambda p: len(p.cores))
             ranks, cores, gpus = job_shape(task)
@@ -165,8 +178,11 @@ class FluxBackend(Backend):
         batches: dict[int, list[Submission]] = collections.defaultdict(list)
         with self._lock:
             for sub in submissions:
-                candidates = [i for i, p in enumerate(parts) if p.config.fits(sub.task)
-                              and (sub.task.partition is None or p.config.name == sub.task.partition)]
+                candidates = [
+                    i
+                    for i, p in enumerate(parts)
+                    if p.config.fits(sub.task) and (sub.task.partition is None or p.config.name == sub.task.partition)
+                ]
                 # least loaded: outstanding cores relative to the partition's size
                 best = min(candidates, key=lambda i: (parts[i].load + sub.task.cores) / len(parts[i].config.cores))
                 parts[best].load += sub.task.cores
@@ -219,21 +235,25 @@ class _Partition:
     def launch(self, flux: str | None, tmp: str) -> None:
         allocation = self.slots.broker.allocation  # real Slurm nodes: one broker on each, started by srun
         hosts = [allocation.nodes[n] for n in self.config.nodes] if allocation.manager == "slurm" else []
-        self.instance = FluxInstance(self.config.name, self.config.cores, self.config.gpus, self.config.brokers,
-                                     spare=True, hosts=hosts)
+        self.instance = FluxInstance(
+            self.config.name, self.config.cores, self.config.gpus, self.config.brokers, spare=True, hosts=hosts
+        )
         self.instance.launch(tmp, flux)
 
     def connect(self, flux: Any, uri: str) -> None:
         self.uri = uri
         ready = threading.Event()
         failure: list[BaseException] = []
-        self.thread = threading.Thread(target=Reactor(self, flux, ready, failure).run,
-                                       name=f"impeccable-flux-{self.config.name}", daemon=True)
+        self.thread = threading.Thread(
+            target=Reactor(self, flux, ready, failure).run, name=f"impeccable-flux-{self.config.name}", daemon=True
+        )
         self.thread.start()
         ready.wait()
         if failure:
             self.thread.join()
-            raise BackendUnavailable(f"flux partition {self.config.name}: cannot connect to {uri}: {failure[0]}") from failure[0]
+            raise BackendUnavailable(
+                f"flux partition {self.config.name}: cannot connect to {uri}: {failure[0]}"
+            ) from failure[0]
 
     def post(self, what: str, payload: Any) -> None:
         if self.thread is None or not self.thread.is_alive():

@@ -35,8 +35,9 @@ class HeldJobs(Generic[Job]):
     """A partition's held jobs, by task uid. ``submit`` submits a task's job held (None if it could not),
     ``discard`` cancels one in Flux; the reactor lets a taken one go (its ``_release``)."""
 
-    def __init__(self, limit: int, brokers: int, submit: Callable[[Submission], Job | None],
-                 discard: Callable[[Job], None]) -> None:
+    def __init__(
+        self, limit: int, brokers: int, submit: Callable[[Submission], Job | None], discard: Callable[[Job], None]
+    ) -> None:
         self.limit = limit if brokers == 1 else 0
         self._submit = submit
         self._discard = discard

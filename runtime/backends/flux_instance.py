@@ -44,8 +44,15 @@ class FluxInstance:
     does on a cluster; without, all brokers run on this machine (``--test-size``).
     """
 
-    def __init__(self, name: str, cores: Sequence[int], gpus: Sequence[int] = (), brokers: int = 1,
-                 spare: bool = False, hosts: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        cores: Sequence[int],
+        gpus: Sequence[int] = (),
+        brokers: int = 1,
+        spare: bool = False,
+        hosts: Sequence[str] = (),
+    ) -> None:
         self.name = name
         self.cores = tuple(cores)
         self.gpus = tuple(gpus)
@@ -69,7 +76,7 @@ class FluxInstance:
         ranks = []
         c, g = self.per_broker_cores, self.per_broker_gpus
         for rank in range(self.brokers):
-            cores, gpus = self.cores[rank * c:(rank + 1) * c], self.gpus[rank * g:(rank + 1) * g]
+            cores, gpus = self.cores[rank * c : (rank + 1) * c], self.gpus[rank * g : (rank + 1) * g]
             if self.spare:  # ids past every real one: Flux binds nothing to them (cpu and gpu affinity off)
                 cores = (*cores, *range(max(self.cores) + 1, max(self.cores) + 1 + len(cores)))
                 gpus = (*gpus, *range(max(self.gpus, default=-1) + 1, max(self.gpus, default=-1) + 1 + len(gpus)))
@@ -83,14 +90,32 @@ class FluxInstance:
         initial = ["sh", "-c", 'echo "$FLUX_URI"; exec cat']
         if self.hosts:  # one broker per node of the job; the job step overlaps the tasks' steps
             n = str(self.brokers)
-            argv = [shutil.which("srun") or "srun", "-N", n, "-n", n, "--ntasks-per-node=1", "-w", ",".join(self.hosts),
-                    "--mpi=pmi2", "--overlap", "-Q", flux, "start", "-c", confdir, *initial]
+            argv = [
+                shutil.which("srun") or "srun",
+                "-N",
+                n,
+                "-n",
+                n,
+                "--ntasks-per-node=1",
+                "-w",
+                ",".join(self.hosts),
+                "--mpi=pmi2",
+                "--overlap",
+                "-Q",
+                flux,
+                "start",
+                "-c",
+                confdir,
+                *initial,
+            ]
         else:
             argv = [flux, "start", f"--test-size={self.brokers}", "-c", confdir, *initial]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 argv,
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
                 start_new_session=True,  # Ctrl-C reaches the pilot, which stops the instance in order
             )
 
@@ -103,8 +128,10 @@ class FluxInstance:
             ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
             chunk = os.read(fd, 4096) if ready else b""
             if not chunk:
-                raise BackendUnavailable(f"flux partition {self.name} did not start "
-                                   f"({'timed out' if not ready else 'exited'}): {self.log_tail()}")
+                raise BackendUnavailable(
+                    f"flux partition {self.name} did not start "
+                    f"({'timed out' if not ready else 'exited'}): {self.log_tail()}"
+                )
             line += chunk
         return line.decode().strip()
 
@@ -156,6 +183,7 @@ def import_flux() -> Any:
     try:
         import flux
         import flux.job  # noqa: F401
+
         return flux
     except ImportError as first:
         command = flux_command()
@@ -168,6 +196,7 @@ def import_flux() -> Any:
         sys.path.append(site)
         import flux
         import flux.job  # noqa: F401
+
         return flux
 
 

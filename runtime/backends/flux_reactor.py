@@ -74,6 +74,7 @@ def _guarded(callback: Any) -> Any:
     back in it are used at once (its own give-backs wake nobody: see :mod:`.admission`). A callback
     that raises must not leave tasks waiting forever (Flux's reactor would carry on): fail everything
     this partition holds, with the bug as the reason, and stop the reactor."""
+
     @functools.wraps(callback)
     def run(self: Reactor, *args: Any) -> Any:
         try:
@@ -84,6 +85,7 @@ def _guarded(callback: Any) -> Any:
             self.stopping = True
             self._abandon(f"flux partition {self.config.name} failed: {type(exc).__name__}: {exc}")
             self.h.reactor_stop()
+
     return run
 
 
@@ -108,8 +110,13 @@ class JobOutcome:
     exit_code: int | None
 
 
-def job_outcome(exception: tuple[str, str] | None, status: int | None, cancel_reason: str | None,
-                began: bool, timeout_s: float | None) -> JobOutcome:
+def job_outcome(
+    exception: tuple[str, str] | None,
+    status: int | None,
+    cancel_reason: str | None,
+    began: bool,
+    timeout_s: float | None,
+) -> JobOutcome:
     """How a finished Flux job ends as a task: from its severity-0 exception (type, note), its wait
     status, whether we canceled it (and why) and whether it had been allocated."""
     exc_type, note = exception or ("", "")
@@ -149,8 +156,9 @@ def jobspec_for(task: Task, config: PartitionConfig, flux: Any, placement: Place
     ranks, cores, gpus = job_shape(task)
     nodes = sorted(set(placement.nodes))
     spread = {"num_nodes": len(nodes), "exclusive": True} if len(nodes) > 1 else {}
-    jobspec = flux.job.JobspecV1.from_command(list(task.argv), num_tasks=ranks, cores_per_task=cores,
-                                              gpus_per_task=gpus or None, **spread)
+    jobspec = flux.job.JobspecV1.from_command(
+        list(task.argv), num_tasks=ranks, cores_per_task=cores, gpus_per_task=gpus or None, **spread
+    )
     broker_of = {node: rank for rank, node in enumerate(config.nodes)}
     jobspec.setattr("system.constraints", {"ranks": [str(broker_of[n]) for n in nodes]})
     env = dict(config.base_env)
@@ -177,8 +185,19 @@ def jobspec_for(task: Task, config: PartitionConfig, flux: Any, placement: Place
 class _Job:
     """A task on its way through one Flux instance."""
 
-    __slots__ = ("sub", "jobid", "began", "exception", "status", "ended", "cancel_reason", "cores", "placement",
-                 "held", "discarded")
+    __slots__ = (
+        "sub",
+        "jobid",
+        "began",
+        "exception",
+        "status",
+        "ended",
+        "cancel_reason",
+        "cores",
+        "placement",
+        "held",
+        "discarded",
+    )
 
     def __init__(self, sub: Submission) -> None:
         self.sub = sub
@@ -198,8 +217,13 @@ class _Job:
         name, context = event.name, event.context
         if name == "alloc":
             assert self.placement is not None
-            self.began = self.sub.begin(self.placement.cores, self.placement.gpus, partition=partition,
-                                        when=event.timestamp, node=self.placement.hosts)
+            self.began = self.sub.begin(
+                self.placement.cores,
+                self.placement.gpus,
+                partition=partition,
+                when=event.timestamp,
+                node=self.placement.hosts,
+            )
             return not self.began
         if name == "start" and self.began:
             self.sub.started(event.timestamp)
@@ -256,8 +280,9 @@ class _Intake:
             if placement is not None:  # a held one fails the same way once placed, as its task's failure
                 self._finish_unsubmitted(job, f"cannot build a jobspec: {exc}")
             return None
-        future = self.flux.job.submit_async(self.h, spec, urgency=0 if job.held else RELEASED_URGENCY,
-                                            novalidate=not self.config.validate)
+        future = self.flux.job.submit_async(
+            self.h, spec, urgency=0 if job.held else RELEASED_URGENCY, novalidate=not self.config.validate
+        )
         self.submitting += 1
         future.then(self._on_submitted, job)
         return job
@@ -354,8 +379,9 @@ class Reactor(_Intake):
         self.submitting = 0
         self.stopping = False
         self.waiting: collections.deque[Submission] = collections.deque()  # for the pilot's slots
-        self.ahead: HeldJobs[_Job] = HeldJobs(self.config.ahead, self.config.brokers,
-                                              lambda sub: self.submit_job(sub, None), self.discard)
+        self.ahead: HeldJobs[_Job] = HeldJobs(
+            self.config.ahead, self.config.brokers, lambda sub: self.submit_job(sub, None), self.discard
+        )
         self.anywhere = Placement((), (), (self.config.nodes[0],))  # what a held job's jobspec is built for
 
     def run(self) -> None:
@@ -519,8 +545,9 @@ class Reactor(_Intake):
         else:
             if not job.began:
                 sub.begin(partition=self.config.name, when=when)  # counts the attempt
-            if sub.fail(with_stderr(outcome.reason, tail), when=when, exit_code=outcome.exit_code,
-                        traceback=tail or None):
+            if sub.fail(
+                with_stderr(outcome.reason, tail), when=when, exit_code=outcome.exit_code, traceback=tail or None
+            ):
                 self.part.add_load(job.cores)
                 self._submit(sub)
 

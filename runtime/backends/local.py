@@ -124,8 +124,9 @@ class PipeTransport:
         from .. import worker as worker_module
 
         parent, child = self._mp.Pipe(duplex=True)
-        process = self._mp.Process(target=worker_module.main, args=(child, self._preload, self._env), daemon=True,
-                                    name="impeccable-worker")
+        process = self._mp.Process(
+            target=worker_module.main, args=(child, self._preload, self._env), daemon=True, name="impeccable-worker"
+        )
         process.start()
         assert process.pid is not None  # started above
         reaper.watch_process(process.pid)  # a worker busy in a long call must not outlive the pilot
@@ -148,8 +149,9 @@ class PipeTransport:
         pipe = worker.handle.pipe
         had_pending = pipe.pending_output
         if not pipe.write(batch) and not had_pending:
-            self.host.selector.modify(pipe.fd, selectors.EVENT_READ | selectors.EVENT_WRITE,
-                                      lambda fd, w=worker: self._on_event(w))
+            self.host.selector.modify(
+                pipe.fd, selectors.EVENT_READ | selectors.EVENT_WRITE, lambda fd, w=worker: self._on_event(w)
+            )
 
     def kill(self, worker: PoolWorker) -> None:
         worker.handle.process.kill()  # the EOF on its pipe reports the death
@@ -237,7 +239,8 @@ def _wait_ready(handles: list[_Process], timeout_s: float) -> None:
                     raise BackendUnavailable(
                         f"a function worker exited before it was ready "
                         f"({exit_description(handle.process.exitcode)}); its error output is above"
-                        + _main_module_hint())
+                        + _main_module_hint()
+                    )
                 if handle.ready:
                     selector.unregister(key.fd)
                     del waiting[key.fd]
@@ -247,6 +250,8 @@ def _main_module_hint() -> str:
     """Why workers commonly die at birth: multiprocessing re-imports the main script in them."""
     path = getattr(sys.modules.get("__main__"), "__file__", None)
     if path and not os.path.exists(path):
-        return (f"; the main script {path!r} is not a file that workers can re-import "
-                "(e.g. a script piped on stdin): save it to a file and run that")
+        return (
+            f"; the main script {path!r} is not a file that workers can re-import "
+            "(e.g. a script piped on stdin): save it to a file and run that"
+        )
     return ""

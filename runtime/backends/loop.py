@@ -187,8 +187,13 @@ class Dispatcher:
         """Place pending tasks in order; one that does not fit yet lets smaller ones behind it go (backfill)."""
         runners = self.runners
         distinct = self._distinct_runners
-        admit(self.pending, lambda sub: runners[sub.task.kind].place(sub), self.slots,
-              lambda: any(r.has_room() for r in distinct), lambda sub: runners[sub.task.kind].can_use_slots())
+        admit(
+            self.pending,
+            lambda sub: runners[sub.task.kind].place(sub),
+            self.slots,
+            lambda: any(r.has_room() for r in distinct),
+            lambda sub: runners[sub.task.kind].can_use_slots(),
+        )
 
     def _on_wake(self, fd: int) -> None:
         os.eventfd_read(fd)

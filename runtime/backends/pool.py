@@ -35,8 +35,18 @@ from .loop import Dispatcher
 class PoolWorker:
     """A persistent worker as the pool sees it: the slots it leases and the calls queued in it, in order."""
 
-    __slots__ = ("outstanding", "cores", "gpus", "exclusive", "outbox", "kill_reason", "kill_target", "alive",
-                 "handle", "node")
+    __slots__ = (
+        "outstanding",
+        "cores",
+        "gpus",
+        "exclusive",
+        "outbox",
+        "kill_reason",
+        "kill_target",
+        "alive",
+        "handle",
+        "node",
+    )
 
     def __init__(self, handle: Any, node: int = 0) -> None:
         self.handle = handle  # the transport's own: a process and its pipe, or a Dragon worker id
@@ -106,8 +116,9 @@ class Pipelining:
 class FunctionPool:
     """Function tasks on persistent workers (a :class:`~.loop.Runner`)."""
 
-    def __init__(self, host: Dispatcher, transport: WorkerTransport, pipeline_s: float, max_pipeline: int,
-                 queue_ahead: int = 0) -> None:
+    def __init__(
+        self, host: Dispatcher, transport: WorkerTransport, pipeline_s: float, max_pipeline: int, queue_ahead: int = 0
+    ) -> None:
         self.host = host
         self.transport = transport
         self.pipeline = Pipelining(pipeline_s, max_pipeline, queue_ahead)
@@ -153,8 +164,11 @@ class FunctionPool:
             if worker is not None:
                 worker.exclusive = False
             else:
-                worker = min((w for w in self.workers if self.pipeline.takes_more(w)),
-                             key=lambda w: len(w.outstanding), default=None)
+                worker = min(
+                    (w for w in self.workers if self.pipeline.takes_more(w)),
+                    key=lambda w: len(w.outstanding),
+                    default=None,
+                )
                 if worker is None:
                     return False
         else:
@@ -163,7 +177,9 @@ class FunctionPool:
                 return False
             worker.exclusive = True
         now = time.time()
-        if not sub.begin(worker.cores, worker.gpus, when=now, node=self.host.slots.broker.allocation.hosts(worker.cores)):
+        if not sub.begin(
+            worker.cores, worker.gpus, when=now, node=self.host.slots.broker.allocation.hosts(worker.cores)
+        ):
             if not worker.outstanding:
                 self._idle(worker)
             return True
@@ -355,8 +371,9 @@ class FunctionPool:
         worker.cores, worker.gpus = (), ()
 
 
-def _culprit(entries: list[tuple[int, Submission]], running: int | None, kill_target: Submission | None,
-             kill_reason: str) -> Submission | None:
+def _culprit(
+    entries: list[tuple[int, Submission]], running: int | None, kill_target: Submission | None, kill_reason: str
+) -> Submission | None:
     """Which of a dead worker's calls its death is charged to: the one it was running (the oldest when
     the transport cannot tell), unless we killed it for another call. Then the call we meant to kill had
     just finished (its result died with the worker): a canceled one stays canceled, a timed-out one runs

@@ -33,8 +33,20 @@ KILL_GRACE_S = 2.0
 class _Child:
     """A running task process."""
 
-    __slots__ = ("sub", "popen", "pidfd", "stderr_fd", "stderr_tail", "stderr_start", "cores", "gpus", "timed_out",
-                 "canceled", "done", "lost")
+    __slots__ = (
+        "sub",
+        "popen",
+        "pidfd",
+        "stderr_fd",
+        "stderr_tail",
+        "stderr_start",
+        "cores",
+        "gpus",
+        "timed_out",
+        "canceled",
+        "done",
+        "lost",
+    )
 
     def __init__(self, sub: Submission, popen: subprocess.Popen, cores: tuple[int, ...], gpus: tuple[int, ...]) -> None:
         self.sub = sub
@@ -106,8 +118,16 @@ class ProcessRunner:
         try:
             # the marker goes with it from the fork on: if the pilot dies before watch() below, even before
             # the exec, the reaper still finds this process by it (see runtime.reaper)
-            popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                                     cwd=task.cwd, env=env, start_new_session=True, pass_fds=(self._marker,))
+            popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                cwd=task.cwd,
+                env=env,
+                start_new_session=True,
+                pass_fds=(self._marker,),
+            )
         except OSError as exc:
             self._failed_to_start(sub, cores, gpus, f"could not start {argv[0]!r}: {exc}")
             return
@@ -131,8 +151,9 @@ class ProcessRunner:
         if task.timeout_s:
             self.host.arm(time.time() + task.timeout_s, functools.partial(self._timed_out, child))
 
-    def _failed_to_start(self, sub: Submission, cores: tuple[int, ...], gpus: tuple[int, ...], reason: str,
-                         final: bool = False) -> None:
+    def _failed_to_start(
+        self, sub: Submission, cores: tuple[int, ...], gpus: tuple[int, ...], reason: str, final: bool = False
+    ) -> None:
         self.host.slots.give_back(cores, gpus)
         if sub.fail(reason, final=final):
             self.host.requeue(sub)
@@ -186,8 +207,7 @@ class ProcessRunner:
 
     def _attempt_stderr(self, child: _Child) -> str:
         """What this attempt wrote to stderr: the pipe's tail, or the task's file after the attempt began."""
-        return (child.stderr_tail.decode(errors="replace")
-                or file_tail(child.sub.task.stderr, start=child.stderr_start))
+        return child.stderr_tail.decode(errors="replace") or file_tail(child.sub.task.stderr, start=child.stderr_start)
 
     def _ran_on(self, child: _Child, node: str) -> bool:
         broker = self.host.slots.broker
@@ -247,7 +267,9 @@ class ProcessRunner:
             return
         child.timed_out = True
         signal_group(child.popen.pid, signal.SIGTERM)
-        self.host.arm(time.time() + KILL_GRACE_S, lambda: None if child.done else signal_group(child.popen.pid, signal.SIGKILL))
+        self.host.arm(
+            time.time() + KILL_GRACE_S, lambda: None if child.done else signal_group(child.popen.pid, signal.SIGKILL)
+        )
 
     def cancel(self, uid: str) -> bool:
         child = self.children.get(uid)

@@ -46,8 +46,9 @@ def start() -> Cluster:
     if not (shutil.which("slurmctld") or shutil.which("apt-get")):
         return Cluster(ok=False, reason="no Slurm installed and no apt-get to install it")
     try:
-        done = subprocess.run([str(SCRIPT), "up"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=UP_TIMEOUT_S)
+        done = subprocess.run(
+            [str(SCRIPT), "up"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=UP_TIMEOUT_S
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return Cluster(ok=False, reason=f"{SCRIPT.name} up failed: {exc}")
     if done.returncode != 0:

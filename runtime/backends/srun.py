@@ -86,7 +86,8 @@ class SrunBackend(ThreadedBackend):
         allocation = slots.broker.allocation
         self._gpu_shares = allocation.gpu_shares
         self._allocation = SlurmAllocation(
-            cores=slots.n_cores, gpus=slots.n_gpus // allocation.gpu_shares,
+            cores=slots.n_cores,
+            gpus=slots.n_gpus // allocation.gpu_shares,
             flags=[str(f) for f in options.get("salloc_flags") or ()],
             timeout_s=float(options.get("allocation_timeout_s", 300)),
         )
@@ -108,8 +109,9 @@ class SrunBackend(ThreadedBackend):
             workdir = tempfile.mkdtemp(prefix=f"impeccable-srun-{job_id}-", dir=self._workdir_parent)
             allocation = self.slots.broker.allocation
             hosts = allocation.nodes if allocation.manager == "slurm" else ()
-            self.launcher = SrunLauncher(job_id, workdir, mpi, self._step_flags, self._gpu_shares, hosts,
-                                         allocation.cores_per_node)
+            self.launcher = SrunLauncher(
+                job_id, workdir, mpi, self._step_flags, self._gpu_shares, hosts, allocation.cores_per_node
+            )
             loop = Dispatcher(self)
             loop.serve([TaskKind.EXECUTABLE, TaskKind.FUNCTION], ProcessRunner(loop, self.launcher, self._max_running))
             self._run_dispatcher(loop)
@@ -125,6 +127,7 @@ class SrunBackend(ThreadedBackend):
 
 _NODE_FAILURE = re.compile(r"srun: error: Node failure on (\S+)")
 
+
 class SrunLauncher:
     """Every task a job step: ``srun --jobid=J --exact -Q -n RANKS -c CORES ...``; a function task is
     ``python -m impeccable.runtime.run_function`` in its step, arguments and result in pickle files.
@@ -135,8 +138,16 @@ class SrunLauncher:
 
     reports_node_failures = True  # srun exits 0 when its step's node fails
 
-    def __init__(self, job_id: str, workdir: str, mpi: str, step_flags: list[str], gpu_shares: int = 1,
-                 hosts: tuple[str, ...] = (), cores_per_node: int = 0) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        workdir: str,
+        mpi: str,
+        step_flags: list[str],
+        gpu_shares: int = 1,
+        hosts: tuple[str, ...] = (),
+        cores_per_node: int = 0,
+    ) -> None:
         self.workdir = workdir
         self.mpi = mpi
         self.gpu_shares = gpu_shares  # GPU slots per device in the pilot: a step asks for whole devices
@@ -241,8 +252,14 @@ class SlurmAllocation:
         # process, so the allocation ends when the pilot does, even if the pilot is killed (SIGKILL).
         argv = self.salloc_argv()
         try:
-            self._holder = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+            self._holder = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
         except OSError as exc:
             raise BackendUnavailable(f"srun backend: `{' '.join(argv)}` failed: {exc}") from None
         said = ""  # raw reads: a buffered readline could hold the "Granted" line while select() waits
@@ -264,15 +281,27 @@ class SlurmAllocation:
         self._stop_holder()
         message = " ".join(said.split()) or "no answer"
         if "Pending job allocation" in said or not said:
-            message = (f"not granted within {self.timeout_s:g} s (the cluster is busy: raise the srun "
-                       f"backend's allocation_timeout_s option); salloc said: {message}")
-        raise BackendUnavailable(f"srun backend: could not get an allocation of {self.cores} cores "
-                           f"with `{' '.join(argv)}`: {message}")
+            message = (
+                f"not granted within {self.timeout_s:g} s (the cluster is busy: raise the srun "
+                f"backend's allocation_timeout_s option); salloc said: {message}"
+            )
+        raise BackendUnavailable(
+            f"srun backend: could not get an allocation of {self.cores} cores with `{' '.join(argv)}`: {message}"
+        )
 
     def salloc_argv(self) -> list[str]:
         """The allocation this backend requests: its cores, its GPUs (whole devices), held by ``cat``."""
-        return ["salloc", "-n", str(self.cores), *([f"--gpus={self.gpus}"] if self.gpus else []), "-J", "impeccable",
-                f"--immediate={max(1, int(self.timeout_s))}", *self.flags, "cat"]
+        return [
+            "salloc",
+            "-n",
+            str(self.cores),
+            *([f"--gpus={self.gpus}"] if self.gpus else []),
+            "-J",
+            "impeccable",
+            f"--immediate={max(1, int(self.timeout_s))}",
+            *self.flags,
+            "cat",
+        ]
 
     def _stop_holder(self) -> None:
         holder = self._holder
@@ -313,8 +342,10 @@ def job_of_nodes(n_nodes: int) -> Iterator[NodeList]:
     found = discover_nodes()
     if os.environ.get("SLURM_JOB_ID"):
         if found is None or len(found.names) < n_nodes:
-            raise BackendUnavailable(f"{n_nodes} nodes asked for, but this Slurm job (SLURM_JOB_ID="
-                                     f"{os.environ['SLURM_JOB_ID']}) has {len(found.names) if found else 1}")
+            raise BackendUnavailable(
+                f"{n_nodes} nodes asked for, but this Slurm job (SLURM_JOB_ID="
+                f"{os.environ['SLURM_JOB_ID']}) has {len(found.names) if found else 1}"
+            )
         yield found
         return
     allocation = SlurmAllocation(n_nodes, ["-N", str(n_nodes), "--exclusive", "--no-kill"])
@@ -334,14 +365,23 @@ def job_of_nodes(n_nodes: int) -> Iterator[NodeList]:
 
 def job_environment(job_id: str) -> dict[str, str]:
     """The ``SLURM_JOB_*`` variables of a running job, from ``squeue`` (node list, CPUs, nodes)."""
-    done = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%N|%C|%D"], stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        ["squeue", "-h", "-j", job_id, "-o", "%N|%C|%D"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     fields = done.stdout.strip().split("|")
     if done.returncode != 0 or len(fields) != 3 or not fields[2].isdigit():
         raise BackendUnavailable(f"squeue cannot describe job {job_id}: {done.stderr.strip() or done.stdout.strip()}")
     nodelist, cpus, n_nodes = fields[0], int(fields[1]), int(fields[2])
-    return {"SLURM_JOB_ID": job_id, "SLURM_JOB_NODELIST": nodelist, "SLURM_JOB_NUM_NODES": str(n_nodes),
-            "SLURM_JOB_CPUS_PER_NODE": f"{cpus // n_nodes}(x{n_nodes})"}
+    return {
+        "SLURM_JOB_ID": job_id,
+        "SLURM_JOB_NODELIST": nodelist,
+        "SLURM_JOB_NUM_NODES": str(n_nodes),
+        "SLURM_JOB_CPUS_PER_NODE": f"{cpus // n_nodes}(x{n_nodes})",
+    }
 
 
 def slurm_available() -> tuple[bool, str]:
@@ -349,8 +389,9 @@ def slurm_available() -> tuple[bool, str]:
     if shutil.which("srun") is None:
         return False, "srun is not on PATH (no Slurm client installed)"
     try:
-        done = subprocess.run(["sinfo", "-h", "-o", "%a"], stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, timeout=20)
+        done = subprocess.run(
+            ["sinfo", "-h", "-o", "%a"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"sinfo failed: {exc}"
     if done.returncode != 0:
@@ -364,8 +405,9 @@ def slurm_available() -> tuple[bool, str]:
 def mpi_plugins() -> set[str]:
     """The ``--mpi=`` types this srun knows."""
     try:
-        done = subprocess.run(["srun", "--mpi=list"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=20)
+        done = subprocess.run(
+            ["srun", "--mpi=list"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20
+        )
     except (OSError, subprocess.TimeoutExpired):
         return set()
     text = done.stdout + done.stderr

@@ -59,13 +59,18 @@ def workload_phases(backend: str, workload: str, n_tasks: int, duration_s: float
             raise ValueError("the phased workload alternates executables and functions: use --backend hybrid")
         third = n_tasks // 3
         both = n_tasks - 2 * third
-        return [make_tasks("sleep-exec", third, duration_s, "phase1"), make_tasks("sleep-func", third, duration_s, "phase2"),
-                make_tasks("sleep-exec", both // 2, duration_s, "phase3") +
-                make_tasks("sleep-func", both - both // 2, duration_s, "phase3")]
+        return [
+            make_tasks("sleep-exec", third, duration_s, "phase1"),
+            make_tasks("sleep-func", third, duration_s, "phase2"),
+            make_tasks("sleep-exec", both // 2, duration_s, "phase3")
+            + make_tasks("sleep-func", both - both // 2, duration_s, "phase3"),
+        ]
     if backend == "hybrid":
         family = workload.split("-")[0]
-        return [make_tasks(f"{family}-exec", n_tasks // 2, duration_s) +
-                make_tasks(f"{family}-func", n_tasks - n_tasks // 2, duration_s)]
+        return [
+            make_tasks(f"{family}-exec", n_tasks // 2, duration_s)
+            + make_tasks(f"{family}-func", n_tasks - n_tasks // 2, duration_s)
+        ]
     return [make_tasks(workload, n_tasks, duration_s)]
 
 
@@ -129,9 +134,16 @@ def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_pilot(backend: str, workload: str, n_tasks: int, cores: int, duration_s: float = 1.0,
-              options: Mapping[str, Mapping[str, Any]] | None = None, nodes: int = 1,
-              exclusive: bool = False) -> RunResult:
+def run_pilot(
+    backend: str,
+    workload: str,
+    n_tasks: int,
+    cores: int,
+    duration_s: float = 1.0,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    nodes: int = 1,
+    exclusive: bool = False,
+) -> RunResult:
     """One pass of the workload through a fresh pilot; start-up is timed apart from the run.
 
     Backend ``hybrid`` is the reference study's Flux+Dragon set-up, routed ``auto`` (Flux and Dragon
@@ -160,12 +172,15 @@ def run_pilot(backend: str, workload: str, n_tasks: int, cores: int, duration_s:
     metrics["losses"] = utilisation_losses(pilot.records, cores, _phase_of)
     if len(pilot.backends) > 1:
         metrics["per_backend"] = {
-            name: {**summarize([r for r in pilot.records if r.backend == name], view.n_cores).to_dict(),
-                   "serves": sorted(k.value for k in pilot.backends[name].serves)}
+            name: {
+                **summarize([r for r in pilot.records if r.backend == name], view.n_cores).to_dict(),
+                "serves": sorted(k.value for k in pilot.backends[name].serves),
+            }
             for name, view in pilot.slots.items()
         }
-    return RunResult(metrics=metrics, startup_s=startup, cpu=meter.figures(n),
-                     stalls=[e.to_dict() for e in pilot.stalls])
+    return RunResult(
+        metrics=metrics, startup_s=startup, cpu=meter.figures(n), stalls=[e.to_dict() for e in pilot.stalls]
+    )
 
 
 def _phase_of(record: Any) -> str:
@@ -180,9 +195,19 @@ def _wait(pilot: Pilot, futures: list[Any]) -> None:
         _, pending = concurrent.futures.wait(pending, timeout=1.0)
 
 
-def bench(backend: str, workload: str, n_tasks: int, cores: int, duration_s: float = 1.0, repeat: int = 3,
-          options: Mapping[str, Mapping[str, Any]] | None = None, raw: bool = True, nodes: int = 1,
-          exclusive: bool = False, static: bool = False) -> dict[str, Any]:
+def bench(
+    backend: str,
+    workload: str,
+    n_tasks: int,
+    cores: int,
+    duration_s: float = 1.0,
+    repeat: int = 3,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    raw: bool = True,
+    nodes: int = 1,
+    exclusive: bool = False,
+    static: bool = False,
+) -> dict[str, Any]:
     """Median figures over ``repeat`` interleaved runs of ours and the raw baselines.
 
     ``static`` (``hybrid`` with the ``phased`` workload) also runs static shares (``exclusive``),
@@ -223,8 +248,11 @@ def bench(backend: str, workload: str, n_tasks: int, cores: int, duration_s: flo
         **{k: statistics.median(r.cpu[k] for r in ours) for k in ours[0].cpu},
         "runs_throughput_tasks_per_s": [r.metrics["throughput_tasks_per_s"] for r in ours],
         "runs_utilization": [r.metrics["utilization"] for r in ours],
-        "static": ({**_medians(static_runs), "runs_utilization": [r.metrics["utilization"] for r in static_runs]}
-                   if static_runs else None),
+        "static": (
+            {**_medians(static_runs), "runs_utilization": [r.metrics["utilization"] for r in static_runs]}
+            if static_runs
+            else None
+        ),
         "raw_throughput_tasks_per_s": raw_median,  # the strongest baseline's median
         "raw_baseline": strongest,
         "raw_baselines_tasks_per_s": baselines,

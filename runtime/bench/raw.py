@@ -33,8 +33,10 @@ def raw_baselines(backend: str, workload: str, n_tasks: int, cores: int, duratio
     if backend == "local":
         if kind is TaskKind.EXECUTABLE:
             return {"subprocess.Popen": raw_subprocess(_argv(workload, duration_s), n_tasks, cores)}
-        return {f"Pool ({method})": raw_pool(method, workload, n_tasks, cores, duration_s)
-                for method in ("fork", "forkserver")}
+        return {
+            f"Pool ({method})": raw_pool(method, workload, n_tasks, cores, duration_s)
+            for method in ("fork", "forkserver")
+        }
     if backend == "flux":
         _require(kind, TaskKind.EXECUTABLE, backend, workload)
         return {"FluxExecutor": raw_flux(workload, n_tasks, cores, duration_s)}
@@ -134,8 +136,15 @@ def raw_dragon(workload: str, n_tasks: int, cores: int, duration_s: float) -> fl
         script = os.path.join(directory, "raw_pool.py")
         Path(script).write_text(DRAGON_SCRIPT)
         argv = launcher_argv(launcher, [], script, workload, str(n_tasks), str(cores), repr(duration_s))
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              env=launcher_env(launcher), cwd=directory, process_group=0)
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=launcher_env(launcher),
+            cwd=directory,
+            process_group=0,
+        )
     for line in done.stdout.splitlines():
         if line.startswith("RAW_TASKS_PER_S "):
             return float(line.split()[1])
