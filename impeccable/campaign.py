@@ -132,9 +132,8 @@ class CampaignRunner(MDRescoring):
             self.md_done = self.store.md_ids()
             self.pilot = self._pilot or make_pilot(self.c)
             a = use_gpus(self.c, self.pilot.allocation, self.stages, self.store)  # each stage's GPUs in it
-            session = self.store.begin_session(
-                a.cores, {k.value: v for k, v in self.pilot.routes.items()}, a.gpus, a.gpu_shares, nodes=a.nodes
-            )
+            routes = {k.value: v for k, v in self.pilot.routes.items()}
+            session = self.store.begin_session(a.cores, routes, a.gpus, a.gpu_shares, nodes=a.nodes)
             log_pilot_events(self.pilot, self.run_dir, session)  # stalls and lost nodes, as they happen
             self._run_session(session)
         return self.summary()
@@ -159,18 +158,14 @@ class CampaignRunner(MDRescoring):
             finally:
                 with guard.deferred(raise_after=False):
                     self.pilot.shutdown(cancel_pending=status not in ("done", "done-with-failures"))
-                    self.store.add_task_records(
-                        session, [r for r in self.pilot.records if r.uid not in self.tasks.recorded]
-                    )
+                    unrecorded = [r for r in self.pilot.records if r.uid not in self.tasks.recorded]
+                    self.store.add_task_records(session, unrecorded)
                     self.store.end_session(session, status)
                     self.tasks.close()
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "run_dir": str(self.run_dir),
-            "stages": self.progress.as_dict(),
-            "failed_tasks": list(self.tasks.failed) if self.tasks else [],
-        }
+        failed = list(self.tasks.failed) if self.tasks else []
+        return {"run_dir": str(self.run_dir), "stages": self.progress.as_dict(), "failed_tasks": failed}
 
     # ------------------------------------------------------------------ planning
     def _plan(self) -> None:
@@ -299,16 +294,8 @@ class CampaignRunner(MDRescoring):
             result = self.stages.infer_result(future, ids)
             picked = nominate_batch(ids, result.scores, self.docked, quota(batch, self.n_batches, self.c.redock.top_k))
             nominees = [(ids[i], smiles[i], float(result.scores[i])) for i in picked]
-            self.store.add_predictions(
-                r,
-                batch,
-                ids,
-                result.scores,
-                result.counts,
-                result.failures,
-                nominees,
-                result.filtered if r == 0 else (),
-            )  # the same filters every round
+            filtered = result.filtered if r == 0 else ()  # the same filters every round
+            self.store.add_predictions(r, batch, ids, result.scores, result.counts, result.failures, nominees, filtered)
             self.progress.tick(f"infer r{r}", done=result.accounted, failed=len(result.failures))
             self._redock_batch(r, batch)
         self._feed_inference()
@@ -319,11 +306,8 @@ class CampaignRunner(MDRescoring):
         if not quota(batch, self.n_batches, self.c.redock.top_k):
             return
         stored = self.store.selected_compounds(r, "redock", batch)
-        todo = [
-            LibraryRecord(cid, smi)
-            for cid, smi, _ in sorted(stored, key=lambda s: (s[2], s[0]))
-            if cid not in self.docked
-        ]
+        best_first = sorted(stored, key=lambda s: (s[2], s[0]))
+        todo = [LibraryRecord(cid, smi) for cid, smi, _ in best_first if cid not in self.docked]
         self.progress.tick(f"redock r{r}", total=len(stored), done=len(stored) - len(todo))
         if todo:
             self._dock(todo, batch, r, "redock")
@@ -341,14 +325,8 @@ class CampaignRunner(MDRescoring):
             state.md_checked = True
             if not self.tasks.draining:
                 leftout.check_nominees(self.c, self.store, state.round)
-            self._run_md(
-                state.round,
-                [
-                    cid
-                    for cid in self._top_docked(state.round)
-                    if cid not in self.md_done and cid not in self.md_inflight
-                ],
-            )
+            top = self._top_docked(state.round)
+            self._run_md(state.round, [cid for cid in top if cid not in self.md_done and cid not in self.md_inflight])
         if not state.trained_next and state.round + 1 < self.c.campaign.rounds:
             state.trained_next = True  # round r+1 trains on every docking score; round r's MD keeps running
             self._train(state.round + 1)

@@ -138,18 +138,8 @@ class StageTasks:
             cid = item.get("id")
             if cid in by_id and cid not in seen:
                 seen.add(cid)
-                rows.append(
-                    DockRow(
-                        cid,
-                        by_id[cid].smiles,
-                        batch.round,
-                        batch.origin,
-                        item.get("score_kcal_mol"),
-                        item.get("pose_sdf"),
-                        item.get("error"),
-                        item.get("state_smiles"),
-                    )
-                )
+                found = (item.get(key) for key in ("score_kcal_mol", "pose_sdf", "error", "state_smiles"))
+                rows.append(DockRow(cid, by_id[cid].smiles, batch.round, batch.origin, *found))
         if complete:
             lost = f"the docking task wrote no result for it (see {batch.folder / 'stderr.log'})"
             rows += [
@@ -190,11 +180,8 @@ class StageTasks:
             try:
                 records = tuple(read_library(folder / "ligands.csv"))
             except Exception as exc:  # noqa: BLE001 - a folder we cannot read is docked again, not fatal
-                print(
-                    f"warning: {folder}: its docking results cannot be read back ({exc}); its compounds "
-                    "are docked again",
-                    file=sys.stderr,
-                )
+                why = f"its docking results cannot be read back ({exc}); its compounds are docked again"
+                print(f"warning: {folder}: {why}", file=sys.stderr)
                 continue
             yield DockBatch(records, folder.name, int(match["index"]), int(match["round"]), match["origin"], folder)
 
@@ -244,12 +231,8 @@ class StageTasks:
         self.devices.saw("infer", out.get("device", "cpu"), out.get("device_note", ""))
         filtered, failed = out["filtered"], out["failed"]
         counts = (len(ids), len(ids) - len(filtered) - len(failed), len(filtered), len(failed))
-        return InferOutcome(
-            np.asarray(out["scores"], dtype=np.float32),
-            counts,
-            [(ids[i], reason) for i, reason in failed],
-            [(ids[i], reason) for i, reason in filtered],
-        )
+        failures, dropped = [(ids[i], why) for i, why in failed], [(ids[i], why) for i, why in filtered]
+        return InferOutcome(np.asarray(out["scores"], dtype=np.float32), counts, failures, dropped)
 
     # ------------------------------------------------------------------ MD
     def md_job(self, r: int, cid: str, pose_sdf: str) -> MDJob:
@@ -260,19 +243,8 @@ class StageTasks:
         folder = self.work / "md" / folder_name(cid)
         folder.mkdir(parents=True, exist_ok=True)
         m = self.c.md
-        settings = MDSettings(
-            replicas=m.replicas,
-            length_ps=m.length_ps,
-            equilibration_ps=m.equilibration_ps,
-            frame_interval_ps=m.frame_interval_ps,
-            seed=compound_seed(self.c.campaign.seed, cid),
-            threads=m.cores,
-            solvent=m.solvent,
-            ligand_forcefield=m.ligand_forcefield,
-            mmpbsa_py=m.mmpbsa_py,
-            platform=m.platform,
-            precision=m.precision,
-        )
+        # replicas, lengths, solvent, force field, MMPBSA.py, platform and precision by name
+        settings = MDSettings.taking(m, seed=compound_seed(self.c.campaign.seed, cid), threads=m.cores)
         receptor = self._md_receptor()
         key = md_tasks.fingerprint(receptor, pose_sdf, settings)
         _write_if_changed(folder / "pose.sdf", pose_sdf)
@@ -312,9 +284,8 @@ class StageTasks:
     def md_replica_task(self, job: MDJob, index: int) -> Task:
         from .stages import md_tasks
 
-        return self._md_executable(
-            job, md_tasks.command("replica", job.folder, index=index), f"replica {index}", self._gpus("md")
-        )
+        argv = md_tasks.command("replica", job.folder, index=index)
+        return self._md_executable(job, argv, f"replica {index}", self._gpus("md"))
 
     def _md_executable(self, job: MDJob, argv: list[str], step: str, gpus: int = 0) -> Task:
         log = step.replace(" ", "_")

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .store_parts import PredictionTables, TaskTables, _insert_failures, _select
+from .store_parts import PredictionTables, SelectionTables, TaskTables, _insert_failures, _select
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -167,7 +167,7 @@ class DockRow:
     state_smiles: str | None = None  # the docked state that gave the score (stereo and charges)
 
 
-class Store(PredictionTables, TaskTables):
+class Store(SelectionTables, PredictionTables, TaskTables):
     """Typed access to ``campaign.db``; callers never write SQL."""
 
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
@@ -360,83 +360,6 @@ class Store(PredictionTables, TaskTables):
             cid: (bool(ok), json.loads(failed))
             for cid, ok, failed in self.db.execute("SELECT id, passed, failed FROM pose_checks")
         }
-
-    # selections (which compounds a stage picked, so a resumed run picks the same) --
-    def select(self, round_: int, stage: str, ids: Iterable[str], batch: int = -1) -> None:
-        with self.transaction() as db:
-            db.executemany(
-                "INSERT OR IGNORE INTO selections (round, stage, id, batch) VALUES (?, ?, ?, ?)",
-                [(round_, stage, i, batch) for i in ids],
-            )
-
-    def select_compounds(self, round_: int, stage: str, compounds: Iterable[tuple[str, str]]) -> None:
-        """Like :meth:`select`, keeping each compound's SMILES, so a resumed stage needs no library pass."""
-        with self.transaction() as db:
-            db.executemany(
-                "INSERT OR IGNORE INTO selections VALUES (?, ?, ?, -1, ?, NULL)",
-                [(round_, stage, cid, smi) for cid, smi in compounds],
-            )
-
-    def selected(self, round_: int, stage: str, batch: int | None = None) -> set[str]:
-        sql, args = "SELECT id FROM selections WHERE round=? AND stage=?", [round_, stage]
-        if batch is not None:
-            sql += " AND batch=?"
-            args.append(batch)
-        return {i for (i,) in self.db.execute(sql, args)}
-
-    def selected_compounds(
-        self, round_: int, stage: str, batch: int | None = None
-    ) -> list[tuple[str, str | None, float | None]]:
-        """(id, SMILES, predicted score) of a stage's picks in the order they were picked; SMILES and score
-        from the per-compound predictions where an older store kept them only there, else None."""
-        sql = (
-            "SELECT s.id, coalesce(s.smiles, p.smiles), coalesce(s.score, p.score) FROM selections s "
-            "LEFT JOIN predictions p ON p.round=s.round AND p.id=s.id WHERE s.round=? AND s.stage=?"
-        )
-        args: list[Any] = [round_, stage]
-        if batch is not None:
-            sql += " AND s.batch=?"
-            args.append(batch)
-        return list(self.db.execute(sql + " ORDER BY s.rowid", args))
-
-    # MD ----------------------------------------------------------------------
-    def add_md(
-        self,
-        cid: str,
-        round_: int,
-        dg: float | None,
-        stderr: float | None,
-        result: dict[str, Any] | None,
-        error: str | None,
-    ) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO md VALUES (?, ?, ?, ?, ?, ?)",
-                (cid, round_, dg, stderr, json.dumps(result) if result else None, error),
-            )
-
-    def speculative_md(self, round_: int) -> set[str]:
-        """Compounds a round sent to MD while it streamed (picked by an inference batch, not the round end)."""
-        return {
-            i
-            for (i,) in self.db.execute(
-                "SELECT id FROM selections WHERE round=? AND stage='md' AND batch >= 0", (round_,)
-            )
-        }
-
-    def md_ids(self) -> set[str]:
-        return {i for (i,) in self.db.execute("SELECT id FROM md")}
-
-    def md_batches(self) -> dict[str, int]:
-        """Compound -> the inference batch whose re-docking sent it to MD (-1: the round end's top-M)."""
-        return dict(self.db.execute("SELECT id, max(batch) FROM selections WHERE stage='md' GROUP BY id"))
-
-    def md_counts(self) -> tuple[int, int]:
-        """(scored, failed) MD compounds."""
-        return tuple(self.db.execute("SELECT count(dg), count(*) - count(dg) FROM md").fetchone())  # type: ignore[return-value]
-
-    def md_results(self) -> dict[str, tuple[float | None, float | None, str | None]]:
-        return {i: (dg, se, err) for i, dg, se, err in self.db.execute("SELECT id, dg, stderr, error FROM md")}
 
     def add_failures(self, stage: str, failures: Iterable[tuple[str, str]]) -> None:
         """Compounds ``stage`` left out: (id, reason); the reason's category is stored beside it."""

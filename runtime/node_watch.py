@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from .ticker import Ticker
 
 DEFAULT_INTERVAL_S = 2.0
 LOST_STATES = ("down", "fail")  # sinfo %T, lower case, flags ("*": not responding) stripped
@@ -73,7 +74,7 @@ def is_lost(state: str) -> bool:
     return state.rstrip("*~#!%$@^-").startswith(LOST_STATES)
 
 
-class NodeWatch:
+class NodeWatch(Ticker):
     """Reports each node of ``nodes`` that the manager says is lost, once, through ``on_lost(node, state)``."""
 
     def __init__(
@@ -83,22 +84,15 @@ class NodeWatch:
         interval_s: float = DEFAULT_INTERVAL_S,
         states: Callable[[Sequence[str]], dict[str, str]] = slurm_node_states,
     ) -> None:
+        super().__init__("impeccable-node-watch", interval_s, join_timeout_s=30)
         self.nodes = tuple(nodes)
         self.on_lost = on_lost
         self.interval_s = interval_s
         self.states = states
         self.lost: set[str] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="impeccable-node-watch", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+    def tick(self) -> None:
+        self.check()
 
     def check(self) -> None:
         """One look at the nodes (the thread's loop; tests call it directly)."""
@@ -106,7 +100,3 @@ class NodeWatch:
             if node in self.nodes and node not in self.lost and is_lost(state):
                 self.lost.add(node)
                 self.on_lost(node, state)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.check()

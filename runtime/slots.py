@@ -176,26 +176,7 @@ class SlotBroker(NodeLoss):
             return self._state()
 
     def _state(self) -> dict:
-        views = [
-            {
-                "runtime": v.runtime,
-                "nodes": list(v.nodes) if v.nodes is not None else "all",
-                "pending": v.pending,
-                "wanted": [list(p) for p in v.wanted] if v.wanted else None,
-                "hungry": v in self._hungry,
-                "waiting_for_slots": self._waiting.get(v) is not None,
-                "held_cores": self._used[v.runtime],
-                "could_place_now": self._could_place(v),
-                "wake_callback": v.wake is not None,
-            }
-            for v in self._views
-        ]
-        return {
-            "activity": self.activity,
-            "free_cores_per_node": [len(f) for f in self._free_cores],
-            "free_gpus_per_node": [len(f) for f in self._free_gpus],
-            "views": views,
-        }
+        return _describe(self)
 
     def _could_place(self, view: SlotView) -> bool:
         """Whether ``view``'s smallest wanted task fits now and it may take (lock held)."""
@@ -315,9 +296,8 @@ class SlotBroker(NodeLoss):
             cores += self._pop(self._free_cores[n], len(self._free_cores[n]))
             gpus += self._pop(self._free_gpus[n], len(self._free_gpus[n]))
         per_node = -(-len(processes) // len(chosen))
-        return Placement(
-            cores, gpus, tuple(chosen[i // per_node] for i in range(len(processes))), self.allocation.hosts(cores)
-        )
+        owners = tuple(chosen[i // per_node] for i in range(len(processes)))
+        return Placement(cores, gpus, owners, self.allocation.hosts(cores))
 
     def _plan(self, nodes: Sequence[int], processes: Sequence[tuple[int, int]]) -> list[int] | None:
         """The node a task fits on (first fit), or the whole free nodes a task wider than a node takes;
@@ -330,12 +310,8 @@ class SlotBroker(NodeLoss):
         if len(processes) == 1:
             return None  # one process cannot span nodes
         n_needed = -(-total_cores // self.cores_per_node)
-        free_nodes = [
-            n
-            for n in nodes
-            if len(self._free_cores[n]) == self._node_cores[n] == self.cores_per_node
-            and len(self._free_gpus[n]) == self._node_gpus[n]
-        ]
+        idle = [n for n in nodes if len(self._free_cores[n]) == self._node_cores[n] == self.cores_per_node]
+        free_nodes = [n for n in idle if len(self._free_gpus[n]) == self._node_gpus[n]]
         chosen = free_nodes[:n_needed]
         if len(chosen) < n_needed or total_gpus > sum(self._node_gpus[n] for n in chosen):
             return None
@@ -388,6 +364,30 @@ def pick_gpu_slots(free: Sequence[int], n: int, shares: int) -> list[int] | None
         _, d = min(rest)
         picked += sorted(by_device[d])[:part]
     return picked
+
+
+def _describe(broker: SlotBroker) -> dict:
+    """The broker's state for a stall's dump (lock held): what each view asked for and holds, what is free."""
+    views = [
+        {
+            "runtime": v.runtime,
+            "nodes": list(v.nodes) if v.nodes is not None else "all",
+            "pending": v.pending,
+            "wanted": [list(p) for p in v.wanted] if v.wanted else None,
+            "hungry": v in broker._hungry,
+            "waiting_for_slots": broker._waiting.get(v) is not None,
+            "held_cores": broker._used[v.runtime],
+            "could_place_now": broker._could_place(v),
+            "wake_callback": v.wake is not None,
+        }
+        for v in broker._views
+    ]
+    return {
+        "activity": broker.activity,
+        "free_cores_per_node": [len(f) for f in broker._free_cores],
+        "free_gpus_per_node": [len(f) for f in broker._free_gpus],
+        "views": views,
+    }
 
 
 class SlotView:

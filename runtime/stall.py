@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .slots import SlotBroker
+from .ticker import Ticker
 
 DEFAULT_AFTER_S = 5.0
 
@@ -63,7 +64,7 @@ class StallEvent:
 RECORDED: list[StallEvent] = []  # every event in this process (tests fail on any)
 
 
-class StallWatch:
+class StallWatch(Ticker):
     """A timer thread watching the pilot's slot pools for stalls (see the module docstring)."""
 
     def __init__(
@@ -77,26 +78,19 @@ class StallWatch:
         bookkeeping (the pilot looks at its records), so a runtime that never told the pool is seen."""
         if after_s <= 0:
             raise ValueError(f"the stall watchdog's after_s must be > 0, got {after_s}")
+        super().__init__("impeccable-stall-watch", after_s / 2)
         self.brokers = list(brokers)
         self.after_s = after_s
         self.on_event = on_event
         self.pending = pending
         self.events: list[StallEvent] = []
-        self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
         self._seen: dict[int, tuple[int, float, bool]] = {}  # broker -> (activity, since, probed)
         for broker in self.brokers:
             broker.on_stall = self._stalled
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="impeccable-stall-watch", daemon=True)
-        self._thread.start()
-
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        super().stop()
         for broker in self.brokers:
             broker.on_stall = None
 
@@ -104,10 +98,9 @@ class StallWatch:
     def stuck(self) -> bool:
         return any(e.kind == "stuck" for e in self.events)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.after_s / 2):
-            for broker in self.brokers:
-                self.check(broker, time.monotonic())
+    def tick(self) -> None:
+        for broker in self.brokers:
+            self.check(broker, time.monotonic())
 
     def check(self, broker: SlotBroker, now: float) -> None:
         """One look at ``broker`` (the thread calls it every ``after_s / 2``; tests call it directly)."""

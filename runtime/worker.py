@@ -19,6 +19,7 @@ import time
 import traceback
 from typing import Any
 
+from .environ import patched_environ
 from .task import resolve_function
 
 READY = b"impeccable-worker-ready"
@@ -57,16 +58,8 @@ def serve(conn: Any) -> None:
 
 def _call_with_env(fn: Any, args: tuple, kwargs: dict, env: dict[str, str]) -> Any:
     """Run with extra environment (e.g. CUDA_VISIBLE_DEVICES) and restore it afterwards."""
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
+    with patched_environ(env):
         return fn(*args, **kwargs)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _failure(token: Any, exc: BaseException, started: float, prefix: str = "") -> bytes:

@@ -50,8 +50,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import openmm
@@ -120,6 +121,13 @@ class MDSettings:
     platform: str = "CPU"  # "auto": CUDA, HIP or OpenCL when the task holds a GPU, else CPU (stages/device.py)
     threads: int | None = None
     precision: str = "mixed"  # on a GPU platform (MM/GBSA scoring always uses double)
+
+    @classmethod
+    def taking(cls, options: object, **overrides: Any) -> MDSettings:
+        """Settings from an object whose attributes share the fields' names (a campaign's ``[md]`` section,
+        parsed command-line options): the fields it has, then ``overrides``; the rest keep their defaults."""
+        given = {f.name: getattr(options, f.name) for f in fields(cls) if hasattr(options, f.name)}
+        return cls(**{**given, **overrides})
 
     def check(self) -> None:
         """Raise StageInputError naming the first unusable setting."""

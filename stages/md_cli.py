@@ -59,20 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default=d.precision, choices=device.PRECISIONS, help="on a GPU platform")
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
-    settings = MDSettings(
-        replicas=a.replicas,
-        length_ps=a.length_ps,
-        equilibration_ps=a.equilibration_ps,
-        frame_interval_ps=a.frame_interval_ps,
-        solvent=a.solvent,
-        ligand_forcefield=a.ligand_forcefield,
-        mmpbsa_py=a.mmpbsa_py,
-        pocket_radius_angstrom=None if a.full_receptor else a.pocket_radius,
-        seed=a.seed,
-        platform=a.platform,
-        threads=a.threads,
-        precision=a.precision,
-    )
+    settings = MDSettings.taking(a, pocket_radius_angstrom=None if a.full_receptor else a.pocket_radius)
     workdir = a.workdir or a.out.parent / "amber"
     try:
         result = refine_and_score(a.receptor, a.ligand, settings, a.param_cache, workdir)

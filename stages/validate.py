@@ -304,18 +304,15 @@ def run_from_args(a: argparse.Namespace) -> int:
         seeds = tuple(int(s) for s in a.redock_seeds.split(","))
     except ValueError:
         raise StageInputError(f"--redock-seeds: comma-separated integers, got {a.redock_seeds!r}") from None
+    same_name = {name: getattr(a, name) for name in ("exhaustiveness", "folds", "replicates", "epochs", "workers")}
     result = run_validation(
         a.scores,
         a.receptor,
         second_receptor=None if a.no_second_receptor else a.second_receptor,
         redock_seeds=seeds,
-        exhaustiveness=a.exhaustiveness,
-        folds=a.folds,
-        replicates=a.replicates,
-        epochs=a.epochs,
-        workers=a.workers,
         limit=a.limit,
         pose_exhaustiveness=_ints(a.pose_exhaustiveness, "--pose-exhaustiveness"),
+        **same_name,
     )
     a.json.parent.mkdir(parents=True, exist_ok=True)
     tmp = a.json.with_name(f".{a.json.name}.tmp")

@@ -124,6 +124,18 @@ def test_replica_seeds_are_distinct_and_never_zero():
     assert 0 not in seeds and len(set(seeds)) == len(seeds) and max(seeds) < 2**31
 
 
+def test_settings_take_a_campaigns_md_section_by_name_and_nothing_else():
+    from impeccable.config import MDSection
+
+    m = MDSection(replicas=2, length_ps=3.0, solvent="explicit", platform="CPU", precision="double", mmpbsa_py="gb")
+    s = MDSettings.taking(m, seed=5, threads=m.cores)
+    given = (s.replicas, s.length_ps, s.solvent, s.platform, s.precision, s.mmpbsa_py)
+    assert given == (2, 3.0, "explicit", "CPU", "double", "gb")
+    assert (s.seed, s.threads, s.equilibration_ps, s.frame_interval_ps) == (5, 1, m.equilibration_ps, 0.5)
+    # what a campaign file has no key for keeps its default
+    assert s.pocket_radius_angstrom == MDSettings().pocket_radius_angstrom and s.timestep_fs == 2.0
+
+
 def test_bootstrap_interval_is_seeded_and_brackets_the_mean():
     values = [-21.0, -23.5, -22.2, -24.9, -20.8, -22.7]
     ci = bootstrap_ci95(values, seed=5)

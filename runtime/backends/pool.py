@@ -119,8 +119,7 @@ class FunctionPool:
     def __init__(
         self, host: Dispatcher, transport: WorkerTransport, pipeline_s: float, max_pipeline: int, queue_ahead: int = 0
     ) -> None:
-        self.host = host
-        self.transport = transport
+        self.host, self.transport = host, transport
         self.pipeline = Pipelining(pipeline_s, max_pipeline, queue_ahead)
         self.workers: list[PoolWorker] = []
         self.idle: list[PoolWorker] = []
@@ -164,11 +163,8 @@ class FunctionPool:
             if worker is not None:
                 worker.exclusive = False
             else:
-                worker = min(
-                    (w for w in self.workers if self.pipeline.takes_more(w)),
-                    key=lambda w: len(w.outstanding),
-                    default=None,
-                )
+                busy = (w for w in self.workers if self.pipeline.takes_more(w))
+                worker = min(busy, key=lambda w: len(w.outstanding), default=None)
                 if worker is None:
                     return False
         else:
@@ -176,10 +172,8 @@ class FunctionPool:
             if worker is None:
                 return False
             worker.exclusive = True
-        now = time.time()
-        if not sub.begin(
-            worker.cores, worker.gpus, when=now, node=self.host.slots.broker.allocation.hosts(worker.cores)
-        ):
+        now, hosts = time.time(), self.host.slots.broker.allocation.hosts(worker.cores)
+        if not sub.begin(worker.cores, worker.gpus, when=now, node=hosts):
             if not worker.outstanding:
                 self._idle(worker)
             return True

@@ -44,6 +44,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from ..environ import patched_environ
 from ..errors import BackendUnavailable
 from ..nodes import NodeList, from_slurm
 from ..nodes import discover as discover_nodes
@@ -331,9 +332,6 @@ class SlurmAllocation:
         self.release()
 
 
-JOB_VARIABLES = ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_JOB_CPUS_PER_NODE", "SLURM_JOB_NUM_NODES")
-
-
 @contextlib.contextmanager
 def job_of_nodes(n_nodes: int) -> Iterator[NodeList]:
     """A Slurm job of at least ``n_nodes`` nodes: the one this process runs in, else a fresh allocation of
@@ -350,16 +348,10 @@ def job_of_nodes(n_nodes: int) -> Iterator[NodeList]:
         return
     allocation = SlurmAllocation(n_nodes, ["-N", str(n_nodes), "--exclusive", "--no-kill"])
     job_id = allocation.acquire()
-    saved = {name: os.environ.get(name) for name in JOB_VARIABLES}
     try:
-        os.environ.update(job_environment(job_id))
-        yield from_slurm(os.environ)
+        with patched_environ(job_environment(job_id)):
+            yield from_slurm(os.environ)
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         allocation.release()
 
 
