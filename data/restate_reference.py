@@ -102,7 +102,27 @@ def summary() -> int:
         )
     changed = sum(new[r["id"]]["state_smiles"] != r["state_smiles"] for r in old)
     print(f"best state changed for {changed} of {len(old)} compounds")
+    before = [float(r["score_kcal_mol"]) for r in old]
+    after = [float(new[r["id"]]["score_kcal_mol"]) for r in old]
+    rho = _spearman(before, after)
+    shift = sum(a - b for a, b in zip(after, before)) / len(old)
+    print(f"compound scores, after against before: Spearman {rho:.3f}, mean shift {shift:+.3f} kcal/mol")
+    minor = sum(_best_penalty(new[r["id"]]) > 0 for r in old)
+    print(f"{minor} compounds score as a penalised minor microstate")
     return 0
+
+
+def _spearman(x: list[float], y: list[float]) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(x, y).statistic)
+
+
+def _best_penalty(row: dict[str, str]) -> float:
+    """The penalty of the state that gave the compound its score (lowest Vina score + penalty)."""
+    scores = [float(v) for v in row["state_scores_kcal_mol"].split(";") if v]
+    penalties = [float(v) for v in row["state_penalties_kcal_mol"].split(";") if v]
+    return min(zip((s + p for s, p in zip(scores, penalties)), penalties))[1]
 
 
 _docker: Docker | None = None

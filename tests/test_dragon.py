@@ -158,6 +158,7 @@ def test_worker_death_fails_only_its_task(pilot):
 
 
 # ------------------------------------------------------------------ nothing left behind
+@pytest.mark.slow  # a Dragon runtime of its own: 4-5 s
 def test_shutdown_leaves_no_processes_or_shared_memory():
     with Pilot(Allocation(cores=2), routes={"function": "dragon"}) as p:
         runtime = p.backends["dragon"]._runtime
@@ -185,6 +186,7 @@ with Pilot(Allocation(cores=2), routes={"function": "dragon"}) as p:
 """
 
 
+@pytest.mark.slow  # a Dragon runtime of its own each: 4-5 s
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "pilot-killed"])
 def test_runtime_goes_away_with_the_pilot(tmp_path, sig):
     script = tmp_path / "pilot.py"
@@ -221,6 +223,7 @@ def gpus_of_this_call() -> dict[str, str]:
     return {"devices": ",".join(gpus.bind(prepare=False).devices), "mode": os.environ.get(gpus.GPUS_ENV, "unset")}
 
 
+@pytest.mark.slow  # a Dragon runtime of its own: 4-5 s
 def test_dragon_calls_reach_the_device_of_their_gpu_slot():
     """Two emulated GPUs (IDs 3 and 5) of two slots each: every Dragon worker knows each slot's device."""
     allocation = Allocation(cores=2, gpus=4, gpu_shares=2, gpu_devices=("3", "5"))

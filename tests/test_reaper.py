@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 PILOT = r"""
 import sys, time
 from impeccable.runtime.pilot import Pilot
@@ -122,6 +124,7 @@ def kill_during_a_launch_burst(trials: int, seed: int) -> list[tuple[int, int]]:
     return out
 
 
+@pytest.mark.slow  # 7 s: twenty kills at chosen instants
 def test_sigkill_at_any_instant_of_a_launch_burst_leaves_no_task_process():
     """The window between a task's fork and its registration with the reaper: before the task marker, each
     of 20 kills left exactly one `sleep` alive (20/20); now none (0/20). Three kills here."""
