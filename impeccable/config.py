@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from .runtime.backends import BACKEND_NAMES
+from .runtime.backends.options import parse_options
 
 BACKEND_CHOICES = ("auto", *BACKEND_NAMES)
 
@@ -277,7 +278,15 @@ class PilotSection(_Section):
         default_factory=lambda: {"executable": "auto", "function": "auto"}
     )
     shares: dict[str, int] = Field(default_factory=dict)  # backend -> weight when runtimes contend for cores
-    options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # backend -> options
+    # backend -> its options (runtime/backends/options.py: each backend's keys, types and defaults)
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, given in options.items():
+            parse_options(name, given)  # refused with the backend and key named
+        return options
 
     @field_validator("routes")
     @classmethod

@@ -20,6 +20,7 @@ from typing import Any
 
 from .backends import backend_class, is_available
 from .backends.base import Backend, Submission, TaskFuture
+from .backends.options import parse_options
 from .errors import BackendUnavailable, TaskError
 from .node_watch import DEFAULT_INTERVAL_S, NodeEvent, NodeWatch
 from .nodes import host_index
@@ -78,6 +79,8 @@ class Pilot:
     ) -> None:
         self.allocation = allocation if isinstance(allocation, Allocation) else Allocation(cores=allocation)
         self.routes = resolve_routes(routes)
+        for name, given in (options or {}).items():
+            parse_options(name, given)  # a misspelt backend or option is refused, whether routed or not
         self.exclusive = exclusive
         names = list(dict.fromkeys(self.routes.values()))
         weights = {name: int((shares or {}).get(name, 1)) for name in names}

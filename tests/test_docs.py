@@ -64,3 +64,25 @@ def test_the_python_example_runs_and_its_run_reads_back(tmp_path):
     )
     check = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert check.returncode == 0 and "MOSES-" in check.stdout, check.stderr
+
+
+def test_the_backend_options_reference_has_every_option_with_a_type_a_default_and_a_comment():
+    from campaign_keys import options_markdown
+
+    from impeccable.runtime.backends import options
+
+    text = options_markdown(options.OPTIONS, ROOT / "runtime" / "backends" / "options.py")
+    rows, section = {}, ""
+    for line in text.splitlines():
+        if line.startswith("### "):
+            section = line.removeprefix("### `[pilot.options.").removesuffix("]`")
+        elif line.startswith("| `"):
+            cells = [c.strip() for c in line.split("|")[1:-1]]
+            rows[f"{section}.{cells[0].strip('`')}"] = cells[1:]
+    keys = [f"{b}.{f.alias or n}" for b, model in options.OPTIONS.items() for n, f in model.model_fields.items()]
+    assert sorted(rows) == sorted(keys)
+    for key in keys:
+        type_, default, _, comment = rows[key]
+        assert type_ and default and comment, f"{key}: an option needs a type, a default and a comment"
+    assert rows["flux.validate"][:2] == ["boolean", "`false`"] and rows["local.preload"][0] == "list of strings"
+    assert "test_size is gone" in text  # the check of a removed option

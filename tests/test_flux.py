@@ -160,7 +160,7 @@ def test_without_held_jobs_tasks_are_submitted_when_placed():
         assert [job["name"] for job in flux_jobs(pilot)] == ["blocker"]  # the waiting task is not in Flux yet
         wait_all([blocker, behind])
     assert behind.record.state is TaskState.DONE
-    with pytest.raises(ValueError, match="ahead must be a whole number"):
+    with pytest.raises(ValueError, match="option .ahead.: Input should be greater than or equal to 0"):
         flux_pilot(1, ahead=-1)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +141,28 @@ def test_flux_partition_fits_per_broker():
     assert config.fits(executable_task(["true"], cores_per_rank=4))
     assert not config.fits(executable_task(["true"], cores_per_rank=5))  # one process cannot span brokers
     assert config.fits(executable_task(["true"], mpi=True, ranks=2, cores_per_rank=4))
+
+
+def test_a_misspelt_backend_option_is_refused_with_the_key_and_what_the_backend_reads():
+    with pytest.raises(ValueError, match=r"backend 'local': unknown option 'pipline_s' \(it reads: .*pipeline_s"):
+        Pilot(2, options={"local": {"pipline_s": 0.01}})
+    with pytest.raises(ValueError, match="options for unknown backend 'lcoal'"):
+        Pilot(2, options={"lcoal": {}})
+    # checked whether or not the backend is routed: a Flux option typed on a machine without Flux
+    with pytest.raises(ValueError, match="backend 'flux': option 'ahead': Input should be a valid integer"):
+        Pilot(2, options={"flux": {"ahead": True}})
+    with pytest.raises(ValueError, match="test_size is gone"):
+        Pilot(2, options={"flux": {"test_size": 4}})
+    with Pilot(2, options={"local": {"pipeline_s": 0.01, "preload": ["json"]}, "srun": {"max_running": 4}}) as pilot:
+        assert pilot.backends["local"].opts.preload == ("json",)
+
+
+def test_a_campaign_file_names_the_bad_backend_option(tmp_path):
+    from impeccable.config import load_campaign
+    from impeccable.errors import UserError
+
+    text = (Path(__file__).parent.parent / "campaigns" / "demo.toml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("[pilot.routes]", "[pilot.options.dragon]\nworkers = 0\n[pilot.routes]"))
+    with pytest.raises((UserError, ValueError), match=r"pilot.options: backend 'dragon': option 'workers'"):
+        load_campaign(bad)

@@ -33,40 +33,37 @@ BOUNDS = {
 
 def reference_markdown(root: type[BaseModel], source: Path) -> str:
     """Markdown for ``root`` and every section model under it, in the order the file declares them."""
-    comments = _field_comments(source)
-    checks = _validator_messages(source)
-    out: list[str] = []
+    comments, checks = _field_comments(source), _validator_messages(source)
     sections = _sections(root)
+    out: list[str] = []
     for path, model in [*sections[1:], sections[0]]:  # the root's own checks (across sections) come last
-        out.append(f"### `[{path}]`" if path else "### Checks across sections")
-        if model.__doc__:  # the section's own docstring (a class's __doc__ is not inherited)
-            out += ["", " ".join(model.__doc__.split())]
-        rows = [
-            (name, field)
-            for name, field in model.model_fields.items()
-            if not field.exclude and not _is_section(field.annotation)
-        ]
-        if rows:
-            out += ["", "| key | type | default | allowed | what it does |", "|---|---|---|---|---|"]
-            for name, field in rows:
-                out.append(
-                    "| "
-                    + " | ".join(
-                        _cell(x)
-                        for x in (
-                            f"`{name}`",
-                            _type_name(field.annotation),
-                            _default(field),
-                            _bounds(field),
-                            comments.get((model.__name__, name), ""),
-                        )
-                    )
-                    + " |"
-                )
-        for message in checks.get(model.__name__, []):
-            out += ["", f"Checked across keys: {_text(message)}"]
-        out.append("")
+        out += _section(path, model, comments, checks)
     return "\n".join(out)
+
+
+def options_markdown(models: dict[str, type[BaseModel]], source: Path, prefix: str = "pilot.options") -> str:
+    """Markdown for each backend's options model (``runtime/backends/options.py``), as ``[prefix.NAME]``."""
+    comments, checks = _field_comments(source), _validator_messages(source)
+    return "\n".join(
+        line for name, model in models.items() for line in _section(f"{prefix}.{name}", model, comments, checks)
+    )
+
+
+def _section(path: str, model: type[BaseModel], comments: dict, checks: dict) -> list[str]:
+    """One section's heading, docstring, table of keys and checks across its keys."""
+    out = [f"### `[{path}]`" if path else "### Checks across sections"]
+    if model.__doc__:  # the section's own docstring (a class's __doc__ is not inherited)
+        out += ["", " ".join(model.__doc__.split())]
+    rows = [(n, f) for n, f in model.model_fields.items() if not f.exclude and not _is_section(f.annotation)]
+    if rows:
+        out += ["", "| key | type | default | allowed | what it does |", "|---|---|---|---|---|"]
+        for name, field in rows:
+            what = comments.get((model.__name__, name), "")
+            cells = (f"`{field.alias or name}`", _type_name(field.annotation), _default(field), _bounds(field), what)
+            out.append("| " + " | ".join(_cell(x) for x in cells) + " |")
+    for message in checks.get(model.__name__, []):
+        out += ["", f"Checked across keys: {_text(message)}"]
+    return [*out, ""]
 
 
 def _sections(model: type[BaseModel], path: str = "") -> list[tuple[str, type[BaseModel]]]:
@@ -91,7 +88,7 @@ def _type_name(annotation: Any) -> str:
         return " or ".join(parts) + (" (optional)" if type(None) in args else "")
     if origin is typing.Literal:
         return "one of " + ", ".join(f'`"{a}"`' for a in args)
-    if origin is list:
+    if origin in (list, tuple):
         return f"list of {_type_name(args[0])}s"
     if origin is dict:
         return f"table: {_type_name(args[0])} -> {_type_name(args[1])}"
@@ -118,7 +115,7 @@ def _toml(value: Any) -> str:
         return f'"{value}"'
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     return str(value)
 

@@ -7,7 +7,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from campaign_keys import reference_markdown
+from campaign_keys import options_markdown, reference_markdown
 from docutils import nodes
 from docutils.statemachine import StringList
 from sphinx.application import Sphinx
@@ -32,6 +32,21 @@ class CampaignReference(SphinxDirective):
         return container.children
 
 
+class BackendOptions(SphinxDirective):
+    """``{backend-options}``: each backend's options (``runtime/backends/options.py``), as tables."""
+
+    def run(self) -> list[nodes.Node]:
+        from impeccable.runtime.backends import options
+
+        source = Path(inspect.getsourcefile(options))
+        self.env.note_dependency(str(source))
+        container = nodes.container()
+        text = options_markdown(options.OPTIONS, source)
+        self.state.nested_parse(StringList(text.splitlines(), source=str(source)), self.content_offset, container)
+        return container.children
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("campaign-reference", CampaignReference)
+    app.add_directive("backend-options", BackendOptions)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -46,6 +46,7 @@ from ..task import Task, TaskKind
 from .base import signal_group
 from .dragon_channel import Channel
 from .loop import Dispatcher, ThreadedBackend
+from .options import DragonOptions, parse_options
 from .pool import FunctionPool, PoolWorker
 
 NOT_INSTALLED = "dragonhpc not installed (pip install 'impeccable[dragon]')"
@@ -89,18 +90,15 @@ class DragonBackend(ThreadedBackend):
 
     def __init__(self, slots: SlotView, **options: Any) -> None:
         super().__init__(slots, **options)
-        self._launcher = options.get("launcher") or find_launcher()
+        o = self.opts = parse_options(self.name, options, DragonOptions)
+        self._launcher = o.launcher or find_launcher()
         # a site's (or a test cluster's) launcher settings, e.g. "-t tcp --network-prefix eth0"
-        self._launcher_args = list(options.get("launcher_args") or shlex.split(os.environ.get(LAUNCHER_ARGS_ENV, "")))
-        self._start_timeout_s = float(options.get("start_timeout_s", 120.0))
-        self._start_attempts = max(1, int(options.get("start_attempts", 1)))
+        self._launcher_args = list(o.launcher_args or shlex.split(os.environ.get(LAUNCHER_ARGS_ENV, "")))
+        self._start_timeout_s = o.start_timeout_s
+        self._start_attempts = o.start_attempts
         self.start_failures: list[str] = []  # why earlier launches failed, when a later one started
-        self._pipeline_s = float(options.get("pipeline_s", 0.02))
-        self._max_pipeline = int(options.get("max_pipeline", 512))
-        self._queue_ahead = int(options.get("queue_ahead", 1))
-        self._workers = int(options.get("workers") or slots.n_cores)
-        if self._workers < 1:
-            raise ValueError(f"backend {self.name!r}: workers must be at least 1, got {options.get('workers')!r}")
+        self._pipeline_s, self._max_pipeline, self._queue_ahead = o.pipeline_s, o.max_pipeline, o.queue_ahead
+        self._workers = o.workers or slots.n_cores
         self._runtime: DragonRuntime | None = None
         self._started = False
 
@@ -144,7 +142,7 @@ class DragonBackend(ThreadedBackend):
                     self._workers,
                     inbox_messages(self._max_pipeline, self._queue_ahead),
                     self._start_timeout_s,
-                    list(self.options.get("preload") or ()),
+                    list(self.opts.preload),
                     self._worker_env(),
                     hosts,
                 )

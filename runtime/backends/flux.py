@@ -60,6 +60,7 @@ from ..task import Task, TaskKind
 from .base import Backend, Submission
 from .flux_instance import NOT_FOUND, FluxInstance, flux_command, import_flux
 from .flux_reactor import PartitionConfig, Reactor, job_shape
+from .options import FluxOptions, parse_options
 
 __all__ = ["FluxBackend", "NOT_FOUND", "flux_command", "import_flux"]
 
@@ -73,30 +74,23 @@ class FluxBackend(Backend):
 
     def __init__(self, slots: SlotView, **options: Any) -> None:
         super().__init__(slots, **options)
+        o: FluxOptions = parse_options(self.name, options)
         self._flux = flux_command()
         existing = os.environ.get("FLUX_URI")
-        use_existing = options.get("use_existing")
+        use_existing = o.use_existing
         if use_existing is None:
-            use_existing = bool(existing) and options.get("partitions") is None
+            use_existing = bool(existing) and o.partitions is None
         if use_existing and not existing:
             raise ValueError("flux backend: use_existing=True but FLUX_URI is not set (not inside a Flux instance)")
-        if "test_size" in options:
-            raise ValueError(
-                "flux backend: test_size is gone: each node of the allocation is one broker "
-                "(emulate nodes on one machine with Allocation.emulated(cores, nodes=N) / --nodes N)"
-            )
         nodes = slots.node_indices
-        n = 1 if use_existing else int(options.get("partitions") or 1)
+        n = 1 if use_existing else (o.partitions or 1)
         if n < 1 or n > len(nodes):
             raise ValueError(
                 f"flux backend: partitions must be between 1 and the {len(nodes)} node(s) it may use, "
                 f"got {n} (each partition is a Flux instance over whole nodes; emulate more nodes with "
                 "--nodes)"
             )
-        self._start_timeout_s = float(options.get("start_timeout_s", 60))
-        ahead = options.get("ahead")
-        if ahead is not None and (not isinstance(ahead, int) or isinstance(ahead, bool) or ahead < 0):
-            raise ValueError(f"flux backend: ahead must be a whole number of tasks >= 0, got {ahead!r}")
+        self._start_timeout_s = o.start_timeout_s
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("FLUX_")}
         self._lock = threading.Lock()
         self._partitions = []
@@ -106,12 +100,12 @@ class FluxBackend(Backend):
                 name=str(i),
                 nodes=group,
                 cores=cores,
-                ahead=min(len(cores), 64) if ahead is None else ahead,
+                ahead=min(len(cores), 64) if o.ahead is None else o.ahead,
                 gpus=sum((slots.node_gpus(g) for g in group), ()),
                 gpus_per_node=slots.broker.gpus_per_node,
                 gpu_table=node_table(slots.broker.allocation),
-                validate=bool(options.get("validate", False)),
-                cpu_affinity=str(options.get("cpu_affinity", "off")),
+                validate=o.validate_jobspec,
+                cpu_affinity=o.cpu_affinity,
                 base_env=base_env,
                 existing_uri=existing if use_existing else None,
             )

@@ -33,6 +33,7 @@ from ..task import Task, TaskKind
 from .base import exit_description
 from .launchers import LocalLauncher
 from .loop import Dispatcher, ThreadedBackend
+from .options import LocalOptions, parse_options
 from .pool import FunctionPool, PoolWorker
 from .processes import ProcessRunner
 
@@ -53,14 +54,9 @@ class LocalBackend(ThreadedBackend):
 
     def __init__(self, slots: SlotView, **options: Any) -> None:
         super().__init__(slots, **options)
-        self.launcher = LocalLauncher(options.get("mpiexec"))
-        self._max_workers = int(options.get("function_workers") or slots.n_cores)
-        self._pipeline_s = float(options.get("pipeline_s", 0.002))
-        self._max_pipeline = int(options.get("max_pipeline", 64))
-        max_running = options.get("max_running")
-        if max_running is not None and int(max_running) < 1:
-            raise ValueError(f"backend {self.name!r}: max_running must be at least 1, got {max_running!r}")
-        self._max_running = int(max_running) if max_running is not None else None
+        self.opts: LocalOptions = parse_options(self.name, options)
+        self.launcher = LocalLauncher(self.opts.mpiexec)
+        self._max_workers = self.opts.function_workers or slots.n_cores
 
     def check(self, task: Task) -> None:
         super().check(task)
@@ -68,14 +64,14 @@ class LocalBackend(ThreadedBackend):
 
     def start(self) -> None:
         loop = Dispatcher(self)
-        loop.serve([TaskKind.EXECUTABLE], ProcessRunner(loop, self.launcher, self._max_running))
+        loop.serve([TaskKind.EXECUTABLE], ProcessRunner(loop, self.launcher, self.opts.max_running))
         if TaskKind.FUNCTION in self.serves:
-            transport = PipeTransport(loop, self._max_workers, list(self.options.get("preload") or ()))
-            pool = FunctionPool(loop, transport, self._pipeline_s, self._max_pipeline)
+            transport = PipeTransport(loop, self._max_workers, list(self.opts.preload))
+            pool = FunctionPool(loop, transport, self.opts.pipeline_s, self.opts.max_pipeline)
             transport.pool = pool
             loop.serve([TaskKind.FUNCTION], pool)
             try:
-                transport.start(float(self.options.get("worker_start_timeout_s", 120)))
+                transport.start(self.opts.worker_start_timeout_s)
             except BaseException:
                 transport.teardown()
                 loop.selector.close()

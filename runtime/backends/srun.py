@@ -52,9 +52,9 @@ from ..slots import SlotView
 from ..task import Task, TaskKind
 from .launchers import LaunchError
 from .loop import Dispatcher, ThreadedBackend
+from .options import SrunOptions, parse_options
 from .processes import ProcessRunner
 
-DEFAULT_MAX_RUNNING = 16
 RUN_FUNCTION = "impeccable.runtime.run_function"
 
 
@@ -77,20 +77,18 @@ class SrunBackend(ThreadedBackend):
 
     def __init__(self, slots: SlotView, **options: Any) -> None:
         super().__init__(slots, **options)
-        max_running = int(options.get("max_running", DEFAULT_MAX_RUNNING))
-        if max_running < 1:
-            raise ValueError(f"backend {self.name!r}: max_running must be at least 1, got {max_running!r}")
-        self._max_running = max_running
-        self._step_flags = [str(f) for f in options.get("step_flags") or ()]
-        self._mpi = options.get("mpi")
-        self._workdir_parent = options.get("workdir")
+        o: SrunOptions = parse_options(self.name, options)
+        self._max_running = o.max_running
+        self._step_flags = list(o.step_flags)
+        self._mpi = o.mpi
+        self._workdir_parent = o.workdir
         allocation = slots.broker.allocation
         self._gpu_shares = allocation.gpu_shares
         self._allocation = SlurmAllocation(
             cores=slots.n_cores,
             gpus=slots.n_gpus // allocation.gpu_shares,
-            flags=[str(f) for f in options.get("salloc_flags") or ()],
-            timeout_s=float(options.get("allocation_timeout_s", 300)),
+            flags=list(o.salloc_flags),
+            timeout_s=o.allocation_timeout_s,
         )
         self.launcher: SrunLauncher | None = None
 
