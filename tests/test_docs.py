@@ -19,13 +19,7 @@ from campaign_keys import _sections, reference_markdown  # noqa: E402 - the docs
 
 def test_the_campaign_reference_has_every_key_with_a_type_a_default_and_a_comment():
     text = reference_markdown(config.Campaign, ROOT / "impeccable" / "config.py")
-    rows, section = {}, ""
-    for line in text.splitlines():
-        if line.startswith("### "):
-            section = line.removeprefix("### `[").removesuffix("]`")
-        elif line.startswith("| `"):
-            cells = [c.strip() for c in line.split("|")[1:-1]]
-            rows[f"{section}.{cells[0].strip('`')}"] = cells[1:]
+    rows = _table_rows(text, "### `[")
     keys = [
         f"{path}.{name}"
         for path, model in _sections(config.Campaign)
@@ -72,13 +66,7 @@ def test_the_backend_options_reference_has_every_option_with_a_type_a_default_an
     from impeccable.runtime.backends import options
 
     text = options_markdown(options.OPTIONS, ROOT / "runtime" / "backends" / "options.py")
-    rows, section = {}, ""
-    for line in text.splitlines():
-        if line.startswith("### "):
-            section = line.removeprefix("### `[pilot.options.").removesuffix("]`")
-        elif line.startswith("| `"):
-            cells = [c.strip() for c in line.split("|")[1:-1]]
-            rows[f"{section}.{cells[0].strip('`')}"] = cells[1:]
+    rows = _table_rows(text, "### `[pilot.options.")
     keys = [f"{b}.{f.alias or n}" for b, model in options.OPTIONS.items() for n, f in model.model_fields.items()]
     assert sorted(rows) == sorted(keys)
     for key in keys:
@@ -86,3 +74,15 @@ def test_the_backend_options_reference_has_every_option_with_a_type_a_default_an
         assert type_ and default and comment, f"{key}: an option needs a type, a default and a comment"
     assert rows["flux.validate"][:2] == ["boolean", "`false`"] and rows["local.preload"][0] == "list of strings"
     assert "test_size is gone" in text  # the check of a removed option
+
+
+def _table_rows(text: str, heading: str) -> dict[str, list[str]]:
+    """``section.key`` -> the other cells of its row, from the generated Markdown tables."""
+    rows, section = {}, ""
+    for line in text.splitlines():
+        if line.startswith("### "):
+            section = line.removeprefix(heading).removesuffix("]`")
+        elif line.startswith("| `"):
+            cells = [c.strip() for c in line.split("|")[1:-1]]
+            rows[f"{section}.{cells[0].strip('`')}"] = cells[1:]
+    return rows
