@@ -341,8 +341,7 @@ def worker_main(
     os.environ.update(env or {})  # which device each GPU slot is (runtime/gpus.py)
     import importlib
 
-    from impeccable.runtime.task import resolve_function
-    from impeccable.runtime.worker import _call_with_env, _failure
+    from impeccable.runtime.calls import run_call
 
     for module in preload:  # before "up": the first calls do not pay for torch and RDKit
         importlib.import_module(module)
@@ -350,7 +349,7 @@ def worker_main(
     with open(progress_path, "r+b") as handle:
         progress = mmap.mmap(handle.fileno(), TOKEN.size)
     results = _Results(outbox)
-    loads, dumps, now, pack, pack_into = pickle.loads, pickle.dumps, time.time, TOKEN.pack, TOKEN.pack_into
+    loads, dumps, pack, pack_into = pickle.loads, pickle.dumps, TOKEN.pack, TOKEN.pack_into
     outbox.put(CONTROL + dumps(("up", wid, os.getpid(), socket.gethostname())))  # the node it really runs on
     add = results.add
     while True:
@@ -360,18 +359,7 @@ def worker_main(
             return
         for token, reference, args, kwargs, env in loads(data):
             pack_into(progress, 0, token)
-            started = now()
-            try:
-                fn = resolve_function(reference)
-                result = _call_with_env(fn, args, kwargs, env) if env else fn(*args, **kwargs)
-                message = (token, True, result, started, now())
-                try:
-                    out = dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-                except Exception as exc:  # noqa: BLE001 - the result cannot travel back
-                    out = _failure(token, exc, started, prefix="result cannot be pickled: ")
-            except BaseException as exc:  # noqa: BLE001 - a task's exception is a result, not our crash
-                out = _failure(token, exc, started)
-            add(pack(token) + out)
+            add(pack(token) + run_call(token, reference, args, kwargs, env)[1])
         results.flush()
 
 

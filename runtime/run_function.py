@@ -3,27 +3,24 @@
     python -m impeccable.runtime.run_function module:qualname [--args ARGS.pkl] --result OUT.pkl
 
 ``ARGS.pkl`` holds the pickled ``(args, kwargs)`` (absent: no arguments).
-``OUT.pkl`` receives the pickled ``(ok, value, started, finished)``: ``value``
-is the return value, or when the function raised ``(exception or None,
-"Type: message", traceback text)``; times are ``time.time()``. It is written
-to a temporary name and renamed, so a reader never sees half a result.
+``OUT.pkl`` receives the call's frame as a worker sends it (:mod:`~.calls`:
+``(None, ok, value, started, finished)``). It is written to a temporary name
+and renamed, so a reader never sees half a result.
 
 Exit status: 0 the function returned, 1 it raised (or its result cannot be
 pickled), 2 the command line or the argument file is wrong.
 
-This module imports nothing from the package but the standard library, so a
-process start costs the interpreter and the function's own imports only.
+This module and :mod:`~.calls` import only the standard library, so a process
+start costs the interpreter and the function's own imports only.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import pickle
 import sys
-import time
-import traceback
-from typing import Any
+
+from .calls import run_call
 
 USAGE = "usage: python -m impeccable.runtime.run_function module:qualname [--args ARGS.pkl] --result OUT.pkl"
 
@@ -41,30 +38,9 @@ def main(argv: list[str]) -> int:
             f"run_function: cannot read the arguments from {args_path!r}: {type(exc).__name__}: {exc}", file=sys.stderr
         )
         return 2
-    started = time.time()
-    try:
-        value = resolve(reference)(*args, **kwargs)
-    except BaseException as exc:  # noqa: BLE001 - a task's exception is its result
-        _write(result_path, _failure(exc, started))
-        return 1
-    try:
-        data = pickle.dumps((True, value, started, time.time()), protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:  # noqa: BLE001 - the value cannot travel back
-        _write(result_path, _failure(exc, started, prefix="result cannot be pickled: "))
-        return 1
+    ok, data = run_call(None, reference, args, kwargs, None)
     _write(result_path, data)
-    return 0
-
-
-def resolve(reference: str) -> Any:
-    """The callable named ``"module:qualname"``."""
-    module_name, _, qualname = reference.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise TypeError(f"{reference} is not callable")
-    return obj
+    return 0 if ok else 1
 
 
 def _parse(argv: list[str]) -> tuple[str, str | None, str]:
@@ -88,17 +64,6 @@ def _load_arguments(path: str | None) -> tuple[tuple, dict]:
     with open(path, "rb") as handle:
         args, kwargs = pickle.load(handle)
     return tuple(args), dict(kwargs)
-
-
-def _failure(exc: BaseException, started: float, prefix: str = "") -> bytes:
-    text = f"{prefix}{type(exc).__name__}: {exc}"
-    trace = "".join(traceback.format_exception(exc))
-    try:
-        data = pickle.dumps((False, (exc, text, trace), started, time.time()), protocol=pickle.HIGHEST_PROTOCOL)
-        pickle.loads(data)  # some exceptions pickle but cannot be rebuilt
-        return data
-    except Exception:  # noqa: BLE001
-        return pickle.dumps((False, (None, text, trace), started, time.time()), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _write(path: str, data: bytes) -> None:

@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .calls import resolve_cached
 from .errors import TaskError
 from .records import TaskRecord
-from .run_function import resolve
 
 
 class TaskKind(str, enum.Enum):
@@ -156,12 +156,6 @@ def function_reference(fn: Callable[..., Any] | str) -> str:
     return f"{module}:{qualname}"
 
 
-_resolved: dict[str, Callable[..., Any]] = {}
-
-
 def resolve_function(reference: str) -> Callable[..., Any]:
     """Import ``"module:qualname"`` (cached); raises ImportError/AttributeError with the reason."""
-    fn = _resolved.get(reference)
-    if fn is None:
-        fn = _resolved[reference] = resolve(reference)
-    return fn
+    return resolve_cached(reference)

@@ -7,29 +7,23 @@ knows exactly which call killed it: the first one it has no result for.
 
 The first message out is :data:`READY`, raw bytes, once the worker can take calls.
 Message in:  a list of ``(token, "module:qualname", args, kwargs, env)``, or None to stop.
-Message out: ``(token, ok, payload, started, finished)`` where payload is the
-return value, or for a failure ``(exception or None, "Type: message", traceback text)``.
+Message out: one frame per call, made by :func:`~.calls.run_call`.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-import time
-import traceback
 from typing import Any
 
-from .environ import patched_environ
-from .task import resolve_function
+from .calls import run_call
 
 READY = b"impeccable-worker-ready"
 
 
 def serve(conn: Any) -> None:
     """Run calls until told to stop or the parent goes away."""
-    recv, send = conn.recv_bytes, conn.send_bytes
-    loads, dumps = pickle.loads, pickle.dumps
-    now = time.time
+    recv, send, loads = conn.recv_bytes, conn.send_bytes, pickle.loads
     send(READY)
     while True:
         try:
@@ -39,38 +33,7 @@ def serve(conn: Any) -> None:
         if batch is None:
             return
         for token, reference, args, kwargs, env in batch:
-            started = now()
-            try:
-                fn = resolve_function(reference)
-                if env:
-                    result = _call_with_env(fn, args, kwargs, env)
-                else:
-                    result = fn(*args, **kwargs)
-                message = (token, True, result, started, now())
-                try:
-                    data = dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-                except Exception as exc:  # the result cannot travel back
-                    data = _failure(token, exc, started, prefix="result cannot be pickled: ")
-            except BaseException as exc:  # noqa: BLE001 - a task's exception is a result, not our crash
-                data = _failure(token, exc, started)
-            send(data)
-
-
-def _call_with_env(fn: Any, args: tuple, kwargs: dict, env: dict[str, str]) -> Any:
-    """Run with extra environment (e.g. CUDA_VISIBLE_DEVICES) and restore it afterwards."""
-    with patched_environ(env):
-        return fn(*args, **kwargs)
-
-
-def _failure(token: Any, exc: BaseException, started: float, prefix: str = "") -> bytes:
-    text = f"{prefix}{type(exc).__name__}: {exc}"
-    trace = "".join(traceback.format_exception(exc))
-    try:
-        payload = pickle.dumps((token, False, (exc, text, trace), started, time.time()))
-        pickle.loads(payload)  # some exceptions pickle but cannot be rebuilt
-        return payload
-    except Exception:
-        return pickle.dumps((token, False, (None, text, trace), started, time.time()))
+            send(run_call(token, reference, args, kwargs, env)[1])
 
 
 def main(conn: Any, preload: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:

@@ -197,7 +197,7 @@ class SrunLauncher:
                 return False, (None, "the function's process exited 0 but left no result", None), None
             return None  # killed or never started: the exit code and stderr say why
         try:
-            ok, value, started, _finished = pickle.loads(data)
+            _token, ok, value, started, _finished = pickle.loads(data)
         except Exception as exc:  # noqa: BLE001 - e.g. a result class the pilot cannot import
             return False, (None, f"result cannot be unpickled in the pilot: {type(exc).__name__}: {exc}", None), None
         return ok, value, started
