@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .fileio import write_json
+from ..errors import UserError
+from ..fileio import write_json
 
 INSPECT_HELP = "counts, rules, property histograms, scaffolds and cost of a library"
 INSPECT_DESCRIPTION = (
@@ -77,15 +77,15 @@ def preparation_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from .library_inspect import campaign_cost, inspect_library
-    from .stages.errors import StageInputError
-    from .stages.library_sources import LibrarySource
+    from ..library_inspect import campaign_cost, inspect_library
+    from ..stages.errors import StageInputError
+    from ..stages.library_sources import LibrarySource
 
     campaign, title = None, args.target
     try:
         if args.target.endswith(".toml"):
-            from .config import CampaignError, load_campaign
-            from .library_stage import campaign_sources
+            from ..config import CampaignError, load_campaign
+            from ..library_stage import campaign_sources
 
             try:
                 campaign = load_campaign(Path(args.target))
@@ -109,7 +109,7 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(f"wrote {write_json(args.json, report)}")
     if args.html:
-        from .library_html import write_html
+        from ..library_html import write_html
 
         print(f"wrote {write_html(report, args.html, title)}")
     return 0
@@ -133,7 +133,7 @@ def _print(r: dict[str, Any]) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .library_bench import run_bench
+    from ..library_bench import run_bench
 
     try:
         result = run_bench(

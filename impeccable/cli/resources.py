@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from .fileio import write_json
+from ..fileio import write_json
 
 RESOURCES_HELP = "the cores and GPUs a pilot would hold here, and where each number came from"
 RESOURCES_DESCRIPTION = (
@@ -27,8 +27,8 @@ def register(sub: Any) -> None:
 
 def resources_here() -> dict[str, Any]:
     """This node's cores and GPUs, each with its source (plain data, for the JSON)."""
-    from .runtime.gpus import discover
-    from .runtime.resources import cores_source, machine_cores
+    from ..runtime.gpus import discover
+    from ..runtime.resources import cores_source, machine_cores
 
     found = discover()
     node = {

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import UserError
-from .fileio import write_json
+from .. import __version__
+from ..errors import UserError
+from ..fileio import write_json
 
 BENCH_HELP = "run a synthetic workload through the pilot and the raw baseline, side by side"
 BENCH_DESCRIPTION = (
@@ -65,24 +65,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="the campaign's surrogate inference alone over a library: "
         "molecules/s, CPU, peak memory, store size (JSON)",
     )
-    from .inferbench import add_arguments as add_inferbench_arguments
+    from ..inferbench import add_arguments as add_inferbench_arguments
 
     add_inferbench_arguments(p)
     p.set_defaults(handler=_bench_inference)
     p = sub.add_parser("validate", help="measure redocking, surrogate CV and top-k retrieval on shipped data (JSON)")
-    from .stages.validate import add_arguments
+    from ..stages.validate import add_arguments
 
     add_arguments(p)
     p.set_defaults(handler=_validate)
-    from . import commands  # campaign commands: run, status, report, export, compare
+    from . import commands  # campaign commands: run, status, report, export, prune (and the others)
 
     commands.register(sub)
     return parser
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .stages.errors import StageInputError
-    from .stages.validate import run_from_args
+    from ..stages.errors import StageInputError
+    from ..stages.validate import run_from_args
 
     try:
         return run_from_args(args)
@@ -97,8 +97,8 @@ def _version(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- bench
 def _add_bench(sub: Any) -> None:
-    from .runtime.backends import names as backend_names
-    from .runtime.bench import WORKLOADS
+    from ..runtime.backends import names as backend_names
+    from ..runtime.bench import WORKLOADS
 
     p = sub.add_parser("bench", help=BENCH_HELP, description=BENCH_DESCRIPTION)
     p.add_argument(
@@ -147,7 +147,7 @@ def _add_bench(sub: Any) -> None:
 
 
 def _bench_inference(args: argparse.Namespace) -> int:
-    from .inferbench import run
+    from ..inferbench import run
 
     try:
         return run(args)
@@ -156,7 +156,7 @@ def _bench_inference(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .runtime.bench import bench
+    from ..runtime.bench import bench
 
     if args.workload == "campaign":
         return _bench_campaign(args)
@@ -170,7 +170,7 @@ def _bench(args: argparse.Namespace) -> int:
     options: dict[str, dict[str, Any]] = {}
     if args.partitions is not None:
         options["flux"] = {"partitions": args.partitions}
-    from .runtime.bench import BenchStuck
+    from ..runtime.bench import BenchStuck
 
     try:
         result = bench(
@@ -200,7 +200,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _bench_campaign(args: argparse.Namespace) -> int:
-    from .campaignbench import bench_campaign
+    from ..campaignbench import bench_campaign
 
     if args.tasks < 100:
         raise UserError("--tasks: a campaign benchmark needs at least 100 tasks")
@@ -228,12 +228,12 @@ def _bench_gpu(args: argparse.Namespace) -> int:
     if args.prepare_md:
         import tempfile
 
-        from .gpubench_md import prepare_inputs
+        from ..gpubench_md import prepare_inputs
 
         with tempfile.TemporaryDirectory(prefix="impeccable-md-prepare-") as work:
             print(f"MD inputs in {prepare_inputs(args.prepare_md, Path(work))}")
         return 0
-    from .gpubench import run
+    from ..gpubench import run
 
     if args.cores is not None and args.cores < 1:
         raise UserError("--cores must be at least 1")
@@ -293,7 +293,3 @@ def _print_bench(result: dict[str, Any]) -> None:
             "static shares: utilisation / makespan (s)", f"{100 * st['utilization']:.2f} % / {st['makespan_s']:.2f}"
         )
     Console().print(table)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

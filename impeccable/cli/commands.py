@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .runtime.backends import BACKEND_NAMES
+from ..errors import UserError
+from ..runtime.backends import BACKEND_NAMES
 
 RUN_HELP = "run (or resume) a campaign file"
 RUN_DESCRIPTION = (
@@ -80,12 +80,12 @@ def register(sub: Any) -> None:
     p.add_argument("run_dir", type=Path)
     p.set_defaults(handler=_prune)
 
-    from .benchmark import register as register_benchmark
-    from .compare import register as register_compare
-    from .emulate import register as register_emulate
-    from .library_cli import register as register_library
-    from .model import register as register_model
-    from .resources_cmd import register as register_resources
+    from ..benchmark import register as register_benchmark
+    from ..compare import register as register_compare
+    from ..emulate import register as register_emulate
+    from ..model import register as register_model
+    from .library import register as register_library
+    from .resources import register as register_resources
 
     register_resources(sub)
     register_benchmark(sub)
@@ -109,7 +109,7 @@ def _add_hit_options(p: argparse.ArgumentParser) -> None:
 
 def load(path: Path, *, cores: int | None = None, backend: str | None = None, oversubscribe: bool = False) -> Any:
     """The campaign file with the command line's overrides; a bad file is a UserError (one clear line)."""
-    from .config import CampaignError, load_with_overrides
+    from ..config import CampaignError, load_with_overrides
 
     try:
         return load_with_overrides(path, cores=cores, backend=backend, oversubscribe=oversubscribe)
@@ -133,9 +133,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_campaign(args: argparse.Namespace) -> int:
-    from .api import run_campaign
-    from .campaign import CampaignInputError, CampaignInterrupted
-    from .lock import RunDirBusy
+    from ..api import run_campaign
+    from ..campaign import CampaignInputError, CampaignInterrupted
+    from ..lock import RunDirBusy
 
     campaign = load(args.campaign, cores=args.cores, backend=args.backend, oversubscribe=args.oversubscribe)
     run_dir = campaign.run_dir(args.run_dir)
@@ -150,7 +150,7 @@ def _run_campaign(args: argparse.Namespace) -> int:
     failed = run.status().failed_tasks
     for failure in failed:
         print(f"  failed: {failure}")
-    from .results import print_top
+    from ..results import print_top
 
     print_top(run.ranked(10))
     if not args.no_report:
@@ -159,12 +159,12 @@ def _run_campaign(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .results import print_status
-    from .store import store_errors
+    from ..results import print_status
+    from ..store import store_errors
 
     run = _open(args.run_dir)
     if args.watch:
-        from .watch import watch
+        from ..watch import watch
 
         if args.every <= 0 or args.window <= 0:
             raise UserError("--every and --window must be > 0 seconds")
@@ -176,7 +176,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .store import store_errors
+    from ..store import store_errors
 
     run = _open(args.run_dir)
     with store_errors(run.run_dir / "campaign.db"):
@@ -185,7 +185,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .store import store_errors
+    from ..store import store_errors
 
     run = _open(args.run_dir)
     with store_errors(run.run_dir / "campaign.db"):
@@ -208,8 +208,8 @@ def _hit_options(write: Any, args: argparse.Namespace, *pos: Any, **kw: Any) -> 
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from .lock import RunDirBusy, RunDirLock
-    from .store import Store
+    from ..lock import RunDirBusy, RunDirLock
+    from ..store import Store
 
     _open(args.run_dir)
     db = args.run_dir / "campaign.db"
@@ -235,7 +235,7 @@ def _size_mb(db: Path) -> float:
 
 def _open(run_dir: Path) -> Any:
     """The run directory through the API; none there is a UserError."""
-    from .api import open_run
+    from ..api import open_run
 
     try:
         return open_run(run_dir)

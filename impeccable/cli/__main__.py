@@ -1,0 +1,7 @@
+"""``python -m impeccable.cli``: the ``impeccable`` command."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())
