@@ -37,8 +37,8 @@
 # slurmstepd and every client listen inside their namespace, which has only lo and its bridge link; the
 # namespaces have no default route.
 set -euo pipefail
-# the slurm.conf core and stop_pids, shared with the single-node cluster (runtime/backends/slurm-local.sh)
-source "$(dirname "${BASH_SOURCE[0]}")/../runtime/backends/slurm-common.sh"
+# the slurm.conf core and stop_pids, shared with the single-node cluster (runtime/backends/slurm/slurm-local.sh)
+source "$(dirname "${BASH_SOURCE[0]}")/../runtime/backends/slurm/slurm-common.sh"
 
 BASE=${IMPECCABLE_CLUSTER_DIR:-/tmp/impeccable-cluster}
 CPUS=${IMPECCABLE_CLUSTER_CPUS:-4}

@@ -63,7 +63,7 @@ def _compare(args: argparse.Namespace) -> int:
         raise UserError(f"--nodes must be at least 1, got {args.nodes}")
     cluster = None
     if args.baseline == "srun" and args.local_slurm:
-        from .runtime.backends.slurm_local import start as start_local_slurm
+        from .runtime.backends.slurm.local import start as start_local_slurm
 
         print("starting a throwaway single-node Slurm (--local-slurm) ...")
         cluster = start_local_slurm()
@@ -80,7 +80,7 @@ def _compare(args: argparse.Namespace) -> int:
                 )
             raise UserError(f"the {args.baseline} baseline cannot run here: {why}{hint}")
         if args.nodes and args.nodes > 1 and args.baseline == "srun":
-            from .runtime.backends.srun import job_of_nodes
+            from .runtime.backends.slurm.srun import job_of_nodes
 
             with job_of_nodes(args.nodes) as job:
                 print(

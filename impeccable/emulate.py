@@ -431,7 +431,7 @@ def _emulate(args: Any) -> int:
     if args.baseline:
         cluster = None
         if args.local_slurm:
-            from .runtime.backends.slurm_local import start
+            from .runtime.backends.slurm.local import start
 
             os.environ["IMPECCABLE_SLURM_CPUS"] = str(args.cores)
             cluster = start()

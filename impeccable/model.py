@@ -370,7 +370,7 @@ def uncontended_cold_start(runs: int = 3) -> float:
     import sys
     import time
 
-    from .runtime.backends.srun import RUN_FUNCTION
+    from .runtime.backends.slurm.srun import RUN_FUNCTION
 
     seconds = []
     with tempfile.TemporaryDirectory(prefix="impeccable-cold-") as tmp:

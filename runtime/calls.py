@@ -1,6 +1,6 @@
 """One function call run and its outcome framed for the way back: the one place where a call executes.
 
-Used by the local workers (``worker.py``), the Dragon workers (``dragon_server.py``) and a function task run as
+Used by the local workers (``worker.py``), the Dragon workers (``backends/dragon/server.py``) and a function task run as
 a process of its own (``run_function.py``, the srun baseline). The frame is the pickled tuple
 ``(token, ok, payload, started, finished)``: ``payload`` is the return value, or for a failure
 ``(exception or None, "Type: message", traceback text)``; times are ``time.time()``. An exception that pickles

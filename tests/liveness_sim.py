@@ -5,7 +5,7 @@ dispatcher's turn (:class:`~impeccable.runtime.backends.loop.Dispatcher`) with
 the real :class:`ProcessRunner` (launch and kill replaced) and the real
 :class:`FunctionPool` (behind a simulated transport, growing like the local
 pool or with a fixed set of workers replaced on death like Dragon's), and the
-real Flux partition reactor (:class:`~impeccable.runtime.backends.flux_reactor.Reactor`)
+real Flux partition reactor (:class:`~impeccable.runtime.backends.flux.reactor.Reactor`)
 behind a fake ``flux`` module. Only the outside world is simulated: which
 event happens next (a submission, a wake-up delivered, a process ending, a
 worker's result or death, a Flux RPC reply or journal event, a cancel) is
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from impeccable.runtime.backends.base import Submission, TaskFuture
-from impeccable.runtime.backends.flux_reactor import PartitionConfig, Reactor
+from impeccable.runtime.backends.flux.reactor import PartitionConfig, Reactor
 from impeccable.runtime.backends.loop import Dispatcher
 from impeccable.runtime.backends.pool import FunctionPool, PoolWorker
 from impeccable.runtime.backends.processes import ProcessRunner, _Child

@@ -52,7 +52,7 @@ def pilot(request):
     ok, why = backend_class(name).available()
     cluster = None
     if name == "srun" and not ok:
-        from impeccable.runtime.backends.slurm_local import start
+        from impeccable.runtime.backends.slurm.local import start
 
         cluster = start()
         ok, why = cluster.ok, cluster.reason

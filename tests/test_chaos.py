@@ -280,7 +280,7 @@ def test_kill_9_on_the_dragon_route_leaves_nothing_and_resumes_exactly(tmp_path)
     runs must end with the uninterrupted run's store. Not run on the development machine (shared: Dragon
     tests are the lead's), so the time Dragon takes to go away is printed, and allowed up to 30 s."""
     pytest.importorskip("dragon", reason="dragonhpc not installed (pip install 'impeccable[dragon]')")
-    from impeccable.runtime.backends.dragon import DragonBackend
+    from impeccable.runtime.backends.dragon.backend import DragonBackend
 
     ok, why = DragonBackend.available()
     if not ok:

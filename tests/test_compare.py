@@ -9,7 +9,7 @@ import sys
 import pytest
 from test_campaign_run import ROOT, tiny
 
-from impeccable.runtime.backends.slurm_local import start as start_cluster
+from impeccable.runtime.backends.slurm.local import start as start_cluster
 from impeccable.sidebyside import busy_core_seconds, explain
 
 

@@ -20,8 +20,8 @@ from impeccable.runtime import (
     TaskFailed,  # noqa: E402
     probes,  # noqa: E402
 )
-from impeccable.runtime.backends import dragon as dragon_backend  # noqa: E402
-from impeccable.runtime.backends.dragon import DragonBackend, group_members  # noqa: E402
+from impeccable.runtime.backends.dragon import backend as dragon_backend  # noqa: E402
+from impeccable.runtime.backends.dragon.backend import DragonBackend, group_members  # noqa: E402
 from impeccable.runtime.pilot import Pilot  # noqa: E402
 from impeccable.runtime.records import TaskState  # noqa: E402
 from impeccable.runtime.resources import Allocation, ResourceShare  # noqa: E402
@@ -67,7 +67,7 @@ def test_executables_are_rejected_with_a_reason():
 def test_queues_fit_dragons_default_memory_pool_at_node_scale():
     """The queues reserve capacity x block size in Dragon's 4 GiB pool: the old sizing asked for 13 GB
     at 128 workers and the runtime did not start. 1,024 workers (more cores than any one node has) must fit."""
-    from impeccable.runtime.dragon_server import pool_bytes
+    from impeccable.runtime.backends.dragon.server import pool_bytes
 
     inbox = dragon_backend.inbox_messages(512, 1)  # the backend's defaults
     for workers in (2, 16, 64, 128, 256, 512, 1024, 3600):
@@ -94,7 +94,7 @@ def test_results_keep_draining_after_the_pilot_is_gone():
     import queue
     import threading
 
-    from impeccable.runtime.dragon_server import _Server
+    from impeccable.runtime.backends.dragon.server import _Server
 
     class GoneConnection:
         def send_bytes(self, data):
@@ -240,7 +240,7 @@ def test_a_start_the_launcher_reports_as_failed_ends_without_waiting_for_its_cle
     """On the 4-node cluster a failed Dragon start ("Expected TAUp ... Abnormal Exit detected") was followed by the
     launcher's cleanup over ssh, which hung for minutes (no sshd on the nodes); the pilot waited out its start
     timeout. It stops waiting at the launcher's own verdict."""
-    from impeccable.runtime.backends.dragon import DragonRuntime
+    from impeccable.runtime.backends.dragon.backend import DragonRuntime
 
     class Running:
         def poll(self):

@@ -16,7 +16,7 @@ from multiprocessing import AuthenticationError
 
 import pytest
 
-from impeccable.runtime.backends.dragon_channel import Channel, connect
+from impeccable.runtime.backends.dragon.channel import Channel, connect
 
 
 def test_channel_is_private_and_refuses_a_wrong_key():

@@ -172,7 +172,7 @@ def test_emulate_command_writes_the_json_a_comparison_needs(recorded, tmp_path, 
 @pytest.mark.slow
 @pytest.mark.slurm
 def test_emulation_against_srun(recorded, tmp_path):
-    from impeccable.runtime.backends.slurm_local import start
+    from impeccable.runtime.backends.slurm.local import start
 
     cluster = start()
     if not cluster.ok:

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from impeccable.runtime import TaskError
-from impeccable.runtime.backends.flux import NOT_FOUND, FluxBackend, flux_command
+from impeccable.runtime.backends.flux.backend import NOT_FOUND, FluxBackend, flux_command
 from impeccable.runtime.metrics import slot_overlaps
 from impeccable.runtime.pilot import Pilot
 from impeccable.runtime.records import TaskState

@@ -10,7 +10,7 @@ import pytest
 
 from impeccable.cli import main
 from impeccable.runtime import Allocation, Pilot, TaskState, executable_task, function_task, gpus
-from impeccable.runtime.backends.srun import SlurmAllocation, SrunLauncher
+from impeccable.runtime.backends.slurm.srun import SlurmAllocation, SrunLauncher
 from impeccable.runtime.metrics import summarize
 from impeccable.runtime.records import TaskRecord
 

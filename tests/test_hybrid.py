@@ -23,7 +23,7 @@ from impeccable.runtime import (
     function_task,
     probes,
 )
-from impeccable.runtime.backends.dragon import group_members
+from impeccable.runtime.backends.dragon.backend import group_members
 from impeccable.runtime.metrics import slot_overlaps
 
 pytestmark = [pytest.mark.slow, pytest.mark.flux, pytest.mark.dragon]

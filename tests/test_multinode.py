@@ -316,7 +316,7 @@ print(json.dumps([[r.uid, r.state.value, r.node] for r in records]))
 
 
 def test_dragon_runs_function_tasks_on_all_four_nodes(four_nodes, tmp_path):
-    from impeccable.runtime.backends.dragon import DragonBackend
+    from impeccable.runtime.backends.dragon.backend import DragonBackend
 
     ok, why = DragonBackend.available()
     if not ok:

@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from impeccable.runtime import executable_task
-from impeccable.runtime.backends.dragon import worker_hosts
-from impeccable.runtime.backends.srun import SrunLauncher
+from impeccable.runtime.backends.dragon.backend import worker_hosts
+from impeccable.runtime.backends.slurm.srun import SrunLauncher
 from impeccable.runtime.metrics import per_node_utilization
 from impeccable.runtime.node_watch import NodeWatch, is_lost
 from impeccable.runtime.nodes import cpus_per_node, discover, expand_hostlist, from_slurm, nodes_from_r

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from impeccable.runtime import BackendUnavailable, Pilot, executable_task
-from impeccable.runtime.backends.flux_reactor import PartitionConfig, job_outcome
+from impeccable.runtime.backends.flux.reactor import PartitionConfig, job_outcome
 from impeccable.runtime.pilot import resolve_routes
 from impeccable.runtime.resources import Allocation, SlotPool, Slots, machine_cores, split_allocation
 from impeccable.runtime.task import TaskKind
@@ -93,7 +93,7 @@ def _held_jobs(limit: int = 2, brokers: int = 1):
     import collections
     from types import SimpleNamespace
 
-    from impeccable.runtime.backends.flux_ahead import HeldJobs
+    from impeccable.runtime.backends.flux.ahead import HeldJobs
 
     submitted, discarded = [], []
 

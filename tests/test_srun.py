@@ -11,8 +11,8 @@ import time
 import pytest
 
 from impeccable.runtime import probes
-from impeccable.runtime.backends.slurm_local import start as start_cluster
-from impeccable.runtime.backends.srun import SrunBackend
+from impeccable.runtime.backends.slurm.local import start as start_cluster
+from impeccable.runtime.backends.slurm.srun import SrunBackend
 from impeccable.runtime.bench import run_pilot
 from impeccable.runtime.bench.raw import raw_srun
 from impeccable.runtime.metrics import concurrency_series

@@ -6,7 +6,7 @@ import os
 import stat
 import time
 
-from impeccable.runtime.backends.srun import SlurmAllocation
+from impeccable.runtime.backends.slurm.srun import SlurmAllocation
 
 
 def fake(tmp_path, name, body):

@@ -10,9 +10,9 @@ from .base import Backend, Submission, TaskFuture
 # the one list of backend names: the CLI's and campaign files' choices come from here ("auto" aside)
 _REGISTRY: dict[str, str] = {
     "local": "impeccable.runtime.backends.local:LocalBackend",
-    "flux": "impeccable.runtime.backends.flux:FluxBackend",
-    "dragon": "impeccable.runtime.backends.dragon:DragonBackend",
-    "srun": "impeccable.runtime.backends.srun:SrunBackend",
+    "flux": "impeccable.runtime.backends.flux.backend:FluxBackend",
+    "dragon": "impeccable.runtime.backends.dragon.backend:DragonBackend",
+    "srun": "impeccable.runtime.backends.slurm.srun:SrunBackend",
 }
 
 

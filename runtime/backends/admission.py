@@ -1,7 +1,7 @@
 """One scheduling pass over a runtime's queue: the admission core of every runtime.
 
 The local dispatcher (:mod:`.loop`, which serves the local, Dragon and srun
-backends) and each Flux partition's reactor (:mod:`.flux_reactor`) admit their
+backends) and each Flux partition's reactor (:mod:`.flux.reactor`) admit their
 queued tasks through :func:`admit`, so both follow the same protocol with the
 pilot's slot pool (:mod:`..slots`): a pass begins (the runtime is hungry from
 then on, woken by every slot another runtime gives back), tasks are placed in

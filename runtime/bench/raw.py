@@ -79,7 +79,7 @@ def raw_pool(method: str, workload: str, n_tasks: int, cores: int, duration_s: f
 
 def raw_flux(workload: str, n_tasks: int, cores: int, duration_s: float) -> float:
     """Plain ``FluxExecutor`` submissions, timed from the first submit to the last result."""
-    from ..backends.flux_instance import FluxInstance, import_flux
+    from ..backends.flux.instance import FluxInstance, import_flux
 
     flux = import_flux()
     argv = _argv(workload, duration_s)
@@ -127,7 +127,7 @@ if __name__ == "__main__":
 
 def raw_dragon(workload: str, n_tasks: int, cores: int, duration_s: float) -> float:
     """Dragon's own ``multiprocessing.Pool.apply_async`` in a fresh runtime; only submit-and-wait is timed."""
-    from ..backends.dragon import NOT_INSTALLED, find_launcher, launcher_argv, launcher_env
+    from ..backends.dragon.backend import NOT_INSTALLED, find_launcher, launcher_argv, launcher_env
 
     launcher = find_launcher()
     if launcher is None:
@@ -159,7 +159,7 @@ def raw_srun(workload: str, n_tasks: int, cores: int, duration_s: float) -> floa
     running ``python -c`` that imports and calls the benchmark function. The allocation
     is requested before the clock starts (or SLURM_JOB_ID reused).
     """
-    from ..backends.srun import SlurmAllocation
+    from ..backends.slurm.srun import SlurmAllocation
 
     if workload_kind(workload) is TaskKind.EXECUTABLE:
         body = _argv(workload, duration_s)

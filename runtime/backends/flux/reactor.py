@@ -24,13 +24,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from ..errors import BackendBroken
-from ..gpus import launch_env
-from ..slots import Placement, SlotView, task_processes
-from ..task import Task
-from .admission import admit
-from .base import STDERR_TAIL_BYTES, Submission, file_tail, signal_name, with_stderr
-from .flux_ahead import RELEASED_URGENCY, HeldJobs
+from ...errors import BackendBroken
+from ...gpus import launch_env
+from ...slots import Placement, SlotView, task_processes
+from ...task import Task
+from ..admission import admit
+from ..base import STDERR_TAIL_BYTES, Submission, file_tail, signal_name, with_stderr
+from .ahead import RELEASED_URGENCY, HeldJobs
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class PartitionConfig:
     cpu_affinity: str = "off"  # the job shell's cpu-affinity option (advertised cores need not exist)
     base_env: Mapping[str, str] = field(default_factory=dict)
     existing_uri: str | None = None  # an enclosing instance used as is (its ranks are our nodes)
-    ahead: int = 0  # waiting tasks submitted ahead, held until placed (see flux_ahead; one broker only)
+    ahead: int = 0  # waiting tasks submitted ahead, held until placed (see ahead.py; one broker only)
 
     @property
     def brokers(self) -> int:
@@ -209,7 +209,7 @@ class _Job:
         self.cancel_reason: str | None = None
         self.cores = sub.task.cores
         self.placement: Placement | None = None  # the pilot's slots, held from admission to the end
-        self.held = False  # submitted at urgency 0, not yet let go (see flux_ahead)
+        self.held = False  # submitted at urgency 0, not yet let go (see ahead.py)
         self.discarded = False  # canceled in Flux as no longer wanted: its events are ignored
 
     def note(self, event: Any, partition: str) -> bool:
@@ -504,7 +504,7 @@ class Reactor(_Intake):
             job.cancel_reason = "canceled before it started"
             self.flux.job.cancel_async(self.h, jobid, job.cancel_reason)
         elif event.name == "finish" and self.config.existing_uri is None:
-            self._give_back(job)  # its processes have ended: the slots are the pilot's again (see flux_instance)
+            self._give_back(job)  # its processes have ended: the slots are the pilot's again (see instance.py)
 
     def _final(self, job: _Job, when: float) -> None:
         assert job.jobid is not None  # only submitted jobs reach their end

@@ -29,8 +29,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import BackendUnavailable
-from .base import signal_group
+from ...errors import BackendUnavailable
+from ..base import signal_group
 
 NOT_FOUND = "flux not found: install flux-core (HPC module/spack) or set PATH"
 STOP_GRACE_S = 10.0

@@ -44,16 +44,16 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ..environ import patched_environ
-from ..errors import BackendUnavailable
-from ..nodes import NodeList, from_slurm
-from ..nodes import discover as discover_nodes
-from ..slots import SlotView
-from ..task import Task, TaskKind
-from .launchers import LaunchError
-from .loop import Dispatcher, ThreadedBackend
-from .options import SrunOptions, parse_options
-from .processes import ProcessRunner
+from ...environ import patched_environ
+from ...errors import BackendUnavailable
+from ...nodes import NodeList, from_slurm
+from ...nodes import discover as discover_nodes
+from ...slots import SlotView
+from ...task import Task, TaskKind
+from ..launchers import LaunchError
+from ..loop import Dispatcher, ThreadedBackend
+from ..options import SrunOptions, parse_options
+from ..processes import ProcessRunner
 
 RUN_FUNCTION = "impeccable.runtime.run_function"
 

@@ -1,11 +1,11 @@
 """Executables and MPI tasks on Flux: one or several Flux instances (partitions) per backend.
 
 Each partition is a Flux instance that owns a disjoint slice of the backend's
-cores (and GPUs), started by :class:`~.flux_instance.FluxInstance` and ended
+cores (and GPUs), started by :class:`~.instance.FluxInstance` and ended
 with the pilot. Inside an existing Flux allocation (``FLUX_URI`` set, with
 ``use_existing=True`` or no ``partitions`` option) that instance is used
 instead. One thread per partition runs the Flux reactor
-(:mod:`.flux_reactor`); this module splits the nodes, hands each task to the
+(:mod:`.reactor`); this module splits the nodes, hands each task to the
 least-loaded partition that fits it, and starts and stops the instances.
 
 An MPI task (``mpi=True``) is ``ranks`` processes launched by Flux (PMI from
@@ -23,7 +23,7 @@ Options:
   advertised cores need not exist on this machine).
 - ``start_timeout_s``: how long an instance may take to start (default 60).
 - ``ahead``: waiting tasks per partition submitted ahead of their slots, held at urgency 0 and let go
-  when the pilot places them, so that Flux's ingest is off the critical path (:mod:`.flux_ahead`;
+  when the pilot places them, so that Flux's ingest is off the critical path (:mod:`.ahead`;
   default: the partition's cores, at most 64; 0 turns it off). Partitions of one broker only, tasks
   without GPUs only.
 
@@ -53,14 +53,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import BackendUnavailable, TaskError
-from ..gpus import node_table
-from ..slots import SlotView
-from ..task import Task, TaskKind
-from .base import Backend, Submission
-from .flux_instance import NOT_FOUND, FluxInstance, flux_command, import_flux
-from .flux_reactor import PartitionConfig, Reactor, job_shape
-from .options import FluxOptions, parse_options
+from ...errors import BackendUnavailable, TaskError
+from ...gpus import node_table
+from ...slots import SlotView
+from ...task import Task, TaskKind
+from ..base import Backend, Submission
+from ..options import FluxOptions, parse_options
+from .instance import NOT_FOUND, FluxInstance, flux_command, import_flux
+from .reactor import PartitionConfig, Reactor, job_shape
 
 __all__ = ["FluxBackend", "NOT_FOUND", "flux_command", "import_flux"]
 
@@ -211,7 +211,7 @@ class FluxBackend(Backend):
 
 
 class _Partition:
-    """One Flux instance, its reactor thread, its inbox and its load (a :class:`~.flux_reactor.PartitionLink`)."""
+    """One Flux instance, its reactor thread, its inbox and its load (a :class:`~.reactor.PartitionLink`)."""
 
     def __init__(self, config: PartitionConfig, slots: SlotView, lock: threading.Lock) -> None:
         self.config = config

@@ -1,4 +1,4 @@
-# slurm-common.sh - what both of impeccable's throwaway Slurm clusters share (runtime/backends/slurm-local.sh,
+# slurm-common.sh - what both of impeccable's throwaway Slurm clusters share (runtime/backends/slurm/slurm-local.sh,
 # one node; .ci/cluster.sh, N nodes of network namespaces): the core of their slurm.conf and how their daemons
 # are stopped, kept in one place so that a fix to one is a fix to both. Sourced, not run; the sourcing script
 # defines log().

@@ -1,10 +1,10 @@
 """Function tasks on persistent workers inside one long-lived Dragon runtime.
 
 ``start()`` launches the ``dragon`` launcher once, running
-``runtime/dragon_server.py``, which starts one Dragon-managed worker process
+``runtime/backends/dragon/server.py``, which starts one Dragon-managed worker process
 (``dragon.native.Process``) per core of the backend's share. The pilot and
 the server talk over one private, authenticated channel
-(:mod:`.dragon_channel`); the server exits, killing its workers, when the
+(:mod:`.channel`); the server exits, killing its workers, when the
 channel closes, so a pilot killed by Ctrl-C or a crash never leaves a runtime
 behind.
 
@@ -39,19 +39,19 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendUnavailable, TaskError
-from ..gpus import node_table, worker_env
-from ..slots import SlotView
-from ..task import Task, TaskKind
-from .base import signal_group
-from .dragon_channel import Channel
-from .loop import Dispatcher, ThreadedBackend
-from .options import DragonOptions, parse_options
-from .pool import FunctionPool, PoolWorker
+from ...errors import BackendUnavailable, TaskError
+from ...gpus import node_table, worker_env
+from ...slots import SlotView
+from ...task import Task, TaskKind
+from ..base import signal_group
+from ..loop import Dispatcher, ThreadedBackend
+from ..options import DragonOptions, parse_options
+from ..pool import FunctionPool, PoolWorker
+from .channel import Channel
 
 NOT_INSTALLED = "dragonhpc not installed (pip install 'impeccable[dragon]')"
 LAUNCHER_ARGS_ENV = "IMPECCABLE_DRAGON_LAUNCHER_ARGS"  # launcher_args when the options give none
-SERVER_MODULE = "impeccable.runtime.dragon_server"
+SERVER_MODULE = "impeccable.runtime.backends.dragon.server"
 STOP_TIMEOUT_S = 30.0  # an orderly stop: Dragon's own services wind down (seconds on a loaded node)
 ABORT_TIMEOUT_S = 5.0  # Ctrl-C or a cancelling shutdown: then the process group is signalled
 KILL_GRACE_S = 5.0
@@ -64,7 +64,7 @@ _TOKEN = struct.Struct("<q")
 def inbox_messages(max_pipeline: int, queue_ahead: int) -> int:
     """Messages a worker's inbox must hold: every call the pool may have in flight to it (each message
     carries at least one; :class:`~.pool.Pipelining` caps them at max(max_pipeline, 1 + queue_ahead)),
-    and room for control messages. The server's reader then never blocks (see ``dragon_server.queue_sizes``)."""
+    and room for control messages. The server's reader then never blocks (see ``server.queue_sizes``)."""
     return max(max_pipeline, 1 + queue_ahead) + 8
 
 

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hosts", default="", help="comma-separated: the node of each worker (several nodes)")
     args = parser.parse_args(argv)
 
-    from impeccable.runtime.backends.dragon_channel import connect
+    from impeccable.runtime.backends.dragon.channel import connect
 
     with open(args.keyfile, "rb") as handle:
         key = handle.read()
@@ -417,11 +417,11 @@ def _destroy(q: Any) -> None:
 
 
 if __name__ == "__main__":
-    # run as ``python -m impeccable.runtime.dragon_server`` by the launcher; call the importable
+    # run as ``python -m impeccable.runtime.backends.dragon.server`` by the launcher; call the importable
     # module's main (not this __main__ copy), so that cloudpickle sends worker_main to the workers
     # by reference
     import dragon  # noqa: F401 - registers Dragon's multiprocessing start method and native objects
 
-    from impeccable.runtime.dragon_server import main as _main
+    from impeccable.runtime.backends.dragon.server import main as _main
 
     sys.exit(_main())

@@ -18,7 +18,7 @@ import collections
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
-from .base import Submission
+from ..base import Submission
 
 RELEASED_URGENCY = 16  # FLUX_JOB_URGENCY_DEFAULT: what a job submitted the ordinary way gets
 SCAN_LIMIT = 256  # waiting tasks looked at per top-up (the queue may hold many that do not qualify)
