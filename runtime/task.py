@@ -16,7 +16,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .calls import resolve_cached
 from .errors import TaskError
 from .records import TaskRecord
 
@@ -154,8 +153,3 @@ def function_reference(fn: Callable[..., Any] | str) -> str:
             f"function {qualname!r} is defined in __main__, which workers cannot import: move it into a module"
         )
     return f"{module}:{qualname}"
-
-
-def resolve_function(reference: str) -> Callable[..., Any]:
-    """Import ``"module:qualname"`` (cached); raises ImportError/AttributeError with the reason."""
-    return resolve_cached(reference)

@@ -90,7 +90,8 @@ class DragonBackend(ThreadedBackend):
 
     def __init__(self, slots: SlotView, **options: Any) -> None:
         super().__init__(slots, **options)
-        o = self.opts = parse_options(self.name, options, DragonOptions)
+        o: DragonOptions = parse_options(self.name, options)
+        self.opts = o
         self._launcher = o.launcher or find_launcher()
         # a site's (or a test cluster's) launcher settings, e.g. "-t tcp --network-prefix eth0"
         self._launcher_args = list(o.launcher_args or shlex.split(os.environ.get(LAUNCHER_ARGS_ENV, "")))
