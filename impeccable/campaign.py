@@ -28,8 +28,8 @@ memory, read once per session: the docked compounds, the best-M docked
 store is written, never re-read, on the hot path, so the manager's cost per
 task does not grow with the campaign (``impeccable bench --workload campaign``).
 
-Who does what: this module decides what runs when; :mod:`.stagetasks` builds
-each stage's task and reads its outcome; :mod:`.tasks` runs the handlers;
+Who does what: this module decides what runs when; :mod:`.stagetasks` has one
+object per stage that builds its tasks and reads their outcomes; :mod:`.tasks` runs the handlers;
 :mod:`.inputs` checks everything before the first task.
 """
 
@@ -202,16 +202,16 @@ class CampaignRunner(MDRescoring):
 
     # ------------------------------------------------------------------ docking (seed and re-dock)
     def _dock(self, records: list[LibraryRecord], index: int, r: int, origin: str) -> None:
-        batch = self.stages.dock_batch(records, self.tasks.session, index, r, origin)
-        self.tasks.submit(self.stages.dock_task(batch), partial(self._docked, batch))
+        batch = self.stages.docking.batch(records, self.tasks.session, index, r, origin)
+        self.tasks.submit(self.stages.docking.task(batch), partial(self._docked, batch))
 
     def _docked(self, batch: DockBatch, future: TaskFuture) -> None:
         """Keep every compound the task finished, however it ended: a rank writes each compound's line as
         it finishes, so a task canceled or failed halfway still has results (the rest is docked again)."""
         complete = not self.tasks.failed_task(future, batch.stage)
-        rows = self.stages.dock_rows(batch, complete=complete)
+        rows = self.stages.docking.rows(batch, complete=complete)
         self.store.add_docking(rows, batch.key)
-        self.stages.dock_stored(batch)
+        self.stages.docking.mark_stored(batch)
         self._note_docked(rows)
         ok = sum(row.score is not None for row in rows)
         self.progress.tick(batch.stage, done=ok, failed=len(batch.records) - ok)
@@ -238,15 +238,15 @@ class CampaignRunner(MDRescoring):
         if len(scores) < leftout.MIN_TRAINING_SCORES:
             raise leftout.too_few_to_train(self.c, self.store, len(scores), self.library.size, self.run_dir)
         self.progress.tick(f"train r{r}", total=1)
-        self.tasks.submit(self.stages.train_task(r, scores), partial(self._trained, r, len(scores)))
+        self.tasks.submit(self.stages.training.task(r, scores), partial(self._trained, r, len(scores)))
 
     def _trained(self, r: int, n_scores: int, future: TaskFuture) -> None:
         if self.tasks.failed_task(future, "train"):
             if future.record.state is TaskState.FAILED:
                 raise RuntimeError(f"surrogate training failed: {future.record.error}")
             return  # canceled (Ctrl-C): trained again on resume
-        report = {**self.stages.train_report(future), "n_scores": n_scores}
-        self.store.add_model(r, str(self.stages.model_path(r)), report)
+        report = {**self.stages.training.report(future), "n_scores": n_scores}
+        self.store.add_model(r, str(self.stages.training.model_path(r)), report)
         self.progress.tick(f"train r{r}", done=1)
         self._start_inference(r)
 
@@ -278,7 +278,7 @@ class CampaignRunner(MDRescoring):
         while state.infer_inflight < limit and (item := next(state.batches, None)) is not None:
             batch, chunk = item
             ids, smiles = [rec.id for rec in chunk], [rec.smiles for rec in chunk]
-            task = self.stages.infer_task(state.round, batch, model_path, ids, smiles)
+            task = self.stages.inference.task(state.round, batch, model_path, ids, smiles)
             self.tasks.submit(task, partial(self._inferred, state.round, batch, ids, smiles))
             state.infer_inflight += 1
 
@@ -291,7 +291,7 @@ class CampaignRunner(MDRescoring):
             self.progress.tick(f"infer r{r}", failed=len(ids))
             state.redock_left.discard(batch)
         else:
-            result = self.stages.infer_result(future, ids)
+            result = self.stages.inference.outcome(future, ids)
             picked = nominate_batch(ids, result.scores, self.docked, quota(batch, self.n_batches, self.c.redock.top_k))
             nominees = [(ids[i], smiles[i], float(result.scores[i])) for i in picked]
             filtered = result.filtered if r == 0 else ()  # the same filters every round
@@ -338,11 +338,11 @@ def store_left_on_disk(
     """A session killed with its docking tasks (kill -9, a lost node) left their finished compounds on disk
     only: a resumed run stores them (and hands them to ``on_rows``) before it decides what to dock, so none
     is docked twice."""
-    for batch in stages.unstored_dock_batches():
+    for batch in stages.docking.unstored():
         with guard.deferred():  # a folder is stored and marked, or neither
-            rows = stages.dock_rows(batch, complete=False)
+            rows = stages.docking.rows(batch, complete=False)
             store.add_docking(rows, batch.key)
-            stages.dock_stored(batch)
+            stages.docking.mark_stored(batch)
         on_rows(rows)
 
 

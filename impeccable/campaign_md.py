@@ -77,22 +77,22 @@ class MDRescoring:
             if cid in done or cid in self.md_inflight:
                 continue
             self.md_inflight.add(cid)
-            self._md_prepare(self.stages.md_job(r, cid, self.store.pose(cid) or ""))
+            self._md_prepare(self.stages.md.job(r, cid, self.store.pose(cid) or ""))
 
     # One compound's ensemble is three steps (see stages.md_tasks): prepare, its replicas side by side, combine.
     # A step whose output is on disk from the same inputs (an interrupted run) is not run again.
     def _md_prepare(self, job: MDJob) -> None:
-        if self.stages.md_prepared(job):
+        if self.stages.md.prepared(job):
             self._md_replicas(job)
         else:
-            self._md_submit(job, self.stages.md_prepare_task(job), lambda _: self._md_replicas(job))
+            self._md_submit(job, self.stages.md.prepare_task(job), lambda _: self._md_replicas(job))
 
     def _md_replicas(self, job: MDJob) -> None:
-        job.replicas_left = {i for i in range(job.replicas) if not self.stages.md_replica_done(job, i)}
+        job.replicas_left = {i for i in range(job.replicas) if not self.stages.md.replica_done(job, i)}
         if not job.replicas_left:
             self._md_combine(job)
         for i in sorted(job.replicas_left):
-            self._md_submit(job, self.stages.md_replica_task(job, i), partial(self._md_replica_done, job, i))
+            self._md_submit(job, self.stages.md.replica_task(job, i), partial(self._md_replica_done, job, i))
 
     def _md_replica_done(self, job: MDJob, index: int, _: TaskFuture) -> None:
         job.replicas_left.discard(index)
@@ -100,10 +100,10 @@ class MDRescoring:
             self._md_combine(job)
 
     def _md_combine(self, job: MDJob) -> None:
-        self._md_submit(job, self.stages.md_combine_task(job), partial(self._md_combined, job))
+        self._md_submit(job, self.stages.md.combine_task(job), partial(self._md_combined, job))
 
     def _md_combined(self, job: MDJob, future: TaskFuture) -> None:
-        result = self.stages.md_result(future, job)
+        result = self.stages.md.outcome(future, job)
         self.store.add_md(
             job.cid, job.round, result["binding_energy_kcal_mol"], result.get("stderr_kcal_mol"), result, None
         )

@@ -27,12 +27,12 @@ from typing import Any
 
 from .campaign import CampaignRunner
 from .config import Campaign, load_campaign
-from .emulate import EmulatedStageTasks
+from .emulate import EmulatedDocking, EmulatedMD
 from .emulate_payloads import placeholder_predictions
 from .library_stage import CampaignLibrary, raw_records
 from .runtime import Allocation, Pilot, Task, function_task
 from .stages.library import LibraryRecord, write_library
-from .stagetasks import DockBatch, MDJob
+from .stagetasks import DockBatch, Inference, MDJob, StageTasks, Training
 
 DEMO = Path(__file__).resolve().parent.parent / "campaigns" / "demo.toml"
 SIZES = (10_000, 50_000, 200_000)
@@ -56,32 +56,45 @@ def null_combine() -> dict[str, Any]:
     return {"benchmark": True}
 
 
-class NullStageTasks(EmulatedStageTasks):
-    """Every stage's task is a null call; outcomes are the emulation's placeholders."""
+class NullDocking(EmulatedDocking):
+    def task(self, batch: DockBatch) -> Task:
+        return function_task(null_call, name=f"dock {batch.key}", tags=self.ctx.tags(batch.task_stage, batch.round))
 
-    def __init__(self, campaign: Campaign, run_dir: Path) -> None:
-        super().__init__(campaign, run_dir, durations=None)  # type: ignore[arg-type]  # nothing is drawn
 
-    def dock_task(self, batch: DockBatch) -> Task:
-        return function_task(null_call, name=f"dock {batch.key}", tags=self._tags(batch.task_stage, batch.round))
-
-    def train_task(self, r: int, scores: list[tuple[str, float]]) -> Task:
+class NullTraining(Training):
+    def task(self, r: int, scores: list[tuple[str, float]]) -> Task:
         path = self.model_path(r)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("benchmark: no model\n")
-        return function_task(null_train, name=f"train r{r}", tags=self._tags("train", r))
+        return function_task(null_train, name=f"train r{r}", tags=self.ctx.tags("train", r))
 
-    def infer_task(self, r: int, batch: int, model_path: str, ids: list[str], smiles: list[str]) -> Task:
-        return function_task(null_infer, ids, name=f"infer r{r} b{batch:05d}", tags=self._tags("infer", r))
 
-    def md_prepare_task(self, job: MDJob) -> Task:
-        return function_task(null_call, name=f"md prepare {job.cid}", tags=self._tags("md", job.round))
+class NullInference(Inference):
+    def task(self, r: int, batch: int, model_path: str, ids: list[str], smiles: list[str]) -> Task:
+        return function_task(null_infer, ids, name=f"infer r{r} b{batch:05d}", tags=self.ctx.tags("infer", r))
 
-    def md_replica_task(self, job: MDJob, index: int) -> Task:
-        return function_task(null_call, name=f"md replica {index} {job.cid}", tags=self._tags("md", job.round))
 
-    def md_combine_task(self, job: MDJob) -> Task:
-        return function_task(null_combine, name=f"md combine {job.cid}", tags=self._tags("md", job.round))
+class NullMD(EmulatedMD):
+    def prepare_task(self, job: MDJob) -> Task:
+        return function_task(null_call, name=f"md prepare {job.cid}", tags=self.ctx.tags("md", job.round))
+
+    def replica_task(self, job: MDJob, index: int) -> Task:
+        return function_task(null_call, name=f"md replica {index} {job.cid}", tags=self.ctx.tags("md", job.round))
+
+    def combine_task(self, job: MDJob) -> Task:
+        return function_task(null_combine, name=f"md combine {job.cid}", tags=self.ctx.tags("md", job.round))
+
+
+class NullStageTasks(StageTasks):
+    """Every stage's task is a null call; outcomes are the emulation's placeholders."""
+
+    def __init__(self, campaign: Campaign, run_dir: Path) -> None:
+        super().__init__(campaign, run_dir)
+        nothing_drawn: Any = None
+        self.docking = NullDocking(self.ctx, nothing_drawn)
+        self.training = NullTraining(self.ctx)
+        self.inference = NullInference(self.ctx)
+        self.md = NullMD(self.ctx, nothing_drawn)
 
 
 # ------------------------------------------------------------------ the synthetic campaign

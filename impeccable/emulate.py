@@ -35,7 +35,18 @@ from .emulate_payloads import emulated_infer, emulated_md_combine, emulated_trai
 from .measure import run_figures
 from .runtime import Task, TaskFuture, executable_task, function_task
 from .stages.library import LibraryRecord, write_library
-from .stagetasks import DockBatch, MDJob, StageTasks, folder_name
+from .stagetasks import (
+    DockBatch,
+    Docking,
+    Inference,
+    MDJob,
+    MDRefinement,
+    Stage,
+    StageContext,
+    StageTasks,
+    Training,
+    folder_name,
+)
 from .store import DockRow, Store
 
 STAGES = ("dock", "train", "infer", "md prepare", "md replica", "md combine")
@@ -130,24 +141,27 @@ class RecordedDurations:
         }
 
 
-class EmulatedStageTasks(StageTasks):
-    """Each stage's task takes its recorded time and produces placeholders the runner can go on with."""
+class Recorded(Stage):
+    """A stage whose tasks take the time such tasks took in the recorded run."""
 
-    def __init__(self, campaign: Campaign, run_dir: Path, durations: RecordedDurations) -> None:
-        super().__init__(campaign, run_dir)
+    def __init__(self, ctx: StageContext, durations: RecordedDurations) -> None:
+        super().__init__(ctx)
         self.durations = durations
 
-    def dock_task(self, batch: DockBatch) -> Task:
-        seconds = self.durations.draw("dock", batch.key, len(batch.records))
-        return executable_task(
-            ["sleep", f"{seconds:.3f}"],
-            name=f"dock {batch.key}",
-            ranks=self.c.dock.ranks,
-            mpi=self.c.dock.ranks > 1,
-            tags=self._tags(batch.task_stage, batch.round),
-        )
+    def sleep(self, name: str, seconds: float, stage: str, r: int, **resources: Any) -> Task:
+        """An executable that sleeps ``seconds`` in a real process (a real fork/exec or srun step)."""
+        return executable_task(["sleep", f"{seconds:.3f}"], name=name, tags=self.ctx.tags(stage, r), **resources)
 
-    def dock_rows(self, batch: DockBatch, complete: bool = True) -> list[DockRow]:
+
+class EmulatedDocking(Recorded, Docking):
+    """A docking task sleeps its compounds' recorded time; a task that ended DONE leaves placeholder scores."""
+
+    def task(self, batch: DockBatch) -> Task:
+        seconds = self.durations.draw("dock", batch.key, len(batch.records))
+        d = self.c.dock
+        return self.sleep(f"dock {batch.key}", seconds, batch.task_stage, batch.round, ranks=d.ranks, mpi=d.ranks > 1)
+
+    def rows(self, batch: DockBatch, complete: bool = True) -> list[DockRow]:
         """Placeholders for a task that ended DONE; none for one that did not (its compounds run again)."""
         if not complete:
             return []
@@ -156,7 +170,11 @@ class EmulatedStageTasks(StageTasks):
             for rec in batch.records
         ]
 
-    def train_task(self, r: int, scores: list[tuple[str, float]]) -> Task:
+
+class EmulatedTraining(Recorded, Training):
+    """Training sleeps its recorded time in a worker; the model file says there is no model."""
+
+    def task(self, r: int, scores: list[tuple[str, float]]) -> Task:
         path = self.model_path(r)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("emulation: no model\n")
@@ -166,54 +184,70 @@ class EmulatedStageTasks(StageTasks):
             seconds,
             name=f"train r{r}",
             cores_per_rank=self.c.surrogate.cores,
-            gpus_per_rank=self._gpus("train"),
-            tags=self._tags("train", r),
+            gpus_per_rank=self.ctx.gpus("train"),
+            tags=self.ctx.tags("train", r),
         )
 
-    def infer_task(self, r: int, batch: int, model_path: str, ids: list[str], smiles: list[str]) -> Task:
+
+class EmulatedInference(Recorded, Inference):
+    """A batch sleeps its recorded time in a worker and scores its ids with placeholders."""
+
+    def task(self, r: int, batch: int, model_path: str, ids: list[str], smiles: list[str]) -> Task:
         seconds = self.durations.draw("infer", f"{r}:{batch}")
         return function_task(
             emulated_infer,
             seconds,
             ids,
             name=f"infer r{r} b{batch:05d}",
-            gpus_per_rank=self._gpus("infer"),
-            tags=self._tags("infer", r),
+            gpus_per_rank=self.ctx.gpus("infer"),
+            tags=self.ctx.tags("infer", r),
         )
 
-    def md_job(self, r: int, cid: str, pose_sdf: str) -> MDJob:
-        return MDJob(r, cid, self.work / "md" / folder_name(cid), self.c.md.replicas, "emulation")
 
-    def md_prepared(self, job: MDJob) -> bool:
+class EmulatedMD(Recorded, MDRefinement):
+    """Each MD step sleeps its recorded time; nothing is on disk, so every step runs."""
+
+    def job(self, r: int, cid: str, pose_sdf: str) -> MDJob:
+        return MDJob(r, cid, self.ctx.work / "md" / folder_name(cid), self.c.md.replicas, "emulation")
+
+    def prepared(self, job: MDJob) -> bool:
         return False
 
-    def md_replica_done(self, job: MDJob, index: int) -> bool:
+    def replica_done(self, job: MDJob, index: int) -> bool:
         return False
 
-    def md_prepare_task(self, job: MDJob) -> Task:
-        return self._md_sleep(job, "prepare", job.cid)
+    def prepare_task(self, job: MDJob) -> Task:
+        return self._step(job, "prepare", job.cid)
 
-    def md_replica_task(self, job: MDJob, index: int) -> Task:
-        return self._md_sleep(job, f"replica {index}", f"{job.cid}:{index}", self._gpus("md"))
+    def replica_task(self, job: MDJob, index: int) -> Task:
+        return self._step(job, f"replica {index}", f"{job.cid}:{index}", self.ctx.gpus("md"))
 
-    def _md_sleep(self, job: MDJob, step: str, key: str, gpus: int = 0) -> Task:
+    def _step(self, job: MDJob, step: str, key: str, gpus: int = 0) -> Task:
         seconds = self.durations.draw(f"md {step.split()[0]}", key)
-        return executable_task(
-            ["sleep", f"{seconds:.3f}"],
-            name=f"md {step} {job.cid}",
-            cores_per_rank=self.c.md.cores,
-            gpus_per_rank=gpus,
-            tags=self._tags("md", job.round),
-        )
+        name = f"md {step} {job.cid}"
+        return self.sleep(name, seconds, "md", job.round, cores_per_rank=self.c.md.cores, gpus_per_rank=gpus)
 
-    def md_combine_task(self, job: MDJob) -> Task:
+    def combine_task(self, job: MDJob) -> Task:
         seconds = self.durations.draw("md combine", job.cid)
         return function_task(
-            emulated_md_combine, seconds, name=f"md combine {job.cid}", tags=self._tags("md", job.round)
+            emulated_md_combine, seconds, name=f"md combine {job.cid}", tags=self.ctx.tags("md", job.round)
         )
 
-    def md_result(self, future: TaskFuture, job: MDJob) -> dict[str, Any]:
+    def outcome(self, future: TaskFuture, job: MDJob) -> dict[str, Any]:
         return {"binding_energy_kcal_mol": placeholder_score(job.cid, "md"), "stderr_kcal_mol": 0.0, "emulation": True}
+
+
+class EmulatedStageTasks(StageTasks):
+    """Each stage's task takes its recorded time and produces placeholders the runner can go on with (the
+    library's preparation is not emulated: an emulated campaign's library needs none)."""
+
+    def __init__(self, campaign: Campaign, run_dir: Path, durations: RecordedDurations) -> None:
+        super().__init__(campaign, run_dir)
+        self.durations = durations
+        self.docking = EmulatedDocking(self.ctx, durations)
+        self.training = EmulatedTraining(self.ctx, durations)
+        self.inference = EmulatedInference(self.ctx, durations)
+        self.md = EmulatedMD(self.ctx, durations)
 
 
 # ------------------------------------------------------------------ the emulated campaign

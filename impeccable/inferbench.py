@@ -28,7 +28,7 @@ from typing import Any
 from .procwatch import TreeWatch
 from .runtime.bench import cpu_seconds
 from .stages.library import LibraryRecord, read_library, write_library
-from .stagetasks import DockBatch, StageTasks
+from .stagetasks import DockBatch, Docking, StageTasks
 from .store import DockRow, Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,18 +37,24 @@ RECEPTOR = ROOT / "data" / "receptors" / "4jsv"
 SEEDS = 8
 
 
-class InferenceOnly(StageTasks):
+class NoDocking(Docking):
     """Re-docking nominees are selected and stored but not docked: the benchmark times inference alone."""
 
-    def dock_task(self, batch: DockBatch) -> Any:
+    def task(self, batch: DockBatch) -> Any:
         from .runtime import function_task
 
-        return function_task(
-            "builtins:len", batch.records, name=f"no-dock {batch.key}", tags=self._tags(batch.task_stage, batch.round)
-        )
+        tags = self.ctx.tags(batch.task_stage, batch.round)
+        return function_task("builtins:len", batch.records, name=f"no-dock {batch.key}", tags=tags)
 
-    def dock_rows(self, batch: DockBatch, complete: bool = True) -> list[DockRow]:
+    def rows(self, batch: DockBatch, complete: bool = True) -> list[DockRow]:
         return []
+
+
+def inference_only(campaign: Any, run_dir: Path) -> StageTasks:
+    """The real stages but docking, which selects and stores its nominees and docks none."""
+    stages = StageTasks(campaign, run_dir)
+    stages.docking = NoDocking(stages.ctx)
+    return stages
 
 
 def repeat_library(source: Path, n: int, out: Path) -> Path:
@@ -114,7 +120,7 @@ def bench_inference(
         }
     )
     _start_at_inference(run_dir, library, model)
-    runner = CampaignRunner(campaign, run_dir, stages=InferenceOnly(campaign, run_dir))
+    runner = CampaignRunner(campaign, run_dir, stages=inference_only(campaign, run_dir))
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
     with TreeWatch(interval_s=interval_s) as watch:
         runner.run()

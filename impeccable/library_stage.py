@@ -151,7 +151,7 @@ class LibraryStage:
                 self.exhausted = True
                 return
             index, records = item
-            task = self.stages.prepare_task(index, [rec.smiles for rec in records], self.lib.settings)
+            task = self.stages.preparation.task(index, [rec.smiles for rec in records], self.lib.settings)
             self.tasks.submit(task, partial(self._prepared, index, records))
             self.inflight += 1
 

@@ -1,10 +1,12 @@
-"""Each campaign stage as a task the pilot runs, and its outcome as rows for the store.
+"""Each campaign stage as one object that builds its task and reads its outcome back.
 
-The campaign runner decides *what* to run and *when*; this module says *how*:
-the command line or function of each stage's task (built by the stage's own
-module, beside its ``main()``), where its files go, and how its results are
-read back. An emulation swaps this class for one whose tasks only take the
-recorded time (see ``impeccable emulate``).
+The campaign runner decides *what* to run and *when*; the stage objects say
+*how*: the command line or function of each stage's task (built by the stage's
+own module, beside its ``main()``), where its files go, and how its results are
+read back. :class:`StageTasks` holds one of each (``docking``, ``training``,
+``inference``, ``md``, ``preparation``); an emulation or a benchmark replaces
+some of them with stages whose tasks only take the recorded time (see
+``impeccable emulate``), and the runner does not know the difference.
 """
 
 from __future__ import annotations
@@ -70,33 +72,58 @@ class InferOutcome:
         return self.counts[1] + self.counts[2]
 
 
-class StageTasks:
-    """The real stages: Vina docking, torch training and inference, OpenMM MD."""
+@dataclass
+class StageContext:
+    """What every stage of one run shares: the campaign, where its files go, the GPU plan and what ran where."""
 
-    def __init__(self, campaign: Campaign, run_dir: Path) -> None:
-        self.c = campaign
-        self.run_dir = run_dir
-        self.work = run_dir / "work"
-        self.gpus: GpuPlan | None = None  # set by the runner once the pilot's allocation is known
-        self.devices = DeviceLog()
+    c: Campaign
+    run_dir: Path
+    gpu_plan: GpuPlan | None = None  # set by the runner once the pilot's allocation is known
+    devices: DeviceLog = field(default_factory=DeviceLog)
 
-    def use_gpus(self, plan: GpuPlan, say: Any = None) -> None:
-        """Ask for the plan's GPU slots from now on; ``say`` is called once per fallback reason (not per task)."""
-        self.gpus = plan
-        self.devices.say = say
+    @property
+    def work(self) -> Path:
+        return self.run_dir / "work"
 
-    def _gpus(self, stage: str) -> int:
-        return self.gpus.gpus(stage) if self.gpus is not None else 0
+    def gpus(self, stage: str) -> int:
+        """GPU slots per task for ``stage`` (0 before a plan, or where the allocation has none)."""
+        return self.gpu_plan.gpus(stage) if self.gpu_plan is not None else 0
 
-    def _tags(self, stage: str, r: int) -> dict[str, str]:
+    def tags(self, stage: str, r: int) -> dict[str, str]:
+        """A task's tags: its stage and round, and the campaign (the report groups by them)."""
         return {"stage": stage, "round": str(r), "campaign": self.c.name}
 
-    # ------------------------------------------------------------------ docking
-    def dock_batch(self, records: list[LibraryRecord], session: int, index: int, r: int, origin: str) -> DockBatch:
-        key = f"s{session}-r{r}-{origin}-{index:05d}"
-        return DockBatch(tuple(records), key, index, r, origin, self.work / "dock" / key)
 
-    def dock_task(self, batch: DockBatch) -> Task:
+class Stage:
+    """One stage of the campaign; subclasses build its tasks and read their outcomes."""
+
+    def __init__(self, ctx: StageContext) -> None:
+        self.ctx = ctx
+        self.c = ctx.c
+
+
+class Preparation(Stage):
+    """The library's preparation: standardise, filter and key one batch (stages/prepare.py)."""
+
+    def task(self, batch: int, smiles: list[str], settings: dict[str, Any]) -> Task:
+        """Only SMILES travel; the ids stay with the runner."""
+        return function_task(
+            "impeccable.work:prepare_library",
+            smiles,
+            settings,
+            name=f"library b{batch:05d}",
+            tags=self.ctx.tags("library", 0),
+        )
+
+
+class Docking(Stage):
+    """Vina docking of a batch of compounds as one (MPI) executable; its ranks write a line per compound."""
+
+    def batch(self, records: list[LibraryRecord], session: int, index: int, r: int, origin: str) -> DockBatch:
+        key = f"s{session}-r{r}-{origin}-{index:05d}"
+        return DockBatch(tuple(records), key, index, r, origin, self.ctx.work / "dock" / key)
+
+    def task(self, batch: DockBatch) -> Task:
         from .stages import dock
 
         out = batch.folder / "out"
@@ -120,11 +147,11 @@ class StageTasks:
             ranks=d.ranks,
             mpi=d.ranks > 1,
             cwd=str(batch.folder),
-            tags=self._tags(batch.task_stage, batch.round),
+            tags=self.ctx.tags(batch.task_stage, batch.round),
             stderr=str(batch.folder / "stderr.log"),
         )
 
-    def dock_rows(self, batch: DockBatch, complete: bool = True) -> list[DockRow]:
+    def rows(self, batch: DockBatch, complete: bool = True) -> list[DockRow]:
         """A row for every compound of the batch with a complete line in the task's rank files, whatever
         the way the task ended (done, failed, canceled, killed with the manager). ``complete`` (the task
         ended DONE): a compound without a line failed, and gets a row saying so; otherwise it has none
@@ -148,29 +175,18 @@ class StageTasks:
             ]
         return rows
 
-    # ------------------------------------------------------------------ library preparation
-    def prepare_task(self, batch: int, smiles: list[str], settings: dict[str, Any]) -> Task:
-        """Standardise, filter and key one batch of the library (stages/prepare.py); only SMILES travel."""
-        return function_task(
-            "impeccable.work:prepare_library",
-            smiles,
-            settings,
-            name=f"library b{batch:05d}",
-            tags=self._tags("library", 0),
-        )
-
-    def dock_stored(self, batch: DockBatch) -> None:
+    def mark_stored(self, batch: DockBatch) -> None:
         """Mark the batch's folder as read into the store (a resumed run does not read it again)."""
         try:
             (batch.folder / STORED).touch()
         except OSError:
             pass  # reading it again stores nothing twice
 
-    def unstored_dock_batches(self) -> Iterator[DockBatch]:
+    def unstored(self) -> Iterator[DockBatch]:
         """The docking tasks of earlier sessions whose results never reached the store (the manager was
         killed, or its task was canceled before its handler ran): a resumed run stores their complete
         lines before it docks anything."""
-        root = self.work / "dock"
+        root = self.ctx.work / "dock"
         if not root.is_dir():
             return
         for folder in sorted(root.iterdir()):
@@ -185,11 +201,14 @@ class StageTasks:
                 continue
             yield DockBatch(records, folder.name, int(match["index"]), int(match["round"]), match["origin"], folder)
 
-    # ------------------------------------------------------------------ surrogate
-    def model_path(self, r: int) -> Path:
-        return self.run_dir / "models" / f"surrogate.r{r}.pt"
 
-    def train_task(self, r: int, scores: list[tuple[str, float]]) -> Task:
+class Training(Stage):
+    """The torch surrogate, trained on every docking score so far, as one function task."""
+
+    def model_path(self, r: int) -> Path:
+        return self.ctx.run_dir / "models" / f"surrogate.r{r}.pt"
+
+    def task(self, r: int, scores: list[tuple[str, float]]) -> Task:
         path = self.model_path(r)
         path.parent.mkdir(parents=True, exist_ok=True)
         s = self.c.surrogate
@@ -203,17 +222,21 @@ class StageTasks:
             s.cores,
             name=f"train r{r}",
             cores_per_rank=s.cores,
-            gpus_per_rank=self._gpus("train"),
-            tags=self._tags("train", r),
+            gpus_per_rank=self.ctx.gpus("train"),
+            tags=self.ctx.tags("train", r),
         )
 
-    def train_report(self, future: TaskFuture) -> dict[str, Any]:
+    def report(self, future: TaskFuture) -> dict[str, Any]:
         """The training report; the device it trained on is logged."""
         report = future.result()
-        self.devices.saw("train", report.get("device", "cpu"), report.get("device_note", ""))
+        self.ctx.devices.saw("train", report.get("device", "cpu"), report.get("device_note", ""))
         return report
 
-    def infer_task(self, r: int, batch: int, model_path: str, ids: list[str], smiles: list[str]) -> Task:
+
+class Inference(Stage):
+    """The surrogate's predictions over one batch of the library, as one function task."""
+
+    def task(self, r: int, batch: int, model_path: str, ids: list[str], smiles: list[str]) -> Task:
         """Only the SMILES travel (the ids stay with the runner); an emulation scores by id instead. The library
         stage has applied the filters already, so none travel."""
         return function_task(
@@ -222,53 +245,57 @@ class StageTasks:
             smiles,
             {},
             name=f"infer r{r} b{batch:05d}",
-            gpus_per_rank=self._gpus("infer"),
-            tags=self._tags("infer", r),
+            gpus_per_rank=self.ctx.gpus("infer"),
+            tags=self.ctx.tags("infer", r),
         )
 
-    def infer_result(self, future: TaskFuture, ids: list[str]) -> InferOutcome:
+    def outcome(self, future: TaskFuture, ids: list[str]) -> InferOutcome:
         out = future.result()
-        self.devices.saw("infer", out.get("device", "cpu"), out.get("device_note", ""))
+        self.ctx.devices.saw("infer", out.get("device", "cpu"), out.get("device_note", ""))
         filtered, failed = out["filtered"], out["failed"]
         counts = (len(ids), len(ids) - len(filtered) - len(failed), len(filtered), len(failed))
         failures, dropped = [(ids[i], why) for i, why in failed], [(ids[i], why) for i, why in filtered]
         return InferOutcome(np.asarray(out["scores"], dtype=np.float32), counts, failures, dropped)
 
-    # ------------------------------------------------------------------ MD
-    def md_job(self, r: int, cid: str, pose_sdf: str) -> MDJob:
+
+class MDRefinement(Stage):
+    """One compound's MD ensemble in three steps: prepare (executable), its replicas side by side
+    (executables), combine (a call); a step whose output is on disk from the same inputs is not run again."""
+
+    def job(self, r: int, cid: str, pose_sdf: str) -> MDJob:
         """One compound's MD ensemble: its folder holds the pose and settings its steps read."""
         from .stages import md_tasks
         from .stages.md import MDSettings, compound_seed
 
-        folder = self.work / "md" / folder_name(cid)
+        folder = self.ctx.work / "md" / folder_name(cid)
         folder.mkdir(parents=True, exist_ok=True)
         m = self.c.md
         # replicas, lengths, solvent, force field, MMPBSA.py, platform and precision by name
         settings = MDSettings.taking(m, seed=compound_seed(self.c.campaign.seed, cid), threads=m.cores)
-        receptor = self._md_receptor()
+        receptor = self._receptor()
         key = md_tasks.fingerprint(receptor, pose_sdf, settings)
         _write_if_changed(folder / "pose.sdf", pose_sdf)
         _write_if_changed(folder / "settings.json", json.dumps(dataclasses.asdict(settings), indent=1))
         return MDJob(r, cid, folder, m.replicas, key)
 
-    def md_prepared(self, job: MDJob) -> bool:
+    def prepared(self, job: MDJob) -> bool:
         from .stages import md_tasks
 
         return md_tasks.finished(job.folder / md_tasks.PREPARED, job.key)
 
-    def md_replica_done(self, job: MDJob, index: int) -> bool:
+    def replica_done(self, job: MDJob, index: int) -> bool:
         from .stages import md_tasks
 
         return md_tasks.finished(md_tasks.replica_file(job.folder, index), job.key)
 
-    def md_prepare_task(self, job: MDJob) -> Task:
+    def prepare_task(self, job: MDJob) -> Task:
         """Ligand parameters (cached per compound in the run directory), tleap build, minimisation."""
         from .stages import md_tasks
 
-        argv = md_tasks.command("prepare", job.folder, self._md_receptor(), self.run_dir / "params")
-        return self._md_executable(job, argv, "prepare")
+        argv = md_tasks.command("prepare", job.folder, self._receptor(), self.ctx.run_dir / "params")
+        return self.executable(job, argv, "prepare")
 
-    def _md_receptor(self) -> Path:
+    def _receptor(self) -> Path:
         """receptor.pdb, or a copy in the run directory with the metal ions [receptor] metals keeps."""
         from .stages.metals import kept_metals, metal_pdb_lines, read_provenance
 
@@ -277,17 +304,18 @@ class StageTasks:
         if not kept:
             return pdb
         lines = [line for line in pdb.read_text().splitlines() if line.strip() not in ("END", "")]
-        out = self.work / "receptor_metals.pdb"
+        out = self.ctx.work / "receptor_metals.pdb"
         _write_if_changed(out, "\n".join([*lines, *metal_pdb_lines(kept), "END"]) + "\n")
         return out
 
-    def md_replica_task(self, job: MDJob, index: int) -> Task:
+    def replica_task(self, job: MDJob, index: int) -> Task:
         from .stages import md_tasks
 
         argv = md_tasks.command("replica", job.folder, index=index)
-        return self._md_executable(job, argv, f"replica {index}", self._gpus("md"))
+        return self.executable(job, argv, f"replica {index}", self.ctx.gpus("md"))
 
-    def _md_executable(self, job: MDJob, argv: list[str], step: str, gpus: int = 0) -> Task:
+    def executable(self, job: MDJob, argv: list[str], step: str, gpus: int = 0) -> Task:
+        """A step as an executable on the compound's folder, its output in ``<step>.stdout/stderr.log``."""
         log = step.replace(" ", "_")
         return executable_task(
             argv,
@@ -297,23 +325,40 @@ class StageTasks:
             cwd=str(job.folder),
             stdout=str(job.folder / f"{log}.stdout.log"),
             stderr=str(job.folder / f"{log}.stderr.log"),
-            tags=self._tags("md", job.round),
+            tags=self.ctx.tags("md", job.round),
         )
 
-    def md_combine_task(self, job: MDJob) -> Task:
+    def combine_task(self, job: MDJob) -> Task:
         """Replica means, standard error, bootstrap interval (and MMPBSA.py if asked): a call, no process start."""
         return function_task(
             "impeccable.work:md_combine",
             str(job.folder),
             name=f"md combine {job.cid}",
-            tags=self._tags("md", job.round),
+            tags=self.ctx.tags("md", job.round),
         )
 
-    def md_result(self, future: TaskFuture, job: MDJob) -> dict[str, Any]:
+    def outcome(self, future: TaskFuture, job: MDJob) -> dict[str, Any]:
         result = future.result()
         for replica in result.get("per_replica", []):
-            self.devices.saw("md", replica.get("platform", "CPU"), replica.get("platform_note", ""))
+            self.ctx.devices.saw("md", replica.get("platform", "CPU"), replica.get("platform_note", ""))
         return result
+
+
+class StageTasks:
+    """The stages of one run, one object each; a variant (an emulation, a benchmark, a test) replaces some."""
+
+    def __init__(self, campaign: Campaign, run_dir: Path) -> None:
+        self.ctx = StageContext(campaign, Path(run_dir))
+        self.preparation = Preparation(self.ctx)
+        self.docking = Docking(self.ctx)
+        self.training = Training(self.ctx)
+        self.inference = Inference(self.ctx)
+        self.md = MDRefinement(self.ctx)
+
+    def use_gpus(self, plan: GpuPlan, say: Any = None) -> None:
+        """Ask for the plan's GPU slots from now on; ``say`` is called once per fallback reason (not per task)."""
+        self.ctx.gpu_plan = plan
+        self.ctx.devices.say = say
 
 
 @dataclass

@@ -20,19 +20,33 @@ from impeccable.campaign import CampaignInterrupted, CampaignRunner
 from impeccable.config import load_campaign
 from impeccable.runtime import Task, executable_task, function_task
 from impeccable.stages.library import write_library
-from impeccable.stagetasks import DockBatch, MDJob, StageTasks
+from impeccable.stagetasks import (
+    DockBatch,
+    Docking,
+    Inference,
+    MDJob,
+    MDRefinement,
+    Stage,
+    StageContext,
+    StageTasks,
+    Training,
+)
 
 PAYLOADS = str(Path(chaos_payloads.__file__).resolve())
 
 
-class ChaosStageTasks(StageTasks):
-    """The real stage tasks' folders and outputs, with fast payloads that log what they do."""
+class Chaos(Stage):
+    """A stage whose payloads append what they do to ``log``."""
 
-    def __init__(self, campaign, run_dir: Path, log: str) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(campaign, run_dir)
+    def __init__(self, ctx: StageContext, log: str) -> None:
+        super().__init__(ctx)
         self.log = log
 
-    def dock_task(self, batch: DockBatch) -> Task:
+
+class ChaosDocking(Chaos, Docking):
+    """The real docking task's folder and outputs, with a fast payload that logs what it does."""
+
+    def task(self, batch: DockBatch) -> Task:
         out = batch.folder / "out"
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
@@ -43,18 +57,22 @@ class ChaosStageTasks(StageTasks):
             argv,
             name=f"dock {batch.key}",
             cwd=str(batch.folder),
-            tags=self._tags(batch.task_stage, batch.round),
+            tags=self.ctx.tags(batch.task_stage, batch.round),
             stderr=str(batch.folder / "stderr.log"),
         )
 
-    def train_task(self, r: int, scores: list[tuple[str, float]]) -> Task:
+
+class ChaosTraining(Chaos, Training):
+    def task(self, r: int, scores: list[tuple[str, float]]) -> Task:
         path = self.model_path(r)
         path.parent.mkdir(parents=True, exist_ok=True)
         return function_task(
-            chaos_payloads.train, scores, str(path), self.log, r, name=f"train r{r}", tags=self._tags("train", r)
+            chaos_payloads.train, scores, str(path), self.log, r, name=f"train r{r}", tags=self.ctx.tags("train", r)
         )
 
-    def infer_task(self, r: int, batch: int, model_path: str, ids: list[str], smiles: list[str]) -> Task:
+
+class ChaosInference(Chaos, Inference):
+    def task(self, r: int, batch: int, model_path: str, ids: list[str], smiles: list[str]) -> Task:
         return function_task(
             chaos_payloads.infer,
             model_path,
@@ -62,30 +80,37 @@ class ChaosStageTasks(StageTasks):
             self.log,
             f"r{r}b{batch}",
             name=f"infer r{r} b{batch:05d}",
-            tags=self._tags("infer", r),
+            tags=self.ctx.tags("infer", r),
         )
 
-    def md_prepare_task(self, job: MDJob) -> Task:
-        return self._md_executable(
+
+class ChaosMD(Chaos, MDRefinement):
+    def prepare_task(self, job: MDJob) -> Task:
+        return self.executable(
             job, [sys.executable, PAYLOADS, "prepare", str(job.folder), job.key, self.log, "-1"], "prepare"
         )
 
-    def md_replica_task(self, job: MDJob, index: int) -> Task:
-        return self._md_executable(
-            job,
-            [sys.executable, PAYLOADS, "replica", str(job.folder), job.key, self.log, str(index)],
-            f"replica {index}",
-        )
+    def replica_task(self, job: MDJob, index: int) -> Task:
+        argv = [sys.executable, PAYLOADS, "replica", str(job.folder), job.key, self.log, str(index)]
+        return self.executable(job, argv, f"replica {index}")
 
-    def md_combine_task(self, job: MDJob) -> Task:
+    def combine_task(self, job: MDJob) -> Task:
         return function_task(
             chaos_payloads.combine,
             str(job.folder),
             job.cid,
             self.log,
             name=f"md combine {job.cid}",
-            tags=self._tags("md", job.round),
+            tags=self.ctx.tags("md", job.round),
         )
+
+
+def chaos_stages(campaign, run_dir: Path, log: str) -> StageTasks:  # type: ignore[no-untyped-def]
+    """The real stage objects' folders and outputs, with fast payloads that log what they do."""
+    stages = StageTasks(campaign, run_dir)
+    stages.docking, stages.training = ChaosDocking(stages.ctx, log), ChaosTraining(stages.ctx, log)
+    stages.inference, stages.md = ChaosInference(stages.ctx, log), ChaosMD(stages.ctx, log)
+    return stages
 
 
 def main(argv: list[str]) -> int:
@@ -94,7 +119,7 @@ def main(argv: list[str]) -> int:
     try:
         campaign = load_campaign(Path(argv[0]))
         run_dir = Path(argv[1]).resolve()
-        runner = CampaignRunner(campaign, run_dir, stages=ChaosStageTasks(campaign, run_dir, argv[2]))
+        runner = CampaignRunner(campaign, run_dir, stages=chaos_stages(campaign, run_dir, argv[2]))
         runner.run()
     except (CampaignInterrupted, KeyboardInterrupt) as exc:
         print(exc or "interrupted")

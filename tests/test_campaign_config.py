@@ -101,7 +101,7 @@ def test_run_dir_is_made_absolute(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     runner = CampaignRunner(load_campaign(ROOT / "campaigns" / "demo.toml"), Path("runs/demo"))
-    assert runner.run_dir == tmp_path / "runs" / "demo" and runner.stages.work.is_absolute()
+    assert runner.run_dir == tmp_path / "runs" / "demo" and runner.stages.ctx.work.is_absolute()
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from test_campaign_run import tiny
 
 from impeccable.cli import main
 from impeccable.config import load_campaign
-from impeccable.emulate import EmulatedStageTasks, RecordedDurations, run_emulation
+from impeccable.emulate import EmulatedMD, EmulatedStageTasks, RecordedDurations, run_emulation
 from impeccable.inputs import check_same_campaign
 from impeccable.runtime import executable_task
 from impeccable.runtime.records import TaskRecord, TaskState
@@ -346,15 +346,21 @@ def test_streaming_md_spends_at_most_top_m_speculative_runs_per_round(recorded, 
     import dataclasses
     import itertools
 
-    from impeccable.emulate import EmulatedStageTasks, emulated_campaign, recorded_campaign, scaled_library
+    from impeccable.emulate import (
+        EmulatedDocking,
+        EmulatedStageTasks,
+        emulated_campaign,
+        recorded_campaign,
+        scaled_library,
+    )
     from impeccable.model import BackendModel, Simulator, _ModelPilot, _ModelRunner
     from impeccable.runtime import TaskKind
 
-    class EachBetter(EmulatedStageTasks):
+    class EachBetter(EmulatedDocking):
         better = itertools.count()
 
-        def dock_rows(self, batch, complete=True):
-            rows = super().dock_rows(batch, complete)
+        def rows(self, batch, complete=True):
+            rows = super().rows(batch, complete)
             if batch.origin == "redock":
                 rows = [dataclasses.replace(r, score=-20.0 - next(self.better)) for r in rows]
             return rows
@@ -370,13 +376,10 @@ def test_streaming_md_spends_at_most_top_m_speculative_runs_per_round(recorded, 
     )
     routes = {kind: BackendModel(f"local:{kind.value}", launch_rate=1000.0) for kind in TaskKind}
     sim = Simulator(8, routes)
-    runner = _ModelRunner(
-        campaign,
-        tmp_path / "run",
-        stages=EachBetter(campaign, tmp_path / "run", RecordedDurations.from_run(recorded)),
-        pilot=_ModelPilot(8, routes),
-        sim=sim,
-    )
+    durations = RecordedDurations.from_run(recorded)
+    stages = EmulatedStageTasks(campaign, tmp_path / "run", durations)
+    stages.docking = EachBetter(stages.ctx, durations)
+    runner = _ModelRunner(campaign, tmp_path / "run", stages=stages, pilot=_ModelPilot(8, routes), sim=sim)
     runner.run()
     store = runner.store
     top_m, redocked = campaign.md.top_m, store.db.execute("SELECT count(*) FROM docking WHERE origin='redock'")
@@ -423,8 +426,14 @@ def test_md_replicas_run_side_by_side_and_combine_waits_for_all(recorded, tmp_pa
 
 
 class _OneReplicaFails(EmulatedStageTasks):
-    def md_replica_task(self, job, index):
-        task = super().md_replica_task(job, index)
+    def __init__(self, campaign, run_dir, durations):
+        super().__init__(campaign, run_dir, durations)
+        self.md = _SecondReplicaFails(self.ctx, durations)
+
+
+class _SecondReplicaFails(EmulatedMD):
+    def replica_task(self, job, index):
+        task = super().replica_task(job, index)
         if index == 1:
             return executable_task(["sh", "-c", "exit 3"], name=task.name, tags=task.tags)
         return task

@@ -51,9 +51,9 @@ def _batch(tmp_path, key="s3-r0-seed-00002"):
     campaign = load_campaign(tiny(tmp_path))
     stages = StageTasks(campaign, tmp_path / "run")
     records = [LibraryRecord(f"C{i}", "CCO") for i in range(3)]
-    batch = stages.dock_batch(records, 3, 2, 0, "seed")
+    batch = stages.docking.batch(records, 3, 2, 0, "seed")
     assert batch.key == key
-    stages.dock_task(batch)  # its folder: ligands.csv and an empty out/
+    stages.docking.task(batch)  # its folder: ligands.csv and an empty out/
     with RankLines(rank_file(batch.folder / "out", 0)) as sink:
         sink.write({"id": "C0", "smiles": "CCO", "score_kcal_mol": -6.5, "pose_sdf": "p", "state_smiles": "CCO"})
         sink.write({"id": "C1", "smiles": "CCO", "error": "embedding failed"})
@@ -62,19 +62,19 @@ def _batch(tmp_path, key="s3-r0-seed-00002"):
 
 def test_a_task_that_did_not_end_done_keeps_its_finished_compounds_and_only_those(tmp_path):
     stages, batch = _batch(tmp_path)
-    partial = stages.dock_rows(batch, complete=False)
+    partial = stages.docking.rows(batch, complete=False)
     assert [(r.id, r.score, r.error) for r in partial] == [("C0", -6.5, None), ("C1", None, "embedding failed")]
-    done = stages.dock_rows(batch, complete=True)  # a task that ended DONE: the silent compound failed
+    done = stages.docking.rows(batch, complete=True)  # a task that ended DONE: the silent compound failed
     assert [r.id for r in done] == ["C0", "C1", "C2"] and "wrote no result" in done[2].error
 
 
 def test_resume_stores_what_a_killed_session_left_on_disk_once(tmp_path):
     stages, batch = _batch(tmp_path)
-    (found,) = stages.unstored_dock_batches()
+    (found,) = stages.docking.unstored()
     assert (found.key, found.round, found.origin, found.index) == (batch.key, 0, "seed", 2)
     assert [r.id for r in found.records] == ["C0", "C1", "C2"]
-    stages.dock_stored(found)
-    assert (batch.folder / STORED).exists() and not list(stages.unstored_dock_batches())
+    stages.docking.mark_stored(found)
+    assert (batch.folder / STORED).exists() and not list(stages.docking.unstored())
 
 
 def test_drain_hands_a_canceled_task_to_its_handler(tmp_path):
@@ -151,7 +151,7 @@ def test_folder_names_from_hostile_ids_are_unique_and_contained(tmp_path):
 
 def test_md_folders_of_hostile_ids_stay_inside_work_md(tmp_path):
     stages = StageTasks(load_campaign(tiny(tmp_path)), tmp_path / "run")
-    folders = {cid: stages.md_job(0, cid, "pose").folder for cid in ("..", ".", "a/b", "a_b", "a:b")}
+    folders = {cid: stages.md.job(0, cid, "pose").folder for cid in ("..", ".", "a/b", "a_b", "a:b")}
     assert len(set(folders.values())) == 5
     assert all(f.parent == tmp_path / "run" / "work" / "md" for f in folders.values()), folders
 
