@@ -130,8 +130,8 @@ class Exported:
 
 
 class Run:
-    """One run directory, read through its store. Each call opens the store and closes it again, read-only
-    but for :meth:`report` (which keeps the PoseBusters verdicts it computes), so a ``Run`` can be kept in a
+    """One run directory, read through its store. Each call opens the store read-only and closes it again
+    (every result, PoseBusters' verdicts included, is computed by the run), so a ``Run`` can be kept in a
     notebook and called again while the campaign goes on."""
 
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:

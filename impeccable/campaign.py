@@ -55,7 +55,7 @@ from .progress import CampaignProgress
 from .runtime import Pilot, TaskFuture, TaskState
 from .stages.library import LibraryRecord
 from .stages.surrogate import nominate_batch
-from .stagetasks import DockBatch, StageTasks
+from .stagetasks import DockBatch, PoseChecking, StageTasks
 from .store import Store, store_errors
 from .tasks import TaskLoop
 
@@ -147,6 +147,8 @@ class CampaignRunner(MDRescoring):
                 self.pilot.start()
                 self.library.prepare(self.tasks, self.pilot.allocation.cores, then=self._plan)
                 self.tasks.run()
+                if check_top_poses(self.c, self.store, self.stages.pose_checking, self.tasks, self.progress):
+                    self.tasks.run()  # the run's last step: the report and the export only read the verdicts
                 status = "done-with-failures" if self.tasks.failed else "done"
             except KeyboardInterrupt:
                 status = "interrupted"
@@ -344,6 +346,34 @@ def store_left_on_disk(
             store.add_docking(rows, batch.key)
             stages.docking.mark_stored(batch)
         on_rows(rows)
+
+
+def check_top_poses(c: Campaign, store: Store, stage: PoseChecking, tasks: TaskLoop, progress: CampaignProgress) -> int:
+    """Submit PoseBusters' checks of the best ``[hits] check_poses`` poses that have no verdict yet (the
+    ranking is final once every other task is done), split over about as many tasks as the pilot has cores;
+    returns how many tasks. A resumed run checks only what it has not."""
+    if tasks.draining or not c.hits.check_poses:
+        return 0
+    from .results import ranked_hits
+
+    checked = store.pose_checks()
+    todo = [(h.id, store.pose(h.id) or "") for h in ranked_hits(store)[: c.hits.check_poses] if h.id not in checked]
+    if not todo:
+        return 0
+    progress.tick("pose check", total=len(todo))
+    parts = _chunks(todo, -(-len(todo) // max(1, tasks.pilot.allocation.cores)))
+
+    def checked_part(size: int, future: TaskFuture) -> None:
+        if tasks.failed_task(future, "pose check"):  # checked again on resume
+            progress.tick("pose check", failed=size)
+            return
+        verdicts = stage.outcome(future)
+        store.add_pose_checks(verdicts)
+        progress.tick("pose check", done=len(verdicts))
+
+    for i, part in enumerate(parts):
+        tasks.submit(stage.task(i, part), partial(checked_part, len(part)))
+    return len(parts)
 
 
 class TopDocked:

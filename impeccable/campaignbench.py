@@ -144,6 +144,7 @@ def synthetic_campaign(tasks: int, folder: Path, cores: int) -> Campaign:
             "infer": c.infer.model_copy(update={"batch_size": p["batch_size"]}),
             "redock": c.redock.model_copy(update={"top_k": p["top_k"]}),
             "md": c.md.model_copy(update={"top_m": p["top_m"], "replicas": p["replicas"]}),
+            "hits": c.hits.model_copy(update={"check_poses": 0}),  # placeholder poses
             "pilot": c.pilot.model_copy(update={"cores": cores, "oversubscribe": True}),
         }
     )

@@ -243,7 +243,8 @@ class MDSection(_Section):
 
 class HitsSection(_Section):
     """How the report and the export present and pick hits; changing it changes no computed result, so a
-    run directory can be re-reported with other settings (it is not part of the resume check)."""
+    run directory can be re-reported with other settings (it is not part of the resume check). The run itself
+    checks the best ``check_poses`` poses with PoseBusters at its end; a resumed run checks any it has not."""
 
     hinge_residues: list[str] = Field(default_factory=list)  # e.g. ["VAL2240.B"]: H-bonds to their backbone
     require_hinge_hbond: bool = False  # the diverse top N takes only poses with a hinge backbone H-bond
@@ -252,6 +253,7 @@ class HitsSection(_Section):
     diverse_top: int = Field(default=10, ge=1)  # size of the diverse table (one compound per cluster)
     interactions_top: int = Field(default=20, ge=0)  # interaction fingerprints of the best N poses
     viewer_top: int = Field(default=10, ge=0)  # poses in the report's 3D viewer
+    check_poses: int = Field(default=20, ge=0)  # PoseBusters' dock checks on the best N poses, at the run's end
 
     @field_validator("hinge_residues")
     @classmethod

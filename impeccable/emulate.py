@@ -293,6 +293,7 @@ def emulated_campaign(
         ),
         "redock": c.redock.model_copy(update={"top_k": c.redock.top_k * scale}),
         "md": c.md.model_copy(update={"top_m": c.md.top_m * scale}),
+        "hits": c.hits.model_copy(update={"check_poses": 0}),  # placeholder poses: nothing to check
         "pilot": c.pilot.model_copy(
             update={
                 "cores": cores,

@@ -116,6 +116,7 @@ def bench_inference(
             "infer": {"batch_size": batch_size},
             "redock": {"top_k": top_k},
             "md": {"top_m": 0},
+            "hits": {"check_poses": 0},
             "pilot": {"cores": cores, "oversubscribe": True, "routes": {"executable": "local", "function": "local"}},
         }
     )

@@ -21,7 +21,7 @@ from .node_events import describe as describe_node
 from .node_events import read_node_events
 from .picks import hit_panel, hits_settings, ligand_efficiency
 from .report_hits import diverse_html, hit_columns, interactions_html, le_cell, viewer_html
-from .results import ORDER_NOTE, check_top_poses, md_cell, ranked_hits, stage_counts
+from .results import ORDER_NOTE, md_cell, ranked_hits, stage_counts
 from .runtime.metrics import summarize
 from .stalls import describe, read_stalls
 from .store import Store
@@ -38,10 +38,7 @@ def write_report(
     """``RUN_DIR/report/index.html`` (and 3Dmol.js beside it); ``hinge``/``require_hinge`` override the
     run's ``[hits]`` settings."""
     run_dir = Path(run_dir)
-    # Writable where the file system allows, so the PoseBusters verdicts (1-3 s per pose) are kept for the
-    # next report and the export; a finished run on a read-only mount still gets its report.
-    writable = os.access(run_dir / "campaign.db", os.W_OK) and os.access(run_dir, os.W_OK)
-    store = Store.open_existing(run_dir, readonly=not writable)
+    store = Store.open_existing(run_dir, readonly=True)  # analysis belongs to the run: a report only reads
     out = Path(out) if out else run_dir / "report" / "index.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -139,7 +136,7 @@ def _body(store: Store, run_dir: Path, top: int, settings: HitsSection, report_d
     ranked = ranked_hits(store)
     panel = hit_panel(store, ranked, settings)
     parts.append(viewer_html(store, panel, report_dir))
-    hits = check_top_poses(store, ranked[:top], top)
+    hits = ranked[:top]
     sources = compound_sources(store, [h.id for h in hits])
     has_le = any(ligand_efficiency(h) is not None for h in hits)
     rows = [
@@ -169,8 +166,8 @@ def _body(store: Store, run_dir: Path, top: int, settings: HitsSection, report_d
         "frames, and the fraction of frames with the hinge H-bond. Each compound was docked as each of its states (stereoisomers "
         "of unassigned centres, protonation states at the campaign pH) and scores as its best state, "
         "which is drawn and named here. Pose: PoseBusters' <code>dock</code> checks (geometry, internal "
-        f"energy, clashes and overlap with the protein) on these poses: {n_bad} of the {n_checked} checked "
-        "failed one and are flagged as implausible.</p>"
+        f"energy, clashes and overlap with the protein) on the best poses, made by the run ([hits] check_poses): {n_bad} of the {n_checked} "
+        "checked here failed one and are flagged as implausible.</p>"
     )
     parts.append(
         "<p class='note'>The surrogate is one network: it gives no per-compound spread (its held-out "

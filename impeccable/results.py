@@ -6,7 +6,7 @@ import csv
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -136,26 +136,6 @@ def _ligand_efficiency(score: float, smiles: str) -> float | None:
     frags = Chem.GetMolFrags(mol, asMols=True)
     heavy = max(f.GetNumHeavyAtoms() for f in frags) if frags else 0  # a counterion is not docked
     return -score / heavy if heavy else None
-
-
-def check_top_poses(store: Store, hits: Sequence[Hit], n: int) -> list[Hit]:
-    """PoseBusters verdicts for the first ``n`` hits (computed once, then kept in the store if it is writable).
-
-    Needs the campaign's receptor (read from the store's campaign settings); where it
-    cannot be found the hits come back unchecked.
-    """
-    todo = [h.id for h in hits[:n] if not h.pose_check]
-    receptor = _receptor_pdb(store)
-    checks = store.pose_checks()
-    if todo and receptor is not None:
-        from .stages.posecheck import check_poses
-
-        verdicts = check_poses(receptor, [(cid, store.pose(cid) or "") for cid in todo])
-        new = {v.id: (v.passed, list(v.failed)) for v in verdicts}
-        checks.update(new)
-        if not store.readonly:  # a finished run on a read-only mount is checked, not changed
-            store.add_pose_checks(new)
-    return [replace(h, pose_check=_verdict(checks.get(h.id))) for h in hits]
 
 
 def _verdict(check: tuple[bool, list[str]] | None) -> str:
@@ -364,15 +344,12 @@ def _extra(h: Hit) -> list[str]:
 
 
 def export(
-    store: Store,
-    folder: Path,
-    top: int | None = None,
-    check_poses: int = 20,
-    annotate: Callable[[str], dict[str, str]] | None = None,
+    store: Store, folder: Path, top: int | None = None, annotate: Callable[[str], dict[str, str]] | None = None
 ) -> tuple[Path, Path, int]:
     """Ranked hits as CSV (scores from every stage) and SDF (docked poses with the scores as properties).
 
-    The first ``check_poses`` poses are checked with PoseBusters; ``pose_check`` names the failed checks.
+    ``pose_check`` is the run's PoseBusters verdict (``[hits] check_poses``: the best 20 by default), naming
+    the failed checks; empty where the run checked none.
     ``annotate(id)`` adds columns (and SDF properties) per compound: :func:`impeccable.picks.export_picks`
     adds the interactions and clusters.
     """
@@ -382,7 +359,6 @@ def export(
 
     folder.mkdir(parents=True, exist_ok=True)
     hits = ranked_hits(store)[:top] if top else ranked_hits(store)
-    hits = check_top_poses(store, hits, check_poses)
     sources = compound_sources(store, [h.id for h in hits])
     csv_path, sdf_path = folder / "hits.csv", folder / "hits.sdf"
     tmp_csv, tmp_sdf = csv_path.with_suffix(".csv.tmp"), sdf_path.with_suffix(".sdf.tmp")

@@ -3,8 +3,8 @@
 The campaign runner decides *what* to run and *when*; the stage objects say
 *how*: the command line or function of each stage's task (built by the stage's
 own module, beside its ``main()``), where its files go, and how its results are
-read back. :class:`StageTasks` holds one of each (``docking``, ``training``,
-``inference``, ``md``, ``preparation``); an emulation or a benchmark replaces
+read back. :class:`StageTasks` holds one of each (``preparation``, ``docking``,
+``training``, ``inference``, ``md``, ``pose_checking``); an emulation or a benchmark replaces
 some of them with stages whose tasks only take the recorded time (see
 ``impeccable emulate``), and the runner does not know the difference.
 """
@@ -344,6 +344,21 @@ class MDRefinement(Stage):
         return result
 
 
+class PoseChecking(Stage):
+    """PoseBusters' ``dock`` checks (geometry, internal energy, clashes, volume overlap with the pocket) on
+    the best poses, as function tasks: the run's last step, so the report and the export only read them."""
+
+    def task(self, part: int, poses: list[tuple[str, str]]) -> Task:
+        receptor = self.c.receptor.path / "receptor.pdb"
+        last_round = self.c.campaign.rounds - 1
+        tags = self.ctx.tags("pose check", last_round)
+        return function_task("impeccable.work:check_poses", str(receptor), poses, name=f"pose check {part}", tags=tags)
+
+    def outcome(self, future: TaskFuture) -> dict[str, tuple[bool, list[str]]]:
+        """id -> (passed, names of the failed checks), as the store keeps them."""
+        return {cid: (passed, failed) for cid, passed, failed in future.result()}
+
+
 class StageTasks:
     """The stages of one run, one object each; a variant (an emulation, a benchmark, a test) replaces some."""
 
@@ -354,6 +369,7 @@ class StageTasks:
         self.training = Training(self.ctx)
         self.inference = Inference(self.ctx)
         self.md = MDRefinement(self.ctx)
+        self.pose_checking = PoseChecking(self.ctx)
 
     def use_gpus(self, plan: GpuPlan, say: Any = None) -> None:
         """Ask for the plan's GPU slots from now on; ``say`` is called once per fallback reason (not per task)."""

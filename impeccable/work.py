@@ -81,6 +81,13 @@ def train_surrogate(
     return surrogate.train(records, model_path, epochs=epochs, seed=seed, val_fraction=val_fraction, threads=threads)
 
 
+def check_poses(receptor_pdb: str, poses: Sequence[tuple[str, str]]) -> list[tuple[str, bool, list[str]]]:
+    """PoseBusters' ``dock`` checks on (id, molblock) poses: (id, passed, names of the failed checks) each."""
+    from .stages.posecheck import check_poses as bust
+
+    return [(v.id, v.passed, list(v.failed)) for v in bust(receptor_pdb, poses)]
+
+
 def md_combine(folder: str) -> dict[str, Any]:
     """The MD ensemble's result from its prepare and replica steps' files (see ``stages.md_tasks``)."""
     from pathlib import Path

@@ -61,6 +61,9 @@ def check_poses(
         if not readable:
             return [PoseCheck(cid, False, ("unreadable",)) for cid, _ in mols]
         pocket = _pocket(receptor_pdb, np.vstack([m.GetConformer().GetPositions() for m in readable]), pocket_angstrom)
+        if pocket.GetNumAtoms() == 0:  # PoseBusters fails on an empty protein: say where the poses are instead
+            far = f"no_receptor_atom_within_{pocket_angstrom:g}A"
+            return [PoseCheck(cid, False, (far,) if mol is not None else ("unreadable",)) for cid, mol in mols]
         from posebusters import PoseBusters  # imports pandas: about 1.5 s, so only here
 
         table = PoseBusters(config="dock").bust(readable, None, pocket)

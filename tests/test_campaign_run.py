@@ -85,11 +85,11 @@ def test_tiny_campaign_end_to_end(tmp_path):
     assert all(not r["gpu_slots"] for r in store.task_rows())
     hits = ranked_hits(store)
     assert hits[0].mmgbsa is not None and len(hits) == 13
+    assert all(h.pose_check for h in hits)  # the run's last step: PoseBusters on the best 20 (here all 13)
     assert all(h.state_smiles for h in hits)  # every score names the docked state that gave it
     report = write_report(tmp_path / "run")
     text = report.read_text()
     assert text.count("data:image/png;base64") >= 5 and "<svg" in text
-    assert all(h.pose_check for h in ranked_hits(store))  # PoseBusters verdicts, kept in the store
     csv_path, sdf_path, count = export(store, tmp_path / "export")
     assert count == 13 and len(list(csv.reader(open(csv_path)))) == 14
     assert open(sdf_path).read().count("$$$$") == 13

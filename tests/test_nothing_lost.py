@@ -284,7 +284,7 @@ def test_export_neutralises_cells_a_spreadsheet_would_run(tmp_path):
     ]
     store = Store(tmp_path / "campaign.db")
     store.add_docking([DockRow("=cmd|' /C calc'!A0", "CCO", 0, "seed", -7.25, None, None)], "k")
-    export(store, tmp_path / "out", check_poses=0)
+    export(store, tmp_path / "out")
     (row,) = list(csv.DictReader(open(tmp_path / "out" / "hits.csv")))
     assert row["id"] == "'=cmd|' /C calc'!A0" and row["dock_score_kcal_mol"] == "-7.250"  # numbers stay numbers
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import sqlite3
 import time
+from pathlib import Path
 
 import numpy as np
 from rdkit import Chem
@@ -188,6 +189,52 @@ def test_pose_checks_flag_implausible_poses_in_export_and_report(tmp_path):
     rows = {r["id"]: r for r in csv.DictReader(open(export(store, tmp_path / "export")[0]))}
     assert rows["c"]["pose_check"].startswith("failed: bond_lengths") and rows["d"]["pose_check"] == "passed"
     assert "implausible" in write_report(tmp_path).read_text()
+
+
+class _Loop:
+    """What check_top_poses asks of the task loop: the submitted tasks, run at once by ``finish``."""
+
+    draining = False
+
+    def __init__(self):
+        self.submitted, self.failed = [], []
+        self.pilot = type("P", (), {"allocation": type("A", (), {"cores": 2})()})()
+
+    def submit(self, task, handler):
+        self.submitted.append((task, handler))
+
+    def failed_task(self, future, stage):
+        return False
+
+    def finish(self):
+        from impeccable.work import check_poses
+
+        for task, handler in self.submitted:
+            verdicts = check_poses(*task.args)
+            handler(type("F", (), {"result": lambda self, v=verdicts: v})())
+
+
+def test_the_run_checks_the_best_poses_once_and_the_report_only_reads(tmp_path):
+    from impeccable.campaign import check_top_poses
+    from impeccable.config import load_campaign
+    from impeccable.progress import CampaignProgress
+    from impeccable.stagetasks import StageTasks
+
+    store = make_run(tmp_path)
+    campaign = load_campaign(Path(__file__).resolve().parent.parent / "campaigns" / "demo.toml")
+    campaign = campaign.model_copy(update={"hits": campaign.hits.model_copy(update={"check_poses": 3})})
+    stage, loop = StageTasks(campaign, tmp_path).pose_checking, _Loop()
+    assert check_top_poses(campaign, store, stage, loop, CampaignProgress()) == 2  # 3 poses over 2 cores
+    loop.finish()
+    best = [h.id for h in ranked_hits(store)[:3]]
+    assert set(store.pose_checks()) == set(best)  # the best three, nothing beyond
+    # these poses were embedded at the origin, far from the receptor: said so, not a crash of the batch
+    assert all(failed == ["no_receptor_atom_within_12A"] for _, failed in store.pose_checks().values())
+    assert all(h.pose_check for h in ranked_hits(store)[:3]) and not ranked_hits(store)[3].pose_check
+    assert check_top_poses(campaign, store, stage, _Loop(), CampaignProgress()) == 0  # a resumed run: none again
+    before = store.pose_checks()
+    assert "checked here" in write_report(tmp_path).read_text()  # opened read-only: it computes nothing
+    assert store.pose_checks() == before
 
 
 def test_a_store_written_before_ligand_states_gains_the_column(tmp_path):
