@@ -11,15 +11,39 @@ Standard library only, so that a process started for one call pays nothing for t
 from __future__ import annotations
 
 import importlib
+import os
 import pickle
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from .environ import patched_environ
 
 _resolved: dict[str, Callable[..., Any]] = {}
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What a persistent worker (local or Dragon) does once, before its first call: ignore Ctrl-C (the pilot
+    decides when workers stop), set ``env`` (which device each GPU slot is: a forkserver's environment may
+    predate this pilot) and import ``preload``, so that the first calls do not pay for torch and RDKit. A
+    module that cannot be imported is passed over: the task that needs it says so."""
+
+    preload: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+
+    def apply(self) -> None:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        os.environ.update(self.env)
+        for module in self.preload:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                pass
 
 
 def resolve(reference: str) -> Callable[..., Any]:

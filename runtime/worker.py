@@ -12,11 +12,10 @@ Message out: one frame per call, made by :func:`~.calls.run_call`.
 
 from __future__ import annotations
 
-import os
 import pickle
 from typing import Any
 
-from .calls import run_call
+from .calls import WorkerSetup, run_call
 
 READY = b"impeccable-worker-ready"
 
@@ -36,19 +35,9 @@ def serve(conn: Any) -> None:
             send(run_call(token, reference, args, kwargs, env)[1])
 
 
-def main(conn: Any, preload: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
-    """Process entry point: ignore Ctrl-C (the pilot decides when workers stop), set ``env`` (which device each
-    GPU slot is: the forkserver's environment may predate this pilot), import ``preload`` before serving.
-    Instant when the forkserver already imported them; the forkserver is one per interpreter and takes its
-    preload list only when it starts, so a later pool with other modules needs this."""
-    import importlib
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ.update(env or {})
-    for module in preload:
-        try:
-            importlib.import_module(module)
-        except ImportError:  # as the forkserver does: a task that needs it will say so
-            pass
+def main(conn: Any, setup: WorkerSetup = WorkerSetup()) -> None:
+    """Process entry point: ``setup`` (its imports are instant where the forkserver already made them; the
+    forkserver is one per interpreter and takes its preload list only when it starts, so a later pool with
+    other modules needs them), then serve."""
+    setup.apply()
     serve(conn)

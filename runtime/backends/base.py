@@ -25,6 +25,7 @@ from ..errors import TaskError, TaskFailed
 from ..records import TaskRecord, TaskState
 from ..slots import SlotView
 from ..task import Task, TaskKind
+from .options import parse_options
 
 
 class TaskFuture(Future):
@@ -153,7 +154,8 @@ class Backend(abc.ABC):
 
     def __init__(self, slots: SlotView, **options: Any) -> None:
         self.slots = slots
-        self.options = options
+        # typed (runtime/backends/options.py): an unknown key or a bad value is refused here, named
+        self.opts: Any = parse_options(self.name, options)
         # the kinds the pilot routes here (set by the pilot), so a backend starts only what it needs
         self.serves: frozenset[TaskKind] = self.kinds
         # function tasks already found runnable, by (function, cores, gpus): thousands of tasks

@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 from .. import reaper
+from ..calls import WorkerSetup
 from ..errors import BackendUnavailable
 from ..framing import FramedPipe
 from ..gpus import node_table, worker_env
@@ -33,7 +34,7 @@ from ..task import Task, TaskKind
 from .base import exit_description
 from .launchers import LocalLauncher
 from .loop import Dispatcher, ThreadedBackend
-from .options import LocalOptions, parse_options
+from .options import LocalOptions
 from .pool import FunctionPool, PoolWorker
 from .processes import ProcessRunner
 
@@ -51,10 +52,10 @@ class LocalBackend(ThreadedBackend):
 
     name = "local"
     kinds = frozenset({TaskKind.EXECUTABLE, TaskKind.FUNCTION})
+    opts: LocalOptions
 
     def __init__(self, slots: SlotView, **options: Any) -> None:
         super().__init__(slots, **options)
-        self.opts: LocalOptions = parse_options(self.name, options)
         self.launcher = LocalLauncher(self.opts.mpiexec)
         self._max_workers = self.opts.function_workers or slots.n_cores
 
@@ -121,7 +122,10 @@ class PipeTransport:
 
         parent, child = self._mp.Pipe(duplex=True)
         process = self._mp.Process(
-            target=worker_module.main, args=(child, self._preload, self._env), daemon=True, name="impeccable-worker"
+            target=worker_module.main,
+            args=(child, WorkerSetup(self._preload, self._env)),
+            daemon=True,
+            name="impeccable-worker",
         )
         process.start()
         assert process.pid is not None  # started above

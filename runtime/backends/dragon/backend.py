@@ -45,7 +45,7 @@ from ...slots import SlotView
 from ...task import Task, TaskKind
 from ..base import signal_group
 from ..loop import Dispatcher, ThreadedBackend
-from ..options import DragonOptions, parse_options
+from ..options import DragonOptions
 from ..pool import FunctionPool, PoolWorker
 from .channel import Channel
 
@@ -87,11 +87,11 @@ class DragonBackend(ThreadedBackend):
     name = "dragon"
     spans_nodes = True
     kinds = frozenset({TaskKind.FUNCTION})
+    opts: DragonOptions
 
     def __init__(self, slots: SlotView, **options: Any) -> None:
         super().__init__(slots, **options)
-        o: DragonOptions = parse_options(self.name, options)
-        self.opts = o
+        o = self.opts
         self._launcher = o.launcher or find_launcher()
         # a site's (or a test cluster's) launcher settings, e.g. "-t tcp --network-prefix eth0"
         self._launcher_args = list(o.launcher_args or shlex.split(os.environ.get(LAUNCHER_ARGS_ENV, "")))

@@ -42,6 +42,8 @@ import threading
 import time
 from typing import Any
 
+from impeccable.runtime.calls import WorkerSetup
+
 FORWARD_MAX_ITEMS = 4096
 CONTROL = b"\xff" * 8  # prefix of a server notice in the outbox; results start with their token
 TOKEN = struct.Struct("<q")
@@ -111,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         os.path.dirname(args.socket),
         args.workers,
         args.inbox_size,
-        tuple(m for m in args.preload.split(",") if m),
-        json.loads(args.worker_env),
+        WorkerSetup(tuple(m for m in args.preload.split(",") if m), json.loads(args.worker_env)),
         tuple(h for h in args.hosts.split(",") if h),
     )
     return server.run()
@@ -125,12 +126,10 @@ class _Server:
         directory: str,
         n_workers: int,
         inbox_size: int,
-        preload: tuple[str, ...] = (),
-        worker_env: dict[str, str] | None = None,
+        setup: WorkerSetup = WorkerSetup(),
         hosts: tuple[str, ...] = (),
     ) -> None:
-        self.preload = preload
-        self.worker_env = dict(worker_env or {})
+        self.setup = setup
         self.hosts = hosts  # worker i runs on hosts[i] (Dragon's HOST_NAME placement); () = where Dragon likes
         from dragon.native.queue import Queue
 
@@ -259,9 +258,7 @@ class _Server:
         with open(progress, "wb") as handle:
             handle.write(TOKEN.pack(-1))
         policy = Policy(placement=Policy.Placement.HOST_NAME, host_name=host) if host else None
-        process = Process(
-            target=worker_main, args=(wid, inbox, self.outbox, progress, self.preload, self.worker_env), policy=policy
-        )
+        process = Process(target=worker_main, args=(wid, inbox, self.outbox, progress, self.setup), policy=policy)
         process.start()
         with self.lock:
             self.workers[wid] = (process, inbox)
@@ -318,14 +315,7 @@ class _Server:
                 pass
 
 
-def worker_main(
-    wid: int,
-    inbox: Any,
-    outbox: Any,
-    progress_path: str,
-    preload: tuple[str, ...] = (),
-    env: dict[str, str] | None = None,
-) -> None:
+def worker_main(wid: int, inbox: Any, outbox: Any, progress_path: str, setup: WorkerSetup) -> None:
     """One Dragon-managed worker: run batches of calls, send their results in order.
 
     Results are sent in batches: at the end of each input batch, and by a flusher
@@ -335,16 +325,10 @@ def worker_main(
     server reads it and the pilot fails that call only.
     """
     import mmap
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ.update(env or {})  # which device each GPU slot is (runtime/gpus.py)
-    import importlib
 
     from impeccable.runtime.calls import run_call
 
-    for module in preload:  # before "up": the first calls do not pay for torch and RDKit
-        importlib.import_module(module)
+    setup.apply()  # before "up": the first calls do not pay for torch and RDKit
 
     with open(progress_path, "r+b") as handle:
         progress = mmap.mmap(handle.fileno(), TOKEN.size)

@@ -58,7 +58,7 @@ from ...gpus import node_table
 from ...slots import SlotView
 from ...task import Task, TaskKind
 from ..base import Backend, Submission
-from ..options import FluxOptions, parse_options
+from ..options import FluxOptions
 from .instance import NOT_FOUND, FluxInstance, flux_command, import_flux
 from .reactor import PartitionConfig, Reactor, job_shape
 
@@ -71,10 +71,11 @@ class FluxBackend(Backend):
     name = "flux"
     spans_nodes = True
     kinds = frozenset({TaskKind.EXECUTABLE})
+    opts: FluxOptions
 
     def __init__(self, slots: SlotView, **options: Any) -> None:
         super().__init__(slots, **options)
-        o: FluxOptions = parse_options(self.name, options)
+        o = self.opts
         self._flux = flux_command()
         existing = os.environ.get("FLUX_URI")
         use_existing = o.use_existing

@@ -52,7 +52,7 @@ from ...slots import SlotView
 from ...task import Task, TaskKind
 from ..launchers import LaunchError
 from ..loop import Dispatcher, ThreadedBackend
-from ..options import SrunOptions, parse_options
+from ..options import SrunOptions
 from ..processes import ProcessRunner
 
 RUN_FUNCTION = "impeccable.runtime.run_function"
@@ -74,10 +74,11 @@ class SrunBackend(ThreadedBackend):
     name = "srun"
     spans_nodes = True
     kinds = frozenset({TaskKind.EXECUTABLE, TaskKind.FUNCTION})
+    opts: SrunOptions
 
     def __init__(self, slots: SlotView, **options: Any) -> None:
         super().__init__(slots, **options)
-        o: SrunOptions = parse_options(self.name, options)
+        o = self.opts
         self._max_running = o.max_running
         self._step_flags = list(o.step_flags)
         self._mpi = o.mpi
