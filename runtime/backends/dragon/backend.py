@@ -91,15 +91,11 @@ class DragonBackend(ThreadedBackend):
 
     def __init__(self, slots: SlotView, **options: Any) -> None:
         super().__init__(slots, **options)
-        o = self.opts
-        self._launcher = o.launcher or find_launcher()
-        # a site's (or a test cluster's) launcher settings, e.g. "-t tcp --network-prefix eth0"
-        self._launcher_args = list(o.launcher_args or shlex.split(os.environ.get(LAUNCHER_ARGS_ENV, "")))
-        self._start_timeout_s = o.start_timeout_s
-        self._start_attempts = o.start_attempts
+        # the launcher, and a site's (or a test cluster's) settings for it, e.g. "-t tcp --network-prefix eth0"
+        self._launcher = self.opts.launcher or find_launcher()
+        self._launcher_args = list(self.opts.launcher_args or shlex.split(os.environ.get(LAUNCHER_ARGS_ENV, "")))
         self.start_failures: list[str] = []  # why earlier launches failed, when a later one started
-        self._pipeline_s, self._max_pipeline, self._queue_ahead = o.pipeline_s, o.max_pipeline, o.queue_ahead
-        self._workers = o.workers or slots.n_cores
+        self._workers = self.opts.workers or slots.n_cores
         self._runtime: DragonRuntime | None = None
         self._started = False
 
@@ -135,25 +131,25 @@ class DragonBackend(ThreadedBackend):
             if "-N" not in extra and "--nodes" not in extra:
                 extra += ["-N", str(len(allocation.nodes))]
         runtime: DragonRuntime | None = None
-        for attempt in range(1, self._start_attempts + 1):
+        for attempt in range(1, self.opts.start_attempts + 1):
             try:
                 runtime = DragonRuntime.launch(
                     self._launcher,
                     extra,
                     self._workers,
-                    inbox_messages(self._max_pipeline, self._queue_ahead),
-                    self._start_timeout_s,
+                    inbox_messages(self.opts.max_pipeline, self.opts.queue_ahead),
+                    self.opts.start_timeout_s,
                     list(self.opts.preload),
                     self._worker_env(),
                     hosts,
                 )
                 break
             except BackendUnavailable as exc:
-                if attempt == self._start_attempts:
+                if attempt == self.opts.start_attempts:
                     raise
                 self.start_failures.append(str(exc))
                 print(
-                    f"impeccable: Dragon start {attempt} of {self._start_attempts} failed, trying again: {exc}",
+                    f"impeccable: Dragon start {attempt} of {self.opts.start_attempts} failed, trying again: {exc}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -161,7 +157,8 @@ class DragonBackend(ThreadedBackend):
         self._runtime = runtime
         loop = Dispatcher(self)
         transport = DragonTransport(loop, runtime)
-        pool = FunctionPool(loop, transport, self._pipeline_s, self._max_pipeline, queue_ahead=self._queue_ahead)
+        o = self.opts
+        pool = FunctionPool(loop, transport, o.pipeline_s, o.max_pipeline, queue_ahead=o.queue_ahead)
         transport.attach(pool)
         loop.serve([TaskKind.FUNCTION], pool)
         self._run_dispatcher(loop)

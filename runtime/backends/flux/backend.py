@@ -75,8 +75,8 @@ class FluxBackend(Backend):
 
     def __init__(self, slots: SlotView, **options: Any) -> None:
         super().__init__(slots, **options)
-        o = self.opts
         self._flux = flux_command()
+        o = self.opts
         existing = os.environ.get("FLUX_URI")
         use_existing = o.use_existing
         if use_existing is None:
@@ -91,7 +91,6 @@ class FluxBackend(Backend):
                 f"got {n} (each partition is a Flux instance over whole nodes; emulate more nodes with "
                 "--nodes)"
             )
-        self._start_timeout_s = o.start_timeout_s
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("FLUX_")}
         self._lock = threading.Lock()
         self._partitions = []
@@ -159,7 +158,7 @@ class FluxBackend(Backend):
         try:
             for part in self._partitions:  # all instances boot side by side
                 part.launch(self._flux, self._tmp.name)
-            deadline = time.monotonic() + self._start_timeout_s
+            deadline = time.monotonic() + self.opts.start_timeout_s
             for part in self._partitions:
                 part.connect(flux, part.instance.read_uri(deadline))  # type: ignore[union-attr]
         except BaseException:
