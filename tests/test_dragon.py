@@ -43,8 +43,10 @@ def runtime_leftovers(pgid: int, prefixes: set[str]) -> tuple[list[int], list[st
 
 @pytest.fixture(scope="module")
 def pilot():
-    """One Dragon runtime for the behaviour tests (start-up is ~2-6 s); 2 workers."""
-    p = Pilot(Allocation(cores=2), routes={"function": "dragon"})
+    """One Dragon runtime for the behaviour tests (start-up is ~2-6 s); 2 workers, asked to preload a module
+    that does not exist: a worker passes over it (as the local workers do) instead of dying before it is up."""
+    missing = {"dragon": {"preload": ["impeccable_no_such_module"]}}
+    p = Pilot(Allocation(cores=2), routes={"function": "dragon"}, options=missing)
     p.start()
     try:
         yield p

@@ -11,8 +11,10 @@ import pytest
 
 from impeccable.runtime import TaskFailed, probes
 from impeccable.runtime.bench import null_function
+from impeccable.runtime.errors import TaskError
 from impeccable.runtime.pilot import Pilot
 from impeccable.runtime.records import TaskState
+from impeccable.runtime.resources import Allocation
 from impeccable.runtime.task import executable_task, function_task
 
 SLEEP = shutil.which("sleep")
@@ -162,3 +164,16 @@ def test_bench_medians_skip_figures_a_run_does_not_have():
     ]
     med = _medians(runs)
     assert med["throughput_tasks_per_s"] == 2.0 and med["gpu_utilization"] is None and med["x"] == 3.0
+
+
+def test_a_preload_module_that_cannot_be_imported_is_passed_over():
+    """The task that needs a missing module says so; the workers start and run the others."""
+    routes = {"executable": "local", "function": "local"}
+    pilot = Pilot(Allocation(cores=2), routes=routes, options={"local": {"preload": ["impeccable_no_such_module"]}})
+    pilot.start()
+    try:
+        assert pilot.submit(function_task("builtins:len", "abc")).result(timeout=60) == 3
+        with pytest.raises(TaskError, match="impeccable_no_such_module"):  # refused when submitted, named
+            pilot.submit(function_task("impeccable_no_such_module:f"))
+    finally:
+        pilot.shutdown()
