@@ -14,8 +14,8 @@ script does with three calls (the command line is a thin shell over them)::
 
 A run directory is the whole state of a campaign: :func:`run_campaign` on a
 directory that already holds results resumes it (nothing computed runs
-again), and a :class:`Run` reads it (its report also keeps the pose checks
-it computes), so it can be opened beside a campaign that is still running.
+again), and a :class:`Run` only reads it (the run computes every result, the
+pose checks included), so it can be opened beside a campaign that is still running.
 
 Errors are exceptions a caller can catch: :class:`~impeccable.config.CampaignError`
 (a campaign that cannot be used, naming the file or dict and the key),

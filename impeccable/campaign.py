@@ -352,7 +352,7 @@ def check_top_poses(c: Campaign, store: Store, stage: PoseChecking, tasks: TaskL
     """Submit PoseBusters' checks of the best ``[hits] check_poses`` poses that have no verdict yet (the
     ranking is final once every other task is done), split over about as many tasks as the pilot has cores;
     returns how many tasks. A resumed run checks only what it has not."""
-    if tasks.draining or not c.hits.check_poses:
+    if not c.hits.check_poses:
         return 0
     from .results import ranked_hits
 

@@ -242,9 +242,9 @@ class MDSection(_Section):
 
 
 class HitsSection(_Section):
-    """How the report and the export present and pick hits; changing it changes no computed result, so a
-    run directory can be re-reported with other settings (it is not part of the resume check). The run itself
-    checks the best ``check_poses`` poses with PoseBusters at its end; a resumed run checks any it has not."""
+    """How the report and the export present and pick hits: change it and rerun ``impeccable report`` (it is
+    not part of the resume check). One key is the run's: ``check_poses``, the best N poses PoseBusters checks
+    at the run's end; a run resumed with a larger N checks the rest (a report computes nothing)."""
 
     hinge_residues: list[str] = Field(default_factory=list)  # e.g. ["VAL2240.B"]: H-bonds to their backbone
     require_hinge_hbond: bool = False  # the diverse top N takes only poses with a hinge backbone H-bond

@@ -65,7 +65,8 @@ def critical_path_s(rows: Sequence[dict[str, Any]], md_batches: dict[str, int]) 
     the round before; inference batch b waits for training; its re-docking waits for it; the MD of a compound
     nominated while streaming waits for its batch's re-docking (``md_batches``: compound -> batch), and the
     round end's MD for every re-docking; a compound's MD is prepare, then its replicas side by side, then
-    combine. Graham's bound for a greedy schedule is then busy core-seconds / cores + this chain, the "ideal"
+    combine. The library's preparation (its batches side by side) comes before all of it, and the pose checks
+    (side by side) after. Graham's bound for a greedy schedule is then busy core-seconds / cores + this chain, the "ideal"
     makespan the figures compare with.
     """
     seconds: dict[str, float] = {}
@@ -74,9 +75,14 @@ def critical_path_s(rows: Sequence[dict[str, Any]], md_batches: dict[str, int]) 
             seconds[r["name"]] = r["finished"] - r["started"]
     by_round: dict[int, dict[str, dict[Any, float]]] = {}
     md_steps: dict[str, dict[str, float]] = {}
+    before, after = [0.0], [0.0]  # library batches ("library bNNNNN"), pose checks ("pose check N")
     for name, t in seconds.items():
         kind, _, rest = name.partition(" ")
-        if kind == "dock" and "-seed-" in rest:
+        if kind == "library":
+            before.append(t)
+        elif kind == "pose" and rest.startswith("check "):
+            after.append(t)
+        elif kind == "dock" and "-seed-" in rest:
             by_round.setdefault(0, {}).setdefault("seed", {})[rest] = t
         elif kind == "dock" and "-redock-" in rest:
             r = int(rest.split("-r", 1)[1].split("-", 1)[0])
@@ -94,7 +100,7 @@ def critical_path_s(rows: Sequence[dict[str, Any]], md_batches: dict[str, int]) 
                 step, cid = "whole ensemble", rest
             chain = md_steps.setdefault(cid, {})
             chain[step] = max(chain.get(step, 0.0), t)  # replicas run side by side: the longest counts
-    ready = max(by_round.get(0, {}).get("seed", {0: 0.0}).values())  # training of round 0 starts then
+    ready = max(before) + max(by_round.get(0, {}).get("seed", {0: 0.0}).values())  # round 0 trains then
     longest = ready
     md = {cid: sum(steps.values()) for cid, steps in md_steps.items()}
     for r in sorted(k for k in by_round if k >= 0):
@@ -107,4 +113,4 @@ def critical_path_s(rows: Sequence[dict[str, Any]], md_batches: dict[str, int]) 
             longest = max(longest, redocked.get(batch, round_end) + t)
         longest = max(longest, round_end)
         ready = round_end
-    return longest
+    return longest + max(after)

@@ -38,7 +38,10 @@ def write_report(
     """``RUN_DIR/report/index.html`` (and 3Dmol.js beside it); ``hinge``/``require_hinge`` override the
     run's ``[hits]`` settings."""
     run_dir = Path(run_dir)
-    store = Store.open_existing(run_dir, readonly=True)  # analysis belongs to the run: a report only reads
+    # A report computes nothing (analysis belongs to the run); the store is opened writable where the file
+    # system allows only so that a run directory written by an older version gains its newer columns.
+    writable = os.access(run_dir / "campaign.db", os.W_OK) and os.access(run_dir, os.W_OK)
+    store = Store.open_existing(run_dir, readonly=not writable)
     out = Path(out) if out else run_dir / "report" / "index.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -47,11 +47,26 @@ def check_poses(
 ) -> list[PoseCheck]:
     """Run PoseBusters' ``dock`` checks on (id, molblock) poses against the receptor PDB; one verdict each.
 
-    A pose that cannot be read fails with the check name ``unreadable``.
+    A pose that cannot be read fails with the check name ``unreadable``. Where PoseBusters itself fails on
+    the batch, each pose is checked alone, and one it still fails on gets ``could_not_check_<Error>``: one odd
+    pose never costs the others their verdicts, and a run does not retry it forever.
     """
     receptor_pdb = Path(receptor_pdb)
     if not receptor_pdb.is_file():
         raise StageInputError(f"{receptor_pdb}: receptor PDB not found")
+    try:
+        return _check_together(receptor_pdb, poses, pocket_angstrom)
+    except StageInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - PoseBusters' own failure, said per pose
+        if len(poses) > 1:
+            return [
+                check for pose in poses for check in check_poses(receptor_pdb, [pose], pocket_angstrom=pocket_angstrom)
+            ]
+        return [PoseCheck(cid, False, (f"could_not_check_{type(exc).__name__}",)) for cid, _ in poses]
+
+
+def _check_together(receptor_pdb: Path, poses: Sequence[tuple[str, str]], pocket_angstrom: float) -> list[PoseCheck]:
     mols: list[tuple[str, Chem.Mol | None]] = []
     with quiet_rdkit():
         for cid, block in poses:

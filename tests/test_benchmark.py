@@ -39,28 +39,16 @@ def write_set(tmp_path: Path, n_act: int = 12, n_dec: int = 120, shift: float = 
     return actives, decoys, scores
 
 
+def benchmark(actives, decoys, scores, out, *extra: str) -> int:
+    """``impeccable benchmark`` on a score file, without the surrogate unless ``extra`` says otherwise."""
+    args = ["--actives", str(actives), "--decoys", str(decoys), "--scores", str(scores), "--json", str(out)]
+    return main(["benchmark", *args, *extra])
+
+
 def test_benchmark_from_scores_writes_every_metric_with_intervals(tmp_path, capsys):
     actives, decoys, scores = write_set(tmp_path)
     out = tmp_path / "bench.json"
-    assert (
-        main(
-            [
-                "benchmark",
-                "--actives",
-                str(actives),
-                "--decoys",
-                str(decoys),
-                "--scores",
-                str(scores),
-                "--json",
-                str(out),
-                "--no-surrogate",
-                "--resamples",
-                "200",
-            ]
-        )
-        == 0
-    )
+    assert benchmark(actives, decoys, scores, out, "--no-surrogate", "--resamples", "200") == 0
     result = json.loads(out.read_text())
     for key in ("roc_auc", "ef1", "bedroc", "ef5", "top1pct_recall"):
         assert isinstance(result[key], float)
@@ -79,23 +67,7 @@ def test_benchmark_from_scores_writes_every_metric_with_intervals(tmp_path, caps
 def test_an_id_in_both_files_is_refused(tmp_path, capsys):
     actives, decoys, scores = write_set(tmp_path)
     decoys.write_text(decoys.read_text() + actives.read_text().splitlines()[0] + "\n")
-    assert (
-        main(
-            [
-                "benchmark",
-                "--actives",
-                str(actives),
-                "--decoys",
-                str(decoys),
-                "--scores",
-                str(scores),
-                "--json",
-                str(tmp_path / "b.json"),
-                "--no-surrogate",
-            ]
-        )
-        == 2
-    )
+    assert benchmark(actives, decoys, scores, tmp_path / "b.json", "--no-surrogate") == 2
     assert "in both" in capsys.readouterr().err
 
 
@@ -103,26 +75,7 @@ def test_an_id_in_both_files_is_refused(tmp_path, capsys):
 def test_surrogate_and_campaign_view(tmp_path):
     actives, decoys, scores = write_set(tmp_path, n_act=20, n_dec=380)
     out = tmp_path / "bench.json"
-    assert (
-        main(
-            [
-                "benchmark",
-                "--actives",
-                str(actives),
-                "--decoys",
-                str(decoys),
-                "--scores",
-                str(scores),
-                "--json",
-                str(out),
-                "--resamples",
-                "100",
-                "--replicates",
-                "2",
-            ]
-        )
-        == 0
-    )
+    assert benchmark(actives, decoys, scores, out, "--resamples", "100", "--replicates", "2") == 0
     result = json.loads(out.read_text())
     assert {"surrogate", "campaign_rank"} <= set(result["scores"])
     view = result["campaign_view"]

@@ -495,3 +495,7 @@ def test_critical_path_counts_md_as_prepare_then_the_longest_replica_then_combin
     # a run recorded before MD steps existed: each ensemble one task, each its own chain
     old = [row("md C1", 20, 40), row("md C2", 20, 50)]
     assert critical_path_s(base + old, {"C1": 0, "C2": 0}) == pytest.approx(20 + 50)
+    # the library's batches before everything, the pose checks after; each set side by side
+    ends = [row("library b00000", -3, 3), row("library b00001", -2, 2), row("pose check 0", 96, 6)]
+    ends.append(row("pose check 1", 96, 4))
+    assert critical_path_s(base + steps + ends, {"C1": 0}) == pytest.approx(3 + 20 + 30 + 25 + 1 + 6)

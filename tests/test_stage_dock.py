@@ -229,3 +229,21 @@ def test_posebusters_passes_the_crystal_pose_and_flags_a_stretched_one():
     assert verdicts[2].failed == ("unreadable",)
     with pytest.raises(StageInputError, match="receptor PDB not found"):
         check_poses(RECEPTOR / "missing.pdb", [])
+
+
+def test_a_pose_posebusters_fails_on_costs_the_others_nothing(monkeypatch):
+    """PoseBusters failing on a batch: each pose is checked alone, and the one it still fails on is said so."""
+    from impeccable.stages import posecheck
+
+    def together(receptor, poses, pocket):
+        if any(cid == "odd" for cid, _ in poses):
+            raise RuntimeError("Range Error")
+        return [posecheck.PoseCheck(cid, True, ()) for cid, _ in poses]
+
+    monkeypatch.setattr(posecheck, "_check_together", together)
+    verdicts = posecheck.check_poses(RECEPTOR / "receptor.pdb", [("a", "x"), ("odd", "y"), ("b", "z")])
+    assert [(v.id, v.passed, v.failed) for v in verdicts] == [
+        ("a", True, ()),
+        ("odd", False, ("could_not_check_RuntimeError",)),
+        ("b", True, ()),
+    ]

@@ -196,21 +196,21 @@ class _Loop:
 
     draining = False
 
-    def __init__(self):
-        self.submitted, self.failed = [], []
+    def __init__(self, fail: bool = False):
+        self.submitted, self.fail = [], fail
         self.pilot = type("P", (), {"allocation": type("A", (), {"cores": 2})()})()
 
     def submit(self, task, handler):
         self.submitted.append((task, handler))
 
     def failed_task(self, future, stage):
-        return False
+        return self.fail
 
     def finish(self):
         from impeccable.work import check_poses
 
         for task, handler in self.submitted:
-            verdicts = check_poses(*task.args)
+            verdicts = [] if self.fail else check_poses(*task.args)
             handler(type("F", (), {"result": lambda self, v=verdicts: v})())
 
 
@@ -223,8 +223,13 @@ def test_the_run_checks_the_best_poses_once_and_the_report_only_reads(tmp_path):
     store = make_run(tmp_path)
     campaign = load_campaign(Path(__file__).resolve().parent.parent / "campaigns" / "demo.toml")
     campaign = campaign.model_copy(update={"hits": campaign.hits.model_copy(update={"check_poses": 3})})
-    stage, loop = StageTasks(campaign, tmp_path).pose_checking, _Loop()
-    assert check_top_poses(campaign, store, stage, loop, CampaignProgress()) == 2  # 3 poses over 2 cores
+    stage, failing = StageTasks(campaign, tmp_path).pose_checking, _Loop(fail=True)
+    progress = CampaignProgress()
+    assert check_top_poses(campaign, store, stage, failing, progress) == 2  # 3 poses over 2 cores
+    failing.finish()  # both parts failed (a node lost, Ctrl-C): nothing stored, counted as failed
+    assert store.pose_checks() == {} and progress.stages["pose check"].failed == 3
+    loop = _Loop()
+    assert check_top_poses(campaign, store, stage, loop, CampaignProgress()) == 2  # the next session: again
     loop.finish()
     best = [h.id for h in ranked_hits(store)[:3]]
     assert set(store.pose_checks()) == set(best)  # the best three, nothing beyond
@@ -233,7 +238,7 @@ def test_the_run_checks_the_best_poses_once_and_the_report_only_reads(tmp_path):
     assert all(h.pose_check for h in ranked_hits(store)[:3]) and not ranked_hits(store)[3].pose_check
     assert check_top_poses(campaign, store, stage, _Loop(), CampaignProgress()) == 0  # a resumed run: none again
     before = store.pose_checks()
-    assert "checked here" in write_report(tmp_path).read_text()  # opened read-only: it computes nothing
+    assert "checked here" in write_report(tmp_path).read_text()  # a report computes nothing
     assert store.pose_checks() == before
 
 
