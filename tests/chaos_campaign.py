@@ -16,37 +16,27 @@ from pathlib import Path
 
 import chaos_payloads
 
+from impeccable import stagetasks as st
 from impeccable.campaign import CampaignInterrupted, CampaignRunner
 from impeccable.config import load_campaign
 from impeccable.runtime import Task, executable_task, function_task
 from impeccable.stages.library import write_library
-from impeccable.stagetasks import (
-    DockBatch,
-    Docking,
-    Inference,
-    MDJob,
-    MDRefinement,
-    Stage,
-    StageContext,
-    StageTasks,
-    Training,
-)
 
 PAYLOADS = str(Path(chaos_payloads.__file__).resolve())
 
 
-class Chaos(Stage):
+class Chaos(st.Stage):
     """A stage whose payloads append what they do to ``log``."""
 
-    def __init__(self, ctx: StageContext, log: str) -> None:
+    def __init__(self, ctx: st.StageContext, log: str) -> None:
         super().__init__(ctx)
         self.log = log
 
 
-class ChaosDocking(Chaos, Docking):
+class ChaosDocking(Chaos, st.Docking):
     """The real docking task's folder and outputs, with a fast payload that logs what it does."""
 
-    def task(self, batch: DockBatch) -> Task:
+    def task(self, batch: st.DockBatch) -> Task:
         out = batch.folder / "out"
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
@@ -62,7 +52,7 @@ class ChaosDocking(Chaos, Docking):
         )
 
 
-class ChaosTraining(Chaos, Training):
+class ChaosTraining(Chaos, st.Training):
     def task(self, r: int, scores: list[tuple[str, float]]) -> Task:
         path = self.model_path(r)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,7 +61,7 @@ class ChaosTraining(Chaos, Training):
         )
 
 
-class ChaosInference(Chaos, Inference):
+class ChaosInference(Chaos, st.Inference):
     def task(self, r: int, batch: int, model_path: str, ids: list[str], smiles: list[str]) -> Task:
         return function_task(
             chaos_payloads.infer,
@@ -84,17 +74,17 @@ class ChaosInference(Chaos, Inference):
         )
 
 
-class ChaosMD(Chaos, MDRefinement):
-    def prepare_task(self, job: MDJob) -> Task:
+class ChaosMD(Chaos, st.MDRefinement):
+    def prepare_task(self, job: st.MDJob) -> Task:
         return self.executable(
             job, [sys.executable, PAYLOADS, "prepare", str(job.folder), job.key, self.log, "-1"], "prepare"
         )
 
-    def replica_task(self, job: MDJob, index: int) -> Task:
+    def replica_task(self, job: st.MDJob, index: int) -> Task:
         argv = [sys.executable, PAYLOADS, "replica", str(job.folder), job.key, self.log, str(index)]
         return self.executable(job, argv, f"replica {index}")
 
-    def combine_task(self, job: MDJob) -> Task:
+    def combine_task(self, job: st.MDJob) -> Task:
         return function_task(
             chaos_payloads.combine,
             str(job.folder),
@@ -105,9 +95,9 @@ class ChaosMD(Chaos, MDRefinement):
         )
 
 
-def chaos_stages(campaign, run_dir: Path, log: str) -> StageTasks:  # type: ignore[no-untyped-def]
+def chaos_stages(campaign, run_dir: Path, log: str) -> st.StageTasks:  # type: ignore[no-untyped-def]
     """The real stage objects' folders and outputs, with fast payloads that log what they do."""
-    stages = StageTasks(campaign, run_dir)
+    stages = st.StageTasks(campaign, run_dir)
     stages.docking, stages.training = ChaosDocking(stages.ctx, log), ChaosTraining(stages.ctx, log)
     stages.inference, stages.md = ChaosInference(stages.ctx, log), ChaosMD(stages.ctx, log)
     return stages
