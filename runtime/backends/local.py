@@ -101,9 +101,10 @@ class PipeTransport:
         self._mp = multiprocessing.get_context("forkserver")
         # modules imported once by the forkserver, so that every worker starts with them (torch, RDKit ...)
         self._mp.set_forkserver_preload(["impeccable.runtime.worker", *preload])
-        self._preload = tuple(preload)  # and each worker makes sure of them (the forkserver may predate this pool)
+        # each worker makes sure of them (the forkserver may predate this pool) and sets which device each GPU
+        # slot is: one set-up, made once, for every worker this pool starts
         allocation = host.slots.broker.allocation
-        self._env = worker_env(allocation.gpus_per_node, node_table(allocation))  # which device each GPU slot is
+        self._setup = WorkerSetup(tuple(preload), worker_env(allocation.gpus_per_node, node_table(allocation)))
         reaper.remove_on_death(multiprocessing.util.get_temp_dir())  # the forkserver's pymp-* folder
 
     def start(self, timeout_s: float) -> None:
@@ -122,10 +123,7 @@ class PipeTransport:
 
         parent, child = self._mp.Pipe(duplex=True)
         process = self._mp.Process(
-            target=worker_module.main,
-            args=(child, WorkerSetup(self._preload, self._env)),
-            daemon=True,
-            name="impeccable-worker",
+            target=worker_module.main, args=(child, self._setup), daemon=True, name="impeccable-worker"
         )
         process.start()
         assert process.pid is not None  # started above
