@@ -219,6 +219,22 @@ def test_runtime_goes_away_with_the_pilot(tmp_path, sig):
             proc.kill()
 
 
+@pytest.mark.slow  # a Dragon runtime of its own and 20 worker starts: about 20 s
+def test_workers_killed_while_streaming_results_never_wedge_the_shared_outbox():
+    """A worker killed inside a queue operation left the outbox's lock held, and every other worker and
+    the forwarder spun on it for ever (a canceled function task stalled a Flux + Dragon pilot in CI).
+    Workers streaming null results are killed the way the server kills, 20 times; the outbox keeps moving."""
+    from impeccable.runtime.backends.dragon.backend import find_launcher, launcher_argv, launcher_env
+
+    launcher = find_launcher()
+    script = os.path.join(os.path.dirname(__file__), "dragon_kill_storm.py")
+    env = launcher_env(launcher)
+    result = subprocess.run(
+        launcher_argv(launcher, [], sys.executable, script, "20"), capture_output=True, text=True, env=env, timeout=240
+    )
+    assert "ok: 20 kills" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+
+
 def gpus_of_this_call() -> dict[str, str]:
     from impeccable.runtime import gpus
 

@@ -71,7 +71,8 @@ def test_many_short_rounds_finish_every_task_without_a_stall(route):
                 pilot.cancel(future)
             done, not_done = concurrent.futures.wait(futures, timeout=120)
             left = [(f.record.name, f.record.backend, f.record.state.value) for f in not_done]
-            assert not left, f"round {round_} ({phase}): tasks not final after 120 s: {left}; stalls: {pilot.stalls}"
+            pools = [broker.state() for broker in pilot._brokers] if left else []  # who holds the cores
+            assert not left, f"round {round_} ({phase}): not final after 120 s: {left}; stalls: {pilot.stalls}; {pools}"
             states = {f.record.state for f in futures}
             assert states <= {TaskState.DONE, TaskState.FAILED, TaskState.CANCELED}
         assert pilot.stalls == [], [event.describe() for event in pilot.stalls]

@@ -10,7 +10,8 @@ own ``dragon.native.Queue`` inbox, and one shared outbox queue.
 
 Pilot -> server (pickled tuples):
     ("run", wid, batch_bytes)  batch_bytes: pickled list of (token, "module:qualname", args, kwargs, env)
-    ("kill", wid)              kill that worker (timeout, cancel); a replacement is started
+    ("kill", wid)              kill that worker (timeout, cancel), never inside a queue operation
+                               (:mod:`.safekill`); a replacement is started
     ("stop", kill)             stop the workers (kill: at once, else after their queued calls),
                                send what is left, say "bye" and exit
 Server -> pilot (pickled tuples):
@@ -42,6 +43,7 @@ import threading
 import time
 from typing import Any
 
+from impeccable.runtime.backends.dragon.safekill import KILL, KILLED_EXIT, CommsGuard, kill_outside_comms
 from impeccable.runtime.calls import WorkerSetup
 
 FORWARD_MAX_ITEMS = 4096
@@ -147,7 +149,7 @@ class _Server:
                 "max_pipeline, or a larger pool (DRAGON_DEFAULT_SEG_SZ)"
             )
         self.outbox = Queue(maxsize=self.sizes["outbox_capacity"], block_size=self.sizes["outbox_block_bytes"])
-        self.workers: dict[int, tuple[Any, Any]] = {}  # wid -> (process, inbox)
+        self.workers: dict[int, _Worker] = {}
         self.lock = threading.Lock()
         self.next_wid = 0
         self.worker_hosts: dict[int, str] = {}  # wid -> the host name its worker reported
@@ -172,8 +174,8 @@ class _Server:
             except OSError:
                 pass
         self.conn.close()
-        for _, inbox in self.workers.values():
-            _destroy(inbox)
+        for worker in self.workers.values():
+            _destroy(worker.inbox)
         _destroy(self.outbox)
         if not orderly:  # the pilot is gone and cannot remove its private directory
             import shutil
@@ -192,16 +194,16 @@ class _Server:
             what = message[0]
             if what == "run":
                 _, wid, batch = message
-                entry = self.workers.get(wid)
-                if entry is not None:
+                worker = self.workers.get(wid)
+                if worker is not None:
                     try:
-                        entry[1].put(batch)
+                        worker.inbox.put(batch)
                     except Exception:  # noqa: BLE001 - the worker died meanwhile, or the pool is full:
-                        _kill(entry[0])  # either way its death notice makes the pilot requeue the batch
+                        worker.kill()  # either way its death notice makes the pilot requeue the batch
             elif what == "kill":
-                entry = self.workers.get(message[1])
-                if entry is not None:
-                    _kill(entry[0])
+                worker = self.workers.get(message[1])
+                if worker is not None:
+                    worker.kill()
             elif what == "stop":
                 self.kill_on_stop = bool(message[1]) if len(message) > 1 else False
                 return True
@@ -260,19 +262,21 @@ class _Server:
         policy = Policy(placement=Policy.Placement.HOST_NAME, host_name=host) if host else None
         process = Process(target=worker_main, args=(wid, inbox, self.outbox, progress, self.setup), policy=policy)
         process.start()
+        worker = _Worker(process, inbox, progress)
         with self.lock:
-            self.workers[wid] = (process, inbox)
-        threading.Thread(
-            target=self._watch, args=(wid, process, inbox, progress, host), name=f"watch-{wid}", daemon=True
-        ).start()
+            self.workers[wid] = worker
+        threading.Thread(target=self._watch, args=(wid, worker, host), name=f"watch-{wid}", daemon=True).start()
         return wid
 
-    def _watch(self, wid: int, process: Any, inbox: Any, progress: str, host: str = "") -> None:
+    def _watch(self, wid: int, worker: _Worker, host: str = "") -> None:
         """Wait for the worker to exit; if it was not asked to, report it and start a replacement."""
+        process, inbox, progress = worker.process, worker.inbox, worker.progress
         try:
             code = process.join()
         except Exception:  # noqa: BLE001 - the runtime is going down
             return
+        finally:
+            worker.gone.set()
         if self.stopping:
             return
         with self.lock:
@@ -295,24 +299,48 @@ class _Server:
         with self.lock:
             workers = list(self.workers.values())
         if orderly and not self.kill_on_stop:
-            for _, inbox in workers:
+            for worker in workers:
                 try:
-                    inbox.put(None, timeout=1.0)
+                    worker.inbox.put(None, timeout=1.0)
                 except Exception:  # noqa: BLE001 - a full inbox: the kill below ends it
                     pass
             deadline = time.monotonic() + STOP_GRACE_S
-            for process, _ in workers:
-                try:
-                    process.join(timeout=max(0.0, deadline - time.monotonic()))
-                except Exception:  # noqa: BLE001
-                    pass
-        for process, _ in workers:
-            try:
-                if process.is_alive:
-                    _kill(process)
-                    process.join(timeout=STOP_GRACE_S)
-            except Exception:  # noqa: BLE001
-                pass
+            for worker in workers:
+                worker.gone.wait(max(0.0, deadline - time.monotonic()))
+        for worker in workers:
+            if not worker.gone.is_set():
+                worker.kill()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for worker in workers:
+            worker.gone.wait(max(0.0, deadline - time.monotonic()))
+
+
+class _Worker:
+    """A worker as the server holds it: its process, its inbox, its progress file, whether it is gone."""
+
+    def __init__(self, process: Any, inbox: Any, progress: str) -> None:
+        self.process = process
+        self.inbox = inbox
+        self.progress = progress
+        self.gone = threading.Event()  # its exit has been seen
+        self._killing = False
+
+    def kill(self) -> None:
+        """Kill it, never inside a queue operation (:mod:`.safekill`): asked once, and its inbox told, for
+        a worker that waits in it for work; a thread waits for its lock. Returns at once."""
+        if self._killing or self.gone.is_set():
+            return
+        self._killing = True
+        try:
+            self.inbox.put(KILL, timeout=0)
+        except Exception:  # noqa: BLE001 - a full inbox: the worker is not waiting in it
+            pass
+        threading.Thread(
+            target=kill_outside_comms,
+            args=(self.progress, lambda: _kill(self.process), self.gone),
+            name="kill",
+            daemon=True,
+        ).start()
 
 
 def worker_main(wid: int, inbox: Any, outbox: Any, progress_path: str, setup: WorkerSetup) -> None:
@@ -330,17 +358,23 @@ def worker_main(wid: int, inbox: Any, outbox: Any, progress_path: str, setup: Wo
 
     setup.apply()  # before "up": the first calls do not pay for torch and RDKit
 
-    with open(progress_path, "r+b") as handle:
-        progress = mmap.mmap(handle.fileno(), TOKEN.size)
-    results = _Results(outbox)
+    progress_fd = os.open(progress_path, os.O_RDWR)  # open for the worker's life: its CommsGuard's lock
+    progress = mmap.mmap(progress_fd, TOKEN.size)
+    comms = CommsGuard(progress_fd)  # held across every queue operation: a kill never lands inside one
+    results = _Results(outbox, comms)
     loads, dumps, pack, pack_into = pickle.loads, pickle.dumps, TOKEN.pack, TOKEN.pack_into
-    outbox.put(CONTROL + dumps(("up", wid, os.getpid(), socket.gethostname())))  # the node it really runs on
+    with comms:
+        outbox.put(CONTROL + dumps(("up", wid, os.getpid(), socket.gethostname())))  # the node it really runs on
     add = results.add
     while True:
-        data = inbox.get()
-        if data is None:
+        with comms:
+            data = inbox.get()
+        if data is None or data == KILL:
             results.flush()
-            return
+            if data is None:
+                return
+            pack_into(progress, 0, -1)  # no call running: every call before it has its result sent
+            os._exit(KILLED_EXIT)
         for token, reference, args, kwargs, env in loads(data):
             pack_into(progress, 0, token)
             add(pack(token) + run_call(token, reference, args, kwargs, env)[1])
@@ -350,8 +384,9 @@ def worker_main(wid: int, inbox: Any, outbox: Any, progress_path: str, setup: Wo
 class _Results:
     """A worker's unsent results; sent by the worker at batch end or by a flusher thread."""
 
-    def __init__(self, outbox: Any) -> None:
+    def __init__(self, outbox: Any, comms: CommsGuard) -> None:
         self.outbox = outbox
+        self.comms = comms
         self.items: list[bytes] = []
         self.oldest = 0.0
         self.lock = threading.Condition()
@@ -370,7 +405,9 @@ class _Results:
 
     def _send(self) -> None:  # with the lock held, so that batches leave in order
         if self.items:
-            self.outbox.put(pickle.dumps(self.items, protocol=pickle.HIGHEST_PROTOCOL))
+            data = pickle.dumps(self.items, protocol=pickle.HIGHEST_PROTOCOL)
+            with self.comms:
+                self.outbox.put(data)
             self.items = []
 
     def _flusher(self) -> None:
