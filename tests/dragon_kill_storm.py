@@ -4,7 +4,8 @@ Two real server workers (``server.worker_main``) are fed batches of null calls w
 they spend most of their time sending results into the shared outbox, which a thread drains. Every
 50 ms one of them is killed the way the server kills (``_Worker.kill``: never inside a queue
 operation) and replaced. After each kill the outbox must keep moving, the other worker's results
-still arriving. ``--raw`` kills with a bare SIGKILL instead (what the server did before; it wedged
+still arriving. Then a worker waiting for work is killed: it must exit by itself on the KILL in its
+inbox (exit code 137, no progress token left). ``--raw`` kills with a bare SIGKILL instead (what the server did before; it wedged
 the outbox within a few kills). Prints ``ok: ...`` and exits 0, or says where it wedged and exits 3.
 """
 
@@ -35,7 +36,7 @@ def main(kills: int, raw: bool) -> int:
     threading.Thread(target=_drain, args=(outbox, received), daemon=True).start()
     batch = pickle.dumps([(t, "impeccable.runtime.probes:echo", (t,), {}, {}) for t in range(CALLS_PER_BATCH)])
 
-    def start(wid: int) -> server._Worker:
+    def start(wid: int, fed: bool = True) -> server._Worker:
         inbox = Queue(maxsize=16)
         progress = os.path.join(directory, f"progress.{wid}")
         with open(progress, "wb") as handle:
@@ -44,7 +45,8 @@ def main(kills: int, raw: bool) -> int:
         process.start()
         worker = server._Worker(process, inbox, progress)
         threading.Thread(target=_watch, args=(worker,), daemon=True).start()
-        threading.Thread(target=_feed, args=(worker, batch), daemon=True).start()
+        if fed:
+            threading.Thread(target=_feed, args=(worker, batch), daemon=True).start()
         return worker
 
     workers = [start(0), start(1)]
@@ -69,7 +71,17 @@ def main(kills: int, raw: bool) -> int:
     for worker in workers:  # the runtime ends only once every process has
         worker.kill()
         worker.gone.wait(30)
-    print(f"ok: {kills} kills, {received[0]} result batches received", flush=True)
+    idle = start(kills + 2, fed=False)
+    time.sleep(3)  # up, and waiting in inbox.get (holding its lock)
+    idle.kill()
+    if not idle.gone.wait(30) or idle.exit_code != server.KILLED_EXIT:
+        print(f"the idle worker did not exit on KILL (gone: {idle.gone.is_set()}, code {idle.exit_code})", flush=True)
+        return 3
+    with open(idle.progress, "rb") as handle:
+        token = server.TOKEN.unpack(handle.read(server.TOKEN.size))[0]
+    print(
+        f"ok: {kills} kills, {received[0]} result batches received; idle worker exited {idle.exit_code}, token {token}"
+    )
     return 0
 
 
@@ -80,7 +92,7 @@ def _drain(outbox: object, received: list[int]) -> None:
 
 
 def _watch(worker: server._Worker) -> None:
-    worker.process.join()
+    worker.exit_code = worker.process.join()
     worker.gone.set()
 
 

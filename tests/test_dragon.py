@@ -113,6 +113,22 @@ def test_results_keep_draining_after_the_pilot_is_gone():
     assert not forwarder.is_alive()
 
 
+def test_a_worker_that_dies_before_it_is_up_is_not_taken_for_one_that_is():
+    """Its death notice came where the server waited for "up" notices and was read as one: the pilot got a dead
+    worker in its ready list (calls sent to it were dropped) and its replacement besides."""
+    import pickle
+    import queue
+
+    from impeccable.runtime.backends.dragon.server import CONTROL, _Server
+
+    server = object.__new__(_Server)
+    server.outbox, server.worker_hosts = queue.Queue(), {}
+    server._start_worker = lambda: None  # the workers' notices are already in the outbox
+    for notice in (("up", 0, 100, "n0"), ("died", 1, 1, -1), ("up", 2, 102, "n0")):
+        server.outbox.put(CONTROL + pickle.dumps(notice))
+    assert server._start_workers(2) == {0: 100, 2: 102}
+
+
 @pytest.mark.slow
 def test_runtime_starts_on_many_advertised_cores():
     """64 workers (a node's worth) on this machine's few cores: it starts, and every worker serves calls.
@@ -223,7 +239,8 @@ def test_runtime_goes_away_with_the_pilot(tmp_path, sig):
 def test_workers_killed_while_streaming_results_never_wedge_the_shared_outbox():
     """A worker killed inside a queue operation left the outbox's lock held, and every other worker and
     the forwarder spun on it for ever (a canceled function task stalled a Flux + Dragon pilot in CI).
-    Workers streaming null results are killed the way the server kills, 20 times; the outbox keeps moving."""
+    Workers streaming null results are killed the way the server kills, 20 times; the outbox keeps moving.
+    A worker waiting for work leaves on the KILL in its inbox."""
     from impeccable.runtime.backends.dragon.backend import find_launcher, launcher_argv, launcher_env
 
     launcher = find_launcher()
@@ -233,6 +250,7 @@ def test_workers_killed_while_streaming_results_never_wedge_the_shared_outbox():
         launcher_argv(launcher, [], sys.executable, script, "20"), capture_output=True, text=True, env=env, timeout=240
     )
     assert "ok: 20 kills" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "idle worker exited 137, token -1" in result.stdout  # it left on the KILL in its inbox
 
 
 def gpus_of_this_call() -> dict[str, str]:

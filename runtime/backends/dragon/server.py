@@ -242,7 +242,10 @@ class _Server:
                 future.result()
         pids: dict[int, int] = {}
         while len(pids) < n:
-            _, wid, pid, host = pickle.loads(self.outbox.get()[len(CONTROL) :])
+            notice = pickle.loads(self.outbox.get()[len(CONTROL) :])
+            if notice[0] == "died":  # before it was up: its replacement's "up" follows
+                continue
+            _, wid, pid, host = notice
             pids[wid] = pid
             self.worker_hosts[wid] = host
         return pids
@@ -272,7 +275,7 @@ class _Server:
         """Wait for the worker to exit; if it was not asked to, report it and start a replacement."""
         process, inbox, progress = worker.process, worker.inbox, worker.progress
         try:
-            code = process.join()
+            code = worker.exit_code = process.join()
         except Exception:  # noqa: BLE001 - the runtime is going down
             return
         finally:
@@ -323,6 +326,7 @@ class _Worker:
         self.inbox = inbox
         self.progress = progress
         self.gone = threading.Event()  # its exit has been seen
+        self.exit_code: int | None = None
         self._killing = False
 
     def kill(self) -> None:
