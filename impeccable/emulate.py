@@ -21,6 +21,7 @@ measured is time: makespan, utilisation, launch rates, per-stage throughput.
 from __future__ import annotations
 
 import json
+import os
 import random
 import resource
 import shutil
@@ -395,6 +396,27 @@ def run_emulation(
     return result
 
 
+def step_costs(backend: str, runs: int = 5) -> dict[str, Any]:
+    """What one step costs alone (the model's start-up work for each task kind, which it shares out over the
+    machine's cores when many start at once; contention.py): the median time from cores to end of ``runs``
+    null executable steps (``true``) and null function steps (an inference payload's imports, no work), one at
+    a time on a quiet pilot."""
+    from .runtime import Allocation, Pilot
+
+    seconds: dict[str, list[float]] = {"executable": [], "function": []}
+    with Pilot(Allocation(cores=1), routes={"executable": backend, "function": backend}) as pilot:
+        for _ in range(runs):
+            for kind, task in (
+                ("executable", executable_task(["true"], name="null step")),
+                ("function", function_task(emulated_infer, 0.0, [], name="null function step")),
+            ):
+                record = pilot.run([task], timeout=120)[0]
+                if record.finished is not None and record.scheduled is not None and record.state.value == "DONE":
+                    seconds[kind].append(record.finished - record.scheduled)
+    median = {kind: sorted(v)[len(v) // 2] if v else None for kind, v in seconds.items()}
+    return {"backend": backend, "runs": runs, "median_s": median, "machine_cores": len(os.sched_getaffinity(0))}
+
+
 def _cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -440,7 +462,6 @@ def register(sub: Any) -> None:
 
 
 def _emulate(args: Any) -> int:
-    import os
 
     from .errors import UserError
     from .fileio import write_json
@@ -481,6 +502,7 @@ def _emulate(args: Any) -> int:
                 srun_max_running=args.srun_max_running or args.cores,
                 **common,
             )
+            sides["baseline"]["step_costs"] = step_costs(args.baseline)  # alone, once the campaign is over
         finally:
             if cluster is not None:
                 cluster.stop()

@@ -22,6 +22,7 @@ emulations, and the README shows both.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import json
@@ -31,13 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from .campaign import CampaignRunner
+from .contention import SharedCores
 from .emulate import EmulatedStageTasks, RecordedDurations, emulated_campaign, recorded_campaign, scaled_library
 from .events import InterruptGuard
 from .gpuplan import requests, shares_per_device
 from .measure import run_figures
 from .runtime import Allocation, Task, TaskFuture, TaskKind, TaskState
 from .runtime.records import TaskRecord
+from .sizing_v2 import V2Campaign, v2_sizing
 from .store import Store
+from .timeline import median, peak_rate
 
 MODEL_HELP = "predict the makespan of a recorded campaign on large allocations (a model, not a measurement)"
 MODEL_DESCRIPTION = (
@@ -57,6 +61,9 @@ class BackendModel:
     cold_start_s: float = 0.0  # added to each function task (a fresh process per task)
     max_running: int | None = None
     ceiling_group: str = ""  # models with one group share max_running (srun's ceiling covers both task kinds)
+    # CPU seconds a task spends starting (srun, slurmstepd, a fresh interpreter), measured alone; shared with the
+    # other tasks starting at once over the simulator's real cores (contention.py), or at full speed without
+    startup_cpu_s: float = 0.0
     source: str = "assumed"  # where the numbers come from: "measured ...", "published ..."
 
     @property
@@ -84,10 +91,13 @@ PUBLISHED = {
 }
 
 
+FINISH, ARRIVE, CHECK = 0, 1, 2  # the simulator's events: a task ends; a start-up begins; one may be done
+
+
 @dataclass
 class _Backend:
     model: BackendModel
-    queue: list[tuple[int, TaskFuture]] = field(default_factory=list)  # FIFO by submission order
+    queue: collections.deque[tuple[int, TaskFuture]] = field(default_factory=collections.deque)  # by submission
     launcher_free_at: float = 0.0
 
 
@@ -104,7 +114,10 @@ class Simulator:
         manager_s_per_task: float = 0.0,
         gpus: int = 0,
         library_s_per_compound: float = 0.0,
+        real_cores: float | None = None,
     ) -> None:
+        """``real_cores``: the machine whose cores every task's start-up work shares (an emulation's); None: each
+        task starts on cores of its own, as on a real allocation."""
         self.cores = cores
         self.manager_s_per_task = manager_s_per_task
         self.library_s_per_compound = library_s_per_compound
@@ -114,8 +127,10 @@ class Simulator:
         self.clock = 0.0
         self.routes = routes
         self.backends = {m.name: _Backend(m) for m in routes.values()}
-        self.events: list[tuple[float, int, TaskFuture]] = []
+        self.events: list[tuple[float, int, int, Any]] = []  # (when, seq, FINISH/ARRIVE/CHECK, what)
         self._seq = itertools.count()
+        self.starting: SharedCores[tuple[TaskFuture, float]] | None = SharedCores(real_cores) if real_cores else None
+        self._check = 0  # the one CHECK event that counts (the others were overtaken by a change)
         self.records: list[TaskRecord] = []
         self.group_running: dict[str, int] = {m.group: 0 for m in routes.values()}
 
@@ -130,9 +145,14 @@ class Simulator:
 
     def next_finished(self) -> TaskFuture | None:
         """Advance the clock to the next task that finishes; None when nothing runs."""
-        if not self.events:
-            return None
-        when, _, future = heapq.heappop(self.events)
+        while self.events:
+            when, _, kind, what = heapq.heappop(self.events)
+            if kind == FINISH:
+                return self._finish(when, what)
+            self._start_up(when, kind, what)
+        return None
+
+    def _finish(self, when: float, future: TaskFuture) -> TaskFuture:
         record = future.record
         record.finished, record.state = when, TaskState.DONE
         self.free += future.task.cores
@@ -159,7 +179,7 @@ class Simulator:
             if not heads:
                 return
             _, backend = min(heads, key=lambda h: h[0])
-            _, future = backend.queue.pop(0)
+            _, future = backend.queue.popleft()
             task, m = future.task, backend.model
             self.free -= task.cores
             self.free_gpus -= task.gpus
@@ -168,12 +188,33 @@ class Simulator:
             backend.launcher_free_at = launch + 1.0 / m.launch_rate
             start = launch + m.latency_s
             record = future.record
-            record.scheduled, record.started, record.state = self.clock, start, TaskState.RUNNING
+            record.scheduled, record.state = self.clock, TaskState.RUNNING
             record.slots = tuple(range(task.cores))  # the model counts cores and GPU slots, not which ones
             record.gpu_slots = tuple(range(task.gpus))
             future.set_running_or_notify_cancel()
             seconds = task_seconds(task) + (m.cold_start_s if task.kind is TaskKind.FUNCTION else 0.0)
-            heapq.heappush(self.events, (start + seconds, next(self._seq), future))
+            if m.startup_cpu_s and self.starting is not None:  # its start-up shares the machine's cores
+                heapq.heappush(self.events, (start, next(self._seq), ARRIVE, (future, seconds, m.startup_cpu_s)))
+                continue
+            self._run(future, start + m.startup_cpu_s, seconds)
+
+    def _run(self, future: TaskFuture, start: float, seconds: float) -> None:
+        future.record.started = start
+        heapq.heappush(self.events, (start + seconds, next(self._seq), FINISH, future))
+
+    def _start_up(self, when: float, kind: int, what: Any) -> None:
+        """A task begins its start-up work (ARRIVE), or the earliest start-up may be done (CHECK)."""
+        assert self.starting is not None
+        if kind == ARRIVE:
+            future, seconds, work = what
+            self.starting.add(when, work, (future, seconds))
+        elif what != self._check:
+            return  # a later change moved the next completion: that CHECK is the one
+        for future, seconds in self.starting.done_by(when):
+            self._run(future, when, seconds)
+        self._check += 1
+        if len(self.starting):
+            heapq.heappush(self.events, (self.starting.next_done(), next(self._seq), CHECK, self._check))
 
     def _streamed(self, task: Task) -> float:
         """The library reading an inference batch's handler pays for the next batch it submits."""
@@ -251,12 +292,14 @@ class Calibration:
     manager_s_per_task: float = 0.0
     source: str = ""
     library_s_per_compound: float = 0.0
+    real_cores: float | None = None  # the machine every task's start-up work shares (an emulation's); None: none
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "routes": {k.value: asdict(m) for k, m in self.routes.items()},
             "manager_s_per_task": self.manager_s_per_task,
             "library_s_per_compound": self.library_s_per_compound,
+            "real_cores": self.real_cores,
             "source": self.source,
         }
 
@@ -277,7 +320,12 @@ def predict(
         )
         shares = shares_per_device(requests(campaign, cores, gpus)) if gpus else 1
         sim = Simulator(
-            cores, routes, calibration.manager_s_per_task, gpus * shares, calibration.library_s_per_compound
+            cores,
+            routes,
+            calibration.manager_s_per_task,
+            gpus * shares,
+            calibration.library_s_per_compound,
+            calibration.real_cores,
         )
         runner = _ModelRunner(
             campaign,
@@ -323,8 +371,8 @@ def calibrate(emulation_dir: Path, rates: dict[TaskKind, float] | None = None) -
         if not mine:
             continue
         backend = mine[0]["backend"]
-        latency = _median([r["started"] - r["scheduled"] for r in mine])
-        rate = (rates or {}).get(kind) or _peak_rate(sorted(r["started"] for r in mine))
+        latency = median([r["started"] - r["scheduled"] for r in mine])
+        rate = (rates or {}).get(kind) or max(peak_rate(sorted(r["started"] for r in mine)), 1.0)
         how = "bench null tasks" if (rates or {}).get(kind) else "peak starts/s in the records"
         found[kind] = BackendModel(
             f"{backend}:{kind.value}",
@@ -352,13 +400,13 @@ def cold_start(emulation_dir: Path, recorded: RecordedDurations) -> float:
         rows = store.task_rows(store.sessions()[-1]["session"])
     finally:
         store.close()
-    base = _median(recorded.infer_per_batch)
+    base = median(recorded.infer_per_batch)
     extra = [
         r["finished"] - r["started"] - base
         for r in rows
         if r["kind"] == "function" and r["stage"] == "infer" and r["started"] and r["finished"]
     ]
-    return max(0.0, _median(extra))
+    return max(0.0, median(extra))
 
 
 def uncontended_cold_start(runs: int = 3) -> float:
@@ -392,22 +440,7 @@ def uncontended_cold_start(runs: int = 3) -> float:
                 check=True,
             )
             seconds.append(time.perf_counter() - t0)
-    return _median(seconds)
-
-
-def _peak_rate(starts: list[float], window_s: float = 1.0) -> float:
-    """The most starts in any ``window_s``, per second (the launcher's ceiling when it is busy)."""
-    best, j = 0, 0
-    for i, t in enumerate(starts):
-        while starts[j] < t - window_s:
-            j += 1
-        best = max(best, i - j + 1)
-    return max(best / window_s, 1.0)
-
-
-def _median(values: list[float]) -> float:
-    values = sorted(values)
-    return values[len(values) // 2] if values else 0.0
+    return median(seconds)
 
 
 # ------------------------------------------------------------------ the command
@@ -447,6 +480,14 @@ def register(sub: Any) -> None:
         metavar="EMULATION.json",
         help="a measured emulation against srun: its manager time per task and function cold start",
     )
+    p.add_argument(
+        "--sizing",
+        choices=("ligand", "v2"),
+        default="ligand",
+        help="with --nodes: ligand (this campaign, one ligand per docking task, --tasks-per-core) or v2: also the "
+        "reference study's campaign shape (docking batches of minutes, 10 waves per core, MD ensembles as one "
+        "MPI task; sizing_v2.py)",
+    )
     p.add_argument("--json", type=Path, metavar="FILE")
     p.set_defaults(handler=_model)
 
@@ -470,27 +511,70 @@ def _model(args: Any) -> int:
                         f"{v['measured_makespan_s']:.1f} s, predicted {v['predicted_makespan_s']:.1f} s "
                         f"(error {100 * v['error']:+.1f} %)"
                     )
+                    print(f"  fitted on {row['calibrated_on']} ({side}): {_parameters(v['calibration'])}")
                     if "real_run" in v:
                         r = v["real_run"]
                         print(
                             f"  against the real run {r['run_dir']} ({r['makespan_s']:.1f} s on {', '.join(r['nodes'])}): "
                             f"emulation {100 * r['emulation_error']:+.1f} %, model {100 * r['model_error']:+.1f} %"
                         )
+        errors = [
+            abs(row[side]["error"]) for row in result["validation"] for side in ("pilot", "baseline") if row.get(side)
+        ]
+        result["model_error_max"] = max(errors) if errors else None
+        if errors:
+            print(f"model error, worst over the emulations and both sides: {100 * result['model_error_max']:.1f} %")
     if args.nodes:
-        if args.costs_from is None:
-            raise UserError("--nodes needs --costs-from EMULATION.json (a measured emulation against srun)")
+        costs = args.costs_from or _costs_source(args.validate)
         nodes = [int(n) for n in args.nodes.split(",") if n]
+        sizings = ("ligand", "v2") if args.sizing == "v2" else ("ligand",)
         result["prediction"] = predict_scaling(
-            args.run_dir, args.costs_from, nodes, args.cores_per_node, args.tasks_per_core
+            args.run_dir, costs, nodes, args.cores_per_node, args.tasks_per_core, sizings
         )
-        for row in result["prediction"]["rows"]:
-            print(
-                f"{row['nodes']:5d} nodes: pilot {row['pilot_makespan_s']:.0f} s, srun {row['srun_makespan_s']:.0f} s, "
-                f"ratio {row['makespan_ratio']:.2f} (predicted)"
-            )
+        _print_predictions(result["prediction"])
+        v2 = {row["nodes"]: row for row in result["prediction"].get("rows_v2", [])}
+        if 1024 in v2:
+            result["predicted_ratio_1024_v2"] = v2[1024]["makespan_ratio"]
     if args.json:
         print(f"wrote {write_json(args.json, result)}")
     return 0
+
+
+def _parameters(calibration: dict[str, Any]) -> str:
+    """A calibration in one line: each route's launch rate, latency and start-up work, the manager's time."""
+    parts = [
+        f"{kind} {m['name']} {m['launch_rate']:.0f}/s, latency {1000 * m['latency_s']:.0f} ms"
+        + (f", start-up {m['startup_cpu_s']:.2f} s alone" if m["startup_cpu_s"] else "")
+        + (f", cold start {m['cold_start_s']:.2f} s" if m["cold_start_s"] else "")
+        for kind, m in calibration["routes"].items()
+    ]
+    shared = f"; start-ups share {calibration['real_cores']:g} real cores" if calibration["real_cores"] else ""
+    return f"{'; '.join(parts)}; manager {1000 * calibration['manager_s_per_task']:.3f} ms per task{shared}"
+
+
+def _costs_source(validate: list[Path] | None) -> Path:
+    """The emulation whose measured costs a prediction uses when --costs-from is not given: the largest of those
+    validated that ran both sides."""
+    from .errors import UserError
+
+    both = [p for p in validate or [] if (json.loads(p.read_text()).get("runs") or {}).get("baseline")]
+    if not both:
+        raise UserError("--nodes needs --costs-from EMULATION.json (a measured emulation against srun) or --validate")
+    return max(both, key=lambda p: json.loads(p.read_text())["settings"]["cores"])
+
+
+def _print_predictions(prediction: dict[str, Any]) -> None:
+    for row in prediction["rows"]:
+        print(
+            f"{row['nodes']:5d} nodes, one ligand per task: pilot {row['pilot_makespan_s']:.0f} s, srun "
+            f"{row['srun_makespan_s']:.0f} s, ratio {row['makespan_ratio']:.2f} (predicted)"
+        )
+    for row in prediction.get("rows_v2", []):
+        print(
+            f"{row['nodes']:5d} nodes, study-shaped ({row['tasks']:,} tasks): pilot {row['pilot_makespan_s']:.0f} s, "
+            f"srun {row['srun_makespan_s']:.0f} s, makespan ratio {row['makespan_ratio']:.2f}, peak start rate "
+            f"x{row['peak_start_rate_ratio'] or float('nan'):.1f} (predicted)"
+        )
 
 
 def validate_one(run_dir: Path, emulation_json: Path, calibrate_from: Path | None = None) -> dict[str, Any]:
@@ -571,7 +655,20 @@ def _calibrate_side(run_dir: Path, emulation: dict[str, Any], side: str, srun_ce
     srun_kinds = {kind for kind in TaskKind if backends[kind.value] == "srun"}
     rates = {kind: launch_rate(backends[kind.value], kind, cores) for kind in TaskKind if kind not in srun_kinds}
     calibration = calibrate(Path(emulation["runs"][side]), rates)
-    # a function step is a fresh `python -m`: it pays the cold start measured in these records
+    costs = (emulation[side].get("step_costs") or {}).get("median_s") or {}
+    if srun_kinds and all(costs.get(kind.value) for kind in srun_kinds):
+        # each step's start-up, measured alone, shared over the machine's cores with the steps starting beside
+        # it (contention.py); a function step's includes its fresh interpreter's imports
+        routes = {
+            kind: replace(m, max_running=srun_ceiling, ceiling_group="srun", startup_cpu_s=costs[kind.value])
+            if kind in srun_kinds
+            else m
+            for kind, m in calibration.routes.items()
+        }
+        source = f"{calibration.source}; step start-up measured alone, shared over the machine's cores"
+        cores = emulation[side]["step_costs"]["machine_cores"]
+        return replace(calibration, routes=routes, real_cores=cores, source=source)
+    # an older emulation: a function step pays the cold start measured in its records (contended), no more
     cold = (
         cold_start(Path(emulation["runs"][side]), RecordedDurations.from_run(run_dir))
         if TaskKind.FUNCTION in srun_kinds
@@ -594,11 +691,18 @@ def _calibrate_side(run_dir: Path, emulation: dict[str, Any], side: str, srun_ce
 
 
 def predict_scaling(
-    run_dir: Path, costs_from: Path, nodes: list[int], cores_per_node: int, tasks_per_core: float
+    run_dir: Path,
+    costs_from: Path,
+    nodes: list[int],
+    cores_per_node: int,
+    tasks_per_core: float,
+    sizings: tuple[str, ...] = ("ligand",),
 ) -> dict[str, Any]:
     """Pilot (Flux + Dragon, published rates) and srun (published peak, site ceiling) from ``nodes``;
     the manager's time per task (from ``costs_from``) and the function cold start (uncontended, measured now;
-    the contended one of ``costs_from`` is reported beside it) measured here. Predicted, not measured."""
+    the contended one of ``costs_from`` is reported beside it) measured here. ``sizings``: "ligand" (our
+    campaign, one ligand per docking task, ``tasks_per_core``) and "v2" (the study's shape: sizing_v2.py).
+    Predicted, not measured."""
     measured = json.loads(costs_from.read_text())
     recorded = RecordedDurations.from_run(run_dir)
     pilot_run, base_run = Path(measured["runs"]["pilot"]), Path(measured["runs"]["baseline"])
@@ -606,38 +710,19 @@ def predict_scaling(
     manager, library = measured_costs.manager_s_per_task, measured_costs.library_s_per_compound
     contended = cold_start(base_run, recorded)
     cold = uncontended_cold_start()  # at scale every step has a core of its own
-    rows = []
-    for n in nodes:
-        cores = n * cores_per_node
-        scale = max(1, round(tasks_per_core * cores / _tasks_at_scale_one(run_dir)))
-        pilot = Calibration(
-            {TaskKind.EXECUTABLE: PUBLISHED["flux"], TaskKind.FUNCTION: PUBLISHED["dragon"]},
-            manager,
-            "published rates (reference study), manager time measured here",
-            library,
-        )
-        srun = Calibration(
-            {TaskKind.EXECUTABLE: PUBLISHED["srun"], TaskKind.FUNCTION: replace(PUBLISHED["srun"], cold_start_s=cold)},
-            manager,
-            "published srun peak; function cold start measured here, uncontended",
-            library,
-        )
-        p = predict(run_dir, cores=cores, calibration=pilot, scale=scale, granularity="ligand")
-        b = predict(run_dir, cores=cores, calibration=srun, scale=scale, granularity="ligand")
-        rows.append(
-            {
-                "nodes": n,
-                "cores": cores,
-                "scale": scale,
-                "tasks": p["tasks"],
-                "pilot_makespan_s": p["makespan_s"],
-                "srun_makespan_s": b["makespan_s"],
-                "makespan_ratio": p["makespan_s"] / b["makespan_s"],
-                "pilot_utilization": p["utilization"],
-                "srun_utilization": b["utilization"],
-            }
-        )
-    return {
+    pilot = Calibration(
+        {TaskKind.EXECUTABLE: PUBLISHED["flux"], TaskKind.FUNCTION: PUBLISHED["dragon"]},
+        manager,
+        "published rates (reference study), manager time measured here",
+        library,
+    )
+    srun = Calibration(
+        {TaskKind.EXECUTABLE: PUBLISHED["srun"], TaskKind.FUNCTION: replace(PUBLISHED["srun"], cold_start_s=cold)},
+        manager,
+        "published srun peak; function cold start measured here, uncontended",
+        library,
+    )
+    result: dict[str, Any] = {
         "predicted": True,
         "cores_per_node": cores_per_node,
         "tasks_per_core": tasks_per_core,
@@ -645,7 +730,58 @@ def predict_scaling(
         "library_s_per_compound": library,
         "function_cold_start_s": cold,
         "function_cold_start_contended_s": contended,
-        "rows": rows,
+        "rows": [],
+    }
+    if "ligand" in sizings:
+        for n in nodes:
+            cores = n * cores_per_node
+            scale = max(1, round(tasks_per_core * cores / _tasks_at_scale_one(run_dir)))
+            p = predict(run_dir, cores=cores, calibration=pilot, scale=scale, granularity="ligand")
+            b = predict(run_dir, cores=cores, calibration=srun, scale=scale, granularity="ligand")
+            result["rows"].append(
+                {
+                    "nodes": n,
+                    "cores": cores,
+                    "scale": scale,
+                    "tasks": p["tasks"],
+                    "pilot_makespan_s": p["makespan_s"],
+                    "srun_makespan_s": b["makespan_s"],
+                    "makespan_ratio": p["makespan_s"] / b["makespan_s"],
+                    "pilot_utilization": p["utilization"],
+                    "srun_utilization": b["utilization"],
+                }
+            )
+    if "v2" in sizings:
+        result["rows_v2"] = [
+            _predict_v2(run_dir, recorded, n * cores_per_node, pilot, srun) | {"nodes": n} for n in nodes
+        ]
+    return result
+
+
+def _predict_v2(
+    run_dir: Path, recorded: RecordedDurations, cores: int, pilot: Calibration, srun: Calibration
+) -> dict[str, Any]:
+    """Both sides of the study-shaped campaign (sizing_v2.py) at ``cores`` cores."""
+    c = recorded_campaign(run_dir)
+    sizing = v2_sizing(cores, recorded, replicas=c.md.replicas, md_cores=c.md.cores, infer_batch=c.infer.batch_size)
+    sides = {}
+    for label, cal in (("pilot", pilot), ("srun", srun)):
+        sim = Simulator(cores, cal.routes, cal.manager_s_per_task, real_cores=cal.real_cores)
+        sides[label] = V2Campaign(sizing, recorded, c.infer.batch_size).run(sim)
+    p, b = sides["pilot"], sides["srun"]
+    return {
+        "cores": cores,
+        "sizing": sizing.as_dict(),
+        "tasks": p["tasks"],
+        "pilot_makespan_s": p["makespan_s"],
+        "srun_makespan_s": b["makespan_s"],
+        "makespan_ratio": p["makespan_s"] / b["makespan_s"],
+        "throughput_ratio": p["tasks_per_s"] / b["tasks_per_s"],
+        "peak_start_rate_ratio": p["peak_starts_per_s"] / b["peak_starts_per_s"] if b["peak_starts_per_s"] else None,
+        "pilot_utilization": p["utilization"],
+        "srun_utilization": b["utilization"],
+        "pilot_stage_ends_s": p["stage_ends_s"],
+        "srun_stage_ends_s": b["stage_ends_s"],
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -211,38 +212,34 @@ def test_emulation_against_srun(recorded, tmp_path):
     assert pilot["tasks"] == base["tasks"]  # the same campaign on both sides
     assert (tmp_path / "runs" / "emulation.html").read_text().count("EMULATION") == 1
 
+    # What one step costs alone, measured once the campaign was over: a function step (a fresh interpreter
+    # with the payload's imports) costs more than an executable one
+    costs = base["step_costs"]
+    assert costs["median_s"]["function"] > costs["median_s"]["executable"] > 0
+    assert costs["machine_cores"] == len(os.sched_getaffinity(0))
+
     # The model's srun side, calibrated on these records: both kinds share the emulation's ceiling of 4
-    # steps, function steps pay the measured cold start, and the pilot's routes get no ceiling.
+    # steps, each step's start-up (measured alone) shares this machine's cores, the pilot's routes get no
+    # ceiling. Predictions at scale (both sizings) use these costs when no --costs-from is given.
     model_json = tmp_path / "model.json"
-    assert main(["model", str(recorded), "--validate", str(out), "--json", str(model_json)]) == 0
-    (row,) = json.loads(model_json.read_text())["validation"]
-    routes = row["baseline"]["calibration"]["routes"]
+    argv = ["model", str(recorded), "--validate", str(out), "--nodes", "1,1024", "--cores-per-node", "8"]
+    assert main([*argv, "--sizing", "v2", "--json", str(model_json)]) == 0
+    model = json.loads(model_json.read_text())
+    (row,) = model["validation"]
+    calibration = row["baseline"]["calibration"]
+    routes = calibration["routes"]
     assert {(m["max_running"], m["ceiling_group"]) for m in routes.values()} == {(4, "srun")}
-    assert routes["function"]["cold_start_s"] > 0 and routes["executable"]["cold_start_s"] == 0  # a `python -m` start
+    assert {k: m["startup_cpu_s"] for k, m in routes.items()} == costs["median_s"]
+    assert calibration["real_cores"] == costs["machine_cores"]
     assert all(m["max_running"] is None for m in row["pilot"]["calibration"]["routes"].values())
     assert row["baseline"]["predicted_tasks"] == row["baseline"]["measured_tasks"]
-
-    # Predictions at scale use the manager cost of these records and a cold start measured uncontended
-    assert (
-        main(
-            [
-                "model",
-                str(recorded),
-                "--nodes",
-                "1,2",
-                "--cores-per-node",
-                "8",
-                "--costs-from",
-                str(out),
-                "--json",
-                str(model_json),
-            ]
-        )
-        == 0
-    )
-    prediction = json.loads(model_json.read_text())["prediction"]
-    assert [r["nodes"] for r in prediction["rows"]] == [1, 2] and prediction["predicted"] is True
+    assert model["model_error_max"] == max(abs(row[side]["error"]) for side in ("pilot", "baseline"))
+    prediction = model["prediction"]
+    assert [r["nodes"] for r in prediction["rows"]] == [1, 1024] and prediction["predicted"] is True
     assert 0 < prediction["function_cold_start_s"] and prediction["function_cold_start_contended_s"] > 0
+    v2 = prediction["rows_v2"]
+    assert [r["nodes"] for r in v2] == [1, 1024] and v2[1]["tasks"] > 10 * 8 * 1024  # ten docking waves per core
+    assert model["predicted_ratio_1024_v2"] == v2[1]["makespan_ratio"]
 
 
 @pytest.mark.slow  # an emulated campaign end to end (5-30 s)
@@ -337,6 +334,81 @@ def test_model_srun_ceiling_covers_both_task_kinds():
     while (future := sim.next_finished()) is not None:
         finished.append(future.record.finished)
     assert len(finished) == 2 and max(finished) >= 2.0  # one after the other although 4 cores were free
+
+
+def test_shared_cores_divide_the_machine_among_the_items_starting_at_once():
+    """Processor sharing: 4 items of 1 CPU-s on 2 cores all end at 2 s; one arriving later finishes its own
+    work at full speed once the others are done."""
+    from impeccable.contention import SharedCores
+
+    cores: SharedCores[str] = SharedCores(2)
+    for name in "abcd":
+        cores.add(0.0, 1.0, name)
+    assert cores.next_done() == pytest.approx(2.0)
+    cores.add(1.0, 1.0, "e")  # 0.5 CPU-s left each for a-d; now 5 share 2 cores: 0.4 each per second
+    assert cores.next_done() == pytest.approx(2.25)
+    assert cores.done_by(2.25) == ["a", "b", "c", "d"]
+    assert cores.next_done() == pytest.approx(2.75)  # e did 1.25 s x 0.4 by then: 0.5 CPU-s left, alone
+    assert cores.done_by(2.75) == ["e"] and len(cores) == 0
+    with pytest.raises(ValueError, match="time went back"):
+        cores.add(1.0, 1.0, "late")
+
+
+def test_model_start_up_work_shares_the_machines_real_cores():
+    """srun steps starting together on a 2-core machine: each begins its payload only once its start-up work is
+    done at its share of the cores; on a real allocation (no shared cores) each pays its own work alone."""
+    from impeccable.model import BackendModel, Simulator
+    from impeccable.runtime import TaskKind, executable_task
+
+    routes = {kind: BackendModel(f"srun:{kind.value}", launch_rate=1e6, startup_cpu_s=1.0) for kind in TaskKind}
+
+    def finished(real_cores):
+        sim = Simulator(8, routes, real_cores=real_cores)
+        for _ in range(8):
+            sim.submit(executable_task(["sleep", "3.0"]))
+        ends = []
+        while (future := sim.next_finished()) is not None:
+            ends.append(future.record.finished - future.record.started)
+            assert future.record.started >= 0
+        return sim, ends
+
+    sim, ends = finished(2)
+    assert ends == pytest.approx([3.0] * 8)
+    assert max(r.finished for r in sim.records) == pytest.approx(4.0 + 3.0, abs=1e-3)  # 8 CPU-s of start-up, 2 cores
+    sim, _ = finished(None)
+    assert max(r.finished for r in sim.records) == pytest.approx(1.0 + 3.0, abs=1e-3)
+
+
+def test_study_shaped_sizing_docks_in_batches_of_minutes_ten_waves_per_core():
+    """The model's faithful sizing: docking tasks of ceil(300 s / time per ligand) ligands, 8 + 2 waves of them per
+    core, each MD ensemble one MPI task of replicas x cores; a launcher at srun's published 152/s cannot keep 448
+    cores busy with 5-min tasks as the pilot's can, so the pilot's makespan is shorter and its peak start rate higher."""
+    from dataclasses import replace
+
+    from impeccable.model import PUBLISHED, Simulator
+    from impeccable.runtime import TaskKind
+    from impeccable.sizing_v2 import V2Campaign, v2_sizing
+
+    durations = RecordedDurations(
+        "test", [6.0, 6.2], [2.0], [0.025], {"prepare": [35.0], "replica": [20.0, 22.0], "combine": [0.2]}
+    )
+    sizing = v2_sizing(448, durations, replicas=3, md_cores=2, infer_batch=500)
+    assert sizing.ligands_per_dock_task == 49  # 300 s / 6.2 s (the upper median)
+    assert (sizing.seed_tasks, sizing.redock_tasks, sizing.infer_tasks) == (8 * 448, 2 * 448, 448)
+    assert sizing.md_ensembles == 448 // 6 and sizing.tasks == 8 * 448 + 1 + 448 + 2 * 448 + 3 * 74
+    sides = {}
+    for label, routes in (
+        ("pilot", {TaskKind.EXECUTABLE: PUBLISHED["flux"], TaskKind.FUNCTION: PUBLISHED["dragon"]}),
+        ("srun", {kind: replace(PUBLISHED["srun"], name=f"srun:{kind.value}") for kind in TaskKind}),
+    ):
+        sim = Simulator(448, routes)
+        sides[label] = V2Campaign(sizing, durations, 500).run(sim)
+        ensembles = [r for r in sim.records if r.name.startswith("md ensemble")]
+        assert len(ensembles) == 74 and {r.cores for r in ensembles} == {6}
+        assert sides[label]["tasks"] == sizing.tasks
+    assert sides["pilot"]["makespan_s"] < sides["srun"]["makespan_s"]
+    assert sides["srun"]["peak_starts_per_s"] <= 153 < sides["pilot"]["peak_starts_per_s"]
+    assert list(sides["pilot"]["stage_ends_s"]) == ["seed docking", "training", "inference", "re-docking", "MD"]
 
 
 def test_streaming_md_spends_at_most_top_m_speculative_runs_per_round(recorded, tmp_path):
