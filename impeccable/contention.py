@@ -66,3 +66,21 @@ class SharedCores(Generic[Item]):
         self._advance(now)
         finished = [k for k, (left, _) in self._left.items() if left <= 1e-9]
         return [self._left.pop(k)[1] for k in finished]
+
+
+def core_shares(intervals: list[tuple[float, float]], real_cores: float) -> list[float]:
+    """For each (start, end), the CPU seconds it could have had under processor sharing with the others: the
+    integral over its life of ``min(1, real_cores / n)``, ``n`` the intervals alive at each instant. From a
+    run's records this is the start-up work its steps did under that run's load (see the model's calibration)."""
+    events = sorted({t for interval in intervals for t in interval})
+    alive = dict.fromkeys(events, 0)
+    for start, end in intervals:
+        alive[start] += 1
+        alive[end] -= 1
+    cumulative, n, total = {}, 0, 0.0  # cumulative[t]: the integral of min(1, R/n) from the first event to t
+    for t, after in zip(events, events[1:] + events[-1:]):
+        cumulative[t] = total
+        n += alive[t]
+        if n > 0:
+            total += (after - t) * min(1.0, real_cores / n)
+    return [cumulative[end] - cumulative[start] for start, end in intervals]

@@ -23,6 +23,7 @@ emulations, and the README shows both.
 from __future__ import annotations
 
 import collections
+import gc
 import heapq
 import itertools
 import json
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .campaign import CampaignRunner
-from .contention import SharedCores
+from .contention import SharedCores, core_shares
 from .emulate import EmulatedStageTasks, RecordedDurations, emulated_campaign, recorded_campaign, scaled_library
 from .events import InterruptGuard
 from .gpuplan import requests, shares_per_device
@@ -334,7 +335,13 @@ def predict(
             pilot=_ModelPilot(cores, routes, gpus, shares),  # type: ignore[arg-type]
             sim=sim,
         )
-        runner.run()
+        enabled = gc.isenabled()
+        gc.disable()  # tens of thousands of long-lived tasks and records: the collector's passes cost a third
+        try:
+            runner.run()
+        finally:
+            if enabled:
+                gc.enable()
         figures = run_figures(runner.store)
         runner.store.close()
     figures["model"] = calibration.as_dict()
@@ -390,6 +397,29 @@ def calibrate(emulation_dir: Path, rates: dict[TaskKind, float] | None = None) -
         source=f"measured on this machine ({how}): {emulation_dir}",
         library_s_per_compound=meta.get("library_cpu_s_per_compound", 0.0),
     )
+
+
+def loaded_function_start_up(emulation_dir: Path, recorded: RecordedDurations, real_cores: float) -> float:
+    """The CPU seconds a function step's start-up took under the emulation's load: the mean over its function
+    steps of their share of the machine's cores from launch to the start of their payload (its stage's recorded
+    median), processor sharing among them (contention.core_shares)."""
+    store = Store.open_existing(emulation_dir, readonly=True)
+    try:
+        rows = store.task_rows(store.sessions()[-1]["session"])
+    finally:
+        store.close()
+    payload = {
+        "infer": median(recorded.infer_per_batch),
+        "train": median(recorded.train),
+        "md": median(recorded.md_steps["combine"]),
+    }
+    intervals = [
+        (r["started"], max(r["started"], r["finished"] - payload.get(r["stage"], 0.0)))
+        for r in rows
+        if r["kind"] == "function" and r["started"] and r["finished"]
+    ]
+    shares = core_shares(intervals, real_cores)
+    return sum(shares) / len(shares) if shares else 0.0
 
 
 def cold_start(emulation_dir: Path, recorded: RecordedDurations) -> float:
@@ -544,7 +574,7 @@ def _parameters(calibration: dict[str, Any]) -> str:
     """A calibration in one line: each route's launch rate, latency and start-up work, the manager's time."""
     parts = [
         f"{kind} {m['name']} {m['launch_rate']:.0f}/s, latency {1000 * m['latency_s']:.0f} ms"
-        + (f", start-up {m['startup_cpu_s']:.2f} s alone" if m["startup_cpu_s"] else "")
+        + (f", start-up work {m['startup_cpu_s']:.2f} CPU-s" if m["startup_cpu_s"] else "")
         + (f", cold start {m['cold_start_s']:.2f} s" if m["cold_start_s"] else "")
         for kind, m in calibration["routes"].items()
     ]
@@ -655,19 +685,23 @@ def _calibrate_side(run_dir: Path, emulation: dict[str, Any], side: str, srun_ce
     srun_kinds = {kind for kind in TaskKind if backends[kind.value] == "srun"}
     rates = {kind: launch_rate(backends[kind.value], kind, cores) for kind in TaskKind if kind not in srun_kinds}
     calibration = calibrate(Path(emulation["runs"][side]), rates)
-    costs = (emulation[side].get("step_costs") or {}).get("median_s") or {}
+    costs = dict((emulation[side].get("step_costs") or {}).get("median_s") or {})
     if srun_kinds and all(costs.get(kind.value) for kind in srun_kinds):
-        # each step's start-up, measured alone, shared over the machine's cores with the steps starting beside
-        # it (contention.py); a function step's includes its fresh interpreter's imports
+        # each step's start-up shares the machine's cores with the steps starting beside it (contention.py): an
+        # executable step's as measured alone; a function step's (a fresh interpreter's imports) as its records
+        # show it under this machine's load, which costs more than alone (many interpreters on 2 cores)
+        real = emulation[side]["step_costs"]["machine_cores"]
+        if TaskKind.FUNCTION in srun_kinds:
+            loaded = loaded_function_start_up(Path(emulation["runs"][side]), RecordedDurations.from_run(run_dir), real)
+            costs["function"] = max(costs["function"], loaded)
         routes = {
             kind: replace(m, max_running=srun_ceiling, ceiling_group="srun", startup_cpu_s=costs[kind.value])
             if kind in srun_kinds
             else m
             for kind, m in calibration.routes.items()
         }
-        source = f"{calibration.source}; step start-up measured alone, shared over the machine's cores"
-        cores = emulation[side]["step_costs"]["machine_cores"]
-        return replace(calibration, routes=routes, real_cores=cores, source=source)
+        source = f"{calibration.source}; step start-up shared over the machine's {real} cores"
+        return replace(calibration, routes=routes, real_cores=real, source=source)
     # an older emulation: a function step pays the cold start measured in its records (contended), no more
     cold = (
         cold_start(Path(emulation["runs"][side]), RecordedDurations.from_run(run_dir))
