@@ -812,6 +812,8 @@ def _predict_v2(
         "makespan_ratio": p["makespan_s"] / b["makespan_s"],
         "throughput_ratio": p["tasks_per_s"] / b["tasks_per_s"],
         "peak_start_rate_ratio": p["peak_starts_per_s"] / b["peak_starts_per_s"] if b["peak_starts_per_s"] else None,
+        "pilot_peak_starts_per_s": p["peak_starts_per_s"],
+        "srun_peak_starts_per_s": b["peak_starts_per_s"],
         "pilot_utilization": p["utilization"],
         "srun_utilization": b["utilization"],
         "pilot_stage_ends_s": p["stage_ends_s"],
