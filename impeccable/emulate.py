@@ -21,6 +21,7 @@ measured is time: makespan, utilisation, launch rates, per-stage throughput.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import resource
@@ -396,25 +397,51 @@ def run_emulation(
     return result
 
 
+STEP_COST_TIMEOUT_S = 120.0  # a null step that takes longer is killed and left out
+
+
 def step_costs(backend: str, runs: int = 5) -> dict[str, Any]:
     """What one step costs alone (the model's start-up work for each task kind, which it shares out over the
     machine's cores when many start at once; contention.py): the median time from cores to end of ``runs``
     null executable steps (``true``) and null function steps (an inference payload's imports, no work), one at
-    a time on a quiet pilot."""
+    a time on a quiet pilot. A failure here costs the figure, never the emulation it follows: the model then
+    says it falls back to the records' contended cold start."""
     from .runtime import Allocation, Pilot
 
     seconds: dict[str, list[float]] = {"executable": [], "function": []}
-    with Pilot(Allocation(cores=1), routes={"executable": backend, "function": backend}) as pilot:
-        for _ in range(runs):
-            for kind, task in (
-                ("executable", executable_task(["true"], name="null step")),
-                ("function", function_task(emulated_infer, 0.0, [], name="null function step")),
-            ):
-                record = pilot.run([task], timeout=120)[0]
-                if record.finished is not None and record.scheduled is not None and record.state.value == "DONE":
-                    seconds[kind].append(record.finished - record.scheduled)
-    median = {kind: sorted(v)[len(v) // 2] if v else None for kind, v in seconds.items()}
-    return {"backend": backend, "runs": runs, "median_s": median, "machine_cores": len(os.sched_getaffinity(0))}
+    result: dict[str, Any] = {"backend": backend, "runs": runs, "machine_cores": machine_cores()}
+    try:
+        with Pilot(Allocation(cores=1), routes={"executable": backend, "function": backend}) as pilot:
+            for _ in range(runs):
+                for kind, task in (
+                    ("executable", executable_task(["true"], name="null step", timeout_s=STEP_COST_TIMEOUT_S)),
+                    (
+                        "function",
+                        function_task(
+                            emulated_infer, 0.0, [], name="null function step", timeout_s=STEP_COST_TIMEOUT_S
+                        ),
+                    ),
+                ):
+                    record = pilot.run([task])[0]
+                    if record.finished is not None and record.scheduled is not None and record.state.value == "DONE":
+                        seconds[kind].append(record.finished - record.scheduled)
+    except Exception as exc:  # noqa: BLE001 - reported in the figures, the emulation's results kept
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    result["median_s"] = {kind: sorted(v)[len(v) // 2] if v else None for kind, v in seconds.items()}
+    return result
+
+
+def machine_cores() -> int:
+    """The cores this process may use: its CPU affinity, or fewer where a cgroup quota says so (a container
+    started with ``--cpus``)."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return cores
+    if quota == "max":
+        return cores
+    return max(1, min(cores, math.ceil(int(quota) / int(period))))
 
 
 def _cpu_s() -> float:

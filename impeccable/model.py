@@ -103,7 +103,8 @@ class _Backend:
 
 
 class Simulator:
-    """Cores and GPU slots, backends, a virtual clock and the finish events of running tasks.
+    """Cores and GPU slots, backends, a virtual clock and its events: tasks finishing, and, where a backend's
+    tasks have start-up work and the machine's cores are shared (an emulation's), start-ups beginning and ending.
 
     The manager handles one finished task at a time, for ``manager_s_per_task`` (its measured main-thread
     time per task), plus ``library_s_per_compound`` for each compound of an inference batch it streams."""
@@ -413,10 +414,10 @@ def loaded_function_start_up(emulation_dir: Path, recorded: RecordedDurations, r
         "train": median(recorded.train),
         "md": median(recorded.md_steps["combine"]),
     }
-    intervals = [
+    intervals = [  # failed steps left out: the simulator fails none (their time is the emulation's error)
         (r["started"], max(r["started"], r["finished"] - payload.get(r["stage"], 0.0)))
         for r in rows
-        if r["kind"] == "function" and r["started"] and r["finished"]
+        if r["kind"] == "function" and r["state"] == "DONE" and r["started"] and r["finished"]
     ]
     shares = core_shares(intervals, real_cores)
     return sum(shares) / len(shares) if shares else 0.0
@@ -554,8 +555,12 @@ def _model(args: Any) -> int:
         result["model_error_max"] = max(errors) if errors else None
         if errors:
             print(f"model error, worst over the emulations and both sides: {100 * result['model_error_max']:.1f} %")
+    if args.sizing != "ligand" and not args.nodes:
+        raise UserError(f"--sizing {args.sizing} sizes the predictions: give --nodes N,N,... too")
     if args.nodes:
         costs = args.costs_from or _costs_source(args.validate)
+        if not (json.loads(costs.read_text()).get("runs") or {}).get("baseline"):
+            raise UserError(f"{costs}: an emulation without the srun side (emulate --baseline srun) has no srun costs")
         nodes = [int(n) for n in args.nodes.split(",") if n]
         sizings = ("ligand", "v2") if args.sizing == "v2" else ("ligand",)
         result["prediction"] = predict_scaling(
@@ -702,6 +707,12 @@ def _calibrate_side(run_dir: Path, emulation: dict[str, Any], side: str, srun_ce
         }
         source = f"{calibration.source}; step start-up shared over the machine's {real} cores"
         return replace(calibration, routes=routes, real_cores=real, source=source)
+    if srun_kinds:
+        why = (emulation[side].get("step_costs") or {}).get("error") or "no step_costs in it (an older emulation)"
+        print(
+            f"note: {emulation['settings']['cores']}-core emulation, {side}: srun steps' start-up alone not measured "
+            f"({why}); function steps pay the records' contended cold start instead, which is far less accurate"
+        )
     # an older emulation: a function step pays the cold start measured in its records (contended), no more
     cold = (
         cold_start(Path(emulation["runs"][side]), RecordedDurations.from_run(run_dir))
@@ -796,8 +807,13 @@ def _predict_v2(
     run_dir: Path, recorded: RecordedDurations, cores: int, pilot: Calibration, srun: Calibration
 ) -> dict[str, Any]:
     """Both sides of the study-shaped campaign (sizing_v2.py) at ``cores`` cores."""
+    from .errors import UserError
+
     c = recorded_campaign(run_dir)
-    sizing = v2_sizing(cores, recorded, replicas=c.md.replicas, md_cores=c.md.cores, infer_batch=c.infer.batch_size)
+    try:
+        sizing = v2_sizing(cores, recorded, replicas=c.md.replicas, md_cores=c.md.cores, infer_batch=c.infer.batch_size)
+    except ValueError as exc:
+        raise UserError(f"--sizing v2 at {cores} cores: {exc}") from None
     sides = {}
     for label, cal in (("pilot", pilot), ("srun", srun)):
         sim = Simulator(cores, cal.routes, cal.manager_s_per_task, real_cores=cal.real_cores)

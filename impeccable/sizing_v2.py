@@ -74,6 +74,8 @@ def v2_sizing(
 ) -> V2Sizing:
     """The study's campaign shape on ``cores`` cores (see the module docstring); ``infer_batch``: the
     compounds of a recorded inference batch (its time per compound is the batch's over this)."""
+    if replicas * md_cores > cores:
+        raise ValueError(f"an MD ensemble of {replicas} x {md_cores} cores does not fit on {cores} cores")
     per_ligand = median(durations.dock_per_ligand)
     ligands = max(1, math.ceil(task_s / per_ligand)) if per_ligand > 0 else 1
     seed_tasks = seed_waves * cores
@@ -85,7 +87,7 @@ def v2_sizing(
         redock_tasks=redock_waves * cores,
         infer_tasks=cores,
         compounds_per_infer_task=math.ceil(library / cores),
-        md_ensembles=max(1, cores // (replicas * md_cores)),
+        md_ensembles=cores // (replicas * md_cores) if durations.md_steps.get("replica") else 0,  # no MD recorded
         replicas=replicas,
         md_cores=md_cores,
     )

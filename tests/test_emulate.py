@@ -419,6 +419,10 @@ def test_study_shaped_sizing_docks_in_batches_of_minutes_ten_waves_per_core():
     assert sides["pilot"]["makespan_s"] < sides["srun"]["makespan_s"]
     assert sides["srun"]["peak_starts_per_s"] <= 153 < sides["pilot"]["peak_starts_per_s"]
     assert list(sides["pilot"]["stage_ends_s"]) == ["seed docking", "training", "inference", "re-docking", "MD"]
+    with pytest.raises(ValueError, match="does not fit on 4 cores"):
+        v2_sizing(4, durations, replicas=3, md_cores=2, infer_batch=500)
+    no_md = replace(durations, md_steps={"prepare": [], "replica": [], "combine": []})  # a campaign with top_m = 0
+    assert v2_sizing(448, no_md, replicas=3, infer_batch=500).md_ensembles == 0
 
 
 def test_streaming_md_spends_at_most_top_m_speculative_runs_per_round(recorded, tmp_path):
