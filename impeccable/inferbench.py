@@ -267,6 +267,16 @@ def _start_at_inference(run_dir: Path, library: Path, model: Path) -> None:
 
 
 def _peak_rss_self() -> int:
+    """This process's peak resident memory, from ``VmHWM`` (its own address space's high-water mark).
+    ``ru_maxrss`` is not: Linux carries it over from the parent across fork and exec, so a bench started by a
+    large process (a test runner that had simulated a big campaign) reported the parent's 3.3 GB as its own."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 

@@ -222,7 +222,7 @@ def test_emulation_against_srun(recorded, tmp_path):
     # steps, each step's start-up (measured alone) shares this machine's cores, the pilot's routes get no
     # ceiling. Predictions at scale (both sizings) use these costs when no --costs-from is given.
     model_json = tmp_path / "model.json"
-    argv = ["model", str(recorded), "--validate", str(out), "--nodes", "1,1024", "--cores-per-node", "8"]
+    argv = ["model", str(recorded), "--validate", str(out), "--nodes", "8,1024", "--cores-per-node", "1"]
     assert main([*argv, "--sizing", "v2", "--json", str(model_json)]) == 0
     model = json.loads(model_json.read_text())
     (row,) = model["validation"]
@@ -236,10 +236,10 @@ def test_emulation_against_srun(recorded, tmp_path):
     assert row["baseline"]["predicted_tasks"] == row["baseline"]["measured_tasks"]
     assert model["model_error_max"] == max(abs(row[side]["error"]) for side in ("pilot", "baseline"))
     prediction = model["prediction"]
-    assert [r["nodes"] for r in prediction["rows"]] == [1, 1024] and prediction["predicted"] is True
+    assert [r["nodes"] for r in prediction["rows"]] == [8, 1024] and prediction["predicted"] is True
     assert 0 < prediction["function_cold_start_s"] and prediction["function_cold_start_contended_s"] > 0
     v2 = prediction["rows_v2"]
-    assert [r["nodes"] for r in v2] == [1, 1024] and v2[1]["tasks"] > 10 * 8 * 1024  # ten docking waves per core
+    assert [r["nodes"] for r in v2] == [8, 1024] and v2[1]["tasks"] > 10 * 1024  # ten docking waves per core
     assert model["predicted_ratio_1024_v2"] == v2[1]["makespan_ratio"]
 
 

@@ -61,3 +61,15 @@ def test_inference_over_200k_compounds_streams_in_bounded_memory(tmp_path):
         assert len(store.prediction_scores(0)) == 200_000
     finally:
         store.close()
+
+
+def test_peak_memory_is_the_process_own_not_its_parents():
+    """ru_maxrss survives fork and exec on Linux: a bench started by a 3.3 GB test runner reported 3.3 GB as its
+    own peak. A parent holding 600 MiB starts a child that reads its own peak: far below."""
+    child = "from impeccable.inferbench import _peak_rss_self; print(_peak_rss_self())"
+    parent = (
+        "import subprocess, sys; ballast = bytearray(600 << 20); ballast[::4096] = b'x' * len(ballast[::4096]); "
+        f"print(subprocess.run([sys.executable, '-c', {child!r}], capture_output=True, text=True, check=True).stdout)"
+    )
+    peak = int(subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, check=True).stdout)
+    assert peak < 300 << 20
