@@ -400,15 +400,20 @@ def calibrate(emulation_dir: Path, rates: dict[TaskKind, float] | None = None) -
     )
 
 
+def last_session_rows(emulation_dir: Path) -> list[dict[str, Any]]:
+    """The task records of a run's last session (an emulation has one)."""
+    store = Store.open_existing(emulation_dir, readonly=True)
+    try:
+        return store.task_rows(store.sessions()[-1]["session"])
+    finally:
+        store.close()
+
+
 def loaded_function_start_up(emulation_dir: Path, recorded: RecordedDurations, real_cores: float) -> float:
     """The CPU seconds a function step's start-up took under the emulation's load: the mean over its function
     steps of their share of the machine's cores from launch to the start of their payload (its stage's recorded
     median), processor sharing among them (contention.core_shares)."""
-    store = Store.open_existing(emulation_dir, readonly=True)
-    try:
-        rows = store.task_rows(store.sessions()[-1]["session"])
-    finally:
-        store.close()
+    rows = last_session_rows(emulation_dir)
     payload = {
         "infer": median(recorded.infer_per_batch),
         "train": median(recorded.train),
@@ -429,11 +434,7 @@ def loaded_function_start_up(emulation_dir: Path, recorded: RecordedDurations, r
 def cold_start(emulation_dir: Path, recorded: RecordedDurations) -> float:
     """The median extra run time of the function tasks over their recorded durations: what each pays for
     its interpreter and imports when it runs as a fresh process (srun), measured."""
-    store = Store.open_existing(emulation_dir, readonly=True)
-    try:
-        rows = store.task_rows(store.sessions()[-1]["session"])
-    finally:
-        store.close()
+    rows = last_session_rows(emulation_dir)
     base = median(recorded.infer_per_batch)
     extra = [
         r["finished"] - r["started"] - base
@@ -595,10 +596,11 @@ def _costs_source(validate: list[Path] | None) -> Path:
     validated that ran both sides."""
     from .errors import UserError
 
-    both = [p for p in validate or [] if (json.loads(p.read_text()).get("runs") or {}).get("baseline")]
+    loaded = {path: json.loads(path.read_text()) for path in validate or []}
+    both = [path for path, e in loaded.items() if (e.get("runs") or {}).get("baseline")]
     if not both:
         raise UserError("--nodes needs --costs-from EMULATION.json (a measured emulation against srun) or --validate")
-    return max(both, key=lambda p: json.loads(p.read_text())["settings"]["cores"])
+    return max(both, key=lambda path: loaded[path]["settings"]["cores"])
 
 
 def _print_predictions(prediction: dict[str, Any]) -> None:
@@ -814,7 +816,7 @@ def _predict_v2(
 
     c = recorded_campaign(run_dir)
     try:
-        sizing = v2_sizing(cores, recorded, replicas=c.md.replicas, md_cores=c.md.cores, infer_batch=c.infer.batch_size)
+        sizing = v2_sizing(cores, recorded, replicas=c.md.replicas, md_cores=c.md.cores)
     except ValueError as exc:
         raise UserError(f"--sizing v2 at {cores} cores: {exc}") from None
     sides = {}

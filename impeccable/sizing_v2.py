@@ -66,14 +66,12 @@ def v2_sizing(
     *,
     replicas: int,
     md_cores: int = 1,
-    infer_batch: int,
     task_s: float = 300.0,
     seed_waves: int = 8,
     redock_waves: int = 2,
     library_per_seed: float = 100.0,
 ) -> V2Sizing:
-    """The study's campaign shape on ``cores`` cores (see the module docstring); ``infer_batch``: the
-    compounds of a recorded inference batch (its time per compound is the batch's over this)."""
+    """The study's campaign shape on ``cores`` cores (see the module docstring)."""
     if replicas * md_cores > cores:
         raise ValueError(f"an MD ensemble of {replicas} x {md_cores} cores does not fit on {cores} cores")
     per_ligand = median(durations.dock_per_ligand)
@@ -97,6 +95,8 @@ class V2Campaign:
     """Drives a simulator through the stages of a :class:`V2Sizing` and says when each ended."""
 
     def __init__(self, sizing: V2Sizing, durations: RecordedDurations, infer_batch: int) -> None:
+        """``infer_batch``: the compounds of a recorded inference batch (the time per compound is the batch's
+        over this)."""
         self.s = sizing
         self.d = durations
         self.infer_s_per_compound = median(durations.infer_per_batch) / max(1, infer_batch)

@@ -402,7 +402,7 @@ def test_study_shaped_sizing_docks_in_batches_of_minutes_ten_waves_per_core():
     durations = RecordedDurations(
         "test", [6.0, 6.2], [2.0], [0.025], {"prepare": [35.0], "replica": [20.0, 22.0], "combine": [0.2]}
     )
-    sizing = v2_sizing(448, durations, replicas=3, md_cores=2, infer_batch=500)
+    sizing = v2_sizing(448, durations, replicas=3, md_cores=2)
     assert sizing.ligands_per_dock_task == 49  # 300 s / 6.2 s (the upper median)
     assert (sizing.seed_tasks, sizing.redock_tasks, sizing.infer_tasks) == (8 * 448, 2 * 448, 448)
     assert sizing.md_ensembles == 448 // 6 and sizing.tasks == 8 * 448 + 1 + 448 + 2 * 448 + 3 * 74
@@ -420,9 +420,9 @@ def test_study_shaped_sizing_docks_in_batches_of_minutes_ten_waves_per_core():
     assert sides["srun"]["peak_starts_per_s"] <= 153 < sides["pilot"]["peak_starts_per_s"]
     assert list(sides["pilot"]["stage_ends_s"]) == ["seed docking", "training", "inference", "re-docking", "MD"]
     with pytest.raises(ValueError, match="does not fit on 4 cores"):
-        v2_sizing(4, durations, replicas=3, md_cores=2, infer_batch=500)
+        v2_sizing(4, durations, replicas=3, md_cores=2)
     no_md = replace(durations, md_steps={"prepare": [], "replica": [], "combine": []})  # a campaign with top_m = 0
-    assert v2_sizing(448, no_md, replicas=3, infer_batch=500).md_ensembles == 0
+    assert v2_sizing(448, no_md, replicas=3).md_ensembles == 0
 
 
 def test_streaming_md_spends_at_most_top_m_speculative_runs_per_round(recorded, tmp_path):
